@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what duel needs on a fresh Debian machine with Node 20 and npm (run as root):
+# nats-server from Debian's packages when missing, and the npm packages when missing or stale.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  echo "setup: installing nats-server from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env node
+/** Entry point: runs the program; a DuelError prints its message (and fields) and exits 2. */
+import { CommanderError } from 'commander';
+import { DuelError } from '../platform/errors.js';
+import { buildProgram } from './program.js';
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) process.exit(error.exitCode);
+  const e = DuelError.from(error);
+  process.stderr.write(`duel: ${e.message}\n`);
+  if (process.env.DUEL_DEBUG && e.cause)
+    process.stderr.write(`${String((e.cause as Error).stack ?? e.cause)}\n`);
+  process.exit(2);
+}

@@ -1,0 +1,181 @@
+/**
+ * Adapts async-function handlers to @grpc/grpc-js's callback API, one adapter per call shape:
+ * unary → `async (req, ctx) => res`, server streaming → `async function* (req, ctx)`, client
+ * streaming → `async (requests, ctx) => res`. Every error leaves as a deliberate status
+ * (DuelError.from), and ctx.signal aborts when the client cancels or the deadline passes, so
+ * long work can stop early.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { Code, DuelError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { toStatus } from './status-details.js';
+
+/** What a handler knows about its call. */
+export interface CallContext {
+  /** Aborted on client cancellation or deadline expiry. */
+  signal: AbortSignal;
+  metadata: grpc.Metadata;
+  peer: string;
+  /** Full method path, e.g. /duel.v1.PolicySamplerService/Sample. */
+  method: string;
+}
+
+/** Marks a message that failed to decode; replaces grpc-js's hard-coded INTERNAL answer. */
+export class MalformedMessage {
+  constructor(readonly reason: string) {}
+}
+
+type MethodDef = grpc.MethodDefinition<unknown, unknown>;
+type Req<M> = M extends { requestDeserialize: (b: Buffer) => infer R } ? R : never;
+type Res<M> = M extends { responseSerialize: (v: infer R) => Buffer } ? R : never;
+
+export type HandlerFor<M> = M extends { requestStream: false; responseStream: false }
+  ? (request: Req<M>, ctx: CallContext) => Promise<Res<M>>
+  : M extends { requestStream: false; responseStream: true }
+    ? (request: Req<M>, ctx: CallContext) => AsyncIterable<Res<M>>
+    : M extends { requestStream: true; responseStream: false }
+      ? (requests: AsyncIterable<Req<M>>, ctx: CallContext) => Promise<Res<M>>
+      : (requests: AsyncIterable<Req<M>>, ctx: CallContext) => AsyncIterable<Res<M>>;
+
+export type ServiceHandlers<S> = { [K in keyof S]: HandlerFor<S[K]> };
+
+/** The service definition with decoders that never throw (see MalformedMessage). */
+export function tolerantDefinition(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, MethodDef> = {};
+  for (const [name, method] of Object.entries(definition as Record<string, MethodDef>)) {
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (error) {
+          return new MalformedMessage(error instanceof Error ? error.message : String(error));
+        }
+      },
+    };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
+function checkDecoded<T>(message: T, method: string): T {
+  if (message instanceof MalformedMessage) {
+    throw DuelError.invalidArgument([
+      { field: 'request', description: `not a valid message for ${method}: ${message.reason}` },
+    ]);
+  }
+  return message;
+}
+
+/** The part of every server call shape that a context needs. */
+interface SurfaceCall {
+  metadata: grpc.Metadata;
+  getPeer(): string;
+  getDeadline(): grpc.Deadline;
+  on(event: 'cancelled', listener: () => void): unknown;
+  removeListener(event: 'cancelled', listener: () => void): unknown;
+}
+
+function contextOf(call: SurfaceCall, method: string): { ctx: CallContext; done: () => void } {
+  const controller = new AbortController();
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  const expired = () => controller.abort(new DuelError(Code.DEADLINE_EXCEEDED, 'the call deadline passed'));
+  // grpc-js reports an expired deadline as 'cancelled' too; the handler deserves the true reason.
+  const onCancel = () =>
+    Date.now() >= at
+      ? expired()
+      : controller.abort(new DuelError(Code.CANCELLED, 'the client cancelled the call'));
+  call.on('cancelled', onCancel);
+  const timer = Number.isFinite(at) ? setTimeout(expired, Math.max(0, at - Date.now())) : undefined;
+  return {
+    ctx: { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), method },
+    done: () => {
+      if (timer) clearTimeout(timer);
+      call.removeListener('cancelled', onCancel);
+    },
+  };
+}
+
+function logFailure(log: Logger, method: string, error: DuelError): void {
+  const fields = { rpc: method, code: Code[error.code], err: error.message };
+  if (error.code === Code.INTERNAL || error.code === Code.UNKNOWN)
+    log.error({ ...fields, cause: error.cause }, 'rpc failed');
+  else log.debug(fields, 'rpc rejected');
+}
+
+async function* decodedStream<T>(call: AsyncIterable<unknown>, method: string): AsyncIterable<T> {
+  for await (const message of call) yield checkDecoded(message as T, method);
+}
+
+/** Wraps typed handlers into grpc-js's untyped implementation for `addService`. */
+export function adaptHandlers(
+  definition: grpc.ServiceDefinition,
+  handlers: Record<string, (...args: never[]) => unknown>,
+  log: Logger,
+): grpc.UntypedServiceImplementation {
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const [name, method] of Object.entries(definition as Record<string, MethodDef>)) {
+    const handler = handlers[name] as unknown as (...args: unknown[]) => unknown;
+    if (!handler) throw new Error(`no handler for ${method.path}`);
+    const path = method.path;
+    const fail = (error: unknown): Partial<grpc.StatusObject> => {
+      const e = DuelError.from(error);
+      logFailure(log, path, e);
+      return toStatus(e);
+    };
+
+    if (!method.requestStream && !method.responseStream) {
+      impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const { ctx, done } = contextOf(call, path);
+        Promise.resolve()
+          .then(() => handler(checkDecoded(call.request, path), ctx))
+          .then(
+            (res) => callback(null, res),
+            (err) => callback(fail(err)),
+          )
+          .finally(done);
+      };
+    } else if (!method.requestStream && method.responseStream) {
+      impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        const { ctx, done } = contextOf(call, path);
+        (async () => {
+          const stream = handler(checkDecoded(call.request, path), ctx) as AsyncIterable<unknown>;
+          for await (const res of stream) {
+            if (ctx.signal.aborted) throw ctx.signal.reason;
+            if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
+          }
+          call.end();
+        })()
+          .catch((err) => call.emit('error', fail(err)))
+          .finally(done);
+      };
+    } else if (method.requestStream && !method.responseStream) {
+      impl[name] = (
+        call: grpc.ServerReadableStream<unknown, unknown>,
+        callback: grpc.sendUnaryData<unknown>,
+      ) => {
+        const { ctx, done } = contextOf(call, path);
+        Promise.resolve()
+          .then(() => handler(decodedStream(call, path), ctx))
+          .then(
+            (res) => callback(null, res),
+            (err) => callback(fail(err)),
+          )
+          .finally(done);
+      };
+    } else {
+      impl[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        const { ctx, done } = contextOf(call, path);
+        (async () => {
+          for await (const res of handler(decodedStream(call, path), ctx) as AsyncIterable<unknown>) {
+            if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
+          }
+          call.end();
+        })()
+          .catch((err) => call.emit('error', fail(err)))
+          .finally(done);
+      };
+    }
+  }
+  return impl;
+}

@@ -1,0 +1,155 @@
+/**
+ * The gRPC server every duel service runs on: grpc.health.v1 (NOT_SERVING until the service says
+ * it is ready, and again while draining), server reflection over the .proto files shipped in the
+ * package, message-size limits, and graceful shutdown (NOT_SERVING → drain in-flight calls for
+ * a grace period → force close).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from '../logger.js';
+import { protoRoot } from '../paths.js';
+import { adaptHandlers, type ServiceHandlers, tolerantDefinition } from './handlers.js';
+
+/** The .proto files reflection describes: every duel contract. */
+const CONTRACTS = [
+  'duel/v1/common.proto',
+  'duel/v1/sampler.proto',
+  'duel/v1/scorer.proto',
+  'duel/v1/trainer.proto',
+  'duel/v1/runs.proto',
+  'duel/v1/events.proto',
+];
+
+export interface ServiceRegistration {
+  definition: grpc.ServiceDefinition;
+  handlers: object;
+}
+
+/** Pairs a generated definition with its handlers, checked against each other at compile time. */
+export function service<S extends grpc.ServiceDefinition>(
+  definition: S,
+  handlers: ServiceHandlers<S>,
+): ServiceRegistration {
+  return { definition, handlers };
+}
+
+export interface GrpcServerOptions {
+  logger: Logger;
+  services: ServiceRegistration[];
+  /** @default '127.0.0.1' — loopback unless configured otherwise. */
+  host?: string;
+  /** 0 picks a free port. @default 0 */
+  port?: number;
+  /** Largest message accepted or sent. @default 64 MiB */
+  maxMessageBytes?: number;
+  /** How long in-flight calls may finish after shutdown begins. @default 10_000 */
+  shutdownGraceMs?: number;
+  /** @default true */
+  reflection?: boolean;
+  /** Server credentials. @default insecure (loopback) */
+  credentials?: grpc.ServerCredentials;
+}
+
+export function fullServiceName(definition: grpc.ServiceDefinition): string {
+  const first = Object.values(definition)[0] as grpc.MethodDefinition<unknown, unknown> | undefined;
+  if (!first) throw new Error('a service definition without methods');
+  return first.path.split('/')[1]!;
+}
+
+export class GrpcServer {
+  readonly server: grpc.Server;
+  private readonly health: HealthImplementation;
+  private readonly names: string[];
+  private readonly options: Required<Omit<GrpcServerOptions, 'credentials'>> & {
+    credentials: grpc.ServerCredentials;
+  };
+  private boundPort = 0;
+  private shuttingDown: Promise<void> | undefined;
+
+  constructor(options: GrpcServerOptions) {
+    this.options = {
+      host: '127.0.0.1',
+      port: 0,
+      maxMessageBytes: 64 * 1024 * 1024,
+      shutdownGraceMs: 10_000,
+      reflection: true,
+      credentials: grpc.ServerCredentials.createInsecure(),
+      ...options,
+    };
+    this.server = new grpc.Server({
+      'grpc.max_receive_message_length': this.options.maxMessageBytes,
+      'grpc.max_send_message_length': this.options.maxMessageBytes,
+    });
+    this.names = options.services.map((s) => fullServiceName(s.definition));
+    this.health = new HealthImplementation(
+      Object.fromEntries(['', ...this.names].map((n) => [n, 'NOT_SERVING'])),
+    );
+    this.health.addToServer(this.server);
+    if (this.options.reflection) {
+      const pkg = loadSync(CONTRACTS, { includeDirs: [protoRoot()], keepCase: true });
+      new ReflectionService(pkg).addToServer(this.server);
+    }
+    for (const s of options.services) {
+      const impl = adaptHandlers(s.definition, s.handlers as never, this.options.logger);
+      this.server.addService(tolerantDefinition(s.definition), impl);
+    }
+  }
+
+  /** Binds and starts; resolves to the bound port. */
+  async start(): Promise<number> {
+    const address = `${this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host}:${this.options.port}`;
+    this.boundPort = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(address, this.options.credentials, (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
+    );
+    this.options.logger.info(
+      { address: `${this.options.host}:${this.boundPort}`, services: this.names },
+      'grpc listening',
+    );
+    return this.boundPort;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** Marks every service (and the server as a whole) SERVING or NOT_SERVING. */
+  setServing(serving: boolean): void {
+    for (const name of ['', ...this.names]) this.health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /** NOT_SERVING, then let in-flight calls finish within the grace period, then force close. */
+  shutdown(reason = 'shutdown'): Promise<void> {
+    this.shuttingDown ??= new Promise<void>((resolve) => {
+      this.setServing(false);
+      this.options.logger.info({ reason, graceMs: this.options.shutdownGraceMs }, 'draining');
+      const force = setTimeout(() => {
+        this.options.logger.warn('grace period over: closing remaining calls');
+        this.server.forceShutdown();
+        resolve();
+      }, this.options.shutdownGraceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    return this.shuttingDown;
+  }
+
+  /** On SIGTERM/SIGINT: drain, run `onClosed` (close NATS, workers), exit 0. */
+  exitOnSignals(onClosed: () => Promise<void> = async () => {}): void {
+    const handle = (signal: NodeJS.Signals) => {
+      void this.shutdown(signal)
+        .then(onClosed)
+        .then(() => {
+          this.options.logger.info({ signal }, 'stopped');
+          process.exit(0);
+        });
+    };
+    process.once('SIGTERM', handle);
+    process.once('SIGINT', handle);
+  }
+}

@@ -1,0 +1,24 @@
+/** Locations inside the installed package, valid both from src/ (tests) and dist/src/ (built). */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+let root: string | undefined;
+
+/** The package root: the nearest ancestor of this module holding proto/duel. */
+export function packageRoot(): string {
+  if (root) return root;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'proto', 'duel'))) {
+    const parent = dirname(dir);
+    if (parent === dir)
+      throw new Error('cannot find the duel package root (proto/duel) above ' + import.meta.url);
+    dir = parent;
+  }
+  root = dir;
+  return dir;
+}
+
+export function protoRoot(): string {
+  return join(packageRoot(), 'proto');
+}

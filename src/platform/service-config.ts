@@ -1,0 +1,39 @@
+/** Settings every duel service shares; each service extends this schema with its own keys. */
+import { z } from 'zod';
+
+export const serviceConfigSchema = z
+  .object({
+    /** Interface to bind; loopback unless configured otherwise. */
+    host: z.string().min(1).default('127.0.0.1'),
+    /** gRPC port; 0 picks a free one. */
+    port: z.number().int().min(0).max(65535).default(0),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    grpc: z
+      .object({
+        maxMessageBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 31 - 1)
+          .default(64 * 1024 * 1024),
+        shutdownGraceMs: z.number().int().min(0).default(10_000),
+      })
+      .default({ maxMessageBytes: 64 * 1024 * 1024, shutdownGraceMs: 10_000 }),
+    nats: z
+      .object({
+        url: z
+          .string()
+          .regex(/^(nats|tls):\/\//, 'must be a nats:// or tls:// URL')
+          .default('nats://127.0.0.1:4222'),
+      })
+      .default({ url: 'nats://127.0.0.1:4222' }),
+    metrics: z
+      .object({
+        /** Prometheus /metrics port; 0 disables the endpoint. */
+        port: z.number().int().min(0).max(65535).default(0),
+      })
+      .default({ port: 0 }),
+  })
+  .strict();
+
+export type ServiceConfig = z.infer<typeof serviceConfigSchema>;

@@ -1,0 +1,42 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { buildProgram, version } from '../src/cli/program.js';
+import { packageRoot } from '../src/platform/paths.js';
+
+const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+
+describe('duel CLI', () => {
+  it('lists its commands in --help', () => {
+    const help = buildProgram().helpInformation();
+    for (const cmd of ['contracts', 'config']) expect(help).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
+  });
+
+  it('runs as the installed bin: --version prints the package version', () => {
+    const out = execFileSync(process.execPath, [BIN, '--version'], { encoding: 'utf8' });
+    expect(out.trim()).toBe(version());
+  });
+
+  it('lists every RPC of the four services', () => {
+    const out = execFileSync(process.execPath, [BIN, 'contracts'], { encoding: 'utf8' });
+    expect(out).toContain('/duel.v1.PolicySamplerService/Sample  (→ stream)');
+    expect(out).toContain('/duel.v1.TrainerService/TrainRound  (stream → unary)');
+    expect(out).toContain('/duel.v1.RunsService/WatchRun  (→ stream)');
+    expect(out.trim().split('\n')).toHaveLength(15);
+  });
+
+  it('exits non-zero with the key named when a setting is bad', () => {
+    const r = spawnSync(process.execPath, [BIN, 'config'], {
+      encoding: 'utf8',
+      env: { ...process.env, DUEL_PORT: '99999' },
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^duel: port: .*65535.*\(from DUEL_PORT\)/);
+  });
+
+  it('rejects an unknown command with a usage error', () => {
+    const r = spawnSync(process.execPath, [BIN, 'frobnicate'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/unknown command 'frobnicate'/);
+  });
+});

@@ -1,0 +1,43 @@
+/** Small promise helpers over generated grpc-js clients, and a health client. */
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+
+export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+
+export function healthCheck(address: string, service = ''): Promise<HealthStatus> {
+  const pkg = grpc.loadPackageDefinition(loadSync(healthProtoPath, { enums: String })) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  };
+  type CheckCallback = (err: grpc.ServiceError | null, res: { status: HealthStatus }) => void;
+  const client = new pkg.grpc.health.v1.Health(
+    address,
+    grpc.credentials.createInsecure(),
+  ) as unknown as grpc.Client & {
+    check(req: { service: string }, cb: CheckCallback): void;
+  };
+  return new Promise((resolve, reject) =>
+    client.check({ service }, (err, res) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res.status);
+    }),
+  );
+}
+
+/** Calls a generated client's unary method and returns its response or rejects with the ServiceError. */
+export function unary<Req, Res>(
+  method: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown,
+  req: Req,
+): Promise<Res> {
+  return new Promise((resolve, reject) => method(req, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+export function collect<T>(stream: grpc.ClientReadableStream<T>): Promise<T[]> {
+  return new Promise((resolve, reject) => {
+    const out: T[] = [];
+    stream.on('data', (m: T) => out.push(m));
+    stream.on('error', reject);
+    stream.on('end', () => resolve(out));
+  });
+}

@@ -1,0 +1,73 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DuelError, describeConfig, envName, loadConfig } from '../../src/platform/index.js';
+import { serviceConfigSchema } from '../../src/platform/service-config.js';
+
+function tempFile(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'duel-config-')), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+function violations(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(DuelError);
+    return (e as DuelError).violations.map((v) => `${v.field}: ${v.description}`);
+  }
+  throw new Error('expected a DuelError');
+}
+
+describe('loadConfig', () => {
+  it('uses the defaults when nothing is set', () => {
+    const c = loadConfig(serviceConfigSchema, { env: {} });
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.grpc.maxMessageBytes).toBe(64 * 1024 * 1024);
+  });
+
+  it('layers file < environment < overrides', () => {
+    const file = tempFile(
+      'c.yaml',
+      'port: 1000\nlogLevel: debug\ngrpc:\n  shutdownGraceMs: 5\nnats:\n  url: nats://file:4222\n',
+    );
+    const c = loadConfig(serviceConfigSchema, {
+      file,
+      env: { DUEL_PORT: '2000', DUEL_GRPC_SHUTDOWN_GRACE_MS: '7' },
+      overrides: { port: 3000 },
+    });
+    expect(c.port).toBe(3000);
+    expect(c.logLevel).toBe('debug');
+    expect(c.grpc.shutdownGraceMs).toBe(7);
+    expect(c.nats.url).toBe('nats://file:4222');
+  });
+
+  it('names the key and the variable a bad value came from', () => {
+    const msgs = violations(() =>
+      loadConfig(serviceConfigSchema, { env: { DUEL_PORT: 'eighty', DUEL_NATS_URL: 'http://x' } }),
+    );
+    expect(msgs).toHaveLength(2);
+    expect(msgs[0]).toMatch(/^port: .*expected number.*\(from DUEL_PORT\)$/);
+    expect(msgs[1]).toMatch(/^nats\.url: must be a nats:\/\/ or tls:\/\/ URL \(from DUEL_NATS_URL\)$/);
+  });
+
+  it('rejects unknown keys in a file, so a misspelt setting cannot be ignored', () => {
+    const file = tempFile('c.json', JSON.stringify({ grpc: { maxMesageBytes: 10 } }));
+    const msgs = violations(() => loadConfig(serviceConfigSchema, { file, env: {} }));
+    expect(msgs[0]).toMatch(/^grpc\.maxMesageBytes: unknown key/);
+  });
+
+  it('rejects a file that is not a mapping', () => {
+    const file = tempFile('c.yaml', '- 1\n- 2\n');
+    expect(violations(() => loadConfig(serviceConfigSchema, { file, env: {} }))[0]).toMatch(
+      /must hold a mapping/,
+    );
+  });
+
+  it('derives each environment variable from the key path', () => {
+    expect(envName(['grpc', 'maxMessageBytes'])).toBe('DUEL_GRPC_MAX_MESSAGE_BYTES');
+    expect(describeConfig(serviceConfigSchema).map((r) => r.env)).toContain('DUEL_METRICS_PORT');
+  });
+});
