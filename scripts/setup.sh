@@ -11,5 +11,11 @@ fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # The registry reachable here lacks some optional per-platform binaries (biome's and buf's for
+  # other OSes), so the lock file cannot list them and npm ci may refuse it as out of sync. Every
+  # version is pinned exactly in package.json, so npm install then builds the same tree.
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>/dev/null; then
+    echo "setup: npm ci refused the lock file; installing the pinned versions with npm install"
+    npm install --no-save --no-audit --no-fund --loglevel=error
+  fi
 fi

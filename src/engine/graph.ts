@@ -1,0 +1,159 @@
+/**
+ * The traced program. A Graph is a list of Nodes in creation order (which is a topological
+ * order); a Tensor is one output of one Node. Every primitive is an OpDef that keeps its facets
+ * together: shape/dtype inference (run at trace time, so errors name the op and shapes), ONNX
+ * lowering, and its vector-Jacobian rule written with the same tensor API.
+ */
+import type { DType, TypedArray } from './dtype.js';
+import { type Shape, shapeString } from './shape.js';
+
+export interface TensorType {
+  dtype: DType;
+  shape: Shape;
+}
+
+export class Tensor {
+  constructor(
+    readonly graph: Graph,
+    readonly node: Node,
+    readonly index: number,
+    readonly dtype: DType,
+    readonly shape: Shape,
+  ) {}
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  toString(): string {
+    return `${this.node.op.name}#${this.node.id}:${this.index} ${this.dtype}${shapeString(this.shape)}`;
+  }
+}
+
+/** What a lowering writes: ONNX nodes, constants, and runtime shape values. */
+export interface Emitter {
+  /** The ONNX value name of a traced tensor. */
+  name(t: Tensor): string;
+  /** A fresh ONNX value name for an intermediate. */
+  fresh(hint: string): string;
+  /** Emits one ONNX node; attrs are converted by their JS type (number[] of ints → INTS, ...). */
+  emit(opType: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttr>): void;
+  /** An int64 1-D constant. */
+  ints(values: readonly number[]): string;
+  /** A 0-D constant. */
+  scalar(value: number, dtype: DType): string;
+  /** A 1-D int64 tensor holding `shape` at run time (symbols read from the inputs that define them). */
+  shapeOf(shape: Shape): string;
+}
+
+export type OnnxAttr =
+  | number
+  | string
+  | number[]
+  | { float: number }
+  | { floats: number[] }
+  | { graph: unknown };
+
+/** The vocabulary of a vector-Jacobian rule: the node's inputs, outputs, and incoming gradients. */
+export interface VjpContext<A> {
+  inputs: Tensor[];
+  outputs: Tensor[];
+  /** Gradient of the loss w.r.t. each output; undefined where the output does not reach the loss. */
+  grads: (Tensor | undefined)[];
+  attrs: A;
+}
+
+export interface OpDef<A = Record<string, never>> {
+  name: string;
+  infer(inputs: Tensor[], attrs: A): TensorType[];
+  lower(e: Emitter, node: Node<A>): void;
+  /** Gradient of the loss w.r.t. each input (undefined: no gradient flows there). Absent: not differentiable. */
+  vjp?(ctx: VjpContext<A>): (Tensor | undefined)[];
+  /** Ops whose outputs never carry gradient (comparisons, argmax, random draws, stop-gradient). */
+  noGradient?: boolean;
+}
+
+export interface Node<A = unknown> {
+  id: number;
+  op: OpDef<A>;
+  inputs: Tensor[];
+  attrs: A;
+  outputs: Tensor[];
+}
+
+/** Where a symbolic dimension can be read at run time. */
+export interface SymbolSource {
+  input: Tensor;
+  axis: number;
+}
+
+export class Graph {
+  readonly nodes: Node[] = [];
+  readonly inputs: Tensor[] = [];
+  readonly symbols = new Map<string, SymbolSource>();
+  private readonly inputNames = new Set<string>();
+
+  /** Applies an op: infers output types (throwing with the op named) and records the node. */
+  apply<A>(op: OpDef<A>, inputs: Tensor[], attrs: A): Tensor[] {
+    for (const t of inputs) {
+      if (t.graph !== this) throw new Error(`${op.name}: input ${t} belongs to another graph`);
+    }
+    let types: TensorType[];
+    try {
+      types = op.infer(inputs, attrs);
+    } catch (error) {
+      const shapes = inputs.map((t) => `${t.dtype}${shapeString(t.shape)}`).join(', ');
+      throw new Error(`${op.name}(${shapes}): ${(error as Error).message}`, { cause: error });
+    }
+    const node: Node<A> = { id: this.nodes.length, op, inputs, attrs, outputs: [] };
+    node.outputs = types.map((t, i) => new Tensor(this, node as Node, i, t.dtype, t.shape));
+    this.nodes.push(node as Node);
+    return node.outputs;
+  }
+
+  apply1<A>(op: OpDef<A>, inputs: Tensor[], attrs: A): Tensor {
+    return this.apply(op, inputs, attrs)[0]!;
+  }
+
+  /** A graph input (a batch tensor, a parameter, optimizer state). Symbolic dims are bound here. */
+  input(name: string, dtype: DType, shape: Shape): Tensor {
+    if (this.inputNames.has(name)) throw new Error(`input ${JSON.stringify(name)} is declared twice`);
+    this.inputNames.add(name);
+    const t = this.apply1(InputOp, [], { name, dtype, shape });
+    shape.forEach((d, axis) => {
+      if (typeof d === 'string' && !this.symbols.has(d)) this.symbols.set(d, { input: t, axis });
+    });
+    this.inputs.push(t);
+    return t;
+  }
+
+  constant(data: TypedArray, dtype: DType, shape: Shape): Tensor {
+    return this.apply1(ConstantOp, [], { data, dtype, shape });
+  }
+}
+
+export interface InputAttrs {
+  name: string;
+  dtype: DType;
+  shape: Shape;
+}
+
+export const InputOp: OpDef<InputAttrs> = {
+  name: 'input',
+  infer: (_, a) => [{ dtype: a.dtype, shape: a.shape }],
+  lower: () => {},
+  vjp: () => [],
+};
+
+export interface ConstantAttrs {
+  data: TypedArray;
+  dtype: DType;
+  shape: Shape;
+}
+
+export const ConstantOp: OpDef<ConstantAttrs> = {
+  name: 'constant',
+  infer: (_, a) => [{ dtype: a.dtype, shape: a.shape }],
+  lower: () => {},
+  noGradient: true,
+};

@@ -1,0 +1,222 @@
+/**
+ * Lowers a traced graph to an ONNX ModelProto: only nodes that reach a requested output are
+ * emitted (dead-code elimination), constants become initializers (small int constants shared),
+ * static shapes are folded to constants at trace time, and a symbolic dimension is read once
+ * from the input that binds it.
+ */
+import { Buffer } from 'node:buffer';
+import {
+  AttributeProto_AttributeType as AT,
+  type AttributeProto,
+  ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from '../gen/third_party/onnx/onnx.js';
+import { allocate, type DType, ONNX_DTYPE, type TypedArray } from './dtype.js';
+import {
+  type ConstantAttrs,
+  ConstantOp,
+  type Emitter,
+  type Graph,
+  type InputAttrs,
+  InputOp,
+  type OnnxAttr,
+  type Tensor,
+} from './graph.js';
+import type { Shape } from './shape.js';
+
+/** The opset duel targets: supported by onnxruntime-node 1.30 on CPU, CUDA and WebGPU. */
+export const OPSET = 18;
+const IR_VERSION = 8;
+
+export interface CompiledModel {
+  bytes: Uint8Array;
+  inputs: { name: string; dtype: DType; shape: Shape }[];
+  outputs: { name: string; dtype: DType; shape: Shape }[];
+  /** ONNX nodes emitted (after dead-code elimination). */
+  nodeCount: number;
+}
+
+function valueInfo(name: string, dtype: DType, shape: Shape): ValueInfoProto {
+  return {
+    name,
+    docString: '',
+    type: {
+      denotation: '',
+      value: {
+        $case: 'tensorType',
+        tensorType: {
+          elemType: ONNX_DTYPE[dtype],
+          shape: {
+            dim: shape.map((d) => ({
+              denotation: '',
+              value:
+                typeof d === 'number'
+                  ? { $case: 'dimValue' as const, dimValue: d }
+                  : { $case: 'dimParam' as const, dimParam: d },
+            })),
+          },
+        },
+      },
+    },
+  };
+}
+
+function tensorProto(name: string, data: TypedArray, dtype: DType, dims: readonly number[]): TensorProto {
+  return {
+    ...TENSOR_DEFAULTS,
+    name,
+    dataType: ONNX_DTYPE[dtype],
+    dims: [...dims],
+    rawData: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+  };
+}
+
+const TENSOR_DEFAULTS: TensorProto = {
+  dims: [],
+  dataType: 0,
+  floatData: [],
+  int32Data: [],
+  stringData: [],
+  int64Data: [],
+  name: '',
+  docString: '',
+  rawData: Buffer.alloc(0),
+  doubleData: [],
+  uint64Data: [],
+};
+
+function attribute(name: string, value: OnnxAttr): AttributeProto {
+  const a: AttributeProto = {
+    name,
+    refAttrName: '',
+    docString: '',
+    type: AT.UNDEFINED,
+    f: 0,
+    i: 0,
+    s: Buffer.alloc(0),
+    t: undefined,
+    g: undefined,
+    floats: [],
+    ints: [],
+    strings: [],
+    tensors: [],
+    graphs: [],
+  };
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value))
+      throw new Error(`attribute ${name}: ${value} is not an integer; use { float }`);
+    return { ...a, type: AT.INT, i: value };
+  }
+  if (typeof value === 'string') return { ...a, type: AT.STRING, s: Buffer.from(value) };
+  if (Array.isArray(value)) return { ...a, type: AT.INTS, ints: value };
+  if ('float' in value) return { ...a, type: AT.FLOAT, f: value.float };
+  if ('floats' in value) return { ...a, type: AT.FLOATS, floats: value.floats };
+  throw new Error(`attribute ${name}: unsupported value`);
+}
+
+/** Compiles the part of `graph` that computes `outputs` into ONNX bytes. */
+export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'duel'): CompiledModel {
+  // Dead-code elimination: keep nodes that reach an output, plus symbol sources.
+  const keep = new Set<number>();
+  const stack = Object.values(outputs).map((t) => t.node);
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (keep.has(node.id)) continue;
+    keep.add(node.id);
+    for (const t of node.inputs) stack.push(t.node);
+  }
+
+  const nodes: NodeProto[] = [];
+  const initializers: TensorProto[] = [];
+  const intCache = new Map<string, string>();
+  const symbolCache = new Map<string, string>();
+  let counter = 0;
+
+  const e: Emitter = {
+    name: (t) => (t.node.op === InputOp ? (t.node.attrs as InputAttrs).name : `t${t.node.id}_${t.index}`),
+    fresh: (hint) => `${hint}_${counter++}`,
+    emit(opType, inputs, outs, attrs = {}) {
+      nodes.push({
+        input: inputs,
+        output: outs,
+        name: `${opType}_${nodes.length}`,
+        opType,
+        domain: '',
+        docString: '',
+        attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+      });
+    },
+    ints(values) {
+      const k = values.join(',');
+      let n = intCache.get(k);
+      if (!n) {
+        n = `ints_${intCache.size}`;
+        intCache.set(k, n);
+        initializers.push(tensorProto(n, BigInt64Array.from(values.map(BigInt)), 'int64', [values.length]));
+      }
+      return n;
+    },
+    scalar(value, dtype) {
+      const n = `scalar_${counter++}`;
+      const data = allocate(dtype, 1);
+      if (data instanceof BigInt64Array) data[0] = BigInt(value);
+      else data[0] = value;
+      initializers.push(tensorProto(n, data, dtype, []));
+      return n;
+    },
+    shapeOf(shape) {
+      if (shape.every((d) => typeof d === 'number')) return e.ints(shape as number[]);
+      const parts = shape.map((d) => {
+        if (typeof d === 'number') return e.ints([d]);
+        let n = symbolCache.get(d);
+        if (!n) {
+          const src = graph.symbols.get(d);
+          if (!src) throw new Error(`symbolic dim ${d} is bound by no graph input`);
+          n = `dim_${d}`;
+          e.emit('Shape', [e.name(src.input)], [n], { start: src.axis, end: src.axis + 1 });
+          symbolCache.set(d, n);
+        }
+        return n;
+      });
+      const out = e.fresh('shape');
+      e.emit('Concat', parts, [out], { axis: 0 });
+      return out;
+    },
+  };
+
+  for (const node of graph.nodes) {
+    if (!keep.has(node.id)) continue;
+    if (node.op === ConstantOp) {
+      const a = node.attrs as ConstantAttrs;
+      initializers.push(tensorProto(e.name(node.outputs[0]!), a.data, a.dtype, a.shape as number[]));
+      continue;
+    }
+    node.op.lower(e, node as never);
+  }
+
+  const outs = Object.entries(outputs).map(([outName, t]) => {
+    e.emit('Identity', [e.name(t)], [outName]);
+    return { name: outName, dtype: t.dtype, shape: t.shape };
+  });
+  const ins = graph.inputs.map((t) => {
+    const a = t.node.attrs as InputAttrs;
+    return { name: a.name, dtype: a.dtype, shape: a.shape };
+  });
+
+  const model = ModelProto.fromPartial({
+    irVersion: IR_VERSION,
+    opsetImport: [{ domain: '', version: OPSET }],
+    producerName: 'duel',
+    producerVersion: '0.1',
+    graph: {
+      name,
+      node: nodes,
+      initializer: initializers,
+      input: ins.map((i) => valueInfo(i.name, i.dtype, i.shape)),
+      output: outs.map((o) => valueInfo(o.name, o.dtype, o.shape)),
+    },
+  });
+  return { bytes: ModelProto.encode(model).finish(), inputs: ins, outputs: outs, nodeCount: nodes.length };
+}
