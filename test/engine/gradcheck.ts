@@ -45,7 +45,11 @@ export async function gradcheck(
   const y = build(g, xs);
   if (y.dtype !== 'float64') throw new Error(`gradcheck builds must stay float64, got ${y.dtype}`);
   const yShape = y.shape as number[];
-  const w = g.constant(Float64Array.from({ length: size(yShape) }, () => r() * 2 - 1), 'float64', yShape);
+  const w = g.constant(
+    Float64Array.from({ length: size(yShape) }, () => r() * 2 - 1),
+    'float64',
+    yShape,
+  );
   const loss = T.reduceSum(T.mul(y, w));
   const grads = grad(loss, xs);
   const outputs: Record<string, Tensor> = { loss };
@@ -73,7 +77,10 @@ export async function gradcheck(
       data[i]![j] = x0;
       const numeric = (up - down) / (2 * h);
       const a = ga[j]!;
-      maxRelError = Math.max(maxRelError, Math.abs(a - numeric) / Math.max(Math.abs(a), Math.abs(numeric), 1e-3));
+      maxRelError = Math.max(
+        maxRelError,
+        Math.abs(a - numeric) / Math.max(Math.abs(a), Math.abs(numeric), 1e-3),
+      );
       checked++;
     }
   }

@@ -5,7 +5,7 @@ import { grad } from '../../src/engine/autodiff.js';
 import { Graph, type Tensor } from '../../src/engine/graph.js';
 import { compile } from '../../src/engine/onnx.js';
 import * as T from '../../src/engine/ops/index.js';
-import { gradcheck, indices, type InputSpec } from './gradcheck.js';
+import { gradcheck, type InputSpec, indices } from './gradcheck.js';
 
 type Case = [name: string, build: (g: Graph, x: Tensor[]) => Tensor, inputs: InputSpec[]];
 const s = (...shape: number[]): InputSpec => ({ shape });
@@ -33,7 +33,11 @@ const CASES: Case[] = [
   ['silu', (_, [x]) => T.silu(x!), [s(3, 5)]],
   ['gelu', (_, [x]) => T.gelu(x!), [s(3, 5)]],
   ['softplus', (_, [x]) => T.softplus(T.mul(x!, 10)), [s(3, 5)]],
-  ['where (broadcast)', (g, [a, b]) => T.where(T.greater(g.constant(Float64Array.from([1, -1, 2]), 'float64', [3]), 0), a!, b!), [s(2, 3), s(1)]],
+  [
+    'where (broadcast)',
+    (g, [a, b]) => T.where(T.greater(g.constant(Float64Array.from([1, -1, 2]), 'float64', [3]), 0), a!, b!),
+    [s(2, 3), s(1)],
+  ],
   ['cast round trip', (_, [x]) => T.cast(T.cast(x!, 'float64'), 'float64'), [s(4)]],
   ['matmul', (_, [a, b]) => T.matmul(a!, b!), [s(3, 4), s(4, 5)]],
   ['matmul (batched)', (_, [a, b]) => T.matmul(a!, b!), [s(2, 3, 4), s(2, 4, 1)]],
@@ -52,12 +56,27 @@ const CASES: Case[] = [
   ['unsqueeze + squeeze', (_, [x]) => T.squeeze(T.mul(T.unsqueeze(x!, [0, 2]), 2), 0), [s(3, 4)]],
   ['concat', (_, [a, b]) => T.concat([a!, b!, a!], 1), [s(2, 3), s(2, 1)]],
   ['slice', (_, [x]) => T.slice(x!, 1, 1, 4), [s(2, 5, 3)]],
-  ['split', (_, [x]) => { const [p, q] = T.split(x!, 0, 2); return T.mul(p!, q!); }, [s(4, 3)]],
+  [
+    'split',
+    (_, [x]) => {
+      const [p, q] = T.split(x!, 0, 2);
+      return T.mul(p!, q!);
+    },
+    [s(4, 3)],
+  ],
   ['gather (repeated rows)', (g, [x]) => T.gather(x!, indices(g, [0, 4, 4, 1, 0, 2], [2, 3])), [s(5, 3)]],
   ['scatterAddRows', (g, [b, u]) => T.scatterAddRows(b!, indices(g, [1, 1, 3], [3]), u!), [s(4, 2), s(3, 2)]],
   ['gatherElements', (g, [x]) => T.gatherElements(x!, indices(g, [4, 0, 1, 1, 3, 3], [3, 2]), 1), [s(3, 5)]],
-  ['takeLast (token log-probs)', (g, [x]) => T.takeLast(T.logSoftmax(x!), indices(g, [2, 0, 5, 1], [2, 2])), [s(2, 2, 6)]],
-  ['scatterElementsAdd', (g, [b, u]) => T.scatterElementsAdd(b!, indices(g, [0, 0, 2, 1], [2, 2]), u!, 1), [s(2, 3), s(2, 2)]],
+  [
+    'takeLast (token log-probs)',
+    (g, [x]) => T.takeLast(T.logSoftmax(x!), indices(g, [2, 0, 5, 1], [2, 2])),
+    [s(2, 2, 6)],
+  ],
+  [
+    'scatterElementsAdd',
+    (g, [b, u]) => T.scatterElementsAdd(b!, indices(g, [0, 0, 2, 1], [2, 2]), u!, 1),
+    [s(2, 3), s(2, 2)],
+  ],
   ['cumsum', (_, [x]) => T.cumsum(x!, 1), [s(2, 5)]],
   ['cumsum (reverse, exclusive)', (_, [x]) => T.cumsum(x!, 0, { reverse: true, exclusive: true }), [s(4, 2)]],
   ['tril', (_, [x]) => T.tril(x!), [s(2, 4, 4)]],

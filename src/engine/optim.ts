@@ -1,0 +1,145 @@
+/**
+ * Optimizers as graph builders: the update is part of the training-step graph, so one ONNX run
+ * is one step (params, optimizer state, batch and learning rate in; loss, gradient norm, new
+ * params and new state out). Update rules follow PyTorch's definitions so that numbers compare.
+ * A step whose gradient norm is not finite leaves every parameter and state unchanged.
+ */
+import { grad } from './autodiff.js';
+import type { Graph, Tensor } from './graph.js';
+import * as T from './ops/index.js';
+
+export type OptimizerSpec =
+  | { kind: 'sgd'; momentum?: number; weightDecay?: number }
+  | { kind: 'adamw'; beta1?: number; beta2?: number; eps?: number; weightDecay?: number }
+  | { kind: 'rmsprop'; alpha?: number; eps?: number; weightDecay?: number };
+
+export interface TrainStepSpec {
+  optimizer: OptimizerSpec;
+  /** Global-norm clipping threshold; 0 disables. */
+  gradClip: number;
+}
+
+/** Names of the graph's inputs and outputs for one parameter's state slot. */
+export const stateName = (param: string, slot: string) => `${param}.${slot}`;
+export const updatedName = (name: string) => `${name}.next`;
+
+export interface TrainStepGraph {
+  /** Scalar learning-rate input ('lr') and step-count input ('step', 1-based, float). */
+  lr: Tensor;
+  step: Tensor;
+  /** State inputs per parameter name and slot (momentum buffer, Adam's m and v, ...). */
+  state: Map<string, Tensor>;
+  /** Outputs: `loss`, `grad_norm`, `finite`, and `<name>.next` for every parameter and state slot. */
+  outputs: Record<string, Tensor>;
+}
+
+function slotsOf(spec: OptimizerSpec): string[] {
+  if (spec.kind === 'adamw') return ['m', 'v'];
+  if (spec.kind === 'rmsprop') return ['sq'];
+  return spec.momentum ? ['buf'] : [];
+}
+
+/** Adds gradient, clipping and the optimizer update for `params` (graph inputs) to the graph. */
+export function buildTrainStep(
+  graph: Graph,
+  loss: Tensor,
+  params: Map<string, Tensor>,
+  spec: TrainStepSpec,
+): TrainStepGraph {
+  const names = [...params.keys()];
+  const dtype = loss.dtype;
+  const lr = graph.input('lr', dtype, []);
+  const step = graph.input('step', dtype, []);
+  const state = new Map<string, Tensor>();
+  for (const n of names) {
+    for (const slot of slotsOf(spec.optimizer)) {
+      state.set(stateName(n, slot), graph.input(stateName(n, slot), dtype, params.get(n)!.shape));
+    }
+  }
+
+  const grads = grad(loss, [...params.values()]);
+  const sumSq = grads.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b));
+  const gradNorm = T.sqrt(sumSq);
+  // NaN ≠ NaN and Inf − Inf is NaN: one comparison catches both.
+  const finite = T.equal(T.sub(gradNorm, gradNorm), 0);
+  const scale = spec.gradClip > 0 ? T.minimum(T.div(spec.gradClip, T.add(gradNorm, 1e-6)), 1) : undefined;
+
+  const outputs: Record<string, Tensor> = { loss, grad_norm: gradNorm, finite };
+  const keepIfFinite = (next: Tensor, prev: Tensor) => T.where(finite, next, prev);
+
+  names.forEach((name, i) => {
+    const p = params.get(name)!;
+    const g = scale ? T.mul(grads[i]!, scale) : grads[i]!;
+    const updates = update(spec.optimizer, p, g, lr, step, (slot) => state.get(stateName(name, slot))!);
+    outputs[updatedName(name)] = keepIfFinite(updates.param, p);
+    for (const [slot, value] of Object.entries(updates.state)) {
+      const key = stateName(name, slot);
+      outputs[updatedName(key)] = keepIfFinite(value, state.get(key)!);
+    }
+  });
+  return { lr, step, state, outputs };
+}
+
+function update(
+  spec: OptimizerSpec,
+  p: Tensor,
+  g: Tensor,
+  lr: Tensor,
+  step: Tensor,
+  slot: (name: string) => Tensor,
+): { param: Tensor; state: Record<string, Tensor> } {
+  switch (spec.kind) {
+    case 'sgd': {
+      // PyTorch SGD: weight decay is L2 added to the gradient; buf ← μ·buf + g.
+      const wd = spec.weightDecay ?? 0;
+      const d = wd ? T.add(g, T.mul(p, wd)) : g;
+      if (!spec.momentum) return { param: T.sub(p, T.mul(lr, d)), state: {} };
+      const buf = T.add(T.mul(slot('buf'), spec.momentum), d);
+      return { param: T.sub(p, T.mul(lr, buf)), state: { buf } };
+    }
+    case 'adamw': {
+      // Decoupled weight decay (Loshchilov & Hutter): p ← p(1 − lr·λ) − lr·m̂/(√v̂ + ε).
+      const [b1, b2, eps, wd] = [
+        spec.beta1 ?? 0.9,
+        spec.beta2 ?? 0.999,
+        spec.eps ?? 1e-8,
+        spec.weightDecay ?? 0,
+      ];
+      const m = T.add(T.mul(slot('m'), b1), T.mul(g, 1 - b1));
+      const v = T.add(T.mul(slot('v'), b2), T.mul(T.mul(g, g), 1 - b2));
+      const mHat = T.div(m, T.sub(1, T.pow(T.scalar(p.graph, b1, p.dtype), step)));
+      const vHat = T.div(v, T.sub(1, T.pow(T.scalar(p.graph, b2, p.dtype), step)));
+      const decayed = wd ? T.mul(p, T.sub(1, T.mul(lr, wd))) : p;
+      return { param: T.sub(decayed, T.mul(lr, T.div(mHat, T.add(T.sqrt(vHat), eps)))), state: { m, v } };
+    }
+    case 'rmsprop': {
+      // PyTorch RMSprop: sq ← α·sq + (1 − α)g²; p ← p − lr·g/(√sq + ε).
+      const [alpha, eps, wd] = [spec.alpha ?? 0.99, spec.eps ?? 1e-8, spec.weightDecay ?? 0];
+      const d = wd ? T.add(g, T.mul(p, wd)) : g;
+      const sq = T.add(T.mul(slot('sq'), alpha), T.mul(T.mul(d, d), 1 - alpha));
+      return { param: T.sub(p, T.mul(lr, T.div(d, T.add(T.sqrt(sq), eps)))), state: { sq } };
+    }
+  }
+}
+
+export interface ScheduleSpec {
+  kind: 'constant' | 'linear' | 'cosine';
+  peakLr: number;
+  warmupSteps: number;
+  totalSteps: number;
+  /** The floor the decay reaches, as a fraction of the peak. @default 0 */
+  minRatio?: number;
+}
+
+/** Learning rate at a 1-based step: linear warmup to the peak, then constant, linear or cosine decay. */
+export function learningRate(s: ScheduleSpec, step: number): number {
+  if (s.warmupSteps > 0 && step <= s.warmupSteps) return (s.peakLr * step) / s.warmupSteps;
+  if (s.kind === 'constant') return s.peakLr;
+  const span = Math.max(1, s.totalSteps - s.warmupSteps);
+  const progress = Math.min(1, Math.max(0, (step - s.warmupSteps) / span));
+  const floor = s.minRatio ?? 0;
+  const shape = s.kind === 'linear' ? 1 - progress : 0.5 * (1 + Math.cos(Math.PI * progress));
+  return s.peakLr * (floor + (1 - floor) * shape);
+}
+
+export { slotsOf as optimizerSlots };

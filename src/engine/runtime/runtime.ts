@@ -1,0 +1,138 @@
+/**
+ * A pool of session workers. A session (and any state it binds) lives in one worker for its
+ * whole life; sessions are spread over workers round-robin. Every call is a message round trip,
+ * so the caller's event loop stays free while ONNX Runtime computes.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { CompiledModel } from '../onnx.js';
+import type { Provider, Reply, Request, StateBinding, WireTensor } from './protocol.js';
+
+export type { Provider, StateBinding, WireTensor };
+
+export interface RuntimeOptions {
+  /** Worker threads. @default 1 */
+  workers?: number;
+  /** @default 'cpu' */
+  provider?: Provider;
+  /** Threads per op; 0 = the container's CPU limit. @default 0 */
+  intraOpThreads?: number;
+}
+
+/** CPUs this process may use: the cgroup quota when one is set, else the visible cores. */
+export function cpuLimit(): number {
+  try {
+    const [quota, period] = readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
+    if (quota && quota !== 'max') return Math.max(1, Math.floor(Number(quota) / Number(period)));
+  } catch {
+    // No cgroup v2 quota file: not in a limited container.
+  }
+  return availableParallelism();
+}
+
+/** The compiled worker; tests run from src/ (TypeScript) against the build in dist/. */
+function workerUrl(): URL {
+  const here = new URL('./worker.js', import.meta.url);
+  if (!import.meta.url.endsWith('.ts')) return here;
+  return new URL(here.href.replace('/src/engine/runtime/', '/dist/src/engine/runtime/'));
+}
+
+class WorkerChannel {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  private next = 0;
+
+  constructor() {
+    this.worker = new Worker(workerUrl());
+    this.worker.on('message', ({ id, reply }: { id: number; reply: Reply }) => {
+      this.pending.get(id)?.resolve(reply);
+      this.pending.delete(id);
+    });
+    this.worker.on('error', (error) => {
+      for (const p of this.pending.values()) p.reject(error);
+      this.pending.clear();
+    });
+  }
+
+  async call(req: Request): Promise<Extract<Reply, { ok: true }>> {
+    const id = this.next++;
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, req });
+    });
+    if (!reply.ok) throw new Error(reply.error);
+    return reply;
+  }
+
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
+}
+
+export class Session {
+  constructor(
+    private readonly channel: WorkerChannel,
+    readonly id: number,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  /** Runs the graph; returns the fetched outputs (all of them by default). */
+  async run(
+    feeds: Record<string, WireTensor>,
+    fetch: string[] = [...this.outputNames],
+    binding?: StateBinding,
+  ) {
+    const reply = await this.channel.call({ op: 'run', session: this.id, feeds, fetch, binding });
+    return reply.tensors!;
+  }
+
+  /** Stores tensors in a state held by this session's worker. */
+  async setState(state: string, tensors: Record<string, WireTensor>): Promise<void> {
+    await this.channel.call({ op: 'setState', state, tensors });
+  }
+
+  async getState(state: string, keys: string[]): Promise<Record<string, WireTensor>> {
+    return (await this.channel.call({ op: 'getState', state, keys })).tensors!;
+  }
+
+  async dropState(state: string): Promise<void> {
+    await this.channel.call({ op: 'dropState', state });
+  }
+
+  async release(): Promise<void> {
+    await this.channel.call({ op: 'release', session: this.id });
+  }
+}
+
+export class Runtime {
+  private readonly channels: WorkerChannel[];
+  private readonly provider: Provider;
+  private readonly intraOpThreads: number;
+  private turn = 0;
+
+  constructor(options: RuntimeOptions = {}) {
+    const n = options.workers ?? 1;
+    if (!Number.isInteger(n) || n < 1)
+      throw new Error(`runtime: workers must be a positive integer, got ${n}`);
+    this.channels = Array.from({ length: n }, () => new WorkerChannel());
+    this.provider = options.provider ?? 'cpu';
+    this.intraOpThreads = options.intraOpThreads || Math.max(1, Math.floor(cpuLimit() / n));
+  }
+
+  async load(model: CompiledModel | Uint8Array): Promise<Session> {
+    const bytes = model instanceof Uint8Array ? model : model.bytes;
+    const channel = this.channels[this.turn++ % this.channels.length]!;
+    const reply = await channel.call({
+      op: 'create',
+      bytes,
+      options: { provider: this.provider, intraOpThreads: this.intraOpThreads },
+    });
+    return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.channels.map((c) => c.terminate()));
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Each optimizer's in-graph step (run in a worker, state kept there) against its textbook update
+ * computed independently in plain TypeScript. Loss: Σ ½·a·p² + b·p, so ∇ = a·p + b exactly.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import * as T from '../../src/engine/ops/index.js';
+import type { OptimizerSpec, ScheduleSpec } from '../../src/engine/optim.js';
+import { learningRate } from '../../src/engine/optim.js';
+import { Runtime } from '../../src/engine/runtime/runtime.js';
+import { TrainingState } from '../../src/engine/train-state.js';
+
+const A = [1, 2, 0.5, 3];
+const B = [0.3, -1, 2, 0.1];
+const P0 = [0.5, -0.25, 1, 2];
+const f64 = (xs: number[]) => ({ dtype: 'float64' as const, dims: [xs.length], data: Float64Array.from(xs) });
+
+function textbook(
+  opt: OptimizerSpec,
+  clip: number,
+  schedule: ScheduleSpec,
+  steps: number,
+  scaleA = 1,
+): number[] {
+  const p = [...P0];
+  const s1 = p.map(() => 0);
+  const s2 = p.map(() => 0);
+  for (let t = 1; t <= steps; t++) {
+    const lr = learningRate(schedule, t);
+    let g = p.map((x, i) => scaleA * A[i]! * x + B[i]!);
+    const norm = Math.sqrt(g.reduce((a, x) => a + x * x, 0));
+    if (clip > 0) g = g.map((x) => x * Math.min(1, clip / (norm + 1e-6)));
+    for (let i = 0; i < p.length; i++) {
+      if (opt.kind === 'sgd') {
+        const d = g[i]! + (opt.weightDecay ?? 0) * p[i]!;
+        if (opt.momentum) {
+          s1[i] = opt.momentum * s1[i]! + d;
+          p[i]! -= lr * s1[i]!;
+        } else p[i]! -= lr * d;
+      } else if (opt.kind === 'adamw') {
+        const [b1, b2, eps] = [opt.beta1 ?? 0.9, opt.beta2 ?? 0.999, opt.eps ?? 1e-8];
+        s1[i] = b1 * s1[i]! + (1 - b1) * g[i]!;
+        s2[i] = b2 * s2[i]! + (1 - b2) * g[i]! ** 2;
+        const mHat = s1[i]! / (1 - b1 ** t);
+        const vHat = s2[i]! / (1 - b2 ** t);
+        p[i] = p[i]! * (1 - lr * (opt.weightDecay ?? 0)) - (lr * mHat) / (Math.sqrt(vHat) + eps);
+      } else {
+        const [alpha, eps] = [opt.alpha ?? 0.99, opt.eps ?? 1e-8];
+        s1[i] = alpha * s1[i]! + (1 - alpha) * g[i]! ** 2;
+        p[i]! -= (lr * g[i]!) / (Math.sqrt(s1[i]!) + eps);
+      }
+    }
+  }
+  return p;
+}
+
+const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
+afterAll(() => runtime.close());
+
+async function train(opt: OptimizerSpec, clip: number, schedule: ScheduleSpec, steps: number) {
+  const state = await TrainingState.create(
+    runtime,
+    {
+      dtype: 'float64',
+      build: (g, param) => {
+        const p = param('p', [4]);
+        const a = g.input('a', 'float64', [4]);
+        const b = g.input('b', 'float64', [4]);
+        return T.reduceSum(T.add(T.mul(T.mul(a, T.mul(p, p)), 0.5), T.mul(b, p)));
+      },
+    },
+    { optimizer: opt, gradClip: clip },
+    schedule,
+    { p: f64(P0) },
+  );
+  const metrics = [];
+  for (let i = 0; i < steps; i++) metrics.push(await state.step({ a: f64(A), b: f64(B) }));
+  const p = [...((await state.parameters()).p!.data as Float64Array)];
+  return { state, metrics, p };
+}
+
+const constant: ScheduleSpec = { kind: 'constant', peakLr: 0.1, warmupSteps: 0, totalSteps: 3 };
+const warmCosine: ScheduleSpec = { kind: 'cosine', peakLr: 0.2, warmupSteps: 1, totalSteps: 3 };
+
+describe('optimizers match their textbook updates', () => {
+  const cases: [string, OptimizerSpec, number, ScheduleSpec][] = [
+    ['plain SGD', { kind: 'sgd' }, 0, constant],
+    ['SGD + momentum + weight decay', { kind: 'sgd', momentum: 0.9, weightDecay: 0.01 }, 0, warmCosine],
+    ['AdamW', { kind: 'adamw', weightDecay: 0.1 }, 0, constant],
+    ['AdamW + clipping + warmup/cosine', { kind: 'adamw', beta1: 0.8, beta2: 0.95 }, 0.5, warmCosine],
+    ['RMSProp', { kind: 'rmsprop' }, 0, constant],
+    ['RMSProp + clipping', { kind: 'rmsprop', alpha: 0.9 }, 1.0, constant],
+  ];
+  it.each(cases)('%s', async (_name, opt, clip, schedule) => {
+    const { p, state } = await train(opt, clip, schedule, 3);
+    const want = textbook(opt, clip, schedule, 3);
+    p.forEach((x, i) => expect(x).toBeCloseTo(want[i]!, 12));
+    await state.dispose();
+  });
+});
+
+describe('guard rails', () => {
+  it('skips a step whose gradient is not finite, leaving parameters untouched', async () => {
+    const { state } = await train({ kind: 'adamw' }, 0, constant, 1);
+    const before = [...((await state.parameters()).p!.data as Float64Array)];
+    const m = await state.step({ a: f64([1, Number.NaN, 1, 1]), b: f64(B) });
+    expect(m.applied).toBe(false);
+    expect(state.steps).toBe(1);
+    expect([...((await state.parameters()).p!.data as Float64Array)]).toEqual(before);
+    await state.dispose();
+  });
+
+  it('reports the pre-clipping gradient norm', async () => {
+    const { metrics, state } = await train({ kind: 'sgd' }, 0.01, constant, 1);
+    const g = P0.map((x, i) => A[i]! * x + B[i]!);
+    expect(metrics[0]!.gradNorm).toBeCloseTo(Math.hypot(...g), 12);
+    await state.dispose();
+  });
+});
+
+describe('learning-rate schedules', () => {
+  it('warms up linearly, then decays (linear and cosine) to the floor', () => {
+    const lin: ScheduleSpec = { kind: 'linear', peakLr: 1, warmupSteps: 4, totalSteps: 14, minRatio: 0.1 };
+    expect([1, 2, 4].map((s) => learningRate(lin, s))).toEqual([0.25, 0.5, 1]);
+    expect(learningRate(lin, 9)).toBeCloseTo(0.55, 12);
+    expect(learningRate(lin, 14)).toBeCloseTo(0.1, 12);
+    const cos: ScheduleSpec = { kind: 'cosine', peakLr: 2, warmupSteps: 0, totalSteps: 10 };
+    expect(learningRate(cos, 5)).toBeCloseTo(1, 12);
+    expect(learningRate(cos, 10)).toBeCloseTo(0, 12);
+  });
+});
