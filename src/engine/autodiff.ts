@@ -26,7 +26,7 @@ export function grad(loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
     if (node.op.noGradient) continue;
     if (node.inputs.some((t) => live.has(key(t)))) for (const out of node.outputs) live.add(key(out));
   }
-  if (!live.has(key(loss))) return wrt.map((w) => (assertIndependent(loss, w), zeros(w, w.shape)));
+  if (!live.has(key(loss))) return wrt.map((w) => zerosIfIndependent(loss, w));
 
   const grads = new Map<string, Tensor>([[key(loss), scalar(graph, 1, loss.dtype)]]);
   const accumulate = (t: Tensor, g: Tensor) => {
@@ -63,7 +63,7 @@ export function grad(loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
       }
     });
   }
-  return wrt.map((w) => grads.get(key(w)) ?? (assertIndependent(loss, w), zeros(w, w.shape)));
+  return wrt.map((w) => grads.get(key(w)) ?? zerosIfIndependent(loss, w));
 }
 
 /**
@@ -71,7 +71,7 @@ export function grad(loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
  * through ops without a gradient rule (argmax, topk, comparisons...), that is almost always a
  * bug in the model code, so say which ops block it. stopGradient is a deliberate block.
  */
-function assertIndependent(loss: Tensor, w: Tensor): void {
+function zerosIfIndependent(loss: Tensor, w: Tensor): Tensor {
   const reach = new Set([key(w)]);
   const blockers = new Set<string>();
   for (const node of loss.graph.nodes) {
@@ -86,4 +86,5 @@ function assertIndependent(loss: Tensor, w: Tensor): void {
         'wrap the path in stopGradient if that is intended',
     );
   }
+  return zeros(w, w.shape);
 }

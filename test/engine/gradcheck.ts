@@ -53,7 +53,7 @@ export async function gradcheck(
   const loss = T.reduceSum(T.mul(y, w));
   const grads = grad(loss, xs);
   const outputs: Record<string, Tensor> = { loss };
-  grads.forEach((gi, i) => (outputs[`g${i}`] = gi));
+  for (const [i, gi] of grads.entries()) outputs[`g${i}`] = gi;
   const session = await ort.InferenceSession.create(compile(g, outputs).bytes);
 
   const data = specs.map((s) =>

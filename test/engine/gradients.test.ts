@@ -136,7 +136,7 @@ describe('stopGradient', () => {
     const xs = [-1, 0.5, 2];
     const out = await session.run({ x: new ort.Tensor('float64', Float64Array.from(xs), [3]) });
     const dxs = [...(out.dx!.data as Float64Array)];
-    xs.forEach((x, i) => expect(dxs[i]).toBeCloseTo(Math.exp(x), 14));
+    for (const [i, x] of xs.entries()) expect(dxs[i]).toBeCloseTo(Math.exp(x), 14);
   });
 });
 

@@ -93,7 +93,7 @@ describe('optimizers match their textbook updates', () => {
   it.each(cases)('%s', async (_name, opt, clip, schedule) => {
     const { p, state } = await train(opt, clip, schedule, 3);
     const want = textbook(opt, clip, schedule, 3);
-    p.forEach((x, i) => expect(x).toBeCloseTo(want[i]!, 12));
+    for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
     await state.dispose();
   });
 });

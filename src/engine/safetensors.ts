@@ -1,0 +1,169 @@
+/**
+ * safetensors (Hugging Face's format): an 8-byte little-endian header length, a JSON header of
+ * {name: {dtype, shape, data_offsets}}, then the raw little-endian bytes. Reading validates every
+ * offset against the file before touching data, and names the tensor in every error; writing
+ * goes through a temporary file and a rename, so a crash never leaves a half-written file under
+ * the final name. BF16 is widened to float32 on read (the engine computes in float32/64).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { allocate, bytesPer, type DType, type TypedArray } from './dtype.js';
+
+export interface NamedTensor {
+  dtype: DType;
+  shape: number[];
+  data: TypedArray;
+}
+
+const FROM_FILE: Record<string, DType | 'bf16'> = {
+  F32: 'float32',
+  F64: 'float64',
+  F16: 'float16',
+  BF16: 'bf16',
+  I64: 'int64',
+  I32: 'int32',
+  BOOL: 'bool',
+};
+const TO_FILE: Record<DType, string> = {
+  float32: 'F32',
+  float64: 'F64',
+  float16: 'F16',
+  int64: 'I64',
+  int32: 'I32',
+  bool: 'BOOL',
+};
+
+export class SafetensorsError extends Error {
+  override readonly name = 'SafetensorsError';
+}
+
+export function parseSafetensors(
+  bytes: Uint8Array,
+  source = 'safetensors',
+): {
+  tensors: Map<string, NamedTensor>;
+  metadata: Record<string, string>;
+} {
+  const fail = (msg: string): never => {
+    throw new SafetensorsError(`${source}: ${msg}`);
+  };
+  if (bytes.byteLength < 8) fail(`file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = view.getBigUint64(0, true);
+  if (headerLen > BigInt(bytes.byteLength - 8))
+    fail(`header length ${headerLen} runs past the end of the file`);
+  const n = Number(headerLen);
+  let header: Record<string, unknown> = {};
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    fail(`header is not valid UTF-8 JSON: ${(e as Error).message}`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    fail('header is not a JSON object');
+  const dataStart = 8 + n;
+  const dataLen = bytes.byteLength - dataStart;
+  const tensors = new Map<string, NamedTensor>();
+  const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+  const spans: [number, number, string][] = [];
+
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const kind = FROM_FILE[String(info?.dtype)];
+    if (!kind) fail(`tensor '${name}': unknown dtype ${JSON.stringify(info?.dtype)}`);
+    const shape = info.shape;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      fail(`tensor '${name}': shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    }
+    const offs = info.data_offsets;
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+      fail(`tensor '${name}': data_offsets ${JSON.stringify(offs)} is not [begin, end]`);
+    }
+    const [begin, end] = offs as [number, number];
+    const count = (shape as number[]).reduce((a, b) => a * b, 1);
+    const width = kind === 'bf16' ? 2 : bytesPer(kind as DType);
+    if (end < begin || end > dataLen)
+      fail(`tensor '${name}': data [${begin}, ${end}) is outside the ${dataLen}-byte data section`);
+    if (end - begin !== count * width) {
+      fail(
+        `tensor '${name}': ${end - begin} bytes for shape [${shape}] of ${info.dtype} (needs ${count * width})`,
+      );
+    }
+    spans.push([begin, end, name]);
+    // Copy into an aligned buffer: offsets need not be aligned to the element size.
+    const chunk = bytes.slice(dataStart + begin, dataStart + end);
+    if (kind === 'bf16') {
+      const bits = new Uint16Array(chunk.buffer);
+      const out = new Float32Array(count);
+      const wide = new Uint32Array(out.buffer);
+      for (let i = 0; i < count; i++) wide[i] = bits[i]! << 16;
+      tensors.set(name, { dtype: 'float32', shape: shape as number[], data: out });
+    } else {
+      const out = allocate(kind as DType, count);
+      new Uint8Array(out.buffer).set(chunk);
+      tensors.set(name, { dtype: kind as DType, shape: shape as number[], data: out });
+    }
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < spans.length; i++) {
+    if (spans[i]![0] < spans[i - 1]![1]) fail(`tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' overlap`);
+  }
+  return { tensors, metadata };
+}
+
+export function readSafetensors(path: string) {
+  return parseSafetensors(readFileSync(path), path);
+}
+
+export function serializeSafetensors(
+  tensors: Map<string, NamedTensor>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const names = [...tensors.keys()].sort();
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors.get(name)!;
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    if (t.data.length !== count)
+      throw new SafetensorsError(`tensor '${name}': ${t.data.length} values for shape [${t.shape}]`);
+    header[name] = {
+      dtype: TO_FILE[t.dtype],
+      shape: t.shape,
+      data_offsets: [offset, offset + t.data.byteLength],
+    };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8); // align the data section to 8 bytes
+  const headerBytes = Buffer.from(json);
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let at = 8 + headerBytes.length;
+  for (const name of names) {
+    const d = tensors.get(name)!.data;
+    out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), at);
+    at += d.byteLength;
+  }
+  return out;
+}
+
+/** Writes atomically: a temporary file in the same folder, then a rename over the final name. */
+export function writeSafetensors(
+  path: string,
+  tensors: Map<string, NamedTensor>,
+  metadata: Record<string, string> = {},
+): void {
+  const bytes = serializeSafetensors(tensors, metadata);
+  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    writeFileSync(tmp, bytes);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
