@@ -29,20 +29,26 @@ function toWire(t: ort.Tensor): WireTensor {
 }
 
 async function createSession(bytes: Uint8Array, options: SessionOptions): Promise<ort.InferenceSession> {
-  const supported = ort.listSupportedBackends().map((b) => b.name);
-  if (!supported.includes(options.provider)) {
-    throw new Error(
-      `execution provider '${options.provider}' is not available in this onnxruntime-node build ` +
-        `(available: ${supported.join(', ')}); for cuda install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 ` +
-        'on a machine with CUDA 12 (the GPU image does this)',
+  const missing = (why: string) =>
+    new Error(
+      `execution provider '${options.provider}' is not available: ${why}. For cuda, install onnxruntime-node ` +
+        'with ONNXRUNTIME_NODE_INSTALL=cuda12 on a machine with CUDA 12 and cuDNN 9 (the GPU image does this); ' +
+        "'cpu' always works",
     );
+  const listed = ort.listSupportedBackends().map((b) => b.name);
+  if (!listed.includes(options.provider)) throw missing(`this build offers ${listed.join(', ')}`);
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      executionProviders: [options.provider],
+      intraOpNumThreads: options.intraOpThreads,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+    });
+  } catch (error) {
+    // The binding lists providers it was compiled with; their libraries may still be absent.
+    if (options.provider !== 'cpu') throw missing((error as Error).message.split('\n')[0]!);
+    throw error;
   }
-  return ort.InferenceSession.create(bytes, {
-    executionProviders: [options.provider],
-    intraOpNumThreads: options.intraOpThreads,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
-  });
 }
 
 function stateOf(name: string): Map<string, ort.Tensor> {

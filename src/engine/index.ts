@@ -1,0 +1,29 @@
+/** duel's tensor compiler: trace → autodiff → ONNX → onnxruntime-node in worker threads. */
+export { grad } from './autodiff.js';
+export type { DType, TypedArray } from './dtype.js';
+export { Graph, type OpDef, Tensor } from './graph.js';
+export { type CompiledModel, compile, OPSET } from './onnx.js';
+export * as T from './ops/index.js';
+export {
+  buildTrainStep,
+  learningRate,
+  type OptimizerSpec,
+  type ScheduleSpec,
+  type TrainStepSpec,
+} from './optim.js';
+export {
+  cpuLimit,
+  type Provider,
+  Runtime,
+  type RuntimeOptions,
+  Session,
+  type WireTensor,
+} from './runtime/runtime.js';
+export {
+  type NamedTensor,
+  parseSafetensors,
+  readSafetensors,
+  SafetensorsError,
+  writeSafetensors,
+} from './safetensors.js';
+export { type StepMetrics, TrainingState, type TrainProgram } from './train-state.js';
