@@ -13,6 +13,7 @@ import * as sampler from '../../src/gen/duel/v1/sampler.js';
 import * as scorer from '../../src/gen/duel/v1/scorer.js';
 import * as trainer from '../../src/gen/duel/v1/trainer.js';
 import { protoRoot } from '../../src/platform/paths.js';
+import { rng } from '../helpers/rng.js';
 
 const FILES = ['common', 'sampler', 'scorer', 'trainer', 'runs', 'events'];
 const GENERATED: Record<string, Record<string, unknown>> = { common, sampler, scorer, trainer, runs, events };
@@ -29,17 +30,6 @@ function loadRoot(): protobuf.Root {
   root.loadSync(FILES.map((f) => `duel/v1/${f}.proto`));
   root.resolveAll();
   return root;
-}
-
-/** A deterministic PRNG so a failure names a reproducible seed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomScalar(type: string, r: () => number): unknown {

@@ -8,21 +8,12 @@ import { grad } from '../../src/engine/autodiff.js';
 import { Graph, type Tensor } from '../../src/engine/graph.js';
 import { compile } from '../../src/engine/onnx.js';
 import * as T from '../../src/engine/ops/index.js';
+import { rng } from '../helpers/rng.js';
 
 export interface InputSpec {
   shape: number[];
   /** Draw from (0.5, 1.5) instead of (−1.5, 1.5): for log, sqrt, division, pow bases. */
   positive?: boolean;
-}
-
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
