@@ -75,14 +75,18 @@ interface SurfaceCall {
   removeListener(event: 'cancelled', listener: () => void): unknown;
 }
 
+/** How early grpc-js's own deadline timer may fire relative to Date.now(). */
+const DEADLINE_SLACK_MS = 25;
+
 function contextOf(call: SurfaceCall, method: string): { ctx: CallContext; done: () => void } {
   const controller = new AbortController();
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
   const expired = () => controller.abort(new DuelError(Code.DEADLINE_EXCEEDED, 'the call deadline passed'));
-  // grpc-js reports an expired deadline as 'cancelled' too; the handler deserves the true reason.
+  // grpc-js reports an expired deadline as 'cancelled' too, and its timer may fire a few ms before
+  // Date.now() reaches the deadline (timer rounding); the handler deserves the true reason.
   const onCancel = () =>
-    Date.now() >= at
+    Date.now() >= at - DEADLINE_SLACK_MS
       ? expired()
       : controller.abort(new DuelError(Code.CANCELLED, 'the client cancelled the call'));
   call.on('cancelled', onCancel);
