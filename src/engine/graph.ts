@@ -46,13 +46,7 @@ export interface Emitter {
   shapeOf(shape: Shape): string;
 }
 
-export type OnnxAttr =
-  | number
-  | string
-  | number[]
-  | { float: number }
-  | { floats: number[] }
-  | { graph: unknown };
+export type OnnxAttr = number | string | number[] | { float: number } | { floats: number[] };
 
 /** The vocabulary of a vector-Jacobian rule: the node's inputs, outputs, and incoming gradients. */
 export interface VjpContext<A> {

@@ -11,6 +11,7 @@ import {
   shapeString,
 } from '../shape.js';
 import { cast, div, equal, mul } from './elementwise.js';
+import { unbroadcast } from './helpers.js';
 
 // ── reductions ─────────────────────────────────────────────────────────────
 interface ReduceAttrs {
@@ -133,12 +134,7 @@ const Expand: OpDef<{ shape: Dim[] }> = {
     e.emit('Expand', [e.name(n.inputs[0]!), e.shapeOf(n.attrs.shape)], [e.name(n.outputs[0]!)]),
   vjp: ({ inputs: [x], grads: [g] }) => {
     if (!g) return [];
-    // Sum over the broadcast axes (inline unbroadcast: importing helpers here would be circular).
-    const lead = g.rank - x!.rank;
-    let out = lead > 0 ? reduceSum(g, [...Array(lead).keys()]) : g;
-    const ones = x!.shape.flatMap((d, i) => (d === 1 && out.shape[i] !== 1 ? [i] : []));
-    if (ones.length > 0) out = reduceSum(out, ones, true);
-    return [reshape(out, x!.shape)];
+    return [unbroadcast(g, x!.shape)];
   },
 };
 
