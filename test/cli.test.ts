@@ -9,7 +9,7 @@ const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
 describe('duel CLI', () => {
   it('lists its commands in --help', () => {
     const help = buildProgram().helpInformation();
-    for (const cmd of ['contracts', 'config']) expect(help).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
+    for (const cmd of ['bench', 'contracts', 'config']) expect(help).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
   });
 
   it('runs as the installed bin: --version prints the package version', () => {
@@ -32,6 +32,12 @@ describe('duel CLI', () => {
     });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^duel: port: .*65535.*\(from DUEL_PORT\)/);
+  });
+
+  it('refuses a bad benchmark flag before measuring anything', () => {
+    const r = spawnSync(process.execPath, [BIN, 'bench', 'engine', '--steps', '0'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe("duel: --steps: must be a positive integer, got '0'\n");
   });
 
   it('rejects an unknown command with a usage error', () => {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { packageRoot } from '../platform/paths.js';
+import { registerBench } from './commands/bench.js';
 import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
 
@@ -22,5 +23,6 @@ export function buildProgram(): Command {
     .configureHelp({ sortSubcommands: true });
   registerContracts(program);
   registerConfig(program);
+  registerBench(program);
   return program;
 }

@@ -126,6 +126,19 @@ export class Graph {
   }
 }
 
+/** Ids of the nodes that `outputs` depend on (themselves included). */
+export function reachable(outputs: Tensor[]): Set<number> {
+  const seen = new Set<number>();
+  const stack = outputs.map((t) => t.node);
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (seen.has(node.id)) continue;
+    seen.add(node.id);
+    for (const t of node.inputs) stack.push(t.node);
+  }
+  return seen;
+}
+
 export interface InputAttrs {
   name: string;
   dtype: DType;

@@ -1,6 +1,7 @@
 /** duel's tensor compiler: trace → autodiff → ONNX → onnxruntime-node in worker threads. */
 export { grad } from './autodiff.js';
 export type { DType, TypedArray } from './dtype.js';
+export { countFlops, type FlopCount } from './flops.js';
 export { Graph, type OpDef, Tensor } from './graph.js';
 export { type CompiledModel, compile, OPSET } from './onnx.js';
 export * as T from './ops/index.js';
@@ -26,4 +27,5 @@ export {
   SafetensorsError,
   writeSafetensors,
 } from './safetensors.js';
-export { type StepMetrics, TrainingState, type TrainProgram } from './train-state.js';
+export { addDims, type Dim, divDims, mulDims, type Shape } from './shape.js';
+export { type BuildTimings, type StepMetrics, TrainingState, type TrainProgram } from './train-state.js';

@@ -4,10 +4,12 @@
  * static shapes are folded to constants at trace time, and a symbolic dimension is read once
  * from the input that binds it.
  */
+
 import { Buffer } from 'node:buffer';
 import {
   AttributeProto_AttributeType as AT,
   type AttributeProto,
+  GraphProto,
   ModelProto,
   type NodeProto,
   type TensorProto,
@@ -22,9 +24,11 @@ import {
   type InputAttrs,
   InputOp,
   type OnnxAttr,
+  reachable,
   type Tensor,
 } from './graph.js';
 import type { Shape } from './shape.js';
+import { dimTerms } from './shape.js';
 
 /** The opset duel targets: supported by onnxruntime-node 1.30 on CPU, CUDA and WebGPU. */
 export const OPSET = 18;
@@ -38,7 +42,7 @@ export interface CompiledModel {
   nodeCount: number;
 }
 
-function valueInfo(name: string, dtype: DType, shape: Shape): ValueInfoProto {
+export function valueInfo(name: string, dtype: DType, shape: Shape): ValueInfoProto {
   return {
     name,
     docString: '',
@@ -63,7 +67,12 @@ function valueInfo(name: string, dtype: DType, shape: Shape): ValueInfoProto {
   };
 }
 
-function tensorProto(name: string, data: TypedArray, dtype: DType, dims: readonly number[]): TensorProto {
+export function tensorProto(
+  name: string,
+  data: TypedArray,
+  dtype: DType,
+  dims: readonly number[],
+): TensorProto {
   return {
     ...TENSOR_DEFAULTS,
     name,
@@ -87,7 +96,7 @@ const TENSOR_DEFAULTS: TensorProto = {
   uint64Data: [],
 };
 
-function attribute(name: string, value: OnnxAttr): AttributeProto {
+export function attribute(name: string, value: OnnxAttr): AttributeProto {
   const a: AttributeProto = {
     name,
     refAttrName: '',
@@ -116,17 +125,65 @@ function attribute(name: string, value: OnnxAttr): AttributeProto {
   throw new Error(`attribute ${name}: unsupported value`);
 }
 
+export interface ValueSpec {
+  name: string;
+  dtype: DType;
+  shape: Shape;
+}
+
+/** A lowered graph before it is wrapped in a model: what a Loop body is made of too. */
+export interface LoweredGraph {
+  nodes: NodeProto[];
+  initializers: TensorProto[];
+  inputs: ValueSpec[];
+  outputs: ValueSpec[];
+}
+
+/** A GRAPH attribute (a Loop's or If's body). */
+export function graphAttribute(name: string, g: GraphProto): AttributeProto {
+  return { ...attribute(name, 0), type: AT.GRAPH, i: 0, g };
+}
+
 /** Compiles the part of `graph` that computes `outputs` into ONNX bytes. */
 export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'duel'): CompiledModel {
-  // Dead-code elimination: keep nodes that reach an output, plus symbol sources.
-  const keep = new Set<number>();
-  const stack = Object.values(outputs).map((t) => t.node);
-  while (stack.length > 0) {
-    const node = stack.pop()!;
-    if (keep.has(node.id)) continue;
-    keep.add(node.id);
-    for (const t of node.inputs) stack.push(t.node);
-  }
+  const lowered = lower(graph, outputs);
+  return encodeModel(name, lowered);
+}
+
+/** Wraps lowered nodes in a ModelProto (opset OPSET) and encodes it. */
+export function encodeModel(name: string, g: LoweredGraph): CompiledModel {
+  const model = ModelProto.fromPartial({
+    irVersion: IR_VERSION,
+    opsetImport: [{ domain: '', version: OPSET }],
+    producerName: 'duel',
+    producerVersion: '0.1',
+    graph: graphProto(name, g),
+  });
+  return {
+    bytes: ModelProto.encode(model).finish(),
+    inputs: g.inputs,
+    outputs: g.outputs,
+    nodeCount: g.nodes.length,
+  };
+}
+
+export function graphProto(name: string, g: LoweredGraph): GraphProto {
+  return GraphProto.fromPartial({
+    name,
+    node: g.nodes,
+    initializer: g.initializers,
+    input: g.inputs.map((i) => valueInfo(i.name, i.dtype, i.shape)),
+    output: g.outputs.map((o) => valueInfo(o.name, o.dtype, o.shape)),
+  });
+}
+
+/**
+ * Lowers the part of `graph` that computes `outputs`. Every value name gets `prefix`, so a
+ * lowered graph can sit inside another as a subgraph without shadowing the outer names.
+ */
+export function lower(graph: Graph, outputs: Record<string, Tensor>, prefix = ''): LoweredGraph {
+  // Dead-code elimination: only nodes that reach an output are lowered.
+  const keep = reachable(Object.values(outputs));
 
   const nodes: NodeProto[] = [];
   const initializers: TensorProto[] = [];
@@ -134,9 +191,44 @@ export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'd
   const symbolCache = new Map<string, string>();
   let counter = 0;
 
+  // A symbol is read once from the input that binds it; an expression ('B*T', 'P+1') is built
+  // from its symbols with int64 Mul/Add, also once.
+  const symbol = (d: string): string => {
+    const cached = symbolCache.get(d);
+    if (cached) return cached;
+    const src = graph.symbols.get(d);
+    let n: string;
+    if (src) {
+      n = `${prefix}dim_${symbolCache.size}`;
+      e.emit('Shape', [e.name(src.input)], [n], { start: src.axis, end: src.axis + 1 });
+    } else {
+      const terms = dimTerms(d);
+      if (terms.length === 1 && terms[0]!.coef === 1 && terms[0]!.syms.length === 1)
+        throw new Error(`symbolic dim ${d} is bound by no graph input`);
+      const combine = (op: string, xs: string[]) =>
+        xs.reduce((acc, x) => {
+          const out = e.fresh(`dim_${op.toLowerCase()}`);
+          e.emit(op, [acc, x], [out]);
+          return out;
+        });
+      n = combine(
+        'Add',
+        terms.map((t) =>
+          combine('Mul', [
+            ...(t.coef !== 1 || t.syms.length === 0 ? [e.ints([t.coef])] : []),
+            ...t.syms.map(symbol),
+          ]),
+        ),
+      );
+    }
+    symbolCache.set(d, n);
+    return n;
+  };
+
   const e: Emitter = {
-    name: (t) => (t.node.op === InputOp ? (t.node.attrs as InputAttrs).name : `t${t.node.id}_${t.index}`),
-    fresh: (hint) => `${hint}_${counter++}`,
+    name: (t) =>
+      prefix + (t.node.op === InputOp ? (t.node.attrs as InputAttrs).name : `t${t.node.id}_${t.index}`),
+    fresh: (hint) => `${prefix}${hint}_${counter++}`,
     emit(opType, inputs, outs, attrs = {}) {
       nodes.push({
         input: inputs,
@@ -152,14 +244,14 @@ export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'd
       const k = values.join(',');
       let n = intCache.get(k);
       if (!n) {
-        n = `ints_${intCache.size}`;
+        n = `${prefix}ints_${intCache.size}`;
         intCache.set(k, n);
         initializers.push(tensorProto(n, BigInt64Array.from(values.map(BigInt)), 'int64', [values.length]));
       }
       return n;
     },
     scalar(value, dtype) {
-      const n = `scalar_${counter++}`;
+      const n = `${prefix}scalar_${counter++}`;
       const data = allocate(dtype, 1);
       if (data instanceof BigInt64Array) data[0] = BigInt(value);
       else data[0] = value;
@@ -168,18 +260,7 @@ export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'd
     },
     shapeOf(shape) {
       if (shape.every((d) => typeof d === 'number')) return e.ints(shape as number[]);
-      const parts = shape.map((d) => {
-        if (typeof d === 'number') return e.ints([d]);
-        let n = symbolCache.get(d);
-        if (!n) {
-          const src = graph.symbols.get(d);
-          if (!src) throw new Error(`symbolic dim ${d} is bound by no graph input`);
-          n = `dim_${d}`;
-          e.emit('Shape', [e.name(src.input)], [n], { start: src.axis, end: src.axis + 1 });
-          symbolCache.set(d, n);
-        }
-        return n;
-      });
+      const parts = shape.map((d) => (typeof d === 'number' ? e.ints([d]) : symbol(d)));
       const out = e.fresh('shape');
       e.emit('Concat', parts, [out], { axis: 0 });
       return out;
@@ -197,26 +278,12 @@ export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'd
   }
 
   const outs = Object.entries(outputs).map(([outName, t]) => {
-    e.emit('Identity', [e.name(t)], [outName]);
-    return { name: outName, dtype: t.dtype, shape: t.shape };
+    e.emit('Identity', [e.name(t)], [prefix + outName]);
+    return { name: prefix + outName, dtype: t.dtype, shape: t.shape };
   });
   const ins = graph.inputs.map((t) => {
     const a = t.node.attrs as InputAttrs;
-    return { name: a.name, dtype: a.dtype, shape: a.shape };
+    return { name: prefix + a.name, dtype: a.dtype, shape: a.shape };
   });
-
-  const model = ModelProto.fromPartial({
-    irVersion: IR_VERSION,
-    opsetImport: [{ domain: '', version: OPSET }],
-    producerName: 'duel',
-    producerVersion: '0.1',
-    graph: {
-      name,
-      node: nodes,
-      initializer: initializers,
-      input: ins.map((i) => valueInfo(i.name, i.dtype, i.shape)),
-      output: outs.map((o) => valueInfo(o.name, o.dtype, o.shape)),
-    },
-  });
-  return { bytes: ModelProto.encode(model).finish(), inputs: ins, outputs: outs, nodeCount: nodes.length };
+  return { nodes, initializers, inputs: ins, outputs: outs };
 }

@@ -4,6 +4,7 @@
  */
 import { allocate, type DType } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
+import { compileTrainLoop } from './loop.js';
 import { compile } from './onnx.js';
 import {
   buildTrainStep,
@@ -33,6 +34,35 @@ export interface TrainProgram {
 
 let stateCounter = 0;
 
+export interface TrainingStateOptions {
+  /** Compile the step as an ONNX Loop so `stepMany` runs several steps in one call. */
+  fold?: boolean;
+}
+
+/** K tensors of one shape as one [K, ...] tensor. */
+function stack(ts: WireTensor[], name: string): WireTensor {
+  const first = ts[0]!;
+  const data = allocate(first.dtype, ts.length * first.data.length);
+  ts.forEach((t, i) => {
+    if (t.dtype !== first.dtype || t.dims.join() !== first.dims.join())
+      throw new Error(
+        `stepMany: '${name}' of batch ${i} is ${t.dtype}[${t.dims}], batch 0's is ${first.dtype}[${first.dims}]`,
+      );
+    (data as Float32Array).set(t.data as Float32Array, i * first.data.length);
+  });
+  return { dtype: first.dtype, dims: [ts.length, ...first.dims], data };
+}
+
+/** Where the time to a ready training state went (milliseconds). */
+export interface BuildTimings {
+  /** Tracing the model, autodiff and the optimizer update. */
+  traceMs: number;
+  /** Lowering to ONNX bytes. */
+  compileMs: number;
+  /** ONNX Runtime session creation (graph optimisation, kernel selection) in the worker. */
+  sessionMs: number;
+}
+
 export class TrainingState {
   private stepCount = 0;
 
@@ -43,6 +73,8 @@ export class TrainingState {
     private readonly stateKeys: readonly string[],
     private readonly dtype: DType,
     private readonly schedule: ScheduleSpec,
+    readonly timings: BuildTimings,
+    private readonly folded: boolean,
   ) {}
 
   static async create(
@@ -51,7 +83,9 @@ export class TrainingState {
     spec: TrainStepSpec,
     schedule: ScheduleSpec,
     initial: Record<string, WireTensor>,
+    options: TrainingStateOptions = {},
   ): Promise<TrainingState> {
+    const t0 = performance.now();
     const graph = new Graph();
     const params = new Map<string, Tensor>();
     const loss = program.build(graph, (name, shape) => {
@@ -60,7 +94,21 @@ export class TrainingState {
       return p;
     });
     const step = buildTrainStep(graph, loss, params, spec);
-    const session = await runtime.load(compile(graph, step.outputs, 'train_step'));
+    const t1 = performance.now();
+    const model = options.fold
+      ? compileTrainLoop({
+          outputs: step.outputs,
+          carried: [...params.values(), ...step.state.values()],
+          lr: step.lr,
+          step: step.step,
+          perStep: graph.inputs.filter(
+            (t) => ![...params.values(), ...step.state.values(), step.lr, step.step].includes(t),
+          ),
+        })
+      : compile(graph, step.outputs, 'train_step');
+    const t2 = performance.now();
+    const session = await runtime.load(model);
+    const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
     const stateId = `train-${process.pid}-${stateCounter++}`;
     const names = [...params.keys()];
     const stateKeys = names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s)));
@@ -86,7 +134,16 @@ export class TrainingState {
       };
     }
     await session.setState(stateId, tensors);
-    return new TrainingState(session, stateId, names, stateKeys, program.dtype, schedule);
+    return new TrainingState(
+      session,
+      stateId,
+      names,
+      stateKeys,
+      program.dtype,
+      schedule,
+      timings,
+      options.fold ?? false,
+    );
   }
 
   private scalar(value: number): WireTensor {
@@ -95,22 +152,80 @@ export class TrainingState {
     return { dtype: this.dtype, dims: [], data };
   }
 
+  private get binding() {
+    const everything = [...this.paramNames, ...this.stateKeys];
+    return {
+      state: this.stateId,
+      reads: Object.fromEntries(everything.map((k) => [k, k])),
+      writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
+    };
+  }
+
   async step(batch: Record<string, WireTensor>): Promise<StepMetrics> {
+    if (this.folded) return (await this.stepMany([batch]))[0]!;
     const step = this.stepCount + 1;
     const lr = learningRate(this.schedule, step);
-    const everything = [...this.paramNames, ...this.stateKeys];
     const out = await this.session.run(
       { ...batch, lr: this.scalar(lr), step: this.scalar(step) },
       ['loss', 'grad_norm', 'finite'],
-      {
-        state: this.stateId,
-        reads: Object.fromEntries(everything.map((k) => [k, k])),
-        writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
-      },
+      this.binding,
     );
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;
     return { loss: Number(out.loss!.data[0]), gradNorm: Number(out.grad_norm!.data[0]), applied, lr, step };
+  }
+
+  /**
+   * Several steps, one batch each, in order. Folded states run them as one ONNX Loop (one round
+   * trip, parameters never leave the runtime); others step one at a time. The learning rates are
+   * the schedule's for the steps as numbered when they start (a skipped step does not shift them).
+   */
+  async stepMany(batches: Record<string, WireTensor>[]): Promise<StepMetrics[]> {
+    if (batches.length === 0) return [];
+    if (!this.folded) {
+      const out: StepMetrics[] = [];
+      for (const b of batches) out.push(await this.step(b));
+      return out;
+    }
+    const k = batches.length;
+    const lrs = batches.map((_, i) => learningRate(this.schedule, this.stepCount + i + 1));
+    const lrData = allocate(this.dtype, k);
+    lrs.forEach((v, i) => {
+      lrData[i] = v;
+    });
+    const feeds: Record<string, WireTensor> = {
+      lr: { dtype: this.dtype, dims: [k], data: lrData },
+      steps_done: this.scalar(this.stepCount),
+    };
+    for (const name of Object.keys(batches[0]!))
+      feeds[name] = stack(
+        batches.map((b, i) => {
+          const t = b[name];
+          if (!t) throw new Error(`stepMany: batch ${i} has no '${name}'`);
+          return t;
+        }),
+        name,
+      );
+    const out = await this.session.run(
+      feeds,
+      ['loss', 'grad_norm', 'finite', 'steps_done.next'],
+      this.binding,
+    );
+    // As in step(): `step` is the number the step was attempted as.
+    let done = this.stepCount;
+    this.stepCount = Number(out['steps_done.next']!.data[0]);
+    return lrs.map((lr, i) => {
+      const applied = Boolean(out.finite!.data[i]);
+      const step = done + 1;
+      if (applied) done = step;
+      return {
+        loss: Number(out.loss!.data[i]),
+        gradNorm: Number(out.grad_norm!.data[i]),
+        applied,
+        lr,
+        step,
+      };
+    });
   }
 
   get steps(): number {

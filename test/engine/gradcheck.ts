@@ -8,7 +8,7 @@ import { grad } from '../../src/engine/autodiff.js';
 import { Graph, type Tensor } from '../../src/engine/graph.js';
 import { compile } from '../../src/engine/onnx.js';
 import * as T from '../../src/engine/ops/index.js';
-import { rng } from '../helpers/rng.js';
+import { rng } from '../../src/models/common/rng.js';
 
 export interface InputSpec {
   shape: number[];

@@ -56,7 +56,7 @@ function textbook(
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 afterAll(() => runtime.close());
 
-async function train(opt: OptimizerSpec, clip: number, schedule: ScheduleSpec, steps: number) {
+async function train(opt: OptimizerSpec, clip: number, schedule: ScheduleSpec, steps: number, fold = false) {
   const state = await TrainingState.create(
     runtime,
     {
@@ -71,6 +71,7 @@ async function train(opt: OptimizerSpec, clip: number, schedule: ScheduleSpec, s
     { optimizer: opt, gradClip: clip },
     schedule,
     { p: f64(P0) },
+    { fold },
   );
   const metrics = [];
   for (let i = 0; i < steps; i++) metrics.push(await state.step({ a: f64(A), b: f64(B) }));
@@ -114,6 +115,44 @@ describe('guard rails', () => {
     const g = P0.map((x, i) => A[i]! * x + B[i]!);
     expect(metrics[0]!.gradNorm).toBeCloseTo(Math.hypot(...g), 12);
     await state.dispose();
+  });
+});
+
+describe('several steps folded into one ONNX Loop', () => {
+  const opt: OptimizerSpec = { kind: 'adamw', beta1: 0.8, beta2: 0.95 };
+
+  it('matches the textbook update, steps given one at a time or all at once', async () => {
+    const single = await train(opt, 0.5, warmCosine, 3, true);
+    const want = textbook(opt, 0.5, warmCosine, 3);
+    for (const [i, x] of single.p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
+    await single.state.dispose();
+
+    const { state } = await train(opt, 0.5, warmCosine, 0, true);
+    const metrics = await state.stepMany([0, 1, 2].map(() => ({ a: f64(A), b: f64(B) })));
+    expect(metrics.map((m) => [m.step, m.applied])).toEqual([
+      [1, true],
+      [2, true],
+      [3, true],
+    ]);
+    expect(metrics.map((m) => m.lr)).toEqual([1, 2, 3].map((t) => learningRate(warmCosine, t)));
+    const p = (await state.parameters()).p!.data as Float64Array;
+    for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
+    await state.dispose();
+  });
+
+  it('skips a non-finite step inside the loop exactly as the single step does', async () => {
+    const batches = [B, [Number.NaN, 0, 0, 0], B].map((b) => ({ a: f64(A), b: f64(b) }));
+    const folded = await train(opt, 0, constant, 0, true);
+    const plain = await train(opt, 0, constant, 0, false);
+    const fm = await folded.state.stepMany(batches);
+    const pm = await plain.state.stepMany(batches);
+    expect(fm.map((m) => m.applied)).toEqual([true, false, true]);
+    expect(fm.map((m) => m.step)).toEqual(pm.map((m) => m.step));
+    expect(folded.state.steps).toBe(2);
+    const [fp, pp] = [await folded.state.parameters(), await plain.state.parameters()];
+    expect([...(fp.p!.data as Float64Array)]).toEqual([...(pp.p!.data as Float64Array)]);
+    await folded.state.dispose();
+    await plain.state.dispose();
   });
 });
 

@@ -108,6 +108,8 @@ export const tanh = un(unaryOp('tanh', 'Tanh', ({ outputs: [y] }, g) => [mul(g, 
 export const sigmoid = un(
   unaryOp('sigmoid', 'Sigmoid', ({ outputs: [y] }, g) => [mul(g, mul(y!, sub(1, y!)))]),
 );
+export const sin = un(unaryOp('sin', 'Sin', ({ inputs: [x] }, g) => [mul(g, cos(x!))]));
+export const cos = un(unaryOp('cos', 'Cos', ({ inputs: [x] }, g) => [neg(mul(g, sin(x!)))]));
 export const relu = un(unaryOp('relu', 'Relu', ({ inputs: [x] }, g) => [where(greater(x!, 0), g, 0)]));
 export const sign = un(unaryOp('sign', 'Sign', undefined));
 export const abs = un(unaryOp('abs', 'Abs', ({ inputs: [x] }, g) => [mul(g, sign(x!))]));

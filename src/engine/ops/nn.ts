@@ -2,11 +2,12 @@
  * Composites: built only from primitives, so each gets its gradient for free. Stable forms
  * (max-shifted softmax/logsumexp, |x|-split softplus) keep float32 finite for large logits.
  */
-import type { Tensor } from '../graph.js';
-import { type Dim, numel } from '../shape.js';
+import type { OpDef, Tensor } from '../graph.js';
+import { axisOf, type Dim, prodDims } from '../shape.js';
 import {
   abs,
   add,
+  cast,
   div,
   exp,
   log,
@@ -20,17 +21,16 @@ import {
   sub,
   tanh,
 } from './elementwise.js';
-import { scalar } from './helpers.js';
+import { like, scalar } from './helpers.js';
 import { reduceMax, reduceSum } from './reduce-layout.js';
+import { dimValue } from './sequence.js';
 
-function countOf(x: Tensor, axes: number[]): number {
-  return numel(axes.map((a) => x.shape[a < 0 ? a + x.rank : a] as Dim));
-}
-
-/** Mean over axes (static sizes). */
+/** Mean over axes; a symbolic count is read from the shape at run time. */
 export function mean(x: Tensor, axes?: number | number[], keepdims = false): Tensor {
   const list = axes === undefined ? [...x.shape.keys()] : typeof axes === 'number' ? [axes] : axes;
-  return div(reduceSum(x, list, keepdims), countOf(x, list));
+  const count = prodDims(list.map((a) => x.shape[a < 0 ? a + x.rank : a] as Dim));
+  const total = reduceSum(x, list, keepdims);
+  return div(total, typeof count === 'number' ? count : cast(dimValue(x.graph, count), x.dtype));
 }
 
 /** log Σ exp(x) along an axis, shifted by the (constant) max so nothing overflows. */
@@ -40,13 +40,35 @@ export function logsumexp(x: Tensor, axis = -1, keepdims = false): Tensor {
   return keepdims ? lse : reduceSum(lse, axis, false);
 }
 
+// Softmax and log-softmax are primitives rather than composites: attention and the LM head
+// spend much of a step in them, and ONNX Runtime's fused kernels beat four elementwise passes.
+type AxisAttrs = { axis: number };
+
+const Softmax: OpDef<AxisAttrs> = {
+  name: 'softmax',
+  infer: ([x]) => [like(x!)],
+  lower: (e, n) => e.emit('Softmax', [e.name(n.inputs[0]!)], [e.name(n.outputs[0]!)], { axis: n.attrs.axis }),
+  // dx = y ⊙ (g − Σ g⊙y)
+  vjp: ({ outputs: [y], grads: [g], attrs: { axis } }) =>
+    g ? [mul(y!, sub(g, reduceSum(mul(g, y!), axis, true)))] : [],
+};
+
+const LogSoftmax: OpDef<AxisAttrs> = {
+  name: 'logSoftmax',
+  infer: ([x]) => [like(x!)],
+  lower: (e, n) =>
+    e.emit('LogSoftmax', [e.name(n.inputs[0]!)], [e.name(n.outputs[0]!)], { axis: n.attrs.axis }),
+  // dx = g − softmax(x) · Σ g
+  vjp: ({ outputs: [y], grads: [g], attrs: { axis } }) =>
+    g ? [sub(g, mul(exp(y!), reduceSum(g, axis, true)))] : [],
+};
+
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  return sub(x, logsumexp(x, axis, true));
+  return x.graph.apply1(LogSoftmax, [x], { axis: axisOf(axis, x.rank, 'logSoftmax') });
 }
 
 export function softmax(x: Tensor, axis = -1): Tensor {
-  const e = exp(sub(x, stopGradient(reduceMax(x, axis, true))));
-  return div(e, reduceSum(e, axis, true));
+  return x.graph.apply1(Softmax, [x], { axis: axisOf(axis, x.rank, 'softmax') });
 }
 
 /** log(1 + eˣ) = max(x, 0) + log(1 + e^−|x|). */
@@ -54,9 +76,36 @@ export function softplus(x: Tensor): Tensor {
   return add(maximum(x, 0), log(add(exp(neg(abs(x))), 1)));
 }
 
+// SiLU is a primitive so its lowering can depend on the dtype: ONNX Runtime fuses x·Sigmoid(x)
+// into com.microsoft.QuickGelu, which has a float kernel only, so float64 spells it x/(1+e⁻ˣ).
+const Silu: OpDef<Record<string, never>> = {
+  name: 'silu',
+  infer: ([x]) => [like(x!)],
+  lower: (e, n) => {
+    const [x, y] = [e.name(n.inputs[0]!), e.name(n.outputs[0]!)];
+    if (n.inputs[0]!.dtype !== 'float64') {
+      const s = e.fresh('sigmoid');
+      e.emit('Sigmoid', [x], [s]);
+      e.emit('Mul', [x, s], [y]);
+      return;
+    }
+    const [nx, ex, den] = [e.fresh('neg'), e.fresh('exp'), e.fresh('den')];
+    e.emit('Neg', [x], [nx]);
+    e.emit('Exp', [nx], [ex]);
+    e.emit('Add', [ex, e.scalar(1, 'float64')], [den]);
+    e.emit('Div', [x, den], [y]);
+  },
+  // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
+  vjp: ({ inputs: [x], grads: [g] }) => {
+    if (!g) return [];
+    const s = sigmoid(x!);
+    return [mul(g, mul(s, add(mul(x!, sub(1, s)), 1)))];
+  },
+};
+
 /** x·σ(x) (SwiGLU's gate). */
 export function silu(x: Tensor): Tensor {
-  return mul(x, sigmoid(x));
+  return x.graph.apply1(Silu, [x], {} as Record<string, never>);
 }
 
 /** GELU, tanh approximation (GPT-2's): ½x(1 + tanh(√(2/π)(x + 0.044715x³))). */

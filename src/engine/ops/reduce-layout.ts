@@ -1,11 +1,14 @@
 /** Reductions and layout primitives: sum, max, reshape, transpose, expand, (un)squeeze, concat, slice. */
 import type { OpDef, Tensor } from '../graph.js';
 import {
+  addDims,
   axisOf,
   broadcast,
   type Dim,
+  divDims,
   isStatic,
   numel,
+  prodDims,
   type Shape,
   sameShape,
   shapeString,
@@ -79,16 +82,17 @@ const Reshape: OpDef<{ shape: Dim[] }> = {
   vjp: ({ inputs: [x], grads: [g] }) => (g ? [reshape(g, x!.shape)] : []),
 };
 
-/** Reshape; one dim may be -1 when the input's shape is static. */
+/** Reshape; one dim may be -1 (with symbolic dims, when the rest divides the input exactly). */
 export function reshape(x: Tensor, shape: Shape): Tensor {
   let target = [...shape];
   const unknown = target.indexOf(-1);
   if (unknown >= 0) {
-    if (!isStatic(x.shape) || !isStatic(target.filter((d) => d !== -1))) {
-      throw new Error(`reshape: -1 needs static shapes, got ${shapeString(x.shape)} → ${shapeString(shape)}`);
+    const known = prodDims(target.filter((d) => d !== -1));
+    const inferred = divDims(prodDims(x.shape), known);
+    if (inferred === undefined || (typeof inferred === 'number' && !Number.isInteger(inferred))) {
+      throw new Error(`reshape: cannot infer -1 for ${shapeString(x.shape)} → ${shapeString(shape)}`);
     }
-    const known = (target.filter((d) => d !== -1) as number[]).reduce((a, b) => a * b, 1);
-    target = target.map((d) => (d === -1 ? numel(x.shape) / known : d));
+    target = target.map((d) => (d === -1 ? inferred : d));
   }
   return sameShape(x.shape, target) ? x : x.graph.apply1(Reshape, [x], { shape: target });
 }
@@ -173,15 +177,15 @@ const Concat: OpDef<{ axis: number }> = {
       t.shape.forEach((d, i) => {
         if (i !== axis && d !== first.shape[i]) throw new Error(`inputs differ on axis ${i}`);
       });
-      const d = t.shape[axis]!;
-      if (typeof d !== 'number' || typeof total !== 'number') throw new Error('concat axis must be static');
-      total += d;
+      total = addDims(total, t.shape[axis]!);
     }
     return [{ dtype: first.dtype, shape: first.shape.map((d, i) => (i === axis ? total : d)) }];
   },
   lower: (e, n) => e.emit('Concat', n.inputs.map(e.name), [e.name(n.outputs[0]!)], { axis: n.attrs.axis }),
   vjp: ({ inputs, grads: [g], attrs: { axis } }) => {
     if (!g) return [];
+    if (inputs.some((t) => typeof t.shape[axis] !== 'number'))
+      throw new Error('concat: gradients through a symbolic concat axis are not supported');
     let start = 0;
     return inputs.map((t) => {
       const size = t.shape[axis] as number;

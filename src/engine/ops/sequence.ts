@@ -79,6 +79,18 @@ const Arange: OpDef<{ n: Dim; dtype: DType }> = {
   noGradient: true,
 };
 
+const DimValue: OpDef<{ dim: Dim }> = {
+  name: 'dimValue',
+  infer: () => [{ dtype: 'int64', shape: [] }],
+  lower: (e, n) => e.emit('Reshape', [e.shapeOf([n.attrs.dim]), e.ints([])], [e.name(n.outputs[0]!)]),
+  noGradient: true,
+};
+
+/** The run-time value of a (possibly symbolic) dim as an int64 scalar. */
+export function dimValue(graph: Graph, dim: Dim): Tensor {
+  return graph.apply1(DimValue, [], { dim });
+}
+
 /** [0, 1, …, n−1]; n may be symbolic. */
 export function arange(graph: Graph, n: Dim, dtype: DType = 'int64'): Tensor {
   return graph.apply1(Arange, [], { n, dtype });

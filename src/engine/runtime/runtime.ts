@@ -109,7 +109,7 @@ export class Session {
 export class Runtime {
   private readonly channels: WorkerChannel[];
   private readonly provider: Provider;
-  private readonly intraOpThreads: number;
+  readonly intraOpThreads: number;
   private turn = 0;
 
   constructor(options: RuntimeOptions = {}) {

@@ -1,0 +1,69 @@
+/** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
+import type { Command } from 'commander';
+import { DuelError } from '../../platform/errors.js';
+
+function positiveInt(flag: string) {
+  return (raw: string): number => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1)
+      throw DuelError.invalidArgument([
+        { field: flag, description: `must be a positive integer, got '${raw}'` },
+      ]);
+    return n;
+  };
+}
+
+export function registerBench(program: Command): void {
+  const bench = program.command('bench').description('benchmarks (results go in BENCHMARKS.md)');
+  bench
+    .command('engine')
+    .description('MatMul ceiling, reference training step vs the ceiling, build time, TensorFlow.js peer')
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--steps <n>', 'timed training steps per side', positiveInt('--steps'), 3)
+    .option('--ceiling-size <n>', 'matrix size of the MatMul ceiling', positiveInt('--ceiling-size'), 2048)
+    .option('--no-peer', 'skip the TensorFlow.js peer')
+    .action(async (opts: { json?: boolean; steps: number; ceilingSize: number; peer: boolean }) => {
+      // Loaded on demand: the benchmark pulls in model code the other commands do not need.
+      const { runEngineBench } = await import('../../../bench/engine.js');
+      const r = await runEngineBench({
+        steps: opts.steps,
+        ceilingSize: opts.ceilingSize,
+        peer: opts.peer,
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      const f = (x: number, d = 1) => x.toFixed(d);
+      const rows: [string, string][] = [
+        [
+          'machine',
+          `${r.machine.cpus}× ${r.machine.cpu_model}, ${r.machine.memory_gb} GiB, ORT threads ${r.machine.ort_threads}`,
+        ],
+        ['ceiling (MatMul)', `${f(r.ceiling_gflops)} GFLOP/s`],
+        [
+          'train step',
+          `${f(r.train_step_ms, 0)} ms, ${f(r.train_flops / 1e9, 2)} GFLOP counted (${f((100 * r.train_matmul_flops) / r.train_flops)}% MatMul)`,
+        ],
+        ['folded (ONNX Loop of 4)', `${f(r.folded_step_ms, 0)} ms per step`],
+        ['achieved', `${f(r.train_gflops)} GFLOP/s = ${f(100 * r.fraction_of_ceiling)}% of the ceiling`],
+        [
+          'build + compile + session',
+          `${f(r.build_ms.total, 0)} ms (${f(r.build_ms.trace, 0)} + ${f(r.build_ms.compile, 0)} + ${f(r.build_ms.session, 0)})`,
+        ],
+        ['peak RSS', `${f(r.peak_rss_mb, 0)} MB`],
+        ['loss', `${f(r.loss_first, 4)} → ${f(r.loss_last, 4)}`],
+      ];
+      if (r.tfjs && r.tfjs_speedup !== undefined) {
+        rows.push(
+          [
+            'TensorFlow.js step',
+            `${f(r.tfjs.step_ms, 0)} ms (${r.tfjs.backend}, simd ${r.tfjs.simd}, threads ${r.tfjs.multithread}), peak RSS ${f(r.tfjs.peak_rss_mb, 0)} MB`,
+          ],
+          ['tfjs_speedup', `${f(r.tfjs_speedup, 2)}×`],
+        );
+      }
+      for (const [k, v] of rows) process.stdout.write(`${k.padEnd(26)} ${v}\n`);
+    });
+}

@@ -1,0 +1,124 @@
+/**
+ * Folds K training steps into one ONNX `Loop`, so parameters and optimizer state stay inside
+ * the runtime (on the device, with CUDA) between steps and only the K batches go in.
+ *
+ * The body is the ordinary training-step graph, lowered with a name prefix so it shadows nothing
+ * outside. Per iteration it takes batch `i` and learning rate `i` from the stacked outer inputs
+ * (`x` of shape [K, ...], `lr` of shape [K]) and carries params, optimizer state and the count of
+ * applied steps; a step whose gradient is not finite leaves all three unchanged, as in the single
+ * step. Loss, gradient norm and the finite flag of every iteration come out as [K] scan outputs.
+ */
+import type { NodeProto } from '../gen/third_party/onnx/onnx.js';
+import { allocate, type DType } from './dtype.js';
+import type { Tensor } from './graph.js';
+import {
+  attribute,
+  type CompiledModel,
+  encodeModel,
+  graphAttribute,
+  graphProto,
+  lower,
+  tensorProto,
+  type ValueSpec,
+} from './onnx.js';
+import { updatedName } from './optim.js';
+
+export interface LoopSpec {
+  /** The step graph's outputs (loss, grad_norm, finite and `<name>.next` per carried value). */
+  outputs: Record<string, Tensor>;
+  /** Inputs carried from step to step: params and optimizer state. */
+  carried: Tensor[];
+  /** The step graph's learning-rate and 1-based step-number inputs. */
+  lr: Tensor;
+  step: Tensor;
+  /** Per-step inputs (the batch); stacked along a new leading axis K outside. */
+  perStep: Tensor[];
+}
+
+const BODY = 'body/';
+const SCAN = ['loss', 'grad_norm', 'finite'];
+
+function node(opType: string, input: string[], output: string[], extra: Partial<NodeProto> = {}): NodeProto {
+  return { input, output, name: output[0]!, opType, domain: '', docString: '', attribute: [], ...extra };
+}
+
+function scalarInit(name: string, value: number, dtype: DType) {
+  const data = allocate(dtype, 1);
+  data[0] = value;
+  return tensorProto(name, data, dtype, []);
+}
+
+export function compileTrainLoop(spec: LoopSpec, name = 'train_loop'): CompiledModel {
+  const nameOf = (t: Tensor) => (t.node.attrs as { name: string }).name;
+  const stepDtype = spec.step.dtype;
+  const body = lower(spec.lr.graph, spec.outputs, BODY);
+
+  // Values the body reads: the iteration's slice of each stacked input, lr[i], and step = done + 1.
+  const prologue: NodeProto[] = [
+    node('Gather', [nameOf(spec.lr), `${BODY}iter`], [BODY + nameOf(spec.lr)], {
+      attribute: [attribute('axis', 0)],
+    }),
+    node('Add', [`${BODY}steps_done`, `${BODY}one`], [BODY + nameOf(spec.step)]),
+    ...spec.perStep.map((t) =>
+      node('Gather', [nameOf(t), `${BODY}iter`], [BODY + nameOf(t)], { attribute: [attribute('axis', 0)] }),
+    ),
+  ];
+  const epilogue: NodeProto[] = [
+    node('Identity', [`${BODY}cond`], [`${BODY}cond_out`]),
+    node(
+      'Where',
+      [`${BODY}finite`, BODY + nameOf(spec.step), `${BODY}steps_done`],
+      [`${BODY}steps_done.next`],
+    ),
+  ];
+
+  const carried: ValueSpec[] = spec.carried.map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: t.shape }));
+  const bodyGraph = graphProto('train_step', {
+    nodes: [...prologue, ...body.nodes, ...epilogue],
+    initializers: [...body.initializers, scalarInit(`${BODY}one`, 1, stepDtype)],
+    inputs: [
+      { name: `${BODY}iter`, dtype: 'int64', shape: [] },
+      { name: `${BODY}cond`, dtype: 'bool', shape: [] },
+      ...carried.map((c) => ({ ...c, name: BODY + c.name })),
+      { name: `${BODY}steps_done`, dtype: stepDtype, shape: [] },
+    ],
+    outputs: [
+      { name: `${BODY}cond_out`, dtype: 'bool', shape: [] },
+      ...carried.map((c) => ({ ...c, name: BODY + updatedName(c.name) })),
+      { name: `${BODY}steps_done.next`, dtype: stepDtype, shape: [] },
+      ...SCAN.map((s) => {
+        const t = spec.outputs[s]!;
+        return { name: BODY + s, dtype: t.dtype, shape: t.shape };
+      }),
+    ],
+  });
+
+  const outer: NodeProto[] = [
+    node('Shape', [nameOf(spec.lr)], ['trip_count_1d']),
+    node('Squeeze', ['trip_count_1d'], ['trip_count']),
+    node(
+      'Loop',
+      ['trip_count', '', ...carried.map((c) => c.name), 'steps_done'],
+      [...carried.map((c) => updatedName(c.name)), 'steps_done.next', ...SCAN],
+      { attribute: [graphAttribute('body', bodyGraph)] },
+    ),
+  ];
+  return encodeModel(name, {
+    nodes: outer,
+    initializers: [],
+    inputs: [
+      ...carried,
+      { name: 'steps_done', dtype: stepDtype, shape: [] },
+      { name: nameOf(spec.lr), dtype: spec.lr.dtype, shape: ['K'] },
+      ...spec.perStep.map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: ['K', ...t.shape] })),
+    ],
+    outputs: [
+      ...carried.map((c) => ({ ...c, name: updatedName(c.name) })),
+      { name: 'steps_done.next', dtype: stepDtype, shape: [] },
+      ...SCAN.map((s) => {
+        const t = spec.outputs[s]!;
+        return { name: s, dtype: t.dtype, shape: ['K', ...t.shape] };
+      }),
+    ],
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * The Llama-family decoder traced on the engine, in the order transformers' modeling_llama.py
+ * computes it: embed → N × (RMSNorm → attention with rotary embeddings → residual → RMSNorm →
+ * SwiGLU → residual) → RMSNorm → LM head. Qwen2 (QKV bias) and Mistral (sliding window) are the
+ * same code with a flag each. Linear layers see activations as [B·T, H] so every projection and
+ * its gradients are single GEMMs.
+ */
+import { addDims, type Dim, T, type Tensor } from '../../engine/index.js';
+import type { LlamaConfig } from './config.js';
+import { layerPrefix } from './weights.js';
+
+/** Looks up a parameter tensor by its Hugging Face name. */
+export type Weights = (name: string) => Tensor;
+
+export interface DecoderInputs {
+  /** int64 [B, T] */
+  inputIds: Tensor;
+  /** [B, T], 1 for real tokens and 0 for padding (any numeric or bool dtype); absent: no padding. */
+  attentionMask?: Tensor;
+  /** int64 [B, T]; absent: 0…T−1 in every row. */
+  positionIds?: Tensor;
+  /** Past keys and values per layer, [B, kvHeads, P, headDim] each (generation with a KV cache). */
+  past?: { key: Tensor; value: Tensor }[];
+}
+
+export interface DecoderOutputs {
+  /** [B, T, vocab] */
+  logits: Tensor;
+  /** Keys and values per layer including this call's tokens: [B, kvHeads, P + T, headDim]. */
+  present: { key: Tensor; value: Tensor }[];
+}
+
+const LOWEST = { float32: -3.4028234663852886e38, float64: -Number.MAX_VALUE } as Record<string, number>;
+
+/** x·Wᵀ (+ b) for an nn.Linear weight W of shape [out, in] and x of shape [N, in]. */
+function linear(x: Tensor, w: Tensor, b?: Tensor): Tensor {
+  const y = T.matmul(x, T.transposeLast(w));
+  return b ? T.add(y, b) : y;
+}
+
+/** cos and sin of the rotary angles, [B|1, 1, T, headDim] (rotate-half layout: angles repeated). */
+function rotary(
+  cfg: LlamaConfig,
+  positions: Tensor,
+  dtype: 'float32' | 'float64',
+): { cos: Tensor; sin: Tensor } {
+  const g = positions.graph;
+  const half = cfg.headDim / 2;
+  const invFreq = new Float64Array(half).map((_, i) => 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim));
+  const table = dtype === 'float32' ? Float32Array.from(invFreq) : invFreq;
+  const freqs = T.mul(T.unsqueeze(T.cast(positions, dtype), -1), g.constant(table, dtype, [half]));
+  const angles = T.unsqueeze(T.concat([freqs, freqs], -1), 1);
+  return { cos: T.cos(angles), sin: T.sin(angles) };
+}
+
+function rotateHalf(x: Tensor, half: number): Tensor {
+  return T.concat([T.neg(T.slice(x, -1, half, 2 * half)), T.slice(x, -1, 0, half)], -1);
+}
+
+function applyRotary(x: Tensor, cos: Tensor, sin: Tensor, half: number): Tensor {
+  return T.add(T.mul(x, cos), T.mul(rotateHalf(x, half), sin));
+}
+
+/** [N, heads·d] → [B, heads, T, d] */
+function splitHeads(x: Tensor, b: Dim, t: Dim, heads: number, d: number): Tensor {
+  return T.transpose(T.reshape(x, [b, t, heads, d]), [0, 2, 1, 3]);
+}
+
+/** Absolute positions of this call's tokens: P, P+1, …, P+T−1 as int64 [T]. */
+function positionsAfter(inputIds: Tensor, pastLen: Dim): Tensor {
+  const t = inputIds.shape[1]!;
+  const here = T.arange(inputIds.graph, t);
+  return pastLen === 0 ? here : T.add(here, T.dimValue(inputIds.graph, pastLen));
+}
+
+/** Which keys each query may see: [B|1, 1, T, P+T] bool. */
+function attentionMask(cfg: LlamaConfig, inputs: DecoderInputs, pastLen: Dim): Tensor {
+  const ids = inputs.inputIds;
+  // Query i sits at absolute index P + i; it sees key j when j <= P + i (and j > P + i − window).
+  const q = T.unsqueeze(positionsAfter(ids, pastLen), 1);
+  const k = T.unsqueeze(T.arange(ids.graph, addDims(pastLen, ids.shape[1]!)), 0);
+  let mask = T.lessOrEqual(k, q);
+  if (cfg.slidingWindow !== undefined) mask = T.and(mask, T.greater(k, T.sub(q, cfg.slidingWindow)));
+  mask = T.unsqueeze(mask, [0, 1]);
+  const keys = inputs.attentionMask;
+  if (keys) {
+    const keep = keys.dtype === 'bool' ? keys : T.greater(keys, 0);
+    mask = T.and(mask, T.unsqueeze(keep, [1, 2]));
+  }
+  return mask;
+}
+
+export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs): DecoderOutputs {
+  const { inputIds } = inputs;
+  if (inputIds.rank !== 2 || inputIds.dtype !== 'int64')
+    throw new Error(`llama: input_ids must be int64 [B, T], got ${inputIds}`);
+  const [b, t] = inputIds.shape as [Dim, Dim];
+  const { headDim: d, numHeads: nh, numKvHeads: nkv } = cfg;
+  const rep = nh / nkv;
+  const pastLen: Dim = inputs.past?.[0]?.key.shape[2] ?? 0;
+  const positions = inputs.positionIds ?? T.unsqueeze(positionsAfter(inputIds, pastLen), 0);
+  const embed = w('model.embed_tokens.weight');
+  if (embed.dtype !== 'float32' && embed.dtype !== 'float64')
+    throw new Error(`llama: weights must be float32 or float64, got ${embed.dtype}`);
+  const { cos, sin } = rotary(cfg, positions, embed.dtype);
+  const mask = attentionMask(cfg, inputs, pastLen);
+
+  let h = T.reshape(T.gather(embed, inputIds), [-1, cfg.hiddenSize]);
+  const scale = 1 / Math.sqrt(d);
+  const present: DecoderOutputs['present'] = [];
+
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const p = layerPrefix(i);
+    const attnIn = T.rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
+    const bias = (n: string) => (cfg.qkvBias ? w(`${p}.self_attn.${n}.bias`) : undefined);
+    const proj = (n: string) => linear(attnIn, w(`${p}.self_attn.${n}.weight`), bias(n));
+    const q = applyRotary(splitHeads(proj('q_proj'), b, t, nh, d), cos, sin, d / 2);
+    let k = applyRotary(splitHeads(proj('k_proj'), b, t, nkv, d), cos, sin, d / 2);
+    let v = splitHeads(proj('v_proj'), b, t, nkv, d);
+    const past = inputs.past?.[i];
+    if (past) {
+      k = T.concat([past.key, k], 2);
+      v = T.concat([past.value, v], 2);
+    }
+    present.push({ key: k, value: v });
+
+    // Grouped-query attention without copying keys: queries grouped [B, kv, rep, T, d] meet
+    // keys [B, kv, 1, S, d] through matmul's batch broadcasting.
+    const qg = rep === 1 ? q : T.reshape(q, [b, nkv, rep, t, d]);
+    const kg = rep === 1 ? k : T.unsqueeze(k, 2);
+    const vg = rep === 1 ? v : T.unsqueeze(v, 2);
+    const m = rep === 1 ? mask : T.unsqueeze(mask, 2);
+    const scores = T.mul(T.matmul(qg, T.transposeLast(kg)), scale);
+    const masked = T.where(m, scores, LOWEST[scores.dtype] ?? -65504);
+    const ctx = T.matmul(T.softmax(masked, -1), vg);
+    const merged = T.reshape(T.transpose(rep === 1 ? ctx : T.reshape(ctx, [b, nh, t, d]), [0, 2, 1, 3]), [
+      -1,
+      nh * d,
+    ]);
+    h = T.add(h, linear(merged, w(`${p}.self_attn.o_proj.weight`)));
+
+    const mlpIn = T.rmsNorm(h, w(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
+    const gate = T.silu(linear(mlpIn, w(`${p}.mlp.gate_proj.weight`)));
+    const up = linear(mlpIn, w(`${p}.mlp.up_proj.weight`));
+    h = T.add(h, linear(T.mul(gate, up), w(`${p}.mlp.down_proj.weight`)));
+  }
+
+  const normed = T.rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps);
+  const head = cfg.tieWordEmbeddings ? embed : w('lm_head.weight');
+  const logits = T.reshape(linear(normed, head), [b, t, cfg.vocabSize]);
+  return { logits, present };
+}

@@ -1,0 +1,122 @@
+/** The traced decoder against an independent reference, across the Llama family's variations. */
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { compile, Graph, type Tensor } from '../../src/engine/index.js';
+import { fillNormal, rng } from '../../src/models/common/rng.js';
+import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../../src/models/llama/config.js';
+import { llamaForward } from '../../src/models/llama/decoder.js';
+import { type HostTensor, initLlamaWeights, llamaParams } from '../../src/models/llama/weights.js';
+import { referenceLogits } from './llama-reference.js';
+
+const tiny = (extra: Record<string, unknown>): LlamaConfig =>
+  parseLlamaConfig({
+    model_type: 'llama',
+    vocab_size: 11,
+    hidden_size: 16,
+    intermediate_size: 24,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    rope_theta: 100,
+    ...extra,
+  });
+
+const VARIANTS: [string, LlamaConfig][] = [
+  ['llama (MHA, untied)', tiny({})],
+  ['llama (GQA 4:2, head_dim ≠ hidden/heads)', tiny({ num_key_value_heads: 2, head_dim: 6 })],
+  [
+    'qwen2 (QKV bias, tied embeddings)',
+    tiny({ model_type: 'qwen2', num_key_value_heads: 1, tie_word_embeddings: true }),
+  ],
+  ['mistral (sliding window 3)', tiny({ model_type: 'mistral', num_key_value_heads: 2, sliding_window: 3 })],
+];
+
+/** Weights with norms and biases off their init values, so every parameter matters. */
+function weights(cfg: LlamaConfig, seed: number): Record<string, HostTensor> {
+  const w = initLlamaWeights(cfg, seed, 'float64');
+  const next = rng(seed + 1);
+  for (const spec of llamaParams(cfg)) {
+    if (spec.init !== 'normal') fillNormal(w[spec.name]!.data, 0.3, next);
+    const data = w[spec.name]!.data;
+    for (let i = 0; i < data.length; i++)
+      data[i] = spec.init === 'ones' ? 1 + data[i]! : spec.init === 'normal' ? 10 * data[i]! : data[i]!;
+  }
+  return w;
+}
+
+async function forward(
+  cfg: LlamaConfig,
+  w: Record<string, HostTensor>,
+  ids: number[][],
+  mask?: number[][],
+): Promise<Float64Array> {
+  const g = new Graph();
+  const params = new Map<string, Tensor>();
+  const lookup = (name: string) => {
+    const spec = w[name];
+    if (!spec) throw new Error(`no weight ${name}`);
+    if (!params.has(name)) params.set(name, g.input(name, 'float64', spec.dims));
+    return params.get(name)!;
+  };
+  const inputIds = g.input('input_ids', 'int64', ['B', 'T']);
+  const attentionMask = mask ? g.input('attention_mask', 'int64', ['B', 'T']) : undefined;
+  const { logits } = llamaForward(cfg, lookup, { inputIds, ...(attentionMask ? { attentionMask } : {}) });
+  // 'basic': ONNX Runtime's extended fusions store scales as float attributes (MatMulScaleFusion),
+  // which would blur a float64 comparison; the graph's own math is what is checked here.
+  const session = await ort.InferenceSession.create(compile(g, { logits }).bytes, {
+    graphOptimizationLevel: 'basic',
+  });
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const name of params.keys()) feeds[name] = new ort.Tensor('float64', w[name]!.data, w[name]!.dims);
+  const dims = [ids.length, ids[0]!.length];
+  feeds.input_ids = new ort.Tensor('int64', BigInt64Array.from(ids.flat().map(BigInt)), dims);
+  if (mask) feeds.attention_mask = new ort.Tensor('int64', BigInt64Array.from(mask.flat().map(BigInt)), dims);
+  return (await session.run(feeds)).logits!.data as Float64Array;
+}
+
+describe('llama decoder', () => {
+  for (const [name, cfg] of VARIANTS) {
+    it(`${name} matches the reference forward`, async () => {
+      const w = weights(cfg, 3);
+      const ids = [
+        [1, 5, 9, 2, 7, 3],
+        [4, 4, 0, 10, 6, 8],
+      ];
+      const mask = [
+        [1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 0, 0],
+      ];
+      const got = await forward(cfg, w, ids, mask);
+      let worst = 0;
+      let scale = 0;
+      for (const [b, row] of ids.entries()) {
+        const want = referenceLogits(cfg, w, row, mask[b]).flat();
+        for (const [i, v] of want.entries()) {
+          worst = Math.max(worst, Math.abs(v - got[b * want.length + i]!));
+          scale = Math.max(scale, Math.abs(v));
+        }
+      }
+      expect(scale).toBeGreaterThan(0.1);
+      expect(worst / scale).toBeLessThan(1e-10);
+    });
+  }
+
+  it('a padded row gives its real tokens the same logits as the unpadded sequence', async () => {
+    const cfg = VARIANTS[1]![1];
+    const w = weights(cfg, 5);
+    const full = await forward(cfg, w, [[3, 1, 4]]);
+    const padded = await forward(cfg, w, [[3, 1, 4, 0, 0]], [[1, 1, 1, 0, 0]]);
+    expect(Array.from(padded.subarray(0, full.length))).toEqual(
+      Array.from(full).map((v) => expect.closeTo(v, 10)),
+    );
+  });
+
+  it('round-trips config.json and names every problem', () => {
+    const cfg = VARIANTS[2]![1];
+    expect(parseLlamaConfig(toHfConfig(cfg))).toEqual(cfg);
+    expect(() => tiny({ num_key_value_heads: 3 })).toThrow(/num_key_value_heads.*not a multiple/);
+    expect(() => tiny({ rope_scaling: { type: 'linear', factor: 2 } })).toThrow(/rope_scaling/);
+    expect(() => tiny({ hidden_act: 'gelu' })).toThrow(/hidden_act/);
+    expect(() => tiny({ vocab_size: -1 })).toThrow(/vocab_size/);
+    expect(() => tiny({ eos_token_id: 11 })).toThrow(/token id 11 is outside vocab_size 11/);
+  });
+});
