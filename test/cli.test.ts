@@ -9,7 +9,8 @@ const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
 describe('duel CLI', () => {
   it('lists its commands in --help', () => {
     const help = buildProgram().helpInformation();
-    for (const cmd of ['bench', 'contracts', 'config']) expect(help).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
+    for (const cmd of ['bench', 'contracts', 'config'])
+      expect(help).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
   });
 
   it('runs as the installed bin: --version prints the package version', () => {

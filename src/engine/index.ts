@@ -25,6 +25,7 @@ export {
   parseSafetensors,
   readSafetensors,
   SafetensorsError,
+  serializeSafetensors,
   writeSafetensors,
 } from './safetensors.js';
 export { addDims, type Dim, divDims, mulDims, type Shape } from './shape.js';

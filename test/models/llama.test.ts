@@ -2,10 +2,10 @@
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { compile, Graph, type Tensor } from '../../src/engine/index.js';
-import { fillNormal, rng } from '../../src/models/common/rng.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../../src/models/llama/config.js';
 import { llamaForward } from '../../src/models/llama/decoder.js';
-import { type HostTensor, initLlamaWeights, llamaParams } from '../../src/models/llama/weights.js';
+import type { HostTensor } from '../../src/models/llama/weights.js';
+import { weights } from './fixtures.js';
 import { referenceLogits } from './llama-reference.js';
 
 const tiny = (extra: Record<string, unknown>): LlamaConfig =>
@@ -29,19 +29,6 @@ const VARIANTS: [string, LlamaConfig][] = [
   ],
   ['mistral (sliding window 3)', tiny({ model_type: 'mistral', num_key_value_heads: 2, sliding_window: 3 })],
 ];
-
-/** Weights with norms and biases off their init values, so every parameter matters. */
-function weights(cfg: LlamaConfig, seed: number): Record<string, HostTensor> {
-  const w = initLlamaWeights(cfg, seed, 'float64');
-  const next = rng(seed + 1);
-  for (const spec of llamaParams(cfg)) {
-    if (spec.init !== 'normal') fillNormal(w[spec.name]!.data, 0.3, next);
-    const data = w[spec.name]!.data;
-    for (let i = 0; i < data.length; i++)
-      data[i] = spec.init === 'ones' ? 1 + data[i]! : spec.init === 'normal' ? 10 * data[i]! : data[i]!;
-  }
-  return w;
-}
 
 async function forward(
   cfg: LlamaConfig,

@@ -33,7 +33,7 @@ export type Request =
   | { op: 'release'; session: number }
   | { op: 'setState'; state: string; tensors: Record<string, WireTensor> }
   | { op: 'getState'; state: string; keys: string[] }
-  | { op: 'dropState'; state: string };
+  | { op: 'dropState'; state: string; keys?: string[] };
 
 export type Reply =
   | {

@@ -97,8 +97,9 @@ export class Session {
     return (await this.channel.call({ op: 'getState', state, keys })).tensors!;
   }
 
-  async dropState(state: string): Promise<void> {
-    await this.channel.call({ op: 'dropState', state });
+  /** Drops a whole state, or only `keys` of it. */
+  async dropState(state: string, keys?: string[]): Promise<void> {
+    await this.channel.call(keys ? { op: 'dropState', state, keys } : { op: 'dropState', state });
   }
 
   async release(): Promise<void> {

@@ -117,7 +117,8 @@ async function handle(req: Request): Promise<Reply> {
       return { ok: true, tensors };
     }
     case 'dropState':
-      states.delete(req.state);
+      if (req.keys) for (const key of req.keys) states.get(req.state)?.delete(key);
+      else states.delete(req.state);
       return { ok: true };
   }
 }

@@ -21,6 +21,8 @@ export interface DecoderInputs {
   positionIds?: Tensor;
   /** Past keys and values per layer, [B, kvHeads, P, headDim] each (generation with a KV cache). */
   past?: { key: Tensor; value: Tensor }[];
+  /** Logits of the last position only ([B, 1, vocab]): what a decoding step needs. */
+  lastOnly?: boolean;
 }
 
 export interface DecoderOutputs {
@@ -90,6 +92,13 @@ function attentionMask(cfg: LlamaConfig, inputs: DecoderInputs, pastLen: Dim): T
   return mask;
 }
 
+/** x[:, T−1, :] of [B, T, H] as [B, H] (T may be symbolic). */
+function lastPosition(x: Tensor): Tensor {
+  const [b, t, h] = x.shape as [Dim, Dim, Dim];
+  const idx = T.expand(T.reshape(T.sub(T.dimValue(x.graph, t), 1), [1, 1, 1]), [b, 1, h]);
+  return T.reshape(T.gatherElements(x, idx, 1), [b, h]);
+}
+
 export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs): DecoderOutputs {
   const { inputIds } = inputs;
   if (inputIds.rank !== 2 || inputIds.dtype !== 'int64')
@@ -145,8 +154,9 @@ export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs
     h = T.add(h, linear(T.mul(gate, up), w(`${p}.mlp.down_proj.weight`)));
   }
 
+  if (inputs.lastOnly) h = lastPosition(T.reshape(h, [b, t, cfg.hiddenSize]));
   const normed = T.rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps);
   const head = cfg.tieWordEmbeddings ? embed : w('lm_head.weight');
-  const logits = T.reshape(linear(normed, head), [b, t, cfg.vocabSize]);
+  const logits = T.reshape(linear(normed, head), [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
   return { logits, present };
 }

@@ -3,8 +3,28 @@
  * in duel is written in (SFT's cross-entropy, the preference losses' sequence log-ratios).
  */
 import { T, type Tensor } from '../../engine/index.js';
+import type { LlamaConfig } from './config.js';
+import { llamaForward, type Weights } from './decoder.js';
 
 /** log p(targets[b, t] | logits[b, t, :]) as [B, T]. */
 export function tokenLogprobs(logits: Tensor, targets: Tensor): Tensor {
   return T.takeLast(T.logSoftmax(logits, -1), targets);
+}
+
+export interface SequenceInputs {
+  /** int64 [B, T]: prompt then completion, right-padded. */
+  inputIds: Tensor;
+  /** [B, T]: 1 on prompt and completion tokens, 0 on padding. */
+  attentionMask: Tensor;
+  /** int64 [B, T]: the token after each position (input_ids shifted left by one). */
+  targets: Tensor;
+  /** float [B, T]: 1 where the target is a completion token; prompt and padding are masked. */
+  targetMask: Tensor;
+}
+
+/** Per-token log-probs of the completion tokens ([B, T], 0 where masked) and their sum per row. */
+export function sequenceLogprobs(cfg: LlamaConfig, w: Weights, inputs: SequenceInputs) {
+  const { logits } = llamaForward(cfg, w, { inputIds: inputs.inputIds, attentionMask: inputs.attentionMask });
+  const perToken = T.mul(tokenLogprobs(logits, inputs.targets), inputs.targetMask);
+  return { perToken, summed: T.reduceSum(perToken, -1) };
 }

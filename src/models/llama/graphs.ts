@@ -1,0 +1,69 @@
+/**
+ * The decoder's inference graph in the layout Optimum and transformers.js use for
+ * text-generation-with-past: inputs input_ids, attention_mask, position_ids and
+ * past_key_values.N.key/value; outputs logits and present.N.key/value. One graph serves the
+ * prompt (past of length 0) and every decoding step. Weights are graph inputs when duel runs
+ * it (bound once from the worker's state, swappable after training) and initializers when the
+ * graph is exported for other runtimes.
+ */
+import { compile, Graph, type Tensor } from '../../engine/index.js';
+import type { LlamaConfig } from './config.js';
+import { llamaForward } from './decoder.js';
+import { type HostTensor, llamaParams } from './weights.js';
+
+export const pastKey = (i: number) => `past_key_values.${i}.key`;
+export const pastValue = (i: number) => `past_key_values.${i}.value`;
+export const presentKey = (i: number) => `present.${i}.key`;
+export const presentValue = (i: number) => `present.${i}.value`;
+
+export interface DecoderGraphOptions {
+  /** Weights as initializers (export) instead of inputs named by their HF names. */
+  weights?: Record<string, HostTensor>;
+  /** Logits of the last position only ([B, 1, V]); the export keeps all positions. */
+  lastOnly?: boolean;
+}
+
+export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions = {}) {
+  const g = new Graph();
+  const params = new Map<string, Tensor>();
+  for (const spec of llamaParams(cfg)) {
+    const given = options.weights?.[spec.name];
+    params.set(
+      spec.name,
+      given
+        ? g.constant(
+            given.data instanceof Float32Array ? given.data : Float32Array.from(given.data),
+            'float32',
+            spec.shape,
+          )
+        : g.input(spec.name, 'float32', spec.shape),
+    );
+  }
+  const inputIds = g.input('input_ids', 'int64', ['B', 'T']);
+  // The past binds P; the mask, which covers past and present, binds P+T.
+  const past = Array.from({ length: cfg.numLayers }, (_, i) => ({
+    key: g.input(pastKey(i), 'float32', ['B', cfg.numKvHeads, 'P', cfg.headDim]),
+    value: g.input(pastValue(i), 'float32', ['B', cfg.numKvHeads, 'P', cfg.headDim]),
+  }));
+  const attentionMask = g.input('attention_mask', 'int64', ['B', 'P+T']);
+  const positionIds = g.input('position_ids', 'int64', ['B', 'T']);
+  const { logits, present } = llamaForward(cfg, (n) => params.get(n)!, {
+    inputIds,
+    attentionMask,
+    positionIds,
+    past,
+    lastOnly: options.lastOnly ?? false,
+  });
+  const outputs: Record<string, Tensor> = { logits };
+  present.forEach((p, i) => {
+    outputs[presentKey(i)] = p.key;
+    outputs[presentValue(i)] = p.value;
+  });
+  return { graph: g, outputs };
+}
+
+/** The ONNX model transformers.js loads as `onnx/model.onnx` (weights inside). */
+export function exportDecoderOnnx(cfg: LlamaConfig, weights: Record<string, HostTensor>) {
+  const { graph, outputs } = buildDecoderGraph(cfg, { weights });
+  return compile(graph, outputs, 'duel_llama');
+}
