@@ -53,7 +53,7 @@ describe('completion log-probs', () => {
     RECORDS.forEach((r, i) => {
       const want = referenceSum(w, r.promptIds, r.completionIds);
       expect(together[i]!.perToken).toHaveLength(r.completionIds.length);
-      together[i]!.perToken.forEach((lp, t) => expect(lp).toBeCloseTo(want[t]!, 4));
+      for (const [t, lp] of together[i]!.perToken.entries()) expect(lp).toBeCloseTo(want[t]!, 4);
       expect(together[i]!.summed).toBeCloseTo(
         want.reduce((a, b) => a + b, 0),
         4,
