@@ -9,6 +9,7 @@ import { packageRoot } from '../platform/paths.js';
 import { registerBench } from './commands/bench.js';
 import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
+import { registerModel } from './commands/model.js';
 
 export function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
@@ -24,5 +25,6 @@ export function buildProgram(): Command {
   registerContracts(program);
   registerConfig(program);
   registerBench(program);
+  registerModel(program);
   return program;
 }
