@@ -20,7 +20,7 @@ import { type NamedTensor, parseSafetensors, serializeSafetensors } from '../eng
 import { DuelError } from '../platform/errors.js';
 import { floatsToHalves, halvesToFloats } from './common/half.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from './llama/config.js';
-import { type HostTensor, llamaParams } from './llama/weights.js';
+import { type HostTensor, llamaParams, type ParamSpec } from './llama/weights.js';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -79,6 +79,33 @@ function toFloat32(name: string, t: NamedTensor, file: string): HostTensor {
 export function loadModelDir(dirPath: string): LoadedModel {
   const dir = resolve(dirPath);
   const config = parseLlamaConfig(readJson(join(dir, CONFIG_FILE)), join(dir, CONFIG_FILE));
+  // A tied checkpoint may still carry lm_head.weight (some exporters write both).
+  const tolerated = (name: string) =>
+    IGNORED.test(name) || (name === 'lm_head.weight' && config.tieWordEmbeddings);
+  const weights = readWeights(
+    dir,
+    llamaParams(config),
+    tolerated,
+    `a ${config.modelType} model with this config`,
+  );
+  return { dir, config, weights };
+}
+
+/** The config.json of a directory, parsed (errors name the file). */
+export function readConfigJson(dir: string): unknown {
+  return readJson(join(resolve(dir), CONFIG_FILE));
+}
+
+/**
+ * Reads every tensor `specs` names, checked by shape, widened to float32. A tensor the specs do
+ * not name is an error (a checkpoint of another architecture) unless `tolerated`.
+ */
+export function readWeights(
+  dir: string,
+  specs: ParamSpec[],
+  tolerated: (name: string) => boolean,
+  what: string,
+): Record<string, HostTensor> {
   const found = new Map<string, HostTensor>();
   for (const [file, expected] of shardsOf(dir)) {
     const path = join(dir, file);
@@ -89,9 +116,8 @@ export function loadModelDir(dirPath: string): LoadedModel {
     }
     for (const [name, t] of tensors) found.set(name, toFloat32(name, t, path));
   }
-
   const weights: Record<string, HostTensor> = {};
-  for (const spec of llamaParams(config)) {
+  for (const spec of specs) {
     const t = found.get(spec.name);
     if (!t) throw bad(dir, `missing tensor '${spec.name}' (shape [${spec.shape}])`);
     if (t.dims.join() !== spec.shape.join())
@@ -100,12 +126,9 @@ export function loadModelDir(dirPath: string): LoadedModel {
     found.delete(spec.name);
   }
   for (const name of found.keys()) {
-    if (IGNORED.test(name)) continue;
-    // A tied checkpoint may still carry lm_head.weight (some exporters write both).
-    if (name === 'lm_head.weight' && config.tieWordEmbeddings) continue;
-    throw bad(dir, `unexpected tensor '${name}': not part of a ${config.modelType} model with this config`);
+    if (!tolerated(name)) throw bad(dir, `unexpected tensor '${name}': not part of ${what}`);
   }
-  return { dir, config, weights };
+  return weights;
 }
 
 export interface SaveOptions {
@@ -124,13 +147,30 @@ export function saveModelDir(
   weights: Record<string, HostTensor>,
   options: SaveOptions = {},
 ): void {
+  writeWeightsDir(
+    dirPath,
+    { ...toHfConfig(config), torch_dtype: options.dtype ?? 'float32' },
+    llamaParams(config),
+    weights,
+    options,
+  );
+}
+
+/** A directory of config.json + model.safetensors (+ tokenizer files), built aside and renamed in. */
+export function writeWeightsDir(
+  dirPath: string,
+  configJson: Record<string, unknown>,
+  specs: ParamSpec[],
+  weights: Record<string, HostTensor>,
+  options: SaveOptions = {},
+): void {
   const dir = resolve(dirPath);
   const tensors = new Map<string, NamedTensor>();
-  for (const spec of llamaParams(config)) {
+  for (const spec of specs) {
     const t = weights[spec.name];
-    if (!t) throw new Error(`saveModelDir: no weights for '${spec.name}'`);
+    if (!t) throw new Error(`saving ${dir}: no weights for '${spec.name}'`);
     if (t.dims.join() !== spec.shape.join())
-      throw new Error(`saveModelDir: '${spec.name}' is [${t.dims}], the config implies [${spec.shape}]`);
+      throw new Error(`saving ${dir}: '${spec.name}' is [${t.dims}], the config implies [${spec.shape}]`);
     tensors.set(
       spec.name,
       options.dtype === 'float16'
@@ -147,8 +187,7 @@ export function saveModelDir(
   const tmp = `${dir}.tmp-${randomBytes(6).toString('hex')}`;
   mkdirSync(tmp);
   try {
-    const hf = { ...toHfConfig(config), torch_dtype: options.dtype ?? 'float32' };
-    writeFileSync(join(tmp, CONFIG_FILE), `${JSON.stringify(hf, null, 2)}\n`);
+    writeFileSync(join(tmp, CONFIG_FILE), `${JSON.stringify(configJson, null, 2)}\n`);
     writeFileSync(join(tmp, WEIGHTS_FILE), serializeSafetensors(tensors, { format: 'pt' }));
     if (options.tokenizerFrom) {
       for (const f of TOKENIZER_FILES) {

@@ -8,7 +8,7 @@ import type { HostTensor } from '../../src/models/llama/weights.js';
 
 type W = Record<string, HostTensor>;
 
-function linear(x: number[][], w: HostTensor, b?: HostTensor): number[][] {
+export function linear(x: number[][], w: HostTensor, b?: HostTensor): number[][] {
   const [out, inn] = w.dims as [number, number];
   return x.map((row) =>
     Array.from({ length: out }, (_, o) => {
@@ -31,6 +31,20 @@ const silu = (v: number) => v / (1 + Math.exp(-v));
 
 /** Logits [T][V] for one sequence; mask[j] = 0 hides key j (padding). */
 export function referenceLogits(cfg: LlamaConfig, w: W, ids: number[], mask?: number[]): number[][] {
+  return linear(
+    referenceHidden(cfg, w, ids, mask),
+    cfg.tieWordEmbeddings ? w['model.embed_tokens.weight']! : w['lm_head.weight']!,
+  );
+}
+
+/** Final-norm hidden states [T][H]; `bidirectional` drops the causal mask (the judge's encoder). */
+export function referenceHidden(
+  cfg: LlamaConfig,
+  w: W,
+  ids: number[],
+  mask?: number[],
+  bidirectional = false,
+): number[][] {
   const T = ids.length;
   const { hiddenSize: H, headDim: d, numHeads: nh, numKvHeads: nkv } = cfg;
   const embed = w['model.embed_tokens.weight']!;
@@ -59,9 +73,8 @@ export function referenceLogits(cfg: LlamaConfig, w: W, ids: number[], mask?: nu
       const ks = k.map((row, t) => rope(row.slice(kvHead * d, (kvHead + 1) * d), t));
       for (let i = 0; i < T; i++) {
         const visible = (j: number) =>
-          j <= i &&
           (mask ? mask[j] !== 0 : true) &&
-          (cfg.slidingWindow === undefined || i - j < cfg.slidingWindow);
+          (bidirectional || (j <= i && (cfg.slidingWindow === undefined || i - j < cfg.slidingWindow)));
         const scores = ks.map((kj, j) =>
           visible(j)
             ? kj.reduce((a, kv, c) => a + kv * qs[i]![c]!, 0) / Math.sqrt(d)
@@ -85,6 +98,5 @@ export function referenceLogits(cfg: LlamaConfig, w: W, ids: number[], mask?: nu
     );
     h = h.map((row, t) => row.map((val, i) => val + down[t]![i]!));
   }
-  const normed = rmsNorm(h, w['model.norm.weight']!, cfg.rmsNormEps);
-  return linear(normed, cfg.tieWordEmbeddings ? embed : w['lm_head.weight']!);
+  return rmsNorm(h, w['model.norm.weight']!, cfg.rmsNormEps);
 }

@@ -23,6 +23,8 @@ export interface DecoderInputs {
   past?: { key: Tensor; value: Tensor }[];
   /** Logits of the last position only ([B, 1, vocab]): what a decoding step needs. */
   lastOnly?: boolean;
+  /** Every token sees every (unpadded) token: the judge's encoder. */
+  bidirectional?: boolean;
 }
 
 export interface DecoderOutputs {
@@ -81,10 +83,14 @@ function attentionMask(cfg: LlamaConfig, inputs: DecoderInputs, pastLen: Dim): T
   // Query i sits at absolute index P + i; it sees key j when j <= P + i (and j > P + i − window).
   const q = T.unsqueeze(positionsAfter(ids, pastLen), 1);
   const k = T.unsqueeze(T.arange(ids.graph, addDims(pastLen, ids.shape[1]!)), 0);
+  const keys = inputs.attentionMask;
+  if (inputs.bidirectional) {
+    if (!keys) throw new Error('llama: a bidirectional encoder needs an attention mask');
+    return T.unsqueeze(T.greater(keys, 0), [1, 2]);
+  }
   let mask = T.lessOrEqual(k, q);
   if (cfg.slidingWindow !== undefined) mask = T.and(mask, T.greater(k, T.sub(q, cfg.slidingWindow)));
   mask = T.unsqueeze(mask, [0, 1]);
-  const keys = inputs.attentionMask;
   if (keys) {
     const keep = keys.dtype === 'bool' ? keys : T.greater(keys, 0);
     mask = T.and(mask, T.unsqueeze(keep, [1, 2]));
@@ -99,7 +105,22 @@ function lastPosition(x: Tensor): Tensor {
   return T.reshape(T.gatherElements(x, idx, 1), [b, h]);
 }
 
+/** Logits (and the KV cache) of the decoder. */
 export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs): DecoderOutputs {
+  const [b, t] = inputs.inputIds.shape as [Dim, Dim];
+  const { hidden, present } = llamaTrunk(cfg, w, inputs);
+  const h = inputs.lastOnly ? lastPosition(hidden) : T.reshape(hidden, [-1, cfg.hiddenSize]);
+  const head = cfg.tieWordEmbeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
+  const logits = T.reshape(linear(h, head), [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
+  return { logits, present };
+}
+
+/** The blocks and the final norm: hidden states [B, T, H] (what the LM head or a judge head reads). */
+export function llamaTrunk(
+  cfg: LlamaConfig,
+  w: Weights,
+  inputs: DecoderInputs,
+): { hidden: Tensor; present: DecoderOutputs['present'] } {
   const { inputIds } = inputs;
   if (inputIds.rank !== 2 || inputIds.dtype !== 'int64')
     throw new Error(`llama: input_ids must be int64 [B, T], got ${inputIds}`);
@@ -154,9 +175,6 @@ export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs
     h = T.add(h, linear(T.mul(gate, up), w(`${p}.mlp.down_proj.weight`)));
   }
 
-  if (inputs.lastOnly) h = lastPosition(T.reshape(h, [b, t, cfg.hiddenSize]));
-  const normed = T.rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps);
-  const head = cfg.tieWordEmbeddings ? embed : w('lm_head.weight');
-  const logits = T.reshape(linear(normed, head), [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
-  return { logits, present };
+  const hidden = T.reshape(T.rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps), [b, t, cfg.hiddenSize]);
+  return { hidden, present };
 }

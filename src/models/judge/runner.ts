@@ -1,0 +1,253 @@
+/**
+ * The judge in a Runtime worker: ordered-pair logits in batches, the K×K preference matrix with
+ * Bradley-Terry scores, and best-of-n. The session's contract is input_ids [B, T], attention_mask
+ * [B, T], markers [B, 3] → logits [B]; duel's own judge (weights in the worker's state) and an
+ * external ONNX judge with the same contract run the same way.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
+import { DuelError } from '../../platform/errors.js';
+import type { HostTensor } from '../llama/weights.js';
+import { readConfigJson, readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
+import { type JudgeConfig, parseJudgeConfig, toHfJudgeConfig } from './config.js';
+import { judgeLogits, judgeParams } from './model.js';
+
+export const JUDGE_ONNX = join('onnx', 'model.onnx');
+
+export interface PairInput {
+  prompt: number[];
+  first: number[];
+  second: number[];
+}
+
+export interface Preferences {
+  /** C[i][j]: the ordered-pair logit of y_i as candidate 1 against y_j (0 on the diagonal). */
+  logits: number[][];
+  /** P[i][j] = σ(C[i][j] − C[j][i]): diagonal 0.5, P[i][j] + P[j][i] = 1. */
+  prefs: number[][];
+  /** Bradley-Terry scores s_i = mean over j ≠ i of (C[i][j] − C[j][i]). */
+  scores: number[];
+}
+
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+let counter = 0;
+
+function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>) {
+  const g = new Graph();
+  const params = new Map<string, Tensor>();
+  for (const spec of judgeParams(cfg)) {
+    const given = weights?.[spec.name];
+    params.set(
+      spec.name,
+      given
+        ? g.constant(Float32Array.from(given.data), 'float32', spec.shape)
+        : g.input(spec.name, 'float32', spec.shape),
+    );
+  }
+  const logits = judgeLogits(cfg, (n) => params.get(n)!, {
+    inputIds: g.input('input_ids', 'int64', ['B', 'T']),
+    attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
+    markers: g.input('markers', 'int64', ['B', 3]),
+  });
+  return { graph: g, logits };
+}
+
+/** The judge with its weights inside, for runtimes other than duel's (and the external path). */
+export function exportJudgeOnnx(cfg: JudgeConfig, weights: Record<string, HostTensor>) {
+  const { graph, logits } = judgeGraph(cfg, weights);
+  return compile(graph, { logits }, 'duel_pairrm');
+}
+
+export function saveJudgeDir(
+  dir: string,
+  cfg: JudgeConfig,
+  weights: Record<string, HostTensor>,
+  options: SaveOptions = {},
+) {
+  writeWeightsDir(dir, toHfJudgeConfig(cfg), judgeParams(cfg), weights, options);
+}
+
+export class JudgeRunner {
+  private constructor(
+    readonly config: JudgeConfig,
+    private readonly session: Session,
+    private readonly stateId: string | undefined,
+    private readonly weightNames: string[],
+  ) {}
+
+  static async create(
+    runtime: Runtime,
+    cfg: JudgeConfig,
+    weights: Record<string, HostTensor>,
+  ): Promise<JudgeRunner> {
+    const { graph, logits } = judgeGraph(cfg);
+    const session = await runtime.load(compile(graph, { logits }, 'judge'));
+    const stateId = `judge-${process.pid}-${counter++}`;
+    await session.setState(stateId, weights);
+    return new JudgeRunner(cfg, session, stateId, Object.keys(weights));
+  }
+
+  /** An external ONNX judge with the same inputs and outputs (config.json gives markers and limits). */
+  static async fromOnnx(runtime: Runtime, cfg: JudgeConfig, bytes: Uint8Array): Promise<JudgeRunner> {
+    const session = await runtime.load(bytes);
+    for (const name of ['input_ids', 'attention_mask', 'markers'])
+      if (!session.inputNames.includes(name))
+        throw DuelError.invalidArgument([
+          {
+            field: 'judge',
+            description: `the ONNX judge has no input '${name}' (it has ${session.inputNames.join(', ')})`,
+          },
+        ]);
+    if (!session.outputNames.includes('logits'))
+      throw DuelError.invalidArgument([
+        { field: 'judge', description: "the ONNX judge has no output 'logits'" },
+      ]);
+    return new JudgeRunner(cfg, session, undefined, []);
+  }
+
+  /** A judge directory: config.json plus model.safetensors (duel's) or onnx/model.onnx (external). */
+  static async fromDir(runtime: Runtime, dirPath: string): Promise<JudgeRunner> {
+    const dir = resolve(dirPath);
+    const cfg = parseJudgeConfig(readConfigJson(dir), join(dir, 'config.json'));
+    if (existsSync(join(dir, 'model.safetensors')) || existsSync(join(dir, 'model.safetensors.index.json')))
+      return JudgeRunner.create(
+        runtime,
+        cfg,
+        readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge'),
+      );
+    if (existsSync(join(dir, JUDGE_ONNX)))
+      return JudgeRunner.fromOnnx(runtime, cfg, readFileSync(join(dir, JUDGE_ONNX)));
+    throw DuelError.invalidArgument([
+      { field: dir, description: `holds neither model.safetensors nor ${JUDGE_ONNX}` },
+    ]);
+  }
+
+  /**
+   * `<source> x <candidate1> y_i <candidate2> y_j`, fitted to max_position_embeddings: the prompt
+   * keeps its last tokens (up to a third of the budget), each candidate its first tokens.
+   */
+  pairSequence(p: PairInput): { ids: number[]; markers: [number, number, number] } {
+    const budget = this.config.encoder.maxPositions - 3;
+    const x = p.prompt.slice(-Math.min(p.prompt.length, Math.floor(budget / 3)));
+    const cap = Math.floor((budget - x.length) / 2);
+    const [a, b] = [p.first.slice(0, cap), p.second.slice(0, cap)];
+    const c = this.config;
+    const ids = [c.sourceTokenId, ...x, c.candidate1TokenId, ...a, c.candidate2TokenId, ...b];
+    return { ids, markers: [0, 1 + x.length, 2 + x.length + a.length] };
+  }
+
+  /** C for each ordered pair, in batches of at most `maxBatch` sequences. */
+  async pairLogits(pairs: PairInput[], maxBatch = 64): Promise<number[]> {
+    const vocab = this.config.encoder.vocabSize;
+    const out: number[] = [];
+    for (let start = 0; start < pairs.length; start += maxBatch) {
+      const seqs = pairs.slice(start, start + maxBatch).map((p, i) => {
+        for (const ids of [p.prompt, p.first, p.second]) {
+          const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+          if (bad !== undefined)
+            throw DuelError.invalidArgument([
+              {
+                field: `pairs[${start + i}]`,
+                description: `token id ${bad} is outside the judge's vocabulary [0, ${vocab})`,
+              },
+            ]);
+        }
+        return this.pairSequence(p);
+      });
+      const len = Math.max(...seqs.map((s) => s.ids.length));
+      const n = seqs.length;
+      const ids = new BigInt64Array(n * len);
+      const mask = new BigInt64Array(n * len);
+      const markers = new BigInt64Array(n * 3);
+      seqs.forEach((s, i) => {
+        s.ids.forEach((id, t) => {
+          ids[i * len + t] = BigInt(id);
+          mask[i * len + t] = 1n;
+        });
+        s.markers.forEach((m, k) => {
+          markers[i * 3 + k] = BigInt(m);
+        });
+      });
+      const res = await this.session.run(
+        {
+          input_ids: { dtype: 'int64', dims: [n, len], data: ids },
+          attention_mask: { dtype: 'int64', dims: [n, len], data: mask },
+          markers: { dtype: 'int64', dims: [n, 3], data: markers },
+        },
+        ['logits'],
+        this.stateId
+          ? {
+              state: this.stateId,
+              reads: Object.fromEntries(this.weightNames.map((w) => [w, w])),
+              writes: {},
+            }
+          : undefined,
+      );
+      out.push(...Array.from(res.logits!.data as Float32Array));
+    }
+    return out;
+  }
+
+  /** The K×K matrices of one prompt's candidates (all K·(K−1) ordered pairs evaluated). */
+  async compare(prompt: number[], candidates: number[][], maxBatch = 64): Promise<Preferences> {
+    const k = candidates.length;
+    const pairs: [number, number][] = [];
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) if (i !== j) pairs.push([i, j]);
+    const c = await this.pairLogits(
+      pairs.map(([i, j]) => ({ prompt, first: candidates[i]!, second: candidates[j]! })),
+      maxBatch,
+    );
+    const logits = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+    pairs.forEach(([i, j], n) => {
+      logits[i]![j] = c[n]!;
+    });
+    return fromLogits(logits);
+  }
+
+  /**
+   * The best candidate: 'matrix' ranks by Bradley-Terry score over all pairs (K·(K−1) judge
+   * calls); 'bubble' keeps a champion and challenges it once per candidate (2·(K−1) calls).
+   */
+  async bestOfN(
+    prompt: number[],
+    candidates: number[][],
+    method: 'matrix' | 'bubble',
+  ): Promise<{ best: number; judged: number }> {
+    if (candidates.length === 0)
+      throw DuelError.invalidArgument([{ field: 'candidates', description: 'is empty' }]);
+    if (method === 'matrix') {
+      const { scores } = await this.compare(prompt, candidates);
+      return {
+        best: scores.indexOf(Math.max(...scores)),
+        judged: candidates.length * (candidates.length - 1),
+      };
+    }
+    let best = 0;
+    for (let k = 1; k < candidates.length; k++) {
+      const [ab, ba] = await this.pairLogits([
+        { prompt, first: candidates[k]!, second: candidates[best]! },
+        { prompt, first: candidates[best]!, second: candidates[k]! },
+      ]);
+      if (sigmoid(ab! - ba!) > 0.5) best = k;
+    }
+    return { best, judged: 2 * (candidates.length - 1) };
+  }
+
+  async release(): Promise<void> {
+    if (this.stateId) await this.session.dropState(this.stateId);
+    await this.session.release();
+  }
+}
+
+/** Probabilities and scores from the ordered-pair logits. */
+export function fromLogits(logits: number[][]): Preferences {
+  const k = logits.length;
+  const prefs = logits.map((row, i) =>
+    row.map((_, j) => (i === j ? 0.5 : sigmoid(logits[i]![j]! - logits[j]![i]!))),
+  );
+  const scores = logits.map((row, i) =>
+    k < 2 ? 0 : row.reduce((s, _, j) => (j === i ? s : s + logits[i]![j]! - logits[j]![i]!), 0) / (k - 1),
+  );
+  return { logits, prefs, scores };
+}
