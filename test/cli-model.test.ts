@@ -130,4 +130,39 @@ describe('duel model / duel sample', () => {
     const m = duel('model', 'logprobs', '--model', join(dir, 'nowhere'), '--input', 'bad.jsonl');
     expect(m.status).toBe(2);
   });
+
+  it('judge init + compare fill K×K prefs, win rates, scores and the best of each record', () => {
+    writeFileSync(
+      join(dir, 'judge.json'),
+      JSON.stringify({
+        model_type: 'duel_pairrm',
+        encoder: {
+          model_type: 'llama',
+          vocab_size: 12,
+          hidden_size: 8,
+          intermediate_size: 16,
+          num_hidden_layers: 1,
+          num_attention_heads: 2,
+        },
+        source_token_id: 9,
+        candidate1_token_id: 10,
+        candidate2_token_id: 11,
+      }),
+    );
+    expect(duel('judge', 'init', '--config', 'judge.json', '--out', 'j').status).toBe(0);
+    writeFileSync(join(dir, 'pairs.jsonl'), '{"prompt_ids":[1,2],"completion_ids":[[3],[4,5],[6]],"id":7}\n');
+    const r = duel('judge', 'compare', '--judge', 'j', '--input', 'pairs.jsonl', '--quiet');
+    expect(r.status).toBe(0);
+    const [rec] = lines(r.stdout);
+    expect(rec.id).toBe(7);
+    expect(rec.prefs).toHaveLength(3);
+    for (let i = 0; i < 3; i++)
+      for (let j = 0; j < 3; j++) expect(rec.prefs[i][j] + rec.prefs[j][i]).toBeCloseTo(1, 12);
+    expect(rec.winrates).toHaveLength(3);
+    expect(rec.best).toBe(rec.scores.indexOf(Math.max(...rec.scores)));
+    writeFileSync(join(dir, 'one.jsonl'), '{"prompt_ids":[1],"completion_ids":[[3]]}\n');
+    const bad = duel('judge', 'compare', '--judge', 'j', '--input', 'one.jsonl');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('one.jsonl:1: completion_ids: needs at least two completions to compare');
+  });
 });

@@ -9,6 +9,7 @@ import { packageRoot } from '../platform/paths.js';
 import { registerBench } from './commands/bench.js';
 import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
+import { registerJudge } from './commands/judge.js';
 import { registerModel } from './commands/model.js';
 
 export function version(): string {
@@ -26,5 +27,6 @@ export function buildProgram(): Command {
   registerConfig(program);
   registerBench(program);
   registerModel(program);
+  registerJudge(program);
   return program;
 }

@@ -28,6 +28,8 @@ export interface Preferences {
   prefs: number[][];
   /** Bradley-Terry scores s_i = mean over j ≠ i of (C[i][j] − C[j][i]). */
   scores: number[];
+  /** Mean over j ≠ i of P[i][j]: how often y_i beats another completion of the same prompt. */
+  winrates: number[];
 }
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
@@ -249,5 +251,8 @@ export function fromLogits(logits: number[][]): Preferences {
   const scores = logits.map((row, i) =>
     k < 2 ? 0 : row.reduce((s, _, j) => (j === i ? s : s + logits[i]![j]! - logits[j]![i]!), 0) / (k - 1),
   );
-  return { logits, prefs, scores };
+  const winrates = prefs.map((row, i) =>
+    k < 2 ? 0.5 : row.reduce((s, p, j) => (j === i ? s : s + p), 0) / (k - 1),
+  );
+  return { logits, prefs, scores, winrates };
 }

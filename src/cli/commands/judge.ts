@@ -1,0 +1,97 @@
+/** `duel judge init` (a fresh PairRM-style judge directory) and `duel judge compare` (K×K prefs of JSONL records). */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { Runtime } from '../../engine/index.js';
+import { parseJudgeConfig } from '../../models/judge/config.js';
+import { initJudgeWeights } from '../../models/judge/model.js';
+import { JudgeRunner, saveJudgeDir } from '../../models/judge/runner.js';
+import { DuelError } from '../../platform/errors.js';
+import { readJsonl, writeJsonl } from '../jsonl.js';
+import { progress } from '../progress.js';
+
+const tokenIds = z.array(z.number().int().nonnegative());
+const CompareRecord = z.looseObject({
+  prompt_ids: tokenIds,
+  completion_ids: z.array(tokenIds).min(2, 'needs at least two completions to compare'),
+});
+
+function readJsonFile(flag: string, path: string): unknown {
+  if (!existsSync(path)) throw DuelError.invalidArgument([{ field: flag, description: `${path} not found` }]);
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw DuelError.invalidArgument([
+      { field: flag, description: `not valid JSON: ${(e as Error).message}` },
+    ]);
+  }
+}
+
+export function registerJudge(program: Command): void {
+  const judge = program.command('judge').description('PairRM-style pairwise judges');
+
+  judge
+    .command('init')
+    .description('a randomly initialised judge directory from a judge config.json (model_type duel_pairrm)')
+    .requiredOption('--config <file>', 'judge config.json')
+    .requiredOption('--out <dir>', 'the judge directory to write')
+    .option(
+      '--seed <n>',
+      'initialisation seed',
+      (raw) => {
+        const n = Number(raw);
+        if (!Number.isInteger(n) || n < 0)
+          throw DuelError.invalidArgument([
+            { field: '--seed', description: `must be an integer >= 0, got '${raw}'` },
+          ]);
+        return n;
+      },
+      0,
+    )
+    .option('--tokenizer <file>', 'a tokenizer.json to include')
+    .action((o: { config: string; out: string; seed: number; tokenizer?: string }) => {
+      const cfg = parseJudgeConfig(readJsonFile('--config', o.config), o.config);
+      const extraFiles: Record<string, string> = {};
+      if (o.tokenizer) {
+        if (!existsSync(o.tokenizer))
+          throw DuelError.invalidArgument([
+            { field: '--tokenizer', description: `${o.tokenizer} not found` },
+          ]);
+        extraFiles['tokenizer.json'] = readFileSync(o.tokenizer, 'utf8');
+        const tc = join(dirname(o.tokenizer), 'tokenizer_config.json');
+        if (existsSync(tc)) extraFiles['tokenizer_config.json'] = readFileSync(tc, 'utf8');
+      }
+      saveJudgeDir(o.out, cfg, initJudgeWeights(cfg, o.seed), { extraFiles });
+      process.stderr.write(`wrote ${o.out} (judge, ${cfg.encoder.numLayers} encoder layers)\n`);
+    });
+
+  judge
+    .command('compare')
+    .description('fills prefs (K×K), winrates, scores (Bradley-Terry) and best of each record')
+    .requiredOption('--judge <dir>', 'judge directory (model.safetensors or onnx/model.onnx)')
+    .requiredOption('--input <file>', 'JSONL records with prompt_ids and completion_ids')
+    .option('--quiet', 'no progress lines')
+    .action(async (o: { judge: string; input: string; quiet?: boolean }) => {
+      const records = readJsonl(o.input, CompareRecord);
+      const runtime = new Runtime({ workers: 1 });
+      try {
+        const runner = await JudgeRunner.fromDir(runtime, o.judge);
+        const p = progress('judge', records.length, o.quiet);
+        for (const [i, r] of records.entries()) {
+          const { prefs, winrates, scores } = await runner.compare(r.prompt_ids, r.completion_ids);
+          writeJsonl({
+            ...r,
+            prefs,
+            winrates,
+            scores,
+            best: scores.indexOf(Math.max(...scores)),
+          });
+          p.tick(i + 1);
+        }
+        p.finish();
+      } finally {
+        await runtime.close();
+      }
+    });
+}
