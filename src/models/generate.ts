@@ -7,7 +7,7 @@
  */
 import { DuelError } from '../platform/errors.js';
 import { rng } from './common/rng.js';
-import type { DecoderRunner } from './llama/runner.js';
+import type { DecoderRunner, KvCache } from './llama/runner.js';
 import { drawToken, logSoftmaxAt, type SamplingOptions, streamSeed } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -116,26 +116,29 @@ export async function generate(
   const lengths = rows.map((row) => row.ids.length);
 
   const caches = [await policy.openCache(r), ...(o.mixture ? [await o.mixture.reference.openCache(r)] : [])];
+  // The common case draws inside the graph: B tokens come back instead of B×V logits.
+  const inGraph = !o.mixture && (o.topK === 0 || o.topK >= v) && o.topP >= 1;
   try {
     for (let step = 0; step < o.maxNewTokens; step++) {
       if (o.signal?.aborted) throw o.signal.reason ?? new Error('generation cancelled');
-      const [zp, zr] = await Promise.all(caches.map((c) => c.step(ids, mask, positions)));
+      const drawn = inGraph
+        ? await caches[0]!.stepAndDraw(
+            ids,
+            mask,
+            positions,
+            rows.map((_, i) => (done[i] ? 0.5 : streams[i]!())),
+            o.temperature,
+          )
+        : await drawInJs(caches, ids, mask, positions, done, streams, o, v);
       const next: number[][] = [];
       for (let i = 0; i < r; i++) {
-        const policyRow = zp!.subarray(i * v, (i + 1) * v);
         if (done[i]) {
           next.push([o.padId]);
           continue;
         }
-        let drawFrom: ArrayLike<number> = policyRow;
-        if (o.mixture) {
-          const m = o.mixture.coef;
-          const refRow = zr!.subarray(i * v, (i + 1) * v);
-          drawFrom = Float64Array.from(policyRow, (z, k) => (1 - m) * z + m * refRow[k]!);
-        }
-        const token = drawToken(drawFrom, o, streams[i]!());
+        const token = drawn.tokens[i]!;
         out[i]!.tokens.push(token);
-        out[i]!.logprobs.push(logSoftmaxAt(policyRow, token));
+        out[i]!.logprobs.push(drawn.logprobs[i]!);
         if (o.eosIds.includes(token)) {
           done[i] = true;
           out[i]!.finish = 'eos';
@@ -153,4 +156,38 @@ export async function generate(
     await Promise.all(caches.map((c) => c.close()));
   }
   return out;
+}
+
+/** Logits back from the worker(s), the draw here: truncation (top-k, top-p) and the mixture. */
+async function drawInJs(
+  caches: KvCache[],
+  ids: number[][],
+  mask: number[][],
+  positions: number[][],
+  done: boolean[],
+  streams: (() => number)[],
+  o: GenerateOptions,
+  v: number,
+): Promise<{ tokens: number[]; logprobs: number[] }> {
+  const [zp, zr] = await Promise.all(caches.map((c) => c.step(ids, mask, positions)));
+  const tokens: number[] = [];
+  const logprobs: number[] = [];
+  for (let i = 0; i < done.length; i++) {
+    if (done[i]) {
+      tokens.push(-1);
+      logprobs.push(0);
+      continue;
+    }
+    const policyRow = zp!.subarray(i * v, (i + 1) * v);
+    let drawFrom: ArrayLike<number> = policyRow;
+    if (o.mixture) {
+      const m = o.mixture.coef;
+      const refRow = zr!.subarray(i * v, (i + 1) * v);
+      drawFrom = Float64Array.from(policyRow, (z, k) => (1 - m) * z + m * refRow[k]!);
+    }
+    const token = drawToken(drawFrom, o, streams[i]!());
+    tokens.push(token);
+    logprobs.push(logSoftmaxAt(policyRow, token));
+  }
+  return { tokens, logprobs };
 }

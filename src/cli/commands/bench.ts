@@ -66,4 +66,59 @@ export function registerBench(program: Command): void {
       }
       for (const [k, v] of rows) process.stdout.write(`${k.padEnd(26)} ${v}\n`);
     });
+
+  bench
+    .command('decode')
+    .description(
+      'batched sampling tokens/s at several batch sizes vs transformers.js; judge pairs/s; load time',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option(
+      '--batches <list>',
+      'comma-separated batch sizes',
+      (raw) => raw.split(',').map((b) => positiveInt('--batches')(b)),
+      [1, 16, 128],
+    )
+    .option('--prompt-len <n>', 'prompt tokens per row', positiveInt('--prompt-len'), 16)
+    .option('--new-tokens <n>', 'generated tokens per row', positiveInt('--new-tokens'), 64)
+    .option('--no-peer', 'skip the transformers.js peer')
+    .option('--greedy', 'greedy decoding instead of sampling at temperature 1')
+    .option('--repeats <n>', 'timed runs per figure (median reported)', positiveInt('--repeats'), 3)
+    .action(
+      async (o: {
+        json?: boolean;
+        batches: number[];
+        promptLen: number;
+        newTokens: number;
+        peer: boolean;
+        greedy?: boolean;
+        repeats: number;
+      }) => {
+        const { runDecodeBench } = await import('../../../bench/decode.js');
+        const r = await runDecodeBench({
+          batches: o.batches,
+          promptLen: o.promptLen,
+          newTokens: o.newTokens,
+          peer: o.peer,
+          greedy: o.greedy ?? false,
+          repeats: o.repeats,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify(r)}\n`);
+          return;
+        }
+        process.stdout.write('model   params   batch   duel tok/s   transformers.js tok/s   speedup\n');
+        for (const row of r.rows) {
+          const peer = row.transformersjs_tokens_per_s?.toFixed(0) ?? '-';
+          const speedup = row.speedup ? `${row.speedup.toFixed(2)}×` : '-';
+          process.stdout.write(
+            `${row.model.padEnd(7)} ${(row.params / 1e6).toFixed(2).padStart(6)}M ${String(row.batch).padStart(6)} ${row.duel_tokens_per_s.toFixed(0).padStart(12)} ${peer.padStart(23)} ${speedup.padStart(9)}\n`,
+          );
+        }
+        process.stdout.write(
+          `judge pairs/s ${r.judge_pairs_per_s.toFixed(0)}; load ms ${JSON.stringify(r.load_ms)}\n`,
+        );
+      },
+    );
 }

@@ -6,7 +6,7 @@
  * it (bound once from the worker's state, swappable after training) and initializers when the
  * graph is exported for other runtimes.
  */
-import { compile, Graph, type Tensor } from '../../engine/index.js';
+import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';
 import { llamaForward } from './decoder.js';
 import { type HostTensor, llamaParams } from './weights.js';
@@ -21,6 +21,12 @@ export interface DecoderGraphOptions {
   weights?: Record<string, HostTensor>;
   /** Logits of the last position only ([B, 1, V]); the export keeps all positions. */
   lastOnly?: boolean;
+  /**
+   * Next-token draws inside the graph (with lastOnly): inputs `uniform` [B] and
+   * `inv_temperature` []; outputs `next_token`/`next_logprob` (inverse CDF of softmax(z/T)) and
+   * `greedy_token`/`greedy_logprob`, so a decoding step returns B tokens instead of B×V logits.
+   */
+  sampling?: boolean;
 }
 
 export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions = {}) {
@@ -54,12 +60,29 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
     past,
     lastOnly: options.lastOnly ?? false,
   });
-  const outputs: Record<string, Tensor> = { logits };
+  const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };
   present.forEach((p, i) => {
     outputs[presentKey(i)] = p.key;
     outputs[presentValue(i)] = p.value;
   });
   return { graph: g, outputs };
+}
+
+/** Untruncated sampling and greedy choice from [B, 1, V] logits, with the policy's log-probs. */
+function drawNext(logits: Tensor): Record<string, Tensor> {
+  const g = logits.graph;
+  const [b, , v] = logits.shape as [Dim, Dim, number];
+  const z = T.reshape(logits, [b, v]);
+  const uniform = g.input('uniform', 'float32', [b]);
+  const invTemperature = g.input('inv_temperature', 'float32', []);
+  const logp = T.logSoftmax(z, -1);
+  const cdf = T.cumsum(T.softmax(T.mul(z, invTemperature), -1), 1);
+  // The draw is the number of CDF entries below u; rounding can leave cdf[V−1] just under 1.
+  const below = T.reduceSum(T.cast(T.less(cdf, T.unsqueeze(uniform, 1)), 'int64'), 1);
+  const next = T.minimum(below, v - 1);
+  const greedy = T.argmax(z, -1);
+  const at = (token: Tensor) => T.takeLast(logp, token);
+  return { next_token: next, next_logprob: at(next), greedy_token: greedy, greedy_logprob: at(greedy) };
 }
 
 /** The ONNX model transformers.js loads as `onnx/model.onnx` (weights inside). */

@@ -1,7 +1,9 @@
 /**
- * A decoder loaded into a Runtime worker: the inference graph compiled once, the weights kept in
- * the worker's state, and one KV cache per generation kept there too, so a decoding step sends
- * only B token ids in and B×V logits out.
+ * A decoder loaded into a Runtime worker: the inference graph compiled with the weights inside
+ * (as initializers, so ONNX Runtime folds the weight transposes and prepacks the MatMuls once,
+ * instead of transposing every weight on every step), and one KV cache per generation kept in
+ * the worker's state, so a decoding step sends only B token ids in and B×V logits out. New
+ * weights (a new checkpoint) mean a new session.
  */
 import { compile, type Runtime, type Session, type WireTensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';
@@ -22,21 +24,12 @@ export class DecoderRunner {
     readonly config: LlamaConfig,
     private readonly session: Session,
     private readonly stateId: string,
-    private readonly weightNames: string[],
   ) {}
 
   static async create(runtime: Runtime, config: LlamaConfig, weights: Record<string, HostTensor>) {
-    const { graph, outputs } = buildDecoderGraph(config, { lastOnly: true });
+    const { graph, outputs } = buildDecoderGraph(config, { lastOnly: true, weights, sampling: true });
     const session = await runtime.load(compile(graph, outputs, 'decoder'));
-    const stateId = `decoder-${process.pid}-${runnerCounter++}`;
-    const names = Object.keys(weights);
-    await session.setState(stateId, weights);
-    return new DecoderRunner(config, session, stateId, names);
-  }
-
-  /** Replaces the weights (same config) without recompiling, e.g. after a training round. */
-  async setWeights(weights: Record<string, HostTensor>): Promise<void> {
-    await this.session.setState(this.stateId, weights);
+    return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`);
   }
 
   /** A fresh, empty KV cache for `batch` rows. */
@@ -57,14 +50,8 @@ export class DecoderRunner {
     return new KvCache(this, id, batch);
   }
 
-  /** @internal one forward over new tokens; logits of each row's last position, [B·V]. */
-  async advance(
-    cache: KvCache,
-    ids: number[][],
-    mask: number[][],
-    positions: number[][],
-  ): Promise<Float32Array> {
-    const reads: Record<string, string> = Object.fromEntries(this.weightNames.map((n) => [n, n]));
+  private binding(cache: KvCache) {
+    const reads: Record<string, string> = {};
     const writes: Record<string, string> = {};
     for (let i = 0; i < this.config.numLayers; i++) {
       for (const [past, present] of [
@@ -75,12 +62,61 @@ export class DecoderRunner {
         writes[present] = `${cache.id}/${past}`;
       }
     }
+    return { state: this.stateId, reads, writes };
+  }
+
+  /** @internal one forward over new tokens; logits of each row's last position, [B·V]. */
+  async advance(
+    cache: KvCache,
+    ids: number[][],
+    mask: number[][],
+    positions: number[][],
+  ): Promise<Float32Array> {
+    // ONNX Runtime wants every input fed; the draw's inputs are unused when only logits are fetched.
     const out = await this.session.run(
-      { input_ids: int64(ids), attention_mask: int64(mask), position_ids: int64(positions) },
+      {
+        input_ids: int64(ids),
+        attention_mask: int64(mask),
+        position_ids: int64(positions),
+        uniform: { dtype: 'float32', dims: [ids.length], data: new Float32Array(ids.length) },
+        inv_temperature: { dtype: 'float32', dims: [], data: Float32Array.of(1) },
+      },
       ['logits'],
-      { state: this.stateId, reads, writes },
+      this.binding(cache),
     );
     return out.logits!.data as Float32Array;
+  }
+
+  /** @internal one forward and an untruncated draw (temperature 0: greedy) per row, in the graph. */
+  async advanceAndDraw(
+    cache: KvCache,
+    ids: number[][],
+    mask: number[][],
+    positions: number[][],
+    uniforms: number[],
+    temperature: number,
+  ): Promise<{ tokens: number[]; logprobs: number[] }> {
+    const [token, logprob] =
+      temperature === 0 ? ['greedy_token', 'greedy_logprob'] : ['next_token', 'next_logprob'];
+    const out = await this.session.run(
+      {
+        input_ids: int64(ids),
+        attention_mask: int64(mask),
+        position_ids: int64(positions),
+        uniform: { dtype: 'float32', dims: [uniforms.length], data: Float32Array.from(uniforms) },
+        inv_temperature: {
+          dtype: 'float32',
+          dims: [],
+          data: Float32Array.of(temperature === 0 ? 1 : 1 / temperature),
+        },
+      },
+      [token, logprob],
+      this.binding(cache),
+    );
+    return {
+      tokens: Array.from(out[token]!.data as BigInt64Array, Number),
+      logprobs: Array.from(out[logprob]!.data as Float32Array),
+    };
   }
 
   /** @internal */
@@ -108,6 +144,17 @@ export class KvCache {
   /** Feeds new tokens (B×T, with the mask over past + new and their positions); returns last logits. */
   step(ids: number[][], mask: number[][], positions: number[][]): Promise<Float32Array> {
     return this.runner.advance(this, ids, mask, positions);
+  }
+
+  /** Feeds new tokens and draws each row's next one in the graph (no top-k/top-p, no mixture). */
+  stepAndDraw(
+    ids: number[][],
+    mask: number[][],
+    positions: number[][],
+    uniforms: number[],
+    temperature: number,
+  ) {
+    return this.runner.advanceAndDraw(this, ids, mask, positions, uniforms, temperature);
   }
 
   close(): Promise<void> {

@@ -1,0 +1,183 @@
+/**
+ * `duel bench decode`: batched sampling throughput (tokens/s) of duel's KV-cache generation at
+ * batch 1, 16 and 128 for a testbed-sized model and a ~25M-parameter one, against transformers.js
+ * generating from the same exported ONNX model in the same run; judge pairs/s; model load time.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Runtime } from '../src/engine/index.js';
+import { generate } from '../src/models/generate.js';
+import { type JudgeConfig, parseJudgeConfig } from '../src/models/judge/config.js';
+import { initJudgeWeights } from '../src/models/judge/model.js';
+import { JudgeRunner } from '../src/models/judge/runner.js';
+import { type LlamaConfig, parseLlamaConfig } from '../src/models/llama/config.js';
+import { exportDecoderOnnx } from '../src/models/llama/graphs.js';
+import { DecoderRunner } from '../src/models/llama/runner.js';
+import { initLlamaWeights, llamaParams } from '../src/models/llama/weights.js';
+import { loadModelDir, saveModelDir } from '../src/models/model-dir.js';
+
+const base = { model_type: 'llama', rope_theta: 10000, eos_token_id: null, tie_word_embeddings: true };
+export const DECODE_MODELS: Record<string, LlamaConfig> = {
+  testbed: parseLlamaConfig({
+    ...base,
+    vocab_size: 32,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    max_position_embeddings: 128,
+  }),
+  '25M': parseLlamaConfig({
+    ...base,
+    vocab_size: 8192,
+    hidden_size: 512,
+    intermediate_size: 1408,
+    num_hidden_layers: 6,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    max_position_embeddings: 256,
+  }),
+};
+
+export interface DecodeBenchOptions {
+  batches: number[];
+  promptLen: number;
+  newTokens: number;
+  peer: boolean;
+  /** Greedy decoding instead of sampling at temperature 1. */
+  greedy: boolean;
+  /** Timed runs per measurement (the median is reported). */
+  repeats: number;
+  log: (line: string) => void;
+}
+
+export interface DecodeRow {
+  model: string;
+  params: number;
+  batch: number;
+  duel_tokens_per_s: number;
+  transformersjs_tokens_per_s?: number;
+  speedup?: number;
+}
+
+export interface DecodeBenchResult {
+  machine: { cpus: number; cpu_model: string; node: string };
+  rows: DecodeRow[];
+  load_ms: Record<string, number>;
+  judge_pairs_per_s: number;
+}
+
+const paramCount = (cfg: LlamaConfig) =>
+  llamaParams(cfg).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+
+export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBenchResult> {
+  const root = mkdtempSync(join(tmpdir(), 'duel-bench-decode-'));
+  const runtime = new Runtime({ workers: 1 });
+  const rows: DecodeRow[] = [];
+  const loadMs: Record<string, number> = {};
+  try {
+    for (const [name, cfg] of Object.entries(DECODE_MODELS)) {
+      const dir = join(root, name);
+      saveModelDir(dir, cfg, initLlamaWeights(cfg, 1));
+      const t0 = performance.now();
+      const m = loadModelDir(dir);
+      const runner = await DecoderRunner.create(runtime, m.config, m.weights);
+      loadMs[name] = performance.now() - t0;
+      opts.log(
+        `${name}: ${(paramCount(cfg) / 1e6).toFixed(2)}M parameters, loaded in ${loadMs[name]!.toFixed(0)} ms`,
+      );
+      mkdirSync(join(dir, 'onnx'));
+      writeFileSync(join(dir, 'onnx', 'model.onnx'), exportDecoderOnnx(m.config, m.weights).bytes);
+
+      for (const batch of opts.batches) {
+        const prompts = Array.from({ length: batch }, (_, b) =>
+          Array.from({ length: opts.promptLen }, (_, t) => 4 + ((b + t) % 7)),
+        );
+        const sampling = {
+          n: 1,
+          temperature: opts.greedy ? 0 : 1,
+          topK: 0,
+          topP: 1,
+          seed: 0,
+          eosIds: [],
+          padId: 0,
+        };
+        await generate(runner, prompts, { ...sampling, maxNewTokens: 2 }); // warm-up
+        const times: number[] = [];
+        for (let i = 0; i < opts.repeats; i++) {
+          const t1 = performance.now();
+          await generate(runner, prompts, { ...sampling, maxNewTokens: opts.newTokens });
+          times.push((performance.now() - t1) / 1000);
+        }
+        const ours = (batch * opts.newTokens) / times.sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
+        const row: DecodeRow = { model: name, params: paramCount(cfg), batch, duel_tokens_per_s: ours };
+        if (opts.peer) {
+          const script = fileURLToPath(new URL('./transformersjs-peer.js', import.meta.url));
+          const child = spawnSync(
+            process.execPath,
+            [
+              script,
+              root,
+              name,
+              String(batch),
+              String(opts.promptLen),
+              String(opts.newTokens),
+              opts.greedy ? 'greedy' : 'sample',
+              String(opts.repeats),
+            ],
+            { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+          );
+          if (child.status !== 0) throw new Error(`transformers.js peer failed (exit ${child.status})`);
+          const peer = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as { tokens_per_s: number };
+          row.transformersjs_tokens_per_s = peer.tokens_per_s;
+          row.speedup = ours / peer.tokens_per_s;
+        }
+        rows.push(row);
+        opts.log(
+          `  batch ${batch}: duel ${ours.toFixed(0)} tok/s${row.speedup ? `, transformers.js ${row.transformersjs_tokens_per_s!.toFixed(0)} tok/s (${row.speedup.toFixed(2)}×)` : ''}`,
+        );
+      }
+      await runner.release();
+    }
+
+    const judgeCfg: JudgeConfig = parseJudgeConfig({
+      model_type: 'duel_pairrm',
+      encoder: {
+        ...base,
+        vocab_size: 32,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        max_position_embeddings: 128,
+      },
+      source_token_id: 29,
+      candidate1_token_id: 30,
+      candidate2_token_id: 31,
+    });
+    const judge = await JudgeRunner.create(runtime, judgeCfg, initJudgeWeights(judgeCfg, 1));
+    const k = 8;
+    const cands = Array.from({ length: k }, (_, i) =>
+      Array.from({ length: 16 }, (_, t) => 4 + ((i * 3 + t) % 20)),
+    );
+    await judge.compare([1, 2, 3, 4, 5, 6, 7, 8], cands);
+    const t2 = performance.now();
+    const prompts = 8;
+    for (let p = 0; p < prompts; p++) await judge.compare([1 + p, 2, 3, 4, 5, 6, 7, 8], cands);
+    const pairsPerS = (prompts * k * (k - 1)) / ((performance.now() - t2) / 1000);
+    opts.log(`judge (testbed-sized, K=${k}, 16-token candidates): ${pairsPerS.toFixed(0)} pairs/s`);
+    await judge.release();
+    return {
+      machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? 'unknown', node: process.version },
+      rows,
+      load_ms: loadMs,
+      judge_pairs_per_s: pairsPerS,
+    };
+  } finally {
+    await runtime.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
