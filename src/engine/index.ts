@@ -25,7 +25,9 @@ export {
   parseSafetensors,
   readSafetensors,
   SafetensorsError,
+  type StoredTensor,
   serializeSafetensors,
+  toBfloat16,
   writeSafetensors,
 } from './safetensors.js';
 export { addDims, type Dim, divDims, mulDims, type Shape } from './shape.js';

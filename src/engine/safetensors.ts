@@ -92,9 +92,10 @@ export function parseSafetensors(
     }
     spans.push([begin, end, name]);
     // Copy into an aligned buffer: offsets need not be aligned to the element size.
-    const chunk = bytes.slice(dataStart + begin, dataStart + end);
+    // (Buffer.slice is a view into Node's pool, not a copy: always go through a fresh array.)
+    const chunk = bytes.subarray(dataStart + begin, dataStart + end);
     if (kind === 'bf16') {
-      const bits = new Uint16Array(chunk.buffer);
+      const bits = new Uint16Array(Uint8Array.from(chunk).buffer);
       const out = new Float32Array(count);
       const wide = new Uint32Array(out.buffer);
       for (let i = 0; i < count; i++) wide[i] = bits[i]! << 16;
@@ -116,8 +117,26 @@ export function readSafetensors(path: string) {
   return parseSafetensors(readFileSync(path), path);
 }
 
+/**
+ * A tensor to write: a traced dtype, or 'bfloat16' with the raw 16-bit patterns in a Uint16Array
+ * (the engine computes in float32; BF16 exists only on disk).
+ */
+export type StoredTensor = NamedTensor | { dtype: 'bfloat16'; shape: number[]; data: Uint16Array };
+
+/** float32 → bfloat16 bit patterns, rounding to nearest even (NaN stays NaN). */
+export function toBfloat16(xs: Float32Array | Float64Array): Uint16Array {
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  return Uint16Array.from(xs, (x) => {
+    f[0] = x;
+    const bits = u[0]!;
+    if (Number.isNaN(x)) return (bits >>> 16) | 0x40;
+    return (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+  });
+}
+
 export function serializeSafetensors(
-  tensors: Map<string, NamedTensor>,
+  tensors: Map<string, StoredTensor>,
   metadata: Record<string, string> = {},
 ): Uint8Array {
   const names = [...tensors.keys()].sort();
@@ -130,7 +149,7 @@ export function serializeSafetensors(
     if (t.data.length !== count)
       throw new SafetensorsError(`tensor '${name}': ${t.data.length} values for shape [${t.shape}]`);
     header[name] = {
-      dtype: TO_FILE[t.dtype],
+      dtype: t.dtype === 'bfloat16' ? 'BF16' : TO_FILE[t.dtype],
       shape: t.shape,
       data_offsets: [offset, offset + t.data.byteLength],
     };
@@ -154,7 +173,7 @@ export function serializeSafetensors(
 /** Writes atomically: a temporary file in the same folder, then a rename over the final name. */
 export function writeSafetensors(
   path: string,
-  tensors: Map<string, NamedTensor>,
+  tensors: Map<string, StoredTensor>,
   metadata: Record<string, string> = {},
 ): void {
   const bytes = serializeSafetensors(tensors, metadata);

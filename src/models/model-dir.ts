@@ -16,7 +16,13 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { type NamedTensor, parseSafetensors, serializeSafetensors } from '../engine/index.js';
+import {
+  type NamedTensor,
+  parseSafetensors,
+  type StoredTensor,
+  serializeSafetensors,
+  toBfloat16,
+} from '../engine/index.js';
 import { DuelError } from '../platform/errors.js';
 import { floatsToHalves, halvesToFloats } from './common/half.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from './llama/config.js';
@@ -133,7 +139,7 @@ export function readWeights(
 
 export interface SaveOptions {
   /** On-disk dtype of the weights. @default 'float32' */
-  dtype?: 'float32' | 'float16';
+  dtype?: 'float32' | 'float16' | 'bfloat16';
   /** Copy tokenizer files from this directory. */
   tokenizerFrom?: string;
   /** Extra files to write (name → contents), e.g. a tokenizer made in memory. */
@@ -165,7 +171,7 @@ export function writeWeightsDir(
   options: SaveOptions = {},
 ): void {
   const dir = resolve(dirPath);
-  const tensors = new Map<string, NamedTensor>();
+  const tensors = new Map<string, StoredTensor>();
   for (const spec of specs) {
     const t = weights[spec.name];
     if (!t) throw new Error(`saving ${dir}: no weights for '${spec.name}'`);
@@ -175,11 +181,13 @@ export function writeWeightsDir(
       spec.name,
       options.dtype === 'float16'
         ? { dtype: 'float16', shape: spec.shape, data: floatsToHalves(t.data) }
-        : {
-            dtype: 'float32',
-            shape: spec.shape,
-            data: t.dtype === 'float32' ? t.data : Float32Array.from(t.data),
-          },
+        : options.dtype === 'bfloat16'
+          ? { dtype: 'bfloat16', shape: spec.shape, data: toBfloat16(t.data) }
+          : {
+              dtype: 'float32',
+              shape: spec.shape,
+              data: t.dtype === 'float32' ? t.data : Float32Array.from(t.data),
+            },
     );
   }
 

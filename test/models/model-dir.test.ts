@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { serializeSafetensors } from '../../src/engine/index.js';
+import { serializeSafetensors, toBfloat16 } from '../../src/engine/index.js';
 import { floatToHalf, halfToFloat } from '../../src/models/common/half.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
@@ -55,6 +55,21 @@ describe('model directories', () => {
     const b = back.weights['model.layers.0.mlp.up_proj.weight']!;
     expect(b.dtype).toBe('float32');
     for (let i = 0; i < t.data.length; i++) expect(b.data[i]).toBe(halfToFloat(floatToHalf(t.data[i]!)));
+  });
+
+  it('stores bfloat16 on disk (round to nearest even) and widens it on load', () => {
+    expect([...toBfloat16(Float32Array.of(1, -2, 1 + 2 ** -8, 1 + 3 * 2 ** -8))]).toEqual([
+      0x3f80, 0xc000, 0x3f80, 0x3f82,
+    ]);
+    const dir = join(tmp(), 'm');
+    const w = initLlamaWeights(cfg, 4);
+    saveModelDir(dir, cfg, w, { dtype: 'bfloat16' });
+    const header = readFileSync(join(dir, 'model.safetensors'));
+    expect(header.toString('utf8', 8, 400)).toContain('"dtype":"BF16"');
+    const back = loadModelDir(dir);
+    const t = w['model.embed_tokens.weight']!;
+    const wide = new Float32Array(new Uint32Array(Array.from(toBfloat16(t.data), (b) => b << 16)).buffer);
+    expect(back.weights['model.embed_tokens.weight']!.data).toEqual(wide);
   });
 
   it('reads sharded checkpoints through model.safetensors.index.json', () => {
