@@ -1,0 +1,271 @@
+/**
+ * One training round of any recipe: round records → rows per slot → frozen log-probs (π_t,
+ * π_ref) → a training graph (θ's log-probs of every slot, the recipe's loss, the optimizer) →
+ * steps over batches of records. π_θ starts from the round's model, which is also π_t. A step
+ * whose loss or gradient is not finite is skipped and counted; a round in which no step applied,
+ * or whose last loss is not finite, is reported as diverged and its weights must not be saved.
+ */
+import {
+  type Graph,
+  type OptimizerSpec,
+  type Runtime,
+  T,
+  type Tensor,
+  TrainingState,
+  type WireTensor,
+} from '../engine/index.js';
+import { completionBatch } from '../models/batch.js';
+import { rng } from '../models/common/rng.js';
+import type { LlamaConfig } from '../models/llama/config.js';
+import { LogprobRunner } from '../models/llama/logprob-runner.js';
+import { sequenceLogprobs } from '../models/llama/logprobs.js';
+import { type HostTensor, llamaParams } from '../models/llama/weights.js';
+import { DuelError } from '../platform/errors.js';
+import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes.js';
+
+export interface TrainRoundOptions {
+  algo: string;
+  hparams: Record<string, unknown>;
+  config: LlamaConfig;
+  /** π_θ's starting weights, which are also π_t's. */
+  weights: Record<string, HostTensor>;
+  reference?: Record<string, HostTensor>;
+  records: RoundRecord[];
+  optimizer: OptimizerSpec;
+  lr: number;
+  /** Steps to run; default: `epochs` passes over the records. */
+  steps?: number;
+  epochs?: number;
+  batchSize: number;
+  gradClip: number;
+  seed: number;
+  onStep?: (step: number, total: number, loss: number, tokens: number) => void;
+}
+
+export interface RoundMetrics {
+  algo: string;
+  steps: number;
+  skipped_steps: number;
+  loss_first: number;
+  loss_last: number;
+  loss_mean: number;
+  grad_norm_mean: number;
+  tokens: number;
+  seconds: number;
+  tokens_per_s: number;
+  diverged: boolean;
+}
+
+export function checkRecords(records: RoundRecord[], vocab: number): void {
+  if (records.length === 0)
+    throw DuelError.invalidArgument([{ field: 'data', description: 'holds no records' }]);
+  records.forEach((r, i) => {
+    const k = r.completion_ids.length;
+    const bad = (field: string, description: string) =>
+      DuelError.invalidArgument([{ field: `records[${i}].${field}`, description }]);
+    if (k < 2) throw bad('completion_ids', `needs at least 2 completions, got ${k}`);
+    if (r.prefs.length !== k || r.prefs.some((row) => row.length !== k))
+      throw bad('prefs', `must be ${k}×${k} (one row and column per completion)`);
+    r.prefs.forEach((row, a) =>
+      row.forEach((p, b) => {
+        if (!(p >= 0 && p <= 1)) throw bad(`prefs[${a}][${b}]`, `must be a probability, got ${p}`);
+        if (Math.abs(p + r.prefs[b]![a]! - 1) > 1e-6)
+          throw bad(`prefs[${a}][${b}]`, `prefs[i][j] + prefs[j][i] must be 1, got ${p} + ${r.prefs[b]![a]}`);
+      }),
+    );
+    for (const ids of [r.prompt_ids, ...r.completion_ids]) {
+      const id = ids.find((x) => !Number.isInteger(x) || x < 0 || x >= vocab);
+      if (id !== undefined)
+        throw bad('completion_ids', `token id ${id} is outside the vocabulary [0, ${vocab})`);
+    }
+  });
+}
+
+interface SlotData {
+  rows: Row[][]; // per record
+  t: number[][];
+  ref: number[][];
+}
+
+async function frozenLogps(
+  runtime: Runtime,
+  cfg: LlamaConfig,
+  weights: Record<string, HostTensor>,
+  rows: Row[],
+) {
+  const runner = await LogprobRunner.create(runtime, cfg, weights);
+  try {
+    return (
+      await runner.logprobs(rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })))
+    ).map((x) => x.summed);
+  } finally {
+    await runner.release();
+  }
+}
+
+function program(
+  cfg: LlamaConfig,
+  recipe: Recipe<never>,
+  hp: never,
+  slots: string[],
+  scalars: Record<string, string[]>,
+) {
+  return {
+    dtype: 'float32' as const,
+    build(g: Graph, param: (name: string, shape: number[]) => Tensor) {
+      const shapes = new Map(llamaParams(cfg).map((p) => [p.name, p.shape]));
+      const weights = new Map<string, Tensor>();
+      const w = (name: string) => {
+        if (!weights.has(name)) weights.set(name, param(name, shapes.get(name)!));
+        return weights.get(name)!;
+      };
+      const logps: Record<string, SlotLogps> = {};
+      for (const slot of slots) {
+        // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
+        const [rows, len] = ['R', `T_${slot}`];
+        const input = (n: string, dtype: 'int64' | 'float32') => g.input(`${slot}/${n}`, dtype, [rows, len]);
+        const { summed } = sequenceLogprobs(cfg, w, {
+          inputIds: input('input_ids', 'int64'),
+          attentionMask: input('attention_mask', 'int64'),
+          targets: input('targets', 'int64'),
+          targetMask: input('target_mask', 'float32'),
+        });
+        const vec = (n: string) => g.input(`${slot}/${n}`, 'float32', [rows]);
+        const named = new Map((scalars[slot] ?? []).map((n) => [n, vec(`scalar.${n}`)]));
+        logps[slot] = {
+          theta: summed,
+          ...(recipe.needs.t ? { t: vec('t') } : {}),
+          ...(recipe.needs.ref ? { ref: vec('ref') } : {}),
+          scalar: (n) => {
+            const s = named.get(n);
+            if (!s) throw new Error(`${recipe.name}: slot '${slot}' has no scalar '${n}'`);
+            return s;
+          },
+        };
+      }
+      return T.mean(recipe.loss(logps, hp));
+    },
+  };
+}
+
+export async function trainRound(
+  runtime: Runtime,
+  o: TrainRoundOptions,
+): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
+  const { recipe, hp } = recipeFor(o.algo, o.hparams);
+  checkRecords(o.records, o.config.vocabSize);
+  if (recipe.needs.ref && !o.reference)
+    throw DuelError.invalidArgument([
+      { field: 'ref', description: `${o.algo} needs a reference model (--ref)` },
+    ]);
+  const slots = recipe.slots(hp);
+  const draw = rng(o.seed);
+  const perRecord = o.records.map((r) => recipe.rows(r, hp, draw));
+
+  const data: Record<string, SlotData> = {};
+  for (const slot of slots) {
+    const rows = perRecord.map((rec) => rec[slot] ?? []);
+    const counts = new Set(rows.map((r) => r.length));
+    if (counts.size !== 1)
+      throw DuelError.invalidArgument([
+        {
+          field: 'data',
+          description: `${o.algo}: every record must give the same number of rows (mixed K?)`,
+        },
+      ]);
+    const flat = rows.flat();
+    const regroup = (xs: number[]) =>
+      rows.map((_, i) => xs.slice(i * rows[0]!.length, (i + 1) * rows[0]!.length));
+    data[slot] = {
+      rows,
+      t: recipe.needs.t ? regroup(await frozenLogps(runtime, o.config, o.weights, flat)) : [],
+      ref: recipe.needs.ref ? regroup(await frozenLogps(runtime, o.config, o.reference!, flat)) : [],
+    };
+  }
+  const scalars = Object.fromEntries(slots.map((s) => [s, Object.keys(data[s]!.rows[0]![0]!.scalars)]));
+
+  const state = await TrainingState.create(
+    runtime,
+    program(o.config, recipe, hp, slots, scalars),
+    { optimizer: o.optimizer, gradClip: o.gradClip },
+    { kind: 'constant', peakLr: o.lr, warmupSteps: 0, totalSteps: 1 },
+    o.weights,
+  );
+  const perEpoch = Math.ceil(o.records.length / o.batchSize);
+  const total = o.steps ?? perEpoch * (o.epochs ?? 1);
+  const order = o.records.map((_, i) => i);
+  const losses: number[] = [];
+  const norms: number[] = [];
+  let [skipped, tokens] = [0, 0];
+  const start = performance.now();
+  try {
+    for (let step = 0; step < total; step++) {
+      if (step % perEpoch === 0) shuffle(order, draw);
+      const at = (step % perEpoch) * o.batchSize;
+      const batch = order.slice(at, at + o.batchSize);
+      const feeds: Record<string, WireTensor> = {};
+      for (const slot of slots) {
+        const d = data[slot]!;
+        const rows = batch.flatMap((i) => d.rows[i]!);
+        const b = completionBatch(
+          rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
+          o.config.padTokenId ?? 0,
+          o.config.vocabSize,
+        );
+        const dims = [b.batch, b.length];
+        feeds[`${slot}/input_ids`] = { dtype: 'int64', dims, data: b.inputIds };
+        feeds[`${slot}/attention_mask`] = { dtype: 'int64', dims, data: b.attentionMask };
+        feeds[`${slot}/targets`] = { dtype: 'int64', dims, data: b.targets };
+        feeds[`${slot}/target_mask`] = { dtype: 'float32', dims, data: b.targetMask };
+        const vec = (xs: number[]): WireTensor => ({
+          dtype: 'float32',
+          dims: [xs.length],
+          data: Float32Array.from(xs),
+        });
+        if (recipe.needs.t) feeds[`${slot}/t`] = vec(batch.flatMap((i) => d.t[i]!));
+        if (recipe.needs.ref) feeds[`${slot}/ref`] = vec(batch.flatMap((i) => d.ref[i]!));
+        for (const n of scalars[slot]!) feeds[`${slot}/scalar.${n}`] = vec(rows.map((r) => r.scalars[n]!));
+        tokens += rows.reduce((s, r) => s + r.promptIds.length + r.completionIds.length, 0);
+      }
+      const m = await state.step(feeds);
+      if (!m.applied || !Number.isFinite(m.loss)) skipped++;
+      else {
+        losses.push(m.loss);
+        norms.push(m.gradNorm);
+      }
+      o.onStep?.(step + 1, total, m.loss, tokens);
+    }
+    const seconds = (performance.now() - start) / 1000;
+    const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+    const metrics: RoundMetrics = {
+      algo: o.algo,
+      steps: total,
+      skipped_steps: skipped,
+      loss_first: losses[0] ?? Number.NaN,
+      loss_last: losses.at(-1) ?? Number.NaN,
+      loss_mean: mean(losses),
+      grad_norm_mean: mean(norms),
+      tokens,
+      seconds,
+      tokens_per_s: tokens / seconds,
+      diverged: losses.length === 0 || skipped === total,
+    };
+    const params = await state.parameters();
+    const weights = Object.fromEntries(
+      Object.entries(params).map(([k, t]) => [
+        k,
+        { dtype: 'float32' as const, dims: t.dims, data: t.data as Float32Array },
+      ]),
+    );
+    return { weights, metrics };
+  } finally {
+    await state.dispose();
+  }
+}
+
+function shuffle(xs: number[], next: () => number): void {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * One training step through the whole trainer (rows, frozen log-probs, graph, optimizer) against
+ * θ − lr·∇L with L written out again here from ALGORITHMS.md over an independent float64 forward,
+ * differentiated by central differences.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { winnerLoser, winRates } from '../../src/algorithms/estimators.js';
+import { recipeFor } from '../../src/algorithms/recipes.js';
+import { trainRound } from '../../src/algorithms/train-round.js';
+import { Runtime } from '../../src/engine/index.js';
+import { parseLlamaConfig } from '../../src/models/llama/config.js';
+import type { HostTensor } from '../../src/models/llama/weights.js';
+import { weights } from '../models/fixtures.js';
+import { referenceLogits } from '../models/llama-reference.js';
+
+const cfg = parseLlamaConfig({
+  model_type: 'llama',
+  vocab_size: 11,
+  hidden_size: 8,
+  intermediate_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  tie_word_embeddings: true,
+  pad_token_id: 0,
+});
+const RECORDS = [
+  {
+    prompt_ids: [1, 2],
+    completion_ids: [[3, 4], [5], [6, 7, 8]],
+    prefs: [
+      [0.5, 0.8, 0.3],
+      [0.2, 0.5, 0.6],
+      [0.7, 0.4, 0.5],
+    ],
+  },
+  {
+    prompt_ids: [9],
+    completion_ids: [[2, 2], [4, 1], [10]],
+    prefs: [
+      [0.5, 0.1, 0.45],
+      [0.9, 0.5, 0.65],
+      [0.55, 0.35, 0.5],
+    ],
+  },
+];
+const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
+afterAll(() => runtime.close());
+
+const f32 = (w: Record<string, HostTensor>) =>
+  Object.fromEntries(
+    Object.entries(w).map(([k, t]) => [
+      k,
+      { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data) },
+    ]),
+  );
+
+/** Σ log π(y | x) by the float64 reference forward. */
+function logp(w: Record<string, HostTensor>, prompt: number[], completion: number[]): number {
+  const logits = referenceLogits(cfg, w, [...prompt, ...completion]);
+  return completion.reduce((s, tok, i) => {
+    const z = logits[prompt.length + i - 1]!;
+    const m = Math.max(...z);
+    return s + z[tok]! - m - Math.log(z.reduce((a, x) => a + Math.exp(x - m), 0));
+  }, 0);
+}
+
+/** The losses of ALGORITHMS.md again, in plain numbers, over winner/loser by win rate. */
+function formula(
+  algo: string,
+  w: Record<string, HostTensor>,
+  t: Record<string, HostTensor>,
+  ref: Record<string, HostTensor>,
+): number {
+  const per = RECORDS.map((r) => {
+    const rates = winRates(r.prefs);
+    const { winner, loser } = winnerLoser(rates);
+    const lp = (m: Record<string, HostTensor>, i: number) => logp(m, r.prompt_ids, r.completion_ids[i]!);
+    const gapOf = () => lp(w, winner) - lp(ref, winner) - (lp(w, loser) - lp(ref, loser));
+    switch (algo) {
+      case 'sppo': {
+        const sq = (i: number) => (lp(w, i) - lp(t, i) - 2 * (rates[i]! - 0.5)) ** 2;
+        return 0.5 * (sq(winner) + sq(loser));
+      }
+      case 'inpo': {
+        const [eta, tau] = [2, 0.2];
+        const d = (m: Record<string, HostTensor>) => lp(m, winner) - lp(m, loser);
+        return (d(w) - eta * tau * d(ref) - (1 - eta * tau) * d(t) - eta / 2) ** 2;
+      }
+      case 'online_dpo':
+        return Math.log1p(Math.exp(-0.5 * gapOf()));
+      case 'online_ipo':
+        return (gapOf() - 1 / (2 * 0.25)) ** 2;
+      default:
+        throw new Error(algo);
+    }
+  });
+  return per.reduce((a, b) => a + b, 0) / per.length;
+}
+
+const HPARAMS: Record<string, Record<string, unknown>> = {
+  sppo: { eta: 2 },
+  inpo: { eta: 2, tau: 0.2 },
+  online_dpo: { beta: 0.5 },
+  online_ipo: { tau: 0.25 },
+};
+
+describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => {
+  it.each(Object.keys(HPARAMS))('%s', async (algo) => {
+    const w0 = weights(cfg, 2, 'float64', 5);
+    const ref = weights(cfg, 3, 'float64', 5);
+    const lr = 1;
+    const { weights: w1, metrics } = await trainRound(runtime, {
+      algo,
+      hparams: HPARAMS[algo]!,
+      config: cfg,
+      weights: f32(w0),
+      reference: f32(ref),
+      records: RECORDS,
+      optimizer: { kind: 'sgd' },
+      lr,
+      steps: 1,
+      batchSize: 2,
+      gradClip: 0,
+      seed: 0,
+    });
+    expect(metrics.steps).toBe(1);
+    expect(metrics.skipped_steps).toBe(0);
+    expect(metrics.loss_first).toBeCloseTo(formula(algo, w0, w0, ref), 3);
+    // Central differences of the written-out formula at a spread of entries.
+    const probes: [string, number][] = [
+      ['model.embed_tokens.weight', 17],
+      ['model.layers.0.self_attn.q_proj.weight', 5],
+      ['model.layers.0.mlp.down_proj.weight', 40],
+      ['model.norm.weight', 3],
+    ];
+    let largest = 0;
+    for (const [name, i] of probes) {
+      const h = 1e-5;
+      const at = (delta: number) => {
+        const w = { ...w0, [name]: { ...w0[name]!, data: Float64Array.from(w0[name]!.data) } };
+        w[name]!.data[i]! += delta;
+        return formula(algo, w, w0, ref);
+      };
+      const numeric = (at(h) - at(-h)) / (2 * h);
+      const step = (w0[name]!.data[i]! - w1[name]!.data[i]!) / lr;
+      expect(Math.abs(step - numeric)).toBeLessThan(2e-3 * Math.max(1, Math.abs(numeric)));
+      largest = Math.max(largest, Math.abs(numeric));
+    }
+    expect(largest).toBeGreaterThan(0.05); // a step that does nothing cannot pass
+  });
+});
+
+describe('round recipes', () => {
+  it('refuse bad hyper-parameters naming the key and the rule', () => {
+    expect(() => recipeFor('sppo', { eta: -1 })).toThrow(/eta: sppo: Too small/);
+    expect(() => recipeFor('inpo', { eta: 5, tau: 0.5 })).toThrow(/tau: inpo: eta·tau must be below 1/);
+    expect(() => recipeFor('online_dpo', { bta: 0.1 })).toThrow(/online_dpo: Unrecognized key: "bta"/);
+    expect(() => recipeFor('ppo', {})).toThrow(/unknown algorithm 'ppo'/);
+  });
+
+  it('refuse records whose prefs are not a valid K×K preference matrix', async () => {
+    const bad = [
+      {
+        ...RECORDS[0]!,
+        prefs: [
+          [0.5, 0.8, 0.3],
+          [0.3, 0.5, 0.6],
+          [0.7, 0.4, 0.5],
+        ],
+      },
+    ];
+    await expect(
+      trainRound(runtime, {
+        algo: 'sppo',
+        hparams: {},
+        config: cfg,
+        weights: f32(weights(cfg, 2, 'float64', 5)),
+        records: bad,
+        optimizer: { kind: 'sgd' },
+        lr: 0.1,
+        steps: 1,
+        batchSize: 1,
+        gradClip: 0,
+        seed: 0,
+      }),
+    ).rejects.toThrow(/records\[0\].prefs\[0\]\[1\]: prefs\[i\]\[j\] \+ prefs\[j\]\[i\] must be 1/);
+  });
+});
