@@ -186,17 +186,16 @@ function ipoRecipe(name: string, sampledFrom: Recipe['sampledFrom']): Recipe<Ipo
       if (hp.labels === 'hard') return hard.rows(r, hp, draw);
       const w: Row[] = [];
       const l: Row[] = [];
-      r.completion_ids.forEach((a, i) =>
-        r.completion_ids.forEach((b, j) => {
-          if (i === j) return;
+      for (const [i, a] of r.completion_ids.entries())
+        for (const [j, b] of r.completion_ids.entries()) {
+          if (i === j) continue;
           w.push({
             promptIds: r.prompt_ids,
             completionIds: a,
             scalars: { length: a.length, pref: r.prefs[i]![j]! },
           });
           l.push({ promptIds: r.prompt_ids, completionIds: b, scalars: { length: b.length, pref: 0 } });
-        }),
-      );
+        }
       return { w, l };
     },
     loss: (s, hp) =>

@@ -66,13 +66,12 @@ export function checkRecords(records: RoundRecord[], vocab: number): void {
     if (k < 2) throw bad('completion_ids', `needs at least 2 completions, got ${k}`);
     if (r.prefs.length !== k || r.prefs.some((row) => row.length !== k))
       throw bad('prefs', `must be ${k}×${k} (one row and column per completion)`);
-    r.prefs.forEach((row, a) =>
-      row.forEach((p, b) => {
+    for (const [a, row] of r.prefs.entries())
+      for (const [b, p] of row.entries()) {
         if (!(p >= 0 && p <= 1)) throw bad(`prefs[${a}][${b}]`, `must be a probability, got ${p}`);
         if (Math.abs(p + r.prefs[b]![a]! - 1) > 1e-6)
           throw bad(`prefs[${a}][${b}]`, `prefs[i][j] + prefs[j][i] must be 1, got ${p} + ${r.prefs[b]![a]}`);
-      }),
-    );
+      }
     for (const ids of [r.prompt_ids, ...r.completion_ids]) {
       const id = ids.find((x) => !Number.isInteger(x) || x < 0 || x >= vocab);
       if (id !== undefined)
