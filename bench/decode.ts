@@ -13,7 +13,7 @@ import { generate } from '../src/models/generate.js';
 import { type JudgeConfig, parseJudgeConfig } from '../src/models/judge/config.js';
 import { initJudgeWeights } from '../src/models/judge/model.js';
 import { JudgeRunner } from '../src/models/judge/runner.js';
-import { type LlamaConfig, parseLlamaConfig } from '../src/models/llama/config.js';
+import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../src/models/llama/config.js';
 import { exportDecoderOnnx } from '../src/models/llama/graphs.js';
 import { DecoderRunner } from '../src/models/llama/runner.js';
 import { initLlamaWeights, llamaParams } from '../src/models/llama/weights.js';
@@ -145,15 +145,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
 
     const judgeCfg: JudgeConfig = parseJudgeConfig({
       model_type: 'duel_pairrm',
-      encoder: {
-        ...base,
-        vocab_size: 32,
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        max_position_embeddings: 128,
-      },
+      encoder: toHfConfig(DECODE_MODELS.testbed!),
       source_token_id: 29,
       candidate1_token_id: 30,
       candidate2_token_id: 31,

@@ -165,4 +165,76 @@ describe('duel model / duel sample', () => {
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('one.jsonl:1: completion_ids: needs at least two completions to compare');
   });
+
+  it('train sft lowers the loss and writes a model directory with metrics.json; train round checks its inputs', () => {
+    writeFileSync(
+      join(dir, 'sft.jsonl'),
+      '{"prompt_ids":[4,5],"completion_ids":[6,7]}\n{"prompt_ids":[8],"completion_ids":[[4,4]]}\n',
+    );
+    const r = duel(
+      'train',
+      'sft',
+      '--model',
+      model,
+      '--data',
+      'sft.jsonl',
+      '--out',
+      'sft-out',
+      '--steps',
+      '6',
+      '--optimizer',
+      'sgd',
+      '--lr',
+      '0.5',
+      '--batch-size',
+      '2',
+      '--quiet',
+    );
+    expect(r.stderr).toContain('wrote sft-out');
+    expect(r.status).toBe(0);
+    const metrics = JSON.parse(readFileSync(join(dir, 'sft-out', 'metrics.json'), 'utf8'));
+    expect(metrics).toMatchObject({ algo: 'sft', steps: 6, skipped_steps: 0, diverged: false });
+    expect(metrics.loss_last).toBeLessThan(metrics.loss_first);
+    // the trained directory is a model like any other
+    const again = duel(
+      'sample',
+      '--model',
+      'sft-out',
+      '--prompts',
+      'prompts.jsonl',
+      '--max-new-tokens',
+      '4',
+      '--quiet',
+    );
+    expect(again.stderr).toBe('');
+    expect(again.status).toBe(0);
+
+    writeFileSync(
+      join(dir, 'round.jsonl'),
+      '{"prompt_ids":[4],"completion_ids":[[5],[6,7]],"prefs":[[0.5,0.9],[0.1,0.5]]}\n',
+    );
+    const inpo = (...extra: string[]) =>
+      duel(
+        'train',
+        'round',
+        '--algo',
+        'inpo',
+        '--model',
+        model,
+        '--data',
+        'round.jsonl',
+        '--out',
+        'r-out',
+        ...extra,
+      );
+    const noRef = inpo();
+    expect(noRef.status).toBe(2);
+    expect(noRef.stderr).toContain('ref: inpo needs a reference model (--ref)');
+    const ok = inpo('--ref', model, '--set', 'eta=2', '--set', 'tau=0.1', '--quiet');
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, 'r-out', 'metrics.json'), 'utf8')).algo).toBe('inpo');
+    const badSet = inpo('--ref', model, '--set', 'eta=20', '--set', 'tau=0.1');
+    expect(badSet.status).toBe(2);
+    expect(badSet.stderr).toContain('tau: inpo: eta·tau must be below 1');
+  });
 });

@@ -47,8 +47,8 @@ export interface Recipe<H = Record<string, unknown>> {
   name: string;
   /** Who samples the round's completions (for the orchestrator and the docs). */
   sampledFrom: 'pi_t' | 'pi_theta' | 'mixture';
-  /** Frozen log-probs the loss needs. */
-  needs: { t: boolean; ref: boolean };
+  /** Frozen log-probs the loss needs, and whether records must carry a K×K `prefs`. */
+  needs: { t: boolean; ref: boolean; prefs?: boolean };
   hparams: z.ZodType<H>;
   slots(hp: H): string[];
   /** One record → rows for each slot (the same count for every record of a round). */
@@ -205,8 +205,30 @@ function ipoRecipe(name: string, sampledFrom: Recipe['sampledFrom']): Recipe<Ipo
   };
 }
 
+/**
+ * SFT as a recipe: every completion of a record is a row; the loss is the mean token
+ * cross-entropy over all completion tokens of the batch (−Σ logp / Σ length, written per row so
+ * the trainer's mean over rows gives exactly that).
+ */
+const sft: Recipe<Record<string, never>> = {
+  name: 'sft',
+  sampledFrom: 'pi_t',
+  needs: { t: false, ref: false, prefs: false },
+  hparams: z.strictObject({}),
+  slots: () => ['y'],
+  rows: (r) => ({
+    y: r.completion_ids.map((c) => ({
+      promptIds: r.prompt_ids,
+      completionIds: c,
+      scalars: { length: c.length },
+    })),
+  }),
+  loss: (s) => T.neg(T.div(s.y!.theta, T.mean(s.y!.scalar('length')))),
+};
+
 export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
   [
+    sft,
     sppo,
     inpo,
     ipoRecipe('online_ipo', 'pi_theta'),
@@ -241,7 +263,7 @@ export function recipeFor(algo: string, raw: Record<string, unknown>): { recipe:
   if (!parsed.success)
     throw DuelError.invalidArgument(
       parsed.error.issues.map((i) => ({
-        field: i.path.join('.') || algo,
+        field: i.path.join('.') || 'hparams',
         description: `${algo}: ${i.message}`,
       })),
     );

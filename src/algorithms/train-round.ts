@@ -56,17 +56,18 @@ export interface RoundMetrics {
   diverged: boolean;
 }
 
-export function checkRecords(records: RoundRecord[], vocab: number): void {
+export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = true): void {
   if (records.length === 0)
     throw DuelError.invalidArgument([{ field: 'data', description: 'holds no records' }]);
   records.forEach((r, i) => {
     const k = r.completion_ids.length;
     const bad = (field: string, description: string) =>
       DuelError.invalidArgument([{ field: `records[${i}].${field}`, description }]);
-    if (k < 2) throw bad('completion_ids', `needs at least 2 completions, got ${k}`);
-    if (r.prefs.length !== k || r.prefs.some((row) => row.length !== k))
+    if (k < (needPrefs ? 2 : 1))
+      throw bad('completion_ids', `needs at least ${needPrefs ? 2 : 1} completions, got ${k}`);
+    if (needPrefs && (r.prefs.length !== k || r.prefs.some((row) => row.length !== k)))
       throw bad('prefs', `must be ${k}×${k} (one row and column per completion)`);
-    for (const [a, row] of r.prefs.entries())
+    for (const [a, row] of (needPrefs ? r.prefs : []).entries())
       for (const [b, p] of row.entries()) {
         if (!(p >= 0 && p <= 1)) throw bad(`prefs[${a}][${b}]`, `must be a probability, got ${p}`);
         if (Math.abs(p + r.prefs[b]![a]! - 1) > 1e-6)
@@ -152,7 +153,7 @@ export async function trainRound(
   o: TrainRoundOptions,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
   const { recipe, hp } = recipeFor(o.algo, o.hparams);
-  checkRecords(o.records, o.config.vocabSize);
+  checkRecords(o.records, o.config.vocabSize, recipe.needs.prefs ?? true);
   if (recipe.needs.ref && !o.reference)
     throw DuelError.invalidArgument([
       { field: 'ref', description: `${o.algo} needs a reference model (--ref)` },

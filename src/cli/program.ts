@@ -11,6 +11,7 @@ import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
 import { registerJudge } from './commands/judge.js';
 import { registerModel } from './commands/model.js';
+import { registerTrain } from './commands/train.js';
 
 export function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
@@ -28,5 +29,6 @@ export function buildProgram(): Command {
   registerBench(program);
   registerModel(program);
   registerJudge(program);
+  registerTrain(program);
   return program;
 }

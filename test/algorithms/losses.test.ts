@@ -166,6 +166,48 @@ describe('gradients agree with finite differences (float64)', () => {
   });
 });
 
+/**
+ * Minimises an expected loss over a softmax policy on n single-token completions (Adam, cosine
+ * decay, 3000 steps folded into one ONNX Loop) and returns the policy it reaches.
+ */
+async function minimisePolicy(
+  runtime: Runtime,
+  start: number[],
+  expectedLoss: (g: Graph, logp: Tensor) => Tensor,
+): Promise<number[]> {
+  const n = start.length;
+  const state = await TrainingState.create(
+    runtime,
+    { dtype: 'float64', build: (g, param) => expectedLoss(g, T.logSoftmax(param('logits', [n]))) },
+    { optimizer: { kind: 'adamw' }, gradClip: 0 },
+    { kind: 'cosine', peakLr: 0.05, warmupSteps: 0, totalSteps: 3000 },
+    { logits: { dtype: 'float64', dims: [n], data: Float64Array.from(start.map(Math.log)) } },
+    { fold: true },
+  );
+  await state.stepMany(Array.from({ length: 3000 }, () => ({})));
+  const logits = [...((await state.parameters()).logits!.data as Float64Array)];
+  await state.dispose();
+  return normalise(logits.map(Math.exp));
+}
+
+const normalise = (xs: number[]) => xs.map((x) => x / xs.reduce((a, b) => a + b, 0));
+
+/** π_t (and π_ref) over n completions and an antisymmetric preference matrix, from a seed. */
+function tabularGame(n: number, seed: number) {
+  const r = rng(seed);
+  const piT = normalise(Array.from({ length: n }, () => 0.2 + r()));
+  const piRef = normalise(Array.from({ length: n }, () => 0.2 + r()));
+  const prefs = Array.from({ length: n }, () => new Array<number>(n).fill(0.5));
+  for (let i = 0; i < n; i++)
+    for (let j = i + 1; j < n; j++) {
+      prefs[i]![j] = r();
+      prefs[j]![i] = 1 - prefs[i]![j]!;
+    }
+  // P(y ≻ π_t) = Σ_y' π_t(y')·P(y ≻ y')
+  const winVsPolicy = prefs.map((row) => row.reduce((s, p, j) => s + piT[j]! * p, 0));
+  return { piT, piRef, prefs, winVsPolicy };
+}
+
 describe('the tabular meaning of INPO (one prompt, N single-token completions)', () => {
   const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
   afterAll(() => runtime.close());
@@ -173,59 +215,31 @@ describe('the tabular meaning of INPO (one prompt, N single-token completions)',
   it("the expected loss's minimizer is the mirror-descent step π_t^(1−ητ)·π_ref^(ητ)·exp(η·P(y ≻ π_t))", async () => {
     const n = 4;
     const [eta, tau] = [1.5, 0.3];
-    const r = rng(3);
-    const norm = (xs: number[]) => xs.map((x) => x / xs.reduce((a, b) => a + b, 0));
-    const piT = norm(Array.from({ length: n }, () => 0.2 + r()));
-    const piRef = norm(Array.from({ length: n }, () => 0.2 + r()));
-    const prefs = Array.from({ length: n }, () => new Array<number>(n).fill(0.5));
-    for (let i = 0; i < n; i++)
-      for (let j = i + 1; j < n; j++) {
-        prefs[i]![j] = r();
-        prefs[j]![i] = 1 - prefs[i]![j]!;
-      }
+    const { piT, piRef, prefs, winVsPolicy } = tabularGame(n, 3);
     // Every ordered pair (a, b) weighted by π_t(a)·π_t(b)·P(a ≻ b): drawn from π_t, a labelled winner.
     const pairs = Array.from({ length: n * n }, (_, k) => [Math.floor(k / n), k % n] as const);
     const weight = pairs.map(([a, b]) => piT[a]! * piT[b]! * prefs[a]![b]!);
     const onehot = (side: 0 | 1) =>
       Float64Array.from(pairs.flatMap((p) => Array.from({ length: n }, (_, c) => (p[side] === c ? 1 : 0))));
-
-    const state = await TrainingState.create(
-      runtime,
-      {
-        dtype: 'float64',
-        build(g, param) {
-          const logits = param('logits', [n]);
-          const logp = T.reshape(T.logSoftmax(logits), [n, 1]);
-          const pick = (side: 0 | 1, v: Tensor) =>
-            T.reshape(T.matmul(g.constant(onehot(side), 'float64', [n * n, n]), v), [n * n]);
-          const col = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n, 1]);
-          const losses = inpoLoss(
-            {
-              thetaW: pick(0, logp),
-              thetaL: pick(1, logp),
-              refW: pick(0, col(piRef)),
-              refL: pick(1, col(piRef)),
-              tW: pick(0, col(piT)),
-              tL: pick(1, col(piT)),
-            },
-            eta,
-            tau,
-          );
-          return T.reduceSum(T.mul(losses, g.constant(Float64Array.from(weight), 'float64', [n * n])));
+    const got = await minimisePolicy(runtime, piT, (g, logp) => {
+      const pick = (side: 0 | 1, v: Tensor) =>
+        T.reshape(T.matmul(g.constant(onehot(side), 'float64', [n * n, n]), T.reshape(v, [n, 1])), [n * n]);
+      const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
+      const losses = inpoLoss(
+        {
+          thetaW: pick(0, logp),
+          thetaL: pick(1, logp),
+          refW: pick(0, log(piRef)),
+          refL: pick(1, log(piRef)),
+          tW: pick(0, log(piT)),
+          tL: pick(1, log(piT)),
         },
-      },
-      { optimizer: { kind: 'adamw' }, gradClip: 0 },
-      { kind: 'cosine', peakLr: 0.05, warmupSteps: 0, totalSteps: 3000 },
-      { logits: { dtype: 'float64', dims: [n], data: Float64Array.from(piT.map(Math.log)) } },
-      { fold: true },
-    );
-    await state.stepMany(Array.from({ length: 3000 }, () => ({})));
-    const logits = [...((await state.parameters()).logits!.data as Float64Array)];
-    await state.dispose();
-
-    const got = norm(logits.map(Math.exp));
-    const winVsPolicy = prefs.map((row) => row.reduce((s, p, j) => s + piT[j]! * p, 0));
-    const want = norm(
+        eta,
+        tau,
+      );
+      return T.reduceSum(T.mul(losses, g.constant(Float64Array.from(weight), 'float64', [n * n])));
+    });
+    const want = normalise(
       piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
     );
     for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
@@ -236,16 +250,7 @@ describe('the tabular meaning of SPPO (one prompt, N single-token completions)',
   const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
   afterAll(() => runtime.close());
   const n = 4;
-  const r = rng(8);
-  const norm = (xs: number[]) => xs.map((x) => x / xs.reduce((a, b) => a + b, 0));
-  const piT = norm(Array.from({ length: n }, () => 0.2 + r()));
-  const prefs = Array.from({ length: n }, () => new Array<number>(n).fill(0.5));
-  for (let i = 0; i < n; i++)
-    for (let j = i + 1; j < n; j++) {
-      prefs[i]![j] = r();
-      prefs[j]![i] = 1 - prefs[i]![j]!;
-    }
-  const winVsPolicy = prefs.map((row) => row.reduce((s, p, j) => s + piT[j]! * p, 0));
+  const { piT, winVsPolicy } = tabularGame(n, 8);
   const target = (eta: number) => piT.map((p, y) => Math.log(p) + eta * (winVsPolicy[y]! - 0.5));
 
   /** The exact minimizer of Σ_y π_t(y)(log π(y) − target_y)² over softmax policies, by plain gradient descent. */
@@ -262,38 +267,19 @@ describe('the tabular meaning of SPPO (one prompt, N single-token completions)',
       if (Math.max(...step.map(Math.abs)) < 1e-13) break;
       for (let k = 0; k < n; k++) z[k]! -= 0.5 * step[k]!;
     }
-    return norm(z.map(Math.exp));
+    return normalise(z.map(Math.exp));
   }
-  const multiplicativeWeights = (eta: number) => norm(piT.map((p, y) => p * Math.exp(eta * winVsPolicy[y]!)));
+  const multiplicativeWeights = (eta: number) =>
+    normalise(piT.map((p, y) => p * Math.exp(eta * winVsPolicy[y]!)));
   const l1 = (a: number[], b: number[]) => a.reduce((s, x, i) => s + Math.abs(x - b[i]!), 0);
 
   it('training on the expected loss reaches the exact minimizer, computed independently', async () => {
     const eta = 1;
-    const state = await TrainingState.create(
-      runtime,
-      {
-        dtype: 'float64',
-        build(g, param) {
-          const logp = T.logSoftmax(param('logits', [n]));
-          const w = g.constant(Float64Array.from(piT), 'float64', [n]);
-          const losses = sppoLoss(
-            logp,
-            g.constant(Float64Array.from(piT.map(Math.log)), 'float64', [n]),
-            g.constant(Float64Array.from(winVsPolicy), 'float64', [n]),
-            eta,
-          );
-          return T.reduceSum(T.mul(losses, w));
-        },
-      },
-      { optimizer: { kind: 'adamw' }, gradClip: 0 },
-      { kind: 'cosine', peakLr: 0.05, warmupSteps: 0, totalSteps: 3000 },
-      { logits: { dtype: 'float64', dims: [n], data: Float64Array.from(piT.map(Math.log)) } },
-      { fold: true },
-    );
-    await state.stepMany(Array.from({ length: 3000 }, () => ({})));
-    const logits = [...((await state.parameters()).logits!.data as Float64Array)];
-    await state.dispose();
-    const got = norm(logits.map(Math.exp));
+    const got = await minimisePolicy(runtime, piT, (g, logp) => {
+      const vec = (xs: number[]) => g.constant(Float64Array.from(xs), 'float64', [n]);
+      const losses = sppoLoss(logp, vec(piT.map(Math.log)), vec(winVsPolicy), eta);
+      return T.reduceSum(T.mul(losses, vec(piT)));
+    });
     const want = exactMinimizer(eta);
     for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
   });

@@ -154,7 +154,9 @@ describe('round recipes', () => {
   it('refuse bad hyper-parameters naming the key and the rule', () => {
     expect(() => recipeFor('sppo', { eta: -1 })).toThrow(/eta: sppo: Too small/);
     expect(() => recipeFor('inpo', { eta: 5, tau: 0.5 })).toThrow(/tau: inpo: eta·tau must be below 1/);
-    expect(() => recipeFor('online_dpo', { bta: 0.1 })).toThrow(/online_dpo: Unrecognized key: "bta"/);
+    expect(() => recipeFor('online_dpo', { bta: 0.1 })).toThrow(
+      /hparams: online_dpo: Unrecognized key: "bta"/,
+    );
     expect(() => recipeFor('ppo', {})).toThrow(/unknown algorithm 'ppo'/);
   });
 

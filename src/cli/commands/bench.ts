@@ -1,17 +1,8 @@
 /** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
 import type { Command } from 'commander';
-import { DuelError } from '../../platform/errors.js';
+import { intFlag } from '../flags.js';
 
-function positiveInt(flag: string) {
-  return (raw: string): number => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1)
-      throw DuelError.invalidArgument([
-        { field: flag, description: `must be a positive integer, got '${raw}'` },
-      ]);
-    return n;
-  };
-}
+const positiveInt = (flag: string) => intFlag(flag, 1);
 
 export function registerBench(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results go in BENCHMARKS.md)');

@@ -8,6 +8,7 @@ import { parseJudgeConfig } from '../../models/judge/config.js';
 import { initJudgeWeights } from '../../models/judge/model.js';
 import { JudgeRunner, saveJudgeDir } from '../../models/judge/runner.js';
 import { DuelError } from '../../platform/errors.js';
+import { intFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
 
@@ -36,19 +37,7 @@ export function registerJudge(program: Command): void {
     .description('a randomly initialised judge directory from a judge config.json (model_type duel_pairrm)')
     .requiredOption('--config <file>', 'judge config.json')
     .requiredOption('--out <dir>', 'the judge directory to write')
-    .option(
-      '--seed <n>',
-      'initialisation seed',
-      (raw) => {
-        const n = Number(raw);
-        if (!Number.isInteger(n) || n < 0)
-          throw DuelError.invalidArgument([
-            { field: '--seed', description: `must be an integer >= 0, got '${raw}'` },
-          ]);
-        return n;
-      },
-      0,
-    )
+    .option('--seed <n>', 'initialisation seed', intFlag('--seed', 0), 0)
     .option('--tokenizer <file>', 'a tokenizer.json to include')
     .action((o: { config: string; out: string; seed: number; tokenizer?: string }) => {
       const cfg = parseJudgeConfig(readJsonFile('--config', o.config), o.config);

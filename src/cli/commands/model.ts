@@ -17,6 +17,7 @@ import { initLlamaWeights } from '../../models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../../models/model-dir.js';
 import { TextTokenizer } from '../../models/tokenizer.js';
 import { DuelError } from '../../platform/errors.js';
+import { intFlag, numberFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
 
@@ -33,17 +34,6 @@ const PromptRecord = z
     message: 'needs prompt_ids or prompt',
   });
 
-function number(flag: string, check: (n: number) => boolean, rule: string) {
-  return (raw: string): number => {
-    const n = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(n) || !check(n))
-      throw DuelError.invalidArgument([{ field: flag, description: `${rule}, got '${raw}'` }]);
-    return n;
-  };
-}
-const int = (flag: string, min: number) =>
-  number(flag, (n) => Number.isInteger(n) && n >= min, `must be an integer >= ${min}`);
-
 export function registerModel(program: Command): void {
   const model = program.command('model').description('create, score and export models');
 
@@ -53,7 +43,7 @@ export function registerModel(program: Command): void {
     .requiredOption('--arch <name>', 'architecture family (llama: model_type llama, qwen2 or mistral)')
     .requiredOption('--config <file>', 'a config.json')
     .requiredOption('--out <dir>', 'the model directory to write')
-    .option('--seed <n>', 'initialisation seed', int('--seed', 0), 0)
+    .option('--seed <n>', 'initialisation seed', intFlag('--seed', 0), 0)
     .option(
       '--tokenizer <file>',
       'a tokenizer.json to include (tokenizer_config.json beside it is copied too)',
@@ -95,7 +85,7 @@ export function registerModel(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model directory')
     .requiredOption('--input <file>', 'JSONL records')
-    .option('--batch-size <n>', 'sequences per forward pass', int('--batch-size', 1), 32)
+    .option('--batch-size <n>', 'sequences per forward pass', intFlag('--batch-size', 1), 32)
     .option('--quiet', 'no progress lines')
     .action(async (o: { model: string; input: string; batchSize: number; quiet?: boolean }) => {
       const records = readJsonl(o.input, LogprobRecord);
@@ -158,30 +148,30 @@ export function registerModel(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model directory')
     .requiredOption('--prompts <file>', 'JSONL prompts')
-    .option('-n, --n <k>', 'samples per prompt', int('-n', 1), 1)
+    .option('-n, --n <k>', 'samples per prompt', intFlag('-n', 1), 1)
     .option(
       '--temperature <t>',
       '0 = greedy',
-      number('--temperature', (n) => n >= 0, 'must be >= 0'),
+      numberFlag('--temperature', (n) => n >= 0, 'must be >= 0'),
       1,
     )
-    .option('--top-k <k>', '0 = off', int('--top-k', 0), 0)
+    .option('--top-k <k>', '0 = off', intFlag('--top-k', 0), 0)
     .option(
       '--top-p <p>',
       '1 = off',
-      number('--top-p', (n) => n > 0 && n <= 1, 'must be in (0, 1]'),
+      numberFlag('--top-p', (n) => n > 0 && n <= 1, 'must be in (0, 1]'),
       1,
     )
-    .option('--max-new-tokens <n>', 'tokens to generate at most', int('--max-new-tokens', 1), 32)
-    .option('--seed <n>', 'makes sampling reproducible', int('--seed', 0), 0)
+    .option('--max-new-tokens <n>', 'tokens to generate at most', intFlag('--max-new-tokens', 1), 32)
+    .option('--seed <n>', 'makes sampling reproducible', intFlag('--seed', 0), 0)
     .option('--mixture-ref <dir>', 'sample from the geometric mixture with this reference model')
     .option(
       '--mixture-coef <m>',
       'weight m of the reference logits',
-      number('--mixture-coef', (n) => n >= 0 && n <= 1, 'must be in [0, 1]'),
+      numberFlag('--mixture-coef', (n) => n >= 0 && n <= 1, 'must be in [0, 1]'),
       0,
     )
-    .option('--batch-size <n>', 'prompts decoded together', int('--batch-size', 1), 16)
+    .option('--batch-size <n>', 'prompts decoded together', intFlag('--batch-size', 1), 16)
     .option('--quiet', 'no progress lines')
     .action(
       async (o: {

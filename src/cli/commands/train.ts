@@ -1,0 +1,188 @@
+/**
+ * `duel train round` (one round of a self-play algorithm on round JSONL) and `duel train sft`:
+ * what the trainer service runs, usable alone. Writes a model directory plus metrics.json; a
+ * diverged round writes nothing and exits non-zero.
+ */
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes.js';
+import { trainRound } from '../../algorithms/train-round.js';
+import { type OptimizerSpec, Runtime } from '../../engine/index.js';
+import { loadModelDir, saveModelDir } from '../../models/model-dir.js';
+import { DuelError } from '../../platform/errors.js';
+import { numberFlag } from '../flags.js';
+import { readJsonl } from '../jsonl.js';
+import { progress } from '../progress.js';
+
+const ids = z.array(z.number().int().nonnegative());
+const RoundLine = z.looseObject({
+  prompt_ids: ids.min(1),
+  completion_ids: z.array(ids).min(1),
+  prefs: z.array(z.array(z.number())).optional(),
+});
+const SftLine = z.looseObject({
+  prompt_ids: ids.min(1),
+  completion_ids: z.union([ids.min(1), z.array(ids.min(1)).min(1)]),
+});
+
+interface TrainFlags {
+  model: string;
+  ref?: string;
+  data: string;
+  out: string;
+  optimizer: string;
+  lr: number;
+  steps?: number;
+  epochs: number;
+  batchSize: number;
+  gradClip: number;
+  weightDecay: number;
+  momentum: number;
+  seed: number;
+  set: string[];
+  quiet?: boolean;
+}
+
+function optimizerOf(f: TrainFlags): OptimizerSpec {
+  // Plain SGD has no momentum and no weight decay unless asked.
+  if (f.optimizer === 'sgd') return { kind: 'sgd', momentum: f.momentum, weightDecay: f.weightDecay };
+  if (f.optimizer === 'adamw') return { kind: 'adamw', weightDecay: f.weightDecay };
+  if (f.optimizer === 'rmsprop') return { kind: 'rmsprop', weightDecay: f.weightDecay };
+  throw DuelError.invalidArgument([
+    { field: '--optimizer', description: `must be sgd, adamw or rmsprop, got '${f.optimizer}'` },
+  ]);
+}
+
+function withTrainingFlags(cmd: Command): Command {
+  return cmd
+    .requiredOption('--model <dir>', 'π_θ at the start (also π_t)')
+    .requiredOption('--data <file>', 'JSONL records')
+    .requiredOption('--out <dir>', 'the model directory to write (with metrics.json)')
+    .option('--optimizer <name>', 'sgd | adamw | rmsprop', 'adamw')
+    .option(
+      '--lr <x>',
+      'learning rate',
+      numberFlag('--lr', (n) => n > 0, 'must be > 0'),
+      1e-4,
+    )
+    .option(
+      '--steps <n>',
+      'optimizer steps (overrides --epochs)',
+      numberFlag('--steps', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'),
+    )
+    .option(
+      '--epochs <n>',
+      'passes over the records',
+      numberFlag('--epochs', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'),
+      1,
+    )
+    .option(
+      '--batch-size <n>',
+      'records per step',
+      numberFlag('--batch-size', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'),
+      8,
+    )
+    .option(
+      '--grad-clip <c>',
+      'global-norm clipping; 0 disables',
+      numberFlag('--grad-clip', (n) => n >= 0, 'must be >= 0'),
+      1,
+    )
+    .option(
+      '--weight-decay <w>',
+      'decoupled for adamw, L2 for sgd/rmsprop',
+      numberFlag('--weight-decay', (n) => n >= 0, 'must be >= 0'),
+      0,
+    )
+    .option(
+      '--momentum <m>',
+      'sgd momentum',
+      numberFlag('--momentum', (n) => n >= 0 && n < 1, 'must be in [0, 1)'),
+      0,
+    )
+    .option(
+      '--seed <n>',
+      'shuffling and sampled labels',
+      numberFlag('--seed', (n) => Number.isInteger(n) && n >= 0, 'must be an integer >= 0'),
+      0,
+    )
+    .option('--set <key=value...>', 'algorithm hyper-parameters (e.g. eta=1000)', [])
+    .option('--quiet', 'no progress lines');
+}
+
+async function run(algo: string, f: TrainFlags, records: RoundRecord[]): Promise<void> {
+  const model = loadModelDir(f.model);
+  const ref = f.ref ? loadModelDir(f.ref) : undefined;
+  const runtime = new Runtime({ workers: 1 });
+  try {
+    const steps = f.steps ?? Math.ceil(records.length / f.batchSize) * f.epochs;
+    const p = progress(`train ${algo}`, steps, f.quiet);
+    const { weights, metrics } = await trainRound(runtime, {
+      algo,
+      hparams: parseSets(f.set),
+      config: model.config,
+      weights: model.weights,
+      ...(ref ? { reference: ref.weights } : {}),
+      records,
+      optimizer: optimizerOf(f),
+      lr: f.lr,
+      steps,
+      batchSize: f.batchSize,
+      gradClip: f.gradClip,
+      seed: f.seed,
+      onStep: (step, _total, loss, tokens) => p.tick(step, `loss ${loss.toFixed(4)}, ${tokens} tokens`),
+    });
+    if (metrics.diverged)
+      throw DuelError.failedPrecondition(
+        `training diverged (${metrics.skipped_steps} of ${metrics.steps} steps had a non-finite loss or gradient): no checkpoint written`,
+      );
+    saveModelDir(f.out, model.config, weights, {
+      tokenizerFrom: f.model,
+      extraFiles: { 'metrics.json': `${JSON.stringify(metrics, null, 2)}\n` },
+    });
+    process.stderr.write(
+      `wrote ${f.out}: loss ${metrics.loss_first.toFixed(4)} → ${metrics.loss_last.toFixed(4)}, ${metrics.skipped_steps} skipped, ${metrics.tokens_per_s.toFixed(0)} tokens/s\n`,
+    );
+  } finally {
+    await runtime.close();
+  }
+}
+
+export function registerTrain(program: Command): void {
+  const train = program.command('train').description('train a model: one self-play round, or SFT');
+
+  withTrainingFlags(
+    train
+      .command('round')
+      .description(
+        `one round of a preference algorithm (${Object.keys(RECIPES)
+          .filter((r) => r !== 'sft')
+          .join(', ')})`,
+      )
+      .requiredOption('--algo <name>', 'the algorithm')
+      .option('--ref <dir>', 'π_ref (algorithms with a reference term need it)'),
+  ).action(async (f: TrainFlags & { algo: string }) => {
+    const records = readJsonl(f.data, RoundLine).map((r) => ({
+      prompt_ids: r.prompt_ids,
+      completion_ids: r.completion_ids,
+      prefs: r.prefs ?? [],
+    }));
+    await run(f.algo, f, records);
+  });
+
+  withTrainingFlags(
+    train
+      .command('sft')
+      .description('supervised fine-tuning: mean token cross-entropy over completion tokens, prompt masked'),
+  ).action(async (f: TrainFlags) => {
+    const records = readJsonl(f.data, SftLine).map((r) => ({
+      prompt_ids: r.prompt_ids,
+      completion_ids:
+        typeof r.completion_ids[0] === 'number'
+          ? [r.completion_ids as number[]]
+          : (r.completion_ids as number[][]),
+      prefs: [],
+    }));
+    await run('sft', f, records);
+  });
+}
