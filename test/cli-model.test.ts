@@ -237,4 +237,51 @@ describe('duel model / duel sample', () => {
     expect(badSet.status).toBe(2);
     expect(badSet.stderr).toContain('tau: inpo: eta·tau must be below 1');
   });
+
+  it('train judge and offline dpo read labelled pairs', () => {
+    writeFileSync(
+      join(dir, 'labelled.jsonl'),
+      '{"prompt_ids":[1,2],"chosen_ids":[3,3],"rejected_ids":[4]}\n{"prompt_ids":[5],"chosen_ids":[3],"rejected_ids":[6,7]}\n',
+    );
+    const j = duel(
+      'train',
+      'judge',
+      '--judge',
+      'j',
+      '--data',
+      'labelled.jsonl',
+      '--out',
+      'j2',
+      '--steps',
+      '3',
+      '--quiet',
+    );
+    expect(j.stderr).toContain('wrote j2');
+    expect(JSON.parse(readFileSync(join(dir, 'j2', 'metrics.json'), 'utf8'))).toMatchObject({
+      algo: 'judge',
+      steps: 3,
+    });
+    const d = duel(
+      'train',
+      'round',
+      '--algo',
+      'dpo',
+      '--model',
+      model,
+      '--ref',
+      model,
+      '--data',
+      'labelled.jsonl',
+      '--out',
+      'd2',
+      '--steps',
+      '2',
+      '--quiet',
+    );
+    expect(d.stderr).toContain('wrote d2');
+    expect(JSON.parse(readFileSync(join(dir, 'd2', 'metrics.json'), 'utf8')).loss_first).toBeCloseTo(
+      Math.LN2,
+      5,
+    );
+  });
 });

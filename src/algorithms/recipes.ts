@@ -46,7 +46,7 @@ export interface SlotLogps {
 export interface Recipe<H = Record<string, unknown>> {
   name: string;
   /** Who samples the round's completions (for the orchestrator and the docs). */
-  sampledFrom: 'pi_t' | 'pi_theta' | 'mixture';
+  sampledFrom: 'pi_t' | 'pi_theta' | 'mixture' | 'dataset';
   /** Frozen log-probs the loss needs, and whether records must carry a K×K `prefs`. */
   needs: { t: boolean; ref: boolean; prefs?: boolean };
   hparams: z.ZodType<H>;
@@ -226,6 +226,24 @@ const sft: Recipe<Record<string, never>> = {
   loss: (s) => T.neg(T.div(s.y!.theta, T.mean(s.y!.scalar('length')))),
 };
 
+const onlineDpo = pairRecipe(
+  'online_dpo',
+  'pi_theta',
+  z.strictObject({ beta, label_smoothing: z.number().min(0).max(0.5).default(0) }),
+  (s, hp) => dpoLoss(gap(s), hp.beta, hp.label_smoothing),
+);
+const onlineSlic = pairRecipe('slic', 'pi_theta', z.strictObject({ beta }), (s, hp) =>
+  slicLoss(gap(s), hp.beta),
+);
+const onlineDiscopop = pairRecipe(
+  'discopop',
+  'pi_theta',
+  z.strictObject({ beta: z.number().positive().default(0.05), tau: z.number().positive().default(0.05) }),
+  (s, hp) => discopopLoss(gap(s), hp.beta, hp.tau),
+);
+/** The same loss on a fixed preference dataset (chosen = completion 0, see `pairRecord`). */
+const offline = <H>(r: Recipe<H>, name: string): Recipe<H> => ({ ...r, name, sampledFrom: 'dataset' });
+
 export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
   [
     sft,
@@ -233,21 +251,27 @@ export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
     inpo,
     ipoRecipe('online_ipo', 'pi_theta'),
     ipoRecipe('ipo_md', 'mixture'),
-    pairRecipe(
-      'online_dpo',
-      'pi_theta',
-      z.strictObject({ beta, label_smoothing: z.number().min(0).max(0.5).default(0) }),
-      (s, hp) => dpoLoss(gap(s), hp.beta, hp.label_smoothing),
-    ),
-    pairRecipe('slic', 'pi_theta', z.strictObject({ beta }), (s, hp) => slicLoss(gap(s), hp.beta)),
-    pairRecipe(
-      'discopop',
-      'pi_theta',
-      z.strictObject({ beta: z.number().positive().default(0.05), tau: z.number().positive().default(0.05) }),
-      (s, hp) => discopopLoss(gap(s), hp.beta, hp.tau),
-    ),
+    onlineDpo,
+    onlineSlic,
+    onlineDiscopop,
+    // ALGORITHMS.md names the offline SLiC and DiscoPOP `slic` and `discopop` too: the recipe
+    // is the same, only the data differs (chosen/rejected pairs instead of round samples).
+    offline(onlineDpo, 'dpo'),
+    offline(ipoRecipe('ipo', 'dataset'), 'ipo'),
   ].map((r) => [r.name, r as unknown as Recipe<never>]),
 );
+
+/** A fixed preference pair as a round record: two completions, the chosen one preferred surely. */
+export function pairRecord(promptIds: number[], chosen: number[], rejected: number[]): RoundRecord {
+  return {
+    prompt_ids: promptIds,
+    completion_ids: [chosen, rejected],
+    prefs: [
+      [0.5, 1],
+      [0, 0.5],
+    ],
+  };
+}
 
 /** The recipe and its validated hyper-parameters; every problem names the key and the rule. */
 export function recipeFor(algo: string, raw: Record<string, unknown>): { recipe: Recipe<never>; hp: never } {

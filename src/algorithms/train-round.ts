@@ -5,15 +5,7 @@
  * whose loss or gradient is not finite is skipped and counted; a round in which no step applied,
  * or whose last loss is not finite, is reported as diverged and its weights must not be saved.
  */
-import {
-  type Graph,
-  type OptimizerSpec,
-  type Runtime,
-  T,
-  type Tensor,
-  TrainingState,
-  type WireTensor,
-} from '../engine/index.js';
+import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
 import { completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import type { LlamaConfig } from '../models/llama/config.js';
@@ -22,8 +14,11 @@ import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
 import { DuelError } from '../platform/errors.js';
 import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes.js';
+import { type LoopSettings, type RoundMetrics, runSteps } from './steps.js';
 
-export interface TrainRoundOptions {
+export type { RoundMetrics } from './steps.js';
+
+export interface TrainRoundOptions extends LoopSettings {
   algo: string;
   hparams: Record<string, unknown>;
   config: LlamaConfig;
@@ -31,29 +26,6 @@ export interface TrainRoundOptions {
   weights: Record<string, HostTensor>;
   reference?: Record<string, HostTensor>;
   records: RoundRecord[];
-  optimizer: OptimizerSpec;
-  lr: number;
-  /** Steps to run; default: `epochs` passes over the records. */
-  steps?: number;
-  epochs?: number;
-  batchSize: number;
-  gradClip: number;
-  seed: number;
-  onStep?: (step: number, total: number, loss: number, tokens: number) => void;
-}
-
-export interface RoundMetrics {
-  algo: string;
-  steps: number;
-  skipped_steps: number;
-  loss_first: number;
-  loss_last: number;
-  loss_mean: number;
-  grad_norm_mean: number;
-  tokens: number;
-  seconds: number;
-  tokens_per_s: number;
-  diverged: boolean;
 }
 
 export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = true): void {
@@ -191,81 +163,45 @@ export async function trainRound(
     { kind: 'constant', peakLr: o.lr, warmupSteps: 0, totalSteps: 1 },
     o.weights,
   );
-  const perEpoch = Math.ceil(o.records.length / o.batchSize);
-  const total = o.steps ?? perEpoch * (o.epochs ?? 1);
-  const order = o.records.map((_, i) => i);
-  const losses: number[] = [];
-  const norms: number[] = [];
-  let [skipped, tokens] = [0, 0];
-  const start = performance.now();
+  const vec = (xs: number[]): WireTensor => ({
+    dtype: 'float32',
+    dims: [xs.length],
+    data: Float32Array.from(xs),
+  });
   try {
-    for (let step = 0; step < total; step++) {
-      if (step % perEpoch === 0) shuffle(order, draw);
-      const at = (step % perEpoch) * o.batchSize;
-      const batch = order.slice(at, at + o.batchSize);
-      const feeds: Record<string, WireTensor> = {};
-      for (const slot of slots) {
-        const d = data[slot]!;
-        const rows = batch.flatMap((i) => d.rows[i]!);
-        const b = completionBatch(
-          rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
-          o.config.padTokenId ?? 0,
-          o.config.vocabSize,
-        );
-        const dims = [b.batch, b.length];
-        feeds[`${slot}/input_ids`] = { dtype: 'int64', dims, data: b.inputIds };
-        feeds[`${slot}/attention_mask`] = { dtype: 'int64', dims, data: b.attentionMask };
-        feeds[`${slot}/targets`] = { dtype: 'int64', dims, data: b.targets };
-        feeds[`${slot}/target_mask`] = { dtype: 'float32', dims, data: b.targetMask };
-        const vec = (xs: number[]): WireTensor => ({
-          dtype: 'float32',
-          dims: [xs.length],
-          data: Float32Array.from(xs),
-        });
-        if (recipe.needs.t) feeds[`${slot}/t`] = vec(batch.flatMap((i) => d.t[i]!));
-        if (recipe.needs.ref) feeds[`${slot}/ref`] = vec(batch.flatMap((i) => d.ref[i]!));
-        for (const n of scalars[slot]!) feeds[`${slot}/scalar.${n}`] = vec(rows.map((r) => r.scalars[n]!));
-        tokens += rows.reduce((s, r) => s + r.promptIds.length + r.completionIds.length, 0);
-      }
-      const m = await state.step(feeds);
-      if (!m.applied || !Number.isFinite(m.loss)) skipped++;
-      else {
-        losses.push(m.loss);
-        norms.push(m.gradNorm);
-      }
-      o.onStep?.(step + 1, total, m.loss, tokens);
-    }
-    const seconds = (performance.now() - start) / 1000;
-    const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
-    const metrics: RoundMetrics = {
+    return await runSteps(state, {
       algo: o.algo,
-      steps: total,
-      skipped_steps: skipped,
-      loss_first: losses[0] ?? Number.NaN,
-      loss_last: losses.at(-1) ?? Number.NaN,
-      loss_mean: mean(losses),
-      grad_norm_mean: mean(norms),
-      tokens,
-      seconds,
-      tokens_per_s: tokens / seconds,
-      diverged: losses.length === 0 || skipped === total,
-    };
-    const params = await state.parameters();
-    const weights = Object.fromEntries(
-      Object.entries(params).map(([k, t]) => [
-        k,
-        { dtype: 'float32' as const, dims: t.dims, data: t.data as Float32Array },
-      ]),
-    );
-    return { weights, metrics };
+      records: o.records.length,
+      batchSize: o.batchSize,
+      ...(o.steps !== undefined ? { steps: o.steps } : {}),
+      ...(o.epochs !== undefined ? { epochs: o.epochs } : {}),
+      draw,
+      ...(o.onStep ? { onStep: o.onStep } : {}),
+      feeds(batch) {
+        const feeds: Record<string, WireTensor> = {};
+        let tokens = 0;
+        for (const slot of slots) {
+          const d = data[slot]!;
+          const rows = batch.flatMap((i) => d.rows[i]!);
+          const b = completionBatch(
+            rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
+            o.config.padTokenId ?? 0,
+            o.config.vocabSize,
+          );
+          const dims = [b.batch, b.length];
+          feeds[`${slot}/input_ids`] = { dtype: 'int64', dims, data: b.inputIds };
+          feeds[`${slot}/attention_mask`] = { dtype: 'int64', dims, data: b.attentionMask };
+          feeds[`${slot}/targets`] = { dtype: 'int64', dims, data: b.targets };
+          feeds[`${slot}/target_mask`] = { dtype: 'float32', dims, data: b.targetMask };
+          if (recipe.needs.t) feeds[`${slot}/t`] = vec(batch.flatMap((i) => d.t[i]!));
+          if (recipe.needs.ref) feeds[`${slot}/ref`] = vec(batch.flatMap((i) => d.ref[i]!));
+          for (const n of scalars[slot]!) feeds[`${slot}/scalar.${n}`] = vec(rows.map((r) => r.scalars[n]!));
+          tokens += rows.reduce((s, r) => s + r.promptIds.length + r.completionIds.length, 0);
+        }
+        return { feeds, tokens };
+      },
+    });
   } finally {
     await state.dispose();
-  }
-}
-
-function shuffle(xs: number[], next: () => number): void {
-  for (let i = xs.length - 1; i > 0; i--) {
-    const j = Math.floor(next() * (i + 1));
-    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
   }
 }

@@ -3,23 +3,35 @@
  * what the trainer service runs, usable alone. Writes a model directory plus metrics.json; a
  * diverged round writes nothing and exits non-zero.
  */
+
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes.js';
+import { pairRecord, parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes.js';
+import type { RoundMetrics } from '../../algorithms/steps.js';
+import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
 import { type OptimizerSpec, Runtime } from '../../engine/index.js';
-import { loadModelDir, saveModelDir } from '../../models/model-dir.js';
+import { parseJudgeConfig } from '../../models/judge/config.js';
+import { judgeParams } from '../../models/judge/model.js';
+import { saveJudgeDir } from '../../models/judge/runner.js';
+import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../models/model-dir.js';
 import { DuelError } from '../../platform/errors.js';
 import { numberFlag } from '../flags.js';
 import { readJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
 
 const ids = z.array(z.number().int().nonnegative());
-const RoundLine = z.looseObject({
-  prompt_ids: ids.min(1),
-  completion_ids: z.array(ids).min(1),
-  prefs: z.array(z.array(z.number())).optional(),
-});
+const RoundLine = z.union([
+  z.looseObject({
+    prompt_ids: ids.min(1),
+    completion_ids: z.array(ids).min(1),
+    prefs: z.array(z.array(z.number())).optional(),
+  }),
+  // A fixed preference pair (offline dpo, ipo, slic, discopop).
+  z.looseObject({ prompt_ids: ids.min(1), chosen_ids: ids.min(1), rejected_ids: ids.min(1) }),
+]);
+const PairLine = z.looseObject({ prompt_ids: ids.min(1), chosen_ids: ids.min(1), rejected_ids: ids.min(1) });
 const SftLine = z.looseObject({
   prompt_ids: ids.min(1),
   completion_ids: z.union([ids.min(1), z.array(ids.min(1)).min(1)]),
@@ -43,7 +55,7 @@ interface TrainFlags {
   quiet?: boolean;
 }
 
-function optimizerOf(f: TrainFlags): OptimizerSpec {
+function optimizerOf(f: Pick<TrainFlags, 'optimizer' | 'momentum' | 'weightDecay'>): OptimizerSpec {
   // Plain SGD has no momentum and no weight decay unless asked.
   if (f.optimizer === 'sgd') return { kind: 'sgd', momentum: f.momentum, weightDecay: f.weightDecay };
   if (f.optimizer === 'adamw') return { kind: 'adamw', weightDecay: f.weightDecay };
@@ -53,9 +65,9 @@ function optimizerOf(f: TrainFlags): OptimizerSpec {
   ]);
 }
 
-function withTrainingFlags(cmd: Command): Command {
+function withTrainingFlags(cmd: Command, model = true): Command {
+  if (model) cmd.requiredOption('--model <dir>', 'π_θ at the start (also π_t)');
   return cmd
-    .requiredOption('--model <dir>', 'π_θ at the start (also π_t)')
     .requiredOption('--data <file>', 'JSONL records')
     .requiredOption('--out <dir>', 'the model directory to write (with metrics.json)')
     .option('--optimizer <name>', 'sgd | adamw | rmsprop', 'adamw')
@@ -110,13 +122,43 @@ function withTrainingFlags(cmd: Command): Command {
     .option('--quiet', 'no progress lines');
 }
 
+/** What every trainer takes from the flags: optimizer, schedule, batching and a progress line. */
+function loopOptions(f: Omit<TrainFlags, 'model'>, records: number, label: string) {
+  const steps = f.steps ?? Math.ceil(records / f.batchSize) * f.epochs;
+  const p = progress(label, steps, f.quiet);
+  return {
+    optimizer: optimizerOf(f),
+    lr: f.lr,
+    steps,
+    batchSize: f.batchSize,
+    gradClip: f.gradClip,
+    seed: f.seed,
+    onStep: (step: number, _total: number, loss: number, tokens: number) =>
+      p.tick(step, `loss ${loss.toFixed(4)}, ${tokens} tokens`),
+  };
+}
+
+/** Refuses to save a diverged run; otherwise saves with metrics.json beside the weights. */
+function finish(
+  out: string,
+  metrics: RoundMetrics,
+  save: (extraFiles: Record<string, string>) => void,
+): void {
+  if (metrics.diverged)
+    throw DuelError.failedPrecondition(
+      `training diverged (${metrics.skipped_steps} of ${metrics.steps} steps had a non-finite loss or gradient): no checkpoint written`,
+    );
+  save({ 'metrics.json': `${JSON.stringify(metrics, null, 2)}\n` });
+  process.stderr.write(
+    `wrote ${out}: loss ${metrics.loss_first.toFixed(4)} → ${metrics.loss_last.toFixed(4)}, ${metrics.skipped_steps} skipped, ${metrics.tokens_per_s.toFixed(0)} tokens/s\n`,
+  );
+}
+
 async function run(algo: string, f: TrainFlags, records: RoundRecord[]): Promise<void> {
   const model = loadModelDir(f.model);
   const ref = f.ref ? loadModelDir(f.ref) : undefined;
   const runtime = new Runtime({ workers: 1 });
   try {
-    const steps = f.steps ?? Math.ceil(records.length / f.batchSize) * f.epochs;
-    const p = progress(`train ${algo}`, steps, f.quiet);
     const { weights, metrics } = await trainRound(runtime, {
       algo,
       hparams: parseSets(f.set),
@@ -124,24 +166,10 @@ async function run(algo: string, f: TrainFlags, records: RoundRecord[]): Promise
       weights: model.weights,
       ...(ref ? { reference: ref.weights } : {}),
       records,
-      optimizer: optimizerOf(f),
-      lr: f.lr,
-      steps,
-      batchSize: f.batchSize,
-      gradClip: f.gradClip,
-      seed: f.seed,
-      onStep: (step, _total, loss, tokens) => p.tick(step, `loss ${loss.toFixed(4)}, ${tokens} tokens`),
+      ...loopOptions(f, records.length, `train ${algo}`),
     });
-    if (metrics.diverged)
-      throw DuelError.failedPrecondition(
-        `training diverged (${metrics.skipped_steps} of ${metrics.steps} steps had a non-finite loss or gradient): no checkpoint written`,
-      );
-    saveModelDir(f.out, model.config, weights, {
-      tokenizerFrom: f.model,
-      extraFiles: { 'metrics.json': `${JSON.stringify(metrics, null, 2)}\n` },
-    });
-    process.stderr.write(
-      `wrote ${f.out}: loss ${metrics.loss_first.toFixed(4)} → ${metrics.loss_last.toFixed(4)}, ${metrics.skipped_steps} skipped, ${metrics.tokens_per_s.toFixed(0)} tokens/s\n`,
+    finish(f.out, metrics, (extraFiles) =>
+      saveModelDir(f.out, model.config, weights, { tokenizerFrom: f.model, extraFiles }),
     );
   } finally {
     await runtime.close();
@@ -162,11 +190,14 @@ export function registerTrain(program: Command): void {
       .requiredOption('--algo <name>', 'the algorithm')
       .option('--ref <dir>', 'π_ref (algorithms with a reference term need it)'),
   ).action(async (f: TrainFlags & { algo: string }) => {
-    const records = readJsonl(f.data, RoundLine).map((r) => ({
-      prompt_ids: r.prompt_ids,
-      completion_ids: r.completion_ids,
-      prefs: r.prefs ?? [],
-    }));
+    const records = readJsonl(f.data, RoundLine).map((line): RoundRecord => {
+      if ('chosen_ids' in line) {
+        const pair = line as { prompt_ids: number[]; chosen_ids: number[]; rejected_ids: number[] };
+        return pairRecord(pair.prompt_ids, pair.chosen_ids, pair.rejected_ids);
+      }
+      const r = line as { prompt_ids: number[]; completion_ids: number[][]; prefs?: number[][] };
+      return { prompt_ids: r.prompt_ids, completion_ids: r.completion_ids, prefs: r.prefs ?? [] };
+    });
     await run(f.algo, f, records);
   });
 
@@ -184,5 +215,38 @@ export function registerTrain(program: Command): void {
       prefs: [],
     }));
     await run('sft', f, records);
+  });
+
+  withTrainingFlags(
+    train
+      .command('judge')
+      .description(
+        'train a PairRM-style judge on labelled pairs (prompt_ids, chosen_ids, rejected_ids), shown in both orders',
+      )
+      .requiredOption('--judge <dir>', 'the judge at the start'),
+    false,
+  ).action(async (f: Omit<TrainFlags, 'model'> & { judge: string }) => {
+    const pairs = readJsonl(f.data, PairLine).map((r) => ({
+      prompt: r.prompt_ids,
+      chosen: r.chosen_ids,
+      rejected: r.rejected_ids,
+    }));
+    const dir = resolve(f.judge);
+    const cfg = parseJudgeConfig(readConfigJson(dir), join(dir, 'config.json'));
+    const weights = readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge');
+    const runtime = new Runtime({ workers: 1 });
+    try {
+      const result = await trainJudge(runtime, {
+        config: cfg,
+        weights,
+        pairs,
+        ...loopOptions(f, pairs.length, 'train judge'),
+      });
+      finish(f.out, result.metrics, (extraFiles) =>
+        saveJudgeDir(f.out, cfg, result.weights, { tokenizerFrom: dir, extraFiles }),
+      );
+    } finally {
+      await runtime.close();
+    }
   });
 }

@@ -7,6 +7,7 @@
  */
 
 import { T, type Tensor } from '../../engine/index.js';
+import { DuelError } from '../../platform/errors.js';
 import { fillNormal, rng } from '../common/rng.js';
 import { llamaTrunk, type Weights } from '../llama/decoder.js';
 import { type HostTensor, llamaParams, type ParamSpec } from '../llama/weights.js';
@@ -57,4 +58,57 @@ export function judgeLogits(cfg: JudgeConfig, w: Weights, inputs: JudgeInputs): 
     return T.reshape(y, [b!]);
   };
   return T.sub(f(h1!), f(h2!));
+}
+
+export interface PairInput {
+  prompt: number[];
+  first: number[];
+  second: number[];
+}
+
+/**
+ * `<source> x <candidate1> y_i <candidate2> y_j`, fitted to max_position_embeddings: the prompt
+ * keeps its last tokens (up to a third of the room), each candidate its first tokens.
+ */
+export function pairSequence(
+  cfg: JudgeConfig,
+  p: PairInput,
+): { ids: number[]; markers: [number, number, number] } {
+  const budget = cfg.encoder.maxPositions - 3;
+  const x = p.prompt.slice(-Math.min(p.prompt.length, Math.floor(budget / 3)));
+  const cap = Math.floor((budget - x.length) / 2);
+  const [a, b] = [p.first.slice(0, cap), p.second.slice(0, cap)];
+  const ids = [cfg.sourceTokenId, ...x, cfg.candidate1TokenId, ...a, cfg.candidate2TokenId, ...b];
+  return { ids, markers: [0, 1 + x.length, 2 + x.length + a.length] };
+}
+
+/** Pairs as a right-padded batch (ids, mask, marker positions); `offset` numbers pairs in errors. */
+export function pairBatch(cfg: JudgeConfig, pairs: PairInput[], offset = 0) {
+  const vocab = cfg.encoder.vocabSize;
+  const seqs = pairs.map((p, i) => {
+    for (const ids of [p.prompt, p.first, p.second]) {
+      const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+      if (bad !== undefined)
+        throw DuelError.invalidArgument([
+          {
+            field: `pairs[${offset + i}]`,
+            description: `token id ${bad} is outside the judge's vocabulary [0, ${vocab})`,
+          },
+        ]);
+    }
+    return pairSequence(cfg, p);
+  });
+  const length = Math.max(...seqs.map((s) => s.ids.length));
+  const n = seqs.length;
+  const inputIds = new BigInt64Array(n * length);
+  const attentionMask = new BigInt64Array(n * length);
+  const markers = new BigInt64Array(n * 3);
+  for (const [i, s] of seqs.entries()) {
+    for (const [t, id] of s.ids.entries()) {
+      inputIds[i * length + t] = BigInt(id);
+      attentionMask[i * length + t] = 1n;
+    }
+    for (const [k, m] of s.markers.entries()) markers[i * 3 + k] = BigInt(m);
+  }
+  return { n, length, inputIds, attentionMask, markers };
 }

@@ -11,15 +11,11 @@ import { DuelError } from '../../platform/errors.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readConfigJson, readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { type JudgeConfig, parseJudgeConfig, toHfJudgeConfig } from './config.js';
-import { judgeLogits, judgeParams } from './model.js';
+import { judgeLogits, judgeParams, type PairInput, pairBatch } from './model.js';
+
+export type { PairInput } from './model.js';
 
 export const JUDGE_ONNX = join('onnx', 'model.onnx');
-
-export interface PairInput {
-  prompt: number[];
-  first: number[];
-  second: number[];
-}
 
 export interface Preferences {
   /** C[i][j]: the ordered-pair logit of y_i as candidate 1 against y_j (0 on the diagonal). */
@@ -125,57 +121,16 @@ export class JudgeRunner {
     ]);
   }
 
-  /**
-   * `<source> x <candidate1> y_i <candidate2> y_j`, fitted to max_position_embeddings: the prompt
-   * keeps its last tokens (up to a third of the budget), each candidate its first tokens.
-   */
-  pairSequence(p: PairInput): { ids: number[]; markers: [number, number, number] } {
-    const budget = this.config.encoder.maxPositions - 3;
-    const x = p.prompt.slice(-Math.min(p.prompt.length, Math.floor(budget / 3)));
-    const cap = Math.floor((budget - x.length) / 2);
-    const [a, b] = [p.first.slice(0, cap), p.second.slice(0, cap)];
-    const c = this.config;
-    const ids = [c.sourceTokenId, ...x, c.candidate1TokenId, ...a, c.candidate2TokenId, ...b];
-    return { ids, markers: [0, 1 + x.length, 2 + x.length + a.length] };
-  }
-
   /** C for each ordered pair, in batches of at most `maxBatch` sequences. */
   async pairLogits(pairs: PairInput[], maxBatch = 64): Promise<number[]> {
-    const vocab = this.config.encoder.vocabSize;
     const out: number[] = [];
     for (let start = 0; start < pairs.length; start += maxBatch) {
-      const seqs = pairs.slice(start, start + maxBatch).map((p, i) => {
-        for (const ids of [p.prompt, p.first, p.second]) {
-          const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
-          if (bad !== undefined)
-            throw DuelError.invalidArgument([
-              {
-                field: `pairs[${start + i}]`,
-                description: `token id ${bad} is outside the judge's vocabulary [0, ${vocab})`,
-              },
-            ]);
-        }
-        return this.pairSequence(p);
-      });
-      const len = Math.max(...seqs.map((s) => s.ids.length));
-      const n = seqs.length;
-      const ids = new BigInt64Array(n * len);
-      const mask = new BigInt64Array(n * len);
-      const markers = new BigInt64Array(n * 3);
-      seqs.forEach((s, i) => {
-        s.ids.forEach((id, t) => {
-          ids[i * len + t] = BigInt(id);
-          mask[i * len + t] = 1n;
-        });
-        s.markers.forEach((m, k) => {
-          markers[i * 3 + k] = BigInt(m);
-        });
-      });
+      const b = pairBatch(this.config, pairs.slice(start, start + maxBatch), start);
       const res = await this.session.run(
         {
-          input_ids: { dtype: 'int64', dims: [n, len], data: ids },
-          attention_mask: { dtype: 'int64', dims: [n, len], data: mask },
-          markers: { dtype: 'int64', dims: [n, 3], data: markers },
+          input_ids: { dtype: 'int64', dims: [b.n, b.length], data: b.inputIds },
+          attention_mask: { dtype: 'int64', dims: [b.n, b.length], data: b.attentionMask },
+          markers: { dtype: 'int64', dims: [b.n, 3], data: b.markers },
         },
         ['logits'],
         this.stateId

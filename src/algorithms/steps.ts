@@ -1,0 +1,104 @@
+/**
+ * The step loop every trainer shares: shuffled batches of record indices, epoch by epoch; a step
+ * whose loss or gradient is not finite is skipped (the optimizer already left the weights alone)
+ * and counted; the run is diverged when no step applied. Returns the metrics and final weights.
+ */
+import type { OptimizerSpec, TrainingState, WireTensor } from '../engine/index.js';
+import type { HostTensor } from '../models/llama/weights.js';
+
+export interface RoundMetrics {
+  algo: string;
+  steps: number;
+  skipped_steps: number;
+  loss_first: number;
+  loss_last: number;
+  loss_mean: number;
+  grad_norm_mean: number;
+  tokens: number;
+  seconds: number;
+  tokens_per_s: number;
+  diverged: boolean;
+}
+
+/** What every trainer is told about optimisation and batching. */
+export interface LoopSettings {
+  optimizer: OptimizerSpec;
+  lr: number;
+  /** Steps to run; default: `epochs` passes over the records. */
+  steps?: number;
+  epochs?: number;
+  batchSize: number;
+  /** Global-norm clipping; 0 disables. */
+  gradClip: number;
+  seed: number;
+  onStep?: (step: number, total: number, loss: number, tokens: number) => void;
+}
+
+export interface StepLoop {
+  algo: string;
+  records: number;
+  batchSize: number;
+  /** Steps to run; default: `epochs` passes over the records. */
+  steps?: number;
+  epochs?: number;
+  draw: () => number;
+  /** The feeds of one batch of record indices, and the tokens it holds. */
+  feeds(batch: number[]): { feeds: Record<string, WireTensor>; tokens: number };
+  onStep?: (step: number, total: number, loss: number, tokens: number) => void;
+}
+
+export async function runSteps(
+  state: TrainingState,
+  o: StepLoop,
+): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
+  const perEpoch = Math.ceil(o.records / o.batchSize);
+  const total = o.steps ?? perEpoch * (o.epochs ?? 1);
+  const order = Array.from({ length: o.records }, (_, i) => i);
+  const losses: number[] = [];
+  const norms: number[] = [];
+  let [skipped, tokens] = [0, 0];
+  const start = performance.now();
+  for (let step = 0; step < total; step++) {
+    if (step % perEpoch === 0) shuffle(order, o.draw);
+    const at = (step % perEpoch) * o.batchSize;
+    const batch = o.feeds(order.slice(at, at + o.batchSize));
+    tokens += batch.tokens;
+    const m = await state.step(batch.feeds);
+    if (!m.applied || !Number.isFinite(m.loss)) skipped++;
+    else {
+      losses.push(m.loss);
+      norms.push(m.gradNorm);
+    }
+    o.onStep?.(step + 1, total, m.loss, tokens);
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+  const metrics: RoundMetrics = {
+    algo: o.algo,
+    steps: total,
+    skipped_steps: skipped,
+    loss_first: losses[0] ?? Number.NaN,
+    loss_last: losses.at(-1) ?? Number.NaN,
+    loss_mean: mean(losses),
+    grad_norm_mean: mean(norms),
+    tokens,
+    seconds,
+    tokens_per_s: tokens / seconds,
+    diverged: losses.length === 0,
+  };
+  const params = await state.parameters();
+  const weights = Object.fromEntries(
+    Object.entries(params).map(([k, t]) => [
+      k,
+      { dtype: 'float32' as const, dims: t.dims, data: t.data as Float32Array },
+    ]),
+  );
+  return { weights, metrics };
+}
+
+function shuffle(xs: number[], next: () => number): void {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+  }
+}
