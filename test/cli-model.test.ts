@@ -1,6 +1,6 @@
 /** The model CLI end to end on real files: init → sample → logprobs agree; bad input exits 2 naming it. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -283,5 +283,32 @@ describe('duel model / duel sample', () => {
       Math.LN2,
       5,
     );
+  });
+
+  it('a diverged round writes no checkpoint and says why', () => {
+    const r = duel(
+      'train',
+      'sft',
+      '--model',
+      model,
+      '--data',
+      'sft.jsonl',
+      '--out',
+      'boom',
+      '--optimizer',
+      'sgd',
+      '--lr',
+      '1e30',
+      '--grad-clip',
+      '0',
+      '--steps',
+      '4',
+      '--quiet',
+    );
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(
+      /training diverged \(\d of 4 steps had a non-finite loss or gradient\): no checkpoint written/,
+    );
+    expect(existsSync(join(dir, 'boom'))).toBe(false);
   });
 });

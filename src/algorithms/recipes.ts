@@ -18,6 +18,7 @@ import {
   ipoLoss,
   ipoSoftLoss,
   logRatioGap,
+  nashMdLoss,
   slicLoss,
   sppoLoss,
 } from './losses.js';
@@ -40,6 +41,10 @@ export interface SlotLogps {
   theta: Tensor;
   t?: Tensor;
   ref?: Tensor;
+  /** Per-token log-probs [rows, T] (0 off the completion), the completion mask, and π_ref's per token. */
+  tokTheta: Tensor;
+  mask: Tensor;
+  tokRef?: Tensor;
   scalar: (name: string) => Tensor;
 }
 
@@ -47,8 +52,11 @@ export interface Recipe<H = Record<string, unknown>> {
   name: string;
   /** Who samples the round's completions (for the orchestrator and the docs). */
   sampledFrom: 'pi_t' | 'pi_theta' | 'mixture' | 'dataset';
-  /** Frozen log-probs the loss needs, and whether records must carry a K×K `prefs`. */
-  needs: { t: boolean; ref: boolean; prefs?: boolean };
+  /**
+   * Frozen log-probs the loss needs (summed; `refTokens`: π_ref per token too), and whether
+   * records must carry a K×K `prefs`.
+   */
+  needs: { t: boolean; ref: boolean; refTokens?: boolean; prefs?: boolean };
   hparams: z.ZodType<H>;
   slots(hp: H): string[];
   /** One record → rows for each slot (the same count for every record of a round). */
@@ -206,6 +214,23 @@ function ipoRecipe(name: string, sampledFrom: Recipe['sampledFrom']): Recipe<Ipo
 }
 
 /**
+ * Nash-MD on the round's pair: completion 0 was sampled from π_θ (the round's policy), completion
+ * 1 from the geometric mixture (1−m)·z_θ + m·z_ref; p = prefs[0][1]. Policy-gradient form with a ½
+ * baseline and the sampled per-token KL term (losses.ts).
+ */
+const nashMd: Recipe<{ beta: number; mixture_coef: number }> = {
+  name: 'nash_md',
+  sampledFrom: 'mixture',
+  needs: { t: false, ref: false, refTokens: true },
+  hparams: z.strictObject({ beta, mixture_coef: z.number().min(0).max(1).default(0.5) }),
+  slots: () => ['y'],
+  rows: (r) => ({
+    y: [{ promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, scalars: { p: r.prefs[0]![1]! } }],
+  }),
+  loss: (s, hp) => nashMdLoss(s.y!.tokTheta, s.y!.tokRef!, s.y!.mask, s.y!.scalar('p'), hp.beta),
+};
+
+/**
  * SFT as a recipe: every completion of a record is a row; the loss is the mean token
  * cross-entropy over all completion tokens of the batch (−Σ logp / Σ length, written per row so
  * the trainer's mean over rows gives exactly that).
@@ -249,6 +274,7 @@ export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
     sft,
     sppo,
     inpo,
+    nashMd,
     ipoRecipe('online_ipo', 'pi_theta'),
     ipoRecipe('ipo_md', 'mixture'),
     onlineDpo,

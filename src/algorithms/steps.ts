@@ -1,7 +1,8 @@
 /**
  * The step loop every trainer shares: shuffled batches of record indices, epoch by epoch; a step
  * whose loss or gradient is not finite is skipped (the optimizer already left the weights alone)
- * and counted; the run is diverged when no step applied. Returns the metrics and final weights.
+ * and counted; the run is diverged when no step applied or the last one was skipped (the final
+ * weights do not give a finite loss). Returns the metrics and final weights.
  */
 import type { OptimizerSpec, TrainingState, WireTensor } from '../engine/index.js';
 import type { HostTensor } from '../models/llama/weights.js';
@@ -57,6 +58,7 @@ export async function runSteps(
   const losses: number[] = [];
   const norms: number[] = [];
   let [skipped, tokens] = [0, 0];
+  let lastSkipped = false;
   const start = performance.now();
   for (let step = 0; step < total; step++) {
     if (step % perEpoch === 0) shuffle(order, o.draw);
@@ -64,7 +66,8 @@ export async function runSteps(
     const batch = o.feeds(order.slice(at, at + o.batchSize));
     tokens += batch.tokens;
     const m = await state.step(batch.feeds);
-    if (!m.applied || !Number.isFinite(m.loss)) skipped++;
+    lastSkipped = !m.applied || !Number.isFinite(m.loss);
+    if (lastSkipped) skipped++;
     else {
       losses.push(m.loss);
       norms.push(m.gradNorm);
@@ -84,7 +87,8 @@ export async function runSteps(
     tokens,
     seconds,
     tokens_per_s: tokens / seconds,
-    diverged: losses.length === 0,
+    // The weights a round ends with must give a finite loss and gradient on its last batch.
+    diverged: losses.length === 0 || lastSkipped,
   };
   const params = await state.parameters();
   const weights = Object.fromEntries(

@@ -57,6 +57,8 @@ interface SlotData {
   rows: Row[][]; // per record
   t: number[][];
   ref: number[][];
+  /** π_ref's per-token log-probs of each row's completion (per record, per row). */
+  refTokens: number[][][];
 }
 
 async function frozenLogps(
@@ -67,9 +69,9 @@ async function frozenLogps(
 ) {
   const runner = await LogprobRunner.create(runtime, cfg, weights);
   try {
-    return (
-      await runner.logprobs(rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })))
-    ).map((x) => x.summed);
+    return await runner.logprobs(
+      rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
+    );
   } finally {
     await runner.release();
   }
@@ -96,16 +98,20 @@ function program(
         // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
         const [rows, len] = ['R', `T_${slot}`];
         const input = (n: string, dtype: 'int64' | 'float32') => g.input(`${slot}/${n}`, dtype, [rows, len]);
-        const { summed } = sequenceLogprobs(cfg, w, {
+        const mask = input('target_mask', 'float32');
+        const { summed, perToken } = sequenceLogprobs(cfg, w, {
           inputIds: input('input_ids', 'int64'),
           attentionMask: input('attention_mask', 'int64'),
           targets: input('targets', 'int64'),
-          targetMask: input('target_mask', 'float32'),
+          targetMask: mask,
         });
         const vec = (n: string) => g.input(`${slot}/${n}`, 'float32', [rows]);
         const named = new Map((scalars[slot] ?? []).map((n) => [n, vec(`scalar.${n}`)]));
         logps[slot] = {
           theta: summed,
+          tokTheta: perToken,
+          mask,
+          ...(recipe.needs.refTokens ? { tokRef: input('ref_tokens', 'float32') } : {}),
           ...(recipe.needs.t ? { t: vec('t') } : {}),
           ...(recipe.needs.ref ? { ref: vec('ref') } : {}),
           scalar: (n) => {
@@ -126,7 +132,7 @@ export async function trainRound(
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
   const { recipe, hp } = recipeFor(o.algo, o.hparams);
   checkRecords(o.records, o.config.vocabSize, recipe.needs.prefs ?? true);
-  if (recipe.needs.ref && !o.reference)
+  if ((recipe.needs.ref || recipe.needs.refTokens) && !o.reference)
     throw DuelError.invalidArgument([
       { field: 'ref', description: `${o.algo} needs a reference model (--ref)` },
     ]);
@@ -146,12 +152,18 @@ export async function trainRound(
         },
       ]);
     const flat = rows.flat();
-    const regroup = (xs: number[]) =>
-      rows.map((_, i) => xs.slice(i * rows[0]!.length, (i + 1) * rows[0]!.length));
+    const m = rows[0]!.length;
+    const regroup = <X>(xs: X[]) => rows.map((_, i) => xs.slice(i * m, (i + 1) * m));
+    const t = recipe.needs.t ? await frozenLogps(runtime, o.config, o.weights, flat) : [];
+    const ref =
+      recipe.needs.ref || recipe.needs.refTokens
+        ? await frozenLogps(runtime, o.config, o.reference!, flat)
+        : [];
     data[slot] = {
       rows,
-      t: recipe.needs.t ? regroup(await frozenLogps(runtime, o.config, o.weights, flat)) : [],
-      ref: recipe.needs.ref ? regroup(await frozenLogps(runtime, o.config, o.reference!, flat)) : [],
+      t: regroup(t.map((x) => x.summed)),
+      ref: regroup(ref.map((x) => x.summed)),
+      refTokens: regroup(ref.map((x) => x.perToken)),
     };
   }
   const scalars = Object.fromEntries(slots.map((s) => [s, Object.keys(data[s]!.rows[0]![0]!.scalars)]));
@@ -193,6 +205,15 @@ export async function trainRound(
           feeds[`${slot}/attention_mask`] = { dtype: 'int64', dims, data: b.attentionMask };
           feeds[`${slot}/targets`] = { dtype: 'int64', dims, data: b.targets };
           feeds[`${slot}/target_mask`] = { dtype: 'float32', dims, data: b.targetMask };
+          if (recipe.needs.refTokens) {
+            // Completion token k of a row is predicted at position promptLength − 1 + k.
+            const grid = new Float32Array(b.batch * b.length);
+            const perRow = batch.flatMap((i) => d.refTokens[i]!);
+            rows.forEach((r, n) => {
+              grid.set(perRow[n]!, n * b.length + r.promptIds.length - 1);
+            });
+            feeds[`${slot}/ref_tokens`] = { dtype: 'float32', dims, data: grid };
+          }
           if (recipe.needs.t) feeds[`${slot}/t`] = vec(batch.flatMap((i) => d.t[i]!));
           if (recipe.needs.ref) feeds[`${slot}/ref`] = vec(batch.flatMap((i) => d.ref[i]!));
           for (const n of scalars[slot]!) feeds[`${slot}/scalar.${n}`] = vec(rows.map((r) => r.scalars[n]!));
