@@ -21,6 +21,7 @@ const lines = (out: string) =>
 
 describe('duel model / duel sample', () => {
   const model = join(dir, 'm');
+  const sft = (...args: string[]) => duel('train', 'sft', '--model', model, '--data', 'sft.jsonl', ...args);
 
   it('init writes a loadable model directory with its tokenizer', () => {
     const tok = wordLevelTokenizer(['a', 'b', 'c', 'd', 'e', 'f']);
@@ -171,13 +172,7 @@ describe('duel model / duel sample', () => {
       join(dir, 'sft.jsonl'),
       '{"prompt_ids":[4,5],"completion_ids":[6,7]}\n{"prompt_ids":[8],"completion_ids":[[4,4]]}\n',
     );
-    const r = duel(
-      'train',
-      'sft',
-      '--model',
-      model,
-      '--data',
-      'sft.jsonl',
+    const r = sft(
       '--out',
       'sft-out',
       '--steps',
@@ -286,13 +281,7 @@ describe('duel model / duel sample', () => {
   });
 
   it('a diverged round writes no checkpoint and says why', () => {
-    const r = duel(
-      'train',
-      'sft',
-      '--model',
-      model,
-      '--data',
-      'sft.jsonl',
+    const r = sft(
       '--out',
       'boom',
       '--optimizer',
