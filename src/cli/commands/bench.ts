@@ -112,4 +112,31 @@ export function registerBench(program: Command): void {
         );
       },
     );
+
+  bench
+    .command('train')
+    .description(
+      'training tokens/s of every round recipe, end to end and in the step loop, and the cost per token relative to SFT',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--steps <n>', 'steps per recipe', positiveInt('--steps'), 4)
+    .action(async (o: { json?: boolean; steps: number }) => {
+      const { runTrainBench } = await import('../../../bench/train.js');
+      const r = await runTrainBench({
+        steps: o.steps,
+        records: 32,
+        k: 4,
+        length: 16,
+        log: (l) => process.stderr.write(`${l}\n`),
+      });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      process.stdout.write('model    algo         tokens/s   loop tokens/s   cost vs SFT\n');
+      for (const row of r.rows)
+        process.stdout.write(
+          `${row.model.padEnd(8)} ${row.algo.padEnd(12)} ${row.tokens_per_s.toFixed(0).padStart(8)} ${row.loop_tokens_per_s.toFixed(0).padStart(15)} ${row.cost_vs_sft.toFixed(2).padStart(12)}×\n`,
+        );
+    });
 }
