@@ -4,7 +4,7 @@
  * cost per token relative to SFT on the same records.
  */
 import { cpus } from 'node:os';
-import { RECIPES } from '../src/algorithms/recipes.js';
+import { RECIPES } from '../src/algorithms/recipes/index.js';
 import { trainRound } from '../src/algorithms/train-round.js';
 import { Runtime } from '../src/engine/index.js';
 import { rng } from '../src/models/common/rng.js';

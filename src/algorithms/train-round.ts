@@ -13,7 +13,7 @@ import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
 import { DuelError } from '../platform/errors.js';
-import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes.js';
+import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes/index.js';
 import { type LoopSettings, type RoundMetrics, runSteps } from './steps.js';
 
 export type { RoundMetrics } from './steps.js';

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { winnerLoser, winRates } from '../../src/algorithms/estimators.js';
-import { recipeFor } from '../../src/algorithms/recipes.js';
+import { recipeFor } from '../../src/algorithms/recipes/index.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';

@@ -7,7 +7,7 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { pairRecord, parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes.js';
+import { pairRecord, parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
 import type { RoundMetrics } from '../../algorithms/steps.js';
 import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
