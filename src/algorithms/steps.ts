@@ -19,6 +19,8 @@ export interface RoundMetrics {
   seconds: number;
   tokens_per_s: number;
   diverged: boolean;
+  /** Times the recipe redrew its own samples from the current weights (SPO). */
+  resamples?: number;
 }
 
 /** What every trainer is told about optimisation and batching. */
@@ -45,6 +47,8 @@ export interface StepLoop {
   draw: () => number;
   /** The feeds of one batch of record indices, and the tokens it holds. */
   feeds(batch: number[]): { feeds: Record<string, WireTensor>; tokens: number };
+  /** Runs before step `step` (0-based) with the state as it is then (e.g. SPO's resampling). */
+  beforeStep?: (step: number) => Promise<void>;
   onStep?: (step: number, total: number, loss: number, tokens: number) => void;
 }
 
@@ -63,6 +67,7 @@ export async function runSteps(
   for (let step = 0; step < total; step++) {
     if (step % perEpoch === 0) shuffle(order, o.draw);
     const at = (step % perEpoch) * o.batchSize;
+    await o.beforeStep?.(step);
     const batch = o.feeds(order.slice(at, at + o.batchSize));
     tokens += batch.tokens;
     const m = await state.step(batch.feeds);

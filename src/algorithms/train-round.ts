@@ -8,9 +8,11 @@
 import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
 import { completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
+import { generate } from '../models/generate.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
+import { DecoderRunner } from '../models/llama/runner.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
 import { DuelError } from '../platform/errors.js';
 import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes/index.js';
@@ -181,13 +183,15 @@ export async function trainRound(
     data: Float32Array.from(xs),
   });
   try {
-    return await runSteps(state, {
+    const resample = selfSampler(runtime, o, recipe, hp, data, state);
+    const result = await runSteps(state, {
       algo: o.algo,
       records: o.records.length,
       batchSize: o.batchSize,
       ...(o.steps !== undefined ? { steps: o.steps } : {}),
       ...(o.epochs !== undefined ? { epochs: o.epochs } : {}),
       draw,
+      ...(resample ? { beforeStep: resample.beforeStep } : {}),
       ...(o.onStep ? { onStep: o.onStep } : {}),
       feeds(batch) {
         const feeds: Record<string, WireTensor> = {};
@@ -222,7 +226,65 @@ export async function trainRound(
         return { feeds, tokens };
       },
     });
+    if (resample) result.metrics.resamples = resample.count();
+    return result;
   } finally {
     await state.dispose();
   }
+}
+
+/**
+ * SPO's intermittent sampling: every `every` steps, draw one completion per record from the
+ * current weights (a decoding session over the training state's parameters), and score it under
+ * π_ref for the slot's frozen term.
+ */
+function selfSampler(
+  runtime: Runtime,
+  o: TrainRoundOptions,
+  recipe: Recipe<never>,
+  hp: never,
+  data: Record<string, SlotData>,
+  state: TrainingState,
+) {
+  const spec = recipe.selfSamples?.(hp);
+  if (!spec) return undefined;
+  let count = 0;
+  return {
+    count: () => count,
+    async beforeStep(step: number) {
+      if (step === 0 || step % spec.every !== 0) return;
+      const params = (await state.parameters()) as Record<string, HostTensor>;
+      const policy = await DecoderRunner.create(runtime, o.config, params);
+      const longest = Math.max(...o.records.map((r) => r.prompt_ids.length));
+      try {
+        const gens = await generate(
+          policy,
+          o.records.map((r) => r.prompt_ids),
+          {
+            n: 1,
+            temperature: 1,
+            topK: 0,
+            topP: 1,
+            maxNewTokens: Math.max(1, Math.min(spec.maxNewTokens, o.config.maxPositions - longest)),
+            seed: o.seed + step,
+            eosIds: o.config.eosTokenIds,
+            padId: o.config.padTokenId ?? 0,
+          },
+        );
+        const rows = gens.map((g) => [
+          { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, scalars: {} },
+        ]);
+        const ref = await frozenLogps(runtime, o.config, o.reference!, rows.flat());
+        data[spec.slot] = {
+          rows,
+          t: [],
+          ref: ref.map((x) => [x.summed]),
+          refTokens: ref.map((x) => [x.perToken]),
+        };
+        count++;
+      } finally {
+        await policy.release();
+      }
+    },
+  };
 }

@@ -93,6 +93,14 @@ function formula(
         return Math.log1p(Math.exp(-0.5 * gapOf()));
       case 'online_ipo':
         return (gapOf() - 1 / (2 * 0.25)) ** 2;
+      case 'spo': {
+        // softplus(−α·[θ(y_w) − θ(y_l)]) + λ·sg(θ − ref)(y)·θ(y) on y = completion 0, sg held at t.
+        const y = r.completion_ids[0]!;
+        const pref = Math.log1p(Math.exp(-1.5 * (lp(w, winner) - lp(w, loser))));
+        return (
+          pref + 0.3 * (logp(t, r.prompt_ids, y) - logp(ref, r.prompt_ids, y)) * logp(w, r.prompt_ids, y)
+        );
+      }
       case 'nash_md': {
         // The surrogate's gradient is Σ_tok [β·(θ_tok − ref_tok) − (p − ½)]·∇θ_tok with the
         // KL weight held at the step's start (sg), so that weight comes from t (= θ at the start).
@@ -118,6 +126,7 @@ const HPARAMS: Record<string, Record<string, unknown>> = {
   online_dpo: { beta: 0.5 },
   online_ipo: { tau: 0.25 },
   nash_md: { beta: 0.1 },
+  spo: { alpha: 1.5, kl_coef: 0.3 },
 };
 
 describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => {
@@ -141,8 +150,9 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
     });
     expect(metrics.steps).toBe(1);
     expect(metrics.skipped_steps).toBe(0);
-    // (nash_md's loss value is a surrogate; only its gradient is the formula's)
-    if (algo !== 'nash_md') expect(metrics.loss_first).toBeCloseTo(formula(algo, w0, w0, ref), 3);
+    // (nash_md's and spo's loss values are surrogates; only their gradients are the formula's)
+    if (algo !== 'nash_md' && algo !== 'spo')
+      expect(metrics.loss_first).toBeCloseTo(formula(algo, w0, w0, ref), 3);
     // Central differences of the written-out formula at a spread of entries.
     const probes: [string, number][] = [
       ['model.embed_tokens.weight', 17],
@@ -164,6 +174,26 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
       largest = Math.max(largest, Math.abs(numeric));
     }
     expect(largest).toBeGreaterThan(0.05); // a step that does nothing cannot pass
+  });
+});
+
+describe('SPO', () => {
+  it('redraws its KL samples from the current weights every resample_every steps', async () => {
+    const { metrics } = await trainRound(runtime, {
+      algo: 'spo',
+      hparams: { resample_every: 2, sample_max_new_tokens: 3 },
+      config: cfg,
+      weights: f32(weights(cfg, 2, 'float64', 5)),
+      reference: f32(weights(cfg, 3, 'float64', 5)),
+      records: RECORDS,
+      optimizer: { kind: 'adamw' },
+      lr: 1e-3,
+      steps: 5,
+      batchSize: 1,
+      gradClip: 1,
+      seed: 0,
+    });
+    expect(metrics).toMatchObject({ steps: 5, skipped_steps: 0, resamples: 2, diverged: false });
   });
 });
 

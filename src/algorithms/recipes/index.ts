@@ -6,6 +6,7 @@ import { ipoRecipe } from './ipo.js';
 import { nashMd } from './nash-md.js';
 import { offline, type Recipe } from './recipe.js';
 import { sft } from './sft.js';
+import { spo } from './spo.js';
 import { sppo } from './sppo.js';
 
 export { pairRecord, type Recipe, type RoundRecord, type Row, type SlotLogps } from './recipe.js';
@@ -16,6 +17,7 @@ export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
     sppo,
     inpo,
     nashMd,
+    spo,
     ipoRecipe('online_ipo', 'pi_theta'),
     ipoRecipe('ipo_md', 'mixture'),
     onlineDpo,

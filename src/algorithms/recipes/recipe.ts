@@ -46,6 +46,11 @@ export interface Recipe<H = Record<string, unknown>> {
    * records must carry a K×K `prefs`.
    */
   needs: { t: boolean; ref: boolean; refTokens?: boolean; prefs?: boolean };
+  /**
+   * Fresh samples from the current π_θ for slot `slot`, one per record, every `every` steps
+   * (SPO's intermittent sampling); the slot starts from the rows `rows` gives.
+   */
+  selfSamples?: (hp: H) => { slot: string; every: number; maxNewTokens: number };
   hparams: z.ZodType<H>;
   slots(hp: H): string[];
   /** One record → rows for each slot (the same count for every record of a round). */
