@@ -4,7 +4,7 @@
  * and counted; the run is diverged when no step applied or the last one was skipped (the final
  * weights do not give a finite loss). Returns the metrics and final weights.
  */
-import type { OptimizerSpec, TrainingState, WireTensor } from '../engine/index.js';
+import type { OptimizerSpec, ScheduleSpec, TrainingState, WireTensor } from '../engine/index.js';
 import type { HostTensor } from '../models/llama/weights.js';
 
 export interface RoundMetrics {
@@ -21,6 +21,15 @@ export interface RoundMetrics {
   diverged: boolean;
   /** Times the recipe redrew its own samples from the current weights (SPO). */
   resamples?: number;
+  /** After the round (train-round.ts): mean ℓ = logp_θ − logp_t over the round's completions. */
+  mean_ell?: number;
+  /** Mean Δ over winner/loser pairs (with a reference model and prefs). */
+  mean_delta?: number;
+  /** KL(π_θ‖π_ref) on one fresh sample per prompt (mean of logp_θ − logp_ref). */
+  kl_to_ref?: number;
+  /** Mean next-token entropy and length of those fresh samples. */
+  entropy?: number;
+  completion_length?: number;
 }
 
 /** What every trainer is told about optimisation and batching. */
@@ -33,6 +42,9 @@ export interface LoopSettings {
   batchSize: number;
   /** Global-norm clipping; 0 disables. */
   gradClip: number;
+  /** Learning-rate shape over the run: linear warmup, then constant, linear or cosine decay. @default constant */
+  schedule?: 'constant' | 'linear' | 'cosine';
+  warmupSteps?: number;
   seed: number;
   onStep?: (step: number, total: number, loss: number, tokens: number) => void;
 }
@@ -103,6 +115,20 @@ export async function runSteps(
     ]),
   );
   return { weights, metrics };
+}
+
+/** The step count a run will take, and its learning-rate schedule. */
+export function plan(o: LoopSettings, records: number): { steps: number; schedule: ScheduleSpec } {
+  const steps = o.steps ?? Math.ceil(records / o.batchSize) * (o.epochs ?? 1);
+  return {
+    steps,
+    schedule: {
+      kind: o.schedule ?? 'constant',
+      peakLr: o.lr,
+      warmupSteps: o.warmupSteps ?? 0,
+      totalSteps: steps,
+    },
+  };
 }
 
 function shuffle(xs: number[], next: () => number): void {

@@ -9,7 +9,7 @@ import { judgeLogits, judgeParams, pairBatch } from '../models/judge/model.js';
 import type { HostTensor } from '../models/llama/weights.js';
 import { DuelError } from '../platform/errors.js';
 import { judgeLoss } from './losses.js';
-import { type LoopSettings, type RoundMetrics, runSteps } from './steps.js';
+import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
 export interface LabelledPair {
   prompt: number[];
@@ -55,7 +55,7 @@ export async function trainJudge(
     runtime,
     program,
     { optimizer: o.optimizer, gradClip: o.gradClip },
-    { kind: 'constant', peakLr: o.lr, warmupSteps: 0, totalSteps: 1 },
+    plan(o, o.pairs.length).schedule,
     o.weights,
   );
   try {

@@ -15,8 +15,9 @@ import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
 import { DuelError } from '../platform/errors.js';
+import { winnerLoser, winRates } from './estimators.js';
 import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes/index.js';
-import { type LoopSettings, type RoundMetrics, runSteps } from './steps.js';
+import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
 export type { RoundMetrics } from './steps.js';
 
@@ -174,7 +175,7 @@ export async function trainRound(
     runtime,
     program(o.config, recipe, hp, slots, scalars),
     { optimizer: o.optimizer, gradClip: o.gradClip },
-    { kind: 'constant', peakLr: o.lr, warmupSteps: 0, totalSteps: 1 },
+    plan(o, o.records.length).schedule,
     o.weights,
   );
   const vec = (xs: number[]): WireTensor => ({
@@ -227,6 +228,7 @@ export async function trainRound(
       },
     });
     if (resample) result.metrics.resamples = resample.count();
+    if (!result.metrics.diverged) Object.assign(result.metrics, await roundStats(runtime, o, result.weights));
     return result;
   } finally {
     await state.dispose();
@@ -254,37 +256,99 @@ function selfSampler(
     async beforeStep(step: number) {
       if (step === 0 || step % spec.every !== 0) return;
       const params = (await state.parameters()) as Record<string, HostTensor>;
-      const policy = await DecoderRunner.create(runtime, o.config, params);
-      const longest = Math.max(...o.records.map((r) => r.prompt_ids.length));
-      try {
-        const gens = await generate(
-          policy,
-          o.records.map((r) => r.prompt_ids),
-          {
-            n: 1,
-            temperature: 1,
-            topK: 0,
-            topP: 1,
-            maxNewTokens: Math.max(1, Math.min(spec.maxNewTokens, o.config.maxPositions - longest)),
-            seed: o.seed + step,
-            eosIds: o.config.eosTokenIds,
-            padId: o.config.padTokenId ?? 0,
-          },
-        );
-        const rows = gens.map((g) => [
-          { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, scalars: {} },
-        ]);
-        const ref = await frozenLogps(runtime, o.config, o.reference!, rows.flat());
-        data[spec.slot] = {
-          rows,
-          t: [],
-          ref: ref.map((x) => [x.summed]),
-          refTokens: ref.map((x) => [x.perToken]),
-        };
-        count++;
-      } finally {
-        await policy.release();
-      }
+      const gens = await sampleOnce(runtime, o, params, spec.maxNewTokens, o.seed + step);
+      const rows = gens.map((g) => [
+        { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, scalars: {} },
+      ]);
+      const ref = await frozenLogps(runtime, o.config, o.reference!, rows.flat());
+      data[spec.slot] = {
+        rows,
+        t: [],
+        ref: ref.map((x) => [x.summed]),
+        refTokens: ref.map((x) => [x.perToken]),
+      };
+      count++;
     },
   };
+}
+
+/**
+ * The per-round figures of ALGORITHMS.md that need the trained weights: mean ℓ = logp_θ − logp_t
+ * over the round's completions, mean Δ over winner/loser pairs (with a reference), and on one fresh
+ * sample per prompt from π_θ: KL(π_θ‖π_ref) (mean of logp_θ − logp_ref), token entropy and length.
+ */
+async function roundStats(runtime: Runtime, o: TrainRoundOptions, trained: Record<string, HostTensor>) {
+  const all = o.records.flatMap((r) =>
+    r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c, scalars: {} })),
+  );
+  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+  const theta = (await frozenLogps(runtime, o.config, trained, all)).map((x) => x.summed);
+  const start = (await frozenLogps(runtime, o.config, o.weights, all)).map((x) => x.summed);
+  const stats: Partial<RoundMetrics> = { mean_ell: mean(theta.map((x, i) => x - start[i]!)) };
+
+  const gens = await sampleOnce(
+    runtime,
+    o,
+    trained,
+    Math.max(...all.map((r) => r.completionIds.length)),
+    o.seed,
+  );
+  stats.entropy = mean(gens.flatMap((g) => g.entropies));
+  stats.completion_length = mean(gens.map((g) => g.tokens.length));
+  if (o.reference) {
+    const ref = await frozenLogps(
+      runtime,
+      o.config,
+      o.reference,
+      gens.map((g) => ({
+        promptIds: o.records[g.prompt]!.prompt_ids,
+        completionIds: g.tokens,
+        scalars: {},
+      })),
+    );
+    stats.kl_to_ref = mean(gens.map((g, i) => g.logprobs.reduce((a, b) => a + b, 0) - ref[i]!.summed));
+    if (o.records.every((r) => r.prefs.length === r.completion_ids.length && r.prefs.length >= 2)) {
+      const refAll = (await frozenLogps(runtime, o.config, o.reference, all)).map((x) => x.summed);
+      let at = 0;
+      const gaps = o.records.map((r) => {
+        const base = at;
+        at += r.completion_ids.length;
+        const { winner, loser } = winnerLoser(winRates(r.prefs));
+        const ratio = (i: number) => theta[base + i]! - refAll[base + i]!;
+        return ratio(winner) - ratio(loser);
+      });
+      stats.mean_delta = mean(gaps);
+    }
+  }
+  return stats;
+}
+
+/** One completion per record's prompt from `weights` at temperature 1, within the position limit. */
+async function sampleOnce(
+  runtime: Runtime,
+  o: TrainRoundOptions,
+  weights: Record<string, HostTensor>,
+  maxNewTokens: number,
+  seed: number,
+) {
+  const policy = await DecoderRunner.create(runtime, o.config, weights);
+  const room = o.config.maxPositions - Math.max(...o.records.map((r) => r.prompt_ids.length));
+  try {
+    return await generate(
+      policy,
+      o.records.map((r) => r.prompt_ids),
+      {
+        n: 1,
+        temperature: 1,
+        topK: 0,
+        topP: 1,
+        maxNewTokens: Math.max(1, Math.min(room, maxNewTokens)),
+        seed,
+        eosIds: o.config.eosTokenIds,
+        padId: o.config.padTokenId ?? 0,
+      },
+    );
+  } finally {
+    await policy.release();
+  }
 }

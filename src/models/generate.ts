@@ -8,7 +8,7 @@
 import { DuelError } from '../platform/errors.js';
 import { rng } from './common/rng.js';
 import type { DecoderRunner, KvCache } from './llama/runner.js';
-import { drawToken, logSoftmaxAt, type SamplingOptions, streamSeed } from './sampling.js';
+import { drawToken, entropyOf, logSoftmaxAt, type SamplingOptions, streamSeed } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Samples per prompt. */
@@ -31,6 +31,8 @@ export interface Generation {
   tokens: number[];
   /** log π_policy(token | prefix) at temperature 1, one per token. */
   logprobs: number[];
+  /** The policy's next-token entropy (temperature 1) at each drawn position. */
+  entropies: number[];
   finish: 'eos' | 'length';
 }
 
@@ -103,6 +105,7 @@ export async function generate(
     sample: row.sample,
     tokens: [],
     logprobs: [],
+    entropies: [],
     finish: 'length',
   }));
   const done = new Array<boolean>(r).fill(false);
@@ -139,6 +142,7 @@ export async function generate(
         const token = drawn.tokens[i]!;
         out[i]!.tokens.push(token);
         out[i]!.logprobs.push(drawn.logprobs[i]!);
+        out[i]!.entropies.push(drawn.entropies[i]!);
         if (o.eosIds.includes(token)) {
           done[i] = true;
           out[i]!.finish = 'eos';
@@ -168,14 +172,16 @@ async function drawInJs(
   streams: (() => number)[],
   o: GenerateOptions,
   v: number,
-): Promise<{ tokens: number[]; logprobs: number[] }> {
+): Promise<{ tokens: number[]; logprobs: number[]; entropies: number[] }> {
   const [zp, zr] = await Promise.all(caches.map((c) => c.step(ids, mask, positions)));
   const tokens: number[] = [];
   const logprobs: number[] = [];
+  const entropies: number[] = [];
   for (let i = 0; i < done.length; i++) {
     if (done[i]) {
       tokens.push(-1);
       logprobs.push(0);
+      entropies.push(0);
       continue;
     }
     const policyRow = zp!.subarray(i * v, (i + 1) * v);
@@ -188,6 +194,7 @@ async function drawInJs(
     const token = drawToken(drawFrom, o, streams[i]!());
     tokens.push(token);
     logprobs.push(logSoftmaxAt(policyRow, token));
+    entropies.push(entropyOf(policyRow));
   }
-  return { tokens, logprobs };
+  return { tokens, logprobs, entropies };
 }

@@ -98,6 +98,20 @@ export function argmax(xs: ArrayLike<number>): number {
   return best;
 }
 
+/** −Σ p log p of softmax(logits), computed stably. */
+export function entropyOf(logits: ArrayLike<number>): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]!);
+  let z = 0;
+  let s = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const e = Math.exp(logits[i]! - max);
+    z += e;
+    s += e * (logits[i]! - max);
+  }
+  return Math.log(z) - s / z;
+}
+
 /** log softmax(logits)[id], computed stably. */
 export function logSoftmaxAt(logits: ArrayLike<number>, id: number): number {
   let max = Number.NEGATIVE_INFINITY;

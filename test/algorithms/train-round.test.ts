@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { winnerLoser, winRates } from '../../src/algorithms/estimators.js';
 import { recipeFor } from '../../src/algorithms/recipes/index.js';
+import { plan } from '../../src/algorithms/steps.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
@@ -174,6 +175,28 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
       largest = Math.max(largest, Math.abs(numeric));
     }
     expect(largest).toBeGreaterThan(0.05); // a step that does nothing cannot pass
+
+    // The round's figures, against the same independent forward at the trained weights.
+    const w1f = Object.fromEntries(
+      Object.entries(w1).map(([k, t]) => [
+        k,
+        { ...t, dtype: 'float64' as const, data: Float64Array.from(t.data) },
+      ]),
+    );
+    const pairs = RECORDS.flatMap((r) => r.completion_ids.map((c) => [r.prompt_ids, c] as const));
+    const ell = pairs.map(([p, c]) => logp(w1f, p, c) - logp(w0, p, c));
+    expect(metrics.mean_ell).toBeCloseTo(ell.reduce((a, b) => a + b, 0) / ell.length, 3);
+    const deltas = RECORDS.map((r) => {
+      const { winner, loser } = winnerLoser(winRates(r.prefs));
+      const ratio = (i: number) =>
+        logp(w1f, r.prompt_ids, r.completion_ids[i]!) - logp(ref, r.prompt_ids, r.completion_ids[i]!);
+      return ratio(winner) - ratio(loser);
+    });
+    expect(metrics.mean_delta).toBeCloseTo((deltas[0]! + deltas[1]!) / 2, 3);
+    expect(metrics.entropy).toBeGreaterThan(0);
+    expect(metrics.entropy).toBeLessThan(Math.log(cfg.vocabSize));
+    expect(metrics.completion_length).toBeGreaterThan(0);
+    expect(Number.isFinite(metrics.kl_to_ref)).toBe(true);
   });
 });
 
@@ -194,6 +217,17 @@ describe('SPO', () => {
       seed: 0,
     });
     expect(metrics).toMatchObject({ steps: 5, skipped_steps: 0, resamples: 2, diverged: false });
+  });
+});
+
+describe('the step plan', () => {
+  it('counts epochs of batches unless steps are given, and shapes the learning rate over them', () => {
+    const base = { optimizer: { kind: 'sgd' as const }, lr: 0.5, batchSize: 4, gradClip: 0, seed: 0 };
+    expect(plan({ ...base, epochs: 3 }, 10).steps).toBe(9);
+    expect(plan({ ...base, steps: 7, schedule: 'cosine', warmupSteps: 2 }, 10)).toEqual({
+      steps: 7,
+      schedule: { kind: 'cosine', peakLr: 0.5, warmupSteps: 2, totalSteps: 7 },
+    });
   });
 });
 

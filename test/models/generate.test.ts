@@ -108,6 +108,11 @@ describe('decoding with a KV cache', () => {
     const z0 = referenceLogits(cfg, w64, prompt).at(-1)!;
     const lse = Math.log(z0.reduce((s, x) => s + Math.exp(x), 0));
     expect(a!.logprobs[0]).toBeCloseTo(z0[a!.tokens[0]!]! - lse, 4);
+    // and the entropy of the policy's next-token distribution, in the graph and in JavaScript
+    const entropy = -z0.reduce((acc, x) => acc + Math.exp(x - lse) * (x - lse), 0);
+    expect(a!.entropies[0]).toBeCloseTo(entropy, 4);
+    const [viaJs] = await generate(policy, [prompt], { ...base, topK: 3 });
+    expect(viaJs!.entropies[0]).toBeCloseTo(entropy, 4);
   });
 
   it('stops a row at EOS and keeps decoding the others', async () => {

@@ -51,6 +51,8 @@ interface TrainFlags {
   weightDecay: number;
   momentum: number;
   seed: number;
+  schedule: string;
+  warmupSteps: number;
   set: string[];
   quiet?: boolean;
 }
@@ -118,6 +120,17 @@ function withTrainingFlags(cmd: Command, model = true): Command {
       numberFlag('--seed', (n) => Number.isInteger(n) && n >= 0, 'must be an integer >= 0'),
       0,
     )
+    .option(
+      '--schedule <kind>',
+      'learning-rate shape: constant | linear | cosine (decaying to 0 over the run)',
+      'constant',
+    )
+    .option(
+      '--warmup-steps <n>',
+      'linear warmup steps',
+      numberFlag('--warmup-steps', (n) => Number.isInteger(n) && n >= 0, 'must be an integer >= 0'),
+      0,
+    )
     .option('--set <key=value...>', 'algorithm hyper-parameters (e.g. eta=1000)', [])
     .option('--quiet', 'no progress lines');
 }
@@ -126,9 +139,15 @@ function withTrainingFlags(cmd: Command, model = true): Command {
 function loopOptions(f: Omit<TrainFlags, 'model'>, records: number, label: string) {
   const steps = f.steps ?? Math.ceil(records / f.batchSize) * f.epochs;
   const p = progress(label, steps, f.quiet);
+  if (!['constant', 'linear', 'cosine'].includes(f.schedule))
+    throw DuelError.invalidArgument([
+      { field: '--schedule', description: `must be constant, linear or cosine, got '${f.schedule}'` },
+    ]);
   return {
     optimizer: optimizerOf(f),
     lr: f.lr,
+    schedule: f.schedule as 'constant' | 'linear' | 'cosine',
+    warmupSteps: f.warmupSteps,
     steps,
     batchSize: f.batchSize,
     gradClip: f.gradClip,

@@ -24,7 +24,8 @@ export interface DecoderGraphOptions {
   /**
    * Next-token draws inside the graph (with lastOnly): inputs `uniform` [B] and
    * `inv_temperature` []; outputs `next_token`/`next_logprob` (inverse CDF of softmax(z/T)) and
-   * `greedy_token`/`greedy_logprob`, so a decoding step returns B tokens instead of B×V logits.
+   * `greedy_token`/`greedy_logprob`, and `entropy` (the policy's, at temperature 1), so a decoding
+   * step returns B tokens instead of B×V logits.
    */
   sampling?: boolean;
 }
@@ -82,7 +83,15 @@ function drawNext(logits: Tensor): Record<string, Tensor> {
   const next = T.minimum(below, v - 1);
   const greedy = T.argmax(z, -1);
   const at = (token: Tensor) => T.takeLast(logp, token);
-  return { next_token: next, next_logprob: at(next), greedy_token: greedy, greedy_logprob: at(greedy) };
+  // The policy's next-token entropy at temperature 1 (a per-round metric).
+  const entropy = T.neg(T.reduceSum(T.mul(T.exp(logp), logp), -1));
+  return {
+    next_token: next,
+    next_logprob: at(next),
+    greedy_token: greedy,
+    greedy_logprob: at(greedy),
+    entropy,
+  };
 }
 
 /** The ONNX model transformers.js loads as `onnx/model.onnx` (weights inside). */

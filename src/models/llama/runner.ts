@@ -95,7 +95,7 @@ export class DecoderRunner {
     positions: number[][],
     uniforms: number[],
     temperature: number,
-  ): Promise<{ tokens: number[]; logprobs: number[] }> {
+  ): Promise<{ tokens: number[]; logprobs: number[]; entropies: number[] }> {
     const [token, logprob] =
       temperature === 0 ? ['greedy_token', 'greedy_logprob'] : ['next_token', 'next_logprob'];
     const out = await this.session.run(
@@ -110,12 +110,13 @@ export class DecoderRunner {
           data: Float32Array.of(temperature === 0 ? 1 : 1 / temperature),
         },
       },
-      [token, logprob],
+      [token, logprob, 'entropy'],
       this.binding(cache),
     );
     return {
       tokens: Array.from(out[token]!.data as BigInt64Array, Number),
       logprobs: Array.from(out[logprob]!.data as Float32Array),
+      entropies: Array.from(out.entropy!.data as Float32Array),
     };
   }
 
