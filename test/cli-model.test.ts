@@ -300,4 +300,34 @@ describe('duel model / duel sample', () => {
     );
     expect(existsSync(join(dir, 'boom'))).toBe(false);
   });
+
+  it("train reads text records through the model directory's tokenizer, and says when it cannot", () => {
+    writeFileSync(
+      join(dir, 'text.jsonl'),
+      '{"prompt":"a b","completion":"c d"}\n{"prompt":"e","completions":["f","a c"]}\n',
+    );
+    const ok = duel(
+      'train',
+      'sft',
+      '--model',
+      model,
+      '--data',
+      'text.jsonl',
+      '--out',
+      'text-out',
+      '--steps',
+      '2',
+      '--quiet',
+    );
+    expect(ok.stderr).toContain('wrote text-out');
+    expect(JSON.parse(readFileSync(join(dir, 'text-out', 'metrics.json'), 'utf8')).tokens).toBe(
+      2 * (4 + 2 + 3),
+    );
+    writeFileSync(join(dir, 'text-pairs.jsonl'), '{"prompt":"a","chosen":"b","rejected":"c"}\n');
+    const noTok = duel('train', 'judge', '--judge', 'j', '--data', 'text-pairs.jsonl', '--out', 'j3');
+    expect(noTok.status).toBe(2);
+    expect(noTok.stderr).toMatch(
+      /text-pairs\.jsonl: record 1: prompt: is text, and .* has no tokenizer\.json/,
+    );
+  });
 });

@@ -6,8 +6,7 @@
 
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { z } from 'zod';
-import { pairRecord, parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
+import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
 import type { RoundMetrics } from '../../algorithms/steps.js';
 import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
@@ -18,24 +17,8 @@ import { saveJudgeDir } from '../../models/judge/runner.js';
 import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../models/model-dir.js';
 import { DuelError } from '../../platform/errors.js';
 import { numberFlag } from '../flags.js';
-import { readJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
-
-const ids = z.array(z.number().int().nonnegative());
-const RoundLine = z.union([
-  z.looseObject({
-    prompt_ids: ids.min(1),
-    completion_ids: z.array(ids).min(1),
-    prefs: z.array(z.array(z.number())).optional(),
-  }),
-  // A fixed preference pair (offline dpo, ipo, slic, discopop).
-  z.looseObject({ prompt_ids: ids.min(1), chosen_ids: ids.min(1), rejected_ids: ids.min(1) }),
-]);
-const PairLine = z.looseObject({ prompt_ids: ids.min(1), chosen_ids: ids.min(1), rejected_ids: ids.min(1) });
-const SftLine = z.looseObject({
-  prompt_ids: ids.min(1),
-  completion_ids: z.union([ids.min(1), z.array(ids.min(1)).min(1)]),
-});
+import { readRecords } from '../records.js';
 
 interface TrainFlags {
   model: string;
@@ -209,15 +192,7 @@ export function registerTrain(program: Command): void {
       .requiredOption('--algo <name>', 'the algorithm')
       .option('--ref <dir>', 'π_ref (algorithms with a reference term need it)'),
   ).action(async (f: TrainFlags & { algo: string }) => {
-    const records = readJsonl(f.data, RoundLine).map((line): RoundRecord => {
-      if ('chosen_ids' in line) {
-        const pair = line as { prompt_ids: number[]; chosen_ids: number[]; rejected_ids: number[] };
-        return pairRecord(pair.prompt_ids, pair.chosen_ids, pair.rejected_ids);
-      }
-      const r = line as { prompt_ids: number[]; completion_ids: number[][]; prefs?: number[][] };
-      return { prompt_ids: r.prompt_ids, completion_ids: r.completion_ids, prefs: r.prefs ?? [] };
-    });
-    await run(f.algo, f, records);
+    await run(f.algo, f, readRecords(f.data, f.model, 'round'));
   });
 
   withTrainingFlags(
@@ -225,15 +200,7 @@ export function registerTrain(program: Command): void {
       .command('sft')
       .description('supervised fine-tuning: mean token cross-entropy over completion tokens, prompt masked'),
   ).action(async (f: TrainFlags) => {
-    const records = readJsonl(f.data, SftLine).map((r) => ({
-      prompt_ids: r.prompt_ids,
-      completion_ids:
-        typeof r.completion_ids[0] === 'number'
-          ? [r.completion_ids as number[]]
-          : (r.completion_ids as number[][]),
-      prefs: [],
-    }));
-    await run('sft', f, records);
+    await run('sft', f, readRecords(f.data, f.model, 'sft'));
   });
 
   withTrainingFlags(
@@ -245,12 +212,12 @@ export function registerTrain(program: Command): void {
       .requiredOption('--judge <dir>', 'the judge at the start'),
     false,
   ).action(async (f: Omit<TrainFlags, 'model'> & { judge: string }) => {
-    const pairs = readJsonl(f.data, PairLine).map((r) => ({
-      prompt: r.prompt_ids,
-      chosen: r.chosen_ids,
-      rejected: r.rejected_ids,
-    }));
     const dir = resolve(f.judge);
+    const pairs = readRecords(f.data, dir, 'pairs').map((r) => ({
+      prompt: r.prompt_ids,
+      chosen: r.completion_ids[0]!,
+      rejected: r.completion_ids[1]!,
+    }));
     const cfg = parseJudgeConfig(readConfigJson(dir), join(dir, 'config.json'));
     const weights = readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge');
     const runtime = new Runtime({ workers: 1 });
