@@ -31,15 +31,20 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
  * s_i = mean_{j≠i}(C_ij − C_ji) and uses σ(s_i − s_j).
  */
 export function prefsFromLogits(c: number[][], mode: 'pairwise' | 'bt', temperature = 1): number[][] {
-  const k = c.length;
   if (mode === 'pairwise')
     return c.map((row, i) =>
       row.map((_, j) => (i === j ? 0.5 : sigmoid((c[i]![j]! - c[j]![i]!) / temperature))),
     );
-  const s = c.map((row, i) =>
+  const s = btScores(c);
+  return s.map((si, i) => s.map((sj, j) => (i === j ? 0.5 : sigmoid(si - sj))));
+}
+
+/** Bradley-Terry scores from ordered-pair logits: s_i = mean over j ≠ i of (C_ij − C_ji). */
+export function btScores(c: number[][]): number[] {
+  const k = c.length;
+  return c.map((row, i) =>
     k < 2 ? 0 : row.reduce((a, _, j) => (j === i ? a : a + c[i]![j]! - c[j]![i]!), 0) / (k - 1),
   );
-  return s.map((si, i) => s.map((sj, j) => (i === j ? 0.5 : sigmoid(si - sj))));
 }
 
 /** KL(π_θ‖π_ref) estimated on samples from π_θ: mean of logp_θ − logp_ref. */

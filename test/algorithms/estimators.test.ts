@@ -1,6 +1,7 @@
 /** Win rates, winner and loser, and judge probabilities as ALGORITHMS.md defines them. */
 import { describe, expect, it } from 'vitest';
 import {
+  btScores,
   klOnSamples,
   prefsFromLogits,
   tokenEntropy,
@@ -32,6 +33,7 @@ describe('estimators', () => {
     ];
     const pw = prefsFromLogits(c, 'pairwise', 2);
     expect(pw[0]![1]).toBeCloseTo(1 / (1 + Math.exp(-(1 - 0.5) / 2)), 12);
+    expect(btScores(c)).toEqual([(1 - 0.5 + (-2 - 1)) / 2, (0.5 - 1 + (3 + 1)) / 2, (1 + 2 + (-1 - 3)) / 2]);
     const bt = prefsFromLogits(c, 'bt');
     const s0 = (1 - 0.5 + (-2 - 1)) / 2;
     const s1 = (0.5 - 1 + (3 + 1)) / 2;

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { winnerLoser, winRates } from '../../src/algorithms/estimators.js';
-import { recipeFor } from '../../src/algorithms/recipes/index.js';
+import { RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { plan } from '../../src/algorithms/steps.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
@@ -232,6 +232,29 @@ describe('the step plan', () => {
 });
 
 describe('round recipes', () => {
+  it('say who samples how many completions, as data', () => {
+    const plans = Object.fromEntries(
+      Object.keys(RECIPES).map((name) => {
+        const { recipe, hp } = recipeFor(name, {});
+        return [name, `${recipe.sampledFrom}×${recipe.completions(hp)}`];
+      }),
+    );
+    expect(plans).toMatchObject({
+      sppo: 'pi_t×5',
+      inpo: 'pi_t×5',
+      nash_md: 'mixture×2',
+      spo: 'pi_theta×2',
+      online_ipo: 'pi_theta×2',
+      ipo_md: 'mixture×2',
+      online_dpo: 'pi_theta×2',
+      dpo: 'dataset×2',
+      ipo: 'dataset×2',
+      sft: 'dataset×1',
+    });
+    const { recipe, hp } = recipeFor('sppo', { k: 8 });
+    expect(recipe.completions(hp)).toBe(8);
+  });
+
   it('refuse bad hyper-parameters naming the key and the rule', () => {
     expect(() => recipeFor('sppo', { eta: -1 })).toThrow(/eta: sppo: Too small/);
     expect(() => recipeFor('inpo', { eta: 5, tau: 0.5 })).toThrow(/tau: inpo: eta·tau must be below 1/);

@@ -1,15 +1,17 @@
 /** INPO (ALGORITHMS.md): pairs from π_t, (h − η/2)² with the π_ref and π_t pulls of online mirror descent. */
 import { z } from 'zod';
 import { inpoLoss } from '../losses.js';
-import { byWinRate, eta, pairRows, type Recipe } from './recipe.js';
+import { byWinRate, eta, k, pairRows, type Recipe } from './recipe.js';
 
-export const inpo: Recipe<{ eta: number; tau: number; inpo_labels: 'winner' | 'sampled' }> = {
+export const inpo: Recipe<{ eta: number; k: number; tau: number; inpo_labels: 'winner' | 'sampled' }> = {
   name: 'inpo',
   sampledFrom: 'pi_t',
+  completions: (hp) => hp.k,
   needs: { t: true, ref: true },
   hparams: z
     .strictObject({
       eta,
+      k,
       tau: z.number().positive().default(0.1),
       inpo_labels: z.enum(['winner', 'sampled']).default('winner'),
     })

@@ -10,6 +10,8 @@ import { beta, type Recipe } from './recipe.js';
 export const nashMd: Recipe<{ beta: number; mixture_coef: number }> = {
   name: 'nash_md',
   sampledFrom: 'mixture',
+  // one from π_θ (completion 0), one from the mixture (completion 1)
+  completions: () => 2,
   needs: { t: false, ref: false, refTokens: true },
   hparams: z.strictObject({ beta, mixture_coef: z.number().min(0).max(1).default(0.5) }),
   slots: () => ['y'],

@@ -41,6 +41,8 @@ export interface Recipe<H = Record<string, unknown>> {
   name: string;
   /** Who samples the round's completions (for the orchestrator and the docs). */
   sampledFrom: 'pi_t' | 'pi_theta' | 'mixture' | 'dataset';
+  /** Completions the round samples per prompt (K). */
+  completions(hp: H): number;
   /**
    * Frozen log-probs the loss needs (summed; `refTokens`: π_ref per token too), and whether
    * records must carry a K×K `prefs`.
@@ -61,6 +63,8 @@ export interface Recipe<H = Record<string, unknown>> {
 
 export const eta = z.number().positive().default(1);
 export const beta = z.number().positive().default(0.1);
+/** K for the recipes that rank several completions by win rate. */
+export const k = z.number().int().min(2).default(5);
 
 export function pairRows(
   r: RoundRecord,
@@ -101,6 +105,7 @@ export function pairRecipe<H>(
   return {
     name,
     sampledFrom,
+    completions: () => 2,
     needs: { t: false, ref: true },
     hparams,
     slots: () => ['w', 'l'],

@@ -9,7 +9,8 @@ import type { Recipe } from './recipe.js';
 
 export const sft: Recipe<Record<string, never>> = {
   name: 'sft',
-  sampledFrom: 'pi_t',
+  sampledFrom: 'dataset',
+  completions: () => 1,
   needs: { t: false, ref: false, prefs: false },
   hparams: z.strictObject({}),
   slots: () => ['y'],

@@ -19,6 +19,7 @@ export const spo: Recipe<{
 }> = {
   name: 'spo',
   sampledFrom: 'pi_theta',
+  completions: () => 2,
   needs: { t: false, ref: true },
   hparams: z.strictObject({
     alpha: z.number().positive().default(1),

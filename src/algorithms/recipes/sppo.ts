@@ -2,14 +2,21 @@
 import { z } from 'zod';
 import { T } from '../../engine/index.js';
 import { sppoLoss } from '../losses.js';
-import { byWinRate, eta, pairRows, type Recipe, type SlotLogps } from './recipe.js';
+import { byWinRate, eta, k, pairRows, type Recipe, type SlotLogps } from './recipe.js';
 
-export const sppo: Recipe<{ eta: number; sppo_pairs: 'winner_loser' | 'all'; include_self: boolean }> = {
+export const sppo: Recipe<{
+  eta: number;
+  k: number;
+  sppo_pairs: 'winner_loser' | 'all';
+  include_self: boolean;
+}> = {
   name: 'sppo',
   sampledFrom: 'pi_t',
+  completions: (hp) => hp.k,
   needs: { t: true, ref: false },
   hparams: z.strictObject({
     eta,
+    k,
     sppo_pairs: z.enum(['winner_loser', 'all']).default('winner_loser'),
     include_self: z.boolean().default(true),
   }),
