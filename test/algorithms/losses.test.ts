@@ -295,3 +295,44 @@ describe('the tabular meaning of SPPO (one prompt, N single-token completions)',
     for (let i = 1; i < gaps.length; i++) expect(gaps[i]!).toBeLessThan(gaps[i - 1]!);
   });
 });
+
+describe('the tabular meaning of Nash-MD', () => {
+  it("the surrogate's expected gradient is the policy gradient of −E_πθ[P(y ≻ mixture)] + β·KL(π_θ‖π_ref)", async () => {
+    const n = 5;
+    const beta = 0.3;
+    const { piT, piRef, prefs } = tabularGame(n, 11);
+    const mixture = normalise(piT.map((p, i) => p ** 0.5 * piRef[i]! ** 0.5)); // held fixed: drawn at the step's start
+    const pWin = prefs.map((row) => row.reduce((s, p, j) => s + mixture[j]! * p, 0));
+    const logits = piT.map((p) => Math.log(p) + 0.1);
+
+    // The engine: Σ_y sg(π_θ(y))·surrogate(y), one single-token sample per row.
+    const d = await gradientOf(
+      (g, z) => {
+        const logp = T.logSoftmax(z);
+        const col = (t: Tensor) => T.reshape(t, [n, 1]);
+        const vec = (xs: number[]) => g.constant(Float64Array.from(xs), 'float64', [n]);
+        const perSample = nashMdLoss(
+          col(logp),
+          col(vec(piRef.map(Math.log))),
+          col(vec(new Array(n).fill(1))),
+          vec(pWin),
+          beta,
+        );
+        return T.mul(T.stopGradient(T.exp(logp)), perSample);
+      },
+      logits,
+      [n],
+    );
+    // The objective by central differences, in plain numbers.
+    const objective = (z: number[]) => {
+      const p = normalise(z.map(Math.exp));
+      return p.reduce((s, pi, y) => s - pi * (pWin[y]! - 0.5) + beta * pi * Math.log(pi / piRef[y]!), 0);
+    };
+    for (let k = 0; k < n; k++) {
+      const h = 1e-6;
+      const up = logits.map((z, i) => (i === k ? z + h : z));
+      const down = logits.map((z, i) => (i === k ? z - h : z));
+      expect(d[k]).toBeCloseTo((objective(up) - objective(down)) / (2 * h), 7);
+    }
+  });
+});

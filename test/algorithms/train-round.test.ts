@@ -94,6 +94,23 @@ function formula(
         return Math.log1p(Math.exp(-0.5 * gapOf()));
       case 'online_ipo':
         return (gapOf() - 1 / (2 * 0.25)) ** 2;
+      case 'slic':
+        return Math.max(0, 1 - 0.5 * gapOf());
+      case 'discopop': {
+        const rho = 0.5 * gapOf();
+        const wgt = 1 / (1 + Math.exp(-rho / 0.2));
+        return (1 - wgt) * Math.log1p(Math.exp(-rho)) + wgt * Math.exp(-rho);
+      }
+      case 'sppo_all':
+        return mean(r.completion_ids.map((_, i) => (lp(w, i) - lp(t, i) - 2 * (rates[i]! - 0.5)) ** 2));
+      case 'ipo_soft': {
+        const ratio = (i: number) => lp(w, i) - lp(ref, i);
+        const terms: number[] = [];
+        for (let i = 0; i < r.completion_ids.length; i++)
+          for (let j = 0; j < r.completion_ids.length; j++)
+            if (i !== j) terms.push((ratio(i) - ratio(j) - (r.prefs[i]![j]! - 0.5) / 0.25) ** 2);
+        return mean(terms);
+      }
       case 'spo': {
         // softplus(−α·[θ(y_w) − θ(y_l)]) + λ·sg(θ − ref)(y)·θ(y) on y = completion 0, sg held at t.
         const y = r.completion_ids[0]!;
@@ -128,7 +145,14 @@ const HPARAMS: Record<string, Record<string, unknown>> = {
   online_ipo: { tau: 0.25 },
   nash_md: { beta: 0.1 },
   spo: { alpha: 1.5, kl_coef: 0.3 },
+  slic: { beta: 0.5 },
+  discopop: { beta: 0.5, tau: 0.2 },
+  sppo_all: { eta: 2, sppo_pairs: 'all' },
+  ipo_soft: { tau: 0.25, labels: 'soft' },
 };
+/** Test cases that are a recipe under another hyper-parameter setting. */
+const ALGO_OF: Record<string, string> = { sppo_all: 'sppo', ipo_soft: 'online_ipo' };
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => {
   it.each(Object.keys(HPARAMS))('%s', async (algo) => {
@@ -136,7 +160,7 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
     const ref = weights(cfg, 3, 'float64', 5);
     const lr = 1;
     const { weights: w1, metrics } = await trainRound(runtime, {
-      algo,
+      algo: ALGO_OF[algo] ?? algo,
       hparams: HPARAMS[algo]!,
       config: cfg,
       weights: f32(w0),
