@@ -1,4 +1,6 @@
 /** What services and the CLI import from the platform. */
+
+export { type ArtifactRef, FileArtifactStore, MANIFEST, verifyArtifact, writeManifest } from './artifacts.js';
 export { type ConfigSources, describeConfig, envName, loadConfig } from './config.js';
 export { checkModelRef, checkPrefs, checkSampling, type SamplingLimits } from './contract-checks.js';
 export { Code, DuelError, type FieldViolation } from './errors.js';

@@ -1,0 +1,143 @@
+/**
+ * The artifact store behind ArtifactRef: immutable directories (models, checkpoints) addressed by
+ * URI and verified by digest. An artifact's digest is the sha256 of its manifest (manifest.json:
+ * every file's name, size and sha256), so one hash pins every byte. `file://` stores live under a
+ * root directory: a put builds the artifact beside its final name and renames it into place, so
+ * a reader never sees half of one; names cannot escape the root; a get verifies the manifest
+ * digest and every file before handing the directory out.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { DuelError } from './errors.js';
+
+export const MANIFEST = 'manifest.json';
+
+export interface ArtifactRef {
+  uri: string;
+  sha256: string;
+}
+
+interface Manifest {
+  files: Record<string, { bytes: number; sha256: string }>;
+}
+
+const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
+
+function filesOf(dir: string, prefix = ''): string[] {
+  return readdirSync(join(dir, prefix), { withFileTypes: true })
+    .flatMap((e) => {
+      const rel = prefix ? `${prefix}/${e.name}` : e.name;
+      if (e.isDirectory()) return filesOf(dir, rel);
+      return e.isFile() && rel !== MANIFEST ? [rel] : [];
+    })
+    .sort();
+}
+
+/** Writes manifest.json for a directory and returns the artifact digest (the manifest's sha256). */
+export function writeManifest(dir: string): string {
+  const manifest: Manifest = { files: {} };
+  for (const rel of filesOf(dir)) {
+    const bytes = readFileSync(join(dir, rel));
+    manifest.files[rel] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
+  }
+  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  writeFileSync(join(dir, MANIFEST), text);
+  return sha256(text);
+}
+
+/** Checks a directory against its manifest and the expected digest; every mismatch is named. */
+export function verifyArtifact(dir: string, expected: string): void {
+  const path = join(dir, MANIFEST);
+  if (!existsSync(path)) throw DuelError.failedPrecondition(`artifact ${dir} has no ${MANIFEST}`);
+  const text = readFileSync(path);
+  const actual = sha256(text);
+  if (actual !== expected)
+    throw DuelError.failedPrecondition(
+      `artifact ${dir}: manifest digest ${actual} does not match the reference's ${expected}`,
+    );
+  const manifest = JSON.parse(text.toString('utf8')) as Manifest;
+  const present = new Set(filesOf(dir));
+  for (const [rel, want] of Object.entries(manifest.files)) {
+    if (!present.has(rel)) throw DuelError.failedPrecondition(`artifact ${dir}: ${rel} is missing`);
+    const got = sha256(readFileSync(join(dir, rel)));
+    if (got !== want.sha256)
+      throw DuelError.failedPrecondition(
+        `artifact ${dir}: ${rel} has sha256 ${got}, the manifest says ${want.sha256}`,
+      );
+    present.delete(rel);
+  }
+  if (present.size > 0)
+    throw DuelError.failedPrecondition(`artifact ${dir}: ${[...present].join(', ')} not in the manifest`);
+}
+
+export class FileArtifactStore {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+    mkdirSync(this.root, { recursive: true });
+  }
+
+  /** The directory of `name` under the root; a name that would leave the root is refused. */
+  private pathOf(name: string): string {
+    const bad = () =>
+      DuelError.invalidArgument([
+        { field: 'name', description: `'${name}' is not a name inside the artifact store` },
+      ]);
+    if (name === '' || isAbsolute(name) || name.includes('\0')) throw bad();
+    const path = resolve(this.root, name);
+    const rel = relative(this.root, path);
+    if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || rel.split(sep).includes('..')) throw bad();
+    return path;
+  }
+
+  /**
+   * Copies `srcDir` into the store as `name` (immutable: an existing artifact of that name is
+   * an error) and returns its reference.
+   */
+  put(srcDir: string, name: string): ArtifactRef {
+    const dest = this.pathOf(name);
+    if (existsSync(dest))
+      throw DuelError.failedPrecondition(`artifact '${name}' already exists; artifacts are immutable`);
+    if (!existsSync(srcDir) || !statSync(srcDir).isDirectory())
+      throw DuelError.invalidArgument([{ field: 'src', description: `${srcDir} is not a directory` }]);
+    const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
+    mkdirSync(resolve(dest, '..'), { recursive: true });
+    try {
+      cpSync(srcDir, tmp, { recursive: true });
+      rmSync(join(tmp, MANIFEST), { force: true });
+      const digest = writeManifest(tmp);
+      renameSync(tmp, dest);
+      return { uri: pathToFileURL(dest).href, sha256: digest };
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** The verified local directory of a reference into this store. */
+  get(ref: ArtifactRef): string {
+    if (!ref.uri.startsWith('file://'))
+      throw DuelError.invalidArgument([
+        { field: 'artifact.uri', description: `this store reads file:// URIs, got ${ref.uri}` },
+      ]);
+    const path = fileURLToPath(ref.uri);
+    const name = relative(this.root, path);
+    const dir = this.pathOf(name.split(sep).join('/'));
+    if (!existsSync(dir)) throw DuelError.notFound(`artifact ${ref.uri} does not exist`);
+    verifyArtifact(dir, ref.sha256);
+    return dir;
+  }
+}

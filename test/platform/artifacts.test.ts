@@ -1,0 +1,62 @@
+/** The file:// artifact store: atomic puts, digests that pin every byte, names that stay inside the root. */
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FileArtifactStore } from '../../src/platform/artifacts.js';
+
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'duel-art-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function modelDir(): string {
+  const d = tmp();
+  writeFileSync(join(d, 'config.json'), '{"model_type":"llama"}');
+  writeFileSync(join(d, 'model.safetensors'), Buffer.from([1, 2, 3, 4]));
+  mkdirSync(join(d, 'onnx'));
+  writeFileSync(join(d, 'onnx', 'model.onnx'), 'graph');
+  return d;
+}
+
+describe('file artifact store', () => {
+  it('puts a directory under a name and gets it back verified', () => {
+    const store = new FileArtifactStore(join(tmp(), 'store'));
+    const ref = store.put(modelDir(), 'runs/r1/round-1');
+    expect(ref.uri).toMatch(/^file:\/\/.*\/store\/runs\/r1\/round-1$/);
+    expect(ref.sha256).toMatch(/^[0-9a-f]{64}$/);
+    const dir = store.get(ref);
+    expect(readdirSync(dir).sort()).toEqual(['config.json', 'manifest.json', 'model.safetensors', 'onnx']);
+    // the same bytes give the same digest
+    expect(store.put(modelDir(), 'again').sha256).toBe(ref.sha256);
+    expect(readdirSync(join(store.root)).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('refuses a wrong digest, a changed file, an extra file, and a second put under one name', () => {
+    const store = new FileArtifactStore(join(tmp(), 'store'));
+    const ref = store.put(modelDir(), 'm');
+    expect(() => store.get({ ...ref, sha256: '0'.repeat(64) })).toThrow(/manifest digest .* does not match/);
+    const dir = store.get(ref);
+    writeFileSync(join(dir, 'onnx', 'model.onnx'), 'tampered');
+    expect(() => store.get(ref)).toThrow(/onnx\/model.onnx has sha256 .*, the manifest says/);
+    writeFileSync(join(dir, 'onnx', 'model.onnx'), 'graph');
+    writeFileSync(join(dir, 'extra.bin'), 'x');
+    expect(() => store.get(ref)).toThrow(/extra.bin not in the manifest/);
+    expect(() => store.put(modelDir(), 'm')).toThrow(/already exists; artifacts are immutable/);
+  });
+
+  it('keeps every name inside its root', () => {
+    const store = new FileArtifactStore(join(tmp(), 'store'));
+    for (const name of ['../escape', 'a/../../escape', '/etc', '', 'a/..'])
+      expect(() => store.put(modelDir(), name)).toThrow(/is not a name inside the artifact store/);
+    expect(() => store.get({ uri: 'file:///etc', sha256: '0'.repeat(64) })).toThrow(/is not a name inside/);
+    expect(() => store.get({ uri: 'nats://bucket/x', sha256: '0'.repeat(64) })).toThrow(
+      /reads file:\/\/ URIs/,
+    );
+  });
+});
