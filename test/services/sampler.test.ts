@@ -1,0 +1,139 @@
+/** PolicySamplerService over real gRPC on loopback, with a real model directory from the artifact store. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SamplerCore, samplerService } from '../../services/sampler/service.js';
+import { Runtime } from '../../src/engine/index.js';
+import { CompletionSource, type ModelRef } from '../../src/gen/duel/v1/common.js';
+import {
+  type LoadModelRequest,
+  type LoadModelResponse,
+  type LogprobsRequest,
+  type LogprobsResponse,
+  PolicySamplerServiceClient,
+  type SampleRequest,
+  type SampleResponse,
+} from '../../src/gen/duel/v1/sampler.js';
+import { parseLlamaConfig } from '../../src/models/llama/config.js';
+import { initLlamaWeights } from '../../src/models/llama/weights.js';
+import { saveModelDir } from '../../src/models/model-dir.js';
+import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
+import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { GrpcServer } from '../../src/platform/grpc/server.js';
+import { violationsOf } from '../../src/platform/grpc/status-details.js';
+import { createLogger } from '../../src/platform/logger.js';
+import { collect, unary } from '../helpers/grpc.js';
+
+const root = mkdtempSync(join(tmpdir(), 'duel-sampler-'));
+const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
+let server: GrpcServer;
+let client: PolicySamplerServiceClient;
+let model: ModelRef;
+
+beforeAll(async () => {
+  const cfg = parseLlamaConfig({
+    model_type: 'qwen2',
+    vocab_size: 12,
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 64,
+    eos_token_id: 3,
+    pad_token_id: 1,
+  });
+  const tok = wordLevelTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']);
+  const src = join(root, 'src');
+  saveModelDir(src, cfg, initLlamaWeights(cfg, 4), {
+    extraFiles: {
+      'tokenizer.json': JSON.stringify(tok.tokenizerJson),
+      'tokenizer_config.json': JSON.stringify(tok.tokenizerConfig),
+    },
+  });
+  const ref = new FileArtifactStore(join(root, 'store')).put(src, 'policy');
+  model = { artifact: ref, name: 'policy' };
+  server = new GrpcServer({
+    logger: createLogger('sampler-test', { level: 'silent' }),
+    services: [samplerService(new SamplerCore(runtime))],
+  });
+  const port = await server.start();
+  server.setServing(true);
+  client = new PolicySamplerServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+});
+
+afterAll(async () => {
+  client?.close();
+  await server?.shutdown('test over');
+  await runtime.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const sampleRequest = (extra: Partial<SampleRequest> = {}): SampleRequest => ({
+  model,
+  prompts: [
+    { tokenIds: [], text: 'a b c', id: 'x' },
+    { tokenIds: [5, 6], text: '', id: 'y' },
+  ],
+  params: { numSamples: 2, maxNewTokens: 5, temperature: 1, topK: 0, topP: 1, seed: 7 },
+  mixtureReference: undefined,
+  mixtureCoef: 0,
+  ...extra,
+});
+
+describe('PolicySamplerService', () => {
+  it('loads a model by reference and digest', async () => {
+    const res = await unary<LoadModelRequest, LoadModelResponse>(client.loadModel.bind(client), { model });
+    expect(res.parameterCount).toBeGreaterThan(1000);
+    const wrong = { model: { ...model, artifact: { ...model.artifact!, sha256: 'f'.repeat(64) } } };
+    await expect(unary(client.loadModel.bind(client), wrong)).rejects.toMatchObject({
+      code: grpc.status.FAILED_PRECONDITION,
+      details: expect.stringMatching(/manifest digest .* does not match/),
+    });
+  });
+
+  it('streams one completion per prompt and sample, reproducibly under a seed', async () => {
+    const out: SampleResponse[] = await collect(client.sample(sampleRequest()));
+    expect(out.map((r) => [r.promptIndex, r.sampleIndex]).sort()).toEqual([
+      [0, 0],
+      [0, 1],
+      [1, 0],
+      [1, 1],
+    ]);
+    for (const r of out) {
+      expect(r.completion!.tokenIds.length).toBeGreaterThan(0);
+      expect(r.completion!.tokenIds.length).toBeLessThanOrEqual(5);
+      expect(r.completion!.tokenLogprobs).toHaveLength(r.completion!.tokenIds.length);
+      expect(r.completion!.source).toBe(CompletionSource.COMPLETION_SOURCE_POLICY);
+    }
+    const again: SampleResponse[] = await collect(client.sample(sampleRequest()));
+    expect(again.map((r) => r.completion!.tokenIds)).toEqual(out.map((r) => r.completion!.tokenIds));
+
+    // Logprobs scores the same completions the sampler reported.
+    const res = await unary<LogprobsRequest, LogprobsResponse>(client.logprobs.bind(client), {
+      model,
+      sequences: out.map((r) => ({
+        promptIds: r.promptIndex === 0 ? [4, 5, 6] : [5, 6],
+        completionIds: r.completion!.tokenIds,
+      })),
+    });
+    for (const [i, s] of res.results.entries()) expect(s.logprob).toBeCloseTo(out[i]!.completion!.logprob, 4);
+  });
+
+  it('answers bad requests with INVALID_ARGUMENT naming the fields, and keeps serving', async () => {
+    const bad = sampleRequest({
+      prompts: [],
+      params: { numSamples: 2, maxNewTokens: 5, temperature: -1, topK: 0, topP: 1, seed: 1 },
+    });
+    const err = await collect(client.sample(bad)).catch((e: grpc.ServiceError) => e);
+    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    const fields = violationsOf(err as grpc.ServiceError).map((v) => v.field);
+    expect(fields).toEqual(expect.arrayContaining(['prompts', 'params.temperature']));
+    const ok: SampleResponse[] = await collect(
+      client.sample(sampleRequest({ prompts: [{ tokenIds: [4], text: '', id: '' }] })),
+    );
+    expect(ok).toHaveLength(2);
+  });
+});
