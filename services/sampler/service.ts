@@ -5,7 +5,6 @@
  * the decoding loop between steps. No math here: generation and scoring live in src/models.
  */
 import { randomInt } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import type { Runtime } from '../../src/engine/index.js';
 import {
   type Completion as CompletionMessage,
@@ -22,13 +21,14 @@ import { generate } from '../../src/models/generate.js';
 import type { LlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
-import { llamaParams } from '../../src/models/llama/weights.js';
+import { llamaParams, parameterCount } from '../../src/models/llama/weights.js';
 import { loadModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
-import { verifyArtifact } from '../../src/platform/artifacts.js';
+import { localArtifactDir } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
+import { LoadOnce } from '../../src/platform/load-once.js';
 import { Violations } from '../../src/platform/violations.js';
 import {
   DEFAULT_SAMPLER_LIMITS,
@@ -47,20 +47,8 @@ interface LoadedModel {
 
 const keyOf = (ref: ModelRef) => `${ref.artifact!.uri}#${ref.artifact!.sha256}`;
 
-/** The local directory of a model reference, its digest verified. */
-export function resolveModelDir(ref: ModelRef): string {
-  const { uri, sha256 } = ref.artifact!;
-  if (!uri.startsWith('file://'))
-    throw DuelError.unavailable(
-      `this sampler reads file:// artifacts; ${uri} needs an artifact store it does not have`,
-    );
-  const dir = fileURLToPath(uri);
-  verifyArtifact(dir, sha256);
-  return dir;
-}
-
 export class SamplerCore {
-  private readonly models = new Map<string, Promise<LoadedModel>>();
+  private readonly models = new LoadOnce<LoadedModel>();
 
   constructor(
     private readonly runtime: Runtime,
@@ -69,39 +57,23 @@ export class SamplerCore {
 
   /** Loads once per (URI, digest); concurrent loads of one model share the work. */
   load(ref: ModelRef): Promise<LoadedModel> {
-    const key = keyOf(ref);
-    let loading = this.models.get(key);
-    if (!loading) {
-      loading = (async () => {
-        const dir = resolveModelDir(ref);
-        const m = loadModelDir(dir);
-        let tokenizer: TextTokenizer | undefined;
-        try {
-          tokenizer = TextTokenizer.fromDir(dir);
-        } catch {
-          tokenizer = undefined; // ids-only models are fine; text prompts are refused later
-        }
-        return {
-          config: m.config,
-          decoder: await DecoderRunner.create(this.runtime, m.config, m.weights),
-          scorer: await LogprobRunner.create(this.runtime, m.config, m.weights),
-          tokenizer,
-          parameters: llamaParams(m.config).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0),
-        };
-      })();
-      this.models.set(key, loading);
-      // A failed load must not poison the cache for the next attempt.
-      loading.catch(() => this.models.delete(key));
-    }
-    return loading;
+    return this.models.get(keyOf(ref), async () => {
+      const dir = localArtifactDir(ref.artifact!);
+      const m = loadModelDir(dir);
+      const tokenizer = TextTokenizer.tryFromDir(dir);
+      return {
+        config: m.config,
+        decoder: await DecoderRunner.create(this.runtime, m.config, m.weights),
+        scorer: await LogprobRunner.create(this.runtime, m.config, m.weights),
+        tokenizer,
+        parameters: parameterCount(llamaParams(m.config)),
+      };
+    });
   }
 
   async unload(ref: ModelRef): Promise<boolean> {
-    const key = keyOf(ref);
-    const loading = this.models.get(key);
-    if (!loading) return false;
-    this.models.delete(key);
-    const m = await loading;
+    const m = await this.models.delete(keyOf(ref));
+    if (!m) return false;
     await m.decoder.release();
     await m.scorer.release();
     return true;

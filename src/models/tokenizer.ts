@@ -112,6 +112,11 @@ export class TextTokenizer {
     }
   }
 
+  /** The directory's tokenizer, or undefined when it has no tokenizer.json (ids-only models). */
+  static tryFromDir(dir: string): TextTokenizer | undefined {
+    return existsSync(join(dir, 'tokenizer.json')) ? TextTokenizer.fromDir(dir) : undefined;
+  }
+
   encode(text: string): number[] {
     return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
   }

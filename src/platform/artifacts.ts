@@ -141,3 +141,18 @@ export class FileArtifactStore {
     return dir;
   }
 }
+
+/**
+ * The verified local directory of a reference. Services read `file://` artifacts directly (the
+ * path is the artifact); other schemes need the store that serves them.
+ */
+export function localArtifactDir(ref: ArtifactRef): string {
+  if (!ref.uri.startsWith('file://'))
+    throw DuelError.unavailable(
+      `${ref.uri}: this service reads file:// artifacts and has no store for that scheme`,
+    );
+  const dir = fileURLToPath(ref.uri);
+  if (!existsSync(dir)) throw DuelError.notFound(`artifact ${ref.uri} does not exist`);
+  verifyArtifact(dir, ref.sha256);
+  return dir;
+}

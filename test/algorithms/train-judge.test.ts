@@ -3,25 +3,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { trainJudge } from '../../src/algorithms/train-judge.js';
 import { Runtime } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
-import { parseJudgeConfig } from '../../src/models/judge/config.js';
 import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { JudgeRunner } from '../../src/models/judge/runner.js';
+import { tinyJudgeConfig } from '../models/fixtures.js';
 
-const cfg = parseJudgeConfig({
-  model_type: 'duel_pairrm',
-  encoder: {
-    model_type: 'llama',
-    vocab_size: 16,
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    max_position_embeddings: 32,
-  },
-  source_token_id: 13,
-  candidate1_token_id: 14,
-  candidate2_token_id: 15,
-});
+const cfg = tinyJudgeConfig();
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 afterAll(() => runtime.close());
 

@@ -2,6 +2,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { GrpcServer, type ServiceRegistration } from '../../src/platform/grpc/server.js';
+import { createLogger } from '../../src/platform/logger.js';
 
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
 
@@ -40,4 +42,14 @@ export function collect<T>(stream: grpc.ClientReadableStream<T>): Promise<T[]> {
     stream.on('error', reject);
     stream.on('end', () => resolve(out));
   });
+}
+
+/** A GrpcServer on a free loopback port serving `services`, marked SERVING. */
+export async function startService(
+  services: ServiceRegistration[],
+): Promise<{ server: GrpcServer; address: string }> {
+  const server = new GrpcServer({ logger: createLogger('test', { level: 'silent' }), services });
+  const port = await server.start();
+  server.setServing(true);
+  return { server, address: `127.0.0.1:${port}` };
 }

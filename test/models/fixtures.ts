@@ -1,5 +1,6 @@
 /** Shared test models: weights far enough from their init that every parameter matters. */
 import { fillNormal, rng } from '../../src/models/common/rng.js';
+import { type JudgeConfig, parseJudgeConfig } from '../../src/models/judge/config.js';
 import type { LlamaConfig } from '../../src/models/llama/config.js';
 import { type HostTensor, initLlamaWeights, llamaParams } from '../../src/models/llama/weights.js';
 
@@ -22,4 +23,23 @@ export function weights(
       data[i] = spec.init === 'ones' ? 1 + data[i]! : spec.init === 'normal' ? scale * data[i]! : data[i]!;
   }
   return w;
+}
+
+/** A one-layer judge over a 16-token vocabulary with markers 13, 14, 15. */
+export function tinyJudgeConfig(): JudgeConfig {
+  return parseJudgeConfig({
+    model_type: 'duel_pairrm',
+    encoder: {
+      model_type: 'llama',
+      vocab_size: 16,
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      max_position_embeddings: 32,
+    },
+    source_token_id: 13,
+    candidate1_token_id: 14,
+    candidate2_token_id: 15,
+  });
 }

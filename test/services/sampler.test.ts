@@ -21,10 +21,9 @@ import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { saveModelDir } from '../../src/models/model-dir.js';
 import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
-import { GrpcServer } from '../../src/platform/grpc/server.js';
+import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
-import { createLogger } from '../../src/platform/logger.js';
-import { collect, unary } from '../helpers/grpc.js';
+import { collect, startService, unary } from '../helpers/grpc.js';
 
 const root = mkdtempSync(join(tmpdir(), 'duel-sampler-'));
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
@@ -55,13 +54,9 @@ beforeAll(async () => {
   });
   const ref = new FileArtifactStore(join(root, 'store')).put(src, 'policy');
   model = { artifact: ref, name: 'policy' };
-  server = new GrpcServer({
-    logger: createLogger('sampler-test', { level: 'silent' }),
-    services: [samplerService(new SamplerCore(runtime))],
-  });
-  const port = await server.start();
-  server.setServing(true);
-  client = new PolicySamplerServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  let address: string;
+  ({ server, address } = await startService([samplerService(new SamplerCore(runtime))]));
+  client = new PolicySamplerServiceClient(address, grpc.credentials.createInsecure());
 });
 
 afterAll(async () => {

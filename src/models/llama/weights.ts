@@ -47,6 +47,11 @@ export function llamaParams(cfg: LlamaConfig): ParamSpec[] {
   return specs;
 }
 
+/** How many numbers a parameter list holds. */
+export function parameterCount(specs: ParamSpec[]): number {
+  return specs.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0);
+}
+
 export interface HostTensor {
   dtype: 'float32' | 'float64';
   dims: number[];

@@ -1,0 +1,178 @@
+/**
+ * PreferenceScorerService: a thin adapter from the gRPC contract to the judge (src/models/judge)
+ * and the estimators (src/algorithms). Judges load by reference and verified digest; Compare
+ * returns, per prompt, the ordered-pair logits C, the preference matrix (pairwise σ((C_ij−C_ji)/T)
+ * or Bradley-Terry), win rates and BT scores; Rank returns best-of-n by the full matrix or by
+ * one bubble pass.
+ */
+import { btScores, prefsFromLogits, winRates } from '../../src/algorithms/estimators.js';
+import type { Runtime } from '../../src/engine/index.js';
+import type { Matrix, ModelRef } from '../../src/gen/duel/v1/common.js';
+import {
+  type CompareItem,
+  PreferenceScorerServiceService,
+  ProbMode,
+  RankMethod,
+} from '../../src/gen/duel/v1/scorer.js';
+import { judgeParams } from '../../src/models/judge/model.js';
+import { JudgeRunner } from '../../src/models/judge/runner.js';
+import { parameterCount } from '../../src/models/llama/weights.js';
+import { TextTokenizer } from '../../src/models/tokenizer.js';
+import { localArtifactDir } from '../../src/platform/artifacts.js';
+import { checkModelRef } from '../../src/platform/contract-checks.js';
+import { DuelError } from '../../src/platform/errors.js';
+import { service } from '../../src/platform/grpc/server.js';
+import { LoadOnce } from '../../src/platform/load-once.js';
+import { Violations } from '../../src/platform/violations.js';
+
+export interface ScorerLimits {
+  /** Prompts per call. */
+  maxItems: number;
+  /** Candidates per prompt (K). */
+  maxCandidates: number;
+}
+
+export const DEFAULT_SCORER_LIMITS: ScorerLimits = { maxItems: 256, maxCandidates: 64 };
+
+interface LoadedJudge {
+  runner: JudgeRunner;
+  tokenizer: TextTokenizer | undefined;
+  parameters: number;
+}
+
+function checkItems(v: Violations, items: CompareItem[], limits: ScorerLimits): void {
+  if (v.check(items.length > 0, 'items', 'must hold at least one item'))
+    v.check(
+      items.length <= limits.maxItems,
+      'items',
+      `must hold at most ${limits.maxItems} items, got ${items.length}`,
+    );
+  items.forEach((item, i) => {
+    v.check(
+      item.prompt !== undefined && (item.prompt.tokenIds.length > 0 || item.prompt.text.length > 0),
+      `items[${i}].prompt`,
+      'needs token_ids or text',
+    );
+    const k = item.candidates.length;
+    v.check(
+      k >= 2 && k <= limits.maxCandidates,
+      `items[${i}].candidates`,
+      `must hold 2 to ${limits.maxCandidates} candidates, got ${k}`,
+    );
+    for (const [j, c] of item.candidates.entries())
+      v.check(
+        c.tokenIds.length > 0 || c.text.length > 0,
+        `items[${i}].candidates[${j}]`,
+        'needs token_ids or text',
+      );
+  });
+}
+
+const matrix = (m: number[][]): Matrix => ({ rows: m.length, cols: m[0]?.length ?? 0, values: m.flat() });
+
+export class ScorerCore {
+  private readonly judges = new LoadOnce<LoadedJudge>();
+
+  constructor(
+    private readonly runtime: Runtime,
+    readonly limits: ScorerLimits = DEFAULT_SCORER_LIMITS,
+  ) {}
+
+  /** Loads once per (URI, digest); concurrent loads of one judge share the work. */
+  load(ref: ModelRef): Promise<LoadedJudge> {
+    return this.judges.get(`${ref.artifact!.uri}#${ref.artifact!.sha256}`, async () => {
+      const dir = localArtifactDir(ref.artifact!);
+      const runner = await JudgeRunner.fromDir(this.runtime, dir);
+      const tokenizer = TextTokenizer.tryFromDir(dir);
+      return { runner, tokenizer, parameters: parameterCount(judgeParams(runner.config)) };
+    });
+  }
+
+  /** Token ids of an item's prompt and candidates (text through the judge's tokenizer). */
+  idsOf(judge: LoadedJudge, item: CompareItem, i: number): { prompt: number[]; candidates: number[][] } {
+    const encode = (ids: number[], text: string, field: string) => {
+      if (ids.length > 0) return [...ids];
+      if (!judge.tokenizer)
+        throw DuelError.invalidArgument([
+          { field, description: 'the judge has no tokenizer.json: send token_ids' },
+        ]);
+      return judge.tokenizer.encode(text);
+    };
+    return {
+      prompt: encode(item.prompt!.tokenIds, item.prompt!.text, `items[${i}].prompt.text`),
+      candidates: item.candidates.map((c, j) =>
+        encode(c.tokenIds, c.text, `items[${i}].candidates[${j}].text`),
+      ),
+    };
+  }
+}
+
+export function scorerService(core: ScorerCore) {
+  const validated = (judge: ModelRef | undefined, items: CompareItem[]) => {
+    const v = new Violations();
+    checkModelRef(v, judge, 'judge');
+    checkItems(v, items, core.limits);
+    v.throwIfAny();
+  };
+  return service(PreferenceScorerServiceService, {
+    async loadJudge(req) {
+      const v = new Violations();
+      checkModelRef(v, req.judge, 'judge');
+      v.throwIfAny();
+      const t0 = performance.now();
+      const j = await core.load(req.judge!);
+      return { judge: req.judge, parameterCount: j.parameters, loadSeconds: (performance.now() - t0) / 1000 };
+    },
+
+    async compare(req, ctx) {
+      validated(req.judge, req.items);
+      const temperature = req.temperature ?? 1;
+      if (!(temperature > 0))
+        throw DuelError.invalidArgument([
+          { field: 'temperature', description: `must be > 0, got ${temperature}` },
+        ]);
+      const judge = await core.load(req.judge!);
+      const comparisons = [];
+      for (const [i, item] of req.items.entries()) {
+        if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
+        const { prompt, candidates } = core.idsOf(judge, item, i);
+        const { logits } = await judge.runner.compare(prompt, candidates);
+        const prefs = prefsFromLogits(
+          logits,
+          req.probMode === ProbMode.PROB_MODE_BT ? 'bt' : 'pairwise',
+          temperature,
+        );
+        comparisons.push({
+          prefs: matrix(prefs),
+          logits: matrix(logits),
+          winRates: winRates(prefs),
+          btScores: btScores(logits),
+        });
+      }
+      return { comparisons };
+    },
+
+    async rank(req, ctx) {
+      validated(req.judge, req.items);
+      const judge = await core.load(req.judge!);
+      const rankings = [];
+      for (const [i, item] of req.items.entries()) {
+        if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
+        const { prompt, candidates } = core.idsOf(judge, item, i);
+        if (req.method === RankMethod.RANK_METHOD_BUBBLE) {
+          const { best, judged } = await judge.runner.bestOfN(prompt, candidates, 'bubble');
+          // One pass finds the champion only: it leads, the rest keep their input order.
+          const order = [best, ...candidates.keys()].filter((x, n, all) => all.indexOf(x) === n);
+          rankings.push({ order, bestIndex: best, scores: [], pairsJudged: judged });
+        } else {
+          const { logits } = await judge.runner.compare(prompt, candidates);
+          const scores = btScores(logits);
+          const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
+          const k = candidates.length;
+          rankings.push({ order, bestIndex: order[0]!, scores, pairsJudged: k * (k - 1) });
+        }
+      }
+      return { rankings };
+    },
+  });
+}

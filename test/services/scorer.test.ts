@@ -1,0 +1,121 @@
+/** PreferenceScorerService over real gRPC on loopback, with a judge directory from the artifact store. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ScorerCore, scorerService } from '../../services/scorer/service.js';
+import { Runtime } from '../../src/engine/index.js';
+import type { ModelRef } from '../../src/gen/duel/v1/common.js';
+import {
+  type CompareRequest,
+  type CompareResponse,
+  PreferenceScorerServiceClient,
+  ProbMode,
+  RankMethod,
+  type RankRequest,
+  type RankResponse,
+} from '../../src/gen/duel/v1/scorer.js';
+import { initJudgeWeights, judgeParams } from '../../src/models/judge/model.js';
+import { saveJudgeDir } from '../../src/models/judge/runner.js';
+import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import type { GrpcServer } from '../../src/platform/grpc/server.js';
+import { violationsOf } from '../../src/platform/grpc/status-details.js';
+import { startService, unary } from '../helpers/grpc.js';
+import { tinyJudgeConfig } from '../models/fixtures.js';
+
+const root = mkdtempSync(join(tmpdir(), 'duel-scorer-'));
+const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
+let server: GrpcServer;
+let client: PreferenceScorerServiceClient;
+let judge: ModelRef;
+
+beforeAll(async () => {
+  const cfg = tinyJudgeConfig();
+  const w = initJudgeWeights(cfg, 3);
+  // Sharpen the random judge so it has opinions worth ranking.
+  for (const spec of judgeParams(cfg))
+    if (spec.init === 'normal')
+      for (const [i, x] of w[spec.name]!.data.entries()) w[spec.name]!.data[i] = x * 20;
+  saveJudgeDir(join(root, 'src'), cfg, w);
+  judge = {
+    artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'src'), 'judge'),
+    name: 'judge',
+  };
+  let address: string;
+  ({ server, address } = await startService([scorerService(new ScorerCore(runtime))]));
+  client = new PreferenceScorerServiceClient(address, grpc.credentials.createInsecure());
+});
+
+afterAll(async () => {
+  client?.close();
+  await server?.shutdown('test over');
+  await runtime.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const cand = (...ids: number[]) => ({
+  tokenIds: ids,
+  text: '',
+  tokenLogprobs: [],
+  logprob: 0,
+  source: 0,
+  finished: true,
+});
+const ITEM = {
+  prompt: { tokenIds: [1, 2], text: '', id: 'p' },
+  candidates: [cand(3), cand(4, 5), cand(6, 7, 8), cand(9)],
+};
+
+describe('PreferenceScorerService', () => {
+  it('compares K candidates: antisymmetric prefs, win rates and Bradley-Terry scores', async () => {
+    for (const probMode of [ProbMode.PROB_MODE_PAIRWISE, ProbMode.PROB_MODE_BT]) {
+      const res = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+        judge,
+        items: [ITEM],
+        probMode,
+        temperature: 1,
+      });
+      const c = res.comparisons[0]!;
+      expect([c.prefs!.rows, c.prefs!.cols, c.logits!.rows]).toEqual([4, 4, 4]);
+      const p = (i: number, j: number) => c.prefs!.values[i * 4 + j]!;
+      for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) expect(p(i, j) + p(j, i)).toBeCloseTo(1, 6);
+      expect(c.winRates).toHaveLength(4);
+      expect(c.btScores.reduce((a, b) => a + b, 0)).toBeCloseTo(0, 6);
+      expect(Math.max(...c.prefs!.values) - Math.min(...c.prefs!.values)).toBeGreaterThan(0.05);
+    }
+  });
+
+  it('ranks by the full matrix and by one bubble pass', async () => {
+    const full = await unary<RankRequest, RankResponse>(client.rank.bind(client), {
+      judge,
+      items: [ITEM],
+      method: RankMethod.RANK_METHOD_FULL,
+    });
+    const r = full.rankings[0]!;
+    expect([...r.order].sort()).toEqual([0, 1, 2, 3]);
+    expect(r.bestIndex).toBe(r.order[0]);
+    expect(r.scores[r.order[0]!]).toBe(Math.max(...r.scores));
+    expect(r.pairsJudged).toBe(12);
+    const bubble = await unary<RankRequest, RankResponse>(client.rank.bind(client), {
+      judge,
+      items: [ITEM],
+      method: RankMethod.RANK_METHOD_BUBBLE,
+    });
+    expect(bubble.rankings[0]!.pairsJudged).toBe(6);
+    expect(bubble.rankings[0]!.order[0]).toBe(bubble.rankings[0]!.bestIndex);
+  });
+
+  it('answers bad requests with INVALID_ARGUMENT naming the fields', async () => {
+    const err = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge,
+      items: [{ prompt: { tokenIds: [], text: '', id: '' }, candidates: [cand(3)] }],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    }).catch((e: grpc.ServiceError) => e);
+    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(violationsOf(err as grpc.ServiceError).map((v) => v.field)).toEqual([
+      'items[0].prompt',
+      'items[0].candidates',
+    ]);
+  });
+});
