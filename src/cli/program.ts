@@ -11,6 +11,7 @@ import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
 import { registerJudge } from './commands/judge.js';
 import { registerModel } from './commands/model.js';
+import { registerServe } from './commands/serve.js';
 import { registerTrain } from './commands/train.js';
 
 export function version(): string {
@@ -30,5 +31,6 @@ export function buildProgram(): Command {
   registerModel(program);
   registerJudge(program);
   registerTrain(program);
+  registerServe(program);
   return program;
 }

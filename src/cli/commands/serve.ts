@@ -1,0 +1,63 @@
+/**
+ * `duel serve <role>`: one service process. Settings come from --config, the environment
+ * (DUEL_*) and flags, validated before anything binds; the process serves gRPC with health and
+ * reflection, runs ONNX Runtime in worker threads, and drains on SIGTERM/SIGINT.
+ */
+import type { Command } from 'commander';
+import { SamplerCore, samplerService } from '../../../services/sampler/service.js';
+import { ScorerCore, scorerService } from '../../../services/scorer/service.js';
+import { cpuLimit, Runtime } from '../../engine/index.js';
+import { loadConfig } from '../../platform/config.js';
+import { DuelError } from '../../platform/errors.js';
+import { GrpcServer } from '../../platform/grpc/server.js';
+import { createLogger } from '../../platform/logger.js';
+import { serviceConfigSchema } from '../../platform/service-config.js';
+import { intFlag } from '../flags.js';
+
+/** The roles this build serves; the trainer and orchestrator arrive with the rest of issue #6. */
+const ROLES = {
+  sampler: (runtime: Runtime) => samplerService(new SamplerCore(runtime)),
+  scorer: (runtime: Runtime) => scorerService(new ScorerCore(runtime)),
+} as const;
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description(`run one service: ${Object.keys(ROLES).join(' | ')}`)
+    .argument('<role>', 'which service')
+    .option('--host <host>', 'interface to bind (default 127.0.0.1)')
+    .option('--port <n>', 'gRPC port; 0 picks a free one', intFlag('--port', 0))
+    .option('--nats <url>', 'NATS server URL')
+    .option('--config <file>', 'a YAML or JSON config file')
+    .action(async (role: string, o: { host?: string; port?: number; nats?: string; config?: string }) => {
+      const make = ROLES[role as keyof typeof ROLES];
+      if (!make)
+        throw DuelError.invalidArgument([
+          {
+            field: 'role',
+            description: `unknown role '${role}' (this build serves ${Object.keys(ROLES).join(', ')})`,
+          },
+        ]);
+      const overrides: Record<string, unknown> = {};
+      if (o.host !== undefined) overrides.host = o.host;
+      if (o.port !== undefined) overrides.port = o.port;
+      if (o.nats !== undefined) overrides.nats = { url: o.nats };
+      const cfg = loadConfig(serviceConfigSchema, { file: o.config, overrides });
+      const logger = createLogger(role, { level: cfg.logLevel });
+      // One worker per core the container may use, each single-threaded: requests run side by side.
+      const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 });
+      const server = new GrpcServer({
+        logger,
+        services: [make(runtime)],
+        host: cfg.host,
+        port: cfg.port,
+        maxMessageBytes: cfg.grpc.maxMessageBytes,
+        shutdownGraceMs: cfg.grpc.shutdownGraceMs,
+      });
+      const port = await server.start();
+      server.setServing(true);
+      server.exitOnSignals(() => runtime.close());
+      logger.info({ role, address: `${cfg.host}:${port}` }, 'serving');
+      process.stderr.write(`duel ${role} listening on ${cfg.host}:${port}\n`);
+    });
+}

@@ -1,0 +1,68 @@
+/** `duel serve` as a real process: binds loopback, reports SERVING, rejects bad input, drains on SIGTERM. */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { describe, expect, it } from 'vitest';
+import {
+  type CompareRequest,
+  type CompareResponse,
+  PreferenceScorerServiceClient,
+  ProbMode,
+} from '../../src/gen/duel/v1/scorer.js';
+import { packageRoot } from '../../src/platform/paths.js';
+import { healthCheck, unary } from '../helpers/grpc.js';
+
+const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+
+describe('duel serve', () => {
+  it('serves the scorer until SIGTERM, answering bad requests with INVALID_ARGUMENT', async () => {
+    const child = spawn(process.execPath, [BIN, 'serve', 'scorer', '--port', '0'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, DUEL_LOG_LEVEL: 'warn' },
+    });
+    let stderr = '';
+    const address = await new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        const m = /listening on (\S+)/.exec(stderr);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+    });
+    expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(await healthCheck(address)).toBe('SERVING');
+
+    const client = new PreferenceScorerServiceClient(address, grpc.credentials.createInsecure());
+    const err = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge: undefined,
+      items: [],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    }).catch((e: grpc.ServiceError) => e);
+    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(await healthCheck(address)).toBe('SERVING');
+    client.close();
+
+    child.kill('SIGTERM');
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(0);
+  });
+
+  it('refuses an unknown role and a bad setting before binding', async () => {
+    const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      new Promise<{ code: number; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+        let stderr = '';
+        c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        c.on('exit', (code) => resolve({ code: code ?? -1, stderr }));
+      });
+    expect(await run(['serve', 'oracle'])).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("unknown role 'oracle'"),
+    });
+    expect(await run(['serve', 'sampler'], { DUEL_PORT: '70000' })).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/port: .*\(from DUEL_PORT\)/),
+    });
+  });
+});
