@@ -103,6 +103,12 @@ export class FileArtifactStore {
     return path;
   }
 
+  /** Throws unless `name` is a new artifact name inside the root (check before costly work). */
+  checkNewName(name: string): void {
+    if (existsSync(this.pathOf(name)))
+      throw DuelError.failedPrecondition(`artifact '${name}' already exists; artifacts are immutable`);
+  }
+
   /**
    * Copies `srcDir` into the store as `name` (immutable: an existing artifact of that name is
    * an error) and returns its reference.

@@ -27,6 +27,12 @@ export const serviceConfigSchema = z
           .default('nats://127.0.0.1:4222'),
       })
       .default({ url: 'nats://127.0.0.1:4222' }),
+    artifacts: z
+      .object({
+        /** Root of the file:// artifact store checkpoints are published into. */
+        root: z.string().min(1).default('./artifacts'),
+      })
+      .default({ root: './artifacts' }),
     metrics: z
       .object({
         /** Prometheus /metrics port; 0 disables the endpoint. */

@@ -6,18 +6,22 @@
 import type { Command } from 'commander';
 import { SamplerCore, samplerService } from '../../../services/sampler/service.js';
 import { ScorerCore, scorerService } from '../../../services/scorer/service.js';
+import { TrainerCore, trainerService } from '../../../services/trainer/service.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
+import { FileArtifactStore } from '../../platform/artifacts.js';
 import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
 import { GrpcServer } from '../../platform/grpc/server.js';
 import { createLogger } from '../../platform/logger.js';
-import { serviceConfigSchema } from '../../platform/service-config.js';
+import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
 import { intFlag } from '../flags.js';
 
-/** The roles this build serves; the trainer and orchestrator arrive with the rest of issue #6. */
+/** The roles this build serves; the orchestrator arrives with the rest of issue #6. */
 const ROLES = {
   sampler: (runtime: Runtime) => samplerService(new SamplerCore(runtime)),
   scorer: (runtime: Runtime) => scorerService(new ScorerCore(runtime)),
+  trainer: (runtime: Runtime, cfg: ServiceConfig) =>
+    trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root))),
 } as const;
 
 export function registerServe(program: Command): void {
@@ -48,7 +52,7 @@ export function registerServe(program: Command): void {
       const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 });
       const server = new GrpcServer({
         logger,
-        services: [make(runtime)],
+        services: [make(runtime, cfg)],
         host: cfg.host,
         port: cfg.port,
         maxMessageBytes: cfg.grpc.maxMessageBytes,

@@ -1,0 +1,219 @@
+/**
+ * TrainerService: a thin adapter from the gRPC contract to src/algorithms. TrainRound receives the
+ * round's config, then its records, trains one round from the policy checkpoint (also π_t) and
+ * publishes the result into the artifact store under `output_uri` (a name inside the store's
+ * root), answering with its CheckpointRef. A diverged round publishes nothing and fails with
+ * FAILED_PRECONDITION. One round trains at a time; a second is RESOURCE_EXHAUSTED.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseSets, type RoundRecord } from '../../src/algorithms/recipes/index.js';
+import { trainRound } from '../../src/algorithms/train-round.js';
+import type { OptimizerSpec, Runtime } from '../../src/engine/index.js';
+import type {
+  CheckpointRef,
+  OptimizerConfig,
+  RoundRecord as WireRecord,
+} from '../../src/gen/duel/v1/common.js';
+import {
+  type GetStatusResponse,
+  TrainerServiceService,
+  TrainerState,
+  type TrainRoundConfig,
+  type TrainRoundResponse,
+} from '../../src/gen/duel/v1/trainer.js';
+import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
+import { type FileArtifactStore, localArtifactDir } from '../../src/platform/artifacts.js';
+import { checkModelRef } from '../../src/platform/contract-checks.js';
+import { DuelError } from '../../src/platform/errors.js';
+import { service } from '../../src/platform/grpc/server.js';
+import { Violations } from '../../src/platform/violations.js';
+
+function optimizerOf(o: OptimizerConfig | undefined, v: Violations): OptimizerSpec {
+  const name = o?.name || 'adamw';
+  const wd = o?.weightDecay ?? 0;
+  if (name === 'sgd') return { kind: 'sgd', momentum: o?.momentum ?? 0, weightDecay: wd };
+  if (name === 'rmsprop')
+    return { kind: 'rmsprop', weightDecay: wd, ...(o?.epsilon ? { eps: o.epsilon } : {}) };
+  v.check(name === 'adamw', 'config.optimizer.name', `must be sgd, adamw or rmsprop, got '${name}'`);
+  return {
+    kind: 'adamw',
+    weightDecay: wd,
+    ...(o?.beta1 ? { beta1: o.beta1 } : {}),
+    ...(o?.beta2 ? { beta2: o.beta2 } : {}),
+    ...(o?.epsilon ? { eps: o.epsilon } : {}),
+  };
+}
+
+/** A record of the wire as the trainer's record: token ids only (the sampler sends them). */
+function recordOf(r: WireRecord, i: number): RoundRecord {
+  const k = r.completions.length;
+  const m = r.prefs;
+  if (m && (m.rows !== k || m.cols !== k || m.values.length !== k * k))
+    throw DuelError.invalidArgument([
+      { field: `records[${i}].prefs`, description: `must be a ${k}×${k} matrix` },
+    ]);
+  return {
+    prompt_ids: [...r.promptIds],
+    completion_ids: r.completions.map((c) => [...c.tokenIds]),
+    prefs: m ? Array.from({ length: k }, (_, a) => m.values.slice(a * k, (a + 1) * k)) : [],
+  };
+}
+
+function filesUnder(dir: string, prefix = ''): string[] {
+  return readdirSync(join(dir, prefix), { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? filesUnder(dir, `${prefix}${e.name}/`) : [`${prefix}${e.name}`]))
+    .sort();
+}
+
+export class TrainerCore {
+  state: GetStatusResponse = {
+    state: TrainerState.TRAINER_STATE_IDLE,
+    runId: '',
+    round: 0,
+    step: 0,
+    totalSteps: 0,
+    lastCheckpoint: undefined,
+  };
+
+  constructor(
+    readonly runtime: Runtime,
+    readonly store: FileArtifactStore,
+  ) {}
+
+  get busy(): boolean {
+    return this.state.state !== TrainerState.TRAINER_STATE_IDLE;
+  }
+}
+
+export function trainerService(core: TrainerCore) {
+  return service(TrainerServiceService, {
+    async trainRound(requests, ctx): Promise<TrainRoundResponse> {
+      if (core.busy)
+        throw DuelError.resourceExhausted(`busy training run ${core.state.runId} round ${core.state.round}`);
+      core.state = { ...core.state, state: TrainerState.TRAINER_STATE_RECEIVING, step: 0, totalSteps: 0 };
+      const scratch = mkdtempSync(join(tmpdir(), 'duel-trainer-'));
+      try {
+        let config: TrainRoundConfig | undefined;
+        const records: RoundRecord[] = [];
+        for await (const req of requests) {
+          if (req.kind?.$case === 'config') {
+            if (config) throw DuelError.invalidArgument([{ field: 'config', description: 'sent twice' }]);
+            config = req.kind.config;
+          } else if (req.kind?.$case === 'record') {
+            if (!config)
+              throw DuelError.invalidArgument([
+                { field: 'config', description: 'must be the first message' },
+              ]);
+            records.push(recordOf(req.kind.record, records.length));
+          }
+        }
+        if (!config) throw DuelError.invalidArgument([{ field: 'config', description: 'is required' }]);
+        const v = new Violations();
+        checkModelRef(v, config.policy, 'config.policy');
+        if (config.reference) checkModelRef(v, config.reference, 'config.reference');
+        v.check(config.algorithm.length > 0, 'config.algorithm', 'is required');
+        v.check(
+          config.outputUri.length > 0,
+          'config.output_uri',
+          'is required (a name inside the artifact store)',
+        );
+        v.check(records.length > 0, 'records', 'at least one record must follow the config');
+        const optimizer = optimizerOf(config.optimizer, v);
+        v.throwIfAny();
+        // A bad or taken output name fails now, not after the round has trained.
+        core.store.checkNewName(config.outputUri);
+        core.state = {
+          ...core.state,
+          state: TrainerState.TRAINER_STATE_TRAINING,
+          runId: config.runId,
+          round: config.round,
+        };
+
+        const policy = loadModelDir(localArtifactDir(config.policy!.artifact!));
+        const reference = config.reference
+          ? loadModelDir(localArtifactDir(config.reference.artifact!))
+          : undefined;
+        const o = config.optimizer;
+        const { weights, metrics } = await trainRound(core.runtime, {
+          algo: config.algorithm,
+          hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
+          config: policy.config,
+          weights: policy.weights,
+          ...(reference ? { reference: reference.weights } : {}),
+          records,
+          optimizer,
+          lr: o?.learningRate || 1e-4,
+          ...(o?.steps ? { steps: o.steps } : { epochs: o?.epochs || 1 }),
+          batchSize: o?.batchSize || 8,
+          gradClip: o?.gradClip ?? 1,
+          schedule: (o?.schedule || 'constant') as 'constant' | 'linear' | 'cosine',
+          warmupSteps: o?.warmupSteps ?? 0,
+          seed: Number(config.seed ?? 0),
+          onStep: (step, total) => {
+            if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
+            core.state = { ...core.state, step, totalSteps: total };
+          },
+        });
+        if (metrics.diverged)
+          throw DuelError.failedPrecondition(
+            `round ${config.round} diverged (${metrics.skipped_steps} of ${metrics.steps} steps non-finite): no checkpoint published`,
+          );
+        core.state = { ...core.state, state: TrainerState.TRAINER_STATE_WRITING };
+        const local = join(scratch, 'model');
+        saveModelDir(local, policy.config, weights, {
+          tokenizerFrom: policy.dir,
+          extraFiles: { 'metrics.json': `${JSON.stringify(metrics, null, 2)}\n` },
+        });
+        const checkpoint: CheckpointRef = {
+          artifact: core.store.put(local, config.outputUri),
+          runId: config.runId,
+          round: config.round,
+        };
+        core.state = { ...core.state, lastCheckpoint: checkpoint };
+        const values = Object.fromEntries(
+          Object.entries(metrics).filter(
+            (e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]),
+          ),
+        );
+        return { checkpoint, metrics: { values }, steps: metrics.steps, skippedSteps: metrics.skipped_steps };
+      } finally {
+        rmSync(scratch, { recursive: true, force: true });
+        core.state = { ...core.state, state: TrainerState.TRAINER_STATE_IDLE };
+      }
+    },
+
+    async getStatus() {
+      return core.state;
+    },
+
+    // The checkpoint's files in chunks, each file's sha256 with every chunk of it, for clients
+    // without access to the store's volume.
+    async *exportCheckpoint(req, ctx) {
+      if (!req.checkpoint?.artifact)
+        throw DuelError.invalidArgument([{ field: 'checkpoint', description: 'is required' }]);
+      const chunk = req.chunkSize || 1 << 20;
+      if (chunk > 4 << 20)
+        throw DuelError.invalidArgument([
+          { field: 'chunk_size', description: `must be at most ${4 << 20} bytes` },
+        ]);
+      const dir = core.store.get(req.checkpoint.artifact);
+      for (const path of filesUnder(dir)) {
+        const bytes = readFileSync(join(dir, path));
+        const sha256 = createHash('sha256').update(bytes).digest('hex');
+        for (let offset = 0; offset === 0 || offset < bytes.length; offset += chunk) {
+          if (ctx.signal.aborted) return;
+          yield {
+            path,
+            offset,
+            data: bytes.subarray(offset, offset + chunk),
+            fileSize: bytes.length,
+            sha256,
+          };
+        }
+      }
+    },
+  });
+}
