@@ -29,6 +29,7 @@ import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
+import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 import {
   DEFAULT_SAMPLER_LIMITS,
@@ -53,6 +54,7 @@ export class SamplerCore {
   constructor(
     private readonly runtime: Runtime,
     readonly limits: SamplerLimits = DEFAULT_SAMPLER_LIMITS,
+    readonly metrics?: ServiceMetrics,
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one model share the work. */
@@ -128,6 +130,11 @@ export function samplerService(core: SamplerCore) {
         signal: ctx.signal,
         ...(reference ? { mixture: { reference: reference.decoder, coef: req.mixtureCoef } } : {}),
       });
+      core.metrics?.count(
+        'duel_sampler_tokens_generated_total',
+        'completion tokens generated',
+        gens.reduce((n, g) => n + g.tokens.length, 0),
+      );
       for (const g of gens) {
         const completion: CompletionMessage = {
           tokenIds: g.tokens,

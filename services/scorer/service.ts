@@ -23,6 +23,7 @@ import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
+import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 
 export interface ScorerLimits {
@@ -76,6 +77,7 @@ export class ScorerCore {
   constructor(
     private readonly runtime: Runtime,
     readonly limits: ScorerLimits = DEFAULT_SCORER_LIMITS,
+    readonly metrics?: ServiceMetrics,
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one judge share the work. */
@@ -137,6 +139,11 @@ export function scorerService(core: ScorerCore) {
         if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
         const { prompt, candidates } = core.idsOf(judge, item, i);
         const { logits } = await judge.runner.compare(prompt, candidates);
+        core.metrics?.count(
+          'duel_scorer_pairs_judged_total',
+          'ordered pairs judged',
+          candidates.length * (candidates.length - 1),
+        );
         const prefs = prefsFromLogits(
           logits,
           req.probMode === ProbMode.PROB_MODE_BT ? 'bt' : 'pairwise',

@@ -29,6 +29,7 @@ import { type FileArtifactStore, localArtifactDir } from '../../src/platform/art
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
+import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 
 function optimizerOf(o: OptimizerConfig | undefined, v: Violations): OptimizerSpec {
@@ -81,6 +82,7 @@ export class TrainerCore {
   constructor(
     readonly runtime: Runtime,
     readonly store: FileArtifactStore,
+    readonly metrics?: ServiceMetrics,
   ) {}
 
   get busy(): boolean {
@@ -155,6 +157,7 @@ export function trainerService(core: TrainerCore) {
           onStep: (step, total) => {
             if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
             core.state = { ...core.state, step, totalSteps: total };
+            core.metrics?.count('duel_trainer_steps_total', 'optimizer steps taken');
           },
         });
         if (metrics.diverged)
@@ -173,6 +176,7 @@ export function trainerService(core: TrainerCore) {
           round: config.round,
         };
         core.state = { ...core.state, lastCheckpoint: checkpoint };
+        core.metrics?.count('duel_trainer_rounds_total', 'rounds trained and published');
         const values = Object.fromEntries(
           Object.entries(metrics).filter(
             (e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]),

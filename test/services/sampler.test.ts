@@ -23,6 +23,7 @@ import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
+import { ServiceMetrics } from '../../src/platform/metrics.js';
 import { collect, startService, unary } from '../helpers/grpc.js';
 
 const root = mkdtempSync(join(tmpdir(), 'duel-sampler-'));
@@ -30,6 +31,7 @@ const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 let server: GrpcServer;
 let client: PolicySamplerServiceClient;
 let model: ModelRef;
+const metrics = new ServiceMetrics('sampler');
 
 beforeAll(async () => {
   const cfg = parseLlamaConfig({
@@ -55,7 +57,7 @@ beforeAll(async () => {
   const ref = new FileArtifactStore(join(root, 'store')).put(src, 'policy');
   model = { artifact: ref, name: 'policy' };
   let address: string;
-  ({ server, address } = await startService([samplerService(new SamplerCore(runtime))]));
+  ({ server, address } = await startService([samplerService(new SamplerCore(runtime, undefined, metrics))]));
   client = new PolicySamplerServiceClient(address, grpc.credentials.createInsecure());
 });
 
@@ -103,6 +105,10 @@ describe('PolicySamplerService', () => {
       expect(r.completion!.tokenLogprobs).toHaveLength(r.completion!.tokenIds.length);
       expect(r.completion!.source).toBe(CompletionSource.COMPLETION_SOURCE_POLICY);
     }
+    const generated = out.reduce((n, r) => n + r.completion!.tokenIds.length, 0);
+    expect(await metrics.registry.metrics()).toMatch(
+      new RegExp(`duel_sampler_tokens_generated_total\\{service="sampler"\\} ${generated}\\b`),
+    );
     const again: SampleResponse[] = await collect(client.sample(sampleRequest()));
     expect(again.map((r) => r.completion!.tokenIds)).toEqual(out.map((r) => r.completion!.tokenIds));
 

@@ -1,6 +1,7 @@
 /** `duel serve` as a real process: binds loopback, reports SERVING, rejects bad input, drains on SIGTERM. */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
@@ -15,11 +16,22 @@ import { healthCheck, unary } from '../helpers/grpc.js';
 
 const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
 
+/** A port nothing listens on right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
 describe('duel serve', () => {
   it('serves the scorer until SIGTERM, answering bad requests with INVALID_ARGUMENT', async () => {
+    const metricsPort = await freePort();
     const child = spawn(process.execPath, [BIN, 'serve', 'scorer', '--port', '0'], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, DUEL_LOG_LEVEL: 'warn' },
+      env: { ...process.env, DUEL_LOG_LEVEL: 'warn', DUEL_METRICS_PORT: String(metricsPort) },
     });
     let stderr = '';
     const address = await new Promise<string>((resolve, reject) => {
@@ -42,6 +54,13 @@ describe('duel serve', () => {
     expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(await healthCheck(address)).toBe('SERVING');
     client.close();
+
+    // Prometheus text on the metrics port: the rejected call, counted by method and code.
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(text).toMatch(
+      /duel_grpc_server_handled_total\{method="\/duel\.v1\.PreferenceScorerService\/Compare",code="INVALID_ARGUMENT",service="scorer"\} 1/,
+    );
+    expect(text).toContain('duel_grpc_server_handling_seconds_bucket');
 
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');

@@ -13,15 +13,18 @@ import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
 import { GrpcServer } from '../../platform/grpc/server.js';
 import { createLogger } from '../../platform/logger.js';
+import { ServiceMetrics } from '../../platform/metrics.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
 import { intFlag } from '../flags.js';
 
 /** The roles this build serves; the orchestrator arrives with the rest of issue #6. */
 const ROLES = {
-  sampler: (runtime: Runtime) => samplerService(new SamplerCore(runtime)),
-  scorer: (runtime: Runtime) => scorerService(new ScorerCore(runtime)),
-  trainer: (runtime: Runtime, cfg: ServiceConfig) =>
-    trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root))),
+  sampler: (runtime: Runtime, _cfg: ServiceConfig, m: ServiceMetrics) =>
+    samplerService(new SamplerCore(runtime, undefined, m)),
+  scorer: (runtime: Runtime, _cfg: ServiceConfig, m: ServiceMetrics) =>
+    scorerService(new ScorerCore(runtime, undefined, m)),
+  trainer: (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics) =>
+    trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m)),
 } as const;
 
 export function registerServe(program: Command): void {
@@ -50,15 +53,21 @@ export function registerServe(program: Command): void {
       const logger = createLogger(role, { level: cfg.logLevel });
       // One worker per core the container may use, each single-threaded: requests run side by side.
       const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 });
+      const metrics = new ServiceMetrics(role);
       const server = new GrpcServer({
         logger,
-        services: [make(runtime, cfg)],
+        observe: metrics.observe,
+        services: [make(runtime, cfg, metrics)],
         host: cfg.host,
         port: cfg.port,
         maxMessageBytes: cfg.grpc.maxMessageBytes,
         shutdownGraceMs: cfg.grpc.shutdownGraceMs,
       });
       const port = await server.start();
+      if (cfg.metrics.port > 0) {
+        const m = await metrics.serve(cfg.host, cfg.metrics.port);
+        process.stderr.write(`duel ${role} metrics on http://${cfg.host}:${m.port}/metrics\n`);
+      }
       server.setServing(true);
       server.exitOnSignals(() => runtime.close());
       logger.info({ role, address: `${cfg.host}:${port}` }, 'serving');

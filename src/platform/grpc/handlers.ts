@@ -116,41 +116,54 @@ export function adaptHandlers(
   definition: grpc.ServiceDefinition,
   handlers: Record<string, (...args: never[]) => unknown>,
   log: Logger,
+  observe?: (method: string, code: string, seconds: number) => void,
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [name, method] of Object.entries(definition as Record<string, MethodDef>)) {
     const handler = handlers[name] as unknown as (...args: unknown[]) => unknown;
     if (!handler) throw new Error(`no handler for ${method.path}`);
     const path = method.path;
-    const fail = (error: unknown): Partial<grpc.StatusObject> => {
+    // Per call: a stopwatch that reports the call's code and duration once it ends.
+    const clock = () => {
+      const t0 = performance.now();
+      return (code: Code) => observe?.(path, Code[code], (performance.now() - t0) / 1000);
+    };
+    const fail = (error: unknown, end: (code: Code) => void): Partial<grpc.StatusObject> => {
       const e = DuelError.from(error);
       logFailure(log, path, e);
+      end(e.code);
       return toStatus(e);
     };
 
     if (!method.requestStream && !method.responseStream) {
       impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const { ctx, done } = contextOf(call, path);
+        const end = clock();
         Promise.resolve()
           .then(() => handler(checkDecoded(call.request, path), ctx))
           .then(
-            (res) => callback(null, res),
-            (err) => callback(fail(err)),
+            (res) => {
+              end(Code.OK);
+              callback(null, res);
+            },
+            (err) => callback(fail(err, end)),
           )
           .finally(done);
       };
     } else if (!method.requestStream && method.responseStream) {
       impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const { ctx, done } = contextOf(call, path);
+        const end = clock();
         (async () => {
           const stream = handler(checkDecoded(call.request, path), ctx) as AsyncIterable<unknown>;
           for await (const res of stream) {
             if (ctx.signal.aborted) throw ctx.signal.reason;
             if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
           }
+          end(Code.OK);
           call.end();
         })()
-          .catch((err) => call.emit('error', fail(err)))
+          .catch((err) => call.emit('error', fail(err, end)))
           .finally(done);
       };
     } else if (method.requestStream && !method.responseStream) {
@@ -159,24 +172,30 @@ export function adaptHandlers(
         callback: grpc.sendUnaryData<unknown>,
       ) => {
         const { ctx, done } = contextOf(call, path);
+        const end = clock();
         Promise.resolve()
           .then(() => handler(decodedStream(call, path), ctx))
           .then(
-            (res) => callback(null, res),
-            (err) => callback(fail(err)),
+            (res) => {
+              end(Code.OK);
+              callback(null, res);
+            },
+            (err) => callback(fail(err, end)),
           )
           .finally(done);
       };
     } else {
       impl[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
         const { ctx, done } = contextOf(call, path);
+        const end = clock();
         (async () => {
           for await (const res of handler(decodedStream(call, path), ctx) as AsyncIterable<unknown>) {
             if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
           }
+          end(Code.OK);
           call.end();
         })()
-          .catch((err) => call.emit('error', fail(err)))
+          .catch((err) => call.emit('error', fail(err, end)))
           .finally(done);
       };
     }

@@ -50,6 +50,8 @@ export interface GrpcServerOptions {
   reflection?: boolean;
   /** Server credentials. @default insecure (loopback) */
   credentials?: grpc.ServerCredentials;
+  /** Called once per completed call with its method, status code name and seconds (metrics). */
+  observe?: (method: string, code: string, seconds: number) => void;
 }
 
 export function fullServiceName(definition: grpc.ServiceDefinition): string {
@@ -62,8 +64,9 @@ export class GrpcServer {
   readonly server: grpc.Server;
   private readonly health: HealthImplementation;
   private readonly names: string[];
-  private readonly options: Required<Omit<GrpcServerOptions, 'credentials'>> & {
+  private readonly options: Required<Omit<GrpcServerOptions, 'credentials' | 'observe'>> & {
     credentials: grpc.ServerCredentials;
+    observe?: GrpcServerOptions['observe'];
   };
   private boundPort = 0;
   private shuttingDown: Promise<void> | undefined;
@@ -92,7 +95,12 @@ export class GrpcServer {
       new ReflectionService(pkg).addToServer(this.server);
     }
     for (const s of options.services) {
-      const impl = adaptHandlers(s.definition, s.handlers as never, this.options.logger);
+      const impl = adaptHandlers(
+        s.definition,
+        s.handlers as never,
+        this.options.logger,
+        this.options.observe,
+      );
       this.server.addService(tolerantDefinition(s.definition), impl);
     }
   }
