@@ -24,6 +24,7 @@ import { DecoderRunner } from '../../src/models/llama/runner.js';
 import { llamaParams, parameterCount } from '../../src/models/llama/weights.js';
 import { loadModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
+import { Admission } from '../../src/platform/admission.js';
 import { localArtifactDir } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
@@ -55,6 +56,7 @@ export class SamplerCore {
     private readonly runtime: Runtime,
     readonly limits: SamplerLimits = DEFAULT_SAMPLER_LIMITS,
     readonly metrics?: ServiceMetrics,
+    readonly admission = new Admission(4, 64),
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one model share the work. */
@@ -117,7 +119,8 @@ export function samplerService(core: SamplerCore) {
         return m.tokenizer.encode(p.text);
       });
       const params = req.params!;
-      const gens = await generate(m.decoder, prompts, {
+      // Admission: a bounded number decode at once, a bounded queue waits, the rest are refused.
+      const options = {
         n: Math.max(1, params.numSamples),
         maxNewTokens: params.maxNewTokens,
         temperature: params.temperature ?? 1,
@@ -129,7 +132,8 @@ export function samplerService(core: SamplerCore) {
         padId: m.config.padTokenId ?? 0,
         signal: ctx.signal,
         ...(reference ? { mixture: { reference: reference.decoder, coef: req.mixtureCoef } } : {}),
-      });
+      };
+      const gens = await core.admission.run(() => generate(m.decoder, prompts, options), ctx.signal);
       core.metrics?.count(
         'duel_sampler_tokens_generated_total',
         'completion tokens generated',
@@ -150,12 +154,14 @@ export function samplerService(core: SamplerCore) {
       }
     },
 
-    async logprobs(req): Promise<LogprobsResponse> {
+    async logprobs(req, ctx): Promise<LogprobsResponse> {
       validateLogprobsRequest(req, core.limits);
       const m = await core.load(req.model!);
-      const scored = await m.scorer.logprobs(
-        req.sequences.map((s) => ({ promptIds: [...s.promptIds], completionIds: [...s.completionIds] })),
-      );
+      const sequences = req.sequences.map((s) => ({
+        promptIds: [...s.promptIds],
+        completionIds: [...s.completionIds],
+      }));
+      const scored = await core.admission.run(() => m.scorer.logprobs(sequences), ctx.signal);
       return { results: scored.map((s) => ({ logprob: s.summed, tokenLogprobs: s.perToken })) };
     },
   });

@@ -18,6 +18,7 @@ import { judgeParams } from '../../src/models/judge/model.js';
 import { JudgeRunner } from '../../src/models/judge/runner.js';
 import { parameterCount } from '../../src/models/llama/weights.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
+import { Admission } from '../../src/platform/admission.js';
 import { localArtifactDir } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
@@ -78,6 +79,7 @@ export class ScorerCore {
     private readonly runtime: Runtime,
     readonly limits: ScorerLimits = DEFAULT_SCORER_LIMITS,
     readonly metrics?: ServiceMetrics,
+    readonly admission = new Admission(4, 64),
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one judge share the work. */
@@ -138,7 +140,10 @@ export function scorerService(core: ScorerCore) {
       for (const [i, item] of req.items.entries()) {
         if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
         const { prompt, candidates } = core.idsOf(judge, item, i);
-        const { logits } = await judge.runner.compare(prompt, candidates);
+        const { logits } = await core.admission.run(
+          () => judge.runner.compare(prompt, candidates),
+          ctx.signal,
+        );
         core.metrics?.count(
           'duel_scorer_pairs_judged_total',
           'ordered pairs judged',
@@ -167,12 +172,18 @@ export function scorerService(core: ScorerCore) {
         if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
         const { prompt, candidates } = core.idsOf(judge, item, i);
         if (req.method === RankMethod.RANK_METHOD_BUBBLE) {
-          const { best, judged } = await judge.runner.bestOfN(prompt, candidates, 'bubble');
+          const { best, judged } = await core.admission.run(
+            () => judge.runner.bestOfN(prompt, candidates, 'bubble'),
+            ctx.signal,
+          );
           // One pass finds the champion only: it leads, the rest keep their input order.
           const order = [best, ...candidates.keys()].filter((x, n, all) => all.indexOf(x) === n);
           rankings.push({ order, bestIndex: best, scores: [], pairsJudged: judged });
         } else {
-          const { logits } = await judge.runner.compare(prompt, candidates);
+          const { logits } = await core.admission.run(
+            () => judge.runner.compare(prompt, candidates),
+            ctx.signal,
+          );
           const scores = btScores(logits);
           const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
           const k = candidates.length;

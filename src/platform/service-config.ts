@@ -27,6 +27,14 @@ export const serviceConfigSchema = z
           .default('nats://127.0.0.1:4222'),
       })
       .default({ url: 'nats://127.0.0.1:4222' }),
+    admission: z
+      .object({
+        /** Expensive calls (sampling, scoring) running at once; 0: one per ONNX Runtime worker. */
+        maxActive: z.number().int().min(0).default(0),
+        /** Calls that may wait for a slot; beyond this a call gets RESOURCE_EXHAUSTED at once. */
+        maxQueued: z.number().int().min(0).default(64),
+      })
+      .default({ maxActive: 0, maxQueued: 64 }),
     artifacts: z
       .object({
         /** Root of the file:// artifact store checkpoints are published into. */

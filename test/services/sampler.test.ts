@@ -20,6 +20,7 @@ import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { saveModelDir } from '../../src/models/model-dir.js';
 import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
+import { Admission } from '../../src/platform/admission.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
@@ -136,5 +137,26 @@ describe('PolicySamplerService', () => {
       client.sample(sampleRequest({ prompts: [{ tokenIds: [4], text: '', id: '' }] })),
     );
     expect(ok).toHaveLength(2);
+  });
+
+  it('refuses a call beyond its admission limits with RESOURCE_EXHAUSTED', async () => {
+    const { server: busy, address } = await startService([
+      samplerService(new SamplerCore(runtime, undefined, undefined, new Admission(1, 0))),
+    ]);
+    const other = new PolicySamplerServiceClient(address, grpc.credentials.createInsecure());
+    try {
+      await unary<LoadModelRequest, LoadModelResponse>(other.loadModel.bind(other), { model });
+      const long = sampleRequest({
+        params: { numSamples: 4, maxNewTokens: 48, temperature: 1, topK: 0, topP: 1, seed: 1 },
+      });
+      const results = await Promise.allSettled([collect(other.sample(long)), collect(other.sample(long))]);
+      const codes = results.map((r) =>
+        r.status === 'fulfilled' ? 'OK' : (r.reason as grpc.ServiceError).code,
+      );
+      expect(codes.sort()).toEqual([grpc.status.RESOURCE_EXHAUSTED, 'OK'].sort());
+    } finally {
+      other.close();
+      await busy.shutdown('test over');
+    }
   });
 });

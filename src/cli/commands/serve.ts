@@ -8,6 +8,7 @@ import { SamplerCore, samplerService } from '../../../services/sampler/service.j
 import { ScorerCore, scorerService } from '../../../services/scorer/service.js';
 import { TrainerCore, trainerService } from '../../../services/trainer/service.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
+import { Admission } from '../../platform/admission.js';
 import { FileArtifactStore } from '../../platform/artifacts.js';
 import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
@@ -19,13 +20,17 @@ import { intFlag } from '../flags.js';
 
 /** The roles this build serves; the orchestrator arrives with the rest of issue #6. */
 const ROLES = {
-  sampler: (runtime: Runtime, _cfg: ServiceConfig, m: ServiceMetrics) =>
-    samplerService(new SamplerCore(runtime, undefined, m)),
-  scorer: (runtime: Runtime, _cfg: ServiceConfig, m: ServiceMetrics) =>
-    scorerService(new ScorerCore(runtime, undefined, m)),
+  sampler: (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics) =>
+    samplerService(new SamplerCore(runtime, undefined, m, admissionOf(cfg, runtime))),
+  scorer: (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics) =>
+    scorerService(new ScorerCore(runtime, undefined, m, admissionOf(cfg, runtime))),
   trainer: (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics) =>
     trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m)),
 } as const;
+
+function admissionOf(cfg: ServiceConfig, runtime: Runtime): Admission {
+  return new Admission(cfg.admission.maxActive || runtime.workers, cfg.admission.maxQueued);
+}
 
 export function registerServe(program: Command): void {
   program

@@ -122,6 +122,11 @@ export class Runtime {
     this.intraOpThreads = options.intraOpThreads || Math.max(1, Math.floor(cpuLimit() / n));
   }
 
+  /** How many worker threads run sessions. */
+  get workers(): number {
+    return this.channels.length;
+  }
+
   async load(model: CompiledModel | Uint8Array): Promise<Session> {
     const bytes = model instanceof Uint8Array ? model : model.bytes;
     const channel = this.channels[this.turn++ % this.channels.length]!;
