@@ -27,6 +27,17 @@ export const serviceConfigSchema = z
           .default('nats://127.0.0.1:4222'),
       })
       .default({ url: 'nats://127.0.0.1:4222' }),
+    models: z
+      .object({
+        /**
+         * Models (sampler) or judges (scorer) to load before the service reports SERVING, each
+         * `file:///path#<sha256 of its manifest>`.
+         */
+        preload: z
+          .array(z.string().regex(/^file:\/\/\S+#[0-9a-f]{64}$/, 'must be file:///path#<64 hex digest>'))
+          .default([]),
+      })
+      .default({ preload: [] }),
     admission: z
       .object({
         /** Expensive calls (sampling, scoring) running at once; 0: one per ONNX Runtime worker. */

@@ -1,7 +1,9 @@
 /** `duel serve` as a real process: binds loopback, reports SERVING, rejects bad input, drains on SIGTERM. */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
@@ -11,8 +13,12 @@ import {
   PreferenceScorerServiceClient,
   ProbMode,
 } from '../../src/gen/duel/v1/scorer.js';
+import { initJudgeWeights } from '../../src/models/judge/model.js';
+import { saveJudgeDir } from '../../src/models/judge/runner.js';
+import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { packageRoot } from '../../src/platform/paths.js';
 import { healthCheck, unary } from '../helpers/grpc.js';
+import { tinyJudgeConfig } from '../models/fixtures.js';
 
 const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
 
@@ -83,5 +89,41 @@ describe('duel serve', () => {
       code: 2,
       stderr: expect.stringMatching(/port: .*\(from DUEL_PORT\)/),
     });
+  });
+
+  it('preloads configured judges before reporting SERVING, and exits naming a bad digest', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'duel-serve-'));
+    try {
+      const cfg = tinyJudgeConfig();
+      saveJudgeDir(join(root, 'j'), cfg, initJudgeWeights(cfg, 1));
+      const ref = new FileArtifactStore(join(root, 'store')).put(join(root, 'j'), 'judge');
+      const start = (preload: string) =>
+        spawn(process.execPath, [BIN, 'serve', 'scorer', '--port', '0'], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+          env: { ...process.env, DUEL_LOG_LEVEL: 'info', DUEL_MODELS_PRELOAD: preload },
+        });
+      const good = start(`${ref.uri}#${ref.sha256}`);
+      let log = '';
+      const address = await new Promise<string>((resolve, reject) => {
+        good.stderr.on('data', (d: Buffer) => {
+          log += d.toString();
+          const m = /listening on (\S+)/.exec(log);
+          if (m && log.includes('preloaded')) resolve(m[1]!);
+        });
+        good.once('exit', (code) => reject(new Error(`exited ${code}: ${log}`)));
+      });
+      expect(await healthCheck(address)).toBe('SERVING');
+      good.kill('SIGTERM');
+      await once(good, 'exit');
+
+      const bad = start(`${ref.uri}#${'0'.repeat(64)}`);
+      let err = '';
+      bad.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const [code] = await once(bad, 'exit');
+      expect(code).toBe(2);
+      expect(err).toMatch(/manifest digest .* does not match/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
