@@ -29,6 +29,7 @@ import { type FileArtifactStore, localArtifactDir } from '../../src/platform/art
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
+import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 
@@ -83,6 +84,7 @@ export class TrainerCore {
     readonly runtime: Runtime,
     readonly store: FileArtifactStore,
     readonly metrics?: ServiceMetrics,
+    readonly logger?: Logger,
   ) {}
 
   get busy(): boolean {
@@ -133,6 +135,8 @@ export function trainerService(core: TrainerCore) {
           runId: config.runId,
           round: config.round,
         };
+        const log = core.logger?.child({ run: config.runId, round: config.round, rpc: ctx.method });
+        log?.info({ algo: config.algorithm, records: records.length }, 'round training');
 
         const policy = loadModelDir(localArtifactDir(config.policy!.artifact!));
         const reference = config.reference
@@ -177,6 +181,10 @@ export function trainerService(core: TrainerCore) {
         };
         core.state = { ...core.state, lastCheckpoint: checkpoint };
         core.metrics?.count('duel_trainer_rounds_total', 'rounds trained and published');
+        log?.info(
+          { uri: checkpoint.artifact!.uri, steps: metrics.steps, loss: metrics.loss_last },
+          'round published',
+        );
         const values = Object.fromEntries(
           Object.entries(metrics).filter(
             (e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]),

@@ -14,7 +14,7 @@ import { FileArtifactStore } from '../../platform/artifacts.js';
 import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
 import { GrpcServer, type ServiceRegistration } from '../../platform/grpc/server.js';
-import { createLogger } from '../../platform/logger.js';
+import { createLogger, type Logger } from '../../platform/logger.js';
 import { ServiceMetrics } from '../../platform/metrics.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
 import { intFlag } from '../flags.js';
@@ -26,19 +26,22 @@ interface Role {
   preload?: (ref: ModelRef) => Promise<unknown>;
 }
 
-const ROLES: Record<string, (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics) => Role> = {
-  sampler: (runtime, cfg, m) => {
-    const core = new SamplerCore(runtime, undefined, m, admissionOf(cfg, runtime));
-    return { registration: samplerService(core), preload: (ref) => core.load(ref) };
-  },
-  scorer: (runtime, cfg, m) => {
-    const core = new ScorerCore(runtime, undefined, m, admissionOf(cfg, runtime));
-    return { registration: scorerService(core), preload: (ref) => core.load(ref) };
-  },
-  trainer: (runtime, cfg, m) => ({
-    registration: trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m)),
-  }),
-};
+const ROLES: Record<string, (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics, log: Logger) => Role> =
+  {
+    sampler: (runtime, cfg, m) => {
+      const core = new SamplerCore(runtime, undefined, m, admissionOf(cfg, runtime));
+      return { registration: samplerService(core), preload: (ref) => core.load(ref) };
+    },
+    scorer: (runtime, cfg, m) => {
+      const core = new ScorerCore(runtime, undefined, m, admissionOf(cfg, runtime));
+      return { registration: scorerService(core), preload: (ref) => core.load(ref) };
+    },
+    trainer: (runtime, cfg, m, log) => ({
+      registration: trainerService(
+        new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m, log),
+      ),
+    }),
+  };
 
 function admissionOf(cfg: ServiceConfig, runtime: Runtime): Admission {
   return new Admission(cfg.admission.maxActive || runtime.workers, cfg.admission.maxQueued);
@@ -71,7 +74,7 @@ export function registerServe(program: Command): void {
       // One worker per core the container may use, each single-threaded: requests run side by side.
       const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 });
       const metrics = new ServiceMetrics(role);
-      const made = make(runtime, cfg, metrics);
+      const made = make(runtime, cfg, metrics, logger);
       if (cfg.models.preload.length > 0 && !made.preload)
         throw DuelError.invalidArgument([
           { field: 'models.preload', description: `the ${role} has no models to preload` },
