@@ -69,7 +69,7 @@ export async function runSteps(
   o: StepLoop,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
   const perEpoch = Math.ceil(o.records / o.batchSize);
-  const total = o.steps ?? perEpoch * (o.epochs ?? 1);
+  const total = stepCount(o, o.records);
   const order = Array.from({ length: o.records }, (_, i) => i);
   const losses: number[] = [];
   const norms: number[] = [];
@@ -117,9 +117,17 @@ export async function runSteps(
   return { weights, metrics };
 }
 
+/** Steps a run takes: `steps` when given, else `epochs` passes of batches over the records. */
+export function stepCount(
+  o: { steps?: number | undefined; epochs?: number | undefined; batchSize: number },
+  records: number,
+): number {
+  return o.steps ?? Math.ceil(records / o.batchSize) * (o.epochs ?? 1);
+}
+
 /** The step count a run will take, and its learning-rate schedule. */
 export function plan(o: LoopSettings, records: number): { steps: number; schedule: ScheduleSpec } {
-  const steps = o.steps ?? Math.ceil(records / o.batchSize) * (o.epochs ?? 1);
+  const steps = stepCount(o, records);
   return {
     steps,
     schedule: {

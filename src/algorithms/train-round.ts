@@ -64,19 +64,32 @@ interface SlotData {
   refTokens: number[][][];
 }
 
-async function frozenLogps(
-  runtime: Runtime,
-  cfg: LlamaConfig,
-  weights: Record<string, HostTensor>,
-  rows: Row[],
-) {
-  const runner = await LogprobRunner.create(runtime, cfg, weights);
-  try {
-    return await runner.logprobs(
+/**
+ * Log-prob sessions for the frozen passes of one round, one per weight set (π_t, π_ref, the
+ * trained weights), built once and reused across slots, resampling and the round's figures.
+ */
+class FrozenScorers {
+  private readonly runners = new Map<object, Promise<LogprobRunner>>();
+
+  constructor(
+    private readonly runtime: Runtime,
+    private readonly cfg: LlamaConfig,
+  ) {}
+
+  async logprobs(weights: Record<string, HostTensor>, rows: Row[]) {
+    let runner = this.runners.get(weights);
+    if (!runner) {
+      runner = LogprobRunner.create(this.runtime, this.cfg, weights);
+      this.runners.set(weights, runner);
+    }
+    return (await runner).logprobs(
       rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
     );
-  } finally {
-    await runner.release();
+  }
+
+  async release(): Promise<void> {
+    for (const runner of this.runners.values()) await (await runner).release();
+    this.runners.clear();
   }
 }
 
@@ -133,6 +146,19 @@ export async function trainRound(
   runtime: Runtime,
   o: TrainRoundOptions,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
+  const frozen = new FrozenScorers(runtime, o.config);
+  try {
+    return await trainRoundWith(runtime, o, frozen);
+  } finally {
+    await frozen.release();
+  }
+}
+
+async function trainRoundWith(
+  runtime: Runtime,
+  o: TrainRoundOptions,
+  frozen: FrozenScorers,
+): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
   const { recipe, hp } = recipeFor(o.algo, o.hparams);
   checkRecords(o.records, o.config.vocabSize, recipe.needs.prefs ?? true);
   if ((recipe.needs.ref || recipe.needs.refTokens) && !o.reference)
@@ -157,11 +183,8 @@ export async function trainRound(
     const flat = rows.flat();
     const m = rows[0]!.length;
     const regroup = <X>(xs: X[]) => rows.map((_, i) => xs.slice(i * m, (i + 1) * m));
-    const t = recipe.needs.t ? await frozenLogps(runtime, o.config, o.weights, flat) : [];
-    const ref =
-      recipe.needs.ref || recipe.needs.refTokens
-        ? await frozenLogps(runtime, o.config, o.reference!, flat)
-        : [];
+    const t = recipe.needs.t ? await frozen.logprobs(o.weights, flat) : [];
+    const ref = recipe.needs.ref || recipe.needs.refTokens ? await frozen.logprobs(o.reference!, flat) : [];
     data[slot] = {
       rows,
       t: regroup(t.map((x) => x.summed)),
@@ -184,7 +207,7 @@ export async function trainRound(
     data: Float32Array.from(xs),
   });
   try {
-    const resample = selfSampler(runtime, o, recipe, hp, data, state);
+    const resample = selfSampler(runtime, o, recipe, hp, data, state, frozen);
     const result = await runSteps(state, {
       algo: o.algo,
       records: o.records.length,
@@ -228,7 +251,8 @@ export async function trainRound(
       },
     });
     if (resample) result.metrics.resamples = resample.count();
-    if (!result.metrics.diverged) Object.assign(result.metrics, await roundStats(runtime, o, result.weights));
+    if (!result.metrics.diverged)
+      Object.assign(result.metrics, await roundStats(runtime, o, result.weights, frozen));
     return result;
   } finally {
     await state.dispose();
@@ -247,6 +271,7 @@ function selfSampler(
   hp: never,
   data: Record<string, SlotData>,
   state: TrainingState,
+  frozen: FrozenScorers,
 ) {
   const spec = recipe.selfSamples?.(hp);
   if (!spec) return undefined;
@@ -260,7 +285,7 @@ function selfSampler(
       const rows = gens.map((g) => [
         { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, scalars: {} },
       ]);
-      const ref = await frozenLogps(runtime, o.config, o.reference!, rows.flat());
+      const ref = await frozen.logprobs(o.reference!, rows.flat());
       data[spec.slot] = {
         rows,
         t: [],
@@ -277,13 +302,18 @@ function selfSampler(
  * over the round's completions, mean Δ over winner/loser pairs (with a reference), and on one fresh
  * sample per prompt from π_θ: KL(π_θ‖π_ref) (mean of logp_θ − logp_ref), token entropy and length.
  */
-async function roundStats(runtime: Runtime, o: TrainRoundOptions, trained: Record<string, HostTensor>) {
+async function roundStats(
+  runtime: Runtime,
+  o: TrainRoundOptions,
+  trained: Record<string, HostTensor>,
+  frozen: FrozenScorers,
+) {
   const all = o.records.flatMap((r) =>
     r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c, scalars: {} })),
   );
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
-  const theta = (await frozenLogps(runtime, o.config, trained, all)).map((x) => x.summed);
-  const start = (await frozenLogps(runtime, o.config, o.weights, all)).map((x) => x.summed);
+  const theta = (await frozen.logprobs(trained, all)).map((x) => x.summed);
+  const start = (await frozen.logprobs(o.weights, all)).map((x) => x.summed);
   const stats: Partial<RoundMetrics> = { mean_ell: mean(theta.map((x, i) => x - start[i]!)) };
 
   const gens = await sampleOnce(
@@ -296,9 +326,7 @@ async function roundStats(runtime: Runtime, o: TrainRoundOptions, trained: Recor
   stats.entropy = mean(gens.flatMap((g) => g.entropies));
   stats.completion_length = mean(gens.map((g) => g.tokens.length));
   if (o.reference) {
-    const ref = await frozenLogps(
-      runtime,
-      o.config,
+    const ref = await frozen.logprobs(
       o.reference,
       gens.map((g) => ({
         promptIds: o.records[g.prompt]!.prompt_ids,
@@ -308,7 +336,7 @@ async function roundStats(runtime: Runtime, o: TrainRoundOptions, trained: Recor
     );
     stats.kl_to_ref = mean(gens.map((g, i) => g.logprobs.reduce((a, b) => a + b, 0) - ref[i]!.summed));
     if (o.records.every((r) => r.prefs.length === r.completion_ids.length && r.prefs.length >= 2)) {
-      const refAll = (await frozenLogps(runtime, o.config, o.reference, all)).map((x) => x.summed);
+      const refAll = (await frozen.logprobs(o.reference, all)).map((x) => x.summed);
       let at = 0;
       const gaps = o.records.map((r) => {
         const base = at;

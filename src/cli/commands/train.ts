@@ -7,7 +7,7 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
-import type { RoundMetrics } from '../../algorithms/steps.js';
+import { type RoundMetrics, stepCount } from '../../algorithms/steps.js';
 import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
 import { type OptimizerSpec, Runtime } from '../../engine/index.js';
@@ -120,7 +120,7 @@ function withTrainingFlags(cmd: Command, model = true): Command {
 
 /** What every trainer takes from the flags: optimizer, schedule, batching and a progress line. */
 function loopOptions(f: Omit<TrainFlags, 'model'>, records: number, label: string) {
-  const steps = f.steps ?? Math.ceil(records / f.batchSize) * f.epochs;
+  const steps = stepCount(f, records);
   const p = progress(label, steps, f.quiet);
   if (!['constant', 'linear', 'cosine'].includes(f.schedule))
     throw DuelError.invalidArgument([
