@@ -21,7 +21,7 @@ import {
 } from '../src/engine/index.js';
 import { llamaForward } from '../src/models/llama/decoder.js';
 import { tokenLogprobs } from '../src/models/llama/logprobs.js';
-import { initLlamaWeights } from '../src/models/llama/weights.js';
+import { initLlamaWeights, llamaParams } from '../src/models/llama/weights.js';
 import { STACK, stackBatch, stackConfig } from './reference-stack.js';
 
 export interface EngineBenchOptions {
@@ -109,7 +109,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       build(graph: Graph, param: (name: string, shape: number[]) => Tensor) {
         const ids = graph.input('input_ids', 'int64', ['B', 'T']);
         const labels = graph.input('labels', 'int64', ['B', 'T']);
-        const shapes = new Map(Object.entries(initLlamaWeights(cfg, 0)).map(([k, v]) => [k, v.dims]));
+        const shapes = new Map(llamaParams(cfg).map((p) => [p.name, p.shape]));
         const cache = new Map<string, Tensor>();
         const w = (name: string) => {
           if (!cache.has(name)) cache.set(name, param(name, shapes.get(name)!));

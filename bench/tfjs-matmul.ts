@@ -21,4 +21,6 @@ const time = (f: () => tf.Tensor) => {
 };
 const plain = time(() => tf.matMul(x, w));
 const transposeA = time(() => tf.matMul(x, y, true, false));
-process.stdout.write(`${JSON.stringify({ plain_ms: plain, transpose_a_ms: transposeA, ratio: transposeA / plain })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ plain_ms: plain, transpose_a_ms: transposeA, ratio: transposeA / plain })}\n`,
+);

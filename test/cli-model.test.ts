@@ -21,6 +21,21 @@ const lines = (out: string) =>
 
 describe('duel model / duel sample', () => {
   const model = join(dir, 'm');
+  const sample = (...args: string[]) =>
+    duel(
+      'sample',
+      '--model',
+      model,
+      '--prompts',
+      'prompts.jsonl',
+      '-n',
+      '3',
+      '--max-new-tokens',
+      '4',
+      '--seed',
+      '9',
+      ...args,
+    );
   const sft = (...args: string[]) => duel('train', 'sft', '--model', model, '--data', 'sft.jsonl', ...args);
 
   it('init writes a loadable model directory with its tokenizer', () => {
@@ -65,20 +80,7 @@ describe('duel model / duel sample', () => {
 
   it('samples text and id prompts; the log-probs it reports are what logprobs computes', () => {
     writeFileSync(join(dir, 'prompts.jsonl'), '{"prompt":"a b c","id":"x"}\n{"prompt_ids":[5,6]}\n');
-    const r = duel(
-      'sample',
-      '--model',
-      model,
-      '--prompts',
-      'prompts.jsonl',
-      '-n',
-      '3',
-      '--max-new-tokens',
-      '4',
-      '--seed',
-      '9',
-      '--quiet',
-    );
+    const r = sample('--quiet');
     expect(r.status).toBe(0);
     const out = lines(r.stdout);
     expect(out).toHaveLength(2);
@@ -86,24 +88,7 @@ describe('duel model / duel sample', () => {
     expect(out[0].completion_ids).toHaveLength(3);
     expect(out[0].completions).toHaveLength(3);
     // the same seed gives the same samples
-    expect(
-      lines(
-        duel(
-          'sample',
-          '--model',
-          model,
-          '--prompts',
-          'prompts.jsonl',
-          '-n',
-          '3',
-          '--max-new-tokens',
-          '4',
-          '--seed',
-          '9',
-          '--quiet',
-        ).stdout,
-      ),
-    ).toEqual(out);
+    expect(lines(sample('--quiet').stdout)).toEqual(out);
 
     writeFileSync(
       join(dir, 'scored.jsonl'),

@@ -25,7 +25,7 @@ import { llamaParams, parameterCount } from '../../src/models/llama/weights.js';
 import { loadModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
-import { localArtifactDir } from '../../src/platform/artifacts.js';
+import { artifactKey, localArtifactDir } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -47,8 +47,6 @@ interface LoadedModel {
   parameters: number;
 }
 
-const keyOf = (ref: ModelRef) => `${ref.artifact!.uri}#${ref.artifact!.sha256}`;
-
 export class SamplerCore {
   private readonly models = new LoadOnce<LoadedModel>();
 
@@ -61,7 +59,7 @@ export class SamplerCore {
 
   /** Loads once per (URI, digest); concurrent loads of one model share the work. */
   load(ref: ModelRef): Promise<LoadedModel> {
-    return this.models.get(keyOf(ref), async () => {
+    return this.models.get(artifactKey(ref.artifact!), async () => {
       const dir = localArtifactDir(ref.artifact!);
       const m = loadModelDir(dir);
       const tokenizer = TextTokenizer.tryFromDir(dir);
@@ -76,7 +74,7 @@ export class SamplerCore {
   }
 
   async unload(ref: ModelRef): Promise<boolean> {
-    const m = await this.models.delete(keyOf(ref));
+    const m = await this.models.delete(artifactKey(ref.artifact!));
     if (!m) return false;
     await m.decoder.release();
     await m.scorer.release();

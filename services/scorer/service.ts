@@ -19,7 +19,7 @@ import { JudgeRunner } from '../../src/models/judge/runner.js';
 import { parameterCount } from '../../src/models/llama/weights.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
-import { localArtifactDir } from '../../src/platform/artifacts.js';
+import { artifactKey, localArtifactDir } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -84,7 +84,7 @@ export class ScorerCore {
 
   /** Loads once per (URI, digest); concurrent loads of one judge share the work. */
   load(ref: ModelRef): Promise<LoadedJudge> {
-    return this.judges.get(`${ref.artifact!.uri}#${ref.artifact!.sha256}`, async () => {
+    return this.judges.get(artifactKey(ref.artifact!), async () => {
       const dir = localArtifactDir(ref.artifact!);
       const runner = await JudgeRunner.fromDir(this.runtime, dir);
       const tokenizer = TextTokenizer.tryFromDir(dir);

@@ -6,7 +6,7 @@
  * FAILED_PRECONDITION. One round trains at a time; a second is RESOURCE_EXHAUSTED.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSets, type RoundRecord } from '../../src/algorithms/recipes/index.js';
@@ -25,7 +25,7 @@ import {
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
-import { type FileArtifactStore, localArtifactDir } from '../../src/platform/artifacts.js';
+import { type FileArtifactStore, listFiles, localArtifactDir } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -62,12 +62,6 @@ function recordOf(r: WireRecord, i: number): RoundRecord {
     completion_ids: r.completions.map((c) => [...c.tokenIds]),
     prefs: m ? Array.from({ length: k }, (_, a) => m.values.slice(a * k, (a + 1) * k)) : [],
   };
-}
-
-function filesUnder(dir: string, prefix = ''): string[] {
-  return readdirSync(join(dir, prefix), { withFileTypes: true })
-    .flatMap((e) => (e.isDirectory() ? filesUnder(dir, `${prefix}${e.name}/`) : [`${prefix}${e.name}`]))
-    .sort();
 }
 
 export class TrainerCore {
@@ -212,7 +206,7 @@ export function trainerService(core: TrainerCore) {
           { field: 'chunk_size', description: `must be at most ${4 << 20} bytes` },
         ]);
       const dir = core.store.get(req.checkpoint.artifact);
-      for (const path of filesUnder(dir)) {
+      for (const path of listFiles(dir)) {
         const bytes = readFileSync(join(dir, path));
         const sha256 = createHash('sha256').update(bytes).digest('hex');
         for (let offset = 0; offset === 0 || offset < bytes.length; offset += chunk) {

@@ -35,15 +35,18 @@ interface Manifest {
 
 const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
 
-function filesOf(dir: string, prefix = ''): string[] {
+/** Every regular file under `dir`, as sorted '/'-separated relative paths. */
+export function listFiles(dir: string, prefix = ''): string[] {
   return readdirSync(join(dir, prefix), { withFileTypes: true })
     .flatMap((e) => {
       const rel = prefix ? `${prefix}/${e.name}` : e.name;
-      if (e.isDirectory()) return filesOf(dir, rel);
-      return e.isFile() && rel !== MANIFEST ? [rel] : [];
+      if (e.isDirectory()) return listFiles(dir, rel);
+      return e.isFile() ? [rel] : [];
     })
     .sort();
 }
+
+const filesOf = (dir: string) => listFiles(dir).filter((rel) => rel !== MANIFEST);
 
 /** Writes manifest.json for a directory and returns the artifact digest (the manifest's sha256). */
 export function writeManifest(dir: string): string {
@@ -146,6 +149,11 @@ export class FileArtifactStore {
     verifyArtifact(dir, ref.sha256);
     return dir;
   }
+}
+
+/** A reference's identity for caches: the URI and the digest together. */
+export function artifactKey(ref: ArtifactRef): string {
+  return `${ref.uri}#${ref.sha256}`;
 }
 
 /**

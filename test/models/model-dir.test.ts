@@ -1,13 +1,13 @@
 /** Model directories: Hugging Face layout round trips, shards, half precision, clear errors, safe replace. */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { serializeSafetensors, toBfloat16 } from '../../src/engine/index.js';
 import { floatToHalf, halfToFloat } from '../../src/models/common/half.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
+import { tempDirs } from '../helpers/tmp.js';
 
 const cfg = parseLlamaConfig({
   model_type: 'llama',
@@ -19,15 +19,7 @@ const cfg = parseLlamaConfig({
   num_key_value_heads: 1,
   eos_token_id: 3,
 });
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'duel-model-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('duel-model-');
 
 describe('model directories', () => {
   it('round-trips config and weights in float32 exactly', () => {

@@ -1,19 +1,11 @@
 /** The file:// artifact store: atomic puts, digests that pin every byte, names that stay inside the root. */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { tempDirs } from '../helpers/tmp.js';
 
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'duel-art-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('duel-art-');
 
 function modelDir(): string {
   const d = tmp();

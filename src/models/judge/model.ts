@@ -8,9 +8,8 @@
 
 import { T, type Tensor } from '../../engine/index.js';
 import { DuelError } from '../../platform/errors.js';
-import { fillNormal, rng } from '../common/rng.js';
 import { llamaTrunk, type Weights } from '../llama/decoder.js';
-import { type HostTensor, llamaParams, type ParamSpec } from '../llama/weights.js';
+import { type HostTensor, initWeights, llamaParams, type ParamSpec } from '../llama/weights.js';
 import type { JudgeConfig } from './config.js';
 
 export function judgeParams(cfg: JudgeConfig): ParamSpec[] {
@@ -25,15 +24,7 @@ export function judgeParams(cfg: JudgeConfig): ParamSpec[] {
 }
 
 export function initJudgeWeights(cfg: JudgeConfig, seed: number): Record<string, HostTensor> {
-  const next = rng(seed);
-  const out: Record<string, HostTensor> = {};
-  for (const spec of judgeParams(cfg)) {
-    const data = new Float32Array(spec.shape.reduce((a, b) => a * b, 1));
-    if (spec.init === 'normal') fillNormal(data, cfg.encoder.initializerRange, next);
-    else if (spec.init === 'ones') data.fill(1);
-    out[spec.name] = { dtype: 'float32', dims: spec.shape, data };
-  }
-  return out;
+  return initWeights(judgeParams(cfg), cfg.encoder.initializerRange, seed);
 }
 
 export interface JudgeInputs {

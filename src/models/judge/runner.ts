@@ -12,6 +12,7 @@ import type { HostTensor } from '../llama/weights.js';
 import { readConfigJson, readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { type JudgeConfig, parseJudgeConfig, toHfJudgeConfig } from './config.js';
 import { judgeLogits, judgeParams, type PairInput, pairBatch } from './model.js';
+import { btScores, prefsFromLogits, winRates } from './preferences.js';
 
 export type { PairInput } from './model.js';
 
@@ -28,7 +29,6 @@ export interface Preferences {
   winrates: number[];
 }
 
-const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 let counter = 0;
 
 function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>) {
@@ -186,7 +186,8 @@ export class JudgeRunner {
         { prompt, first: candidates[k]!, second: candidates[best]! },
         { prompt, first: candidates[best]!, second: candidates[k]! },
       ]);
-      if (sigmoid(ab! - ba!) > 0.5) best = k;
+      // σ(C_kb − C_bk) > ½ exactly when the challenger's logit beats the champion's.
+      if (ab! > ba!) best = k;
     }
     return { best, judged: 2 * (candidates.length - 1) };
   }
@@ -199,15 +200,7 @@ export class JudgeRunner {
 
 /** Probabilities and scores from the ordered-pair logits. */
 export function fromLogits(logits: number[][]): Preferences {
-  const k = logits.length;
-  const prefs = logits.map((row, i) =>
-    row.map((_, j) => (i === j ? 0.5 : sigmoid(logits[i]![j]! - logits[j]![i]!))),
-  );
-  const scores = logits.map((row, i) =>
-    k < 2 ? 0 : row.reduce((s, _, j) => (j === i ? s : s + logits[i]![j]! - logits[j]![i]!), 0) / (k - 1),
-  );
-  const winrates = prefs.map((row, i) =>
-    k < 2 ? 0.5 : row.reduce((s, p, j) => (j === i ? s : s + p), 0) / (k - 1),
-  );
-  return { logits, prefs, scores, winrates };
+  const prefs = prefsFromLogits(logits, 'pairwise');
+  const winrates = logits.length < 2 ? logits.map(() => 0.5) : winRates(prefs, false);
+  return { logits, prefs, scores: btScores(logits), winrates };
 }

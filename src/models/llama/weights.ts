@@ -58,20 +58,30 @@ export interface HostTensor {
   data: Float32Array | Float64Array;
 }
 
+/** Fresh values for `specs`: N(0, std²) matrices, ones and zeros, reproducible from `seed`. */
+export function initWeights(
+  specs: ParamSpec[],
+  std: number,
+  seed: number,
+  dtype: 'float32' | 'float64' = 'float32',
+): Record<string, HostTensor> {
+  const next = rng(seed);
+  const out: Record<string, HostTensor> = {};
+  for (const spec of specs) {
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    const data = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+    if (spec.init === 'normal') fillNormal(data, std, next);
+    else if (spec.init === 'ones') data.fill(1);
+    out[spec.name] = { dtype, dims: spec.shape, data };
+  }
+  return out;
+}
+
 /** Fresh weights for `cfg`, reproducible from `seed`. */
 export function initLlamaWeights(
   cfg: LlamaConfig,
   seed: number,
   dtype: 'float32' | 'float64' = 'float32',
 ): Record<string, HostTensor> {
-  const next = rng(seed);
-  const out: Record<string, HostTensor> = {};
-  for (const spec of llamaParams(cfg)) {
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    const data = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
-    if (spec.init === 'normal') fillNormal(data, cfg.initializerRange, next);
-    else if (spec.init === 'ones') data.fill(1);
-    out[spec.name] = { dtype, dims: spec.shape, data };
-  }
-  return out;
+  return initWeights(llamaParams(cfg), cfg.initializerRange, seed, dtype);
 }
