@@ -171,24 +171,9 @@ export function scorerService(core: ScorerCore) {
       for (const [i, item] of req.items.entries()) {
         if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
         const { prompt, candidates } = core.idsOf(judge, item, i);
-        if (req.method === RankMethod.RANK_METHOD_BUBBLE) {
-          const { best, judged } = await core.admission.run(
-            () => judge.runner.bestOfN(prompt, candidates, 'bubble'),
-            ctx.signal,
-          );
-          // One pass finds the champion only: it leads, the rest keep their input order.
-          const order = [best, ...candidates.keys()].filter((x, n, all) => all.indexOf(x) === n);
-          rankings.push({ order, bestIndex: best, scores: [], pairsJudged: judged });
-        } else {
-          const { logits } = await core.admission.run(
-            () => judge.runner.compare(prompt, candidates),
-            ctx.signal,
-          );
-          const scores = btScores(logits);
-          const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
-          const k = candidates.length;
-          rankings.push({ order, bestIndex: order[0]!, scores, pairsJudged: k * (k - 1) });
-        }
+        const method = req.method === RankMethod.RANK_METHOD_BUBBLE ? 'bubble' : 'matrix';
+        const r = await core.admission.run(() => judge.runner.rank(prompt, candidates, method), ctx.signal);
+        rankings.push({ order: r.order, bestIndex: r.best, scores: r.scores, pairsJudged: r.judged });
       }
       return { rankings };
     },

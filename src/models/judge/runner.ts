@@ -163,33 +163,40 @@ export class JudgeRunner {
   }
 
   /**
-   * The best candidate: 'matrix' ranks by Bradley-Terry score over all pairs (K·(K−1) judge
-   * calls); 'bubble' keeps a champion and challenges it once per candidate (2·(K−1) calls).
+   * Candidates ranked. 'matrix' orders all by Bradley-Terry score over every pair (K·(K−1) judge
+   * calls); 'bubble' keeps a champion and challenges it once per candidate (2·(K−1) calls), so
+   * only the champion is placed: it leads, the rest keep their input order and get no scores.
    */
-  async bestOfN(
+  async rank(
     prompt: number[],
     candidates: number[][],
     method: 'matrix' | 'bubble',
-  ): Promise<{ best: number; judged: number }> {
+  ): Promise<{ order: number[]; best: number; scores: number[]; judged: number }> {
     if (candidates.length === 0)
       throw DuelError.invalidArgument([{ field: 'candidates', description: 'is empty' }]);
+    const k = candidates.length;
     if (method === 'matrix') {
       const { scores } = await this.compare(prompt, candidates);
-      return {
-        best: scores.indexOf(Math.max(...scores)),
-        judged: candidates.length * (candidates.length - 1),
-      };
+      const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
+      return { order, best: order[0]!, scores, judged: k * (k - 1) };
     }
     let best = 0;
-    for (let k = 1; k < candidates.length; k++) {
+    for (let c = 1; c < k; c++) {
       const [ab, ba] = await this.pairLogits([
-        { prompt, first: candidates[k]!, second: candidates[best]! },
-        { prompt, first: candidates[best]!, second: candidates[k]! },
+        { prompt, first: candidates[c]!, second: candidates[best]! },
+        { prompt, first: candidates[best]!, second: candidates[c]! },
       ]);
-      // σ(C_kb − C_bk) > ½ exactly when the challenger's logit beats the champion's.
-      if (ab! > ba!) best = k;
+      // σ(C_cb − C_bc) > ½ exactly when the challenger's logit beats the champion's.
+      if (ab! > ba!) best = c;
     }
-    return { best, judged: 2 * (candidates.length - 1) };
+    const order = [best, ...[...candidates.keys()].filter((x) => x !== best)];
+    return { order, best, scores: [], judged: 2 * (k - 1) };
+  }
+
+  /** The best candidate by `rank`, and how many ordered pairs were judged. */
+  async bestOfN(prompt: number[], candidates: number[][], method: 'matrix' | 'bubble') {
+    const { best, judged } = await this.rank(prompt, candidates, method);
+    return { best, judged };
   }
 
   async release(): Promise<void> {
