@@ -4,24 +4,29 @@
  * publishes the result into the artifact store under `output_uri` (a name inside the store's
  * root), answering with its CheckpointRef. A diverged round publishes nothing and fails with
  * FAILED_PRECONDITION. One round trains at a time; a second is RESOURCE_EXHAUSTED.
+ *
+ * A repeated request is answered without training: the checkpoint records the sha256 of the
+ * request that made it (config and records, as encoded), and a TrainRound whose output already
+ * exists with the same request digest gets that checkpoint back. This is what lets a restarted
+ * orchestrator repeat a round's train stage without training the round twice.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSets, type RoundRecord } from '../../src/algorithms/recipes/index.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import type { OptimizerSpec, Runtime } from '../../src/engine/index.js';
-import type {
-  CheckpointRef,
-  OptimizerConfig,
+import {
+  type CheckpointRef,
+  type OptimizerConfig,
   RoundRecord as WireRecord,
 } from '../../src/gen/duel/v1/common.js';
 import {
   type GetStatusResponse,
   TrainerServiceService,
   TrainerState,
-  type TrainRoundConfig,
+  TrainRoundConfig,
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
@@ -29,7 +34,6 @@ import { type FileArtifactStore, listFiles, localArtifactDir } from '../../src/p
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
-import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 
@@ -64,6 +68,17 @@ function recordOf(r: WireRecord, i: number): RoundRecord {
   };
 }
 
+/** File inside a checkpoint holding the digest of the request that produced it. */
+export const REQUEST_DIGEST_FILE = 'request.sha256';
+
+function numericMetrics(metrics: object): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(metrics).filter(
+      (e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]),
+    ),
+  );
+}
+
 export class TrainerCore {
   state: GetStatusResponse = {
     state: TrainerState.TRAINER_STATE_IDLE,
@@ -78,7 +93,6 @@ export class TrainerCore {
     readonly runtime: Runtime,
     readonly store: FileArtifactStore,
     readonly metrics?: ServiceMetrics,
-    readonly logger?: Logger,
   ) {}
 
   get busy(): boolean {
@@ -96,18 +110,22 @@ export function trainerService(core: TrainerCore) {
       try {
         let config: TrainRoundConfig | undefined;
         const records: RoundRecord[] = [];
+        const digest = createHash('sha256');
         for await (const req of requests) {
           if (req.kind?.$case === 'config') {
             if (config) throw DuelError.invalidArgument([{ field: 'config', description: 'sent twice' }]);
             config = req.kind.config;
+            digest.update(TrainRoundConfig.encode(config).finish());
           } else if (req.kind?.$case === 'record') {
             if (!config)
               throw DuelError.invalidArgument([
                 { field: 'config', description: 'must be the first message' },
               ]);
             records.push(recordOf(req.kind.record, records.length));
+            digest.update(WireRecord.encode(req.kind.record).finish());
           }
         }
+        const requestDigest = digest.digest('hex');
         if (!config) throw DuelError.invalidArgument([{ field: 'config', description: 'is required' }]);
         const v = new Violations();
         checkModelRef(v, config.policy, 'config.policy');
@@ -121,16 +139,34 @@ export function trainerService(core: TrainerCore) {
         v.check(records.length > 0, 'records', 'at least one record must follow the config');
         const optimizer = optimizerOf(config.optimizer, v);
         v.throwIfAny();
-        // A bad or taken output name fails now, not after the round has trained.
-        core.store.checkNewName(config.outputUri);
+        const existing = core.store.find(config.outputUri);
+        if (existing) {
+          const path = join(existing.dir, REQUEST_DIGEST_FILE);
+          const made = existsSync(path) ? readFileSync(path, 'utf8').trim() : '';
+          if (made !== requestDigest)
+            throw DuelError.failedPrecondition(
+              `artifact '${config.outputUri}' already exists from a different request; artifacts are immutable`,
+            );
+          ctx.log.info({ uri: existing.ref.uri }, 'round already trained: returning its checkpoint');
+          const metrics = JSON.parse(readFileSync(join(existing.dir, 'metrics.json'), 'utf8')) as {
+            steps: number;
+            skipped_steps: number;
+          };
+          return {
+            checkpoint: { artifact: existing.ref, runId: config.runId, round: config.round },
+            metrics: { values: numericMetrics(metrics) },
+            steps: metrics.steps,
+            skippedSteps: metrics.skipped_steps,
+          };
+        }
         core.state = {
           ...core.state,
           state: TrainerState.TRAINER_STATE_TRAINING,
           runId: config.runId,
           round: config.round,
         };
-        const log = core.logger?.child({ run: config.runId, round: config.round, rpc: ctx.method });
-        log?.info({ algo: config.algorithm, records: records.length }, 'round training');
+        const log = ctx.log.child({ run: config.runId, round: config.round });
+        log.info({ algo: config.algorithm, records: records.length }, 'round training');
 
         const policy = loadModelDir(localArtifactDir(config.policy!.artifact!));
         const reference = config.reference
@@ -166,7 +202,10 @@ export function trainerService(core: TrainerCore) {
         const local = join(scratch, 'model');
         saveModelDir(local, policy.config, weights, {
           tokenizerFrom: policy.dir,
-          extraFiles: { 'metrics.json': `${JSON.stringify(metrics, null, 2)}\n` },
+          extraFiles: {
+            'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
+            [REQUEST_DIGEST_FILE]: `${requestDigest}\n`,
+          },
         });
         const checkpoint: CheckpointRef = {
           artifact: core.store.put(local, config.outputUri),
@@ -175,16 +214,16 @@ export function trainerService(core: TrainerCore) {
         };
         core.state = { ...core.state, lastCheckpoint: checkpoint };
         core.metrics?.count('duel_trainer_rounds_total', 'rounds trained and published');
-        log?.info(
+        log.info(
           { uri: checkpoint.artifact!.uri, steps: metrics.steps, loss: metrics.loss_last },
           'round published',
         );
-        const values = Object.fromEntries(
-          Object.entries(metrics).filter(
-            (e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]),
-          ),
-        );
-        return { checkpoint, metrics: { values }, steps: metrics.steps, skippedSteps: metrics.skipped_steps };
+        return {
+          checkpoint,
+          metrics: { values: numericMetrics(metrics) },
+          steps: metrics.steps,
+          skippedSteps: metrics.skipped_steps,
+        };
       } finally {
         rmSync(scratch, { recursive: true, force: true });
         core.state = { ...core.state, state: TrainerState.TRAINER_STATE_IDLE };

@@ -11,6 +11,7 @@ import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
 import { registerJudge } from './commands/judge.js';
 import { registerModel } from './commands/model.js';
+import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
 import { registerTrain } from './commands/train.js';
 
@@ -32,5 +33,6 @@ export function buildProgram(): Command {
   registerJudge(program);
   registerTrain(program);
   registerServe(program);
+  registerRun(program);
   return program;
 }

@@ -106,6 +106,15 @@ export class FileArtifactStore {
     return path;
   }
 
+  /** The verified directory and reference of an existing artifact `name`, or undefined. */
+  find(name: string): { dir: string; ref: ArtifactRef } | undefined {
+    const dir = this.pathOf(name);
+    if (!existsSync(dir)) return undefined;
+    const digest = sha256(readFileSync(join(dir, MANIFEST)));
+    verifyArtifact(dir, digest);
+    return { dir, ref: { uri: pathToFileURL(dir).href, sha256: digest } };
+  }
+
   /** Throws unless `name` is a new artifact name inside the root (check before costly work). */
   checkNewName(name: string): void {
     if (existsSync(this.pathOf(name)))

@@ -52,6 +52,26 @@ export const serviceConfigSchema = z
         root: z.string().min(1).default('./artifacts'),
       })
       .default({ root: './artifacts' }),
+    orchestrator: z
+      .object({
+        /** Sampler replica addresses (host:port), each stage sharded over them. */
+        samplers: z.array(z.string().min(1)).default([]),
+        scorers: z.array(z.string().min(1)).default([]),
+        trainer: z.string().default(''),
+        /** Deadline of one Sample or Compare call. */
+        callDeadlineMs: z.number().int().min(100).default(600_000),
+        /** Deadline of one TrainRound call (the whole round's training). */
+        trainDeadlineMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(6 * 3_600_000),
+        /** Prompts per Sample/Compare call: the shard size. */
+        promptsPerCall: z.number().int().min(1).default(32),
+        /** How long a stage waits for any replica of a role before the round fails. */
+        maxWaitMs: z.number().int().min(0).default(120_000),
+      })
+      .prefault({}),
     metrics: z
       .object({
         /** Prometheus /metrics port; 0 disables the endpoint. */

@@ -1,7 +1,7 @@
 /** Shared test models: weights far enough from their init that every parameter matters. */
 import { fillNormal, rng } from '../../src/models/common/rng.js';
 import { type JudgeConfig, parseJudgeConfig } from '../../src/models/judge/config.js';
-import type { LlamaConfig } from '../../src/models/llama/config.js';
+import { type LlamaConfig, parseLlamaConfig } from '../../src/models/llama/config.js';
 import { type HostTensor, initLlamaWeights, llamaParams } from '../../src/models/llama/weights.js';
 
 /**
@@ -41,5 +41,19 @@ export function tinyJudgeConfig(): JudgeConfig {
     source_token_id: 13,
     candidate1_token_id: 14,
     candidate2_token_id: 15,
+  });
+}
+
+/** A one-layer decoder over a 12-token vocabulary (services and end-to-end tests). */
+export function tinyLlamaConfig(padTokenId = 1): LlamaConfig {
+  return parseLlamaConfig({
+    model_type: 'llama',
+    vocab_size: 12,
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    max_position_embeddings: 32,
+    pad_token_id: padTokenId,
   });
 }

@@ -16,12 +16,12 @@ import {
   type TrainRoundRequest,
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
-import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { collect, startService, unary } from '../helpers/grpc.js';
+import { tinyLlamaConfig } from '../models/fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'duel-trainer-'));
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
@@ -31,16 +31,7 @@ let client: TrainerServiceClient;
 let policy: ModelRef;
 
 beforeAll(async () => {
-  const cfg = parseLlamaConfig({
-    model_type: 'llama',
-    vocab_size: 12,
-    hidden_size: 16,
-    intermediate_size: 32,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    max_position_embeddings: 32,
-    pad_token_id: 1,
-  });
+  const cfg = tinyLlamaConfig(1);
   saveModelDir(join(root, 'p0'), cfg, initLlamaWeights(cfg, 2));
   policy = { artifact: store.put(join(root, 'p0'), 'run/round-0'), name: 'policy' };
   let address: string;
@@ -150,6 +141,26 @@ describe('TrainerService', () => {
       const sha = chunks.find((c) => c.path === path)!.sha256;
       expect(createHash('sha256').update(Buffer.concat(parts)).digest('hex')).toBe(sha);
     }
+  });
+
+  it('answers a repeated round with the checkpoint it already published, and refuses a different one under that name', async () => {
+    const messages = [config({ outputUri: 'run/repeat' }), record([4, 5], [6], [7, 8], 0.9)];
+    const first = await trainRound(messages);
+    expect((await unary<object, GetStatusResponse>(client.getStatus.bind(client), {})).step).toBe(3);
+    const again = await trainRound(messages);
+    expect(again.checkpoint).toEqual(first.checkpoint);
+    expect(again.steps).toBe(first.steps);
+    expect(again.metrics!.values.loss_first).toBe(first.metrics!.values.loss_first);
+    // The repeat took no optimizer step (the status counts the last call's steps).
+    expect((await unary<object, GetStatusResponse>(client.getStatus.bind(client), {})).step).toBe(0);
+    store.get(first.checkpoint!.artifact!);
+
+    const other = await trainRound([
+      config({ outputUri: 'run/repeat' }),
+      record([4, 5], [6], [7, 8], 0.1),
+    ]).catch((e: grpc.ServiceError) => e);
+    expect((other as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect((other as grpc.ServiceError).details).toMatch(/already exists from a different request/);
   });
 
   it('refuses records before the config, a missing output name, and an unknown algorithm', async () => {

@@ -3,12 +3,22 @@
  * (DUEL_*) and flags, validated before anything binds; the process serves gRPC with health and
  * reflection, runs ONNX Runtime in worker threads, and drains on SIGTERM/SIGINT.
  */
+import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
+import { Orchestrator } from '../../../services/orchestrator/driver.js';
+import { RunEvents } from '../../../services/orchestrator/events.js';
+import { ReplicaPool } from '../../../services/orchestrator/replicas.js';
+import { openRunStore } from '../../../services/orchestrator/run-store.js';
+import { runsService } from '../../../services/orchestrator/service.js';
+import type { Workers } from '../../../services/orchestrator/stages.js';
 import { SamplerCore, samplerService } from '../../../services/sampler/service.js';
 import { ScorerCore, scorerService } from '../../../services/scorer/service.js';
 import { TrainerCore, trainerService } from '../../../services/trainer/service.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
 import type { ModelRef } from '../../gen/duel/v1/common.js';
+import { PolicySamplerServiceClient } from '../../gen/duel/v1/sampler.js';
+import { PreferenceScorerServiceClient } from '../../gen/duel/v1/scorer.js';
+import { TrainerServiceClient } from '../../gen/duel/v1/trainer.js';
 import { Admission } from '../../platform/admission.js';
 import { FileArtifactStore } from '../../platform/artifacts.js';
 import { loadConfig } from '../../platform/config.js';
@@ -16,32 +26,101 @@ import { DuelError } from '../../platform/errors.js';
 import { GrpcServer, type ServiceRegistration } from '../../platform/grpc/server.js';
 import { createLogger, type Logger } from '../../platform/logger.js';
 import { ServiceMetrics } from '../../platform/metrics.js';
+import { connectNats } from '../../platform/nats.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
+import { Violations } from '../../platform/violations.js';
 import { intFlag } from '../flags.js';
 
-/** The roles this build serves; the orchestrator arrives with the rest of issue #6. */
 interface Role {
   registration: ServiceRegistration;
   /** Loads one `models.preload` entry (a model or judge reference). */
   preload?: (ref: ModelRef) => Promise<unknown>;
+  /** Work once the server listens, before it reports SERVING (the orchestrator resumes runs). */
+  ready?: () => Promise<void>;
+  /** Stops the role's own work after the server drained (before the process exits). */
+  close?: () => Promise<void>;
 }
 
-const ROLES: Record<string, (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics, log: Logger) => Role> =
-  {
-    sampler: (runtime, cfg, m) => {
-      const core = new SamplerCore(runtime, undefined, m, admissionOf(cfg, runtime));
-      return { registration: samplerService(core), preload: (ref) => core.load(ref) };
-    },
-    scorer: (runtime, cfg, m) => {
-      const core = new ScorerCore(runtime, undefined, m, admissionOf(cfg, runtime));
-      return { registration: scorerService(core), preload: (ref) => core.load(ref) };
-    },
-    trainer: (runtime, cfg, m, log) => ({
-      registration: trainerService(
-        new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m, log),
-      ),
-    }),
+type RoleFactory = (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics, log: Logger) => Promise<Role>;
+
+const ROLES: Record<string, RoleFactory> = {
+  sampler: async (runtime, cfg, m) => {
+    const core = new SamplerCore(runtime, undefined, m, admissionOf(cfg, runtime));
+    return { registration: samplerService(core), preload: (ref) => core.load(ref) };
+  },
+  scorer: async (runtime, cfg, m) => {
+    const core = new ScorerCore(runtime, undefined, m, admissionOf(cfg, runtime));
+    return { registration: scorerService(core), preload: (ref) => core.load(ref) };
+  },
+  trainer: async (runtime, cfg, m) => ({
+    registration: trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m)),
+  }),
+  orchestrator: startOrchestrator,
+};
+
+async function startOrchestrator(
+  _runtime: Runtime,
+  cfg: ServiceConfig,
+  m: ServiceMetrics,
+  log: Logger,
+): Promise<Role> {
+  const o = cfg.orchestrator;
+  const v = new Violations();
+  v.check(o.samplers.length > 0, 'orchestrator.samplers', 'at least one sampler address is required');
+  v.check(o.scorers.length > 0, 'orchestrator.scorers', 'at least one scorer address is required');
+  v.check(o.trainer !== '', 'orchestrator.trainer', 'the trainer address is required');
+  v.throwIfAny();
+  const nc = await connectNats(cfg.nats.url, 'duel-orchestrator');
+  const insecure = grpc.credentials.createInsecure();
+  const limits = {
+    'grpc.max_receive_message_length': cfg.grpc.maxMessageBytes,
+    'grpc.max_send_message_length': cfg.grpc.maxMessageBytes,
   };
+  const pool = { maxWaitMs: o.maxWaitMs, backoffMs: 250 };
+  const workers: Workers = {
+    samplers: new ReplicaPool(
+      'sampler',
+      o.samplers,
+      (a) => new PolicySamplerServiceClient(a, insecure, limits),
+      log,
+      pool,
+    ),
+    scorers: new ReplicaPool(
+      'scorer',
+      o.scorers,
+      (a) => new PreferenceScorerServiceClient(a, insecure, limits),
+      log,
+      pool,
+    ),
+    trainer: { address: o.trainer, client: new TrainerServiceClient(o.trainer, insecure, limits) },
+  };
+  const orchestrator = new Orchestrator(
+    await openRunStore(nc),
+    await RunEvents.open(nc),
+    workers,
+    {
+      callDeadlineMs: o.callDeadlineMs,
+      trainDeadlineMs: o.trainDeadlineMs,
+      promptsPerCall: o.promptsPerCall,
+      maxWaitMs: o.maxWaitMs,
+    },
+    log,
+    m,
+  );
+  return {
+    registration: runsService(orchestrator),
+    ready: async () => {
+      await orchestrator.resumeAll();
+    },
+    close: async () => {
+      await orchestrator.stop();
+      workers.samplers.close();
+      workers.scorers.close();
+      workers.trainer.client.close();
+      await nc.drain();
+    },
+  };
+}
 
 function admissionOf(cfg: ServiceConfig, runtime: Runtime): Admission {
   return new Admission(cfg.admission.maxActive || runtime.workers, cfg.admission.maxQueued);
@@ -74,7 +153,7 @@ export function registerServe(program: Command): void {
       // One worker per core the container may use, each single-threaded: requests run side by side.
       const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 });
       const metrics = new ServiceMetrics(role);
-      const made = make(runtime, cfg, metrics, logger);
+      const made = await make(runtime, cfg, metrics, logger);
       if (cfg.models.preload.length > 0 && !made.preload)
         throw DuelError.invalidArgument([
           { field: 'models.preload', description: `the ${role} has no models to preload` },
@@ -93,7 +172,10 @@ export function registerServe(program: Command): void {
         const m = await metrics.serve(cfg.host, cfg.metrics.port);
         process.stderr.write(`duel ${role} metrics on http://${cfg.host}:${m.port}/metrics\n`);
       }
-      server.exitOnSignals(() => runtime.close());
+      server.exitOnSignals(async () => {
+        await made.close?.();
+        await runtime.close();
+      });
       // NOT_SERVING (health) until every configured model is loaded and verified.
       try {
         for (const entry of cfg.models.preload) {
@@ -107,6 +189,7 @@ export function registerServe(program: Command): void {
         await runtime.close();
         throw e;
       }
+      await made.ready?.();
       server.setServing(true);
       logger.info({ role, address: `${cfg.host}:${port}` }, 'serving');
       process.stderr.write(`duel ${role} listening on ${cfg.host}:${port}\n`);

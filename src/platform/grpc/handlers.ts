@@ -18,6 +18,24 @@ export interface CallContext {
   peer: string;
   /** Full method path, e.g. /duel.v1.PolicySamplerService/Sample. */
   method: string;
+  /** The service's logger with this call's rpc, run and round fields. */
+  log: Logger;
+}
+
+/**
+ * Metadata keys a caller (the orchestrator) sets so that every service's log lines of a call carry
+ * the run and round they belong to.
+ */
+export const RUN_METADATA = 'x-duel-run';
+export const ROUND_METADATA = 'x-duel-round';
+
+function callFields(metadata: grpc.Metadata, method: string): Record<string, string | number> {
+  const fields: Record<string, string | number> = { rpc: method };
+  const run = metadata.get(RUN_METADATA)[0];
+  const round = metadata.get(ROUND_METADATA)[0];
+  if (typeof run === 'string' && run !== '') fields.run = run.slice(0, 128);
+  if (typeof round === 'string' && /^\d{1,9}$/.test(round)) fields.round = Number(round);
+  return fields;
 }
 
 /** Marks a message that failed to decode; replaces grpc-js's hard-coded INTERNAL answer. */
@@ -78,7 +96,7 @@ interface SurfaceCall {
 /** How early grpc-js's own deadline timer may fire relative to Date.now(). */
 const DEADLINE_SLACK_MS = 25;
 
-function contextOf(call: SurfaceCall, method: string): { ctx: CallContext; done: () => void } {
+function contextOf(call: SurfaceCall, method: string, log: Logger): { ctx: CallContext; done: () => void } {
   const controller = new AbortController();
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
@@ -92,7 +110,13 @@ function contextOf(call: SurfaceCall, method: string): { ctx: CallContext; done:
   call.on('cancelled', onCancel);
   const timer = Number.isFinite(at) ? setTimeout(expired, Math.max(0, at - Date.now())) : undefined;
   return {
-    ctx: { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), method },
+    ctx: {
+      signal: controller.signal,
+      metadata: call.metadata,
+      peer: call.getPeer(),
+      method,
+      log: log.child(callFields(call.metadata, method)),
+    },
     done: () => {
       if (timer) clearTimeout(timer);
       call.removeListener('cancelled', onCancel);
@@ -100,8 +124,8 @@ function contextOf(call: SurfaceCall, method: string): { ctx: CallContext; done:
   };
 }
 
-function logFailure(log: Logger, method: string, error: DuelError): void {
-  const fields = { rpc: method, code: Code[error.code], err: error.message };
+function logFailure(log: Logger, error: DuelError): void {
+  const fields = { code: Code[error.code], err: error.message };
   if (error.code === Code.INTERNAL || error.code === Code.UNKNOWN)
     log.error({ ...fields, cause: error.cause }, 'rpc failed');
   else log.debug(fields, 'rpc rejected');
@@ -123,22 +147,31 @@ export function adaptHandlers(
     const handler = handlers[name] as unknown as (...args: unknown[]) => unknown;
     if (!handler) throw new Error(`no handler for ${method.path}`);
     const path = method.path;
-    // Per call: a stopwatch that reports the call's code and duration once it ends.
-    const clock = () => {
+    // Per call: a stopwatch that reports the call's code and duration once it ends, to the
+    // metrics and as one access-log line with the call's run and round.
+    const clock = (ctx: CallContext) => {
       const t0 = performance.now();
-      return (code: Code) => observe?.(path, Code[code], (performance.now() - t0) / 1000);
+      return (code: Code) => {
+        const seconds = (performance.now() - t0) / 1000;
+        observe?.(path, Code[code], seconds);
+        ctx.log.info({ code: Code[code], ms: Math.round(seconds * 1000) }, 'rpc');
+      };
     };
-    const fail = (error: unknown, end: (code: Code) => void): Partial<grpc.StatusObject> => {
+    const fail = (
+      error: unknown,
+      ctx: CallContext,
+      end: (code: Code) => void,
+    ): Partial<grpc.StatusObject> => {
       const e = DuelError.from(error);
-      logFailure(log, path, e);
+      logFailure(ctx.log, e);
       end(e.code);
       return toStatus(e);
     };
 
     if (!method.requestStream && !method.responseStream) {
       impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const { ctx, done } = contextOf(call, path);
-        const end = clock();
+        const { ctx, done } = contextOf(call, path, log);
+        const end = clock(ctx);
         Promise.resolve()
           .then(() => handler(checkDecoded(call.request, path), ctx))
           .then(
@@ -146,14 +179,14 @@ export function adaptHandlers(
               end(Code.OK);
               callback(null, res);
             },
-            (err) => callback(fail(err, end)),
+            (err) => callback(fail(err, ctx, end)),
           )
           .finally(done);
       };
     } else if (!method.requestStream && method.responseStream) {
       impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const { ctx, done } = contextOf(call, path);
-        const end = clock();
+        const { ctx, done } = contextOf(call, path, log);
+        const end = clock(ctx);
         (async () => {
           const stream = handler(checkDecoded(call.request, path), ctx) as AsyncIterable<unknown>;
           for await (const res of stream) {
@@ -163,7 +196,7 @@ export function adaptHandlers(
           end(Code.OK);
           call.end();
         })()
-          .catch((err) => call.emit('error', fail(err, end)))
+          .catch((err) => call.emit('error', fail(err, ctx, end)))
           .finally(done);
       };
     } else if (method.requestStream && !method.responseStream) {
@@ -171,8 +204,8 @@ export function adaptHandlers(
         call: grpc.ServerReadableStream<unknown, unknown>,
         callback: grpc.sendUnaryData<unknown>,
       ) => {
-        const { ctx, done } = contextOf(call, path);
-        const end = clock();
+        const { ctx, done } = contextOf(call, path, log);
+        const end = clock(ctx);
         Promise.resolve()
           .then(() => handler(decodedStream(call, path), ctx))
           .then(
@@ -180,14 +213,14 @@ export function adaptHandlers(
               end(Code.OK);
               callback(null, res);
             },
-            (err) => callback(fail(err, end)),
+            (err) => callback(fail(err, ctx, end)),
           )
           .finally(done);
       };
     } else {
       impl[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-        const { ctx, done } = contextOf(call, path);
-        const end = clock();
+        const { ctx, done } = contextOf(call, path, log);
+        const end = clock(ctx);
         (async () => {
           for await (const res of handler(decodedStream(call, path), ctx) as AsyncIterable<unknown>) {
             if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
@@ -195,7 +228,7 @@ export function adaptHandlers(
           end(Code.OK);
           call.end();
         })()
-          .catch((err) => call.emit('error', fail(err, end)))
+          .catch((err) => call.emit('error', fail(err, ctx, end)))
           .finally(done);
       };
     }

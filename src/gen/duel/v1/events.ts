@@ -15,7 +15,7 @@ export const protobufFileName = "duel/v1/events.proto";
 
 /**
  * The payload of every NATS event of a run. Subjects:
- *   duel.run.<run_id>.{created,finished,cancelled}
+ *   duel.run.<run_id>.{created,finished,failed,cancelled}
  *   duel.run.<run_id>.round.<n>.<stage>
  * with JetStream message id "<run_id>/<n>/<stage>" ("<run_id>/-/<kind>" for run-level events), so
  * that a re-published event is dropped by the stream's duplicate window.
@@ -32,6 +32,8 @@ export enum EventKind {
   EVENT_KIND_ROUND_FAILED = 8,
   EVENT_KIND_RUN_FINISHED = 9,
   EVENT_KIND_RUN_CANCELLED = 10,
+  /** EVENT_KIND_RUN_FAILED - The run ended without finishing its rounds; `message` says why. */
+  EVENT_KIND_RUN_FAILED = 11,
   UNRECOGNIZED = -1,
 }
 
@@ -70,6 +72,9 @@ export function eventKindFromJSON(object: any): EventKind {
     case 10:
     case "EVENT_KIND_RUN_CANCELLED":
       return EventKind.EVENT_KIND_RUN_CANCELLED;
+    case 11:
+    case "EVENT_KIND_RUN_FAILED":
+      return EventKind.EVENT_KIND_RUN_FAILED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -101,6 +106,8 @@ export function eventKindToJSON(object: EventKind): string {
       return "EVENT_KIND_RUN_FINISHED";
     case EventKind.EVENT_KIND_RUN_CANCELLED:
       return "EVENT_KIND_RUN_CANCELLED";
+    case EventKind.EVENT_KIND_RUN_FAILED:
+      return "EVENT_KIND_RUN_FAILED";
     case EventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -111,8 +111,15 @@ export interface RunSpec {
   seed?:
     | number
     | undefined;
-  /** Where checkpoints are published. */
+  /**
+   * Where checkpoints are published: a name prefix inside the trainer's artifact store
+   * (checkpoint of round n: <artifact_uri>/<run_id>/round-<n>); empty means "runs".
+   */
   artifactUri: string;
+  /** Sampler and scorer replicas to shard each stage over (0 = every one the orchestrator knows). */
+  maxReplicas: number;
+  /** Completions per held-out prompt drawn from each policy in the evaluate stage (0 = 4). */
+  evalSamplesPerPrompt: number;
 }
 
 export interface RunSpec_HyperparametersEntry {
@@ -214,6 +221,8 @@ function createBaseRunSpec(): RunSpec {
     promptsPerRound: 0,
     seed: undefined,
     artifactUri: "",
+    maxReplicas: 0,
+    evalSamplesPerPrompt: 0,
   };
 }
 
@@ -263,6 +272,12 @@ export const RunSpec: MessageFns<RunSpec> = {
     }
     if (message.artifactUri !== "") {
       writer.uint32(122).string(message.artifactUri);
+    }
+    if (message.maxReplicas !== 0) {
+      writer.uint32(128).uint32(message.maxReplicas);
+    }
+    if (message.evalSamplesPerPrompt !== 0) {
+      writer.uint32(136).uint32(message.evalSamplesPerPrompt);
     }
     return writer;
   },
@@ -403,6 +418,22 @@ export const RunSpec: MessageFns<RunSpec> = {
             message.artifactUri = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.maxReplicas = reader.uint32();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.evalSamplesPerPrompt = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -465,6 +496,16 @@ export const RunSpec: MessageFns<RunSpec> = {
         : isSet(object.artifact_uri)
         ? globalThis.String(object.artifact_uri)
         : "",
+      maxReplicas: isSet(object.maxReplicas)
+        ? globalThis.Number(object.maxReplicas)
+        : isSet(object.max_replicas)
+        ? globalThis.Number(object.max_replicas)
+        : 0,
+      evalSamplesPerPrompt: isSet(object.evalSamplesPerPrompt)
+        ? globalThis.Number(object.evalSamplesPerPrompt)
+        : isSet(object.eval_samples_per_prompt)
+        ? globalThis.Number(object.eval_samples_per_prompt)
+        : 0,
     };
   },
 
@@ -521,6 +562,12 @@ export const RunSpec: MessageFns<RunSpec> = {
     if (message.artifactUri !== "") {
       obj.artifactUri = message.artifactUri;
     }
+    if (message.maxReplicas !== 0) {
+      obj.maxReplicas = Math.round(message.maxReplicas);
+    }
+    if (message.evalSamplesPerPrompt !== 0) {
+      obj.evalSamplesPerPrompt = Math.round(message.evalSamplesPerPrompt);
+    }
     return obj;
   },
 
@@ -562,6 +609,8 @@ export const RunSpec: MessageFns<RunSpec> = {
     message.promptsPerRound = object.promptsPerRound ?? 0;
     message.seed = object.seed ?? undefined;
     message.artifactUri = object.artifactUri ?? "";
+    message.maxReplicas = object.maxReplicas ?? 0;
+    message.evalSamplesPerPrompt = object.evalSamplesPerPrompt ?? 0;
     return message;
   },
 };

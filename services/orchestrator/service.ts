@@ -1,0 +1,44 @@
+/**
+ * RunsService: the gRPC face of the orchestrator (driver.ts does the work). WatchRun replays a
+ * run's events from JetStream, so a watcher sees the same sequence any NATS consumer sees.
+ */
+import { RunState, RunsServiceService, type WatchRunResponse } from '../../src/gen/duel/v1/runs.js';
+import { DuelError } from '../../src/platform/errors.js';
+import { service } from '../../src/platform/grpc/server.js';
+import type { Orchestrator } from './driver.js';
+import { checkRunId } from './spec.js';
+
+const MAX_PAGE = 500;
+
+export function runsService(o: Orchestrator) {
+  return service(RunsServiceService, {
+    async createRun(req) {
+      return { run: await o.create(req.spec, req.runId) };
+    },
+
+    async getRun(req) {
+      return { run: await o.get(req.runId) };
+    },
+
+    async listRuns(req) {
+      if (req.pageSize > MAX_PAGE)
+        throw DuelError.invalidArgument([{ field: 'page_size', description: `must be at most ${MAX_PAGE}` }]);
+      const size = req.pageSize || 50;
+      const runs = (await o.list()).filter((r) => req.pageToken === '' || r.runId > req.pageToken);
+      const page = runs.slice(0, size);
+      return { runs: page, nextPageToken: runs.length > size ? page[page.length - 1]!.runId : '' };
+    },
+
+    async *watchRun(req, ctx): AsyncIterable<WatchRunResponse> {
+      checkRunId(req.runId);
+      const run = await o.get(req.runId);
+      const ended = [RunState.RUN_STATE_SUCCEEDED, RunState.RUN_STATE_FAILED, RunState.RUN_STATE_CANCELLED];
+      if (!req.fromStart && ended.includes(run.state)) return;
+      for await (const event of o.events.watch(req.runId, req.fromStart, ctx.signal)) yield { event };
+    },
+
+    async cancelRun(req) {
+      return { run: await o.cancel(req.runId, req.reason) };
+    },
+  });
+}

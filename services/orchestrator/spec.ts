@@ -1,0 +1,98 @@
+/**
+ * A RunSpec checked once, at CreateRun: every problem named by its field, the algorithm's
+ * hyper-parameters validated by its recipe, and what the rounds will sample worked out, so a run
+ * that starts cannot fail later on something its spec already said.
+ */
+import { parseSets, recipeFor } from '../../src/algorithms/recipes/index.js';
+import { type SamplingPlan, samplingPlan } from '../../src/algorithms/round-plan.js';
+import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
+import { checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
+import { DuelError } from '../../src/platform/errors.js';
+import { Violations } from '../../src/platform/violations.js';
+
+export interface RunLimits {
+  maxRounds: number;
+  maxNewTokens: number;
+  maxSamplesPerPrompt: number;
+}
+
+export const DEFAULT_RUN_LIMITS: RunLimits = { maxRounds: 1000, maxNewTokens: 4096, maxSamplesPerPrompt: 64 };
+
+/** Run ids are NATS subject tokens and KV keys: lower-case letters, digits and dashes. */
+export const RUN_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const NAME = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+
+export interface RunPlan {
+  hparams: Record<string, unknown>;
+  sampling: SamplingPlan;
+  /** Prefix of checkpoint names in the trainer's store. */
+  prefix: string;
+  evalSamples: number;
+}
+
+export function checkRunId(id: string, field = 'run_id'): void {
+  if (!RUN_ID.test(id))
+    throw DuelError.invalidArgument([
+      { field, description: `must match ${RUN_ID.source} (it names NATS subjects and KV keys), got '${id}'` },
+    ]);
+}
+
+export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS): RunPlan {
+  if (!spec) throw DuelError.invalidArgument([{ field: 'spec', description: 'is required' }]);
+  const v = new Violations();
+  checkModelRef(v, spec.policy, 'spec.policy');
+  checkModelRef(v, spec.reference, 'spec.reference');
+  checkModelRef(v, spec.judge, 'spec.judge');
+  v.check(spec.algorithm !== '', 'spec.algorithm', 'is required');
+  v.check(spec.promptsUri !== '', 'spec.prompts_uri', 'is required (a JSONL file of prompts)');
+  v.check(
+    spec.rounds >= 1 && spec.rounds <= limits.maxRounds,
+    'spec.rounds',
+    `must be in 1..${limits.maxRounds}, got ${spec.rounds}`,
+  );
+  checkSampling(v, spec.sampling, 'spec.sampling', {
+    maxSamples: limits.maxSamplesPerPrompt,
+    maxNewTokens: limits.maxNewTokens,
+  });
+  v.check((spec.sampling?.maxNewTokens ?? 0) >= 1, 'spec.sampling.max_new_tokens', 'must be at least 1');
+  v.check(
+    spec.samplesPerPrompt <= limits.maxSamplesPerPrompt,
+    'spec.samples_per_prompt',
+    `must be at most ${limits.maxSamplesPerPrompt}`,
+  );
+  v.check(
+    spec.evalSamplesPerPrompt <= limits.maxSamplesPerPrompt,
+    'spec.eval_samples_per_prompt',
+    `must be at most ${limits.maxSamplesPerPrompt}`,
+  );
+  v.check(
+    spec.artifactUri === '' || (NAME.test(spec.artifactUri) && !spec.artifactUri.split('/').includes('..')),
+    'spec.artifact_uri',
+    `must be a relative name inside the artifact store (letters, digits, . _ - and /), got '${spec.artifactUri}'`,
+  );
+  const optimizer = spec.optimizer?.name ?? '';
+  v.check(
+    ['', 'sgd', 'adamw', 'rmsprop'].includes(optimizer),
+    'spec.optimizer.name',
+    `must be sgd, adamw or rmsprop, got '${optimizer}'`,
+  );
+  v.check(
+    !(spec.optimizer?.steps && spec.optimizer?.epochs),
+    'spec.optimizer',
+    'set steps or epochs, not both',
+  );
+  v.throwIfAny();
+  const hparams = parseSets(Object.entries(spec.hyperparameters).map(([k, val]) => `${k}=${val}`));
+  const { recipe, hp } = recipeFor(spec.algorithm, hparams);
+  const sampling = samplingPlan(recipe, hp, spec.samplesPerPrompt);
+  if (sampling.k > limits.maxSamplesPerPrompt)
+    throw DuelError.invalidArgument([
+      { field: 'spec.hyperparameters.k', description: `must be at most ${limits.maxSamplesPerPrompt}` },
+    ]);
+  return {
+    hparams,
+    sampling,
+    prefix: spec.artifactUri || 'runs',
+    evalSamples: spec.evalSamplesPerPrompt || 4,
+  };
+}

@@ -1,0 +1,213 @@
+/**
+ * `duel run` submits a run to an orchestrator and follows its events until it ends; `--local`
+ * first starts the whole suite on loopback (local-cluster.ts). `duel runs list|get|watch|cancel`
+ * talks to a running orchestrator.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { Command } from 'commander';
+import { eventName } from '../../../services/orchestrator/events.js';
+import { EventKind, type RunEvent } from '../../gen/duel/v1/events.js';
+import { type Run, type RunSpec, RunState, RunsServiceClient } from '../../gen/duel/v1/runs.js';
+import { DuelError } from '../../platform/errors.js';
+import { callUnary } from '../../platform/grpc/client.js';
+import { LocalCluster } from '../local-cluster.js';
+import { readRunSpec } from '../run-spec.js';
+
+const DEADLINE = { deadlineMs: 30_000 };
+
+export function runsClient(address: string): RunsServiceClient {
+  return new RunsServiceClient(address, grpc.credentials.createInsecure());
+}
+
+const fmt = (x: number | undefined, digits = 3) => (x === undefined ? '–' : x.toFixed(digits));
+
+/** One human line per event, with elapsed time and an ETA from the rounds done so far. */
+export function describeEvent(e: RunEvent, rounds: number, startedAt: number): string {
+  const m = e.metrics?.values ?? {};
+  const stage = eventName(e.kind);
+  const head = e.round > 0 ? `round ${e.round}/${rounds} ${stage.padEnd(9)}` : `run ${stage}`;
+  const secs = (k: string) => (m[k] !== undefined ? ` (${m[k]!.toFixed(1)} s)` : '');
+  switch (e.kind) {
+    case EventKind.EVENT_KIND_ROUND_SAMPLED:
+      return `${head} ${m.completions} completions of ${m.prompts} prompts, mean length ${fmt(m.mean_length, 1)}${secs('seconds')}`;
+    case EventKind.EVENT_KIND_ROUND_SCORED:
+      return `${head} ${m.pairs} ordered pairs judged${secs('seconds')}`;
+    case EventKind.EVENT_KIND_ROUND_TRAINED:
+      return `${head} loss ${fmt(m.loss_last, 4)}, ${m.steps} steps, KL(π‖π_ref) ${fmt(m.kl_to_ref)}${secs('train_seconds')}`;
+    case EventKind.EVENT_KIND_ROUND_EVALUATED:
+      return `${head} win rate vs π_ref ${fmt(m.win_rate_vs_ref)}, vs π_${e.round - 1} ${fmt(m.win_rate_vs_prev)}${secs('eval_seconds')}`;
+    case EventKind.EVENT_KIND_ROUND_COMPLETED: {
+      const elapsed = (Date.now() - startedAt) / 1000;
+      const eta = (elapsed / e.round) * (rounds - e.round);
+      return `${head} in ${fmt(m.round_seconds, 1)} s · elapsed ${elapsed.toFixed(0)} s · ETA ${eta.toFixed(0)} s`;
+    }
+    case EventKind.EVENT_KIND_RUN_FINISHED:
+      return `${head}: ${e.checkpoint?.artifact?.uri ?? ''}`;
+    default:
+      return e.message ? `${head}: ${e.message}` : head;
+  }
+}
+
+/** Streams a run's events to `onEvent` until its terminal event; resolves to the final run. */
+export async function followRun(
+  client: RunsServiceClient,
+  runId: string,
+  fromStart: boolean,
+  onEvent: (e: RunEvent) => void,
+): Promise<Run> {
+  await new Promise<void>((resolvePromise, reject) => {
+    const call = client.watchRun({ runId, fromStart });
+    call.on('data', (m: { event?: RunEvent }) => m.event && onEvent(m.event));
+    call.on('error', (e: grpc.ServiceError) => reject(new DuelError(e.code, `WatchRun: ${e.details}`)));
+    call.on('end', () => resolvePromise());
+  });
+  return (await callUnary(client, client.getRun, { runId }, DEADLINE, 'GetRun')).run!;
+}
+
+export function runSummary(run: Run): Record<string, unknown> {
+  return {
+    run_id: run.runId,
+    state: RunState[run.state].replace('RUN_STATE_', '').toLowerCase(),
+    algorithm: run.spec?.algorithm,
+    round: run.currentRound,
+    rounds: run.spec?.rounds,
+    message: run.message || undefined,
+    latest_checkpoint: run.latestCheckpoint?.artifact,
+    per_round: run.rounds.map((r) => ({
+      round: r.round,
+      checkpoint: r.checkpoint?.artifact?.uri,
+      ...r.metrics?.values,
+    })),
+  };
+}
+
+/** Submits `spec`, follows it to the end (unless `detach`) and returns the run. */
+export async function submitRun(
+  address: string,
+  spec: RunSpec,
+  o: { id?: string | undefined; detach?: boolean | undefined; log?: (line: string) => void },
+): Promise<Run> {
+  const client = runsClient(address);
+  try {
+    const created = (
+      await callUnary(client, client.createRun, { spec, runId: o.id ?? '' }, DEADLINE, 'CreateRun')
+    ).run!;
+    const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+    log(`run ${created.runId}: ${spec.algorithm}, ${spec.rounds} rounds`);
+    if (o.detach) return created;
+    const t0 = Date.now();
+    return await followRun(client, created.runId, true, (e) => log(describeEvent(e, spec.rounds, t0)));
+  } finally {
+    client.close();
+  }
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('submit a run (YAML/JSON spec) to an orchestrator and follow it to the end')
+    .requiredOption('--spec <file>', 'the run spec')
+    .option('--server <address>', 'the orchestrator (host:port)')
+    .option('--local', 'start nats-server and the four services on loopback for this run')
+    .option('--nats <url>', 'with --local: use this NATS server instead of starting one')
+    .option('--artifacts <dir>', 'with --local: the artifact store root', '')
+    .option('--id <run-id>', 'choose the run id (idempotent: an existing id returns that run)')
+    .option('--detach', 'return once the run is created')
+    .action(
+      async (o: {
+        spec: string;
+        server?: string;
+        local?: boolean;
+        nats?: string;
+        artifacts: string;
+        id?: string;
+        detach?: boolean;
+      }) => {
+        if (!o.server && !o.local)
+          throw DuelError.invalidArgument([
+            { field: '--server', description: 'give --server ADDR or --local' },
+          ]);
+        const spec = readRunSpec(o.spec);
+        let cluster: LocalCluster | undefined;
+        if (o.local) {
+          const root = o.artifacts ? resolve(o.artifacts) : mkdtempSync(join(tmpdir(), 'duel-artifacts-'));
+          process.stderr.write(
+            `duel run --local: starting nats-server and the services (artifacts in ${root})\n`,
+          );
+          cluster = await LocalCluster.start({
+            artifactsRoot: root,
+            natsUrl: o.nats,
+            logDir: join(root, 'logs'),
+          });
+        }
+        try {
+          const run = await submitRun(o.server ?? cluster!.orchestrator.address, spec, {
+            id: o.id,
+            detach: o.detach,
+          });
+          process.stdout.write(`${JSON.stringify(runSummary(run))}\n`);
+          if (!o.detach && run.state !== RunState.RUN_STATE_SUCCEEDED) process.exitCode = 1;
+        } finally {
+          await cluster?.stop();
+        }
+      },
+    );
+
+  const runs = program.command('runs').description('list, inspect, follow or cancel runs on an orchestrator');
+  const withClient = async (server: string, f: (c: RunsServiceClient) => Promise<void>) => {
+    const c = runsClient(server);
+    try {
+      await f(c);
+    } finally {
+      c.close();
+    }
+  };
+  runs
+    .command('list')
+    .requiredOption('--server <address>', 'the orchestrator')
+    .action((o: { server: string }) =>
+      withClient(o.server, async (c) => {
+        const res = await callUnary(c, c.listRuns, { pageSize: 500, pageToken: '' }, DEADLINE, 'ListRuns');
+        for (const r of res.runs) process.stdout.write(`${JSON.stringify(runSummary(r))}\n`);
+      }),
+    );
+  runs
+    .command('get')
+    .argument('<run-id>')
+    .requiredOption('--server <address>', 'the orchestrator')
+    .action((runId: string, o: { server: string }) =>
+      withClient(o.server, async (c) => {
+        const res = await callUnary(c, c.getRun, { runId }, DEADLINE, 'GetRun');
+        process.stdout.write(`${JSON.stringify(runSummary(res.run!), null, 2)}\n`);
+      }),
+    );
+  runs
+    .command('watch')
+    .argument('<run-id>')
+    .requiredOption('--server <address>', 'the orchestrator')
+    .option('--from-start', 'replay the run from its first event')
+    .action((runId: string, o: { server: string; fromStart?: boolean }) =>
+      withClient(o.server, async (c) => {
+        const run = (await callUnary(c, c.getRun, { runId }, DEADLINE, 'GetRun')).run!;
+        const t0 = Date.now();
+        const end = await followRun(c, runId, o.fromStart ?? false, (e) =>
+          process.stderr.write(`${describeEvent(e, run.spec?.rounds ?? 0, t0)}\n`),
+        );
+        process.stdout.write(`${JSON.stringify(runSummary(end))}\n`);
+      }),
+    );
+  runs
+    .command('cancel')
+    .argument('<run-id>')
+    .requiredOption('--server <address>', 'the orchestrator')
+    .option('--reason <text>', 'why', 'cancelled from the command line')
+    .action((runId: string, o: { server: string; reason: string }) =>
+      withClient(o.server, async (c) => {
+        const res = await callUnary(c, c.cancelRun, { runId, reason: o.reason }, DEADLINE, 'CancelRun');
+        process.stdout.write(`${JSON.stringify(runSummary(res.run!))}\n`);
+      }),
+    );
+}

@@ -1,0 +1,157 @@
+/**
+ * The whole suite on one machine as separate OS processes: a nats-server of its own (unless a URL
+ * is given), N samplers, M scorers, the trainer and the orchestrator, each `duel serve <role>` on a
+ * free loopback port and configured only through DUEL_* environment variables, exactly as a
+ * container would be. `duel run --local`, `duel demo` and the end-to-end tests start it; tests
+ * also kill and restart its processes.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { DuelError } from '../platform/errors.js';
+import { NatsServer } from '../platform/nats-server.js';
+import { packageRoot } from '../platform/paths.js';
+
+const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+
+export type Role = 'sampler' | 'scorer' | 'trainer' | 'orchestrator';
+
+export class ServiceProcess {
+  child!: ChildProcess;
+  address = '';
+  private log: WriteStream | undefined;
+
+  constructor(
+    readonly role: Role,
+    readonly name: string,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly logDir: string | undefined,
+  ) {}
+
+  /** Spawns `duel serve <role>` (on the port it had, when restarting) and waits until it serves. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    const port = this.address ? this.address.split(':').pop()! : '0';
+    this.log ??= this.logDir
+      ? createWriteStream(join(this.logDir, `${this.name}.log`), { flags: 'a' })
+      : undefined;
+    const child = spawn(process.execPath, [BIN, 'serve', this.role, '--port', port], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...this.env },
+    });
+    this.child = child;
+    let tail = '';
+    this.address = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(DuelError.unavailable(`${this.name} did not start in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      child.stderr!.on('data', (chunk: Buffer) => {
+        this.log?.write(chunk);
+        tail = (tail + chunk.toString()).slice(-4000);
+        const m = /listening on (\S+)/.exec(tail);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(
+          DuelError.unavailable(
+            `${this.name} exited (${code ?? signal}) before serving: ${tail.slice(-1500)}`,
+          ),
+        );
+      });
+    });
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Sends `signal` and waits for the process to exit. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (!this.running) return this.child?.exitCode ?? null;
+    return new Promise((resolve) => {
+      this.child.once('exit', (code) => resolve(code));
+      this.child.kill(signal);
+    });
+  }
+
+  closeLog(): void {
+    this.log?.end();
+  }
+}
+
+export interface LocalClusterOptions {
+  samplers?: number;
+  scorers?: number;
+  /** Root of the file:// artifact store the trainer publishes into. */
+  artifactsRoot: string;
+  /** Use this NATS server instead of starting one. */
+  natsUrl?: string | undefined;
+  /** Each service's log in <logDir>/<name>.log. */
+  logDir?: string | undefined;
+  /** Extra DUEL_* settings for every service. */
+  env?: NodeJS.ProcessEnv;
+}
+
+export class LocalCluster {
+  private constructor(
+    readonly nats: NatsServer | undefined,
+    readonly natsUrl: string,
+    readonly samplers: ServiceProcess[],
+    readonly scorers: ServiceProcess[],
+    readonly trainer: ServiceProcess,
+    readonly orchestrator: ServiceProcess,
+  ) {}
+
+  static async start(o: LocalClusterOptions): Promise<LocalCluster> {
+    if (o.logDir) mkdirSync(o.logDir, { recursive: true });
+    const nats = o.natsUrl ? undefined : await NatsServer.start();
+    const natsUrl = o.natsUrl ?? nats!.url;
+    const base: NodeJS.ProcessEnv = {
+      DUEL_LOG_LEVEL: 'info',
+      DUEL_NATS_URL: natsUrl,
+      DUEL_ARTIFACTS_ROOT: o.artifactsRoot,
+      ...o.env,
+    };
+    const make = (role: Role, name: string, env: NodeJS.ProcessEnv = {}) =>
+      new ServiceProcess(role, name, { ...base, ...env }, o.logDir);
+    const samplers = Array.from({ length: o.samplers ?? 1 }, (_, i) => make('sampler', `sampler-${i}`));
+    const scorers = Array.from({ length: o.scorers ?? 1 }, (_, i) => make('scorer', `scorer-${i}`));
+    const trainer = make('trainer', 'trainer');
+    const started: ServiceProcess[] = [];
+    try {
+      await Promise.all(
+        [...samplers, ...scorers, trainer].map(async (s) => {
+          await s.start();
+          started.push(s);
+        }),
+      );
+      const orchestrator = make('orchestrator', 'orchestrator', {
+        DUEL_ORCHESTRATOR_SAMPLERS: samplers.map((s) => s.address).join(','),
+        DUEL_ORCHESTRATOR_SCORERS: scorers.map((s) => s.address).join(','),
+        DUEL_ORCHESTRATOR_TRAINER: trainer.address,
+      });
+      await orchestrator.start();
+      return new LocalCluster(nats, natsUrl, samplers, scorers, trainer, orchestrator);
+    } catch (e) {
+      await Promise.all(started.map((s) => s.stop('SIGKILL')));
+      await nats?.stop();
+      throw e;
+    }
+  }
+
+  get all(): ServiceProcess[] {
+    return [...this.samplers, ...this.scorers, this.trainer, this.orchestrator];
+  }
+
+  /** SIGTERM to every service (orchestrator first, so it stops calling the others), then NATS. */
+  async stop(): Promise<void> {
+    await this.orchestrator.stop();
+    await Promise.all(this.all.map((s) => s.stop()));
+    for (const s of this.all) s.closeLog();
+    await this.nats?.stop();
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * The run spec file (YAML or JSON) → RunSpec. Keys are snake_case like the contract's fields;
+ * models are directories (or `{uri, sha256}` references) and prompt sets are JSONL paths, both
+ * relative to the spec file. A model directory without manifest.json gets one (said on stderr), so
+ * it can travel by reference and digest like every other artifact.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import type { ModelRef } from '../gen/duel/v1/common.js';
+import type { RunSpec } from '../gen/duel/v1/runs.js';
+import { MANIFEST, verifyArtifact, writeManifest } from '../platform/artifacts.js';
+import { DuelError } from '../platform/errors.js';
+
+const modelField = z.union([
+  z.string().min(1),
+  z.strictObject({ uri: z.string().regex(/^(file|nats):\/\//), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+]);
+const count = z.number().int().min(0);
+
+export const runSpecFile = z.strictObject({
+  name: z.string().default(''),
+  algorithm: z.string().min(1),
+  hyperparameters: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).default({}),
+  policy: modelField,
+  /** Defaults to the policy. */
+  reference: modelField.optional(),
+  judge: modelField,
+  prompts: z.string().min(1),
+  eval_prompts: z.string().optional(),
+  rounds: z.number().int().min(1),
+  samples_per_prompt: count.default(0),
+  prompts_per_round: count.default(0),
+  eval_samples_per_prompt: count.default(0),
+  max_replicas: count.default(0),
+  seed: count.optional(),
+  artifact_prefix: z.string().default(''),
+  sampling: z
+    .strictObject({
+      max_new_tokens: z.number().int().min(1),
+      temperature: z.number().min(0).optional(),
+      top_k: count.default(0),
+      top_p: z.number().gt(0).max(1).optional(),
+    })
+    .prefault({ max_new_tokens: 32 }),
+  optimizer: z
+    .strictObject({
+      name: z.enum(['sgd', 'adamw', 'rmsprop']).default('adamw'),
+      learning_rate: z.number().positive().default(1e-4),
+      weight_decay: z.number().min(0).default(0),
+      grad_clip: z.number().min(0).default(1),
+      steps: count.default(0),
+      epochs: count.default(0),
+      batch_size: z.number().int().min(1).default(8),
+      schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+      warmup_steps: count.default(0),
+      momentum: z.number().min(0).default(0),
+      beta1: z.number().min(0).max(1).default(0),
+      beta2: z.number().min(0).max(1).default(0),
+      epsilon: z.number().min(0).default(0),
+    })
+    .prefault({}),
+});
+export type RunSpecFile = z.input<typeof runSpecFile>;
+
+/** A model directory as a reference, writing its manifest when it has none. */
+export function modelRefOf(
+  value: z.infer<typeof modelField>,
+  base: string,
+  name: string,
+  field: string,
+): ModelRef {
+  if (typeof value !== 'string') return { artifact: value, name };
+  const dir = isAbsolute(value) ? value : resolve(base, value);
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw DuelError.invalidArgument([{ field, description: `${dir} is not a model directory` }]);
+  let digest: string;
+  if (existsSync(join(dir, MANIFEST))) {
+    digest = createHash('sha256')
+      .update(readFileSync(join(dir, MANIFEST)))
+      .digest('hex');
+    verifyArtifact(dir, digest);
+  } else {
+    digest = writeManifest(dir);
+    process.stderr.write(`duel: wrote ${join(dir, MANIFEST)} (sha256 ${digest.slice(0, 12)}…)\n`);
+  }
+  return { artifact: { uri: pathToFileURL(dir).href, sha256: digest }, name };
+}
+
+export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec {
+  const parsed = runSpecFile.safeParse(raw);
+  if (!parsed.success)
+    throw DuelError.invalidArgument(
+      parsed.error.issues.map((i) => ({
+        field: `${where}: ${i.path.join('.') || '(spec)'}`,
+        description: i.message,
+      })),
+    );
+  const s = parsed.data;
+  const path = (p: string) => (isAbsolute(p) || p.startsWith('file://') ? p : resolve(base, p));
+  const policy = modelRefOf(s.policy, base, 'policy', `${where}: policy`);
+  const o = s.optimizer;
+  return {
+    name: s.name,
+    algorithm: s.algorithm,
+    hyperparameters: Object.fromEntries(Object.entries(s.hyperparameters).map(([k, v]) => [k, String(v)])),
+    policy,
+    reference: s.reference
+      ? modelRefOf(s.reference, base, 'reference', `${where}: reference`)
+      : { ...policy, name: 'reference' },
+    judge: modelRefOf(s.judge, base, 'judge', `${where}: judge`),
+    promptsUri: path(s.prompts),
+    evalPromptsUri: s.eval_prompts ? path(s.eval_prompts) : '',
+    rounds: s.rounds,
+    samplesPerPrompt: s.samples_per_prompt,
+    promptsPerRound: s.prompts_per_round,
+    evalSamplesPerPrompt: s.eval_samples_per_prompt,
+    maxReplicas: s.max_replicas,
+    seed: s.seed,
+    artifactUri: s.artifact_prefix,
+    sampling: {
+      numSamples: 0,
+      maxNewTokens: s.sampling.max_new_tokens,
+      temperature: s.sampling.temperature,
+      topK: s.sampling.top_k,
+      topP: s.sampling.top_p,
+      seed: undefined,
+    },
+    optimizer: {
+      name: o.name,
+      learningRate: o.learning_rate,
+      weightDecay: o.weight_decay,
+      gradClip: o.grad_clip,
+      steps: o.steps,
+      epochs: o.steps === 0 && o.epochs === 0 ? 1 : o.epochs,
+      batchSize: o.batch_size,
+      schedule: o.schedule,
+      warmupSteps: o.warmup_steps,
+      momentum: o.momentum,
+      beta1: o.beta1,
+      beta2: o.beta2,
+      epsilon: o.epsilon,
+    },
+  };
+}
+
+export function readRunSpec(file: string): RunSpec {
+  if (!existsSync(file))
+    throw DuelError.invalidArgument([{ field: '--spec', description: `${file} not found` }]);
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw DuelError.invalidArgument([
+      { field: file, description: `not valid YAML/JSON: ${(e as Error).message}` },
+    ]);
+  }
+  return parseRunSpec(raw, dirname(resolve(file)), file);
+}

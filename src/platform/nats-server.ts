@@ -1,0 +1,110 @@
+/**
+ * A nats-server of our own with JetStream: on a free loopback port, its store in a temporary
+ * directory removed on stop. Used by `duel run --local`, `duel demo` and the integration tests, so
+ * none of them depends on (or disturbs) a server already running on the machine.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { DuelError } from './errors.js';
+
+/** nats-server on PATH, or Debian's /usr/sbin/nats-server (not on a non-root PATH). */
+export function findNatsServer(): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
+  for (const d of dirs) {
+    const p = join(d, 'nats-server');
+    if (d && existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const { connect } = await import('node:net');
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw DuelError.unavailable(`nats-server exited with ${child.exitCode}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = connect(port, '127.0.0.1', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until)
+      throw DuelError.unavailable(`nats-server did not listen on ${port} in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export class NatsServer {
+  private constructor(
+    readonly url: string,
+    readonly port: number,
+    private child: ChildProcess,
+    readonly storeDir: string,
+    private readonly binary: string,
+    private readonly ownsStore: boolean,
+  ) {}
+
+  /** Starts one; `storeDir` keeps JetStream's data across restarts (a temporary one otherwise). */
+  static async start(options: { port?: number; storeDir?: string } = {}): Promise<NatsServer> {
+    const binary = findNatsServer();
+    if (!binary)
+      throw DuelError.failedPrecondition(
+        'nats-server is not installed (apt-get install nats-server, or run scripts/setup.sh)',
+      );
+    const port = options.port ?? (await freePort());
+    const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), 'duel-nats-'));
+    const child = NatsServer.spawn(binary, port, storeDir);
+    const server = new NatsServer(
+      `nats://127.0.0.1:${port}`,
+      port,
+      child,
+      storeDir,
+      binary,
+      !options.storeDir,
+    );
+    await waitForPort(port, child, 10_000);
+    return server;
+  }
+
+  private static spawn(binary: string, port: number, storeDir: string): ChildProcess {
+    return spawn(binary, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
+      stdio: 'ignore',
+    });
+  }
+
+  /** Kills the server (SIGKILL when `hard`) and starts it again on the same port and store. */
+  async restart(hard = false): Promise<void> {
+    await this.kill(hard ? 'SIGKILL' : 'SIGTERM');
+    this.child = NatsServer.spawn(this.binary, this.port, this.storeDir);
+    await waitForPort(this.port, this.child, 10_000);
+  }
+
+  private kill(signal: NodeJS.Signals): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.child.once('exit', () => resolve());
+      this.child.kill(signal);
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.kill('SIGTERM');
+    if (this.ownsStore) rmSync(this.storeDir, { recursive: true, force: true });
+  }
+}
