@@ -17,6 +17,7 @@ import {
 import { judgeParams } from '../../src/models/judge/model.js';
 import { JudgeRunner } from '../../src/models/judge/runner.js';
 import { parameterCount } from '../../src/models/llama/weights.js';
+import { readConfigJson } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
 import { artifactKey, localArtifactDir } from '../../src/platform/artifacts.js';
@@ -26,6 +27,7 @@ import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
+import { ORACLE_MODEL_TYPE, OracleJudge } from '../../src/testbed/oracle-judge.js';
 
 export interface ScorerLimits {
   /** Prompts per call. */
@@ -36,8 +38,11 @@ export interface ScorerLimits {
 
 export const DEFAULT_SCORER_LIMITS: ScorerLimits = { maxItems: 256, maxCandidates: 64 };
 
+/** What the scorer needs of a judge: the learned one (JudgeRunner) or the testbed's oracle. */
+type Judge = Pick<JudgeRunner, 'compare' | 'rank'>;
+
 interface LoadedJudge {
-  runner: JudgeRunner;
+  runner: Judge;
   tokenizer: TextTokenizer | undefined;
   parameters: number;
 }
@@ -86,8 +91,10 @@ export class ScorerCore {
   load(ref: ModelRef): Promise<LoadedJudge> {
     return this.judges.get(artifactKey(ref.artifact!), async () => {
       const dir = localArtifactDir(ref.artifact!);
-      const runner = await JudgeRunner.fromDir(this.runtime, dir);
       const tokenizer = TextTokenizer.tryFromDir(dir);
+      if ((readConfigJson(dir) as { model_type?: string }).model_type === ORACLE_MODEL_TYPE)
+        return { runner: OracleJudge.fromDir(dir), tokenizer, parameters: 0 };
+      const runner = await JudgeRunner.fromDir(this.runtime, dir);
       return { runner, tokenizer, parameters: parameterCount(judgeParams(runner.config)) };
     });
   }

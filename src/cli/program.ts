@@ -9,6 +9,7 @@ import { packageRoot } from '../platform/paths.js';
 import { registerBench } from './commands/bench.js';
 import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
+import { registerDemo } from './commands/demo.js';
 import { registerJudge } from './commands/judge.js';
 import { registerModel } from './commands/model.js';
 import { registerRun } from './commands/run.js';
@@ -34,5 +35,6 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerServe(program);
   registerRun(program);
+  registerDemo(program);
   return program;
 }

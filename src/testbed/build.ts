@@ -1,0 +1,145 @@
+/**
+ * The testbed's models, made from nothing: the word-level tokenizer of the game's vocabulary,
+ * π_ref (a small Llama decoder SFT-trained on the mediocre corpus), the PairRM-style judge
+ * trained on oracle-labelled pairs, and the oracle judge directory. Sizes are config keys
+ * (`model.*`, `judge.*`, `data.*`) so the demo can shrink them in CI.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { trainJudge } from '../algorithms/train-judge.js';
+import { trainRound } from '../algorithms/train-round.js';
+import type { Runtime } from '../engine/index.js';
+import { type JudgeConfig, parseJudgeConfig } from '../models/judge/config.js';
+import { initJudgeWeights } from '../models/judge/model.js';
+import { saveJudgeDir } from '../models/judge/runner.js';
+import { type LlamaConfig, parseLlamaConfig } from '../models/llama/config.js';
+import { initLlamaWeights } from '../models/llama/weights.js';
+import { saveModelDir } from '../models/model-dir.js';
+import { wordLevelTokenizer } from '../models/tokenizer.js';
+import { DuelError } from '../platform/errors.js';
+import { judgePairs, sftCorpus } from './corpus.js';
+import { type GameConfig, maxNewTokens, VOCAB } from './game.js';
+import { saveOracleJudgeDir } from './oracle-judge.js';
+
+export const buildSchema = z.strictObject({
+  'model.hidden_size': z.number().int().min(8).default(64),
+  'model.layers': z.number().int().min(1).default(2),
+  'model.heads': z.number().int().min(1).default(4),
+  'judge.hidden_size': z.number().int().min(8).default(64),
+  'judge.layers': z.number().int().min(1).default(2),
+  'data.sft_examples': z.number().int().min(16).default(3000),
+  'data.sft_epochs': z.number().int().min(1).default(3),
+  'data.judge_pairs': z.number().int().min(16).default(6000),
+  'data.judge_epochs': z.number().int().min(1).default(3),
+});
+export type BuildConfig = z.infer<typeof buildSchema>;
+
+export interface Built {
+  ref: string;
+  judge: string;
+  oracle: string;
+  sft: { loss_first: number; loss_last: number; seconds: number };
+  judgeTraining: { loss_first: number; loss_last: number; seconds: number };
+}
+
+export function policyConfig(g: GameConfig, b: BuildConfig): LlamaConfig {
+  return parseLlamaConfig({
+    model_type: 'llama',
+    vocab_size: VOCAB.size,
+    hidden_size: b['model.hidden_size'],
+    intermediate_size: 2 * b['model.hidden_size'],
+    num_hidden_layers: b['model.layers'],
+    num_attention_heads: b['model.heads'],
+    max_position_embeddings: 4 + g.max_targets + maxNewTokens(g),
+    pad_token_id: VOCAB.pad,
+    bos_token_id: VOCAB.bos,
+    eos_token_id: VOCAB.eos,
+  });
+}
+
+export function judgeConfig(g: GameConfig, b: BuildConfig): JudgeConfig {
+  return parseJudgeConfig({
+    model_type: 'duel_pairrm',
+    encoder: {
+      model_type: 'llama',
+      vocab_size: VOCAB.size + 3,
+      hidden_size: b['judge.hidden_size'],
+      intermediate_size: 2 * b['judge.hidden_size'],
+      num_hidden_layers: b['judge.layers'],
+      num_attention_heads: 4,
+      max_position_embeddings: 8 + g.max_targets + 2 * maxNewTokens(g),
+      pad_token_id: VOCAB.pad,
+    },
+    source_token_id: VOCAB.size,
+    candidate1_token_id: VOCAB.size + 1,
+    candidate2_token_id: VOCAB.size + 2,
+  });
+}
+
+const loop = (
+  lr: number,
+  epochs: number,
+  seed: number,
+  onStep: (s: number, t: number, loss: number) => void,
+) => ({
+  optimizer: { kind: 'adamw' as const, weightDecay: 0 },
+  lr,
+  epochs,
+  batchSize: 64,
+  gradClip: 1,
+  schedule: 'cosine' as const,
+  warmupSteps: 10,
+  seed,
+  onStep,
+});
+
+/** Builds everything under `dir` (ref/, judge/, oracle/, tokenizer/). */
+export async function buildTestbed(
+  runtime: Runtime,
+  g: GameConfig,
+  b: BuildConfig,
+  dir: string,
+  seed: number,
+  report: (stage: string, step: number, total: number, loss: number) => void,
+): Promise<Built> {
+  const tokDir = join(dir, 'tokenizer');
+  mkdirSync(tokDir, { recursive: true });
+  const tok = wordLevelTokenizer([...VOCAB.words]);
+  if (tok.ids.pad !== VOCAB.pad || tok.ids.bos !== VOCAB.bos || tok.ids.eos !== VOCAB.eos)
+    throw DuelError.internal(
+      'the word-level tokenizer no longer puts the specials where the game expects them',
+    );
+  writeFileSync(join(tokDir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
+  writeFileSync(join(tokDir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));
+
+  const cfg = policyConfig(g, b);
+  const sft = await trainRound(runtime, {
+    algo: 'sft',
+    hparams: {},
+    config: cfg,
+    weights: initLlamaWeights(cfg, seed),
+    records: sftCorpus(g, b['data.sft_examples'], seed + 1),
+    ...loop(3e-3, b['data.sft_epochs'], seed + 2, (s, t, l) => report('π_ref SFT', s, t, l)),
+  });
+  const ref = join(dir, 'ref');
+  saveModelDir(ref, cfg, sft.weights, { tokenizerFrom: tokDir });
+
+  const jcfg = judgeConfig(g, b);
+  const judged = await trainJudge(runtime, {
+    config: jcfg,
+    weights: initJudgeWeights(jcfg, seed + 3),
+    pairs: judgePairs(g, b['data.judge_pairs'], seed + 4),
+    ...loop(2e-3, b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),
+  });
+  const judge = join(dir, 'judge');
+  saveJudgeDir(judge, jcfg, judged.weights);
+  const oracle = join(dir, 'oracle');
+  saveOracleJudgeDir(oracle, g);
+  const summary = (m: { loss_first: number; loss_last: number; seconds: number }) => ({
+    loss_first: m.loss_first,
+    loss_last: m.loss_last,
+    seconds: m.seconds,
+  });
+  return { ref, judge, oracle, sft: summary(sft.metrics), judgeTraining: summary(judged.metrics) };
+}

@@ -1,0 +1,219 @@
+/**
+ * `duel demo`: from nothing to a report. Builds the testbed's tokenizer and models (π_ref by SFT,
+ * the judge on oracle-labelled pairs), starts nats-server and the four services as processes,
+ * runs R rounds through the orchestrator, then scores every round's policy with the oracle (P*)
+ * and writes summary.json and report.html. The run itself only ever sees the judge; the oracle
+ * only grades.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { recipeFor } from '../algorithms/recipes/index.js';
+import { submitRun } from '../cli/commands/run.js';
+import { LocalCluster } from '../cli/local-cluster.js';
+import { parseRunSpec } from '../cli/run-spec.js';
+import type { Runtime } from '../engine/index.js';
+import { type Run, RunState } from '../gen/duel/v1/runs.js';
+import { DuelError } from '../platform/errors.js';
+import { findNatsServer } from '../platform/nats-server.js';
+import { buildSchema, buildTestbed } from './build.js';
+import { drawPrompts, judgePairs } from './corpus.js';
+import { judgeProbs } from './evaluate.js';
+import { type GameConfig, maxNewTokens, parseGame, promptIds } from './game.js';
+import { judgeFidelity, regularisation, regularisedFloor } from './oracle.js';
+import { writeReport } from './report.js';
+import { evaluateRounds, type RoundEvaluation } from './rounds.js';
+
+/** The demo's default: the algorithm and settings the results table shows converging best. */
+export const DEMO_DEFAULTS = {
+  algo: 'inpo',
+  rounds: 8,
+  hparams: { inpo: { eta: 3, tau: 0.1, k: 4 } } as Record<string, Record<string, unknown>>,
+};
+
+export const runSettingsKeys = {
+  'run.prompts': 512,
+  'run.prompts_per_round': 128,
+  'run.eval_prompts': 64,
+  'run.eval_samples': 16,
+  'run.lr': 2e-3,
+  'run.epochs': 2,
+  'run.batch_size': 16,
+  'run.samples_per_prompt': 0,
+} as const;
+
+export interface DemoOptions {
+  algo: string;
+  rounds: number;
+  seed: number;
+  /** `--set key=value` pairs: game.*, model.*, judge.*, data.*, run.*, and the algorithm's keys. */
+  sets: Record<string, unknown>;
+  out: string;
+  judge: 'learned' | 'oracle';
+  runtime: Runtime;
+  log: (line: string) => void;
+}
+
+export interface DemoSummary {
+  algo: string;
+  judge: 'learned' | 'oracle';
+  game: GameConfig;
+  hyperparameters: Record<string, unknown>;
+  /** τ of the algorithm's pull toward π_ref (0: none), which sets the exploitability floor. */
+  regularisation: number;
+  rounds: RoundEvaluation[];
+  mixture: RoundEvaluation['oracle'] | undefined;
+  judge_fidelity: Awaited<ReturnType<typeof judgeFidelity>> | undefined;
+  build: Record<string, unknown>;
+  seconds: number;
+}
+
+function split(sets: Record<string, unknown>) {
+  const game: Record<string, unknown> = {};
+  const build: Record<string, unknown> = {};
+  const run: Record<string, number> = { ...runSettingsKeys };
+  const hp: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(sets)) {
+    if (k.startsWith('game.')) game[k.slice(5)] = v;
+    else if (/^(model|judge|data)\./.test(k)) build[k] = v;
+    else if (k.startsWith('run.')) {
+      if (!(k in runSettingsKeys) || typeof v !== 'number')
+        throw DuelError.invalidArgument([
+          {
+            field: `--set ${k}`,
+            description: `unknown run setting or not a number (known: ${Object.keys(runSettingsKeys).join(', ')})`,
+          },
+        ]);
+      run[k] = v;
+    } else hp[k] = v;
+  }
+  const b = buildSchema.safeParse(build);
+  if (!b.success)
+    throw DuelError.invalidArgument(
+      b.error.issues.map((i) => ({ field: `--set ${i.path.join('.') || 'build'}`, description: i.message })),
+    );
+  return { game: parseGame(game), build: b.data, run, hp };
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
+  const t0 = Date.now();
+  const { game, build, run: rs, hp: userHp } = split(o.sets);
+  const hp = { ...(DEMO_DEFAULTS.hparams[o.algo] ?? {}), ...userHp };
+  recipeFor(o.algo, hp); // refuse bad hyper-parameters before building anything
+  if (!findNatsServer())
+    throw DuelError.failedPrecondition(
+      'duel demo needs nats-server (bash scripts/demo.sh installs it: apt-get install nats-server)',
+    );
+  const out = resolve(o.out);
+  mkdirSync(out, { recursive: true });
+  o.log(`duel demo: ${o.algo}, ${o.rounds} rounds, ${o.judge} judge, seed ${o.seed} → ${out}`);
+
+  // 1. Models from nothing.
+  let lastLine = 0;
+  const built = await buildTestbed(
+    o.runtime,
+    game,
+    build,
+    join(out, 'models'),
+    o.seed,
+    (stage, step, total, loss) => {
+      if (Date.now() - lastLine < 2000 && step < total) return;
+      lastLine = Date.now();
+      const secs = (Date.now() - t0) / 1000;
+      o.log(`  ${stage}: step ${step}/${total}, loss ${loss.toFixed(4)} (${secs.toFixed(0)} s)`);
+    },
+  );
+  o.log(
+    `built π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
+  );
+
+  // 2. Prompts: training prompts for the rounds, held-out ones for evaluation.
+  const trainTargets = drawPrompts(game, rs['run.prompts']!, o.seed + 10);
+  const evalTargets = drawPrompts(game, rs['run.eval_prompts']!, o.seed + 11);
+  const jsonl = (ts: number[][]) => ts.map((t) => JSON.stringify({ prompt_ids: promptIds(t) })).join('\n');
+  writeFileSync(join(out, 'prompts.jsonl'), `${jsonl(trainTargets)}\n`);
+  writeFileSync(join(out, 'eval-prompts.jsonl'), `${jsonl(evalTargets)}\n`);
+
+  // 3. The suite, and the run through it.
+  o.log('starting nats-server, sampler, scorer, trainer and orchestrator on loopback');
+  const cluster = await LocalCluster.start({
+    artifactsRoot: join(out, 'artifacts'),
+    logDir: join(out, 'logs'),
+  });
+  let run: Run;
+  try {
+    const spec = parseRunSpec(
+      {
+        name: `demo-${o.algo}`,
+        algorithm: o.algo,
+        hyperparameters: hp,
+        policy: built.ref,
+        judge: o.judge === 'oracle' ? built.oracle : built.judge,
+        prompts: join(out, 'prompts.jsonl'),
+        eval_prompts: join(out, 'eval-prompts.jsonl'),
+        rounds: o.rounds,
+        seed: o.seed,
+        samples_per_prompt: rs['run.samples_per_prompt'],
+        prompts_per_round: rs['run.prompts_per_round'],
+        eval_samples_per_prompt: 4,
+        sampling: { max_new_tokens: maxNewTokens(game), temperature: 1 },
+        optimizer: {
+          name: 'adamw',
+          learning_rate: rs['run.lr'],
+          epochs: rs['run.epochs'],
+          batch_size: rs['run.batch_size'],
+        },
+      },
+      out,
+      'demo spec',
+    );
+    run = await submitRun(cluster.orchestrator.address, spec, { log: (l) => o.log(`  ${l}`) });
+  } finally {
+    await cluster.stop();
+  }
+  if (run.state !== RunState.RUN_STATE_SUCCEEDED)
+    throw DuelError.failedPrecondition(
+      `the run ended ${RunState[run.state]}: ${run.message} (logs in ${join(out, 'logs')})`,
+    );
+
+  // 4. The oracle's verdict on every round, the round mixture, and the judge.
+  o.log('scoring every round with the oracle');
+  const checkpoints = [built.ref, ...run.rounds.map((r) => fileURLToPath(r.checkpoint!.artifact!.uri))];
+  const tau = regularisation(o.algo, hp);
+  const { rounds, mixture } = await evaluateRounds(o.runtime, game, {
+    checkpoints,
+    refDir: built.ref,
+    targets: evalTargets,
+    samples: rs['run.eval_samples']!,
+    seed: o.seed + 20,
+    runRounds: run.rounds,
+    floor: (refStyles) => regularisedFloor(game, refStyles, tau).exploitability,
+    log: o.log,
+  });
+  let fidelity: DemoSummary['judge_fidelity'];
+  if (o.judge === 'learned') {
+    const jp = await judgeProbs(o.runtime, built.judge);
+    const held = judgePairs(game, 1000, o.seed + 30).map((p) => ({
+      prompt: p.prompt,
+      first: p.chosen,
+      second: p.rejected,
+    }));
+    fidelity = await judgeFidelity(game, jp.probs, held);
+    await jp.release();
+  }
+  const summary: DemoSummary = {
+    algo: o.algo,
+    judge: o.judge,
+    game,
+    hyperparameters: hp,
+    regularisation: tau,
+    rounds,
+    mixture,
+    judge_fidelity: fidelity,
+    build: { ...build, sft: built.sft, judge_training: built.judgeTraining },
+    seconds: (Date.now() - t0) / 1000,
+  };
+  writeFileSync(join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  writeReport(join(out, 'report.html'), summary);
+  return summary;
+}

@@ -1,0 +1,85 @@
+/**
+ * Samples of a policy on the evaluation prompts, drawn in-process (the evaluation is the
+ * testbed's, not the run's), and the learned judge's probabilities for fidelity checks.
+ */
+import type { Runtime } from '../engine/index.js';
+import { generate } from '../models/generate.js';
+import { JudgeRunner } from '../models/judge/runner.js';
+import { LogprobRunner } from '../models/llama/logprob-runner.js';
+import { DecoderRunner } from '../models/llama/runner.js';
+import { loadModelDir } from '../models/model-dir.js';
+import { type GameConfig, maxNewTokens, promptIds, VOCAB } from './game.js';
+import type { JudgeProbs, PolicySamples } from './oracle.js';
+
+export interface SampledPolicy extends PolicySamples {
+  /** log π(y) of each completion under the policy that drew it. */
+  logprobs: number[][];
+}
+
+export async function samplePolicy(
+  runtime: Runtime,
+  g: GameConfig,
+  modelDir: string,
+  targets: number[][],
+  n: number,
+  seed: number,
+): Promise<SampledPolicy> {
+  const m = loadModelDir(modelDir);
+  const runner = await DecoderRunner.create(runtime, m.config, m.weights);
+  try {
+    const prompts = targets.map(promptIds);
+    const gens = await generate(runner, prompts, {
+      n,
+      maxNewTokens: maxNewTokens(g),
+      seed,
+      eosIds: [VOCAB.eos],
+      padId: VOCAB.pad,
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+    });
+    const completions = prompts.map(() => [] as number[][]);
+    const logprobs = prompts.map(() => [] as number[]);
+    for (const x of gens) {
+      completions[x.prompt]![x.sample] = x.tokens;
+      logprobs[x.prompt]![x.sample] = x.logprobs.reduce((a, b) => a + b, 0);
+    }
+    return { prompts, completions, logprobs };
+  } finally {
+    await runner.release();
+  }
+}
+
+/** KL(π‖π_ref) on π's samples: mean of log π(y) − log π_ref(y). */
+export async function klToRef(runtime: Runtime, refDir: string, s: SampledPolicy): Promise<number> {
+  const m = loadModelDir(refDir);
+  const scorer = await LogprobRunner.create(runtime, m.config, m.weights);
+  try {
+    const seqs = s.prompts.flatMap((p, i) => s.completions[i]!.map((c) => ({ prompt: p, completion: c })));
+    const ref = await scorer.logprobs(
+      seqs.map((x) => ({ promptIds: x.prompt, completionIds: x.completion })),
+    );
+    const mine = s.logprobs.flat();
+    return mine.reduce((acc, lp, i) => acc + lp - ref[i]!.summed, 0) / Math.max(1, mine.length);
+  } finally {
+    await scorer.release();
+  }
+}
+
+/** The learned judge's P(first ≻ second | prompt) for a batch of pairs (pairwise probability). */
+export async function judgeProbs(
+  runtime: Runtime,
+  judgeDir: string,
+): Promise<{ probs: JudgeProbs; release: () => Promise<void> }> {
+  const judge = await JudgeRunner.fromDir(runtime, judgeDir);
+  return {
+    probs: async (pairs) => {
+      const fwd = await judge.pairLogits(pairs);
+      const back = await judge.pairLogits(
+        pairs.map((p) => ({ prompt: p.prompt, first: p.second, second: p.first })),
+      );
+      return fwd.map((c, i) => 1 / (1 + Math.exp(-(c - back[i]!))));
+    },
+    release: () => judge.release(),
+  };
+}

@@ -1,0 +1,202 @@
+/**
+ * What a policy is worth under the true preference P* (TESTBED.md, "What a run reports"), from
+ * its samples: win rate against π_ref's samples, exploitability against the constructed best
+ * responses, the style distribution and its normalised entropy, quality, length. Also the floor a
+ * τ-regularised method cannot go below (the regularised equilibrium of the style sub-game), and
+ * how faithfully a learned judge reproduces P*.
+ */
+import { bestResponse } from './corpus.js';
+import {
+  completionIds,
+  cycle,
+  type GameConfig,
+  LETTERS,
+  lettersOf,
+  promptIds,
+  quality,
+  style,
+  targetsOf,
+  truePref,
+} from './game.js';
+
+/** A policy's samples: for each prompt (its token ids), completions' token ids. */
+export interface PolicySamples {
+  prompts: number[][];
+  completions: number[][][];
+}
+
+export interface OracleMetrics {
+  win_rate_vs_ref: number;
+  exploitability: number;
+  style_distribution: number[];
+  style_entropy: number;
+  quality: number;
+  length: number;
+}
+
+const mean = (xs: number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
+
+/** P*(y ≻ π | x) estimated over π's samples at x. */
+function prefAgainst(g: GameConfig, targets: number[], y: number[], samples: number[][]): number {
+  return mean(samples.map((y2) => truePref(g, targets, y, y2)));
+}
+
+/**
+ * E_x max_y P*(y ≻ π | x) − ½ with y over the constructed best responses (full quality, each
+ * style) and π's own samples: 0 means nothing beats π at any prompt.
+ */
+export function exploitability(g: GameConfig, s: PolicySamples): number {
+  return mean(
+    s.prompts.map((p, i) => {
+      const targets = targetsOf(p);
+      const mine = s.completions[i]!;
+      const candidates = [
+        ...Array.from({ length: g.n_styles }, (_, st) => completionIds(bestResponse(g, targets, st))),
+        ...mine,
+      ];
+      return Math.max(...candidates.map((y) => prefAgainst(g, targets, y, mine))) - 0.5;
+    }),
+  );
+}
+
+/** E_x E_{y~π, y'~π_ref} P*(y ≻ y'), pairing the two sample sets prompt by prompt. */
+export function winRate(g: GameConfig, policy: PolicySamples, reference: PolicySamples): number {
+  return mean(
+    policy.prompts.map((p, i) => {
+      const targets = targetsOf(p);
+      return mean(policy.completions[i]!.map((y) => prefAgainst(g, targets, y, reference.completions[i]!)));
+    }),
+  );
+}
+
+/** Style frequencies (completions without a letter have no style and are left out). */
+export function styleDistribution(g: GameConfig, s: PolicySamples): number[] {
+  const counts = new Array<number>(g.n_styles).fill(0);
+  for (const cs of s.completions)
+    for (const c of cs) {
+      const st = style(g, c);
+      if (st >= 0) counts[st]! += 1;
+    }
+  const total = counts.reduce((a, b) => a + b, 0);
+  return counts.map((c) => (total === 0 ? 0 : c / total));
+}
+
+/** Shannon entropy divided by log(n_styles): 1 is an even spread. */
+export function normalisedEntropy(p: number[]): number {
+  if (p.length < 2) return 1;
+  const h = -p.reduce((acc, x) => acc + (x > 0 ? x * Math.log(x) : 0), 0);
+  return h / Math.log(p.length);
+}
+
+export function oracleMetrics(g: GameConfig, policy: PolicySamples, reference: PolicySamples): OracleMetrics {
+  const all = policy.completions.flatMap((cs, i) =>
+    cs.map((c) => ({ c, targets: targetsOf(policy.prompts[i]!) })),
+  );
+  const dist = styleDistribution(g, policy);
+  return {
+    win_rate_vs_ref: winRate(g, policy, reference),
+    exploitability: exploitability(g, policy),
+    style_distribution: dist,
+    style_entropy: normalisedEntropy(dist),
+    quality: mean(all.map(({ c, targets }) => quality(g, targets, c))),
+    length: mean(all.map(({ c }) => lettersOf(c).length)),
+  };
+}
+
+/** P(s ≻ π) on the style sub-game at full quality: Σ_s' π(s')·σ(b·C[s][s']). */
+function styleWinRates(g: GameConfig, pi: number[]): number[] {
+  return pi.map((_, s) => pi.reduce((acc, q, t) => acc + q / (1 + Math.exp(-g.b * cycle(g, s, t))), 0));
+}
+
+/** max_s P(s ≻ π) − ½ on the style sub-game at full quality. */
+export function styleExploitability(g: GameConfig, pi: number[]): number {
+  return Math.max(...styleWinRates(g, pi)) - 0.5;
+}
+
+/**
+ * The τ-regularised equilibrium π ∝ π_ref·exp(P(s ≻ π)/τ) of the style sub-game (a damped
+ * fixed-point iteration) and its exploitability: the floor of methods regularised toward π_ref
+ * with strength τ. τ = 0 is the unregularised game, whose floor is 0.
+ */
+export function regularisedFloor(
+  g: GameConfig,
+  refStyles: number[],
+  tau: number,
+): { policy: number[]; exploitability: number } {
+  if (tau <= 0) return { policy: refStyles.map(() => 1 / refStyles.length), exploitability: 0 };
+  let pi = [...refStyles];
+  for (let it = 0; it < 20_000; it++) {
+    const w = styleWinRates(g, pi);
+    const logits = refStyles.map((r, s) => Math.log(Math.max(r, 1e-300)) + w[s]! / tau);
+    const top = Math.max(...logits);
+    const e = logits.map((l) => Math.exp(l - top));
+    const z = e.reduce((a, b) => a + b, 0);
+    const next = e.map((x, s) => 0.5 * pi[s]! + (0.5 * x) / z);
+    const change = Math.max(...next.map((x, s) => Math.abs(x - pi[s]!)));
+    pi = next;
+    if (change < 1e-13) break;
+  }
+  return { policy: pi, exploitability: styleExploitability(g, pi) };
+}
+
+/** How strongly an algorithm's hyper-parameters pull it toward π_ref (the τ of its floor). */
+export function regularisation(algo: string, hp: Record<string, unknown>): number {
+  const num = (k: string, d: number) => (typeof hp[k] === 'number' ? (hp[k] as number) : d);
+  switch (algo) {
+    case 'inpo':
+      return num('tau', 0.1);
+    case 'nash_md':
+      return num('beta', 0.1);
+    case 'ipo_md':
+    case 'online_ipo':
+      return num('tau', 0.1);
+    case 'online_dpo':
+    case 'slic':
+      return num('beta', 0.1);
+    case 'discopop':
+      return num('beta', 0.05);
+    default:
+      return 0;
+  }
+}
+
+/** A judge's P(y ≻ y' | x) for a batch of pairs. */
+export type JudgeProbs = (
+  pairs: { prompt: number[]; first: number[]; second: number[] }[],
+) => Promise<number[]>;
+
+/**
+ * A learned judge against P* on held-out pairs: agreement on the preferred side, Brier score of its
+ * probabilities against P*, and whether it reproduces the style cycle (equal-quality completions
+ * of styles s and s+1: the judge must prefer s, for every s).
+ */
+export async function judgeFidelity(
+  g: GameConfig,
+  judge: JudgeProbs,
+  pairs: { prompt: number[]; first: number[]; second: number[] }[],
+): Promise<{ agreement: number; brier: number; cycle_reproduced: boolean; cycle_probs: number[] }> {
+  const probs = await judge(pairs);
+  const truth = pairs.map((p) => truePref(g, targetsOf(p.prompt), p.first, p.second));
+  const agreement = mean(probs.map((q, i) => (q > 0.5 === truth[i]! > 0.5 ? 1 : 0)));
+  const brier = mean(probs.map((q, i) => (q - truth[i]!) ** 2));
+  const cyclePairs: { prompt: number[]; first: number[]; second: number[] }[] = [];
+  if (g.n_styles >= 3 && g.b > 0) {
+    // One target, present in both completions, so their quality is equal and only style differs.
+    const targets = [LETTERS.length - 1];
+    for (let s = 0; s < g.n_styles; s++) {
+      const t = (s + 1) % g.n_styles;
+      cyclePairs.push({
+        prompt: promptIds(targets),
+        first: completionIds(bestResponse(g, targets, s)),
+        second: completionIds(bestResponse(g, targets, t)),
+      });
+    }
+  }
+  const cycleProbs = cyclePairs.length ? await judge(cyclePairs) : [];
+  return {
+    agreement,
+    brier,
+    cycle_reproduced: cycleProbs.length > 0 && cycleProbs.every((q) => q > 0.5),
+    cycle_probs: cycleProbs,
+  };
+}

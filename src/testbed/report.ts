@@ -1,0 +1,142 @@
+/** The run report: a table per round and SVG charts, as one self-contained HTML file. */
+import { writeFileSync } from 'node:fs';
+import type { DemoSummary } from './demo.js';
+import { lineChart, stackedBars } from './svg.js';
+
+const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
+
+const COLUMNS = [
+  'round',
+  'win rate vs π_ref',
+  'exploitability',
+  'floor',
+  'style entropy',
+  'quality',
+  'length',
+  'KL to π_ref',
+  'judge win rate',
+  'loss',
+  'seconds',
+];
+
+function rows(s: DemoSummary): string[][] {
+  const out = s.rounds.map((r) => [
+    String(r.round),
+    f(r.oracle.win_rate_vs_ref),
+    f(r.oracle.exploitability),
+    f(r.oracle.exploitability_floor),
+    f(r.oracle.style_entropy),
+    f(r.oracle.quality),
+    f(r.oracle.length, 2),
+    f(r.oracle.kl_to_ref),
+    f(r.judge.win_rate_vs_ref),
+    f(r.train.loss_mean, 4),
+    f(r.seconds, 1),
+  ]);
+  if (s.mixture)
+    out.push([
+      'mixture',
+      f(s.mixture.win_rate_vs_ref),
+      f(s.mixture.exploitability),
+      f(s.mixture.exploitability_floor),
+      f(s.mixture.style_entropy),
+      f(s.mixture.quality),
+      f(s.mixture.length, 2),
+      '–',
+      '–',
+      '–',
+      '–',
+    ]);
+  return out;
+}
+
+/** The per-round table as aligned text, for the terminal. */
+export function summaryTable(s: DemoSummary): string {
+  const all = [COLUMNS, ...rows(s)];
+  const widths = COLUMNS.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
+  return all.map((r) => r.map((cell, c) => cell.padStart(widths[c]!)).join('  ')).join('\n');
+}
+
+export function writeReport(path: string, s: DemoSummary): void {
+  const rs = s.rounds;
+  const charts = [
+    lineChart({
+      title: 'Oracle win rate vs π_ref',
+      xLabel: 'round',
+      yMin: 0,
+      yMax: 1,
+      series: [
+        { name: 'oracle (P*)', points: rs.map((r) => [r.round, r.oracle.win_rate_vs_ref]) },
+        {
+          name: "run's judge",
+          points: rs.filter((r) => r.round > 0).map((r) => [r.round, r.judge.win_rate_vs_ref ?? Number.NaN]),
+          dashed: true,
+        },
+      ],
+    }),
+    lineChart({
+      title: 'Exploitability (0 = Nash equilibrium)',
+      xLabel: 'round',
+      yMin: 0,
+      series: [
+        { name: 'last iterate', points: rs.map((r) => [r.round, r.oracle.exploitability]) },
+        {
+          name: 'regularised floor',
+          points: rs.map((r) => [r.round, r.oracle.exploitability_floor]),
+          dashed: true,
+        },
+        ...(s.mixture
+          ? [
+              {
+                name: 'round mixture',
+                points: [[rs.length - 1, s.mixture.exploitability] as [number, number]],
+              },
+            ]
+          : []),
+      ],
+    }),
+    stackedBars({
+      title: 'Style distribution per round',
+      xLabel: 'round',
+      bars: rs.map((r) => ({ x: r.round, shares: r.oracle.style_distribution })),
+      names: s.game.n_styles > 0 ? Array.from({ length: s.game.n_styles }, (_, i) => `style ${i}`) : [],
+    }),
+    lineChart({
+      title: 'Training loss (mean over the round)',
+      xLabel: 'round',
+      series: [
+        {
+          name: 'loss',
+          points: rs.filter((r) => r.round > 0).map((r) => [r.round, r.train.loss_mean ?? Number.NaN]),
+        },
+      ],
+    }),
+    lineChart({
+      title: 'Quality and KL to π_ref',
+      xLabel: 'round',
+      yMin: 0,
+      series: [
+        { name: 'quality', points: rs.map((r) => [r.round, r.oracle.quality]) },
+        { name: 'KL(π‖π_ref)', points: rs.map((r) => [r.round, r.oracle.kl_to_ref]) },
+      ],
+    }),
+  ];
+  const table = `<table><tr>${COLUMNS.map((c) => `<th>${c}</th>`).join('')}</tr>${rows(s)
+    .map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`)
+    .join('')}</table>`;
+  const fid = s.judge_fidelity
+    ? `<p>Learned judge against P* on 1000 held-out pairs: agreement ${f(s.judge_fidelity.agreement)}, Brier score ${f(s.judge_fidelity.brier)}, style cycle reproduced: ${s.judge_fidelity.cycle_reproduced ? 'yes' : 'no'} (P(s ≻ s+1) = ${s.judge_fidelity.cycle_probs.map((p) => f(p)).join(', ')}).</p>`
+    : '<p>The run used the oracle judge.</p>';
+  const html = `<!doctype html>
+<html><head><meta charset="utf-8"><title>duel demo: ${s.algo}</title>
+<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{margin:6px}</style></head>
+<body><h1>duel demo: ${s.algo} on the letters game</h1>
+<p>Judge: ${s.judge}. Hyper-parameters: <code>${JSON.stringify(s.hyperparameters)}</code>. Game: <code>${JSON.stringify(s.game)}</code>. Total ${f(s.seconds, 0)} s.
+Every number below is from the true preference P*, except the run's judge column.</p>
+${table}
+${fid}
+<div>${charts.join('\n')}</div>
+</body></html>
+`;
+  writeFileSync(path, html);
+}
