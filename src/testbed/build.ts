@@ -28,10 +28,12 @@ export const buildSchema = z.strictObject({
   'model.heads': z.number().int().min(1).default(4),
   'judge.hidden_size': z.number().int().min(8).default(64),
   'judge.layers': z.number().int().min(1).default(2),
-  'data.sft_examples': z.number().int().min(16).default(3000),
-  'data.sft_epochs': z.number().int().min(1).default(3),
-  'data.judge_pairs': z.number().int().min(16).default(6000),
-  'data.judge_epochs': z.number().int().min(1).default(3),
+  'model.lr': z.number().positive().default(3e-3),
+  'judge.lr': z.number().positive().default(2e-3),
+  'data.sft_examples': z.number().int().min(16).default(6000),
+  'data.sft_epochs': z.number().int().min(1).default(6),
+  'data.judge_pairs': z.number().int().min(16).default(20000),
+  'data.judge_epochs': z.number().int().min(1).default(4),
 });
 export type BuildConfig = z.infer<typeof buildSchema>;
 
@@ -120,7 +122,7 @@ export async function buildTestbed(
     config: cfg,
     weights: initLlamaWeights(cfg, seed),
     records: sftCorpus(g, b['data.sft_examples'], seed + 1),
-    ...loop(3e-3, b['data.sft_epochs'], seed + 2, (s, t, l) => report('π_ref SFT', s, t, l)),
+    ...loop(b['model.lr'], b['data.sft_epochs'], seed + 2, (s, t, l) => report('π_ref SFT', s, t, l)),
   });
   const ref = join(dir, 'ref');
   saveModelDir(ref, cfg, sft.weights, { tokenizerFrom: tokDir });
@@ -130,7 +132,7 @@ export async function buildTestbed(
     config: jcfg,
     weights: initJudgeWeights(jcfg, seed + 3),
     pairs: judgePairs(g, b['data.judge_pairs'], seed + 4),
-    ...loop(2e-3, b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),
+    ...loop(b['judge.lr'], b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),
   });
   const judge = join(dir, 'judge');
   saveJudgeDir(judge, jcfg, judged.weights);

@@ -24,20 +24,29 @@ import { judgeFidelity, regularisation, regularisedFloor } from './oracle.js';
 import { writeReport } from './report.js';
 import { evaluateRounds, type RoundEvaluation } from './rounds.js';
 
-/** The demo's default: the algorithm and settings the results table shows converging best. */
+/**
+ * The demo's default: SPPO judged by the oracle. With the learned judge as it trains today
+ * (agreement ≈ 0.70 with P*, the style cycle not reproduced) the policy learns to please the judge
+ * while its true win rate falls (docs/RESULTS.md), so the default run uses the oracle and the
+ * learned judge's fidelity is reported beside it.
+ */
 export const DEMO_DEFAULTS = {
-  algo: 'inpo',
-  rounds: 8,
-  hparams: { inpo: { eta: 3, tau: 0.1, k: 4 } } as Record<string, Record<string, unknown>>,
+  algo: 'sppo',
+  judge: 'oracle' as 'learned' | 'oracle',
+  rounds: 16,
+  hparams: {
+    sppo: { eta: 8, k: 6 },
+    inpo: { eta: 8, k: 6, tau: 0.02 },
+  } as Record<string, Record<string, unknown>>,
 };
 
 export const runSettingsKeys = {
   'run.prompts': 512,
-  'run.prompts_per_round': 128,
+  'run.prompts_per_round': 256,
   'run.eval_prompts': 64,
   'run.eval_samples': 16,
-  'run.lr': 2e-3,
-  'run.epochs': 2,
+  'run.lr': 1e-3,
+  'run.epochs': 3,
   'run.batch_size': 16,
   'run.samples_per_prompt': 0,
 } as const;
@@ -63,7 +72,7 @@ export interface DemoSummary {
   regularisation: number;
   rounds: RoundEvaluation[];
   mixture: RoundEvaluation['oracle'] | undefined;
-  judge_fidelity: Awaited<ReturnType<typeof judgeFidelity>> | undefined;
+  judge_fidelity: Awaited<ReturnType<typeof judgeFidelity>>;
   build: Record<string, unknown>;
   seconds: number;
 }
@@ -190,17 +199,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     floor: (refStyles) => regularisedFloor(game, refStyles, tau).exploitability,
     log: o.log,
   });
-  let fidelity: DemoSummary['judge_fidelity'];
-  if (o.judge === 'learned') {
-    const jp = await judgeProbs(o.runtime, built.judge);
-    const held = judgePairs(game, 1000, o.seed + 30).map((p) => ({
-      prompt: p.prompt,
-      first: p.chosen,
-      second: p.rejected,
-    }));
-    fidelity = await judgeFidelity(game, jp.probs, held);
-    await jp.release();
-  }
+  // The learned judge's fidelity whichever judge the run used: whether the run could trust it.
+  const jp = await judgeProbs(o.runtime, built.judge);
+  const held = judgePairs(game, 1000, o.seed + 30).map((p) => ({
+    prompt: p.prompt,
+    first: p.chosen,
+    second: p.rejected,
+  }));
+  const fidelity = await judgeFidelity(game, jp.probs, held);
+  await jp.release();
   const summary: DemoSummary = {
     algo: o.algo,
     judge: o.judge,

@@ -124,17 +124,19 @@ export function regularisedFloor(
   tau: number,
 ): { policy: number[]; exploitability: number } {
   if (tau <= 0) return { policy: refStyles.map(() => 1 / refStyles.length), exploitability: 0 };
+  // The fixed-point map has slope about b/(4τ): a step that small keeps the iteration contracting.
+  const step = Math.min(0.5, tau / Math.max(g.b, 1e-9));
   let pi = [...refStyles];
-  for (let it = 0; it < 20_000; it++) {
+  for (let it = 0; it < 1_000_000; it++) {
     const w = styleWinRates(g, pi);
     const logits = refStyles.map((r, s) => Math.log(Math.max(r, 1e-300)) + w[s]! / tau);
     const top = Math.max(...logits);
     const e = logits.map((l) => Math.exp(l - top));
     const z = e.reduce((a, b) => a + b, 0);
-    const next = e.map((x, s) => 0.5 * pi[s]! + (0.5 * x) / z);
-    const change = Math.max(...next.map((x, s) => Math.abs(x - pi[s]!)));
-    pi = next;
-    if (change < 1e-13) break;
+    const target = e.map((x) => x / z);
+    const change = Math.max(...target.map((x, s) => Math.abs(x - pi[s]!)));
+    pi = pi.map((x, s) => (1 - step) * x + step * target[s]!);
+    if (change < 1e-12) break;
   }
   return { policy: pi, exploitability: styleExploitability(g, pi) };
 }

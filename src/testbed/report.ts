@@ -124,9 +124,7 @@ export function writeReport(path: string, s: DemoSummary): void {
   const table = `<table><tr>${COLUMNS.map((c) => `<th>${c}</th>`).join('')}</tr>${rows(s)
     .map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`)
     .join('')}</table>`;
-  const fid = s.judge_fidelity
-    ? `<p>Learned judge against P* on 1000 held-out pairs: agreement ${f(s.judge_fidelity.agreement)}, Brier score ${f(s.judge_fidelity.brier)}, style cycle reproduced: ${s.judge_fidelity.cycle_reproduced ? 'yes' : 'no'} (P(s ≻ s+1) = ${s.judge_fidelity.cycle_probs.map((p) => f(p)).join(', ')}).</p>`
-    : '<p>The run used the oracle judge.</p>';
+  const fid = `<p>Learned judge against P* on 1000 held-out pairs: agreement ${f(s.judge_fidelity.agreement)}, Brier score ${f(s.judge_fidelity.brier)}, style cycle reproduced: ${s.judge_fidelity.cycle_reproduced ? 'yes' : 'no'} (P(s ≻ s+1) = ${s.judge_fidelity.cycle_probs.map((p) => f(p)).join(', ')}). The run used the ${s.judge} judge.</p>`;
   const html = `<!doctype html>
 <html><head><meta charset="utf-8"><title>duel demo: ${s.algo}</title>
 <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{margin:6px}</style></head>

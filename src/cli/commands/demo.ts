@@ -18,7 +18,7 @@ export function registerDemo(program: Command): void {
     .option('--algo <name>', 'algorithm', DEMO_DEFAULTS.algo)
     .option('--rounds <n>', 'rounds', intFlag('--rounds', 1), DEMO_DEFAULTS.rounds)
     .option('--seed <n>', 'seed', intFlag('--seed', 0), 1)
-    .option('--judge <kind>', 'the judge the run uses: learned or oracle', 'learned')
+    .option('--judge <kind>', 'the judge the run uses: learned or oracle', DEMO_DEFAULTS.judge)
     .option(
       '--set <key=value>',
       'game.*, model.*, judge.*, data.*, run.* or an algorithm key (repeatable)',

@@ -1,0 +1,88 @@
+/** `duel demo` end to end at toy sizes: models built, one round through the real suite, the report written. */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../src/platform/paths.js';
+
+const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const root = mkdtempSync(join(tmpdir(), 'duel-demo-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const TOY = [
+  'data.sft_examples=256',
+  'data.sft_epochs=1',
+  'data.judge_pairs=128',
+  'data.judge_epochs=1',
+  'model.hidden_size=16',
+  'model.layers=1',
+  'judge.hidden_size=16',
+  'judge.layers=1',
+  'run.prompts=32',
+  'run.prompts_per_round=16',
+  'run.eval_prompts=8',
+  'run.eval_samples=4',
+].flatMap((s) => ['--set', s]);
+
+function demo(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [BIN, 'demo', ...args], {
+      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` },
+    });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('duel demo', () => {
+  it('builds the testbed, runs a round through the suite and writes summary.json and report.html', async () => {
+    const out = join(root, 'run');
+    const { code, stdout, stderr } = await demo(['--rounds', '1', '--seed', '3', '--out', out, ...TOY]);
+    expect(code, stderr.slice(-3000)).toBe(0);
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    expect(summary.algo).toBe('sppo');
+    expect(summary.game).toMatchObject({ n_styles: 3, a: 6, b: 2 });
+    expect(summary.rounds.map((r: { round: number }) => r.round)).toEqual([0, 1]);
+    for (const r of summary.rounds) {
+      expect(Object.keys(r.oracle).sort()).toEqual(
+        [
+          'exploitability',
+          'exploitability_floor',
+          'kl_to_ref',
+          'length',
+          'quality',
+          'style_distribution',
+          'style_entropy',
+          'win_rate_vs_ref',
+        ].sort(),
+      );
+      expect(r.oracle.style_distribution.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(1, 9);
+    }
+    // π_ref against its own samples (another seed) is an even match; its KL to itself is 0.
+    expect(summary.rounds[0].oracle.win_rate_vs_ref).toBeGreaterThan(0.3);
+    expect(summary.rounds[0].oracle.win_rate_vs_ref).toBeLessThan(0.7);
+    expect(summary.rounds[0].oracle.kl_to_ref).toBeCloseTo(0, 6);
+    expect(summary.rounds[1].judge.win_rate_vs_ref).toBeGreaterThan(0);
+    expect(summary.rounds[1].train.steps).toBeGreaterThan(0);
+    expect(summary.judge_fidelity.agreement).toBeGreaterThan(0);
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    expect((html.match(/<svg /g) ?? []).length).toBeGreaterThanOrEqual(4);
+    expect(stdout).toMatch(/round\s+win rate vs π_ref\s+exploitability/);
+    expect(stderr).toMatch(/round 1\/1 completed/);
+    expect(existsSync(join(out, 'logs', 'orchestrator.log'))).toBe(true);
+  }, 240_000);
+
+  it('refuses an unknown run setting and a bad game key before building anything', async () => {
+    const a = await demo(['--out', join(root, 'bad1'), '--set', 'run.speed=3']);
+    expect(a.code).not.toBe(0);
+    expect(a.stderr).toMatch(/run\.speed/);
+    const b = await demo(['--out', join(root, 'bad2'), '--set', 'game.n_styles=2']);
+    expect(b.code).not.toBe(0);
+    expect(b.stderr).toMatch(/game\.n_styles/);
+    expect(existsSync(join(root, 'bad1', 'models'))).toBe(false);
+  });
+});
