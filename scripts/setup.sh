@@ -16,6 +16,11 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # version is pinned exactly in package.json, so npm install then builds the same tree.
   if ! npm ci --no-audit --no-fund --loglevel=error 2>/dev/null; then
     echo "setup: npm ci refused the lock file; installing the pinned versions with npm install"
-    npm install --no-save --no-audit --no-fund --loglevel=error
+    # The registry sometimes drops a connection mid-download; a retry picks up from npm's cache.
+    for attempt in 1 2 3; do
+      npm install --no-save --no-audit --no-fund --loglevel=error && break
+      [ "$attempt" = 3 ] && exit 1
+      echo "setup: npm install failed (attempt $attempt); retrying"
+    done
   fi
 fi
