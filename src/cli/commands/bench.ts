@@ -139,4 +139,22 @@ export function registerBench(program: Command): void {
           `${row.model.padEnd(8)} ${row.algo.padEnd(12)} ${row.tokens_per_s.toFixed(0).padStart(8)} ${row.loop_tokens_per_s.toFixed(0).padStart(15)} ${row.cost_vs_sft.toFixed(2).padStart(12)}×\n`,
         );
     });
+
+  bench
+    .command('cold-start')
+    .description(
+      'ms from spawning each service to SERVING, without and with a model, beside a bare node process',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--repeats <n>', 'starts per case (the median is reported)', positiveInt('--repeats'), 5)
+    .action(async (o: { json?: boolean; repeats: number }) => {
+      const { runColdStartBench } = await import('../../../bench/cold-start.js');
+      const r = await runColdStartBench({ repeats: o.repeats, log: (l) => process.stderr.write(`${l}\n`) });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      for (const row of r.rows)
+        process.stdout.write(`${row.name.padEnd(26)} ${row.ms.toFixed(0).padStart(6)} ms\n`);
+    });
 }
