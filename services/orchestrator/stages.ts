@@ -8,7 +8,11 @@ import type { SamplingPlan } from '../../src/algorithms/round-plan.js';
 import type { Completion, Matrix, ModelRef, RoundRecord } from '../../src/gen/duel/v1/common.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
 import type { PolicySamplerServiceClient, SampleRequest } from '../../src/gen/duel/v1/sampler.js';
-import type { CompareItem, PreferenceScorerServiceClient } from '../../src/gen/duel/v1/scorer.js';
+import {
+  type CompareItem,
+  type PreferenceScorerServiceClient,
+  ProbMode,
+} from '../../src/gen/duel/v1/scorer.js';
 import type {
   TrainerServiceClient,
   TrainRoundRequest,
@@ -128,7 +132,7 @@ export async function comparePrompts(
       const res = await callUnary(
         client,
         client.compare,
-        { judge: c.spec.judge, items: shard, probMode: 0, temperature: undefined },
+        { judge: c.spec.judge, items: shard, probMode: ProbMode.PROB_MODE_PAIRWISE, temperature: undefined },
         { ...callOptions(c, c.callDeadlineMs), signal },
         'scorer Compare',
       );

@@ -41,25 +41,31 @@ interface Role {
   close?: () => Promise<void>;
 }
 
-type RoleFactory = (runtime: Runtime, cfg: ServiceConfig, m: ServiceMetrics, log: Logger) => Promise<Role>;
+/** `runtime()` starts ONNX Runtime's worker threads on first call: the orchestrator never needs them. */
+type RoleFactory = (
+  runtime: () => Runtime,
+  cfg: ServiceConfig,
+  m: ServiceMetrics,
+  log: Logger,
+) => Promise<Role>;
 
 const ROLES: Record<string, RoleFactory> = {
   sampler: async (runtime, cfg, m) => {
-    const core = new SamplerCore(runtime, undefined, m, admissionOf(cfg, runtime));
+    const core = new SamplerCore(runtime(), undefined, m, admissionOf(cfg, runtime()));
     return { registration: samplerService(core), preload: (ref) => core.load(ref) };
   },
   scorer: async (runtime, cfg, m) => {
-    const core = new ScorerCore(runtime, undefined, m, admissionOf(cfg, runtime));
+    const core = new ScorerCore(runtime(), undefined, m, admissionOf(cfg, runtime()));
     return { registration: scorerService(core), preload: (ref) => core.load(ref) };
   },
   trainer: async (runtime, cfg, m) => ({
-    registration: trainerService(new TrainerCore(runtime, new FileArtifactStore(cfg.artifacts.root), m)),
+    registration: trainerService(new TrainerCore(runtime(), new FileArtifactStore(cfg.artifacts.root), m)),
   }),
   orchestrator: startOrchestrator,
 };
 
 async function startOrchestrator(
-  _runtime: Runtime,
+  _runtime: () => Runtime,
   cfg: ServiceConfig,
   m: ServiceMetrics,
   log: Logger,
@@ -151,7 +157,9 @@ export function registerServe(program: Command): void {
       const cfg = loadConfig(serviceConfigSchema, { file: o.config, overrides });
       const logger = createLogger(role, { level: cfg.logLevel });
       // One worker per core the container may use, each single-threaded: requests run side by side.
-      const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 });
+      let started: Runtime | undefined;
+      const runtime = () =>
+        (started ??= new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 }));
       const metrics = new ServiceMetrics(role);
       const made = await make(runtime, cfg, metrics, logger);
       if (cfg.models.preload.length > 0 && !made.preload)
@@ -174,7 +182,7 @@ export function registerServe(program: Command): void {
       }
       server.exitOnSignals(async () => {
         await made.close?.();
-        await runtime.close();
+        await started?.close();
       });
       // NOT_SERVING (health) until every configured model is loaded and verified.
       try {
@@ -186,7 +194,7 @@ export function registerServe(program: Command): void {
       } catch (e) {
         // Stop cleanly: exiting with ONNX Runtime's worker threads alive aborts the process.
         await server.shutdown('preload failed');
-        await runtime.close();
+        await started?.close();
         throw e;
       }
       await made.ready?.();
