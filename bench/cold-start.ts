@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Role, ServiceProcess } from '../src/cli/local-cluster.js';
+import { type Role, ServiceProcess } from '../src/client/local-cluster.js';
 import { parseLlamaConfig } from '../src/models/llama/config.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { saveModelDir } from '../src/models/model-dir.js';

@@ -4,6 +4,7 @@
  * function is deterministic for a given run, round and seed, so a restarted orchestrator that
  * repeats a stage gets the same data, and the trainer recognises a round it already trained.
  */
+import { groupWinRate } from '../../src/algorithms/estimators.js';
 import type { SamplingPlan } from '../../src/algorithms/round-plan.js';
 import type { Completion, Matrix, ModelRef, RoundRecord } from '../../src/gen/duel/v1/common.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
@@ -251,13 +252,14 @@ export async function evaluatePolicy(
     prompts,
     prompts.map((_, i) => [...mine[i]!, ...ref[i]!, ...prev[i]!]),
   );
-  const meanBlock = (from: number) => {
-    let sum = 0;
-    for (const m of prefs)
-      for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) sum += m.values[a * m.cols + from + b]!;
-    return sum / (prefs.length * n * n);
-  };
+  const rows = prefs.map((m) =>
+    Array.from({ length: m.rows }, (_, i) => m.values.slice(i * m.cols, (i + 1) * m.cols)),
+  );
   const length = (xs: Completion[][]) =>
     xs.flat().reduce((s, x) => s + x.tokenIds.length, 0) / Math.max(1, xs.flat().length);
-  return { win_rate_vs_ref: meanBlock(n), win_rate_vs_prev: meanBlock(2 * n), eval_length: length(mine) };
+  return {
+    win_rate_vs_ref: groupWinRate(rows, [0, n], [n, 2 * n]),
+    win_rate_vs_prev: groupWinRate(rows, [0, n], [2 * n, 3 * n]),
+    eval_length: length(mine),
+  };
 }

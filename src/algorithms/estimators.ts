@@ -35,3 +35,19 @@ export function tokenEntropy(rows: ArrayLike<number>[]): number {
   }
   return total / rows.length;
 }
+
+/**
+ * The win rate of one group of candidates against another, over many prompts: the mean of
+ * prefs[i][j] for i in `mine` and j in `theirs` (index ranges of each prompt's candidates).
+ */
+export function groupWinRate(prefs: number[][][], mine: [number, number], theirs: [number, number]): number {
+  let sum = 0;
+  let count = 0;
+  for (const m of prefs)
+    for (let i = mine[0]; i < mine[1]; i++)
+      for (let j = theirs[0]; j < theirs[1]; j++) {
+        sum += m[i]![j]!;
+        count += 1;
+      }
+  return count === 0 ? Number.NaN : sum / count;
+}

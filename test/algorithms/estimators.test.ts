@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   btScores,
+  groupWinRate,
   klOnSamples,
   prefsFromLogits,
   tokenEntropy,
@@ -46,5 +47,21 @@ describe('estimators', () => {
   it('KL on samples and token entropy', () => {
     expect(klOnSamples([-1, -2], [-1.5, -1])).toBeCloseTo(-0.25, 12);
     expect(tokenEntropy([[Math.log(0.5), Math.log(0.5)]])).toBeCloseTo(Math.log(2), 12);
+  });
+
+  it('groupWinRate averages one group of candidates against another over every prompt', () => {
+    // Two prompts, candidates [a, b | c]: a and b against c.
+    const m1 = [
+      [0.5, 0.4, 0.9],
+      [0.6, 0.5, 0.7],
+      [0.1, 0.3, 0.5],
+    ];
+    const m2 = [
+      [0.5, 0.5, 0.2],
+      [0.5, 0.5, 0.4],
+      [0.8, 0.6, 0.5],
+    ];
+    expect(groupWinRate([m1, m2], [0, 2], [2, 3])).toBeCloseTo((0.9 + 0.7 + 0.2 + 0.4) / 4, 12);
+    expect(groupWinRate([m1, m2], [2, 3], [0, 2])).toBeCloseTo((0.1 + 0.3 + 0.8 + 0.6) / 4, 12);
   });
 });

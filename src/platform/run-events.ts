@@ -1,0 +1,47 @@
+/**
+ * The event vocabulary of runs (events.proto): each event kind's subject word, subject and
+ * JetStream message id. Shared by the orchestrator that publishes and every client that reads.
+ */
+import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
+import { DuelError } from './errors.js';
+
+const ROUND_STAGES: Partial<Record<EventKind, string>> = {
+  [EventKind.EVENT_KIND_ROUND_STARTED]: 'started',
+  [EventKind.EVENT_KIND_ROUND_SAMPLED]: 'sampled',
+  [EventKind.EVENT_KIND_ROUND_SCORED]: 'scored',
+  [EventKind.EVENT_KIND_ROUND_TRAINED]: 'trained',
+  [EventKind.EVENT_KIND_ROUND_EVALUATED]: 'evaluated',
+  [EventKind.EVENT_KIND_ROUND_COMPLETED]: 'completed',
+  [EventKind.EVENT_KIND_ROUND_FAILED]: 'failed',
+};
+const RUN_KINDS: Partial<Record<EventKind, string>> = {
+  [EventKind.EVENT_KIND_RUN_CREATED]: 'created',
+  [EventKind.EVENT_KIND_RUN_FINISHED]: 'finished',
+  [EventKind.EVENT_KIND_RUN_FAILED]: 'failed',
+  [EventKind.EVENT_KIND_RUN_CANCELLED]: 'cancelled',
+};
+
+/** The stage or kind word of an event ("sampled", "finished", ...), as in its subject. */
+export const eventName = (kind: EventKind): string => ROUND_STAGES[kind] ?? RUN_KINDS[kind] ?? String(kind);
+
+/** The last event of a run: after it, a watch ends. */
+export const isTerminal = (kind: EventKind) =>
+  kind === EventKind.EVENT_KIND_RUN_FINISHED ||
+  kind === EventKind.EVENT_KIND_RUN_FAILED ||
+  kind === EventKind.EVENT_KIND_RUN_CANCELLED;
+
+/** The event's subject and message id. */
+export function eventAddress(e: Pick<RunEvent, 'runId' | 'kind' | 'round'>): {
+  subject: string;
+  msgId: string;
+} {
+  const stage = ROUND_STAGES[e.kind];
+  if (stage)
+    return {
+      subject: `duel.run.${e.runId}.round.${e.round}.${stage}`,
+      msgId: `${e.runId}/${e.round}/${stage}`,
+    };
+  const kind = RUN_KINDS[e.kind];
+  if (!kind) throw DuelError.internal(`no subject for event kind ${e.kind}`);
+  return { subject: `duel.run.${e.runId}.${kind}`, msgId: `${e.runId}/-/${kind}` };
+}
