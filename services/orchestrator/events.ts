@@ -16,8 +16,6 @@ import {
 } from '../../src/platform/nats.js';
 import { eventAddress, isTerminal } from '../../src/platform/run-events.js';
 
-export { eventAddress, eventName, isTerminal } from '../../src/platform/run-events.js';
-
 export const RUNS_STREAM = 'DUEL_RUNS';
 
 export class RunEvents {

@@ -108,7 +108,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const t0 = Date.now();
   const { game, build, run: rs, hp: userHp } = split(o.sets);
   const hp = { ...(DEMO_DEFAULTS.hparams[o.algo] ?? {}), ...userHp };
-  recipeFor(o.algo, hp); // refuse bad hyper-parameters before building anything
+  // Refuses bad hyper-parameters before building anything; the parsed ones carry the defaults.
+  const parsedHp = recipeFor(o.algo, hp).hp as Record<string, unknown>;
   if (!findNatsServer())
     throw DuelError.failedPrecondition(
       'duel demo needs nats-server (bash scripts/demo.sh installs it: apt-get install nats-server)',
@@ -188,7 +189,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   // 4. The oracle's verdict on every round, the round mixture, and the judge.
   o.log('scoring every round with the oracle');
   const checkpoints = [built.ref, ...run.rounds.map((r) => fileURLToPath(r.checkpoint!.artifact!.uri))];
-  const tau = regularisation(o.algo, hp);
+  const tau = regularisation(o.algo, parsedHp);
   const { rounds, mixture } = await evaluateRounds(o.runtime, game, {
     checkpoints,
     refDir: built.ref,

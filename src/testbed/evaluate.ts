@@ -50,20 +50,23 @@ export async function samplePolicy(
   }
 }
 
-/** KL(π‖π_ref) on π's samples: mean of log π(y) − log π_ref(y). */
-export async function klToRef(runtime: Runtime, refDir: string, s: SampledPolicy): Promise<number> {
+/**
+ * KL(π‖π_ref) on π's samples, the mean of log π(y) − log π_ref(y), with π_ref's log-prob
+ * session made once by the caller and shared by every policy it grades.
+ */
+export async function klToRef(ref: LogprobRunner, s: SampledPolicy): Promise<number> {
+  const seqs = s.prompts.flatMap((p, i) =>
+    s.completions[i]!.map((c) => ({ promptIds: p, completionIds: c })),
+  );
+  const refLp = await ref.logprobs(seqs);
+  const mine = s.logprobs.flat();
+  return mine.reduce((acc, lp, i) => acc + lp - refLp[i]!.summed, 0) / Math.max(1, mine.length);
+}
+
+/** π_ref's log-prob session for klToRef. */
+export async function refScorer(runtime: Runtime, refDir: string): Promise<LogprobRunner> {
   const m = loadModelDir(refDir);
-  const scorer = await LogprobRunner.create(runtime, m.config, m.weights);
-  try {
-    const seqs = s.prompts.flatMap((p, i) => s.completions[i]!.map((c) => ({ prompt: p, completion: c })));
-    const ref = await scorer.logprobs(
-      seqs.map((x) => ({ promptIds: x.prompt, completionIds: x.completion })),
-    );
-    const mine = s.logprobs.flat();
-    return mine.reduce((acc, lp, i) => acc + lp - ref[i]!.summed, 0) / Math.max(1, mine.length);
-  } finally {
-    await scorer.release();
-  }
+  return LogprobRunner.create(runtime, m.config, m.weights);
 }
 
 /** The learned judge's P(first ≻ second | prompt) for a batch of pairs (pairwise probability). */

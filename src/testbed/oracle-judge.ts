@@ -5,7 +5,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fromLogits, type Preferences } from '../models/judge/runner.js';
+import { fromLogits, orderByScores, type Preferences } from '../models/judge/runner.js';
 import { readConfigJson } from '../models/model-dir.js';
 import { DuelError } from '../platform/errors.js';
 import { type GameConfig, parseGame, targetsOf, trueLogit } from './game.js';
@@ -39,7 +39,7 @@ export class OracleJudge {
   /** Every candidate ordered by Bradley-Terry score of P* (exact, so one method serves both). */
   async rank(prompt: number[], candidates: number[][], _method: 'matrix' | 'bubble') {
     const { scores } = await this.compare(prompt, candidates);
-    const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
+    const order = orderByScores(scores);
     const k = candidates.length;
     return { order, best: order[0]!, scores, judged: k * (k - 1) };
   }

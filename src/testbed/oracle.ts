@@ -141,25 +141,16 @@ export function regularisedFloor(
   return { policy: pi, exploitability: styleExploitability(g, pi) };
 }
 
-/** How strongly an algorithm's hyper-parameters pull it toward π_ref (the τ of its floor). */
-export function regularisation(algo: string, hp: Record<string, unknown>): number {
-  const num = (k: string, d: number) => (typeof hp[k] === 'number' ? (hp[k] as number) : d);
-  switch (algo) {
-    case 'inpo':
-      return num('tau', 0.1);
-    case 'nash_md':
-      return num('beta', 0.1);
-    case 'ipo_md':
-    case 'online_ipo':
-      return num('tau', 0.1);
-    case 'online_dpo':
-    case 'slic':
-      return num('beta', 0.1);
-    case 'discopop':
-      return num('beta', 0.05);
-    default:
-      return 0;
-  }
+/**
+ * How strongly an algorithm pulls toward π_ref (the τ of its floor), read from its validated
+ * hyper-parameters (defaults filled by its recipe): τ for INPO and the IPO family, β for Nash-MD
+ * and the DPO family; 0 for SPPO and SPO, which have no reference term.
+ */
+export function regularisation(algo: string, parsedHp: Record<string, unknown>): number {
+  if (algo === 'sppo' || algo === 'spo') return 0;
+  const key = ['inpo', 'ipo_md', 'online_ipo'].includes(algo) ? 'tau' : 'beta';
+  const v = parsedHp[key];
+  return typeof v === 'number' ? v : 0;
 }
 
 /** A judge's P(y ≻ y' | x) for a batch of pairs. */

@@ -19,34 +19,27 @@ const COLUMNS = [
   'seconds',
 ];
 
+type OracleCells = DemoSummary['rounds'][number]['oracle'];
+
+const oracleCells = (o: OracleCells) => [
+  f(o.win_rate_vs_ref),
+  f(o.exploitability),
+  f(o.exploitability_floor),
+  f(o.style_entropy),
+  f(o.quality),
+  f(o.length, 2),
+  f(o.kl_to_ref),
+];
+
 function rows(s: DemoSummary): string[][] {
   const out = s.rounds.map((r) => [
     String(r.round),
-    f(r.oracle.win_rate_vs_ref),
-    f(r.oracle.exploitability),
-    f(r.oracle.exploitability_floor),
-    f(r.oracle.style_entropy),
-    f(r.oracle.quality),
-    f(r.oracle.length, 2),
-    f(r.oracle.kl_to_ref),
+    ...oracleCells(r.oracle),
     f(r.judge.win_rate_vs_ref),
     f(r.train.loss_mean, 4),
     f(r.seconds, 1),
   ]);
-  if (s.mixture)
-    out.push([
-      'mixture',
-      f(s.mixture.win_rate_vs_ref),
-      f(s.mixture.exploitability),
-      f(s.mixture.exploitability_floor),
-      f(s.mixture.style_entropy),
-      f(s.mixture.quality),
-      f(s.mixture.length, 2),
-      '–',
-      '–',
-      '–',
-      '–',
-    ]);
+  if (s.mixture) out.push(['mixture', ...oracleCells(s.mixture), '–', '–', '–']);
   return out;
 }
 
@@ -99,7 +92,7 @@ export function writeReport(path: string, s: DemoSummary): void {
       title: 'Style distribution per round',
       xLabel: 'round',
       bars: rs.map((r) => ({ x: r.round, shares: r.oracle.style_distribution })),
-      names: s.game.n_styles > 0 ? Array.from({ length: s.game.n_styles }, (_, i) => `style ${i}`) : [],
+      names: Array.from({ length: s.game.n_styles }, (_, i) => `style ${i}`),
     }),
     lineChart({
       title: 'Training loss (mean over the round)',

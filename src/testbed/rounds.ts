@@ -5,7 +5,7 @@
  */
 import type { Runtime } from '../engine/index.js';
 import type { RoundSummary } from '../gen/duel/v1/runs.js';
-import { klToRef, type SampledPolicy, samplePolicy } from './evaluate.js';
+import { klToRef, refScorer, type SampledPolicy, samplePolicy } from './evaluate.js';
 import type { GameConfig } from './game.js';
 import { type OracleMetrics, oracleMetrics, styleDistribution } from './oracle.js';
 
@@ -40,26 +40,31 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
   const floor = o.floor(refStyles);
   const sampled: SampledPolicy[] = [];
   const rounds: RoundEvaluation[] = [];
-  for (const [round, dir] of o.checkpoints.entries()) {
-    const s = await samplePolicy(runtime, g, dir, o.targets, o.samples, o.seed);
-    sampled.push(s);
-    const summary = o.runRounds.find((r) => r.round === round);
-    const values = summary?.metrics?.values ?? {};
-    const train = Object.fromEntries(Object.entries(values).filter(([k]) => !JUDGE_KEYS.includes(k)));
-    const judge = Object.fromEntries(Object.entries(values).filter(([k]) => JUDGE_KEYS.includes(k)));
-    const seconds =
-      summary?.startedAt && summary.finishedAt
-        ? (summary.finishedAt.getTime() - summary.startedAt.getTime()) / 1000
-        : 0;
-    const oracle = {
-      ...oracleMetrics(g, s, opponents),
-      kl_to_ref: await klToRef(runtime, o.refDir, s),
-      exploitability_floor: floor,
-    };
-    rounds.push({ round, oracle, judge, train, seconds });
-    o.log(
-      `  round ${round}: win rate vs π_ref ${oracle.win_rate_vs_ref.toFixed(3)}, exploitability ${oracle.exploitability.toFixed(3)} (floor ${floor.toFixed(3)}), quality ${oracle.quality.toFixed(3)}, style entropy ${oracle.style_entropy.toFixed(3)}`,
-    );
+  const ref = await refScorer(runtime, o.refDir);
+  try {
+    for (const [round, dir] of o.checkpoints.entries()) {
+      const s = await samplePolicy(runtime, g, dir, o.targets, o.samples, o.seed);
+      sampled.push(s);
+      const summary = o.runRounds.find((r) => r.round === round);
+      const values = summary?.metrics?.values ?? {};
+      const train = Object.fromEntries(Object.entries(values).filter(([k]) => !JUDGE_KEYS.includes(k)));
+      const judge = Object.fromEntries(Object.entries(values).filter(([k]) => JUDGE_KEYS.includes(k)));
+      const seconds =
+        summary?.startedAt && summary.finishedAt
+          ? (summary.finishedAt.getTime() - summary.startedAt.getTime()) / 1000
+          : 0;
+      const oracle = {
+        ...oracleMetrics(g, s, opponents),
+        kl_to_ref: await klToRef(ref, s),
+        exploitability_floor: floor,
+      };
+      rounds.push({ round, oracle, judge, train, seconds });
+      o.log(
+        `  round ${round}: win rate vs π_ref ${oracle.win_rate_vs_ref.toFixed(3)}, exploitability ${oracle.exploitability.toFixed(3)} (floor ${floor.toFixed(3)}), quality ${oracle.quality.toFixed(3)}, style entropy ${oracle.style_entropy.toFixed(3)}`,
+      );
+    }
+  } finally {
+    await ref.release();
   }
   // The mixture of rounds 1..R: completion j of each prompt comes from round 1 + (j mod R).
   const own = sampled.slice(1);

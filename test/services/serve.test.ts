@@ -2,7 +2,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -16,21 +15,12 @@ import {
 import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { saveJudgeDir } from '../../src/models/judge/runner.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { freePort } from '../../src/platform/nats-server.js';
 import { packageRoot } from '../../src/platform/paths.js';
 import { healthCheck, unary } from '../helpers/grpc.js';
 import { tinyJudgeConfig } from '../models/fixtures.js';
 
 const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
-
-/** A port nothing listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('duel serve', () => {
   it('serves the scorer until SIGTERM, answering bad requests with INVALID_ARGUMENT', async () => {

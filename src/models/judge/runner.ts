@@ -177,7 +177,7 @@ export class JudgeRunner {
     const k = candidates.length;
     if (method === 'matrix') {
       const { scores } = await this.compare(prompt, candidates);
-      const order = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
+      const order = orderByScores(scores);
       return { order, best: order[0]!, scores, judged: k * (k - 1) };
     }
     let best = 0;
@@ -203,6 +203,11 @@ export class JudgeRunner {
     if (this.stateId) await this.session.dropState(this.stateId);
     await this.session.release();
   }
+}
+
+/** Candidate indices by descending score, ties in input order. */
+export function orderByScores(scores: number[]): number[] {
+  return [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b);
 }
 
 /** Probabilities and scores from the ordered-pair logits. */
