@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Graph } from '../../src/engine/graph.js';
 import { compile } from '../../src/engine/onnx.js';
@@ -55,4 +57,28 @@ describe('Runtime', () => {
   it('reads the CPU limit', () => {
     expect(cpuLimit()).toBeGreaterThanOrEqual(1);
   });
+
+  it('closes at once after starting, waiting for the workers to load ONNX Runtime, and lets the process exit with its code', async () => {
+    // Terminating a worker while onnxruntime-node initialises aborts the whole process (SIGABRT):
+    // a `duel serve` preload failure died that way instead of exiting 2 (about 1 close in 25 in a
+    // sweep over the start-up window). close() now waits for each worker's ready message; were
+    // that message lost, these children would hang past the timeout instead of exiting.
+    const dist = new URL('../../dist/src/engine/index.js', import.meta.url).href;
+    const script = (delayMs: number) => `
+      const { Runtime } = await import(${JSON.stringify(dist)});
+      const r = new Runtime({ workers: 3, intraOpThreads: 1 });
+      await new Promise((res) => setTimeout(res, ${delayMs}));
+      await r.close();
+      process.exit(2);`;
+    const exits = await Promise.all(
+      [0, 60, 120, 180].map(async (delayMs) => {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script(delayMs)], {
+          stdio: 'ignore',
+        });
+        const [code, signal] = await once(child, 'exit');
+        return { code, signal };
+      }),
+    );
+    expect(exits).toEqual(Array(4).fill({ code: 2, signal: null }));
+  }, 30_000);
 });

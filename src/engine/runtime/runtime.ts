@@ -42,11 +42,19 @@ class WorkerChannel {
   private readonly worker: Worker;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private next = 0;
+  /** Settles once the worker has loaded ONNX Runtime, or has failed or exited first. */
+  private readonly started: Promise<void>;
 
   constructor() {
     this.worker = new Worker(workerUrl());
-    this.worker.on('message', ({ id, reply }: { id: number; reply: Reply }) => {
-      this.pending.get(id)?.resolve(reply);
+    this.started = new Promise((resolve) => {
+      this.worker.once('exit', () => resolve());
+      this.worker.once('error', () => resolve());
+      this.worker.on('message', (m: { ready?: true }) => m.ready && resolve());
+    });
+    this.worker.on('message', ({ id, reply }: { id?: number; reply?: Reply }) => {
+      if (id === undefined) return;
+      this.pending.get(id)?.resolve(reply!);
       this.pending.delete(id);
     });
     this.worker.on('error', (error) => {
@@ -65,7 +73,9 @@ class WorkerChannel {
     return reply;
   }
 
-  terminate(): Promise<number> {
+  /** Waits for the worker to finish starting: terminating it while the native binding loads aborts the process. */
+  async terminate(): Promise<number> {
+    await this.started;
     return this.worker.terminate();
   }
 }

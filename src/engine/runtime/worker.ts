@@ -133,3 +133,7 @@ parentPort!.on('message', ({ id, req }: { id: number; req: Request }) => {
       }),
   );
 });
+
+// The native binding is loaded by now: terminating a worker before this point (while
+// onnxruntime-node initialises) aborts the whole process, so the pool waits for this message.
+parentPort!.postMessage({ ready: true });
