@@ -1,0 +1,354 @@
+/**
+ * The Kubernetes base: every object duel needs on a cluster, CPU-only, as typed kubernetes-models
+ * objects. Manifests are TypeScript rather than kustomize YAML because this project's machines have
+ * no kustomize or kubectl to build with, and because a typed object makes a misspelt field a
+ * compile error before it is a schema error; overlays (overlays.ts) are functions over this list,
+ * and render.ts writes each overlay to plain YAML under deploy/rendered/<overlay>/.
+ *
+ * Shape: NATS with JetStream on a persistent volume; sampler and scorer Deployments behind headless
+ * Services (the orchestrator resolves every pod: `dns:///`); the trainer and the orchestrator (one
+ * replica each: the orchestrator has no leader election, so Recreate, never two at once);
+ * checkpoints in the NATS object store, so no shared volume; probes are native gRPC health checks.
+ */
+
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import type { IContainer } from 'kubernetes-models/v1/Container';
+import { Namespace } from 'kubernetes-models/v1/Namespace';
+import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
+import { Secret } from 'kubernetes-models/v1/Secret';
+import type { ISecurityContext } from 'kubernetes-models/v1/SecurityContext';
+import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+
+export const NAMESPACE = 'duel';
+export const VERSION = '0.1.0';
+export const IMAGE = `ghcr.io/duel-ml/duel:${VERSION}`;
+export const NATS_IMAGE = 'nats:2.10.22-alpine';
+export const GRPC_PORT = 50051;
+export const METRICS_PORT = 9464;
+export const NATS_PORT = 4222;
+export const NATS_MONITOR_PORT = 8222;
+/** Where the nats:// store caches verified downloads: a scratch volume, never the image. */
+export const ARTIFACT_CACHE = '/var/lib/duel/artifacts';
+export const WORKERS = ['sampler', 'scorer', 'trainer'] as const;
+export const ROLES = [...WORKERS, 'orchestrator'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Every object the overlays may change; `kind` narrows the union. */
+export type KubeObject =
+  | Namespace
+  | ConfigMap
+  | Secret
+  | Service
+  | ServiceAccount
+  | Deployment
+  | StatefulSet
+  | NetworkPolicy
+  | PodDisruptionBudget
+  | { apiVersion: string; kind: string; metadata?: { name?: string; namespace?: string }; validate(): void };
+
+export const labels = (component: string) => ({
+  'app.kubernetes.io/name': 'duel',
+  'app.kubernetes.io/component': component,
+  'app.kubernetes.io/version': VERSION,
+});
+const selector = (component: string) => ({
+  'app.kubernetes.io/name': 'duel',
+  'app.kubernetes.io/component': component,
+});
+const svc = (role: string) => `duel-${role}.${NAMESPACE}.svc.cluster.local`;
+
+/** The DUEL_* settings of a role, exactly as `duel serve <role>` reads them. */
+export function roleEnv(role: Role): Record<string, string> {
+  const common = {
+    DUEL_HOST: '0.0.0.0',
+    DUEL_PORT: String(GRPC_PORT),
+    DUEL_METRICS_PORT: String(METRICS_PORT),
+    DUEL_LOG_LEVEL: 'info',
+    DUEL_ARTIFACTS_STORE: 'nats',
+    DUEL_ARTIFACTS_ROOT: ARTIFACT_CACHE,
+    DUEL_GRPC_SHUTDOWN_GRACE_MS: '20000',
+  };
+  if (role !== 'orchestrator') return common;
+  return {
+    ...common,
+    DUEL_ORCHESTRATOR_SAMPLERS: `dns:///${svc('sampler')}:${GRPC_PORT}`,
+    DUEL_ORCHESTRATOR_SCORERS: `dns:///${svc('scorer')}:${GRPC_PORT}`,
+    DUEL_ORCHESTRATOR_TRAINER: `${svc('trainer')}:${GRPC_PORT}`,
+    // Workers that scale from zero take a while to come up: the stage waits this long for one.
+    DUEL_ORCHESTRATOR_MAX_WAIT_MS: '600000',
+  };
+}
+
+const securityContext: ISecurityContext = {
+  runAsNonRoot: true,
+  runAsUser: 10001,
+  runAsGroup: 10001,
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
+
+/** The container of a role: env from the role's settings, NATS URL from the Secret, gRPC probes. */
+export function roleContainer(role: Role): IContainer {
+  return {
+    name: role,
+    image: IMAGE,
+    imagePullPolicy: 'IfNotPresent',
+    // The image's entrypoint is `duel serve`; the argument is the role.
+    args: [role],
+    env: [
+      ...Object.entries(roleEnv(role)).map(([name, value]) => ({ name, value })),
+      { name: 'DUEL_NATS_URL', valueFrom: { secretKeyRef: { name: 'duel-nats', key: 'url' } } },
+    ],
+    ports: [
+      { name: 'grpc', containerPort: GRPC_PORT, protocol: 'TCP' },
+      { name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
+    ],
+    // SERVING only once preloaded models are verified and loaded: give that up to 10 minutes.
+    startupProbe: { grpc: { port: GRPC_PORT }, periodSeconds: 5, failureThreshold: 120 },
+    readinessProbe: { grpc: { port: GRPC_PORT }, periodSeconds: 5, failureThreshold: 2 },
+    livenessProbe: { grpc: { port: GRPC_PORT }, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 3 },
+    resources:
+      role === 'orchestrator'
+        ? { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } }
+        : { requests: { cpu: '1', memory: '2Gi' }, limits: { memory: '8Gi' } },
+    securityContext,
+    volumeMounts: [
+      { name: 'artifact-cache', mountPath: ARTIFACT_CACHE },
+      { name: 'tmp', mountPath: '/tmp' },
+    ],
+  };
+}
+
+function podSpec(role: Role): IPodSpec {
+  const specs = role === 'orchestrator';
+  return {
+    serviceAccountName: 'duel',
+    automountServiceAccountToken: false,
+    // Longer than the service's own drain grace (DUEL_GRPC_SHUTDOWN_GRACE_MS) so it exits by itself.
+    terminationGracePeriodSeconds: 30,
+    securityContext: { runAsNonRoot: true, fsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
+    containers: [
+      specs
+        ? {
+            ...roleContainer(role),
+            volumeMounts: [
+              ...roleContainer(role).volumeMounts!,
+              { name: 'run-specs', mountPath: '/etc/duel/run-specs', readOnly: true },
+            ],
+          }
+        : roleContainer(role),
+    ],
+    volumes: [
+      { name: 'artifact-cache', emptyDir: { sizeLimit: '20Gi' } },
+      { name: 'tmp', emptyDir: { sizeLimit: '2Gi' } },
+      // The orchestrator reads prompt sets named in run specs from its own filesystem.
+      ...(specs ? [{ name: 'run-specs', configMap: { name: 'duel-run-specs' } }] : []),
+    ],
+  };
+}
+
+export function roleDeployment(role: Role): Deployment {
+  const single = role === 'orchestrator' || role === 'trainer';
+  return new Deployment({
+    metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },
+    spec: {
+      replicas: role === 'sampler' ? 2 : 1,
+      selector: { matchLabels: selector(role) },
+      // One orchestrator at a time (runs are resumed from the KV record, not shared); one trainer.
+      strategy: single
+        ? { type: 'Recreate' }
+        : { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      template: { metadata: { labels: labels(role) }, spec: podSpec(role) },
+    },
+  });
+}
+
+function roleService(role: Role): Service {
+  const headless = role === 'sampler' || role === 'scorer';
+  return new Service({
+    metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },
+    spec: {
+      ...(headless ? { clusterIP: 'None' } : {}),
+      selector: selector(role),
+      ports: [
+        { name: 'grpc', port: GRPC_PORT, targetPort: 'grpc', appProtocol: 'grpc' },
+        { name: 'metrics', port: METRICS_PORT, targetPort: 'metrics' },
+      ],
+    },
+  });
+}
+
+function nats(): KubeObject[] {
+  return [
+    new StatefulSet({
+      metadata: { name: 'duel-nats', namespace: NAMESPACE, labels: labels('nats') },
+      spec: {
+        serviceName: 'duel-nats',
+        replicas: 1,
+        selector: { matchLabels: selector('nats') },
+        template: {
+          metadata: { labels: labels('nats') },
+          spec: {
+            automountServiceAccountToken: false,
+            securityContext: {
+              runAsNonRoot: true,
+              runAsUser: 1000,
+              fsGroup: 1000,
+              seccompProfile: { type: 'RuntimeDefault' },
+            },
+            containers: [
+              {
+                name: 'nats',
+                image: NATS_IMAGE,
+                args: ['--jetstream', '--store_dir', '/data', '--http_port', String(NATS_MONITOR_PORT)],
+                ports: [
+                  { name: 'client', containerPort: NATS_PORT },
+                  { name: 'monitor', containerPort: NATS_MONITOR_PORT },
+                ],
+                readinessProbe: {
+                  httpGet: { path: '/healthz?js-enabled-only=true', port: NATS_MONITOR_PORT },
+                  periodSeconds: 5,
+                },
+                livenessProbe: { httpGet: { path: '/healthz', port: NATS_MONITOR_PORT }, periodSeconds: 20 },
+                resources: { requests: { cpu: '250m', memory: '512Mi' }, limits: { memory: '2Gi' } },
+                securityContext,
+                volumeMounts: [{ name: 'data', mountPath: '/data' }],
+              },
+            ],
+          },
+        },
+        volumeClaimTemplates: [
+          {
+            metadata: { name: 'data' },
+            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '50Gi' } } },
+          },
+        ],
+      },
+    }),
+    new Service({
+      metadata: { name: 'duel-nats', namespace: NAMESPACE, labels: labels('nats') },
+      spec: {
+        selector: selector('nats'),
+        ports: [
+          { name: 'client', port: NATS_PORT, targetPort: 'client' },
+          { name: 'monitor', port: NATS_MONITOR_PORT, targetPort: 'monitor' },
+        ],
+      },
+    }),
+    new PodDisruptionBudget({
+      metadata: { name: 'duel-nats', namespace: NAMESPACE, labels: labels('nats') },
+      // One NATS pod holds the runs' state: a voluntary eviction must wait for an operator.
+      spec: { maxUnavailable: 0, selector: { matchLabels: selector('nats') } },
+    }),
+  ];
+}
+
+/**
+ * Ingress rules: nothing reaches a pod unless a rule says so. Only the orchestrator calls the
+ * workers; every duel pod (and KEDA, for the lag it scales on) reaches NATS; clients in the
+ * namespace reach the orchestrator; Prometheus (namespace label `duel.dev/scrape: "true"`)
+ * reaches every metrics port.
+ */
+function networkPolicies(): NetworkPolicy[] {
+  const meta = (name: string) => ({ name, namespace: NAMESPACE, labels: labels('network') });
+  const scrape = { namespaceSelector: { matchLabels: { 'duel.dev/scrape': 'true' } } };
+  return [
+    new NetworkPolicy({
+      metadata: meta('duel-default-deny'),
+      spec: { podSelector: {}, policyTypes: ['Ingress'] },
+    }),
+    new NetworkPolicy({
+      metadata: meta('duel-workers-from-orchestrator'),
+      spec: {
+        podSelector: {
+          matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: [...WORKERS] }],
+        },
+        policyTypes: ['Ingress'],
+        ingress: [
+          {
+            from: [{ podSelector: { matchLabels: selector('orchestrator') } }],
+            ports: [{ port: GRPC_PORT }],
+          },
+          { from: [scrape], ports: [{ port: METRICS_PORT }] },
+        ],
+      },
+    }),
+    new NetworkPolicy({
+      metadata: meta('duel-orchestrator-from-clients'),
+      spec: {
+        podSelector: { matchLabels: selector('orchestrator') },
+        policyTypes: ['Ingress'],
+        ingress: [
+          { from: [{ podSelector: {} }], ports: [{ port: GRPC_PORT }] },
+          { from: [scrape], ports: [{ port: METRICS_PORT }] },
+        ],
+      },
+    }),
+    new NetworkPolicy({
+      metadata: meta('duel-nats-from-all'),
+      spec: {
+        podSelector: { matchLabels: selector('nats') },
+        policyTypes: ['Ingress'],
+        ingress: [{ ports: [{ port: NATS_PORT }, { port: NATS_MONITOR_PORT }] }],
+      },
+    }),
+  ];
+}
+
+/** An example run spec: models by reference into the nats:// store (`duel artifacts put`). */
+const EXAMPLE_SPEC = `name: letters-sppo
+algorithm: sppo
+hyperparameters: { eta: 8, k: 6 }
+policy: { uri: nats://duel_artifacts/models/ref, sha256: REPLACE_WITH_DIGEST_FROM_duel_artifacts_put }
+judge: { uri: nats://duel_artifacts/models/judge, sha256: REPLACE_WITH_DIGEST_FROM_duel_artifacts_put }
+prompts: /etc/duel/run-specs/prompts.jsonl
+rounds: 16
+sampling: { max_new_tokens: 9, temperature: 1 }
+optimizer: { name: adamw, learning_rate: 1.0e-3, epochs: 3, batch_size: 16 }
+`;
+
+/** The testbed's prompt format (want-marker, target letters): a few lines to start from. */
+const EXAMPLE_PROMPTS = `${[
+  [2, 5, 6, 4],
+  [2, 5, 9, 12, 4],
+  [2, 5, 7, 15, 20, 4],
+]
+  .map((ids) => JSON.stringify({ prompt_ids: ids }))
+  .join('\n')}\n`;
+
+export function base(): KubeObject[] {
+  return [
+    new Namespace({ metadata: { name: NAMESPACE, labels: { 'app.kubernetes.io/name': 'duel' } } }),
+    new ServiceAccount({
+      metadata: { name: 'duel', namespace: NAMESPACE, labels: labels('serviceaccount') },
+      automountServiceAccountToken: false,
+    }),
+    new Secret({
+      metadata: { name: 'duel-nats', namespace: NAMESPACE, labels: labels('nats') },
+      type: 'Opaque',
+      // Replace with credentials (nats://user:password@host:4222) when NATS requires them.
+      stringData: { url: `nats://duel-nats.${NAMESPACE}.svc.cluster.local:${NATS_PORT}` },
+    }),
+    new ConfigMap({
+      metadata: { name: 'duel-run-specs', namespace: NAMESPACE, labels: labels('run-specs') },
+      data: { 'letters-sppo.yaml': EXAMPLE_SPEC, 'prompts.jsonl': EXAMPLE_PROMPTS },
+    }),
+    ...nats(),
+    ...ROLES.flatMap((role) => [roleDeployment(role), roleService(role)]),
+    ...(['sampler', 'scorer'] as const).map(
+      (role) =>
+        new PodDisruptionBudget({
+          metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },
+          spec: { minAvailable: 1, selector: { matchLabels: selector(role) } },
+        }),
+    ),
+    ...networkPolicies(),
+  ];
+}

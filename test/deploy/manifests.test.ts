@@ -1,0 +1,179 @@
+/**
+ * The Kubernetes manifests, checked offline: every overlay renders and validates against the
+ * Kubernetes, KEDA and Knative schemas; the rendered YAML on disk is what the code renders (CI
+ * fails on stale files: run `npm run deploy:render`); misspelt fields fail to compile and wrong
+ * values fail validation; and the invariants a cluster relies on hold in every overlay.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { OVERLAYS } from '../../deploy/k8s/overlays.js';
+import { renderedDir, renderOverlay } from '../../deploy/k8s/render.js';
+import { packageRoot } from '../../src/platform/paths.js';
+
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string> };
+  // biome-ignore lint/suspicious/noExplicitAny: parsed YAML of many kinds; each test reads its spec by path
+  spec?: any;
+};
+type Container = {
+  name: string;
+  image: string;
+  ports?: { containerPort: number; name?: string }[];
+  resources?: { limits?: Record<string, string> };
+  env?: { name: string; value?: string }[];
+  [probe: string]: unknown;
+};
+
+const objectsOf = (overlay: string): Obj[] =>
+  [...renderOverlay(overlay)]
+    .filter(([f]) => f !== 'kustomization.yaml')
+    .map(([, text]) => parse(text) as Obj);
+
+function podTemplates(
+  objs: Obj[],
+): { owner: Obj; labels: Record<string, string>; spec: { containers: Container[] } }[] {
+  return objs.flatMap((o) => {
+    if (['Deployment', 'StatefulSet'].includes(o.kind))
+      return [{ owner: o, labels: o.spec.template.metadata.labels, spec: o.spec.template.spec }];
+    if (o.apiVersion.startsWith('serving.knative.dev'))
+      return [{ owner: o, labels: o.spec.template.metadata.labels, spec: o.spec.template.spec }];
+    return [];
+  });
+}
+
+describe.each(Object.keys(OVERLAYS))('overlay %s', (overlay) => {
+  const objs = objectsOf(overlay);
+
+  it('is rendered on disk exactly as the code renders it', () => {
+    const dir = renderedDir(packageRoot(), overlay);
+    const rendered = renderOverlay(overlay);
+    expect(readdirSync(dir).sort(), 'run `npm run deploy:render`').toEqual([...rendered.keys()].sort());
+    for (const [file, text] of rendered)
+      expect(readFileSync(join(dir, file), 'utf8'), `${file} is stale: run npm run deploy:render`).toBe(text);
+  });
+
+  it('pins every image to a version, never latest', () => {
+    for (const { spec } of podTemplates(objs))
+      for (const c of spec.containers) expect(c.image).toMatch(/^[^:]+:(?!latest$)[\w][\w.-]*$/);
+  });
+
+  it('probes integer ports that the container exposes', () => {
+    for (const { owner, spec } of podTemplates(objs))
+      for (const c of spec.containers) {
+        const exposed = (c.ports ?? []).map((p) => p.containerPort);
+        for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+          const p = c[probe] as { grpc?: { port: unknown }; httpGet?: { port: unknown } } | undefined;
+          if (!p) continue;
+          const port = p.grpc?.port ?? p.httpGet?.port;
+          expect(Number.isInteger(port), `${owner.metadata.name} ${probe}`).toBe(true);
+          expect(exposed, `${owner.metadata.name} ${probe} port ${port}`).toContain(port);
+        }
+      }
+  });
+
+  it('gives every GPU workload nvidia.com/gpu limits, and only GPU workloads', () => {
+    for (const { owner, spec } of podTemplates(objs))
+      for (const c of spec.containers) {
+        const cuda = (c.env ?? []).some((e) => e.name === 'DUEL_RUNTIME_PROVIDER' && e.value === 'cuda');
+        expect(c.resources?.limits?.['nvidia.com/gpu'] !== undefined, `${owner.metadata.name}`).toBe(cuda);
+        if (cuda) expect(c.image).toMatch(/-cuda12$/);
+      }
+  });
+
+  it('selects existing pods with every core Service, and targets ports those pods name', () => {
+    const pods = podTemplates(objs);
+    for (const s of objs.filter((o) => o.kind === 'Service' && o.apiVersion === 'v1')) {
+      const sel = s.spec.selector as Record<string, string>;
+      const matching = pods.filter((p) => Object.entries(sel).every(([k, v]) => p.labels[k] === v));
+      expect(matching.length, `Service ${s.metadata.name} selects no pods`).toBeGreaterThan(0);
+      for (const port of s.spec.ports as { targetPort: string | number }[])
+        for (const p of matching)
+          expect(
+            p.spec.containers.some((c) =>
+              (c.ports ?? []).some(
+                (cp) => cp.name === port.targetPort || cp.containerPort === port.targetPort,
+              ),
+            ),
+            `Service ${s.metadata.name} port ${port.targetPort}`,
+          ).toBe(true);
+    }
+  });
+
+  it('runs every container as non-root with a read-only root filesystem and no privilege escalation', () => {
+    for (const { spec } of podTemplates(objs))
+      for (const c of spec.containers)
+        expect(c.securityContext).toMatchObject({
+          runAsNonRoot: true,
+          readOnlyRootFilesystem: true,
+          allowPrivilegeEscalation: false,
+        });
+  });
+
+  it('lets only the orchestrator reach the workers', () => {
+    const np = objs.find((o) => o.metadata.name === 'duel-workers-from-orchestrator')!;
+    const grpcRule = np.spec.ingress.find((r: { ports: { port: number }[] }) => r.ports[0]!.port === 50051);
+    expect(grpcRule.from).toEqual([
+      {
+        podSelector: {
+          matchLabels: { 'app.kubernetes.io/name': 'duel', 'app.kubernetes.io/component': 'orchestrator' },
+        },
+      },
+    ]);
+    expect(objs.find((o) => o.metadata.name === 'duel-default-deny')!.spec).toEqual({
+      podSelector: {},
+      policyTypes: ['Ingress'],
+    });
+  });
+});
+
+describe('manifest validation', () => {
+  it('refuses a value of the wrong type and a missing required field', () => {
+    const d = new Deployment({
+      metadata: { name: 'x' },
+      spec: {
+        selector: { matchLabels: { a: 'b' } },
+        template: {
+          metadata: { labels: { a: 'b' } },
+          // @ts-expect-error containerPort must be a number: the type checker catches it first.
+          spec: { containers: [{ name: 'c', image: 'i:1', ports: [{ containerPort: 'grpc' }] }] },
+        },
+      },
+    });
+    expect(() => d.validate()).toThrow(/containerPort must be integer/);
+    const noSelector = { metadata: { name: 'y' }, spec: { template: {} } } as never;
+    expect(() => new Deployment(noSelector).validate()).toThrow(/data\/spec must have required property/);
+  });
+
+  it('refuses a misspelt field at compile time', () => {
+    const container = {
+      name: 'c',
+      image: 'i:1',
+      // The schemas allow unknown keys, so typed objects are what catch misspellings: tsc fails
+      // if this line stops being an error.
+      // @ts-expect-error imagePullPolcy is not a Container field
+      imagePullPolcy: 'Always',
+    } satisfies import('kubernetes-models/v1/Container').IContainer;
+    expect(container.name).toBe('c');
+  });
+
+  it('scales the trainer from zero on the wake consumer in the keda overlay', () => {
+    const keda = objectsOf('keda');
+    const so = keda.find((o) => o.kind === 'ScaledObject')!;
+    expect(so.spec).toMatchObject({ minReplicaCount: 0, scaleTargetRef: { name: 'duel-trainer' } });
+    expect(so.spec.triggers[0]).toMatchObject({
+      type: 'nats-jetstream',
+      metadata: { stream: 'DUEL_RUNS', consumer: 'duel-trainer-wake' },
+    });
+    const envOf = (name: string) =>
+      (podTemplates(keda).find((p) => p.owner.metadata.name === name)!.spec.containers[0]!.env ?? []).map(
+        (e) => `${e.name}=${e.value}`,
+      );
+    expect(envOf('duel-trainer')).toContain('DUEL_TRAINER_WAKE_CONSUMER=duel-trainer-wake');
+    expect(envOf('duel-orchestrator')).toContain('DUEL_ORCHESTRATOR_TRAINER_WAKE_CONSUMER=duel-trainer-wake');
+  });
+});
