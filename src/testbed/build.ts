@@ -2,9 +2,11 @@
  * The testbed's models, made from nothing: the word-level tokenizer of the game's vocabulary,
  * π_ref (a small Llama decoder SFT-trained on the mediocre corpus), the PairRM-style judge
  * trained on oracle-labelled pairs, and the oracle judge directory. Sizes are config keys
- * (`model.*`, `judge.*`, `data.*`) so the demo can shrink them in CI.
+ * (`model.*`, `judge.*`, `data.*`) so the demo can shrink them in CI. A build is deterministic by
+ * (game, build settings, seed), so a directory that already holds the build of the same key is
+ * reused (built.json records the key): `duel testbed compare` builds once per game and seed.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { trainJudge } from '../algorithms/train-judge.js';
@@ -104,7 +106,13 @@ export async function buildTestbed(
   dir: string,
   seed: number,
   report: (stage: string, step: number, total: number, loss: number) => void,
-): Promise<Built> {
+): Promise<Built & { reused: boolean }> {
+  const key = JSON.stringify({ game: g, build: b, seed });
+  const record = join(dir, 'built.json');
+  if (existsSync(record)) {
+    const saved = JSON.parse(readFileSync(record, 'utf8')) as { key: string; built: Built };
+    if (saved.key === key) return { ...saved.built, reused: true };
+  }
   const tokDir = join(dir, 'tokenizer');
   mkdirSync(tokDir, { recursive: true });
   const tok = wordLevelTokenizer([...VOCAB.words]);
@@ -143,5 +151,13 @@ export async function buildTestbed(
     loss_last: m.loss_last,
     seconds: m.seconds,
   });
-  return { ref, judge, oracle, sft: summary(sft.metrics), judgeTraining: summary(judged.metrics) };
+  const built: Built = {
+    ref,
+    judge,
+    oracle,
+    sft: summary(sft.metrics),
+    judgeTraining: summary(judged.metrics),
+  };
+  writeFileSync(record, `${JSON.stringify({ key, built }, null, 2)}\n`);
+  return { ...built, reused: false };
 }

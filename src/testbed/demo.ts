@@ -61,6 +61,8 @@ export interface DemoOptions {
   judge: 'learned' | 'oracle';
   runtime: Runtime;
   log: (line: string) => void;
+  /** Where the models are built (default <out>/models); a build of the same key there is reused. */
+  modelsDir?: string;
 }
 
 export interface DemoSummary {
@@ -74,6 +76,8 @@ export interface DemoSummary {
   mixture: RoundEvaluation['oracle'] | undefined;
   judge_fidelity: Awaited<ReturnType<typeof judgeFidelity>>;
   build: Record<string, unknown>;
+  /** The last round's checkpoint directory. */
+  final_checkpoint: string;
   seconds: number;
 }
 
@@ -124,7 +128,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     o.runtime,
     game,
     build,
-    join(out, 'models'),
+    o.modelsDir ? resolve(o.modelsDir) : join(out, 'models'),
     o.seed,
     (stage, step, total, loss) => {
       if (Date.now() - lastLine < 2000 && step < total) return;
@@ -134,7 +138,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     },
   );
   o.log(
-    `built π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
+    `${built.reused ? 'reused' : 'built'} π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
   );
 
   // 2. Prompts: training prompts for the rounds, held-out ones for evaluation.
@@ -219,6 +223,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     mixture,
     judge_fidelity: fidelity,
     build: { ...build, sft: built.sft, judge_training: built.judgeTraining },
+    final_checkpoint: checkpoints[checkpoints.length - 1]!,
     seconds: (Date.now() - t0) / 1000,
   };
   writeFileSync(join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);

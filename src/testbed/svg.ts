@@ -23,6 +23,8 @@ function frame(title: string, xLabel: string, yMin: number, yMax: number, xMin: 
     H - PAD.bottom - ((v - yMin) / Math.max(1e-12, yMax - yMin)) * (H - PAD.top - PAD.bottom);
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+    // The accessible name screen readers announce (and linters require of a standalone SVG).
+    `<title>${esc(title)}</title>`,
     `<text x="${W / 2 - PAD.right / 2}" y="18" text-anchor="middle" font-size="13">${esc(title)}</text>`,
     `<line x1="${PAD.left}" y1="${H - PAD.bottom}" x2="${W - PAD.right}" y2="${H - PAD.bottom}" stroke="#333"/>`,
     `<line x1="${PAD.left}" y1="${PAD.top}" x2="${PAD.left}" y2="${H - PAD.bottom}" stroke="#333"/>`,

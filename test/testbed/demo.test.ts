@@ -1,42 +1,14 @@
 /** `duel demo` end to end at toy sizes: models built, one round through the real suite, the report written. */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../src/platform/paths.js';
+import { duel, TOY } from './toy.js';
 
-const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
 const root = mkdtempSync(join(tmpdir(), 'duel-demo-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const TOY = [
-  'data.sft_examples=256',
-  'data.sft_epochs=1',
-  'data.judge_pairs=128',
-  'data.judge_epochs=1',
-  'model.hidden_size=16',
-  'model.layers=1',
-  'judge.hidden_size=16',
-  'judge.layers=1',
-  'run.prompts=32',
-  'run.prompts_per_round=16',
-  'run.eval_prompts=8',
-  'run.eval_samples=4',
-].flatMap((s) => ['--set', s]);
-
-function demo(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [BIN, 'demo', ...args], {
-      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` },
-    });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const demo = (args: string[]) => duel(['demo', ...args]);
 
 describe('duel demo', () => {
   it('builds the testbed, runs a round through the suite and writes summary.json and report.html', async () => {

@@ -1,0 +1,316 @@
+/**
+ * `duel testbed compare`: the results table. Every (game, judge, algorithm, seed) is one `duel
+ * demo` run into its own directory (a finished one is read back, so an interrupted compare
+ * continues where it stopped); models are built once per game and seed and shared. Then mean ± sd
+ * over seeds of the oracle metrics per round, the last iterate and the round mixture, best-of-n
+ * reranking of π_ref and of each final policy, charts, compare.json and RESULTS.md.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import type { Runtime } from '../engine/index.js';
+import { JudgeRunner } from '../models/judge/runner.js';
+import { DuelError } from '../platform/errors.js';
+import { readJsonl } from '../platform/jsonl.js';
+import { type BestOfNRow, bestOfN } from './best-of-n.js';
+import { type DemoSummary, runDemo } from './demo.js';
+import { samplePolicy } from './evaluate.js';
+import { targetsOf } from './game.js';
+import { OracleJudge } from './oracle-judge.js';
+import { lineChart } from './svg.js';
+
+/** The two games of the table: TESTBED.md's intransitive default and its transitive variant. */
+export const GAMES: Record<string, Record<string, unknown>> = {
+  default: {},
+  transitive: { 'game.b': 0 },
+};
+
+export interface CompareOptions {
+  algos: string[];
+  rounds: number;
+  seeds: number;
+  judges: ('oracle' | 'learned')[];
+  games: string[];
+  sets: Record<string, unknown>;
+  /** n values of the best-of-n table (empty: skip it). */
+  bestOfN: number[];
+  out: string;
+  runtime: Runtime;
+  log: (line: string) => void;
+}
+
+type Metric = 'win_rate_vs_ref' | 'exploitability' | 'style_entropy' | 'quality';
+const METRICS: Metric[] = ['win_rate_vs_ref', 'exploitability', 'style_entropy', 'quality'];
+
+export interface Stat {
+  mean: number;
+  sd: number;
+}
+
+export interface CompareCell {
+  game: string;
+  judge: string;
+  algo: string;
+  seeds: number;
+  /** Per round (0 = π_ref): mean ± sd over seeds. */
+  rounds: Record<Metric, Stat>[];
+  mixture: Record<Metric, Stat> | undefined;
+  floor: number;
+  /** The lowest last-iterate exploitability over rounds 1..R, per seed, then mean ± sd. */
+  best_exploitability: Stat;
+  seconds: Stat;
+}
+
+export interface BestOfNCell {
+  game: string;
+  judge: string;
+  policy: string;
+  rows: { n: number; win_rate_vs_ref: Stat; quality: Stat; exploitability: Stat }[];
+}
+
+export function stat(xs: number[]): Stat {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (xs.length - 1));
+  return { mean, sd };
+}
+
+const statsOf = (os: Record<Metric, number>[]) =>
+  Object.fromEntries(METRICS.map((m) => [m, stat(os.map((o) => o[m]))])) as Record<Metric, Stat>;
+
+export function aggregate(game: string, judge: string, algo: string, runs: DemoSummary[]): CompareCell {
+  const rounds = runs[0]!.rounds.map((_, r) => statsOf(runs.map((s) => s.rounds[r]!.oracle)));
+  return {
+    game,
+    judge,
+    algo,
+    seeds: runs.length,
+    rounds,
+    mixture: runs.every((s) => s.mixture) ? statsOf(runs.map((s) => s.mixture!)) : undefined,
+    floor: runs[0]!.rounds[0]!.oracle.exploitability_floor,
+    best_exploitability: stat(
+      runs.map((s) => Math.min(...s.rounds.slice(1).map((r) => r.oracle.exploitability))),
+    ),
+    seconds: stat(runs.map((s) => s.seconds)),
+  };
+}
+
+export async function runCompare(o: CompareOptions) {
+  for (const g of o.games)
+    if (!GAMES[g])
+      throw DuelError.invalidArgument([
+        { field: '--games', description: `unknown game '${g}' (known: ${Object.keys(GAMES).join(', ')})` },
+      ]);
+  const out = resolve(o.out);
+  mkdirSync(out, { recursive: true });
+  const total = o.games.length * o.judges.length * o.algos.length * o.seeds;
+  const t0 = Date.now();
+  let done = 0;
+  const cells: CompareCell[] = [];
+  const bestCells: BestOfNCell[] = [];
+  for (const game of o.games) {
+    const sets = { ...o.sets, ...GAMES[game] };
+    for (const judge of o.judges) {
+      const bySeed = new Map<number, Map<string, { summary: DemoSummary; dir: string }>>();
+      for (const algo of o.algos) {
+        const runs: DemoSummary[] = [];
+        for (let seed = 1; seed <= o.seeds; seed++) {
+          const dir = join(out, 'runs', `${game}-${judge}-${algo}-seed${seed}`);
+          const file = join(dir, 'summary.json');
+          // A finished run is reused only if it was made with exactly these settings.
+          const key = JSON.stringify({ algo, judge, seed, rounds: o.rounds, sets });
+          const keyFile = join(dir, 'compare-key.json');
+          let s: DemoSummary;
+          if (existsSync(file) && existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key) {
+            s = JSON.parse(readFileSync(file, 'utf8')) as DemoSummary;
+          } else {
+            s = await runDemo({
+              algo,
+              rounds: o.rounds,
+              seed,
+              sets,
+              out: dir,
+              judge,
+              runtime: o.runtime,
+              modelsDir: join(out, 'models', `${game}-seed${seed}`),
+              log: () => {},
+            });
+            writeFileSync(keyFile, key);
+          }
+          runs.push(s);
+          if (!bySeed.has(seed)) bySeed.set(seed, new Map());
+          bySeed.get(seed)!.set(algo, { summary: s, dir });
+          done++;
+          const elapsed = (Date.now() - t0) / 1000;
+          const last = s.rounds[s.rounds.length - 1]!.oracle;
+          o.log(
+            `[${done}/${total}] ${game} ${judge} ${algo} seed ${seed}: win rate ${last.win_rate_vs_ref.toFixed(3)}, exploitability ${last.exploitability.toFixed(3)} (mixture ${s.mixture?.exploitability.toFixed(3) ?? '–'}) · ${elapsed.toFixed(0)} s, ETA ${((elapsed / done) * (total - done)).toFixed(0)} s`,
+          );
+        }
+        cells.push(aggregate(game, judge, algo, runs));
+      }
+      if (o.bestOfN.length > 0) bestCells.push(...(await bestOfNFor(o, game, judge, bySeed)));
+    }
+  }
+  const result = {
+    algos: o.algos,
+    rounds: o.rounds,
+    seeds: o.seeds,
+    sets: o.sets,
+    cells,
+    best_of_n: bestCells,
+  };
+  writeFileSync(join(out, 'compare.json'), `${JSON.stringify(result, null, 2)}\n`);
+  writeCharts(out, cells);
+  writeFileSync(join(out, 'RESULTS.md'), `${resultsMarkdown(result)}\n`);
+  return result;
+}
+
+/** Best-of-n of π_ref and of every algorithm's final policy, per seed, then mean ± sd. */
+async function bestOfNFor(
+  o: CompareOptions,
+  game: string,
+  judge: 'oracle' | 'learned',
+  bySeed: Map<number, Map<string, { summary: DemoSummary; dir: string }>>,
+): Promise<BestOfNCell[]> {
+  const perPolicy = new Map<string, BestOfNRow[][]>();
+  for (const [seed, runs] of bySeed) {
+    const any = [...runs.values()][0]!;
+    const g = any.summary.game;
+    // The held-out prompts the seed's runs were graded on, as the demo wrote them.
+    const evalTargets = readJsonl(
+      join(any.dir, 'eval-prompts.jsonl'),
+      z.object({ prompt_ids: z.array(z.number().int()) }),
+    ).map((r) => targetsOf(r.prompt_ids));
+    const models = join(resolve(o.out), 'models', `${game}-seed${seed}`);
+    const reference = await samplePolicy(o.runtime, g, join(models, 'ref'), evalTargets, 16, seed + 40);
+    // The run's judge, the same runner the scorer serves.
+    const reranker =
+      judge === 'learned'
+        ? await JudgeRunner.fromDir(o.runtime, join(models, 'judge'))
+        : OracleJudge.fromDir(join(models, 'oracle'));
+    try {
+      const policies: [string, string][] = [
+        ['π_ref', join(models, 'ref')],
+        ...[...runs].map(([algo, r]): [string, string] => [
+          `${algo} (round ${o.rounds})`,
+          r.summary.final_checkpoint,
+        ]),
+      ];
+      for (const [name, dir] of policies) {
+        const rows = await bestOfN(o.runtime, g, {
+          policyDir: dir,
+          reference,
+          targets: evalTargets,
+          ns: o.bestOfN,
+          groups: 4,
+          seed: seed + 50,
+          judge: reranker,
+        });
+        perPolicy.set(name, [...(perPolicy.get(name) ?? []), rows]);
+        o.log(
+          `best-of-n ${game} ${judge} ${name} seed ${seed}: ${rows.map((r) => `n=${r.n} ${r.win_rate_vs_ref.toFixed(3)}`).join(', ')}`,
+        );
+      }
+    } finally {
+      await reranker.release();
+    }
+  }
+  return [...perPolicy].map(([policy, seeds]) => ({
+    game,
+    judge,
+    policy,
+    rows: o.bestOfN.map((n, i) => ({
+      n,
+      win_rate_vs_ref: stat(seeds.map((r) => r[i]!.win_rate_vs_ref)),
+      quality: stat(seeds.map((r) => r[i]!.quality)),
+      exploitability: stat(seeds.map((r) => r[i]!.exploitability)),
+    })),
+  }));
+}
+
+function writeCharts(out: string, cells: CompareCell[]): void {
+  const dir = join(out, 'plots');
+  mkdirSync(dir, { recursive: true });
+  const groups = new Map<string, CompareCell[]>();
+  for (const c of cells)
+    groups.set(`${c.game}-${c.judge}`, [...(groups.get(`${c.game}-${c.judge}`) ?? []), c]);
+  for (const [key, cs] of groups) {
+    for (const [metric, title] of [
+      ['exploitability', 'Exploitability, last iterate (mean over seeds)'],
+      ['win_rate_vs_ref', 'Oracle win rate vs π_ref (mean over seeds)'],
+    ] as const)
+      writeFileSync(
+        join(dir, `${key}-${metric}.svg`),
+        lineChart({
+          title: `${title}: ${key}`,
+          xLabel: 'round',
+          yMin: 0,
+          ...(metric === 'win_rate_vs_ref' ? { yMax: 1 } : {}),
+          series: [
+            ...cs.map((c) => ({
+              name: c.algo,
+              points: c.rounds.map((r, i): [number, number] => [i, r[metric].mean]),
+            })),
+            ...(metric === 'exploitability'
+              ? [
+                  {
+                    name: 'floor',
+                    points: cs[0]!.rounds.map((_, i): [number, number] => [i, cs[0]!.floor]),
+                    dashed: true,
+                  },
+                ]
+              : []),
+          ],
+        }),
+      );
+  }
+}
+
+const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : '–');
+
+/** The results as Markdown tables: one per game and judge, then best-of-n. */
+export function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {
+  const lines: string[] = [];
+  const groups = new Map<string, CompareCell[]>();
+  for (const c of r.cells)
+    groups.set(`${c.game}|${c.judge}`, [...(groups.get(`${c.game}|${c.judge}`) ?? []), c]);
+  for (const [key, cs] of groups) {
+    const [game, judge] = key.split('|');
+    lines.push(
+      `### ${game} game, ${judge} judge (${cs[0]!.seeds} seeds, ${r.rounds} rounds)`,
+      '',
+      `| algorithm | win rate vs π_ref | exploitability (last) | best round | mixture | floor | style entropy | quality | seconds |`,
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    );
+    const ref = cs[0]!.rounds[0]!;
+    lines.push(
+      `| π_ref | ${pm(ref.win_rate_vs_ref)} | ${pm(ref.exploitability)} | – | – | – | ${pm(ref.style_entropy)} | ${pm(ref.quality)} | – |`,
+    );
+    for (const c of cs) {
+      const last = c.rounds[c.rounds.length - 1]!;
+      lines.push(
+        `| ${c.algo} | ${pm(last.win_rate_vs_ref)} | ${pm(last.exploitability)} | ${pm(c.best_exploitability)} | ${pm(c.mixture?.exploitability)} | ${c.floor.toFixed(3)} | ${pm(last.style_entropy)} | ${pm(last.quality)} | ${c.seconds.mean.toFixed(0)} |`,
+      );
+    }
+    lines.push(
+      '',
+      `![exploitability](plots/${game}-${judge}-exploitability.svg) ![win rate](plots/${game}-${judge}-win_rate_vs_ref.svg)`,
+      '',
+    );
+  }
+  if (r.best_of_n.length > 0) {
+    const ns = r.best_of_n[0]!.rows.map((x) => x.n);
+    lines.push(
+      '### Best-of-n reranking (oracle win rate vs π_ref; quality)',
+      '',
+      `| game | judge | policy | ${ns.map((n) => `n = ${n}`).join(' | ')} |`,
+      `| --- | --- | --- | ${ns.map(() => '---:').join(' | ')} |`,
+    );
+    for (const b of r.best_of_n)
+      lines.push(
+        `| ${b.game} | ${b.judge} | ${b.policy} | ${b.rows.map((x) => `${x.win_rate_vs_ref.mean.toFixed(3)}; ${x.quality.mean.toFixed(2)}`).join(' | ')} |`,
+      );
+    lines.push('');
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,83 @@
+/**
+ * `duel testbed compare` end to end at toy sizes: two seeds × two judges through the real suite,
+ * models built once per seed, mean ± sd tables, charts and best-of-n graded by the oracle.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { BestOfNCell, CompareCell } from '../../src/testbed/compare.js';
+import { duel, TOY } from './toy.js';
+
+const root = mkdtempSync(join(tmpdir(), 'duel-compare-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const compare = (args: string[]) => duel(['testbed', 'compare', ...args]);
+
+describe('duel testbed compare', () => {
+  it('runs every seed and judge, aggregates mean ± sd, draws the charts and grades best-of-n', async () => {
+    const out = join(root, 'cmp');
+    const args = ['--algos', 'sppo', '--rounds', '1', '--seeds', '2', '--judges', 'oracle,learned'];
+    const { code, stderr } = await compare([
+      ...args,
+      '--games',
+      'default',
+      '--best-of-n',
+      '1,8',
+      '--out',
+      out,
+      ...TOY,
+    ]);
+    expect(code, stderr.slice(-3000)).toBe(0);
+    expect(stderr).toMatch(/\[4\/4\] default learned sppo seed 2: .* ETA 0 s/);
+    const r = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as {
+      cells: CompareCell[];
+      best_of_n: BestOfNCell[];
+    };
+    expect(r.cells.map((c) => `${c.game}/${c.judge}/${c.algo}/${c.seeds}`)).toEqual([
+      'default/oracle/sppo/2',
+      'default/learned/sppo/2',
+    ]);
+    for (const c of r.cells) {
+      expect(c.rounds).toHaveLength(2);
+      expect(c.rounds[1]!.exploitability.sd).toBeGreaterThanOrEqual(0);
+      expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeGreaterThan(0);
+      expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeLessThan(1);
+    }
+    // One build per seed, shared by both judges' runs.
+    expect(readdirSync(join(out, 'models')).sort()).toEqual(['default-seed1', 'default-seed2']);
+    for (const run of readdirSync(join(out, 'runs')))
+      expect(existsSync(join(out, 'runs', run, 'models'))).toBe(false);
+    // A perfect judge picking the best of 8 beats the policy itself.
+    const oracleRef = r.best_of_n.find((b) => b.judge === 'oracle' && b.policy === 'π_ref')!;
+    expect(oracleRef.rows.map((x) => x.n)).toEqual([1, 8]);
+    expect(oracleRef.rows[1]!.win_rate_vs_ref.mean).toBeGreaterThan(
+      oracleRef.rows[0]!.win_rate_vs_ref.mean + 0.1,
+    );
+    expect(oracleRef.rows[1]!.quality.mean).toBeGreaterThan(oracleRef.rows[0]!.quality.mean);
+    const md = readFileSync(join(out, 'RESULTS.md'), 'utf8');
+    expect(md).toMatch(/### default game, oracle judge \(2 seeds, 1 rounds\)/);
+    expect(md).toMatch(/\| sppo \| \d\.\d{3} ± \d\.\d{3} \|/);
+    expect(readdirSync(join(out, 'plots'))).toContain('default-oracle-exploitability.svg');
+
+    // Run again: every finished run is read back, nothing is trained again (no summary rewritten).
+    const written = () =>
+      readdirSync(join(out, 'runs')).map((run) => statSync(join(out, 'runs', run, 'summary.json')).mtimeMs);
+    const before = written();
+    const again = await compare([...args, '--games', 'default', '--best-of-n', '', '--out', out, ...TOY]);
+    expect(again.code, again.stderr.slice(-2000)).toBe(0);
+    expect(written()).toEqual(before);
+    expect(JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')).cells).toEqual(r.cells);
+  }, 300_000);
+
+  it('refuses an unknown algorithm, judge or game', async () => {
+    const a = await compare(['--algos', 'sppo,nope', '--out', join(root, 'x')]);
+    expect(a.code).toBe(2);
+    expect(a.stderr).toMatch(/--algos: unknown algorithm\(s\) nope/);
+    const b = await compare(['--algos', 'sppo', '--judges', 'human', '--out', join(root, 'x')]);
+    expect(b.stderr).toMatch(/--judges: must be oracle and\/or learned/);
+    const c = await compare(['--algos', 'sppo', '--games', 'chess', '--out', join(root, 'x')]);
+    expect(c.code).toBe(2);
+    expect(c.stderr).toMatch(/--games: unknown game 'chess'/);
+  });
+});
