@@ -41,6 +41,25 @@ describe('duel CLI', () => {
     expect(r.stderr).toBe("duel: --steps: must be a positive integer, got '0'\n");
   });
 
+  it('measures artifact throughput end to end at a small size, and refuses a bad size list', () => {
+    const r = spawnSync(
+      process.execPath,
+      [BIN, 'bench', 'artifacts', '--sizes', '1', '--repeats', '1', '--json'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { rows: { store: string; mib: number; load_mib_s: number }[] };
+    expect(out.rows.map((x) => x.store)).toEqual(['copy + sha256 (peer)', 'file://', 'nats://']);
+    for (const row of out.rows) expect(row.load_mib_s).toBeGreaterThan(0);
+    const bad = spawnSync(process.execPath, [BIN, 'bench', 'artifacts', '--sizes', '1,x'], {
+      encoding: 'utf8',
+    });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--sizes: '1,x' is not a list of whole MiB/);
+  });
+
   it('rejects an unknown command with a usage error', () => {
     const r = spawnSync(process.execPath, [BIN, 'frobnicate'], { encoding: 'utf8' });
     expect(r.status).not.toBe(0);

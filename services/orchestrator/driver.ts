@@ -10,11 +10,12 @@ import { randomBytes } from 'node:crypto';
 import type { Metrics, ModelRef } from '../../src/gen/duel/v1/common.js';
 import { EventKind, type RunEvent } from '../../src/gen/duel/v1/events.js';
 import { type RoundSummary, type Run, type RunSpec, RunState } from '../../src/gen/duel/v1/runs.js';
-import { localArtifactDir } from '../../src/platform/artifacts.js';
+import { type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
+import { eventName } from '../../src/platform/run-events.js';
 import type { RunEvents } from './events.js';
 import { readPrompts, roundPrompts } from './prompts.js';
 import type { RunStore } from './run-store.js';
@@ -26,6 +27,8 @@ export interface OrchestratorOptions {
   trainDeadlineMs: number;
   promptsPerCall: number;
   maxWaitMs: number;
+  /** Reads the policy's tokenizer for text prompts; file:// only unless given. */
+  resolve?: ResolveArtifact;
 }
 
 const K = EventKind;
@@ -46,6 +49,10 @@ export class Orchestrator {
     readonly metrics?: ServiceMetrics,
   ) {}
 
+  private get resolve(): ResolveArtifact {
+    return this.options.resolve ?? resolveFileArtifact;
+  }
+
   /**
    * Validates and records a new run and starts driving it. An existing id returns that run
    * unchanged (a retried CreateRun is harmless).
@@ -53,7 +60,7 @@ export class Orchestrator {
   async create(spec: RunSpec | undefined, requestedId: string): Promise<Run> {
     if (requestedId !== '') checkRunId(requestedId);
     const plan = planRun(spec);
-    const policyDir = localArtifactDir(spec!.policy!.artifact!);
+    const policyDir = await this.resolve(spec!.policy!.artifact!);
     readPrompts(spec!.promptsUri, 'spec.prompts_uri', policyDir);
     if (spec!.evalPromptsUri) readPrompts(spec!.evalPromptsUri, 'spec.eval_prompts_uri', policyDir);
     const id =
@@ -178,7 +185,16 @@ export class Orchestrator {
     event: RunEvent,
     patch: (r: Run) => Partial<Run> = () => ({}),
   ): Promise<Run> {
-    await this.events.emit(event);
+    if (await this.events.emit(event)) {
+      const started = event.stageStartedAt?.getTime();
+      if (event.round > 0 && started !== undefined && event.time)
+        this.metrics?.seconds(
+          'duel_orchestrator_stage_seconds',
+          'time from a stage start to its event, by stage',
+          (event.time.getTime() - started) / 1000,
+          eventName(event.kind),
+        );
+    }
     return this.store.update(id, (r) => {
       if (r.state !== RunState.RUN_STATE_RUNNING) throw new Stopped(`run is ${RunState[r.state]}`);
       const later = r.currentRound < event.round || event.kind > r.currentStage;
@@ -194,7 +210,7 @@ export class Orchestrator {
   private async drive(id: string, plan: RunPlan, signal: AbortSignal): Promise<void> {
     let run = await this.get(id);
     const spec = run.spec!;
-    const policyDir = localArtifactDir(spec.policy!.artifact!);
+    const policyDir = await this.resolve(spec.policy!.artifact!);
     const prompts = readPrompts(spec.promptsUri, 'spec.prompts_uri', policyDir);
     const evalPrompts = spec.evalPromptsUri
       ? readPrompts(spec.evalPromptsUri, 'spec.eval_prompts_uri', policyDir)
@@ -327,6 +343,11 @@ export class Orchestrator {
         }),
       );
       this.metrics?.count('duel_orchestrator_rounds_total', 'rounds completed');
+      this.metrics?.seconds(
+        'duel_orchestrator_round_seconds',
+        'wall time of a round',
+        (finishedAt.getTime() - t0) / 1000,
+      );
     }
     await this.finish(id);
   }
@@ -335,7 +356,7 @@ export class Orchestrator {
   private async unloadFromSamplers(c: StageContext, model: ModelRef): Promise<void> {
     if (model.artifact?.sha256 === c.spec.reference?.artifact?.sha256) return;
     await Promise.all(
-      c.workers.samplers.replicas.map((r) =>
+      (await c.workers.samplers.replicas()).map((r) =>
         callUnary(
           r.client,
           r.client.unloadModel,

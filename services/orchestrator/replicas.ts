@@ -5,7 +5,10 @@
  * replica has left, the pool waits and tries them all again, until `maxWaitMs` passes without any
  * shard finishing. Any other status fails the stage at once: retrying bad input elsewhere is futile.
  * Results do not depend on which replica ran a shard: sampling seeds are per prompt, not per call.
+ * An address `dns:///host:port` stands for every address `host` resolves to (a Kubernetes headless
+ * Service), looked up again at every stage, so replicas added or removed join or leave the next one.
  */
+import { lookup } from 'node:dns/promises';
 import type * as grpc from '@grpc/grpc-js';
 import { DuelError } from '../../src/platform/errors.js';
 import { isTransient } from '../../src/platform/grpc/client.js';
@@ -33,20 +36,45 @@ const sleep = (ms: number, signal?: AbortSignal) =>
   });
 
 export class ReplicaPool<C extends grpc.Client> {
-  readonly replicas: Replica<C>[];
+  private readonly clients = new Map<string, Replica<C>>();
 
   constructor(
     readonly role: string,
-    addresses: string[],
-    make: (address: string) => C,
+    readonly addresses: string[],
+    private readonly make: (address: string) => C,
     private readonly log: Logger,
     private readonly options: PoolOptions = { maxWaitMs: 120_000, backoffMs: 250 },
-  ) {
-    this.replicas = addresses.map((address) => ({ address, client: make(address) }));
-  }
+  ) {}
 
   close(): void {
-    for (const r of this.replicas) r.client.close();
+    for (const r of this.clients.values()) r.client.close();
+    this.clients.clear();
+  }
+
+  /** The replicas as of now: plain addresses as given, `dns:///` names expanded to every address. */
+  async replicas(): Promise<Replica<C>[]> {
+    const expanded = await Promise.all(
+      this.addresses.map(async (a) => {
+        const m = /^dns:\/\/\/(.+):(\d+)$/.exec(a);
+        if (!m) return [a];
+        try {
+          const found = await lookup(m[1]!, { all: true });
+          return found.map((f) => (f.family === 6 ? `[${f.address}]:${m[2]}` : `${f.address}:${m[2]}`));
+        } catch (e) {
+          // No replica right now (scaled to zero, DNS not yet updated): the stage waits for one.
+          this.log.warn({ role: this.role, address: a, err: (e as Error).message }, 'no replicas resolved');
+          return [];
+        }
+      }),
+    );
+    return [...new Set(expanded.flat())].map((address) => {
+      let r = this.clients.get(address);
+      if (!r) {
+        r = { address, client: this.make(address) };
+        this.clients.set(address, r);
+      }
+      return r;
+    });
   }
 
   /**
@@ -59,9 +87,8 @@ export class ReplicaPool<C extends grpc.Client> {
     maxReplicas: number,
     signal: AbortSignal,
   ): Promise<R[]> {
-    if (this.replicas.length === 0)
+    if (this.addresses.length === 0)
       throw DuelError.failedPrecondition(`the orchestrator knows no ${this.role} replicas`);
-    const use = this.replicas.slice(0, maxReplicas > 0 ? maxReplicas : this.replicas.length);
     const results = new Array<R>(shards.length);
     const pending = shards.map((_, i) => i);
     const stop = new AbortController();
@@ -95,15 +122,18 @@ export class ReplicaPool<C extends grpc.Client> {
       }
     };
 
+    let use: Replica<C>[] = [];
     try {
       while (pending.length > 0) {
+        const all = await this.replicas();
+        use = all.slice(0, maxReplicas > 0 ? maxReplicas : all.length);
         await Promise.all(use.map(worker));
         if (failure) throw failure;
         if (signal.aborted) throw DuelError.from(signal.reason ?? new Error('cancelled'));
         if (pending.length === 0) break;
         if (Date.now() - lastProgress > this.options.maxWaitMs)
           throw DuelError.unavailable(
-            `no ${this.role} replica finished a shard for ${this.options.maxWaitMs} ms (${use.map((r) => r.address).join(', ')})`,
+            `no ${this.role} replica finished a shard for ${this.options.maxWaitMs} ms (${this.addresses.join(', ')} → ${use.map((r) => r.address).join(', ') || 'none resolved'})`,
           );
         await sleep(backoff, signal);
         backoff = Math.min(backoff * 2, 5000);

@@ -1,10 +1,12 @@
 /**
  * RunsService: the gRPC face of the orchestrator (driver.ts does the work). WatchRun replays a
- * run's events from JetStream, so a watcher sees the same sequence any NATS consumer sees.
+ * run's events from JetStream, so a watcher sees the same sequence any NATS consumer sees; a
+ * watch ends with UNAVAILABLE when this orchestrator drains, and the client resumes elsewhere.
  */
 import { RunState, RunsServiceService, type WatchRunResponse } from '../../src/gen/duel/v1/runs.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
+import { isTerminal } from '../../src/platform/run-events.js';
 import type { Orchestrator } from './driver.js';
 import { checkRunId } from './spec.js';
 
@@ -34,7 +36,14 @@ export function runsService(o: Orchestrator) {
       const run = await o.get(req.runId);
       const ended = [RunState.RUN_STATE_SUCCEEDED, RunState.RUN_STATE_FAILED, RunState.RUN_STATE_CANCELLED];
       if (!req.fromStart && ended.includes(run.state)) return;
-      for await (const event of o.events.watch(req.runId, req.fromStart, ctx.signal)) yield { event };
+      const stop = AbortSignal.any([ctx.signal, ctx.draining]);
+      for await (const event of o.events.watch(req.runId, req.fromStart, stop)) {
+        yield { event };
+        if (isTerminal(event.kind)) return;
+      }
+      // The watch ended without the run's end: this server is draining. UNAVAILABLE tells the
+      // client to watch again (from the start, skipping what it saw) on a live orchestrator.
+      if (ctx.draining.aborted) throw DuelError.unavailable('the orchestrator is shutting down: watch again');
     },
 
     async cancelRun(req) {

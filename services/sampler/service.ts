@@ -25,7 +25,7 @@ import { llamaParams, parameterCount } from '../../src/models/llama/weights.js';
 import { loadModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
-import { artifactKey, localArtifactDir } from '../../src/platform/artifacts.js';
+import { artifactKey, type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -55,12 +55,13 @@ export class SamplerCore {
     readonly limits: SamplerLimits = DEFAULT_SAMPLER_LIMITS,
     readonly metrics?: ServiceMetrics,
     readonly admission = new Admission(4, 64),
+    private readonly resolve: ResolveArtifact = resolveFileArtifact,
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one model share the work. */
   load(ref: ModelRef): Promise<LoadedModel> {
     return this.models.get(artifactKey(ref.artifact!), async () => {
-      const dir = localArtifactDir(ref.artifact!);
+      const dir = await this.resolve(ref.artifact!);
       const m = loadModelDir(dir);
       const tokenizer = TextTokenizer.tryFromDir(dir);
       return {

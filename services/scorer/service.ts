@@ -20,7 +20,7 @@ import { parameterCount } from '../../src/models/llama/weights.js';
 import { readConfigJson } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
-import { artifactKey, localArtifactDir } from '../../src/platform/artifacts.js';
+import { artifactKey, type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -85,12 +85,13 @@ export class ScorerCore {
     readonly limits: ScorerLimits = DEFAULT_SCORER_LIMITS,
     readonly metrics?: ServiceMetrics,
     readonly admission = new Admission(4, 64),
+    private readonly resolve: ResolveArtifact = resolveFileArtifact,
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one judge share the work. */
   load(ref: ModelRef): Promise<LoadedJudge> {
     return this.judges.get(artifactKey(ref.artifact!), async () => {
-      const dir = localArtifactDir(ref.artifact!);
+      const dir = await this.resolve(ref.artifact!);
       const tokenizer = TextTokenizer.tryFromDir(dir);
       if ((readConfigJson(dir) as { model_type?: string }).model_type === ORACLE_MODEL_TYPE)
         return { runner: OracleJudge.fromDir(dir), tokenizer, parameters: 0 };

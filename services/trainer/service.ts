@@ -30,7 +30,12 @@ import {
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
-import { type FileArtifactStore, listFiles, localArtifactDir } from '../../src/platform/artifacts.js';
+import {
+  type ArtifactStore,
+  listFiles,
+  type ResolveArtifact,
+  resolveFileArtifact,
+} from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -91,9 +96,21 @@ export class TrainerCore {
 
   constructor(
     readonly runtime: Runtime,
-    readonly store: FileArtifactStore,
+    /** Where checkpoints are published. */
+    readonly store: ArtifactStore,
     readonly metrics?: ServiceMetrics,
+    /** Reads the policy and reference, which may live in another store than checkpoints. */
+    readonly resolve: ResolveArtifact = resolveFileArtifact,
+    /** Told of every round whose checkpoint exists (trained now or before): the wake queue's ack. */
+    readonly onTrained: (runId: string, round: number) => Promise<void> = async () => {},
   ) {}
+
+  /** onTrained, whose failure is logged, never the call's: the checkpoint is published either way. */
+  async trained(runId: string, round: number, log: { warn: (o: object, m: string) => void }): Promise<void> {
+    await this.onTrained(runId, round).catch((e: Error) =>
+      log.warn({ err: e.message }, 'could not acknowledge the round'),
+    );
+  }
 
   get busy(): boolean {
     return this.state.state !== TrainerState.TRAINER_STATE_IDLE;
@@ -139,7 +156,7 @@ export function trainerService(core: TrainerCore) {
         v.check(records.length > 0, 'records', 'at least one record must follow the config');
         const optimizer = optimizerOf(config.optimizer, v);
         v.throwIfAny();
-        const existing = core.store.find(config.outputUri);
+        const existing = await core.store.find(config.outputUri);
         if (existing) {
           const path = join(existing.dir, REQUEST_DIGEST_FILE);
           const made = existsSync(path) ? readFileSync(path, 'utf8').trim() : '';
@@ -148,6 +165,7 @@ export function trainerService(core: TrainerCore) {
               `artifact '${config.outputUri}' already exists from a different request; artifacts are immutable`,
             );
           ctx.log.info({ uri: existing.ref.uri }, 'round already trained: returning its checkpoint');
+          await core.trained(config.runId, config.round, ctx.log);
           const metrics = JSON.parse(readFileSync(join(existing.dir, 'metrics.json'), 'utf8')) as {
             steps: number;
             skipped_steps: number;
@@ -168,9 +186,9 @@ export function trainerService(core: TrainerCore) {
         const log = ctx.log.child({ run: config.runId, round: config.round });
         log.info({ algo: config.algorithm, records: records.length }, 'round training');
 
-        const policy = loadModelDir(localArtifactDir(config.policy!.artifact!));
+        const policy = loadModelDir(await core.resolve(config.policy!.artifact!));
         const reference = config.reference
-          ? loadModelDir(localArtifactDir(config.reference.artifact!))
+          ? loadModelDir(await core.resolve(config.reference.artifact!))
           : undefined;
         const o = config.optimizer;
         const { weights, metrics } = await trainRound(core.runtime, {
@@ -208,12 +226,13 @@ export function trainerService(core: TrainerCore) {
           },
         });
         const checkpoint: CheckpointRef = {
-          artifact: core.store.put(local, config.outputUri),
+          artifact: await core.store.put(local, config.outputUri),
           runId: config.runId,
           round: config.round,
         };
         core.state = { ...core.state, lastCheckpoint: checkpoint };
         core.metrics?.count('duel_trainer_rounds_total', 'rounds trained and published');
+        await core.trained(config.runId, config.round, log);
         log.info(
           { uri: checkpoint.artifact!.uri, steps: metrics.steps, loss: metrics.loss_last },
           'round published',
@@ -244,7 +263,7 @@ export function trainerService(core: TrainerCore) {
         throw DuelError.invalidArgument([
           { field: 'chunk_size', description: `must be at most ${4 << 20} bytes` },
         ]);
-      const dir = core.store.get(req.checkpoint.artifact);
+      const dir = await core.store.get(req.checkpoint.artifact);
       for (const path of listFiles(dir)) {
         const bytes = readFileSync(join(dir, path));
         const sha256 = createHash('sha256').update(bytes).digest('hex');

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { packageRoot } from '../platform/paths.js';
+import { registerArtifacts } from './commands/artifacts.js';
 import { registerBench } from './commands/bench.js';
 import { registerConfig } from './commands/config.js';
 import { registerContracts } from './commands/contracts.js';
@@ -14,6 +15,7 @@ import { registerJudge } from './commands/judge.js';
 import { registerModel } from './commands/model.js';
 import { registerRun } from './commands/run.js';
 import { registerServe } from './commands/serve.js';
+import { registerTestbed } from './commands/testbed.js';
 import { registerTrain } from './commands/train.js';
 
 export function version(): string {
@@ -35,6 +37,8 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerServe(program);
   registerRun(program);
+  registerArtifacts(program);
   registerDemo(program);
+  registerTestbed(program);
   return program;
 }

@@ -94,6 +94,8 @@ export interface LocalClusterOptions {
   logDir?: string | undefined;
   /** Extra DUEL_* settings for every service. */
   env?: NodeJS.ProcessEnv;
+  /** Extra settings for every process of one role (after `env`). */
+  roleEnv?: Partial<Record<Role, NodeJS.ProcessEnv>>;
 }
 
 export class LocalCluster {
@@ -117,7 +119,7 @@ export class LocalCluster {
       ...o.env,
     };
     const make = (role: Role, name: string, env: NodeJS.ProcessEnv = {}) =>
-      new ServiceProcess(role, name, { ...base, ...env }, o.logDir);
+      new ServiceProcess(role, name, { ...base, ...o.roleEnv?.[role], ...env }, o.logDir);
     const samplers = Array.from({ length: o.samplers ?? 1 }, (_, i) => make('sampler', `sampler-${i}`));
     const scorers = Array.from({ length: o.scorers ?? 1 }, (_, i) => make('scorer', `scorer-${i}`));
     const trainer = make('trainer', 'trainer');

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
 import { type Run, type RunSpec, RunState, RunsServiceClient } from '../gen/duel/v1/runs.js';
 import { DuelError } from '../platform/errors.js';
-import { callUnary } from '../platform/grpc/client.js';
+import { callUnary, isTransient } from '../platform/grpc/client.js';
 import { eventName } from '../platform/run-events.js';
 
 export const DEADLINE = { deadlineMs: 30_000 };
@@ -44,20 +44,52 @@ export function describeEvent(e: RunEvent, rounds: number, startedAt: number): s
   }
 }
 
-/** Streams a run's events to `onEvent` until its terminal event; resolves to the final run. */
+/**
+ * Streams a run's events to `onEvent` until its terminal event; resolves to the final run. When
+ * the orchestrator goes away (drain, restart) the watch is opened again from the start for up to
+ * `resumeWithinMs`, and events already delivered are skipped: each reaches `onEvent` once.
+ */
 export async function followRun(
   client: RunsServiceClient,
   runId: string,
   fromStart: boolean,
   onEvent: (e: RunEvent) => void,
+  resumeWithinMs = 120_000,
 ): Promise<Run> {
-  await new Promise<void>((resolvePromise, reject) => {
+  const seen = new Set<string>();
+  let lostAt: number | undefined;
+  for (let replay = fromStart; ; replay = true) {
+    try {
+      await watchOnce(client, runId, replay, (e) => {
+        lostAt = undefined;
+        const key = `${e.round}/${e.kind}`;
+        if (seen.has(key)) return;
+        seen.add(key);
+        onEvent(e);
+      });
+      break;
+    } catch (e) {
+      if (!isTransient(DuelError.from(e))) throw e;
+      lostAt ??= Date.now();
+      if (Date.now() - lostAt > resumeWithinMs) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  return (await callUnary(client, client.getRun, { runId }, DEADLINE, 'GetRun')).run!;
+}
+
+function watchOnce(
+  client: RunsServiceClient,
+  runId: string,
+  fromStart: boolean,
+  onEvent: (e: RunEvent) => void,
+): Promise<void> {
+  return new Promise<void>((resolvePromise, reject) => {
     const call = client.watchRun({ runId, fromStart });
     call.on('data', (m: { event?: RunEvent }) => m.event && onEvent(m.event));
     call.on('error', (e: grpc.ServiceError) => reject(new DuelError(e.code, `WatchRun: ${e.details}`)));
     call.on('end', () => resolvePromise());
   });
-  return (await callUnary(client, client.getRun, { runId }, DEADLINE, 'GetRun')).run!;
 }
 
 export function runSummary(run: Run): Record<string, unknown> {

@@ -29,11 +29,27 @@ export interface ArtifactRef {
   sha256: string;
 }
 
+/** An artifact that exists: its verified local directory and its reference. */
+export interface FoundArtifact {
+  dir: string;
+  ref: ArtifactRef;
+}
+
+/**
+ * What the trainer publishes into: the file:// store on a shared volume or the nats:// object
+ * store. Results may be promises (the file store answers at once, the object store over NATS).
+ */
+export interface ArtifactStore {
+  find(name: string): FoundArtifact | undefined | Promise<FoundArtifact | undefined>;
+  put(srcDir: string, name: string): ArtifactRef | Promise<ArtifactRef>;
+  get(ref: ArtifactRef): string | Promise<string>;
+}
+
 interface Manifest {
   files: Record<string, { bytes: number; sha256: string }>;
 }
 
-const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
+export const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
 
 /** Every regular file under `dir`, as sorted '/'-separated relative paths. */
 export function listFiles(dir: string, prefix = ''): string[] {
@@ -50,14 +66,20 @@ const filesOf = (dir: string) => listFiles(dir).filter((rel) => rel !== MANIFEST
 
 /** Writes manifest.json for a directory and returns the artifact digest (the manifest's sha256). */
 export function writeManifest(dir: string): string {
+  const { text, digest } = manifestOf(dir);
+  writeFileSync(join(dir, MANIFEST), text);
+  return digest;
+}
+
+/** The manifest a directory would get (every file but manifest.json) and its digest, written nowhere. */
+export function manifestOf(dir: string): { text: string; digest: string } {
   const manifest: Manifest = { files: {} };
   for (const rel of filesOf(dir)) {
     const bytes = readFileSync(join(dir, rel));
     manifest.files[rel] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
   }
   const text = `${JSON.stringify(manifest, null, 2)}\n`;
-  writeFileSync(join(dir, MANIFEST), text);
-  return sha256(text);
+  return { text, digest: sha256(text) };
 }
 
 /** Checks a directory against its manifest and the expected digest; every mismatch is named. */
@@ -85,7 +107,7 @@ export function verifyArtifact(dir: string, expected: string): void {
     throw DuelError.failedPrecondition(`artifact ${dir}: ${[...present].join(', ')} not in the manifest`);
 }
 
-export class FileArtifactStore {
+export class FileArtifactStore implements ArtifactStore {
   readonly root: string;
 
   constructor(root: string) {
@@ -107,7 +129,7 @@ export class FileArtifactStore {
   }
 
   /** The verified directory and reference of an existing artifact `name`, or undefined. */
-  find(name: string): { dir: string; ref: ArtifactRef } | undefined {
+  find(name: string): FoundArtifact | undefined {
     const dir = this.pathOf(name);
     if (!existsSync(dir)) return undefined;
     const digest = sha256(readFileSync(join(dir, MANIFEST)));
@@ -151,7 +173,7 @@ export class FileArtifactStore {
       throw DuelError.invalidArgument([
         { field: 'artifact.uri', description: `this store reads file:// URIs, got ${ref.uri}` },
       ]);
-    const path = fileURLToPath(ref.uri);
+    const path = filePathOf(ref.uri);
     const name = relative(this.root, path);
     const dir = this.pathOf(name.split(sep).join('/'));
     if (!existsSync(dir)) throw DuelError.notFound(`artifact ${ref.uri} does not exist`);
@@ -159,6 +181,23 @@ export class FileArtifactStore {
     return dir;
   }
 }
+
+/** The path of a file:// URI; a URI Node cannot map to a path (a host, bad escapes) is the caller's error. */
+function filePathOf(uri: string): string {
+  try {
+    return fileURLToPath(uri);
+  } catch (e) {
+    throw DuelError.invalidArgument([
+      { field: 'artifact.uri', description: `${uri}: ${(e as Error).message}` },
+    ]);
+  }
+}
+
+/** Any reference to its verified local directory (see ArtifactResolver for nats://). */
+export type ResolveArtifact = (ref: ArtifactRef) => Promise<string>;
+
+/** The resolver of services that read only file:// artifacts. */
+export const resolveFileArtifact: ResolveArtifact = async (ref) => localArtifactDir(ref);
 
 /** A reference's identity for caches: the URI and the digest together. */
 export function artifactKey(ref: ArtifactRef): string {
@@ -174,7 +213,7 @@ export function localArtifactDir(ref: ArtifactRef): string {
     throw DuelError.unavailable(
       `${ref.uri}: this service reads file:// artifacts and has no store for that scheme`,
     );
-  const dir = fileURLToPath(ref.uri);
+  const dir = filePathOf(ref.uri);
   if (!existsSync(dir)) throw DuelError.notFound(`artifact ${ref.uri} does not exist`);
   verifyArtifact(dir, ref.sha256);
   return dir;

@@ -13,6 +13,7 @@ export class ServiceMetrics {
   private readonly handled: Counter<'method' | 'code'>;
   private readonly latency: Histogram<'method'>;
   private readonly counters = new Map<string, Counter>();
+  private readonly durations = new Map<string, Histogram<'stage'>>();
 
   constructor(readonly service: string) {
     this.registry.setDefaultLabels({ service });
@@ -46,6 +47,23 @@ export class ServiceMetrics {
       this.counters.set(name, c);
     }
     c.inc(by);
+  }
+
+  /** A domain duration histogram in seconds (round and stage times), created on first use. */
+  seconds(name: string, help: string, seconds: number, stage?: string): void {
+    let h = this.durations.get(name);
+    if (!h) {
+      h = new Histogram({
+        name,
+        help,
+        labelNames: ['stage'],
+        buckets: [0.1, 0.5, 2, 10, 60, 300, 1800, 7200, 21600],
+        registers: [this.registry],
+      });
+      this.durations.set(name, h);
+    }
+    if (stage === undefined) h.observe(seconds);
+    else h.observe({ stage }, seconds);
   }
 
   /** Serves /metrics on host:port (0 picks a free port); resolves to the bound port. */

@@ -48,10 +48,19 @@ export const serviceConfigSchema = z
       .default({ maxActive: 0, maxQueued: 64 }),
     artifacts: z
       .object({
-        /** Root of the file:// artifact store checkpoints are published into. */
+        /**
+         * Where the trainer publishes checkpoints: `file` (under root, shared by volume) or `nats`
+         * (the JetStream object store `bucket` on nats.url). Every service reads either scheme.
+         */
+        store: z.enum(['file', 'nats']).default('file'),
+        /** Root of the file:// store; nats:// downloads are cached under root/.nats-cache. */
         root: z.string().min(1).default('./artifacts'),
+        bucket: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]+$/, 'may hold only letters, digits, _ and -')
+          .default('duel_artifacts'),
       })
-      .default({ root: './artifacts' }),
+      .prefault({}),
     orchestrator: z
       .object({
         /** Sampler replica addresses (host:port), each stage sharded over them. */
@@ -70,6 +79,25 @@ export const serviceConfigSchema = z
         promptsPerCall: z.number().int().min(1).default(32),
         /** How long a stage waits for any replica of a role before the round fails. */
         maxWaitMs: z.number().int().min(0).default(120_000),
+        /**
+         * The durable consumer of rounds waiting for training (src/platform/wake-consumer.ts),
+         * created at start when set: what KEDA scales a trainer from zero on. Empty: none.
+         */
+        trainerWakeConsumer: z.string().default(''),
+      })
+      .prefault({}),
+    trainer: z
+      .object({
+        /** Acknowledge rounds on this wake consumer once trained (the orchestrator's trainerWakeConsumer). */
+        wakeConsumer: z.string().default(''),
+      })
+      .prefault({}),
+    runtime: z
+      .object({
+        /** ONNX Runtime execution provider: the graphs are the same, only where they run changes. */
+        provider: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
+        /** ONNX Runtime worker threads; 0: one per core the container may use, at most 4. */
+        workers: z.number().int().min(0).max(64).default(0),
       })
       .prefault({}),
     metrics: z

@@ -4,29 +4,27 @@
  * JetStream consumer. A clean 2-round run, the orchestrator killed with SIGKILL mid-round and
  * restarted, and a sampler replica killed mid-round.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
 import { readRunSpec } from '../../src/client/run-spec.js';
-import { submitRun } from '../../src/client/runs.js';
+import { followRun, submitRun } from '../../src/client/runs.js';
 import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState, RunsServiceClient } from '../../src/gen/duel/v1/runs.js';
-import { initJudgeWeights } from '../../src/models/judge/model.js';
-import { saveJudgeDir } from '../../src/models/judge/runner.js';
-import { initLlamaWeights } from '../../src/models/llama/weights.js';
-import { saveModelDir } from '../../src/models/model-dir.js';
-import { verifyArtifact } from '../../src/platform/artifacts.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
 import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
-import { tinyJudgeConfig, tinyLlamaConfig } from '../models/fixtures.js';
+import { NatsArtifactStore } from '../../src/platform/nats-artifacts.js';
+import { freePort } from '../../src/platform/nats-server.js';
+import { eventName } from '../../src/platform/run-events.js';
+import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 
 let root: string;
 let cluster: LocalCluster;
 let nc: NatsConnection;
+let metricsPort: number;
 
 const ROUND_STAGES = ['started', 'sampled', 'scored', 'trained', 'evaluated', 'completed'];
 const expectedSubjects = (id: string, rounds: number) => [
@@ -54,42 +52,29 @@ async function consume(id: string, onEvent: (subject: string, e: RunEvent) => vo
   return done;
 }
 
-function writeSpec(name: string, extra: Record<string, unknown> = {}): string {
-  const spec = {
-    name,
-    algorithm: 'sppo',
-    hyperparameters: { k: 3, eta: 2 },
-    policy: 'policy',
-    judge: 'judge',
-    prompts: 'prompts.jsonl',
-    rounds: 2,
-    seed: 7,
-    eval_samples_per_prompt: 2,
-    sampling: { max_new_tokens: 4, temperature: 1 },
-    optimizer: { name: 'sgd', learning_rate: 0.05, steps: 2, batch_size: 3 },
-    ...extra,
-  };
-  const file = join(root, `${name}.json`);
-  writeFileSync(file, JSON.stringify(spec));
-  return file;
-}
+const writeSpec = (name: string, extra: Record<string, unknown> = {}) => writeTinySpec(root, name, extra);
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'duel-e2e-'));
-  const cfg = tinyLlamaConfig(0);
-  saveModelDir(join(root, 'policy'), cfg, initLlamaWeights(cfg, 3));
-  saveJudgeDir(join(root, 'judge'), tinyJudgeConfig(), initJudgeWeights(tinyJudgeConfig(), 4));
-  writeFileSync(
-    join(root, 'prompts.jsonl'),
-    [[1, 2], [3], [4, 5, 6], [7, 8], [9], [10, 11]].map((p) => JSON.stringify({ prompt_ids: p })).join('\n'),
-  );
+  metricsPort = await freePort();
+  writeTinyRun(root);
   cluster = await LocalCluster.start({
     samplers: 2,
     scorers: 1,
     artifactsRoot: join(root, 'artifacts'),
     logDir: join(root, 'logs'),
     // Small shards so that every stage spreads over both samplers.
-    env: { DUEL_ORCHESTRATOR_PROMPTS_PER_CALL: '2', DUEL_ORCHESTRATOR_MAX_WAIT_MS: '30000' },
+    // Checkpoints go to the NATS object store (the policy and judge stay file://): every
+    // service then reads both schemes. The file store is the demo's (test/testbed/demo.test.ts).
+    env: {
+      DUEL_ORCHESTRATOR_PROMPTS_PER_CALL: '2',
+      DUEL_ORCHESTRATOR_MAX_WAIT_MS: '30000',
+      DUEL_ARTIFACTS_STORE: 'nats',
+      // The scale-from-zero queue of rounds waiting for training (the keda overlay sets these).
+      DUEL_ORCHESTRATOR_TRAINER_WAKE_CONSUMER: 'trainer-wake',
+      DUEL_TRAINER_WAKE_CONSUMER: 'trainer-wake',
+    },
+    roleEnv: { orchestrator: { DUEL_METRICS_PORT: String(metricsPort) } },
   });
   nc = await connectNats(cluster.natsUrl, 'e2e-observer');
 }, 120_000);
@@ -123,10 +108,12 @@ describe('a run through the whole suite', () => {
     expect(seen.map((s) => s.subject)).toEqual(expectedSubjects('clean', 2));
 
     const trained = seen.filter((s) => s.event.kind === EventKind.EVENT_KIND_ROUND_TRAINED);
+    const store = await NatsArtifactStore.open(nc, 'duel_artifacts', join(root, 'observer-cache'));
     for (const [i, t] of trained.entries()) {
       expect(t.event.checkpoint!.round).toBe(i + 1);
-      expect(t.event.checkpoint!.artifact!.uri).toContain(`runs/clean/round-${i + 1}`);
-      verifyArtifact(fileURLToPath(t.event.checkpoint!.artifact!.uri), t.event.checkpoint!.artifact!.sha256);
+      expect(t.event.checkpoint!.artifact!.uri).toBe(`nats://duel_artifacts/runs/clean/round-${i + 1}`);
+      // Downloaded and verified against the digest the event carries.
+      expect(readdirSync(await store.get(t.event.checkpoint!.artifact!))).toContain('model.safetensors');
     }
     const evaluated = seen.find((s) => s.event.kind === EventKind.EVENT_KIND_ROUND_EVALUATED)!.event;
     expect(evaluated.metrics!.values.win_rate_vs_ref).toBeGreaterThan(0);
@@ -136,6 +123,17 @@ describe('a run through the whole suite', () => {
     expect(record.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     expect(record.rounds.map((r) => r.round)).toEqual([1, 2]);
     expect(record.latestCheckpoint!.artifact).toEqual(trained[1]!.event.checkpoint!.artifact);
+    // Both scored rounds reached the wake queue and the trainer acknowledged them: no lag left.
+    const wake = await (await nc.jetstreamManager()).consumers.info('DUEL_RUNS', 'trainer-wake');
+    expect(wake.delivered.stream_seq).toBeGreaterThan(0);
+    expect(wake.ack_floor.consumer_seq).toBeGreaterThanOrEqual(2);
+    expect({ pending: wake.num_pending, unacked: wake.num_ack_pending }).toEqual({ pending: 0, unacked: 0 });
+    // Round and stage durations on the orchestrator's /metrics.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^duel_orchestrator_round_seconds_count\{service="orchestrator"\} 2$/m);
+    expect(metrics).toMatch(
+      /^duel_orchestrator_stage_seconds_count\{service="orchestrator",stage="trained"\} 2$/m,
+    );
     // Both samplers did work (the stage was sharded).
     for (const s of ['sampler-0', 'sampler-1'])
       expect(readFileSync(join(root, 'logs', `${s}.log`), 'utf8')).toMatch(
@@ -167,6 +165,41 @@ describe('a run through the whole suite', () => {
     expect((await kvRun('crash')).state).toBe(RunState.RUN_STATE_SUCCEEDED);
     expect(publishedRounds() - before).toBe(2);
     expect(orchestratorLog()).toMatch(/"runs":\["crash"\],"msg":"resumed runs"/);
+  }, 180_000);
+
+  it('drains the orchestrator on SIGTERM: watches end at once, exit 0 before the grace period, the follower resumes after restart', async () => {
+    let drained: Promise<{ code: number | null; ms: number }> | undefined;
+    const events = consume('drain', (subject) => {
+      if (subject.endsWith('.round.1.sampled') && !drained) {
+        const t0 = Date.now();
+        drained = cluster.orchestrator.stop('SIGTERM').then(async (code) => {
+          const ms = Date.now() - t0;
+          await cluster.orchestrator.start();
+          return { code, ms };
+        });
+      }
+    });
+    const c = client();
+    await callUnary(
+      c,
+      c.createRun,
+      { spec: readRunSpec(writeSpec('drain')), runId: 'drain' },
+      { deadlineMs: 30_000 },
+      'CreateRun',
+    );
+    const followed: string[] = [];
+    const run = await followRun(c, 'drain', true, (e) => followed.push(`${e.round}/${eventName(e.kind)}`));
+    c.close();
+    const seen = await events;
+    const { code, ms } = (await drained)!;
+    expect(code).toBe(0);
+    // The default grace is 10 s: an open watch must not hold the drain that long.
+    expect(ms).toBeLessThan(5_000);
+    expect(run.state).toBe(RunState.RUN_STATE_SUCCEEDED);
+    expect(seen.map((s) => s.subject)).toEqual(expectedSubjects('drain', 2));
+    // The follower saw every event exactly once, across the restart.
+    expect(followed).toEqual(seen.map((s) => `${s.event.round}/${eventName(s.event.kind)}`));
+    expect(orchestratorLog()).toMatch(/"reason":"SIGTERM".*"msg":"draining"/);
   }, 180_000);
 
   it('finishes a run when a sampler replica is killed mid-round', async () => {

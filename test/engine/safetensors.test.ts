@@ -1,5 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -9,6 +8,7 @@ import {
   serializeSafetensors,
   writeSafetensors,
 } from '../../src/engine/safetensors.js';
+import { tempDirs } from '../helpers/tmp.js';
 
 const tensors = new Map<string, NamedTensor>([
   [
@@ -29,9 +29,11 @@ function handMade(header: object, data: Uint8Array): Uint8Array {
   return out;
 }
 
+const tmp = tempDirs('duel-st-');
+
 describe('safetensors', () => {
   it('round-trips tensors and metadata through a file, leaving no temporary file behind', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'duel-st-'));
+    const dir = tmp();
     const path = join(dir, 'model.safetensors');
     writeSafetensors(path, tensors, { format: 'pt' });
     const back = readSafetensors(path);
@@ -108,7 +110,7 @@ describe('safetensors', () => {
   });
 
   it('keeps the previous file intact when a write fails', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'duel-st-'));
+    const dir = tmp();
     const path = join(dir, 'model.safetensors');
     writeSafetensors(path, tensors);
     const before = readFileSync(path);

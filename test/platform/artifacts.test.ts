@@ -2,7 +2,7 @@
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { FileArtifactStore, localArtifactDir } from '../../src/platform/artifacts.js';
 import { tempDirs } from '../helpers/tmp.js';
 
 const tmp = tempDirs('duel-art-');
@@ -50,5 +50,10 @@ describe('file artifact store', () => {
     expect(() => store.get({ uri: 'nats://bucket/x', sha256: '0'.repeat(64) })).toThrow(
       /reads file:\/\/ URIs/,
     );
+    // URIs Node cannot map to a path are the caller's error (INVALID_ARGUMENT), not a crash.
+    for (const uri of ['file://host/x', 'file://%zz']) {
+      expect(() => store.get({ uri, sha256: '0'.repeat(64) })).toThrow(/artifact\.uri/);
+      expect(() => localArtifactDir({ uri, sha256: '0'.repeat(64) })).toThrow(/artifact\.uri/);
+    }
   });
 });

@@ -1,12 +1,14 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DuelError, describeConfig, envName, loadConfig } from '../../src/platform/index.js';
 import { serviceConfigSchema } from '../../src/platform/service-config.js';
+import { tempDirs } from '../helpers/tmp.js';
+
+const tmp = tempDirs('duel-config-');
 
 function tempFile(name: string, text: string): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'duel-config-')), name);
+  const path = join(tmp(), name);
   writeFileSync(path, text);
   return path;
 }

@@ -1,5 +1,6 @@
 /** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
 import type { Command } from 'commander';
+import { DuelError } from '../../platform/errors.js';
 import { intFlag } from '../flags.js';
 
 const positiveInt = (flag: string) => intFlag(flag, 1);
@@ -156,5 +157,60 @@ export function registerBench(program: Command): void {
       }
       for (const row of r.rows)
         process.stdout.write(`${row.name.padEnd(26)} ${row.ms.toFixed(0).padStart(6)} ms\n`);
+    });
+
+  bench
+    .command('artifacts')
+    .description('checkpoint publish and load throughput, file:// and nats://, beside copy + sha256')
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--sizes <mib>', 'checkpoint sizes in MiB, comma-separated', '16,256')
+    .option('--repeats <n>', 'puts and gets per case (the median is reported)', positiveInt('--repeats'), 3)
+    .action(async (o: { json?: boolean; sizes: string; repeats: number }) => {
+      const sizesMib = o.sizes.split(',').map(Number);
+      if (sizesMib.some((m) => !Number.isInteger(m) || m < 1))
+        throw DuelError.invalidArgument([
+          { field: '--sizes', description: `'${o.sizes}' is not a list of whole MiB` },
+        ]);
+      const { runArtifactBench } = await import('../../../bench/artifacts.js');
+      const r = await runArtifactBench({
+        sizesMib,
+        repeats: o.repeats,
+        log: (l) => process.stderr.write(`${l}\n`),
+      });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      for (const row of r.rows)
+        process.stdout.write(
+          `${`${row.mib} MiB ${row.store}`.padEnd(30)} publish ${row.publish_mib_s.toFixed(0).padStart(5)} MiB/s   load ${row.load_mib_s.toFixed(0).padStart(5)} MiB/s\n`,
+        );
+    });
+
+  bench
+    .command('round-overhead')
+    .description('share of each self-play round that is not model work, through the local suite')
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--rounds <n>', 'rounds of the run', positiveInt('--rounds'), 3)
+    .option('--prompts <n>', 'prompts per round', positiveInt('--prompts'), 64)
+    .action(async (o: { json?: boolean; rounds: number; prompts: number }) => {
+      const { runRoundOverheadBench } = await import('../../../bench/round-overhead.js');
+      const r = await runRoundOverheadBench({ ...o, log: (l) => process.stderr.write(`${l}\n`) });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      for (const x of [...r.rounds, r.total]) {
+        process.stdout.write(
+          `${(x.round ? `round ${x.round}` : 'all rounds').padEnd(12)} ${x.round_ms.toFixed(0).padStart(7)} ms, model work ${x.model_ms.toFixed(0).padStart(7)} ms, overhead ${x.overhead_ms.toFixed(0).padStart(5)} ms = ${(100 * x.overhead_fraction).toFixed(1)}%\n`,
+        );
+        for (const g of x.gaps)
+          process.stdout.write(
+            `${''.padEnd(14)}${g.ms.toFixed(0).padStart(5)} ms between ${g.after} and ${g.before}\n`,
+          );
+      }
+      process.stdout.write(
+        `NATS per stage hand-off: event publish ${r.nats.event_ms.toFixed(1)} ms, run-record CAS ${r.nats.cas_ms.toFixed(1)} ms (medians of 20)\n`,
+      );
     });
 }

@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { Orchestrator } from '../../../services/orchestrator/driver.js';
-import { RunEvents } from '../../../services/orchestrator/events.js';
+import { RUNS_STREAM, RunEvents } from '../../../services/orchestrator/events.js';
 import { ReplicaPool } from '../../../services/orchestrator/replicas.js';
 import { openRunStore } from '../../../services/orchestrator/run-store.js';
 import { runsService } from '../../../services/orchestrator/service.js';
@@ -20,7 +20,7 @@ import { PolicySamplerServiceClient } from '../../gen/duel/v1/sampler.js';
 import { PreferenceScorerServiceClient } from '../../gen/duel/v1/scorer.js';
 import { TrainerServiceClient } from '../../gen/duel/v1/trainer.js';
 import { Admission } from '../../platform/admission.js';
-import { FileArtifactStore } from '../../platform/artifacts.js';
+import { ArtifactResolver } from '../../platform/artifact-resolver.js';
 import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
 import { GrpcServer, type ServiceRegistration } from '../../platform/grpc/server.js';
@@ -29,6 +29,7 @@ import { ServiceMetrics } from '../../platform/metrics.js';
 import { connectNats } from '../../platform/nats.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
 import { Violations } from '../../platform/violations.js';
+import { ackTrained, ensureWakeConsumer } from '../../platform/wake-consumer.js';
 import { intFlag } from '../flags.js';
 
 interface Role {
@@ -51,16 +52,48 @@ type RoleFactory = (
 
 const ROLES: Record<string, RoleFactory> = {
   sampler: async (runtime, cfg, m) => {
-    const core = new SamplerCore(runtime(), undefined, m, admissionOf(cfg, runtime()));
-    return { registration: samplerService(core), preload: (ref) => core.load(ref) };
+    const artifacts = artifactsOf(cfg);
+    const core = new SamplerCore(runtime(), undefined, m, admissionOf(cfg, runtime()), (r) =>
+      artifacts.dir(r),
+    );
+    return {
+      registration: samplerService(core),
+      preload: (ref) => core.load(ref),
+      close: () => artifacts.close(),
+    };
   },
   scorer: async (runtime, cfg, m) => {
-    const core = new ScorerCore(runtime(), undefined, m, admissionOf(cfg, runtime()));
-    return { registration: scorerService(core), preload: (ref) => core.load(ref) };
+    const artifacts = artifactsOf(cfg);
+    const core = new ScorerCore(runtime(), undefined, m, admissionOf(cfg, runtime()), (r) =>
+      artifacts.dir(r),
+    );
+    return {
+      registration: scorerService(core),
+      preload: (ref) => core.load(ref),
+      close: () => artifacts.close(),
+    };
   },
-  trainer: async (runtime, cfg, m) => ({
-    registration: trainerService(new TrainerCore(runtime(), new FileArtifactStore(cfg.artifacts.root), m)),
-  }),
+  trainer: async (runtime, cfg, m) => {
+    const artifacts = artifactsOf(cfg);
+    const durable = cfg.trainer.wakeConsumer;
+    const nc = durable ? await connectNats(cfg.nats.url, 'duel-trainer') : undefined;
+    const core = new TrainerCore(
+      runtime(),
+      await artifacts.publisher(),
+      m,
+      (r) => artifacts.dir(r),
+      async (run, round) => {
+        if (nc) await ackTrained(nc.jetstream(), RUNS_STREAM, durable, run, round);
+      },
+    );
+    return {
+      registration: trainerService(core),
+      close: async () => {
+        await artifacts.close();
+        await nc?.drain();
+      },
+    };
+  },
   orchestrator: startOrchestrator,
 };
 
@@ -77,6 +110,7 @@ async function startOrchestrator(
   v.check(o.trainer !== '', 'orchestrator.trainer', 'the trainer address is required');
   v.throwIfAny();
   const nc = await connectNats(cfg.nats.url, 'duel-orchestrator');
+  const artifacts = artifactsOf(cfg);
   const insecure = grpc.credentials.createInsecure();
   const limits = {
     'grpc.max_receive_message_length': cfg.grpc.maxMessageBytes,
@@ -100,15 +134,19 @@ async function startOrchestrator(
     ),
     trainer: { address: o.trainer, client: new TrainerServiceClient(o.trainer, insecure, limits) },
   };
+  const events = await RunEvents.open(nc);
+  if (o.trainerWakeConsumer)
+    await ensureWakeConsumer(await nc.jetstreamManager(), RUNS_STREAM, o.trainerWakeConsumer);
   const orchestrator = new Orchestrator(
     await openRunStore(nc),
-    await RunEvents.open(nc),
+    events,
     workers,
     {
       callDeadlineMs: o.callDeadlineMs,
       trainDeadlineMs: o.trainDeadlineMs,
       promptsPerCall: o.promptsPerCall,
       maxWaitMs: o.maxWaitMs,
+      resolve: (r) => artifacts.dir(r),
     },
     log,
     m,
@@ -123,10 +161,13 @@ async function startOrchestrator(
       workers.samplers.close();
       workers.scorers.close();
       workers.trainer.client.close();
+      await artifacts.close();
       await nc.drain();
     },
   };
 }
+
+const artifactsOf = (cfg: ServiceConfig) => new ArtifactResolver(cfg.artifacts, cfg.nats.url);
 
 function admissionOf(cfg: ServiceConfig, runtime: Runtime): Admission {
   return new Admission(cfg.admission.maxActive || runtime.workers, cfg.admission.maxQueued);
@@ -159,7 +200,11 @@ export function registerServe(program: Command): void {
       // One worker per core the container may use, each single-threaded: requests run side by side.
       let started: Runtime | undefined;
       const runtime = () =>
-        (started ??= new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 4)), intraOpThreads: 1 }));
+        (started ??= new Runtime({
+          workers: cfg.runtime.workers || Math.max(1, Math.min(cpuLimit(), 4)),
+          intraOpThreads: 1,
+          provider: cfg.runtime.provider,
+        }));
       const metrics = new ServiceMetrics(role);
       const made = await make(runtime, cfg, metrics, logger);
       if (cfg.models.preload.length > 0 && !made.preload)

@@ -20,6 +20,11 @@ export interface CallContext {
   method: string;
   /** The service's logger with this call's rpc, run and round fields. */
   log: Logger;
+  /**
+   * Aborted when the server starts draining. Calls of bounded length ignore it and finish;
+   * streams that would run on indefinitely (watches) end, so the drain does not wait out its grace.
+   */
+  draining: AbortSignal;
 }
 
 /**
@@ -96,7 +101,12 @@ interface SurfaceCall {
 /** How early grpc-js's own deadline timer may fire relative to Date.now(). */
 const DEADLINE_SLACK_MS = 25;
 
-function contextOf(call: SurfaceCall, method: string, log: Logger): { ctx: CallContext; done: () => void } {
+function contextOf(
+  call: SurfaceCall,
+  method: string,
+  log: Logger,
+  draining: AbortSignal,
+): { ctx: CallContext; done: () => void } {
   const controller = new AbortController();
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
@@ -116,6 +126,7 @@ function contextOf(call: SurfaceCall, method: string, log: Logger): { ctx: CallC
       peer: call.getPeer(),
       method,
       log: log.child(callFields(call.metadata, method)),
+      draining,
     },
     done: () => {
       if (timer) clearTimeout(timer);
@@ -141,6 +152,7 @@ export function adaptHandlers(
   handlers: Record<string, (...args: never[]) => unknown>,
   log: Logger,
   observe?: (method: string, code: string, seconds: number) => void,
+  draining: AbortSignal = new AbortController().signal,
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [name, method] of Object.entries(definition as Record<string, MethodDef>)) {
@@ -170,7 +182,7 @@ export function adaptHandlers(
 
     if (!method.requestStream && !method.responseStream) {
       impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const { ctx, done } = contextOf(call, path, log);
+        const { ctx, done } = contextOf(call, path, log, draining);
         const end = clock(ctx);
         Promise.resolve()
           .then(() => handler(checkDecoded(call.request, path), ctx))
@@ -185,7 +197,7 @@ export function adaptHandlers(
       };
     } else if (!method.requestStream && method.responseStream) {
       impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const { ctx, done } = contextOf(call, path, log);
+        const { ctx, done } = contextOf(call, path, log, draining);
         const end = clock(ctx);
         (async () => {
           const stream = handler(checkDecoded(call.request, path), ctx) as AsyncIterable<unknown>;
@@ -204,7 +216,7 @@ export function adaptHandlers(
         call: grpc.ServerReadableStream<unknown, unknown>,
         callback: grpc.sendUnaryData<unknown>,
       ) => {
-        const { ctx, done } = contextOf(call, path, log);
+        const { ctx, done } = contextOf(call, path, log, draining);
         const end = clock(ctx);
         Promise.resolve()
           .then(() => handler(decodedStream(call, path), ctx))
@@ -219,7 +231,7 @@ export function adaptHandlers(
       };
     } else {
       impl[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-        const { ctx, done } = contextOf(call, path, log);
+        const { ctx, done } = contextOf(call, path, log, draining);
         const end = clock(ctx);
         (async () => {
           for await (const res of handler(decodedStream(call, path), ctx) as AsyncIterable<unknown>) {

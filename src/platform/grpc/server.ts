@@ -70,6 +70,7 @@ export class GrpcServer {
   };
   private boundPort = 0;
   private shuttingDown: Promise<void> | undefined;
+  private readonly draining = new AbortController();
 
   constructor(options: GrpcServerOptions) {
     this.options = {
@@ -100,6 +101,7 @@ export class GrpcServer {
         s.handlers as never,
         this.options.logger,
         this.options.observe,
+        this.draining.signal,
       );
       this.server.addService(tolerantDefinition(s.definition), impl);
     }
@@ -134,6 +136,7 @@ export class GrpcServer {
     this.shuttingDown ??= new Promise<void>((resolve) => {
       this.setServing(false);
       this.options.logger.info({ reason, graceMs: this.options.shutdownGraceMs }, 'draining');
+      this.draining.abort();
       const force = setTimeout(() => {
         this.options.logger.warn('grace period over: closing remaining calls');
         this.server.forceShutdown();
