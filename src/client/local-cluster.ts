@@ -1,15 +1,16 @@
 /**
  * The whole suite on one machine as separate OS processes: a nats-server of its own (unless a URL
- * is given), N samplers, M scorers, the trainer and the orchestrator, each `duel serve <role>` on a
- * free loopback port and configured only through DUEL_* environment variables, exactly as a
- * container would be. `duel run --local`, `duel demo` and the end-to-end tests start it; tests
+ * is given, or none is installed: then the orchestrator's in-process bus), N samplers, M scorers,
+ * the trainer and the orchestrator, each `duel serve <role>` on a free loopback port and configured
+ * only through DUEL_* environment variables, exactly as a container would be. `duel run --local`, `duel demo` and the end-to-end tests start it; tests
  * also kill and restart its processes.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { MEMORY_BUS_URL } from '../platform/bus.js';
 import { DuelError } from '../platform/errors.js';
-import { NatsServer } from '../platform/nats-server.js';
+import { findNatsServer, NatsServer } from '../platform/nats-server.js';
 import { packageRoot } from '../platform/paths.js';
 
 const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -90,6 +91,11 @@ export interface LocalClusterOptions {
   artifactsRoot: string;
   /** Use this NATS server instead of starting one. */
   natsUrl?: string | undefined;
+  /**
+   * Without `natsUrl`: `nats` starts a nats-server, `memory` uses the orchestrator's in-process
+   * bus, `auto` (the default) starts one when installed and falls back to the in-process bus.
+   */
+  bus?: 'auto' | 'nats' | 'memory';
   /** Each service's log in <logDir>/<name>.log. */
   logDir?: string | undefined;
   /** Extra DUEL_* settings for every service. */
@@ -108,10 +114,17 @@ export class LocalCluster {
     readonly orchestrator: ServiceProcess,
   ) {}
 
+  /** `nats` (a server, ours or given) or `memory` (the orchestrator's in-process bus). */
+  get bus(): 'nats' | 'memory' {
+    return this.natsUrl === MEMORY_BUS_URL ? 'memory' : 'nats';
+  }
+
   static async start(o: LocalClusterOptions): Promise<LocalCluster> {
     if (o.logDir) mkdirSync(o.logDir, { recursive: true });
-    const nats = o.natsUrl ? undefined : await NatsServer.start();
-    const natsUrl = o.natsUrl ?? nats!.url;
+    const bus = o.bus ?? 'auto';
+    const memory = !o.natsUrl && (bus === 'memory' || (bus === 'auto' && !findNatsServer()));
+    const nats = o.natsUrl || memory ? undefined : await NatsServer.start();
+    const natsUrl = o.natsUrl ?? nats?.url ?? MEMORY_BUS_URL;
     const base: NodeJS.ProcessEnv = {
       DUEL_LOG_LEVEL: 'info',
       DUEL_NATS_URL: natsUrl,

@@ -16,6 +16,7 @@ import {
   connect as natsConnect,
   type StreamConfig,
 } from 'nats';
+import type { EventLog, RecordStore } from './bus.js';
 import { DuelError } from './errors.js';
 
 export type { JetStreamClient, JetStreamManager, KV, NatsConnection };
@@ -90,11 +91,36 @@ export async function followSubject(
   return js.subscribe(subject, opts);
 }
 
+/** The EventLog contract (src/platform/bus.ts) on one JetStream stream. */
+export class JetStreamEventLog implements EventLog {
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly stream: string,
+  ) {}
+
+  publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
+    return publishOnce(this.js, this.jsm, this.stream, subject, data, msgId);
+  }
+
+  async *follow(filter: string, fromStart: boolean, signal: AbortSignal): AsyncIterable<Uint8Array> {
+    const sub = await followSubject(this.js, filter, fromStart);
+    const stop = () => sub.unsubscribe();
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      for await (const m of sub) yield m.data;
+    } finally {
+      signal.removeEventListener('abort', stop);
+      sub.unsubscribe();
+    }
+  }
+}
+
 /**
  * Records in a KV bucket, changed only by compare-and-set: `update` re-reads and re-applies its
  * change when another writer got there first, so two orchestrators never lose each other's writes.
  */
-export class CasStore<T> {
+export class CasStore<T> implements RecordStore<T> {
   constructor(
     readonly kv: KV,
     private readonly encode: (v: T) => Uint8Array,

@@ -1,5 +1,6 @@
 /** Settings every duel service shares; each service extends this schema with its own keys. */
 import { z } from 'zod';
+import { isMemoryBus, MEMORY_BUS_URL } from './bus.js';
 
 export const serviceConfigSchema = z
   .object({
@@ -21,9 +22,13 @@ export const serviceConfigSchema = z
       .default({ maxMessageBytes: 64 * 1024 * 1024, shutdownGraceMs: 10_000 }),
     nats: z
       .object({
+        /**
+         * The NATS server, or `memory:` for the in-process bus: the orchestrator then keeps events
+         * and run records in its own memory (no restart safety) and nothing else may need NATS.
+         */
         url: z
           .string()
-          .regex(/^(nats|tls):\/\//, 'must be a nats:// or tls:// URL')
+          .regex(/^((nats|tls):\/\/|memory:$)/, `must be a nats:// or tls:// URL, or ${MEMORY_BUS_URL}`)
           .default('nats://127.0.0.1:4222'),
       })
       .default({ url: 'nats://127.0.0.1:4222' }),
@@ -107,6 +112,15 @@ export const serviceConfigSchema = z
       })
       .default({ port: 0 }),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (!isMemoryBus(c.nats.url)) return;
+    const needsNats = (path: string[], what: string) =>
+      ctx.addIssue({ code: 'custom', path, message: `${what} needs a NATS server, not the in-process bus` });
+    if (c.artifacts.store === 'nats') needsNats(['artifacts', 'store'], 'the nats artifact store');
+    if (c.orchestrator.trainerWakeConsumer)
+      needsNats(['orchestrator', 'trainerWakeConsumer'], 'a wake consumer');
+    if (c.trainer.wakeConsumer) needsNats(['trainer', 'wakeConsumer'], 'a wake consumer');
+  });
 
 export type ServiceConfig = z.infer<typeof serviceConfigSchema>;

@@ -63,6 +63,8 @@ export interface DemoOptions {
   log: (line: string) => void;
   /** Where the models are built (default <out>/models); a build of the same key there is reused. */
   modelsDir?: string;
+  /** The run's bus: a nats-server of its own, the in-process bus, or (auto) the first when installed. */
+  bus?: 'auto' | 'nats' | 'memory';
 }
 
 export interface DemoSummary {
@@ -72,6 +74,8 @@ export interface DemoSummary {
   hyperparameters: Record<string, unknown>;
   /** τ of the algorithm's pull toward π_ref (0: none), which sets the exploitability floor. */
   regularisation: number;
+  /** Which bus carried the run's events: a nats-server, or the orchestrator's in-process bus. */
+  bus: 'nats' | 'memory';
   rounds: RoundEvaluation[];
   mixture: RoundEvaluation['oracle'] | undefined;
   judge_fidelity: Awaited<ReturnType<typeof judgeFidelity>>;
@@ -149,11 +153,17 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   writeFileSync(join(out, 'eval-prompts.jsonl'), `${jsonl(evalTargets)}\n`);
 
   // 3. The suite, and the run through it.
-  o.log('starting nats-server, sampler, scorer, trainer and orchestrator on loopback');
   const cluster = await LocalCluster.start({
     artifactsRoot: join(out, 'artifacts'),
     logDir: join(out, 'logs'),
+    bus: o.bus ?? 'auto',
   });
+  o.log(
+    cluster.bus === 'nats'
+      ? `started nats-server (${cluster.natsUrl}), sampler, scorer, trainer and orchestrator on loopback`
+      : "no nats-server installed: the run uses the orchestrator's in-process bus (events and run records in its memory, no restart safety); started sampler, scorer, trainer and orchestrator on loopback",
+  );
+  const bus = cluster.bus;
   let run: Run;
   try {
     const spec = parseRunSpec(
@@ -219,6 +229,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     game,
     hyperparameters: hp,
     regularisation: tau,
+    bus,
     rounds,
     mixture,
     judge_fidelity: fidelity,

@@ -8,7 +8,7 @@ import { JudgeRunner } from '../models/judge/runner.js';
 import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import { loadModelDir } from '../models/model-dir.js';
-import { type GameConfig, maxNewTokens, promptIds, VOCAB } from './game.js';
+import { type GameConfig, LETTERS, letterId, maxNewTokens, promptIds, VOCAB } from './game.js';
 import type { JudgeProbs, PolicySamples } from './oracle.js';
 
 export interface SampledPolicy extends PolicySamples {
@@ -61,6 +61,36 @@ export async function klToRef(ref: LogprobRunner, s: SampledPolicy): Promise<num
   const refLp = await ref.logprobs(seqs);
   const mine = s.logprobs.flat();
   return mine.reduce((acc, lp, i) => acc + lp - refLp[i]!.summed, 0) / Math.max(1, mine.length);
+}
+
+/**
+ * π's exact style distribution at each prompt: a completion's style is its first letter's class,
+ * and a completion whose first token is not a letter has none, so π(s | x) is the sum of the
+ * first-token probabilities of the letters in class s (one scored token per letter and prompt).
+ */
+export async function exactStyles(
+  runtime: Runtime,
+  g: GameConfig,
+  modelDir: string,
+  prompts: number[][],
+): Promise<number[][]> {
+  const m = loadModelDir(modelDir);
+  const runner = await LogprobRunner.create(runtime, m.config, m.weights);
+  try {
+    const seqs = prompts.flatMap((p) =>
+      LETTERS.map((_, l) => ({ promptIds: p, completionIds: [letterId(l)] })),
+    );
+    const lp = await runner.logprobs(seqs, 256);
+    return prompts.map((_, i) => {
+      const probs = new Array<number>(g.n_styles).fill(0);
+      LETTERS.forEach((_, l) => {
+        probs[l % g.n_styles]! += Math.exp(lp[i * LETTERS.length + l]!.summed);
+      });
+      return probs;
+    });
+  } finally {
+    await runner.release();
+  }
 }
 
 /** π_ref's log-prob session for klToRef. */

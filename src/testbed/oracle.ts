@@ -44,8 +44,16 @@ function prefAgainst(g: GameConfig, targets: number[], y: number[], samples: num
 /**
  * E_x max_y P*(y ≻ π | x) − ½ with y over the constructed best responses (full quality, each
  * style) and π's own samples: 0 means nothing beats π at any prompt.
+ *
+ * From samples alone (no `styleProbs`) P*(y ≻ π | x) is a mean over π's n samples at x, and the max
+ * over candidates of n-sample means is biased upward: an exact equilibrium measures about 0.08 with
+ * n = 16 on the default game (0.04 at n = 64). With `styleProbs`, π's exact style distribution at
+ * each prompt (from the policy's first-token probabilities, see exactStyles), the estimate is
+ * Rao-Blackwellised: P*(y ≻ π | x) = Σ_s π(s | x)·E[P*(y ≻ y') | s(y') = s], with only the quality
+ * within a style class left to the samples. The equilibrium then measures 0 exactly.
  */
-export function exploitability(g: GameConfig, s: PolicySamples): number {
+export function exploitability(g: GameConfig, s: PolicySamples, styleProbs?: number[][]): number {
+  const pooled = styleProbs ? pooledByStyle(g, s) : [];
   return mean(
     s.prompts.map((p, i) => {
       const targets = targetsOf(p);
@@ -54,9 +62,55 @@ export function exploitability(g: GameConfig, s: PolicySamples): number {
         ...Array.from({ length: g.n_styles }, (_, st) => completionIds(bestResponse(g, targets, st))),
         ...mine,
       ];
-      return Math.max(...candidates.map((y) => prefAgainst(g, targets, y, mine))) - 0.5;
+      const against = (y: number[]) =>
+        styleProbs
+          ? prefAgainstStyles(g, targets, y, mine, styleProbs[i]!, pooled)
+          : prefAgainst(g, targets, y, mine);
+      return Math.max(...candidates.map(against)) - 0.5;
     }),
   );
+}
+
+/** Every sample's quality (at its own prompt), grouped by style class. */
+function pooledByStyle(g: GameConfig, s: PolicySamples): number[][] {
+  const byStyle = Array.from({ length: g.n_styles }, () => [] as number[]);
+  s.completions.forEach((cs, i) => {
+    const targets = targetsOf(s.prompts[i]!);
+    for (const c of cs) {
+      const st = style(g, c);
+      if (st >= 0) byStyle[st]!.push(quality(g, targets, c));
+    }
+  });
+  return byStyle;
+}
+
+/**
+ * P*(y ≻ π | x) with π's style distribution at x given exactly: each class's share times the mean
+ * preference over π's samples of that class at x, or over all prompts' samples of it when x drew
+ * none, or against quality 0 (the pessimistic choice) when no prompt did. A completion without a
+ * letter has quality 0 and no style, whatever its tokens.
+ */
+function prefAgainstStyles(
+  g: GameConfig,
+  targets: number[],
+  y: number[],
+  samples: number[][],
+  probs: number[],
+  pooled: number[][],
+): number {
+  const qy = quality(g, targets, y);
+  const sy = style(g, y);
+  const pref = (q2: number, s2: number) => 1 / (1 + Math.exp(-(g.a * (qy - q2) + g.b * cycle(g, sy, s2))));
+  let total = 0;
+  for (let st = 0; st < g.n_styles; st++) {
+    const share = probs[st] ?? 0;
+    if (share === 0) continue;
+    const here = samples.filter((c) => style(g, c) === st).map((c) => quality(g, targets, c));
+    const qs = here.length > 0 ? here : pooled[st]!.length > 0 ? pooled[st]! : [0];
+    total += share * mean(qs.map((q2) => pref(q2, st)));
+  }
+  const empty = Math.max(0, 1 - probs.slice(0, g.n_styles).reduce((a, b) => a + b, 0));
+  return total + empty * pref(0, -1);
 }
 
 /** E_x E_{y~π, y'~π_ref} P*(y ≻ y'), pairing the two sample sets prompt by prompt. */
@@ -88,14 +142,20 @@ export function normalisedEntropy(p: number[]): number {
   return h / Math.log(p.length);
 }
 
-export function oracleMetrics(g: GameConfig, policy: PolicySamples, reference: PolicySamples): OracleMetrics {
+/** `styleProbs`: π's exact style distribution per prompt, for the unbiased exploitability. */
+export function oracleMetrics(
+  g: GameConfig,
+  policy: PolicySamples,
+  reference: PolicySamples,
+  styleProbs?: number[][],
+): OracleMetrics {
   const all = policy.completions.flatMap((cs, i) =>
     cs.map((c) => ({ c, targets: targetsOf(policy.prompts[i]!) })),
   );
   const dist = styleDistribution(g, policy);
   return {
     win_rate_vs_ref: winRate(g, policy, reference),
-    exploitability: exploitability(g, policy),
+    exploitability: exploitability(g, policy, styleProbs),
     style_distribution: dist,
     style_entropy: normalisedEntropy(dist),
     quality: mean(all.map(({ c, targets }) => quality(g, targets, c))),

@@ -5,7 +5,7 @@
  */
 import type { Runtime } from '../engine/index.js';
 import type { RoundSummary } from '../gen/duel/v1/runs.js';
-import { klToRef, refScorer, type SampledPolicy, samplePolicy } from './evaluate.js';
+import { exactStyles, klToRef, refScorer, type SampledPolicy, samplePolicy } from './evaluate.js';
 import type { GameConfig } from './game.js';
 import { type OracleMetrics, oracleMetrics, styleDistribution } from './oracle.js';
 
@@ -39,12 +39,15 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
   const refStyles = styleDistribution(g, opponents);
   const floor = o.floor(refStyles);
   const sampled: SampledPolicy[] = [];
+  const styleProbs: number[][][] = [];
   const rounds: RoundEvaluation[] = [];
   const ref = await refScorer(runtime, o.refDir);
   try {
     for (const [round, dir] of o.checkpoints.entries()) {
       const s = await samplePolicy(runtime, g, dir, o.targets, o.samples, o.seed);
+      const styles = await exactStyles(runtime, g, dir, s.prompts);
       sampled.push(s);
+      styleProbs.push(styles);
       const summary = o.runRounds.find((r) => r.round === round);
       const values = summary?.metrics?.values ?? {};
       const train = Object.fromEntries(Object.entries(values).filter(([k]) => !JUDGE_KEYS.includes(k)));
@@ -54,7 +57,7 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
           ? (summary.finishedAt.getTime() - summary.startedAt.getTime()) / 1000
           : 0;
       const oracle = {
-        ...oracleMetrics(g, s, opponents),
+        ...oracleMetrics(g, s, opponents, styles),
         kl_to_ref: await klToRef(ref, s),
         exploitability_floor: floor,
       };
@@ -79,7 +82,16 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
         Array.from({ length: o.samples }, (_, j) => own[j % own.length]!.logprobs[i]![j]!),
       ),
     };
-    mixture = { ...oracleMetrics(g, mixed, opponents), kl_to_ref: Number.NaN, exploitability_floor: floor };
+    // The mixture's style distribution at a prompt is the mean of its rounds' distributions.
+    const ownStyles = styleProbs.slice(1);
+    const mixedStyles = mixed.prompts.map((_, i) =>
+      ownStyles[0]![i]!.map((_, st) => ownStyles.reduce((acc, r) => acc + r[i]![st]!, 0) / ownStyles.length),
+    );
+    mixture = {
+      ...oracleMetrics(g, mixed, opponents, mixedStyles),
+      kl_to_ref: Number.NaN,
+      exploitability_floor: floor,
+    };
     o.log(
       `  mixture of rounds 1..${own.length}: exploitability ${mixture.exploitability.toFixed(3)}, win rate vs π_ref ${mixture.win_rate_vs_ref.toFixed(3)}`,
     );

@@ -52,7 +52,22 @@ describe('loadConfig', () => {
     );
     expect(msgs).toHaveLength(2);
     expect(msgs[0]).toMatch(/^port: .*expected number.*\(from DUEL_PORT\)$/);
-    expect(msgs[1]).toMatch(/^nats\.url: must be a nats:\/\/ or tls:\/\/ URL \(from DUEL_NATS_URL\)$/);
+    expect(msgs[1]).toMatch(
+      /^nats\.url: must be a nats:\/\/ or tls:\/\/ URL, or memory: \(from DUEL_NATS_URL\)$/,
+    );
+  });
+
+  it('accepts the in-process bus, and refuses with it every setting that needs a NATS server', () => {
+    expect(loadConfig(serviceConfigSchema, { env: { DUEL_NATS_URL: 'memory:' } }).nats.url).toBe('memory:');
+    const msgs = violations(() =>
+      loadConfig(serviceConfigSchema, {
+        env: { DUEL_NATS_URL: 'memory:', DUEL_ARTIFACTS_STORE: 'nats', DUEL_TRAINER_WAKE_CONSUMER: 'w' },
+      }),
+    );
+    expect(msgs).toEqual([
+      'artifacts.store: the nats artifact store needs a NATS server, not the in-process bus (from DUEL_ARTIFACTS_STORE)',
+      'trainer.wakeConsumer: a wake consumer needs a NATS server, not the in-process bus (from DUEL_TRAINER_WAKE_CONSUMER)',
+    ]);
   });
 
   it('rejects unknown keys in a file, so a misspelt setting cannot be ignored', () => {

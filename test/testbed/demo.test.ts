@@ -46,6 +46,21 @@ describe('duel demo', () => {
     expect(stdout).toMatch(/round\s+win rate vs π_ref\s+exploitability/);
     expect(stderr).toMatch(/round 1\/1 completed/);
     expect(existsSync(join(out, 'logs', 'orchestrator.log'))).toBe(true);
+    // nats-server is installed here (CI installs it), so the demo runs on a server of its own.
+    expect(summary.bus).toBe('nats');
+    expect(stderr).toMatch(/started nats-server \(nats:\/\/127\.0\.0\.1:\d+\)/);
+  }, 240_000);
+
+  it('runs on the in-process bus when asked, and says so in its log and report', async () => {
+    const out = join(root, 'memory');
+    const { code, stderr } = await demo(['--rounds', '1', '--bus', 'memory', '--out', out, ...TOY]);
+    expect(code, stderr.slice(-3000)).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')).bus).toBe('memory');
+    expect(stderr).toMatch(/in-process bus/);
+    expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(/Bus: the orchestrator's in-process bus/);
+    expect((await demo(['--bus', 'carrier-pigeon', '--out', join(root, 'x')])).stderr).toMatch(
+      /--bus: must be auto, nats or memory, got 'carrier-pigeon'/,
+    );
   }, 240_000);
 
   it('refuses an unknown run setting and a bad game key before building anything', async () => {

@@ -81,6 +81,48 @@ describe('oracle metrics', () => {
   });
 });
 
+describe('exploitability with the exact style distribution', () => {
+  const n = 4;
+  // An even policy's n samples per prompt drawn at random, as a sampler would draw them.
+  const draw = rng(11);
+  const sampled = fullQuality(() => Math.floor(draw() * 3), n);
+  const even = targets.map(() => [1 / 3, 1 / 3, 1 / 3]);
+
+  it('measures an even policy as unexploitable from 4 samples a prompt, where the plug-in estimate cannot', () => {
+    expect(exploitability(g, sampled, even)).toBeCloseTo(0, 12);
+    // The plug-in estimate reads sampling noise as exploitability (about 0.17 at n = 4).
+    expect(exploitability(g, sampled)).toBeGreaterThan(0.1);
+  });
+
+  it('is exact for a skewed policy, and charges a letterless share with quality 0', () => {
+    const skew = [0.6, 0.25, 0.15];
+    const closed = Math.max(
+      ...[0, 1, 2].map((s) =>
+        skew.reduce(
+          (acc, p, t) => acc + p * (s === t ? 0.5 : t === (s + 1) % 3 ? sigmoid(g.b) : sigmoid(-g.b)),
+          0,
+        ),
+      ),
+    );
+    expect(
+      exploitability(
+        g,
+        sampled,
+        targets.map(() => skew),
+      ),
+    ).toBeCloseTo(closed - 0.5, 12);
+    // Half the mass on completions without a letter: each is beaten with σ(a) by a full answer.
+    const half = [0.5 / 3, 0.5 / 3, 0.5 / 3];
+    expect(
+      exploitability(
+        g,
+        sampled,
+        targets.map(() => half),
+      ),
+    ).toBeCloseTo(0.5 * 0.5 + 0.5 * sigmoid(g.a) - 0.5, 12);
+  });
+});
+
 describe('the regularised floor', () => {
   const ref = [0.6, 0.25, 0.15];
 

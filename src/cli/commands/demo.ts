@@ -26,6 +26,11 @@ export function registerDemo(program: Command): void {
       [] as string[],
     )
     .option('--out <dir>', 'where to write the report (default ./runs/<id>)')
+    .option(
+      '--bus <kind>',
+      'auto (a nats-server of its own when installed, else the in-process bus), nats or memory',
+      'auto',
+    )
     .action(
       async (o: {
         algo: string;
@@ -34,10 +39,15 @@ export function registerDemo(program: Command): void {
         judge: string;
         set: string[];
         out?: string;
+        bus: string;
       }) => {
         if (o.judge !== 'learned' && o.judge !== 'oracle')
           throw DuelError.invalidArgument([
             { field: '--judge', description: `must be learned or oracle, got '${o.judge}'` },
+          ]);
+        if (o.bus !== 'auto' && o.bus !== 'nats' && o.bus !== 'memory')
+          throw DuelError.invalidArgument([
+            { field: '--bus', description: `must be auto, nats or memory, got '${o.bus}'` },
           ]);
         const out =
           o.out ??
@@ -54,6 +64,7 @@ export function registerDemo(program: Command): void {
             sets: parseSets(o.set),
             out,
             judge: o.judge,
+            bus: o.bus,
             runtime,
             log: (l) => process.stderr.write(`${l}\n`),
           });

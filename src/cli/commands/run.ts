@@ -43,14 +43,16 @@ export function registerRun(program: Command): void {
         let cluster: LocalCluster | undefined;
         if (o.local) {
           const root = o.artifacts ? resolve(o.artifacts) : mkdtempSync(join(tmpdir(), 'duel-artifacts-'));
-          process.stderr.write(
-            `duel run --local: starting nats-server and the services (artifacts in ${root})\n`,
-          );
           cluster = await LocalCluster.start({
             artifactsRoot: root,
             natsUrl: o.nats,
             logDir: join(root, 'logs'),
           });
+          process.stderr.write(
+            cluster.bus === 'nats'
+              ? `duel run --local: NATS at ${cluster.natsUrl}; services started (artifacts in ${root})\n`
+              : `duel run --local: no nats-server installed, so the orchestrator's in-process bus carries the run (no restart safety); services started (artifacts in ${root})\n`,
+          );
         }
         try {
           const run = await submitRun(o.server ?? cluster!.orchestrator.address, spec, {

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { Orchestrator } from '../../../services/orchestrator/driver.js';
 import { RUNS_STREAM, RunEvents } from '../../../services/orchestrator/events.js';
 import { ReplicaPool } from '../../../services/orchestrator/replicas.js';
-import { openRunStore } from '../../../services/orchestrator/run-store.js';
+import { memoryRunStore, openRunStore } from '../../../services/orchestrator/run-store.js';
 import { runsService } from '../../../services/orchestrator/service.js';
 import type { Workers } from '../../../services/orchestrator/stages.js';
 import { SamplerCore, samplerService } from '../../../services/sampler/service.js';
@@ -21,10 +21,12 @@ import { PreferenceScorerServiceClient } from '../../gen/duel/v1/scorer.js';
 import { TrainerServiceClient } from '../../gen/duel/v1/trainer.js';
 import { Admission } from '../../platform/admission.js';
 import { ArtifactResolver } from '../../platform/artifact-resolver.js';
+import { isMemoryBus } from '../../platform/bus.js';
 import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
 import { GrpcServer, type ServiceRegistration } from '../../platform/grpc/server.js';
 import { createLogger, type Logger } from '../../platform/logger.js';
+import { MemoryEventLog } from '../../platform/memory-bus.js';
 import { ServiceMetrics } from '../../platform/metrics.js';
 import { connectNats } from '../../platform/nats.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
@@ -109,7 +111,12 @@ async function startOrchestrator(
   v.check(o.scorers.length > 0, 'orchestrator.scorers', 'at least one scorer address is required');
   v.check(o.trainer !== '', 'orchestrator.trainer', 'the trainer address is required');
   v.throwIfAny();
-  const nc = await connectNats(cfg.nats.url, 'duel-orchestrator');
+  const memory = isMemoryBus(cfg.nats.url);
+  const nc = memory ? undefined : await connectNats(cfg.nats.url, 'duel-orchestrator');
+  if (memory)
+    log.warn(
+      'in-process bus (nats.url memory:): run events and records live in this process only; a restart loses every run, and no NATS consumer sees the events',
+    );
   const artifacts = artifactsOf(cfg);
   const insecure = grpc.credentials.createInsecure();
   const limits = {
@@ -134,11 +141,11 @@ async function startOrchestrator(
     ),
     trainer: { address: o.trainer, client: new TrainerServiceClient(o.trainer, insecure, limits) },
   };
-  const events = await RunEvents.open(nc);
-  if (o.trainerWakeConsumer)
+  const events = nc ? await RunEvents.open(nc) : new RunEvents(new MemoryEventLog());
+  if (nc && o.trainerWakeConsumer)
     await ensureWakeConsumer(await nc.jetstreamManager(), RUNS_STREAM, o.trainerWakeConsumer);
   const orchestrator = new Orchestrator(
-    await openRunStore(nc),
+    nc ? await openRunStore(nc) : memoryRunStore(),
     events,
     workers,
     {
@@ -162,7 +169,7 @@ async function startOrchestrator(
       workers.scorers.close();
       workers.trainer.client.close();
       await artifacts.close();
-      await nc.drain();
+      await nc?.drain();
     },
   };
 }

@@ -1,0 +1,48 @@
+/**
+ * What the orchestrator needs from a message bus, as two small contracts: an append-only event log
+ * with publish-at-most-once by subject and replay-and-follow by subject filter, and a record store
+ * changed only by compare-and-set. NATS JetStream implements both for real deployments
+ * (src/platform/nats.ts); the in-process bus (src/platform/memory-bus.ts) implements them in one
+ * process's memory for `duel demo` and `duel run --local` on a machine without nats-server.
+ */
+
+/** `nats.url` value that selects the in-process bus. */
+export const MEMORY_BUS_URL = 'memory:';
+
+export const isMemoryBus = (url: string) => url === MEMORY_BUS_URL;
+
+export interface EventLog {
+  /**
+   * Appends `data` on `subject` unless the log already holds a message on that subject or one
+   * with `msgId`; resolves to whether this call stored it.
+   */
+  publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean>;
+  /**
+   * The messages whose subject matches `filter` (NATS wildcards: `*` one token, `>` the rest), in
+   * order: all of them (`fromStart`) or those from now on, until `signal` aborts.
+   */
+  follow(filter: string, fromStart: boolean, signal: AbortSignal): AsyncIterable<Uint8Array>;
+}
+
+export interface RecordStore<T> {
+  get(key: string): Promise<{ value: T; revision: number } | undefined>;
+  /** Stores `value` under a new key; resolves to false when the key exists. */
+  create(key: string, value: T): Promise<boolean>;
+  /**
+   * Applies `change` to the current value and writes it if nobody wrote in between, retrying
+   * otherwise; `change` returning undefined leaves the record as it is.
+   */
+  update(key: string, change: (current: T) => T | undefined): Promise<T>;
+  keys(): Promise<string[]>;
+}
+
+/** Whether `subject` matches the NATS subject `filter`. */
+export function subjectMatches(filter: string, subject: string): boolean {
+  const f = filter.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '>') return s.length > i;
+    if (i >= s.length || (f[i] !== '*' && f[i] !== s[i])) return false;
+  }
+  return f.length === s.length;
+}

@@ -1,0 +1,153 @@
+/**
+ * The bus contracts (src/platform/bus.ts), one suite run against both implementations: the
+ * in-process bus and NATS JetStream on a real nats-server. The orchestrator relies on these rules
+ * whichever bus carries its run.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EventLog, RecordStore } from '../../src/platform/bus.js';
+import { subjectMatches } from '../../src/platform/bus.js';
+import { MemoryEventLog, MemoryRecordStore } from '../../src/platform/memory-bus.js';
+import {
+  CasStore,
+  connectNats,
+  ensureStream,
+  JetStreamEventLog,
+  type NatsConnection,
+} from '../../src/platform/nats.js';
+import { NatsServer } from '../../src/platform/nats-server.js';
+
+let server: NatsServer;
+let nc: NatsConnection;
+let streams = 0;
+
+beforeAll(async () => {
+  server = await NatsServer.start();
+  nc = await connectNats(server.url, 'bus-test');
+}, 30_000);
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+const bytes = (s: string) => new TextEncoder().encode(s);
+const encode = (v: { n: number }) => bytes(JSON.stringify(v));
+const decode = (b: Uint8Array) => JSON.parse(text(b)) as { n: number };
+
+/** Reads `count` messages from `follow`, then aborts it. */
+async function take(log: EventLog, filter: string, fromStart: boolean, count: number, started?: () => void) {
+  const ac = new AbortController();
+  const out: string[] = [];
+  const it = log.follow(filter, fromStart, ac.signal)[Symbol.asyncIterator]();
+  started?.();
+  while (out.length < count) {
+    const r = await it.next();
+    if (r.done) break;
+    out.push(text(r.value));
+  }
+  ac.abort();
+  await it.return?.();
+  return out;
+}
+
+const impls: [string, () => Promise<{ log: EventLog; store: RecordStore<{ n: number }> }>][] = [
+  ['in-process', async () => ({ log: new MemoryEventLog(), store: new MemoryRecordStore(encode, decode) })],
+  [
+    'JetStream',
+    async () => {
+      const name = `BUS_${++streams}`;
+      const jsm = await nc.jetstreamManager();
+      await ensureStream(jsm, { name, subjects: [`bus${streams}.>`] });
+      const log = new JetStreamEventLog(nc.jetstream(), jsm, name);
+      // Prefix subjects so each test has its own stream.
+      const prefix = `bus${streams}`;
+      const prefixed: EventLog = {
+        publishOnce: (s, d, id) => log.publishOnce(`${prefix}.${s}`, d, id),
+        follow: (f, from, sig) => log.follow(`${prefix}.${f}`, from, sig),
+      };
+      return { log: prefixed, store: await CasStore.open(nc.jetstream(), `bus_${streams}`, encode, decode) };
+    },
+  ],
+];
+
+describe('subject filters', () => {
+  it('match NATS wildcards: * one token, > one or more', () => {
+    expect(subjectMatches('duel.run.a.>', 'duel.run.a.round.1.started')).toBe(true);
+    expect(subjectMatches('duel.run.a.>', 'duel.run.a')).toBe(false);
+    expect(subjectMatches('duel.run.a.>', 'duel.run.ab.created')).toBe(false);
+    expect(subjectMatches('duel.*.a.created', 'duel.run.a.created')).toBe(true);
+    expect(subjectMatches('duel.*.a', 'duel.run.a.created')).toBe(false);
+    expect(subjectMatches('duel.run.a.created', 'duel.run.a.created')).toBe(true);
+  });
+});
+
+describe.each(impls)('the %s bus', (_name, open) => {
+  it('publishes at most once per subject and per message id', async () => {
+    const { log } = await open();
+    expect(await log.publishOnce('r.x.created', bytes('1'), 'x/-/created')).toBe(true);
+    expect(await log.publishOnce('r.x.created', bytes('again'), 'x/-/created-2')).toBe(false);
+    expect(await log.publishOnce('r.x.other', bytes('dup id'), 'x/-/created')).toBe(false);
+    expect(await log.publishOnce('r.x.round.1.started', bytes('2'), 'x/1/started')).toBe(true);
+    expect(await take(log, 'r.x.>', true, 2)).toEqual(['1', '2']);
+  });
+
+  it('replays a filter from the start in order, then follows new messages', async () => {
+    const { log } = await open();
+    await log.publishOnce('r.a.created', bytes('a0'), 'a0');
+    await log.publishOnce('r.b.created', bytes('b0'), 'b0');
+    await log.publishOnce('r.a.round.1.started', bytes('a1'), 'a1');
+    const later = take(log, 'r.a.>', true, 3);
+    await new Promise((r) => setTimeout(r, 100));
+    await log.publishOnce('r.a.finished', bytes('a2'), 'a2');
+    expect(await later).toEqual(['a0', 'a1', 'a2']);
+  });
+
+  it('delivers only new messages when not from the start, and ends when aborted', async () => {
+    const { log } = await open();
+    await log.publishOnce('r.c.created', bytes('old'), 'c0');
+    const fresh = take(log, 'r.c.>', false, 1);
+    await new Promise((r) => setTimeout(r, 200));
+    await log.publishOnce('r.c.finished', bytes('new'), 'c1');
+    expect(await fresh).toEqual(['new']);
+    const ac = new AbortController();
+    const pending = (async () => {
+      const got: string[] = [];
+      for await (const m of log.follow('r.none.>', true, ac.signal)) got.push(text(m));
+      return got;
+    })();
+    setTimeout(() => ac.abort(), 100);
+    expect(await pending).toEqual([]);
+  });
+
+  it('changes a record only by compare-and-set, and refuses a second create', async () => {
+    const { store } = await open();
+    expect(await store.create('run-1', { n: 1 })).toBe(true);
+    expect(await store.create('run-1', { n: 99 })).toBe(false);
+    const before = (await store.get('run-1'))!;
+    expect(before.value).toEqual({ n: 1 });
+    // Two writers racing: neither loses the other's increment.
+    await Promise.all([
+      store.update('run-1', (r) => ({ n: r.n + 1 })),
+      store.update('run-1', (r) => ({ n: r.n + 10 })),
+    ]);
+    const after = (await store.get('run-1'))!;
+    expect(after.value).toEqual({ n: 12 });
+    expect(after.revision).toBeGreaterThan(before.revision);
+    expect(await store.update('run-1', () => undefined)).toEqual({ n: 12 });
+    await expect(store.update('missing', (r) => r)).rejects.toThrow(/no record 'missing'/);
+    await store.create('run-0', { n: 0 });
+    expect(await store.keys()).toEqual(['run-0', 'run-1']);
+  });
+});
+
+describe('the in-process record store', () => {
+  it('keeps its own copy: a caller mutating what it read or wrote changes nothing stored', async () => {
+    const store = new MemoryRecordStore(encode, decode);
+    const v = { n: 1 };
+    await store.create('k', v);
+    v.n = 5;
+    (await store.get('k'))!.value.n = 7;
+    expect((await store.get('k'))!.value).toEqual({ n: 1 });
+  });
+});
