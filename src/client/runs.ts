@@ -2,17 +2,22 @@
  * A client of the orchestrator's RunsService: submit a run and follow its events, with one human
  * line per event (the CLI and the demo print them).
  */
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
 import { type Run, type RunSpec, RunState, RunsServiceClient } from '../gen/duel/v1/runs.js';
 import { DuelError } from '../platform/errors.js';
 import { callUnary, isTransient } from '../platform/grpc/client.js';
 import { eventName } from '../platform/run-events.js';
+import { channelCredentials, clientTlsFromEnv } from '../platform/tls.js';
 
 export const DEADLINE = { deadlineMs: 30_000 };
 
-export function runsClient(address: string): RunsServiceClient {
-  return new RunsServiceClient(address, grpc.credentials.createInsecure());
+/** A client of the orchestrator at `address`, with TLS from DUEL_TLS_CA/CERT/KEY when set. */
+export function runsClient(
+  address: string,
+  creds = channelCredentials(clientTlsFromEnv()),
+): RunsServiceClient {
+  return new RunsServiceClient(address, creds);
 }
 
 const fmt = (x: number | undefined, digits = 3) => (x === undefined ? '–' : x.toFixed(digits));
@@ -113,9 +118,15 @@ export function runSummary(run: Run): Record<string, unknown> {
 export async function submitRun(
   address: string,
   spec: RunSpec,
-  o: { id?: string | undefined; detach?: boolean | undefined; log?: (line: string) => void },
+  o: {
+    id?: string | undefined;
+    detach?: boolean | undefined;
+    log?: (line: string) => void;
+    /** Default: TLS from DUEL_TLS_* when set, else plaintext. */
+    credentials?: grpc.ChannelCredentials;
+  },
 ): Promise<Run> {
-  const client = runsClient(address);
+  const client = runsClient(address, o.credentials);
   try {
     const created = (
       await callUnary(client, client.createRun, { spec, runId: o.id ?? '' }, DEADLINE, 'CreateRun')

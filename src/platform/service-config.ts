@@ -1,6 +1,7 @@
 /** Settings every duel service shares; each service extends this schema with its own keys. */
 import { z } from 'zod';
 import { isMemoryBus, MEMORY_BUS_URL } from './bus.js';
+import { tlsSchema } from './tls.js';
 
 export const serviceConfigSchema = z
   .object({
@@ -8,6 +9,8 @@ export const serviceConfigSchema = z
     host: z.string().min(1).default('127.0.0.1'),
     /** gRPC port; 0 picks a free one. */
     port: z.number().int().min(0).max(65535).default(0),
+    /** gRPC TLS / mutual TLS for this service's server and its outgoing calls (src/platform/tls.ts). */
+    tls: tlsSchema,
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     grpc: z
       .object({

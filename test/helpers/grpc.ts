@@ -7,19 +7,23 @@ import { createLogger } from '../../src/platform/logger.js';
 
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
 
-export function healthCheck(address: string, service = ''): Promise<HealthStatus> {
+export function healthCheck(
+  address: string,
+  service = '',
+  creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): Promise<HealthStatus> {
   const pkg = grpc.loadPackageDefinition(loadSync(healthProtoPath, { enums: String })) as unknown as {
     grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
   };
   type CheckCallback = (err: grpc.ServiceError | null, res: { status: HealthStatus }) => void;
-  const client = new pkg.grpc.health.v1.Health(
-    address,
-    grpc.credentials.createInsecure(),
-  ) as unknown as grpc.Client & {
-    check(req: { service: string }, cb: CheckCallback): void;
+  const client = new pkg.grpc.health.v1.Health(address, creds, {
+    // Fail fast instead of retrying a refused handshake until the default deadline.
+    'grpc.initial_reconnect_backoff_ms': 100,
+  }) as unknown as grpc.Client & {
+    check(req: { service: string }, m: grpc.Metadata, o: grpc.CallOptions, cb: CheckCallback): void;
   };
   return new Promise((resolve, reject) =>
-    client.check({ service }, (err, res) => {
+    client.check({ service }, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) => {
       client.close();
       if (err) reject(err);
       else resolve(res.status);

@@ -30,6 +30,7 @@ import { MemoryEventLog } from '../../platform/memory-bus.js';
 import { ServiceMetrics } from '../../platform/metrics.js';
 import { connectNats } from '../../platform/nats.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
+import { channelCredentials, serverCredentials } from '../../platform/tls.js';
 import { Violations } from '../../platform/violations.js';
 import { ackTrained, ensureWakeConsumer } from '../../platform/wake-consumer.js';
 import { intFlag } from '../flags.js';
@@ -118,7 +119,7 @@ async function startOrchestrator(
       'in-process bus (nats.url memory:): run events and records live in this process only; a restart loses every run, and no NATS consumer sees the events',
     );
   const artifacts = artifactsOf(cfg);
-  const insecure = grpc.credentials.createInsecure();
+  const creds = channelCredentials(cfg.tls);
   const limits = {
     'grpc.max_receive_message_length': cfg.grpc.maxMessageBytes,
     'grpc.max_send_message_length': cfg.grpc.maxMessageBytes,
@@ -128,18 +129,18 @@ async function startOrchestrator(
     samplers: new ReplicaPool(
       'sampler',
       o.samplers,
-      (a) => new PolicySamplerServiceClient(a, insecure, limits),
+      (a) => new PolicySamplerServiceClient(a, creds, limits),
       log,
       pool,
     ),
     scorers: new ReplicaPool(
       'scorer',
       o.scorers,
-      (a) => new PreferenceScorerServiceClient(a, insecure, limits),
+      (a) => new PreferenceScorerServiceClient(a, creds, limits),
       log,
       pool,
     ),
-    trainer: { address: o.trainer, client: new TrainerServiceClient(o.trainer, insecure, limits) },
+    trainer: { address: o.trainer, client: new TrainerServiceClient(o.trainer, creds, limits) },
   };
   const events = nc ? await RunEvents.open(nc) : new RunEvents(new MemoryEventLog());
   if (nc && o.trainerWakeConsumer)
@@ -173,6 +174,8 @@ async function startOrchestrator(
     },
   };
 }
+
+const tlsMode = (t: ServiceConfig['tls']) => (t.cert === '' ? 'off' : t.clientAuth ? 'mutual' : 'server');
 
 const artifactsOf = (cfg: ServiceConfig) => new ArtifactResolver(cfg.artifacts, cfg.nats.url);
 
@@ -226,6 +229,7 @@ export function registerServe(program: Command): void {
         port: cfg.port,
         maxMessageBytes: cfg.grpc.maxMessageBytes,
         shutdownGraceMs: cfg.grpc.shutdownGraceMs,
+        credentials: serverCredentials(cfg.tls),
       });
       const port = await server.start();
       if (cfg.metrics.port > 0) {
@@ -251,7 +255,7 @@ export function registerServe(program: Command): void {
       }
       await made.ready?.();
       server.setServing(true);
-      logger.info({ role, address: `${cfg.host}:${port}` }, 'serving');
+      logger.info({ role, address: `${cfg.host}:${port}`, tls: tlsMode(cfg.tls) }, 'serving');
       process.stderr.write(`duel ${role} listening on ${cfg.host}:${port}\n`);
     });
 }

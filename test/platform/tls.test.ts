@@ -1,0 +1,100 @@
+/**
+ * gRPC TLS and mutual TLS from config paths (src/platform/tls.ts), over real loopback connections:
+ * the right client gets in; a plaintext client, a client without a certificate, a client whose
+ * certificate another CA signed and a client that does not trust the server are all refused.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GrpcServer } from '../../src/platform/grpc/server.js';
+import { type DuelError, loadConfig } from '../../src/platform/index.js';
+import { createLogger } from '../../src/platform/logger.js';
+import { serviceConfigSchema } from '../../src/platform/service-config.js';
+import { channelCredentials, serverCredentials, type TlsConfig } from '../../src/platform/tls.js';
+import { healthCheck } from '../helpers/grpc.js';
+import { type Pki, writePki } from '../helpers/pki.js';
+
+// One directory for the whole file: the servers read their files once, the clients at each test.
+const dir = mkdtempSync(join(tmpdir(), 'duel-tls-'));
+let pki: Pki;
+let rogue: Pki;
+const servers: GrpcServer[] = [];
+
+beforeAll(() => {
+  pki = writePki(dir);
+  rogue = writePki(dir, 'rogue-');
+});
+
+afterAll(async () => {
+  for (const s of servers) await s.shutdown('test done');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function serve(tls: TlsConfig): Promise<string> {
+  const server = new GrpcServer({
+    logger: createLogger('tls-test', { level: 'silent' }),
+    services: [],
+    credentials: serverCredentials(tls),
+  });
+  servers.push(server);
+  const port = await server.start();
+  server.setServing(true);
+  return `127.0.0.1:${port}`;
+}
+
+const client = (t: Partial<TlsConfig>) =>
+  channelCredentials({ cert: '', key: '', ca: '', clientAuth: false, ...t });
+const refused = (p: Promise<unknown>) => expect(p).rejects.toMatchObject({ code: 14 }); // UNAVAILABLE
+
+describe('server TLS', () => {
+  it('serves a client that trusts its CA, and refuses plaintext and clients that do not', async () => {
+    const address = await serve({ cert: pki.serverCert, key: pki.serverKey, ca: '', clientAuth: false });
+    expect(await healthCheck(address, '', client({ ca: pki.ca }))).toBe('SERVING');
+    await refused(healthCheck(address));
+    await refused(healthCheck(address, '', client({ ca: rogue.ca })));
+  });
+});
+
+describe('mutual TLS', () => {
+  let address: string;
+  beforeAll(async () => {
+    address = await serve({ cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, clientAuth: true });
+  });
+
+  it('serves a client with a certificate its CA signed', async () => {
+    expect(
+      await healthCheck(address, '', client({ ca: pki.ca, cert: pki.clientCert, key: pki.clientKey })),
+    ).toBe('SERVING');
+  });
+
+  it('refuses a client without a certificate, or with one another CA signed', async () => {
+    await refused(healthCheck(address, '', client({ ca: pki.ca })));
+    await refused(
+      healthCheck(address, '', client({ ca: pki.ca, cert: rogue.clientCert, key: rogue.clientKey })),
+    );
+    await refused(healthCheck(address));
+  });
+});
+
+describe('tls settings', () => {
+  it('names the field when a file is missing or a setting is incomplete', () => {
+    expect(() =>
+      serverCredentials({ cert: '/nope.crt', key: pki.serverKey, ca: '', clientAuth: false }),
+    ).toThrow(/tls\.cert: cannot read \/nope\.crt/);
+    const msgs = (env: NodeJS.ProcessEnv) => {
+      try {
+        loadConfig(serviceConfigSchema, { env });
+      } catch (e) {
+        return (e as DuelError).violations.map((v) => `${v.field}: ${v.description}`);
+      }
+      return [];
+    };
+    expect(msgs({ DUEL_TLS_CERT: pki.serverCert })).toEqual([
+      'tls.key: tls.cert and tls.key go together (default)',
+    ]);
+    expect(
+      msgs({ DUEL_TLS_CERT: pki.serverCert, DUEL_TLS_KEY: pki.serverKey, DUEL_TLS_CLIENT_AUTH: 'true' }),
+    ).toEqual(['tls.clientAuth: mutual TLS needs tls.ca, tls.cert and tls.key (from DUEL_TLS_CLIENT_AUTH)']);
+  });
+});
