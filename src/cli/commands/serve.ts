@@ -3,7 +3,6 @@
  * (DUEL_*) and flags, validated before anything binds; the process serves gRPC with health and
  * reflection, runs ONNX Runtime in worker threads, and drains on SIGTERM/SIGINT.
  */
-import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { Orchestrator } from '../../../services/orchestrator/driver.js';
 import { RUNS_STREAM, RunEvents } from '../../../services/orchestrator/events.js';
