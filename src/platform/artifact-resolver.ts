@@ -7,7 +7,7 @@
 import type { NatsConnection } from 'nats';
 import { type ArtifactRef, type ArtifactStore, FileArtifactStore, localArtifactDir } from './artifacts.js';
 import { DuelError } from './errors.js';
-import { connectNats } from './nats.js';
+import { connectNats, type NatsSettings } from './nats.js';
 import { NatsArtifactStore, parseNatsArtifactUri } from './nats-artifacts.js';
 
 export interface ArtifactSettings {
@@ -24,7 +24,7 @@ export class ArtifactResolver {
 
   constructor(
     readonly settings: ArtifactSettings,
-    private readonly natsUrl: string,
+    private readonly nats: NatsSettings | string,
   ) {}
 
   /** The verified local directory of `ref`, whatever its scheme. */
@@ -48,7 +48,7 @@ export class ArtifactResolver {
     let store = this.buckets.get(name);
     if (!store) {
       if (!this.nc) {
-        const nc = connectNats(this.natsUrl, 'duel-artifacts');
+        const nc = connectNats(this.nats, 'duel-artifacts');
         nc.catch(() => {
           if (this.nc === nc) this.nc = undefined;
         });

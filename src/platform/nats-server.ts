@@ -58,10 +58,17 @@ export class NatsServer {
     readonly storeDir: string,
     private readonly binary: string,
     private readonly ownsStore: boolean,
+    private readonly extraArgs: string[] = [],
   ) {}
 
   /** Starts one; `storeDir` keeps JetStream's data across restarts (a temporary one otherwise). */
-  static async start(options: { port?: number; storeDir?: string } = {}): Promise<NatsServer> {
+  static async start(
+    options: {
+      port?: number;
+      storeDir?: string /** A nats-server config file (auth, TLS). */;
+      configFile?: string;
+    } = {},
+  ): Promise<NatsServer> {
     const binary = findNatsServer();
     if (!binary)
       throw DuelError.failedPrecondition(
@@ -69,7 +76,8 @@ export class NatsServer {
       );
     const port = options.port ?? (await freePort());
     const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), 'duel-nats-'));
-    const child = NatsServer.spawn(binary, port, storeDir);
+    const extra = options.configFile ? ['-c', options.configFile] : [];
+    const child = NatsServer.spawn(binary, port, storeDir, extra);
     const server = new NatsServer(
       `nats://127.0.0.1:${port}`,
       port,
@@ -77,13 +85,15 @@ export class NatsServer {
       storeDir,
       binary,
       !options.storeDir,
+      extra,
     );
     await waitForPort(port, child, 10_000);
     return server;
   }
 
-  private static spawn(binary: string, port: number, storeDir: string): ChildProcess {
-    return spawn(binary, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
+  private static spawn(binary: string, port: number, storeDir: string, extra: string[]): ChildProcess {
+    // Flags after -c override the file's listen address, port and store.
+    return spawn(binary, [...extra, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
       stdio: 'ignore',
     });
   }
@@ -91,7 +101,7 @@ export class NatsServer {
   /** Kills the server (SIGKILL when `hard`) and starts it again on the same port and store. */
   async restart(hard = false): Promise<void> {
     await this.kill(hard ? 'SIGKILL' : 'SIGTERM');
-    this.child = NatsServer.spawn(this.binary, this.port, this.storeDir);
+    this.child = NatsServer.spawn(this.binary, this.port, this.storeDir, this.extraArgs);
     await waitForPort(this.port, this.child, 10_000);
   }
 

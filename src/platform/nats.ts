@@ -4,9 +4,11 @@
  * compare-and-set record store on a KV bucket. Everything here stays within nats-server 2.9
  * (Debian's): no multi-filter consumers, no KV TTL per key.
  */
+import { readFileSync } from 'node:fs';
 import {
   type ConnectionOptions,
   consumerOpts,
+  credsAuthenticator,
   type JetStreamClient,
   type JetStreamManager,
   type JetStreamSubscription,
@@ -14,6 +16,7 @@ import {
   type NatsConnection,
   nanos,
   connect as natsConnect,
+  nkeyAuthenticator,
   type StreamConfig,
 } from 'nats';
 import type { EventLog, RecordStore } from './bus.js';
@@ -21,18 +24,74 @@ import { DuelError } from './errors.js';
 
 export type { JetStreamClient, JetStreamManager, KV, NatsConnection };
 
-/** Connects, turning "nothing listens there" into UNAVAILABLE that names the URL. */
-export async function connectNats(url: string, name: string, extra: ConnectionOptions = {}) {
+/** How a process reaches NATS (the `nats.*` settings, src/platform/service-config.ts). */
+export interface NatsSettings {
+  url: string;
+  /** User and password (both, or neither). */
+  user?: string;
+  password?: string;
+  token?: string;
+  /** Path of an nkey seed file (`SU...`): the server knows the user by its public key. */
+  nkeySeed?: string;
+  /** Path of a `.creds` file (a user JWT and its nkey seed), for operator-mode servers. */
+  creds?: string;
+  /** TLS: a CA to trust, and a client certificate and key when the server verifies clients. */
+  tls?: { ca?: string; cert?: string; key?: string };
+}
+
+/** The URL with any user:password@ replaced, for messages and logs. */
+export const redactUrl = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
+
+const readSecret = (path: string, field: string): Uint8Array => {
+  try {
+    return new Uint8Array(readFileSync(path));
+  } catch (e) {
+    throw DuelError.invalidArgument([{ field, description: `cannot read ${path}: ${(e as Error).message}` }]);
+  }
+};
+
+/** nats.js connection options for `s`: credentials and TLS; secrets read from their files here. */
+export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
+  const o: ConnectionOptions = { servers: s.url.replace(/^nats:\/\//, '') };
+  if (s.user) Object.assign(o, { user: s.user, pass: s.password ?? '' });
+  if (s.token) o.token = s.token;
+  if (s.nkeySeed) {
+    const seed = new TextDecoder().decode(readSecret(s.nkeySeed, 'nats.nkeySeed')).trim();
+    o.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
+  }
+  if (s.creds) o.authenticator = credsAuthenticator(readSecret(s.creds, 'nats.creds'));
+  const t = s.tls ?? {};
+  if (s.url.startsWith('tls://') || t.ca || t.cert) {
+    o.servers = s.url.replace(/^(nats|tls):\/\//, '');
+    o.tls = {
+      ...(t.ca ? { caFile: t.ca } : {}),
+      ...(t.cert ? { certFile: t.cert, keyFile: t.key ?? '' } : {}),
+    };
+  }
+  return o;
+}
+
+/**
+ * Connects with `settings` (a bare URL: no credentials), turning "nothing listens there" and a
+ * refused login into UNAVAILABLE that names the URL without its password.
+ */
+export async function connectNats(
+  settings: NatsSettings | string,
+  name: string,
+  extra: ConnectionOptions = {},
+) {
+  const s = typeof settings === 'string' ? { url: settings } : settings;
   try {
     return await natsConnect({
-      servers: url.replace(/^nats:\/\//, ''),
+      ...natsConnectOptions(s),
       name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
       ...extra,
     });
   } catch (e) {
-    throw DuelError.unavailable(`cannot reach NATS at ${url}: ${(e as Error).message}`);
+    if (e instanceof DuelError) throw e;
+    throw DuelError.unavailable(`cannot reach NATS at ${redactUrl(s.url)}: ${(e as Error).message}`);
   }
 }
 

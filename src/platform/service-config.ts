@@ -33,8 +33,21 @@ export const serviceConfigSchema = z
           .string()
           .regex(/^((nats|tls):\/\/|memory:$)/, `must be a nats:// or tls:// URL, or ${MEMORY_BUS_URL}`)
           .default('nats://127.0.0.1:4222'),
+        /** Username and password login (DUEL_NATS_USER, DUEL_NATS_PASSWORD: from a Secret). */
+        user: z.string().default(''),
+        password: z.string().default(''),
+        /** Token login (DUEL_NATS_TOKEN). */
+        token: z.string().default(''),
+        /** Path of an nkey seed file: login by nkey signature, the seed never leaves the process. */
+        nkeySeed: z.string().default(''),
+        /** Path of a .creds file (user JWT and seed) for a server in operator mode. */
+        creds: z.string().default(''),
+        /** TLS to NATS: CA to trust; client certificate and key when the server verifies clients. */
+        tls: z
+          .object({ ca: z.string().default(''), cert: z.string().default(''), key: z.string().default('') })
+          .prefault({}),
       })
-      .default({ url: 'nats://127.0.0.1:4222' }),
+      .prefault({}),
     models: z
       .object({
         /**
@@ -117,6 +130,31 @@ export const serviceConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    const n = c.nats;
+    const logins = [
+      n.user || n.password ? 'user' : '',
+      n.token ? 'token' : '',
+      n.nkeySeed ? 'nkeySeed' : '',
+      n.creds ? 'creds' : '',
+    ].filter(Boolean);
+    if (logins.length > 1)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nats', logins[1]!],
+        message: `choose one login: ${logins.join(', ')} are all set`,
+      });
+    if ((n.user === '') !== (n.password === ''))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nats', n.user ? 'password' : 'user'],
+        message: 'nats.user and nats.password go together',
+      });
+    if ((n.tls.cert === '') !== (n.tls.key === ''))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nats', 'tls', n.tls.cert ? 'key' : 'cert'],
+        message: 'nats.tls.cert and nats.tls.key go together',
+      });
     if (!isMemoryBus(c.nats.url)) return;
     const needsNats = (path: string[], what: string) =>
       ctx.addIssue({ code: 'custom', path, message: `${what} needs a NATS server, not the in-process bus` });

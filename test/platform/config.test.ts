@@ -70,6 +70,17 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('refuses two NATS logins at once, and half of a user/password pair', () => {
+    expect(
+      violations(() =>
+        loadConfig(serviceConfigSchema, { env: { DUEL_NATS_USER: 'a', DUEL_NATS_TOKEN: 't' } }),
+      ),
+    ).toEqual([
+      'nats.token: choose one login: user, token are all set (from DUEL_NATS_TOKEN)',
+      'nats.password: nats.user and nats.password go together (default)',
+    ]);
+  });
+
   it('rejects unknown keys in a file, so a misspelt setting cannot be ignored', () => {
     const file = tempFile('c.json', JSON.stringify({ grpc: { maxMesageBytes: 10 } }));
     const msgs = violations(() => loadConfig(serviceConfigSchema, { file, env: {} }));

@@ -23,7 +23,7 @@ export function registerArtifacts(program: Command): void {
       if (o.store !== undefined) overrides.artifacts = { store: o.store };
       if (o.nats !== undefined) overrides.nats = { url: o.nats };
       const cfg = loadConfig(serviceConfigSchema, { file: o.config, overrides });
-      const resolver = new ArtifactResolver(cfg.artifacts, cfg.nats.url);
+      const resolver = new ArtifactResolver(cfg.artifacts, cfg.nats);
       try {
         const ref = await (await resolver.publisher()).put(dir, name);
         process.stdout.write(`${JSON.stringify(ref)}\n`);

@@ -78,7 +78,7 @@ const ROLES: Record<string, RoleFactory> = {
   trainer: async (runtime, cfg, m) => {
     const artifacts = artifactsOf(cfg);
     const durable = cfg.trainer.wakeConsumer;
-    const nc = durable ? await connectNats(cfg.nats.url, 'duel-trainer') : undefined;
+    const nc = durable ? await connectNats(cfg.nats, 'duel-trainer') : undefined;
     const core = new TrainerCore(
       runtime(),
       await artifacts.publisher(),
@@ -112,7 +112,7 @@ async function startOrchestrator(
   v.check(o.trainer !== '', 'orchestrator.trainer', 'the trainer address is required');
   v.throwIfAny();
   const memory = isMemoryBus(cfg.nats.url);
-  const nc = memory ? undefined : await connectNats(cfg.nats.url, 'duel-orchestrator');
+  const nc = memory ? undefined : await connectNats(cfg.nats, 'duel-orchestrator');
   if (memory)
     log.warn(
       'in-process bus (nats.url memory:): run events and records live in this process only; a restart loses every run, and no NATS consumer sees the events',
@@ -176,7 +176,7 @@ async function startOrchestrator(
 
 const tlsMode = (t: ServiceConfig['tls']) => (t.cert === '' ? 'off' : t.clientAuth ? 'mutual' : 'server');
 
-const artifactsOf = (cfg: ServiceConfig) => new ArtifactResolver(cfg.artifacts, cfg.nats.url);
+const artifactsOf = (cfg: ServiceConfig) => new ArtifactResolver(cfg.artifacts, cfg.nats);
 
 function admissionOf(cfg: ServiceConfig, runtime: Runtime): Admission {
   return new Admission(cfg.admission.maxActive || runtime.workers, cfg.admission.maxQueued);
