@@ -19,6 +19,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import {
   type NamedTensor,
   parseSafetensors,
+  SafetensorsError,
   type StoredTensor,
   serializeSafetensors,
   toBfloat16,
@@ -102,6 +103,16 @@ export function readConfigJson(dir: string): unknown {
   return readJson(join(resolve(dir), CONFIG_FILE));
 }
 
+/** A safetensors file parsed; a malformed one is INVALID_ARGUMENT naming the file and the fault. */
+function parseWeightsFile(path: string) {
+  try {
+    return parseSafetensors(readFileSync(path), path);
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw bad(path, e.message.replace(`${path}: `, ''));
+    throw e;
+  }
+}
+
 /**
  * Reads every tensor `specs` names, checked by shape, widened to float32. A tensor the specs do
  * not name is an error (a checkpoint of another architecture) unless `tolerated`.
@@ -116,7 +127,7 @@ export function readWeights(
   for (const [file, expected] of shardsOf(dir)) {
     const path = join(dir, file);
     if (!existsSync(path)) throw bad(path, 'weights file not found');
-    const { tensors } = parseSafetensors(readFileSync(path), path);
+    const { tensors } = parseWeightsFile(path);
     for (const name of expected ?? []) {
       if (!tensors.has(name)) throw bad(path, `the index lists tensor '${name}' here but the file lacks it`);
     }

@@ -43,6 +43,7 @@ import {
   TrainRoundRequest,
 } from '../../src/gen/duel/v1/trainer.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { mutate, noise, rng } from '../helpers/fuzz.js';
 import { healthCheck } from '../helpers/grpc.js';
 import { writeTinyRun } from '../helpers/tiny-run.js';
 
@@ -84,56 +85,6 @@ afterAll(async () => {
   await cluster?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
-
-/** mulberry32: small, seeded, good enough to pick mutations. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const noise = (rand: () => number) =>
-  Buffer.from(Array.from({ length: Math.floor(rand() * 64) }, () => Math.floor(rand() * 256)));
-
-function mutate(valid: Uint8Array, rand: () => number): Buffer {
-  const int = (n: number) => Math.floor(rand() * n);
-  let b = Buffer.from(valid);
-  for (let ops = 1 + int(3); ops > 0; ops--) {
-    const at = int(b.length + 1);
-    switch (int(7)) {
-      case 0:
-        if (b.length) b[at % b.length]! ^= 1 << int(8);
-        break;
-      case 1:
-        if (b.length) b[at % b.length] = int(256);
-        break;
-      case 2:
-        b = b.subarray(0, at);
-        break;
-      case 3:
-        b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + 1 + int(8)))]);
-        break;
-      case 4:
-        b = Buffer.concat([b.subarray(0, at), b.subarray(int(b.length), int(b.length) + 16), b.subarray(at)]);
-        break;
-      case 5: // a field this schema does not have, of a random wire type
-        b = Buffer.concat([b, Buffer.from([((20 + int(100)) << 3) | int(6)]), noise(rand)]);
-        break;
-      default: // the largest varint where a length or count may sit
-        b = Buffer.concat([
-          b.subarray(0, at),
-          Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
-          b.subarray(at),
-        ]);
-    }
-  }
-  return b;
-}
 
 interface Method {
   path: string;
