@@ -52,7 +52,7 @@ const readSecret = (path: string, field: string): Uint8Array => {
 
 /** nats.js connection options for `s`: credentials and TLS; secrets read from their files here. */
 export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
-  const o: ConnectionOptions = { servers: s.url.replace(/^nats:\/\//, '') };
+  const o: ConnectionOptions = { servers: s.url.replace(/^(nats|tls):\/\//, '') };
   if (s.user) Object.assign(o, { user: s.user, pass: s.password ?? '' });
   if (s.token) o.token = s.token;
   if (s.nkeySeed) {
@@ -61,13 +61,11 @@ export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
   }
   if (s.creds) o.authenticator = credsAuthenticator(readSecret(s.creds, 'nats.creds'));
   const t = s.tls ?? {};
-  if (s.url.startsWith('tls://') || t.ca || t.cert) {
-    o.servers = s.url.replace(/^(nats|tls):\/\//, '');
+  if (s.url.startsWith('tls://') || t.ca || t.cert)
     o.tls = {
       ...(t.ca ? { caFile: t.ca } : {}),
       ...(t.cert ? { certFile: t.cert, keyFile: t.key ?? '' } : {}),
     };
-  }
   return o;
 }
 

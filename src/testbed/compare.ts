@@ -39,6 +39,9 @@ export interface CompareOptions {
   log: (line: string) => void;
 }
 
+/** Bumped when the oracle metrics change meaning (2: exploitability from the exact style distribution). */
+const ORACLE_METRICS_VERSION = 2;
+
 type Metric = 'win_rate_vs_ref' | 'exploitability' | 'style_entropy' | 'quality';
 const METRICS: Metric[] = ['win_rate_vs_ref', 'exploitability', 'style_entropy', 'quality'];
 
@@ -116,8 +119,16 @@ export async function runCompare(o: CompareOptions) {
         for (let seed = 1; seed <= o.seeds; seed++) {
           const dir = join(out, 'runs', `${game}-${judge}-${algo}-seed${seed}`);
           const file = join(dir, 'summary.json');
-          // A finished run is reused only if it was made with exactly these settings.
-          const key = JSON.stringify({ algo, judge, seed, rounds: o.rounds, sets });
+          // A finished run is reused only if it was made with exactly these settings and graded
+          // by this version of the oracle metrics.
+          const key = JSON.stringify({
+            algo,
+            judge,
+            seed,
+            rounds: o.rounds,
+            sets,
+            oracle: ORACLE_METRICS_VERSION,
+          });
           const keyFile = join(dir, 'compare-key.json');
           let s: DemoSummary;
           if (existsSync(file) && existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key) {
@@ -228,13 +239,18 @@ async function bestOfNFor(
   }));
 }
 
-function writeCharts(out: string, cells: CompareCell[]): void {
-  const dir = join(out, 'plots');
-  mkdirSync(dir, { recursive: true });
+/** Cells grouped by `<game>-<judge>`, in order of first appearance. */
+function byGameAndJudge(cells: CompareCell[]): Map<string, CompareCell[]> {
   const groups = new Map<string, CompareCell[]>();
   for (const c of cells)
     groups.set(`${c.game}-${c.judge}`, [...(groups.get(`${c.game}-${c.judge}`) ?? []), c]);
-  for (const [key, cs] of groups) {
+  return groups;
+}
+
+function writeCharts(out: string, cells: CompareCell[]): void {
+  const dir = join(out, 'plots');
+  mkdirSync(dir, { recursive: true });
+  for (const [key, cs] of byGameAndJudge(cells)) {
     for (const [metric, title] of [
       ['exploitability', 'Exploitability, last iterate (mean over seeds)'],
       ['win_rate_vs_ref', 'Oracle win rate vs π_ref (mean over seeds)'],
@@ -271,11 +287,8 @@ const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.
 /** The results as Markdown tables: one per game and judge, then best-of-n. */
 export function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {
   const lines: string[] = [];
-  const groups = new Map<string, CompareCell[]>();
-  for (const c of r.cells)
-    groups.set(`${c.game}|${c.judge}`, [...(groups.get(`${c.game}|${c.judge}`) ?? []), c]);
-  for (const [key, cs] of groups) {
-    const [game, judge] = key.split('|');
+  for (const [key, cs] of byGameAndJudge(r.cells)) {
+    const [game, judge] = key.split('-');
     lines.push(
       `### ${game} game, ${judge} judge (${cs[0]!.seeds} seeds, ${r.rounds} rounds)`,
       '',

@@ -62,24 +62,33 @@ export function exploitability(g: GameConfig, s: PolicySamples, styleProbs?: num
         ...Array.from({ length: g.n_styles }, (_, st) => completionIds(bestResponse(g, targets, st))),
         ...mine,
       ];
+      const here = styleProbs ? qualitiesByStyle(g, targets, mine) : [];
       const against = (y: number[]) =>
         styleProbs
-          ? prefAgainstStyles(g, targets, y, mine, styleProbs[i]!, pooled)
+          ? prefAgainstStyles(g, targets, y, styleProbs[i]!, here, pooled)
           : prefAgainst(g, targets, y, mine);
       return Math.max(...candidates.map(against)) - 0.5;
     }),
   );
 }
 
+/** The qualities of `completions` at `targets`, grouped by style class (letterless ones left out). */
+function qualitiesByStyle(g: GameConfig, targets: number[], completions: number[][]): number[][] {
+  const byStyle = Array.from({ length: g.n_styles }, () => [] as number[]);
+  for (const c of completions) {
+    const st = style(g, c);
+    if (st >= 0) byStyle[st]!.push(quality(g, targets, c));
+  }
+  return byStyle;
+}
+
 /** Every sample's quality (at its own prompt), grouped by style class. */
 function pooledByStyle(g: GameConfig, s: PolicySamples): number[][] {
   const byStyle = Array.from({ length: g.n_styles }, () => [] as number[]);
   s.completions.forEach((cs, i) => {
-    const targets = targetsOf(s.prompts[i]!);
-    for (const c of cs) {
-      const st = style(g, c);
-      if (st >= 0) byStyle[st]!.push(quality(g, targets, c));
-    }
+    qualitiesByStyle(g, targetsOf(s.prompts[i]!), cs).forEach((qs, st) => {
+      byStyle[st]!.push(...qs);
+    });
   });
   return byStyle;
 }
@@ -94,8 +103,8 @@ function prefAgainstStyles(
   g: GameConfig,
   targets: number[],
   y: number[],
-  samples: number[][],
   probs: number[],
+  here: number[][],
   pooled: number[][],
 ): number {
   const qy = quality(g, targets, y);
@@ -105,8 +114,7 @@ function prefAgainstStyles(
   for (let st = 0; st < g.n_styles; st++) {
     const share = probs[st] ?? 0;
     if (share === 0) continue;
-    const here = samples.filter((c) => style(g, c) === st).map((c) => quality(g, targets, c));
-    const qs = here.length > 0 ? here : pooled[st]!.length > 0 ? pooled[st]! : [0];
+    const qs = here[st]!.length > 0 ? here[st]! : pooled[st]!.length > 0 ? pooled[st]! : [0];
     total += share * mean(qs.map((q2) => pref(q2, st)));
   }
   const empty = Math.max(0, 1 - probs.slice(0, g.n_styles).reduce((a, b) => a + b, 0));
@@ -164,7 +172,7 @@ export function oracleMetrics(
 }
 
 /** P(s ≻ π) on the style sub-game at full quality: Σ_s' π(s')·σ(b·C[s][s']). */
-function styleWinRates(g: GameConfig, pi: number[]): number[] {
+export function styleWinRates(g: GameConfig, pi: number[]): number[] {
   return pi.map((_, s) => pi.reduce((acc, q, t) => acc + q / (1 + Math.exp(-g.b * cycle(g, s, t))), 0));
 }
 

@@ -20,6 +20,7 @@ import { PreferenceScorerServiceClient } from '../../gen/duel/v1/scorer.js';
 import { TrainerServiceClient } from '../../gen/duel/v1/trainer.js';
 import { Admission } from '../../platform/admission.js';
 import { ArtifactResolver } from '../../platform/artifact-resolver.js';
+import type { ResolveArtifact } from '../../platform/artifacts.js';
 import { isMemoryBus } from '../../platform/bus.js';
 import { loadConfig } from '../../platform/config.js';
 import { DuelError } from '../../platform/errors.js';
@@ -53,28 +54,16 @@ type RoleFactory = (
 ) => Promise<Role>;
 
 const ROLES: Record<string, RoleFactory> = {
-  sampler: async (runtime, cfg, m) => {
-    const artifacts = artifactsOf(cfg);
-    const core = new SamplerCore(runtime(), undefined, m, admissionOf(cfg, runtime()), (r) =>
-      artifacts.dir(r),
-    );
-    return {
-      registration: samplerService(core),
-      preload: (ref) => core.load(ref),
-      close: () => artifacts.close(),
-    };
-  },
-  scorer: async (runtime, cfg, m) => {
-    const artifacts = artifactsOf(cfg);
-    const core = new ScorerCore(runtime(), undefined, m, admissionOf(cfg, runtime()), (r) =>
-      artifacts.dir(r),
-    );
-    return {
-      registration: scorerService(core),
-      preload: (ref) => core.load(ref),
-      close: () => artifacts.close(),
-    };
-  },
+  sampler: async (runtime, cfg, m) =>
+    loader(cfg, (resolve) => {
+      const core = new SamplerCore(runtime(), undefined, m, admissionOf(cfg, runtime()), resolve);
+      return { registration: samplerService(core), preload: (ref) => core.load(ref) };
+    }),
+  scorer: async (runtime, cfg, m) =>
+    loader(cfg, (resolve) => {
+      const core = new ScorerCore(runtime(), undefined, m, admissionOf(cfg, runtime()), resolve);
+      return { registration: scorerService(core), preload: (ref) => core.load(ref) };
+    }),
   trainer: async (runtime, cfg, m) => {
     const artifacts = artifactsOf(cfg);
     const durable = cfg.trainer.wakeConsumer;
@@ -177,6 +166,12 @@ async function startOrchestrator(
 const tlsMode = (t: ServiceConfig['tls']) => (t.cert === '' ? 'off' : t.clientAuth ? 'mutual' : 'server');
 
 const artifactsOf = (cfg: ServiceConfig) => new ArtifactResolver(cfg.artifacts, cfg.nats);
+
+/** A role that loads models by reference from either artifact store, closing the store's connection with it. */
+function loader(cfg: ServiceConfig, make: (resolve: ResolveArtifact) => Role): Role {
+  const artifacts = artifactsOf(cfg);
+  return { ...make((r) => artifacts.dir(r)), close: () => artifacts.close() };
+}
 
 function admissionOf(cfg: ServiceConfig, runtime: Runtime): Admission {
   return new Admission(cfg.admission.maxActive || runtime.workers, cfg.admission.maxQueued);

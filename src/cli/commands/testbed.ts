@@ -1,11 +1,28 @@
-/** `duel testbed compare`: the results table over algorithms, seeds, games and judges (src/testbed/compare.ts). */
+/**
+ * `duel testbed compare`: the results table over algorithms, seeds, games and judges
+ * (src/testbed/compare.ts); `duel testbed theory`: the tabular dynamics and the estimator's bias
+ * (src/testbed/tabular.ts).
+ */
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES } from '../../algorithms/recipes/index.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
 import { DuelError } from '../../platform/errors.js';
 import { GAMES, runCompare } from '../../testbed/compare.js';
+import { referenceStyleWeights } from '../../testbed/corpus.js';
+import { parseGame } from '../../testbed/game.js';
+import { regularisedFloor } from '../../testbed/oracle.js';
+import { pluginBias, tabularDynamics } from '../../testbed/tabular.js';
 import { intFlag } from '../flags.js';
+
+const numbers = (flag: string, s: string) => {
+  const xs = list(s).map(Number);
+  if (xs.length === 0 || xs.some((x) => !Number.isFinite(x) || x < 0))
+    throw DuelError.invalidArgument([
+      { field: flag, description: `'${s}' is not a list of non-negative numbers` },
+    ]);
+  return xs;
+};
 
 const list = (s: string) =>
   s
@@ -80,6 +97,56 @@ export function registerTestbed(program: Command): void {
         } finally {
           await runtime.close();
         }
+      },
+    );
+
+  testbed
+    .command('theory')
+    .description(
+      "what a perfect implementation does on the style sub-game (INPO's exact update over η and τ; τ = 0 is SPPO), and the plug-in exploitability estimate's bias",
+    )
+    .option('--etas <list>', 'step sizes η', '1,1.5,2,3,6,8')
+    .option('--taus <list>', 'pulls toward π_ref τ (0: SPPO)', '0,0.02,0.05,0.07,0.1')
+    .option('--rounds <n>', 'rounds', intFlag('--rounds', 1), 20)
+    .option('--samples <list>', 'samples a prompt for the bias table', '4,16,64,256')
+    .option('--draws <n>', 'simulated prompts per bias figure', intFlag('--draws', 1), 20_000)
+    .option(
+      '--set <key=value>',
+      'game.* keys (repeatable)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .action(
+      (o: { etas: string; taus: string; rounds: number; samples: string; draws: number; set: string[] }) => {
+        const sets = parseSets(o.set);
+        const bad = Object.keys(sets).filter((k) => !k.startsWith('game.'));
+        if (bad.length > 0)
+          throw DuelError.invalidArgument([
+            { field: '--set', description: `only game.* keys apply here, got ${bad.join(', ')}` },
+          ]);
+        const g = parseGame(Object.fromEntries(Object.entries(sets).map(([k, v]) => [k.slice(5), v])));
+        const ref = referenceStyleWeights(g);
+        const etas = numbers('--etas', o.etas);
+        const w = (x: number) => x.toFixed(3);
+        const out: string[] = [
+          `π_ref styles ${ref.map(w).join(' / ')}; ${o.rounds} rounds; cells: worst last-iterate exploitability over rounds ${o.rounds - 8}–${o.rounds - 4} / at round ${o.rounds} / uniform mixture at round ${o.rounds}`,
+          '',
+          `| τ (floor) | ${etas.map((e) => `η = ${e}`).join(' | ')} |`,
+          `|---|${etas.map(() => '---').join('|')}|`,
+        ];
+        for (const tau of numbers('--taus', o.taus)) {
+          const cells = etas.map((eta) => {
+            if (eta * tau >= 1) return 'ητ ≥ 1';
+            const r = tabularDynamics(g, ref, eta, tau, o.rounds);
+            const window = r.last.slice(Math.max(1, o.rounds - 8), Math.max(2, o.rounds - 3));
+            return `${w(Math.max(...window))} / ${w(r.last[o.rounds]!)} / ${w(r.mixture[o.rounds]!)}`;
+          });
+          out.push(`| ${tau} (${w(regularisedFloor(g, ref, tau).exploitability)}) | ${cells.join(' | ')} |`);
+        }
+        out.push('', '| samples a prompt | plug-in exploitability of an exact equilibrium |', '|---:|---:|');
+        for (const n of numbers('--samples', o.samples))
+          out.push(`| ${n} | ${w(pluginBias(g, Math.max(1, Math.round(n)), o.draws, 7))} |`);
+        process.stdout.write(`${out.join('\n')}\n`);
       },
     );
 }

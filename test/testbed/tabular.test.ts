@@ -1,0 +1,60 @@
+/** The testbed's theory (src/testbed/tabular.ts): the exact tabular updates and the plug-in estimate's bias. */
+import { describe, expect, it } from 'vitest';
+import { parseGame } from '../../src/testbed/game.js';
+import { regularisedFloor } from '../../src/testbed/oracle.js';
+import { pluginBias, tabularDynamics } from '../../src/testbed/tabular.js';
+import { duel } from './toy.js';
+
+const g = parseGame({});
+const ref = [0.6, 0.25, 0.15];
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+describe('tabular dynamics', () => {
+  it('leaves the equilibrium where it is under SPPO’s step', () => {
+    const r = tabularDynamics(g, [1 / 3, 1 / 3, 1 / 3], 8, 0, 10);
+    for (const e of [...r.last, ...r.mixture]) expect(e).toBeCloseTo(0, 12);
+  });
+
+  it('settles INPO’s last iterate on the τ-regularised equilibrium, its floor', () => {
+    const r = tabularDynamics(g, ref, 1, 0.1, 400);
+    expect(r.last[400]).toBeCloseTo(regularisedFloor(g, ref, 0.1).exploitability, 6);
+    expect(r.last[0]).toBeGreaterThan(r.last[400]!);
+  });
+
+  it('keeps SPPO’s last iterate circling with a large step while its mixture closes in', () => {
+    const r = tabularDynamics(g, ref, 8, 0, 20);
+    expect(Math.min(...r.last.slice(10))).toBeGreaterThan(0.1);
+    expect(r.mixture[20]).toBeLessThan(0.1);
+  });
+});
+
+describe('the plug-in estimate’s bias', () => {
+  it('is exactly σ(b) − ½ from one sample and shrinks as samples grow', () => {
+    expect(pluginBias(g, 1, 100, 1)).toBeCloseTo(sigmoid(g.b) - 0.5, 12);
+    const [b4, b16, b64] = [4, 16, 64].map((n) => pluginBias(g, n, 4000, 3));
+    expect(b4).toBeGreaterThan(b16!);
+    expect(b16).toBeGreaterThan(b64!);
+    expect(b64).toBeGreaterThan(0);
+  });
+
+  it('is printed by duel testbed theory, which refuses keys other than game.*', async () => {
+    const ok = await duel([
+      'testbed',
+      'theory',
+      '--etas',
+      '2',
+      '--taus',
+      '0,0.1',
+      '--samples',
+      '1',
+      '--draws',
+      '50',
+    ]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/\| 0\.1 \(0\.\d{3}\) \| \d\.\d{3} \/ \d\.\d{3} \/ \d\.\d{3} \|/);
+    expect(ok.stdout).toMatch(/\| 1 \| 0\.381 \|/);
+    const bad = await duel(['testbed', 'theory', '--set', 'run.lr=1']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--set: only game\.\* keys apply here/);
+  });
+});
