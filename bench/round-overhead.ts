@@ -91,7 +91,7 @@ function gapsOf(calls: Call[], from: number, to: number, top: number): RoundOver
 }
 
 /** π_ref-shaped and judge-shaped models of the testbed's default sizes, randomly initialised. */
-function models(root: string): { policy: string; judge: string } {
+export function benchModels(root: string): { policy: string; judge: string } {
   const policy = join(root, 'policy');
   const cfg = policyConfig(GAME, BUILD);
   saveModelDir(policy, cfg, initLlamaWeights(cfg, 1));
@@ -145,7 +145,7 @@ export async function runRoundOverheadBench(o: {
   const events: RunEvent[] = [];
   let nats: NatsCosts = { event_ms: Number.NaN, cas_ms: Number.NaN };
   try {
-    const { policy, judge } = models(root);
+    const { policy, judge } = benchModels(root);
     writeFileSync(
       join(root, 'prompts.jsonl'),
       drawPrompts(GAME, o.prompts, 1)

@@ -7,6 +7,7 @@
  * trained), and never publishes a stage's event twice.
  */
 import { randomBytes } from 'node:crypto';
+import { hyperparametersAt } from '../../src/algorithms/schedule.js';
 import type { Metrics, ModelRef } from '../../src/gen/duel/v1/common.js';
 import { EventKind, type RunEvent } from '../../src/gen/duel/v1/events.js';
 import { type RoundSummary, type Run, type RunSpec, RunState } from '../../src/gen/duel/v1/runs.js';
@@ -36,6 +37,23 @@ const TERMINAL = [RunState.RUN_STATE_SUCCEEDED, RunState.RUN_STATE_FAILED, RunSt
 
 /** Thrown inside a drive when the record says the run is no longer this driver's to advance. */
 class Stopped extends Error {}
+
+/**
+ * The reference round `round`'s loss regularises toward: the spec's, or with
+ * reference_update_every = N the checkpoint of round N·⌊(round−1)/N⌋ (read from the run record,
+ * so a restarted orchestrator picks the same one).
+ */
+export function lossReference(spec: RunSpec, rounds: RoundSummary[], round: number): ModelRef | undefined {
+  const every = spec.referenceUpdateEvery;
+  const anchor = every > 0 ? every * Math.floor((round - 1) / every) : 0;
+  if (anchor === 0) return spec.reference;
+  const artifact = rounds.find((r) => r.round === anchor)?.checkpoint?.artifact;
+  if (!artifact)
+    throw DuelError.failedPrecondition(
+      `round ${round} regularises toward round ${anchor}, which has no checkpoint`,
+    );
+  return { artifact, name: `round-${anchor}` };
+}
 
 export class Orchestrator {
   private readonly active = new Map<string, { controller: AbortController; done: Promise<void> }>();
@@ -215,7 +233,6 @@ export class Orchestrator {
     const evalPrompts = spec.evalPromptsUri
       ? readPrompts(spec.evalPromptsUri, 'spec.eval_prompts_uri', policyDir)
       : prompts;
-    const hyperparameters = spec.hyperparameters;
     const first =
       run.currentStage === K.EVENT_KIND_ROUND_COMPLETED
         ? run.currentRound + 1
@@ -287,7 +304,8 @@ export class Orchestrator {
           policy,
           records,
           `${plan.prefix}/${id}/round-${round}`,
-          hyperparameters,
+          hyperparametersAt(spec.hyperparameters, round),
+          lossReference(spec, run.rounds, round),
         );
         const values: Record<string, number> = {
           ...trained.metrics!.values,

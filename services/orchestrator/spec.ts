@@ -3,8 +3,8 @@
  * hyper-parameters validated by its recipe, and what the rounds will sample worked out, so a run
  * that starts cannot fail later on something its spec already said.
  */
-import { parseSets, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { type SamplingPlan, samplingPlan } from '../../src/algorithms/round-plan.js';
+import { hyperparametersByRound, scheduledKeys } from '../../src/algorithms/schedule.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
 import { checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
 import { DuelError } from '../../src/platform/errors.js';
@@ -23,7 +23,6 @@ export const RUN_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const NAME = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 export interface RunPlan {
-  hparams: Record<string, unknown>;
   sampling: SamplingPlan;
   /** Prefix of checkpoint names in the trainer's store. */
   prefix: string;
@@ -82,15 +81,29 @@ export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS):
     'set steps or epochs, not both',
   );
   v.throwIfAny();
-  const hparams = parseSets(Object.entries(spec.hyperparameters).map(([k, val]) => `${k}=${val}`));
-  const { recipe, hp } = recipeFor(spec.algorithm, hparams);
+  // Every round's values pass the recipe; a schedule may not change what a round samples, since
+  // sampling is planned once per run.
+  const byRound = hyperparametersByRound(
+    spec.algorithm,
+    spec.hyperparameters,
+    spec.rounds,
+    'spec.hyperparameters',
+  );
+  const { recipe, hp } = byRound[0]!;
   const sampling = samplingPlan(recipe, hp, spec.samplesPerPrompt);
+  for (const [i, r] of byRound.entries())
+    if (JSON.stringify(samplingPlan(r.recipe, r.hp, spec.samplesPerPrompt)) !== JSON.stringify(sampling))
+      throw DuelError.invalidArgument([
+        {
+          field: `spec.hyperparameters.${scheduledKeys(spec.hyperparameters).join(', ')}`,
+          description: `a schedule may not change what a round samples (round ${i + 1} would sample differently from round 1)`,
+        },
+      ]);
   if (sampling.k > limits.maxSamplesPerPrompt)
     throw DuelError.invalidArgument([
       { field: 'spec.hyperparameters.k', description: `must be at most ${limits.maxSamplesPerPrompt}` },
     ]);
   return {
-    hparams,
     sampling,
     prefix: spec.artifactUri || 'runs',
     evalSamples: spec.evalSamplesPerPrompt || 4,

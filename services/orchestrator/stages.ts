@@ -187,6 +187,7 @@ export async function trainOnRecords(
   records: RoundRecord[],
   outputName: string,
   hyperparameters: Record<string, string>,
+  reference: ModelRef | undefined,
 ): Promise<TrainRoundResponse> {
   const requests: TrainRoundRequest[] = [
     {
@@ -197,7 +198,7 @@ export async function trainOnRecords(
           round: c.round,
           algorithm: c.spec.algorithm,
           policy,
-          reference: c.spec.reference,
+          reference,
           hyperparameters,
           optimizer: c.spec.optimizer,
           seed: stageSeed(c.spec, c.round, 2),

@@ -222,6 +222,18 @@ export function trainerService(core: TrainerCore) {
           tokenizerFrom: policy.dir,
           extraFiles: {
             'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
+            // What this round trained with, so a scheduled run's rounds can be read back.
+            'training.json': `${JSON.stringify(
+              {
+                run_id: config.runId,
+                round: config.round,
+                algorithm: config.algorithm,
+                hyperparameters: config.hyperparameters,
+                reference: config.reference?.artifact ?? null,
+              },
+              null,
+              2,
+            )}\n`,
             [REQUEST_DIGEST_FILE]: `${requestDigest}\n`,
           },
         });

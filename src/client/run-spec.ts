@@ -36,6 +36,8 @@ export const runSpecFile = z.strictObject({
   prompts_per_round: count.default(0),
   eval_samples_per_prompt: count.default(0),
   max_replicas: count.default(0),
+  /** Every N rounds the loss's reference becomes the latest checkpoint (RunSpec.reference_update_every). */
+  reference_update_every: count.default(0),
   seed: count.optional(),
   artifact_prefix: z.string().default(''),
   sampling: z
@@ -119,6 +121,7 @@ export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec
     promptsPerRound: s.prompts_per_round,
     evalSamplesPerPrompt: s.eval_samples_per_prompt,
     maxReplicas: s.max_replicas,
+    referenceUpdateEvery: s.reference_update_every,
     seed: s.seed,
     artifactUri: s.artifact_prefix,
     sampling: {

@@ -8,7 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { recipeFor } from '../algorithms/recipes/index.js';
+import { hyperparametersByRound } from '../algorithms/schedule.js';
 import { LocalCluster } from '../client/local-cluster.js';
 import { parseRunSpec } from '../client/run-spec.js';
 import { submitRun } from '../client/runs.js';
@@ -23,21 +23,29 @@ import { type GameConfig, maxNewTokens, parseGame, promptIds } from './game.js';
 import { judgeFidelity, regularisation, regularisedFloor } from './oracle.js';
 import { writeReport } from './report.js';
 import { evaluateRounds, type RoundEvaluation } from './rounds.js';
+import { type TabularRun, tabularDynamics } from './tabular.js';
 
 /**
- * The demo's default: SPPO judged by the oracle. With the learned judge as it trains today
- * (agreement ≈ 0.70 with P*, the style cycle not reproduced) the policy learns to please the judge
- * while its true win rate falls (docs/RESULTS.md), so the default run uses the oracle and the
- * learned judge's fidelity is reported beside it.
+ * The demo's default: INPO with a strong pull (η = 4, τ = 0.2) toward a reference that moves to
+ * the latest policy every 3 rounds, 6 epochs a round, judged by the oracle: the setting with the
+ * lowest last-iterate exploitability measured (docs/RESULTS.md). SPPO's last iterate circles the
+ * style cycle; INPO toward a fixed π_ref either stops at its floor or, with a small τ, circles
+ * too. With the learned judge as it trains today (agreement ≈ 0.70 with P*, the style cycle not
+ * reproduced) the policy learns to please the judge while its true win rate falls, so the
+ * default run uses the oracle and the learned judge's fidelity is reported beside it.
  */
 export const DEMO_DEFAULTS = {
-  algo: 'sppo',
+  algo: 'inpo',
   judge: 'oracle' as 'learned' | 'oracle',
-  rounds: 16,
+  rounds: 20,
   hparams: {
     sppo: { eta: 8, k: 6 },
-    inpo: { eta: 8, k: 6, tau: 0.02 },
+    inpo: { eta: 4, k: 6, tau: 0.2 },
   } as Record<string, Record<string, unknown>>,
+  /** Run settings (keys of runSettingsKeys) per algorithm, over the general defaults. */
+  run: {
+    inpo: { 'run.epochs': 6, 'run.reference_update_every': 3 },
+  } as Record<string, Record<string, number>>,
 };
 
 export const runSettingsKeys = {
@@ -49,6 +57,8 @@ export const runSettingsKeys = {
   'run.epochs': 3,
   'run.batch_size': 16,
   'run.samples_per_prompt': 0,
+  /** RunSpec.reference_update_every: every N rounds the loss's reference becomes the latest policy. */
+  'run.reference_update_every': 0,
 } as const;
 
 export interface DemoOptions {
@@ -72,12 +82,23 @@ export interface DemoSummary {
   judge: 'learned' | 'oracle';
   game: GameConfig;
   hyperparameters: Record<string, unknown>;
-  /** τ of the algorithm's pull toward π_ref (0: none), which sets the exploitability floor. */
+  /**
+   * τ of the algorithm's pull toward π_ref in the last round (0: none), which sets the
+   * exploitability floor; each round's own floor is in its oracle metrics.
+   */
   regularisation: number;
   /** Which bus carried the run's events: a nats-server, or the orchestrator's in-process bus. */
   bus: 'nats' | 'memory';
   rounds: RoundEvaluation[];
+  /** The uniform mixture of rounds 1..R (SPPO's guarantee is about it). */
   mixture: RoundEvaluation['oracle'] | undefined;
+  /** The uniform mixture of rounds ⌊R/2⌋+1..R (tail averaging; absent for one round). */
+  mixture_last_half: RoundEvaluation['oracle'] | undefined;
+  /**
+   * What a perfect implementation of the run's update would do on the style sub-game from the
+   * measured π_ref styles (SPPO and INPO, whose exact round is known in closed form).
+   */
+  tabular: TabularRun | undefined;
   judge_fidelity: Awaited<ReturnType<typeof judgeFidelity>>;
   build: Record<string, unknown>;
   /** The last round's checkpoint directory. */
@@ -85,10 +106,10 @@ export interface DemoSummary {
   seconds: number;
 }
 
-function split(sets: Record<string, unknown>) {
+function split(algo: string, sets: Record<string, unknown>) {
   const game: Record<string, unknown> = {};
   const build: Record<string, unknown> = {};
-  const run: Record<string, number> = { ...runSettingsKeys };
+  const run: Record<string, number> = { ...runSettingsKeys, ...DEMO_DEFAULTS.run[algo] };
   const hp: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(sets)) {
     if (k.startsWith('game.')) game[k.slice(5)] = v;
@@ -112,12 +133,33 @@ function split(sets: Record<string, unknown>) {
   return { game: parseGame(game), build: b.data, run, hp };
 }
 
+function tabularFor(
+  algo: string,
+  game: GameConfig,
+  refStyles: number[],
+  byRound: Record<string, unknown>[],
+  rounds: number,
+  anchorEvery: number,
+): TabularRun | undefined {
+  if (algo !== 'sppo' && algo !== 'inpo') return undefined;
+  const etas = byRound.map((h) => h.eta as number);
+  const taus = byRound.map((h) => (algo === 'inpo' ? (h.tau as number) : 0));
+  return tabularDynamics(game, refStyles, etas, taus, rounds, anchorEvery);
+}
+
 export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const t0 = Date.now();
-  const { game, build, run: rs, hp: userHp } = split(o.sets);
+  const { game, build, run: rs, hp: userHp } = split(o.algo, o.sets);
   const hp = { ...(DEMO_DEFAULTS.hparams[o.algo] ?? {}), ...userHp };
-  // Refuses bad hyper-parameters before building anything; the parsed ones carry the defaults.
-  const parsedHp = recipeFor(o.algo, hp).hp as Record<string, unknown>;
+  // Refuses bad hyper-parameters (any round's, for a schedule) before building anything; the
+  // parsed ones carry the defaults.
+  const byRound = hyperparametersByRound(
+    o.algo,
+    Object.fromEntries(Object.entries(hp).map(([k, v]) => [k, String(v)])),
+    o.rounds,
+    '--set',
+  ).map((r) => r.hp as Record<string, unknown>);
+  const tauAt = (round: number) => regularisation(o.algo, byRound[Math.min(round, byRound.length) - 1]!);
   if (!findNatsServer())
     throw DuelError.failedPrecondition(
       'duel demo needs nats-server (bash scripts/demo.sh installs it: apt-get install nats-server)',
@@ -178,6 +220,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
         rounds: o.rounds,
         seed: o.seed,
         samples_per_prompt: rs['run.samples_per_prompt'],
+        reference_update_every: rs['run.reference_update_every'],
         prompts_per_round: rs['run.prompts_per_round'],
         eval_samples_per_prompt: 4,
         sampling: { max_new_tokens: maxNewTokens(game), temperature: 1 },
@@ -203,15 +246,20 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   // 4. The oracle's verdict on every round, the round mixture, and the judge.
   o.log('scoring every round with the oracle');
   const checkpoints = [built.ref, ...run.rounds.map((r) => fileURLToPath(r.checkpoint!.artifact!.uri))];
-  const tau = regularisation(o.algo, parsedHp);
-  const { rounds, mixture } = await evaluateRounds(o.runtime, game, {
+  const floors = new Map<number, number>();
+  const { rounds, mixture, mixtureLastHalf, refStyles } = await evaluateRounds(o.runtime, game, {
     checkpoints,
     refDir: built.ref,
     targets: evalTargets,
     samples: rs['run.eval_samples']!,
     seed: o.seed + 20,
     runRounds: run.rounds,
-    floor: (refStyles) => regularisedFloor(game, refStyles, tau).exploitability,
+    floor: (refStyles, round) => {
+      // With reference updates the regularised game's fixed point is the Nash equilibrium itself.
+      const tau = rs['run.reference_update_every']! > 0 ? 0 : tauAt(round);
+      if (!floors.has(tau)) floors.set(tau, regularisedFloor(game, refStyles, tau).exploitability);
+      return floors.get(tau)!;
+    },
     log: o.log,
   });
   // The learned judge's fidelity whichever judge the run used: whether the run could trust it.
@@ -228,10 +276,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     judge: o.judge,
     game,
     hyperparameters: hp,
-    regularisation: tau,
+    regularisation: tauAt(o.rounds),
     bus,
     rounds,
     mixture,
+    mixture_last_half: mixtureLastHalf,
+    tabular: tabularFor(o.algo, game, refStyles, byRound, o.rounds, rs['run.reference_update_every']!),
     judge_fidelity: fidelity,
     build: { ...build, sft: built.sft, judge_training: built.judgeTraining },
     final_checkpoint: checkpoints[checkpoints.length - 1]!,

@@ -40,6 +40,14 @@ function rows(s: DemoSummary): string[][] {
     f(r.seconds, 1),
   ]);
   if (s.mixture) out.push(['mixture', ...oracleCells(s.mixture), '–', '–', '–']);
+  if (s.mixture_last_half)
+    out.push([
+      `mixture ${Math.floor((s.rounds.length - 1) / 2) + 1}–${s.rounds.length - 1}`,
+      ...oracleCells(s.mixture_last_half),
+      '–',
+      '–',
+      '–',
+    ]);
   return out;
 }
 
@@ -78,11 +86,28 @@ export function writeReport(path: string, s: DemoSummary): void {
           points: rs.map((r) => [r.round, r.oracle.exploitability_floor]),
           dashed: true,
         },
+        ...(s.tabular
+          ? [
+              {
+                name: 'perfect update (tabular, styles only)',
+                points: s.tabular.last.map((e, t) => [t, e] as [number, number]),
+                dashed: true,
+              },
+            ]
+          : []),
         ...(s.mixture
           ? [
               {
                 name: 'round mixture',
                 points: [[rs.length - 1, s.mixture.exploitability] as [number, number]],
+              },
+            ]
+          : []),
+        ...(s.mixture_last_half
+          ? [
+              {
+                name: 'mixture of the last half',
+                points: [[rs.length - 1, s.mixture_last_half.exploitability] as [number, number]],
               },
             ]
           : []),

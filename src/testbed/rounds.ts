@@ -27,7 +27,8 @@ export interface EvaluateRoundsOptions {
   samples: number;
   seed: number;
   runRounds: RoundSummary[];
-  floor: (refStyles: number[]) => number;
+  /** The exploitability floor of round `round`'s regularisation (a schedule may change τ). */
+  floor: (refStyles: number[], round: number) => number;
   log: (line: string) => void;
 }
 
@@ -37,7 +38,6 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
   // π_ref's opponent samples use another seed than its own graded samples, so round 0 is a fair ½.
   const opponents = await samplePolicy(runtime, g, o.refDir, o.targets, o.samples, o.seed + 1);
   const refStyles = styleDistribution(g, opponents);
-  const floor = o.floor(refStyles);
   const sampled: SampledPolicy[] = [];
   const styleProbs: number[][][] = [];
   const rounds: RoundEvaluation[] = [];
@@ -59,42 +59,55 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
       const oracle = {
         ...oracleMetrics(g, s, opponents, styles),
         kl_to_ref: await klToRef(ref, s),
-        exploitability_floor: floor,
+        exploitability_floor: o.floor(refStyles, Math.max(1, round)),
       };
       rounds.push({ round, oracle, judge, train, seconds });
       o.log(
-        `  round ${round}: win rate vs π_ref ${oracle.win_rate_vs_ref.toFixed(3)}, exploitability ${oracle.exploitability.toFixed(3)} (floor ${floor.toFixed(3)}), quality ${oracle.quality.toFixed(3)}, style entropy ${oracle.style_entropy.toFixed(3)}`,
+        `  round ${round}: win rate vs π_ref ${oracle.win_rate_vs_ref.toFixed(3)}, exploitability ${oracle.exploitability.toFixed(3)} (floor ${oracle.exploitability_floor.toFixed(3)}), quality ${oracle.quality.toFixed(3)}, style entropy ${oracle.style_entropy.toFixed(3)}`,
       );
     }
   } finally {
     await ref.release();
   }
-  // The mixture of rounds 1..R: completion j of each prompt comes from round 1 + (j mod R).
   const own = sampled.slice(1);
-  let mixture: (OracleMetrics & { kl_to_ref: number; exploitability_floor: number }) | undefined;
-  if (own.length > 0) {
-    const mixed: SampledPolicy = {
-      prompts: own[0]!.prompts,
-      completions: own[0]!.prompts.map((_, i) =>
-        Array.from({ length: o.samples }, (_, j) => own[j % own.length]!.completions[i]![j]!),
-      ),
-      logprobs: own[0]!.prompts.map((_, i) =>
-        Array.from({ length: o.samples }, (_, j) => own[j % own.length]!.logprobs[i]![j]!),
-      ),
-    };
-    // The mixture's style distribution at a prompt is the mean of its rounds' distributions.
-    const ownStyles = styleProbs.slice(1);
-    const mixedStyles = mixed.prompts.map((_, i) =>
-      ownStyles[0]![i]!.map((_, st) => ownStyles.reduce((acc, r) => acc + r[i]![st]!, 0) / ownStyles.length),
-    );
-    mixture = {
-      ...oracleMetrics(g, mixed, opponents, mixedStyles),
+  const mixtureOf = (first: number): Mixture | undefined => {
+    const members = own.slice(first - 1);
+    if (members.length === 0) return undefined;
+    const metrics = {
+      ...oracleMetrics(g, mixedSamples(members, o.samples), opponents, mixedStyles(styleProbs.slice(first))),
       kl_to_ref: Number.NaN,
-      exploitability_floor: floor,
+      exploitability_floor: o.floor(refStyles, own.length),
     };
     o.log(
-      `  mixture of rounds 1..${own.length}: exploitability ${mixture.exploitability.toFixed(3)}, win rate vs π_ref ${mixture.win_rate_vs_ref.toFixed(3)}`,
+      `  mixture of rounds ${first}..${own.length}: exploitability ${metrics.exploitability.toFixed(3)}, win rate vs π_ref ${metrics.win_rate_vs_ref.toFixed(3)}`,
     );
-  }
-  return { rounds, mixture, refStyles };
+    return metrics;
+  };
+  const mixture = mixtureOf(1);
+  // The last half of the rounds (from ⌊R/2⌋+1): tail averaging drops the early, weaker policies
+  // that the uniform mixture still carries, as averaged SGD does.
+  const mixtureLastHalf = own.length >= 2 ? mixtureOf(Math.floor(own.length / 2) + 1) : undefined;
+  return { rounds, mixture, mixtureLastHalf, refStyles };
+}
+
+type Mixture = OracleMetrics & { kl_to_ref: number; exploitability_floor: number };
+
+/** The uniform mixture's samples: completion j of each prompt comes from member j mod M. */
+function mixedSamples(members: SampledPolicy[], samples: number): SampledPolicy {
+  const pick = <T>(of: (p: SampledPolicy) => T[][]) =>
+    members[0]!.prompts.map((_, i) =>
+      Array.from({ length: samples }, (_, j) => of(members[j % members.length]!)[i]![j]!),
+    );
+  return {
+    prompts: members[0]!.prompts,
+    completions: pick((p) => p.completions),
+    logprobs: pick((p) => p.logprobs),
+  };
+}
+
+/** The mixture's style distribution at a prompt: the mean of its members' distributions. */
+function mixedStyles(members: number[][][]): number[][] {
+  return members[0]!.map((perPrompt, i) =>
+    perPrompt.map((_, st) => members.reduce((acc, m) => acc + m[i]![st]!, 0) / members.length),
+  );
 }

@@ -17,30 +17,37 @@ export interface TabularRun {
 
 /**
  * INPO's exact round, π_{t+1} ∝ π_t^(1−ητ)·π_ref^(ητ)·exp(η·P(s ≻ π_t)) (ALGORITHMS.md); τ = 0 is
- * SPPO's multiplicative-weights step.
+ * SPPO's multiplicative-weights step. η and τ may be per-round lists (round t takes entry t−1,
+ * the last repeating), as a run's hyper-parameter schedule gives them. With `anchorEvery` = N > 0
+ * the reference becomes the current policy after every N rounds (RunSpec.reference_update_every).
  */
 export function tabularDynamics(
   g: GameConfig,
   ref: number[],
-  eta: number,
-  tau: number,
+  etas: number | number[],
+  taus: number | number[],
   rounds: number,
+  anchorEvery = 0,
 ): TabularRun {
+  const at = (v: number | number[], t: number) => (typeof v === 'number' ? v : v[Math.min(t, v.length) - 1]!);
   let pi = [...ref];
+  let anchor = [...ref];
   const sum = ref.map(() => 0);
   const out: TabularRun = { last: [styleExploitability(g, pi)], mixture: [styleExploitability(g, pi)] };
   for (let t = 1; t <= rounds; t++) {
+    const [eta, tau] = [at(etas, t), at(taus, t)];
     const w = styleWinRates(g, pi);
     const logits = pi.map(
       (p, s) =>
         (1 - eta * tau) * Math.log(Math.max(p, 1e-300)) +
-        eta * tau * Math.log(Math.max(ref[s]!, 1e-300)) +
+        eta * tau * Math.log(Math.max(anchor[s]!, 1e-300)) +
         eta * w[s]!,
     );
     const top = Math.max(...logits);
     const e = logits.map((l) => Math.exp(l - top));
     const z = e.reduce((a, b) => a + b, 0);
     pi = e.map((x) => x / z);
+    if (anchorEvery > 0 && t % anchorEvery === 0) anchor = [...pi];
     pi.forEach((p, s) => {
       sum[s]! += p;
     });

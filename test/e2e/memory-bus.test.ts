@@ -7,6 +7,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
 import { readRunSpec } from '../../src/client/run-spec.js';
@@ -37,12 +38,27 @@ describe('the in-process bus', () => {
   it('carries a 2-round run: every stage event once and in order, replayed to a late watcher', async () => {
     expect(cluster.bus).toBe('memory');
     expect(cluster.nats).toBeUndefined();
-    const run = await submitRun(cluster.orchestrator.address, readRunSpec(writeTinySpec(root, 'mem')), {
+    // η on a schedule: each round's trainer gets its own value, recorded in the checkpoint; with
+    // reference_update_every 1, round 2 regularises toward round 1's checkpoint.
+    const spec = writeTinySpec(root, 'mem', {
+      hyperparameters: { k: 3, eta: '2,0.5' },
+      reference_update_every: 1,
+    });
+    const run = await submitRun(cluster.orchestrator.address, readRunSpec(spec), {
       id: 'mem',
       log: () => {},
     });
     expect(run.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     expect(run.rounds).toHaveLength(2);
+    const trainedWith = run.rounds.map((r) =>
+      JSON.parse(readFileSync(join(fileURLToPath(r.checkpoint!.artifact!.uri), 'training.json'), 'utf8')),
+    );
+    expect(trainedWith.map((t) => t.hyperparameters)).toEqual([
+      { k: '3', eta: '2' },
+      { k: '3', eta: '0.5' },
+    ]);
+    expect(trainedWith[0].reference.sha256).toBe(run.spec!.reference!.artifact!.sha256);
+    expect(trainedWith[1].reference).toEqual(run.rounds[0]!.checkpoint!.artifact);
 
     // A watcher that arrives after the run ended gets the whole history from the start.
     const kinds: string[] = [];

@@ -16,7 +16,10 @@ describe('duel demo', () => {
     const { code, stdout, stderr } = await demo(['--rounds', '1', '--seed', '3', '--out', out, ...TOY]);
     expect(code, stderr.slice(-3000)).toBe(0);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
-    expect(summary.algo).toBe('sppo');
+    expect(summary.algo).toBe('inpo');
+    // The perfect update's curve on the style sub-game, drawn beside the measured one.
+    expect(summary.tabular.last).toHaveLength(2);
+    expect(summary.mixture_last_half).toBeUndefined();
     expect(summary.game).toMatchObject({ n_styles: 3, a: 6, b: 2 });
     expect(summary.rounds.map((r: { round: number }) => r.round)).toEqual([0, 1]);
     for (const r of summary.rounds) {
@@ -71,5 +74,10 @@ describe('duel demo', () => {
     expect(b.code).not.toBe(0);
     expect(b.stderr).toMatch(/game\.n_styles/);
     expect(existsSync(join(root, 'bad1', 'models'))).toBe(false);
+    // A schedule whose second round breaks INPO's η·τ < 1 is refused with the round named.
+    const c = await demo(['--out', join(root, 'bad3'), '--set', 'eta=4,8', '--set', 'tau=0.2']);
+    expect(c.code).not.toBe(0);
+    expect(c.stderr).toMatch(/--set\.tau \(round 2\): inpo: eta·tau must be below 1/);
+    expect(existsSync(join(root, 'bad3', 'models'))).toBe(false);
   });
 });

@@ -1,7 +1,7 @@
 /** The testbed's theory (src/testbed/tabular.ts): the exact tabular updates and the plug-in estimate's bias. */
 import { describe, expect, it } from 'vitest';
 import { parseGame } from '../../src/testbed/game.js';
-import { regularisedFloor } from '../../src/testbed/oracle.js';
+import { regularisedFloor, styleWinRates } from '../../src/testbed/oracle.js';
 import { pluginBias, tabularDynamics } from '../../src/testbed/tabular.js';
 import { duel } from './toy.js';
 
@@ -21,12 +21,43 @@ describe('tabular dynamics', () => {
     expect(r.last[0]).toBeGreaterThan(r.last[400]!);
   });
 
+  it('takes per-round η and τ: a schedule that switches to SPPO after round 2 equals the two runs chained', () => {
+    const scheduled = tabularDynamics(g, ref, [2, 2, 4], [0.1, 0.1, 0], 5);
+    const inpo2 = tabularDynamics(g, ref, 2, 0.1, 2);
+    const sppo3 = tabularDynamics(g, styleAfter(2, 0.1, 2), 4, 0, 3);
+    expect(scheduled.last[2]).toBeCloseTo(inpo2.last[2]!, 12);
+    expect(scheduled.last[5]).toBeCloseTo(sppo3.last[3]!, 12);
+  });
+
+  it('reaches the Nash equilibrium, not the regularised one, when the reference follows the policy', () => {
+    // τ = 0.2 pulls hard toward π_ref: a fixed reference settles on the floor (about 0.14) …
+    const fixed = tabularDynamics(g, ref, 4, 0.2, 40);
+    expect(fixed.last[40]).toBeCloseTo(regularisedFloor(g, ref, 0.2).exploitability, 3);
+    expect(fixed.last[40]).toBeGreaterThan(0.1);
+    // … while moving the reference to the policy every 3 rounds drives the last iterate to ~0.
+    const moving = tabularDynamics(g, ref, 4, 0.2, 40, 3);
+    expect(moving.last[20]).toBeLessThan(0.02);
+    expect(moving.last[40]).toBeLessThan(moving.last[20]!);
+  });
+
   it('keeps SPPO’s last iterate circling with a large step while its mixture closes in', () => {
     const r = tabularDynamics(g, ref, 8, 0, 20);
     expect(Math.min(...r.last.slice(10))).toBeGreaterThan(0.1);
     expect(r.mixture[20]).toBeLessThan(0.1);
   });
 });
+
+/** The styles after `rounds` exact INPO rounds from `ref` (what tabularDynamics iterates). */
+function styleAfter(eta: number, tau: number, rounds: number): number[] {
+  let pi = [...ref];
+  for (let t = 0; t < rounds; t++) {
+    const w = styleWinRates(g, pi);
+    const l = pi.map((p, s) => (1 - eta * tau) * Math.log(p) + eta * tau * Math.log(ref[s]!) + eta * w[s]!);
+    const z = l.reduce((a, x) => a + Math.exp(x), 0);
+    pi = l.map((x) => Math.exp(x) / z);
+  }
+  return pi;
+}
 
 describe('the plug-in estimate’s bias', () => {
   it('is exactly σ(b) − ½ from one sample and shrinks as samples grow', () => {

@@ -160,6 +160,54 @@ export function registerBench(program: Command): void {
     });
 
   bench
+    .command('load')
+    .description(
+      'the sampler and scorer under many concurrent clients: latency, refusals when full, memory over a soak',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--streams <n>', 'concurrent clients in the steady and soak phases', positiveInt('--streams'), 32)
+    .option('--seconds <n>', 'length of each steady phase', positiveInt('--seconds'), 20)
+    .option('--overload-streams <n>', 'clients in the overload phase', positiveInt('--overload-streams'), 160)
+    .option('--overload-seconds <n>', 'length of each overload phase', positiveInt('--overload-seconds'), 15)
+    .option('--soak-seconds <n>', 'length of the soak', positiveInt('--soak-seconds'), 120)
+    .option('--prompts <n>', 'prompts per call', positiveInt('--prompts'), 4)
+    .option('--k <n>', 'completions (Sample) or candidates (Compare) per prompt', positiveInt('--k'), 6)
+    .action(async (o: Omit<import('../../../bench/load.js').LoadOptions, 'log'> & { json?: boolean }) => {
+      const { runLoadBench } = await import('../../../bench/load.js');
+      const r = await runLoadBench({ ...o, log: (l) => process.stderr.write(`${l}\n`) });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      const f = (x: number | undefined, d = 0) =>
+        x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d);
+      const line = (
+        name: string,
+        l: import('../../../bench/load.js').Latencies,
+        mem?: import('../../../bench/load.js').Memory,
+      ) =>
+        `${name.padEnd(26)} ${f(l.per_s, 1).padStart(7)}/s  p50 ${f(l.p50_ms).padStart(6)} ms  p99 ${f(l.p99_ms).padStart(6)} ms  ${Object.entries(
+          l.codes,
+        )
+          .map(([c, n]) => `${c} ${n}`)
+          .join(
+            ', ',
+          )}${l.refused_p99_ms !== undefined ? `  refusals p50 ${f(l.refused_p50_ms, 1)} / p99 ${f(l.refused_p99_ms, 1)} ms` : ''}${mem ? `  RSS idle ${f(mem.idle_mib)} max ${f(mem.max_mib)} end ${f(mem.end_mib)} MiB, slope ${f(mem.slope_mib_per_min, 2)} MiB/min` : ''}\n`;
+      process.stdout.write(line('Sample, 1 client', r.single.sample));
+      process.stdout.write(line('Compare, 1 client', r.single.compare));
+      process.stdout.write(line(`Sample, ${r.streams} streams`, r.steady.sample));
+      process.stdout.write(line(`Compare, ${r.streams} streams`, r.steady.compare));
+      process.stdout.write(
+        line(`Sample, ${r.overload.streams} streams`, r.overload.sample, r.overload.sample),
+      );
+      process.stdout.write(
+        line(`Compare, ${r.overload.streams} streams`, r.overload.compare, r.overload.compare),
+      );
+      process.stdout.write(line(`Sample, soak ${r.soak.seconds} s`, r.soak.sample, r.soak.sample));
+      process.stdout.write(line(`Compare, soak ${r.soak.seconds} s`, r.soak.compare, r.soak.compare));
+    });
+
+  bench
     .command('artifacts')
     .description('checkpoint publish and load throughput, file:// and nats://, beside copy + sha256')
     .option('--json', 'print one JSON line instead of a table')

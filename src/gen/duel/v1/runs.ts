@@ -120,6 +120,13 @@ export interface RunSpec {
   maxReplicas: number;
   /** Completions per held-out prompt drawn from each policy in the evaluate stage (0 = 4). */
   evalSamplesPerPrompt: number;
+  /**
+   * Every N rounds the reference the loss regularises toward becomes the latest checkpoint (the
+   * magnet update of magnetic mirror descent, R-NaD's regularisation update): the last iterate
+   * then tends to the Nash equilibrium itself, not to the equilibrium regularised toward the
+   * initial reference. 0 keeps the reference fixed. Evaluation always compares with `reference`.
+   */
+  referenceUpdateEvery: number;
 }
 
 export interface RunSpec_HyperparametersEntry {
@@ -223,6 +230,7 @@ function createBaseRunSpec(): RunSpec {
     artifactUri: "",
     maxReplicas: 0,
     evalSamplesPerPrompt: 0,
+    referenceUpdateEvery: 0,
   };
 }
 
@@ -278,6 +286,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     }
     if (message.evalSamplesPerPrompt !== 0) {
       writer.uint32(136).uint32(message.evalSamplesPerPrompt);
+    }
+    if (message.referenceUpdateEvery !== 0) {
+      writer.uint32(144).uint32(message.referenceUpdateEvery);
     }
     return writer;
   },
@@ -434,6 +445,14 @@ export const RunSpec: MessageFns<RunSpec> = {
             message.evalSamplesPerPrompt = reader.uint32();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.referenceUpdateEvery = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -506,6 +525,11 @@ export const RunSpec: MessageFns<RunSpec> = {
         : isSet(object.eval_samples_per_prompt)
         ? globalThis.Number(object.eval_samples_per_prompt)
         : 0,
+      referenceUpdateEvery: isSet(object.referenceUpdateEvery)
+        ? globalThis.Number(object.referenceUpdateEvery)
+        : isSet(object.reference_update_every)
+        ? globalThis.Number(object.reference_update_every)
+        : 0,
     };
   },
 
@@ -568,6 +592,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     if (message.evalSamplesPerPrompt !== 0) {
       obj.evalSamplesPerPrompt = Math.round(message.evalSamplesPerPrompt);
     }
+    if (message.referenceUpdateEvery !== 0) {
+      obj.referenceUpdateEvery = Math.round(message.referenceUpdateEvery);
+    }
     return obj;
   },
 
@@ -611,6 +638,7 @@ export const RunSpec: MessageFns<RunSpec> = {
     message.artifactUri = object.artifactUri ?? "";
     message.maxReplicas = object.maxReplicas ?? 0;
     message.evalSamplesPerPrompt = object.evalSamplesPerPrompt ?? 0;
+    message.referenceUpdateEvery = object.referenceUpdateEvery ?? 0;
     return message;
   },
 };

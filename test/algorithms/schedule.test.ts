@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { planRun } from '../../services/orchestrator/spec.js';
+import { hyperparametersAt, hyperparametersByRound, parseSchedule } from '../../src/algorithms/schedule.js';
+import { RunSpec } from '../../src/gen/duel/v1/runs.js';
+import { DuelError } from '../../src/platform/errors.js';
+
+const refusal = (f: () => unknown): DuelError => {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof DuelError) return e;
+    throw e;
+  }
+  throw new Error('expected a refusal');
+};
+
+describe('hyper-parameter schedules', () => {
+  it('reads lists with repeats, and leaves plain values alone', () => {
+    expect(parseSchedule('eta', '8x3,2,1.5')).toEqual([8, 8, 8, 2, 1.5]);
+    expect(parseSchedule('lr', '1e-3x2, 5e-4')).toEqual([1e-3, 1e-3, 5e-4]);
+    expect(parseSchedule('eta', '8')).toBeUndefined();
+    expect(parseSchedule('labels', 'winner')).toBeUndefined();
+  });
+
+  it('gives each round its entry, the last one holding past the end', () => {
+    const hp = { eta: '8x2,2', tau: '0.05', inpo_labels: 'winner' };
+    expect([1, 2, 3, 9].map((r) => hyperparametersAt(hp, r).eta)).toEqual(['8', '8', '2', '2']);
+    expect(hyperparametersAt(hp, 5)).toEqual({ eta: '2', tau: '0.05', inpo_labels: 'winner' });
+  });
+
+  it('refuses a malformed entry, naming the key and the entry', () => {
+    const e = refusal(() => parseSchedule('spec.hyperparameters.eta', '8x2,fast'));
+    expect(e.violations[0]!.field).toBe('spec.hyperparameters.eta');
+    expect(e.violations[0]!.description).toMatch(/'fast' is not a schedule entry/);
+  });
+
+  it("validates every round's values with the recipe and names the round that breaks a rule", () => {
+    const rounds = hyperparametersByRound('inpo', { eta: '8x2,2', tau: '0.02x2,0.07' }, 10);
+    expect(rounds.map((r) => [(r.hp as { eta: number }).eta, (r.hp as { tau: number }).tau])).toEqual([
+      [8, 0.02],
+      [8, 0.02],
+      [2, 0.07],
+    ]);
+    // INPO needs η·τ < 1 in every round: 8 × 0.2 breaks it from round 2.
+    const e = refusal(() => hyperparametersByRound('inpo', { eta: '1,8', tau: '0.2' }, 5));
+    expect(e.violations[0]!.field).toBe('hyperparameters.tau (round 2)');
+    expect(e.violations[0]!.description).toMatch(/eta·tau must be below 1/);
+    // A schedule longer than the run is checked only as far as the run goes.
+    expect(hyperparametersByRound('inpo', { eta: '1,8', tau: '0.2' }, 1)).toHaveLength(1);
+  });
+
+  it('refuses at CreateRun a schedule that would change what a round samples', () => {
+    const spec = RunSpec.fromPartial({
+      algorithm: 'sppo',
+      policy: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
+      reference: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
+      judge: { artifact: { uri: 'file:///j', sha256: 'b'.repeat(64) } },
+      promptsUri: 'p.jsonl',
+      rounds: 4,
+      sampling: { maxNewTokens: 4, temperature: 1 },
+      hyperparameters: { k: '4,6', eta: '2' },
+    });
+    const e = refusal(() => planRun(spec));
+    expect(e.violations[0]!.field).toBe('spec.hyperparameters.k');
+    expect(e.violations[0]!.description).toMatch(/may not change what a round samples \(round 2/);
+    expect(planRun({ ...spec, hyperparameters: { k: '4', eta: '8x2,2' } }).sampling.k).toBe(4);
+  });
+});
