@@ -18,7 +18,7 @@ import type { ModelRef } from '../src/gen/duel/v1/common.js';
 import { PolicySamplerServiceClient, type SampleRequest } from '../src/gen/duel/v1/sampler.js';
 import { type CompareRequest, PreferenceScorerServiceClient, ProbMode } from '../src/gen/duel/v1/scorer.js';
 import { rng } from '../src/models/common/rng.js';
-import { manifestOf } from '../src/platform/artifacts.js';
+import { writeManifest } from '../src/platform/artifacts.js';
 import { DuelError } from '../src/platform/errors.js';
 import { callServerStream, callUnary } from '../src/platform/grpc/client.js';
 import { drawPrompts } from '../src/testbed/corpus.js';
@@ -164,7 +164,7 @@ export async function runLoadBench(o: LoadOptions): Promise<LoadReport> {
   const root = mkdtempSync(join(tmpdir(), 'duel-bench-load-'));
   const dirs = benchModels(root);
   const ref = (dir: string): ModelRef => ({
-    artifact: { uri: `file://${dir}`, sha256: manifestOf(dir).digest },
+    artifact: { uri: `file://${dir}`, sha256: writeManifest(dir) },
     name: '',
   });
   const policy = ref(dirs.policy);

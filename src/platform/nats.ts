@@ -148,6 +148,42 @@ export async function followSubject(
   return js.subscribe(subject, opts);
 }
 
+/**
+ * nats.js error codes that mean "the server is restarting or not reachable yet": a request timed
+ * out, JetStream has no responders (it is still recovering its store), the connection dropped.
+ * nats.js reconnects by itself; a write that failed this way is retried until it lands.
+ */
+const TRANSIENT_NATS = new Set(['TIMEOUT', '503', '408', 'DISCONNECT', 'CONNECTION_REFUSED']);
+
+/** How long a JetStream write keeps retrying through a NATS outage before it fails the caller. */
+export const NATS_OUTAGE_MS = 60_000;
+
+/**
+ * Runs `op`, retrying with backoff while NATS is restarting (TRANSIENT_NATS) for up to `maxWaitMs`;
+ * then fails with UNAVAILABLE naming what timed out. Every op passed here must be safe to repeat:
+ * a write whose ack was lost may already have landed (publishOnce and compare-and-set are).
+ */
+export async function throughOutage<T>(
+  what: string,
+  op: () => Promise<T>,
+  maxWaitMs = NATS_OUTAGE_MS,
+): Promise<T> {
+  const start = Date.now();
+  for (let backoff = 100; ; backoff = Math.min(backoff * 2, 2000)) {
+    try {
+      return await op();
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === undefined || !TRANSIENT_NATS.has(code)) throw e;
+      if (Date.now() - start > maxWaitMs)
+        throw DuelError.unavailable(
+          `NATS unreachable for ${Math.round((Date.now() - start) / 1000)} s during ${what} (${code}: ${(e as Error).message})`,
+        );
+      await new Promise((r) => setTimeout(r, backoff));
+    }
+  }
+}
+
 /** The EventLog contract (src/platform/bus.ts) on one JetStream stream. */
 export class JetStreamEventLog implements EventLog {
   constructor(
@@ -157,7 +193,9 @@ export class JetStreamEventLog implements EventLog {
   ) {}
 
   publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
-    return publishOnce(this.js, this.jsm, this.stream, subject, data, msgId);
+    return throughOutage(`the publish of ${subject}`, () =>
+      publishOnce(this.js, this.jsm, this.stream, subject, data, msgId),
+    );
   }
 
   async *follow(filter: string, fromStart: boolean, signal: AbortSignal): AsyncIterable<Uint8Array> {
@@ -194,7 +232,7 @@ export class CasStore<T> implements RecordStore<T> {
   }
 
   async get(key: string): Promise<{ value: T; revision: number } | undefined> {
-    const e = await this.kv.get(key);
+    const e = await throughOutage(`the read of record ${key}`, () => this.kv.get(key));
     if (e?.operation !== 'PUT') return undefined;
     return { value: this.decode(e.value), revision: e.revision };
   }
@@ -202,7 +240,7 @@ export class CasStore<T> implements RecordStore<T> {
   /** Stores `value` under a new key; resolves to false when the key exists. */
   async create(key: string, value: T): Promise<boolean> {
     try {
-      await this.kv.create(key, this.encode(value));
+      await throughOutage(`the creation of record ${key}`, () => this.kv.create(key, this.encode(value)));
       return true;
     } catch (e) {
       if (/wrong last sequence/.test((e as Error).message)) return false;
@@ -221,7 +259,10 @@ export class CasStore<T> implements RecordStore<T> {
       const next = change(cur.value);
       if (next === undefined) return cur.value;
       try {
-        await this.kv.update(key, this.encode(next), cur.revision);
+        // A lost ack retried here finds a newer revision and goes round the loop: change re-applies.
+        await throughOutage(`the update of record ${key}`, () =>
+          this.kv.update(key, this.encode(next), cur.revision),
+        );
         return next;
       } catch (e) {
         if (!/wrong last sequence/.test((e as Error).message)) throw e;

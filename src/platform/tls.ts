@@ -6,6 +6,7 @@
  * trust `tls.ca` and present `tls.cert` as their client certificate.
  */
 import { readFileSync } from 'node:fs';
+import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { z } from 'zod';
 import { loadConfig } from './config.js';
@@ -21,6 +22,12 @@ export const tlsSchema = z
     ca: z.string().default(''),
     /** Servers refuse clients without a certificate signed by `ca` (mutual TLS). */
     clientAuth: z.boolean().default(false),
+    /**
+     * Under mutual TLS, the client certificates (by subject common name or DNS name) allowed to
+     * call this server's RPCs; empty allows every certificate `ca` signed. The workers list the
+     * orchestrator's, the orchestrator its operators': a stolen sampler key then cannot train.
+     */
+    allowedClients: z.array(z.string().min(1)).default([]),
   })
   .prefault({})
   .superRefine((t, ctx) => {
@@ -35,6 +42,13 @@ export const tlsSchema = z
         code: 'custom',
         path: ['clientAuth'],
         message: 'mutual TLS needs tls.ca, tls.cert and tls.key',
+      });
+    if (t.allowedClients.length > 0 && !t.clientAuth)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allowedClients'],
+        message:
+          'naming allowed clients needs tls.clientAuth (without a client certificate there is no name)',
       });
   });
 
@@ -73,4 +87,34 @@ export function channelCredentials(t: TlsConfig): grpc.ChannelCredentials {
 /** The CLI's client settings: DUEL_TLS_CA, DUEL_TLS_CERT, DUEL_TLS_KEY. */
 export function clientTlsFromEnv(env: NodeJS.ProcessEnv = process.env): TlsConfig {
   return loadConfig(z.object({ tls: tlsSchema }), { env }).tls;
+}
+
+/** The names a peer certificate answers to: its subject CN and its DNS subject alternative names. */
+export function certificateNames(cert: PeerCertificate | undefined): string[] {
+  if (!cert) return [];
+  const cn = cert.subject?.CN;
+  const dns = (cert.subjectaltname ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4));
+  return [...(Array.isArray(cn) ? cn : cn ? [cn] : []), ...dns];
+}
+
+/**
+ * Per-call authorization for a server with `tls.allowedClients`: a call whose client certificate
+ * answers to none of the names is PERMISSION_DENIED, naming the certificate. Undefined when every
+ * authenticated client may call.
+ */
+export function clientAuthorizer(t: TlsConfig): ((peer: PeerCertificate | undefined) => void) | undefined {
+  if (t.allowedClients.length === 0) return undefined;
+  const allowed = new Set(t.allowedClients);
+  return (peer) => {
+    const names = certificateNames(peer);
+    if (!names.some((n) => allowed.has(n)))
+      throw new DuelError(
+        grpc.status.PERMISSION_DENIED,
+        `client certificate ${names.length ? `'${names.join("', '")}'` : '(none)'} is not in this server's tls.allowedClients`,
+      );
+  };
 }

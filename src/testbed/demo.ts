@@ -82,6 +82,8 @@ export interface DemoSummary {
   judge: 'learned' | 'oracle';
   game: GameConfig;
   hyperparameters: Record<string, unknown>;
+  /** The run.* settings the demo ran with (learning rate, epochs, reference updates …). */
+  run_settings: Record<string, number>;
   /**
    * τ of the algorithm's pull toward π_ref in the last round (0: none), which sets the
    * exploitability floor; each round's own floor is in its oracle metrics.
@@ -276,6 +278,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     judge: o.judge,
     game,
     hyperparameters: hp,
+    run_settings: rs,
     regularisation: tauAt(o.rounds),
     bus,
     rounds,

@@ -1,5 +1,6 @@
 /** The run report: a table per round and SVG charts, as one self-contained HTML file. */
 import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { DemoSummary } from './demo.js';
 import { lineChart, stackedBars } from './svg.js';
 
@@ -147,7 +148,7 @@ export function writeReport(path: string, s: DemoSummary): void {
 <html><head><meta charset="utf-8"><title>duel demo: ${s.algo}</title>
 <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{margin:6px}</style></head>
 <body><h1>duel demo: ${s.algo} on the letters game</h1>
-<p>Judge: ${s.judge}. Bus: ${s.bus === 'nats' ? 'a nats-server of its own' : "the orchestrator's in-process bus (no nats-server installed)"}. Hyper-parameters: <code>${JSON.stringify(s.hyperparameters)}</code>. Game: <code>${JSON.stringify(s.game)}</code>. Total ${f(s.seconds, 0)} s.
+<p>Judge: ${s.judge}. Bus: ${s.bus === 'nats' ? 'a nats-server of its own' : "the orchestrator's in-process bus (no nats-server installed)"}. Hyper-parameters: <code>${JSON.stringify(s.hyperparameters)}</code>; run settings: <code>${JSON.stringify(s.run_settings)}</code>. Game: <code>${JSON.stringify(s.game)}</code>. Total ${f(s.seconds, 0)} s.
 Every number below is from the true preference P*, except the run's judge column.</p>
 ${table}
 ${fid}
@@ -155,4 +156,6 @@ ${fid}
 </body></html>
 `;
   writeFileSync(path, html);
+  // The exploitability chart on its own too, for documents that compare runs (docs/RESULTS.md).
+  writeFileSync(join(dirname(path), 'exploitability.svg'), charts[1]!);
 }

@@ -11,6 +11,8 @@ import { LocalCluster } from '../../src/client/local-cluster.js';
 import { readRunSpec } from '../../src/client/run-spec.js';
 import { submitRun } from '../../src/client/runs.js';
 import { RunState } from '../../src/gen/duel/v1/runs.js';
+import { PolicySamplerServiceClient } from '../../src/gen/duel/v1/sampler.js';
+import { callUnary } from '../../src/platform/grpc/client.js';
 import { channelCredentials } from '../../src/platform/tls.js';
 import { healthCheck } from '../helpers/grpc.js';
 import { type Pki, writePki } from '../helpers/pki.js';
@@ -36,6 +38,13 @@ beforeAll(async () => {
       DUEL_TLS_CA: pki.ca,
       DUEL_TLS_CLIENT_AUTH: 'true',
     },
+    // The workers answer only the orchestrator, whose certificate is the services' "duel server".
+    roleEnv: Object.fromEntries(
+      (['sampler', 'scorer', 'trainer'] as const).map((r) => [
+        r,
+        { DUEL_TLS_ALLOWED_CLIENTS: 'duel server' },
+      ]),
+    ),
   });
 }, 120_000);
 
@@ -45,9 +54,26 @@ afterAll(async () => {
 });
 
 const creds = (cert: string, key: string, ca = pki.ca) =>
-  channelCredentials({ cert, key, ca, clientAuth: false });
+  channelCredentials({ cert, key, ca, clientAuth: false, allowedClients: [] });
 
 describe('mutual TLS across the suite', () => {
+  it('lets only the orchestrator call the workers: an operator certificate gets PERMISSION_DENIED', async () => {
+    const c = new PolicySamplerServiceClient(
+      cluster.samplers[0]!.address,
+      creds(pki.clientCert, pki.clientKey),
+    );
+    try {
+      await expect(
+        callUnary(c, c.unloadModel, { model: undefined }, { deadlineMs: 10_000 }, 'UnloadModel'),
+      ).rejects.toMatchObject({
+        code: 7,
+        message: expect.stringMatching(/'duel client' is not in this server's tls\.allowedClients/),
+      });
+    } finally {
+      c.close();
+    }
+  });
+
   it('completes a run with every call over mTLS', async () => {
     const run = await submitRun(
       cluster.orchestrator.address,
@@ -66,7 +92,11 @@ describe('mutual TLS across the suite', () => {
       expect(await healthCheck(s.address, '', creds(pki.clientCert, pki.clientKey))).toBe('SERVING');
       await expect(healthCheck(s.address)).rejects.toMatchObject({ code: 14 });
       await expect(
-        healthCheck(s.address, '', channelCredentials({ cert: '', key: '', ca: pki.ca, clientAuth: false })),
+        healthCheck(
+          s.address,
+          '',
+          channelCredentials({ cert: '', key: '', ca: pki.ca, clientAuth: false, allowedClients: [] }),
+        ),
       ).rejects.toMatchObject({ code: 14 });
       await expect(
         healthCheck(s.address, '', creds(rogue.clientCert, rogue.clientKey)),

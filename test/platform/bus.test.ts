@@ -3,6 +3,9 @@
  * in-process bus and NATS JetStream on a real nats-server. The orchestrator relies on these rules
  * whichever bus carries its run.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventLog, RecordStore } from '../../src/platform/bus.js';
 import { subjectMatches } from '../../src/platform/bus.js';
@@ -150,4 +153,34 @@ describe('the in-process record store', () => {
     (await store.get('k'))!.value.n = 7;
     expect((await store.get('k'))!.value).toEqual({ n: 1 });
   });
+});
+
+describe('JetStream through a nats-server outage', () => {
+  it('holds a publish and a record update while the server is down and lands each once when it is back', async () => {
+    const storeDir = mkdtempSync(join(tmpdir(), 'duel-outage-'));
+    let s = await NatsServer.start({ storeDir });
+    const conn = await connectNats(s.url, 'outage-test');
+    try {
+      const jsm = await conn.jetstreamManager();
+      await ensureStream(jsm, { name: 'OUTAGE', subjects: ['outage.>'] });
+      const log = new JetStreamEventLog(conn.jetstream(), jsm, 'OUTAGE');
+      const store = await CasStore.open(conn.jetstream(), 'outage', encode, decode);
+      await store.create('r', { n: 1 });
+      const port = s.port;
+      await s.stop();
+      const published = log.publishOnce('outage.a', bytes('a'), 'a');
+      const updated = store.update('r', (v) => ({ n: v.n + 1 }));
+      await new Promise((r) => setTimeout(r, 1500));
+      s = await NatsServer.start({ port, storeDir });
+      expect(await published).toBe(true);
+      expect(await updated).toEqual({ n: 2 });
+      expect((await store.get('r'))!.value).toEqual({ n: 2 });
+      const info = await jsm.streams.info('OUTAGE', { subjects_filter: 'outage.>' });
+      expect(info.state.subjects).toEqual({ 'outage.a': 1 });
+    } finally {
+      await conn.close();
+      await s.stop();
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

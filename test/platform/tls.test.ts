@@ -6,12 +6,19 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { PeerCertificate } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcServer } from '../../src/platform/grpc/server.js';
 import { type DuelError, loadConfig } from '../../src/platform/index.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { serviceConfigSchema } from '../../src/platform/service-config.js';
-import { channelCredentials, serverCredentials, type TlsConfig } from '../../src/platform/tls.js';
+import {
+  certificateNames,
+  channelCredentials,
+  clientAuthorizer,
+  serverCredentials,
+  type TlsConfig,
+} from '../../src/platform/tls.js';
 import { healthCheck } from '../helpers/grpc.js';
 import { type Pki, writePki } from '../helpers/pki.js';
 
@@ -31,7 +38,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function serve(tls: TlsConfig): Promise<string> {
+async function serve(t: Omit<TlsConfig, 'allowedClients'>): Promise<string> {
+  const tls = { allowedClients: [], ...t };
   const server = new GrpcServer({
     logger: createLogger('tls-test', { level: 'silent' }),
     services: [],
@@ -44,7 +52,7 @@ async function serve(tls: TlsConfig): Promise<string> {
 }
 
 const client = (t: Partial<TlsConfig>) =>
-  channelCredentials({ cert: '', key: '', ca: '', clientAuth: false, ...t });
+  channelCredentials({ cert: '', key: '', ca: '', clientAuth: false, allowedClients: [], ...t });
 const refused = (p: Promise<unknown>) => expect(p).rejects.toMatchObject({ code: 14 }); // UNAVAILABLE
 
 describe('server TLS', () => {
@@ -80,7 +88,13 @@ describe('mutual TLS', () => {
 describe('tls settings', () => {
   it('names the field when a file is missing or a setting is incomplete', () => {
     expect(() =>
-      serverCredentials({ cert: '/nope.crt', key: pki.serverKey, ca: '', clientAuth: false }),
+      serverCredentials({
+        cert: '/nope.crt',
+        key: pki.serverKey,
+        ca: '',
+        clientAuth: false,
+        allowedClients: [],
+      }),
     ).toThrow(/tls\.cert: cannot read \/nope\.crt/);
     const msgs = (env: NodeJS.ProcessEnv) => {
       try {
@@ -96,5 +110,48 @@ describe('tls settings', () => {
     expect(
       msgs({ DUEL_TLS_CERT: pki.serverCert, DUEL_TLS_KEY: pki.serverKey, DUEL_TLS_CLIENT_AUTH: 'true' }),
     ).toEqual(['tls.clientAuth: mutual TLS needs tls.ca, tls.cert and tls.key (from DUEL_TLS_CLIENT_AUTH)']);
+    expect(
+      msgs({
+        DUEL_TLS_CERT: pki.serverCert,
+        DUEL_TLS_KEY: pki.serverKey,
+        DUEL_TLS_ALLOWED_CLIENTS: 'orchestrator',
+      }),
+    ).toEqual([
+      'tls.allowedClients: naming allowed clients needs tls.clientAuth (without a client certificate there is no name) (from DUEL_TLS_ALLOWED_CLIENTS)',
+    ]);
+  });
+});
+
+describe('per-client authorization', () => {
+  const cert = (cn: string, san = '') =>
+    ({ subject: { CN: cn }, subjectaltname: san }) as unknown as PeerCertificate;
+  const authorize = clientAuthorizer({
+    cert: 'c',
+    key: 'k',
+    ca: 'a',
+    clientAuth: true,
+    allowedClients: ['orchestrator', 'ops.duel.internal'],
+  })!;
+
+  it('lets in a certificate by its common name or one of its DNS names', () => {
+    expect(() => authorize(cert('orchestrator'))).not.toThrow();
+    expect(() => authorize(cert('someone', 'DNS:ops.duel.internal, IP Address:10.0.0.1'))).not.toThrow();
+  });
+
+  it('refuses any other certificate with PERMISSION_DENIED naming it, and a call without one', () => {
+    expect(() => authorize(cert('sampler', 'DNS:sampler.duel'))).toThrow(
+      expect.objectContaining({
+        code: 7,
+        message: expect.stringMatching(/'sampler', 'sampler\.duel' is not in/),
+      }),
+    );
+    expect(() => authorize(undefined)).toThrow(expect.objectContaining({ code: 7 }));
+  });
+
+  it('is off when no names are listed', () => {
+    expect(
+      clientAuthorizer({ cert: '', key: '', ca: '', clientAuth: false, allowedClients: [] }),
+    ).toBeUndefined();
+    expect(certificateNames(cert('a', 'DNS:b, DNS:c'))).toEqual(['a', 'b', 'c']);
   });
 });

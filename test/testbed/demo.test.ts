@@ -46,6 +46,10 @@ describe('duel demo', () => {
     expect(summary.judge_fidelity.agreement).toBeGreaterThan(0);
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     expect((html.match(/<svg /g) ?? []).length).toBeGreaterThanOrEqual(4);
+    expect(readFileSync(join(out, 'exploitability.svg'), 'utf8')).toMatch(
+      /^<svg [\s\S]*Exploitability[\s\S]*<\/svg>/,
+    );
+    expect(summary.run_settings['run.reference_update_every']).toBe(3);
     expect(stdout).toMatch(/round\s+win rate vs π_ref\s+exploitability/);
     expect(stderr).toMatch(/round 1\/1 completed/);
     expect(existsSync(join(out, 'logs', 'orchestrator.log'))).toBe(true);

@@ -30,7 +30,7 @@ import { MemoryEventLog } from '../../platform/memory-bus.js';
 import { ServiceMetrics } from '../../platform/metrics.js';
 import { connectNats } from '../../platform/nats.js';
 import { type ServiceConfig, serviceConfigSchema } from '../../platform/service-config.js';
-import { channelCredentials, serverCredentials } from '../../platform/tls.js';
+import { channelCredentials, clientAuthorizer, serverCredentials } from '../../platform/tls.js';
 import { Violations } from '../../platform/violations.js';
 import { ackTrained, ensureWakeConsumer } from '../../platform/wake-consumer.js';
 import { intFlag } from '../flags.js';
@@ -224,6 +224,7 @@ export function registerServe(program: Command): void {
         maxMessageBytes: cfg.grpc.maxMessageBytes,
         shutdownGraceMs: cfg.grpc.shutdownGraceMs,
         credentials: serverCredentials(cfg.tls),
+        authorize: clientAuthorizer(cfg.tls),
       });
       const port = await server.start();
       if (cfg.metrics.port > 0) {

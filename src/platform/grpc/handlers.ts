@@ -5,6 +5,7 @@
  * (DuelError.from), and ctx.signal aborts when the client cancels or the deadline passes, so
  * long work can stop early.
  */
+import type { PeerCertificate } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { Code, DuelError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -16,6 +17,8 @@ export interface CallContext {
   signal: AbortSignal;
   metadata: grpc.Metadata;
   peer: string;
+  /** The client's certificate under mutual TLS. */
+  clientCertificate: PeerCertificate | undefined;
   /** Full method path, e.g. /duel.v1.PolicySamplerService/Sample. */
   method: string;
   /** The service's logger with this call's rpc, run and round fields. */
@@ -93,6 +96,7 @@ function checkDecoded<T>(message: T, method: string): T {
 interface SurfaceCall {
   metadata: grpc.Metadata;
   getPeer(): string;
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null;
   getDeadline(): grpc.Deadline;
   on(event: 'cancelled', listener: () => void): unknown;
   removeListener(event: 'cancelled', listener: () => void): unknown;
@@ -124,6 +128,7 @@ function contextOf(
       signal: controller.signal,
       metadata: call.metadata,
       peer: call.getPeer(),
+      clientCertificate: call.getAuthContext()?.sslPeerCertificate,
       method,
       log: log.child(callFields(call.metadata, method)),
       draining,
@@ -153,11 +158,19 @@ export function adaptHandlers(
   log: Logger,
   observe?: (method: string, code: string, seconds: number) => void,
   draining: AbortSignal = new AbortController().signal,
+  authorize?: (peer: PeerCertificate | undefined) => void,
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [name, method] of Object.entries(definition as Record<string, MethodDef>)) {
-    const handler = handlers[name] as unknown as (...args: unknown[]) => unknown;
-    if (!handler) throw new Error(`no handler for ${method.path}`);
+    const bare = handlers[name] as unknown as (req: unknown, ctx: CallContext) => unknown;
+    if (!bare) throw new Error(`no handler for ${method.path}`);
+    // The authorization check runs where each call shape already turns a throw into a status.
+    const handler = authorize
+      ? (req: unknown, ctx: CallContext) => {
+          authorize(ctx.clientCertificate);
+          return bare(req, ctx);
+        }
+      : bare;
     const path = method.path;
     // Per call: a stopwatch that reports the call's code and duration once it ends, to the
     // metrics and as one access-log line with the call's run and round.

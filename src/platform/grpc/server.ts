@@ -4,6 +4,7 @@
  * package, message-size limits, and graceful shutdown (NOT_SERVING → drain in-flight calls for
  * a grace period → force close).
  */
+import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
@@ -52,6 +53,8 @@ export interface GrpcServerOptions {
   credentials?: grpc.ServerCredentials;
   /** Called once per completed call with its method, status code name and seconds (metrics). */
   observe?: (method: string, code: string, seconds: number) => void;
+  /** Checks each call's client certificate before its handler runs (tls.allowedClients); throws to refuse. */
+  authorize?: (peer: PeerCertificate | undefined) => void;
 }
 
 export function fullServiceName(definition: grpc.ServiceDefinition): string {
@@ -64,9 +67,10 @@ export class GrpcServer {
   readonly server: grpc.Server;
   private readonly health: HealthImplementation;
   private readonly names: string[];
-  private readonly options: Required<Omit<GrpcServerOptions, 'credentials' | 'observe'>> & {
+  private readonly options: Required<Omit<GrpcServerOptions, 'credentials' | 'observe' | 'authorize'>> & {
     credentials: grpc.ServerCredentials;
     observe?: GrpcServerOptions['observe'];
+    authorize?: GrpcServerOptions['authorize'];
   };
   private boundPort = 0;
   private shuttingDown: Promise<void> | undefined;
@@ -102,6 +106,7 @@ export class GrpcServer {
         this.options.logger,
         this.options.observe,
         this.draining.signal,
+        this.options.authorize,
       );
       this.server.addService(tolerantDefinition(s.definition), impl);
     }
