@@ -99,6 +99,13 @@ export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS):
           description: `a schedule may not change what a round samples (round ${i + 1} would sample differently from round 1)`,
         },
       ]);
+  if (spec.referenceUpdateEvery > 0 && !recipe.needs.ref && !recipe.needs.refTokens)
+    throw DuelError.invalidArgument([
+      {
+        field: 'spec.reference_update_every',
+        description: `${spec.algorithm}'s loss has no reference to update (it regularises toward π_t only)`,
+      },
+    ]);
   if (sampling.k > limits.maxSamplesPerPrompt)
     throw DuelError.invalidArgument([
       { field: 'spec.hyperparameters.k', description: `must be at most ${limits.maxSamplesPerPrompt}` },

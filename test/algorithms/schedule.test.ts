@@ -64,5 +64,12 @@ describe('hyper-parameter schedules', () => {
     expect(e.violations[0]!.field).toBe('spec.hyperparameters.k');
     expect(e.violations[0]!.description).toMatch(/may not change what a round samples \(round 2/);
     expect(planRun({ ...spec, hyperparameters: { k: '4', eta: '8x2,2' } }).sampling.k).toBe(4);
+    // Reference updates only mean something for a loss with a reference.
+    const noRef = refusal(() => planRun({ ...spec, hyperparameters: { k: '4' }, referenceUpdateEvery: 3 }));
+    expect(noRef.violations[0]!.field).toBe('spec.reference_update_every');
+    expect(noRef.violations[0]!.description).toMatch(/sppo's loss has no reference/);
+    expect(
+      planRun({ ...spec, algorithm: 'inpo', hyperparameters: {}, referenceUpdateEvery: 3 }).sampling.k,
+    ).toBe(5);
   });
 });

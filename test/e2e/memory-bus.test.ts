@@ -41,7 +41,8 @@ describe('the in-process bus', () => {
     // η on a schedule: each round's trainer gets its own value, recorded in the checkpoint; with
     // reference_update_every 1, round 2 regularises toward round 1's checkpoint.
     const spec = writeTinySpec(root, 'mem', {
-      hyperparameters: { k: 3, eta: '2,0.5' },
+      algorithm: 'inpo',
+      hyperparameters: { k: 3, eta: '2,0.5', tau: 0.1 },
       reference_update_every: 1,
     });
     const run = await submitRun(cluster.orchestrator.address, readRunSpec(spec), {
@@ -54,8 +55,8 @@ describe('the in-process bus', () => {
       JSON.parse(readFileSync(join(fileURLToPath(r.checkpoint!.artifact!.uri), 'training.json'), 'utf8')),
     );
     expect(trainedWith.map((t) => t.hyperparameters)).toEqual([
-      { k: '3', eta: '2' },
-      { k: '3', eta: '0.5' },
+      { k: '3', eta: '2', tau: '0.1' },
+      { k: '3', eta: '0.5', tau: '0.1' },
     ]);
     expect(trainedWith[0].reference.sha256).toBe(run.spec!.reference!.artifact!.sha256);
     expect(trainedWith[1].reference).toEqual(run.rounds[0]!.checkpoint!.artifact);
