@@ -13,7 +13,7 @@ import { JudgeRunner } from '../models/judge/runner.js';
 import { DuelError } from '../platform/errors.js';
 import { readJsonl } from '../platform/jsonl.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
-import { type DemoSummary, runDemo } from './demo.js';
+import { DEMO_DEFAULTS, type DemoSummary, runDemo } from './demo.js';
 import { samplePolicy } from './evaluate.js';
 import { targetsOf } from './game.js';
 import { OracleJudge } from './oracle-judge.js';
@@ -119,14 +119,15 @@ export async function runCompare(o: CompareOptions) {
         for (let seed = 1; seed <= o.seeds; seed++) {
           const dir = join(out, 'runs', `${game}-${judge}-${algo}-seed${seed}`);
           const file = join(dir, 'summary.json');
-          // A finished run is reused only if it was made with exactly these settings and graded
-          // by this version of the oracle metrics.
+          // A finished run is reused only if it was made with exactly these settings (the demo's
+          // defaults for the algorithm included) and graded by this version of the oracle metrics.
           const key = JSON.stringify({
             algo,
             judge,
             seed,
             rounds: o.rounds,
             sets,
+            defaults: { hparams: DEMO_DEFAULTS.hparams[algo] ?? {}, run: DEMO_DEFAULTS.run[algo] ?? {} },
             oracle: ORACLE_METRICS_VERSION,
           });
           const keyFile = join(dir, 'compare-key.json');
