@@ -219,19 +219,18 @@ export async function runLoadBench(o: LoadOptions): Promise<LoadReport> {
     await compare(0);
     await sleep(1000);
     const idle = { sample: rssMiB(sampler.child.pid!), compare: rssMiB(scorer.child.pid!) };
-    const phase = (s: number) => `${s} s`;
 
-    o.log(`single client, ${phase(Math.min(10, o.seconds))} each`);
+    o.log(`single client, ${Math.min(10, o.seconds)} s each`);
     const single = {
       sample: await hammer(1, Math.min(10, o.seconds) * 1000, sample),
       compare: await hammer(1, Math.min(10, o.seconds) * 1000, compare),
     };
-    o.log(`steady: ${o.streams} streams, ${phase(o.seconds)} each`);
+    o.log(`steady: ${o.streams} streams, ${o.seconds} s each`);
     const steady = {
       sample: await hammer(o.streams, o.seconds * 1000, sample),
       compare: await hammer(o.streams, o.seconds * 1000, compare),
     };
-    o.log(`overload: ${o.overloadStreams} streams, ${phase(o.overloadSeconds)} each`);
+    o.log(`overload: ${o.overloadStreams} streams, ${o.overloadSeconds} s each`);
     const overload = {
       streams: o.overloadStreams,
       sample: await withMemory(
@@ -245,7 +244,7 @@ export async function runLoadBench(o: LoadOptions): Promise<LoadReport> {
         hammer(o.overloadStreams, o.overloadSeconds * 1000, compare),
       ),
     };
-    o.log(`soak: ${o.streams} streams on both services, ${phase(o.soakSeconds)}`);
+    o.log(`soak: ${o.streams} streams on both services, ${o.soakSeconds} s`);
     const [soakSample, soakCompare] = await Promise.all([
       withMemory(sampler.child.pid!, idle.sample, hammer(o.streams, o.soakSeconds * 1000, sample)),
       withMemory(scorer.child.pid!, idle.compare, hammer(o.streams, o.soakSeconds * 1000, compare)),

@@ -32,6 +32,23 @@ export function parseSchedule(field: string, raw: string): number[] | undefined 
   return values;
 }
 
+/** Every scheduled key's per-round values, parsed once. */
+function schedulesOf(hp: Record<string, string>, fieldPrefix: string): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [k, v] of Object.entries(hp)) {
+    const s = parseSchedule(`${fieldPrefix}.${k}`, v);
+    if (s) out.set(k, s);
+  }
+  return out;
+}
+
+/** `hp` with each scheduled key set to its entry for `round`, or its last one past the end. */
+function valuesAt(hp: Record<string, string>, schedules: Map<string, number[]>, round: number) {
+  const at = { ...hp };
+  for (const [k, s] of schedules) at[k] = String(s[Math.min(round, s.length) - 1]);
+  return at;
+}
+
 /**
  * The hyper-parameters of round `round` (1-based): a scheduled key takes its round's entry, or
  * its last one past the end. Values stay strings, as in RunSpec.hyperparameters.
@@ -41,19 +58,12 @@ export function hyperparametersAt(
   round: number,
   fieldPrefix = 'hyperparameters',
 ): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(hp).map(([k, v]) => {
-      const s = parseSchedule(`${fieldPrefix}.${k}`, v);
-      return [k, s ? String(s[Math.min(round, s.length) - 1]) : v];
-    }),
-  );
+  return valuesAt(hp, schedulesOf(hp, fieldPrefix), round);
 }
 
 /** The keys that carry a schedule. */
 export function scheduledKeys(hp: Record<string, string>, fieldPrefix = 'hyperparameters'): string[] {
-  return Object.entries(hp)
-    .filter(([k, v]) => parseSchedule(`${fieldPrefix}.${k}`, v) !== undefined)
-    .map(([k]) => k);
+  return [...schedulesOf(hp, fieldPrefix).keys()];
 }
 
 /**
@@ -67,15 +77,15 @@ export function hyperparametersByRound(
   rounds: number,
   fieldPrefix = 'hyperparameters',
 ): { recipe: Recipe<never>; hp: never }[] {
-  const keys = scheduledKeys(hp, fieldPrefix);
-  const longest = Math.max(1, ...keys.map((k) => parseSchedule(`${fieldPrefix}.${k}`, hp[k]!)!.length));
+  const schedules = schedulesOf(hp, fieldPrefix);
+  const longest = Math.max(1, ...[...schedules.values()].map((s) => s.length));
   const out: { recipe: Recipe<never>; hp: never }[] = [];
   for (let round = 1; round <= Math.max(1, Math.min(rounds, longest)); round++) {
-    const at = hyperparametersAt(hp, round, fieldPrefix);
+    const at = valuesAt(hp, schedules, round);
     try {
       out.push(recipeFor(algo, parseSets(Object.entries(at).map(([k, v]) => `${k}=${v}`))));
     } catch (e) {
-      if (!(e instanceof DuelError) || keys.length === 0) throw e;
+      if (!(e instanceof DuelError) || schedules.size === 0) throw e;
       throw DuelError.invalidArgument(
         e.violations.map((x) => ({ ...x, field: `${fieldPrefix}.${x.field} (round ${round})` })),
       );

@@ -59,6 +59,9 @@ export function summaryTable(s: DemoSummary): string {
   return all.map((r) => r.map((cell, c) => cell.padStart(widths[c]!)).join('  ')).join('\n');
 }
 
+/** File names of the report's charts, in the order writeReport draws them. */
+const CHART_FILES = ['win-rate', 'exploitability', 'styles', 'loss', 'quality'];
+
 export function writeReport(path: string, s: DemoSummary): void {
   const rs = s.rounds;
   const charts = [
@@ -156,6 +159,7 @@ ${fid}
 </body></html>
 `;
   writeFileSync(path, html);
-  // The exploitability chart on its own too, for documents that compare runs (docs/RESULTS.md).
-  writeFileSync(join(dirname(path), 'exploitability.svg'), charts[1]!);
+  // Each chart on its own too, for documents that compare runs (docs/RESULTS.md copies them).
+  for (const [i, name] of CHART_FILES.entries())
+    writeFileSync(join(dirname(path), `${name}.svg`), charts[i]!);
 }

@@ -107,16 +107,12 @@ export async function faultRun(seed: number, o: CampaignOptions = DEFAULT_CAMPAI
         r !== undefined && r.state !== RunState.RUN_STATE_RUNNING && r.state !== RunState.RUN_STATE_PENDING;
 
       const faults: Fault[] = [];
-      const processOf = (t: Target): ServiceProcess | undefined =>
-        t === 'sampler'
-          ? c.samplers[0]
-          : t === 'scorer'
-            ? c.scorers[0]
-            : t === 'trainer'
-              ? c.trainer
-              : t === 'orchestrator'
-                ? c.orchestrator
-                : undefined;
+      const processes: Partial<Record<Target, ServiceProcess>> = {
+        sampler: c.samplers[0],
+        scorer: c.scorers[0],
+        trainer: c.trainer,
+        orchestrator: c.orchestrator,
+      };
       let ended = false;
       const injector = (async () => {
         for (let i = 0; i < o.maxFaults && !ended; i++) {
@@ -126,7 +122,7 @@ export async function faultRun(seed: number, o: CampaignOptions = DEFAULT_CAMPAI
           const stage = seen ? `round ${seen.currentRound}, ${stageName(seen)}` : 'before the first poll';
           faults.push({ target, atMs: Date.now() - created, stage });
           const down = uniform(0, o.downMs);
-          const p = processOf(target);
+          const p = processes[target];
           if (p) {
             await p.stop('SIGKILL');
             await sleep(down);

@@ -5,6 +5,15 @@ import { intFlag } from '../flags.js';
 
 const positiveInt = (flag: string) => intFlag(flag, 1);
 
+/** Progress lines go to stderr, so that stdout holds only the result. */
+const progress = (line: string) => process.stderr.write(`${line}\n`);
+
+/** With --json the result is one JSON line on stdout, and the caller skips its table. */
+function printedAsJson(json: boolean | undefined, r: unknown): boolean {
+  if (json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  return json === true;
+}
+
 export function registerBench(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results go in BENCHMARKS.md)');
   bench
@@ -21,12 +30,9 @@ export function registerBench(program: Command): void {
         steps: opts.steps,
         ceilingSize: opts.ceilingSize,
         peer: opts.peer,
-        log: (line) => process.stderr.write(`${line}\n`),
+        log: progress,
       });
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-        return;
-      }
+      if (printedAsJson(opts.json, r)) return;
       const f = (x: number, d = 1) => x.toFixed(d);
       const rows: [string, string][] = [
         [
@@ -94,12 +100,9 @@ export function registerBench(program: Command): void {
           peer: o.peer,
           greedy: o.greedy ?? false,
           repeats: o.repeats,
-          log: (line) => process.stderr.write(`${line}\n`),
+          log: progress,
         });
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(r)}\n`);
-          return;
-        }
+        if (printedAsJson(o.json, r)) return;
         process.stdout.write('model   params   batch   duel tok/s   transformers.js tok/s   speedup\n');
         for (const row of r.rows) {
           const peer = row.transformersjs_tokens_per_s?.toFixed(0) ?? '-';
@@ -128,12 +131,9 @@ export function registerBench(program: Command): void {
         records: 32,
         k: 4,
         length: 16,
-        log: (l) => process.stderr.write(`${l}\n`),
+        log: progress,
       });
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-        return;
-      }
+      if (printedAsJson(o.json, r)) return;
       process.stdout.write('model    algo         tokens/s   loop tokens/s   cost vs SFT\n');
       for (const row of r.rows)
         process.stdout.write(
@@ -150,11 +150,8 @@ export function registerBench(program: Command): void {
     .option('--repeats <n>', 'starts per case (the median is reported)', positiveInt('--repeats'), 5)
     .action(async (o: { json?: boolean; repeats: number }) => {
       const { runColdStartBench } = await import('../../../bench/cold-start.js');
-      const r = await runColdStartBench({ repeats: o.repeats, log: (l) => process.stderr.write(`${l}\n`) });
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-        return;
-      }
+      const r = await runColdStartBench({ repeats: o.repeats, log: progress });
+      if (printedAsJson(o.json, r)) return;
       for (const row of r.rows)
         process.stdout.write(`${row.name.padEnd(26)} ${row.ms.toFixed(0).padStart(6)} ms\n`);
     });
@@ -174,11 +171,8 @@ export function registerBench(program: Command): void {
     .option('--k <n>', 'completions (Sample) or candidates (Compare) per prompt', positiveInt('--k'), 6)
     .action(async (o: Omit<import('../../../bench/load.js').LoadOptions, 'log'> & { json?: boolean }) => {
       const { runLoadBench } = await import('../../../bench/load.js');
-      const r = await runLoadBench({ ...o, log: (l) => process.stderr.write(`${l}\n`) });
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-        return;
-      }
+      const r = await runLoadBench({ ...o, log: progress });
+      if (printedAsJson(o.json, r)) return;
       const f = (x: number | undefined, d = 0) =>
         x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d);
       const line = (
@@ -223,12 +217,9 @@ export function registerBench(program: Command): void {
       const r = await runArtifactBench({
         sizesMib,
         repeats: o.repeats,
-        log: (l) => process.stderr.write(`${l}\n`),
+        log: progress,
       });
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-        return;
-      }
+      if (printedAsJson(o.json, r)) return;
       for (const row of r.rows)
         process.stdout.write(
           `${`${row.mib} MiB ${row.store}`.padEnd(30)} publish ${row.publish_mib_s.toFixed(0).padStart(5)} MiB/s   load ${row.load_mib_s.toFixed(0).padStart(5)} MiB/s\n`,
@@ -243,11 +234,8 @@ export function registerBench(program: Command): void {
     .option('--prompts <n>', 'prompts per round', positiveInt('--prompts'), 64)
     .action(async (o: { json?: boolean; rounds: number; prompts: number }) => {
       const { runRoundOverheadBench } = await import('../../../bench/round-overhead.js');
-      const r = await runRoundOverheadBench({ ...o, log: (l) => process.stderr.write(`${l}\n`) });
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-        return;
-      }
+      const r = await runRoundOverheadBench({ ...o, log: progress });
+      if (printedAsJson(o.json, r)) return;
       for (const x of [...r.rounds, r.total]) {
         process.stdout.write(
           `${(x.round ? `round ${x.round}` : 'all rounds').padEnd(12)} ${x.round_ms.toFixed(0).padStart(7)} ms, model work ${x.model_ms.toFixed(0).padStart(7)} ms, overhead ${x.overhead_ms.toFixed(0).padStart(5)} ms = ${(100 * x.overhead_fraction).toFixed(1)}%\n`,
