@@ -40,6 +40,38 @@ export function inpoLoss(p: PairLogps & { tW: Tensor; tL: Tensor }, eta: number,
 }
 
 /**
+ * INPO over every pair of a prompt's K completions with the Bernoulli label's expectation as the
+ * target: Σ_j (h(y_i, y_j) − η(P(y_i ≻ y_j) − ½))² / (K−1) for each completion i. In expectation over
+ * the label, (h(w, l) − η/2)² is this square plus a constant, so the minimizer is INPO's
+ * mirror-descent step; every pair of the K samples counts instead of one, with no label noise.
+ * `theta`, `ref`, `t` are [N] with a record's K completions in adjacent rows; `position` [N] is a
+ * row's index within its record (its partners are the rows from N − position on); `prefs` is
+ * [N, K], row i holding P(y_i ≻ y_j) for the K completions of its record (½ on the diagonal).
+ */
+export function inpoAllPairsLoss(
+  p: { theta: Tensor; ref: Tensor; t: Tensor; prefs: Tensor; position: Tensor },
+  k: number,
+  eta: number,
+  tau: number,
+): Tensor {
+  const g = p.theta.graph;
+  const h = T.sub(T.sub(p.theta, T.mul(p.ref, eta * tau)), T.mul(p.t, 1 - eta * tau));
+  // Row i's partners sit at i − position_i + j, j = 0..K−1: a gather keeps the row count symbolic.
+  const first = T.sub(T.arange(g, h.shape[0]!), T.cast(p.position, 'int64'));
+  const partners = T.add(
+    T.unsqueeze(first, [1]),
+    g.constant(
+      BigInt64Array.from({ length: k }, (_, j) => BigInt(j)),
+      'int64',
+      [1, k],
+    ),
+  );
+  const gaps = T.sub(T.unsqueeze(h, [1]), T.gather(h, partners));
+  const target = T.mul(T.sub(p.prefs, 0.5), eta);
+  return T.mul(T.reduceSum(sq(T.sub(gaps, target)), -1), 1 / (k - 1));
+}
+
+/**
  * Nash-MD, policy-gradient form with a ½ baseline and a sampled KL term, per example:
  * β·Σ_tok sg(log π_θ − log π_ref)·log π_θ − (p − ½)·logp_θ(y). Token tensors are [N, T] with a
  * completion mask; `p` = P(y ≻ y') for y ~ π_θ against y' from the mixture.

@@ -6,14 +6,14 @@
  * reranking of π_ref and of each final policy, charts, compare.json and RESULTS.md.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import type { Runtime } from '../engine/index.js';
 import { JudgeRunner } from '../models/judge/runner.js';
 import { DuelError } from '../platform/errors.js';
 import { readJsonl } from '../platform/jsonl.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
-import { DEMO_DEFAULTS, type DemoSummary, runDemo } from './demo.js';
+import { DEMO_DEFAULTS, type DemoSummary, gradeWeightAverage, runDemo } from './demo.js';
 import { samplePolicy } from './evaluate.js';
 import { targetsOf } from './game.js';
 import { OracleJudge } from './oracle-judge.js';
@@ -58,6 +58,8 @@ export interface CompareCell {
   /** Per round (0 = π_ref): mean ± sd over seeds. */
   rounds: Record<Metric, Stat>[];
   mixture: Record<Metric, Stat> | undefined;
+  /** One model: the weight average of the last half of the rounds (gradeWeightAverage). */
+  averaged: Record<Metric, Stat> | undefined;
   floor: number;
   /** The lowest last-iterate exploitability over rounds 1..R, per seed, then mean ± sd. */
   best_exploitability: Stat;
@@ -89,6 +91,9 @@ export function aggregate(game: string, judge: string, algo: string, runs: DemoS
     seeds: runs.length,
     rounds,
     mixture: runs.every((s) => s.mixture) ? statsOf(runs.map((s) => s.mixture!)) : undefined,
+    averaged: runs.every((s) => s.averaged_last_half)
+      ? statsOf(runs.map((s) => s.averaged_last_half!.oracle))
+      : undefined,
     floor: runs[0]!.rounds[0]!.oracle.exploitability_floor,
     best_exploitability: stat(
       runs.map((s) => Math.min(...s.rounds.slice(1).map((r) => r.oracle.exploitability))),
@@ -134,6 +139,17 @@ export async function runCompare(o: CompareOptions) {
           let s: DemoSummary;
           if (existsSync(file) && existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key) {
             s = JSON.parse(readFileSync(file, 'utf8')) as DemoSummary;
+            if (!s.averaged_last_half && s.rounds.length > 2) {
+              // Graded before the weight average existed: add it from the run's own checkpoints.
+              const runDir = dirname(s.final_checkpoint);
+              s.averaged_last_half = await gradeWeightAverage(o.runtime, s, dir, {
+                checkpoints: s.rounds.slice(1).map((r) => join(runDir, `round-${r.round}`)),
+                refDir: join(out, 'models', `${game}-seed${seed}`, 'ref'),
+                seed,
+                log: () => {},
+              });
+              writeFileSync(file, `${JSON.stringify(s, null, 2)}\n`);
+            }
           } else {
             s = await runDemo({
               algo,
@@ -293,17 +309,17 @@ export function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): stri
     lines.push(
       `### ${game} game, ${judge} judge (${cs[0]!.seeds} seeds, ${r.rounds} rounds)`,
       '',
-      `| algorithm | win rate vs π_ref | exploitability (last) | best round | mixture | floor | style entropy | quality | seconds |`,
-      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      `| algorithm | win rate vs π_ref | exploitability (last) | best round | mixture | weight average | floor | style entropy | quality | seconds |`,
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     );
     const ref = cs[0]!.rounds[0]!;
     lines.push(
-      `| π_ref | ${pm(ref.win_rate_vs_ref)} | ${pm(ref.exploitability)} | – | – | – | ${pm(ref.style_entropy)} | ${pm(ref.quality)} | – |`,
+      `| π_ref | ${pm(ref.win_rate_vs_ref)} | ${pm(ref.exploitability)} | – | – | – | – | ${pm(ref.style_entropy)} | ${pm(ref.quality)} | – |`,
     );
     for (const c of cs) {
       const last = c.rounds[c.rounds.length - 1]!;
       lines.push(
-        `| ${c.algo} | ${pm(last.win_rate_vs_ref)} | ${pm(last.exploitability)} | ${pm(c.best_exploitability)} | ${pm(c.mixture?.exploitability)} | ${c.floor.toFixed(3)} | ${pm(last.style_entropy)} | ${pm(last.quality)} | ${c.seconds.mean.toFixed(0)} |`,
+        `| ${c.algo} | ${pm(last.win_rate_vs_ref)} | ${pm(last.exploitability)} | ${pm(c.best_exploitability)} | ${pm(c.mixture?.exploitability)} | ${pm(c.averaged?.exploitability)} | ${c.floor.toFixed(3)} | ${pm(last.style_entropy)} | ${pm(last.quality)} | ${c.seconds.mean.toFixed(0)} |`,
       );
     }
     lines.push(

@@ -28,6 +28,12 @@ export interface PolicySamples {
 export interface OracleMetrics {
   win_rate_vs_ref: number;
   exploitability: number;
+  /**
+   * The exploitability of the same policy with every sample made full quality in its own style
+   * (see styleOnly): what its per-prompt style mix alone leaves; the rest of `exploitability` is
+   * what its quality gap adds.
+   */
+  exploitability_styles: number;
   style_distribution: number[];
   style_entropy: number;
   quality: number;
@@ -164,10 +170,28 @@ export function oracleMetrics(
   return {
     win_rate_vs_ref: winRate(g, policy, reference),
     exploitability: exploitability(g, policy, styleProbs),
+    exploitability_styles: exploitability(g, styleOnly(g, policy), styleProbs),
     style_distribution: dist,
     style_entropy: normalisedEntropy(dist),
     quality: mean(all.map(({ c, targets }) => quality(g, targets, c))),
     length: mean(all.map(({ c }) => lettersOf(c).length)),
+  };
+}
+
+/**
+ * The policy's samples with each one replaced by the full-quality completion of its style
+ * (letterless ones kept): the same style mix at every prompt, no quality gap. A policy whose
+ * styles are even at every prompt measures 0 on it, however low its quality.
+ */
+export function styleOnly(g: GameConfig, s: PolicySamples): PolicySamples {
+  return {
+    prompts: s.prompts,
+    completions: s.completions.map((cs, i) =>
+      cs.map((c) => {
+        const st = style(g, c);
+        return st < 0 ? c : completionIds(bestResponse(g, targetsOf(s.prompts[i]!), st));
+      }),
+    ),
   };
 }
 

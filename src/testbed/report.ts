@@ -10,6 +10,7 @@ const COLUMNS = [
   'round',
   'win rate vs π_ref',
   'exploitability',
+  'of which styles',
   'floor',
   'style entropy',
   'quality',
@@ -25,6 +26,7 @@ type OracleCells = DemoSummary['rounds'][number]['oracle'];
 const oracleCells = (o: OracleCells) => [
   f(o.win_rate_vs_ref),
   f(o.exploitability),
+  f(o.exploitability_styles),
   f(o.exploitability_floor),
   f(o.style_entropy),
   f(o.quality),
@@ -49,6 +51,8 @@ function rows(s: DemoSummary): string[][] {
       '–',
       '–',
     ]);
+  const avg = s.averaged_last_half;
+  if (avg) out.push([`weights avg ${avg.from}–${avg.to}`, ...oracleCells(avg.oracle), '–', '–', '–']);
   return out;
 }
 
@@ -86,6 +90,10 @@ export function writeReport(path: string, s: DemoSummary): void {
       series: [
         { name: 'last iterate', points: rs.map((r) => [r.round, r.oracle.exploitability]) },
         {
+          name: 'of which styles (every sample full quality)',
+          points: rs.map((r) => [r.round, r.oracle.exploitability_styles]),
+        },
+        {
           name: 'regularised floor',
           points: rs.map((r) => [r.round, r.oracle.exploitability_floor]),
           dashed: true,
@@ -112,6 +120,14 @@ export function writeReport(path: string, s: DemoSummary): void {
               {
                 name: 'mixture of the last half',
                 points: [[rs.length - 1, s.mixture_last_half.exploitability] as [number, number]],
+              },
+            ]
+          : []),
+        ...(s.averaged_last_half
+          ? [
+              {
+                name: 'weight average of the last half (one model)',
+                points: [[rs.length - 1, s.averaged_last_half.oracle.exploitability] as [number, number]],
               },
             ]
           : []),

@@ -62,9 +62,7 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
         exploitability_floor: o.floor(refStyles, Math.max(1, round)),
       };
       rounds.push({ round, oracle, judge, train, seconds });
-      o.log(
-        `  round ${round}: win rate vs π_ref ${oracle.win_rate_vs_ref.toFixed(3)}, exploitability ${oracle.exploitability.toFixed(3)} (floor ${oracle.exploitability_floor.toFixed(3)}), quality ${oracle.quality.toFixed(3)}, style entropy ${oracle.style_entropy.toFixed(3)}`,
-      );
+      o.log(`  round ${round}: ${described(oracle)}`);
     }
   } finally {
     await ref.release();
@@ -91,6 +89,32 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
 }
 
 type Mixture = OracleMetrics & { kl_to_ref: number; exploitability_floor: number };
+
+export const described = (m: Mixture) =>
+  `win rate vs π_ref ${m.win_rate_vs_ref.toFixed(3)}, exploitability ${m.exploitability.toFixed(3)} (styles alone ${m.exploitability_styles.toFixed(3)}, floor ${m.exploitability_floor.toFixed(3)}), quality ${m.quality.toFixed(3)}, style entropy ${m.style_entropy.toFixed(3)}`;
+
+/**
+ * One more policy graded as evaluateRounds grades a round: the same held-out prompts, π_ref's
+ * opponent samples drawn with the same seed, and the policy's own samples with the rounds' seed.
+ */
+export async function evaluatePolicy(
+  runtime: Runtime,
+  g: GameConfig,
+  o: { dir: string; refDir: string; targets: number[][]; samples: number; seed: number; floor: number },
+): Promise<Mixture> {
+  const opponents = await samplePolicy(runtime, g, o.refDir, o.targets, o.samples, o.seed + 1);
+  const s = await samplePolicy(runtime, g, o.dir, o.targets, o.samples, o.seed);
+  const ref = await refScorer(runtime, o.refDir);
+  try {
+    return {
+      ...oracleMetrics(g, s, opponents, await exactStyles(runtime, g, o.dir, s.prompts)),
+      kl_to_ref: await klToRef(ref, s),
+      exploitability_floor: o.floor,
+    };
+  } finally {
+    await ref.release();
+  }
+}
 
 /** The uniform mixture's samples: completion j of each prompt comes from member j mod M. */
 function mixedSamples(members: SampledPolicy[], samples: number): SampledPolicy {

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   discopopLoss,
   dpoLoss,
+  inpoAllPairsLoss,
   inpoLoss,
   ipoLoss,
   ipoSoftLoss,
@@ -105,6 +106,27 @@ const CASES: Case[] = [
         0.1,
       ),
     2,
+  ],
+  [
+    'inpo (all pairs, soft)',
+    (g, [a]) =>
+      inpoAllPairsLoss(
+        {
+          theta: a!,
+          ref: f64(g, [0.1, -1, 2]),
+          t: f64(g, [0.3, 0.2, 0.1]),
+          position: f64(g, [0, 1, 2]),
+          prefs: g.constant(
+            Float64Array.from([0.5, 0.8, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4, 0.5]),
+            'float64',
+            [3, 3],
+          ),
+        },
+        3,
+        2,
+        0.2,
+      ),
+    1,
   ],
   ['ipo (soft)', (g, [a, b]) => ipoSoftLoss(T.sub(a!, b!), f64(g, [0.9, 0.1, 0.5]), 0.1), 2],
   ['dpo (smoothed)', (_, [a]) => dpoLoss(a!, 0.7, 0.1), 1],
@@ -238,6 +260,40 @@ describe('the tabular meaning of INPO (one prompt, N single-token completions)',
         tau,
       );
       return T.reduceSum(T.mul(losses, g.constant(Float64Array.from(weight), 'float64', [n * n])));
+    });
+    const want = normalise(
+      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
+    );
+    for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
+  });
+});
+
+describe('the tabular meaning of INPO with soft labels on every pair', () => {
+  const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
+  afterAll(() => runtime.close());
+
+  it('K completions drawn once each (π_t uniform): the minimizer is the same mirror-descent step', async () => {
+    const n = 4;
+    const [eta, tau] = [1.5, 0.3];
+    const { piRef, prefs } = tabularGame(n, 5);
+    const piT = new Array<number>(n).fill(1 / n);
+    // Under a uniform π_t every completion is one of the K samples and each ordered pair is equally likely.
+    const winVsPolicy = prefs.map((row) => row.reduce((s, p) => s + p / n, 0));
+    const got = await minimisePolicy(runtime, piT, (g, logp) => {
+      const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
+      const losses = inpoAllPairsLoss(
+        {
+          theta: logp,
+          ref: log(piRef),
+          t: log(piT),
+          prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
+          position: g.constant(Float64Array.from(piT.keys()), 'float64', [n]),
+        },
+        n,
+        eta,
+        tau,
+      );
+      return T.reduceSum(losses);
     });
     const want = normalise(
       piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),

@@ -103,6 +103,15 @@ function formula(
       }
       case 'sppo_all':
         return mean(r.completion_ids.map((_, i) => (lp(w, i) - lp(t, i) - 2 * (rates[i]! - 0.5)) ** 2));
+      case 'inpo_soft': {
+        // Every ordered pair (i, j), i ≠ j, with target η(P(y_i ≻ y_j) − ½); η = 2, τ = 0.2.
+        const h = (i: number) => lp(w, i) - 0.4 * lp(ref, i) - 0.6 * lp(t, i);
+        const terms: number[] = [];
+        for (let i = 0; i < r.completion_ids.length; i++)
+          for (let j = 0; j < r.completion_ids.length; j++)
+            if (i !== j) terms.push((h(i) - h(j) - 2 * (r.prefs[i]![j]! - 0.5)) ** 2);
+        return mean(terms);
+      }
       case 'ipo_soft': {
         const ratio = (i: number) => lp(w, i) - lp(ref, i);
         const terms: number[] = [];
@@ -149,9 +158,10 @@ const HPARAMS: Record<string, Record<string, unknown>> = {
   discopop: { beta: 0.5, tau: 0.2 },
   sppo_all: { eta: 2, sppo_pairs: 'all' },
   ipo_soft: { tau: 0.25, labels: 'soft' },
+  inpo_soft: { eta: 2, tau: 0.2, k: 3, inpo_labels: 'soft' },
 };
 /** Test cases that are a recipe under another hyper-parameter setting. */
-const ALGO_OF: Record<string, string> = { sppo_all: 'sppo', ipo_soft: 'online_ipo' };
+const ALGO_OF: Record<string, string> = { sppo_all: 'sppo', ipo_soft: 'online_ipo', inpo_soft: 'inpo' };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => {
@@ -286,6 +296,25 @@ describe('round recipes', () => {
       /hparams: online_dpo: Unrecognized key: "bta"/,
     );
     expect(() => recipeFor('ppo', {})).toThrow(/unknown algorithm 'ppo'/);
+  });
+
+  it('INPO with soft labels refuses records whose K is not the k it pairs', async () => {
+    await expect(
+      trainRound(runtime, {
+        algo: 'inpo',
+        hparams: { inpo_labels: 'soft', k: 4 },
+        config: cfg,
+        weights: f32(weights(cfg, 2, 'float64', 5)),
+        reference: f32(weights(cfg, 3, 'float64', 5)),
+        records: RECORDS,
+        optimizer: { kind: 'sgd' },
+        lr: 0.1,
+        steps: 1,
+        batchSize: 1,
+        gradClip: 0,
+        seed: 0,
+      }),
+    ).rejects.toThrow(/data: inpo with soft labels pairs the k = 4 completions of a prompt; a record has 3/);
   });
 
   it('refuse records whose prefs are not a valid K×K preference matrix', async () => {

@@ -2,7 +2,7 @@
  * `duel testbed compare` end to end at toy sizes: two seeds × two judges through the real suite,
  * models built once per seed, mean ± sd tables, charts and best-of-n graded by the oracle.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ const compare = (args: string[]) => duel(['testbed', 'compare', ...args]);
 describe('duel testbed compare', () => {
   it('runs every seed and judge, aggregates mean ± sd, draws the charts and grades best-of-n', async () => {
     const out = join(root, 'cmp');
-    const args = ['--algos', 'sppo', '--rounds', '1', '--seeds', '2', '--judges', 'oracle,learned'];
+    const args = ['--algos', 'sppo', '--rounds', '2', '--seeds', '2', '--judges', 'oracle,learned'];
     const { code, stderr } = await compare([
       ...args,
       '--games',
@@ -39,7 +39,9 @@ describe('duel testbed compare', () => {
       'default/learned/sppo/2',
     ]);
     for (const c of r.cells) {
-      expect(c.rounds).toHaveLength(2);
+      expect(c.rounds).toHaveLength(3);
+      // The weight average of the last half (round 2) is graded for every seed.
+      expect(c.averaged?.exploitability.mean).toBeGreaterThanOrEqual(0);
       expect(c.rounds[1]!.exploitability.sd).toBeGreaterThanOrEqual(0);
       expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeGreaterThan(0);
       expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeLessThan(1);
@@ -56,17 +58,24 @@ describe('duel testbed compare', () => {
     );
     expect(oracleRef.rows[1]!.quality.mean).toBeGreaterThan(oracleRef.rows[0]!.quality.mean);
     const md = readFileSync(join(out, 'RESULTS.md'), 'utf8');
-    expect(md).toMatch(/### default game, oracle judge \(2 seeds, 1 rounds\)/);
+    expect(md).toMatch(/### default game, oracle judge \(2 seeds, 2 rounds\)/);
     expect(md).toMatch(/\| sppo \| \d\.\d{3} ± \d\.\d{3} \|/);
     expect(readdirSync(join(out, 'plots'))).toContain('default-oracle-exploitability.svg');
 
-    // Run again: every finished run is read back, nothing is trained again (no summary rewritten).
-    const written = () =>
-      readdirSync(join(out, 'runs')).map((run) => statSync(join(out, 'runs', run, 'summary.json')).mtimeMs);
+    // Run again: every finished run is read back, nothing is trained again (no summary rewritten),
+    // except that a run graded before the weight average existed gets it added, the same as before.
+    const runs = readdirSync(join(out, 'runs')).sort();
+    const summaryOf = (run: string) => join(out, 'runs', run, 'summary.json');
+    const old = JSON.parse(readFileSync(summaryOf(runs[0]!), 'utf8'));
+    const averaged = old.averaged_last_half;
+    delete old.averaged_last_half;
+    writeFileSync(summaryOf(runs[0]!), JSON.stringify(old));
+    const written = () => runs.map((run) => statSync(summaryOf(run)).mtimeMs);
     const before = written();
     const again = await compare([...args, '--games', 'default', '--best-of-n', '', '--out', out, ...TOY]);
     expect(again.code, again.stderr.slice(-2000)).toBe(0);
-    expect(written()).toEqual(before);
+    expect(written().slice(1)).toEqual(before.slice(1));
+    expect(JSON.parse(readFileSync(summaryOf(runs[0]!), 'utf8')).averaged_last_half).toEqual(averaged);
     expect(JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')).cells).toEqual(r.cells);
   }, 300_000);
 

@@ -1,4 +1,4 @@
-/** `duel demo` end to end at toy sizes: models built, one round through the real suite, the report written. */
+/** `duel demo` end to end at toy sizes: models built, two rounds through the real suite, the report written. */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,22 +11,23 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 const demo = (args: string[]) => duel(['demo', ...args]);
 
 describe('duel demo', () => {
-  it('builds the testbed, runs a round through the suite and writes summary.json and report.html', async () => {
+  it('builds the testbed, runs rounds through the suite and writes summary.json and report.html', async () => {
     const out = join(root, 'run');
-    const { code, stdout, stderr } = await demo(['--rounds', '1', '--seed', '3', '--out', out, ...TOY]);
+    const { code, stdout, stderr } = await demo(['--rounds', '2', '--seed', '3', '--out', out, ...TOY]);
     expect(code, stderr.slice(-3000)).toBe(0);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
     expect(summary.algo).toBe('inpo');
     // The perfect update's curve on the style sub-game, drawn beside the measured one.
-    expect(summary.tabular.last).toHaveLength(2);
-    expect(summary.mixture_last_half).toBeUndefined();
+    expect(summary.tabular.last).toHaveLength(3);
+    expect(summary.mixture_last_half).toBeDefined();
     expect(summary.game).toMatchObject({ n_styles: 3, a: 6, b: 2 });
-    expect(summary.rounds.map((r: { round: number }) => r.round)).toEqual([0, 1]);
+    expect(summary.rounds.map((r: { round: number }) => r.round)).toEqual([0, 1, 2]);
     for (const r of summary.rounds) {
       expect(Object.keys(r.oracle).sort()).toEqual(
         [
           'exploitability',
           'exploitability_floor',
+          'exploitability_styles',
           'kl_to_ref',
           'length',
           'quality',
@@ -41,6 +42,14 @@ describe('duel demo', () => {
     expect(summary.rounds[0].oracle.win_rate_vs_ref).toBeGreaterThan(0.3);
     expect(summary.rounds[0].oracle.win_rate_vs_ref).toBeLessThan(0.7);
     expect(summary.rounds[0].oracle.kl_to_ref).toBeCloseTo(0, 6);
+    // The style part never exceeds the whole (a full-quality sample only loses more often).
+    for (const r of summary.rounds)
+      expect(r.oracle.exploitability_styles).toBeLessThanOrEqual(r.oracle.exploitability + 1e-12);
+    // The weight average of the last half (round 2 alone here) is round 2's model, graded the same.
+    expect(summary.averaged_last_half).toMatchObject({ from: 2, to: 2 });
+    expect(summary.averaged_last_half.oracle).toEqual(summary.rounds[2].oracle);
+    expect(existsSync(join(out, 'averaged', 'model.safetensors'))).toBe(true);
+    expect(stdout).toMatch(/weights avg 2–2/);
     expect(summary.rounds[1].judge.win_rate_vs_ref).toBeGreaterThan(0);
     expect(summary.rounds[1].train.steps).toBeGreaterThan(0);
     expect(summary.judge_fidelity.agreement).toBeGreaterThan(0);
@@ -51,7 +60,7 @@ describe('duel demo', () => {
     );
     expect(summary.run_settings['run.reference_update_every']).toBe(3);
     expect(stdout).toMatch(/round\s+win rate vs π_ref\s+exploitability/);
-    expect(stderr).toMatch(/round 1\/1 completed/);
+    expect(stderr).toMatch(/round 2\/2 completed/);
     expect(existsSync(join(out, 'logs', 'orchestrator.log'))).toBe(true);
     // nats-server is installed here (CI installs it), so the demo runs on a server of its own.
     expect(summary.bus).toBe('nats');

@@ -81,6 +81,40 @@ describe('oracle metrics', () => {
   });
 });
 
+describe('the style part of exploitability', () => {
+  const even = targets.map(() => [1 / 3, 1 / 3, 1 / 3]);
+  // Style j mod 3 at every prompt, but the last target dropped: quality below 1 at every prompt
+  // with two or more targets, and a best response of full quality gains on each such sample.
+  const missing: PolicySamples = {
+    prompts: targets.map(promptIds),
+    completions: targets.map((t) =>
+      Array.from({ length: 30 }, (_, j) => {
+        const full = bestResponse(g, t, j % 3);
+        return completionIds(t.length > 1 ? full.slice(0, -1) : full);
+      }),
+    ),
+  };
+
+  it('is 0 for an even style mix whatever its quality, while the quality gap is exploited', () => {
+    const m = oracleMetrics(g, missing, missing, even);
+    expect(m.quality).toBeLessThan(0.9);
+    expect(m.exploitability).toBeGreaterThan(0.1);
+    expect(m.exploitability_styles).toBeCloseTo(0, 12);
+  });
+
+  it('is the whole exploitability of a single-style policy at full quality', () => {
+    const single = fullQuality(() => 1, 8);
+    const m = oracleMetrics(
+      g,
+      single,
+      single,
+      targets.map(() => [0, 1, 0]),
+    );
+    expect(m.exploitability_styles).toBeCloseTo(sigmoid(g.b) - 0.5, 12);
+    expect(m.exploitability_styles).toBeCloseTo(m.exploitability, 12);
+  });
+});
+
 describe('exploitability with the exact style distribution', () => {
   const n = 4;
   // An even policy's n samples per prompt drawn at random, as a sampler would draw them.

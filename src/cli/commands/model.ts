@@ -1,13 +1,15 @@
 /**
  * `duel model init` (a fresh model directory from a config.json), `duel model logprobs` (summed
  * completion log-probs of JSONL records), `duel model export-onnx` (the decoder in the
- * transformers.js / Optimum layout) and `duel sample` (batched generation).
+ * transformers.js / Optimum layout), `duel model average` (iterate averaging of checkpoints) and
+ * `duel sample` (batched generation).
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { Runtime } from '../../engine/index.js';
+import { averageModelDirs } from '../../models/average.js';
 import { generate } from '../../models/generate.js';
 import { parseLlamaConfig } from '../../models/llama/config.js';
 import { exportDecoderOnnx } from '../../models/llama/graphs.js';
@@ -139,6 +141,18 @@ export function registerModel(program: Command): void {
       process.stderr.write(
         `wrote ${target} (${(onnx.bytes.length / 2 ** 20).toFixed(1)} MiB, ${onnx.nodeCount} nodes)\n`,
       );
+    });
+
+  model
+    .command('average')
+    .description(
+      "the uniform average of several checkpoints' weights as one model directory (iterate averaging over rounds)",
+    )
+    .argument('<models...>', 'model directories of one architecture')
+    .requiredOption('--out <dir>', 'the model directory to write (replaced only once complete)')
+    .action((models: string[], o: { out: string }) => {
+      averageModelDirs(models, o.out);
+      process.stderr.write(`wrote ${o.out}: the mean of ${models.length} checkpoints\n`);
     });
 
   program
