@@ -252,18 +252,31 @@ export type JudgeProbs = (
 
 /**
  * A learned judge against P* on held-out pairs: agreement on the preferred side, Brier score of its
- * probabilities against P*, and whether it reproduces the style cycle (equal-quality completions
+ * probabilities against P*, its expected log-loss on labels drawn from P* beside a perfect judge's
+ * (the labels' own entropy), and whether it reproduces the style cycle (equal-quality completions
  * of styles s and s+1: the judge must prefer s, for every s).
  */
 export async function judgeFidelity(
   g: GameConfig,
   judge: JudgeProbs,
   pairs: { prompt: number[]; first: number[]; second: number[] }[],
-): Promise<{ agreement: number; brier: number; cycle_reproduced: boolean; cycle_probs: number[] }> {
+): Promise<{
+  agreement: number;
+  brier: number;
+  cross_entropy: number;
+  cross_entropy_floor: number;
+  cycle_reproduced: boolean;
+  cycle_probs: number[];
+}> {
   const probs = await judge(pairs);
   const truth = pairs.map((p) => truePref(g, targetsOf(p.prompt), p.first, p.second));
   const agreement = mean(probs.map((q, i) => (q > 0.5 === truth[i]! > 0.5 ? 1 : 0)));
   const brier = mean(probs.map((q, i) => (q - truth[i]!) ** 2));
+  // The expected loss on labels drawn from P*, and what a perfect judge (q = P*) would score.
+  const xent = (t: number, q: number) => {
+    const c = Math.min(1 - 1e-12, Math.max(1e-12, q));
+    return -(t * Math.log(c) + (1 - t) * Math.log(1 - c));
+  };
   const cyclePairs: { prompt: number[]; first: number[]; second: number[] }[] = [];
   if (g.n_styles >= 3 && g.b > 0) {
     // One target, present in both completions, so their quality is equal and only style differs.
@@ -281,6 +294,8 @@ export async function judgeFidelity(
   return {
     agreement,
     brier,
+    cross_entropy: mean(probs.map((q, i) => xent(truth[i]!, q))),
+    cross_entropy_floor: mean(truth.map((t) => xent(t, t))),
     cycle_reproduced: cycleProbs.length > 0 && cycleProbs.every((q) => q > 0.5),
     cycle_probs: cycleProbs,
   };

@@ -5,12 +5,22 @@ import { rng } from '../../src/models/common/rng.js';
 import {
   bestResponse,
   drawPrompts,
+  judgePairs,
   mediocreCompletion,
   referenceStyleWeights,
 } from '../../src/testbed/corpus.js';
-import { completionIds, parseGame, promptIds, quality, style, truePref } from '../../src/testbed/game.js';
+import {
+  completionIds,
+  parseGame,
+  promptIds,
+  quality,
+  style,
+  targetsOf,
+  truePref,
+} from '../../src/testbed/game.js';
 import {
   exploitability,
+  judgeFidelity,
   normalisedEntropy,
   oracleMetrics,
   type PolicySamples,
@@ -154,6 +164,38 @@ describe('exploitability with the exact style distribution', () => {
         targets.map(() => half),
       ),
     ).toBeCloseTo(0.5 * 0.5 + 0.5 * sigmoid(g.a) - 0.5, 12);
+  });
+});
+
+describe('judge fidelity', () => {
+  const pairs = judgePairs(g, 300, 8).map((p) => ({ prompt: p.prompt, first: p.chosen, second: p.rejected }));
+  const truth = (ps: typeof pairs) => ps.map((p) => truePref(g, targetsOf(p.prompt), p.first, p.second));
+
+  it('scores a judge that is P* as perfect: its log-loss is the floor, and it reproduces the cycle', async () => {
+    const f = await judgeFidelity(g, async (ps) => truth(ps), pairs);
+    expect(f.agreement).toBe(1);
+    expect(f.brier).toBe(0);
+    expect(f.cross_entropy).toBeCloseTo(f.cross_entropy_floor, 12);
+    expect(f.cross_entropy_floor).toBeGreaterThan(0.1);
+    expect(f.cycle_reproduced).toBe(true);
+  });
+
+  it('charges a coin-flip judge ln 2 and a judge blind to style the gap to the floor', async () => {
+    const coin = await judgeFidelity(g, async (ps) => ps.map(() => 0.5), pairs);
+    expect(coin.cross_entropy).toBeCloseTo(Math.LN2, 12);
+    expect(coin.cycle_reproduced).toBe(false);
+    const qualityOnly = await judgeFidelity(
+      g,
+      async (ps) =>
+        ps.map((p) => {
+          const t = targetsOf(p.prompt);
+          return sigmoid(g.a * (quality(g, t, p.first) - quality(g, t, p.second)));
+        }),
+      pairs,
+    );
+    expect(qualityOnly.cross_entropy).toBeGreaterThan(qualityOnly.cross_entropy_floor + 0.05);
+    expect(qualityOnly.cross_entropy).toBeLessThan(Math.LN2);
+    expect(qualityOnly.cycle_reproduced).toBe(false);
   });
 });
 
