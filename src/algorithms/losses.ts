@@ -45,8 +45,8 @@ export function inpoLoss(p: PairLogps & { tW: Tensor; tL: Tensor }, eta: number,
  * the label, (h(w, l) − η/2)² is this square plus a constant, so the minimizer is INPO's
  * mirror-descent step; every pair of the K samples counts instead of one, with no label noise.
  * `theta`, `ref`, `t` are [N] with a record's K completions in adjacent rows; `position` [N] is a
- * row's index within its record (its partners are the rows from N − position on); `prefs` is
- * [N, K], row i holding P(y_i ≻ y_j) for the K completions of its record (½ on the diagonal).
+ * row's index within its record (row i's record starts at row i − position_i); `prefs` is [N, K],
+ * row i holding P(y_i ≻ y_j) for the K completions of its record (½ on the diagonal).
  */
 export function inpoAllPairsLoss(
   p: { theta: Tensor; ref: Tensor; t: Tensor; prefs: Tensor; position: Tensor },
