@@ -1,7 +1,8 @@
 /**
  * `duel testbed compare`: the results table. Every (game, judge, algorithm, seed) is one `duel
  * demo` run into its own directory (a finished one is read back, so an interrupted compare
- * continues where it stopped); models are built once per game and seed and shared. Then mean ± sd
+ * continues where it stopped); models are built once per game and seed and shared, and `jobs` runs
+ * go at once (each demo's services are processes of their own, so runs use separate cores). Then mean ± sd
  * over seeds of the oracle metrics per round, the last iterate and the round mixture, best-of-n
  * reranking of π_ref and of each final policy, charts, compare.json and RESULTS.md.
  */
@@ -13,7 +14,14 @@ import { JudgeRunner } from '../models/judge/runner.js';
 import { DuelError } from '../platform/errors.js';
 import { readJsonl } from '../platform/jsonl.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
-import { DEMO_DEFAULTS, type DemoSummary, gradeWeightAverage, runDemo } from './demo.js';
+import {
+  buildDemoModels,
+  DEMO_DEFAULTS,
+  type DemoSummary,
+  demoSettings,
+  gradeWeightAverage,
+  runDemo,
+} from './demo.js';
 import { samplePolicy } from './evaluate.js';
 import { targetsOf } from './game.js';
 import { OracleJudge } from './oracle-judge.js';
@@ -34,6 +42,8 @@ export interface CompareOptions {
   sets: Record<string, unknown>;
   /** n values of the best-of-n table (empty: skip it). */
   bestOfN: number[];
+  /** How many runs go at once (each is a demo with its own services, about one core's work). */
+  jobs: number;
   out: string;
   runtime: Runtime;
   log: (line: string) => void;
@@ -110,75 +120,55 @@ export async function runCompare(o: CompareOptions) {
       ]);
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
-  const total = o.games.length * o.judges.length * o.algos.length * o.seeds;
+  const tasks = o.games.flatMap((game) =>
+    o.judges.flatMap((judge) =>
+      o.algos.flatMap((algo) =>
+        Array.from({ length: o.seeds }, (_, i) => ({ game, judge, algo, seed: i + 1 })),
+      ),
+    ),
+  );
   const t0 = Date.now();
   let done = 0;
+  // Each game and seed's models are built once, before the first of its runs, and shared: runs
+  // that start while the build is going wait for it instead of building beside it.
+  const builds = new Map<string, Promise<unknown>>();
+  const modelsFor = (game: string, seed: number) => {
+    const dir = join(out, 'models', `${game}-seed${seed}`);
+    if (!builds.has(dir))
+      builds.set(
+        dir,
+        buildDemoModels(o.runtime, demoSettings('', { ...o.sets, ...GAMES[game] }), dir, seed, () => {}),
+      );
+    return builds.get(dir)!.then(() => dir);
+  };
+  const results = await inPool(tasks, o.jobs, async ({ game, judge, algo, seed }) => {
+    const dir = join(out, 'runs', `${game}-${judge}-${algo}-seed${seed}`);
+    const s = await compareRun(o, { game, judge, algo, seed, dir, models: await modelsFor(game, seed) });
+    done++;
+    const elapsed = (Date.now() - t0) / 1000;
+    const last = s.rounds[s.rounds.length - 1]!.oracle;
+    o.log(
+      `[${done}/${tasks.length}] ${game} ${judge} ${algo} seed ${seed}: win rate ${last.win_rate_vs_ref.toFixed(3)}, exploitability ${last.exploitability.toFixed(3)} (mixture ${s.mixture?.exploitability.toFixed(3) ?? '–'}) · ${elapsed.toFixed(0)} s, ETA ${((elapsed / done) * (tasks.length - done)).toFixed(0)} s`,
+    );
+    return { summary: s, dir };
+  });
   const cells: CompareCell[] = [];
   const bestCells: BestOfNCell[] = [];
-  for (const game of o.games) {
-    const sets = { ...o.sets, ...GAMES[game] };
+  for (const game of o.games)
     for (const judge of o.judges) {
       const bySeed = new Map<number, Map<string, { summary: DemoSummary; dir: string }>>();
       for (const algo of o.algos) {
         const runs: DemoSummary[] = [];
-        for (let seed = 1; seed <= o.seeds; seed++) {
-          const dir = join(out, 'runs', `${game}-${judge}-${algo}-seed${seed}`);
-          const file = join(dir, 'summary.json');
-          // A finished run is reused only if it was made with exactly these settings (the demo's
-          // defaults for the algorithm included) and graded by this version of the oracle metrics.
-          const key = JSON.stringify({
-            algo,
-            judge,
-            seed,
-            rounds: o.rounds,
-            sets,
-            defaults: { hparams: DEMO_DEFAULTS.hparams[algo] ?? {}, run: DEMO_DEFAULTS.run[algo] ?? {} },
-            oracle: ORACLE_METRICS_VERSION,
-          });
-          const keyFile = join(dir, 'compare-key.json');
-          let s: DemoSummary;
-          if (existsSync(file) && existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key) {
-            s = JSON.parse(readFileSync(file, 'utf8')) as DemoSummary;
-            if (!s.averaged_last_half && s.rounds.length > 2) {
-              // Graded before the weight average existed: add it from the run's own checkpoints.
-              const runDir = dirname(s.final_checkpoint);
-              s.averaged_last_half = await gradeWeightAverage(o.runtime, s, dir, {
-                checkpoints: s.rounds.slice(1).map((r) => join(runDir, `round-${r.round}`)),
-                refDir: join(out, 'models', `${game}-seed${seed}`, 'ref'),
-                seed,
-                log: () => {},
-              });
-              writeFileSync(file, `${JSON.stringify(s, null, 2)}\n`);
-            }
-          } else {
-            s = await runDemo({
-              algo,
-              rounds: o.rounds,
-              seed,
-              sets,
-              out: dir,
-              judge,
-              runtime: o.runtime,
-              modelsDir: join(out, 'models', `${game}-seed${seed}`),
-              log: () => {},
-            });
-            writeFileSync(keyFile, key);
-          }
-          runs.push(s);
-          if (!bySeed.has(seed)) bySeed.set(seed, new Map());
-          bySeed.get(seed)!.set(algo, { summary: s, dir });
-          done++;
-          const elapsed = (Date.now() - t0) / 1000;
-          const last = s.rounds[s.rounds.length - 1]!.oracle;
-          o.log(
-            `[${done}/${total}] ${game} ${judge} ${algo} seed ${seed}: win rate ${last.win_rate_vs_ref.toFixed(3)}, exploitability ${last.exploitability.toFixed(3)} (mixture ${s.mixture?.exploitability.toFixed(3) ?? '–'}) · ${elapsed.toFixed(0)} s, ETA ${((elapsed / done) * (total - done)).toFixed(0)} s`,
-          );
-        }
+        tasks.forEach((t, i) => {
+          if (t.game !== game || t.judge !== judge || t.algo !== algo) return;
+          runs.push(results[i]!.summary);
+          if (!bySeed.has(t.seed)) bySeed.set(t.seed, new Map());
+          bySeed.get(t.seed)!.set(algo, results[i]!);
+        });
         cells.push(aggregate(game, judge, algo, runs));
       }
       if (o.bestOfN.length > 0) bestCells.push(...(await bestOfNFor(o, game, judge, bySeed)));
     }
-  }
   const result = {
     algos: o.algos,
     rounds: o.rounds,
@@ -191,6 +181,83 @@ export async function runCompare(o: CompareOptions) {
   writeCharts(out, cells);
   writeFileSync(join(out, 'RESULTS.md'), `${resultsMarkdown(result)}\n`);
   return result;
+}
+
+/**
+ * One (game, judge, algorithm, seed) run: read back when a finished run with exactly these
+ * settings is in `dir`, else run by `duel demo` on the shared models.
+ */
+async function compareRun(
+  o: CompareOptions,
+  t: { game: string; judge: 'oracle' | 'learned'; algo: string; seed: number; dir: string; models: string },
+): Promise<DemoSummary> {
+  const { game, judge, algo, seed, dir } = t;
+  const sets = { ...o.sets, ...GAMES[game] };
+  const file = join(dir, 'summary.json');
+  // A finished run is reused only if it was made with exactly these settings (the demo's
+  // defaults for the algorithm included) and graded by this version of the oracle metrics.
+  const key = JSON.stringify({
+    algo,
+    judge,
+    seed,
+    rounds: o.rounds,
+    sets,
+    defaults: { hparams: DEMO_DEFAULTS.hparams[algo] ?? {}, run: DEMO_DEFAULTS.run[algo] ?? {} },
+    oracle: ORACLE_METRICS_VERSION,
+  });
+  const keyFile = join(dir, 'compare-key.json');
+  if (existsSync(file) && existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key) {
+    const s = JSON.parse(readFileSync(file, 'utf8')) as DemoSummary;
+    if (!s.averaged_last_half && s.rounds.length > 2) {
+      // Graded before the weight average existed: add it from the run's own checkpoints.
+      const runDir = dirname(s.final_checkpoint);
+      s.averaged_last_half = await gradeWeightAverage(o.runtime, s, dir, {
+        checkpoints: s.rounds.slice(1).map((r) => join(runDir, `round-${r.round}`)),
+        refDir: join(t.models, 'ref'),
+        seed,
+        log: () => {},
+      });
+      writeFileSync(file, `${JSON.stringify(s, null, 2)}\n`);
+    }
+    return s;
+  }
+  const s = await runDemo({
+    algo,
+    rounds: o.rounds,
+    seed,
+    sets,
+    out: dir,
+    judge,
+    runtime: o.runtime,
+    modelsDir: t.models,
+    log: () => {},
+  });
+  writeFileSync(keyFile, key);
+  return s;
+}
+
+/**
+ * `work` over `items` with at most `jobs` running at once, started in order; the results in the
+ * items' order. The first failure is thrown once the running ones have settled, and no new item
+ * starts after it.
+ */
+export async function inPool<T, R>(items: T[], jobs: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  let failed: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await work(items[i]!);
+      } catch (error) {
+        failed ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker));
+  if (failed) throw failed.error;
+  return results;
 }
 
 /** Best-of-n of π_ref and of every algorithm's final policy, per seed, then mean ± sd. */

@@ -30,9 +30,10 @@ import { type TabularRun, tabularDynamics } from './tabular.js';
 
 /**
  * The demo's default: INPO with a strong pull (η = 4, τ = 0.2) toward a reference that moves to
- * the latest policy every 3 rounds, soft labels on every pair of K = 6 completions, 6 epochs a
- * round, 40 rounds, judged by the oracle: the setting with the lowest last-iterate exploitability
- * measured (docs/RESULTS.md), whose last-half weight average is lower still. SPPO's last iterate
+ * the latest policy every 3 rounds, soft labels on every pair of K = 12 completions (K = 6 left a
+ * per-prompt style lean from noisy estimates of P(y ≻ π_t)), 6 epochs a round, 40 rounds, judged
+ * by the oracle: the setting with the lowest last-iterate exploitability measured
+ * (docs/RESULTS.md), whose last-half weight average is lower still. SPPO's last iterate
  * circles the style cycle; INPO toward a fixed π_ref either stops at its floor or, with a small
  * τ, circles too. With the learned judge as it trains today (agreement ≈ 0.70 with P*, the style
  * cycle not reproduced) the policy learns to please the judge while its true win rate falls, so
@@ -44,7 +45,7 @@ export const DEMO_DEFAULTS = {
   rounds: 40,
   hparams: {
     sppo: { eta: 8, k: 6 },
-    inpo: { eta: 4, k: 6, tau: 0.2, inpo_labels: 'soft' },
+    inpo: { eta: 4, k: 12, tau: 0.2, inpo_labels: 'soft' },
   } as Record<string, Record<string, unknown>>,
   /** Run settings (keys of runSettingsKeys) per algorithm, over the general defaults. */
   run: {
@@ -119,7 +120,8 @@ export interface DemoSummary {
   seconds: number;
 }
 
-function split(algo: string, sets: Record<string, unknown>) {
+/** `--set` pairs split into the game, the model build, the run settings and the algorithm's keys. */
+export function demoSettings(algo: string, sets: Record<string, unknown>) {
   const game: Record<string, unknown> = {};
   const build: Record<string, unknown> = {};
   const run: Record<string, number> = { ...runSettingsKeys, ...DEMO_DEFAULTS.run[algo] };
@@ -160,9 +162,35 @@ function tabularFor(
   return tabularDynamics(game, refStyles, etas, taus, rounds, anchorEvery);
 }
 
+/**
+ * The models a demo with these `--set`s and seed runs on (π_ref, the judge, the oracle; see
+ * buildTestbed), built under `dir`, or read back when a build of the same settings is there.
+ * compare builds each game and seed's models once through this before its runs share them.
+ */
+export async function buildDemoModels(
+  runtime: Runtime,
+  { game, build }: Pick<ReturnType<typeof demoSettings>, 'game' | 'build'>,
+  dir: string,
+  seed: number,
+  log: (line: string) => void,
+) {
+  const t0 = Date.now();
+  let lastLine = 0;
+  const built = await buildTestbed(runtime, game, build, resolve(dir), seed, (stage, step, total, loss) => {
+    if (Date.now() - lastLine < 2000 && step < total) return;
+    lastLine = Date.now();
+    const secs = (Date.now() - t0) / 1000;
+    log(`  ${stage}: step ${step}/${total}, loss ${loss.toFixed(4)} (${secs.toFixed(0)} s)`);
+  });
+  log(
+    `${built.reused ? 'reused' : 'built'} π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
+  );
+  return built;
+}
+
 export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const t0 = Date.now();
-  const { game, build, run: rs, hp: userHp } = split(o.algo, o.sets);
+  const { game, build, run: rs, hp: userHp } = demoSettings(o.algo, o.sets);
   const hp = { ...(DEMO_DEFAULTS.hparams[o.algo] ?? {}), ...userHp };
   // Refuses bad hyper-parameters (any round's, for a schedule) before building anything; the
   // parsed ones carry the defaults.
@@ -182,22 +210,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   o.log(`duel demo: ${o.algo}, ${o.rounds} rounds, ${o.judge} judge, seed ${o.seed} → ${out}`);
 
   // 1. Models from nothing.
-  let lastLine = 0;
-  const built = await buildTestbed(
+  const built = await buildDemoModels(
     o.runtime,
-    game,
-    build,
-    o.modelsDir ? resolve(o.modelsDir) : join(out, 'models'),
+    { game, build },
+    o.modelsDir ?? join(out, 'models'),
     o.seed,
-    (stage, step, total, loss) => {
-      if (Date.now() - lastLine < 2000 && step < total) return;
-      lastLine = Date.now();
-      const secs = (Date.now() - t0) / 1000;
-      o.log(`  ${stage}: step ${step}/${total}, loss ${loss.toFixed(4)} (${secs.toFixed(0)} s)`);
-    },
-  );
-  o.log(
-    `${built.reused ? 'reused' : 'built'} π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
+    o.log,
   );
 
   // 2. Prompts: training prompts for the rounds, held-out ones for evaluation.

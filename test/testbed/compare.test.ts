@@ -24,12 +24,15 @@ describe('duel testbed compare', () => {
       'default',
       '--best-of-n',
       '1,8',
+      '--jobs',
+      '2',
       '--out',
       out,
       ...TOY,
     ]);
     expect(code, stderr.slice(-3000)).toBe(0);
-    expect(stderr).toMatch(/\[4\/4\] default learned sppo seed 2: .* ETA 0 s/);
+    // Two runs at a time, each reported as it finishes.
+    expect(stderr).toMatch(/\[4\/4\] default (oracle|learned) sppo seed [12]: .* ETA 0 s/);
     const r = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as {
       cells: CompareCell[];
       best_of_n: BestOfNCell[];
@@ -46,7 +49,7 @@ describe('duel testbed compare', () => {
       expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeGreaterThan(0);
       expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeLessThan(1);
     }
-    // One build per seed, shared by both judges' runs.
+    // One build per seed, shared by both judges' runs (two of which ran at once).
     expect(readdirSync(join(out, 'models')).sort()).toEqual(['default-seed1', 'default-seed2']);
     for (const run of readdirSync(join(out, 'runs')))
       expect(existsSync(join(out, 'runs', run, 'models'))).toBe(false);
@@ -72,6 +75,7 @@ describe('duel testbed compare', () => {
     writeFileSync(summaryOf(runs[0]!), JSON.stringify(old));
     const written = () => runs.map((run) => statSync(summaryOf(run)).mtimeMs);
     const before = written();
+    // One job at a time this time: the same runs, cells in the same order.
     const again = await compare([...args, '--games', 'default', '--best-of-n', '', '--out', out, ...TOY]);
     expect(again.code, again.stderr.slice(-2000)).toBe(0);
     expect(written().slice(1)).toEqual(before.slice(1));
@@ -79,7 +83,7 @@ describe('duel testbed compare', () => {
     expect(JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')).cells).toEqual(r.cells);
   }, 300_000);
 
-  it('refuses an unknown algorithm, judge or game', async () => {
+  it('refuses an unknown algorithm, judge or game, and a job count below 1', async () => {
     const a = await compare(['--algos', 'sppo,nope', '--out', join(root, 'x')]);
     expect(a.code).toBe(2);
     expect(a.stderr).toMatch(/--algos: unknown algorithm\(s\) nope/);
@@ -88,5 +92,8 @@ describe('duel testbed compare', () => {
     const c = await compare(['--algos', 'sppo', '--games', 'chess', '--out', join(root, 'x')]);
     expect(c.code).toBe(2);
     expect(c.stderr).toMatch(/--games: unknown game 'chess'/);
+    const d = await compare(['--algos', 'sppo', '--jobs', '0', '--out', join(root, 'x')]);
+    expect(d.code).toBe(2);
+    expect(d.stderr).toMatch(/--jobs.*must be a positive integer/);
   });
 });

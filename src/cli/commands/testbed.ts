@@ -46,6 +46,12 @@ export function registerTestbed(program: Command): void {
     .option('--games <list>', `games: ${Object.keys(GAMES).join(', ')}`, Object.keys(GAMES).join(','))
     .option('--best-of-n <list>', 'n values for best-of-n reranking ("" to skip)', '1,4,16')
     .option(
+      '--jobs <n>',
+      'runs at once, each a demo with its own services (about a core each)',
+      intFlag('--jobs', 1),
+      1,
+    )
+    .option(
       '--set <key=value>',
       'game.*, model.*, judge.*, data.*, run.* or an algorithm key (repeatable)',
       (v: string, acc: string[]) => [...acc, v],
@@ -60,6 +66,7 @@ export function registerTestbed(program: Command): void {
         judges: string;
         games: string;
         bestOfN: string;
+        jobs: number;
         set: string[];
         out: string;
       }) => {
@@ -89,6 +96,7 @@ export function registerTestbed(program: Command): void {
             games: list(o.games),
             sets: parseSets(o.set),
             bestOfN,
+            jobs: o.jobs,
             out: o.out,
             runtime,
             log: (l) => process.stderr.write(`${l}\n`),
