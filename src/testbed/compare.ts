@@ -211,9 +211,11 @@ async function compareRun(
     if (!s.averaged_last_half && s.rounds.length > 2) {
       // Graded before the weight average existed: add it from the run's own checkpoints.
       const runDir = dirname(s.final_checkpoint);
-      s.averaged_last_half = await gradeWeightAverage(o.runtime, s, dir, {
+      s.averaged_last_half = await gradeWeightAverage(o.runtime, s.game, dir, {
         checkpoints: s.rounds.slice(1).map((r) => join(runDir, `round-${r.round}`)),
         refDir: join(t.models, 'ref'),
+        evalSamples: s.run_settings['run.eval_samples']!,
+        floor: s.rounds[s.rounds.length - 1]!.oracle.exploitability_floor,
         seed,
         log: () => {},
       });

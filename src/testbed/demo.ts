@@ -302,6 +302,14 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   }));
   const fidelity = await judgeFidelity(game, jp.probs, held);
   await jp.release();
+  const averaged = await gradeWeightAverage(o.runtime, game, out, {
+    checkpoints: checkpoints.slice(1),
+    refDir: built.ref,
+    evalSamples: rs['run.eval_samples']!,
+    floor: rounds[rounds.length - 1]!.oracle.exploitability_floor,
+    seed: o.seed,
+    log: o.log,
+  });
   const summary: DemoSummary = {
     algo: o.algo,
     judge: o.judge,
@@ -313,20 +321,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     rounds,
     mixture,
     mixture_last_half: mixtureLastHalf,
-    averaged_last_half: undefined,
+    averaged_last_half: averaged,
     tabular: tabularFor(o.algo, game, refStyles, byRound, o.rounds, rs['run.reference_update_every']!),
     judge_fidelity: fidelity,
     build: { ...build, sft: built.sft, judge_training: built.judgeTraining },
     final_checkpoint: checkpoints[checkpoints.length - 1]!,
-    seconds: 0,
+    seconds: (Date.now() - t0) / 1000,
   };
-  summary.averaged_last_half = await gradeWeightAverage(o.runtime, summary, out, {
-    checkpoints: checkpoints.slice(1),
-    refDir: built.ref,
-    seed: o.seed,
-    log: o.log,
-  });
-  summary.seconds = (Date.now() - t0) / 1000;
   writeFileSync(join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   writeReport(join(out, 'report.html'), summary);
   return summary;
@@ -336,15 +337,23 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
  * The weight average of rounds ⌊R/2⌋+1..R (`duel model average`, written to `<out>/averaged`),
  * graded as the rounds were: iterate averaging gives one model near the centre of the rounds'
  * swing around the equilibrium, where the round mixture needs every checkpoint. `checkpoints` are
- * rounds 1..R (compare reads them back for runs graded before the average existed).
+ * rounds 1..R (compare reads them back for runs graded before the average existed); `floor` is
+ * the last round's, `evalSamples` the samples a prompt the rounds were graded with.
  */
 export async function gradeWeightAverage(
   runtime: Runtime,
-  s: DemoSummary,
+  game: GameConfig,
   out: string,
-  o: { checkpoints: string[]; refDir: string; seed: number; log: (line: string) => void },
+  o: {
+    checkpoints: string[];
+    refDir: string;
+    evalSamples: number;
+    floor: number;
+    seed: number;
+    log: (line: string) => void;
+  },
 ): Promise<DemoSummary['averaged_last_half']> {
-  const last = s.rounds.length - 1;
+  const last = o.checkpoints.length;
   if (last < 2) return undefined;
   const from = Math.floor(last / 2) + 1;
   const dir = join(out, 'averaged');
@@ -353,13 +362,13 @@ export async function gradeWeightAverage(
     join(out, 'eval-prompts.jsonl'),
     z.object({ prompt_ids: z.array(z.number().int()) }),
   ).map((r) => targetsOf(r.prompt_ids));
-  const oracle = await evaluatePolicy(runtime, s.game, {
+  const oracle = await evaluatePolicy(runtime, game, {
     dir,
     refDir: o.refDir,
     targets,
-    samples: s.run_settings['run.eval_samples']!,
+    samples: o.evalSamples,
     seed: o.seed + 20,
-    floor: s.rounds[last]!.oracle.exploitability_floor,
+    floor: o.floor,
   });
   o.log(`  weight average of rounds ${from}..${last}: ${described(oracle)}`);
   return { from, to: last, dir, oracle };
