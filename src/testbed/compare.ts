@@ -1,10 +1,11 @@
 /**
  * `duel testbed compare`: the results table. Every (game, judge, algorithm, seed) is one `duel
  * demo` run into its own directory (a finished one is read back, so an interrupted compare
- * continues where it stopped); models are built once per game and seed and shared, and `jobs` runs
- * go at once (each demo's services are processes of their own, so runs use separate cores). Then mean ± sd
- * over seeds of the oracle metrics per round, the last iterate and the round mixture, best-of-n
- * reranking of π_ref and of each final policy, charts, compare.json and RESULTS.md.
+ * continues where it stopped); models are built once per game and seed and shared, and `jobs`
+ * runs go at once (each demo's services are processes of their own, so runs use separate cores).
+ * Then mean ± sd over seeds of the oracle metrics per round, the last iterate and the round
+ * mixture, best-of-n reranking of π_ref and of each final policy, charts, compare.json and
+ * RESULTS.md.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -130,7 +131,8 @@ export async function runCompare(o: CompareOptions) {
   const t0 = Date.now();
   let done = 0;
   // Each game and seed's models are built once, before the first of its runs, and shared: runs
-  // that start while the build is going wait for it instead of building beside it.
+  // that start while the build is going wait for it instead of building beside it. The build
+  // does not depend on the algorithm, hence no algorithm's run defaults ('') in its settings.
   const builds = new Map<string, Promise<unknown>>();
   const modelsFor = (game: string, seed: number) => {
     const dir = join(out, 'models', `${game}-seed${seed}`);
