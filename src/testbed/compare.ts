@@ -14,6 +14,7 @@ import type { Runtime } from '../engine/index.js';
 import { JudgeRunner } from '../models/judge/runner.js';
 import { DuelError } from '../platform/errors.js';
 import { readJsonl } from '../platform/jsonl.js';
+import { LoadOnce } from '../platform/load-once.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
 import {
   buildDemoModels,
@@ -133,15 +134,14 @@ export async function runCompare(o: CompareOptions) {
   // Each game and seed's models are built once, before the first of its runs, and shared: runs
   // that start while the build is going wait for it instead of building beside it. The build
   // does not depend on the algorithm, hence no algorithm's run defaults ('') in its settings.
-  const builds = new Map<string, Promise<unknown>>();
+  const builds = new LoadOnce<string>();
   const modelsFor = (game: string, seed: number) => {
     const dir = join(out, 'models', `${game}-seed${seed}`);
-    if (!builds.has(dir))
-      builds.set(
-        dir,
-        buildDemoModels(o.runtime, demoSettings('', { ...o.sets, ...GAMES[game] }), dir, seed, () => {}),
-      );
-    return builds.get(dir)!.then(() => dir);
+    return builds.get(dir, () =>
+      buildDemoModels(o.runtime, demoSettings('', { ...o.sets, ...GAMES[game] }), dir, seed, () => {}).then(
+        () => dir,
+      ),
+    );
   };
   const results = await inPool(tasks, o.jobs, async ({ game, judge, algo, seed }) => {
     const dir = join(out, 'runs', `${game}-${judge}-${algo}-seed${seed}`);
