@@ -1,5 +1,6 @@
 /** The testbed's theory (src/testbed/tabular.ts): the exact tabular updates and the plug-in estimate's bias. */
 import { describe, expect, it } from 'vitest';
+import { referenceStyleWeights } from '../../src/testbed/corpus.js';
 import { parseGame } from '../../src/testbed/game.js';
 import { regularisedFloor, styleWinRates } from '../../src/testbed/oracle.js';
 import { pluginBias, tabularDynamics } from '../../src/testbed/tabular.js';
@@ -38,6 +39,14 @@ describe('tabular dynamics', () => {
     const moving = tabularDynamics(g, ref, 4, 0.2, 40, 3);
     expect(moving.last[20]).toBeLessThan(0.02);
     expect(moving.last[40]).toBeLessThan(moving.last[20]!);
+  });
+
+  it('keeps circling when the reference moves every 2 rounds at the demo’s η = 4, τ = 0.2', () => {
+    // Two exact rounds do not reach the proximal point of a step this large, so a reference
+    // moved that often carries the cycle along instead of damping it.
+    const every2 = tabularDynamics(g, ref, 4, 0.2, 40, 2);
+    expect(Math.min(...every2.last.slice(20))).toBeGreaterThan(0.05);
+    expect(tabularDynamics(g, ref, 4, 0.2, 40, 3).last[40]).toBeLessThan(0.001);
   });
 
   it('keeps SPPO’s last iterate circling with a large step while its mixture closes in', () => {
@@ -84,6 +93,29 @@ describe('the plug-in estimate’s bias', () => {
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/\| 0\.1 \(0\.\d{3}\) \| \d\.\d{3} \/ \d\.\d{3} \/ \d\.\d{3} \|/);
     expect(ok.stdout).toMatch(/\| 1 \| 0\.381 \|/);
+    // The demo's moving reference: no floor, and the cell is the reference-following dynamics'.
+    const moving = await duel([
+      'testbed',
+      'theory',
+      '--etas',
+      '4',
+      '--taus',
+      '0.2',
+      '--samples',
+      '1',
+      '--draws',
+      '1',
+      '--reference-every',
+      '3',
+    ]);
+    expect(moving.code, moving.stderr).toBe(0);
+    expect(moving.stdout).toContain('the reference moved to the policy every 3 rounds');
+    const last20 = tabularDynamics(g, referenceStyleWeights(g), 4, 0.2, 20, 3).last[20]!;
+    expect(moving.stdout).toContain(`| 0.2 (0.000) | `);
+    expect(moving.stdout).toContain(` / ${last20.toFixed(3)} / `);
+    const negative = await duel(['testbed', 'theory', '--reference-every', '-1']);
+    expect(negative.code).not.toBe(0);
+    expect(negative.stderr).toMatch(/--reference-every/);
     const bad = await duel(['testbed', 'theory', '--set', 'run.lr=1']);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--set: only game\.\* keys apply here/);
