@@ -8,7 +8,7 @@
  * RESULTS.md.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import type { Runtime } from '../engine/index.js';
 import { JudgeRunner } from '../models/judge/runner.js';
@@ -16,14 +16,7 @@ import { DuelError } from '../platform/errors.js';
 import { readJsonl } from '../platform/jsonl.js';
 import { LoadOnce } from '../platform/load-once.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
-import {
-  buildDemoModels,
-  DEMO_DEFAULTS,
-  type DemoSummary,
-  demoSettings,
-  gradeWeightAverage,
-  runDemo,
-} from './demo.js';
+import { buildDemoModels, DEMO_DEFAULTS, type DemoSummary, demoSettings, runDemo } from './demo.js';
 import { samplePolicy } from './evaluate.js';
 import { targetsOf } from './game.js';
 import { OracleJudge } from './oracle-judge.js';
@@ -70,7 +63,7 @@ export interface CompareCell {
   /** Per round (0 = π_ref): mean ± sd over seeds. */
   rounds: Record<Metric, Stat>[];
   mixture: Record<Metric, Stat> | undefined;
-  /** One model: the weight average of the last half of the rounds (gradeWeightAverage). */
+  /** One model: the weight average of the last half of the rounds (demo.ts, gradeWeightAverage). */
   averaged: Record<Metric, Stat> | undefined;
   floor: number;
   /** The lowest last-iterate exploitability over rounds 1..R, per seed, then mean ± sd. */
@@ -197,7 +190,8 @@ async function compareRun(
   const sets = { ...o.sets, ...GAMES[game] };
   const file = join(dir, 'summary.json');
   // A finished run is reused only if it was made with exactly these settings (the demo's
-  // defaults for the algorithm included) and graded by this version of the oracle metrics.
+  // defaults for the algorithm included), graded by this version of the oracle metrics, and
+  // carries every figure the table reports (runs graded before the weight average are run again).
   const key = JSON.stringify({
     algo,
     judge,
@@ -210,20 +204,7 @@ async function compareRun(
   const keyFile = join(dir, 'compare-key.json');
   if (existsSync(file) && existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key) {
     const s = JSON.parse(readFileSync(file, 'utf8')) as DemoSummary;
-    if (!s.averaged_last_half && s.rounds.length > 2) {
-      // Graded before the weight average existed: add it from the run's own checkpoints.
-      const runDir = dirname(s.final_checkpoint);
-      s.averaged_last_half = await gradeWeightAverage(o.runtime, s.game, dir, {
-        checkpoints: s.rounds.slice(1).map((r) => join(runDir, `round-${r.round}`)),
-        refDir: join(t.models, 'ref'),
-        evalSamples: s.run_settings['run.eval_samples']!,
-        floor: s.rounds[s.rounds.length - 1]!.oracle.exploitability_floor,
-        seed,
-        log: () => {},
-      });
-      writeFileSync(file, `${JSON.stringify(s, null, 2)}\n`);
-    }
-    return s;
+    if (s.averaged_last_half || s.rounds.length <= 2) return s;
   }
   const s = await runDemo({
     algo,

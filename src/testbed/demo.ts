@@ -337,10 +337,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
  * The weight average of rounds ⌊R/2⌋+1..R (`duel model average`, written to `<out>/averaged`),
  * graded as the rounds were: iterate averaging gives one model near the centre of the rounds'
  * swing around the equilibrium, where the round mixture needs every checkpoint. `checkpoints` are
- * rounds 1..R (compare reads them back for runs graded before the average existed); `floor` is
- * the last round's, `evalSamples` the samples a prompt the rounds were graded with.
+ * rounds 1..R; `floor` is the last round's, `evalSamples` the samples a prompt the rounds were
+ * graded with.
  */
-export async function gradeWeightAverage(
+async function gradeWeightAverage(
   runtime: Runtime,
   game: GameConfig,
   out: string,
