@@ -8,7 +8,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { z } from 'zod';
 import { hyperparametersByRound } from '../algorithms/schedule.js';
 import { LocalCluster } from '../client/local-cluster.js';
 import { parseRunSpec } from '../client/run-spec.js';
@@ -17,12 +16,11 @@ import type { Runtime } from '../engine/index.js';
 import { type Run, RunState } from '../gen/duel/v1/runs.js';
 import { averageModelDirs } from '../models/average.js';
 import { DuelError } from '../platform/errors.js';
-import { readJsonl } from '../platform/jsonl.js';
 import { findNatsServer } from '../platform/nats-server.js';
 import { buildSchema, buildTestbed } from './build.js';
 import { drawPrompts, judgePairs } from './corpus.js';
-import { judgeProbs } from './evaluate.js';
-import { type GameConfig, maxNewTokens, parseGame, promptIds, targetsOf } from './game.js';
+import { judgeProbs, type SampledPolicy } from './evaluate.js';
+import { type GameConfig, maxNewTokens, parseGame, promptIds } from './game.js';
 import { judgeFidelity, regularisation, regularisedFloor } from './oracle.js';
 import { writeReport } from './report.js';
 import { described, evaluatePolicy, evaluateRounds, type RoundEvaluation } from './rounds.js';
@@ -278,7 +276,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   o.log('scoring every round with the oracle');
   const checkpoints = [built.ref, ...run.rounds.map((r) => fileURLToPath(r.checkpoint!.artifact!.uri))];
   const floors = new Map<number, number>();
-  const { rounds, mixture, mixtureLastHalf, refStyles } = await evaluateRounds(o.runtime, game, {
+  const { rounds, mixture, mixtureLastHalf, refStyles, opponents } = await evaluateRounds(o.runtime, game, {
     checkpoints,
     refDir: built.ref,
     targets: evalTargets,
@@ -305,9 +303,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const averaged = await gradeWeightAverage(o.runtime, game, out, {
     checkpoints: checkpoints.slice(1),
     refDir: built.ref,
+    targets: evalTargets,
+    opponents,
     evalSamples: rs['run.eval_samples']!,
     floor: rounds[rounds.length - 1]!.oracle.exploitability_floor,
-    seed: o.seed,
+    seed: o.seed + 20,
     log: o.log,
   });
   const summary: DemoSummary = {
@@ -337,8 +337,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
  * The weight average of rounds ⌊R/2⌋+1..R (`duel model average`, written to `<out>/averaged`),
  * graded as the rounds were: iterate averaging gives one model near the centre of the rounds'
  * swing around the equilibrium, where the round mixture needs every checkpoint. `checkpoints` are
- * rounds 1..R; `floor` is the last round's, `evalSamples` the samples a prompt the rounds were
- * graded with.
+ * rounds 1..R; `targets`, `opponents`, `evalSamples` and `seed` are the held-out prompts, π_ref's
+ * samples, the samples a prompt and the seed the rounds were graded with; `floor` is the last
+ * round's.
  */
 async function gradeWeightAverage(
   runtime: Runtime,
@@ -347,6 +348,8 @@ async function gradeWeightAverage(
   o: {
     checkpoints: string[];
     refDir: string;
+    targets: number[][];
+    opponents: SampledPolicy;
     evalSamples: number;
     floor: number;
     seed: number;
@@ -358,16 +361,13 @@ async function gradeWeightAverage(
   const from = Math.floor(last / 2) + 1;
   const dir = join(out, 'averaged');
   averageModelDirs(o.checkpoints.slice(from - 1), dir);
-  const targets = readJsonl(
-    join(out, 'eval-prompts.jsonl'),
-    z.object({ prompt_ids: z.array(z.number().int()) }),
-  ).map((r) => targetsOf(r.prompt_ids));
   const oracle = await evaluatePolicy(runtime, game, {
     dir,
     refDir: o.refDir,
-    targets,
+    targets: o.targets,
+    opponents: o.opponents,
     samples: o.evalSamples,
-    seed: o.seed + 20,
+    seed: o.seed,
     floor: o.floor,
   });
   o.log(`  weight average of rounds ${from}..${last}: ${described(oracle)}`);

@@ -85,7 +85,7 @@ export async function evaluateRounds(runtime: Runtime, g: GameConfig, o: Evaluat
   // The last half of the rounds (from ⌊R/2⌋+1): tail averaging drops the early, weaker policies
   // that the uniform mixture still carries, as averaged SGD does.
   const mixtureLastHalf = own.length >= 2 ? mixtureOf(Math.floor(own.length / 2) + 1) : undefined;
-  return { rounds, mixture, mixtureLastHalf, refStyles };
+  return { rounds, mixture, mixtureLastHalf, refStyles, opponents };
 }
 
 type Mixture = OracleMetrics & { kl_to_ref: number; exploitability_floor: number };
@@ -94,15 +94,24 @@ export const described = (m: Mixture) =>
   `win rate vs π_ref ${m.win_rate_vs_ref.toFixed(3)}, exploitability ${m.exploitability.toFixed(3)} (styles alone ${m.exploitability_styles.toFixed(3)}, floor ${m.exploitability_floor.toFixed(3)}), quality ${m.quality.toFixed(3)}, style entropy ${m.style_entropy.toFixed(3)}`;
 
 /**
- * One more policy graded as evaluateRounds grades a round: the same held-out prompts, π_ref's
- * opponent samples drawn with the same seed, and the policy's own samples with the rounds' seed.
+ * One more policy graded as evaluateRounds grades a round: the same held-out prompts against the
+ * same π_ref samples (`opponents`, as evaluateRounds returns them), and the policy's own samples
+ * with the rounds' seed.
  */
 export async function evaluatePolicy(
   runtime: Runtime,
   g: GameConfig,
-  o: { dir: string; refDir: string; targets: number[][]; samples: number; seed: number; floor: number },
+  o: {
+    dir: string;
+    refDir: string;
+    targets: number[][];
+    opponents: SampledPolicy;
+    samples: number;
+    seed: number;
+    floor: number;
+  },
 ): Promise<Mixture> {
-  const opponents = await samplePolicy(runtime, g, o.refDir, o.targets, o.samples, o.seed + 1);
+  const { opponents } = o;
   const s = await samplePolicy(runtime, g, o.dir, o.targets, o.samples, o.seed);
   const ref = await refScorer(runtime, o.refDir);
   try {
