@@ -172,13 +172,16 @@ export async function buildDemoModels(
   seed: number,
   log: (line: string) => void,
 ) {
-  const t0 = Date.now();
-  let lastLine = 0;
-  const built = await buildTestbed(runtime, game, build, resolve(dir), seed, (stage, step, total, loss) => {
-    if (Date.now() - lastLine < 2000 && step < total) return;
-    lastLine = Date.now();
-    const secs = (Date.now() - t0) / 1000;
-    log(`  ${stage}: step ${step}/${total}, loss ${loss.toFixed(4)} (${secs.toFixed(0)} s)`);
+  // Rate and ETA per stage (SFT, then the judge), counted from the stage's first reported step.
+  let stage = { name: '', start: 0, first: 0, last: 0 };
+  const built = await buildTestbed(runtime, game, build, resolve(dir), seed, (name, step, total, loss) => {
+    const now = Date.now();
+    if (name !== stage.name) stage = { name, start: now, first: step, last: 0 };
+    if (now - stage.last < 2000 && step < total) return;
+    stage.last = now;
+    const rate = (step - stage.first) / Math.max((now - stage.start) / 1000, 1e-3);
+    const pace = rate > 0 ? `, ${rate.toFixed(1)} steps/s, ETA ${((total - step) / rate).toFixed(0)} s` : '';
+    log(`  ${name}: step ${step}/${total}, loss ${loss.toFixed(4)}${pace}`);
   });
   log(
     `${built.reused ? 'reused' : 'built'} π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
