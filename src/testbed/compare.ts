@@ -224,7 +224,8 @@ async function compareRun(
 /**
  * `work` over `items` with at most `jobs` running at once, started in order; the results in the
  * items' order. The first failure is thrown once the running ones have settled, and no new item
- * starts after it.
+ * starts after it. Written here rather than taken from p-map, whose stopOnError rejects while
+ * the other runs (each a demo with child services) are still going.
  */
 export async function inPool<T, R>(items: T[], jobs: number, work: (item: T) => Promise<R>): Promise<R[]> {
   const results: R[] = new Array(items.length);

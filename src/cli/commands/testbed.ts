@@ -167,8 +167,8 @@ export function registerTestbed(program: Command): void {
             return `${w(Math.max(...window))} / ${w(r.last[o.rounds]!)} / ${w(r.mixture[o.rounds]!)}`;
           });
           // A reference that follows the policy makes the regularised game's fixed point the Nash
-          // equilibrium itself, so there is no floor above 0 (as the demo reports it).
-          const floor = every > 0 ? 0 : regularisedFloor(g, ref, tau).exploitability;
+          // equilibrium itself: the floor of τ = 0, as the demo reports it.
+          const floor = regularisedFloor(g, ref, every > 0 ? 0 : tau).exploitability;
           out.push(`| ${tau} (${w(floor)}) | ${cells.join(' | ')} |`);
         }
         out.push('', '| samples a prompt | plug-in exploitability of an exact equilibrium |', '|---:|---:|');
