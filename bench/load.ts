@@ -14,12 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ServiceProcess } from '../src/client/local-cluster.js';
+import { codeName, DuelError } from '../src/errors.js';
 import type { ModelRef } from '../src/gen/duel/v1/common.js';
 import { PolicySamplerServiceClient, type SampleRequest } from '../src/gen/duel/v1/sampler.js';
 import { type CompareRequest, PreferenceScorerServiceClient, ProbMode } from '../src/gen/duel/v1/scorer.js';
 import { rng } from '../src/models/common/rng.js';
 import { writeManifest } from '../src/platform/artifacts.js';
-import { DuelError } from '../src/platform/errors.js';
 import { callServerStream, callUnary } from '../src/platform/grpc/client.js';
 import { drawPrompts } from '../src/testbed/corpus.js';
 import { maxNewTokens, parseGame, promptIds } from '../src/testbed/game.js';
@@ -111,7 +111,7 @@ async function hammer(
         try {
           await call(s * 1_000_003 + i);
         } catch (e) {
-          code = grpc.status[DuelError.from(e).code] ?? 'UNKNOWN';
+          code = codeName(DuelError.from(e).code);
         }
         const took = performance.now() - start;
         codes[code] = (codes[code] ?? 0) + 1;

@@ -8,11 +8,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hyperparametersAt } from '../../src/algorithms/schedule.js';
+import { DuelError } from '../../src/errors.js';
 import type { Metrics, ModelRef } from '../../src/gen/duel/v1/common.js';
 import { EventKind, type RunEvent } from '../../src/gen/duel/v1/events.js';
 import { type RoundSummary, type Run, type RunSpec, RunState } from '../../src/gen/duel/v1/runs.js';
 import { type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';

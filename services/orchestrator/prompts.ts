@@ -8,8 +8,8 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DuelError } from '../../src/errors.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { readJsonl } from '../../src/platform/jsonl.js';
 
 const Line = z.looseObject({

@@ -10,7 +10,7 @@
  */
 import { lookup } from 'node:dns/promises';
 import type * as grpc from '@grpc/grpc-js';
-import { DuelError } from '../../src/platform/errors.js';
+import { DuelError } from '../../src/errors.js';
 import { isTransient } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 

@@ -3,8 +3,9 @@
  * run's events from JetStream, so a watcher sees the same sequence any NATS consumer sees; a
  * watch ends with UNAVAILABLE when this orchestrator drains, and the client resumes elsewhere.
  */
+
+import { DuelError } from '../../src/errors.js';
 import { RunState, RunsServiceService, type WatchRunResponse } from '../../src/gen/duel/v1/runs.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { isTerminal } from '../../src/platform/run-events.js';
 import type { Orchestrator } from './driver.js';

@@ -3,11 +3,12 @@
  * hyper-parameters validated by its recipe, and what the rounds will sample worked out, so a run
  * that starts cannot fail later on something its spec already said.
  */
-import { type SamplingPlan, samplingPlan } from '../../src/algorithms/round-plan.js';
+import type { SamplingPlan } from '../../src/algorithms/round-plan.js';
 import { hyperparametersByRound, scheduledKeys } from '../../src/algorithms/schedule.js';
+import { parseTrainingSettings, settingsFromWire } from '../../src/algorithms/training-settings.js';
+import { DuelError } from '../../src/errors.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
 import { checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { Violations } from '../../src/platform/violations.js';
 
 export interface RunLimits {
@@ -69,18 +70,8 @@ export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS):
     'spec.artifact_uri',
     `must be a relative name inside the artifact store (letters, digits, . _ - and /), got '${spec.artifactUri}'`,
   );
-  const optimizer = spec.optimizer?.name ?? '';
-  v.check(
-    ['', 'sgd', 'adamw', 'rmsprop'].includes(optimizer),
-    'spec.optimizer.name',
-    `must be sgd, adamw or rmsprop, got '${optimizer}'`,
-  );
-  v.check(
-    !(spec.optimizer?.steps && spec.optimizer?.epochs),
-    'spec.optimizer',
-    'set steps or epochs, not both',
-  );
   v.throwIfAny();
+  parseTrainingSettings(settingsFromWire(spec.optimizer), (key) => `spec.optimizer.${key}`);
   // Every round's values pass the recipe; a schedule may not change what a round samples, since
   // sampling is planned once per run.
   const byRound = hyperparametersByRound(
@@ -89,17 +80,16 @@ export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS):
     spec.rounds,
     'spec.hyperparameters',
   );
-  const { recipe, hp } = byRound[0]!;
-  const sampling = samplingPlan(recipe, hp, spec.samplesPerPrompt);
+  const sampling = byRound[0]!.sampling(spec.samplesPerPrompt);
   for (const [i, r] of byRound.entries())
-    if (JSON.stringify(samplingPlan(r.recipe, r.hp, spec.samplesPerPrompt)) !== JSON.stringify(sampling))
+    if (JSON.stringify(r.sampling(spec.samplesPerPrompt)) !== JSON.stringify(sampling))
       throw DuelError.invalidArgument([
         {
           field: `spec.hyperparameters.${scheduledKeys(spec.hyperparameters).join(', ')}`,
           description: `a schedule may not change what a round samples (round ${i + 1} would sample differently from round 1)`,
         },
       ]);
-  if (spec.referenceUpdateEvery > 0 && !recipe.needs.ref && !recipe.needs.refTokens)
+  if (spec.referenceUpdateEvery > 0 && !byRound[0]!.recipe.usesReference)
     throw DuelError.invalidArgument([
       {
         field: 'spec.reference_update_every',

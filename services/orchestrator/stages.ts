@@ -6,6 +6,7 @@
  */
 import { groupWinRate } from '../../src/algorithms/estimators.js';
 import type { SamplingPlan } from '../../src/algorithms/round-plan.js';
+import { DuelError } from '../../src/errors.js';
 import type { Completion, Matrix, ModelRef, RoundRecord } from '../../src/gen/duel/v1/common.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
 import type { PolicySamplerServiceClient, SampleRequest } from '../../src/gen/duel/v1/sampler.js';
@@ -19,7 +20,6 @@ import type {
   TrainRoundRequest,
   TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
-import { DuelError } from '../../src/platform/errors.js';
 import {
   type CallOptions,
   callClientStream,

@@ -6,6 +6,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Runtime } from '../../src/engine/index.js';
+import { DuelError } from '../../src/errors.js';
 import {
   type Completion as CompletionMessage,
   CompletionSource,
@@ -27,7 +28,6 @@ import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
 import { artifactKey, type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';

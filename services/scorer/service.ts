@@ -7,6 +7,7 @@
  */
 import { btScores, prefsFromLogits, winRates } from '../../src/algorithms/estimators.js';
 import type { Runtime } from '../../src/engine/index.js';
+import { DuelError } from '../../src/errors.js';
 import type { Matrix, ModelRef } from '../../src/gen/duel/v1/common.js';
 import {
   type CompareItem,
@@ -22,7 +23,6 @@ import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
 import { artifactKey, type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';

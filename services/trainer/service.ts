@@ -16,12 +16,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSets, type RoundRecord } from '../../src/algorithms/recipes/index.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
-import type { OptimizerSpec, Runtime } from '../../src/engine/index.js';
 import {
-  type CheckpointRef,
-  type OptimizerConfig,
-  RoundRecord as WireRecord,
-} from '../../src/gen/duel/v1/common.js';
+  loopSettings,
+  parseTrainingSettings,
+  settingsFromWire,
+} from '../../src/algorithms/training-settings.js';
+import type { Runtime } from '../../src/engine/index.js';
+import { DuelError } from '../../src/errors.js';
+import { type CheckpointRef, RoundRecord as WireRecord } from '../../src/gen/duel/v1/common.js';
 import {
   type GetStatusResponse,
   TrainerServiceService,
@@ -37,26 +39,9 @@ import {
   resolveFileArtifact,
 } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
-import { DuelError } from '../../src/platform/errors.js';
 import { service } from '../../src/platform/grpc/server.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
-
-function optimizerOf(o: OptimizerConfig | undefined, v: Violations): OptimizerSpec {
-  const name = o?.name || 'adamw';
-  const wd = o?.weightDecay ?? 0;
-  if (name === 'sgd') return { kind: 'sgd', momentum: o?.momentum ?? 0, weightDecay: wd };
-  if (name === 'rmsprop')
-    return { kind: 'rmsprop', weightDecay: wd, ...(o?.epsilon ? { eps: o.epsilon } : {}) };
-  v.check(name === 'adamw', 'config.optimizer.name', `must be sgd, adamw or rmsprop, got '${name}'`);
-  return {
-    kind: 'adamw',
-    weightDecay: wd,
-    ...(o?.beta1 ? { beta1: o.beta1 } : {}),
-    ...(o?.beta2 ? { beta2: o.beta2 } : {}),
-    ...(o?.epsilon ? { eps: o.epsilon } : {}),
-  };
-}
 
 /** A record of the wire as the trainer's record: token ids only (the sampler sends them). */
 function recordOf(r: WireRecord, i: number): RoundRecord {
@@ -154,8 +139,11 @@ export function trainerService(core: TrainerCore) {
           'is required (a name inside the artifact store)',
         );
         v.check(records.length > 0, 'records', 'at least one record must follow the config');
-        const optimizer = optimizerOf(config.optimizer, v);
         v.throwIfAny();
+        const settings = parseTrainingSettings(
+          settingsFromWire(config.optimizer),
+          (key) => `config.optimizer.${key}`,
+        );
         const existing = await core.store.find(config.outputUri);
         if (existing) {
           const path = join(existing.dir, REQUEST_DIGEST_FILE);
@@ -190,7 +178,6 @@ export function trainerService(core: TrainerCore) {
         const reference = config.reference
           ? loadModelDir(await core.resolve(config.reference.artifact!))
           : undefined;
-        const o = config.optimizer;
         const { weights, metrics } = await trainRound(core.runtime, {
           algo: config.algorithm,
           hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
@@ -198,14 +185,7 @@ export function trainerService(core: TrainerCore) {
           weights: policy.weights,
           ...(reference ? { reference: reference.weights } : {}),
           records,
-          optimizer,
-          lr: o?.learningRate || 1e-4,
-          ...(o?.steps ? { steps: o.steps } : { epochs: o?.epochs || 1 }),
-          batchSize: o?.batchSize || 8,
-          gradClip: o?.gradClip ?? 1,
-          schedule: (o?.schedule || 'constant') as 'constant' | 'linear' | 'cosine',
-          warmupSteps: o?.warmupSteps ?? 0,
-          seed: Number(config.seed ?? 0),
+          ...loopSettings(settings, Number(config.seed ?? 0)),
           onStep: (step, total) => {
             if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
             core.state = { ...core.state, step, totalSteps: total };

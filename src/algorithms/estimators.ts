@@ -24,18 +24,6 @@ export function klOnSamples(logpTheta: number[], logpRef: number[]): number {
   return logpTheta.reduce((s, x, i) => s + x - logpRef[i]!, 0) / logpTheta.length;
 }
 
-/** Mean per-token entropy −Σ p log p over rows of token log-probability vectors. */
-export function tokenEntropy(rows: ArrayLike<number>[]): number {
-  if (rows.length === 0) return 0;
-  let total = 0;
-  for (const row of rows) {
-    let h = 0;
-    for (let i = 0; i < row.length; i++) h -= Math.exp(row[i]!) * row[i]!;
-    total += h;
-  }
-  return total / rows.length;
-}
-
 /**
  * The win rate of one group of candidates against another, over many prompts: the mean of
  * prefs[i][j] for i in `mine` and j in `theirs` (index ranges of each prompt's candidates).

@@ -7,8 +7,8 @@
  * The orchestrator resolves the schedule and sends each round's trainer plain values, so the
  * trainer and the recipes never see a list.
  */
-import { DuelError } from '../platform/errors.js';
-import { parseSets, type Recipe, recipeFor } from './recipes/index.js';
+import { DuelError } from '../errors.js';
+import { type ConfiguredRecipe, parseSets, recipeFor } from './recipes/index.js';
 
 const ENTRY = /^\s*(-?[0-9.eE+-]+)\s*(?:x\s*([0-9]+)\s*)?$/;
 
@@ -76,10 +76,10 @@ export function hyperparametersByRound(
   hp: Record<string, string>,
   rounds: number,
   fieldPrefix = 'hyperparameters',
-): { recipe: Recipe<never>; hp: never }[] {
+): ConfiguredRecipe[] {
   const schedules = schedulesOf(hp, fieldPrefix);
   const longest = Math.max(1, ...[...schedules.values()].map((s) => s.length));
-  const out: { recipe: Recipe<never>; hp: never }[] = [];
+  const out: ConfiguredRecipe[] = [];
   for (let round = 1; round <= Math.max(1, Math.min(rounds, longest)); round++) {
     const at = valuesAt(hp, schedules, round);
     try {

@@ -2,12 +2,13 @@
  * Judge training (ALGORITHMS.md): binary cross-entropy on labelled pairs shown in both orders,
  * softplus(−(C(x, y_w, y_l) − C(x, y_l, y_w))), so the learned logit is antisymmetric in use.
  */
-import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
+import { type Graph, type Runtime, T, type Tensor, TrainingState } from '../engine/index.js';
+import { DuelError } from '../errors.js';
 import { rng } from '../models/common/rng.js';
 import type { JudgeConfig } from '../models/judge/config.js';
 import { judgeLogits, judgeParams, pairBatch } from '../models/judge/model.js';
 import type { HostTensor } from '../models/llama/weights.js';
-import { DuelError } from '../platform/errors.js';
+import { BatchInputs, parameterLookup } from './batch-inputs.js';
 import { judgeLoss } from './losses.js';
 import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
@@ -23,7 +24,10 @@ export interface TrainJudgeOptions extends LoopSettings {
   pairs: LabelledPair[];
 }
 
+/** The pair shown winner first, then loser first. */
 const ORDERS = ['wl', 'lw'] as const;
+type Order = (typeof ORDERS)[number];
+type PairBatch = ReturnType<typeof pairBatch>;
 
 export async function trainJudge(
   runtime: Runtime,
@@ -32,22 +36,33 @@ export async function trainJudge(
   if (o.pairs.length === 0)
     throw DuelError.invalidArgument([{ field: 'data', description: 'holds no pairs' }]);
   const cfg = o.config;
-  const shapes = new Map(judgeParams(cfg).map((p) => [p.name, p.shape]));
+  let inputs: BatchInputs<Record<Order, PairBatch>> | undefined;
   const program = {
     dtype: 'float32' as const,
     build(g: Graph, param: (name: string, shape: number[]) => Tensor) {
-      const params = new Map<string, Tensor>();
-      const w = (name: string) => {
-        if (!params.has(name)) params.set(name, param(name, shapes.get(name)!));
-        return params.get(name)!;
-      };
-      const [wl, lw] = ORDERS.map((order) =>
-        judgeLogits(cfg, w, {
-          inputIds: g.input(`${order}/input_ids`, 'int64', ['R', `T_${order}`]),
-          attentionMask: g.input(`${order}/attention_mask`, 'int64', ['R', `T_${order}`]),
-          markers: g.input(`${order}/markers`, 'int64', ['R', 3]),
-        }),
-      );
+      const declared = new BatchInputs<Record<Order, PairBatch>>(g);
+      inputs = declared;
+      const w = parameterLookup(judgeParams(cfg), param);
+      const [wl, lw] = ORDERS.map((order) => {
+        const dims = (b: PairBatch) => [b.n, b.length];
+        return judgeLogits(cfg, w, {
+          inputIds: declared.add(`${order}/input_ids`, 'int64', ['R', `T_${order}`], (b) => ({
+            dtype: 'int64',
+            dims: dims(b[order]),
+            data: b[order].inputIds,
+          })),
+          attentionMask: declared.add(`${order}/attention_mask`, 'int64', ['R', `T_${order}`], (b) => ({
+            dtype: 'int64',
+            dims: dims(b[order]),
+            data: b[order].attentionMask,
+          })),
+          markers: declared.add(`${order}/markers`, 'int64', ['R', 3], (b) => ({
+            dtype: 'int64',
+            dims: [b[order].n, 3],
+            data: b[order].markers,
+          })),
+        });
+      });
       return T.mean(judgeLoss(wl!, lw!));
     },
   };
@@ -68,24 +83,22 @@ export async function trainJudge(
       draw: rng(o.seed),
       ...(o.onStep ? { onStep: o.onStep } : {}),
       feeds(batch) {
-        const chosen = batch.map((i) => o.pairs[i]!);
-        const feeds: Record<string, WireTensor> = {};
-        let tokens = 0;
-        for (const order of ORDERS) {
-          const b = pairBatch(
+        const pairs = batch.map((i) => o.pairs[i]!);
+        const padded = {
+          wl: pairBatch(
             cfg,
-            chosen.map((p) =>
-              order === 'wl'
-                ? { prompt: p.prompt, first: p.chosen, second: p.rejected }
-                : { prompt: p.prompt, first: p.rejected, second: p.chosen },
-            ),
-          );
-          feeds[`${order}/input_ids`] = { dtype: 'int64', dims: [b.n, b.length], data: b.inputIds };
-          feeds[`${order}/attention_mask`] = { dtype: 'int64', dims: [b.n, b.length], data: b.attentionMask };
-          feeds[`${order}/markers`] = { dtype: 'int64', dims: [b.n, 3], data: b.markers };
-          tokens += Number(b.attentionMask.reduce((a, x) => a + x, 0n));
-        }
-        return { feeds, tokens };
+            pairs.map((p) => ({ prompt: p.prompt, first: p.chosen, second: p.rejected })),
+          ),
+          lw: pairBatch(
+            cfg,
+            pairs.map((p) => ({ prompt: p.prompt, first: p.rejected, second: p.chosen })),
+          ),
+        };
+        const tokens = ORDERS.reduce(
+          (n, order) => n + Number(padded[order].attentionMask.reduce((a, x) => a + x, 0n)),
+          0,
+        );
+        return { feeds: inputs!.feeds(padded), tokens };
       },
     });
   } finally {

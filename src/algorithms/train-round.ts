@@ -1,22 +1,39 @@
 /**
  * One training round of any recipe: round records → rows per slot → frozen log-probs (π_t,
- * π_ref) → a training graph (θ's log-probs of every slot, the recipe's loss, the optimizer) →
- * steps over batches of records. π_θ starts from the round's model, which is also π_t. A step
- * whose loss or gradient is not finite is skipped and counted; a round in which no step applied,
- * or whose last loss is not finite, is reported as diverged and its weights must not be saved.
+ * π_ref, whichever the recipe declares) → a training graph (θ's log-probs of every slot, the
+ * recipe's loss, the optimizer) → steps over batches of records. π_θ starts from the round's model,
+ * which is also π_t. A step whose loss or gradient is not finite is skipped and counted; a round in
+ * which no step applied, or whose last loss is not finite, is reported as diverged and its weights
+ * must not be saved. Nothing here names an algorithm: what differs between them is the recipe's.
  */
-import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
-import { completionBatch } from '../models/batch.js';
+import {
+  type Graph,
+  type Runtime,
+  T,
+  type Tensor,
+  TrainingState,
+  type TypedArray,
+  type WireTensor,
+} from '../engine/index.js';
+import { DuelError } from '../errors.js';
+import { type CompletionBatch, type CompletionRecord, completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import { generate } from '../models/generate.js';
 import type { LlamaConfig } from '../models/llama/config.js';
-import { LogprobRunner } from '../models/llama/logprob-runner.js';
+import { type CompletionLogprobs, LogprobRunner } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
-import { DuelError } from '../platform/errors.js';
-import { winnerLoser, winRates } from './estimators.js';
-import { type Recipe, type RoundRecord, type Row, recipeFor, type SlotLogps } from './recipes/index.js';
+import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';
+import { klOnSamples, winnerLoser, winRates } from './estimators.js';
+import {
+  type ConfiguredRecipe,
+  type RoundRecord,
+  type Row,
+  recipeFor,
+  type SlotLogps,
+} from './recipes/index.js';
+import { FROZEN, type Frozen } from './recipes/recipe.js';
 import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
 export type { RoundMetrics } from './steps.js';
@@ -56,13 +73,22 @@ export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = 
   });
 }
 
+/** The model a frozen input is computed from. */
+type FrozenModel = (typeof FROZEN)[Frozen]['model'];
+
+/** One slot's rows, per record, and their log-probs under each model a frozen input reads. */
 interface SlotData {
-  rows: Row[][]; // per record
-  t: number[][];
-  ref: number[][];
-  /** π_ref's per-token log-probs of each row's completion (per record, per row). */
-  refTokens: number[][][];
+  rows: Row[][];
+  scored: Partial<Record<FrozenModel, CompletionLogprobs[][]>>;
 }
+
+/** What one step feeds a slot: its rows, padded, and their frozen log-probs. */
+interface SlotBatch {
+  rows: Row[];
+  padded: CompletionBatch;
+  scored: Partial<Record<FrozenModel, CompletionLogprobs[]>>;
+}
+type StepBatch = Record<string, SlotBatch>;
 
 /**
  * Log-prob sessions for the frozen passes of one round, one per weight set (π_t, π_ref, the
@@ -76,7 +102,7 @@ class FrozenScorers {
     private readonly cfg: LlamaConfig,
   ) {}
 
-  async logprobs(weights: Record<string, HostTensor>, rows: Row[]) {
+  async logprobs(weights: Record<string, HostTensor>, rows: readonly CompletionRecord[]) {
     let runner = this.runners.get(weights);
     if (!runner) {
       runner = LogprobRunner.create(this.runtime, this.cfg, weights);
@@ -93,53 +119,117 @@ class FrozenScorers {
   }
 }
 
-function program(
+/**
+ * The round's training graph: θ's log-probs of every slot's rows, the recipe's loss, averaged.
+ * Every input is declared once, in `slotLogps`, with the function that fills it from a StepBatch.
+ */
+class RoundProgram {
+  readonly dtype = 'float32' as const;
+  private inputs: BatchInputs<StepBatch> | undefined;
+
+  constructor(
+    private readonly cfg: LlamaConfig,
+    private readonly recipe: ConfiguredRecipe,
+    /** One row of each slot, for the names and widths of its features. */
+    private readonly examples: Record<string, Row>,
+  ) {}
+
+  build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
+    const inputs = new BatchInputs<StepBatch>(g);
+    this.inputs = inputs;
+    const w = parameterLookup(llamaParams(this.cfg), param);
+    const slots = Object.fromEntries(
+      Object.entries(this.examples).map(([slot, example]) => [
+        slot,
+        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen),
+      ]),
+    );
+    return T.mean(this.recipe.loss(slots));
+  }
+
+  feeds(batch: StepBatch): Record<string, WireTensor> {
+    if (!this.inputs) throw new Error('RoundProgram.feeds before build');
+    return this.inputs.feeds(batch);
+  }
+}
+
+function slotLogps(
+  inputs: BatchInputs<StepBatch>,
   cfg: LlamaConfig,
-  recipe: Recipe<never>,
-  hp: never,
-  slots: string[],
-  scalars: Record<string, string[]>,
-) {
-  return {
-    dtype: 'float32' as const,
-    build(g: Graph, param: (name: string, shape: number[]) => Tensor) {
-      const shapes = new Map(llamaParams(cfg).map((p) => [p.name, p.shape]));
-      const weights = new Map<string, Tensor>();
-      const w = (name: string) => {
-        if (!weights.has(name)) weights.set(name, param(name, shapes.get(name)!));
-        return weights.get(name)!;
-      };
-      const logps: Record<string, SlotLogps> = {};
-      for (const slot of slots) {
-        // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
-        const [rows, len] = ['R', `T_${slot}`];
-        const input = (n: string, dtype: 'int64' | 'float32') => g.input(`${slot}/${n}`, dtype, [rows, len]);
-        const mask = input('target_mask', 'float32');
-        const { summed, perToken } = sequenceLogprobs(cfg, w, {
-          inputIds: input('input_ids', 'int64'),
-          attentionMask: input('attention_mask', 'int64'),
-          targets: input('targets', 'int64'),
-          targetMask: mask,
-        });
-        const vec = (n: string) => g.input(`${slot}/${n}`, 'float32', [rows]);
-        const named = new Map((scalars[slot] ?? []).map((n) => [n, vec(`scalar.${n}`)]));
-        logps[slot] = {
-          theta: summed,
-          tokTheta: perToken,
-          mask,
-          ...(recipe.needs.refTokens ? { tokRef: input('ref_tokens', 'float32') } : {}),
-          ...(recipe.needs.t ? { t: vec('t') } : {}),
-          ...(recipe.needs.ref ? { ref: vec('ref') } : {}),
-          scalar: (n) => {
-            const s = named.get(n);
-            if (!s) throw new Error(`${recipe.name}: slot '${slot}' has no scalar '${n}'`);
-            return s;
+  w: (name: string) => Tensor,
+  slot: string,
+  example: Row,
+  frozen: readonly Frozen[],
+): SlotLogps {
+  // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
+  const [R, T_] = ['R', `T_${slot}`];
+  const of = (b: StepBatch) => b[slot]!;
+  const grid = (name: string, dtype: 'int64' | 'float32', pick: (p: CompletionBatch) => TypedArray) =>
+    inputs.add(`${slot}/${name}`, dtype, [R, T_], (b) => {
+      const p = of(b).padded;
+      return { dtype, dims: [p.batch, p.length], data: pick(p) };
+    });
+  const mask = grid('target_mask', 'float32', (p) => p.targetMask);
+  const { summed, perToken } = sequenceLogprobs(cfg, w, {
+    inputIds: grid('input_ids', 'int64', (p) => p.inputIds),
+    attentionMask: grid('attention_mask', 'int64', (p) => p.attentionMask),
+    targets: grid('targets', 'int64', (p) => p.targets),
+    targetMask: mask,
+  });
+  const frozenInputs = Object.fromEntries(
+    frozen.map((z) => {
+      const { model, per } = FROZEN[z];
+      const scored = (b: StepBatch) => of(b).scored[model]!;
+      return [
+        z,
+        per === 'row'
+          ? inputs.add(`${slot}/${z}`, 'float32', [R], (b) => rowVector(scored(b).map((x) => x.summed)))
+          : inputs.add(`${slot}/${z}`, 'float32', [R, T_], (b) => tokenGrid(of(b), scored(b))),
+      ];
+    }),
+  );
+  // A feature becomes a graph input when the loss first reads it, so unread ones cost nothing.
+  const features: Record<string, Tensor> = {};
+  for (const [name, value] of Object.entries(example.features)) {
+    let tensor: Tensor | undefined;
+    const width = typeof value === 'number' ? undefined : value.length;
+    Object.defineProperty(features, name, {
+      enumerable: true,
+      get: () => (tensor ??= featureInput(inputs, slot, name, width)),
+    });
+  }
+  return { theta: summed, tokTheta: perToken, mask, features, ...frozenInputs } as SlotLogps;
+}
+
+/** A per-row feature: one number per row as [R], or a vector of `width` per row as [R, width]. */
+function featureInput(inputs: BatchInputs<StepBatch>, slot: string, name: string, width: number | undefined) {
+  return inputs.add(`${slot}/feature.${name}`, 'float32', width === undefined ? ['R'] : ['R', width], (b) => {
+    const rows = b[slot]!.rows;
+    if (width === undefined) return rowVector(rows.map((r) => r.features[name] as number));
+    const data = new Float32Array(rows.length * width);
+    rows.forEach((r, i) => {
+      const v = r.features[name] as readonly number[];
+      if (v.length !== width)
+        throw DuelError.invalidArgument([
+          {
+            field: 'data',
+            description: `slot ${slot}: feature '${name}' has ${v.length} values on one row, ${width} on another`,
           },
-        };
-      }
-      return T.mean(recipe.loss(logps, hp));
-    },
-  };
+        ]);
+      data.set(v, i * width);
+    });
+    return { dtype: 'float32', dims: [rows.length, width], data };
+  });
+}
+
+/** Per-token frozen log-probs on the padded grid: completion token k sits at position promptLength − 1 + k. */
+function tokenGrid(b: SlotBatch, scored: CompletionLogprobs[]): WireTensor {
+  const { batch, length } = b.padded;
+  const data = new Float32Array(batch * length);
+  b.rows.forEach((r, n) => {
+    data.set(scored[n]!.perToken, n * length + r.promptIds.length - 1);
+  });
+  return { dtype: 'float32', dims: [batch, length], data };
 }
 
 export async function trainRound(
@@ -159,55 +249,58 @@ async function trainRoundWith(
   o: TrainRoundOptions,
   frozen: FrozenScorers,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
-  const { recipe, hp } = recipeFor(o.algo, o.hparams);
-  checkRecords(o.records, o.config.vocabSize, recipe.needs.prefs ?? true);
-  if ((recipe.needs.ref || recipe.needs.refTokens) && !o.reference)
+  const recipe = recipeFor(o.algo, o.hparams);
+  checkRecords(o.records, o.config.vocabSize, recipe.recipe.needsPrefs);
+  if (recipe.recipe.usesReference && !o.reference)
     throw DuelError.invalidArgument([
       { field: 'ref', description: `${o.algo} needs a reference model (--ref)` },
     ]);
-  const slots = recipe.slots(hp);
-  const draw = rng(o.seed);
-  const perRecord = o.records.map((r) => recipe.rows(r, hp, draw));
+  const models: Record<FrozenModel, Record<string, HostTensor> | undefined> = {
+    policy: o.weights,
+    reference: o.reference,
+  };
+  const needed = [...new Set(recipe.recipe.frozen.map((z) => FROZEN[z].model))];
+  /** The slot's rows of every record with their frozen log-probs. */
+  const score = async (rows: Row[][]): Promise<SlotData> => {
+    const m = rows[0]!.length;
+    const flat = rows.flat();
+    const scored: SlotData['scored'] = {};
+    for (const model of needed) {
+      const all = await frozen.logprobs(models[model]!, flat);
+      scored[model] = rows.map((_, i) => all.slice(i * m, (i + 1) * m));
+    }
+    return { rows, scored };
+  };
 
+  const draw = rng(o.seed);
+  const perRecord = o.records.map((r) => recipe.rows(r, draw));
   const data: Record<string, SlotData> = {};
-  for (const slot of slots) {
+  for (const slot of Object.keys(perRecord[0]!)) {
     const rows = perRecord.map((rec) => rec[slot] ?? []);
-    const counts = new Set(rows.map((r) => r.length));
-    if (counts.size !== 1)
+    if (new Set(rows.map((r) => r.length)).size !== 1)
       throw DuelError.invalidArgument([
         {
           field: 'data',
           description: `${o.algo}: every record must give the same number of rows (mixed K?)`,
         },
       ]);
-    const flat = rows.flat();
-    const m = rows[0]!.length;
-    const regroup = <X>(xs: X[]) => rows.map((_, i) => xs.slice(i * m, (i + 1) * m));
-    const t = recipe.needs.t ? await frozen.logprobs(o.weights, flat) : [];
-    const ref = recipe.needs.ref || recipe.needs.refTokens ? await frozen.logprobs(o.reference!, flat) : [];
-    data[slot] = {
-      rows,
-      t: regroup(t.map((x) => x.summed)),
-      ref: regroup(ref.map((x) => x.summed)),
-      refTokens: regroup(ref.map((x) => x.perToken)),
-    };
+    data[slot] = await score(rows);
   }
-  const scalars = Object.fromEntries(slots.map((s) => [s, Object.keys(data[s]!.rows[0]![0]!.scalars)]));
-
+  const program = new RoundProgram(
+    o.config,
+    recipe,
+    Object.fromEntries(Object.entries(data).map(([slot, d]) => [slot, d.rows[0]![0]!])),
+  );
   const state = await TrainingState.create(
     runtime,
-    program(o.config, recipe, hp, slots, scalars),
+    program,
     { optimizer: o.optimizer, gradClip: o.gradClip },
     plan(o, o.records.length).schedule,
     o.weights,
   );
-  const vec = (xs: number[]): WireTensor => ({
-    dtype: 'float32',
-    dims: [xs.length],
-    data: Float32Array.from(xs),
-  });
   try {
-    const resample = selfSampler(runtime, o, recipe, hp, data, state, frozen);
+    const self = recipe.selfSamples;
+    let resamples = 0;
     const result = await runSteps(state, {
       algo: o.algo,
       records: o.records.length,
@@ -215,86 +308,45 @@ async function trainRoundWith(
       ...(o.steps !== undefined ? { steps: o.steps } : {}),
       ...(o.epochs !== undefined ? { epochs: o.epochs } : {}),
       draw,
-      ...(resample ? { beforeStep: resample.beforeStep } : {}),
+      // SPO's intermittent sampling: the slot's rows become one fresh completion per record from
+      // the current weights (a decoding session over the training state's parameters).
+      ...(self
+        ? {
+            async beforeStep(step: number) {
+              if (step === 0 || step % self.every !== 0) return;
+              const params = (await state.parameters()) as Record<string, HostTensor>;
+              const gens = await sampleOnce(runtime, o, params, self.maxNewTokens, o.seed + step);
+              data[self.slot] = await score(
+                gens.map((g) => [
+                  { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, features: {} },
+                ]),
+              );
+              resamples++;
+            },
+          }
+        : {}),
       ...(o.onStep ? { onStep: o.onStep } : {}),
       feeds(batch) {
-        const feeds: Record<string, WireTensor> = {};
+        const step: StepBatch = {};
         let tokens = 0;
-        for (const slot of slots) {
-          const d = data[slot]!;
+        for (const [slot, d] of Object.entries(data)) {
           const rows = batch.flatMap((i) => d.rows[i]!);
-          const b = completionBatch(
-            rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
-            o.config.padTokenId ?? 0,
-            o.config.vocabSize,
-          );
-          const dims = [b.batch, b.length];
-          feeds[`${slot}/input_ids`] = { dtype: 'int64', dims, data: b.inputIds };
-          feeds[`${slot}/attention_mask`] = { dtype: 'int64', dims, data: b.attentionMask };
-          feeds[`${slot}/targets`] = { dtype: 'int64', dims, data: b.targets };
-          feeds[`${slot}/target_mask`] = { dtype: 'float32', dims, data: b.targetMask };
-          if (recipe.needs.refTokens) {
-            // Completion token k of a row is predicted at position promptLength − 1 + k.
-            const grid = new Float32Array(b.batch * b.length);
-            const perRow = batch.flatMap((i) => d.refTokens[i]!);
-            rows.forEach((r, n) => {
-              grid.set(perRow[n]!, n * b.length + r.promptIds.length - 1);
-            });
-            feeds[`${slot}/ref_tokens`] = { dtype: 'float32', dims, data: grid };
-          }
-          if (recipe.needs.t) feeds[`${slot}/t`] = vec(batch.flatMap((i) => d.t[i]!));
-          if (recipe.needs.ref) feeds[`${slot}/ref`] = vec(batch.flatMap((i) => d.ref[i]!));
-          for (const n of scalars[slot]!) feeds[`${slot}/scalar.${n}`] = vec(rows.map((r) => r.scalars[n]!));
+          const scored: SlotBatch['scored'] = {};
+          for (const model of needed) scored[model] = batch.flatMap((i) => d.scored[model]![i]!);
+          const padded = completionBatch(rows, o.config.padTokenId ?? 0, o.config.vocabSize);
+          step[slot] = { rows, padded, scored };
           tokens += rows.reduce((s, r) => s + r.promptIds.length + r.completionIds.length, 0);
         }
-        return { feeds, tokens };
+        return { feeds: program.feeds(step), tokens };
       },
     });
-    if (resample) result.metrics.resamples = resample.count();
+    if (self) result.metrics.resamples = resamples;
     if (!result.metrics.diverged)
       Object.assign(result.metrics, await roundStats(runtime, o, result.weights, frozen));
     return result;
   } finally {
     await state.dispose();
   }
-}
-
-/**
- * SPO's intermittent sampling: every `every` steps, draw one completion per record from the
- * current weights (a decoding session over the training state's parameters), and score it under
- * π_ref for the slot's frozen term.
- */
-function selfSampler(
-  runtime: Runtime,
-  o: TrainRoundOptions,
-  recipe: Recipe<never>,
-  hp: never,
-  data: Record<string, SlotData>,
-  state: TrainingState,
-  frozen: FrozenScorers,
-) {
-  const spec = recipe.selfSamples?.(hp);
-  if (!spec) return undefined;
-  let count = 0;
-  return {
-    count: () => count,
-    async beforeStep(step: number) {
-      if (step === 0 || step % spec.every !== 0) return;
-      const params = (await state.parameters()) as Record<string, HostTensor>;
-      const gens = await sampleOnce(runtime, o, params, spec.maxNewTokens, o.seed + step);
-      const rows = gens.map((g) => [
-        { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, scalars: {} },
-      ]);
-      const ref = await frozen.logprobs(o.reference!, rows.flat());
-      data[spec.slot] = {
-        rows,
-        t: [],
-        ref: ref.map((x) => [x.summed]),
-        refTokens: ref.map((x) => [x.perToken]),
-      };
-      count++;
-    },
-  };
 }
 
 /**
@@ -309,7 +361,7 @@ async function roundStats(
   frozen: FrozenScorers,
 ) {
   const all = o.records.flatMap((r) =>
-    r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c, scalars: {} })),
+    r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
   );
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
   const theta = (await frozen.logprobs(trained, all)).map((x) => x.summed);
@@ -331,10 +383,12 @@ async function roundStats(
       gens.map((g) => ({
         promptIds: o.records[g.prompt]!.prompt_ids,
         completionIds: g.tokens,
-        scalars: {},
       })),
     );
-    stats.kl_to_ref = mean(gens.map((g, i) => g.logprobs.reduce((a, b) => a + b, 0) - ref[i]!.summed));
+    stats.kl_to_ref = klOnSamples(
+      gens.map((g) => g.logprobs.reduce((a, b) => a + b, 0)),
+      ref.map((x) => x.summed),
+    );
     if (o.records.every((r) => r.prefs.length === r.completion_ids.length && r.prefs.length >= 2)) {
       const refAll = (await frozen.logprobs(o.reference, all)).map((x) => x.summed);
       let at = 0;

@@ -1,5 +1,5 @@
 /** Parsers for numeric CLI flags: a bad value is a DuelError naming the flag and the rule (exit 2). */
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 
 export function numberFlag(flag: string, ok: (n: number) => boolean, rule: string) {
   return (raw: string): number => {

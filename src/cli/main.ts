@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** Entry point: runs the program; a DuelError prints its message (and fields) and exits 2. */
 import { CommanderError } from 'commander';
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 import { buildProgram } from './program.js';
 
 try {

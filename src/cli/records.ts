@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { pairRecord, type RoundRecord } from '../algorithms/recipes/index.js';
+import { DuelError } from '../errors.js';
 import { TextTokenizer } from '../models/tokenizer.js';
-import { DuelError } from '../platform/errors.js';
 import { readJsonl } from './jsonl.js';
 
 const ids = z.array(z.number().int().nonnegative());

@@ -8,8 +8,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { DuelError } from '../errors.js';
 import { MEMORY_BUS_URL } from '../platform/bus.js';
-import { DuelError } from '../platform/errors.js';
 import { findNatsServer, NatsServer } from '../platform/nats-server.js';
 import { packageRoot } from '../platform/paths.js';
 

@@ -10,10 +10,11 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { settingsToWire, trainingSettingsSchema } from '../algorithms/training-settings.js';
+import { DuelError } from '../errors.js';
 import type { ModelRef } from '../gen/duel/v1/common.js';
 import type { RunSpec } from '../gen/duel/v1/runs.js';
 import { MANIFEST, verifyArtifact, writeManifest } from '../platform/artifacts.js';
-import { DuelError } from '../platform/errors.js';
 
 const modelField = z.union([
   z.string().min(1),
@@ -48,23 +49,7 @@ export const runSpecFile = z.strictObject({
       top_p: z.number().gt(0).max(1).optional(),
     })
     .prefault({ max_new_tokens: 32 }),
-  optimizer: z
-    .strictObject({
-      name: z.enum(['sgd', 'adamw', 'rmsprop']).default('adamw'),
-      learning_rate: z.number().positive().default(1e-4),
-      weight_decay: z.number().min(0).default(0),
-      grad_clip: z.number().min(0).default(1),
-      steps: count.default(0),
-      epochs: count.default(0),
-      batch_size: z.number().int().min(1).default(8),
-      schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
-      warmup_steps: count.default(0),
-      momentum: z.number().min(0).default(0),
-      beta1: z.number().min(0).max(1).default(0),
-      beta2: z.number().min(0).max(1).default(0),
-      epsilon: z.number().min(0).default(0),
-    })
-    .prefault({}),
+  optimizer: trainingSettingsSchema.prefault({}),
 });
 export type RunSpecFile = z.input<typeof runSpecFile>;
 
@@ -104,7 +89,6 @@ export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec
   const s = parsed.data;
   const path = (p: string) => (isAbsolute(p) || p.startsWith('file://') ? p : resolve(base, p));
   const policy = modelRefOf(s.policy, base, 'policy', `${where}: policy`);
-  const o = s.optimizer;
   return {
     name: s.name,
     algorithm: s.algorithm,
@@ -132,21 +116,7 @@ export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec
       topP: s.sampling.top_p,
       seed: undefined,
     },
-    optimizer: {
-      name: o.name,
-      learningRate: o.learning_rate,
-      weightDecay: o.weight_decay,
-      gradClip: o.grad_clip,
-      steps: o.steps,
-      epochs: o.steps === 0 && o.epochs === 0 ? 1 : o.epochs,
-      batchSize: o.batch_size,
-      schedule: o.schedule,
-      warmupSteps: o.warmup_steps,
-      momentum: o.momentum,
-      beta1: o.beta1,
-      beta2: o.beta2,
-      epsilon: o.epsilon,
-    },
+    optimizer: settingsToWire(s.optimizer),
   };
 }
 

@@ -3,10 +3,11 @@
  * line per event (the CLI and the demo print them).
  */
 import type * as grpc from '@grpc/grpc-js';
+import { DuelError } from '../errors.js';
 import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
 import { type Run, type RunSpec, RunState, RunsServiceClient } from '../gen/duel/v1/runs.js';
-import { DuelError } from '../platform/errors.js';
 import { callUnary, isTransient } from '../platform/grpc/client.js';
+import { codeOfStatus } from '../platform/grpc/status-details.js';
 import { eventName } from '../platform/run-events.js';
 import { channelCredentials, clientTlsFromEnv } from '../platform/tls.js';
 
@@ -92,7 +93,9 @@ function watchOnce(
   return new Promise<void>((resolvePromise, reject) => {
     const call = client.watchRun({ runId, fromStart });
     call.on('data', (m: { event?: RunEvent }) => m.event && onEvent(m.event));
-    call.on('error', (e: grpc.ServiceError) => reject(new DuelError(e.code, `WatchRun: ${e.details}`)));
+    call.on('error', (e: grpc.ServiceError) =>
+      reject(new DuelError(codeOfStatus(e.code), `WatchRun: ${e.details}`)),
+    );
     call.on('end', () => resolvePromise());
   });
 }

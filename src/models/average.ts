@@ -6,7 +6,7 @@
  * mixture needs every checkpoint at serving time). Only checkpoints of one architecture average:
  * config.json must agree, and every tensor is checked by name and shape on load.
  */
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 import { toHfConfig } from './llama/config.js';
 import type { HostTensor } from './llama/weights.js';
 import { loadModelDir, saveModelDir } from './model-dir.js';

@@ -3,7 +3,7 @@
  * read: right-padded input ids and mask, next-token targets, and a mask that keeps only the
  * completion's tokens (the prompt is context, not something the model is scored on).
  */
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 
 export interface CompletionRecord {
   promptIds: number[];

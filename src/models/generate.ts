@@ -5,7 +5,7 @@
  * mixture, the reference model reads the same tokens in its own cache and the draw uses the
  * token-level geometric mixture of logits (1 − m)·z_policy + m·z_ref (Nash-MD's π_t^β).
  */
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 import { rng } from './common/rng.js';
 import type { DecoderRunner, KvCache } from './llama/runner.js';
 import { drawToken, entropyOf, logSoftmaxAt, type SamplingOptions, streamSeed } from './sampling.js';

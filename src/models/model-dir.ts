@@ -24,7 +24,7 @@ import {
   serializeSafetensors,
   toBfloat16,
 } from '../engine/index.js';
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 import { floatsToHalves, halvesToFloats } from './common/half.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from './llama/config.js';
 import { type HostTensor, llamaParams, type ParamSpec } from './llama/weights.js';

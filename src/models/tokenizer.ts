@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 
 export interface SpecialTokens {
   unk: string;

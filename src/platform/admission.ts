@@ -4,7 +4,7 @@
  * requests costs the service a counter, not memory. Waiting calls that are cancelled leave the
  * queue.
  */
-import { DuelError } from './errors.js';
+import { DuelError } from '../errors.js';
 
 export class Admission {
   private active = 0;

@@ -5,8 +5,8 @@
  * builds the store the trainer publishes into, from `artifacts.store`.
  */
 import type { NatsConnection } from 'nats';
+import { DuelError } from '../errors.js';
 import { type ArtifactRef, type ArtifactStore, FileArtifactStore, localArtifactDir } from './artifacts.js';
-import { DuelError } from './errors.js';
 import { connectNats, type NatsSettings } from './nats.js';
 import { NatsArtifactStore, parseNatsArtifactUri } from './nats-artifacts.js';
 

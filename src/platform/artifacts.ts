@@ -20,7 +20,7 @@ import {
 } from 'node:fs';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { DuelError } from './errors.js';
+import { DuelError } from '../errors.js';
 
 export const MANIFEST = 'manifest.json';
 

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { DuelError } from './errors.js';
+import { DuelError } from '../errors.js';
 import { Violations } from './violations.js';
 
 export interface ConfigSources {

@@ -1,5 +1,6 @@
 /** What services and the CLI import from the platform. */
 
+export { Code, DuelError, type FieldViolation } from '../errors.js';
 export {
   type ArtifactRef,
   FileArtifactStore,
@@ -10,7 +11,6 @@ export {
 } from './artifacts.js';
 export { type ConfigSources, describeConfig, envName, loadConfig } from './config.js';
 export { checkModelRef, checkPrefs, checkSampling, type SamplingLimits } from './contract-checks.js';
-export { Code, DuelError, type FieldViolation } from './errors.js';
 export type { CallContext, ServiceHandlers } from './grpc/handlers.js';
 export { fullServiceName, GrpcServer, type GrpcServerOptions, service } from './grpc/server.js';
 export { violationsOf } from './grpc/status-details.js';

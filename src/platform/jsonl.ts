@@ -1,7 +1,7 @@
 /** JSON Lines in and out: every bad line is reported with its file, line number and field. */
 import { existsSync, readFileSync } from 'node:fs';
 import type { z } from 'zod';
-import { DuelError, type FieldViolation } from './errors.js';
+import { DuelError, type FieldViolation } from '../errors.js';
 
 export function readJsonl<S extends z.ZodType>(path: string, schema: S): z.output<S>[] {
   if (!existsSync(path)) throw DuelError.invalidArgument([{ field: path, description: 'file not found' }]);

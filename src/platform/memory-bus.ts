@@ -5,8 +5,9 @@
  * a restarted process starts empty, so a run it held is gone, and nothing outside the process
  * sees its events except through the orchestrator's WatchRun.
  */
+
+import { DuelError } from '../errors.js';
 import { type EventLog, type RecordStore, subjectMatches } from './bus.js';
-import { DuelError } from './errors.js';
 
 export class MemoryEventLog implements EventLog {
   private readonly messages: { subject: string; data: Uint8Array }[] = [];

@@ -22,6 +22,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { NatsConnection, ObjectStore } from 'nats';
+import { DuelError } from '../errors.js';
 import {
   type ArtifactRef,
   type FoundArtifact,
@@ -31,7 +32,6 @@ import {
   sha256,
   verifyArtifact,
 } from './artifacts.js';
-import { DuelError } from './errors.js';
 
 /** Object payloads per chunk: under nats-server's default 1 MiB max_payload with room for headers. */
 const CHUNK_BYTES = 512 * 1024;

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { DuelError } from './errors.js';
+import { DuelError } from '../errors.js';
 
 /** nats-server on PATH, or Debian's /usr/sbin/nats-server (not on a non-root PATH). */
 export function findNatsServer(): string | undefined {

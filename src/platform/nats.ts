@@ -19,8 +19,8 @@ import {
   nkeyAuthenticator,
   type StreamConfig,
 } from 'nats';
+import { DuelError } from '../errors.js';
 import type { EventLog, RecordStore } from './bus.js';
-import { DuelError } from './errors.js';
 
 export type { JetStreamClient, JetStreamManager, KV, NatsConnection };
 

@@ -2,8 +2,9 @@
  * The event vocabulary of runs (events.proto): each event kind's subject word, subject and
  * JetStream message id. Shared by the orchestrator that publishes and every client that reads.
  */
+
+import { DuelError } from '../errors.js';
 import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
-import { DuelError } from './errors.js';
 
 const ROUND_STAGES: Partial<Record<EventKind, string>> = {
   [EventKind.EVENT_KIND_ROUND_STARTED]: 'started',

@@ -9,8 +9,8 @@ import { readFileSync } from 'node:fs';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { z } from 'zod';
+import { DuelError } from '../errors.js';
 import { loadConfig } from './config.js';
-import { DuelError } from './errors.js';
 
 export const tlsSchema = z
   .object({

@@ -2,7 +2,7 @@
  * Collects every problem of one request or config before failing, so a caller fixes them all in
  * one go instead of one per round trip.
  */
-import { DuelError, type FieldViolation } from './errors.js';
+import { DuelError, type FieldViolation } from '../errors.js';
 
 export class Violations {
   private readonly list: FieldViolation[] = [];

@@ -6,7 +6,7 @@
  * key (`game.*`); nothing here assumes the defaults.
  */
 import { z } from 'zod';
-import { DuelError } from '../platform/errors.js';
+import { DuelError } from '../errors.js';
 
 export const LETTERS = 'abcdefghijklmnop'.split('');
 

@@ -5,9 +5,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DuelError } from '../errors.js';
 import { fromLogits, orderByScores, type Preferences } from '../models/judge/runner.js';
 import { readConfigJson } from '../models/model-dir.js';
-import { DuelError } from '../platform/errors.js';
 import { type GameConfig, parseGame, targetsOf, trueLogit } from './game.js';
 
 export const ORACLE_MODEL_TYPE = 'duel_oracle';

@@ -5,10 +5,10 @@ import {
   groupWinRate,
   klOnSamples,
   prefsFromLogits,
-  tokenEntropy,
   winnerLoser,
   winRates,
 } from '../../src/algorithms/estimators.js';
+import { entropyOf } from '../../src/models/sampling.js';
 
 const PREFS = [
   [0.5, 0.9, 0.6],
@@ -44,9 +44,14 @@ describe('estimators', () => {
         for (let j = 0; j < 3; j++) expect(m[i]![j]! + m[j]![i]!).toBeCloseTo(1, 12);
   });
 
-  it('KL on samples and token entropy', () => {
+  it('KL on samples, and the next-token entropy the sampler reports', () => {
     expect(klOnSamples([-1, -2], [-1.5, -1])).toBeCloseTo(-0.25, 12);
-    expect(tokenEntropy([[Math.log(0.5), Math.log(0.5)]])).toBeCloseTo(Math.log(2), 12);
+    // entropyOf reads logits: any shift gives the same distribution.
+    expect(entropyOf([3, 3])).toBeCloseTo(Math.log(2), 12);
+    expect(entropyOf([Math.log(0.25) + 7, Math.log(0.75) + 7])).toBeCloseTo(
+      -(0.25 * Math.log(0.25) + 0.75 * Math.log(0.75)),
+      6,
+    );
   });
 
   it('groupWinRate averages one group of candidates against another over every prompt', () => {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { planRun } from '../../services/orchestrator/spec.js';
 import { hyperparametersAt, hyperparametersByRound, parseSchedule } from '../../src/algorithms/schedule.js';
+import { DuelError } from '../../src/errors.js';
 import { RunSpec } from '../../src/gen/duel/v1/runs.js';
-import { DuelError } from '../../src/platform/errors.js';
 
 const refusal = (f: () => unknown): DuelError => {
   try {

@@ -266,27 +266,56 @@ describe('the step plan', () => {
 });
 
 describe('round recipes', () => {
-  it('say who samples how many completions, as data', () => {
+  it('own their sampling plans: who samples how many completions', () => {
     const plans = Object.fromEntries(
-      Object.keys(RECIPES).map((name) => {
-        const { recipe, hp } = recipeFor(name, {});
-        return [name, `${recipe.sampledFrom}×${recipe.completions(hp)}`];
+      Object.values(RECIPES).map((recipe) => {
+        const configured = recipe.configure({});
+        let plan: string;
+        try {
+          const p = configured.sampling(0);
+          plan = `${p.fromPolicy}+${p.fromMixture}${p.fromMixture ? `@${p.mixtureCoef}` : ''}`;
+        } catch (e) {
+          plan = (e as Error).message.includes('fixed dataset') ? 'dataset' : String(e);
+        }
+        return [recipe.name, `${recipe.sampledFrom} ${plan}`];
       }),
     );
-    expect(plans).toMatchObject({
-      sppo: 'pi_t×5',
-      inpo: 'pi_t×5',
-      nash_md: 'mixture×2',
-      spo: 'pi_theta×2',
-      online_ipo: 'pi_theta×2',
-      ipo_md: 'mixture×2',
-      online_dpo: 'pi_theta×2',
-      dpo: 'dataset×2',
-      ipo: 'dataset×2',
-      sft: 'dataset×1',
+    expect(plans).toEqual({
+      sft: 'dataset dataset',
+      sppo: 'pi_t 5+0',
+      inpo: 'pi_t 5+0',
+      nash_md: 'mixture 1+1@0.5',
+      spo: 'pi_theta 2+0',
+      online_ipo: 'pi_theta 2+0',
+      ipo_md: 'mixture 0+2@0.5',
+      online_dpo: 'pi_theta 2+0',
+      slic: 'pi_theta 2+0',
+      discopop: 'pi_theta 2+0',
+      dpo: 'dataset dataset',
+      ipo: 'dataset dataset',
     });
-    const { recipe, hp } = recipeFor('sppo', { k: 8 });
-    expect(recipe.completions(hp)).toBe(8);
+    expect(recipeFor('sppo', { k: 8 }).sampling(0).k).toBe(8);
+    expect(() => recipeFor('sppo', { k: 8 }).sampling(4)).toThrow(
+      /samples_per_prompt: sppo sets K with its hyper-parameter k/,
+    );
+    expect(recipeFor('online_dpo', {}).sampling(6)).toMatchObject({ fromPolicy: 6, k: 6 });
+    expect(recipeFor('nash_md', { mixture_coef: 0.25 }).sampling(0).mixtureCoef).toBe(0.25);
+    expect(() => recipeFor('nash_md', {}).sampling(3)).toThrow(
+      /nash_md draws exactly 2 completions per prompt/,
+    );
+  });
+
+  it('declare the frozen inputs they read, and so whether they need a reference', () => {
+    const frozen = Object.fromEntries(Object.values(RECIPES).map((r) => [r.name, [...r.frozen]]));
+    expect(frozen).toMatchObject({
+      sft: [],
+      sppo: ['t'],
+      inpo: ['t', 'ref'],
+      nash_md: ['refTokens'],
+      spo: ['ref'],
+    });
+    expect(RECIPES.sppo!.usesReference).toBe(false);
+    expect(RECIPES.nash_md!.usesReference).toBe(true);
   });
 
   it('refuse bad hyper-parameters naming the key and the rule', () => {

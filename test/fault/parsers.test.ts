@@ -13,10 +13,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { checkRecords } from '../../src/algorithms/train-round.js';
 import { readRecords } from '../../src/cli/records.js';
 import { readRunSpec } from '../../src/client/run-spec.js';
+import { Code, codeName, DuelError } from '../../src/errors.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer, wordLevelTokenizer } from '../../src/models/tokenizer.js';
-import { DuelError, Code as GrpcStatus } from '../../src/platform/errors.js';
 import { mutate, mutateJson, rng } from '../helpers/fuzz.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { tinyLlamaConfig } from '../models/fixtures.js';
@@ -26,12 +26,12 @@ const PER_PARSER = 400;
 const root = mkdtempSync(join(tmpdir(), 'duel-fuzz-files-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const DELIBERATE = new Set([
-  GrpcStatus.INVALID_ARGUMENT,
-  GrpcStatus.FAILED_PRECONDITION,
-  GrpcStatus.NOT_FOUND,
-  GrpcStatus.OUT_OF_RANGE,
-  GrpcStatus.RESOURCE_EXHAUSTED,
+const DELIBERATE = new Set<Code>([
+  Code.INVALID_ARGUMENT,
+  Code.FAILED_PRECONDITION,
+  Code.NOT_FOUND,
+  Code.OUT_OF_RANGE,
+  Code.RESOURCE_EXHAUSTED,
 ]);
 
 interface Tally {
@@ -66,7 +66,7 @@ function fuzz(
       if (e instanceof DuelError && DELIBERATE.has(e.code) && e.message.length > 0) t.refused++;
       else
         t.crashes.push(
-          `${name} #${i} (seed ${SEED}): ${e instanceof DuelError ? GrpcStatus[e.code] : (e as Error).name}: ${(e as Error).message.slice(0, 300)} <- ${input.subarray(0, 200).toString('utf8')}`,
+          `${name} #${i} (seed ${SEED}): ${e instanceof DuelError ? codeName(e.code) : (e as Error).name}: ${(e as Error).message.slice(0, 300)} <- ${input.subarray(0, 200).toString('utf8')}`,
         );
     }
   }

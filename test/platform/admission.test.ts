@@ -1,7 +1,7 @@
 /** Admission control: bounded concurrency, a bounded queue, refusal beyond it, cancelled waiters leave. */
 import { describe, expect, it } from 'vitest';
+import { Code } from '../../src/errors.js';
 import { Admission } from '../../src/platform/admission.js';
-import { Code } from '../../src/platform/errors.js';
 
 const gate = () => {
   let open: () => void = () => {};

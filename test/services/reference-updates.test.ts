@@ -1,8 +1,8 @@
 /** reference_update_every: which reference each round's loss regularises toward (the orchestrator's choice). */
 import { describe, expect, it } from 'vitest';
 import { lossReference } from '../../services/orchestrator/driver.js';
+import { DuelError } from '../../src/errors.js';
 import { type RoundSummary, RunSpec } from '../../src/gen/duel/v1/runs.js';
-import { DuelError } from '../../src/platform/errors.js';
 
 const art = (n: number) => ({ uri: `file:///ckpt/round-${n}`, sha256: String(n).repeat(64).slice(0, 64) });
 const spec = (every: number) =>

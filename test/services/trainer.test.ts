@@ -181,5 +181,11 @@ describe('TrainerService', () => {
     expect(
       await codeOf(trainRound([config({ outputUri: '../escape' }), record([4], [5], [6], 0.5)])),
     ).toMatch(/^3 name: '..\/escape' is not a name inside the artifact store/);
+    // Training settings parse through the same schema as the CLI's flags and a run spec's.
+    const bad = config({ outputUri: 'x' });
+    if (bad.kind?.$case === 'config') bad.kind.config.optimizer!.schedule = 'foo';
+    expect(await codeOf(trainRound([bad, record([4], [5], [6], 0.5)]))).toMatch(
+      /^3 config\.optimizer\.schedule: .*"constant"\|"linear"\|"cosine"|^3 config\.optimizer\.schedule: Invalid option/,
+    );
   });
 });

@@ -1,17 +1,20 @@
-/** Every round recipe by name, with hyper-parameter validation and --set parsing. */
-import { DuelError } from '../../platform/errors.js';
-import { onlineDiscopop, onlineDpo, onlineSlic } from './dpo-slic-discopop.js';
+/** Every round recipe by name, the one place an algorithm's name is looked up; and --set parsing. */
+import { DuelError } from '../../errors.js';
+import { discopop, dpo, onlineDpo, slic } from './dpo-slic-discopop.js';
 import { inpo } from './inpo.js';
 import { ipoRecipe } from './ipo.js';
 import { nashMd } from './nash-md.js';
-import { offline, type Recipe } from './recipe.js';
+import type { ConfiguredRecipe, Recipe } from './recipe.js';
 import { sft } from './sft.js';
 import { spo } from './spo.js';
 import { sppo } from './sppo.js';
 
-export { pairRecord, type Recipe, type RoundRecord, type Row, type SlotLogps } from './recipe.js';
+export { pairRecord } from './common.js';
+export type { ConfiguredRecipe, Recipe, RoundRecord, Row, SlotLogps } from './recipe.js';
 
-export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
+// ALGORITHMS.md names the offline SLiC and DiscoPOP `slic` and `discopop` too: the recipe is the
+// same, only the data differs (chosen/rejected pairs instead of round samples).
+export const RECIPES: Readonly<Record<string, Recipe>> = Object.fromEntries(
   [
     sft,
     sppo,
@@ -21,17 +24,15 @@ export const RECIPES: Record<string, Recipe<never>> = Object.fromEntries(
     ipoRecipe('online_ipo', 'pi_theta'),
     ipoRecipe('ipo_md', 'mixture'),
     onlineDpo,
-    onlineSlic,
-    onlineDiscopop,
-    // ALGORITHMS.md names the offline SLiC and DiscoPOP `slic` and `discopop` too: the recipe
-    // is the same, only the data differs (chosen/rejected pairs instead of round samples).
-    offline(onlineDpo, 'dpo'),
-    offline(ipoRecipe('ipo', 'dataset'), 'ipo'),
-  ].map((r) => [r.name, r as unknown as Recipe<never>]),
+    slic,
+    discopop,
+    dpo,
+    ipoRecipe('ipo', 'dataset'),
+  ].map((r) => [r.name, r]),
 );
 
-/** The recipe and its validated hyper-parameters; every problem names the key and the rule. */
-export function recipeFor(algo: string, raw: Record<string, unknown>): { recipe: Recipe<never>; hp: never } {
+/** The recipe `algo` with validated hyper-parameters; every problem names the key and the rule. */
+export function recipeFor(algo: string, raw: Record<string, unknown>): ConfiguredRecipe {
   const recipe = RECIPES[algo];
   if (!recipe)
     throw DuelError.invalidArgument([
@@ -40,15 +41,7 @@ export function recipeFor(algo: string, raw: Record<string, unknown>): { recipe:
         description: `unknown algorithm '${algo}' (known: ${Object.keys(RECIPES).join(', ')})`,
       },
     ]);
-  const parsed = recipe.hparams.safeParse(raw);
-  if (!parsed.success)
-    throw DuelError.invalidArgument(
-      parsed.error.issues.map((i) => ({
-        field: i.path.join('.') || 'hparams',
-        description: `${algo}: ${i.message}`,
-      })),
-    );
-  return { recipe, hp: parsed.data as never };
+  return recipe.configure(raw);
 }
 
 /** `key=value` strings (from --set) as typed values: numbers, booleans, else strings. */

@@ -5,18 +5,19 @@
  */
 import { z } from 'zod';
 import { nashMdLoss } from '../losses.js';
-import { beta, type Recipe } from './recipe.js';
+import { mixture } from '../round-plan.js';
+import { beta } from './common.js';
+import { defineRecipe } from './recipe.js';
 
-export const nashMd: Recipe<{ beta: number; mixture_coef: number }> = {
+export const nashMd = defineRecipe({
   name: 'nash_md',
   sampledFrom: 'mixture',
-  // one from π_θ (completion 0), one from the mixture (completion 1)
-  completions: () => 2,
-  needs: { t: false, ref: false, refTokens: true },
   hparams: z.strictObject({ beta, mixture_coef: z.number().min(0).max(1).default(0.5) }),
-  slots: () => ['y'],
+  frozen: ['refTokens'],
+  // One policy sample (completion 0) contrasted with one mixture sample (completion 1).
+  sampling: (hp, requestedK) => mixture('nash_md', 1, 1, hp.mixture_coef, requestedK),
   rows: (r) => ({
-    y: [{ promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, scalars: { p: r.prefs[0]![1]! } }],
+    y: [{ promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, features: { p: r.prefs[0]![1]! } }],
   }),
-  loss: (s, hp) => nashMdLoss(s.y!.tokTheta, s.y!.tokRef!, s.y!.mask, s.y!.scalar('p'), hp.beta),
-};
+  loss: (s, hp) => nashMdLoss(s.y.tokTheta, s.y.refTokens, s.y.mask, s.y.features.p, hp.beta),
+});

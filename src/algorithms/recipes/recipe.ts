@@ -1,16 +1,20 @@
 /**
- * What every round recipe is made of. A recipe is data: which policy samples its completions,
- * which frozen log-probs it needs (π_t, π_ref), its hyper-parameters with defaults and allowed
- * ranges, how a round record becomes training rows, and its loss over those rows. The trainer
- * (../train-round.ts) is generic over recipes; the losses themselves live in ../losses.ts.
+ * What every round recipe is made of. A recipe is data plus two pure functions: who samples its
+ * completions and how many (its sampling plan), which frozen log-probs its loss reads (π_t, π_ref),
+ * its hyper-parameters with defaults and allowed ranges, how a round record becomes training rows,
+ * and its loss over those rows. The trainer (../train-round.ts) is generic over recipes; the losses
+ * themselves live in ../losses.ts.
  *
- * Rows come in named slots (e.g. `w` and `l`, one row each per record); every slot of a recipe
- * has the same number of rows per record, so a batch of B records is B·m rows per slot.
+ * Rows come in named slots (e.g. `w` and `l`, one row each per record); every slot of a recipe has
+ * the same number of rows per record, so a batch of B records is B·m rows per slot. A recipe is
+ * written against its own types — its hyper-parameters H, its slots and per-row features S, the
+ * frozen inputs Z it declares — so a misspelt slot, feature or frozen input is a compile error;
+ * `defineRecipe` binds those types once, behind the untyped surface that callers look recipes up by.
  */
-import { z } from 'zod';
-import { T, type Tensor } from '../../engine/index.js';
-import { winnerLoser, winRates } from '../estimators.js';
-import { logRatioGap } from '../losses.js';
+import type { z } from 'zod';
+import type { Tensor } from '../../engine/index.js';
+import { DuelError } from '../../errors.js';
+import type { SamplingPlan } from '../round-plan.js';
 
 export interface RoundRecord {
   prompt_ids: number[];
@@ -18,116 +22,125 @@ export interface RoundRecord {
   prefs: number[][];
 }
 
-export interface Row {
+/** Per-row numbers a loss reads: one number per row ([R] in the graph) or one vector ([R, n]). */
+export type Features = Record<string, number | readonly number[]>;
+
+export interface Row<F extends Features = Features> {
   promptIds: number[];
   completionIds: number[];
-  /** Per-row numbers the loss reads (win rate, preference, length, ...). */
-  scalars: Record<string, number>;
+  features: F;
 }
 
-/** What a recipe's loss sees of one slot: θ's summed log-probs and the frozen ones, [rows]. */
-export interface SlotLogps {
+/**
+ * The frozen log-probs a loss may read of a slot's rows, computed once before the round's first
+ * step from the model named here (`policy`: π_t, the round's starting weights).
+ */
+export const FROZEN = {
+  /** π_t's summed log-prob of each row's completion, [R]. */
+  t: { model: 'policy', per: 'row' },
+  /** π_ref's summed log-prob, [R]. */
+  ref: { model: 'reference', per: 'row' },
+  /** π_ref's per-token log-probs, [R, T], aligned with `tokTheta` (0 off the completion). */
+  refTokens: { model: 'reference', per: 'token' },
+} as const;
+export type Frozen = keyof typeof FROZEN;
+
+/** What a recipe's loss sees of one slot: θ's log-probs, the features and the frozen inputs it declared. */
+export type SlotLogps<F extends Features = Features, Z extends Frozen = Frozen> = {
+  /** θ's summed log-prob of each row's completion, [R]. */
   theta: Tensor;
-  t?: Tensor;
-  ref?: Tensor;
-  /** Per-token log-probs [rows, T] (0 off the completion), the completion mask, and π_ref's per token. */
+  /** θ's per-token log-probs [R, T] (0 off the completion) and the completion mask. */
   tokTheta: Tensor;
   mask: Tensor;
-  tokRef?: Tensor;
-  scalar: (name: string) => Tensor;
+  features: { readonly [K in keyof F]: Tensor };
+} & { readonly [K in Z]: Tensor };
+
+export type SlotRows = Record<string, Row<Features>[]>;
+
+/** The loss's view of the slots `rows` returned: slot by slot, with each slot's own features. */
+export type SlotsOf<S extends SlotRows, Z extends Frozen> = S extends unknown
+  ? { [K in keyof S]: S[K] extends Row<infer F>[] ? SlotLogps<F, Z> : never }
+  : never;
+
+export type SampledFrom = 'pi_t' | 'pi_theta' | 'mixture' | 'dataset';
+
+/** SPO-style intermittent sampling: fresh rows for `slot` from the current θ every `every` steps. */
+export interface SelfSamples<Slot extends string = string> {
+  slot: Slot;
+  every: number;
+  maxNewTokens: number;
 }
 
-export interface Recipe<H = Record<string, unknown>> {
+/** A recipe as its author writes it. */
+export interface RecipeSpec<H, S extends SlotRows, Z extends Frozen> {
   name: string;
-  /** Who samples the round's completions (for the orchestrator and the docs). */
-  sampledFrom: 'pi_t' | 'pi_theta' | 'mixture' | 'dataset';
-  /** Completions the round samples per prompt (K). */
-  completions(hp: H): number;
-  /**
-   * Frozen log-probs the loss needs (summed; `refTokens`: π_ref per token too), and whether
-   * records must carry a K×K `prefs`.
-   */
-  needs: { t: boolean; ref: boolean; refTokens?: boolean; prefs?: boolean };
-  /**
-   * Fresh samples from the current π_θ for slot `slot`, one per record, every `every` steps
-   * (SPO's intermittent sampling); the slot starts from the rows `rows` gives.
-   */
-  selfSamples?: (hp: H) => { slot: string; every: number; maxNewTokens: number };
+  /** Who samples the round's completions (for the docs and the tables). */
+  sampledFrom: SampledFrom;
   hparams: z.ZodType<H>;
-  slots(hp: H): string[];
+  /** Frozen inputs the loss reads; the trainer computes exactly these. */
+  frozen: readonly Z[];
+  /** Whether records must carry a K×K `prefs`. @default true */
+  needsPrefs?: boolean;
+  /** What a round samples per prompt; `requestedK` is the run's samples_per_prompt (0: the recipe's own). */
+  sampling(hp: H, requestedK: number): SamplingPlan;
   /** One record → rows for each slot (the same count for every record of a round). */
-  rows(record: RoundRecord, hp: H, draw: () => number): Record<string, Row[]>;
+  rows(record: RoundRecord, hp: H, draw: () => number): S;
   /** The per-row loss [rows of the first slot]; the trainer averages it. */
-  loss(slots: Record<string, SlotLogps>, hp: H): Tensor;
+  loss(slots: SlotsOf<S, Z>, hp: H): Tensor;
+  selfSamples?: (hp: H) => SelfSamples<keyof S & string>;
 }
 
-export const eta = z.number().positive().default(1);
-export const beta = z.number().positive().default(0.1);
-/** K for the recipes that rank several completions by win rate. */
-export const k = z.number().int().min(2).default(5);
-
-export function pairRows(
-  r: RoundRecord,
-  w: number,
-  l: number,
-  extra: (i: number) => Record<string, number> = () => ({}),
-) {
-  const row = (i: number): Row => ({
-    promptIds: r.prompt_ids,
-    completionIds: r.completion_ids[i]!,
-    scalars: { length: r.completion_ids[i]!.length, ...extra(i) },
-  });
-  return { w: [row(w)], l: [row(l)] };
+/** A recipe with validated hyper-parameters: everything the trainer and orchestrator call. */
+export interface ConfiguredRecipe {
+  readonly recipe: Recipe;
+  /** The validated hyper-parameters, defaults filled in. */
+  readonly hp: Readonly<Record<string, unknown>>;
+  sampling(requestedK: number): SamplingPlan;
+  rows(record: RoundRecord, draw: () => number): SlotRows;
+  loss(slots: Record<string, SlotLogps>): Tensor;
+  readonly selfSamples: SelfSamples | undefined;
 }
 
-export function byWinRate(r: RoundRecord, includeSelf = true) {
-  const rates = winRates(r.prefs, includeSelf);
-  return { rates, ...winnerLoser(rates) };
+/** A recipe as callers look it up by name: its types are bound inside `configure`. */
+export interface Recipe {
+  readonly name: string;
+  readonly sampledFrom: SampledFrom;
+  readonly frozen: readonly Frozen[];
+  readonly needsPrefs: boolean;
+  /** Whether the loss reads π_ref (so a run's reference can move, and the trainer needs one). */
+  readonly usesReference: boolean;
+  /** Validates raw hyper-parameters; every problem names the key and the rule. */
+  configure(raw: Record<string, unknown>): ConfiguredRecipe;
 }
 
-/** Δ, optionally with log-probs divided by completion length (IPO's length normalisation). */
-export function gap(s: Record<string, SlotLogps>, normalise = false): Tensor {
-  const n = (x: SlotLogps, v: Tensor) => (normalise ? T.div(v, x.scalar('length')) : v);
-  return logRatioGap({
-    thetaW: n(s.w!, s.w!.theta),
-    thetaL: n(s.l!, s.l!.theta),
-    refW: n(s.w!, s.w!.ref!),
-    refL: n(s.l!, s.l!.ref!),
-  });
-}
-
-export function pairRecipe<H>(
-  name: string,
-  sampledFrom: Recipe['sampledFrom'],
-  hparams: z.ZodType<H>,
-  loss: (s: Record<string, SlotLogps>, hp: H) => Tensor,
-): Recipe<H> {
-  return {
-    name,
-    sampledFrom,
-    completions: () => 2,
-    needs: { t: false, ref: true },
-    hparams,
-    slots: () => ['w', 'l'],
-    rows(r) {
-      const { winner, loser } = byWinRate(r);
-      return pairRows(r, winner, loser);
+export function defineRecipe<H, S extends SlotRows, Z extends Frozen>(spec: RecipeSpec<H, S, Z>): Recipe {
+  const recipe: Recipe = {
+    name: spec.name,
+    sampledFrom: spec.sampledFrom,
+    frozen: spec.frozen,
+    needsPrefs: spec.needsPrefs ?? true,
+    usesReference: spec.frozen.some((z) => FROZEN[z].model === 'reference'),
+    configure(raw) {
+      const parsed = spec.hparams.safeParse(raw);
+      if (!parsed.success)
+        throw DuelError.invalidArgument(
+          parsed.error.issues.map((i) => ({
+            field: i.path.join('.') || 'hparams',
+            description: `${spec.name}: ${i.message}`,
+          })),
+        );
+      const hp = parsed.data;
+      return {
+        recipe,
+        hp: hp as Record<string, unknown>,
+        sampling: (requestedK) => spec.sampling(hp, requestedK),
+        rows: (record, draw) => spec.rows(record, hp, draw),
+        // The trainer builds one SlotLogps per slot that `rows` returned, with those rows' features
+        // and the frozen inputs the spec declared: the shape SlotsOf<S, Z> describes.
+        loss: (slots) => spec.loss(slots as unknown as SlotsOf<S, Z>, hp),
+        selfSamples: spec.selfSamples?.(hp),
+      };
     },
-    loss,
   };
-}
-
-/** The same loss on a fixed preference dataset (chosen = completion 0, see `pairRecord`). */
-export const offline = <H>(r: Recipe<H>, name: string): Recipe<H> => ({ ...r, name, sampledFrom: 'dataset' });
-
-/** A fixed preference pair as a round record: two completions, the chosen one preferred surely. */
-export function pairRecord(promptIds: number[], chosen: number[], rejected: number[]): RoundRecord {
-  return {
-    prompt_ids: promptIds,
-    completion_ids: [chosen, rejected],
-    prefs: [
-      [0.5, 1],
-      [0, 0.5],
-    ],
-  };
+  return recipe;
 }

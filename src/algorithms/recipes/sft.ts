@@ -1,25 +1,18 @@
-/**
- * SFT as a recipe: every completion of a record is a row; the loss is the mean token
- * cross-entropy over all completion tokens of the batch (−Σ logp / Σ length, written per row so
- * the trainer's mean over rows gives exactly that).
- */
+/** SFT as a recipe: every completion of a record is a row; the loss is sftLoss over the batch's completion tokens. */
 import { z } from 'zod';
-import { T } from '../../engine/index.js';
-import type { Recipe } from './recipe.js';
+import { sftLoss } from '../losses.js';
+import { datasetOnly } from '../round-plan.js';
+import { defineRecipe } from './recipe.js';
 
-export const sft: Recipe<Record<string, never>> = {
+export const sft = defineRecipe({
   name: 'sft',
   sampledFrom: 'dataset',
-  completions: () => 1,
-  needs: { t: false, ref: false, prefs: false },
   hparams: z.strictObject({}),
-  slots: () => ['y'],
+  frozen: [],
+  needsPrefs: false,
+  sampling: () => datasetOnly('sft'),
   rows: (r) => ({
-    y: r.completion_ids.map((c) => ({
-      promptIds: r.prompt_ids,
-      completionIds: c,
-      scalars: { length: c.length },
-    })),
+    y: r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c, features: {} })),
   }),
-  loss: (s) => T.neg(T.div(s.y!.theta, T.mean(s.y!.scalar('length')))),
-};
+  loss: (s) => sftLoss(s.y.tokTheta, s.y.mask),
+});

@@ -9,34 +9,27 @@
 import { z } from 'zod';
 import { T } from '../../engine/index.js';
 import { spoKlLoss, spoPreferenceLoss } from '../losses.js';
-import { byWinRate, pairRows, type Recipe } from './recipe.js';
+import { anyK } from '../round-plan.js';
+import { byWinRate, noFeatures, pairRows } from './common.js';
+import { defineRecipe } from './recipe.js';
 
-export const spo: Recipe<{
-  alpha: number;
-  kl_coef: number;
-  resample_every: number;
-  sample_max_new_tokens: number;
-}> = {
+export const spo = defineRecipe({
   name: 'spo',
   sampledFrom: 'pi_theta',
-  completions: () => 2,
-  needs: { t: false, ref: true },
   hparams: z.strictObject({
     alpha: z.number().positive().default(1),
     kl_coef: z.number().min(0).default(0.1),
     resample_every: z.number().int().positive().default(8),
     sample_max_new_tokens: z.number().int().positive().default(32),
   }),
-  slots: () => ['w', 'l', 'kl'],
+  frozen: ['ref'],
+  sampling: (_hp, requestedK) => anyK(requestedK),
   selfSamples: (hp) => ({ slot: 'kl', every: hp.resample_every, maxNewTokens: hp.sample_max_new_tokens }),
   rows(r) {
     const { winner, loser } = byWinRate(r);
-    const sample = { promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, scalars: {} };
-    return { ...pairRows(r, winner, loser), kl: [sample] };
+    const sample = { promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, features: {} };
+    return { ...pairRows(r, winner, loser, noFeatures), kl: [sample] };
   },
   loss: (s, hp) =>
-    T.add(
-      spoPreferenceLoss(s.w!.theta, s.l!.theta, hp.alpha),
-      spoKlLoss(s.kl!.theta, s.kl!.ref!, hp.kl_coef),
-    ),
-};
+    T.add(spoPreferenceLoss(s.w.theta, s.l.theta, hp.alpha), spoKlLoss(s.kl.theta, s.kl.ref, hp.kl_coef)),
+});

@@ -1,6 +1,6 @@
 /** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
 import type { Command } from 'commander';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 import { intFlag } from '../flags.js';
 
 const positiveInt = (flag: string) => intFlag(flag, 1);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets } from '../../algorithms/recipes/index.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 import { DEMO_DEFAULTS, runDemo } from '../../testbed/demo.js';
 import { summaryTable } from '../../testbed/report.js';
 import { intFlag } from '../flags.js';

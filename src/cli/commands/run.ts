@@ -10,8 +10,8 @@ import type { Command } from 'commander';
 import { LocalCluster } from '../../client/local-cluster.js';
 import { readRunSpec } from '../../client/run-spec.js';
 import { DEADLINE, describeEvent, followRun, runSummary, runsClient, submitRun } from '../../client/runs.js';
+import { DuelError } from '../../errors.js';
 import { RunState, type RunsServiceClient } from '../../gen/duel/v1/runs.js';
-import { DuelError } from '../../platform/errors.js';
 import { callUnary } from '../../platform/grpc/client.js';
 
 export function registerRun(program: Command): void {

@@ -14,6 +14,7 @@ import { SamplerCore, samplerService } from '../../../services/sampler/service.j
 import { ScorerCore, scorerService } from '../../../services/scorer/service.js';
 import { TrainerCore, trainerService } from '../../../services/trainer/service.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
+import { DuelError } from '../../errors.js';
 import type { ModelRef } from '../../gen/duel/v1/common.js';
 import { PolicySamplerServiceClient } from '../../gen/duel/v1/sampler.js';
 import { PreferenceScorerServiceClient } from '../../gen/duel/v1/scorer.js';
@@ -23,7 +24,6 @@ import { ArtifactResolver } from '../../platform/artifact-resolver.js';
 import type { ResolveArtifact } from '../../platform/artifacts.js';
 import { isMemoryBus } from '../../platform/bus.js';
 import { loadConfig } from '../../platform/config.js';
-import { DuelError } from '../../platform/errors.js';
 import { GrpcServer, type ServiceRegistration } from '../../platform/grpc/server.js';
 import { createLogger, type Logger } from '../../platform/logger.js';
 import { MemoryEventLog } from '../../platform/memory-bus.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES } from '../../algorithms/recipes/index.js';
 import { cpuLimit, Runtime } from '../../engine/index.js';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 import { GAMES, runCompare } from '../../testbed/compare.js';
 import { referenceStyleWeights } from '../../testbed/corpus.js';
 import { parseGame } from '../../testbed/game.js';

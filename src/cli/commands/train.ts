@@ -10,12 +10,13 @@ import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/i
 import { type RoundMetrics, stepCount } from '../../algorithms/steps.js';
 import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
-import { type OptimizerSpec, Runtime } from '../../engine/index.js';
+import { loopSettings, parseTrainingSettings } from '../../algorithms/training-settings.js';
+import { Runtime } from '../../engine/index.js';
+import { DuelError } from '../../errors.js';
 import { parseJudgeConfig } from '../../models/judge/config.js';
 import { judgeParams } from '../../models/judge/model.js';
 import { saveJudgeDir } from '../../models/judge/runner.js';
 import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../models/model-dir.js';
-import { DuelError } from '../../platform/errors.js';
 import { numberFlag } from '../flags.js';
 import { progress } from '../progress.js';
 import { readRecords } from '../records.js';
@@ -25,116 +26,76 @@ interface TrainFlags {
   ref?: string;
   data: string;
   out: string;
-  optimizer: string;
-  lr: number;
+  optimizer?: string;
+  lr?: number;
   steps?: number;
-  epochs: number;
-  batchSize: number;
-  gradClip: number;
-  weightDecay: number;
-  momentum: number;
+  epochs?: number;
+  batchSize?: number;
+  gradClip?: number;
+  weightDecay?: number;
+  momentum?: number;
+  schedule?: string;
+  warmupSteps?: number;
   seed: number;
-  schedule: string;
-  warmupSteps: number;
   set: string[];
   quiet?: boolean;
 }
 
-function optimizerOf(f: Pick<TrainFlags, 'optimizer' | 'momentum' | 'weightDecay'>): OptimizerSpec {
-  // Plain SGD has no momentum and no weight decay unless asked.
-  if (f.optimizer === 'sgd') return { kind: 'sgd', momentum: f.momentum, weightDecay: f.weightDecay };
-  if (f.optimizer === 'adamw') return { kind: 'adamw', weightDecay: f.weightDecay };
-  if (f.optimizer === 'rmsprop') return { kind: 'rmsprop', weightDecay: f.weightDecay };
-  throw DuelError.invalidArgument([
-    { field: '--optimizer', description: `must be sgd, adamw or rmsprop, got '${f.optimizer}'` },
-  ]);
-}
+/** Each training setting's flag; the defaults and rules live in the settings schema. */
+const FLAGS = {
+  name: ['optimizer', '--optimizer <name>', 'sgd | adamw | rmsprop (default adamw)'],
+  learning_rate: ['lr', '--lr <x>', 'peak learning rate (default 1e-4)'],
+  steps: ['steps', '--steps <n>', 'optimizer steps (instead of --epochs)'],
+  epochs: ['epochs', '--epochs <n>', 'passes over the records (default 1)'],
+  batch_size: ['batchSize', '--batch-size <n>', 'records per step (default 8)'],
+  grad_clip: ['gradClip', '--grad-clip <c>', 'global-norm clipping; 0 disables (default 1)'],
+  weight_decay: ['weightDecay', '--weight-decay <w>', 'decoupled for adamw, L2 for sgd/rmsprop (default 0)'],
+  momentum: ['momentum', '--momentum <m>', 'sgd momentum (default 0)'],
+  schedule: [
+    'schedule',
+    '--schedule <kind>',
+    'learning-rate shape: constant | linear | cosine (decaying to 0)',
+  ],
+  warmup_steps: ['warmupSteps', '--warmup-steps <n>', 'linear warmup steps (default 0)'],
+} as const satisfies Record<string, readonly [keyof TrainFlags, string, string]>;
+
+const flagOf = (key: string) => FLAGS[key as keyof typeof FLAGS]?.[1].split(' ')[0] ?? `--${key}`;
 
 function withTrainingFlags(cmd: Command, model = true): Command {
   if (model) cmd.requiredOption('--model <dir>', 'π_θ at the start (also π_t)');
-  return cmd
+  cmd
     .requiredOption('--data <file>', 'JSONL records')
-    .requiredOption('--out <dir>', 'the model directory to write (with metrics.json)')
-    .option('--optimizer <name>', 'sgd | adamw | rmsprop', 'adamw')
-    .option(
-      '--lr <x>',
-      'learning rate',
-      numberFlag('--lr', (n) => n > 0, 'must be > 0'),
-      1e-4,
-    )
-    .option(
-      '--steps <n>',
-      'optimizer steps (overrides --epochs)',
-      numberFlag('--steps', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'),
-    )
-    .option(
-      '--epochs <n>',
-      'passes over the records',
-      numberFlag('--epochs', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'),
-      1,
-    )
-    .option(
-      '--batch-size <n>',
-      'records per step',
-      numberFlag('--batch-size', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'),
-      8,
-    )
-    .option(
-      '--grad-clip <c>',
-      'global-norm clipping; 0 disables',
-      numberFlag('--grad-clip', (n) => n >= 0, 'must be >= 0'),
-      1,
-    )
-    .option(
-      '--weight-decay <w>',
-      'decoupled for adamw, L2 for sgd/rmsprop',
-      numberFlag('--weight-decay', (n) => n >= 0, 'must be >= 0'),
-      0,
-    )
-    .option(
-      '--momentum <m>',
-      'sgd momentum',
-      numberFlag('--momentum', (n) => n >= 0 && n < 1, 'must be in [0, 1)'),
-      0,
-    )
+    .requiredOption('--out <dir>', 'the model directory to write (with metrics.json)');
+  for (const [key, [, flag, help]] of Object.entries(FLAGS))
+    if (key === 'name' || key === 'schedule') cmd.option(flag, help);
+    else
+      cmd.option(
+        flag,
+        help,
+        numberFlag(flagOf(key), () => true, 'must be a number'),
+      );
+  return cmd
     .option(
       '--seed <n>',
       'shuffling and sampled labels',
       numberFlag('--seed', (n) => Number.isInteger(n) && n >= 0, 'must be an integer >= 0'),
       0,
     )
-    .option(
-      '--schedule <kind>',
-      'learning-rate shape: constant | linear | cosine (decaying to 0 over the run)',
-      'constant',
-    )
-    .option(
-      '--warmup-steps <n>',
-      'linear warmup steps',
-      numberFlag('--warmup-steps', (n) => Number.isInteger(n) && n >= 0, 'must be an integer >= 0'),
-      0,
-    )
     .option('--set <key=value...>', 'algorithm hyper-parameters (e.g. eta=1000)', [])
     .option('--quiet', 'no progress lines');
 }
 
-/** What every trainer takes from the flags: optimizer, schedule, batching and a progress line. */
+/** The flags' training settings (through the one schema) and a progress line per step. */
 function loopOptions(f: Omit<TrainFlags, 'model'>, records: number, label: string) {
-  const steps = stepCount(f, records);
-  const p = progress(label, steps, f.quiet);
-  if (!['constant', 'linear', 'cosine'].includes(f.schedule))
-    throw DuelError.invalidArgument([
-      { field: '--schedule', description: `must be constant, linear or cosine, got '${f.schedule}'` },
-    ]);
+  const raw = Object.fromEntries(
+    Object.entries(FLAGS)
+      .map(([key, [prop]]) => [key, f[prop]] as const)
+      .filter(([, v]) => v !== undefined),
+  );
+  const settings = loopSettings(parseTrainingSettings(raw, flagOf), f.seed);
+  const p = progress(label, stepCount(settings, records), f.quiet);
   return {
-    optimizer: optimizerOf(f),
-    lr: f.lr,
-    schedule: f.schedule as 'constant' | 'linear' | 'cosine',
-    warmupSteps: f.warmupSteps,
-    steps,
-    batchSize: f.batchSize,
-    gradClip: f.gradClip,
-    seed: f.seed,
+    ...settings,
     onStep: (step: number, _total: number, loss: number, tokens: number) =>
       p.tick(step, `loss ${loss.toFixed(4)}, ${tokens} tokens`),
   };

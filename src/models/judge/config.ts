@@ -4,7 +4,7 @@
  * the two candidates in `<source> x <candidate1> y_i <candidate2> y_j`.
  */
 import { z } from 'zod';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../llama/config.js';
 
 export const JUDGE_MODEL_TYPE = 'duel_pairrm';

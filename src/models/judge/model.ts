@@ -7,7 +7,7 @@
  */
 
 import { T, type Tensor } from '../../engine/index.js';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 import { llamaTrunk, type Weights } from '../llama/decoder.js';
 import { type HostTensor, initWeights, llamaParams, type ParamSpec } from '../llama/weights.js';
 import type { JudgeConfig } from './config.js';

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readConfigJson, readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { type JudgeConfig, parseJudgeConfig, toHfJudgeConfig } from './config.js';

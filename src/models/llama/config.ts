@@ -5,7 +5,7 @@
  * transformers (rope scaling, another activation) is refused by name rather than ignored.
  */
 import { z } from 'zod';
-import { DuelError } from '../../platform/errors.js';
+import { DuelError } from '../../errors.js';
 
 const MODEL_TYPES = ['llama', 'qwen2', 'mistral'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];

@@ -5,7 +5,8 @@
  * retry decisions and error reports see what the callee said.
  */
 import * as grpc from '@grpc/grpc-js';
-import { Code, DuelError } from '../errors.js';
+import { Code, DuelError } from '../../errors.js';
+import { codeOfStatus } from './status-details.js';
 
 export interface CallOptions {
   deadlineMs: number;
@@ -25,19 +26,21 @@ const deadlineOf = (o: CallOptions) => new Date(Date.now() + o.deadlineMs);
 export function remoteError(error: unknown, where: string): DuelError {
   const e = error as Partial<grpc.ServiceError>;
   if (typeof e?.code === 'number')
-    return new DuelError(e.code, `${where}: ${e.details || e.message}`, { cause: error });
+    return new DuelError(codeOfStatus(e.code), `${where}: ${e.details || e.message}`, { cause: error });
   return DuelError.from(error);
 }
 
 /** Whether trying the same work elsewhere (or later) may succeed. */
 export function isTransient(error: DuelError): boolean {
-  return [
-    Code.UNAVAILABLE,
-    Code.DEADLINE_EXCEEDED,
-    Code.RESOURCE_EXHAUSTED,
-    Code.ABORTED,
-    Code.CANCELLED,
-  ].includes(error.code);
+  return (
+    [
+      Code.UNAVAILABLE,
+      Code.DEADLINE_EXCEEDED,
+      Code.RESOURCE_EXHAUSTED,
+      Code.ABORTED,
+      Code.CANCELLED,
+    ] as Code[]
+  ).includes(error.code);
 }
 
 function linkAbort(signal: AbortSignal | undefined, call: { cancel(): void }): () => void {

@@ -7,7 +7,7 @@
  */
 import type { PeerCertificate } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
-import { Code, DuelError } from '../errors.js';
+import { Code, codeName, DuelError } from '../../errors.js';
 import type { Logger } from '../logger.js';
 import { toStatus } from './status-details.js';
 
@@ -141,7 +141,7 @@ function contextOf(
 }
 
 function logFailure(log: Logger, error: DuelError): void {
-  const fields = { code: Code[error.code], err: error.message };
+  const fields = { code: codeName(error.code), err: error.message };
   if (error.code === Code.INTERNAL || error.code === Code.UNKNOWN)
     log.error({ ...fields, cause: error.cause }, 'rpc failed');
   else log.debug(fields, 'rpc rejected');
@@ -178,8 +178,8 @@ export function adaptHandlers(
       const t0 = performance.now();
       return (code: Code) => {
         const seconds = (performance.now() - t0) / 1000;
-        observe?.(path, Code[code], seconds);
-        ctx.log.info({ code: Code[code], ms: Math.round(seconds * 1000) }, 'rpc');
+        observe?.(path, codeName(code), seconds);
+        ctx.log.info({ code: codeName(code), ms: Math.round(seconds * 1000) }, 'rpc');
       };
     };
     const fail = (
