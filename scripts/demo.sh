@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
 bash scripts/setup.sh
 npm run --silent build
-node dist/src/cli/main.js demo "$@"
+node dist/bin/main.js demo "$@"

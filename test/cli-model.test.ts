@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { wordLevelTokenizer } from '../src/models/tokenizer.js';
-import { packageRoot } from '../src/platform/paths.js';
+import { duelBin, packageRoot } from '../src/platform/paths.js';
 
-const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const BIN = duelBin();
 const dir = mkdtempSync(join(tmpdir(), 'duel-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

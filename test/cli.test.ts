@@ -2,14 +2,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildProgram, version } from '../src/cli/program.js';
-import { packageRoot } from '../src/platform/paths.js';
+import { duelBin, packageRoot } from '../src/platform/paths.js';
 
-const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const BIN = duelBin();
 
 describe('duel CLI', () => {
-  it('lists its commands in --help', () => {
-    const help = buildProgram().helpInformation();
-    for (const cmd of ['bench', 'contracts', 'config'])
+  it('lists its commands in --help', async () => {
+    const help = (await buildProgram(['node', 'duel'])).helpInformation();
+    for (const cmd of ['bench', 'contracts', 'config', 'serve', 'train', 'demo', 'testbed', 'sample', 'runs'])
       expect(help).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
   });
 

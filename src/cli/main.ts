@@ -5,7 +5,7 @@ import { DuelError } from '../errors.js';
 import { buildProgram } from './program.js';
 
 try {
-  await buildProgram().parseAsync(process.argv);
+  await (await buildProgram(process.argv)).parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) process.exit(error.exitCode);
   const e = DuelError.from(error);

@@ -1,44 +1,52 @@
 /**
- * The `duel` command. Each command lives in its own module under commands/ and registers itself
- * here; later issues add serve, run, demo, sample, judge, train, model, testbed.
+ * The `duel` command. Each command lives in its own module under commands/ and registers itself;
+ * only the module of the command being run is imported (`duel serve sampler` never loads the
+ * testbed, the trainer or the benchmarks), and all of them when there is none (`duel --help`).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { packageRoot } from '../platform/paths.js';
-import { registerArtifacts } from './commands/artifacts.js';
-import { registerBench } from './commands/bench.js';
-import { registerConfig } from './commands/config.js';
-import { registerContracts } from './commands/contracts.js';
-import { registerDemo } from './commands/demo.js';
-import { registerJudge } from './commands/judge.js';
-import { registerModel } from './commands/model.js';
-import { registerRun } from './commands/run.js';
-import { registerServe } from './commands/serve.js';
-import { registerTestbed } from './commands/testbed.js';
-import { registerTrain } from './commands/train.js';
+
+type Register = (program: Command) => void;
+
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  contracts: async () => (await import('./commands/contracts.js')).registerContracts,
+  config: async () => (await import('./commands/config.js')).registerConfig,
+  bench: async () => (await import('./commands/bench.js')).registerBench,
+  model: async () => (await import('./commands/model.js')).registerModel,
+  // `duel sample` is registered by the model commands' module.
+  sample: async () => (await import('./commands/model.js')).registerModel,
+  judge: async () => (await import('./commands/judge.js')).registerJudge,
+  train: async () => (await import('./commands/train.js')).registerTrain,
+  serve: async () => (await import('./commands/serve.js')).registerServe,
+  run: async () => (await import('./commands/run.js')).registerRun,
+  runs: async () => (await import('./commands/run.js')).registerRun,
+  artifacts: async () => (await import('./commands/artifacts.js')).registerArtifacts,
+  demo: async () => (await import('./commands/demo.js')).registerDemo,
+  testbed: async () => (await import('./commands/testbed.js')).registerTestbed,
+};
 
 export function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
     .version;
 }
 
-export function buildProgram(): Command {
+/** The program with the command `argv` names registered, or every command when it names none. */
+export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('duel')
     .description('Self-play preference optimization for language models: gRPC services on ONNX Runtime')
     .version(version(), '-V, --version')
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: true });
-  registerContracts(program);
-  registerConfig(program);
-  registerBench(program);
-  registerModel(program);
-  registerJudge(program);
-  registerTrain(program);
-  registerServe(program);
-  registerRun(program);
-  registerArtifacts(program);
-  registerDemo(program);
-  registerTestbed(program);
+  const named = argv[2];
+  const loaders = named !== undefined && named in COMMANDS ? [COMMANDS[named]!] : Object.values(COMMANDS);
+  const registered = new Set<Register>();
+  for (const load of loaders) {
+    const register = await load();
+    if (registered.has(register)) continue;
+    registered.add(register);
+    register(program);
+  }
   return program;
 }

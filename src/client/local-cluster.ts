@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { DuelError } from '../errors.js';
 import { MEMORY_BUS_URL } from '../platform/bus.js';
 import { findNatsServer, NatsServer } from '../platform/nats-server.js';
-import { packageRoot } from '../platform/paths.js';
+import { duelBin, packageRoot } from '../platform/paths.js';
 
-const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const BIN = duelBin();
 
 export type Role = 'sampler' | 'scorer' | 'trainer' | 'orchestrator';
 

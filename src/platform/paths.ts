@@ -22,3 +22,8 @@ export function packageRoot(): string {
 export function protoRoot(): string {
   return join(packageRoot(), 'proto');
 }
+
+/** The `duel` command as built (the bundle `npm run build` writes; package.json's bin). */
+export function duelBin(): string {
+  return join(packageRoot(), 'dist', 'bin', 'main.js');
+}

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { config as trainerConfig } from '../../services/trainer/role.js';
 import { DuelError, describeConfig, envName, loadConfig } from '../../src/platform/index.js';
 import { serviceConfigSchema } from '../../src/platform/service-config.js';
 import { tempDirs } from '../helpers/tmp.js';
@@ -59,15 +60,23 @@ describe('loadConfig', () => {
 
   it('accepts the in-process bus, and refuses with it every setting that needs a NATS server', () => {
     expect(loadConfig(serviceConfigSchema, { env: { DUEL_NATS_URL: 'memory:' } }).nats.url).toBe('memory:');
-    const msgs = violations(() =>
-      loadConfig(serviceConfigSchema, {
-        env: { DUEL_NATS_URL: 'memory:', DUEL_ARTIFACTS_STORE: 'nats', DUEL_TRAINER_WAKE_CONSUMER: 'w' },
-      }),
-    );
-    expect(msgs).toEqual([
+    const env = { DUEL_NATS_URL: 'memory:', DUEL_ARTIFACTS_STORE: 'nats', DUEL_TRAINER_WAKE_CONSUMER: 'w' };
+    // The wake consumer is the trainer's setting: its schema refuses it, the shared one never reads it.
+    expect(violations(() => loadConfig(trainerConfig, { env }))).toEqual([
       'artifacts.store: the nats artifact store needs a NATS server, not the in-process bus (from DUEL_ARTIFACTS_STORE)',
       'trainer.wakeConsumer: a wake consumer needs a NATS server, not the in-process bus (from DUEL_TRAINER_WAKE_CONSUMER)',
     ]);
+    expect(violations(() => loadConfig(serviceConfigSchema, { env }))).toEqual([
+      'artifacts.store: the nats artifact store needs a NATS server, not the in-process bus (from DUEL_ARTIFACTS_STORE)',
+    ]);
+  });
+
+  it("gives each role its own keys: another role's section is an unknown key", () => {
+    const file = tempFile('trainer.json', JSON.stringify({ trainer: { wakeConsumer: 'w' } }));
+    expect(loadConfig(trainerConfig, { file, env: {} }).trainer.wakeConsumer).toBe('w');
+    expect(violations(() => loadConfig(serviceConfigSchema, { file, env: {} }))[0]).toMatch(
+      /^trainer: unknown key/,
+    );
   });
 
   it('refuses two NATS logins at once, and half of a user/password pair', () => {

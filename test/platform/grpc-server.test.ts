@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_SAMPLER_LIMITS, validateSampleRequest } from '../../services/sampler/validate.js';
 import {
   type PolicySamplerServiceClient as Client,
@@ -16,6 +16,8 @@ import {
   type SampleRequest,
   type SampleResponse,
 } from '../../src/gen/duel/v1/sampler.js';
+import { HealthClient } from '../../src/gen/third_party/grpc/health/v1/health.js';
+import { ServingStatus } from '../../src/platform/grpc/health.js';
 import {
   Code,
   createLogger,
@@ -120,6 +122,25 @@ describe('GrpcServer', () => {
     harness.server.setServing(true);
     expect(await healthCheck(harness.address)).toBe('SERVING');
     expect(await healthCheck(harness.address, name)).toBe('SERVING');
+    await expect(healthCheck(harness.address, 'duel.v1.NoSuchService')).rejects.toMatchObject({
+      code: grpc.status.NOT_FOUND,
+    });
+  });
+
+  it('streams health changes to a watcher and ends the watch when draining', async () => {
+    harness = await startHarness();
+    const client = new HealthClient(harness.address, grpc.credentials.createInsecure());
+    const seen: ServingStatus[] = [];
+    const watch = client.watch({ service: '' });
+    const ended = new Promise<void>((resolve) => watch.on('end', resolve));
+    watch.on('data', (r: { status: ServingStatus }) => seen.push(r.status));
+    await vi.waitFor(() => expect(seen).toEqual([ServingStatus.NOT_SERVING]));
+    harness.server.setServing(true);
+    await vi.waitFor(() => expect(seen).toEqual([ServingStatus.NOT_SERVING, ServingStatus.SERVING]));
+    await harness.server.shutdown('test over');
+    await ended;
+    expect(seen).toEqual([ServingStatus.NOT_SERVING, ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
+    client.close();
   });
 
   it('serves a generated client end to end (server streaming)', async () => {
@@ -198,6 +219,8 @@ describe('GrpcServer', () => {
 
   it('describes the duel contracts through server reflection', async () => {
     harness = await startHarness();
+    // Reflection is registered in the background after the port is bound.
+    await harness.server.reflection;
     const defs = loadSync('grpc/reflection/v1/reflection.proto', {
       includeDirs: [new URL('../../node_modules/@grpc/reflection/build/proto', import.meta.url).pathname],
     });

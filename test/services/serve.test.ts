@@ -16,11 +16,11 @@ import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { saveJudgeDir } from '../../src/models/judge/runner.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { freePort } from '../../src/platform/nats-server.js';
-import { packageRoot } from '../../src/platform/paths.js';
+import { duelBin, packageRoot } from '../../src/platform/paths.js';
 import { healthCheck, unary } from '../helpers/grpc.js';
 import { tinyJudgeConfig } from '../models/fixtures.js';
 
-const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const BIN = duelBin();
 
 describe('duel serve', () => {
   it('serves the scorer until SIGTERM, answering bad requests with INVALID_ARGUMENT', async () => {

@@ -1,9 +1,9 @@
 /** The testbed at toy sizes (seconds, not minutes) and the `duel` bin run as a child process, for the CLI tests. */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/platform/paths.js';
+import { duelBin, packageRoot } from '../../src/platform/paths.js';
 
-const BIN = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
+const BIN = duelBin();
 
 export const TOY = [
   'data.sft_examples=256',

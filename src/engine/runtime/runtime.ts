@@ -38,36 +38,43 @@ function workerUrl(): URL {
   return new URL(here.href.replace('/src/engine/runtime/', '/dist/src/engine/runtime/'));
 }
 
+/**
+ * One worker thread, spawned on the first call: a service reports SERVING without waiting for
+ * ONNX Runtime to load in threads that compete with it for the cores, and a role that never runs
+ * a graph never starts one.
+ */
 class WorkerChannel {
-  private readonly worker: Worker;
+  private spawned: { worker: Worker; started: Promise<void> } | undefined;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private next = 0;
-  /** Settles once the worker has loaded ONNX Runtime, or has failed or exited first. */
-  private readonly started: Promise<void>;
 
-  constructor() {
-    this.worker = new Worker(workerUrl());
-    this.started = new Promise((resolve) => {
-      this.worker.once('exit', () => resolve());
-      this.worker.once('error', () => resolve());
-      this.worker.on('message', (m: { ready?: true }) => m.ready && resolve());
+  private spawn(): { worker: Worker; started: Promise<void> } {
+    const worker = new Worker(workerUrl());
+    /** Settles once the worker has loaded ONNX Runtime, or has failed or exited first. */
+    const started = new Promise<void>((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.once('error', () => resolve());
+      worker.on('message', (m: { ready?: true }) => m.ready && resolve());
     });
-    this.worker.on('message', ({ id, reply }: { id?: number; reply?: Reply }) => {
+    worker.on('message', ({ id, reply }: { id?: number; reply?: Reply }) => {
       if (id === undefined) return;
       this.pending.get(id)?.resolve(reply!);
       this.pending.delete(id);
     });
-    this.worker.on('error', (error) => {
+    worker.on('error', (error) => {
       for (const p of this.pending.values()) p.reject(error);
       this.pending.clear();
     });
+    return { worker, started };
   }
 
   async call(req: Request): Promise<Extract<Reply, { ok: true }>> {
+    this.spawned ??= this.spawn();
+    const { worker } = this.spawned;
     const id = this.next++;
     const reply = await new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, req });
+      worker.postMessage({ id, req });
     });
     if (!reply.ok) throw new Error(reply.error);
     return reply;
@@ -75,8 +82,9 @@ class WorkerChannel {
 
   /** Waits for the worker to finish starting: terminating it while the native binding loads aborts the process. */
   async terminate(): Promise<number> {
-    await this.started;
-    return this.worker.terminate();
+    if (!this.spawned) return 0;
+    await this.spawned.started;
+    return this.spawned.worker.terminate();
   }
 }
 

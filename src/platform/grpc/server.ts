@@ -6,12 +6,10 @@
  */
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from '../logger.js';
 import { protoRoot } from '../paths.js';
 import { adaptHandlers, type ServiceHandlers, tolerantDefinition } from './handlers.js';
+import { Health, ServingStatus } from './health.js';
 
 /** The .proto files reflection describes: every duel contract. */
 const CONTRACTS = [
@@ -65,7 +63,7 @@ export function fullServiceName(definition: grpc.ServiceDefinition): string {
 
 export class GrpcServer {
   readonly server: grpc.Server;
-  private readonly health: HealthImplementation;
+  private readonly health: Health;
   private readonly names: string[];
   private readonly options: Required<Omit<GrpcServerOptions, 'credentials' | 'observe' | 'authorize'>> & {
     credentials: grpc.ServerCredentials;
@@ -73,6 +71,8 @@ export class GrpcServer {
     authorize?: GrpcServerOptions['authorize'];
   };
   private boundPort = 0;
+  /** Settles once server reflection is registered (or has failed, which is logged). */
+  reflection: Promise<unknown> = Promise.resolve();
   private shuttingDown: Promise<void> | undefined;
   private readonly draining = new AbortController();
 
@@ -91,14 +91,8 @@ export class GrpcServer {
       'grpc.max_send_message_length': this.options.maxMessageBytes,
     });
     this.names = options.services.map((s) => fullServiceName(s.definition));
-    this.health = new HealthImplementation(
-      Object.fromEntries(['', ...this.names].map((n) => [n, 'NOT_SERVING'])),
-    );
+    this.health = new Health(this.names);
     this.health.addToServer(this.server);
-    if (this.options.reflection) {
-      const pkg = loadSync(CONTRACTS, { includeDirs: [protoRoot()], keepCase: true });
-      new ReflectionService(pkg).addToServer(this.server);
-    }
     for (const s of options.services) {
       const impl = adaptHandlers(
         s.definition,
@@ -120,11 +114,28 @@ export class GrpcServer {
         err ? reject(err) : resolve(port),
       ),
     );
+    // Reflection parses the contracts' .proto files with protobufjs, a fair share of a service's
+    // cold start: it is added in the background once the port is bound, so the service reports
+    // SERVING without waiting for a debugging aid. A reflection call in those first milliseconds
+    // gets UNIMPLEMENTED; `reflection` settles when it is there.
+    if (this.options.reflection)
+      this.reflection = this.addReflection().catch((e: Error) =>
+        this.options.logger.warn({ err: e.message }, 'server reflection unavailable'),
+      );
     this.options.logger.info(
       { address: `${this.options.host}:${this.boundPort}`, services: this.names },
       'grpc listening',
     );
     return this.boundPort;
+  }
+
+  private async addReflection(): Promise<void> {
+    const [{ loadSync }, { ReflectionService }] = await Promise.all([
+      import('@grpc/proto-loader'),
+      import('@grpc/reflection'),
+    ]);
+    const pkg = loadSync(CONTRACTS, { includeDirs: [protoRoot()], keepCase: true });
+    new ReflectionService(pkg).addToServer(this.server);
   }
 
   get port(): number {
@@ -133,13 +144,16 @@ export class GrpcServer {
 
   /** Marks every service (and the server as a whole) SERVING or NOT_SERVING. */
   setServing(serving: boolean): void {
-    for (const name of ['', ...this.names]) this.health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
+    for (const name of ['', ...this.names])
+      this.health.set(name, serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   }
 
   /** NOT_SERVING, then let in-flight calls finish within the grace period, then force close. */
   shutdown(reason = 'shutdown'): Promise<void> {
     this.shuttingDown ??= new Promise<void>((resolve) => {
       this.setServing(false);
+      // Watchers have seen NOT_SERVING; their streams would otherwise hold the drain open.
+      this.health.endWatches();
       this.options.logger.info({ reason, graceMs: this.options.shutdownGraceMs }, 'draining');
       this.draining.abort();
       const force = setTimeout(() => {
