@@ -1,5 +1,5 @@
 /**
- * The engine benchmark's reference transformer stack (issue #3): d_model 256, 4 layers, 4 heads,
+ * The engine benchmark's reference transformer stack: d_model 256, 4 layers, 4 heads,
  * vocab 512, sequence 128, batch 16, SwiGLU width 4·d. duel runs it as its Llama decoder; the
  * TensorFlow.js peer writes the same computation by hand. Both train with next-token
  * cross-entropy and Adam (no weight decay), so a step is the same work on both sides.

@@ -1,5 +1,5 @@
 // Bundles the `duel` command into dist/bin/ (run by `npm run build` after tsc): one module graph
-// instead of hundreds of files cuts a service's cold start by about half, and each command still
+// instead of hundreds of files cuts a service's cold start (BENCHMARKS.md), and each command still
 // loads only its own chunk. The ONNX Runtime worker is its own entry beside main.js, where the
 // runtime looks for it. Packages stay external when they read files next to their own sources
 // (reflection and health protos, pino's transports), are native (onnxruntime-node), or are only

@@ -1,35 +1,88 @@
 /**
  * The orchestrator's core: creates runs and drives their rounds through the stages, with the run
- * record in the KV bucket as its only memory. Before a stage's event is recorded as reached, the
- * event is published (at most once per stage); so after a crash at any point the next
- * orchestrator resumes from the recorded stage, repeats at most the stage that was in flight
- * (sampling and judging are seeded, the trainer returns the checkpoint of a round it already
- * trained), and never publishes a stage's event twice.
+ * record in the KV bucket as its only memory. A round is the table ROUND_STAGES reads top to bottom:
+ * each stage does its work, publishes its event (at most once: JetStream drops a repeated message
+ * id), then records the stage as reached in the run record, with what a later stage needs (the
+ * sampled and scored records as artifacts, the checkpoint). After a crash at any point the next
+ * orchestrator resumes each round at the first stage not reached; only the stage that was in flight
+ * runs again (its work is seeded, and the trainer returns the checkpoint of a round it already
+ * trained), and no event is published twice.
  */
 import { randomBytes } from 'node:crypto';
 import { hyperparametersAt } from '../../src/algorithms/schedule.js';
 import { DuelError } from '../../src/errors.js';
-import type { Metrics, ModelRef } from '../../src/gen/duel/v1/common.js';
+import type { CheckpointRef, Metrics, ModelRef, RoundRecord } from '../../src/gen/duel/v1/common.js';
 import { EventKind, type RunEvent } from '../../src/gen/duel/v1/events.js';
 import { type RoundSummary, type Run, type RunSpec, RunState } from '../../src/gen/duel/v1/runs.js';
-import { type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
+import {
+  type ArtifactStore,
+  type ResolveArtifact,
+  resolveFileArtifact,
+} from '../../src/platform/artifacts.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { eventName } from '../../src/platform/run-events.js';
 import type { RunEvents } from './events.js';
 import { readPrompts, roundPrompts } from './prompts.js';
+import { keepRecords, readRecords } from './round-records.js';
 import type { RunStore } from './run-store.js';
 import { checkRunId, planRun, type RunPlan } from './spec.js';
-import { evaluatePolicy, type StageContext, sampleAndScore, trainOnRecords, type Workers } from './stages.js';
+import {
+  evaluatePolicy,
+  type StageContext,
+  sampleRound,
+  scoreRound,
+  trainOnRecords,
+  type Workers,
+} from './stages.js';
 
 export interface OrchestratorOptions {
   callDeadlineMs: number;
   trainDeadlineMs: number;
   promptsPerCall: number;
   maxWaitMs: number;
-  /** Reads the policy's tokenizer for text prompts; file:// only unless given. */
+  /** Reads the policy's tokenizer for text prompts, and kept round records; file:// only unless given. */
   resolve?: ResolveArtifact;
+  /** Where a round's sampled and scored records are kept (the trainer's checkpoint store). */
+  store: ArtifactStore;
+}
+
+/** What one round's stages share while it runs; records travel from stage to stage. */
+interface RoundRun {
+  id: string;
+  round: number;
+  c: StageContext;
+  plan: RunPlan;
+  /** The model the round samples from and trains: the previous round's checkpoint. */
+  policy: ModelRef;
+  prompts: number[][];
+  evalPrompts: number[][];
+  startedAt: Date;
+  sampled?: RoundRecord[];
+  scored?: RoundRecord[];
+}
+
+/** What a stage's work gives its event and the run record. */
+interface StageResult {
+  checkpoint?: CheckpointRef | undefined;
+  metrics?: Record<string, number>;
+  /** The stage's change to the round's summary in the run record. */
+  summary?: (s: RoundSummary) => RoundSummary;
+  /** Other changes to the run record, in the same write. */
+  record?: (r: Run) => Partial<Run>;
+  /** When the stage's event says it started; default: when its work began. */
+  since?: Date;
+}
+
+interface RoundStage {
+  event: EventKind;
+  work(r: RoundRun, summary: RoundSummary): Promise<StageResult>;
+  /**
+   * On resuming after this stage: rebuilds what the next stage needs from the run record; false
+   * when the record does not hold it (a record written before it did), so this stage runs again.
+   */
+  restore?(r: RoundRun, summary: RoundSummary): Promise<boolean>;
 }
 
 const K = EventKind;
@@ -225,6 +278,34 @@ export class Orchestrator {
     });
   }
 
+  /** A round, stage by stage: sampled, scored, trained, evaluated, completed. */
+  private readonly stages: readonly RoundStage[] = [
+    { event: K.EVENT_KIND_ROUND_STARTED, work: async () => ({ summary: (s) => s }) },
+    {
+      event: K.EVENT_KIND_ROUND_SAMPLED,
+      work: (r) => this.sample(r),
+      restore: async (r, s) => {
+        if (s.sampled) r.sampled = await readRecords(this.resolve, s.sampled);
+        return r.sampled !== undefined;
+      },
+    },
+    {
+      event: K.EVENT_KIND_ROUND_SCORED,
+      work: (r) => this.score(r),
+      restore: async (r, s) => {
+        if (s.scored) r.scored = await readRecords(this.resolve, s.scored);
+        return r.scored !== undefined;
+      },
+    },
+    {
+      event: K.EVENT_KIND_ROUND_TRAINED,
+      work: (r) => this.train(r),
+      restore: async (_, s) => !!s.checkpoint,
+    },
+    { event: K.EVENT_KIND_ROUND_EVALUATED, work: (r, s) => this.evaluate(r, s) },
+    { event: K.EVENT_KIND_ROUND_COMPLETED, work: (r, s) => this.complete(r, s) },
+  ];
+
   private async drive(id: string, plan: RunPlan, signal: AbortSignal): Promise<void> {
     let run = await this.get(id);
     const spec = run.spec!;
@@ -238,136 +319,175 @@ export class Orchestrator {
         ? run.currentRound + 1
         : Math.max(1, run.currentRound);
     for (let round = first; round <= spec.rounds; round++) {
-      if (signal.aborted) throw new Stopped('stopped');
-      const t0 = Date.now();
-      const log = this.log.child({ run: id, round });
-      const c: StageContext = {
-        runId: id,
+      const startedAt = new Date();
+      const r: RoundRun = {
+        id,
         round,
-        spec,
-        workers: this.workers,
-        signal,
-        log,
-        ...this.options,
+        plan,
+        c: {
+          runId: id,
+          round,
+          spec,
+          workers: this.workers,
+          signal,
+          log: this.log.child({ run: id, round }),
+          ...this.options,
+        },
+        policy: { artifact: run.latestCheckpoint!.artifact, name: `round-${round - 1}` },
+        prompts: roundPrompts(prompts, spec.promptsPerRound, round),
+        evalPrompts,
+        startedAt,
       };
-      const summaryOf = (r: Run): RoundSummary =>
-        r.rounds.find((s) => s.round === round) ?? {
+      const summaryOf = (x: Run): RoundSummary =>
+        x.rounds.find((s) => s.round === round) ?? {
           round,
           checkpoint: undefined,
           metrics: { values: {} },
-          startedAt: new Date(t0),
+          startedAt,
           finishedAt: undefined,
+          sampled: undefined,
+          scored: undefined,
         };
-      const withSummary = (r: Run, change: (s: RoundSummary) => RoundSummary): Partial<Run> => ({
-        rounds: [...r.rounds.filter((s) => s.round !== round), change(summaryOf(r))].sort(
-          (a, b) => a.round - b.round,
-        ),
-      });
-      const policy: ModelRef = { artifact: run.latestCheckpoint!.artifact, name: `round-${round - 1}` };
-      const reached = run.currentRound === round ? run.currentStage : K.EVENT_KIND_UNSPECIFIED;
-      let summary = summaryOf(run);
+      // Resume at the first stage not reached, once the stage before it has given back its output
+      // from the record; where the record lacks it, that stage runs again.
+      let from =
+        run.currentRound === round ? this.stages.findIndex((s) => s.event === run.currentStage) + 1 : 0;
+      while (from > 0) {
+        const previous = this.stages[from - 1]!;
+        if (!previous.restore || (await previous.restore(r, summaryOf(run)))) break;
+        from--;
+      }
+      if (from > 0) r.c.log.info({ from: eventName(this.stages[from]!.event) }, 'resuming round');
 
-      if (reached < K.EVENT_KIND_ROUND_TRAINED || !summary.checkpoint) {
-        run = await this.reach(id, this.event(run, K.EVENT_KIND_ROUND_STARTED, round, new Date(t0)), (r) =>
-          withSummary(r, (s) => s),
-        );
-        const stageStart = new Date();
-        const batch = roundPrompts(prompts, spec.promptsPerRound, round);
-        let sampledAt = new Date();
-        const records = await sampleAndScore(c, policy, batch, plan.sampling, async (recs) => {
-          const tokens = recs.reduce(
-            (s, r) => s + r.completions.reduce((a, x) => a + x.tokenIds.length, 0),
-            0,
-          );
-          const count = recs.length * plan.sampling.k;
-          run = await this.reach(id, {
-            ...this.event(run, K.EVENT_KIND_ROUND_SAMPLED, round, stageStart),
-            metrics: metricsOf({
-              prompts: recs.length,
-              completions: count,
-              mean_length: tokens / count,
-              seconds: (Date.now() - stageStart.getTime()) / 1000,
-            }),
-          });
-          sampledAt = new Date();
-        });
-        run = await this.reach(id, {
-          ...this.event(run, K.EVENT_KIND_ROUND_SCORED, round, sampledAt),
-          metrics: metricsOf({
-            pairs: records.length * plan.sampling.k * (plan.sampling.k - 1),
-            seconds: (Date.now() - sampledAt.getTime()) / 1000,
+      for (const stage of this.stages.slice(from)) {
+        if (signal.aborted) throw new Stopped('stopped');
+        const began = new Date();
+        const out = await stage.work(r, summaryOf(run));
+        run = await this.reach(
+          id,
+          {
+            ...this.event(run, stage.event, round, out.since ?? began),
+            checkpoint: out.checkpoint,
+            metrics: out.metrics ? metricsOf(out.metrics) : undefined,
+          },
+          (x) => ({
+            ...(out.summary
+              ? {
+                  rounds: [...x.rounds.filter((s) => s.round !== round), out.summary(summaryOf(x))].sort(
+                    (a, b) => a.round - b.round,
+                  ),
+                }
+              : {}),
+            ...out.record?.(x),
           }),
-        });
-        const trainStart = new Date();
-        const trained = await trainOnRecords(
-          c,
-          policy,
-          records,
-          `${plan.prefix}/${id}/round-${round}`,
-          hyperparametersAt(spec.hyperparameters, round),
-          lossReference(spec, run.rounds, round),
-        );
-        const values: Record<string, number> = {
-          ...trained.metrics!.values,
-          train_seconds: (Date.now() - trainStart.getTime()) / 1000,
-        };
-        run = await this.reach(
-          id,
-          {
-            ...this.event(run, K.EVENT_KIND_ROUND_TRAINED, round, trainStart),
-            checkpoint: trained.checkpoint,
-            metrics: { values },
-          },
-          (r) => withSummary(r, (s) => ({ ...s, checkpoint: trained.checkpoint, metrics: { values } })),
-        );
-        summary = summaryOf(run);
-        log.info({ checkpoint: trained.checkpoint!.artifact!.uri, loss: values.loss_last }, 'round trained');
-      }
-
-      const next: ModelRef = { artifact: summary.checkpoint!.artifact, name: `round-${round}` };
-      if (reached < K.EVENT_KIND_ROUND_EVALUATED) {
-        const evalStart = new Date();
-        const values = await evaluatePolicy(c, evalPrompts, plan.evalSamples, next, spec.reference!, policy);
-        values.eval_seconds = (Date.now() - evalStart.getTime()) / 1000;
-        run = await this.reach(
-          id,
-          {
-            ...this.event(run, K.EVENT_KIND_ROUND_EVALUATED, round, evalStart),
-            checkpoint: summary.checkpoint,
-            metrics: metricsOf(values),
-          },
-          (r) => withSummary(r, (s) => ({ ...s, metrics: { values: { ...s.metrics?.values, ...values } } })),
-        );
-        log.info(
-          { win_rate_vs_ref: values.win_rate_vs_ref, win_rate_vs_prev: values.win_rate_vs_prev },
-          'round evaluated',
         );
       }
-
-      await this.unloadFromSamplers(c, policy);
-      const finishedAt = new Date();
-      run = await this.reach(
-        id,
-        {
-          ...this.event(run, K.EVENT_KIND_ROUND_COMPLETED, round, new Date(t0)),
-          checkpoint: summary.checkpoint,
-          metrics: {
-            values: { ...summaryOf(run).metrics?.values, round_seconds: (finishedAt.getTime() - t0) / 1000 },
-          },
-        },
-        (r) => ({
-          ...withSummary(r, (s) => ({ ...s, finishedAt })),
-          latestCheckpoint: summary.checkpoint,
-        }),
-      );
       this.metrics?.count('duel_orchestrator_rounds_total', 'rounds completed');
       this.metrics?.seconds(
         'duel_orchestrator_round_seconds',
         'wall time of a round',
-        (finishedAt.getTime() - t0) / 1000,
+        (Date.now() - startedAt.getTime()) / 1000,
       );
     }
     await this.finish(id);
+  }
+
+  private async sample(r: RoundRun): Promise<StageResult> {
+    const t0 = Date.now();
+    r.sampled = await sampleRound(r.c, r.policy, r.prompts, r.plan.sampling);
+    const sampled = await keepRecords(this.options.store, `${this.roundName(r)}.sampled`, r.sampled);
+    const count = r.sampled.length * r.plan.sampling.k;
+    const tokens = r.sampled.reduce(
+      (s, x) => s + x.completions.reduce((a, y) => a + y.tokenIds.length, 0),
+      0,
+    );
+    return {
+      metrics: {
+        prompts: r.sampled.length,
+        completions: count,
+        mean_length: tokens / count,
+        seconds: (Date.now() - t0) / 1000,
+      },
+      summary: (s) => ({ ...s, sampled }),
+    };
+  }
+
+  private async score(r: RoundRun): Promise<StageResult> {
+    const t0 = Date.now();
+    r.scored = await scoreRound(r.c, r.sampled!);
+    const scored = await keepRecords(this.options.store, `${this.roundName(r)}.scored`, r.scored);
+    const k = r.plan.sampling.k;
+    return {
+      metrics: { pairs: r.scored.length * k * (k - 1), seconds: (Date.now() - t0) / 1000 },
+      summary: (s) => ({ ...s, scored }),
+    };
+  }
+
+  private async train(r: RoundRun): Promise<StageResult> {
+    const t0 = Date.now();
+    const run = await this.get(r.id);
+    const spec = run.spec!;
+    const trained = await trainOnRecords(
+      r.c,
+      r.policy,
+      r.scored!,
+      this.roundName(r),
+      hyperparametersAt(spec.hyperparameters, r.round),
+      lossReference(spec, run.rounds, r.round),
+    );
+    const values: Record<string, number> = {
+      ...trained.metrics!.values,
+      train_seconds: (Date.now() - t0) / 1000,
+    };
+    r.c.log.info({ checkpoint: trained.checkpoint!.artifact!.uri, loss: values.loss_last }, 'round trained');
+    return {
+      checkpoint: trained.checkpoint,
+      metrics: values,
+      summary: (s) => ({ ...s, checkpoint: trained.checkpoint, metrics: { values } }),
+    };
+  }
+
+  private async evaluate(r: RoundRun, summary: RoundSummary): Promise<StageResult> {
+    const t0 = Date.now();
+    const next: ModelRef = { artifact: summary.checkpoint!.artifact, name: `round-${r.round}` };
+    const values = await evaluatePolicy(
+      r.c,
+      r.evalPrompts,
+      r.plan.evalSamples,
+      next,
+      r.c.spec.reference!,
+      r.policy,
+    );
+    values.eval_seconds = (Date.now() - t0) / 1000;
+    r.c.log.info(
+      { win_rate_vs_ref: values.win_rate_vs_ref, win_rate_vs_prev: values.win_rate_vs_prev },
+      'round evaluated',
+    );
+    return {
+      checkpoint: summary.checkpoint,
+      metrics: values,
+      summary: (s) => ({ ...s, metrics: { values: { ...s.metrics?.values, ...values } } }),
+    };
+  }
+
+  private async complete(r: RoundRun, summary: RoundSummary): Promise<StageResult> {
+    await this.unloadFromSamplers(r.c, r.policy);
+    const finishedAt = new Date();
+    return {
+      since: r.startedAt,
+      checkpoint: summary.checkpoint,
+      metrics: {
+        ...summary.metrics?.values,
+        round_seconds: (finishedAt.getTime() - r.startedAt.getTime()) / 1000,
+      },
+      summary: (s) => ({ ...s, finishedAt }),
+      record: () => ({ latestCheckpoint: summary.checkpoint }),
+    };
+  }
+
+  /** The round's name in the artifact store: its checkpoint's, and the stem of its records'. */
+  private roundName(r: RoundRun): string {
+    return `${r.plan.prefix}/${r.id}/round-${r.round}`;
   }
 
   /** Frees the previous round's policy on the samplers (π_ref stays: mixtures and evaluation use it). */

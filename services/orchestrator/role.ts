@@ -107,6 +107,7 @@ export async function start({ cfg, metrics: m, log }: RoleContext<z.infer<typeof
       promptsPerCall: o.promptsPerCall,
       maxWaitMs: o.maxWaitMs,
       resolve: (r) => artifacts.dir(r),
+      store: await artifacts.publisher(),
     },
     log,
     m,

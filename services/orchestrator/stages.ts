@@ -145,13 +145,12 @@ export async function comparePrompts(
   return results.flat();
 }
 
-/** The round's records: each prompt's completions (policy's first, then the mixture's) and prefs. */
-export async function sampleAndScore(
+/** The round's records before judging: each prompt's completions, the policy's first, then the mixture's. */
+export async function sampleRound(
   c: StageContext,
   policy: ModelRef,
   prompts: number[][],
   plan: SamplingPlan,
-  onSampled: (records: RoundRecord[]) => Promise<void>,
 ): Promise<RoundRecord[]> {
   const seed = stageSeed(c.spec, c.round, 1);
   const own = await sampleCompletions(c, policy, prompts, plan.fromPolicy, seed);
@@ -159,16 +158,19 @@ export async function sampleAndScore(
     reference: c.spec.reference!,
     coef: plan.mixtureCoef,
   });
-  const records: RoundRecord[] = prompts.map((p, i) => ({
+  return prompts.map((p, i) => ({
     promptIds: p,
     prompt: '',
     completions: [...own[i]!, ...mixed[i]!],
     prefs: undefined,
   }));
-  await onSampled(records);
+}
+
+/** The same records with the judge's K×K preference matrix of each. */
+export async function scoreRound(c: StageContext, records: RoundRecord[]): Promise<RoundRecord[]> {
   const prefs = await comparePrompts(
     c,
-    prompts,
+    records.map((r) => r.promptIds),
     records.map((r) => r.completions),
   );
   return records.map((r, i) => ({ ...r, prefs: prefs[i] }));

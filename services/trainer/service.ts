@@ -15,11 +15,13 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSets, type RoundRecord } from '../../src/algorithms/recipes/index.js';
+import type { RoundMetrics } from '../../src/algorithms/steps.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import {
   loopSettings,
   parseTrainingSettings,
   settingsFromWire,
+  type TrainingSettings,
 } from '../../src/algorithms/training-settings.js';
 import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
@@ -29,6 +31,7 @@ import {
   TrainerServiceService,
   TrainerState,
   TrainRoundConfig,
+  type TrainRoundRequest,
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
@@ -39,6 +42,7 @@ import {
   resolveFileArtifact,
 } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
+import type { CallContext } from '../../src/platform/grpc/handlers.js';
 import { service } from '../../src/platform/grpc/server.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
@@ -102,141 +106,171 @@ export class TrainerCore {
   }
 }
 
+/** A TrainRound request as received: its config and records, and the digest of both as encoded. */
+interface ReceivedRound {
+  config: TrainRoundConfig;
+  records: RoundRecord[];
+  digest: string;
+  settings: TrainingSettings;
+}
+
+/** Reads the client stream: the config first, then records; checks every field before any work. */
+async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<ReceivedRound> {
+  let config: TrainRoundConfig | undefined;
+  const records: RoundRecord[] = [];
+  const digest = createHash('sha256');
+  for await (const req of requests) {
+    if (req.kind?.$case === 'config') {
+      if (config) throw DuelError.invalidArgument([{ field: 'config', description: 'sent twice' }]);
+      config = req.kind.config;
+      digest.update(TrainRoundConfig.encode(config).finish());
+    } else if (req.kind?.$case === 'record') {
+      if (!config)
+        throw DuelError.invalidArgument([{ field: 'config', description: 'must be the first message' }]);
+      records.push(recordOf(req.kind.record, records.length));
+      digest.update(WireRecord.encode(req.kind.record).finish());
+    }
+  }
+  if (!config) throw DuelError.invalidArgument([{ field: 'config', description: 'is required' }]);
+  const v = new Violations();
+  checkModelRef(v, config.policy, 'config.policy');
+  if (config.reference) checkModelRef(v, config.reference, 'config.reference');
+  v.check(config.algorithm.length > 0, 'config.algorithm', 'is required');
+  v.check(config.outputUri.length > 0, 'config.output_uri', 'is required (a name inside the artifact store)');
+  v.check(records.length > 0, 'records', 'at least one record must follow the config');
+  v.throwIfAny();
+  const settings = parseTrainingSettings(
+    settingsFromWire(config.optimizer),
+    (key) => `config.optimizer.${key}`,
+  );
+  return { config, records, digest: digest.digest('hex'), settings };
+}
+
+const responseOf = (checkpoint: CheckpointRef, metrics: RoundMetrics): TrainRoundResponse => ({
+  checkpoint,
+  metrics: { values: numericMetrics(metrics) },
+  steps: metrics.steps,
+  skippedSteps: metrics.skipped_steps,
+});
+
+/**
+ * The checkpoint this very request already published under its output name, if any; a different
+ * request's artifact under that name is FAILED_PRECONDITION (artifacts are immutable).
+ */
+async function findExisting(
+  core: TrainerCore,
+  round: ReceivedRound,
+): Promise<TrainRoundResponse | undefined> {
+  const existing = await core.store.find(round.config.outputUri);
+  if (!existing) return undefined;
+  const path = join(existing.dir, REQUEST_DIGEST_FILE);
+  const made = existsSync(path) ? readFileSync(path, 'utf8').trim() : '';
+  if (made !== round.digest)
+    throw DuelError.failedPrecondition(
+      `artifact '${round.config.outputUri}' already exists from a different request; artifacts are immutable`,
+    );
+  const metrics = JSON.parse(readFileSync(join(existing.dir, 'metrics.json'), 'utf8')) as RoundMetrics;
+  return responseOf(
+    { artifact: existing.ref, runId: round.config.runId, round: round.config.round },
+    metrics,
+  );
+}
+
+/** Trains the round from its policy checkpoint and publishes the result; a diverged round publishes nothing. */
+async function trainAndPublish(
+  core: TrainerCore,
+  round: ReceivedRound,
+  ctx: CallContext,
+): Promise<TrainRoundResponse> {
+  const { config, records } = round;
+  core.state = {
+    ...core.state,
+    state: TrainerState.TRAINER_STATE_TRAINING,
+    runId: config.runId,
+    round: config.round,
+  };
+  const log = ctx.log.child({ run: config.runId, round: config.round });
+  log.info({ algo: config.algorithm, records: records.length }, 'round training');
+  const policy = loadModelDir(await core.resolve(config.policy!.artifact!));
+  const reference = config.reference
+    ? loadModelDir(await core.resolve(config.reference.artifact!))
+    : undefined;
+  const { weights, metrics } = await trainRound(core.runtime, {
+    algo: config.algorithm,
+    hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
+    config: policy.config,
+    weights: policy.weights,
+    ...(reference ? { reference: reference.weights } : {}),
+    records,
+    ...loopSettings(round.settings, Number(config.seed ?? 0)),
+    onStep: (step, total) => {
+      if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
+      core.state = { ...core.state, step, totalSteps: total };
+      core.metrics?.count('duel_trainer_steps_total', 'optimizer steps taken');
+    },
+  });
+  if (metrics.diverged)
+    throw DuelError.failedPrecondition(
+      `round ${config.round} diverged (${metrics.skipped_steps} of ${metrics.steps} steps non-finite): no checkpoint published`,
+    );
+  core.state = { ...core.state, state: TrainerState.TRAINER_STATE_WRITING };
+  const scratch = mkdtempSync(join(tmpdir(), 'duel-trainer-'));
+  try {
+    const local = join(scratch, 'model');
+    saveModelDir(local, policy.config, weights, {
+      tokenizerFrom: policy.dir,
+      extraFiles: {
+        'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
+        // What this round trained with, so a scheduled run's rounds can be read back.
+        'training.json': `${JSON.stringify(
+          {
+            run_id: config.runId,
+            round: config.round,
+            algorithm: config.algorithm,
+            hyperparameters: config.hyperparameters,
+            reference: config.reference?.artifact ?? null,
+          },
+          null,
+          2,
+        )}\n`,
+        [REQUEST_DIGEST_FILE]: `${round.digest}\n`,
+      },
+    });
+    const checkpoint: CheckpointRef = {
+      artifact: await core.store.put(local, config.outputUri),
+      runId: config.runId,
+      round: config.round,
+    };
+    core.state = { ...core.state, lastCheckpoint: checkpoint };
+    core.metrics?.count('duel_trainer_rounds_total', 'rounds trained and published');
+    log.info(
+      { uri: checkpoint.artifact!.uri, steps: metrics.steps, loss: metrics.loss_last },
+      'round published',
+    );
+    return responseOf(checkpoint, metrics);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
 export function trainerService(core: TrainerCore) {
   return service(TrainerServiceService, {
     async trainRound(requests, ctx): Promise<TrainRoundResponse> {
       if (core.busy)
         throw DuelError.resourceExhausted(`busy training run ${core.state.runId} round ${core.state.round}`);
       core.state = { ...core.state, state: TrainerState.TRAINER_STATE_RECEIVING, step: 0, totalSteps: 0 };
-      const scratch = mkdtempSync(join(tmpdir(), 'duel-trainer-'));
       try {
-        let config: TrainRoundConfig | undefined;
-        const records: RoundRecord[] = [];
-        const digest = createHash('sha256');
-        for await (const req of requests) {
-          if (req.kind?.$case === 'config') {
-            if (config) throw DuelError.invalidArgument([{ field: 'config', description: 'sent twice' }]);
-            config = req.kind.config;
-            digest.update(TrainRoundConfig.encode(config).finish());
-          } else if (req.kind?.$case === 'record') {
-            if (!config)
-              throw DuelError.invalidArgument([
-                { field: 'config', description: 'must be the first message' },
-              ]);
-            records.push(recordOf(req.kind.record, records.length));
-            digest.update(WireRecord.encode(req.kind.record).finish());
-          }
-        }
-        const requestDigest = digest.digest('hex');
-        if (!config) throw DuelError.invalidArgument([{ field: 'config', description: 'is required' }]);
-        const v = new Violations();
-        checkModelRef(v, config.policy, 'config.policy');
-        if (config.reference) checkModelRef(v, config.reference, 'config.reference');
-        v.check(config.algorithm.length > 0, 'config.algorithm', 'is required');
-        v.check(
-          config.outputUri.length > 0,
-          'config.output_uri',
-          'is required (a name inside the artifact store)',
-        );
-        v.check(records.length > 0, 'records', 'at least one record must follow the config');
-        v.throwIfAny();
-        const settings = parseTrainingSettings(
-          settingsFromWire(config.optimizer),
-          (key) => `config.optimizer.${key}`,
-        );
-        const existing = await core.store.find(config.outputUri);
-        if (existing) {
-          const path = join(existing.dir, REQUEST_DIGEST_FILE);
-          const made = existsSync(path) ? readFileSync(path, 'utf8').trim() : '';
-          if (made !== requestDigest)
-            throw DuelError.failedPrecondition(
-              `artifact '${config.outputUri}' already exists from a different request; artifacts are immutable`,
-            );
-          ctx.log.info({ uri: existing.ref.uri }, 'round already trained: returning its checkpoint');
-          await core.trained(config.runId, config.round, ctx.log);
-          const metrics = JSON.parse(readFileSync(join(existing.dir, 'metrics.json'), 'utf8')) as {
-            steps: number;
-            skipped_steps: number;
-          };
-          return {
-            checkpoint: { artifact: existing.ref, runId: config.runId, round: config.round },
-            metrics: { values: numericMetrics(metrics) },
-            steps: metrics.steps,
-            skippedSteps: metrics.skipped_steps,
-          };
-        }
-        core.state = {
-          ...core.state,
-          state: TrainerState.TRAINER_STATE_TRAINING,
-          runId: config.runId,
-          round: config.round,
-        };
-        const log = ctx.log.child({ run: config.runId, round: config.round });
-        log.info({ algo: config.algorithm, records: records.length }, 'round training');
-
-        const policy = loadModelDir(await core.resolve(config.policy!.artifact!));
-        const reference = config.reference
-          ? loadModelDir(await core.resolve(config.reference.artifact!))
-          : undefined;
-        const { weights, metrics } = await trainRound(core.runtime, {
-          algo: config.algorithm,
-          hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
-          config: policy.config,
-          weights: policy.weights,
-          ...(reference ? { reference: reference.weights } : {}),
-          records,
-          ...loopSettings(settings, Number(config.seed ?? 0)),
-          onStep: (step, total) => {
-            if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
-            core.state = { ...core.state, step, totalSteps: total };
-            core.metrics?.count('duel_trainer_steps_total', 'optimizer steps taken');
-          },
-        });
-        if (metrics.diverged)
-          throw DuelError.failedPrecondition(
-            `round ${config.round} diverged (${metrics.skipped_steps} of ${metrics.steps} steps non-finite): no checkpoint published`,
+        const round = await receive(requests);
+        const existing = await findExisting(core, round);
+        if (existing)
+          ctx.log.info(
+            { uri: existing.checkpoint!.artifact!.uri },
+            'round already trained: returning its checkpoint',
           );
-        core.state = { ...core.state, state: TrainerState.TRAINER_STATE_WRITING };
-        const local = join(scratch, 'model');
-        saveModelDir(local, policy.config, weights, {
-          tokenizerFrom: policy.dir,
-          extraFiles: {
-            'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
-            // What this round trained with, so a scheduled run's rounds can be read back.
-            'training.json': `${JSON.stringify(
-              {
-                run_id: config.runId,
-                round: config.round,
-                algorithm: config.algorithm,
-                hyperparameters: config.hyperparameters,
-                reference: config.reference?.artifact ?? null,
-              },
-              null,
-              2,
-            )}\n`,
-            [REQUEST_DIGEST_FILE]: `${requestDigest}\n`,
-          },
-        });
-        const checkpoint: CheckpointRef = {
-          artifact: await core.store.put(local, config.outputUri),
-          runId: config.runId,
-          round: config.round,
-        };
-        core.state = { ...core.state, lastCheckpoint: checkpoint };
-        core.metrics?.count('duel_trainer_rounds_total', 'rounds trained and published');
-        await core.trained(config.runId, config.round, log);
-        log.info(
-          { uri: checkpoint.artifact!.uri, steps: metrics.steps, loss: metrics.loss_last },
-          'round published',
-        );
-        return {
-          checkpoint,
-          metrics: { values: numericMetrics(metrics) },
-          steps: metrics.steps,
-          skippedSteps: metrics.skipped_steps,
-        };
+        const response = existing ?? (await trainAndPublish(core, round, ctx));
+        await core.trained(round.config.runId, round.config.round, ctx.log);
+        return response;
       } finally {
-        rmSync(scratch, { recursive: true, force: true });
         core.state = { ...core.state, state: TrainerState.TRAINER_STATE_IDLE };
       }
     },

@@ -1,5 +1,5 @@
 /**
- * Estimators shared by the self-play family (ALGORITHMS.md, "Estimating win rates"): win rates
+ * Estimators shared by the self-play family (docs/algorithms.md, "Estimating win rates"): win rates
  * from the K×K preference matrix, winner and loser, judge probabilities from ordered-pair
  * logits, and the KL and entropy figures every round reports. Plain numbers, no graphs. The
  * judge-matrix arithmetic lives beside the judge (src/models/judge/preferences.ts) and is

@@ -1,5 +1,5 @@
 /**
- * The loss family of ../shared/ALGORITHMS.md, side by side, as engine graph builders. Each takes
+ * The loss family of docs/algorithms.md, side by side, as engine graph builders. Each takes
  * sequence log-probs (summed over completion tokens, [N] tensors) and returns the per-example
  * loss [N]; the caller averages over the batch. Keeping them as small pure functions over
  * log-probs (the way TRL's DPOTrainer lays its losses out) means one gradient check and one

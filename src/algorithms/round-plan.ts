@@ -1,6 +1,6 @@
 /**
  * What a self-play round samples: how many completions per prompt come from the round's policy π_t
- * and how many from the geometric mixture with π_ref (ALGORITHMS.md). Each recipe states its plan
+ * and how many from the geometric mixture with π_ref (docs/algorithms.md). Each recipe states its plan
  * with one of the builders below; the orchestrator asks the sampler for exactly that, in that
  * order, so that completion i of a round record is where the recipe expects it (Nash-MD reads
  * completion 0 as π_θ's, 1 as the mixture's).

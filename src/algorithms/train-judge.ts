@@ -1,5 +1,5 @@
 /**
- * Judge training (ALGORITHMS.md): binary cross-entropy on labelled pairs shown in both orders,
+ * Judge training (docs/algorithms.md): binary cross-entropy on labelled pairs shown in both orders,
  * softplus(−(C(x, y_w, y_l) − C(x, y_l, y_w))), so the learned logit is antisymmetric in use.
  */
 import { type Graph, type Runtime, T, type Tensor, TrainingState } from '../engine/index.js';

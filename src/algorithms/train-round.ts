@@ -350,7 +350,7 @@ async function trainRoundWith(
 }
 
 /**
- * The per-round figures of ALGORITHMS.md that need the trained weights: mean ℓ = logp_θ − logp_t
+ * The per-round figures of docs/algorithms.md that need the trained weights: mean ℓ = logp_θ − logp_t
  * over the round's completions, mean Δ over winner/loser pairs (with a reference), and on one fresh
  * sample per prompt from π_θ: KL(π_θ‖π_ref) (mean of logp_θ − logp_ref), token entropy and length.
  */

@@ -22,7 +22,7 @@ import { targetsOf } from './game.js';
 import { OracleJudge } from './oracle-judge.js';
 import { lineChart } from './svg.js';
 
-/** The two games of the table: TESTBED.md's intransitive default and its transitive variant. */
+/** The two games of the table: docs/testbed.md's intransitive default and its transitive variant. */
 export const GAMES: Record<string, Record<string, unknown>> = {
   default: {},
   transitive: { 'game.b': 0 },

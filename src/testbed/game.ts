@@ -1,5 +1,5 @@
 /**
- * The `letters` game of TESTBED.md: a language task whose true preference is a formula.
+ * The `letters` game of docs/testbed.md: a language task whose true preference is a formula.
  * A prompt asks for a set of target letters; a completion is a string of letters. Quality is the
  * share of targets present minus a penalty for letters beyond the budget; style is the first
  * letter's index mod n_styles, and styles beat each other in a cycle. Every parameter is a config

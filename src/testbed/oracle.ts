@@ -1,5 +1,5 @@
 /**
- * What a policy is worth under the true preference P* (TESTBED.md, "What a run reports"), from
+ * What a policy is worth under the true preference P* (docs/testbed.md, "What a run reports"), from
  * its samples: win rate against π_ref's samples, exploitability against the constructed best
  * responses, the style distribution and its normalised entropy, quality, length. Also the floor a
  * τ-regularised method cannot go below (the regularised equilibrium of the style sub-game), and

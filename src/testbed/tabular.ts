@@ -1,6 +1,6 @@
 /**
  * The testbed's theory, computed: what a perfect implementation would do on the style sub-game at
- * full quality (TESTBED.md, "What the theory predicts"), and how far the plug-in exploitability
+ * full quality (docs/testbed.md, "What the theory predicts"), and how far the plug-in exploitability
  * estimate from n samples a prompt is from the truth. `duel testbed theory` prints both; the
  * measured runs in docs/RESULTS.md are read against them.
  */
@@ -16,7 +16,7 @@ export interface TabularRun {
 }
 
 /**
- * INPO's exact round, π_{t+1} ∝ π_t^(1−ητ)·π_ref^(ητ)·exp(η·P(s ≻ π_t)) (ALGORITHMS.md); τ = 0 is
+ * INPO's exact round, π_{t+1} ∝ π_t^(1−ητ)·π_ref^(ητ)·exp(η·P(s ≻ π_t)) (docs/algorithms.md); τ = 0 is
  * SPPO's multiplicative-weights step. η and τ may be per-round lists (round t takes entry t−1,
  * the last repeating), as a run's hyper-parameter schedule gives them. With `anchorEvery` = N > 0
  * the reference becomes the current policy after every N rounds (RunSpec.reference_update_every).

@@ -1,4 +1,4 @@
-/** Win rates, winner and loser, and judge probabilities as ALGORITHMS.md defines them. */
+/** Win rates, winner and loser, and judge probabilities as docs/algorithms.md defines them. */
 import { describe, expect, it } from 'vitest';
 import {
   btScores,

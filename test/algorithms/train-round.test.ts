@@ -1,6 +1,6 @@
 /**
  * One training step through the whole trainer (rows, frozen log-probs, graph, optimizer) against
- * θ − lr·∇L with L written out again here from ALGORITHMS.md over an independent float64 forward,
+ * θ − lr·∇L with L written out again here from docs/algorithms.md over an independent float64 forward,
  * differentiated by central differences.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -68,7 +68,7 @@ function tokenLogps(w: Record<string, HostTensor>, prompt: number[], completion:
 const logp = (w: Record<string, HostTensor>, prompt: number[], completion: number[]) =>
   tokenLogps(w, prompt, completion).reduce((a, b) => a + b, 0);
 
-/** The losses of ALGORITHMS.md again, in plain numbers, over winner/loser by win rate. */
+/** The losses of docs/algorithms.md again, in plain numbers, over winner/loser by win rate. */
 function formula(
   algo: string,
   w: Record<string, HostTensor>,

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
 import { readRunSpec } from '../../src/client/run-spec.js';
 import { followRun, submitRun } from '../../src/client/runs.js';
+import { RoundRecords } from '../../src/gen/duel/v1/common.js';
 import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState, RunsServiceClient } from '../../src/gen/duel/v1/runs.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
@@ -96,6 +97,31 @@ const orchestratorLog = () => readFileSync(join(root, 'logs', 'orchestrator.log'
 const publishedRounds = () =>
   (readFileSync(join(root, 'logs', 'trainer.log'), 'utf8').match(/"msg":"round published"/g) ?? []).length;
 
+/**
+ * Runs spec `id` with the orchestrator killed (SIGKILL) and restarted as soon as an event whose
+ * subject ends with `after` is seen; checks every event came once and the run succeeded.
+ */
+async function runKilledAfter(id: string, after: string): Promise<void> {
+  let restarted: Promise<void> | undefined;
+  const events = consume(id, (subject) => {
+    if (subject.endsWith(after) && !restarted)
+      restarted = cluster.orchestrator.stop('SIGKILL').then(() => cluster.orchestrator.start());
+  });
+  const c = client();
+  await callUnary(
+    c,
+    c.createRun,
+    { spec: readRunSpec(writeSpec(id)), runId: id },
+    { deadlineMs: 30_000 },
+    'CreateRun',
+  );
+  c.close();
+  const seen = await events;
+  await restarted;
+  expect(seen.map((s) => s.subject)).toEqual(expectedSubjects(id, 2));
+  expect((await kvRun(id)).state).toBe(RunState.RUN_STATE_SUCCEEDED);
+}
+
 describe('a run through the whole suite', () => {
   it('runs 2 rounds: events in order exactly once, checkpoints verified, the run record complete', async () => {
     const events = consume('clean');
@@ -123,6 +149,13 @@ describe('a run through the whole suite', () => {
     expect(record.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     expect(record.rounds.map((r) => r.round)).toEqual([1, 2]);
     expect(record.latestCheckpoint!.artifact).toEqual(trained[1]!.event.checkpoint!.artifact);
+    // Each round's sampled and scored records are kept beside its checkpoint, for a resume.
+    expect(record.rounds[0]!.scored!.uri).toBe('nats://duel_artifacts/runs/clean/round-1.scored');
+    const scored = RoundRecords.decode(
+      readFileSync(join(await store.get(record.rounds[0]!.scored!), 'records.pb')),
+    ).records;
+    expect(scored.length).toBeGreaterThan(0);
+    for (const r of scored) expect(r.prefs!.values).toHaveLength(r.completions.length ** 2);
     // Both scored rounds reached the wake queue and the trainer acknowledged them: no lag left.
     const wake = await (await nc.jetstreamManager()).consumers.info('DUEL_RUNS', 'trainer-wake');
     expect(wake.delivered.stream_seq).toBeGreaterThan(0);
@@ -143,28 +176,32 @@ describe('a run through the whole suite', () => {
 
   it('finishes a run whose orchestrator was killed with SIGKILL mid-round, each event once, no round trained twice', async () => {
     const before = publishedRounds();
-    let restarted: Promise<void> | undefined;
-    const events = consume('crash', (subject) => {
-      // Kill the orchestrator right after round 1's training was announced (before the record
-      // says so is possible too: the stage then repeats and the trainer recognises the round).
-      if (subject.endsWith('.round.1.trained') && !restarted)
-        restarted = cluster.orchestrator.stop('SIGKILL').then(() => cluster.orchestrator.start());
-    });
-    const c = client();
-    await callUnary(
-      c,
-      c.createRun,
-      { spec: readRunSpec(writeSpec('crash')), runId: 'crash' },
-      { deadlineMs: 30_000 },
-      'CreateRun',
-    );
-    c.close();
-    const seen = await events;
-    await restarted;
-    expect(seen.map((s) => s.subject)).toEqual(expectedSubjects('crash', 2));
-    expect((await kvRun('crash')).state).toBe(RunState.RUN_STATE_SUCCEEDED);
+    // Killed right after round 1's training was announced (before the record says so is possible
+    // too: the stage then repeats and the trainer recognises the round).
+    await runKilledAfter('crash', '.round.1.trained');
     expect(publishedRounds() - before).toBe(2);
     expect(orchestratorLog()).toMatch(/"runs":\["crash"\],"msg":"resumed runs"/);
+  }, 180_000);
+
+  it('resumes a run killed after scoring at the stage it had not reached: round 1 is not sampled again', async () => {
+    await runKilledAfter('resume', '.round.1.scored');
+    // The same spec as 'clean': round 1 made exactly as many Sample calls (its sampling and its
+    // evaluation) as the run that was never interrupted.
+    const sampleCalls = (run: string) =>
+      ['sampler-0', 'sampler-1']
+        .map((s) => readFileSync(join(root, 'logs', `${s}.log`), 'utf8'))
+        .join('')
+        .match(
+          new RegExp(
+            `"rpc":"/duel\\.v1\\.PolicySamplerService/Sample","run":"${run}","round":1,.*"msg":"rpc"`,
+            'g',
+          ),
+        )?.length ?? 0;
+    expect(sampleCalls('resume')).toBeGreaterThan(0);
+    expect(sampleCalls('resume')).toBe(sampleCalls('clean'));
+    expect(orchestratorLog()).toMatch(
+      /"run":"resume","round":1,"from":"(scored|trained|evaluated)","msg":"resuming round"/,
+    );
   }, 180_000);
 
   it('drains the orchestrator on SIGTERM: watches end at once, exit 0 before the grace period, the follower resumes after restart', async () => {

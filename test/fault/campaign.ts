@@ -1,5 +1,5 @@
 /**
- * The fault campaign of issue #9: one seeded multi-round run through the real suite (nats-server,
+ * The fault campaign: one seeded multi-round run through the real suite (nats-server,
  * sampler, scorer, trainer and orchestrator as OS processes), with SIGKILLs of a seeded choice of
  * processes at seeded moments, each restarted as Kubernetes would restart a crashed pod. After
  * the run ends (or fails to end), everything the issue promises is checked from the outside:

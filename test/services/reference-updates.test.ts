@@ -14,6 +14,8 @@ const rounds = (n: number): RoundSummary[] =>
     metrics: { values: {} },
     startedAt: undefined,
     finishedAt: undefined,
+    sampled: undefined,
+    scored: undefined,
   }));
 
 describe('reference updates', () => {

@@ -45,7 +45,7 @@ function fullQuality(styleOf: (j: number) => number, n: number): PolicySamples {
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
 describe('the letters game', () => {
-  it('scores quality, style and P* as TESTBED.md defines them', () => {
+  it('scores quality, style and P* as docs/testbed.md defines them', () => {
     const t = [2, 5, 9];
     // c, f, j: every target within the budget
     expect(quality(g, t, completionIds([2, 5, 9]))).toBe(1);

@@ -1,4 +1,4 @@
-/** Online DPO, SLiC and DiscoPOP on the judge's winner and loser (ALGORITHMS.md); their offline use reads chosen/rejected pairs. */
+/** Online DPO, SLiC and DiscoPOP on the judge's winner and loser (docs/algorithms.md); their offline use reads chosen/rejected pairs. */
 import { z } from 'zod';
 import { discopopLoss, dpoLoss, slicLoss } from '../losses.js';
 import { beta, gap, pairRecipe } from './common.js';

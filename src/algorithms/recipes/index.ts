@@ -12,7 +12,7 @@ import { sppo } from './sppo.js';
 export { pairRecord } from './common.js';
 export type { ConfiguredRecipe, Recipe, RoundRecord, Row, SlotLogps } from './recipe.js';
 
-// ALGORITHMS.md names the offline SLiC and DiscoPOP `slic` and `discopop` too: the recipe is the
+// docs/algorithms.md names the offline SLiC and DiscoPOP `slic` and `discopop` too: the recipe is the
 // same, only the data differs (chosen/rejected pairs instead of round samples).
 export const RECIPES: Readonly<Record<string, Recipe>> = Object.fromEntries(
   [

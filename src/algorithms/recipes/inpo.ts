@@ -1,5 +1,5 @@
 /**
- * INPO (ALGORITHMS.md): pairs from π_t, (h − η/2)² with the π_ref and π_t pulls of online mirror
+ * INPO (docs/algorithms.md): pairs from π_t, (h − η/2)² with the π_ref and π_t pulls of online mirror
  * descent, on the winner and loser by win rate, on the first two labelled by a Bernoulli draw, or
  * (`soft`) on every pair of the K completions with the label's expectation as the target.
  */

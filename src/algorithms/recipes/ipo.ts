@@ -1,4 +1,4 @@
-/** Online IPO, IPO-MD and offline IPO (ALGORITHMS.md): hard labels on winner/loser, soft labels on every ordered pair. */
+/** Online IPO, IPO-MD and offline IPO (docs/algorithms.md): hard labels on winner/loser, soft labels on every ordered pair. */
 import { z } from 'zod';
 import { ipoLoss, ipoSoftLoss } from '../losses.js';
 import { anyK, datasetOnly, mixture } from '../round-plan.js';

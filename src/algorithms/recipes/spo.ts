@@ -1,5 +1,5 @@
 /**
- * SPO, Soft Preference Optimization (ALGORITHMS.md; duel's reading of the paper's abstract):
+ * SPO, Soft Preference Optimization (docs/algorithms.md; duel's reading of the paper's abstract):
  * a preference term without a reference ratio, softplus(−α·[logp_θ(y_w) − logp_θ(y_l)]), plus a
  * global KL regulariser on the model's own samples in score-function form,
  * λ·sg(logp_θ(y) − logp_ref(y))·logp_θ(y). The samples start as the round's first completion

@@ -1,4 +1,4 @@
-/** SPPO (ALGORITHMS.md): K completions from π_t, (ℓ − η(P̂ − ½))² on the winner and loser, or on all K. */
+/** SPPO (docs/algorithms.md): K completions from π_t, (ℓ − η(P̂ − ½))² on the winner and loser, or on all K. */
 import { z } from 'zod';
 import { T } from '../../engine/index.js';
 import { sppoLoss } from '../losses.js';

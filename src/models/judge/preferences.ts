@@ -1,5 +1,5 @@
 /**
- * Arithmetic on a judge's K×K ordered-pair logits C (ALGORITHMS.md, "Estimating win rates"):
+ * Arithmetic on a judge's K×K ordered-pair logits C (docs/algorithms.md, "Estimating win rates"):
  * probabilities pairwise or through Bradley-Terry scores, and win rates. Plain numbers.
  */
 

@@ -133,7 +133,7 @@ export interface Matrix {
   values: number[];
 }
 
-/** The trainer's input for one prompt: the round data record of ARCHITECTURE.md. */
+/** The trainer's input for one prompt: the round data record of docs/architecture.md. */
 export interface RoundRecord {
   promptIds: number[];
   prompt: string;
@@ -141,6 +141,14 @@ export interface RoundRecord {
   completions: Completion[];
   /** K×K matrix, prefs[i][j] = P(y_i ≻ y_j | x): diagonal 0.5, prefs[i][j] + prefs[j][i] = 1. */
   prefs: Matrix | undefined;
+}
+
+/**
+ * A round's records as one message: the file (records.pb) of the artifacts in which the
+ * orchestrator keeps a round's sampled and scored records.
+ */
+export interface RoundRecords {
+  records: RoundRecord[];
 }
 
 /** Named scalar metrics (loss, kl_to_ref, tokens_per_second, ...). */
@@ -1173,6 +1181,75 @@ export const RoundRecord: MessageFns<RoundRecord> = {
     message.prefs = (object.prefs !== undefined && object.prefs !== null)
       ? Matrix.fromPartial(object.prefs)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseRoundRecords(): RoundRecords {
+  return { records: [] };
+}
+
+export const RoundRecords: MessageFns<RoundRecords> = {
+  encode(message: RoundRecords, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      RoundRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RoundRecords {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoundRecords();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(RoundRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RoundRecords {
+    return {
+      records: globalThis.Array.isArray(object?.records) ? object.records.map((e: any) => RoundRecord.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RoundRecords): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => RoundRecord.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RoundRecords>): RoundRecords {
+    return RoundRecords.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RoundRecords>): RoundRecords {
+    const message = createBaseRoundRecords();
+    message.records = object.records?.map((e) => RoundRecord.fromPartial(e)) || [];
     return message;
   },
 };

@@ -21,7 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
-import { CheckpointRef, Metrics, ModelRef, OptimizerConfig, SamplingParams } from "./common.js";
+import { ArtifactRef, CheckpointRef, Metrics, ModelRef, OptimizerConfig, SamplingParams } from "./common.js";
 import { EventKind, eventKindFromJSON, eventKindToJSON, RunEvent } from "./events.js";
 
 export const protobufPackage = "duel.v1";
@@ -140,7 +140,15 @@ export interface RoundSummary {
   checkpoint: CheckpointRef | undefined;
   metrics: Metrics | undefined;
   startedAt: Date | undefined;
-  finishedAt: Date | undefined;
+  finishedAt:
+    | Date
+    | undefined;
+  /**
+   * The round's records once sampled and once scored, kept in the artifact store so that a
+   * restarted orchestrator resumes after the stage it reached instead of sampling again.
+   */
+  sampled: ArtifactRef | undefined;
+  scored: ArtifactRef | undefined;
 }
 
 export interface Run {
@@ -729,7 +737,15 @@ export const RunSpec_HyperparametersEntry: MessageFns<RunSpec_HyperparametersEnt
 };
 
 function createBaseRoundSummary(): RoundSummary {
-  return { round: 0, checkpoint: undefined, metrics: undefined, startedAt: undefined, finishedAt: undefined };
+  return {
+    round: 0,
+    checkpoint: undefined,
+    metrics: undefined,
+    startedAt: undefined,
+    finishedAt: undefined,
+    sampled: undefined,
+    scored: undefined,
+  };
 }
 
 export const RoundSummary: MessageFns<RoundSummary> = {
@@ -748,6 +764,12 @@ export const RoundSummary: MessageFns<RoundSummary> = {
     }
     if (message.finishedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.finishedAt), writer.uint32(42).fork()).join();
+    }
+    if (message.sampled !== undefined) {
+      ArtifactRef.encode(message.sampled, writer.uint32(50).fork()).join();
+    }
+    if (message.scored !== undefined) {
+      ArtifactRef.encode(message.scored, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -805,6 +827,22 @@ export const RoundSummary: MessageFns<RoundSummary> = {
             message.finishedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.sampled = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.scored = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -832,6 +870,8 @@ export const RoundSummary: MessageFns<RoundSummary> = {
         : isSet(object.finished_at)
         ? fromJsonTimestamp(object.finished_at)
         : undefined,
+      sampled: isSet(object.sampled) ? ArtifactRef.fromJSON(object.sampled) : undefined,
+      scored: isSet(object.scored) ? ArtifactRef.fromJSON(object.scored) : undefined,
     };
   },
 
@@ -852,6 +892,12 @@ export const RoundSummary: MessageFns<RoundSummary> = {
     if (message.finishedAt !== undefined) {
       obj.finishedAt = message.finishedAt.toISOString();
     }
+    if (message.sampled !== undefined) {
+      obj.sampled = ArtifactRef.toJSON(message.sampled);
+    }
+    if (message.scored !== undefined) {
+      obj.scored = ArtifactRef.toJSON(message.scored);
+    }
     return obj;
   },
 
@@ -869,6 +915,12 @@ export const RoundSummary: MessageFns<RoundSummary> = {
       : undefined;
     message.startedAt = object.startedAt ?? undefined;
     message.finishedAt = object.finishedAt ?? undefined;
+    message.sampled = (object.sampled !== undefined && object.sampled !== null)
+      ? ArtifactRef.fromPartial(object.sampled)
+      : undefined;
+    message.scored = (object.scored !== undefined && object.scored !== null)
+      ? ArtifactRef.fromPartial(object.scored)
+      : undefined;
     return message;
   },
 };

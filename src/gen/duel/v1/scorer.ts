@@ -24,7 +24,7 @@ export const protobufPackage = "duel.v1";
 
 export const protobufFileName = "duel/v1/scorer.proto";
 
-/** How pairwise logits become probabilities (ALGORITHMS.md, "Judge probabilities"). */
+/** How pairwise logits become probabilities (docs/algorithms.md, "Judge probabilities"). */
 export enum ProbMode {
   PROB_MODE_UNSPECIFIED = 0,
   /** PROB_MODE_PAIRWISE - σ((C_ij − C_ji)/T). */

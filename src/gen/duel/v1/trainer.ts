@@ -83,7 +83,7 @@ export function trainerStateToJSON(object: TrainerState): string {
 export interface TrainRoundConfig {
   runId: string;
   round: number;
-  /** An ALGORITHMS.md name: sppo, inpo, nash_md, ipo_md, online_ipo, online_dpo, slic, discopop, spo. */
+  /** An docs/algorithms.md name: sppo, inpo, nash_md, ipo_md, online_ipo, online_dpo, slic, discopop, spo. */
   algorithm: string;
   /** π_θ's starting weights, which are also π_t for the round. */
   policy:
@@ -93,7 +93,7 @@ export interface TrainRoundConfig {
   reference:
     | ModelRef
     | undefined;
-  /** Algorithm hyper-parameters by their ALGORITHMS.md keys, validated by the algorithm. */
+  /** Algorithm hyper-parameters by their docs/algorithms.md keys, validated by the algorithm. */
   hyperparameters: { [key: string]: string };
   optimizer: OptimizerConfig | undefined;
   seed?:
@@ -116,7 +116,7 @@ export interface TrainRoundResponse {
   checkpoint:
     | CheckpointRef
     | undefined;
-  /** Round metrics (ALGORITHMS.md "Metrics every round reports"). */
+  /** Round metrics (docs/algorithms.md "Metrics every round reports"). */
   metrics: Metrics | undefined;
   steps: number;
   /** Steps skipped because the loss or a gradient was not finite. */
