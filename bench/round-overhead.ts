@@ -47,7 +47,7 @@ interface Call {
 }
 
 /** Length of the union of `intervals` inside [from, to]. */
-export function coveredMs(intervals: Interval[], from: number, to: number): number {
+function coveredMs(intervals: Interval[], from: number, to: number): number {
   const clipped = intervals
     .map(([a, b]): Interval => [Math.max(a, from), Math.min(b, to)])
     .filter(([a, b]) => b > a)

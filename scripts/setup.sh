@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what duel needs on a fresh Debian machine with Node 20 and npm (run as root):
-# nats-server from Debian's packages when missing, and the npm packages from package-lock.json
-# (npm ci, the same install the image build runs) when missing or older than the lock file.
+# nats-server from Debian's packages when missing (and chromium, for the test that renders the run
+# report, with --for-tests), and the npm packages from package-lock.json (npm ci, the same install
+# the image build runs) when missing or older than the lock file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
-  echo "setup: installing nats-server from Debian's packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+missing=()
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+if [ "${1:-}" = --for-tests ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # A lock file out of step with package.json is a bug to fix in the repository, not something to

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
-bash scripts/setup.sh
+bash scripts/setup.sh --for-tests
 npm test --silent

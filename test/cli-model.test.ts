@@ -1,15 +1,14 @@
 /** The model CLI end to end on real files: init → sample → logprobs agree; bad input exits 2 naming it. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { wordLevelTokenizer } from '../src/models/tokenizer.js';
-import { duelBin, packageRoot } from '../src/platform/paths.js';
+import { duelBin } from '../src/platform/paths.js';
+import { fileTempDir } from './helpers/tmp.js';
 
 const BIN = duelBin();
-const dir = mkdtempSync(join(tmpdir(), 'duel-cli-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = fileTempDir('duel-cli-');
 
 const duel = (...args: string[]) =>
   spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: dir });

@@ -1,8 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildProgram, version } from '../src/cli/program.js';
-import { duelBin, packageRoot } from '../src/platform/paths.js';
+import { duelBin } from '../src/platform/paths.js';
 
 const BIN = duelBin();
 

@@ -26,14 +26,14 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 
 export const NAMESPACE = 'duel';
 export const VERSION = '0.1.0';
-export const IMAGE = `ghcr.io/duel-ml/duel:${VERSION}`;
-export const NATS_IMAGE = 'nats:2.10.22-alpine';
+const IMAGE = `ghcr.io/duel-ml/duel:${VERSION}`;
+const NATS_IMAGE = 'nats:2.10.22-alpine';
 export const GRPC_PORT = 50051;
-export const METRICS_PORT = 9464;
-export const NATS_PORT = 4222;
+const METRICS_PORT = 9464;
+const NATS_PORT = 4222;
 export const NATS_MONITOR_PORT = 8222;
 /** Where the nats:// store caches verified downloads: a scratch volume, never the image. */
-export const ARTIFACT_CACHE = '/var/lib/duel/artifacts';
+const ARTIFACT_CACHE = '/var/lib/duel/artifacts';
 export const WORKERS = ['sampler', 'scorer', 'trainer'] as const;
 export const ROLES = [...WORKERS, 'orchestrator'] as const;
 export type Role = (typeof ROLES)[number];
@@ -95,7 +95,7 @@ const securityContext: ISecurityContext = {
 };
 
 /** The container of a role: env from the role's settings, NATS URL from the Secret, gRPC probes. */
-export function roleContainer(role: Role): IContainer {
+function roleContainer(role: Role): IContainer {
   return {
     name: role,
     image: IMAGE,
@@ -154,7 +154,7 @@ function podSpec(role: Role): IPodSpec {
   };
 }
 
-export function roleDeployment(role: Role): Deployment {
+function roleDeployment(role: Role): Deployment {
   const single = role === 'orchestrator' || role === 'trainer';
   return new Deployment({
     metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },

@@ -25,7 +25,7 @@ import {
 
 const WAKE_CONSUMER = 'duel-trainer-wake';
 
-export const CUDA_IMAGE = `ghcr.io/duel-ml/duel:${VERSION}-cuda12`;
+const CUDA_IMAGE = `ghcr.io/duel-ml/duel:${VERSION}-cuda12`;
 
 const isRole = (o: KubeObject, roles: readonly Role[]): o is Deployment =>
   o instanceof Deployment && roles.some((r) => o.metadata?.name === `duel-${r}`);

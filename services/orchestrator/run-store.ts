@@ -8,7 +8,7 @@ import type { RecordStore } from '../../src/platform/bus.js';
 import { MemoryRecordStore } from '../../src/platform/memory-bus.js';
 import { CasStore, type NatsConnection } from '../../src/platform/nats.js';
 
-export const RUNS_BUCKET = 'duel_runs';
+const RUNS_BUCKET = 'duel_runs';
 
 export type RunStore = RecordStore<Run>;
 

@@ -17,10 +17,10 @@ export interface RunLimits {
   maxSamplesPerPrompt: number;
 }
 
-export const DEFAULT_RUN_LIMITS: RunLimits = { maxRounds: 1000, maxNewTokens: 4096, maxSamplesPerPrompt: 64 };
+const DEFAULT_RUN_LIMITS: RunLimits = { maxRounds: 1000, maxNewTokens: 4096, maxSamplesPerPrompt: 64 };
 
 /** Run ids are NATS subject tokens and KV keys: lower-case letters, digits and dashes. */
-export const RUN_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const RUN_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const NAME = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 export interface RunPlan {

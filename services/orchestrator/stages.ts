@@ -66,7 +66,7 @@ function chunks<T>(xs: T[], n: number): T[][] {
 }
 
 /** A 64-bit seed per (run seed, round, purpose) that stays the same when a round is repeated. */
-export function stageSeed(spec: RunSpec, round: number, purpose: number): number {
+function stageSeed(spec: RunSpec, round: number, purpose: number): number {
   const base = spec.seed ?? 0;
   return (base * 1_000_003 + round * 7919 + purpose * 104_729) % Number.MAX_SAFE_INTEGER;
 }
@@ -75,7 +75,7 @@ export function stageSeed(spec: RunSpec, round: number, purpose: number): number
  * `n` completions per prompt from `model` (or the mixture with `mixtureRef`), shard by shard over
  * the samplers; result[p] holds prompt p's completions in sample order.
  */
-export async function sampleCompletions(
+async function sampleCompletions(
   c: StageContext,
   model: ModelRef,
   prompts: number[][],
@@ -118,7 +118,7 @@ export async function sampleCompletions(
 }
 
 /** K×K preference matrices for each prompt's candidates, shard by shard over the scorers. */
-export async function comparePrompts(
+async function comparePrompts(
   c: StageContext,
   prompts: number[][],
   candidates: Completion[][],

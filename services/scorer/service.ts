@@ -36,7 +36,7 @@ export interface ScorerLimits {
   maxCandidates: number;
 }
 
-export const DEFAULT_SCORER_LIMITS: ScorerLimits = { maxItems: 256, maxCandidates: 64 };
+const DEFAULT_SCORER_LIMITS: ScorerLimits = { maxItems: 256, maxCandidates: 64 };
 
 /** What the scorer needs of a judge: the learned one (JudgeRunner) or the testbed's oracle. */
 type Judge = Pick<JudgeRunner, 'compare' | 'rank'>;

@@ -63,7 +63,7 @@ function recordOf(r: WireRecord, i: number): RoundRecord {
 }
 
 /** File inside a checkpoint holding the digest of the request that produced it. */
-export const REQUEST_DIGEST_FILE = 'request.sha256';
+const REQUEST_DIGEST_FILE = 'request.sha256';
 
 function numericMetrics(metrics: object): Record<string, number> {
   return Object.fromEntries(

@@ -46,7 +46,6 @@ export const trainingSettingsSchema = z
   });
 
 export type TrainingSettings = z.output<typeof trainingSettingsSchema>;
-export type TrainingSettingsInput = z.input<typeof trainingSettingsSchema>;
 
 /**
  * `raw` as settings with every default filled in. `field(key)` is how the caller names a key in an
@@ -111,7 +110,7 @@ export function settingsToWire(s: TrainingSettings): OptimizerConfig {
 }
 
 /** The engine's optimizer for these settings. */
-export function optimizerSpec(s: TrainingSettings): OptimizerSpec {
+function optimizerSpec(s: TrainingSettings): OptimizerSpec {
   const eps = s.epsilon === undefined ? {} : { eps: s.epsilon };
   switch (s.name) {
     case 'sgd':

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { DuelError } from '../errors.js';
 import { MEMORY_BUS_URL } from '../platform/bus.js';
 import { findNatsServer, NatsServer } from '../platform/nats-server.js';
-import { duelBin, packageRoot } from '../platform/paths.js';
+import { duelBin } from '../platform/paths.js';
 
 const BIN = duelBin();
 

@@ -22,7 +22,7 @@ const modelField = z.union([
 ]);
 const count = z.number().int().min(0);
 
-export const runSpecFile = z.strictObject({
+const runSpecFile = z.strictObject({
   name: z.string().default(''),
   algorithm: z.string().min(1),
   hyperparameters: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).default({}),
@@ -51,15 +51,9 @@ export const runSpecFile = z.strictObject({
     .prefault({ max_new_tokens: 32 }),
   optimizer: trainingSettingsSchema.prefault({}),
 });
-export type RunSpecFile = z.input<typeof runSpecFile>;
 
 /** A model directory as a reference, writing its manifest when it has none. */
-export function modelRefOf(
-  value: z.infer<typeof modelField>,
-  base: string,
-  name: string,
-  field: string,
-): ModelRef {
+function modelRefOf(value: z.infer<typeof modelField>, base: string, name: string, field: string): ModelRef {
   if (typeof value !== 'string') return { artifact: value, name };
   const dir = isAbsolute(value) ? value : resolve(base, value);
   if (!existsSync(dir) || !statSync(dir).isDirectory())

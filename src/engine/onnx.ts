@@ -42,7 +42,7 @@ export interface CompiledModel {
   nodeCount: number;
 }
 
-export function valueInfo(name: string, dtype: DType, shape: Shape): ValueInfoProto {
+function valueInfo(name: string, dtype: DType, shape: Shape): ValueInfoProto {
   return {
     name,
     docString: '',

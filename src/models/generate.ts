@@ -36,7 +36,7 @@ export interface Generation {
   finish: 'eos' | 'length';
 }
 
-export function checkGenerateOptions(o: GenerateOptions, maxPositions: number, longestPrompt: number): void {
+function checkGenerateOptions(o: GenerateOptions, maxPositions: number, longestPrompt: number): void {
   const problems: { field: string; description: string }[] = [];
   const need = (ok: boolean, field: string, description: string) => {
     if (!ok) problems.push({ field, description });

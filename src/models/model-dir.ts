@@ -29,11 +29,11 @@ import { floatsToHalves, halvesToFloats } from './common/half.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from './llama/config.js';
 import { type HostTensor, llamaParams, type ParamSpec } from './llama/weights.js';
 
-export const CONFIG_FILE = 'config.json';
-export const WEIGHTS_FILE = 'model.safetensors';
-export const INDEX_FILE = 'model.safetensors.index.json';
+const CONFIG_FILE = 'config.json';
+const WEIGHTS_FILE = 'model.safetensors';
+const INDEX_FILE = 'model.safetensors.index.json';
 /** Files copied along when a model directory is saved from another (tokenizer and chat template). */
-export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 export interface LoadedModel {
   dir: string;

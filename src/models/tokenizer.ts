@@ -17,7 +17,7 @@ export interface SpecialTokens {
   eos: string;
 }
 
-export const DEFAULT_SPECIALS: SpecialTokens = { unk: '<unk>', pad: '<pad>', bos: '<s>', eos: '</s>' };
+const DEFAULT_SPECIALS: SpecialTokens = { unk: '<unk>', pad: '<pad>', bos: '<s>', eos: '</s>' };
 
 /**
  * A word-level tokenizer.json: specials first (ids 0..3 in the order unk, pad, bos, eos), then

@@ -38,7 +38,7 @@ const CHUNK_BYTES = 512 * 1024;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 const BUCKET = /^[A-Za-z0-9_-]+$/;
 
-export const natsArtifactUri = (bucket: string, name: string) => `nats://${bucket}/${name}`;
+const natsArtifactUri = (bucket: string, name: string) => `nats://${bucket}/${name}`;
 
 /** The bucket and name of a `nats://` reference. */
 export function parseNatsArtifactUri(uri: string): { bucket: string; name: string } {

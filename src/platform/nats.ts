@@ -40,7 +40,7 @@ export interface NatsSettings {
 }
 
 /** The URL with any user:password@ replaced, for messages and logs. */
-export const redactUrl = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
+const redactUrl = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
 
 const readSecret = (path: string, field: string): Uint8Array => {
   try {
@@ -51,7 +51,7 @@ const readSecret = (path: string, field: string): Uint8Array => {
 };
 
 /** nats.js connection options for `s`: credentials and TLS; secrets read from their files here. */
-export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
+function natsConnectOptions(s: NatsSettings): ConnectionOptions {
   const o: ConnectionOptions = { servers: s.url.replace(/^(nats|tls):\/\//, '') };
   if (s.user) Object.assign(o, { user: s.user, pass: s.password ?? '' });
   if (s.token) o.token = s.token;
@@ -156,18 +156,14 @@ export async function followSubject(
 const TRANSIENT_NATS = new Set(['TIMEOUT', '503', '408', 'DISCONNECT', 'CONNECTION_REFUSED']);
 
 /** How long a JetStream write keeps retrying through a NATS outage before it fails the caller. */
-export const NATS_OUTAGE_MS = 60_000;
+const NATS_OUTAGE_MS = 60_000;
 
 /**
  * Runs `op`, retrying with backoff while NATS is restarting (TRANSIENT_NATS) for up to `maxWaitMs`;
  * then fails with UNAVAILABLE naming what timed out. Every op passed here must be safe to repeat:
  * a write whose ack was lost may already have landed (publishOnce and compare-and-set are).
  */
-export async function throughOutage<T>(
-  what: string,
-  op: () => Promise<T>,
-  maxWaitMs = NATS_OUTAGE_MS,
-): Promise<T> {
+async function throughOutage<T>(what: string, op: () => Promise<T>, maxWaitMs = NATS_OUTAGE_MS): Promise<T> {
   const start = Date.now();
   for (let backoff = 100; ; backoff = Math.min(backoff * 2, 2000)) {
     try {

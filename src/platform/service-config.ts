@@ -102,7 +102,7 @@ export function serviceConfig<R extends z.ZodRawShape>(
 export type Issue = (path: string[], message: string) => void;
 
 /** The sections of the roles that serve models (sampler, scorer): what to preload, how many calls at once. */
-export const modelServingSettings = {
+const modelServingSettings = {
   models: z
     .object({
       /**

@@ -62,7 +62,7 @@ const read = (path: string, field: string): Buffer => {
   }
 };
 
-export const tlsEnabled = (t: TlsConfig) => t.cert !== '' || t.ca !== '';
+const tlsEnabled = (t: TlsConfig) => t.cert !== '' || t.ca !== '';
 
 /** Insecure without a certificate; TLS (mutual with clientAuth) with one. */
 export function serverCredentials(t: TlsConfig): grpc.ServerCredentials {

@@ -7,7 +7,7 @@
  */
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, nanos } from 'nats';
 
-export const WAKE_SUBJECT = 'duel.run.*.round.*.scored';
+const WAKE_SUBJECT = 'duel.run.*.round.*.scored';
 
 export async function ensureWakeConsumer(
   jsm: JetStreamManager,

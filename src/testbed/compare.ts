@@ -87,7 +87,7 @@ export function stat(xs: number[]): Stat {
 const statsOf = (os: Record<Metric, number>[]) =>
   Object.fromEntries(METRICS.map((m) => [m, stat(os.map((o) => o[m]))])) as Record<Metric, Stat>;
 
-export function aggregate(game: string, judge: string, algo: string, runs: DemoSummary[]): CompareCell {
+function aggregate(game: string, judge: string, algo: string, runs: DemoSummary[]): CompareCell {
   const rounds = runs[0]!.rounds.map((_, r) => statsOf(runs.map((s) => s.rounds[r]!.oracle)));
   return {
     game,
@@ -355,7 +355,7 @@ function writeCharts(out: string, cells: CompareCell[]): void {
 const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : '–');
 
 /** The results as Markdown tables: one per game and judge, then best-of-n. */
-export function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {
+function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {
   const lines: string[] = [];
   for (const [key, cs] of byGameAndJudge(r.cells)) {
     const [game, judge] = key.split('-');

@@ -12,7 +12,7 @@ type Draw = () => number;
 const pick = <T>(xs: T[], draw: Draw): T => xs[Math.floor(draw() * xs.length)]!;
 
 /** A sorted set of 1..max_targets target letter indices. */
-export function drawTargets(g: GameConfig, draw: Draw): number[] {
+function drawTargets(g: GameConfig, draw: Draw): number[] {
   const n = 1 + Math.floor(draw() * g.max_targets);
   const pool = [...LETTERS.keys()];
   const out: number[] = [];

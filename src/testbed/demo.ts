@@ -51,7 +51,7 @@ export const DEMO_DEFAULTS = {
   } as Record<string, Record<string, number>>,
 };
 
-export const runSettingsKeys = {
+const runSettingsKeys = {
   'run.prompts': 512,
   'run.prompts_per_round': 256,
   'run.eval_prompts': 64,

@@ -10,7 +10,7 @@ import { DuelError } from '../errors.js';
 
 export const LETTERS = 'abcdefghijklmnop'.split('');
 
-export const gameSchema = z
+const gameSchema = z
   .strictObject({
     n_styles: z.number().int().min(1).max(LETTERS.length).default(3),
     a: z.number().min(0).default(6),
@@ -54,7 +54,7 @@ export const VOCAB = {
 
 export const letterId = (index: number) => VOCAB.firstLetter + index;
 /** A token's letter index, or -1 when the token is not a letter. */
-export const letterIndex = (id: number) =>
+const letterIndex = (id: number) =>
   id >= VOCAB.firstLetter && id < VOCAB.firstLetter + LETTERS.length ? id - VOCAB.firstLetter : -1;
 
 /** `<bos> want: t1 t2 … <sep>` for sorted target letter indices. */

@@ -183,7 +183,7 @@ export function oracleMetrics(
  * (letterless ones kept): the same style mix at every prompt, no quality gap. A policy whose
  * styles are even at every prompt measures 0 on it, however low its quality.
  */
-export function styleOnly(g: GameConfig, s: PolicySamples): PolicySamples {
+function styleOnly(g: GameConfig, s: PolicySamples): PolicySamples {
   return {
     prompts: s.prompts,
     completions: s.completions.map((cs, i) =>

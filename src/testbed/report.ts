@@ -5,6 +5,46 @@ import type { DemoSummary } from './demo.js';
 import { lineChart, stackedBars } from './svg.js';
 
 const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
+const esc = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** A settings object as `key: value` pairs, nested ones flattened with dots: short lines that wrap. */
+function formatSettings(v: unknown, prefix = ''): string {
+  if (v === null || typeof v !== 'object') return `${prefix}${prefix ? ': ' : ''}${JSON.stringify(v)}`;
+  return Object.entries(v as Record<string, unknown>)
+    .map(([k, x]) =>
+      x !== null && typeof x === 'object'
+        ? formatSettings(x, `${prefix}${k}.`)
+        : `${prefix}${k}: ${JSON.stringify(x)}`,
+    )
+    .join(', ');
+}
+
+type Oracle = DemoSummary['rounds'][number]['oracle'];
+
+/** What the demo is held to (docs/RESULTS.md, "Where things stand"), on any policy's oracle figures. */
+const DEMO_GOALS: { goal: string; met: (o: Oracle, ref: Oracle) => boolean }[] = [
+  { goal: 'oracle win rate vs π_ref ≥ 0.75', met: (o) => o.win_rate_vs_ref >= 0.75 },
+  { goal: "exploitability ≤ half of π_ref's", met: (o, ref) => o.exploitability <= ref.exploitability / 2 },
+  { goal: 'exploitability ≤ 0.10', met: (o) => o.exploitability <= 0.1 },
+];
+
+/** The report's first lines: where the run ended against π_ref, and each goal met or not. */
+function headline(s: DemoSummary): string {
+  const ref = s.rounds[0]!.oracle;
+  const last = s.rounds.at(-1)!;
+  const avg = s.averaged_last_half;
+  const cell = (o: Oracle) =>
+    DEMO_GOALS.map((g) => (g.met(o, ref) ? '<td class="met">met</td>' : '<td class="missed">missed</td>'));
+  const goals = DEMO_GOALS.map(
+    (g, i) => `<tr><th>${esc(g.goal)}</th>${cell(last.oracle)[i]}${avg ? cell(avg.oracle)[i] : ''}</tr>`,
+  ).join('');
+  return `<p class="headline">After ${last.round} rounds of ${esc(s.algo)} (${Math.round(s.seconds)} s): oracle win rate vs π_ref <b>${f(last.oracle.win_rate_vs_ref)}</b>, exploitability <b>${f(last.oracle.exploitability)}</b> (π_ref: ${f(ref.exploitability)}, 0 is a Nash equilibrium)${
+    avg
+      ? `; the weight average of rounds ${avg.from}–${avg.to}, one model: exploitability <b>${f(avg.oracle.exploitability)}</b>`
+      : ''
+  }.</p>
+<table class="goals"><tr><th>goal</th><th>last round</th>${avg ? '<th>weight average</th>' : ''}</tr>${goals}</table>`;
+}
 
 const COLUMNS = [
   'round',
@@ -21,9 +61,7 @@ const COLUMNS = [
   'seconds',
 ];
 
-type OracleCells = DemoSummary['rounds'][number]['oracle'];
-
-const oracleCells = (o: OracleCells) => [
+const oracleCells = (o: Oracle) => [
   f(o.win_rate_vs_ref),
   f(o.exploitability),
   f(o.exploitability_styles),
@@ -159,19 +197,47 @@ export function writeReport(path: string, s: DemoSummary): void {
       ],
     }),
   ];
-  const table = `<table><tr>${COLUMNS.map((c) => `<th>${c}</th>`).join('')}</tr>${rows(s)
+  const table = `<table class="rounds"><tr>${COLUMNS.map((c) => `<th>${c}</th>`).join('')}</tr>${rows(s)
     .map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`)
     .join('')}</table>`;
   const fid = `<p>Learned judge against P* on 1000 held-out pairs: agreement ${f(s.judge_fidelity.agreement)}, Brier score ${f(s.judge_fidelity.brier)}, style cycle reproduced: ${s.judge_fidelity.cycle_reproduced ? 'yes' : 'no'} (P(s ≻ s+1) = ${s.judge_fidelity.cycle_probs.map((p) => f(p)).join(', ')}). The run used the ${s.judge} judge.</p>`;
+  const settings: [string, unknown][] = [
+    ['judge', s.judge],
+    [
+      'bus',
+      s.bus === 'nats'
+        ? 'a nats-server of its own'
+        : "the orchestrator's in-process bus (no nats-server installed)",
+    ],
+    ['hyper-parameters', s.hyperparameters],
+    ['run settings', s.run_settings],
+    ['game', s.game],
+    ['seconds', Math.round(s.seconds)],
+  ];
+  const settingsTable = `<table class="settings">${settings
+    .map(([k, v]) => `<tr><th>${k}</th><td>${esc(typeof v === 'string' ? v : formatSettings(v))}</td></tr>`)
+    .join('')}</table>`;
   const html = `<!doctype html>
 <html><head><meta charset="utf-8"><title>duel demo: ${s.algo}</title>
-<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{margin:6px}</style></head>
+<style>
+body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}
+table.rounds td{text-align:right}
+table.settings{max-width:100%}table.settings th{text-align:left;white-space:nowrap;vertical-align:top}
+table.settings td{overflow-wrap:anywhere;font-family:monospace}
+.met{color:#1a7f37}.missed{color:#c62828}
+.charts{display:flex;flex-wrap:wrap;gap:8px}
+</style></head>
 <body><h1>duel demo: ${s.algo} on the letters game</h1>
-<p>Judge: ${s.judge}. Bus: ${s.bus === 'nats' ? 'a nats-server of its own' : "the orchestrator's in-process bus (no nats-server installed)"}. Hyper-parameters: <code>${JSON.stringify(s.hyperparameters)}</code>; run settings: <code>${JSON.stringify(s.run_settings)}</code>. Game: <code>${JSON.stringify(s.game)}</code>. Total ${f(s.seconds, 0)} s.
-Every number below is from the true preference P*, except the run's judge column.</p>
-${table}
+${headline(s)}
+<h2>Charts</h2>
+<p>Every number is from the true preference P*, except the run's judge's.</p>
+<div class="charts">${charts.join('\n')}</div>
 ${fid}
-<div>${charts.join('\n')}</div>
+<h2>Settings</h2>
+${settingsTable}
+<h2>Every round</h2>
+${table}
 </body></html>
 `;
   writeFileSync(path, html);

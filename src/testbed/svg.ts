@@ -1,11 +1,14 @@
 /**
  * Small self-contained SVG charts for run reports (a line chart and stacked bars): no plotting
  * library in Node draws to a string without a browser or a canvas binding, and these two shapes
- * are all the reports need.
+ * are all the reports need. The legend sits below the plot, one entry a line, and the chart grows
+ * to hold it, so no series name is cut; the x axis labels every k-th value, k chosen so that at
+ * most about ten labels share the axis.
  */
-const W = 520;
-const H = 300;
-const PAD = { left: 56, right: 150, top: 34, bottom: 40 };
+const W = 560;
+const PLOT_H = 260;
+const PAD = { left: 56, right: 20, top: 34, bottom: 40 };
+const LEGEND_LINE = 16;
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -16,19 +19,40 @@ export interface Series {
   dashed?: boolean;
 }
 
-function frame(title: string, xLabel: string, yMin: number, yMax: number, xMin: number, xMax: number) {
+/** The smallest of 1, 2, 5, 10, 20, 50, … that puts at most `most` labels on a span of `span`. */
+export function tickStep(span: number, most = 10): number {
+  for (let scale = 1; ; scale *= 10)
+    for (const m of [1, 2, 5]) if (span / (m * scale) <= most) return m * scale;
+}
+
+/** Integer x positions from `xMin` to `xMax` that get a label. */
+function xTicks(xMin: number, xMax: number): number[] {
+  const step = tickStep(xMax - xMin);
+  const out: number[] = [];
+  for (let v = Math.ceil(xMin / step) * step; v <= xMax; v += step) out.push(v);
+  return out;
+}
+
+function frame(
+  o: { title: string; xLabel: string; legend: number },
+  yMin: number,
+  yMax: number,
+  xMin: number,
+  xMax: number,
+) {
+  const height = PLOT_H + o.legend * LEGEND_LINE + (o.legend > 0 ? 8 : 0);
+  const axisY = PLOT_H - PAD.bottom;
   const x = (v: number) =>
     PAD.left + ((v - xMin) / Math.max(1e-12, xMax - xMin)) * (W - PAD.left - PAD.right);
-  const y = (v: number) =>
-    H - PAD.bottom - ((v - yMin) / Math.max(1e-12, yMax - yMin)) * (H - PAD.top - PAD.bottom);
+  const y = (v: number) => axisY - ((v - yMin) / Math.max(1e-12, yMax - yMin)) * (axisY - PAD.top);
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" font-family="sans-serif" font-size="11">`,
     // The accessible name screen readers announce (and linters require of a standalone SVG).
-    `<title>${esc(title)}</title>`,
-    `<text x="${W / 2 - PAD.right / 2}" y="18" text-anchor="middle" font-size="13">${esc(title)}</text>`,
-    `<line x1="${PAD.left}" y1="${H - PAD.bottom}" x2="${W - PAD.right}" y2="${H - PAD.bottom}" stroke="#333"/>`,
-    `<line x1="${PAD.left}" y1="${PAD.top}" x2="${PAD.left}" y2="${H - PAD.bottom}" stroke="#333"/>`,
-    `<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 8}" text-anchor="middle">${esc(xLabel)}</text>`,
+    `<title>${esc(o.title)}</title>`,
+    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="13">${esc(o.title)}</text>`,
+    `<line x1="${PAD.left}" y1="${axisY}" x2="${W - PAD.right}" y2="${axisY}" stroke="#333"/>`,
+    `<line x1="${PAD.left}" y1="${PAD.top}" x2="${PAD.left}" y2="${axisY}" stroke="#333"/>`,
+    `<text x="${(PAD.left + W - PAD.right) / 2}" y="${axisY + 30}" text-anchor="middle">${esc(o.xLabel)}</text>`,
   ];
   for (let i = 0; i <= 4; i++) {
     const v = yMin + ((yMax - yMin) * i) / 4;
@@ -37,7 +61,17 @@ function frame(title: string, xLabel: string, yMin: number, yMax: number, xMin: 
       `<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`,
     );
   }
-  return { x, y, parts };
+  for (const v of xTicks(xMin, xMax))
+    parts.push(`<text class="x-tick" x="${x(v)}" y="${axisY + 14}" text-anchor="middle">${v}</text>`);
+  /** Legend entry `i`: a swatch drawn by `swatch(x, y)` and the name, below the x axis label. */
+  const legend = (i: number, name: string, swatch: (lx: number, ly: number) => string) => {
+    const ly = PLOT_H + 4 + i * LEGEND_LINE;
+    parts.push(
+      swatch(PAD.left, ly),
+      `<text class="legend" x="${PAD.left + 24}" y="${ly + 4}">${esc(name)}</text>`,
+    );
+  };
+  return { x, y, parts, legend };
 }
 
 export function lineChart(o: {
@@ -48,27 +82,26 @@ export function lineChart(o: {
   yMax?: number;
 }): string {
   const all = o.series.flatMap((s) => s.points);
-  const xs = all.map((p) => p[0]);
   const ys = all.map((p) => p[1]).filter(Number.isFinite);
   const yMin = o.yMin ?? Math.min(0, ...ys);
   const yMax = o.yMax ?? Math.max(1e-9, ...ys);
-  const xMin = Math.min(...xs, 0);
-  const xMax = Math.max(...xs, 1);
-  const { x, y, parts } = frame(o.title, o.xLabel, yMin, yMax, xMin, xMax);
-  for (let r = Math.ceil(xMin); r <= xMax; r++)
-    parts.push(`<text x="${x(r)}" y="${H - PAD.bottom + 14}" text-anchor="middle">${r}</text>`);
+  const xMin = Math.min(...all.map((p) => p[0]), 0);
+  const xMax = Math.max(...all.map((p) => p[0]), 1);
+  const { x, y, parts, legend } = frame({ ...o, legend: o.series.length }, yMin, yMax, xMin, xMax);
   o.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
+    const dash = s.dashed ? ' stroke-dasharray="5,4"' : '';
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
     if (pts.length > 1)
       parts.push(
-        `<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,4"' : ''} points="${pts.map((p) => `${x(p[0])},${y(p[1])}`).join(' ')}"/>`,
+        `<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map((p) => `${x(p[0])},${y(p[1])}`).join(' ')}"/>`,
       );
     for (const p of pts) parts.push(`<circle cx="${x(p[0])}" cy="${y(p[1])}" r="3" fill="${color}"/>`);
-    const ly = PAD.top + 8 + i * 16;
-    parts.push(
-      `<line x1="${W - PAD.right + 10}" y1="${ly}" x2="${W - PAD.right + 28}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,4"' : ''}/>`,
-      `<text x="${W - PAD.right + 32}" y="${ly + 4}">${esc(s.name)}</text>`,
+    legend(
+      i,
+      s.name,
+      (lx, ly) =>
+        `<line x1="${lx}" y1="${ly}" x2="${lx + 18}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`,
     );
   });
   parts.push('</svg>');
@@ -84,8 +117,8 @@ export function stackedBars(o: {
 }): string {
   const xMin = Math.min(...o.bars.map((b) => b.x)) - 0.5;
   const xMax = Math.max(...o.bars.map((b) => b.x)) + 0.5;
-  const { x, y, parts } = frame(o.title, o.xLabel, 0, 1, xMin, xMax);
-  const width = Math.max(4, (x(1) - x(0)) * 0.7);
+  const { x, y, parts, legend } = frame({ ...o, legend: o.names.length }, 0, 1, xMin, xMax);
+  const width = Math.max(2, (x(1) - x(0)) * 0.7);
   for (const b of o.bars) {
     let base = 0;
     b.shares.forEach((s, i) => {
@@ -94,13 +127,13 @@ export function stackedBars(o: {
       );
       base += s;
     });
-    parts.push(`<text x="${x(b.x)}" y="${H - PAD.bottom + 14}" text-anchor="middle">${b.x}</text>`);
   }
   o.names.forEach((n, i) => {
-    const ly = PAD.top + 8 + i * 16;
-    parts.push(
-      `<rect x="${W - PAD.right + 10}" y="${ly - 6}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/>`,
-      `<text x="${W - PAD.right + 28}" y="${ly + 4}">${esc(n)}</text>`,
+    legend(
+      i,
+      n,
+      (lx, ly) =>
+        `<rect x="${lx}" y="${ly - 6}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/>`,
     );
   });
   parts.push('</svg>');

@@ -19,7 +19,7 @@ import {
 } from '../../src/algorithms/losses.js';
 import { compile, Graph, grad, Runtime, T, type Tensor, TrainingState } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
-import { gradcheck } from '../engine/gradcheck.js';
+import { gradcheck } from '../helpers/gradcheck.js';
 
 const f64 = (g: Graph, xs: number[]) => g.constant(Float64Array.from(xs), 'float64', [xs.length]);
 

@@ -5,7 +5,7 @@ import { Runtime } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
 import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { JudgeRunner } from '../../src/models/judge/runner.js';
-import { tinyJudgeConfig } from '../models/fixtures.js';
+import { tinyJudgeConfig } from '../helpers/model-fixtures.js';
 
 const cfg = tinyJudgeConfig();
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });

@@ -11,7 +11,7 @@ import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
-import { weights } from '../models/fixtures.js';
+import { weights } from '../helpers/model-fixtures.js';
 import { referenceLogits } from '../models/llama-reference.js';
 
 const cfg = parseLlamaConfig({

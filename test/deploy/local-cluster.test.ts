@@ -5,8 +5,7 @@
  * writable cache directory). One run completes with its checkpoints in the nats:// store, as on
  * the cluster, and a sampler killed mid-run does not fail it.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -18,6 +17,7 @@ import { RunState } from '../../src/gen/duel/v1/runs.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
 import { packageRoot } from '../../src/platform/paths.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
 /** What the cluster, not the manifest, decides for a pod on this machine. */
 const FROM_CLUSTER = new Set(['DUEL_PORT', 'DUEL_METRICS_PORT', 'DUEL_ARTIFACTS_ROOT']);
@@ -38,11 +38,10 @@ function manifestEnv(role: string): NodeJS.ProcessEnv {
   return env;
 }
 
-const root = mkdtempSync(join(tmpdir(), 'duel-k8s-local-'));
+const root = fileTempDir('duel-k8s-local-');
 let cluster: LocalCluster | undefined;
 afterAll(async () => {
   await cluster?.stop();
-  rmSync(root, { recursive: true, force: true });
 });
 
 describe('the dev manifests as local processes', () => {

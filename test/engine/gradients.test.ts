@@ -5,7 +5,7 @@ import { grad } from '../../src/engine/autodiff.js';
 import { Graph, type Tensor } from '../../src/engine/graph.js';
 import { compile } from '../../src/engine/onnx.js';
 import * as T from '../../src/engine/ops/index.js';
-import { gradcheck, type InputSpec, indices } from './gradcheck.js';
+import { gradcheck, type InputSpec, indices } from '../helpers/gradcheck.js';
 
 type Case = [name: string, build: (g: Graph, x: Tensor[]) => Tensor, inputs: InputSpec[]];
 const s = (...shape: number[]): InputSpec => ({ shape });

@@ -6,10 +6,9 @@
  * Byte mutations come from the RPC fuzzer's generator; JSON files also get structural ones.
  * `DUEL_FUZZ_SEED=N` replays another seed; the figures go to docs/RELIABILITY.md.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkRecords } from '../../src/algorithms/train-round.js';
 import { readRecords } from '../../src/cli/records.js';
 import { readRunSpec } from '../../src/client/run-spec.js';
@@ -19,12 +18,12 @@ import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer, wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { mutate, mutateJson, rng } from '../helpers/fuzz.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
-import { tinyLlamaConfig } from '../models/fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
+import { tinyLlamaConfig } from '../helpers/model-fixtures.js';
 
 const SEED = Number(process.env.DUEL_FUZZ_SEED ?? 20261124);
 const PER_PARSER = 400;
-const root = mkdtempSync(join(tmpdir(), 'duel-fuzz-files-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = fileTempDir('duel-fuzz-files-');
 
 const DELIBERATE = new Set<Code>([
   Code.INVALID_ARGUMENT,

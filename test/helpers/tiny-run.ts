@@ -5,7 +5,7 @@ import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { saveJudgeDir } from '../../src/models/judge/runner.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { saveModelDir } from '../../src/models/model-dir.js';
-import { tinyJudgeConfig, tinyLlamaConfig } from '../models/fixtures.js';
+import { tinyJudgeConfig, tinyLlamaConfig } from './model-fixtures.js';
 
 /** Writes `policy/`, `judge/` and `prompts.jsonl` under `root`. */
 export function writeTinyRun(root: string): void {

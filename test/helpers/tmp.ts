@@ -1,8 +1,8 @@
-/** Temporary directories a test file makes and removes after each test. */
+/** Temporary directories of tests: one per test (removed after it) or one per file (removed after the last test). */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach } from 'vitest';
+import { afterAll, afterEach } from 'vitest';
 
 export function tempDirs(prefix: string): () => string {
   const dirs: string[] = [];
@@ -14,4 +14,11 @@ export function tempDirs(prefix: string): () => string {
     dirs.push(d);
     return d;
   };
+}
+
+/** One temporary directory for a whole test file, removed after its last test. */
+export function fileTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }

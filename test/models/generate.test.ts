@@ -6,7 +6,7 @@ import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import { samplingDistribution } from '../../src/models/sampling.js';
-import { weights } from './fixtures.js';
+import { weights } from '../helpers/model-fixtures.js';
 import { referenceLogits } from './llama-reference.js';
 
 const cfg = parseLlamaConfig({

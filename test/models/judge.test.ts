@@ -1,6 +1,5 @@
 /** The PairRM-style judge: its logit against a reference, the matrices' invariants, ONNX interop, best-of-n. */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Runtime } from '../../src/engine/index.js';
@@ -9,7 +8,8 @@ import { type JudgeConfig, parseJudgeConfig, toHfJudgeConfig } from '../../src/m
 import { initJudgeWeights, judgeLogits, judgeParams } from '../../src/models/judge/model.js';
 import { exportJudgeOnnx, JUDGE_ONNX, JudgeRunner, saveJudgeDir } from '../../src/models/judge/runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
-import { gradcheck } from '../engine/gradcheck.js';
+import { gradcheck } from '../helpers/gradcheck.js';
+import { fileTempDir } from '../helpers/tmp.js';
 import { linear, referenceHidden } from './llama-reference.js';
 
 const cfg: JudgeConfig = parseJudgeConfig({
@@ -47,7 +47,7 @@ function sharp(seed: number): Record<string, HostTensor> {
 }
 
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
-const root = mkdtempSync(join(tmpdir(), 'duel-judge-'));
+const root = fileTempDir('duel-judge-');
 let w: Record<string, HostTensor>;
 let judge: JudgeRunner;
 beforeAll(async () => {
@@ -56,7 +56,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await runtime.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 /** C by hand: reference encoder (bidirectional), then the head in plain arithmetic. */

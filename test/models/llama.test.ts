@@ -5,7 +5,7 @@ import { compile, Graph, type Tensor } from '../../src/engine/index.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../../src/models/llama/config.js';
 import { llamaForward } from '../../src/models/llama/decoder.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
-import { weights } from './fixtures.js';
+import { weights } from '../helpers/model-fixtures.js';
 import { referenceLogits } from './llama-reference.js';
 
 const tiny = (extra: Record<string, unknown>): LlamaConfig =>

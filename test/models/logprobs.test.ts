@@ -5,8 +5,8 @@ import { completionBatch } from '../../src/models/batch.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../../src/models/llama/logprobs.js';
-import { gradcheck } from '../engine/gradcheck.js';
-import { weights } from './fixtures.js';
+import { gradcheck } from '../helpers/gradcheck.js';
+import { weights } from '../helpers/model-fixtures.js';
 import { referenceLogits } from './llama-reference.js';
 
 const cfg = parseLlamaConfig({

@@ -2,8 +2,7 @@
  * Interop: a duel model exported in the Optimum layout is loaded by transformers.js (the
  * Hugging Face library, not duel code) and greedy-decodes the same tokens as duel.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AutoModelForCausalLM, env, Tensor } from '@huggingface/transformers';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,13 +12,13 @@ import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { exportDecoderOnnx } from '../../src/models/llama/graphs.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
-import { weights } from './fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
+import { weights } from '../helpers/model-fixtures.js';
 
-const root = mkdtempSync(join(tmpdir(), 'duel-tjs-'));
+const root = fileTempDir('duel-tjs-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 afterAll(async () => {
   await runtime.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 describe('transformers.js reads duel models', () => {

@@ -3,16 +3,16 @@
  * demand them: user/password, token, nkey, and TLS with client certificates. A client without
  * the right credentials is refused, and the refusal never shows the password.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nkeys } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectNats, type NatsSettings } from '../../src/platform/nats.js';
 import { NatsServer } from '../../src/platform/nats-server.js';
 import { type Pki, writePki } from '../helpers/pki.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'duel-nats-auth-'));
+const dir = fileTempDir('duel-nats-auth-');
 const servers: NatsServer[] = [];
 let users: NatsServer;
 let token: NatsServer;
@@ -47,7 +47,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of servers) await s.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** Connects, proves the connection works with a request round trip through the server, closes. */

@@ -1,11 +1,3 @@
-/**
- * gRPC TLS and mutual TLS from config paths (src/platform/tls.ts), over real loopback connections:
- * the right client gets in; a plaintext client, a client without a certificate, a client whose
- * certificate another CA signed and a client that does not trust the server are all refused.
- */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcServer } from '../../src/platform/grpc/server.js';
@@ -21,9 +13,10 @@ import {
 } from '../../src/platform/tls.js';
 import { healthCheck } from '../helpers/grpc.js';
 import { type Pki, writePki } from '../helpers/pki.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
 // One directory for the whole file: the servers read their files once, the clients at each test.
-const dir = mkdtempSync(join(tmpdir(), 'duel-tls-'));
+const dir = fileTempDir('duel-tls-');
 let pki: Pki;
 let rogue: Pki;
 const servers: GrpcServer[] = [];
@@ -35,7 +28,6 @@ beforeAll(() => {
 
 afterAll(async () => {
   for (const s of servers) await s.shutdown('test done');
-  rmSync(dir, { recursive: true, force: true });
 });
 
 async function serve(t: Omit<TlsConfig, 'allowedClients'>): Promise<string> {

@@ -1,6 +1,3 @@
-/** PolicySamplerService over real gRPC on loopback, with a real model directory from the artifact store. */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,8 +23,9 @@ import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
 import { ServiceMetrics } from '../../src/platform/metrics.js';
 import { collect, startService, unary } from '../helpers/grpc.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
-const root = mkdtempSync(join(tmpdir(), 'duel-sampler-'));
+const root = fileTempDir('duel-sampler-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 let server: GrpcServer;
 let client: PolicySamplerServiceClient;
@@ -66,7 +64,6 @@ afterAll(async () => {
   client?.close();
   await server?.shutdown('test over');
   await runtime.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 const sampleRequest = (extra: Partial<SampleRequest> = {}): SampleRequest => ({

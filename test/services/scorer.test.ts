@@ -1,6 +1,3 @@
-/** PreferenceScorerService over real gRPC on loopback, with a judge directory from the artifact store. */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,9 +19,10 @@ import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
 import { startService, unary } from '../helpers/grpc.js';
-import { tinyJudgeConfig } from '../models/fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
+import { tinyJudgeConfig } from '../helpers/model-fixtures.js';
 
-const root = mkdtempSync(join(tmpdir(), 'duel-scorer-'));
+const root = fileTempDir('duel-scorer-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 let server: GrpcServer;
 let client: PreferenceScorerServiceClient;
@@ -51,7 +49,6 @@ afterAll(async () => {
   client?.close();
   await server?.shutdown('test over');
   await runtime.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 const cand = (...ids: number[]) => ({

@@ -16,9 +16,9 @@ import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { saveJudgeDir } from '../../src/models/judge/runner.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { freePort } from '../../src/platform/nats-server.js';
-import { duelBin, packageRoot } from '../../src/platform/paths.js';
+import { duelBin } from '../../src/platform/paths.js';
 import { healthCheck, unary } from '../helpers/grpc.js';
-import { tinyJudgeConfig } from '../models/fixtures.js';
+import { tinyJudgeConfig } from '../helpers/model-fixtures.js';
 
 const BIN = duelBin();
 

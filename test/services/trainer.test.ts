@@ -1,7 +1,5 @@
 /** TrainerService over real gRPC: a client-streamed round in, a verified checkpoint in the store out. */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,9 +19,10 @@ import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { collect, startService, unary } from '../helpers/grpc.js';
-import { tinyLlamaConfig } from '../models/fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
+import { tinyLlamaConfig } from '../helpers/model-fixtures.js';
 
-const root = mkdtempSync(join(tmpdir(), 'duel-trainer-'));
+const root = fileTempDir('duel-trainer-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 const store = new FileArtifactStore(join(root, 'store'));
 let server: GrpcServer;
@@ -43,7 +42,6 @@ afterAll(async () => {
   client?.close();
   await server?.shutdown('test over');
   await runtime.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 function trainRound(messages: TrainRoundRequest[]): Promise<TrainRoundResponse> {

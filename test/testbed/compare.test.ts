@@ -2,15 +2,14 @@
  * `duel testbed compare` end to end at toy sizes: two seeds × two judges through the real suite,
  * models built once per seed, mean ± sd tables, charts and best-of-n graded by the oracle.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { BestOfNCell, CompareCell } from '../../src/testbed/compare.js';
-import { duel, TOY } from './toy.js';
+import { fileTempDir } from '../helpers/tmp.js';
+import { duel, TOY } from '../helpers/toy.js';
 
-const root = mkdtempSync(join(tmpdir(), 'duel-compare-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = fileTempDir('duel-compare-');
 
 const compare = (args: string[]) => duel(['testbed', 'compare', ...args]);
 

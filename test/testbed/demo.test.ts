@@ -1,12 +1,12 @@
 /** `duel demo` end to end at toy sizes: models built, two rounds through the real suite, the report written. */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { duel, TOY } from './toy.js';
+import { describe, expect, it } from 'vitest';
+import { renderInChromium } from '../helpers/browser.js';
+import { fileTempDir } from '../helpers/tmp.js';
+import { duel, TOY } from '../helpers/toy.js';
 
-const root = mkdtempSync(join(tmpdir(), 'duel-demo-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = fileTempDir('duel-demo-');
 
 const demo = (args: string[]) => duel(['demo', ...args]);
 
@@ -55,6 +55,17 @@ describe('duel demo', () => {
     expect(summary.judge_fidelity.agreement).toBeGreaterThan(0);
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     expect((html.match(/<svg /g) ?? []).length).toBeGreaterThanOrEqual(4);
+    // What a reader sees: the headline against the goals first, the charts, the table last;
+    // no legend or label cut off, no page wider than the window.
+    const seen = renderInChromium(html);
+    expect(seen.clipped).toEqual([]);
+    expect(seen.overlappingTicks).toEqual([]);
+    expect(seen.overflowX).toBe(0);
+    expect(seen.outline[0]).toMatch(/^duel demo: inpo/);
+    expect(seen.outline[1]).toBe('table.goals');
+    expect(seen.outline.indexOf('svg')).toBeGreaterThan(1);
+    expect(seen.outline.at(-1)).toBe('table.rounds');
+    expect(html).toMatch(/After 2 rounds of inpo .*oracle win rate vs π_ref <b>0\.\d{3}<\/b>/);
     expect(readFileSync(join(out, 'exploitability.svg'), 'utf8')).toMatch(
       /^<svg [\s\S]*Exploitability[\s\S]*<\/svg>/,
     );
@@ -73,7 +84,9 @@ describe('duel demo', () => {
     expect(code, stderr.slice(-3000)).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')).bus).toBe('memory');
     expect(stderr).toMatch(/in-process bus/);
-    expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(/Bus: the orchestrator's in-process bus/);
+    expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(
+      /<th>bus<\/th><td>the orchestrator's in-process bus/,
+    );
     expect((await demo(['--bus', 'carrier-pigeon', '--out', join(root, 'x')])).stderr).toMatch(
       /--bus: must be auto, nats or memory, got 'carrier-pigeon'/,
     );

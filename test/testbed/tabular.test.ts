@@ -4,7 +4,7 @@ import { referenceStyleWeights } from '../../src/testbed/corpus.js';
 import { parseGame } from '../../src/testbed/game.js';
 import { regularisedFloor, styleWinRates } from '../../src/testbed/oracle.js';
 import { pluginBias, tabularDynamics } from '../../src/testbed/tabular.js';
-import { duel } from './toy.js';
+import { duel } from '../helpers/toy.js';
 
 const g = parseGame({});
 const ref = [0.6, 0.25, 0.15];

@@ -13,7 +13,7 @@ const SERVICES: ServiceDefinition[] = [
   RunsServiceService,
 ];
 
-export function describeMethods(): string[] {
+function describeMethods(): string[] {
   return SERVICES.flatMap((svc) =>
     Object.values(svc).map((m) => {
       const shape = `${m.requestStream ? 'stream ' : ''}→ ${m.responseStream ? 'stream' : 'unary'}`;

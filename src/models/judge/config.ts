@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { DuelError } from '../../errors.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../llama/config.js';
 
-export const JUDGE_MODEL_TYPE = 'duel_pairrm';
+const JUDGE_MODEL_TYPE = 'duel_pairrm';
 
 export interface JudgeConfig {
   encoder: LlamaConfig;

@@ -61,10 +61,7 @@ export interface PairInput {
  * `<source> x <candidate1> y_i <candidate2> y_j`, fitted to max_position_embeddings: the prompt
  * keeps its last tokens (up to a third of the room), each candidate its first tokens.
  */
-export function pairSequence(
-  cfg: JudgeConfig,
-  p: PairInput,
-): { ids: number[]; markers: [number, number, number] } {
+function pairSequence(cfg: JudgeConfig, p: PairInput): { ids: number[]; markers: [number, number, number] } {
   const budget = cfg.encoder.maxPositions - 3;
   const x = p.prompt.slice(-Math.min(p.prompt.length, Math.floor(budget / 3)));
   const cap = Math.floor((budget - x.length) / 2);

@@ -2,9 +2,9 @@
  * The decoder's inference graph in the layout Optimum and transformers.js use for
  * text-generation-with-past: inputs input_ids, attention_mask, position_ids and
  * past_key_values.N.key/value; outputs logits and present.N.key/value. One graph serves the
- * prompt (past of length 0) and every decoding step. Weights are graph inputs when duel runs
- * it (bound once from the worker's state, swappable after training) and initializers when the
- * graph is exported for other runtimes.
+ * prompt (past of length 0) and every decoding step. Weights are initializers when the graph is
+ * given them (what runner.ts does, and the ONNX export), otherwise graph inputs named by their
+ * Hugging Face names.
  */
 import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';

@@ -23,7 +23,7 @@ function metadataOf(fields: Record<string, string> = {}): grpc.Metadata {
 const deadlineOf = (o: CallOptions) => new Date(Date.now() + o.deadlineMs);
 
 /** The callee's status as a DuelError ("<peer>: <method>: <details>"). */
-export function remoteError(error: unknown, where: string): DuelError {
+function remoteError(error: unknown, where: string): DuelError {
   const e = error as Partial<grpc.ServiceError>;
   if (typeof e?.code === 'number')
     return new DuelError(codeOfStatus(e.code), `${where}: ${e.details || e.message}`, { cause: error });

@@ -47,7 +47,7 @@ function callFields(metadata: grpc.Metadata, method: string): Record<string, str
 }
 
 /** Marks a message that failed to decode; replaces grpc-js's hard-coded INTERNAL answer. */
-export class MalformedMessage {
+class MalformedMessage {
   constructor(readonly reason: string) {}
 }
 

@@ -13,7 +13,7 @@ const DETAILS_KEY = 'grpc-status-details-bin';
 const BAD_REQUEST_URL = 'type.googleapis.com/google.rpc.BadRequest';
 
 /** duel's code as a gRPC status. */
-export function grpcStatusOf(code: Code): status {
+function grpcStatusOf(code: Code): status {
   return code as number as status;
 }
 

@@ -1,7 +1,6 @@
 /** The testbed at toy sizes (seconds, not minutes) and the `duel` bin run as a child process, for the CLI tests. */
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { duelBin, packageRoot } from '../../src/platform/paths.js';
+import { duelBin } from '../../src/platform/paths.js';
 
 const BIN = duelBin();
 
