@@ -8,6 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ConfiguredRecipe } from '../algorithms/recipes/index.js';
 import { hyperparametersByRound } from '../algorithms/schedule.js';
 import { LocalCluster } from '../client/local-cluster.js';
 import { parseRunSpec } from '../client/run-spec.js';
@@ -21,7 +22,7 @@ import { buildSchema, buildTestbed } from './build.js';
 import { drawPrompts, judgePairs } from './corpus.js';
 import { judgeProbs, type SampledPolicy } from './evaluate.js';
 import { type GameConfig, maxNewTokens, parseGame, promptIds } from './game.js';
-import { judgeFidelity, regularisation, regularisedFloor } from './oracle.js';
+import { judgeFidelity, regularisedFloor } from './oracle.js';
 import { writeReport } from './report.js';
 import { described, evaluatePolicy, evaluateRounds, type RoundEvaluation } from './rounds.js';
 import { type TabularRun, tabularDynamics } from './tabular.js';
@@ -150,13 +151,15 @@ function tabularFor(
   algo: string,
   game: GameConfig,
   refStyles: number[],
-  byRound: Record<string, unknown>[],
+  byRound: ConfiguredRecipe[],
   rounds: number,
   anchorEvery: number,
 ): TabularRun | undefined {
+  // The exact update on the style sub-game is multiplicative weights (SPPO) or mirror descent
+  // toward π_ref (INPO): the two whose tabular round is known in closed form.
   if (algo !== 'sppo' && algo !== 'inpo') return undefined;
-  const etas = byRound.map((h) => h.eta as number);
-  const taus = byRound.map((h) => (algo === 'inpo' ? (h.tau as number) : 0));
+  const etas = byRound.map((r) => r.hp.eta as number);
+  const taus = byRound.map((r) => r.regularisation);
   return tabularDynamics(game, refStyles, etas, taus, rounds, anchorEvery);
 }
 
@@ -200,8 +203,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     Object.fromEntries(Object.entries(hp).map(([k, v]) => [k, String(v)])),
     o.rounds,
     '--set',
-  ).map((r) => r.hp as Record<string, unknown>);
-  const tauAt = (round: number) => regularisation(o.algo, byRound[Math.min(round, byRound.length) - 1]!);
+  );
+  const tauAt = (round: number) => byRound[Math.min(round, byRound.length) - 1]!.regularisation;
   if (!findNatsServer())
     throw DuelError.failedPrecondition(
       'duel demo needs nats-server (bash scripts/demo.sh installs it: apt-get install nats-server)',

@@ -233,18 +233,6 @@ export function regularisedFloor(
   return { policy: pi, exploitability: styleExploitability(g, pi) };
 }
 
-/**
- * How strongly an algorithm pulls toward π_ref (the τ of its floor), read from its validated
- * hyper-parameters (defaults filled by its recipe): τ for INPO and the IPO family, β for Nash-MD
- * and the DPO family; 0 for SPPO and SPO, which have no reference term.
- */
-export function regularisation(algo: string, parsedHp: Record<string, unknown>): number {
-  if (algo === 'sppo' || algo === 'spo') return 0;
-  const key = ['inpo', 'ipo_md', 'online_ipo'].includes(algo) ? 'tau' : 'beta';
-  const v = parsedHp[key];
-  return typeof v === 'number' ? v : 0;
-}
-
 /** A judge's P(y ≻ y' | x) for a batch of pairs. */
 export type JudgeProbs = (
   pairs: { prompt: number[]; first: number[]; second: number[] }[],

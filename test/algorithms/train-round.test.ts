@@ -316,6 +316,16 @@ describe('round recipes', () => {
     });
     expect(RECIPES.sppo!.usesReference).toBe(false);
     expect(RECIPES.nash_md!.usesReference).toBe(true);
+    // The τ of the regularised equilibrium each converges to (the testbed's exploitability floor).
+    const tau = (algo: string, hp: Record<string, unknown> = {}) => recipeFor(algo, hp).regularisation;
+    expect([
+      tau('inpo', { tau: 0.2 }),
+      tau('online_ipo'),
+      tau('nash_md'),
+      tau('discopop'),
+      tau('sppo'),
+      tau('spo'),
+    ]).toEqual([0.2, 0.1, 0.1, 0.05, 0, 0]);
   });
 
   it('refuse bad hyper-parameters naming the key and the rule', () => {

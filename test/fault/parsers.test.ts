@@ -17,9 +17,9 @@ import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer, wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { mutate, mutateJson, rng } from '../helpers/fuzz.js';
+import { tinyLlamaConfig } from '../helpers/model-fixtures.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { fileTempDir } from '../helpers/tmp.js';
-import { tinyLlamaConfig } from '../helpers/model-fixtures.js';
 
 const SEED = Number(process.env.DUEL_FUZZ_SEED ?? 20261124);
 const PER_PARSER = 400;

@@ -12,8 +12,8 @@ import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { exportDecoderOnnx } from '../../src/models/llama/graphs.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
-import { fileTempDir } from '../helpers/tmp.js';
 import { weights } from '../helpers/model-fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
 const root = fileTempDir('duel-tjs-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });

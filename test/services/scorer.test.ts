@@ -19,8 +19,8 @@ import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
 import { startService, unary } from '../helpers/grpc.js';
-import { fileTempDir } from '../helpers/tmp.js';
 import { tinyJudgeConfig } from '../helpers/model-fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
 const root = fileTempDir('duel-scorer-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });

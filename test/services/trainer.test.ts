@@ -19,8 +19,8 @@ import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { collect, startService, unary } from '../helpers/grpc.js';
-import { fileTempDir } from '../helpers/tmp.js';
 import { tinyLlamaConfig } from '../helpers/model-fixtures.js';
+import { fileTempDir } from '../helpers/tmp.js';
 
 const root = fileTempDir('duel-trainer-');
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });

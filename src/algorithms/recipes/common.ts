@@ -59,7 +59,7 @@ export function gap(s: PairSlots, normalise = false): Tensor {
  * A loss on the judge's winner and loser against π_ref, sampled by `sampledFrom` (any K ≥ 2); with
  * `sampledFrom: 'dataset'` the same loss on fixed chosen/rejected pairs (see `pairRecord`).
  */
-export function pairRecipe<H>(
+export function pairRecipe<H extends { beta: number }>(
   name: string,
   sampledFrom: Exclude<SampledFrom, 'mixture'>,
   hparams: z.ZodType<H>,
@@ -70,6 +70,8 @@ export function pairRecipe<H>(
     sampledFrom,
     hparams,
     frozen: ['ref'],
+    // β scales Δ inside the loss: the regularised equilibrium's τ.
+    regularisation: (hp) => hp.beta,
     sampling: (_hp, requestedK) => (sampledFrom === 'dataset' ? datasetOnly(name) : anyK(requestedK)),
     rows(r) {
       const { winner, loser } = byWinRate(r);

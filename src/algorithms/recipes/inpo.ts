@@ -23,6 +23,7 @@ export const inpo = defineRecipe({
     .refine((h) => h.eta * h.tau < 1, { message: 'eta·tau must be below 1', path: ['tau'] }),
   frozen: ['t', 'ref'],
   sampling: (hp, requestedK) => ownK('inpo', hp.k, requestedK),
+  regularisation: (hp) => hp.tau,
   rows(r, hp, draw) {
     if (hp.inpo_labels === 'soft') {
       if (r.completion_ids.length !== hp.k)

@@ -21,6 +21,7 @@ export function ipoRecipe(name: string, sampledFrom: 'pi_theta' | 'mixture' | 'd
     sampledFrom,
     hparams: ipoHparams,
     frozen: ['ref'],
+    regularisation: (hp) => hp.tau,
     sampling(hp, requestedK) {
       if (sampledFrom === 'dataset') return datasetOnly(name);
       return sampledFrom === 'mixture' ? mixture(name, 0, 2, hp.mixture_coef, requestedK) : anyK(requestedK);

@@ -16,6 +16,7 @@ export const nashMd = defineRecipe({
   frozen: ['refTokens'],
   // One policy sample (completion 0) contrasted with one mixture sample (completion 1).
   sampling: (hp, requestedK) => mixture('nash_md', 1, 1, hp.mixture_coef, requestedK),
+  regularisation: (hp) => hp.beta,
   rows: (r) => ({
     y: [{ promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, features: { p: r.prefs[0]![1]! } }],
   }),

@@ -88,6 +88,12 @@ export interface RecipeSpec<H, S extends SlotRows, Z extends Frozen> {
   /** The per-row loss [rows of the first slot]; the trainer averages it. */
   loss(slots: SlotsOf<S, Z>, hp: H): Tensor;
   selfSamples?: (hp: H) => SelfSamples<keyof S & string>;
+  /**
+   * How strongly the loss pulls toward π_ref: the τ of the regularised equilibrium
+   * π ∝ π_ref·exp(P(y ≻ π)/τ) it converges to (INPO's and IPO's τ, β for Nash-MD and the DPO
+   * family). Absent: no pull toward π_ref (SPPO, SPO), τ = 0.
+   */
+  regularisation?: (hp: H) => number;
 }
 
 /** A recipe with validated hyper-parameters: everything the trainer and orchestrator call. */
@@ -99,6 +105,8 @@ export interface ConfiguredRecipe {
   rows(record: RoundRecord, draw: () => number): SlotRows;
   loss(slots: Record<string, SlotLogps>): Tensor;
   readonly selfSamples: SelfSamples | undefined;
+  /** The τ of the regularised equilibrium the loss converges to; 0 when it has no pull toward π_ref. */
+  readonly regularisation: number;
 }
 
 /** A recipe as callers look it up by name: its types are bound inside `configure`. */
@@ -139,6 +147,7 @@ export function defineRecipe<H, S extends SlotRows, Z extends Frozen>(spec: Reci
         // and the frozen inputs the spec declared: the shape SlotsOf<S, Z> describes.
         loss: (slots) => spec.loss(slots as unknown as SlotsOf<S, Z>, hp),
         selfSamples: spec.selfSamples?.(hp),
+        regularisation: spec.regularisation?.(hp) ?? 0,
       };
     },
   };
