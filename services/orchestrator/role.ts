@@ -94,11 +94,14 @@ export async function start({ cfg, metrics: m, log }: RoleContext<z.infer<typeof
     ),
     trainer: { address: o.trainer, client: new TrainerServiceClient(o.trainer, creds, limits) },
   };
-  const events = nc ? await RunEvents.open(nc) : new RunEvents(new MemoryEventLog());
+  // The event stream and the run bucket are independent round trips to NATS: checked side by side.
+  const [events, runs] = nc
+    ? await Promise.all([RunEvents.open(nc), openRunStore(nc)])
+    : [new RunEvents(new MemoryEventLog()), memoryRunStore()];
   if (nc && o.trainerWakeConsumer)
     await ensureWakeConsumer(await nc.jetstreamManager(), RUNS_STREAM, o.trainerWakeConsumer);
   const orchestrator = new Orchestrator(
-    nc ? await openRunStore(nc) : memoryRunStore(),
+    runs,
     events,
     workers,
     {

@@ -4,11 +4,9 @@
  */
 import { z } from 'zod';
 import { ArtifactResolver } from '../../src/platform/artifact-resolver.js';
-import { connectNats } from '../../src/platform/nats.js';
+import type { NatsConnection } from '../../src/platform/nats.js';
 import type { RoleContext } from '../../src/platform/role.js';
 import { needsNats, serviceConfig } from '../../src/platform/service-config.js';
-import { ackTrained } from '../../src/platform/wake-consumer.js';
-import { RUNS_STREAM } from '../orchestrator/events.js';
 import { TrainerCore, trainerService } from './service.js';
 
 export const config = serviceConfig(
@@ -28,15 +26,27 @@ export const config = serviceConfig(
 export async function start({ cfg, runtime, metrics }: RoleContext<z.infer<typeof config>>) {
   const artifacts = new ArtifactResolver(cfg.artifacts, cfg.nats);
   const durable = cfg.trainer.wakeConsumer;
-  const nc = durable ? await connectNats(cfg.nats, 'duel-trainer') : undefined;
+  let nc: NatsConnection | undefined;
+  let acknowledge = async (_run: string, _round: number) => {};
+  if (durable) {
+    // The NATS client loads only for a trainer that acknowledges a wake queue.
+    const [{ connectNats }, { ackTrained }, { RUNS_STREAM }] = await Promise.all([
+      import('../../src/platform/nats.js'),
+      import('../../src/platform/wake-consumer.js'),
+      import('../orchestrator/events.js'),
+    ]);
+    const conn = await connectNats(cfg.nats, 'duel-trainer');
+    nc = conn;
+    acknowledge = async (run, round) => {
+      await ackTrained(conn.jetstream(), RUNS_STREAM, durable, run, round);
+    };
+  }
   const core = new TrainerCore(
     runtime(),
     await artifacts.publisher(),
     metrics,
     (r) => artifacts.dir(r),
-    async (run, round) => {
-      if (nc) await ackTrained(nc.jetstream(), RUNS_STREAM, durable, run, round);
-    },
+    acknowledge,
   );
   return {
     registration: trainerService(core),

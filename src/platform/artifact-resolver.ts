@@ -1,14 +1,17 @@
 /**
  * Turns any ArtifactRef a request carries into a verified local directory: `file://` is read in
  * place, `nats://<bucket>/...` is downloaded through that bucket's object store (one NATS
- * connection, opened on first use, so services that only see file:// never need NATS). It also
- * builds the store the trainer publishes into, from `artifacts.store`.
+ * connection, opened on first use, so services that only see file:// never need NATS, nor load
+ * its client). It also builds the store the trainer publishes into, from `artifacts.store`.
  */
 import type { NatsConnection } from 'nats';
 import { DuelError } from '../errors.js';
 import { type ArtifactRef, type ArtifactStore, FileArtifactStore, localArtifactDir } from './artifacts.js';
-import { connectNats, type NatsSettings } from './nats.js';
-import { NatsArtifactStore, parseNatsArtifactUri } from './nats-artifacts.js';
+import type { NatsSettings } from './nats.js';
+import type { NatsArtifactStore } from './nats-artifacts.js';
+
+/** The NATS client and object-store code, loaded with the first nats:// artifact. */
+const natsModules = () => Promise.all([import('./nats.js'), import('./nats-artifacts.js')]);
 
 export interface ArtifactSettings {
   /** Which store publishes: `file` (a directory, shared by volume) or `nats` (JetStream objects). */
@@ -30,8 +33,10 @@ export class ArtifactResolver {
   /** The verified local directory of `ref`, whatever its scheme. */
   async dir(ref: ArtifactRef): Promise<string> {
     if (ref.uri.startsWith('file://')) return localArtifactDir(ref);
-    if (ref.uri.startsWith('nats://'))
+    if (ref.uri.startsWith('nats://')) {
+      const [, { parseNatsArtifactUri }] = await natsModules();
       return (await this.bucket(parseNatsArtifactUri(ref.uri).bucket)).get(ref);
+    }
     throw DuelError.invalidArgument([
       { field: 'artifact.uri', description: `${ref.uri}: only file:// and nats:// artifacts are supported` },
     ]);
@@ -48,13 +53,13 @@ export class ArtifactResolver {
     let store = this.buckets.get(name);
     if (!store) {
       if (!this.nc) {
-        const nc = connectNats(this.nats, 'duel-artifacts');
+        const nc = natsModules().then(([{ connectNats }]) => connectNats(this.nats, 'duel-artifacts'));
         nc.catch(() => {
           if (this.nc === nc) this.nc = undefined;
         });
         this.nc = nc;
       }
-      store = this.nc.then((nc) =>
+      store = Promise.all([this.nc, natsModules()]).then(([nc, [, { NatsArtifactStore }]]) =>
         NatsArtifactStore.open(nc, name, `${this.settings.root}/.nats-cache/${name}`),
       );
       // A failed open (NATS down) is retried by the next call instead of cached.

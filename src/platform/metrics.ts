@@ -1,30 +1,104 @@
 /**
  * Prometheus metrics of a service (prom-client): gRPC calls handled by method and code, their
  * latency by method, and the service's domain counters; served as text on a separate HTTP port
- * at /metrics so scraping never competes with the gRPC port.
+ * at /metrics so scraping never competes with the gRPC port. prom-client (with the OpenTelemetry
+ * API it imports) is a fair share of a service's cold start, so it loads after the service is
+ * serving (`load`); what is observed before is kept and replayed, so nothing is lost.
  */
 import { createServer, type Server } from 'node:http';
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as Prom from 'prom-client';
 
 export type RpcObserver = (method: string, code: string, seconds: number) => void;
 
 export class ServiceMetrics {
-  readonly registry = new Registry();
-  private readonly handled: Counter<'method' | 'code'>;
-  private readonly latency: Histogram<'method'>;
-  private readonly counters = new Map<string, Counter>();
-  private readonly durations = new Map<string, Histogram<'stage'>>();
+  private loaded: PromMetrics | undefined;
+  private loading: Promise<PromMetrics> | undefined;
+  private readonly waiting: ((m: PromMetrics) => void)[] = [];
 
-  constructor(readonly service: string) {
+  constructor(readonly service: string) {}
+
+  /** Loads prom-client and replays what was observed so far; every later call is recorded at once. */
+  load(): Promise<PromMetrics> {
+    this.loading ??= (async () => {
+      // After the current turn: a caller about to report SERVING does so first.
+      await new Promise((resolve) => setImmediate(resolve));
+      // Required from node_modules at run time (the bundle leaves it out, and an ES import of this
+      // CommonJS package through the bundle would not expose its named exports).
+      const prom = createRequire(import.meta.url)('prom-client') as typeof Prom;
+      const m = new PromMetrics(prom, this.service);
+      for (const record of this.waiting.splice(0)) record(m);
+      this.loaded = m;
+      return m;
+    })();
+    return this.loading;
+  }
+
+  private record(f: (m: PromMetrics) => void): void {
+    if (this.loaded) f(this.loaded);
+    else this.waiting.push(f);
+  }
+
+  /** For GrpcServer: one observation per completed call. */
+  readonly observe: RpcObserver = (method, code, seconds) =>
+    this.record((m) => m.observe(method, code, seconds));
+
+  /** A domain counter (tokens generated, pairs judged, training steps, ...), created on first use. */
+  count(name: string, help: string, by = 1): void {
+    this.record((m) => m.count(name, help, by));
+  }
+
+  /** A domain duration histogram in seconds (round and stage times), created on first use. */
+  seconds(name: string, help: string, seconds: number, stage?: string): void {
+    this.record((m) => m.seconds(name, help, seconds, stage));
+  }
+
+  /** The Prometheus text exposition of everything recorded. */
+  async text(): Promise<string> {
+    return (await this.load()).registry.metrics();
+  }
+
+  /** Serves /metrics on host:port (0 picks a free port); resolves to the bound port. */
+  async serve(host: string, port: number): Promise<{ server: Server; port: number }> {
+    const { registry } = await this.load();
+    const server = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500).end(err.message),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(port, host, resolve));
+    const address = server.address();
+    return { server, port: typeof address === 'object' && address ? address.port : port };
+  }
+}
+
+/** The prom-client registry and metrics behind ServiceMetrics. */
+class PromMetrics {
+  readonly registry: Prom.Registry;
+  private readonly handled: Prom.Counter<'method' | 'code'>;
+  private readonly latency: Prom.Histogram<'method'>;
+  private readonly counters = new Map<string, Prom.Counter>();
+  private readonly durations = new Map<string, Prom.Histogram<'stage'>>();
+
+  constructor(
+    private readonly prom: typeof Prom,
+    service: string,
+  ) {
+    this.registry = new prom.Registry();
     this.registry.setDefaultLabels({ service });
-    collectDefaultMetrics({ register: this.registry, prefix: 'duel_' });
-    this.handled = new Counter({
+    prom.collectDefaultMetrics({ register: this.registry, prefix: 'duel_' });
+    this.handled = new prom.Counter({
       name: 'duel_grpc_server_handled_total',
       help: 'gRPC calls completed, by method and status code',
       labelNames: ['method', 'code'],
       registers: [this.registry],
     });
-    this.latency = new Histogram({
+    this.latency = new prom.Histogram({
       name: 'duel_grpc_server_handling_seconds',
       help: 'gRPC call latency, by method',
       labelNames: ['method'],
@@ -33,17 +107,16 @@ export class ServiceMetrics {
     });
   }
 
-  /** For GrpcServer: one observation per completed call. */
-  readonly observe: RpcObserver = (method, code, seconds) => {
+  observe(method: string, code: string, seconds: number): void {
     this.handled.inc({ method, code });
     this.latency.observe({ method }, seconds);
-  };
+  }
 
   /** A domain counter (tokens generated, pairs judged, training steps, ...), created on first use. */
   count(name: string, help: string, by = 1): void {
     let c = this.counters.get(name);
     if (!c) {
-      c = new Counter({ name, help, registers: [this.registry] });
+      c = new this.prom.Counter({ name, help, registers: [this.registry] });
       this.counters.set(name, c);
     }
     c.inc(by);
@@ -53,7 +126,7 @@ export class ServiceMetrics {
   seconds(name: string, help: string, seconds: number, stage?: string): void {
     let h = this.durations.get(name);
     if (!h) {
-      h = new Histogram({
+      h = new this.prom.Histogram({
         name,
         help,
         labelNames: ['stage'],
@@ -64,22 +137,5 @@ export class ServiceMetrics {
     }
     if (stage === undefined) h.observe(seconds);
     else h.observe({ stage }, seconds);
-  }
-
-  /** Serves /metrics on host:port (0 picks a free port); resolves to the bound port. */
-  async serve(host: string, port: number): Promise<{ server: Server; port: number }> {
-    const server = createServer((req, res) => {
-      if (req.url !== '/metrics') {
-        res.writeHead(404).end();
-        return;
-      }
-      this.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
-        (err: Error) => res.writeHead(500).end(err.message),
-      );
-    });
-    await new Promise<void>((resolve) => server.listen(port, host, resolve));
-    const address = server.address();
-    return { server, port: typeof address === 'object' && address ? address.port : port };
   }
 }

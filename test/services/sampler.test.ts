@@ -104,7 +104,7 @@ describe('PolicySamplerService', () => {
       expect(r.completion!.source).toBe(CompletionSource.COMPLETION_SOURCE_POLICY);
     }
     const generated = out.reduce((n, r) => n + r.completion!.tokenIds.length, 0);
-    expect(await metrics.registry.metrics()).toMatch(
+    expect(await metrics.text()).toMatch(
       new RegExp(`duel_sampler_tokens_generated_total\\{service="sampler"\\} ${generated}\\b`),
     );
     const again: SampleResponse[] = await collect(client.sample(sampleRequest()));

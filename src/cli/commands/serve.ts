@@ -101,6 +101,8 @@ export function registerServe(program: Command): void {
       }
       await made.ready?.();
       server.setServing(true);
+      // The metrics library loads once serving; what was observed before is replayed into it.
+      void metrics.load();
       logger.info({ role, address: `${cfg.host}:${port}`, tls: tlsMode(cfg.tls) }, 'serving');
       process.stderr.write(`duel ${role} listening on ${cfg.host}:${port}\n`);
     });
