@@ -5,10 +5,16 @@
  * vocabulary) in the schema the Rust `tokenizers` library reads, so Python loads it unchanged.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { Template } from '@huggingface/jinja';
-import { Tokenizer } from '@huggingface/tokenizers';
+import type { Tokenizer } from '@huggingface/tokenizers';
 import { DuelError } from '../errors.js';
+
+// The tokenizer and chat-template libraries load with the first tokenizer built, not with every
+// process that imports this module (a service that only sees token ids never needs them).
+const load = createRequire(import.meta.url);
+const tokenizers = () => load('@huggingface/tokenizers') as typeof import('@huggingface/tokenizers');
+const jinja = () => load('@huggingface/jinja') as typeof import('@huggingface/jinja');
 
 export interface SpecialTokens {
   unk: string;
@@ -78,7 +84,7 @@ export class TextTokenizer {
 
   static fromJson(tokenizerJson: object, tokenizerConfig: object = {}): TextTokenizer {
     return new TextTokenizer(
-      new Tokenizer(tokenizerJson, tokenizerConfig),
+      new (tokenizers().Tokenizer)(tokenizerJson, tokenizerConfig),
       tokenizerConfig as Record<string, unknown>,
     );
   }
@@ -138,7 +144,7 @@ export class TextTokenizer {
       const v = this.config[k];
       return typeof v === 'string' ? v : (v as { content?: string } | undefined)?.content;
     };
-    return new Template(template).render({
+    return new (jinja().Template)(template).render({
       messages,
       add_generation_prompt: addGenerationPrompt,
       bos_token: special('bos_token') ?? '',

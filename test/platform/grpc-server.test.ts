@@ -219,7 +219,9 @@ describe('GrpcServer', () => {
 
   it('describes the duel contracts through server reflection', async () => {
     harness = await startHarness();
-    // Reflection is registered in the background after the port is bound.
+    // Reflection is registered once the server first reports SERVING.
+    expect(harness.server.reflection).toBeUndefined();
+    harness.server.setServing(true);
     await harness.server.reflection;
     const defs = loadSync('grpc/reflection/v1/reflection.proto', {
       includeDirs: [new URL('../../node_modules/@grpc/reflection/build/proto', import.meta.url).pathname],

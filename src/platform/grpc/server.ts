@@ -71,8 +71,14 @@ export class GrpcServer {
     authorize?: GrpcServerOptions['authorize'];
   };
   private boundPort = 0;
-  /** Settles once server reflection is registered (or has failed, which is logged). */
-  reflection: Promise<unknown> = Promise.resolve();
+  /**
+   * Server reflection parses the contracts' .proto files with protobufjs, a fair share of a
+   * service's cold start and a long block of its event loop: it is registered once the service
+   * first reports SERVING, so neither its start nor its readiness work waits for a debugging aid.
+   * A reflection call before then gets UNIMPLEMENTED. Settles once it is there (or has failed,
+   * which is logged).
+   */
+  reflection: Promise<unknown> | undefined;
   private shuttingDown: Promise<void> | undefined;
   private readonly draining = new AbortController();
 
@@ -114,14 +120,6 @@ export class GrpcServer {
         err ? reject(err) : resolve(port),
       ),
     );
-    // Reflection parses the contracts' .proto files with protobufjs, a fair share of a service's
-    // cold start: it is added in the background once the port is bound, so the service reports
-    // SERVING without waiting for a debugging aid. A reflection call in those first milliseconds
-    // gets UNIMPLEMENTED; `reflection` settles when it is there.
-    if (this.options.reflection)
-      this.reflection = this.addReflection().catch((e: Error) =>
-        this.options.logger.warn({ err: e.message }, 'server reflection unavailable'),
-      );
     this.options.logger.info(
       { address: `${this.options.host}:${this.boundPort}`, services: this.names },
       'grpc listening',
@@ -144,6 +142,10 @@ export class GrpcServer {
 
   /** Marks every service (and the server as a whole) SERVING or NOT_SERVING. */
   setServing(serving: boolean): void {
+    if (serving && this.options.reflection && !this.reflection)
+      this.reflection = this.addReflection().catch((e: Error) =>
+        this.options.logger.warn({ err: e.message }, 'server reflection unavailable'),
+      );
     for (const name of ['', ...this.names])
       this.health.set(name, serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   }
