@@ -6,34 +6,25 @@
  * which no step applied, or whose last loss is not finite, is reported as diverged and its weights
  * must not be saved. Nothing here names an algorithm: what differs between them is the recipe's.
  */
-import {
-  type Graph,
-  type Runtime,
-  T,
-  type Tensor,
-  TrainingState,
-  type TypedArray,
-  type WireTensor,
-} from '../engine/index.js';
+import { type Runtime, TrainingState } from '../engine/index.js';
 import { DuelError } from '../errors.js';
-import { type CompletionBatch, type CompletionRecord, completionBatch } from '../models/batch.js';
+import { type CompletionRecord, completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import { generate } from '../models/generate.js';
 import type { LlamaConfig } from '../models/llama/config.js';
-import { type CompletionLogprobs, LogprobRunner } from '../models/llama/logprob-runner.js';
-import { sequenceLogprobs } from '../models/llama/logprobs.js';
+import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../models/llama/runner.js';
-import { type HostTensor, llamaParams } from '../models/llama/weights.js';
-import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';
+import type { HostTensor } from '../models/llama/weights.js';
 import { klOnSamples, winnerLoser, winRates } from './estimators.js';
+import { type RoundRecord, type Row, recipeFor } from './recipes/index.js';
+import { FROZEN } from './recipes/recipe.js';
 import {
-  type ConfiguredRecipe,
-  type RoundRecord,
-  type Row,
-  recipeFor,
-  type SlotLogps,
-} from './recipes/index.js';
-import { FROZEN, type Frozen } from './recipes/recipe.js';
+  type FrozenModel,
+  RoundProgram,
+  type SlotBatch,
+  type SlotData,
+  type StepBatch,
+} from './round-program.js';
 import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
 export type { RoundMetrics } from './steps.js';
@@ -73,23 +64,6 @@ export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = 
   });
 }
 
-/** The model a frozen input is computed from. */
-type FrozenModel = (typeof FROZEN)[Frozen]['model'];
-
-/** One slot's rows, per record, and their log-probs under each model a frozen input reads. */
-interface SlotData {
-  rows: Row[][];
-  scored: Partial<Record<FrozenModel, CompletionLogprobs[][]>>;
-}
-
-/** What one step feeds a slot: its rows, padded, and their frozen log-probs. */
-interface SlotBatch {
-  rows: Row[];
-  padded: CompletionBatch;
-  scored: Partial<Record<FrozenModel, CompletionLogprobs[]>>;
-}
-type StepBatch = Record<string, SlotBatch>;
-
 /**
  * Log-prob sessions for the frozen passes of one round, one per weight set (π_t, π_ref, the
  * trained weights), built once and reused across slots, resampling and the round's figures.
@@ -117,119 +91,6 @@ class FrozenScorers {
     for (const runner of this.runners.values()) await (await runner).release();
     this.runners.clear();
   }
-}
-
-/**
- * The round's training graph: θ's log-probs of every slot's rows, the recipe's loss, averaged.
- * Every input is declared once, in `slotLogps`, with the function that fills it from a StepBatch.
- */
-class RoundProgram {
-  readonly dtype = 'float32' as const;
-  private inputs: BatchInputs<StepBatch> | undefined;
-
-  constructor(
-    private readonly cfg: LlamaConfig,
-    private readonly recipe: ConfiguredRecipe,
-    /** One row of each slot, for the names and widths of its features. */
-    private readonly examples: Record<string, Row>,
-  ) {}
-
-  build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
-    const inputs = new BatchInputs<StepBatch>(g);
-    this.inputs = inputs;
-    const w = parameterLookup(llamaParams(this.cfg), param);
-    const slots = Object.fromEntries(
-      Object.entries(this.examples).map(([slot, example]) => [
-        slot,
-        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen),
-      ]),
-    );
-    return T.mean(this.recipe.loss(slots));
-  }
-
-  feeds(batch: StepBatch): Record<string, WireTensor> {
-    if (!this.inputs) throw new Error('RoundProgram.feeds before build');
-    return this.inputs.feeds(batch);
-  }
-}
-
-function slotLogps(
-  inputs: BatchInputs<StepBatch>,
-  cfg: LlamaConfig,
-  w: (name: string) => Tensor,
-  slot: string,
-  example: Row,
-  frozen: readonly Frozen[],
-): SlotLogps {
-  // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
-  const [R, T_] = ['R', `T_${slot}`];
-  const of = (b: StepBatch) => b[slot]!;
-  const grid = (name: string, dtype: 'int64' | 'float32', pick: (p: CompletionBatch) => TypedArray) =>
-    inputs.add(`${slot}/${name}`, dtype, [R, T_], (b) => {
-      const p = of(b).padded;
-      return { dtype, dims: [p.batch, p.length], data: pick(p) };
-    });
-  const mask = grid('target_mask', 'float32', (p) => p.targetMask);
-  const { summed, perToken } = sequenceLogprobs(cfg, w, {
-    inputIds: grid('input_ids', 'int64', (p) => p.inputIds),
-    attentionMask: grid('attention_mask', 'int64', (p) => p.attentionMask),
-    targets: grid('targets', 'int64', (p) => p.targets),
-    targetMask: mask,
-  });
-  const frozenInputs = Object.fromEntries(
-    frozen.map((z) => {
-      const { model, per } = FROZEN[z];
-      const scored = (b: StepBatch) => of(b).scored[model]!;
-      return [
-        z,
-        per === 'row'
-          ? inputs.add(`${slot}/${z}`, 'float32', [R], (b) => rowVector(scored(b).map((x) => x.summed)))
-          : inputs.add(`${slot}/${z}`, 'float32', [R, T_], (b) => tokenGrid(of(b), scored(b))),
-      ];
-    }),
-  );
-  // A feature becomes a graph input when the loss first reads it, so unread ones cost nothing.
-  const features: Record<string, Tensor> = {};
-  for (const [name, value] of Object.entries(example.features)) {
-    let tensor: Tensor | undefined;
-    const width = typeof value === 'number' ? undefined : value.length;
-    Object.defineProperty(features, name, {
-      enumerable: true,
-      get: () => (tensor ??= featureInput(inputs, slot, name, width)),
-    });
-  }
-  return { theta: summed, tokTheta: perToken, mask, features, ...frozenInputs } as SlotLogps;
-}
-
-/** A per-row feature: one number per row as [R], or a vector of `width` per row as [R, width]. */
-function featureInput(inputs: BatchInputs<StepBatch>, slot: string, name: string, width: number | undefined) {
-  return inputs.add(`${slot}/feature.${name}`, 'float32', width === undefined ? ['R'] : ['R', width], (b) => {
-    const rows = b[slot]!.rows;
-    if (width === undefined) return rowVector(rows.map((r) => r.features[name] as number));
-    const data = new Float32Array(rows.length * width);
-    rows.forEach((r, i) => {
-      const v = r.features[name] as readonly number[];
-      if (v.length !== width)
-        throw DuelError.invalidArgument([
-          {
-            field: 'data',
-            description: `slot ${slot}: feature '${name}' has ${v.length} values on one row, ${width} on another`,
-          },
-        ]);
-      data.set(v, i * width);
-    });
-    return { dtype: 'float32', dims: [rows.length, width], data };
-  });
-}
-
-/** Per-token frozen log-probs on the padded grid: completion token k sits at position promptLength − 1 + k. */
-function tokenGrid(b: SlotBatch, scored: CompletionLogprobs[]): WireTensor {
-  const { batch, length } = b.padded;
-  const data = new Float32Array(batch * length);
-  b.rows.forEach((r, n) => {
-    data.set(scored[n]!.perToken, n * length + r.promptIds.length - 1);
-  });
-  return { dtype: 'float32', dims: [batch, length], data };
 }
 
 export async function trainRound(

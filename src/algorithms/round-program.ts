@@ -1,0 +1,147 @@
+/**
+ * A round's training graph: θ's log-probs of every slot's rows and the recipe's loss over them.
+ * Each input is declared once, in `slotLogps`, with the function that fills it from a step's
+ * batch (the slot's padded rows, the frozen log-probs the recipe declared, its per-row features),
+ * so graph and feeds cannot disagree.
+ */
+import type { Graph, Tensor, TypedArray, WireTensor } from '../engine/index.js';
+import { T } from '../engine/index.js';
+import { DuelError } from '../errors.js';
+import type { CompletionBatch } from '../models/batch.js';
+import type { LlamaConfig } from '../models/llama/config.js';
+import type { CompletionLogprobs } from '../models/llama/logprob-runner.js';
+import { sequenceLogprobs } from '../models/llama/logprobs.js';
+import { llamaParams } from '../models/llama/weights.js';
+import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';
+import type { ConfiguredRecipe, Row, SlotLogps } from './recipes/index.js';
+import { FROZEN, type Frozen } from './recipes/recipe.js';
+
+/** The model a frozen input is computed from. */
+export type FrozenModel = (typeof FROZEN)[Frozen]['model'];
+
+/** One slot's rows, per record, and their log-probs under each model a frozen input reads. */
+export interface SlotData {
+  rows: Row[][];
+  scored: Partial<Record<FrozenModel, CompletionLogprobs[][]>>;
+}
+
+/** What one step feeds a slot: its rows, padded, and their frozen log-probs. */
+export interface SlotBatch {
+  rows: Row[];
+  padded: CompletionBatch;
+  scored: Partial<Record<FrozenModel, CompletionLogprobs[]>>;
+}
+export type StepBatch = Record<string, SlotBatch>;
+
+/**
+ * The round's training graph: θ's log-probs of every slot's rows, the recipe's loss, averaged.
+ * Every input is declared once, in `slotLogps`, with the function that fills it from a StepBatch.
+ */
+export class RoundProgram {
+  readonly dtype = 'float32' as const;
+  private inputs: BatchInputs<StepBatch> | undefined;
+
+  constructor(
+    private readonly cfg: LlamaConfig,
+    private readonly recipe: ConfiguredRecipe,
+    /** One row of each slot, for the names and widths of its features. */
+    private readonly examples: Record<string, Row>,
+  ) {}
+
+  build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
+    const inputs = new BatchInputs<StepBatch>(g);
+    this.inputs = inputs;
+    const w = parameterLookup(llamaParams(this.cfg), param);
+    const slots = Object.fromEntries(
+      Object.entries(this.examples).map(([slot, example]) => [
+        slot,
+        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen),
+      ]),
+    );
+    return T.mean(this.recipe.loss(slots));
+  }
+
+  feeds(batch: StepBatch): Record<string, WireTensor> {
+    if (!this.inputs) throw new Error('RoundProgram.feeds before build');
+    return this.inputs.feeds(batch);
+  }
+}
+
+function slotLogps(
+  inputs: BatchInputs<StepBatch>,
+  cfg: LlamaConfig,
+  w: (name: string) => Tensor,
+  slot: string,
+  example: Row,
+  frozen: readonly Frozen[],
+): SlotLogps {
+  // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
+  const [R, T_] = ['R', `T_${slot}`];
+  const of = (b: StepBatch) => b[slot]!;
+  const grid = (name: string, dtype: 'int64' | 'float32', pick: (p: CompletionBatch) => TypedArray) =>
+    inputs.add(`${slot}/${name}`, dtype, [R, T_], (b) => {
+      const p = of(b).padded;
+      return { dtype, dims: [p.batch, p.length], data: pick(p) };
+    });
+  const mask = grid('target_mask', 'float32', (p) => p.targetMask);
+  const { summed, perToken } = sequenceLogprobs(cfg, w, {
+    inputIds: grid('input_ids', 'int64', (p) => p.inputIds),
+    attentionMask: grid('attention_mask', 'int64', (p) => p.attentionMask),
+    targets: grid('targets', 'int64', (p) => p.targets),
+    targetMask: mask,
+  });
+  const frozenInputs = Object.fromEntries(
+    frozen.map((z) => {
+      const { model, per } = FROZEN[z];
+      const scored = (b: StepBatch) => of(b).scored[model]!;
+      return [
+        z,
+        per === 'row'
+          ? inputs.add(`${slot}/${z}`, 'float32', [R], (b) => rowVector(scored(b).map((x) => x.summed)))
+          : inputs.add(`${slot}/${z}`, 'float32', [R, T_], (b) => tokenGrid(of(b), scored(b))),
+      ];
+    }),
+  );
+  // A feature becomes a graph input when the loss first reads it, so unread ones cost nothing.
+  const features: Record<string, Tensor> = {};
+  for (const [name, value] of Object.entries(example.features)) {
+    let tensor: Tensor | undefined;
+    const width = typeof value === 'number' ? undefined : value.length;
+    Object.defineProperty(features, name, {
+      enumerable: true,
+      get: () => (tensor ??= featureInput(inputs, slot, name, width)),
+    });
+  }
+  return { theta: summed, tokTheta: perToken, mask, features, ...frozenInputs } as SlotLogps;
+}
+
+/** A per-row feature: one number per row as [R], or a vector of `width` per row as [R, width]. */
+function featureInput(inputs: BatchInputs<StepBatch>, slot: string, name: string, width: number | undefined) {
+  return inputs.add(`${slot}/feature.${name}`, 'float32', width === undefined ? ['R'] : ['R', width], (b) => {
+    const rows = b[slot]!.rows;
+    if (width === undefined) return rowVector(rows.map((r) => r.features[name] as number));
+    const data = new Float32Array(rows.length * width);
+    rows.forEach((r, i) => {
+      const v = r.features[name] as readonly number[];
+      if (v.length !== width)
+        throw DuelError.invalidArgument([
+          {
+            field: 'data',
+            description: `slot ${slot}: feature '${name}' has ${v.length} values on one row, ${width} on another`,
+          },
+        ]);
+      data.set(v, i * width);
+    });
+    return { dtype: 'float32', dims: [rows.length, width], data };
+  });
+}
+
+/** Per-token frozen log-probs on the padded grid: completion token k sits at position promptLength − 1 + k. */
+function tokenGrid(b: SlotBatch, scored: CompletionLogprobs[]): WireTensor {
+  const { batch, length } = b.padded;
+  const data = new Float32Array(batch * length);
+  b.rows.forEach((r, n) => {
+    data.set(scored[n]!.perToken, n * length + r.promptIds.length - 1);
+  });
+  return { dtype: 'float32', dims: [batch, length], data };
+}
