@@ -33,10 +33,7 @@ export interface SlotBatch {
 }
 export type StepBatch = Record<string, SlotBatch>;
 
-/**
- * The round's training graph: θ's log-probs of every slot's rows, the recipe's loss, averaged.
- * Every input is declared once, in `slotLogps`, with the function that fills it from a StepBatch.
- */
+/** The TrainProgram of a round: built once by TrainingState, then asked for each step's feeds. */
 export class RoundProgram {
   readonly dtype = 'float32' as const;
   private inputs: BatchInputs<StepBatch> | undefined;
