@@ -2,8 +2,9 @@
 // instead of hundreds of files cuts a service's cold start (BENCHMARKS.md), and each command still
 // loads only its own chunk. The ONNX Runtime worker is its own entry beside main.js, where the
 // runtime looks for it. Packages stay external when they read files next to their own sources
-// (reflection and health protos, pino's transports), are native (onnxruntime-node), or are only
-// benchmark peers; grpc-js stays external so that reflection shares the server's copy.
+// (reflection's and health-check's protos, pino's transports), are native (onnxruntime-node), or
+// are only benchmark peers. Reflection, loaded once a service is serving, brings its own grpc-js
+// from node_modules; it only registers a service on the bundled server.
 import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
 
