@@ -114,6 +114,25 @@ describe('duel model / duel sample', () => {
     expect(s.stderr).toBe("duel: --temperature: must be >= 0, got '-1'\n");
     const m = duel('model', 'logprobs', '--model', join(dir, 'nowhere'), '--input', 'bad.jsonl');
     expect(m.status).toBe(2);
+    // Training settings are checked, by flag, before any file is read.
+    const train = (...flags: string[]) =>
+      duel(
+        'train',
+        'sft',
+        '--model',
+        join(dir, 'nowhere'),
+        '--data',
+        'none.jsonl',
+        '--out',
+        join(dir, 'o'),
+        ...flags,
+      );
+    const t = train('--lr', '-1', '--schedule', 'foo');
+    expect(t.status).toBe(2);
+    expect(t.stderr).toMatch(/^duel: --lr: Too small.*; --schedule: .*"cosine"/);
+    expect(train('--steps', '2', '--epochs', '3').stderr).toBe(
+      'duel: --steps: set steps or epochs, not both\n',
+    );
   });
 
   it('judge init + compare fill K×K prefs, win rates, scores and the best of each record', () => {

@@ -7,7 +7,7 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
-import { type RoundMetrics, stepCount } from '../../algorithms/steps.js';
+import { type LoopSettings, type RoundMetrics, stepCount } from '../../algorithms/steps.js';
 import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
 import { loopSettings, parseTrainingSettings } from '../../algorithms/training-settings.js';
@@ -85,15 +85,19 @@ function withTrainingFlags(cmd: Command, model = true): Command {
     .option('--quiet', 'no progress lines');
 }
 
-/** The flags' training settings (through the one schema) and a progress line per step. */
-function loopOptions(f: Omit<TrainFlags, 'model'>, records: number, label: string) {
+/** The flags' training settings, through the one schema: checked before any file is read. */
+function settingsOf(f: Omit<TrainFlags, 'model'>): LoopSettings {
   const raw = Object.fromEntries(
     Object.entries(FLAGS)
       .map(([key, [prop]]) => [key, f[prop]] as const)
       .filter(([, v]) => v !== undefined),
   );
-  const settings = loopSettings(parseTrainingSettings(raw, flagOf), f.seed);
-  const p = progress(label, stepCount(settings, records), f.quiet);
+  return loopSettings(parseTrainingSettings(raw, flagOf), f.seed);
+}
+
+/** The settings with a progress line per step over `records` records. */
+function withProgress(settings: LoopSettings, records: number, label: string, quiet?: boolean) {
+  const p = progress(label, stepCount(settings, records), quiet);
   return {
     ...settings,
     onStep: (step: number, _total: number, loss: number, tokens: number) =>
@@ -117,7 +121,12 @@ function finish(
   );
 }
 
-async function run(algo: string, f: TrainFlags, records: RoundRecord[]): Promise<void> {
+async function run(
+  algo: string,
+  f: TrainFlags,
+  settings: LoopSettings,
+  records: RoundRecord[],
+): Promise<void> {
   const model = loadModelDir(f.model);
   const ref = f.ref ? loadModelDir(f.ref) : undefined;
   const runtime = new Runtime({ workers: 1 });
@@ -129,7 +138,7 @@ async function run(algo: string, f: TrainFlags, records: RoundRecord[]): Promise
       weights: model.weights,
       ...(ref ? { reference: ref.weights } : {}),
       records,
-      ...loopOptions(f, records.length, `train ${algo}`),
+      ...withProgress(settings, records.length, `train ${algo}`, f.quiet),
     });
     finish(f.out, metrics, (extraFiles) =>
       saveModelDir(f.out, model.config, weights, { tokenizerFrom: f.model, extraFiles }),
@@ -153,7 +162,8 @@ export function registerTrain(program: Command): void {
       .requiredOption('--algo <name>', 'the algorithm')
       .option('--ref <dir>', 'π_ref (algorithms with a reference term need it)'),
   ).action(async (f: TrainFlags & { algo: string }) => {
-    await run(f.algo, f, readRecords(f.data, f.model, 'round'));
+    const settings = settingsOf(f);
+    await run(f.algo, f, settings, readRecords(f.data, f.model, 'round'));
   });
 
   withTrainingFlags(
@@ -161,7 +171,8 @@ export function registerTrain(program: Command): void {
       .command('sft')
       .description('supervised fine-tuning: mean token cross-entropy over completion tokens, prompt masked'),
   ).action(async (f: TrainFlags) => {
-    await run('sft', f, readRecords(f.data, f.model, 'sft'));
+    const settings = settingsOf(f);
+    await run('sft', f, settings, readRecords(f.data, f.model, 'sft'));
   });
 
   withTrainingFlags(
@@ -173,6 +184,7 @@ export function registerTrain(program: Command): void {
       .requiredOption('--judge <dir>', 'the judge at the start'),
     false,
   ).action(async (f: Omit<TrainFlags, 'model'> & { judge: string }) => {
+    const settings = settingsOf(f);
     const dir = resolve(f.judge);
     const pairs = readRecords(f.data, dir, 'pairs').map((r) => ({
       prompt: r.prompt_ids,
@@ -187,7 +199,7 @@ export function registerTrain(program: Command): void {
         config: cfg,
         weights,
         pairs,
-        ...loopOptions(f, pairs.length, 'train judge'),
+        ...withProgress(settings, pairs.length, 'train judge', f.quiet),
       });
       finish(f.out, result.metrics, (extraFiles) =>
         saveJudgeDir(f.out, cfg, result.weights, { tokenizerFrom: dir, extraFiles }),
