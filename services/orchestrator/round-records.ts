@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuelError } from '../../src/errors.js';
-import { type ArtifactRef, RoundRecord, RoundRecords } from '../../src/gen/duel/v1/common.js';
+import { type ArtifactRef, type RoundRecord, RoundRecords } from '../../src/gen/duel/v1/common.js';
 import type { ArtifactStore, ResolveArtifact } from '../../src/platform/artifacts.js';
 
 const FILE = 'records.pb';
@@ -38,5 +38,3 @@ export async function readRecords(resolve: ResolveArtifact, ref: ArtifactRef): P
     throw DuelError.failedPrecondition(`round records ${ref.uri} cannot be read: ${(e as Error).message}`);
   }
 }
-
-export { RoundRecord };
