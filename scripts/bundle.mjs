@@ -2,8 +2,10 @@
 // instead of hundreds of files cuts a service's cold start (BENCHMARKS.md), and each command still
 // loads only its own chunk. The ONNX Runtime worker is its own entry beside main.js, where the
 // runtime looks for it. Packages stay external when they read files next to their own sources
-// (reflection's and health-check's protos, pino's transports), are native (onnxruntime-node), or
-// are only benchmark peers. Reflection, loaded once a service is serving, brings its own grpc-js
+// (reflection's and health-check's protos), are native (onnxruntime-node), or are only benchmark
+// peers. pino is bundled: its transports would need its files, but duel logs to a file descriptor
+// (src/platform/logger.ts), and loading it from node_modules cost every service 5 ms of module
+// resolution (BENCHMARKS.md). Reflection, loaded once a service is serving, brings its own grpc-js
 // from node_modules; it only registers a service on the bundled server.
 import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
@@ -25,7 +27,6 @@ await build({
     '@grpc/reflection',
     '@grpc/proto-loader',
     'grpc-health-check',
-    'pino',
     'protobufjs',
     '@huggingface/transformers',
     '@tensorflow/*',

@@ -130,7 +130,7 @@ export class Orchestrator {
    */
   async create(spec: RunSpec | undefined, requestedId: string): Promise<Run> {
     if (requestedId !== '') checkRunId(requestedId);
-    const plan = planRun(spec);
+    const plan = await planRun(spec);
     const policyDir = await this.resolve(spec!.policy!.artifact!);
     readPrompts(spec!.promptsUri, 'spec.prompts_uri', policyDir);
     if (spec!.evalPromptsUri) readPrompts(spec!.evalPromptsUri, 'spec.eval_prompts_uri', policyDir);
@@ -206,7 +206,7 @@ export class Orchestrator {
     for (const run of await this.list()) {
       if (TERMINAL.includes(run.state) || this.active.has(run.runId)) continue;
       try {
-        this.start(run.runId, planRun(run.spec));
+        this.start(run.runId, await planRun(run.spec));
         resumed.push(run.runId);
       } catch (e) {
         await this.fail(run.runId, run.currentRound, DuelError.from(e));

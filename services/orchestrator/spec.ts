@@ -4,7 +4,7 @@
  * that starts cannot fail later on something its spec already said.
  */
 import type { SamplingPlan } from '../../src/algorithms/round-plan.js';
-import { hyperparametersByRound, scheduledKeys } from '../../src/algorithms/schedule.js';
+import { scheduledKeys } from '../../src/algorithms/schedule.js';
 import { parseTrainingSettings, settingsFromWire } from '../../src/algorithms/training-settings.js';
 import { DuelError } from '../../src/errors.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
@@ -37,7 +37,7 @@ export function checkRunId(id: string, field = 'run_id'): void {
     ]);
 }
 
-export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS): RunPlan {
+export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS): Promise<RunPlan> {
   if (!spec) throw DuelError.invalidArgument([{ field: 'spec', description: 'is required' }]);
   const v = new Violations();
   checkModelRef(v, spec.policy, 'spec.policy');
@@ -73,13 +73,11 @@ export function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LIMITS):
   v.throwIfAny();
   parseTrainingSettings(settingsFromWire(spec.optimizer), (key) => `spec.optimizer.${key}`);
   // Every round's values pass the recipe; a schedule may not change what a round samples, since
-  // sampling is planned once per run.
-  const byRound = hyperparametersByRound(
-    spec.algorithm,
-    spec.hyperparameters,
-    spec.rounds,
-    'spec.hyperparameters',
-  );
+  // sampling is planned once per run. The recipes are loaded here, not at start: they bring the
+  // tensor engine (their losses) and every hyper-parameter schema, a tenth of the orchestrator's
+  // cold start (BENCHMARKS.md) for a check only CreateRun and a resume make.
+  const { recipesByRound } = await import('../../src/algorithms/recipes/index.js');
+  const byRound = recipesByRound(spec.algorithm, spec.hyperparameters, spec.rounds, 'spec.hyperparameters');
   const sampling = byRound[0]!.sampling(spec.samplesPerPrompt);
   for (const [i, r] of byRound.entries())
     if (JSON.stringify(r.sampling(spec.samplesPerPrompt)) !== JSON.stringify(sampling))

@@ -8,7 +8,6 @@
  * trainer and the recipes never see a list.
  */
 import { DuelError } from '../errors.js';
-import { type ConfiguredRecipe, parseSets, recipeFor } from './recipes/index.js';
 
 const ENTRY = /^\s*(-?[0-9.eE+-]+)\s*(?:x\s*([0-9]+)\s*)?$/;
 
@@ -67,29 +66,19 @@ export function scheduledKeys(hp: Record<string, string>, fieldPrefix = 'hyperpa
 }
 
 /**
- * Every distinct round's validated hyper-parameters, round 1 first: as many entries as the longest
- * schedule (capped at `rounds`), the last one holding for every later round. A round whose values
- * the recipe refuses (e.g. INPO's η·τ < 1) is named in the error's field.
+ * Every distinct round's hyper-parameters, round 1 first: as many entries as the longest schedule
+ * (capped at `rounds`), the last one holding for every later round. The recipes validate them
+ * (`recipesByRound`).
  */
-export function hyperparametersByRound(
-  algo: string,
+export function distinctRounds(
   hp: Record<string, string>,
   rounds: number,
   fieldPrefix = 'hyperparameters',
-): ConfiguredRecipe[] {
+): Record<string, string>[] {
   const schedules = schedulesOf(hp, fieldPrefix);
   const longest = Math.max(1, ...[...schedules.values()].map((s) => s.length));
-  const out: ConfiguredRecipe[] = [];
-  for (let round = 1; round <= Math.max(1, Math.min(rounds, longest)); round++) {
-    const at = valuesAt(hp, schedules, round);
-    try {
-      out.push(recipeFor(algo, parseSets(Object.entries(at).map(([k, v]) => `${k}=${v}`))));
-    } catch (e) {
-      if (!(e instanceof DuelError) || schedules.size === 0) throw e;
-      throw DuelError.invalidArgument(
-        e.violations.map((x) => ({ ...x, field: `${fieldPrefix}.${x.field} (round ${round})` })),
-      );
-    }
-  }
+  const out: Record<string, string>[] = [];
+  for (let round = 1; round <= Math.max(1, Math.min(rounds, longest)); round++)
+    out.push(valuesAt(hp, schedules, round));
   return out;
 }

@@ -8,8 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ConfiguredRecipe } from '../algorithms/recipes/index.js';
-import { hyperparametersByRound } from '../algorithms/schedule.js';
+import { type ConfiguredRecipe, recipesByRound } from '../algorithms/recipes/index.js';
 import { LocalCluster } from '../client/local-cluster.js';
 import { parseRunSpec } from '../client/run-spec.js';
 import { submitRun } from '../client/runs.js';
@@ -198,7 +197,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const hp = { ...(DEMO_DEFAULTS.hparams[o.algo] ?? {}), ...userHp };
   // Refuses bad hyper-parameters (any round's, for a schedule) before building anything; the
   // parsed ones carry the defaults.
-  const byRound = hyperparametersByRound(
+  const byRound = recipesByRound(
     o.algo,
     Object.fromEntries(Object.entries(hp).map(([k, v]) => [k, String(v)])),
     o.rounds,

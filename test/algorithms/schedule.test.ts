@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { planRun } from '../../services/orchestrator/spec.js';
-import { hyperparametersAt, hyperparametersByRound, parseSchedule } from '../../src/algorithms/schedule.js';
+import { recipesByRound } from '../../src/algorithms/recipes/index.js';
+import { hyperparametersAt, parseSchedule } from '../../src/algorithms/schedule.js';
 import { DuelError } from '../../src/errors.js';
 import { RunSpec } from '../../src/gen/duel/v1/runs.js';
 
@@ -13,6 +14,16 @@ const refusal = (f: () => unknown): DuelError => {
   }
   throw new Error('expected a refusal');
 };
+const refused = (p: Promise<unknown>): Promise<DuelError> =>
+  p.then(
+    () => {
+      throw new Error('expected a refusal');
+    },
+    (e) => {
+      if (e instanceof DuelError) return e;
+      throw e;
+    },
+  );
 
 describe('hyper-parameter schedules', () => {
   it('reads lists with repeats, and leaves plain values alone', () => {
@@ -35,21 +46,21 @@ describe('hyper-parameter schedules', () => {
   });
 
   it("validates every round's values with the recipe and names the round that breaks a rule", () => {
-    const rounds = hyperparametersByRound('inpo', { eta: '8x2,2', tau: '0.02x2,0.07' }, 10);
+    const rounds = recipesByRound('inpo', { eta: '8x2,2', tau: '0.02x2,0.07' }, 10);
     expect(rounds.map((r) => [(r.hp as { eta: number }).eta, (r.hp as { tau: number }).tau])).toEqual([
       [8, 0.02],
       [8, 0.02],
       [2, 0.07],
     ]);
     // INPO needs η·τ < 1 in every round: 8 × 0.2 breaks it from round 2.
-    const e = refusal(() => hyperparametersByRound('inpo', { eta: '1,8', tau: '0.2' }, 5));
+    const e = refusal(() => recipesByRound('inpo', { eta: '1,8', tau: '0.2' }, 5));
     expect(e.violations[0]!.field).toBe('hyperparameters.tau (round 2)');
     expect(e.violations[0]!.description).toMatch(/eta·tau must be below 1/);
     // A schedule longer than the run is checked only as far as the run goes.
-    expect(hyperparametersByRound('inpo', { eta: '1,8', tau: '0.2' }, 1)).toHaveLength(1);
+    expect(recipesByRound('inpo', { eta: '1,8', tau: '0.2' }, 1)).toHaveLength(1);
   });
 
-  it('refuses at CreateRun a schedule that would change what a round samples', () => {
+  it('refuses at CreateRun a schedule that would change what a round samples', async () => {
     const spec = RunSpec.fromPartial({
       algorithm: 'sppo',
       policy: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
@@ -60,16 +71,17 @@ describe('hyper-parameter schedules', () => {
       sampling: { maxNewTokens: 4, temperature: 1 },
       hyperparameters: { k: '4,6', eta: '2' },
     });
-    const e = refusal(() => planRun(spec));
+    const e = await refused(planRun(spec));
     expect(e.violations[0]!.field).toBe('spec.hyperparameters.k');
     expect(e.violations[0]!.description).toMatch(/may not change what a round samples \(round 2/);
-    expect(planRun({ ...spec, hyperparameters: { k: '4', eta: '8x2,2' } }).sampling.k).toBe(4);
+    expect((await planRun({ ...spec, hyperparameters: { k: '4', eta: '8x2,2' } })).sampling.k).toBe(4);
     // Reference updates only mean something for a loss with a reference.
-    const noRef = refusal(() => planRun({ ...spec, hyperparameters: { k: '4' }, referenceUpdateEvery: 3 }));
+    const noRef = await refused(planRun({ ...spec, hyperparameters: { k: '4' }, referenceUpdateEvery: 3 }));
     expect(noRef.violations[0]!.field).toBe('spec.reference_update_every');
     expect(noRef.violations[0]!.description).toMatch(/sppo's loss has no reference/);
     expect(
-      planRun({ ...spec, algorithm: 'inpo', hyperparameters: {}, referenceUpdateEvery: 3 }).sampling.k,
+      (await planRun({ ...spec, algorithm: 'inpo', hyperparameters: {}, referenceUpdateEvery: 3 })).sampling
+        .k,
     ).toBe(5);
   });
 });

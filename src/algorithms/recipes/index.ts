@@ -1,5 +1,6 @@
 /** Every round recipe by name, the one place an algorithm's name is looked up; and --set parsing. */
 import { DuelError } from '../../errors.js';
+import { distinctRounds, scheduledKeys } from '../schedule.js';
 import { discopop, dpo, onlineDpo, slic } from './dpo-slic-discopop.js';
 import { inpo } from './inpo.js';
 import { ipoRecipe } from './ipo.js';
@@ -62,4 +63,27 @@ export function parseSets(sets: string[]): Record<string, unknown> {
             : v;
   }
   return out;
+}
+
+/**
+ * Every distinct round's recipe, round 1 first (`distinctRounds`): each round's values pass the
+ * recipe, and a round it refuses (e.g. INPO's η·τ < 1) is named in the error's field.
+ */
+export function recipesByRound(
+  algo: string,
+  hp: Record<string, string>,
+  rounds: number,
+  fieldPrefix = 'hyperparameters',
+): ConfiguredRecipe[] {
+  const scheduled = scheduledKeys(hp, fieldPrefix).length > 0;
+  return distinctRounds(hp, rounds, fieldPrefix).map((at, i) => {
+    try {
+      return recipeFor(algo, parseSets(Object.entries(at).map(([k, v]) => `${k}=${v}`)));
+    } catch (e) {
+      if (!(e instanceof DuelError) || !scheduled) throw e;
+      throw DuelError.invalidArgument(
+        e.violations.map((x) => ({ ...x, field: `${fieldPrefix}.${x.field} (round ${i + 1})` })),
+      );
+    }
+  });
 }
