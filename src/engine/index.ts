@@ -14,6 +14,9 @@ export {
 } from './optim.js';
 export {
   cpuLimit,
+  type DeviceStats,
+  type LoadOptions,
+  type Moved,
   type Provider,
   Runtime,
   type RuntimeOptions,

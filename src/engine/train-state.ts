@@ -37,6 +37,8 @@ let stateCounter = 0;
 export interface TrainingStateOptions {
   /** Compile the step as an ONNX Loop so `stepMany` runs several steps in one call. */
   fold?: boolean;
+  /** Profile every step into a file starting with this path (`duel bench placement`). */
+  profilePrefix?: string;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -107,11 +109,12 @@ export class TrainingState {
         })
       : compile(graph, step.outputs, 'train_step');
     const t2 = performance.now();
-    const session = await runtime.load(model);
-    const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
-    const stateId = `train-${process.pid}-${stateCounter++}`;
     const names = [...params.keys()];
     const stateKeys = names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s)));
+    // Parameters and optimizer slots never leave the device between steps.
+    const session = await runtime.load(model, { outputsOnDevice: true, profilePrefix: options.profilePrefix });
+    const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
+    const stateId = `train-${process.pid}-${stateCounter++}`;
 
     const tensors: Record<string, WireTensor> = {};
     for (const [name, p] of params) {
@@ -230,6 +233,11 @@ export class TrainingState {
 
   get steps(): number {
     return this.stepCount;
+  }
+
+  /** The session the steps run in: its provider, the bytes it moved, its device memory. */
+  get runner(): Session {
+    return this.session;
   }
 
   async parameters(): Promise<Record<string, WireTensor>> {

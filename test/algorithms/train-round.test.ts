@@ -9,41 +9,13 @@ import { RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { plan } from '../../src/algorithms/steps.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
-import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import { weights } from '../helpers/model-fixtures.js';
+import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
 import { referenceLogits } from '../models/llama-reference.js';
 
-const cfg = parseLlamaConfig({
-  model_type: 'llama',
-  vocab_size: 11,
-  hidden_size: 8,
-  intermediate_size: 16,
-  num_hidden_layers: 1,
-  num_attention_heads: 2,
-  tie_word_embeddings: true,
-  pad_token_id: 0,
-});
-const RECORDS = [
-  {
-    prompt_ids: [1, 2],
-    completion_ids: [[3, 4], [5], [6, 7, 8]],
-    prefs: [
-      [0.5, 0.8, 0.3],
-      [0.2, 0.5, 0.6],
-      [0.7, 0.4, 0.5],
-    ],
-  },
-  {
-    prompt_ids: [9],
-    completion_ids: [[2, 2], [4, 1], [10]],
-    prefs: [
-      [0.5, 0.1, 0.45],
-      [0.9, 0.5, 0.65],
-      [0.55, 0.35, 0.5],
-    ],
-  },
-];
+const cfg = ROUND_CONFIG;
+const RECORDS = ROUND_RECORDS;
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 afterAll(() => runtime.close());
 
@@ -147,21 +119,6 @@ function formula(
   return per.reduce((a, b) => a + b, 0) / per.length;
 }
 
-const HPARAMS: Record<string, Record<string, unknown>> = {
-  sppo: { eta: 2 },
-  inpo: { eta: 2, tau: 0.2 },
-  online_dpo: { beta: 0.5 },
-  online_ipo: { tau: 0.25 },
-  nash_md: { beta: 0.1 },
-  spo: { alpha: 1.5, kl_coef: 0.3 },
-  slic: { beta: 0.5 },
-  discopop: { beta: 0.5, tau: 0.2 },
-  sppo_all: { eta: 2, sppo_pairs: 'all' },
-  ipo_soft: { tau: 0.25, labels: 'soft' },
-  inpo_soft: { eta: 2, tau: 0.2, k: 3, inpo_labels: 'soft' },
-};
-/** Test cases that are a recipe under another hyper-parameter setting. */
-const ALGO_OF: Record<string, string> = { sppo_all: 'sppo', ipo_soft: 'online_ipo', inpo_soft: 'inpo' };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => {

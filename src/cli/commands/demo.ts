@@ -3,11 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets } from '../../algorithms/recipes/index.js';
-import { cpuLimit, Runtime } from '../../engine/index.js';
+import { cpuLimit } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { DEMO_DEFAULTS, runDemo } from '../../testbed/demo.js';
 import { summaryTable } from '../../testbed/report.js';
 import { intFlag } from '../flags.js';
+import { cliRuntime } from '../runtime.js';
 
 export function registerDemo(program: Command): void {
   program
@@ -55,7 +56,7 @@ export function registerDemo(program: Command): void {
             'runs',
             `${o.algo}-${new Date().toISOString().slice(0, 10)}-${randomBytes(3).toString('hex')}`,
           );
-        const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 2)), intraOpThreads: 1 });
+        const runtime = cliRuntime({ workers: Math.max(1, Math.min(cpuLimit(), 2)), intraOpThreads: 1 });
         try {
           const summary = await runDemo({
             algo: o.algo,

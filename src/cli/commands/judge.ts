@@ -3,7 +3,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { Runtime } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { parseJudgeConfig } from '../../models/judge/config.js';
 import { initJudgeWeights } from '../../models/judge/model.js';
@@ -11,6 +10,7 @@ import { JudgeRunner, saveJudgeDir } from '../../models/judge/runner.js';
 import { intFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
+import { cliRuntime } from '../runtime.js';
 
 const tokenIds = z.array(z.number().int().nonnegative());
 const CompareRecord = z.looseObject({
@@ -63,7 +63,7 @@ export function registerJudge(program: Command): void {
     .option('--quiet', 'no progress lines')
     .action(async (o: { judge: string; input: string; quiet?: boolean }) => {
       const records = readJsonl(o.input, CompareRecord);
-      const runtime = new Runtime({ workers: 1 });
+      const runtime = cliRuntime({ workers: 1 });
       try {
         const runner = await JudgeRunner.fromDir(runtime, o.judge);
         const p = progress('judge', records.length, o.quiet);

@@ -8,7 +8,6 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFil
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { Runtime } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { averageModelDirs } from '../../models/average.js';
 import { generate } from '../../models/generate.js';
@@ -22,6 +21,7 @@ import { TextTokenizer } from '../../models/tokenizer.js';
 import { intFlag, numberFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
+import { cliRuntime } from '../runtime.js';
 
 const tokenIds = z.array(z.number().int().nonnegative());
 
@@ -92,7 +92,7 @@ export function registerModel(program: Command): void {
     .action(async (o: { model: string; input: string; batchSize: number; quiet?: boolean }) => {
       const records = readJsonl(o.input, LogprobRecord);
       const m = loadModelDir(o.model);
-      const runtime = new Runtime({ workers: 1 });
+      const runtime = cliRuntime({ workers: 1 });
       try {
         const runner = await LogprobRunner.create(runtime, m.config, m.weights);
         const p = progress('logprobs', records.length, o.quiet);
@@ -218,7 +218,7 @@ export function registerModel(program: Command): void {
             ]);
           return tokenizer.encode(r.prompt!);
         });
-        const runtime = new Runtime({ workers: 1 });
+        const runtime = cliRuntime({ workers: 1 });
         try {
           const policy = await DecoderRunner.create(runtime, m.config, m.weights);
           const ref = o.mixtureRef ? loadModelDir(o.mixtureRef) : undefined;

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES } from '../../algorithms/recipes/index.js';
-import { cpuLimit, Runtime } from '../../engine/index.js';
+import { cpuLimit } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { GAMES, runCompare } from '../../testbed/compare.js';
 import { referenceStyleWeights } from '../../testbed/corpus.js';
@@ -14,6 +14,7 @@ import { parseGame } from '../../testbed/game.js';
 import { regularisedFloor } from '../../testbed/oracle.js';
 import { pluginBias, tabularDynamics } from '../../testbed/tabular.js';
 import { intFlag } from '../flags.js';
+import { cliRuntime } from '../runtime.js';
 
 const numbers = (flag: string, s: string) => {
   const xs = list(s).map(Number);
@@ -86,7 +87,7 @@ export function registerTestbed(program: Command): void {
           throw DuelError.invalidArgument([
             { field: '--best-of-n', description: `'${o.bestOfN}' is not a list of positive integers` },
           ]);
-        const runtime = new Runtime({ workers: Math.max(1, Math.min(cpuLimit(), 2)), intraOpThreads: 1 });
+        const runtime = cliRuntime({ workers: Math.max(1, Math.min(cpuLimit(), 2)), intraOpThreads: 1 });
         try {
           await runCompare({
             algos,

@@ -3,7 +3,6 @@
  * what the trainer service runs, usable alone. Writes a model directory plus metrics.json; a
  * diverged round writes nothing and exits non-zero.
  */
-
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
@@ -11,7 +10,7 @@ import { type LoopSettings, type RoundMetrics, stepCount } from '../../algorithm
 import { trainJudge } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
 import { loopSettings, parseTrainingSettings } from '../../algorithms/training-settings.js';
-import { Runtime } from '../../engine/index.js';
+
 import { DuelError } from '../../errors.js';
 import { parseJudgeConfig } from '../../models/judge/config.js';
 import { judgeParams } from '../../models/judge/model.js';
@@ -20,6 +19,7 @@ import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../m
 import { numberFlag } from '../flags.js';
 import { progress } from '../progress.js';
 import { readRecords } from '../records.js';
+import { cliRuntime } from '../runtime.js';
 
 interface TrainFlags {
   model: string;
@@ -129,7 +129,7 @@ async function run(
 ): Promise<void> {
   const model = loadModelDir(f.model);
   const ref = f.ref ? loadModelDir(f.ref) : undefined;
-  const runtime = new Runtime({ workers: 1 });
+  const runtime = cliRuntime({ workers: 1 });
   try {
     const { weights, metrics } = await trainRound(runtime, {
       algo,
@@ -193,7 +193,7 @@ export function registerTrain(program: Command): void {
     }));
     const cfg = parseJudgeConfig(readConfigJson(dir), join(dir, 'config.json'));
     const weights = readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge');
-    const runtime = new Runtime({ workers: 1 });
+    const runtime = cliRuntime({ workers: 1 });
     try {
       const result = await trainJudge(runtime, {
         config: cfg,

@@ -13,6 +13,14 @@ export interface SessionOptions {
   provider: Provider;
   /** Threads for one op; 0 lets ONNX Runtime decide. */
   intraOpThreads: number;
+  /**
+   * Every output stays in device memory when the provider has its own (webgpu), for a session
+   * whose state binding writes outputs back run after run (parameters, optimizer slots, a KV
+   * cache); what a run fetches is copied back to the host. Ignored on cpu.
+   */
+  outputsOnDevice?: boolean;
+  /** Profile every run (per node: provider and time) into a file whose path starts with this. */
+  profilePrefix?: string;
 }
 
 /**
@@ -27,13 +35,33 @@ export interface StateBinding {
   writes: Record<string, string>;
 }
 
+/**
+ * Bytes one run moved between host and device memory, as the worker sees them: every input that
+ * was host memory (the request's feeds, state not yet on the device) and every output fetched.
+ * Copies ONNX Runtime makes inside the graph, around nodes it placed on the CPU, are not counted
+ * here: `duel bench placement` lists those nodes. Zero on the cpu provider.
+ */
+export interface Moved {
+  toDevice: number;
+  toHost: number;
+}
+
+/** What a worker holds in device memory. */
+export interface DeviceStats {
+  tensors: number;
+  bytes: number;
+}
+
 export type Request =
   | { op: 'create'; bytes: Uint8Array; options: SessionOptions }
   | { op: 'run'; session: number; feeds: Record<string, WireTensor>; fetch: string[]; binding?: StateBinding }
   | { op: 'release'; session: number }
-  | { op: 'setState'; state: string; tensors: Record<string, WireTensor> }
+  | { op: 'endProfiling'; session: number }
+  /** `session`: the session whose provider decides where the tensors live. */
+  | { op: 'setState'; session: number; state: string; tensors: Record<string, WireTensor> }
   | { op: 'getState'; state: string; keys: string[] }
-  | { op: 'dropState'; state: string; keys?: string[] };
+  | { op: 'dropState'; state: string; keys?: string[] }
+  | { op: 'stats' };
 
 export type Reply =
   | {
@@ -42,5 +70,7 @@ export type Reply =
       inputNames?: string[];
       outputNames?: string[];
       tensors?: Record<string, WireTensor>;
+      moved?: Moved;
+      device?: DeviceStats;
     }
   | { ok: false; error: string };

@@ -7,9 +7,9 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { CompiledModel } from '../onnx.js';
-import type { Provider, Reply, Request, StateBinding, WireTensor } from './protocol.js';
+import type { DeviceStats, Moved, Provider, Reply, Request, StateBinding, WireTensor } from './protocol.js';
 
-export type { Provider, StateBinding, WireTensor };
+export type { DeviceStats, Moved, Provider, StateBinding, WireTensor };
 
 export interface RuntimeOptions {
   /** Worker threads. @default 1 */
@@ -88,12 +88,26 @@ class WorkerChannel {
   }
 }
 
+export interface LoadOptions {
+  /**
+   * Keep every output in device memory on a provider that has its own (webgpu): for a session
+   * whose state binding writes outputs back run after run. Fetched outputs are copied back.
+   */
+  outputsOnDevice?: boolean;
+  /** Profile every run into a file whose path starts with this (`endProfiling` writes it). */
+  profilePrefix?: string;
+}
+
 export class Session {
+  /** Bytes this session's runs moved between host and device memory so far (zero on cpu). */
+  readonly moved: Moved = { toDevice: 0, toHost: 0 };
+
   constructor(
     private readonly channel: WorkerChannel,
     readonly id: number,
     readonly inputNames: readonly string[],
     readonly outputNames: readonly string[],
+    readonly provider: Provider,
   ) {}
 
   /** Runs the graph; returns the fetched outputs (all of them by default). */
@@ -103,12 +117,14 @@ export class Session {
     binding?: StateBinding,
   ) {
     const reply = await this.channel.call({ op: 'run', session: this.id, feeds, fetch, binding });
+    this.moved.toDevice += reply.moved?.toDevice ?? 0;
+    this.moved.toHost += reply.moved?.toHost ?? 0;
     return reply.tensors!;
   }
 
-  /** Stores tensors in a state held by this session's worker. */
+  /** Stores tensors in a state held by this session's worker, on this session's device. */
   async setState(state: string, tensors: Record<string, WireTensor>): Promise<void> {
-    await this.channel.call({ op: 'setState', state, tensors });
+    await this.channel.call({ op: 'setState', session: this.id, state, tensors });
   }
 
   async getState(state: string, keys: string[]): Promise<Record<string, WireTensor>> {
@@ -123,11 +139,21 @@ export class Session {
   async release(): Promise<void> {
     await this.channel.call({ op: 'release', session: this.id });
   }
+
+  /** Writes the profile of the runs so far (loaded with `profilePrefix`). */
+  async endProfiling(): Promise<void> {
+    await this.channel.call({ op: 'endProfiling', session: this.id });
+  }
+
+  /** What this session's worker holds in device memory (every state in it, not only this session's). */
+  async deviceStats(): Promise<DeviceStats> {
+    return (await this.channel.call({ op: 'stats' })).device!;
+  }
 }
 
 export class Runtime {
   private readonly channels: WorkerChannel[];
-  private readonly provider: Provider;
+  readonly provider: Provider;
   readonly intraOpThreads: number;
   private turn = 0;
 
@@ -145,15 +171,15 @@ export class Runtime {
     return this.channels.length;
   }
 
-  async load(model: CompiledModel | Uint8Array): Promise<Session> {
+  async load(model: CompiledModel | Uint8Array, options: LoadOptions = {}): Promise<Session> {
     const bytes = model instanceof Uint8Array ? model : model.bytes;
     const channel = this.channels[this.turn++ % this.channels.length]!;
     const reply = await channel.call({
       op: 'create',
       bytes,
-      options: { provider: this.provider, intraOpThreads: this.intraOpThreads },
+      options: { provider: this.provider, intraOpThreads: this.intraOpThreads, ...options },
     });
-    return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!);
+    return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!, this.provider);
   }
 
   async close(): Promise<void> {

@@ -1,13 +1,37 @@
 /**
  * A session worker: owns ONNX Runtime sessions and named states. session.run blocks its thread,
  * which is why it runs here and not on the event loop that answers gRPC and health checks.
+ *
+ * On the webgpu provider a state lives in device memory: what `setState` stores is moved onto
+ * the device once, a session that writes state back keeps its outputs on the device
+ * (`outputsOnDevice`), and a replaced or dropped device tensor is freed at once rather than when
+ * the garbage collector gets to it, so memory stays flat however many steps run.
+ *
+ * Such a session fetches every output on every run. onnxruntime-node 1.30 binds the outputs of
+ * a session with `preferredOutputLocation` once and keeps them bound: a run that fetches fewer
+ * outputs than the one before fails ("Output count mismatch"), and so does one whose outputs
+ * change shape unless all are fetched (test/engine/webgpu.test.ts shows the workaround holds).
  */
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { DType } from '../dtype.js';
-import type { Reply, Request, SessionOptions, WireTensor } from './protocol.js';
+import { bytesPer, type DType } from '../dtype.js';
+import { Graph } from '../graph.js';
+import { compile } from '../onnx.js';
+import { stopGradient } from '../ops/elementwise.js';
+import type { DeviceStats, Moved, Reply, Request, SessionOptions, WireTensor } from './protocol.js';
 
-const sessions = new Map<number, ort.InferenceSession>();
+interface Loaded {
+  session: ort.InferenceSession;
+  /** Every output stays on the device and every run fetches all of them (see the header). */
+  outputsOnDevice: boolean;
+  /**
+   * Whether its tensors can live in device memory of its own: webgpu only. cuda would too, but
+   * it cannot be tested on any machine of this project, so its state stays in host memory.
+   */
+  device: boolean;
+}
+
+const sessions = new Map<number, Loaded>();
 const states = new Map<string, Map<string, ort.Tensor>>();
 let nextSession = 1;
 
@@ -20,6 +44,9 @@ const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
   bool: 'bool',
 };
 
+/** Only float state goes to the device: WebGPU has no 64-bit integers, and ids are fed per run. */
+const DEVICE_TYPES = new Set<ort.Tensor.Type>(['float32', 'float16']);
+
 function toOrt(t: WireTensor): ort.Tensor {
   return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.dims);
 }
@@ -28,24 +55,76 @@ function toWire(t: ort.Tensor): WireTensor {
   return { dtype: t.type as DType, dims: [...t.dims], data: t.data as WireTensor['data'] };
 }
 
+const onDevice = (t: ort.Tensor) => t.location === 'gpu-buffer';
+const byteSize = (t: ort.Tensor) => t.size * bytesPer(t.type as DType);
+
+/** Frees a device tensor now; host tensors are left to the garbage collector. */
+function free(t: ort.Tensor | undefined, unless?: ort.Tensor): void {
+  if (t && t !== unless && onDevice(t)) t.dispose();
+}
+
+/**
+ * Identity graphs on the webgpu provider that move a tensor onto the device or back to the host,
+ * one per dtype, rank and direction. ONNX Runtime's Node binding has no other way to make a device tensor
+ * from host memory, and `getData()` on a device tensor aborted the process when tried.
+ */
+const movers = new Map<string, Promise<ort.InferenceSession>>();
+
+function mover(type: ort.Tensor.Type, rank: number, to: 'gpu-buffer' | 'cpu') {
+  const key = `${type}:${rank}:${to}`;
+  let s = movers.get(key);
+  if (!s) {
+    const g = new Graph();
+    const x = g.input(
+      'x',
+      type as DType,
+      Array.from({ length: rank }, (_, i) => `d${i}`),
+    );
+    s = ort.InferenceSession.create(compile(g, { y: stopGradient(x) }, 'move').bytes, {
+      executionProviders: ['webgpu'],
+      preferredOutputLocation: to,
+      logSeverityLevel: 3,
+    });
+    movers.set(key, s);
+  }
+  return s;
+}
+
+async function toDevice(t: ort.Tensor): Promise<ort.Tensor> {
+  if (onDevice(t) || t.size === 0 || !DEVICE_TYPES.has(t.type)) return t;
+  const s = await mover(t.type, t.dims.length, 'gpu-buffer');
+  return (await s.run({ x: t })).y!;
+}
+
+async function toHost(t: ort.Tensor): Promise<ort.Tensor> {
+  if (!onDevice(t)) return t;
+  const s = await mover(t.type, t.dims.length, 'cpu');
+  return (await s.run({ x: t })).y!;
+}
+
 async function createSession(bytes: Uint8Array, options: SessionOptions): Promise<ort.InferenceSession> {
   const missing = (why: string) =>
     new Error(
-      `execution provider '${options.provider}' is not available: ${why}. For cuda, install onnxruntime-node ` +
-        'with ONNXRUNTIME_NODE_INSTALL=cuda12 on a machine with CUDA 12 and cuDNN 9 (the GPU image does this); ' +
-        "'cpu' always works",
+      `execution provider '${options.provider}' is not available: ${why}. For webgpu, install a Vulkan ` +
+        'driver (Debian 12: mesa-vulkan-drivers from bookworm-backports; NVIDIA: the driver with the ' +
+        "graphics capability, docs/DEPLOY.md); for cuda, install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 on a machine with CUDA 12 and cuDNN 9; 'cpu' always works",
     );
   const listed = ort.listSupportedBackends().map((b) => b.name);
   if (!listed.includes(options.provider)) throw missing(`this build offers ${listed.join(', ')}`);
+  const device = options.provider === 'webgpu';
   try {
     return await ort.InferenceSession.create(bytes, {
       executionProviders: [options.provider],
       intraOpNumThreads: options.intraOpThreads,
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
+      ...(device && options.outputsOnDevice ? { preferredOutputLocation: 'gpu-buffer' as const } : {}),
+      // Nodes left on the CPU are reported by `duel bench placement`, not as a warning per session.
+      ...(device ? { logSeverityLevel: 3 as const } : {}),
+      ...(options.profilePrefix ? { enableProfiling: true, profileFilePrefix: options.profilePrefix } : {}),
     });
   } catch (error) {
-    // The binding lists providers it was compiled with; their libraries may still be absent.
+    // The binding lists providers it was compiled with; their libraries or a driver may be absent.
     if (options.provider !== 'cpu') throw missing((error as Error).message.split('\n')[0]!);
     throw error;
   }
@@ -60,12 +139,31 @@ function stateOf(name: string): Map<string, ort.Tensor> {
   return s;
 }
 
+function loaded(id: number): Loaded {
+  const l = sessions.get(id);
+  if (!l) throw new Error(`no session ${id} in this worker`);
+  return l;
+}
+
+function deviceStats(): DeviceStats {
+  let tensors = 0;
+  let bytes = 0;
+  for (const s of states.values())
+    for (const t of s.values())
+      if (onDevice(t)) {
+        tensors++;
+        bytes += byteSize(t);
+      }
+  return { tensors, bytes };
+}
+
 async function handle(req: Request): Promise<Reply> {
   switch (req.op) {
     case 'create': {
       const session = await createSession(req.bytes, req.options);
       const id = nextSession++;
-      sessions.set(id, session);
+      const device = req.options.provider === 'webgpu';
+      sessions.set(id, { session, device, outputsOnDevice: device && Boolean(req.options.outputsOnDevice) });
       return {
         ok: true,
         session: id,
@@ -74,8 +172,7 @@ async function handle(req: Request): Promise<Reply> {
       };
     }
     case 'run': {
-      const session = sessions.get(req.session);
-      if (!session) throw new Error(`no session ${req.session} in this worker`);
+      const { session, device, outputsOnDevice } = loaded(req.session);
       const feeds: Record<string, ort.Tensor> = {};
       for (const [name, t] of Object.entries(req.feeds)) feeds[name] = toOrt(t);
       const fetch = new Set(req.fetch);
@@ -88,22 +185,44 @@ async function handle(req: Request): Promise<Reply> {
         }
         for (const output of Object.keys(req.binding.writes)) fetch.add(output);
       }
-      const out = await session.run(feeds, [...fetch]);
+      const moved: Moved = { toDevice: 0, toHost: 0 };
+      if (device) for (const t of Object.values(feeds)) if (!onDevice(t)) moved.toDevice += byteSize(t);
+      const out = await session.run(feeds, outputsOnDevice ? [...session.outputNames] : [...fetch]);
       if (req.binding) {
         const state = stateOf(req.binding.state);
-        for (const [output, key] of Object.entries(req.binding.writes)) state.set(key, out[output]!);
+        for (const [output, key] of Object.entries(req.binding.writes)) {
+          const fresh = out[output]!;
+          free(state.get(key), fresh);
+          state.set(key, fresh);
+        }
       }
       const tensors: Record<string, WireTensor> = {};
-      for (const name of req.fetch) tensors[name] = toWire(out[name]!);
-      return { ok: true, tensors };
+      for (const name of req.fetch) {
+        const host = await toHost(out[name]!);
+        if (device) moved.toHost += byteSize(host);
+        tensors[name] = toWire(host);
+      }
+      // Device outputs no state keeps (fetched and read back, or computed only because every
+      // output is fetched): freed now.
+      const kept = new Set(Object.keys(req.binding?.writes ?? {}));
+      for (const [name, t] of Object.entries(out)) if (!kept.has(name)) free(t);
+      return { ok: true, tensors, moved };
     }
     case 'release':
-      await sessions.get(req.session)?.release();
+      await sessions.get(req.session)?.session.release();
       sessions.delete(req.session);
       return { ok: true };
+    case 'endProfiling':
+      loaded(req.session).session.endProfiling();
+      return { ok: true };
     case 'setState': {
+      const { device } = loaded(req.session);
       const state = stateOf(req.state);
-      for (const [key, t] of Object.entries(req.tensors)) state.set(key, toOrt(t));
+      for (const [key, t] of Object.entries(req.tensors)) {
+        const fresh = device ? await toDevice(toOrt(t)) : toOrt(t);
+        free(state.get(key), fresh);
+        state.set(key, fresh);
+      }
       return { ok: true };
     }
     case 'getState': {
@@ -112,14 +231,25 @@ async function handle(req: Request): Promise<Reply> {
       for (const key of req.keys) {
         const t = state.get(key);
         if (!t) throw new Error(`state '${req.state}' has no tensor '${key}'`);
-        tensors[key] = toWire(t);
+        tensors[key] = toWire(await toHost(t));
       }
       return { ok: true, tensors };
     }
-    case 'dropState':
-      if (req.keys) for (const key of req.keys) states.get(req.state)?.delete(key);
-      else states.delete(req.state);
+    case 'dropState': {
+      const state = states.get(req.state);
+      if (req.keys) {
+        for (const key of req.keys) {
+          free(state?.get(key));
+          state?.delete(key);
+        }
+      } else {
+        for (const t of state?.values() ?? []) free(t);
+        states.delete(req.state);
+      }
       return { ok: true };
+    }
+    case 'stats':
+      return { ok: true, device: deviceStats() };
   }
 }
 

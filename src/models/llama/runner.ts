@@ -28,7 +28,8 @@ export class DecoderRunner {
 
   static async create(runtime: Runtime, config: LlamaConfig, weights: Record<string, HostTensor>) {
     const { graph, outputs } = buildDecoderGraph(config, { lastOnly: true, weights, sampling: true });
-    const session = await runtime.load(compile(graph, outputs, 'decoder'));
+    // The cache each step writes back stays on the device; only ids go in and draws come out.
+    const session = await runtime.load(compile(graph, outputs, 'decoder'), { outputsOnDevice: true });
     return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`);
   }
 
@@ -131,6 +132,11 @@ export class DecoderRunner {
   async release(): Promise<void> {
     await this.session.dropState(this.stateId);
     await this.session.release();
+  }
+
+  /** The session decoding runs in: its provider, the bytes it moved, its device memory. */
+  get runner(): Session {
+    return this.session;
   }
 }
 

@@ -1,0 +1,223 @@
+/**
+ * The webgpu provider (Dawn over Vulkan: Mesa's lavapipe on a machine without a GPU, which
+ * `scripts/setup.sh --for-tests` installs) against the cpu provider, on small models: every graph
+ * duel runs, in float32, and the state that must stay in device memory between runs.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { trainJudge } from '../../src/algorithms/train-judge.js';
+import { trainRound } from '../../src/algorithms/train-round.js';
+import { Runtime, T, TrainingState, type WireTensor } from '../../src/engine/index.js';
+import { parseLlamaConfig } from '../../src/models/llama/config.js';
+import { initJudgeWeights } from '../../src/models/judge/model.js';
+import { JudgeRunner } from '../../src/models/judge/runner.js';
+import { type GenerateOptions, generate } from '../../src/models/generate.js';
+import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
+import { DecoderRunner } from '../../src/models/llama/runner.js';
+import type { HostTensor } from '../../src/models/llama/weights.js';
+import { tinyJudgeConfig, weights } from '../helpers/model-fixtures.js';
+import { ALGO_OF, HPARAMS, ROUND_CONFIG as cfg, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+
+const cpu = new Runtime({ workers: 1, intraOpThreads: 1 });
+const gpu = new Runtime({ workers: 1, intraOpThreads: 1, provider: 'webgpu' });
+afterAll(() => Promise.all([cpu.close(), gpu.close()]));
+
+const f32 = (w: Record<string, HostTensor>): Record<string, HostTensor> =>
+  Object.fromEntries(
+    Object.entries(w).map(([k, t]) => [k, { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data) }]),
+  );
+const policy = f32(weights(cfg, 2, 'float64', 5));
+const reference = f32(weights(cfg, 3, 'float64', 5));
+
+/** The update w₁ − w₀ of every parameter, as one vector. */
+const update = (w1: Record<string, HostTensor>, w0: Record<string, HostTensor>) =>
+  Object.entries(w0).flatMap(([k, t]) => Array.from(w1[k]!.data, (x, i) => x - t.data[i]!));
+
+/** Largest difference over the largest magnitude of `want`. */
+function relative(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
+    scale = Math.max(scale, Math.abs(want[i]!));
+  }
+  return diff / scale;
+}
+
+describe('the webgpu provider gives the cpu provider’s answers', () => {
+  it('summed and per-token log-probs, within 1e-4 relative', async () => {
+    const records = [
+      { promptIds: [1, 2, 3], completionIds: [4, 5] },
+      { promptIds: [6], completionIds: [7, 8, 1, 2] },
+      { promptIds: [2, 2], completionIds: [3] },
+    ];
+    const [a, b] = await Promise.all(
+      [cpu, gpu].map(async (rt) => {
+        const runner = await LogprobRunner.create(rt, cfg, policy);
+        const out = await runner.logprobs(records);
+        await runner.release();
+        return out;
+      }),
+    );
+    expect(relative(b!.map((r) => r.summed), a!.map((r) => r.summed))).toBeLessThan(1e-4);
+    expect(relative(b!.flatMap((r) => r.perToken), a!.flatMap((r) => r.perToken))).toBeLessThan(1e-4);
+  }, 120_000);
+
+  it('seeded samples are identical: greedy, tempered with top-k and top-p, and from a mixture', async () => {
+    const base: GenerateOptions = {
+      n: 3,
+      maxNewTokens: 5,
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+      seed: 11,
+      eosIds: [],
+      padId: 0,
+    };
+    const cases: Partial<GenerateOptions>[] = [
+      { temperature: 0, n: 1 },
+      { temperature: 0.8 },
+      { temperature: 1.3, topK: 4, topP: 0.9 },
+    ];
+    const [a, b] = await Promise.all(
+      [cpu, gpu].map(async (rt) => {
+        const p = await DecoderRunner.create(rt, cfg, policy);
+        const r = await DecoderRunner.create(rt, cfg, reference);
+        const prompts = [[1, 2, 3], [4], [5, 6]];
+        const out = [];
+        for (const c of cases) out.push(await generate(p, prompts, { ...base, ...c }));
+        out.push(await generate(p, prompts, { ...base, mixture: { reference: r, coef: 0.4 } }));
+        await Promise.all([p.release(), r.release()]);
+        return out;
+      }),
+    );
+    for (const [i, gens] of a!.entries()) {
+      expect(b![i]!.map((g) => g.tokens)).toEqual(gens.map((g) => g.tokens));
+      expect(relative(b![i]!.flatMap((g) => g.logprobs), gens.flatMap((g) => g.logprobs))).toBeLessThan(1e-4);
+    }
+  }, 120_000);
+
+  it("the judge's K×K preference matrix, within 1e-4 relative", async () => {
+    const jcfg = tinyJudgeConfig();
+    const jw = initJudgeWeights(jcfg, 4);
+    const candidates = [[3, 4], [5], [6, 7, 8], [2]];
+    const [a, b] = await Promise.all(
+      [cpu, gpu].map(async (rt) => {
+        const judge = await JudgeRunner.create(rt, jcfg, jw);
+        const prefs = await judge.compare([1, 2], candidates);
+        await judge.release();
+        return prefs;
+      }),
+    );
+    expect(relative(b!.logits.flat(), a!.logits.flat())).toBeLessThan(1e-4);
+    expect(relative(b!.prefs.flat(), a!.prefs.flat())).toBeLessThan(1e-4);
+  }, 120_000);
+});
+
+/** One plain-SGD step, so the update is the gradient itself (AdamW's first step is its sign). */
+const STEP = { optimizer: { kind: 'sgd' as const }, lr: 1, steps: 1, batchSize: 2, gradClip: 0, seed: 0 };
+
+describe('one step of every recipe updates the weights on webgpu as on cpu (within 1e-3 relative)', () => {
+  it.each(Object.keys(HPARAMS))('%s', async (name) => {
+    const o = {
+      ...STEP,
+      algo: ALGO_OF[name] ?? name,
+      hparams: HPARAMS[name]!,
+      config: cfg,
+      weights: policy,
+      reference,
+      records: ROUND_RECORDS,
+    };
+    const [a, b] = await Promise.all([trainRound(cpu, o), trainRound(gpu, o)]);
+    expect(relative(update(b.weights, policy), update(a.weights, policy))).toBeLessThan(1e-3);
+    expect(b.metrics.steps).toBe(1);
+    expect(b.metrics.loss_first).toBeCloseTo(a.metrics.loss_first, 4);
+  }, 120_000);
+
+  it('judge training', async () => {
+    const jcfg = tinyJudgeConfig();
+    const w0 = initJudgeWeights(jcfg, 4);
+    const pairs = [
+      { prompt: [1, 2], chosen: [3, 4], rejected: [5] },
+      { prompt: [6], chosen: [7], rejected: [8, 2] },
+    ];
+    const o = { ...STEP, config: jcfg, weights: w0, pairs };
+    const [a, b] = await Promise.all([trainJudge(cpu, o), trainJudge(gpu, o)]);
+    expect(relative(update(b.weights, w0), update(a.weights, w0))).toBeLessThan(1e-3);
+  }, 120_000);
+});
+
+describe('state stays in device memory', () => {
+  const f32t = (dims: number[], fill: (i: number) => number): WireTensor => ({
+    dtype: 'float32',
+    dims,
+    data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => fill(i)),
+  });
+
+  it('training: per step only the batch and the scalars cross, and the device holds the same tensors after 200 steps as after one', async () => {
+    const program = {
+      dtype: 'float32' as const,
+      build: (g: import('../../src/engine/index.js').Graph, param: (n: string, s: number[]) => never) => {
+        const w = param('w', [16, 16]);
+        const b = param('b', [16]);
+        const x = g.input('x', 'float32', [8, 16]);
+        return T.mean(T.softplus(T.add(T.matmul(x, w), b)));
+      },
+    };
+    const initial = { w: f32t([16, 16], (i) => Math.sin(i) / 4), b: f32t([16], (i) => i / 32) };
+    const batch = { x: f32t([8, 16], (i) => Math.cos(i)) };
+    const schedule = { kind: 'constant' as const, peakLr: 0.01, warmupSteps: 0, totalSteps: 200 };
+    const spec = { optimizer: { kind: 'adamw' as const }, gradClip: 1 };
+    const [onCpu, onGpu] = await Promise.all(
+      [cpu, gpu].map((rt) => TrainingState.create(rt, program as never, spec, schedule, initial)),
+    );
+    await onGpu!.step(batch);
+    const afterOne = await onGpu!.runner.deviceStats();
+    // w, b and AdamW's two slots for each: 256 + 16 floats of parameters, twice that of slots.
+    expect(afterOne).toEqual({ tensors: 6, bytes: 3 * 272 * 4 });
+    for (let i = 1; i < 200; i++) await onGpu!.step(batch);
+    for (let i = 0; i < 200; i++) await onCpu!.step(batch);
+    expect(await onGpu!.runner.deviceStats()).toEqual(afterOne);
+    // In: x (8·16 floats), lr and step (a float each). Out: loss, grad_norm (floats), finite (a bool).
+    expect(onGpu!.runner.moved).toEqual({ toDevice: 200 * (8 * 16 * 4 + 8), toHost: 200 * 9 });
+    expect(onCpu!.runner.moved).toEqual({ toDevice: 0, toHost: 0 });
+    const [a, b] = await Promise.all([onCpu!.parameters(), onGpu!.parameters()]);
+    expect(relative(b.w!.data as Float32Array, a.w!.data as Float32Array)).toBeLessThan(1e-4);
+    await onGpu!.dispose();
+    await onCpu!.dispose();
+  }, 120_000);
+
+  it('decoding: the bytes that cross per token do not grow with the model (no weights, no cache), and a closed cache is freed', async () => {
+    const moved = [];
+    for (const [layers, hidden] of [
+      [1, 8],
+      [3, 32],
+    ] as const) {
+      const c = parseLlamaConfig({
+        model_type: 'llama',
+        vocab_size: 11,
+        hidden_size: hidden,
+        intermediate_size: 2 * hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: 2,
+        tie_word_embeddings: true,
+        pad_token_id: 0,
+      });
+      const runner = await DecoderRunner.create(gpu, c, f32(weights(c, 4, 'float64', 5)));
+      await generate(runner, [[1, 2, 3], [4]], {
+        n: 2,
+        maxNewTokens: 6,
+        temperature: 1,
+        topK: 0,
+        topP: 1,
+        seed: 3,
+        eosIds: [],
+        padId: 0,
+      });
+      expect(await runner.runner.deviceStats()).toEqual({ tensors: 0, bytes: 0 });
+      moved.push({ ...runner.runner.moved });
+      await runner.release();
+    }
+    expect(moved[0]!.toDevice).toBeGreaterThan(0);
+    expect(moved[1]).toEqual(moved[0]);
+  }, 120_000);
+});
