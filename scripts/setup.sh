@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what duel needs on a fresh Debian machine with Node 20 and npm (run as root):
-# nats-server from Debian's packages when missing (and chromium, for the test that renders the run
-# report, with --for-tests), and the npm packages from package-lock.json (npm ci, the same install
-# the image build runs) when missing or older than the lock file.
+# nats-server from Debian's packages when missing, and the npm packages from package-lock.json
+# (npm ci, the same install the image build runs) when missing or older than the lock file. With
+# --for-tests also chromium (the test that renders the run report) and, when Dawn finds no WebGPU
+# adapter, Mesa's Vulkan drivers (lavapipe: the webgpu provider's tests on a machine without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +30,31 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
     [ "$attempt" = 3 ] && exit 1
     echo "setup: npm ci failed (attempt $attempt); retrying"
   done
+fi
+
+# The webgpu provider needs a Vulkan driver. Debian 12's Mesa (22.3) is refused by Dawn, so there
+# it comes from bookworm-backports (Mesa 25); Debian 13 has Mesa 25 in main.
+has_adapter() {
+  XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} node --input-type=module \
+    -e "import { create } from 'webgpu'; process.exit((await create([]).requestAdapter()) ? 0 : 1);" \
+    >/dev/null 2>&1
+}
+if [ "${1:-}" = --for-tests ] && ! has_adapter; then
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  echo "setup: no WebGPU adapter; installing Mesa's Vulkan drivers (lavapipe) for Debian ${codename:-?}"
+  if [ "$codename" = bookworm ]; then
+    list=/etc/apt/sources.list.d/bookworm-backports.sources
+    [ -f "$list" ] || printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+      'Suites: bookworm-backports' 'Components: main' \
+      'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$list"
+    target=(-t bookworm-backports)
+  else
+    target=()
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${target[@]}" \
+    mesa-vulkan-drivers libvulkan1 >/dev/null
+  if ! has_adapter; then
+    echo "setup: Dawn still finds no WebGPU adapter after installing mesa-vulkan-drivers; 'duel doctor' says more" >&2
+    exit 1
+  fi
 fi

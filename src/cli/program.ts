@@ -25,6 +25,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   artifacts: async () => (await import('./commands/artifacts.js')).registerArtifacts,
   demo: async () => (await import('./commands/demo.js')).registerDemo,
   testbed: async () => (await import('./commands/testbed.js')).registerTestbed,
+  doctor: async () => (await import('./commands/doctor.js')).registerDoctor,
 };
 
 export function version(): string {

@@ -112,7 +112,10 @@ export class TrainingState {
     const names = [...params.keys()];
     const stateKeys = names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s)));
     // Parameters and optimizer slots never leave the device between steps.
-    const session = await runtime.load(model, { outputsOnDevice: true, profilePrefix: options.profilePrefix });
+    const session = await runtime.load(model, {
+      outputsOnDevice: true,
+      profilePrefix: options.profilePrefix,
+    });
     const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
     const stateId = `train-${process.pid}-${stateCounter++}`;
 

@@ -7,15 +7,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { trainJudge } from '../../src/algorithms/train-judge.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime, T, TrainingState, type WireTensor } from '../../src/engine/index.js';
-import { parseLlamaConfig } from '../../src/models/llama/config.js';
+import { type GenerateOptions, generate } from '../../src/models/generate.js';
 import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { JudgeRunner } from '../../src/models/judge/runner.js';
-import { type GenerateOptions, generate } from '../../src/models/generate.js';
+import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import { tinyJudgeConfig, weights } from '../helpers/model-fixtures.js';
-import { ALGO_OF, HPARAMS, ROUND_CONFIG as cfg, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+import { ALGO_OF, ROUND_CONFIG as cfg, HPARAMS, ROUND_RECORDS } from '../helpers/round-fixtures.js';
 
 const cpu = new Runtime({ workers: 1, intraOpThreads: 1 });
 const gpu = new Runtime({ workers: 1, intraOpThreads: 1, provider: 'webgpu' });
@@ -23,7 +23,10 @@ afterAll(() => Promise.all([cpu.close(), gpu.close()]));
 
 const f32 = (w: Record<string, HostTensor>): Record<string, HostTensor> =>
   Object.fromEntries(
-    Object.entries(w).map(([k, t]) => [k, { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data) }]),
+    Object.entries(w).map(([k, t]) => [
+      k,
+      { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data) },
+    ]),
   );
 const policy = f32(weights(cfg, 2, 'float64', 5));
 const reference = f32(weights(cfg, 3, 'float64', 5));
@@ -58,8 +61,18 @@ describe('the webgpu provider gives the cpu provider’s answers', () => {
         return out;
       }),
     );
-    expect(relative(b!.map((r) => r.summed), a!.map((r) => r.summed))).toBeLessThan(1e-4);
-    expect(relative(b!.flatMap((r) => r.perToken), a!.flatMap((r) => r.perToken))).toBeLessThan(1e-4);
+    expect(
+      relative(
+        b!.map((r) => r.summed),
+        a!.map((r) => r.summed),
+      ),
+    ).toBeLessThan(1e-4);
+    expect(
+      relative(
+        b!.flatMap((r) => r.perToken),
+        a!.flatMap((r) => r.perToken),
+      ),
+    ).toBeLessThan(1e-4);
   }, 120_000);
 
   it('seeded samples are identical: greedy, tempered with top-k and top-p, and from a mixture', async () => {
@@ -92,7 +105,12 @@ describe('the webgpu provider gives the cpu provider’s answers', () => {
     );
     for (const [i, gens] of a!.entries()) {
       expect(b![i]!.map((g) => g.tokens)).toEqual(gens.map((g) => g.tokens));
-      expect(relative(b![i]!.flatMap((g) => g.logprobs), gens.flatMap((g) => g.logprobs))).toBeLessThan(1e-4);
+      expect(
+        relative(
+          b![i]!.flatMap((g) => g.logprobs),
+          gens.flatMap((g) => g.logprobs),
+        ),
+      ).toBeLessThan(1e-4);
     }
   }, 120_000);
 
@@ -117,21 +135,25 @@ describe('the webgpu provider gives the cpu provider’s answers', () => {
 const STEP = { optimizer: { kind: 'sgd' as const }, lr: 1, steps: 1, batchSize: 2, gradClip: 0, seed: 0 };
 
 describe('one step of every recipe updates the weights on webgpu as on cpu (within 1e-3 relative)', () => {
-  it.each(Object.keys(HPARAMS))('%s', async (name) => {
-    const o = {
-      ...STEP,
-      algo: ALGO_OF[name] ?? name,
-      hparams: HPARAMS[name]!,
-      config: cfg,
-      weights: policy,
-      reference,
-      records: ROUND_RECORDS,
-    };
-    const [a, b] = await Promise.all([trainRound(cpu, o), trainRound(gpu, o)]);
-    expect(relative(update(b.weights, policy), update(a.weights, policy))).toBeLessThan(1e-3);
-    expect(b.metrics.steps).toBe(1);
-    expect(b.metrics.loss_first).toBeCloseTo(a.metrics.loss_first, 4);
-  }, 120_000);
+  it.each(Object.keys(HPARAMS))(
+    '%s',
+    async (name) => {
+      const o = {
+        ...STEP,
+        algo: ALGO_OF[name] ?? name,
+        hparams: HPARAMS[name]!,
+        config: cfg,
+        weights: policy,
+        reference,
+        records: ROUND_RECORDS,
+      };
+      const [a, b] = await Promise.all([trainRound(cpu, o), trainRound(gpu, o)]);
+      expect(relative(update(b.weights, policy), update(a.weights, policy))).toBeLessThan(1e-3);
+      expect(b.metrics.steps).toBe(1);
+      expect(b.metrics.loss_first).toBeCloseTo(a.metrics.loss_first, 4);
+    },
+    120_000,
+  );
 
   it('judge training', async () => {
     const jcfg = tinyJudgeConfig();

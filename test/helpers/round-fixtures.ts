@@ -51,4 +51,8 @@ export const HPARAMS: Record<string, Record<string, unknown>> = {
   inpo_soft: { eta: 2, tau: 0.2, k: 3, inpo_labels: 'soft' },
 };
 /** Test cases that are a recipe under another hyper-parameter setting. */
-export const ALGO_OF: Record<string, string> = { sppo_all: 'sppo', ipo_soft: 'online_ipo', inpo_soft: 'inpo' };
+export const ALGO_OF: Record<string, string> = {
+  sppo_all: 'sppo',
+  ipo_soft: 'online_ipo',
+  inpo_soft: 'inpo',
+};

@@ -60,6 +60,11 @@ export function registerServe(program: Command): void {
       if (o.nats !== undefined) overrides.nats = { url: o.nats };
       const cfg = loadConfig(module.config, { file: o.config, overrides }) as ServiceConfig;
       const logger = createLogger(role, { level: cfg.logLevel });
+      if (cfg.runtime.provider === 'webgpu') {
+        // Which GPU, said once at start; none is an error naming what to install, not a crash later.
+        const { requireAdapter } = await import('../../platform/gpu-adapter.js');
+        logger.info({ adapter: await requireAdapter() }, 'webgpu adapter');
+      }
       // One worker per core the container may use, each single-threaded: requests run side by side.
       let started: Runtime | undefined;
       const runtime = () =>

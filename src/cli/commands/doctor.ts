@@ -1,0 +1,61 @@
+/**
+ * `duel doctor`: what this machine offers duel's runtime, for an operator: the execution providers
+ * ONNX Runtime's binding was built with, the WebGPU adapter Dawn finds (vendor, device, software or
+ * not, float16 shaders, limits) or what to install when there is none, the Vulkan drivers present,
+ * and the provider DUEL_RUNTIME_PROVIDER selects. Exit 1 when the selected provider cannot run.
+ */
+import { createRequire } from 'node:module';
+import type { Command } from 'commander';
+import { findAdapter, NO_ADAPTER_HELP, vulkanDrivers } from '../../platform/gpu-adapter.js';
+import { envProvider } from '../runtime.js';
+
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
+    .description(
+      'the execution providers and the GPU adapter this machine offers (exit 1 if the selected one cannot run)',
+    )
+    .option('--json', 'print one JSON object')
+    .action(async (o: { json?: boolean }) => {
+      const selected = envProvider();
+      // onnxruntime-node is CommonJS and large: loaded here only, never by `duel --help`.
+      const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof import('onnxruntime-node');
+      const built = ort.listSupportedBackends().map((b) => b.name);
+      const adapter = await findAdapter();
+      const report = {
+        node: process.version,
+        onnxruntime: ort.env.versions.common,
+        providers: built,
+        selected,
+        webgpu: adapter ?? { error: NO_ADAPTER_HELP },
+        vulkan_drivers: vulkanDrivers(),
+      };
+      const usable =
+        selected === 'cpu' ? true : selected === 'webgpu' ? adapter !== undefined : built.includes(selected);
+      if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+      else {
+        const lines: [string, string][] = [
+          ['node', report.node],
+          ['onnxruntime-node', report.onnxruntime],
+          ['providers built in', built.join(', ')],
+          ['selected', `${selected} (DUEL_RUNTIME_PROVIDER)`],
+          [
+            'webgpu adapter',
+            adapter
+              ? `${adapter.vendor} ${adapter.device} (${adapter.fallback ? 'software adapter' : adapter.architecture}), ${adapter.description}`
+              : NO_ADAPTER_HELP,
+          ],
+          ['shader-f16', adapter ? String(adapter.shaderF16) : '-'],
+          [
+            'largest buffer',
+            adapter
+              ? `${(adapter.limits.maxBufferSize / 2 ** 20).toFixed(0)} MiB (storage binding ${(adapter.limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB)`
+              : '-',
+          ],
+          ['vulkan drivers', report.vulkan_drivers.join(', ') || 'none'],
+        ];
+        for (const [k, v] of lines) process.stdout.write(`${k.padEnd(20)} ${v}\n`);
+      }
+      if (!usable) process.exitCode = 1;
+    });
+}

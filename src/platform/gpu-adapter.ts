@@ -1,0 +1,108 @@
+/**
+ * Which GPU the webgpu provider computes on. ONNX Runtime's Node binding does not say, so this asks
+ * Dawn itself, through Dawn's own Node binding (the `webgpu` package): the same Vulkan drivers,
+ * the same default high-performance adapter ONNX Runtime's WebGPU provider requests. No adapter
+ * is a clear error naming what to install, raised before any worker thread loads ONNX Runtime.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { DuelError } from '../errors.js';
+
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A software adapter (lavapipe): correct, not fast. */
+  fallback: boolean;
+  /** float16 arithmetic in shaders, what float16 compute would need. */
+  shaderF16: boolean;
+  limits: {
+    maxBufferSize: number;
+    maxStorageBufferBindingSize: number;
+    maxComputeWorkgroupStorageSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+  };
+}
+
+/** Where Vulkan loaders look for drivers' manifests (ICDs), the NVIDIA container runtime's included. */
+const ICD_DIRS = [
+  '/usr/share/vulkan/icd.d',
+  '/etc/vulkan/icd.d',
+  '/usr/local/share/vulkan/icd.d',
+  '/usr/local/nvidia/share/vulkan/icd.d',
+];
+
+/** The Vulkan driver manifests this machine has. */
+export function vulkanDrivers(): string[] {
+  // Set, these name the only drivers the loader tries.
+  const only = process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES;
+  if (only) return only.split(':');
+  return ICD_DIRS.filter((d) => existsSync(d)).flatMap((d) =>
+    readdirSync(d)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => `${d}/${f}`),
+  );
+}
+
+/** What to install when Dawn finds no adapter. */
+export const NO_ADAPTER_HELP =
+  'no WebGPU adapter: Dawn found no Vulkan driver that works. On a machine without a GPU install ' +
+  "Mesa's lavapipe (Debian 12: mesa-vulkan-drivers and libvulkan1 from bookworm-backports; Debian 13: " +
+  'from main; scripts/setup.sh --for-tests does it); on NVIDIA, the Vulkan loader (libvulkan1) and ' +
+  'NVIDIA_DRIVER_CAPABILITIES including graphics so the container runtime mounts the driver (docs/DEPLOY.md)';
+
+/** The adapter Dawn offers, or undefined when it finds none. */
+export async function findAdapter(): Promise<AdapterInfo | undefined> {
+  // Dawn's loader complains on stderr without a runtime directory; it needs none.
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
+  const { create } = (await import('webgpu')) as {
+    create: (flags: string[]) => { requestAdapter(o: object): Promise<GPUAdapterLike | null> };
+  };
+  const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) return undefined;
+  const i = adapter.info;
+  const l = adapter.limits;
+  return {
+    vendor: i.vendor,
+    architecture: i.architecture,
+    device: i.device,
+    description: i.description,
+    fallback: Boolean(i.isFallbackAdapter),
+    shaderF16: adapter.features.has('shader-f16'),
+    limits: {
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    },
+  };
+}
+
+/** The adapter, or FAILED_PRECONDITION saying what to install. */
+export async function requireAdapter(): Promise<AdapterInfo> {
+  const found = await findAdapter();
+  if (!found)
+    throw DuelError.failedPrecondition(
+      `${NO_ADAPTER_HELP}; Vulkan drivers here: ${vulkanDrivers().join(', ') || 'none'}`,
+    );
+  return found;
+}
+
+/** The part of Dawn's GPUAdapter this module reads. */
+interface GPUAdapterLike {
+  info: {
+    vendor: string;
+    architecture: string;
+    device: string;
+    description: string;
+    isFallbackAdapter?: boolean;
+  };
+  features: { has(name: string): boolean };
+  limits: Record<
+    | 'maxBufferSize'
+    | 'maxStorageBufferBindingSize'
+    | 'maxComputeWorkgroupStorageSize'
+    | 'maxComputeInvocationsPerWorkgroup',
+    number
+  >;
+}
