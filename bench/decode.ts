@@ -1,14 +1,16 @@
 /**
  * `duel bench decode`: batched sampling throughput (tokens/s) of duel's KV-cache generation at
- * batch 1, 16 and 128 for a testbed-sized model and a ~25M-parameter one, against transformers.js
+ * batch 1, 16 and 128 for a testbed-sized model and a ~22M-parameter one, against transformers.js
  * generating from the same exported ONNX model in the same run; judge pairs/s; model load time.
+ * On another provider (`--provider webgpu`) the peer is the cpu provider on the same machine, and
+ * each row says how many bytes crossed between host and device per generated token.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Runtime } from '../src/engine/index.js';
+import { type Provider, Runtime } from '../src/engine/index.js';
 import { generate } from '../src/models/generate.js';
 import { type JudgeConfig, parseJudgeConfig } from '../src/models/judge/config.js';
 import { initJudgeWeights } from '../src/models/judge/model.js';
@@ -40,6 +42,17 @@ export const DECODE_MODELS: Record<string, LlamaConfig> = {
     num_key_value_heads: 4,
     max_position_embeddings: 256,
   }),
+  /** HuggingFaceTB/SmolLM-135M's shape, random weights. */
+  'smollm-135m': parseLlamaConfig({
+    ...base,
+    vocab_size: 49152,
+    hidden_size: 576,
+    intermediate_size: 1536,
+    num_hidden_layers: 30,
+    num_attention_heads: 9,
+    num_key_value_heads: 3,
+    max_position_embeddings: 2048,
+  }),
 };
 
 export interface DecodeBenchOptions {
@@ -51,6 +64,10 @@ export interface DecodeBenchOptions {
   greedy: boolean;
   /** Timed runs per measurement (the median is reported). */
   repeats: number;
+  /** @default 'cpu' */
+  provider?: Provider;
+  /** Names of DECODE_MODELS. @default testbed and 25M */
+  models?: string[];
   log: (line: string) => void;
 }
 
@@ -61,10 +78,15 @@ export interface DecodeRow {
   duel_tokens_per_s: number;
   transformersjs_tokens_per_s?: number;
   speedup?: number;
+  /** Host↔device bytes per generated token (another provider than cpu). */
+  moved_per_token?: { toDevice: number; toHost: number };
+  cpu_tokens_per_s?: number;
+  speedup_vs_cpu?: number;
 }
 
 export interface DecodeBenchResult {
   machine: { cpus: number; cpu_model: string; node: string };
+  provider: Provider;
   rows: DecodeRow[];
   load_ms: Record<string, number>;
   judge_pairs_per_s: number;
@@ -73,13 +95,42 @@ export interface DecodeBenchResult {
 const paramCount = (cfg: LlamaConfig) =>
   llamaParams(cfg).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
 
+/** Median tokens/s of `runner` generating `newTokens` for `prompts`, after a warm-up. */
+async function tokensPerS(runner: DecoderRunner, prompts: number[][], opts: DecodeBenchOptions) {
+  const sampling = {
+    n: 1,
+    temperature: opts.greedy ? 0 : 1,
+    topK: 0,
+    topP: 1,
+    seed: 0,
+    eosIds: [],
+    padId: 0,
+  };
+  await generate(runner, prompts, { ...sampling, maxNewTokens: 2 }); // warm-up
+  const times: number[] = [];
+  for (let i = 0; i < opts.repeats; i++) {
+    const t1 = performance.now();
+    await generate(runner, prompts, { ...sampling, maxNewTokens: opts.newTokens });
+    times.push((performance.now() - t1) / 1000);
+  }
+  return (prompts.length * opts.newTokens) / times.sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
+}
+
 export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBenchResult> {
+  const provider = opts.provider ?? 'cpu';
   const root = mkdtempSync(join(tmpdir(), 'duel-bench-decode-'));
-  const runtime = new Runtime({ workers: 1 });
+  const runtime = new Runtime({ workers: 1, provider });
+  // The peer on another provider: the cpu provider, same machine, same weights.
+  const cpuPeer = provider !== 'cpu' && opts.peer ? new Runtime({ workers: 1 }) : undefined;
   const rows: DecodeRow[] = [];
   const loadMs: Record<string, number> = {};
+  const models = opts.models ?? ['testbed', '25M'];
+  for (const m of models)
+    if (!DECODE_MODELS[m])
+      throw new Error(`unknown model '${m}' (known: ${Object.keys(DECODE_MODELS).join(', ')})`);
   try {
-    for (const [name, cfg] of Object.entries(DECODE_MODELS)) {
+    for (const name of models) {
+      const cfg = DECODE_MODELS[name]!;
       const dir = join(root, name);
       saveModelDir(dir, cfg, initLlamaWeights(cfg, 1));
       const t0 = performance.now();
@@ -89,32 +140,33 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       opts.log(
         `${name}: ${(paramCount(cfg) / 1e6).toFixed(2)}M parameters, loaded in ${loadMs[name]!.toFixed(0)} ms`,
       );
-      mkdirSync(join(dir, 'onnx'));
-      writeFileSync(join(dir, 'onnx', 'model.onnx'), exportDecoderOnnx(m.config, m.weights).bytes);
+      const onCpu = cpuPeer ? await DecoderRunner.create(cpuPeer, m.config, m.weights) : undefined;
+      const transformersPeer = opts.peer && provider === 'cpu';
+      if (transformersPeer) {
+        mkdirSync(join(dir, 'onnx'));
+        writeFileSync(join(dir, 'onnx', 'model.onnx'), exportDecoderOnnx(m.config, m.weights).bytes);
+      }
 
       for (const batch of opts.batches) {
         const prompts = Array.from({ length: batch }, (_, b) =>
           Array.from({ length: opts.promptLen }, (_, t) => 4 + ((b + t) % 7)),
         );
-        const sampling = {
-          n: 1,
-          temperature: opts.greedy ? 0 : 1,
-          topK: 0,
-          topP: 1,
-          seed: 0,
-          eosIds: [],
-          padId: 0,
-        };
-        await generate(runner, prompts, { ...sampling, maxNewTokens: 2 }); // warm-up
-        const times: number[] = [];
-        for (let i = 0; i < opts.repeats; i++) {
-          const t1 = performance.now();
-          await generate(runner, prompts, { ...sampling, maxNewTokens: opts.newTokens });
-          times.push((performance.now() - t1) / 1000);
-        }
-        const ours = (batch * opts.newTokens) / times.sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
+        const before = { ...runner.runner.moved };
+        const ours = await tokensPerS(runner, prompts, opts);
         const row: DecodeRow = { model: name, params: paramCount(cfg), batch, duel_tokens_per_s: ours };
-        if (opts.peer) {
+        if (provider !== 'cpu') {
+          // Warm-up and timed runs alike: (repeats + 1) generations, 2 + repeats·newTokens tokens a row.
+          const tokens = batch * (2 + opts.repeats * opts.newTokens);
+          row.moved_per_token = {
+            toDevice: (runner.runner.moved.toDevice - before.toDevice) / tokens,
+            toHost: (runner.runner.moved.toHost - before.toHost) / tokens,
+          };
+        }
+        if (onCpu) {
+          row.cpu_tokens_per_s = await tokensPerS(onCpu, prompts, opts);
+          row.speedup_vs_cpu = ours / row.cpu_tokens_per_s;
+        }
+        if (transformersPeer) {
           const script = fileURLToPath(new URL('./transformersjs-peer.js', import.meta.url));
           const child = spawnSync(
             process.execPath,
@@ -137,10 +189,11 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
         }
         rows.push(row);
         opts.log(
-          `  batch ${batch}: duel ${ours.toFixed(0)} tok/s${row.speedup ? `, transformers.js ${row.transformersjs_tokens_per_s!.toFixed(0)} tok/s (${row.speedup.toFixed(2)}×)` : ''}`,
+          `  batch ${batch}: duel ${ours.toFixed(0)} tok/s${row.speedup ? `, transformers.js ${row.transformersjs_tokens_per_s!.toFixed(0)} tok/s (${row.speedup.toFixed(2)}×)` : ''}${row.cpu_tokens_per_s ? `, cpu provider ${row.cpu_tokens_per_s.toFixed(0)} tok/s (${row.speedup_vs_cpu!.toFixed(2)}×)` : ''}${row.moved_per_token ? `, ${row.moved_per_token.toDevice.toFixed(0)} B/token to the device, ${row.moved_per_token.toHost.toFixed(0)} back` : ''}`,
         );
       }
       await runner.release();
+      await onCpu?.release();
     }
 
     const judgeCfg: JudgeConfig = parseJudgeConfig({
@@ -164,12 +217,14 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
     await judge.release();
     return {
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? 'unknown', node: process.version },
+      provider,
       rows,
       load_ms: loadMs,
       judge_pairs_per_s: pairsPerS,
     };
   } finally {
     await runtime.close();
+    await cpuPeer?.close();
     rmSync(root, { recursive: true, force: true });
   }
 }

@@ -2,7 +2,10 @@
  * `duel bench engine`: the machine's ceiling (ONNX Runtime MatMul), the reference stack's training
  * step on duel's engine (counted FLOPs, achieved GFLOP/s, fraction of the ceiling), peak memory,
  * time to a ready training state, and the same step in TensorFlow.js (wasm) as the peer, all in
- * one run so the figures compare.
+ * one run so the figures compare. On another provider (`--provider webgpu`) the ceiling and the
+ * step are that provider's, the CPU provider's step on the same machine is the peer, and the
+ * result says which adapter ran it, the bytes that crossed to and from the device per step, and
+ * the device memory the training state held after the first step and after the last.
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
@@ -11,7 +14,10 @@ import {
   buildTrainStep,
   compile,
   countFlops,
+  type DeviceStats,
   Graph,
+  type Moved,
+  type Provider,
   Runtime,
   type ScheduleSpec,
   T,
@@ -19,23 +25,31 @@ import {
   TrainingState,
   type TrainStepSpec,
 } from '../src/engine/index.js';
-import { llamaForward } from '../src/models/llama/decoder.js';
-import { tokenLogprobs } from '../src/models/llama/logprobs.js';
-import { initLlamaWeights, llamaParams } from '../src/models/llama/weights.js';
-import { STACK, stackBatch, stackConfig } from './reference-stack.js';
+import { initLlamaWeights } from '../src/models/llama/weights.js';
+import { type AdapterInfo, requireAdapter } from '../src/platform/gpu-adapter.js';
+import { STACKS, type StackShape, stackConfig, stackFeeds, stackProgram } from './reference-stack.js';
 
 export interface EngineBenchOptions {
   /** Timed training steps per side (after warm-up steps). */
   steps: number;
   /** Matrix size of the ceiling measurement. */
   ceilingSize: number;
-  /** Run the TensorFlow.js peer. */
+  /** Run the peer: TensorFlow.js on cpu (the reference stack only), the cpu provider otherwise. */
   peer: boolean;
+  /** @default 'cpu' */
+  provider?: Provider;
+  /** A name of STACKS. @default 'stack' */
+  model?: string;
   log: (line: string) => void;
 }
 
 export interface EngineBenchResult {
   machine: { cpus: number; cpu_model: string; memory_gb: number; node: string; ort_threads: number };
+  provider: Provider;
+  /** The adapter Dawn offers (webgpu only). */
+  adapter?: AdapterInfo;
+  model: string;
+  shape: StackShape;
   ceiling_gflops: number;
   train_step_ms: number;
   /** Per-step time when FOLD steps run as one ONNX Loop. */
@@ -58,6 +72,13 @@ export interface EngineBenchResult {
     peak_rss_mb: number;
   };
   tfjs_speedup?: number;
+  /** Bytes between host and device per training step (zero on cpu). */
+  moved_per_step: Moved;
+  /** Device memory the training state held after the first step and after the last. */
+  device_state: { first: DeviceStats; last: DeviceStats };
+  /** The cpu provider's step on this machine (another provider's run, with the peer). */
+  cpu_step_ms?: number;
+  speedup_vs_cpu?: number;
 }
 
 const FOLD = 4;
@@ -97,28 +118,20 @@ async function ceiling(runtime: Runtime, n: number, reps: number, log: (l: strin
 
 export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBenchResult> {
   const { log } = opts;
-  const runtime = new Runtime({ workers: 1 });
+  const provider = opts.provider ?? 'cpu';
+  const model = opts.model ?? 'stack';
+  const shape = STACKS[model];
+  if (!shape) throw new Error(`unknown model '${model}' (known: ${Object.keys(STACKS).join(', ')})`);
+  const adapter = provider === 'webgpu' ? await requireAdapter() : undefined;
+  if (adapter) log(`adapter: ${adapter.vendor} ${adapter.device} (${adapter.description})`);
+  const runtime = new Runtime({ workers: 1, provider });
   try {
-    log('ceiling: ONNX Runtime MatMul, float32');
+    log(`ceiling: ONNX Runtime MatMul, float32, ${provider}`);
     const ceilingGflops = await ceiling(runtime, opts.ceilingSize, 5, log);
 
-    log(`train step: reference stack ${JSON.stringify(STACK)}`);
-    const cfg = stackConfig();
-    const program = {
-      dtype: 'float32' as const,
-      build(graph: Graph, param: (name: string, shape: number[]) => Tensor) {
-        const ids = graph.input('input_ids', 'int64', ['B', 'T']);
-        const labels = graph.input('labels', 'int64', ['B', 'T']);
-        const shapes = new Map(llamaParams(cfg).map((p) => [p.name, p.shape]));
-        const cache = new Map<string, Tensor>();
-        const w = (name: string) => {
-          if (!cache.has(name)) cache.set(name, param(name, shapes.get(name)!));
-          return cache.get(name)!;
-        };
-        const { logits } = llamaForward(cfg, w, { inputIds: ids });
-        return T.neg(T.mean(tokenLogprobs(logits, labels)));
-      },
-    };
+    log(`train step: ${model} ${JSON.stringify(shape)}`);
+    const cfg = stackConfig(shape);
+    const program = stackProgram(cfg);
     const spec: TrainStepSpec = { optimizer: { kind: 'adamw', weightDecay: 0 }, gradClip: 0 };
     const schedule: ScheduleSpec = { kind: 'constant', peakLr: 1e-3, warmupSteps: 0, totalSteps: 1 };
     const state = await TrainingState.create(runtime, program, spec, schedule, initLlamaWeights(cfg, 0));
@@ -128,20 +141,22 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     );
 
     // Count the work of the very graph that runs: rebuild it (tracing is cheap) and count.
-    const flops = countTrainFlops(program, spec);
-    const { ids, labels } = stackBatch();
-    const dims = [STACK.batch, STACK.seq];
-    const batch = {
-      input_ids: { dtype: 'int64' as const, dims, data: BigInt64Array.from(ids, BigInt) },
-      labels: { dtype: 'int64' as const, dims, data: BigInt64Array.from(labels, BigInt) },
-    };
+    const flops = countTrainFlops(program, spec, shape);
+    const batch = stackFeeds(shape);
     // Two warm-up steps: the first sizes ONNX Runtime's arena, the second still pays for it.
     const first = await state.step(batch);
+    const firstState = await state.runner.deviceStats();
     await state.step(batch);
     let last = first;
+    const before = { ...state.runner.moved };
     const stepMs = await timed('duel step', opts.steps, log, async () => {
       last = await state.step(batch);
     });
+    const moved = {
+      toDevice: (state.runner.moved.toDevice - before.toDevice) / opts.steps,
+      toHost: (state.runner.moved.toHost - before.toHost) / opts.steps,
+    };
+    const lastState = await state.runner.deviceStats();
     await state.dispose();
     const peakRss = process.resourceUsage().maxRSS / 1024;
 
@@ -165,6 +180,10 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
         node: process.version,
         ort_threads: runtime.intraOpThreads,
       },
+      provider,
+      ...(adapter ? { adapter } : {}),
+      model,
+      shape,
       ceiling_gflops: ceilingGflops,
       train_step_ms: stepMs,
       folded_step_ms: foldMs,
@@ -181,9 +200,30 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       peak_rss_mb: peakRss,
       loss_first: first.loss,
       loss_last: last.loss,
+      moved_per_step: moved,
+      device_state: { first: firstState, last: lastState },
     };
 
-    if (opts.peer) {
+    if (opts.peer && provider !== 'cpu') {
+      log('peer: the cpu provider, same model, same machine');
+      const cpuRuntime = new Runtime({ workers: 1 });
+      try {
+        const onCpu = await TrainingState.create(
+          cpuRuntime,
+          program,
+          spec,
+          schedule,
+          initLlamaWeights(cfg, 0),
+        );
+        await onCpu.step(batch);
+        await onCpu.step(batch);
+        result.cpu_step_ms = await timed('cpu step', opts.steps, log, () => onCpu.step(batch));
+        result.speedup_vs_cpu = result.cpu_step_ms / stepMs;
+        await onCpu.dispose();
+      } finally {
+        await cpuRuntime.close();
+      }
+    } else if (opts.peer && model === 'stack') {
       log('peer: TensorFlow.js (wasm backend), same stack, own process');
       const script = fileURLToPath(new URL('./tfjs-peer.js', import.meta.url));
       const child = spawnSync(process.execPath, [script, String(opts.steps)], {
@@ -209,6 +249,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
 function countTrainFlops(
   program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
   spec: TrainStepSpec,
+  shape: StackShape,
 ) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
@@ -217,5 +258,5 @@ function countTrainFlops(
     params.set(name, p);
     return p;
   });
-  return countFlops(g, buildTrainStep(g, loss, params, spec).outputs, { B: STACK.batch, T: STACK.seq });
+  return countFlops(g, buildTrainStep(g, loss, params, spec).outputs, { B: shape.batch, T: shape.seq });
 }

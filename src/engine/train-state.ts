@@ -37,8 +37,6 @@ let stateCounter = 0;
 export interface TrainingStateOptions {
   /** Compile the step as an ONNX Loop so `stepMany` runs several steps in one call. */
   fold?: boolean;
-  /** Profile every step into a file starting with this path (`duel bench placement`). */
-  profilePrefix?: string;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -112,10 +110,7 @@ export class TrainingState {
     const names = [...params.keys()];
     const stateKeys = names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s)));
     // Parameters and optimizer slots never leave the device between steps.
-    const session = await runtime.load(model, {
-      outputsOnDevice: true,
-      profilePrefix: options.profilePrefix,
-    });
+    const session = await runtime.load(model, { outputsOnDevice: true });
     const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
     const stateId = `train-${process.pid}-${stateCounter++}`;
 

@@ -1,12 +1,20 @@
 /** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
 import type { Command } from 'commander';
+import type { Provider } from '../../engine/runtime/protocol.js';
 import { DuelError } from '../../errors.js';
 import { intFlag } from '../flags.js';
+import { envProvider, parseProvider } from '../runtime.js';
 
 const positiveInt = (flag: string) => intFlag(flag, 1);
 
 /** Progress lines go to stderr, so that stdout holds only the result. */
 const progress = (line: string) => process.stderr.write(`${line}\n`);
+
+const providerOption = [
+  '--provider <name>',
+  'execution provider: cpu, webgpu or cuda (default: DUEL_RUNTIME_PROVIDER, else cpu)',
+  (raw: string) => parseProvider(raw, '--provider'),
+] as const;
 
 /** With --json the result is one JSON line on stdout, and the caller skips its table. */
 function printedAsJson(json: boolean | undefined, r: unknown): boolean {
@@ -22,48 +30,78 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON line instead of a table')
     .option('--steps <n>', 'timed training steps per side', positiveInt('--steps'), 3)
     .option('--ceiling-size <n>', 'matrix size of the MatMul ceiling', positiveInt('--ceiling-size'), 2048)
-    .option('--no-peer', 'skip the TensorFlow.js peer')
-    .action(async (opts: { json?: boolean; steps: number; ceilingSize: number; peer: boolean }) => {
-      // Loaded on demand: the benchmark pulls in model code the other commands do not need.
-      const { runEngineBench } = await import('../../../bench/engine.js');
-      const r = await runEngineBench({
-        steps: opts.steps,
-        ceilingSize: opts.ceilingSize,
-        peer: opts.peer,
-        log: progress,
-      });
-      if (printedAsJson(opts.json, r)) return;
-      const f = (x: number, d = 1) => x.toFixed(d);
-      const rows: [string, string][] = [
-        [
-          'machine',
-          `${r.machine.cpus}× ${r.machine.cpu_model}, ${r.machine.memory_gb} GiB, ORT threads ${r.machine.ort_threads}`,
-        ],
-        ['ceiling (MatMul)', `${f(r.ceiling_gflops)} GFLOP/s`],
-        [
-          'train step',
-          `${f(r.train_step_ms, 0)} ms, ${f(r.train_flops / 1e9, 2)} GFLOP counted (${f((100 * r.train_matmul_flops) / r.train_flops)}% MatMul)`,
-        ],
-        ['folded (ONNX Loop of 4)', `${f(r.folded_step_ms, 0)} ms per step`],
-        ['achieved', `${f(r.train_gflops)} GFLOP/s = ${f(100 * r.fraction_of_ceiling)}% of the ceiling`],
-        [
-          'build + compile + session',
-          `${f(r.build_ms.total, 0)} ms (${f(r.build_ms.trace, 0)} + ${f(r.build_ms.compile, 0)} + ${f(r.build_ms.session, 0)})`,
-        ],
-        ['peak RSS', `${f(r.peak_rss_mb, 0)} MB`],
-        ['loss', `${f(r.loss_first, 4)} → ${f(r.loss_last, 4)}`],
-      ];
-      if (r.tfjs && r.tfjs_speedup !== undefined) {
-        rows.push(
+    .option('--no-peer', 'skip the peer (TensorFlow.js on cpu, the cpu provider on another)')
+    .option(...providerOption)
+    .option(
+      '--model <name>',
+      'stack (the reference), smollm-135m (its shape, sequence 512, batch 8) or tiny',
+      'stack',
+    )
+    .action(
+      async (opts: {
+        json?: boolean;
+        steps: number;
+        ceilingSize: number;
+        peer: boolean;
+        provider?: Provider;
+        model: string;
+      }) => {
+        // Loaded on demand: the benchmark pulls in model code the other commands do not need.
+        const { runEngineBench } = await import('../../../bench/engine.js');
+        const r = await runEngineBench({
+          steps: opts.steps,
+          ceilingSize: opts.ceilingSize,
+          peer: opts.peer,
+          provider: opts.provider ?? envProvider(),
+          model: opts.model,
+          log: progress,
+        });
+        if (printedAsJson(opts.json, r)) return;
+        const f = (x: number, d = 1) => x.toFixed(d);
+        const rows: [string, string][] = [
           [
-            'TensorFlow.js step',
-            `${f(r.tfjs.step_ms, 0)} ms (${r.tfjs.backend}, simd ${r.tfjs.simd}, threads ${r.tfjs.multithread}), peak RSS ${f(r.tfjs.peak_rss_mb, 0)} MB`,
+            'machine',
+            `${r.machine.cpus}× ${r.machine.cpu_model}, ${r.machine.memory_gb} GiB, ORT threads ${r.machine.ort_threads}`,
           ],
-          ['tfjs_speedup', `${f(r.tfjs_speedup, 2)}×`],
-        );
-      }
-      for (const [k, v] of rows) process.stdout.write(`${k.padEnd(26)} ${v}\n`);
-    });
+          ['ceiling (MatMul)', `${f(r.ceiling_gflops)} GFLOP/s`],
+          [
+            'train step',
+            `${f(r.train_step_ms, 0)} ms, ${f(r.train_flops / 1e9, 2)} GFLOP counted (${f((100 * r.train_matmul_flops) / r.train_flops)}% MatMul)`,
+          ],
+          ['folded (ONNX Loop of 4)', `${f(r.folded_step_ms, 0)} ms per step`],
+          ['achieved', `${f(r.train_gflops)} GFLOP/s = ${f(100 * r.fraction_of_ceiling)}% of the ceiling`],
+          [
+            'build + compile + session',
+            `${f(r.build_ms.total, 0)} ms (${f(r.build_ms.trace, 0)} + ${f(r.build_ms.compile, 0)} + ${f(r.build_ms.session, 0)})`,
+          ],
+          ['peak RSS', `${f(r.peak_rss_mb, 0)} MB`],
+          ['loss', `${f(r.loss_first, 4)} → ${f(r.loss_last, 4)}`],
+          [
+            'provider',
+            `${r.provider}${r.adapter ? ` (${r.adapter.vendor} ${r.adapter.device})` : ''}, model ${r.model}`,
+          ],
+          [
+            'bytes per step',
+            `${r.moved_per_step.toDevice} to the device, ${r.moved_per_step.toHost} back; state on the device ${r.device_state.first.bytes} → ${r.device_state.last.bytes} bytes`,
+          ],
+        ];
+        if (r.cpu_step_ms !== undefined)
+          rows.push([
+            'cpu provider step',
+            `${f(r.cpu_step_ms, 0)} ms: ${r.provider} is ${f(r.speedup_vs_cpu ?? 0, 2)}× its speed`,
+          ]);
+        if (r.tfjs && r.tfjs_speedup !== undefined) {
+          rows.push(
+            [
+              'TensorFlow.js step',
+              `${f(r.tfjs.step_ms, 0)} ms (${r.tfjs.backend}, simd ${r.tfjs.simd}, threads ${r.tfjs.multithread}), peak RSS ${f(r.tfjs.peak_rss_mb, 0)} MB`,
+            ],
+            ['tfjs_speedup', `${f(r.tfjs_speedup, 2)}×`],
+          );
+        }
+        for (const [k, v] of rows) process.stdout.write(`${k.padEnd(26)} ${v}\n`);
+      },
+    );
 
   bench
     .command('decode')
@@ -79,9 +117,14 @@ export function registerBench(program: Command): void {
     )
     .option('--prompt-len <n>', 'prompt tokens per row', positiveInt('--prompt-len'), 16)
     .option('--new-tokens <n>', 'generated tokens per row', positiveInt('--new-tokens'), 64)
-    .option('--no-peer', 'skip the transformers.js peer')
+    .option('--no-peer', 'skip the peer (transformers.js on cpu, the cpu provider on another)')
     .option('--greedy', 'greedy decoding instead of sampling at temperature 1')
     .option('--repeats <n>', 'timed runs per figure (median reported)', positiveInt('--repeats'), 3)
+    .option(...providerOption)
+    .option('--models <list>', 'comma-separated: testbed, 25M, smollm-135m', (raw) => raw.split(','), [
+      'testbed',
+      '25M',
+    ])
     .action(
       async (o: {
         json?: boolean;
@@ -91,6 +134,8 @@ export function registerBench(program: Command): void {
         peer: boolean;
         greedy?: boolean;
         repeats: number;
+        provider?: Provider;
+        models: string[];
       }) => {
         const { runDecodeBench } = await import('../../../bench/decode.js');
         const r = await runDecodeBench({
@@ -100,15 +145,26 @@ export function registerBench(program: Command): void {
           peer: o.peer,
           greedy: o.greedy ?? false,
           repeats: o.repeats,
+          provider: o.provider ?? envProvider(),
+          models: o.models,
           log: progress,
         });
         if (printedAsJson(o.json, r)) return;
-        process.stdout.write('model   params   batch   duel tok/s   transformers.js tok/s   speedup\n');
+        const onDevice = r.provider !== 'cpu';
+        process.stdout.write(
+          onDevice
+            ? `model   params   batch   ${r.provider} tok/s   cpu provider tok/s   speedup   bytes/token in, out\n`
+            : 'model   params   batch   duel tok/s   transformers.js tok/s   speedup\n',
+        );
         for (const row of r.rows) {
-          const peer = row.transformersjs_tokens_per_s?.toFixed(0) ?? '-';
-          const speedup = row.speedup ? `${row.speedup.toFixed(2)}×` : '-';
+          const peer = (onDevice ? row.cpu_tokens_per_s : row.transformersjs_tokens_per_s)?.toFixed(0) ?? '-';
+          const x = onDevice ? row.speedup_vs_cpu : row.speedup;
+          const speedup = x ? `${x.toFixed(2)}×` : '-';
+          const moved = row.moved_per_token
+            ? `   ${row.moved_per_token.toDevice.toFixed(0)}, ${row.moved_per_token.toHost.toFixed(0)}`
+            : '';
           process.stdout.write(
-            `${row.model.padEnd(7)} ${(row.params / 1e6).toFixed(2).padStart(6)}M ${String(row.batch).padStart(6)} ${row.duel_tokens_per_s.toFixed(0).padStart(12)} ${peer.padStart(23)} ${speedup.padStart(9)}\n`,
+            `${row.model.padEnd(7)} ${(row.params / 1e6).toFixed(2).padStart(6)}M ${String(row.batch).padStart(6)} ${row.duel_tokens_per_s.toFixed(0).padStart(12)} ${peer.padStart(onDevice ? 20 : 23)} ${speedup.padStart(9)}${moved}\n`,
           );
         }
         process.stdout.write(

@@ -56,7 +56,8 @@ export type Request =
   | { op: 'create'; bytes: Uint8Array; options: SessionOptions }
   | { op: 'run'; session: number; feeds: Record<string, WireTensor>; fetch: string[]; binding?: StateBinding }
   | { op: 'release'; session: number }
-  | { op: 'endProfiling'; session: number }
+  /** Writes the profile of every profiled session in the worker. */
+  | { op: 'endProfiling' }
   /** `session`: the session whose provider decides where the tensors live. */
   | { op: 'setState'; session: number; state: string; tensors: Record<string, WireTensor> }
   | { op: 'getState'; state: string; keys: string[] }

@@ -18,6 +18,11 @@ export interface RuntimeOptions {
   provider?: Provider;
   /** Threads per op; 0 = the container's CPU limit. @default 0 */
   intraOpThreads?: number;
+  /**
+   * Profile every session's runs (per node: provider, kernel time) into JSON files whose paths
+   * start with this; `endProfiling` writes them (`duel bench placement` reads them).
+   */
+  profilePrefix?: string;
 }
 
 /** CPUs this process may use: the cgroup quota when one is set, else the visible cores. */
@@ -94,8 +99,6 @@ export interface LoadOptions {
    * whose state binding writes outputs back run after run. Fetched outputs are copied back.
    */
   outputsOnDevice?: boolean;
-  /** Profile every run into a file whose path starts with this (`endProfiling` writes it). */
-  profilePrefix?: string;
 }
 
 export class Session {
@@ -140,11 +143,6 @@ export class Session {
     await this.channel.call({ op: 'release', session: this.id });
   }
 
-  /** Writes the profile of the runs so far (loaded with `profilePrefix`). */
-  async endProfiling(): Promise<void> {
-    await this.channel.call({ op: 'endProfiling', session: this.id });
-  }
-
   /** What this session's worker holds in device memory (every state in it, not only this session's). */
   async deviceStats(): Promise<DeviceStats> {
     return (await this.channel.call({ op: 'stats' })).device!;
@@ -154,6 +152,7 @@ export class Session {
 export class Runtime {
   private readonly channels: WorkerChannel[];
   readonly provider: Provider;
+  private readonly profilePrefix: string | undefined;
   readonly intraOpThreads: number;
   private turn = 0;
 
@@ -163,6 +162,7 @@ export class Runtime {
       throw new Error(`runtime: workers must be a positive integer, got ${n}`);
     this.channels = Array.from({ length: n }, () => new WorkerChannel());
     this.provider = options.provider ?? 'cpu';
+    this.profilePrefix = options.profilePrefix;
     this.intraOpThreads = options.intraOpThreads || Math.max(1, Math.floor(cpuLimit() / n));
   }
 
@@ -177,9 +177,19 @@ export class Runtime {
     const reply = await channel.call({
       op: 'create',
       bytes,
-      options: { provider: this.provider, intraOpThreads: this.intraOpThreads, ...options },
+      options: {
+        provider: this.provider,
+        intraOpThreads: this.intraOpThreads,
+        profilePrefix: this.profilePrefix,
+        ...options,
+      },
     });
     return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!, this.provider);
+  }
+
+  /** Writes the profiles of every session so far (a runtime made with `profilePrefix`). */
+  async endProfiling(): Promise<void> {
+    await Promise.all(this.channels.map((c) => c.call({ op: 'endProfiling' })));
   }
 
   async close(): Promise<void> {

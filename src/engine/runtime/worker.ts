@@ -24,6 +24,7 @@ interface Loaded {
   session: ort.InferenceSession;
   /** Every output stays on the device and every run fetches all of them (see the header). */
   outputsOnDevice: boolean;
+  profiled: boolean;
   /**
    * Whether its tensors can live in device memory of its own: webgpu only. cuda would too, but
    * it cannot be tested on any machine of this project, so its state stays in host memory.
@@ -121,7 +122,9 @@ async function createSession(bytes: Uint8Array, options: SessionOptions): Promis
       ...(device && options.outputsOnDevice ? { preferredOutputLocation: 'gpu-buffer' as const } : {}),
       // Nodes left on the CPU are reported by `duel bench placement`, not as a warning per session.
       ...(device ? { logSeverityLevel: 3 as const } : {}),
-      ...(options.profilePrefix ? { enableProfiling: true, profileFilePrefix: options.profilePrefix } : {}),
+      ...(options.profilePrefix
+        ? { enableProfiling: true, profileFilePrefix: `${options.profilePrefix}-${nextSession}` }
+        : {}),
     });
   } catch (error) {
     // The binding lists providers it was compiled with; their libraries or a driver may be absent.
@@ -163,7 +166,12 @@ async function handle(req: Request): Promise<Reply> {
       const session = await createSession(req.bytes, req.options);
       const id = nextSession++;
       const device = req.options.provider === 'webgpu';
-      sessions.set(id, { session, device, outputsOnDevice: device && Boolean(req.options.outputsOnDevice) });
+      sessions.set(id, {
+        session,
+        device,
+        outputsOnDevice: device && Boolean(req.options.outputsOnDevice),
+        profiled: Boolean(req.options.profilePrefix),
+      });
       return {
         ok: true,
         session: id,
@@ -213,7 +221,7 @@ async function handle(req: Request): Promise<Reply> {
       sessions.delete(req.session);
       return { ok: true };
     case 'endProfiling':
-      loaded(req.session).session.endProfiling();
+      for (const { session, profiled } of sessions.values()) if (profiled) session.endProfiling();
       return { ok: true };
     case 'setState': {
       const { device } = loaded(req.session);
