@@ -44,6 +44,11 @@ export interface Emitter {
   scalar(value: number, dtype: DType): string;
   /** A 1-D int64 tensor holding `shape` at run time (symbols read from the inputs that define them). */
   shapeOf(shape: Shape): string;
+  /**
+   * The execution provider the model is compiled for, when known: a lowering may spell its op
+   * with kernels that provider has (onnx.ts, CompileOptions).
+   */
+  readonly provider: string | undefined;
 }
 
 export type OnnxAttr = number | string | number[] | { float: number } | { floats: number[] };

@@ -3,7 +3,7 @@ export { grad } from './autodiff.js';
 export type { DType, TypedArray } from './dtype.js';
 export { countFlops, type FlopCount } from './flops.js';
 export { Graph, type OpDef, Tensor } from './graph.js';
-export { type CompiledModel, compile, OPSET } from './onnx.js';
+export { type CompiledModel, type CompileOptions, compile, OPSET } from './onnx.js';
 export * as T from './ops/index.js';
 export {
   buildTrainStep,

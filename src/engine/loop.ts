@@ -14,6 +14,7 @@ import type { Tensor } from './graph.js';
 import {
   attribute,
   type CompiledModel,
+  type CompileOptions,
   encodeModel,
   graphAttribute,
   graphProto,
@@ -48,10 +49,14 @@ function scalarInit(name: string, value: number, dtype: DType) {
   return tensorProto(name, data, dtype, []);
 }
 
-export function compileTrainLoop(spec: LoopSpec, name = 'train_loop'): CompiledModel {
+export function compileTrainLoop(
+  spec: LoopSpec,
+  name = 'train_loop',
+  options: CompileOptions = {},
+): CompiledModel {
   const nameOf = (t: Tensor) => (t.node.attrs as { name: string }).name;
   const stepDtype = spec.step.dtype;
-  const body = lower(spec.lr.graph, spec.outputs, BODY);
+  const body = lower(spec.lr.graph, spec.outputs, BODY, options);
 
   // Values the body reads: the iteration's slice of each stacked input, lr[i], and step = done + 1.
   const prologue: NodeProto[] = [

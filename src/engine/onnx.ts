@@ -145,8 +145,22 @@ export function graphAttribute(name: string, g: GraphProto): AttributeProto {
 }
 
 /** Compiles the part of `graph` that computes `outputs` into ONNX bytes. */
-export function compile(graph: Graph, outputs: Record<string, Tensor>, name = 'duel'): CompiledModel {
-  const lowered = lower(graph, outputs);
+export interface CompileOptions {
+  /**
+   * The execution provider the model will run on. The graph means the same on every provider;
+   * only ops a provider has no kernel for are spelt otherwise (ONNX Runtime 1.30's WebGPU
+   * provider has no LogSoftmax, which it would run on the CPU with the logits copied across).
+   */
+  provider?: string;
+}
+
+export function compile(
+  graph: Graph,
+  outputs: Record<string, Tensor>,
+  name = 'duel',
+  options: CompileOptions = {},
+): CompiledModel {
+  const lowered = lower(graph, outputs, '', options);
   return encodeModel(name, lowered);
 }
 
@@ -181,7 +195,12 @@ export function graphProto(name: string, g: LoweredGraph): GraphProto {
  * Lowers the part of `graph` that computes `outputs`. Every value name gets `prefix`, so a
  * lowered graph can sit inside another as a subgraph without shadowing the outer names.
  */
-export function lower(graph: Graph, outputs: Record<string, Tensor>, prefix = ''): LoweredGraph {
+export function lower(
+  graph: Graph,
+  outputs: Record<string, Tensor>,
+  prefix = '',
+  options: CompileOptions = {},
+): LoweredGraph {
   // Dead-code elimination: only nodes that reach an output are lowered.
   const keep = reachable(Object.values(outputs));
 
@@ -226,6 +245,7 @@ export function lower(graph: Graph, outputs: Record<string, Tensor>, prefix = ''
   };
 
   const e: Emitter = {
+    provider: options.provider,
     name: (t) =>
       prefix + (t.node.op === InputOp ? (t.node.attrs as InputAttrs).name : `t${t.node.id}_${t.index}`),
     fresh: (hint) => `${prefix}${hint}_${counter++}`,

@@ -96,16 +96,20 @@ export class TrainingState {
     const step = buildTrainStep(graph, loss, params, spec);
     const t1 = performance.now();
     const model = options.fold
-      ? compileTrainLoop({
-          outputs: step.outputs,
-          carried: [...params.values(), ...step.state.values()],
-          lr: step.lr,
-          step: step.step,
-          perStep: graph.inputs.filter(
-            (t) => ![...params.values(), ...step.state.values(), step.lr, step.step].includes(t),
-          ),
-        })
-      : compile(graph, step.outputs, 'train_step');
+      ? compileTrainLoop(
+          {
+            outputs: step.outputs,
+            carried: [...params.values(), ...step.state.values()],
+            lr: step.lr,
+            step: step.step,
+            perStep: graph.inputs.filter(
+              (t) => ![...params.values(), ...step.state.values(), step.lr, step.step].includes(t),
+            ),
+          },
+          'train_loop',
+          { provider: runtime.provider },
+        )
+      : compile(graph, step.outputs, 'train_step', { provider: runtime.provider });
     const t2 = performance.now();
     const names = [...params.keys()];
     const stateKeys = names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s)));

@@ -4,6 +4,8 @@
  * duel runs, in float32, and the state that must stay in device memory between runs.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { runPlacementBench } from '../../bench/placement.js';
+import { STACKS } from '../../bench/reference-stack.js';
 import { trainJudge } from '../../src/algorithms/train-judge.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime, T, TrainingState, type WireTensor } from '../../src/engine/index.js';
@@ -241,5 +243,28 @@ describe('state stays in device memory', () => {
     }
     expect(moved[0]!.toDevice).toBeGreaterThan(0);
     expect(moved[1]).toEqual(moved[0]);
+  }, 120_000);
+});
+
+describe('placement', () => {
+  it('runs every float computation of the hot graphs on the device: the CPU keeps only int64 shape and index arithmetic, and the logits never cross', async () => {
+    const r = await runPlacementBench({ provider: 'webgpu', model: 'tiny', runs: 2, log: () => {} });
+    expect(r.graphs.map((g) => g.graph)).toEqual([
+      'training step (AdamW)',
+      'decoding step (KV cache, in-graph draw)',
+      'judge K×K comparison',
+      'completion log-probs',
+    ]);
+    const { batch, seq, vocab } = STACKS.tiny!;
+    for (const g of r.graphs) {
+      expect(g.nodes.WebGpuExecutionProvider, g.graph).toBeGreaterThan(100);
+      // Casts of int64 masks and counts to float are the only CPU nodes with a float output.
+      expect(
+        g.cpu_float_nodes.filter((n) => !n.startsWith('Cast_')),
+        g.graph,
+      ).toEqual([]);
+      expect(g.cpu_ops.LogSoftmax, g.graph).toBeUndefined();
+      expect(g.copies.bytes_per_run, g.graph).toBeLessThan((batch * seq * vocab * 4) / 4);
+    }
   }, 120_000);
 });

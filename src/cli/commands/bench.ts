@@ -174,6 +174,40 @@ export function registerBench(program: Command): void {
     );
 
   bench
+    .command('placement')
+    .description(
+      'which provider ran each node of the training step, decoding step, judge and log-probs graphs (ONNX Runtime profiles)',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option(...providerOption)
+    .option('--model <name>', 'stack, smollm-135m or tiny: the model every graph is built for', 'stack')
+    .option('--runs <n>', 'profiled runs of each graph', positiveInt('--runs'), 3)
+    .action(async (o: { json?: boolean; provider?: Provider; model: string; runs: number }) => {
+      const { runPlacementBench } = await import('../../../bench/placement.js');
+      const r = await runPlacementBench({
+        provider: o.provider ?? envProvider(),
+        model: o.model,
+        runs: o.runs,
+        log: progress,
+      });
+      if (printedAsJson(o.json, r)) return;
+      for (const g of r.graphs) {
+        const nodes = Object.entries(g.nodes)
+          .map(
+            ([p, n]) =>
+              `${n} on ${p.replace('ExecutionProvider', '')} (${(g.ms_per_run[p] ?? 0).toFixed(1)} ms/run)`,
+          )
+          .join(', ');
+        const cpu = Object.entries(g.cpu_ops)
+          .map(([op, n]) => `${op}×${n}`)
+          .join(' ');
+        process.stdout.write(
+          `${g.graph}\n  nodes: ${nodes}\n  on the CPU: ${cpu || 'nothing'} (float outputs: ${g.cpu_float_nodes.join(', ') || 'none'})\n  copies: ${g.copies.nodes} nodes, ${g.copies.bytes_per_run.toFixed(0)} bytes per run\n`,
+        );
+      }
+    });
+
+  bench
     .command('train')
     .description(
       'training tokens/s of every round recipe, end to end and in the step loop, and the cost per token relative to SFT',

@@ -56,8 +56,25 @@ const Softmax: OpDef<AxisAttrs> = {
 const LogSoftmax: OpDef<AxisAttrs> = {
   name: 'logSoftmax',
   infer: ([x]) => [like(x!)],
-  lower: (e, n) =>
-    e.emit('LogSoftmax', [e.name(n.inputs[0]!)], [e.name(n.outputs[0]!)], { axis: n.attrs.axis }),
+  lower: (e, n) => {
+    const [x, y] = [e.name(n.inputs[0]!), e.name(n.outputs[0]!)];
+    if (e.provider !== 'webgpu') return e.emit('LogSoftmax', [x], [y], { axis: n.attrs.axis });
+    // WebGPU has no LogSoftmax kernel: (x − m) − log Σ exp(x − m), m the max, all on the device.
+    const axes = e.ints([n.attrs.axis]);
+    const [m, shifted, ex, sum, lse] = ['max', 'shifted', 'exp', 'sum', 'lse'].map((h) => e.fresh(h)) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    e.emit('ReduceMax', [x, axes], [m], { keepdims: 1 });
+    e.emit('Sub', [x, m], [shifted]);
+    e.emit('Exp', [shifted], [ex]);
+    e.emit('ReduceSum', [ex, axes], [sum], { keepdims: 1 });
+    e.emit('Log', [sum], [lse]);
+    e.emit('Sub', [shifted, lse], [y]);
+  },
   // dx = g − softmax(x) · Σ g
   vjp: ({ outputs: [y], grads: [g], attrs: { axis } }) =>
     g ? [sub(g, mul(exp(y!), reduceSum(g, axis, true)))] : [],

@@ -80,7 +80,7 @@ export class JudgeRunner {
     weights: Record<string, HostTensor>,
   ): Promise<JudgeRunner> {
     const { graph, logits } = judgeGraph(cfg);
-    const session = await runtime.load(compile(graph, { logits }, 'judge'));
+    const session = await runtime.load(compile(graph, { logits }, 'judge', { provider: runtime.provider }));
     const stateId = `judge-${process.pid}-${counter++}`;
     await session.setState(stateId, weights);
     return new JudgeRunner(cfg, session, stateId, Object.keys(weights));

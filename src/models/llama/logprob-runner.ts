@@ -35,7 +35,9 @@ export class LogprobRunner {
       targets: g.input('targets', 'int64', ['B', 'T']),
       targetMask: g.input('target_mask', 'float32', ['B', 'T']),
     });
-    const session = await runtime.load(compile(g, { per_token: perToken, summed }, 'logprobs'));
+    const session = await runtime.load(
+      compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider }),
+    );
     const stateId = `logprobs-${process.pid}-${counter++}`;
     await session.setState(stateId, weights);
     return new LogprobRunner(config, session, stateId, config.padTokenId ?? 0);

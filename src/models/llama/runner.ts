@@ -29,7 +29,9 @@ export class DecoderRunner {
   static async create(runtime: Runtime, config: LlamaConfig, weights: Record<string, HostTensor>) {
     const { graph, outputs } = buildDecoderGraph(config, { lastOnly: true, weights, sampling: true });
     // The cache each step writes back stays on the device; only ids go in and draws come out.
-    const session = await runtime.load(compile(graph, outputs, 'decoder'), { outputsOnDevice: true });
+    const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
+      outputsOnDevice: true,
+    });
     return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`);
   }
 
