@@ -1,8 +1,9 @@
 /**
  * Overlays: functions from the base's objects to an environment's. `dev` is a CPU-only laptop
  * cluster (kind, k3d, minikube); `gpu` puts the sampler, scorer and trainer on NVIDIA nodes with the
- * CUDA image and execution provider; `keda` and `knative` build on `gpu` and add event-driven and
- * request-driven scale-to-zero.
+ * GPU image and the webgpu execution provider (Dawn over the driver's Vulkan: the GPU path duel
+ * tests; the cuda image stays for installs that can fetch ONNX Runtime's CUDA provider, untested);
+ * `keda` and `knative` build on `gpu` and add event-driven and request-driven scale-to-zero.
  */
 
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
@@ -25,7 +26,7 @@ import {
 
 const WAKE_CONSUMER = 'duel-trainer-wake';
 
-const CUDA_IMAGE = `ghcr.io/duel-ml/duel:${VERSION}-cuda12`;
+const GPU_IMAGE = `ghcr.io/duel-ml/duel:${VERSION}-gpu`;
 
 const isRole = (o: KubeObject, roles: readonly Role[]): o is Deployment =>
   o instanceof Deployment && roles.some((r) => o.metadata?.name === `duel-${r}`);
@@ -62,8 +63,13 @@ function gpu(): KubeObject[] {
       spec.tolerations = [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }];
       mapContainers(o, (c) => ({
         ...c,
-        image: CUDA_IMAGE,
-        env: [...(c.env ?? []), { name: 'DUEL_RUNTIME_PROVIDER', value: 'cuda' }],
+        image: GPU_IMAGE,
+        env: [
+          ...(c.env ?? []),
+          { name: 'DUEL_RUNTIME_PROVIDER', value: 'webgpu' },
+          // The NVIDIA container runtime mounts the driver's Vulkan ICD only with `graphics`.
+          { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'compute,utility,graphics' },
+        ],
         resources: {
           requests: { cpu: '4', memory: '16Gi', 'nvidia.com/gpu': '1' },
           limits: { memory: '64Gi', 'nvidia.com/gpu': '1' },

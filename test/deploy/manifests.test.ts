@@ -79,9 +79,14 @@ describe.each(Object.keys(OVERLAYS))('overlay %s', (overlay) => {
   it('gives every GPU workload nvidia.com/gpu limits, and only GPU workloads', () => {
     for (const { owner, spec } of podTemplates(objs))
       for (const c of spec.containers) {
-        const cuda = (c.env ?? []).some((e) => e.name === 'DUEL_RUNTIME_PROVIDER' && e.value === 'cuda');
-        expect(c.resources?.limits?.['nvidia.com/gpu'] !== undefined, `${owner.metadata.name}`).toBe(cuda);
-        if (cuda) expect(c.image).toMatch(/-cuda12$/);
+        const env = new Map((c.env ?? []).map((e) => [e.name, e.value]));
+        const gpu = env.get('DUEL_RUNTIME_PROVIDER') === 'webgpu';
+        expect(c.resources?.limits?.['nvidia.com/gpu'] !== undefined, `${owner.metadata.name}`).toBe(gpu);
+        if (gpu) {
+          expect(c.image).toMatch(/-gpu$/);
+          // Without `graphics` the container runtime mounts no Vulkan driver and Dawn finds no adapter.
+          expect(env.get('NVIDIA_DRIVER_CAPABILITIES')?.split(',')).toContain('graphics');
+        }
       }
   });
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Packs what bench/gpu.sh needs on a lent GPU machine into .gpu/ (ignored by git, named in the
+# device call's `carry`): Node itself (the machine's image may have none), the bundled `duel`
+# command with the only packages it loads from node_modules for the benchmarks (onnxruntime-node
+# and Dawn's webgpu binding, linux/x64 only), and the Vulkan loader as a Debian package. xz keeps
+# it under the 64 MiB a device call carries. Run here after `npm run build`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .gpu && mkdir -p .gpu
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+
+xz -T0 -6 -c "$(command -v node)" >.gpu/node.xz
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/duel/node_modules"
+cp -r package.json proto "$stage/duel/"
+mkdir -p "$stage/duel/dist" && cp -r dist/bin "$stage/duel/dist/bin"
+for p in onnxruntime-node onnxruntime-common webgpu debug ms; do cp -r "node_modules/$p" "$stage/duel/node_modules/"; done
+find "$stage/duel/node_modules/onnxruntime-node/bin" -mindepth 2 -maxdepth 2 ! -name linux -exec rm -rf {} +
+find "$stage/duel/node_modules/onnxruntime-node/bin" -path '*/linux/*' -mindepth 3 -maxdepth 3 ! -name x64 -exec rm -rf {} +
+find "$stage/duel/node_modules/webgpu/dist" -mindepth 1 -maxdepth 1 ! -name linux-x64 -exec rm -rf {} +
+tar -C "$stage" -cf - duel | xz -T0 -6 >.gpu/duel.tar.xz
+
+# The Vulkan loader for x86-64, whatever this machine is (the device tool's README).
+lists=$(mktemp -d)
+o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+mkdir -p "$lists/partial"
+apt-get "${o[@]}" update -qq >/dev/null 2>&1
+(cd .gpu && apt-get "${o[@]}" download libvulkan1 >/dev/null 2>&1)
+rm -rf "$lists"
+du -ch .gpu/* | tail -n 1 | sed 's/^/gpu-pack: .gpu holds /'
