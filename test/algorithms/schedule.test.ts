@@ -2,28 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { planRun } from '../../services/orchestrator/spec.js';
 import { recipesByRound } from '../../src/algorithms/recipes/index.js';
 import { hyperparametersAt, parseSchedule } from '../../src/algorithms/schedule.js';
-import { DuelError } from '../../src/errors.js';
 import { RunSpec } from '../../src/gen/duel/v1/runs.js';
-
-const refusal = (f: () => unknown): DuelError => {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof DuelError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
-};
-const refused = (p: Promise<unknown>): Promise<DuelError> =>
-  p.then(
-    () => {
-      throw new Error('expected a refusal');
-    },
-    (e) => {
-      if (e instanceof DuelError) return e;
-      throw e;
-    },
-  );
+import { refusal, refused } from '../helpers/refusal.js';
 
 describe('hyper-parameter schedules', () => {
   it('reads lists with repeats, and leaves plain values alone', () => {

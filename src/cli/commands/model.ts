@@ -1,8 +1,9 @@
 /**
  * `duel model init` (a fresh model directory from a config.json), `duel model logprobs` (summed
  * completion log-probs of JSONL records), `duel model export-onnx` (the decoder in the
- * transformers.js / Optimum layout), `duel model average` (iterate averaging of checkpoints) and
- * `duel sample` (batched generation).
+ * transformers.js / Optimum layout), `duel model average` (iterate averaging of checkpoints),
+ * `duel model merge` (a LoRA adapter merged into its base) and `duel sample` (batched generation).
+ * `--adapter` puts a LoRA adapter in PEFT's layout on the model for log-probs and sampling.
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,6 +17,7 @@ import { exportDecoderOnnx } from '../../models/llama/graphs.js';
 import { LogprobRunner } from '../../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../../models/llama/runner.js';
 import { initLlamaWeights } from '../../models/llama/weights.js';
+import { mergeAdapter, readAdapterDir } from '../../models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../models/model-dir.js';
 import { TextTokenizer } from '../../models/tokenizer.js';
 import { intFlag, numberFlag } from '../flags.js';
@@ -87,28 +89,32 @@ export function registerModel(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model directory')
     .requiredOption('--input <file>', 'JSONL records')
+    .option('--adapter <dir>', 'a LoRA adapter (PEFT layout) on the model')
     .option('--batch-size <n>', 'sequences per forward pass', intFlag('--batch-size', 1), 32)
     .option('--quiet', 'no progress lines')
-    .action(async (o: { model: string; input: string; batchSize: number; quiet?: boolean }) => {
-      const records = readJsonl(o.input, LogprobRecord);
-      const m = loadModelDir(o.model);
-      const runtime = cliRuntime({ workers: 1 });
-      try {
-        const runner = await LogprobRunner.create(runtime, m.config, m.weights);
-        const p = progress('logprobs', records.length, o.quiet);
-        for (const [i, r] of records.entries()) {
-          const scored = await runner.logprobs(
-            r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
-            o.batchSize,
-          );
-          writeJsonl({ ...r, logprobs: scored.map((s) => s.summed) });
-          p.tick(i + 1);
+    .action(
+      async (o: { model: string; input: string; adapter?: string; batchSize: number; quiet?: boolean }) => {
+        const records = readJsonl(o.input, LogprobRecord);
+        const m = loadModelDir(o.model);
+        const adapter = o.adapter ? readAdapterDir(o.adapter, m.config) : undefined;
+        const runtime = cliRuntime({ workers: 1 });
+        try {
+          const runner = await LogprobRunner.create(runtime, m.config, m.weights, adapter);
+          const p = progress('logprobs', records.length, o.quiet);
+          for (const [i, r] of records.entries()) {
+            const scored = await runner.logprobs(
+              r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
+              o.batchSize,
+            );
+            writeJsonl({ ...r, logprobs: scored.map((s) => s.summed) });
+            p.tick(i + 1);
+          }
+          p.finish();
+        } finally {
+          await runtime.close();
         }
-        p.finish();
-      } finally {
-        await runtime.close();
-      }
-    });
+      },
+    );
 
   model
     .command('export-onnx')
@@ -144,6 +150,26 @@ export function registerModel(program: Command): void {
     });
 
   model
+    .command('merge')
+    .description(
+      'a LoRA adapter (PEFT layout) merged into its base model: W + scale·B·A, a full model directory',
+    )
+    .requiredOption('--model <dir>', 'the base model directory')
+    .requiredOption(
+      '--adapter <dir>',
+      'the adapter directory (adapter_config.json, adapter_model.safetensors)',
+    )
+    .requiredOption('--out <dir>', 'the model directory to write (replaced only once complete)')
+    .action((o: { model: string; adapter: string; out: string }) => {
+      const m = loadModelDir(o.model);
+      const adapter = readAdapterDir(o.adapter, m.config);
+      saveModelDir(o.out, m.config, mergeAdapter(m.weights, m.config, adapter), { tokenizerFrom: o.model });
+      process.stderr.write(
+        `wrote ${o.out}: ${o.model} with the rank-${adapter.config.rank} adapter on ${adapter.config.targets.join(', ')} merged in\n`,
+      );
+    });
+
+  model
     .command('average')
     .description(
       "the uniform average of several checkpoints' weights as one model directory (iterate averaging over rounds)",
@@ -162,6 +188,7 @@ export function registerModel(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model directory')
     .requiredOption('--prompts <file>', 'JSONL prompts')
+    .option('--adapter <dir>', 'a LoRA adapter (PEFT layout) on the model')
     .option('-n, --n <k>', 'samples per prompt', intFlag('-n', 1), 1)
     .option(
       '--temperature <t>',
@@ -191,6 +218,7 @@ export function registerModel(program: Command): void {
       async (o: {
         model: string;
         prompts: string;
+        adapter?: string;
         n: number;
         temperature: number;
         topK: number;
@@ -204,6 +232,7 @@ export function registerModel(program: Command): void {
       }) => {
         const records = readJsonl(o.prompts, PromptRecord);
         const m = loadModelDir(o.model);
+        const adapter = o.adapter ? readAdapterDir(o.adapter, m.config) : undefined;
         const tokenizer = existsSync(join(o.model, 'tokenizer.json'))
           ? TextTokenizer.fromDir(o.model)
           : undefined;
@@ -220,7 +249,7 @@ export function registerModel(program: Command): void {
         });
         const runtime = cliRuntime({ workers: 1 });
         try {
-          const policy = await DecoderRunner.create(runtime, m.config, m.weights);
+          const policy = await DecoderRunner.create(runtime, m.config, m.weights, adapter);
           const ref = o.mixtureRef ? loadModelDir(o.mixtureRef) : undefined;
           const reference = ref ? await DecoderRunner.create(runtime, ref.config, ref.weights) : undefined;
           const p = progress('sample', records.length, o.quiet);

@@ -25,6 +25,11 @@ export interface DecoderInputs {
   lastOnly?: boolean;
   /** Every token sees every (unpadded) token: the judge's encoder. */
   bidirectional?: boolean;
+  /**
+   * LoRA on the named linear layers (`q_proj`, ..., `down_proj`): y = W x + scale · B A x, with A and
+   * B looked up as `<module>.lora_A.weight` and `<module>.lora_B.weight` (src/models/lora/).
+   */
+  lora?: { scale: number; targets: ReadonlySet<string> };
 }
 
 export interface DecoderOutputs {
@@ -137,13 +142,21 @@ export function llamaTrunk(
 
   let h = T.reshape(T.gather(embed, inputIds), [-1, cfg.hiddenSize]);
   const scale = 1 / Math.sqrt(d);
+  // A module's linear layer, with its adapter when it has one (PEFT's order: B(A(x)) · scale).
+  const lora = inputs.lora;
+  const layer = (x: Tensor, module: string, b?: Tensor) => {
+    const y = linear(x, w(`${module}.weight`), b);
+    if (!lora?.targets.has(module.slice(module.lastIndexOf('.') + 1))) return y;
+    const down = linear(x, w(`${module}.lora_A.weight`));
+    return T.add(y, T.mul(linear(down, w(`${module}.lora_B.weight`)), lora.scale));
+  };
   const present: DecoderOutputs['present'] = [];
 
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = layerPrefix(i);
     const attnIn = T.rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
     const bias = (n: string) => (cfg.qkvBias ? w(`${p}.self_attn.${n}.bias`) : undefined);
-    const proj = (n: string) => linear(attnIn, w(`${p}.self_attn.${n}.weight`), bias(n));
+    const proj = (n: string) => layer(attnIn, `${p}.self_attn.${n}`, bias(n));
     const q = applyRotary(splitHeads(proj('q_proj'), b, t, nh, d), cos, sin, d / 2);
     let k = applyRotary(splitHeads(proj('k_proj'), b, t, nkv, d), cos, sin, d / 2);
     let v = splitHeads(proj('v_proj'), b, t, nkv, d);
@@ -167,12 +180,12 @@ export function llamaTrunk(
       -1,
       nh * d,
     ]);
-    h = T.add(h, linear(merged, w(`${p}.self_attn.o_proj.weight`)));
+    h = T.add(h, layer(merged, `${p}.self_attn.o_proj`));
 
     const mlpIn = T.rmsNorm(h, w(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
-    const gate = T.silu(linear(mlpIn, w(`${p}.mlp.gate_proj.weight`)));
-    const up = linear(mlpIn, w(`${p}.mlp.up_proj.weight`));
-    h = T.add(h, linear(T.mul(gate, up), w(`${p}.mlp.down_proj.weight`)));
+    const gate = T.silu(layer(mlpIn, `${p}.mlp.gate_proj`));
+    const up = layer(mlpIn, `${p}.mlp.up_proj`);
+    h = T.add(h, layer(T.mul(gate, up), `${p}.mlp.down_proj`));
   }
 
   const hidden = T.reshape(T.rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps), [b, t, cfg.hiddenSize]);

@@ -7,6 +7,8 @@
  * Hugging Face names.
  */
 import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
+import type { Adapter } from '../lora/adapter.js';
+import { loraScale } from '../lora/config.js';
 import type { LlamaConfig } from './config.js';
 import { llamaForward } from './decoder.js';
 import { type HostTensor, llamaParams } from './weights.js';
@@ -19,6 +21,8 @@ export const presentValue = (i: number) => `present.${i}.value`;
 export interface DecoderGraphOptions {
   /** Weights as initializers (export) instead of inputs named by their HF names. */
   weights?: Record<string, HostTensor>;
+  /** A LoRA adapter, its tensors as initializers too. */
+  adapter?: Adapter;
   /** Logits of the last position only ([B, 1, V]); the export keeps all positions. */
   lastOnly?: boolean;
   /**
@@ -54,12 +58,22 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   }));
   const attentionMask = g.input('attention_mask', 'int64', ['B', 'P+T']);
   const positionIds = g.input('position_ids', 'int64', ['B', 'T']);
+  for (const [name, t] of Object.entries(options.adapter?.tensors ?? {}))
+    params.set(name, g.constant(Float32Array.from(t.data), 'float32', t.dims));
   const { logits, present } = llamaForward(cfg, (n) => params.get(n)!, {
     inputIds,
     attentionMask,
     positionIds,
     past,
     lastOnly: options.lastOnly ?? false,
+    ...(options.adapter
+      ? {
+          lora: {
+            scale: loraScale(options.adapter.config),
+            targets: new Set<string>(options.adapter.config.targets),
+          },
+        }
+      : {}),
   });
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };
   present.forEach((p, i) => {

@@ -4,6 +4,8 @@
  */
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
 import { type CompletionRecord, completionBatch } from '../batch.js';
+import { type Adapter, loraParams } from '../lora/adapter.js';
+import { loraScale } from '../lora/config.js';
 import type { LlamaConfig } from './config.js';
 import { sequenceLogprobs } from './logprobs.js';
 import { type HostTensor, llamaParams } from './weights.js';
@@ -23,24 +25,41 @@ export class LogprobRunner {
     private readonly session: Session,
     private readonly stateId: string,
     private readonly padId: number,
+    private readonly paramNames: string[],
   ) {}
 
-  static async create(runtime: Runtime, config: LlamaConfig, weights: Record<string, HostTensor>) {
+  /** With `adapter`: log-probs of base + adapter, the adapter's tensors beside the weights. */
+  static async create(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    adapter?: Adapter,
+  ) {
     const g = new Graph();
     const params = new Map<string, Tensor>();
-    for (const spec of llamaParams(config)) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
+    const specs = [...llamaParams(config), ...(adapter ? loraParams(config, adapter.config) : [])];
+    for (const spec of specs) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
     const { perToken, summed } = sequenceLogprobs(config, (n) => params.get(n)!, {
       inputIds: g.input('input_ids', 'int64', ['B', 'T']),
       attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
       targets: g.input('targets', 'int64', ['B', 'T']),
       targetMask: g.input('target_mask', 'float32', ['B', 'T']),
+      ...(adapter
+        ? { lora: { scale: loraScale(adapter.config), targets: new Set<string>(adapter.config.targets) } }
+        : {}),
     });
     const session = await runtime.load(
       compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider }),
     );
     const stateId = `logprobs-${process.pid}-${counter++}`;
-    await session.setState(stateId, weights);
-    return new LogprobRunner(config, session, stateId, config.padTokenId ?? 0);
+    await session.setState(stateId, { ...weights, ...adapter?.tensors });
+    return new LogprobRunner(
+      config,
+      session,
+      stateId,
+      config.padTokenId ?? 0,
+      specs.map((s) => s.name),
+    );
   }
 
   async logprobs(records: CompletionRecord[], maxBatch = 32): Promise<CompletionLogprobs[]> {
@@ -59,7 +78,7 @@ export class LogprobRunner {
         ['per_token', 'summed'],
         {
           state: this.stateId,
-          reads: Object.fromEntries(llamaParams(this.config).map((p) => [p.name, p.name])),
+          reads: Object.fromEntries(this.paramNames.map((n) => [n, n])),
           writes: {},
         },
       );

@@ -4,7 +4,7 @@
  */
 import { T, type Tensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';
-import { llamaForward, type Weights } from './decoder.js';
+import { type DecoderInputs, llamaForward, type Weights } from './decoder.js';
 
 /** log p(targets[b, t] | logits[b, t, :]) as [B, T]. */
 export function tokenLogprobs(logits: Tensor, targets: Tensor): Tensor {
@@ -20,11 +20,17 @@ export interface SequenceInputs {
   targets: Tensor;
   /** float [B, T]: 1 where the target is a completion token; prompt and padding are masked. */
   targetMask: Tensor;
+  /** A LoRA adapter on the decoder (DecoderInputs.lora). */
+  lora?: DecoderInputs['lora'];
 }
 
 /** Per-token log-probs of the completion tokens ([B, T], 0 where masked) and their sum per row. */
 export function sequenceLogprobs(cfg: LlamaConfig, w: Weights, inputs: SequenceInputs) {
-  const { logits } = llamaForward(cfg, w, { inputIds: inputs.inputIds, attentionMask: inputs.attentionMask });
+  const { logits } = llamaForward(cfg, w, {
+    inputIds: inputs.inputIds,
+    attentionMask: inputs.attentionMask,
+    ...(inputs.lora ? { lora: inputs.lora } : {}),
+  });
   const perToken = T.mul(tokenLogprobs(logits, inputs.targets), inputs.targetMask);
   return { perToken, summed: T.reduceSum(perToken, -1) };
 }

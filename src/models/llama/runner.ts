@@ -6,6 +6,7 @@
  * weights (a new checkpoint) mean a new session.
  */
 import { compile, type Runtime, type Session, type WireTensor } from '../../engine/index.js';
+import type { Adapter } from '../lora/adapter.js';
 import type { LlamaConfig } from './config.js';
 import { buildDecoderGraph, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
 import type { HostTensor } from './weights.js';
@@ -26,8 +27,19 @@ export class DecoderRunner {
     private readonly stateId: string,
   ) {}
 
-  static async create(runtime: Runtime, config: LlamaConfig, weights: Record<string, HostTensor>) {
-    const { graph, outputs } = buildDecoderGraph(config, { lastOnly: true, weights, sampling: true });
+  /** With `adapter`: base + adapter, compiled in (a new adapter means a new runner). */
+  static async create(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    adapter?: Adapter,
+  ) {
+    const { graph, outputs } = buildDecoderGraph(config, {
+      lastOnly: true,
+      weights,
+      sampling: true,
+      ...(adapter ? { adapter } : {}),
+    });
     // The cache each step writes back stays on the device; only ids go in and draws come out.
     const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
       outputsOnDevice: true,
