@@ -4,7 +4,7 @@
  * the tensor and both shapes.
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { rng } from '../src/models/common/rng.js';
@@ -101,5 +101,81 @@ describe('LoRA on the command line', () => {
     expect(r.stderr).toMatch(
       /base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight: has shape \[4,32\], the base model implies \[4,16\]/,
     );
+  });
+});
+
+describe('training an adapter on the command line', () => {
+  it('trains a fresh adapter with --lora, continues it with --adapter, and the result loads where the base does', () => {
+    writeFileSync(
+      join(dir, 'round.jsonl'),
+      `${[
+        {
+          prompt_ids: [1, 2],
+          completion_ids: [[3, 4], [5], [6, 7]],
+          prefs: [
+            [0.5, 0.8, 0.3],
+            [0.2, 0.5, 0.6],
+            [0.7, 0.4, 0.5],
+          ],
+        },
+        {
+          prompt_ids: [8],
+          completion_ids: [[9], [10, 11], [2, 2]],
+          prefs: [
+            [0.5, 0.1, 0.45],
+            [0.9, 0.5, 0.65],
+            [0.55, 0.35, 0.5],
+          ],
+        },
+      ]
+        .map((r) => JSON.stringify(r))
+        .join('\n')}\n`,
+    );
+    const train = (...extra: string[]) =>
+      duel(
+        'train',
+        'round',
+        '--algo',
+        'sppo',
+        '--model',
+        'base',
+        '--data',
+        'round.jsonl',
+        '--optimizer',
+        'sgd',
+        '--lr',
+        '0.5',
+        '--steps',
+        '2',
+        '--batch-size',
+        '2',
+        '--quiet',
+        ...extra,
+      );
+    const first = train('--lora', 'rank=2,alpha=4,targets=q_proj+v_proj', '--out', 'trained');
+    expect(first.status, first.stderr).toBe(0);
+    const config = JSON.parse(readFileSync(join(dir, 'trained', 'adapter_config.json'), 'utf8'));
+    expect(config).toMatchObject({
+      peft_type: 'LORA',
+      r: 2,
+      lora_alpha: 4,
+      target_modules: ['q_proj', 'v_proj'],
+    });
+    expect(JSON.parse(readFileSync(join(dir, 'trained', 'metrics.json'), 'utf8'))).toMatchObject({
+      algo: 'sppo',
+      steps: 2,
+    });
+    // Only the adapter moved: it now changes the model's log-probs (a fresh one does not).
+    const logprobs = (...extra: string[]) =>
+      lines(
+        duel('model', 'logprobs', '--model', 'base', '--input', 'records.jsonl', '--quiet', ...extra).stdout,
+      ).flatMap((l: { logprobs: number[] }) => l.logprobs);
+    expect(logprobs('--adapter', 'trained')).not.toEqual(logprobs());
+    const again = train('--adapter', 'trained', '--out', 'trained-2');
+    expect(again.status, again.stderr).toBe(0);
+    expect(logprobs('--adapter', 'trained-2')).not.toEqual(logprobs('--adapter', 'trained'));
+    const both = train('--adapter', 'trained', '--lora', 'rank=2', '--out', 'x');
+    expect(both.status).toBe(2);
+    expect(both.stderr).toMatch(/--lora: give --lora \(a fresh adapter\) or --adapter/);
   });
 });

@@ -11,7 +11,9 @@ import type { CompletionBatch } from '../models/batch.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import type { CompletionLogprobs } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
-import { llamaParams } from '../models/llama/weights.js';
+import { type HostTensor, llamaParams } from '../models/llama/weights.js';
+import { type Adapter, loraParams } from '../models/lora/adapter.js';
+import { loraScale } from '../models/lora/config.js';
 import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';
 import type { ConfiguredRecipe, Row, SlotLogps } from './recipes/index.js';
 import { FROZEN, type Frozen } from './recipes/recipe.js';
@@ -43,16 +45,39 @@ export class RoundProgram {
     private readonly recipe: ConfiguredRecipe,
     /** One row of each slot, for the names and widths of its features. */
     private readonly examples: Record<string, Row>,
+    /**
+     * Train a LoRA adapter of this shape on these frozen base weights: the base becomes constants
+     * of the graph, and only the adapter's A and B are parameters (training state).
+     */
+    private readonly lora?: { base: Record<string, HostTensor>; adapter: Adapter['config'] },
   ) {}
 
   build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
     const inputs = new BatchInputs<StepBatch>(g);
     this.inputs = inputs;
-    const w = parameterLookup(llamaParams(this.cfg), param);
+    const lora = this.lora;
+    let w = parameterLookup(lora ? loraParams(this.cfg, lora.adapter) : llamaParams(this.cfg), param);
+    if (lora) {
+      const trained = w;
+      const frozen = new Map<string, Tensor>();
+      w = (name) => {
+        const base = lora.base[name];
+        if (!base) return trained(name);
+        let t = frozen.get(name);
+        if (!t) {
+          t = g.constant(Float32Array.from(base.data), 'float32', base.dims);
+          frozen.set(name, t);
+        }
+        return t;
+      };
+    }
+    const adapter = lora
+      ? { scale: loraScale(lora.adapter), targets: new Set<string>(lora.adapter.targets) }
+      : undefined;
     const slots = Object.fromEntries(
       Object.entries(this.examples).map(([slot, example]) => [
         slot,
-        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen),
+        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen, adapter),
       ]),
     );
     return T.mean(this.recipe.loss(slots));
@@ -71,6 +96,7 @@ function slotLogps(
   slot: string,
   example: Row,
   frozen: readonly Frozen[],
+  lora?: { scale: number; targets: ReadonlySet<string> },
 ): SlotLogps {
   // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
   const [R, T_] = ['R', `T_${slot}`];
@@ -86,6 +112,7 @@ function slotLogps(
     attentionMask: grid('attention_mask', 'int64', (p) => p.attentionMask),
     targets: grid('targets', 'int64', (p) => p.targets),
     targetMask: mask,
+    ...(lora ? { lora } : {}),
   });
   const frozenInputs = Object.fromEntries(
     frozen.map((z) => {

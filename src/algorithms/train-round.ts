@@ -5,6 +5,10 @@
  * which is also π_t. A step whose loss or gradient is not finite is skipped and counted; a round in
  * which no step applied, or whose last loss is not finite, is reported as diverged and its weights
  * must not be saved. Nothing here names an algorithm: what differs between them is the recipe's.
+ *
+ * With an adapter, the round trains LoRA's A and B on the frozen base: π_θ and π_t are base +
+ * adapter, π_ref is the base without it unless a reference is given, and the round's weights are
+ * the adapter's tensors.
  */
 import { type Runtime, TrainingState } from '../engine/index.js';
 import { DuelError } from '../errors.js';
@@ -15,6 +19,7 @@ import type { LlamaConfig } from '../models/llama/config.js';
 import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import type { HostTensor } from '../models/llama/weights.js';
+import type { Adapter } from '../models/lora/adapter.js';
 import { klOnSamples, winnerLoser, winRates } from './estimators.js';
 import { type RoundRecord, type Row, recipeFor } from './recipes/index.js';
 import { FROZEN } from './recipes/recipe.js';
@@ -33,10 +38,18 @@ export interface TrainRoundOptions extends LoopSettings {
   algo: string;
   hparams: Record<string, unknown>;
   config: LlamaConfig;
-  /** π_θ's starting weights, which are also π_t's. */
+  /** π_θ's starting weights, which are also π_t's (with an adapter: the frozen base). */
   weights: Record<string, HostTensor>;
   reference?: Record<string, HostTensor>;
+  /** Train this LoRA adapter (fresh or continued) on the frozen `weights`. */
+  adapter?: Adapter;
   records: RoundRecord[];
+}
+
+/** A model the round scores or samples from: weights, and an adapter on them. */
+interface Model {
+  weights: Record<string, HostTensor>;
+  adapter?: Adapter | undefined;
 }
 
 export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = true): void {
@@ -69,18 +82,18 @@ export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = 
  * trained weights), built once and reused across slots, resampling and the round's figures.
  */
 class FrozenScorers {
-  private readonly runners = new Map<object, Promise<LogprobRunner>>();
+  private readonly runners = new Map<Model, Promise<LogprobRunner>>();
 
   constructor(
     private readonly runtime: Runtime,
     private readonly cfg: LlamaConfig,
   ) {}
 
-  async logprobs(weights: Record<string, HostTensor>, rows: readonly CompletionRecord[]) {
-    let runner = this.runners.get(weights);
+  async logprobs(model: Model, rows: readonly CompletionRecord[]) {
+    let runner = this.runners.get(model);
     if (!runner) {
-      runner = LogprobRunner.create(this.runtime, this.cfg, weights);
-      this.runners.set(weights, runner);
+      runner = LogprobRunner.create(this.runtime, this.cfg, model.weights, model.adapter);
+      this.runners.set(model, runner);
     }
     return (await runner).logprobs(
       rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
@@ -96,7 +109,7 @@ class FrozenScorers {
 export async function trainRound(
   runtime: Runtime,
   o: TrainRoundOptions,
-): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
+): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
   const frozen = new FrozenScorers(runtime, o.config);
   try {
     return await trainRoundWith(runtime, o, frozen);
@@ -109,16 +122,19 @@ async function trainRoundWith(
   runtime: Runtime,
   o: TrainRoundOptions,
   frozen: FrozenScorers,
-): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
+): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
   const recipe = recipeFor(o.algo, o.hparams);
   checkRecords(o.records, o.config.vocabSize, recipe.recipe.needsPrefs);
-  if (recipe.recipe.usesReference && !o.reference)
+  // With an adapter the base model itself is the natural reference: no second copy needed.
+  const reference = o.reference ?? (o.adapter ? o.weights : undefined);
+  if (recipe.recipe.usesReference && !reference)
     throw DuelError.invalidArgument([
       { field: 'ref', description: `${o.algo} needs a reference model (--ref)` },
     ]);
-  const models: Record<FrozenModel, Record<string, HostTensor> | undefined> = {
-    policy: o.weights,
-    reference: o.reference,
+  const start: Model = { weights: o.weights, adapter: o.adapter };
+  const models: Record<FrozenModel, Model | undefined> = {
+    policy: start,
+    reference: reference ? { weights: reference } : undefined,
   };
   const needed = [...new Set(recipe.recipe.frozen.map((z) => FROZEN[z].model))];
   /** The slot's rows of every record with their frozen log-probs. */
@@ -151,14 +167,20 @@ async function trainRoundWith(
     o.config,
     recipe,
     Object.fromEntries(Object.entries(data).map(([slot, d]) => [slot, d.rows[0]![0]!])),
+    o.adapter ? { base: o.weights, adapter: o.adapter.config } : undefined,
   );
   const state = await TrainingState.create(
     runtime,
     program,
     { optimizer: o.optimizer, gradClip: o.gradClip },
     plan(o, o.records.length).schedule,
-    o.weights,
+    o.adapter ? o.adapter.tensors : o.weights,
   );
+  /** The model the training state's parameters stand for. */
+  const current = (params: Record<string, HostTensor>): Model =>
+    o.adapter
+      ? { weights: o.weights, adapter: { config: o.adapter.config, tensors: params } }
+      : { weights: params };
   try {
     const self = recipe.selfSamples;
     let resamples = 0;
@@ -176,7 +198,7 @@ async function trainRoundWith(
             async beforeStep(step: number) {
               if (step === 0 || step % self.every !== 0) return;
               const params = (await state.parameters()) as Record<string, HostTensor>;
-              const gens = await sampleOnce(runtime, o, params, self.maxNewTokens, o.seed + step);
+              const gens = await sampleOnce(runtime, o, current(params), self.maxNewTokens, o.seed + step);
               data[self.slot] = await score(
                 gens.map((g) => [
                   { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, features: {} },
@@ -202,9 +224,10 @@ async function trainRoundWith(
       },
     });
     if (self) result.metrics.resamples = resamples;
+    const trained = current(result.weights);
     if (!result.metrics.diverged)
-      Object.assign(result.metrics, await roundStats(runtime, o, result.weights, frozen));
-    return result;
+      Object.assign(result.metrics, await roundStats(runtime, o, start, trained, models.reference, frozen));
+    return trained.adapter ? { ...result, adapter: trained.adapter } : result;
   } finally {
     await state.dispose();
   }
@@ -218,7 +241,9 @@ async function trainRoundWith(
 async function roundStats(
   runtime: Runtime,
   o: TrainRoundOptions,
-  trained: Record<string, HostTensor>,
+  start: Model,
+  trained: Model,
+  reference: Model | undefined,
   frozen: FrozenScorers,
 ) {
   const all = o.records.flatMap((r) =>
@@ -226,8 +251,8 @@ async function roundStats(
   );
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
   const theta = (await frozen.logprobs(trained, all)).map((x) => x.summed);
-  const start = (await frozen.logprobs(o.weights, all)).map((x) => x.summed);
-  const stats: Partial<RoundMetrics> = { mean_ell: mean(theta.map((x, i) => x - start[i]!)) };
+  const before = (await frozen.logprobs(start, all)).map((x) => x.summed);
+  const stats: Partial<RoundMetrics> = { mean_ell: mean(theta.map((x, i) => x - before[i]!)) };
 
   const gens = await sampleOnce(
     runtime,
@@ -238,9 +263,9 @@ async function roundStats(
   );
   stats.entropy = mean(gens.flatMap((g) => g.entropies));
   stats.completion_length = mean(gens.map((g) => g.tokens.length));
-  if (o.reference) {
+  if (reference) {
     const ref = await frozen.logprobs(
-      o.reference,
+      reference,
       gens.map((g) => ({
         promptIds: o.records[g.prompt]!.prompt_ids,
         completionIds: g.tokens,
@@ -251,7 +276,7 @@ async function roundStats(
       ref.map((x) => x.summed),
     );
     if (o.records.every((r) => r.prefs.length === r.completion_ids.length && r.prefs.length >= 2)) {
-      const refAll = (await frozen.logprobs(o.reference, all)).map((x) => x.summed);
+      const refAll = (await frozen.logprobs(reference, all)).map((x) => x.summed);
       let at = 0;
       const gaps = o.records.map((r) => {
         const base = at;
@@ -270,11 +295,11 @@ async function roundStats(
 async function sampleOnce(
   runtime: Runtime,
   o: TrainRoundOptions,
-  weights: Record<string, HostTensor>,
+  model: Model,
   maxNewTokens: number,
   seed: number,
 ) {
-  const policy = await DecoderRunner.create(runtime, o.config, weights);
+  const policy = await DecoderRunner.create(runtime, o.config, model.weights, model.adapter);
   const room = o.config.maxPositions - Math.max(...o.records.map((r) => r.prompt_ids.length));
   try {
     return await generate(

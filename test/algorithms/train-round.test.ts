@@ -9,7 +9,10 @@ import { RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { plan } from '../../src/algorithms/steps.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
+import { rng } from '../../src/models/common/rng.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
+import { initAdapter } from '../../src/models/lora/adapter.js';
+import { parseLoraFlag } from '../../src/models/lora/config.js';
 import { weights } from '../helpers/model-fixtures.js';
 import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
 import { referenceLogits } from '../models/llama-reference.js';
@@ -188,6 +191,86 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
     expect(metrics.entropy).toBeLessThan(Math.log(cfg.vocabSize));
     expect(metrics.completion_length).toBeGreaterThan(0);
     expect(Number.isFinite(metrics.kl_to_ref)).toBe(true);
+  });
+});
+
+describe('one plain-SGD step of a LoRA round equals (A, B) − lr·∇L, L over the merged base + B A', () => {
+  // An adapter part-way through training (B ≠ 0, or ∂L/∂A would be zero), on every layer, rsLoRA.
+  const lora = parseLoraFlag('rank=2,alpha=4,targets=all,rslora');
+  const scale = 4 / Math.sqrt(2);
+  const base = weights(cfg, 2, 'float64', 5);
+  const start = initAdapter(cfg, lora, 1);
+  const next = rng(7);
+  for (const [name, t] of Object.entries(start.tensors))
+    if (name.endsWith('lora_B.weight')) t.data = t.data.map(() => next() - 0.5);
+  /** W + scale·B·A of every wrapped module, float64, from adapter tensors `ab`. */
+  const merged = (ab: Record<string, HostTensor>): Record<string, HostTensor> => {
+    const out = { ...base };
+    for (const name of Object.keys(ab).filter((n) => n.endsWith('.lora_A.weight'))) {
+      const m = name.slice(0, -'.lora_A.weight'.length);
+      const [A, B, W] = [ab[name]!, ab[`${m}.lora_B.weight`]!, base[`${m}.weight`]!];
+      const [o, i] = W.dims as [number, number];
+      const data = Float64Array.from(W.data);
+      for (let p = 0; p < o; p++)
+        for (let q = 0; q < i; q++)
+          for (let r = 0; r < 2; r++) data[p * i + q]! += scale * B.data[p * 2 + r]! * A.data[r * i + q]!;
+      out[`${m}.weight`] = { dtype: 'float64', dims: W.dims, data };
+    }
+    return out;
+  };
+  const ab0 = Object.fromEntries(
+    Object.entries(start.tensors).map(([k, t]) => [
+      k,
+      { ...t, dtype: 'float64' as const, data: Float64Array.from(t.data) },
+    ]),
+  );
+
+  it.each(['sppo', 'inpo', 'online_dpo', 'nash_md', 'discopop'])('%s', async (algo) => {
+    const lr = 1;
+    const {
+      weights: ab1,
+      adapter,
+      metrics,
+    } = await trainRound(runtime, {
+      algo,
+      hparams: HPARAMS[algo]!,
+      config: cfg,
+      weights: f32(base),
+      adapter: start,
+      records: RECORDS,
+      optimizer: { kind: 'sgd' },
+      lr,
+      steps: 1,
+      batchSize: 2,
+      gradClip: 0,
+      seed: 0,
+    });
+    expect(metrics.steps).toBe(1);
+    // Only the adapter trains: the round's weights are its tensors, the base is not among them.
+    expect(Object.keys(ab1).sort()).toEqual(Object.keys(start.tensors).sort());
+    expect(adapter!.config).toEqual(lora);
+    // With no --ref, the reference is the base model without the adapter.
+    const ref = base;
+    const at = merged(ab0);
+    const probes: [string, number][] = [
+      ['model.layers.0.self_attn.q_proj.lora_A.weight', 5],
+      ['model.layers.0.self_attn.q_proj.lora_B.weight', 1],
+      ['model.layers.0.mlp.down_proj.lora_B.weight', 3],
+    ];
+    let largest = 0;
+    for (const [name, i] of probes) {
+      const h = 1e-5;
+      const loss = (delta: number) => {
+        const ab = { ...ab0, [name]: { ...ab0[name]!, data: Float64Array.from(ab0[name]!.data) } };
+        ab[name]!.data[i]! += delta;
+        return formula(algo, merged(ab), at, ref);
+      };
+      const numeric = (loss(h) - loss(-h)) / (2 * h);
+      const step = (ab0[name]!.data[i]! - ab1[name]!.data[i]!) / lr;
+      expect(Math.abs(step - numeric), name).toBeLessThan(1e-3 * Math.max(1, Math.abs(numeric)));
+      largest = Math.max(largest, Math.abs(numeric));
+    }
+    expect(largest).toBeGreaterThan(1e-3); // a step that does nothing cannot pass
   });
 });
 

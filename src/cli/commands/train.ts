@@ -1,6 +1,7 @@
 /**
  * `duel train round` (one round of a self-play algorithm on round JSONL) and `duel train sft`:
- * what the trainer service runs, usable alone. Writes a model directory plus metrics.json; a
+ * what the trainer service runs, usable alone. Writes a model directory plus metrics.json (with
+ * --lora or --adapter, a PEFT adapter directory: only the adapter trains, on the frozen model); a
  * diverged round writes nothing and exits non-zero.
  */
 import { join, resolve } from 'node:path';
@@ -15,6 +16,9 @@ import { DuelError } from '../../errors.js';
 import { parseJudgeConfig } from '../../models/judge/config.js';
 import { judgeParams } from '../../models/judge/model.js';
 import { saveJudgeDir } from '../../models/judge/runner.js';
+import type { LlamaConfig } from '../../models/llama/config.js';
+import { type Adapter, initAdapter, readAdapterDir, writeAdapterDir } from '../../models/lora/adapter.js';
+import { type LoraConfig, parseLoraFlag } from '../../models/lora/config.js';
 import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../models/model-dir.js';
 import { numberFlag } from '../flags.js';
 import { progress } from '../progress.js';
@@ -39,6 +43,8 @@ interface TrainFlags {
   seed: number;
   set: string[];
   quiet?: boolean;
+  lora?: string;
+  adapter?: string;
 }
 
 /** Each training setting's flag; the defaults and rules live in the settings schema. */
@@ -85,6 +91,44 @@ function withTrainingFlags(cmd: Command, model = true): Command {
     .option('--quiet', 'no progress lines');
 }
 
+/** --lora and --adapter: train a LoRA adapter instead of every weight. */
+function withLoraFlags(cmd: Command): Command {
+  return cmd
+    .option(
+      '--lora <spec>',
+      'train a fresh LoRA adapter: rank=R,alpha=A,targets=q_proj+v_proj (or all)[,rslora]; --out gets a PEFT adapter directory',
+    )
+    .option('--adapter <dir>', 'continue training this LoRA adapter (PEFT layout)');
+}
+
+/** The adapter the flags ask to train, checked before any model file is read where it can be. */
+function loraOf(f: TrainFlags): LoraConfig | undefined {
+  if (f.lora && f.adapter)
+    throw DuelError.invalidArgument([
+      {
+        field: '--lora',
+        description: 'give --lora (a fresh adapter) or --adapter (an existing one), not both',
+      },
+    ]);
+  return f.lora ? parseLoraFlag(f.lora) : undefined;
+}
+
+function adapterOf(f: TrainFlags, lora: LoraConfig | undefined, cfg: LlamaConfig): Adapter | undefined {
+  const adapter = f.adapter
+    ? readAdapterDir(f.adapter, cfg)
+    : lora
+      ? initAdapter(cfg, lora, f.seed)
+      : undefined;
+  if (adapter && adapter.config.dropout > 0)
+    throw DuelError.invalidArgument([
+      {
+        field: `${f.adapter}: lora_dropout`,
+        description: `is ${adapter.config.dropout}; duel trains adapters without dropout (set it to 0 to continue training)`,
+      },
+    ]);
+  return adapter;
+}
+
 /** The flags' training settings, through the one schema: checked before any file is read. */
 function settingsOf(f: Omit<TrainFlags, 'model'>): LoopSettings {
   const raw = Object.fromEntries(
@@ -126,22 +170,27 @@ async function run(
   f: TrainFlags,
   settings: LoopSettings,
   records: RoundRecord[],
+  lora: LoraConfig | undefined,
 ): Promise<void> {
   const model = loadModelDir(f.model);
   const ref = f.ref ? loadModelDir(f.ref) : undefined;
+  const adapter = adapterOf(f, lora, model.config);
   const runtime = cliRuntime({ workers: 1 });
   try {
-    const { weights, metrics } = await trainRound(runtime, {
+    const result = await trainRound(runtime, {
       algo,
       hparams: parseSets(f.set),
       config: model.config,
       weights: model.weights,
       ...(ref ? { reference: ref.weights } : {}),
+      ...(adapter ? { adapter } : {}),
       records,
       ...withProgress(settings, records.length, `train ${algo}`, f.quiet),
     });
-    finish(f.out, metrics, (extraFiles) =>
-      saveModelDir(f.out, model.config, weights, { tokenizerFrom: f.model, extraFiles }),
+    finish(f.out, result.metrics, (extraFiles) =>
+      result.adapter
+        ? writeAdapterDir(f.out, result.adapter, f.model, extraFiles)
+        : saveModelDir(f.out, model.config, result.weights, { tokenizerFrom: f.model, extraFiles }),
     );
   } finally {
     await runtime.close();
@@ -151,28 +200,39 @@ async function run(
 export function registerTrain(program: Command): void {
   const train = program.command('train').description('train a model: one self-play round, or SFT');
 
-  withTrainingFlags(
-    train
-      .command('round')
-      .description(
-        `one round of a preference algorithm (${Object.keys(RECIPES)
-          .filter((r) => r !== 'sft')
-          .join(', ')})`,
-      )
-      .requiredOption('--algo <name>', 'the algorithm')
-      .option('--ref <dir>', 'π_ref (algorithms with a reference term need it)'),
+  withLoraFlags(
+    withTrainingFlags(
+      train
+        .command('round')
+        .description(
+          `one round of a preference algorithm (${Object.keys(RECIPES)
+            .filter((r) => r !== 'sft')
+            .join(', ')})`,
+        )
+        .requiredOption('--algo <name>', 'the algorithm')
+        .option(
+          '--ref <dir>',
+          'π_ref (algorithms with a reference term need it; with an adapter: the base model by default)',
+        ),
+    ),
   ).action(async (f: TrainFlags & { algo: string }) => {
     const settings = settingsOf(f);
-    await run(f.algo, f, settings, readRecords(f.data, f.model, 'round'));
+    const lora = loraOf(f);
+    await run(f.algo, f, settings, readRecords(f.data, f.model, 'round'), lora);
   });
 
-  withTrainingFlags(
-    train
-      .command('sft')
-      .description('supervised fine-tuning: mean token cross-entropy over completion tokens, prompt masked'),
+  withLoraFlags(
+    withTrainingFlags(
+      train
+        .command('sft')
+        .description(
+          'supervised fine-tuning: mean token cross-entropy over completion tokens, prompt masked',
+        ),
+    ),
   ).action(async (f: TrainFlags) => {
     const settings = settingsOf(f);
-    await run('sft', f, settings, readRecords(f.data, f.model, 'sft'));
+    const lora = loraOf(f);
+    await run('sft', f, settings, readRecords(f.data, f.model, 'sft'), lora);
   });
 
   withTrainingFlags(

@@ -121,8 +121,13 @@ export function readAdapterDir(dirPath: string, cfg: LlamaConfig): Adapter {
   return { config, tensors };
 }
 
-/** Writes an adapter directory (built aside, renamed in): PEFT's names and config. */
-export function writeAdapterDir(dirPath: string, adapter: Adapter, baseModel: string): void {
+/** Writes an adapter directory (built aside, renamed in): PEFT's names and config, and `extraFiles`. */
+export function writeAdapterDir(
+  dirPath: string,
+  adapter: Adapter,
+  baseModel: string,
+  extraFiles: Record<string, string> = {},
+): void {
   const dir = resolve(dirPath);
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -140,6 +145,7 @@ export function writeAdapterDir(dirPath: string, adapter: Adapter, baseModel: st
         data: t.data instanceof Float32Array ? t.data : Float32Array.from(t.data),
       });
     writeSafetensors(join(tmp, ADAPTER_WEIGHTS), stored, { format: 'pt' });
+    for (const [name, text] of Object.entries(extraFiles)) writeFileSync(join(tmp, name), text);
     mkdirSync(dirname(dir), { recursive: true });
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
