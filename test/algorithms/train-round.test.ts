@@ -124,6 +124,35 @@ function formula(
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
+/**
+ * A plain-SGD step checked at each probe against central differences of `loss`: (before − after)/lr
+ * must be ∂loss/∂x. Returns the largest |∂loss/∂x| probed, so a caller can refuse a step that did
+ * nothing.
+ */
+function expectSgdStep(
+  before: Record<string, HostTensor>,
+  after: Record<string, HostTensor>,
+  lr: number,
+  probes: [string, number][],
+  loss: (params: Record<string, HostTensor>) => number,
+  tolerance: number,
+): number {
+  let largest = 0;
+  for (const [name, i] of probes) {
+    const h = 1e-5;
+    const at = (delta: number) => {
+      const p = { ...before, [name]: { ...before[name]!, data: Float64Array.from(before[name]!.data) } };
+      p[name]!.data[i]! += delta;
+      return loss(p);
+    };
+    const numeric = (at(h) - at(-h)) / (2 * h);
+    const step = (before[name]!.data[i]! - after[name]!.data[i]!) / lr;
+    expect(Math.abs(step - numeric), name).toBeLessThan(tolerance * Math.max(1, Math.abs(numeric)));
+    largest = Math.max(largest, Math.abs(numeric));
+  }
+  return largest;
+}
+
 describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => {
   it.each(Object.keys(HPARAMS))('%s', async (algo) => {
     const w0 = weights(cfg, 2, 'float64', 5);
@@ -155,19 +184,7 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
       ['model.layers.0.mlp.down_proj.weight', 40],
       ['model.norm.weight', 3],
     ];
-    let largest = 0;
-    for (const [name, i] of probes) {
-      const h = 1e-5;
-      const at = (delta: number) => {
-        const w = { ...w0, [name]: { ...w0[name]!, data: Float64Array.from(w0[name]!.data) } };
-        w[name]!.data[i]! += delta;
-        return formula(algo, w, w0, ref);
-      };
-      const numeric = (at(h) - at(-h)) / (2 * h);
-      const step = (w0[name]!.data[i]! - w1[name]!.data[i]!) / lr;
-      expect(Math.abs(step - numeric)).toBeLessThan(2e-3 * Math.max(1, Math.abs(numeric)));
-      largest = Math.max(largest, Math.abs(numeric));
-    }
+    const largest = expectSgdStep(w0, w1, lr, probes, (w) => formula(algo, w, w0, ref), 2e-3);
     expect(largest).toBeGreaterThan(0.05); // a step that does nothing cannot pass
 
     // The round's figures, against the same independent forward at the trained weights.
@@ -257,19 +274,7 @@ describe('one plain-SGD step of a LoRA round equals (A, B) − lr·∇L, L over 
       ['model.layers.0.self_attn.q_proj.lora_B.weight', 1],
       ['model.layers.0.mlp.down_proj.lora_B.weight', 3],
     ];
-    let largest = 0;
-    for (const [name, i] of probes) {
-      const h = 1e-5;
-      const loss = (delta: number) => {
-        const ab = { ...ab0, [name]: { ...ab0[name]!, data: Float64Array.from(ab0[name]!.data) } };
-        ab[name]!.data[i]! += delta;
-        return formula(algo, merged(ab), at, ref);
-      };
-      const numeric = (loss(h) - loss(-h)) / (2 * h);
-      const step = (ab0[name]!.data[i]! - ab1[name]!.data[i]!) / lr;
-      expect(Math.abs(step - numeric), name).toBeLessThan(1e-3 * Math.max(1, Math.abs(numeric)));
-      largest = Math.max(largest, Math.abs(numeric));
-    }
+    const largest = expectSgdStep(ab0, ab1, lr, probes, (ab) => formula(algo, merged(ab), at, ref), 1e-3);
     expect(largest).toBeGreaterThan(1e-3); // a step that does nothing cannot pass
   });
 });
