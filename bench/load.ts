@@ -165,6 +165,7 @@ export async function runLoadBench(o: LoadOptions): Promise<LoadReport> {
   const dirs = benchModels(root);
   const ref = (dir: string): ModelRef => ({
     artifact: { uri: `file://${dir}`, sha256: writeManifest(dir) },
+    adapter: undefined,
     name: '',
   });
   const policy = ref(dirs.policy);

@@ -96,6 +96,16 @@ class Stopped extends Error {}
  * reference_update_every = N the checkpoint of round N·⌊(round−1)/N⌋ (read from the run record,
  * so a restarted orchestrator picks the same one).
  */
+/**
+ * The policy a checkpoint stands for: the checkpoint itself, or with LoRA the run's base policy
+ * with the checkpoint as its adapter (round 0, the start, has none).
+ */
+export function policyAt(spec: RunSpec, checkpoint: CheckpointRef, name: string): ModelRef {
+  return spec.lora && checkpoint.round > 0
+    ? { artifact: spec.policy!.artifact, adapter: checkpoint.artifact, name }
+    : { artifact: checkpoint.artifact, adapter: undefined, name };
+}
+
 export function lossReference(spec: RunSpec, rounds: RoundSummary[], round: number): ModelRef | undefined {
   const every = spec.referenceUpdateEvery;
   const anchor = every > 0 ? every * Math.floor((round - 1) / every) : 0;
@@ -105,7 +115,7 @@ export function lossReference(spec: RunSpec, rounds: RoundSummary[], round: numb
     throw DuelError.failedPrecondition(
       `round ${round} regularises toward round ${anchor}, which has no checkpoint`,
     );
-  return { artifact, name: `round-${anchor}` };
+  return { artifact, adapter: undefined, name: `round-${anchor}` };
 }
 
 export class Orchestrator {
@@ -333,7 +343,7 @@ export class Orchestrator {
           log: this.log.child({ run: id, round }),
           ...this.options,
         },
-        policy: { artifact: run.latestCheckpoint!.artifact, name: `round-${round - 1}` },
+        policy: policyAt(spec, run.latestCheckpoint!, `round-${round - 1}`),
         prompts: roundPrompts(prompts, spec.promptsPerRound, round),
         evalPrompts,
         startedAt,
@@ -449,7 +459,7 @@ export class Orchestrator {
 
   private async evaluate(r: RoundRun, summary: RoundSummary): Promise<StageResult> {
     const t0 = Date.now();
-    const next: ModelRef = { artifact: summary.checkpoint!.artifact, name: `round-${r.round}` };
+    const next = policyAt(r.c.spec, summary.checkpoint!, `round-${r.round}`);
     const values = await evaluatePolicy(
       r.c,
       r.evalPrompts,
@@ -492,7 +502,7 @@ export class Orchestrator {
 
   /** Frees the previous round's policy on the samplers (π_ref stays: mixtures and evaluation use it). */
   private async unloadFromSamplers(c: StageContext, model: ModelRef): Promise<void> {
-    if (model.artifact?.sha256 === c.spec.reference?.artifact?.sha256) return;
+    if (!model.adapter && model.artifact?.sha256 === c.spec.reference?.artifact?.sha256) return;
     await Promise.all(
       (await c.workers.samplers.replicas()).map((r) =>
         callUnary(

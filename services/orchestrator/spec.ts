@@ -8,7 +8,7 @@ import { scheduledKeys } from '../../src/algorithms/schedule.js';
 import { parseTrainingSettings, settingsFromWire } from '../../src/algorithms/training-settings.js';
 import { DuelError } from '../../src/errors.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
-import { checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
+import { checkLora, checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
 import { Violations } from '../../src/platform/violations.js';
 
 export interface RunLimits {
@@ -42,6 +42,26 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
   const v = new Violations();
   checkModelRef(v, spec.policy, 'spec.policy');
   checkModelRef(v, spec.reference, 'spec.reference');
+  if (spec.lora) {
+    checkLora(v, spec.lora, 'spec.lora');
+    v.check(
+      !spec.policy?.adapter,
+      'spec.policy.adapter',
+      'is not supported with spec.lora: the run trains its own adapter on the base',
+    );
+    // The reference a LoRA loss regularises toward is a full model; moving it to a round's
+    // adapter is not implemented yet.
+    v.check(
+      spec.referenceUpdateEvery === 0,
+      'spec.reference_update_every',
+      'is not supported with spec.lora yet',
+    );
+  }
+  for (const [m, field] of [
+    [spec.reference, 'spec.reference.adapter'],
+    [spec.judge, 'spec.judge.adapter'],
+  ] as const)
+    v.check(!m?.adapter, field, 'is not supported: the reference and the judge are full models');
   checkModelRef(v, spec.judge, 'spec.judge');
   v.check(spec.algorithm !== '', 'spec.algorithm', 'is required');
   v.check(spec.promptsUri !== '', 'spec.prompts_uri', 'is required (a JSONL file of prompts)');

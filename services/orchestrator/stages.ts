@@ -205,6 +205,7 @@ export async function trainOnRecords(
           optimizer: c.spec.optimizer,
           seed: stageSeed(c.spec, c.round, 2),
           outputUri: outputName,
+          lora: c.spec.lora,
         },
       },
     },

@@ -23,6 +23,7 @@ import type { LlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import { llamaParams, parameterCount } from '../../src/models/llama/weights.js';
+import { readAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
@@ -47,6 +48,10 @@ interface LoadedModel {
   parameters: number;
 }
 
+/** A model's cache key: its artifact's, and its adapter's when it has one. */
+const modelKey = (ref: ModelRef) =>
+  ref.adapter ? `${artifactKey(ref.artifact!)}+${artifactKey(ref.adapter)}` : artifactKey(ref.artifact!);
+
 export class SamplerCore {
   private readonly models = new LoadOnce<LoadedModel>();
 
@@ -58,16 +63,20 @@ export class SamplerCore {
     private readonly resolve: ResolveArtifact = resolveFileArtifact,
   ) {}
 
-  /** Loads once per (URI, digest); concurrent loads of one model share the work. */
+  /**
+   * Loads once per (URI, digest) of the model and of its adapter; concurrent loads of one model
+   * share the work. An adapter is compiled into its own decoder beside the base's.
+   */
   load(ref: ModelRef): Promise<LoadedModel> {
-    return this.models.get(artifactKey(ref.artifact!), async () => {
+    return this.models.get(modelKey(ref), async () => {
       const dir = await this.resolve(ref.artifact!);
       const m = loadModelDir(dir);
+      const adapter = ref.adapter ? readAdapterDir(await this.resolve(ref.adapter), m.config) : undefined;
       const tokenizer = TextTokenizer.tryFromDir(dir);
       return {
         config: m.config,
-        decoder: await DecoderRunner.create(this.runtime, m.config, m.weights),
-        scorer: await LogprobRunner.create(this.runtime, m.config, m.weights),
+        decoder: await DecoderRunner.create(this.runtime, m.config, m.weights, adapter),
+        scorer: await LogprobRunner.create(this.runtime, m.config, m.weights, adapter),
         tokenizer,
         parameters: parameterCount(llamaParams(m.config)),
       };
@@ -75,7 +84,7 @@ export class SamplerCore {
   }
 
   async unload(ref: ModelRef): Promise<boolean> {
-    const m = await this.models.delete(artifactKey(ref.artifact!));
+    const m = await this.models.delete(modelKey(ref));
     if (!m) return false;
     await m.decoder.release();
     await m.scorer.release();

@@ -119,17 +119,23 @@ export class ScorerCore {
   }
 }
 
+/** A judge by reference; adapters are for decoders (a judge with one would be scored without it). */
+function checkJudgeRef(v: Violations, judge: ModelRef | undefined): void {
+  checkModelRef(v, judge, 'judge');
+  v.check(!judge?.adapter, 'judge.adapter', 'is not supported: judges take no LoRA adapter');
+}
+
 export function scorerService(core: ScorerCore) {
   const validated = (judge: ModelRef | undefined, items: CompareItem[]) => {
     const v = new Violations();
-    checkModelRef(v, judge, 'judge');
+    checkJudgeRef(v, judge);
     checkItems(v, items, core.limits);
     v.throwIfAny();
   };
   return service(PreferenceScorerServiceService, {
     async loadJudge(req) {
       const v = new Violations();
-      checkModelRef(v, req.judge, 'judge');
+      checkJudgeRef(v, req.judge);
       v.throwIfAny();
       const t0 = performance.now();
       const j = await core.load(req.judge!);

@@ -34,6 +34,9 @@ import {
   type TrainRoundRequest,
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
+import type { LlamaConfig } from '../../src/models/llama/config.js';
+import { type Adapter, initAdapter, readAdapterDir, writeAdapterDir } from '../../src/models/lora/adapter.js';
+import { LORA_TARGETS, type LoraConfig } from '../../src/models/lora/config.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import {
   type ArtifactStore,
@@ -41,7 +44,7 @@ import {
   type ResolveArtifact,
   resolveFileArtifact,
 } from '../../src/platform/artifacts.js';
-import { checkModelRef } from '../../src/platform/contract-checks.js';
+import { checkLora, checkModelRef } from '../../src/platform/contract-checks.js';
 import type { CallContext } from '../../src/platform/grpc/handlers.js';
 import { service } from '../../src/platform/grpc/server.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
@@ -135,6 +138,17 @@ async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<Rece
   const v = new Violations();
   checkModelRef(v, config.policy, 'config.policy');
   if (config.reference) checkModelRef(v, config.reference, 'config.reference');
+  if (config.lora) checkLora(v, config.lora, 'config.lora');
+  v.check(
+    !config.policy?.adapter || config.lora !== undefined,
+    'config.lora',
+    'is required when config.policy has an adapter (the round trains that adapter)',
+  );
+  v.check(
+    !config.reference?.adapter,
+    'config.reference.adapter',
+    'is not supported: a reference is a full model',
+  );
   v.check(config.algorithm.length > 0, 'config.algorithm', 'is required');
   v.check(config.outputUri.length > 0, 'config.output_uri', 'is required (a name inside the artifact store)');
   v.check(records.length > 0, 'records', 'at least one record must follow the config');
@@ -176,6 +190,46 @@ async function findExisting(
   );
 }
 
+/**
+ * The adapter a LoRA round trains: the policy's own, continued (its shape must be the one the
+ * round asks for), or a fresh one of that shape, seeded by the round's seed.
+ */
+async function adapterToTrain(
+  core: TrainerCore,
+  config: TrainRoundConfig,
+  cfg: LlamaConfig,
+): Promise<Adapter> {
+  const l = config.lora!;
+  const wanted: LoraConfig = {
+    rank: l.rank,
+    alpha: l.alpha,
+    targets: LORA_TARGETS.filter((t) => l.targets.includes(t)),
+    rslora: l.rslora,
+    dropout: 0,
+  };
+  if (!config.policy!.adapter) return initAdapter(cfg, wanted, Number(config.seed ?? 0));
+  const adapter = readAdapterDir(await core.resolve(config.policy!.adapter), cfg);
+  const { rank, alpha, targets, rslora } = adapter.config;
+  if (
+    JSON.stringify({ rank, alpha, targets, rslora }) !==
+    JSON.stringify({ rank: l.rank, alpha: l.alpha, targets: wanted.targets, rslora: l.rslora })
+  )
+    throw DuelError.invalidArgument([
+      {
+        field: 'config.lora',
+        description: `asks for ${JSON.stringify({ rank: l.rank, alpha: l.alpha, targets: l.targets, rslora: l.rslora })} but config.policy.adapter is ${JSON.stringify({ rank, alpha, targets, rslora })}`,
+      },
+    ]);
+  if (adapter.config.dropout > 0)
+    throw DuelError.invalidArgument([
+      {
+        field: 'config.policy.adapter',
+        description: `has lora_dropout ${adapter.config.dropout}; duel trains adapters without dropout`,
+      },
+    ]);
+  return adapter;
+}
+
 /** Trains the round from its policy checkpoint and publishes the result; a diverged round publishes nothing. */
 async function trainAndPublish(
   core: TrainerCore,
@@ -195,12 +249,14 @@ async function trainAndPublish(
   const reference = config.reference
     ? loadModelDir(await core.resolve(config.reference.artifact!))
     : undefined;
+  const adapter = config.lora ? await adapterToTrain(core, config, policy.config) : undefined;
   const { weights, metrics } = await trainRound(core.runtime, {
     algo: config.algorithm,
     hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
     config: policy.config,
     weights: policy.weights,
     ...(reference ? { reference: reference.weights } : {}),
+    ...(adapter ? { adapter } : {}),
     records,
     ...loopSettings(round.settings, Number(config.seed ?? 0)),
     onStep: (step, total) => {
@@ -217,24 +273,30 @@ async function trainAndPublish(
   const scratch = mkdtempSync(join(tmpdir(), 'duel-trainer-'));
   try {
     const local = join(scratch, 'model');
-    saveModelDir(local, policy.config, weights, {
-      tokenizerFrom: policy.dir,
-      extraFiles: {
-        'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
-        // What this round trained with, so a scheduled run's rounds can be read back.
-        'training.json': `${JSON.stringify(
-          {
-            run_id: config.runId,
-            round: config.round,
-            algorithm: config.algorithm,
-            hyperparameters: config.hyperparameters,
-            reference: config.reference?.artifact ?? null,
-          },
-          null,
-          2,
-        )}\n`,
-        [REQUEST_DIGEST_FILE]: `${round.digest}\n`,
-      },
+    const save = (extraFiles: Record<string, string>) =>
+      adapter
+        ? writeAdapterDir(
+            local,
+            { config: adapter.config, tensors: weights },
+            config.policy!.artifact!.uri,
+            extraFiles,
+          )
+        : saveModelDir(local, policy.config, weights, { tokenizerFrom: policy.dir, extraFiles });
+    save({
+      'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
+      // What this round trained with, so a scheduled run's rounds can be read back.
+      'training.json': `${JSON.stringify(
+        {
+          run_id: config.runId,
+          round: config.round,
+          algorithm: config.algorithm,
+          hyperparameters: config.hyperparameters,
+          reference: config.reference?.artifact ?? null,
+        },
+        null,
+        2,
+      )}\n`,
+      [REQUEST_DIGEST_FILE]: `${round.digest}\n`,
     });
     const checkpoint: CheckpointRef = {
       artifact: await core.store.put(local, config.outputUri),

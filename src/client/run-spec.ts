@@ -14,6 +14,7 @@ import { settingsToWire, trainingSettingsSchema } from '../algorithms/training-s
 import { DuelError } from '../errors.js';
 import type { ModelRef } from '../gen/duel/v1/common.js';
 import type { RunSpec } from '../gen/duel/v1/runs.js';
+import { LORA_TARGETS } from '../models/lora/config.js';
 import { MANIFEST, verifyArtifact, writeManifest } from '../platform/artifacts.js';
 
 const modelField = z.union([
@@ -41,6 +42,15 @@ const runSpecFile = z.strictObject({
   reference_update_every: count.default(0),
   seed: count.optional(),
   artifact_prefix: z.string().default(''),
+  /** Train a LoRA adapter each round instead of every weight (RunSpec.lora). */
+  lora: z
+    .strictObject({
+      rank: z.number().int().min(1),
+      alpha: z.number().positive(),
+      targets: z.array(z.enum(LORA_TARGETS)).min(1).default(['q_proj', 'v_proj']),
+      rslora: z.boolean().default(false),
+    })
+    .optional(),
   sampling: z
     .strictObject({
       max_new_tokens: z.number().int().min(1),
@@ -54,7 +64,7 @@ const runSpecFile = z.strictObject({
 
 /** A model directory as a reference, writing its manifest when it has none. */
 function modelRefOf(value: z.infer<typeof modelField>, base: string, name: string, field: string): ModelRef {
-  if (typeof value !== 'string') return { artifact: value, name };
+  if (typeof value !== 'string') return { artifact: value, adapter: undefined, name };
   const dir = isAbsolute(value) ? value : resolve(base, value);
   if (!existsSync(dir) || !statSync(dir).isDirectory())
     throw DuelError.invalidArgument([{ field, description: `${dir} is not a model directory` }]);
@@ -68,7 +78,7 @@ function modelRefOf(value: z.infer<typeof modelField>, base: string, name: strin
     digest = writeManifest(dir);
     process.stderr.write(`duel: wrote ${join(dir, MANIFEST)} (sha256 ${digest.slice(0, 12)}…)\n`);
   }
-  return { artifact: { uri: pathToFileURL(dir).href, sha256: digest }, name };
+  return { artifact: { uri: pathToFileURL(dir).href, sha256: digest }, adapter: undefined, name };
 }
 
 export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec {
@@ -100,6 +110,7 @@ export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec
     evalSamplesPerPrompt: s.eval_samples_per_prompt,
     maxReplicas: s.max_replicas,
     referenceUpdateEvery: s.reference_update_every,
+    lora: s.lora,
     seed: s.seed,
     artifactUri: s.artifact_prefix,
     sampling: {

@@ -3,21 +3,35 @@
  * preference matrix). Each adds violations naming the field path the caller passed in, so a
  * service's validator composes them and the client learns exactly which field broke which rule.
  */
-import type { Matrix, ModelRef, SamplingParams } from '../gen/duel/v1/common.js';
+import type { ArtifactRef, LoraSpec, Matrix, ModelRef, SamplingParams } from '../gen/duel/v1/common.js';
+import { LORA_TARGETS } from '../models/lora/config.js';
 import type { Violations } from './violations.js';
 
 const SHA256 = /^[0-9a-f]{64}$/;
 const SCHEMES = /^(file|nats):\/\//;
 
+function checkArtifact(v: Violations, { uri, sha256 }: ArtifactRef, field: string): void {
+  v.check(SCHEMES.test(uri), `${field}.uri`, `must be a file:// or nats:// URI, got ${JSON.stringify(uri)}`);
+  v.check(SHA256.test(sha256), `${field}.sha256`, 'must be 64 lower-case hex digits');
+}
+
 export function checkModelRef(v: Violations, ref: ModelRef | undefined, field: string): void {
   if (!v.check(ref !== undefined && ref.artifact !== undefined, field, 'is required')) return;
-  const { uri, sha256 } = ref!.artifact!;
-  v.check(
-    SCHEMES.test(uri),
-    `${field}.artifact.uri`,
-    `must be a file:// or nats:// URI, got ${JSON.stringify(uri)}`,
-  );
-  v.check(SHA256.test(sha256), `${field}.artifact.sha256`, 'must be 64 lower-case hex digits');
+  checkArtifact(v, ref!.artifact!, `${field}.artifact`);
+  if (ref!.adapter) checkArtifact(v, ref!.adapter, `${field}.adapter`);
+}
+
+/** A LoRA shape to train: a rank, a positive alpha, and targets the decoder has. */
+export function checkLora(v: Violations, lora: LoraSpec, field: string): void {
+  v.check(lora.rank >= 1, `${field}.rank`, `must be at least 1, got ${lora.rank}`);
+  v.check(lora.alpha > 0, `${field}.alpha`, `must be positive, got ${lora.alpha}`);
+  v.check(lora.targets.length > 0, `${field}.targets`, 'must name at least one linear layer');
+  for (const t of lora.targets)
+    v.check(
+      (LORA_TARGETS as readonly string[]).includes(t),
+      `${field}.targets`,
+      `'${t}' is not a linear layer of the decoder (${LORA_TARGETS.join(', ')})`,
+    );
 }
 
 export interface SamplingLimits {

@@ -26,7 +26,7 @@ export function modelServingRole(
     async preload() {
       for (const entry of cfg.models.preload) {
         const [uri, sha256] = entry.split('#') as [string, string];
-        await load({ artifact: { uri, sha256 }, name: 'preload' });
+        await load({ artifact: { uri, sha256 }, adapter: undefined, name: 'preload' });
         log.info({ uri }, 'preloaded');
       }
     },

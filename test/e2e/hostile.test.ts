@@ -68,8 +68,8 @@ beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'duel-hostile-'));
   const store = new FileArtifactStore(join(root, 'artifacts'));
   writeTinyRun(root);
-  policy = { artifact: store.put(join(root, 'policy'), 'policy'), name: 'policy' };
-  judge = { artifact: store.put(join(root, 'judge'), 'judge'), name: 'judge' };
+  policy = { artifact: store.put(join(root, 'policy'), 'policy'), adapter: undefined, name: 'policy' };
+  judge = { artifact: store.put(join(root, 'judge'), 'judge'), adapter: undefined, name: 'judge' };
   writeFileSync(
     join(root, 'prompts.jsonl'),
     [[1, 2], [3]].map((p) => JSON.stringify({ prompt_ids: p })).join('\n'),

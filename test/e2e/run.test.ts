@@ -264,6 +264,59 @@ describe('a run through the whole suite', () => {
     await cluster.samplers[1]!.start();
   }, 180_000);
 
+  it('trains and publishes a LoRA adapter every round when the spec asks for one', async () => {
+    const lora = { rank: 2, alpha: 4, targets: ['q_proj', 'v_proj'] };
+    const events = consume('lora');
+    const run = await submitRun(cluster.orchestrator.address, readRunSpec(writeSpec('lora', { lora })), {
+      id: 'lora',
+      log: () => {},
+    });
+    expect(run.state).toBe(RunState.RUN_STATE_SUCCEEDED);
+    expect((await events).map((s) => s.subject)).toEqual(expectedSubjects('lora', 2));
+    const store = await NatsArtifactStore.open(nc, 'duel_artifacts', join(root, 'observer-cache'));
+    // Each round's checkpoint is an adapter directory in PEFT's layout, not a model.
+    for (const r of run.rounds) {
+      const files = readdirSync(await store.get(r.checkpoint!.artifact!));
+      expect(files).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors']));
+      expect(files).not.toContain('model.safetensors');
+    }
+    const round2 = JSON.parse(
+      readFileSync(
+        join(await store.get(run.rounds[1]!.checkpoint!.artifact!), 'adapter_config.json'),
+        'utf8',
+      ),
+    );
+    expect(round2).toMatchObject({
+      peft_type: 'LORA',
+      r: 2,
+      lora_alpha: 4,
+      target_modules: ['q_proj', 'v_proj'],
+    });
+    const win = run.rounds[1]!.metrics!.values.win_rate_vs_ref!;
+    expect(win).toBeGreaterThan(0);
+    expect(win).toBeLessThan(1);
+    // The samplers served the base model with each round's adapter.
+    const samplerLogs = ['sampler-0', 'sampler-1']
+      .map((s) => readFileSync(join(root, 'logs', `${s}.log`), 'utf8'))
+      .join('');
+    expect(samplerLogs).toMatch(/"run":"lora"/);
+    // A reference that moves to a round's adapter is not implemented: refused at CreateRun.
+    const c = client();
+    const err = await callUnary(
+      c,
+      c.createRun,
+      {
+        spec: { ...readRunSpec(writeSpec('lora-bad', { lora })), referenceUpdateEvery: 1 },
+        runId: 'lora-bad',
+      },
+      { deadlineMs: 10_000 },
+      'CreateRun',
+    ).catch((e) => e);
+    c.close();
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.message).toContain('spec.reference_update_every');
+  }, 120_000);
+
   it('refuses a bad spec with INVALID_ARGUMENT naming the field, and stays serving', async () => {
     const spec = readRunSpec(writeSpec('bad', { hyperparameters: { eta: -1 } }));
     const c = client();

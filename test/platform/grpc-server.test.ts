@@ -29,7 +29,7 @@ import {
 import { collect, healthCheck, unary } from '../helpers/grpc.js';
 
 const SHA = 'a'.repeat(64);
-const MODEL = { artifact: { uri: 'file:///models/policy', sha256: SHA }, name: 'policy' };
+const MODEL = { artifact: { uri: 'file:///models/policy', sha256: SHA }, adapter: undefined, name: 'policy' };
 const quiet = createLogger('test', { level: 'silent' });
 
 function goodRequest(overrides: Partial<SampleRequest> = {}): SampleRequest {

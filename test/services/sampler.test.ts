@@ -54,7 +54,7 @@ beforeAll(async () => {
     },
   });
   const ref = new FileArtifactStore(join(root, 'store')).put(src, 'policy');
-  model = { artifact: ref, name: 'policy' };
+  model = { artifact: ref, adapter: undefined, name: 'policy' };
   let address: string;
   ({ server, address } = await startService([samplerService(new SamplerCore(runtime, undefined, metrics))]));
   client = new PolicySamplerServiceClient(address, grpc.credentials.createInsecure());

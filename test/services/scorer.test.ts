@@ -37,6 +37,7 @@ beforeAll(async () => {
       for (const [i, x] of w[spec.name]!.data.entries()) w[spec.name]!.data[i] = x * 20;
   saveJudgeDir(join(root, 'src'), cfg, w);
   judge = {
+    adapter: undefined,
     artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'src'), 'judge'),
     name: 'judge',
   };

@@ -32,7 +32,7 @@ let policy: ModelRef;
 beforeAll(async () => {
   const cfg = tinyLlamaConfig(1);
   saveModelDir(join(root, 'p0'), cfg, initLlamaWeights(cfg, 2));
-  policy = { artifact: store.put(join(root, 'p0'), 'run/round-0'), name: 'policy' };
+  policy = { artifact: store.put(join(root, 'p0'), 'run/round-0'), adapter: undefined, name: 'policy' };
   let address: string;
   ({ server, address } = await startService([trainerService(new TrainerCore(runtime, store))]));
   client = new TrainerServiceClient(address, grpc.credentials.createInsecure());
@@ -80,6 +80,7 @@ const config = (extra: Record<string, unknown> = {}): TrainRoundRequest => ({
       algorithm: 'sppo',
       policy,
       reference: undefined,
+      lora: undefined,
       hyperparameters: { eta: '2' },
       optimizer: {
         name: 'adamw',

@@ -75,6 +75,26 @@ export interface ModelRef {
     | undefined;
   /** A human-readable name for logs and metrics ("policy", "ref", "judge-v2"). */
   name: string;
+  /**
+   * A LoRA adapter on the model (a PEFT directory: adapter_config.json, adapter_model.safetensors),
+   * when set: the model is `artifact` + this adapter.
+   */
+  adapter: ArtifactRef | undefined;
+}
+
+/**
+ * The shape of a LoRA adapter to train: y = W x + scale·B A x on the target linear layers, scale
+ * alpha/rank (alpha/√rank with rslora).
+ */
+export interface LoraSpec {
+  rank: number;
+  alpha: number;
+  /**
+   * Linear layers by PEFT's module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
+   * down_proj.
+   */
+  targets: string[];
+  rslora: boolean;
 }
 
 /** A checkpoint written by the trainer: a model directory plus optimizer state and a manifest. */
@@ -269,7 +289,7 @@ export const ArtifactRef: MessageFns<ArtifactRef> = {
 };
 
 function createBaseModelRef(): ModelRef {
-  return { artifact: undefined, name: "" };
+  return { artifact: undefined, name: "", adapter: undefined };
 }
 
 export const ModelRef: MessageFns<ModelRef> = {
@@ -279,6 +299,9 @@ export const ModelRef: MessageFns<ModelRef> = {
     }
     if (message.name !== "") {
       writer.uint32(18).string(message.name);
+    }
+    if (message.adapter !== undefined) {
+      ArtifactRef.encode(message.adapter, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -312,6 +335,14 @@ export const ModelRef: MessageFns<ModelRef> = {
             message.name = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.adapter = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -328,6 +359,7 @@ export const ModelRef: MessageFns<ModelRef> = {
     return {
       artifact: isSet(object.artifact) ? ArtifactRef.fromJSON(object.artifact) : undefined,
       name: isSet(object.name) ? globalThis.String(object.name) : "",
+      adapter: isSet(object.adapter) ? ArtifactRef.fromJSON(object.adapter) : undefined,
     };
   },
 
@@ -338,6 +370,9 @@ export const ModelRef: MessageFns<ModelRef> = {
     }
     if (message.name !== "") {
       obj.name = message.name;
+    }
+    if (message.adapter !== undefined) {
+      obj.adapter = ArtifactRef.toJSON(message.adapter);
     }
     return obj;
   },
@@ -351,6 +386,126 @@ export const ModelRef: MessageFns<ModelRef> = {
       ? ArtifactRef.fromPartial(object.artifact)
       : undefined;
     message.name = object.name ?? "";
+    message.adapter = (object.adapter !== undefined && object.adapter !== null)
+      ? ArtifactRef.fromPartial(object.adapter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLoraSpec(): LoraSpec {
+  return { rank: 0, alpha: 0, targets: [], rslora: false };
+}
+
+export const LoraSpec: MessageFns<LoraSpec> = {
+  encode(message: LoraSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rank !== 0) {
+      writer.uint32(8).uint32(message.rank);
+    }
+    if (message.alpha !== 0) {
+      writer.uint32(17).double(message.alpha);
+    }
+    for (const v of message.targets) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.rslora !== false) {
+      writer.uint32(32).bool(message.rslora);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoraSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoraSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rank = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.alpha = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.targets.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rslora = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoraSpec {
+    return {
+      rank: isSet(object.rank) ? globalThis.Number(object.rank) : 0,
+      alpha: isSet(object.alpha) ? globalThis.Number(object.alpha) : 0,
+      targets: globalThis.Array.isArray(object?.targets) ? object.targets.map((e: any) => globalThis.String(e)) : [],
+      rslora: isSet(object.rslora) ? globalThis.Boolean(object.rslora) : false,
+    };
+  },
+
+  toJSON(message: LoraSpec): unknown {
+    const obj: any = {};
+    if (message.rank !== 0) {
+      obj.rank = Math.round(message.rank);
+    }
+    if (message.alpha !== 0) {
+      obj.alpha = floatToJson(message.alpha);
+    }
+    if (message.targets?.length) {
+      obj.targets = message.targets;
+    }
+    if (message.rslora !== false) {
+      obj.rslora = message.rslora;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LoraSpec>): LoraSpec {
+    return LoraSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LoraSpec>): LoraSpec {
+    const message = createBaseLoraSpec();
+    message.rank = object.rank ?? 0;
+    message.alpha = object.alpha ?? 0;
+    message.targets = object.targets?.map((e) => e) || [];
+    message.rslora = object.rslora ?? false;
     return message;
   },
 };

@@ -21,7 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
-import { ArtifactRef, CheckpointRef, Metrics, ModelRef, OptimizerConfig, SamplingParams } from "./common.js";
+import { ArtifactRef, CheckpointRef, LoraSpec, Metrics, ModelRef, OptimizerConfig, SamplingParams } from "./common.js";
 import { EventKind, eventKindFromJSON, eventKindToJSON, RunEvent } from "./events.js";
 
 export const protobufPackage = "duel.v1";
@@ -127,6 +127,12 @@ export interface RunSpec {
    * initial reference. 0 keeps the reference fixed. Evaluation always compares with `reference`.
    */
   referenceUpdateEvery: number;
+  /**
+   * When set, every round trains and publishes a LoRA adapter on the frozen `policy` (each round
+   * continuing the last), the reference defaults to `policy` without adapter, and samplers serve
+   * `policy` + the round's adapter.
+   */
+  lora: LoraSpec | undefined;
 }
 
 export interface RunSpec_HyperparametersEntry {
@@ -239,6 +245,7 @@ function createBaseRunSpec(): RunSpec {
     maxReplicas: 0,
     evalSamplesPerPrompt: 0,
     referenceUpdateEvery: 0,
+    lora: undefined,
   };
 }
 
@@ -297,6 +304,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     }
     if (message.referenceUpdateEvery !== 0) {
       writer.uint32(144).uint32(message.referenceUpdateEvery);
+    }
+    if (message.lora !== undefined) {
+      LoraSpec.encode(message.lora, writer.uint32(154).fork()).join();
     }
     return writer;
   },
@@ -461,6 +471,14 @@ export const RunSpec: MessageFns<RunSpec> = {
             message.referenceUpdateEvery = reader.uint32();
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.lora = LoraSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -538,6 +556,7 @@ export const RunSpec: MessageFns<RunSpec> = {
         : isSet(object.reference_update_every)
         ? globalThis.Number(object.reference_update_every)
         : 0,
+      lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
     };
   },
 
@@ -603,6 +622,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     if (message.referenceUpdateEvery !== 0) {
       obj.referenceUpdateEvery = Math.round(message.referenceUpdateEvery);
     }
+    if (message.lora !== undefined) {
+      obj.lora = LoraSpec.toJSON(message.lora);
+    }
     return obj;
   },
 
@@ -647,6 +669,7 @@ export const RunSpec: MessageFns<RunSpec> = {
     message.maxReplicas = object.maxReplicas ?? 0;
     message.evalSamplesPerPrompt = object.evalSamplesPerPrompt ?? 0;
     message.referenceUpdateEvery = object.referenceUpdateEvery ?? 0;
+    message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
     return message;
   },
 };

@@ -22,7 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { CheckpointRef, Metrics, ModelRef, OptimizerConfig, RoundRecord } from "./common.js";
+import { CheckpointRef, LoraSpec, Metrics, ModelRef, OptimizerConfig, RoundRecord } from "./common.js";
 
 export const protobufPackage = "duel.v1";
 
@@ -101,6 +101,12 @@ export interface TrainRoundConfig {
     | undefined;
   /** Where the checkpoint is published (an artifact store URI prefix). */
   outputUri: string;
+  /**
+   * Train a LoRA adapter of this shape on the frozen policy model instead of every weight: a fresh
+   * one when the policy has no adapter, else the policy's adapter continued (their shapes must
+   * match). The checkpoint is then the adapter directory.
+   */
+  lora: LoraSpec | undefined;
 }
 
 export interface TrainRoundConfig_HyperparametersEntry {
@@ -164,6 +170,7 @@ function createBaseTrainRoundConfig(): TrainRoundConfig {
     optimizer: undefined,
     seed: undefined,
     outputUri: "",
+    lora: undefined,
   };
 }
 
@@ -195,6 +202,9 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
     }
     if (message.outputUri !== "") {
       writer.uint32(74).string(message.outputUri);
+    }
+    if (message.lora !== undefined) {
+      LoraSpec.encode(message.lora, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -287,6 +297,14 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
             message.outputUri = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.lora = LoraSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -331,6 +349,7 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
         : isSet(object.output_uri)
         ? globalThis.String(object.output_uri)
         : "",
+      lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
     };
   },
 
@@ -369,6 +388,9 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
     if (message.outputUri !== "") {
       obj.outputUri = message.outputUri;
     }
+    if (message.lora !== undefined) {
+      obj.lora = LoraSpec.toJSON(message.lora);
+    }
     return obj;
   },
 
@@ -400,6 +422,7 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
       : undefined;
     message.seed = object.seed ?? undefined;
     message.outputUri = object.outputUri ?? "";
+    message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
     return message;
   },
 };
