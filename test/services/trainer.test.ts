@@ -1,5 +1,6 @@
 /** TrainerService over real gRPC: a client-streamed round in, a verified checkpoint in the store out. */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -160,6 +161,48 @@ describe('TrainerService', () => {
     ]).catch((e: grpc.ServiceError) => e);
     expect((other as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
     expect((other as grpc.ServiceError).details).toMatch(/already exists from a different request/);
+  });
+
+  it('trains a LoRA adapter over gRPC, continues it, and refuses a shape that does not match the adapter it continues', async () => {
+    const lora = { rank: 2, alpha: 4, targets: ['q_proj', 'v_proj'], rslora: false };
+    const first = await trainRound([
+      config({ lora, outputUri: 'run/lora-1' }),
+      record([4, 5], [6], [7, 8], 0.9),
+      record([9], [10, 4], [5], 0.2),
+    ]);
+    const dir = store.get(first.checkpoint!.artifact!);
+    expect(existsSync(join(dir, 'adapter_model.safetensors'))).toBe(true);
+    expect(existsSync(join(dir, 'model.safetensors'))).toBe(false);
+    const withAdapter = { ...policy, adapter: first.checkpoint!.artifact };
+    const second = await trainRound([
+      config({ lora, policy: withAdapter, outputUri: 'run/lora-2' }),
+      record([4, 5], [6], [7, 8], 0.9),
+    ]);
+    expect(second.steps).toBeGreaterThan(0);
+    const codeOf = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (e: grpc.ServiceError) => `${e.code} ${e.details}`,
+      );
+    expect(
+      await codeOf(
+        trainRound([
+          config({ lora: { ...lora, rank: 4 }, policy: withAdapter, outputUri: 'x' }),
+          record([4], [5], [6], 0.5),
+        ]),
+      ),
+    ).toMatch(/^3 config\.lora: asks for .*"rank":4.* but config\.policy\.adapter is .*"rank":2/);
+    expect(
+      await codeOf(
+        trainRound([
+          config({ lora: { ...lora, targets: ['lm_head'] }, outputUri: 'x' }),
+          record([4], [5], [6], 0.5),
+        ]),
+      ),
+    ).toMatch(/^3 config\.lora\.targets: 'lm_head' is not a linear layer/);
+    expect(
+      await codeOf(trainRound([config({ policy: withAdapter, outputUri: 'x' }), record([4], [5], [6], 0.5)])),
+    ).toMatch(/^3 config\.lora: is required when config\.policy has an adapter/);
   });
 
   it('refuses records before the config, a missing output name, and an unknown algorithm', async () => {
