@@ -110,12 +110,12 @@ export function lossReference(spec: RunSpec, rounds: RoundSummary[], round: numb
   const every = spec.referenceUpdateEvery;
   const anchor = every > 0 ? every * Math.floor((round - 1) / every) : 0;
   if (anchor === 0) return spec.reference;
-  const artifact = rounds.find((r) => r.round === anchor)?.checkpoint?.artifact;
-  if (!artifact)
+  const checkpoint = rounds.find((r) => r.round === anchor)?.checkpoint;
+  if (!checkpoint?.artifact)
     throw DuelError.failedPrecondition(
       `round ${round} regularises toward round ${anchor}, which has no checkpoint`,
     );
-  return { artifact, adapter: undefined, name: `round-${anchor}` };
+  return policyAt(spec, checkpoint, `round-${anchor}`);
 }
 
 export class Orchestrator {

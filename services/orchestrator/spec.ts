@@ -49,13 +49,6 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
       'spec.policy.adapter',
       'is not supported with spec.lora: the run trains its own adapter on the base',
     );
-    // The reference a LoRA loss regularises toward is a full model; moving it to a round's
-    // adapter is not implemented yet.
-    v.check(
-      spec.referenceUpdateEvery === 0,
-      'spec.reference_update_every',
-      'is not supported with spec.lora yet',
-    );
   }
   for (const [m, field] of [
     [spec.reference, 'spec.reference.adapter'],

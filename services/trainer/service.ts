@@ -25,7 +25,11 @@ import {
 } from '../../src/algorithms/training-settings.js';
 import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
-import { type CheckpointRef, RoundRecord as WireRecord } from '../../src/gen/duel/v1/common.js';
+import {
+  type CheckpointRef,
+  type ModelRef,
+  RoundRecord as WireRecord,
+} from '../../src/gen/duel/v1/common.js';
 import {
   type GetStatusResponse,
   TrainerServiceService,
@@ -35,7 +39,13 @@ import {
   type TrainRoundResponse,
 } from '../../src/gen/duel/v1/trainer.js';
 import type { LlamaConfig } from '../../src/models/llama/config.js';
-import { type Adapter, initAdapter, readAdapterDir, writeAdapterDir } from '../../src/models/lora/adapter.js';
+import {
+  type Adapter,
+  initAdapter,
+  mergeAdapter,
+  readAdapterDir,
+  writeAdapterDir,
+} from '../../src/models/lora/adapter.js';
 import { LORA_TARGETS, type LoraConfig } from '../../src/models/lora/config.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import {
@@ -144,11 +154,6 @@ async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<Rece
     'config.lora',
     'is required when config.policy has an adapter (the round trains that adapter)',
   );
-  v.check(
-    !config.reference?.adapter,
-    'config.reference.adapter',
-    'is not supported: a reference is a full model',
-  );
   v.check(config.algorithm.length > 0, 'config.algorithm', 'is required');
   v.check(config.outputUri.length > 0, 'config.output_uri', 'is required (a name inside the artifact store)');
   v.check(records.length > 0, 'records', 'at least one record must follow the config');
@@ -188,6 +193,16 @@ async function findExisting(
     { artifact: existing.ref, runId: round.config.runId, round: round.config.round },
     metrics,
   );
+}
+
+/**
+ * π_ref's weights: a model, or a model with an adapter (a LoRA run's reference update moves it to
+ * an earlier round's adapter), merged once here since the reference is frozen.
+ */
+async function referenceWeights(core: TrainerCore, ref: ModelRef) {
+  const m = loadModelDir(await core.resolve(ref.artifact!));
+  if (!ref.adapter) return m.weights;
+  return mergeAdapter(m.weights, m.config, readAdapterDir(await core.resolve(ref.adapter), m.config));
 }
 
 /**
@@ -246,16 +261,14 @@ async function trainAndPublish(
   const log = ctx.log.child({ run: config.runId, round: config.round });
   log.info({ algo: config.algorithm, records: records.length }, 'round training');
   const policy = loadModelDir(await core.resolve(config.policy!.artifact!));
-  const reference = config.reference
-    ? loadModelDir(await core.resolve(config.reference.artifact!))
-    : undefined;
+  const reference = config.reference ? await referenceWeights(core, config.reference) : undefined;
   const adapter = config.lora ? await adapterToTrain(core, config, policy.config) : undefined;
   const { weights, metrics } = await trainRound(core.runtime, {
     algo: config.algorithm,
     hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
     config: policy.config,
     weights: policy.weights,
-    ...(reference ? { reference: reference.weights } : {}),
+    ...(reference ? { reference } : {}),
     ...(adapter ? { adapter } : {}),
     records,
     ...loopSettings(round.settings, Number(config.seed ?? 0)),
@@ -292,6 +305,8 @@ async function trainAndPublish(
           algorithm: config.algorithm,
           hyperparameters: config.hyperparameters,
           reference: config.reference?.artifact ?? null,
+          // A LoRA run's reference update: the base with an earlier round's adapter.
+          reference_adapter: config.reference?.adapter ?? null,
         },
         null,
         2,

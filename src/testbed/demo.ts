@@ -16,6 +16,9 @@ import type { Runtime } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { type Run, RunState } from '../gen/duel/v1/runs.js';
 import { averageModelDirs } from '../models/average.js';
+import { mergeAdapter, readAdapterDir } from '../models/lora/adapter.js';
+import { LORA_TARGETS } from '../models/lora/config.js';
+import { loadModelDir, saveModelDir } from '../models/model-dir.js';
 import { findNatsServer } from '../platform/nats-server.js';
 import { buildSchema, buildTestbed } from './build.js';
 import { drawPrompts, judgePairs } from './corpus.js';
@@ -62,6 +65,9 @@ const runSettingsKeys = {
   'run.samples_per_prompt': 0,
   /** RunSpec.reference_update_every: every N rounds the loss's reference becomes the latest policy. */
   'run.reference_update_every': 0,
+  /** RunSpec.lora: train a LoRA adapter of this rank on every linear layer each round (0: every weight). */
+  'run.lora_rank': 0,
+  'run.lora_alpha': 16,
 } as const;
 
 export interface DemoOptions {
@@ -116,6 +122,23 @@ export interface DemoSummary {
   /** The last round's checkpoint directory. */
   final_checkpoint: string;
   seconds: number;
+}
+
+/**
+ * A LoRA run's checkpoints are adapters: each is graded, mixed and averaged as the model it makes
+ * with the base, written out merged under `out/merged/`.
+ */
+function mergedRounds(baseDir: string, adapters: string[], out: string): string[] {
+  const base = loadModelDir(baseDir);
+  return adapters.map((dir, i) => {
+    const merged = join(out, 'merged', `round-${i + 1}`);
+    saveModelDir(
+      merged,
+      base.config,
+      mergeAdapter(base.weights, base.config, readAdapterDir(dir, base.config)),
+    );
+    return merged;
+  });
 }
 
 /** `--set` pairs split into the game, the model build, the run settings and the algorithm's keys. */
@@ -256,6 +279,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
         samples_per_prompt: rs['run.samples_per_prompt'],
         reference_update_every: rs['run.reference_update_every'],
         prompts_per_round: rs['run.prompts_per_round'],
+        ...(rs['run.lora_rank']! > 0
+          ? { lora: { rank: rs['run.lora_rank'], alpha: rs['run.lora_alpha'], targets: [...LORA_TARGETS] } }
+          : {}),
         eval_samples_per_prompt: 4,
         sampling: { max_new_tokens: maxNewTokens(game), temperature: 1 },
         optimizer: {
@@ -279,7 +305,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
 
   // 4. The oracle's verdict on every round, the round mixture, and the judge.
   o.log('scoring every round with the oracle');
-  const checkpoints = [built.ref, ...run.rounds.map((r) => fileURLToPath(r.checkpoint!.artifact!.uri))];
+  const published = run.rounds.map((r) => fileURLToPath(r.checkpoint!.artifact!.uri));
+  const checkpoints = [
+    built.ref,
+    ...(rs['run.lora_rank']! > 0 ? mergedRounds(built.ref, published, out) : published),
+  ];
   const floors = new Map<number, number>();
   const { rounds, mixture, mixtureLastHalf, refStyles, opponents } = await evaluateRounds(o.runtime, game, {
     checkpoints,

@@ -300,21 +300,28 @@ describe('a run through the whole suite', () => {
       .map((s) => readFileSync(join(root, 'logs', `${s}.log`), 'utf8'))
       .join('');
     expect(samplerLogs).toMatch(/"run":"lora"/);
-    // A reference that moves to a round's adapter is not implemented: refused at CreateRun.
-    const c = client();
-    const err = await callUnary(
-      c,
-      c.createRun,
-      {
-        spec: { ...readRunSpec(writeSpec('lora-bad', { lora })), referenceUpdateEvery: 1 },
-        runId: 'lora-bad',
-      },
-      { deadlineMs: 10_000 },
-      'CreateRun',
-    ).catch((e) => e);
-    c.close();
-    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(err.message).toContain('spec.reference_update_every');
+    // Reference updates move the loss's reference to base + an earlier round's adapter.
+    const moving = await submitRun(
+      cluster.orchestrator.address,
+      readRunSpec(
+        writeSpec('lora-ref', {
+          lora,
+          algorithm: 'inpo',
+          hyperparameters: { k: 3, eta: 2, tau: 0.1 },
+          reference_update_every: 1,
+        }),
+      ),
+      { id: 'lora-ref', log: () => {} },
+    );
+    expect(moving.state).toBe(RunState.RUN_STATE_SUCCEEDED);
+    const trainedWith = await Promise.all(
+      moving.rounds.map(async (r) =>
+        JSON.parse(readFileSync(join(await store.get(r.checkpoint!.artifact!), 'training.json'), 'utf8')),
+      ),
+    );
+    expect(trainedWith[0].reference_adapter).toBeNull();
+    expect(trainedWith[1].reference.sha256).toBe(moving.spec!.policy!.artifact!.sha256);
+    expect(trainedWith[1].reference_adapter).toEqual(moving.rounds[0]!.checkpoint!.artifact);
   }, 120_000);
 
   it('refuses a bad spec with INVALID_ARGUMENT naming the field, and stays serving', async () => {
