@@ -87,8 +87,8 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
   parseTrainingSettings(settingsFromWire(spec.optimizer), (key) => `spec.optimizer.${key}`);
   // Every round's values pass the recipe; a schedule may not change what a round samples, since
   // sampling is planned once per run. The recipes are loaded here, not at start: they bring the
-  // tensor engine (their losses) and every hyper-parameter schema, a tenth of the orchestrator's
-  // cold start (BENCHMARKS.md) for a check only CreateRun and a resume make.
+  // tensor engine (their losses) and every hyper-parameter schema, milliseconds of the
+  // orchestrator's cold start (BENCHMARKS.md) for a check only CreateRun and a resume make.
   const { recipesByRound } = await import('../../src/algorithms/recipes/index.js');
   const byRound = recipesByRound(spec.algorithm, spec.hyperparameters, spec.rounds, 'spec.hyperparameters');
   const sampling = byRound[0]!.sampling(spec.samplesPerPrompt);

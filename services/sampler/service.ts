@@ -1,6 +1,7 @@
 /**
  * PolicySamplerService: a thin adapter from the gRPC contract to src/models. Models are loaded by
- * reference (URI + manifest digest, verified before use) and cached by that pair; Sample streams
+ * reference (URI + manifest digest, verified before use, and a LoRA adapter's the same way) and
+ * cached by those; Sample streams
  * one response per completion as soon as its batch is decoded; cancellation and deadlines stop
  * the decoding loop between steps. No math here: generation and scoring live in src/models.
  */
