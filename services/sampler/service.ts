@@ -9,6 +9,7 @@ import { randomInt } from 'node:crypto';
 import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
 import {
+  type ArtifactRef,
   type Completion as CompletionMessage,
   CompletionSource,
   type ModelRef,
@@ -22,8 +23,8 @@ import {
 import { generate } from '../../src/models/generate.js';
 import type { LlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
-import { DecoderRunner } from '../../src/models/llama/runner.js';
-import { llamaParams, parameterCount } from '../../src/models/llama/weights.js';
+import { type Decoder, DecoderRunner } from '../../src/models/llama/runner.js';
+import { type HostTensor, llamaParams, parameterCount } from '../../src/models/llama/weights.js';
 import { readAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
@@ -43,10 +44,17 @@ import {
 
 interface LoadedModel {
   config: LlamaConfig;
-  decoder: DecoderRunner;
+  decoder: Decoder;
   scorer: LogprobRunner;
   tokenizer: TextTokenizer | undefined;
   parameters: number;
+  release(): Promise<void>;
+}
+
+/** A base model's weights, its own decoder, and one decoder per target set for its adapters. */
+interface LoadedBase extends LoadedModel {
+  weights: Record<string, HostTensor>;
+  adapterDecoders: Map<string, Promise<DecoderRunner>>;
 }
 
 /** A model's cache key: its artifact's, and its adapter's when it has one. */
@@ -54,7 +62,8 @@ const modelKey = (ref: ModelRef) =>
   ref.adapter ? `${artifactKey(ref.artifact!)}+${artifactKey(ref.adapter)}` : artifactKey(ref.artifact!);
 
 export class SamplerCore {
-  private readonly models = new LoadOnce<LoadedModel>();
+  private readonly bases = new LoadOnce<LoadedBase>();
+  private readonly adapters = new LoadOnce<LoadedModel>();
 
   constructor(
     private readonly runtime: Runtime,
@@ -64,36 +73,84 @@ export class SamplerCore {
     private readonly resolve: ResolveArtifact = resolveFileArtifact,
   ) {}
 
-  /**
-   * Loads once per (URI, digest) of the model and of its adapter; concurrent loads of one model
-   * share the work. An adapter is compiled into its own decoder beside the base's.
-   */
-  load(ref: ModelRef): Promise<LoadedModel> {
-    return this.models.get(modelKey(ref), async () => {
-      const dir = await this.resolve(ref.artifact!);
+  /** A base model, loaded once per (URI, digest); concurrent loads share the work. */
+  private base(artifact: ArtifactRef): Promise<LoadedBase> {
+    return this.bases.get(artifactKey(artifact), async () => {
+      const dir = await this.resolve(artifact);
       const m = loadModelDir(dir);
-      const adapter = ref.adapter ? readAdapterDir(await this.resolve(ref.adapter), m.config) : undefined;
-      const tokenizer = TextTokenizer.tryFromDir(dir);
+      const decoder = await DecoderRunner.create(this.runtime, m.config, m.weights);
+      const scorer = await LogprobRunner.create(this.runtime, m.config, m.weights);
+      const adapterDecoders = new Map<string, Promise<DecoderRunner>>();
       return {
         config: m.config,
-        decoder: await DecoderRunner.create(this.runtime, m.config, m.weights, adapter),
-        scorer: await LogprobRunner.create(this.runtime, m.config, m.weights, adapter),
-        tokenizer,
+        weights: m.weights,
+        decoder,
+        scorer,
+        tokenizer: TextTokenizer.tryFromDir(dir),
         parameters: parameterCount(llamaParams(m.config)),
+        adapterDecoders,
+        async release() {
+          await decoder.release();
+          await scorer.release();
+          for (const d of adapterDecoders.values()) await (await d).release();
+        },
       };
     });
   }
 
+  /**
+   * Loads once per (URI, digest) of the model and of its adapter. Adapters of one target set on
+   * one base decode through one compiled graph, their tensors set into its state: a new round's
+   * adapter compiles no decoder. (Log-probs with an adapter still compile their own graph.)
+   */
+  load(ref: ModelRef): Promise<LoadedModel> {
+    if (!ref.adapter) return this.base(ref.artifact!);
+    return this.adapters.get(modelKey(ref), async () => {
+      const base = await this.base(ref.artifact!);
+      const adapter = readAdapterDir(await this.resolve(ref.adapter!), base.config);
+      const targets = adapter.config.targets;
+      let runner = base.adapterDecoders.get(targets.join());
+      if (!runner) {
+        runner = DecoderRunner.forAdapters(this.runtime, base.config, base.weights, targets);
+        base.adapterDecoders.set(targets.join(), runner);
+      }
+      const decoder = await runner;
+      const key = artifactKey(ref.adapter!);
+      await decoder.setAdapter(key, adapter);
+      const scorer = await LogprobRunner.create(this.runtime, base.config, base.weights, adapter);
+      return {
+        config: base.config,
+        decoder: decoder.withAdapter(key),
+        scorer,
+        tokenizer: base.tokenizer,
+        parameters: base.parameters,
+        async release() {
+          await decoder.dropAdapter(key);
+          await scorer.release();
+        },
+      };
+    });
+  }
+
+  /** Unloads a model; a base takes the adapters loaded on it along. */
   async unload(ref: ModelRef): Promise<boolean> {
-    const m = await this.models.delete(modelKey(ref));
+    if (!ref.adapter) {
+      const prefix = `${modelKey(ref)}+`;
+      for (const key of this.adapters.keys().filter((k) => k.startsWith(prefix))) {
+        const adapter = await this.adapters.delete(key)?.catch(() => undefined);
+        await adapter?.release();
+      }
+    }
+    const m = ref.adapter
+      ? await this.adapters.delete(modelKey(ref))
+      : await this.bases.delete(modelKey(ref));
     if (!m) return false;
-    await m.decoder.release();
-    await m.scorer.release();
+    await m.release();
     return true;
   }
 
   get loaded(): number {
-    return this.models.size;
+    return this.bases.size + this.adapters.size;
   }
 }
 

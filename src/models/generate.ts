@@ -7,7 +7,7 @@
  */
 import { DuelError } from '../errors.js';
 import { rng } from './common/rng.js';
-import type { DecoderRunner, KvCache } from './llama/runner.js';
+import type { Decoder, KvCache } from './llama/runner.js';
 import { drawToken, entropyOf, logSoftmaxAt, type SamplingOptions, streamSeed } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -18,7 +18,7 @@ export interface GenerateOptions extends SamplingOptions {
   /** Stop a row at any of these; none: always run to maxNewTokens. */
   eosIds: number[];
   padId: number;
-  mixture?: { reference: DecoderRunner; coef: number };
+  mixture?: { reference: Decoder; coef: number };
   /** Called after each decoding step (for progress). */
   onStep?: (step: number, finishedRows: number, rows: number) => void;
   signal?: AbortSignal;
@@ -70,7 +70,7 @@ function checkGenerateOptions(o: GenerateOptions, maxPositions: number, longestP
 }
 
 export async function generate(
-  policy: DecoderRunner,
+  policy: Decoder,
   prompts: number[][],
   o: GenerateOptions,
 ): Promise<Generation[]> {

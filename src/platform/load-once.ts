@@ -27,4 +27,10 @@ export class LoadOnce<T> {
   get size(): number {
     return this.entries.size;
   }
+
+  /** The keys loaded or loading. */
+  keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
 }

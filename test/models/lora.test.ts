@@ -221,3 +221,38 @@ describe("PEFT's format", () => {
     );
   });
 });
+
+describe('one decoder for every adapter of a target set', () => {
+  it('decodes each adapter set into its state as the decoder with that adapter compiled in does, whatever its rank', async () => {
+    const o = { n: 2, maxNewTokens: 5, temperature: 1, topK: 0, topP: 1, seed: 4, eosIds: [], padId: 0 };
+    const prompts = [
+      [1, 2],
+      [3, 4, 5],
+    ];
+    const a1 = trainedLike(parseLoraFlag('rank=4,alpha=8,targets=q_proj+v_proj'), 5);
+    const a2 = trainedLike(parseLoraFlag('rank=2,alpha=2,targets=q_proj+v_proj,rslora'), 6);
+    const shared = await DecoderRunner.forAdapters(runtime, cfg, base, ['q_proj', 'v_proj']);
+    await shared.setAdapter('a1', a1);
+    await shared.setAdapter('a2', a2);
+    for (const [key, adapter] of [
+      ['a1', a1],
+      ['a2', a2],
+    ] as const) {
+      const compiled = await DecoderRunner.create(runtime, cfg, base, adapter);
+      const [got, want] = await Promise.all([
+        generate(shared.withAdapter(key), prompts, o),
+        generate(compiled, prompts, o),
+      ]);
+      expect(got.map((g) => g.tokens)).toEqual(want.map((g) => g.tokens));
+      for (const [i, g] of got.entries())
+        for (const [t, lp] of g.logprobs.entries()) expect(lp).toBeCloseTo(want[i]!.logprobs[t]!, 4);
+      await compiled.release();
+    }
+    await expect(
+      shared.setAdapter('a3', trainedLike(parseLoraFlag('rank=2,alpha=2,targets=all'), 7)),
+    ).rejects.toThrow(/takes adapters on q_proj,v_proj/);
+    await shared.dropAdapter('a1');
+    expect(() => shared.withAdapter('a1')).toThrow(/no adapter 'a1'/);
+    await shared.release();
+  });
+});

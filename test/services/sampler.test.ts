@@ -15,6 +15,8 @@ import {
 } from '../../src/gen/duel/v1/sampler.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
+import { initAdapter, writeAdapterDir } from '../../src/models/lora/adapter.js';
+import { parseLoraFlag } from '../../src/models/lora/config.js';
 import { saveModelDir } from '../../src/models/model-dir.js';
 import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
@@ -30,6 +32,8 @@ const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 let server: GrpcServer;
 let client: PolicySamplerServiceClient;
 let model: ModelRef;
+let adapters: ModelRef[];
+let core: SamplerCore;
 const metrics = new ServiceMetrics('sampler');
 
 beforeAll(async () => {
@@ -55,8 +59,25 @@ beforeAll(async () => {
   });
   const ref = new FileArtifactStore(join(root, 'store')).put(src, 'policy');
   model = { artifact: ref, adapter: undefined, name: 'policy' };
+  // Two adapters of one target set (different ranks) and one of another, in the same store.
+  const store = new FileArtifactStore(join(root, 'store'));
+  adapters = [
+    'rank=2,alpha=4,targets=q_proj+v_proj',
+    'rank=4,alpha=4,targets=q_proj+v_proj',
+    'rank=2,alpha=4,targets=all',
+  ].map((spec, i) => {
+    const a = initAdapter(cfg, parseLoraFlag(spec), i);
+    for (const [name, t] of Object.entries(a.tensors)) if (name.endsWith('lora_B.weight')) t.data.fill(0.3);
+    writeAdapterDir(join(root, `adapter-${i}`), a, 'policy');
+    return {
+      artifact: ref,
+      adapter: store.put(join(root, `adapter-${i}`), `adapter-${i}`),
+      name: `adapter-${i}`,
+    };
+  });
+  core = new SamplerCore(runtime, undefined, metrics);
   let address: string;
-  ({ server, address } = await startService([samplerService(new SamplerCore(runtime, undefined, metrics))]));
+  ({ server, address } = await startService([samplerService(core)]));
   client = new PolicySamplerServiceClient(address, grpc.credentials.createInsecure());
 });
 
@@ -119,6 +140,34 @@ describe('PolicySamplerService', () => {
       })),
     });
     for (const [i, s] of res.results.entries()) expect(s.logprob).toBeCloseTo(out[i]!.completion!.logprob, 4);
+  });
+
+  it('serves a model with each LoRA adapter, and unloading the base unloads its adapters', async () => {
+    // What each model drew and the log-probs it gave them: the adapters change the latter even
+    // where a near-uniform random model draws the same tokens under one seed.
+    const tokensOf = async (m: ModelRef) =>
+      (await collect<SampleResponse>(client.sample(sampleRequest({ model: m })))).map((r) => ({
+        tokens: r.completion!.tokenIds,
+        logprob: r.completion!.logprob,
+      }));
+    const plain = await tokensOf(model);
+    const [first, second, all] = [
+      await tokensOf(adapters[0]!),
+      await tokensOf(adapters[1]!),
+      await tokensOf(adapters[2]!),
+    ];
+    for (const [i, t] of [first, second, all].entries()) expect(t, `adapter ${i}`).not.toEqual(plain);
+    expect(second).not.toEqual(first);
+    // A repeat is served from the loaded adapter, the same under the seed.
+    expect(await tokensOf(adapters[0]!)).toEqual(first);
+    expect(core.loaded).toBe(4);
+    const r = await unary<{ model: ModelRef }, { wasLoaded: boolean }>(client.unloadModel.bind(client), {
+      model,
+    });
+    expect(r.wasLoaded).toBe(true);
+    expect(core.loaded).toBe(0);
+    // And loads again on demand.
+    expect(await tokensOf(adapters[1]!)).toEqual(second);
   });
 
   it('answers bad requests with INVALID_ARGUMENT naming the fields, and keeps serving', async () => {

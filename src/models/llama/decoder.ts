@@ -29,7 +29,7 @@ export interface DecoderInputs {
    * LoRA on the named linear layers (`q_proj`, ..., `down_proj`): y = W x + scale · B A x, with A and
    * B looked up as `<module>.lora_A.weight` and `<module>.lora_B.weight` (src/models/lora/).
    */
-  lora?: { scale: number; targets: ReadonlySet<string> };
+  lora?: { scale: number | Tensor; targets: ReadonlySet<string> };
 }
 
 export interface DecoderOutputs {

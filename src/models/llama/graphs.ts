@@ -7,8 +7,8 @@
  * Hugging Face names.
  */
 import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
-import type { Adapter } from '../lora/adapter.js';
-import { loraScale } from '../lora/config.js';
+import { type Adapter, loraParams } from '../lora/adapter.js';
+import { type LoraTarget, loraScale } from '../lora/config.js';
 import type { LlamaConfig } from './config.js';
 import { llamaForward } from './decoder.js';
 import { type HostTensor, llamaParams } from './weights.js';
@@ -23,6 +23,12 @@ export interface DecoderGraphOptions {
   weights?: Record<string, HostTensor>;
   /** A LoRA adapter, its tensors as initializers too. */
   adapter?: Adapter;
+  /**
+   * Any LoRA adapter on these target layers, as inputs: each module's `lora_A` [R, in] and
+   * `lora_B` [out, R] under their HF names (R, the rank, symbolic) and the scalar `lora_scale`, so
+   * one compiled graph serves every adapter of that target set.
+   */
+  adapterInputs?: readonly LoraTarget[];
   /** Logits of the last position only ([B, 1, V]); the export keeps all positions. */
   lastOnly?: boolean;
   /**
@@ -60,6 +66,23 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   const positionIds = g.input('position_ids', 'int64', ['B', 'T']);
   for (const [name, t] of Object.entries(options.adapter?.tensors ?? {}))
     params.set(name, g.constant(Float32Array.from(t.data), 'float32', t.dims));
+  const targets = options.adapterInputs;
+  if (targets)
+    for (const spec of loraParams(cfg, {
+      rank: 1,
+      alpha: 1,
+      targets: [...targets],
+      rslora: false,
+      dropout: 0,
+    }))
+      params.set(
+        spec.name,
+        g.input(
+          spec.name,
+          'float32',
+          spec.name.endsWith('lora_A.weight') ? ['R', spec.shape[1]!] : [spec.shape[0]!, 'R'],
+        ),
+      );
   const { logits, present } = llamaForward(cfg, (n) => params.get(n)!, {
     inputIds,
     attentionMask,
@@ -73,7 +96,9 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
             targets: new Set<string>(options.adapter.config.targets),
           },
         }
-      : {}),
+      : targets
+        ? { lora: { scale: g.input('lora_scale', 'float32', []), targets: new Set<string>(targets) } }
+        : {}),
   });
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };
   present.forEach((p, i) => {

@@ -3,10 +3,13 @@
  * (as initializers, so ONNX Runtime folds the weight transposes and prepacks the MatMuls once,
  * instead of transposing every weight on every step), and one KV cache per generation kept in
  * the worker's state, so a decoding step sends only B token ids in and B×V logits out. New
- * weights (a new checkpoint) mean a new session.
+ * weights (a new checkpoint) mean a new session; new LoRA adapters need not: a runner made
+ * `forAdapters` takes each adapter's A and B as inputs read from its state (`setAdapter`), so
+ * every adapter of one target set decodes through one compiled graph.
  */
 import { compile, type Runtime, type Session, type WireTensor } from '../../engine/index.js';
-import type { Adapter } from '../lora/adapter.js';
+import { type Adapter, loraParams } from '../lora/adapter.js';
+import { type LoraTarget, loraScale } from '../lora/config.js';
 import type { LlamaConfig } from './config.js';
 import { buildDecoderGraph, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
 import type { HostTensor } from './weights.js';
@@ -20,12 +23,85 @@ const int64 = (rows: number[][]): WireTensor => ({
   data: BigInt64Array.from(rows.flat(), (v) => BigInt(v)),
 });
 
-export class DecoderRunner {
+/** What generation needs of a decoder: its config and fresh KV caches. */
+export interface Decoder {
+  readonly config: LlamaConfig;
+  openCache(batch: number): Promise<KvCache>;
+}
+
+export class DecoderRunner implements Decoder {
+  /** Each adapter's scale, by the key it was set under. */
+  private readonly scales = new Map<string, number>();
+
   private constructor(
     readonly config: LlamaConfig,
     private readonly session: Session,
     private readonly stateId: string,
+    /** The targets of the adapters this runner takes as inputs; undefined: none. */
+    private readonly adapterTargets?: readonly LoraTarget[],
   ) {}
+
+  /**
+   * Base weights compiled in, and any LoRA adapter on `targets` as inputs: one graph for every
+   * such adapter, each set with `setAdapter` and decoded through `withAdapter`.
+   */
+  static async forAdapters(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    targets: readonly LoraTarget[],
+  ) {
+    const { graph, outputs } = buildDecoderGraph(config, {
+      lastOnly: true,
+      weights,
+      sampling: true,
+      adapterInputs: targets,
+    });
+    const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
+      outputsOnDevice: true,
+    });
+    return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`, targets);
+  }
+
+  /** The names of an adapter's tensors, as the graph's inputs. */
+  private adapterInputs(): string[] {
+    const targets = this.adapterTargets ?? [];
+    return loraParams(this.config, {
+      rank: 1,
+      alpha: 1,
+      targets: [...targets],
+      rslora: false,
+      dropout: 0,
+    }).map((p) => p.name);
+  }
+
+  /** Puts `adapter` in this runner's state under `key` (on the device where the provider has one). */
+  async setAdapter(key: string, adapter: Adapter): Promise<void> {
+    const wanted = (this.adapterTargets ?? []).join();
+    if (adapter.config.targets.join() !== wanted)
+      throw new Error(
+        `this decoder takes adapters on ${wanted || 'no layers'}, not on ${adapter.config.targets.join()}`,
+      );
+    const tensors: Record<string, WireTensor> = {};
+    for (const [name, t] of Object.entries(adapter.tensors))
+      tensors[`${key}/${name}`] = { dtype: 'float32', dims: t.dims, data: Float32Array.from(t.data) };
+    await this.session.setState(this.stateId, tensors);
+    this.scales.set(key, loraScale(adapter.config));
+  }
+
+  async dropAdapter(key: string): Promise<void> {
+    if (!this.scales.delete(key)) return;
+    await this.session.dropState(
+      this.stateId,
+      this.adapterInputs().map((n) => `${key}/${n}`),
+    );
+  }
+
+  /** This decoder with the adapter set under `key`: what `generate` decodes through. */
+  withAdapter(key: string): Decoder {
+    if (!this.scales.has(key)) throw new Error(`no adapter '${key}' in this decoder`);
+    return { config: this.config, openCache: (batch) => this.openCache(batch, key) };
+  }
 
   /** With `adapter`: base + adapter, compiled in (a new adapter means a new runner). */
   static async create(
@@ -47,8 +123,14 @@ export class DecoderRunner {
     return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`);
   }
 
-  /** A fresh, empty KV cache for `batch` rows. */
-  async openCache(batch: number): Promise<KvCache> {
+  /** A fresh, empty KV cache for `batch` rows (decoding with the adapter under `adapter`). */
+  async openCache(batch: number, adapter?: string): Promise<KvCache> {
+    if ((this.adapterTargets !== undefined) !== (adapter !== undefined))
+      throw new Error(
+        this.adapterTargets
+          ? 'this decoder decodes with an adapter: open caches through withAdapter'
+          : 'this decoder takes no adapter',
+      );
     const id = `cache-${cacheCounter++}`;
     const { numKvHeads, headDim, numLayers } = this.config;
     const empty = (): WireTensor => ({
@@ -62,12 +144,13 @@ export class DecoderRunner {
       tensors[`${id}/${pastValue(i)}`] = empty();
     }
     await this.session.setState(this.stateId, tensors);
-    return new KvCache(this, id, batch);
+    return new KvCache(this, id, batch, adapter);
   }
 
   private binding(cache: KvCache) {
     const reads: Record<string, string> = {};
     const writes: Record<string, string> = {};
+    if (cache.adapter !== undefined) for (const n of this.adapterInputs()) reads[n] = `${cache.adapter}/${n}`;
     for (let i = 0; i < this.config.numLayers; i++) {
       for (const [past, present] of [
         [pastKey(i), presentKey(i)],
@@ -78,6 +161,14 @@ export class DecoderRunner {
       }
     }
     return { state: this.stateId, reads, writes };
+  }
+
+  /** The adapter's scale, for a decoder that takes adapters as inputs. */
+  private scaleFeed(cache: KvCache): Record<string, WireTensor> {
+    if (cache.adapter === undefined) return {};
+    const scale = this.scales.get(cache.adapter);
+    if (scale === undefined) throw new Error(`no adapter '${cache.adapter}' in this decoder`);
+    return { lora_scale: { dtype: 'float32', dims: [], data: Float32Array.of(scale) } };
   }
 
   /** @internal one forward over new tokens; logits of each row's last position, [B·V]. */
@@ -95,6 +186,7 @@ export class DecoderRunner {
         position_ids: int64(positions),
         uniform: { dtype: 'float32', dims: [ids.length], data: new Float32Array(ids.length) },
         inv_temperature: { dtype: 'float32', dims: [], data: Float32Array.of(1) },
+        ...this.scaleFeed(cache),
       },
       ['logits'],
       this.binding(cache),
@@ -124,6 +216,7 @@ export class DecoderRunner {
           dims: [],
           data: Float32Array.of(temperature === 0 ? 1 : 1 / temperature),
         },
+        ...this.scaleFeed(cache),
       },
       [token, logprob, 'entropy'],
       this.binding(cache),
@@ -160,6 +253,8 @@ export class KvCache {
     private readonly runner: DecoderRunner,
     readonly id: string,
     readonly batch: number,
+    /** The key of the adapter this generation decodes with, on a decoder that takes adapters. */
+    readonly adapter?: string,
   ) {}
 
   /** Feeds new tokens (B×T, with the mask over past + new and their positions); returns last logits. */
