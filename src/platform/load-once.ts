@@ -32,5 +32,4 @@ export class LoadOnce<T> {
   keys(): string[] {
     return [...this.entries.keys()];
   }
-
 }
