@@ -22,7 +22,7 @@ import {
 } from '../../src/gen/duel/v1/sampler.js';
 import { generate } from '../../src/models/generate.js';
 import type { LlamaConfig } from '../../src/models/llama/config.js';
-import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
+import { LogprobRunner, type Scorer } from '../../src/models/llama/logprob-runner.js';
 import { type Decoder, DecoderRunner } from '../../src/models/llama/runner.js';
 import { type HostTensor, llamaParams, parameterCount } from '../../src/models/llama/weights.js';
 import { readAdapterDir } from '../../src/models/lora/adapter.js';
@@ -45,7 +45,7 @@ import {
 interface LoadedModel {
   config: LlamaConfig;
   decoder: Decoder;
-  scorer: LogprobRunner;
+  scorer: Scorer;
   tokenizer: TextTokenizer | undefined;
   parameters: number;
   release(): Promise<void>;
@@ -54,7 +54,8 @@ interface LoadedModel {
 /** A base model's weights, its own decoder, and one decoder per target set for its adapters. */
 interface LoadedBase extends LoadedModel {
   weights: Record<string, HostTensor>;
-  adapterDecoders: Map<string, Promise<DecoderRunner>>;
+  /** One decoder and one scorer per target set, every adapter of that set in their state. */
+  adapterRunners: Map<string, Promise<{ decoder: DecoderRunner; scorer: LogprobRunner }>>;
 }
 
 /** A model's cache key: its artifact's, and its adapter's when it has one. */
@@ -80,7 +81,7 @@ export class SamplerCore {
       const m = loadModelDir(dir);
       const decoder = await DecoderRunner.create(this.runtime, m.config, m.weights);
       const scorer = await LogprobRunner.create(this.runtime, m.config, m.weights);
-      const adapterDecoders = new Map<string, Promise<DecoderRunner>>();
+      const adapterRunners: LoadedBase['adapterRunners'] = new Map();
       return {
         config: m.config,
         weights: m.weights,
@@ -88,11 +89,15 @@ export class SamplerCore {
         scorer,
         tokenizer: TextTokenizer.tryFromDir(dir),
         parameters: parameterCount(llamaParams(m.config)),
-        adapterDecoders,
+        adapterRunners,
         async release() {
           await decoder.release();
           await scorer.release();
-          for (const d of adapterDecoders.values()) await (await d).release();
+          for (const r of adapterRunners.values()) {
+            const { decoder: d, scorer: s } = await r;
+            await d.release();
+            await s.release();
+          }
         },
       };
     });
@@ -100,8 +105,8 @@ export class SamplerCore {
 
   /**
    * Loads once per (URI, digest) of the model and of its adapter. Adapters of one target set on
-   * one base decode through one compiled graph, their tensors set into its state: a new round's
-   * adapter compiles no decoder. (Log-probs with an adapter still compile their own graph.)
+   * one base decode and score through one compiled graph each, their tensors set into its state:
+   * a new round's adapter compiles nothing.
    */
   load(ref: ModelRef): Promise<LoadedModel> {
     if (!ref.adapter) return this.base(ref.artifact!);
@@ -109,24 +114,27 @@ export class SamplerCore {
       const base = await this.base(ref.artifact!);
       const adapter = readAdapterDir(await this.resolve(ref.adapter!), base.config);
       const targets = adapter.config.targets;
-      let runner = base.adapterDecoders.get(targets.join());
-      if (!runner) {
-        runner = DecoderRunner.forAdapters(this.runtime, base.config, base.weights, targets);
-        base.adapterDecoders.set(targets.join(), runner);
+      let runners = base.adapterRunners.get(targets.join());
+      if (!runners) {
+        runners = (async () => ({
+          decoder: await DecoderRunner.forAdapters(this.runtime, base.config, base.weights, targets),
+          scorer: await LogprobRunner.forAdapters(this.runtime, base.config, base.weights, targets),
+        }))();
+        base.adapterRunners.set(targets.join(), runners);
       }
-      const decoder = await runner;
+      const { decoder, scorer } = await runners;
       const key = artifactKey(ref.adapter!);
       await decoder.setAdapter(key, adapter);
-      const scorer = await LogprobRunner.create(this.runtime, base.config, base.weights, adapter);
+      await scorer.setAdapter(key, adapter);
       return {
         config: base.config,
         decoder: decoder.withAdapter(key),
-        scorer,
+        scorer: scorer.withAdapter(key),
         tokenizer: base.tokenizer,
         parameters: base.parameters,
         async release() {
           await decoder.dropAdapter(key);
-          await scorer.release();
+          await scorer.dropAdapter(key);
         },
       };
     });

@@ -222,8 +222,8 @@ describe("PEFT's format", () => {
   });
 });
 
-describe('one decoder for every adapter of a target set', () => {
-  it('decodes each adapter set into its state as the decoder with that adapter compiled in does, whatever its rank', async () => {
+describe('one decoder and one scorer for every adapter of a target set', () => {
+  it('decodes and scores each adapter set into its state as runners with that adapter alone do, whatever its rank', async () => {
     const o = { n: 2, maxNewTokens: 5, temperature: 1, topK: 0, topP: 1, seed: 4, eosIds: [], padId: 0 };
     const prompts = [
       [1, 2],
@@ -248,6 +248,23 @@ describe('one decoder for every adapter of a target set', () => {
         for (const [t, lp] of g.logprobs.entries()) expect(lp).toBeCloseTo(want[i]!.logprobs[t]!, 4);
       await compiled.release();
     }
+    // Log-probs likewise: one scorer, both adapters in its state, each as its own scorer gives.
+    const scorer = await LogprobRunner.forAdapters(runtime, cfg, base, ['q_proj', 'v_proj']);
+    await scorer.setAdapter('a1', a1);
+    await scorer.setAdapter('a2', a2);
+    for (const [key, adapter] of [
+      ['a1', a1],
+      ['a2', a2],
+    ] as const) {
+      const own = await LogprobRunner.create(runtime, cfg, base, adapter);
+      const [got, want] = await Promise.all([
+        scorer.withAdapter(key).logprobs(RECORDS),
+        own.logprobs(RECORDS),
+      ]);
+      for (const [i, r] of got.entries()) expect(r.summed).toBeCloseTo(want[i]!.summed, 5);
+      await own.release();
+    }
+    await scorer.release();
     await expect(
       shared.setAdapter('a3', trainedLike(parseLoraFlag('rank=2,alpha=2,targets=all'), 7)),
     ).rejects.toThrow(/takes adapters on q_proj,v_proj/);

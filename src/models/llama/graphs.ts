@@ -7,8 +7,9 @@
  * Hugging Face names.
  */
 import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
-import { type Adapter, loraParams } from '../lora/adapter.js';
+import type { Adapter } from '../lora/adapter.js';
 import { type LoraTarget, loraScale } from '../lora/config.js';
+import { declareAdapterInputs } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
 import { llamaForward } from './decoder.js';
 import { type HostTensor, llamaParams } from './weights.js';
@@ -66,23 +67,10 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   const positionIds = g.input('position_ids', 'int64', ['B', 'T']);
   for (const [name, t] of Object.entries(options.adapter?.tensors ?? {}))
     params.set(name, g.constant(Float32Array.from(t.data), 'float32', t.dims));
-  const targets = options.adapterInputs;
-  if (targets)
-    for (const spec of loraParams(cfg, {
-      rank: 1,
-      alpha: 1,
-      targets: [...targets],
-      rslora: false,
-      dropout: 0,
-    }))
-      params.set(
-        spec.name,
-        g.input(
-          spec.name,
-          'float32',
-          spec.name.endsWith('lora_A.weight') ? ['R', spec.shape[1]!] : [spec.shape[0]!, 'R'],
-        ),
-      );
+  const adapterInputs = options.adapterInputs
+    ? declareAdapterInputs(g, cfg, options.adapterInputs)
+    : undefined;
+  for (const [name, t] of adapterInputs?.tensors ?? []) params.set(name, t);
   const { logits, present } = llamaForward(cfg, (n) => params.get(n)!, {
     inputIds,
     attentionMask,
@@ -96,8 +84,8 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
             targets: new Set<string>(options.adapter.config.targets),
           },
         }
-      : targets
-        ? { lora: { scale: g.input('lora_scale', 'float32', []), targets: new Set<string>(targets) } }
+      : adapterInputs
+        ? { lora: adapterInputs.lora }
         : {}),
   });
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };

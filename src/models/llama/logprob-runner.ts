@@ -4,8 +4,9 @@
  */
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
 import { type CompletionRecord, completionBatch } from '../batch.js';
-import { type Adapter, loraParams } from '../lora/adapter.js';
-import { loraScale } from '../lora/config.js';
+import type { Adapter } from '../lora/adapter.js';
+import type { LoraTarget } from '../lora/config.js';
+import { AdapterSlots, declareAdapterInputs } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
 import { sequenceLogprobs } from './logprobs.js';
 import { type HostTensor, llamaParams } from './weights.js';
@@ -19,50 +20,112 @@ export interface CompletionLogprobs {
   perToken: number[];
 }
 
-export class LogprobRunner {
+/** What scoring needs: completion log-probs of records. */
+export interface Scorer {
+  logprobs(records: CompletionRecord[], maxBatch?: number): Promise<CompletionLogprobs[]>;
+}
+
+/** The key `create`'s adapter is set under. */
+const DEFAULT_ADAPTER = 'adapter';
+
+export class LogprobRunner implements Scorer {
   private constructor(
     readonly config: LlamaConfig,
     private readonly session: Session,
     private readonly stateId: string,
     private readonly padId: number,
     private readonly paramNames: string[],
+    /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
+    private readonly adapters?: AdapterSlots,
   ) {}
 
-  /** With `adapter`: log-probs of base + adapter, the adapter's tensors beside the weights. */
+  /**
+   * With `adapter`: log-probs of base + adapter. The graph takes any adapter on the same target
+   * set as inputs, so `forAdapters` then `setAdapter` serves many adapters through one compiled
+   * graph; `adapter` given here is set as the default.
+   */
   static async create(
     runtime: Runtime,
     config: LlamaConfig,
     weights: Record<string, HostTensor>,
     adapter?: Adapter,
   ) {
+    const runner = await LogprobRunner.build(runtime, config, weights, adapter?.config.targets);
+    if (adapter) await runner.setAdapter(DEFAULT_ADAPTER, adapter);
+    return runner;
+  }
+
+  /** A runner for every adapter on `targets` over these weights; set each with `setAdapter`. */
+  static forAdapters(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    targets: readonly LoraTarget[],
+  ) {
+    return LogprobRunner.build(runtime, config, weights, targets);
+  }
+
+  private static async build(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    targets: readonly LoraTarget[] | undefined,
+  ) {
     const g = new Graph();
     const params = new Map<string, Tensor>();
-    const specs = [...llamaParams(config), ...(adapter ? loraParams(config, adapter.config) : [])];
-    for (const spec of specs) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
+    const base = llamaParams(config);
+    for (const spec of base) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
+    const inputs = targets ? declareAdapterInputs(g, config, targets) : undefined;
+    for (const [name, t] of inputs?.tensors ?? []) params.set(name, t);
     const { perToken, summed } = sequenceLogprobs(config, (n) => params.get(n)!, {
       inputIds: g.input('input_ids', 'int64', ['B', 'T']),
       attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
       targets: g.input('targets', 'int64', ['B', 'T']),
       targetMask: g.input('target_mask', 'float32', ['B', 'T']),
-      ...(adapter
-        ? { lora: { scale: loraScale(adapter.config), targets: new Set<string>(adapter.config.targets) } }
-        : {}),
+      ...(inputs ? { lora: inputs.lora } : {}),
     });
     const session = await runtime.load(
       compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider }),
     );
     const stateId = `logprobs-${process.pid}-${counter++}`;
-    await session.setState(stateId, { ...weights, ...adapter?.tensors });
+    await session.setState(stateId, weights);
     return new LogprobRunner(
       config,
       session,
       stateId,
       config.padTokenId ?? 0,
-      specs.map((s) => s.name),
+      base.map((s) => s.name),
+      targets ? new AdapterSlots(config, targets, 'scorer') : undefined,
     );
   }
 
-  async logprobs(records: CompletionRecord[], maxBatch = 32): Promise<CompletionLogprobs[]> {
+  /** Puts `adapter` in this runner's state under `key`. */
+  async setAdapter(key: string, adapter: Adapter): Promise<void> {
+    if (!this.adapters) throw new Error('this scorer takes no adapter');
+    await this.session.setState(this.stateId, this.adapters.add(key, adapter));
+  }
+
+  async dropAdapter(key: string): Promise<void> {
+    const keys = this.adapters?.remove(key) ?? [];
+    if (keys.length) await this.session.dropState(this.stateId, keys);
+  }
+
+  /** This scorer with the adapter set under `key`. */
+  withAdapter(key: string): Scorer {
+    if (!this.adapters?.has(key)) throw new Error(`no adapter '${key}' in this scorer`);
+    return { logprobs: (records, maxBatch) => this.logprobs(records, maxBatch, key) };
+  }
+
+  async logprobs(
+    records: CompletionRecord[],
+    maxBatch = 32,
+    adapter = this.adapters ? DEFAULT_ADAPTER : undefined,
+  ): Promise<CompletionLogprobs[]> {
+    const slot = this.adapters && adapter !== undefined ? this.adapters.run(adapter) : undefined;
+    const reads: Record<string, string> = {
+      ...Object.fromEntries(this.paramNames.map((n) => [n, n])),
+      ...slot?.reads,
+    };
     const out: CompletionLogprobs[] = [];
     for (let start = 0; start < records.length; start += maxBatch) {
       const chunk = records.slice(start, start + maxBatch);
@@ -74,13 +137,10 @@ export class LogprobRunner {
           attention_mask: { dtype: 'int64', dims, data: b.attentionMask },
           targets: { dtype: 'int64', dims, data: b.targets },
           target_mask: { dtype: 'float32', dims, data: b.targetMask },
+          ...slot?.feeds,
         },
         ['per_token', 'summed'],
-        {
-          state: this.stateId,
-          reads: Object.fromEntries(this.paramNames.map((n) => [n, n])),
-          writes: {},
-        },
+        { state: this.stateId, reads, writes: {} },
       );
       const per = res.per_token!.data as Float32Array;
       chunk.forEach((r, i) => {

@@ -8,8 +8,9 @@
  * every adapter of one target set decodes through one compiled graph.
  */
 import { compile, type Runtime, type Session, type WireTensor } from '../../engine/index.js';
-import { type Adapter, loraParams } from '../lora/adapter.js';
-import { type LoraTarget, loraScale } from '../lora/config.js';
+import type { Adapter } from '../lora/adapter.js';
+import type { LoraTarget } from '../lora/config.js';
+import { AdapterSlots } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
 import { buildDecoderGraph, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
 import type { HostTensor } from './weights.js';
@@ -30,15 +31,12 @@ export interface Decoder {
 }
 
 export class DecoderRunner implements Decoder {
-  /** Each adapter's scale, by the key it was set under. */
-  private readonly scales = new Map<string, number>();
-
   private constructor(
     readonly config: LlamaConfig,
     private readonly session: Session,
     private readonly stateId: string,
-    /** The targets of the adapters this runner takes as inputs; undefined: none. */
-    private readonly adapterTargets?: readonly LoraTarget[],
+    /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
+    private readonly adapters?: AdapterSlots,
   ) {}
 
   /**
@@ -60,46 +58,28 @@ export class DecoderRunner implements Decoder {
     const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
       outputsOnDevice: true,
     });
-    return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`, targets);
-  }
-
-  /** The names of an adapter's tensors, as the graph's inputs. */
-  private adapterInputs(): string[] {
-    const targets = this.adapterTargets ?? [];
-    return loraParams(this.config, {
-      rank: 1,
-      alpha: 1,
-      targets: [...targets],
-      rslora: false,
-      dropout: 0,
-    }).map((p) => p.name);
+    return new DecoderRunner(
+      config,
+      session,
+      `decoder-${process.pid}-${runnerCounter++}`,
+      new AdapterSlots(config, targets, 'decoder'),
+    );
   }
 
   /** Puts `adapter` in this runner's state under `key` (on the device where the provider has one). */
   async setAdapter(key: string, adapter: Adapter): Promise<void> {
-    const wanted = (this.adapterTargets ?? []).join();
-    if (adapter.config.targets.join() !== wanted)
-      throw new Error(
-        `this decoder takes adapters on ${wanted || 'no layers'}, not on ${adapter.config.targets.join()}`,
-      );
-    const tensors: Record<string, WireTensor> = {};
-    for (const [name, t] of Object.entries(adapter.tensors))
-      tensors[`${key}/${name}`] = { dtype: 'float32', dims: t.dims, data: Float32Array.from(t.data) };
-    await this.session.setState(this.stateId, tensors);
-    this.scales.set(key, loraScale(adapter.config));
+    if (!this.adapters) throw new Error('this decoder takes no adapter');
+    await this.session.setState(this.stateId, this.adapters.add(key, adapter));
   }
 
   async dropAdapter(key: string): Promise<void> {
-    if (!this.scales.delete(key)) return;
-    await this.session.dropState(
-      this.stateId,
-      this.adapterInputs().map((n) => `${key}/${n}`),
-    );
+    const keys = this.adapters?.remove(key) ?? [];
+    if (keys.length) await this.session.dropState(this.stateId, keys);
   }
 
   /** This decoder with the adapter set under `key`: what `generate` decodes through. */
   withAdapter(key: string): Decoder {
-    if (!this.scales.has(key)) throw new Error(`no adapter '${key}' in this decoder`);
+    if (!this.adapters?.has(key)) throw new Error(`no adapter '${key}' in this decoder`);
     return { config: this.config, openCache: (batch) => this.openCache(batch, key) };
   }
 
@@ -125,9 +105,9 @@ export class DecoderRunner implements Decoder {
 
   /** A fresh, empty KV cache for `batch` rows (decoding with the adapter under `adapter`). */
   async openCache(batch: number, adapter?: string): Promise<KvCache> {
-    if ((this.adapterTargets !== undefined) !== (adapter !== undefined))
+    if ((this.adapters !== undefined) !== (adapter !== undefined))
       throw new Error(
-        this.adapterTargets
+        this.adapters
           ? 'this decoder decodes with an adapter: open caches through withAdapter'
           : 'this decoder takes no adapter',
       );
@@ -150,7 +130,7 @@ export class DecoderRunner implements Decoder {
   private binding(cache: KvCache) {
     const reads: Record<string, string> = {};
     const writes: Record<string, string> = {};
-    if (cache.adapter !== undefined) for (const n of this.adapterInputs()) reads[n] = `${cache.adapter}/${n}`;
+    if (cache.adapter !== undefined) Object.assign(reads, this.adapters!.run(cache.adapter).reads);
     for (let i = 0; i < this.config.numLayers; i++) {
       for (const [past, present] of [
         [pastKey(i), presentKey(i)],
@@ -165,10 +145,7 @@ export class DecoderRunner implements Decoder {
 
   /** The adapter's scale, for a decoder that takes adapters as inputs. */
   private scaleFeed(cache: KvCache): Record<string, WireTensor> {
-    if (cache.adapter === undefined) return {};
-    const scale = this.scales.get(cache.adapter);
-    if (scale === undefined) throw new Error(`no adapter '${cache.adapter}' in this decoder`);
-    return { lora_scale: { dtype: 'float32', dims: [], data: Float32Array.of(scale) } };
+    return cache.adapter === undefined ? {} : this.adapters!.run(cache.adapter).feeds;
   }
 
   /** @internal one forward over new tokens; logits of each row's last position, [B·V]. */
