@@ -208,6 +208,36 @@ export function registerBench(program: Command): void {
     });
 
   bench
+    .command('weight-sync')
+    .description(
+      "through the local suite: from the trainer's answer to the first Sample answered with the round's weights, full checkpoint vs LoRA adapters",
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--models <list>', 'comma-separated: testbed, 25M, smollm-135m', (raw) => raw.split(','), ['25M'])
+    .option(
+      '--ranks <list>',
+      'LoRA ranks (every linear layer)',
+      (raw) => raw.split(',').map((r) => positiveInt('--ranks')(r)),
+      [8, 16, 64],
+    )
+    .option('--rounds <n>', 'timed rounds per case', positiveInt('--rounds'), 5)
+    .action(async (o: { json?: boolean; models: string[]; ranks: number[]; rounds: number }) => {
+      const { runWeightSyncBench } = await import('../../../bench/weight-sync.js');
+      const r = await runWeightSyncBench({
+        models: o.models,
+        ranks: o.ranks,
+        rounds: o.rounds,
+        log: progress,
+      });
+      if (printedAsJson(o.json, r)) return;
+      process.stdout.write('model    weights   p50 ms   p95 ms   checkpoint KB   trainer RSS MB\n');
+      for (const row of r.rows)
+        process.stdout.write(
+          `${row.model.padEnd(8)} ${String(row.weights === 'full' ? 'full' : `r${row.weights}`).padEnd(8)} ${row.p50_ms.toFixed(0).padStart(7)} ${row.p95_ms.toFixed(0).padStart(8)} ${(row.checkpoint_bytes / 1024).toFixed(0).padStart(15)} ${row.trainer_rss_mb.toFixed(0).padStart(16)}\n`,
+        );
+    });
+
+  bench
     .command('train')
     .description(
       'training tokens/s of every round recipe, end to end and in the step loop, and the cost per token relative to SFT',
