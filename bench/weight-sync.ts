@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { LocalCluster } from '../src/client/local-cluster.js';
-import type { ArtifactRef, ModelRef } from '../src/gen/duel/v1/common.js';
+import { type ArtifactRef, type ModelRef, OptimizerConfig } from '../src/gen/duel/v1/common.js';
 import { PolicySamplerServiceClient, type SampleResponse } from '../src/gen/duel/v1/sampler.js';
 import {
   TrainerServiceClient,
@@ -131,21 +131,14 @@ export async function runWeightSyncBench(o: WeightSyncOptions): Promise<{ rows: 
                   policy,
                   reference: undefined,
                   hyperparameters: { eta: '2' },
-                  optimizer: {
+                  optimizer: OptimizerConfig.fromPartial({
                     name: 'sgd',
                     learningRate: 1e-3,
-                    weightDecay: 0,
                     gradClip: 1,
                     steps: 1,
-                    epochs: 0,
                     batchSize: 8,
                     schedule: 'constant',
-                    warmupSteps: 0,
-                    momentum: 0,
-                    beta1: 0,
-                    beta2: 0,
-                    epsilon: 0,
-                  },
+                  }),
                   seed: 1,
                   outputUri: `sync/${name}/round-${round}`,
                   lora: rank
