@@ -132,7 +132,7 @@ export async function runWeightSyncBench(o: WeightSyncOptions): Promise<{ rows: 
                   reference: undefined,
                   hyperparameters: { eta: '2' },
                   optimizer: OptimizerConfig.fromPartial({
-                    name: 'sgd',
+                    name: 'adamw',
                     learningRate: 1e-3,
                     gradClip: 1,
                     steps: 1,

@@ -46,13 +46,17 @@ export class RoundProgram {
     /** One row of each slot, for the names and widths of its features. */
     private readonly examples: Record<string, Row>,
     /**
-     * Train a LoRA adapter of this shape on these frozen base weights: the base becomes constants
-     * of the graph, and only the adapter's A and B are parameters (training state).
+     * Train a LoRA adapter of this shape on these frozen base weights: the base is a frozen input
+     * (kept in the worker's state, read every step), and only the adapter's A and B are parameters.
      */
     private readonly lora?: { base: Record<string, HostTensor>; adapter: Adapter['config'] },
   ) {}
 
-  build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
+  build(
+    g: Graph,
+    param: (name: string, shape: number[]) => Tensor,
+    frozenInput: (name: string, shape: number[]) => Tensor,
+  ): Tensor {
     const inputs = new BatchInputs<StepBatch>(g);
     this.inputs = inputs;
     const lora = this.lora;
@@ -60,12 +64,13 @@ export class RoundProgram {
     if (lora) {
       const trained = w;
       const frozen = new Map<string, Tensor>();
+      // The base is read from the worker's state every step, never written: one copy there.
       w = (name) => {
         const base = lora.base[name];
         if (!base) return trained(name);
         let t = frozen.get(name);
         if (!t) {
-          t = g.constant(Float32Array.from(base.data), 'float32', base.dims);
+          t = frozenInput(name, base.dims);
           frozen.set(name, t);
         }
         return t;

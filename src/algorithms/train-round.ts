@@ -175,6 +175,7 @@ async function trainRoundWith(
     { optimizer: o.optimizer, gradClip: o.gradClip },
     plan(o, o.records.length).schedule,
     o.adapter ? o.adapter.tensors : o.weights,
+    o.adapter ? { frozen: o.weights } : {},
   );
   /** The model the training state's parameters stand for. */
   const current = (params: Record<string, HostTensor>): Model =>

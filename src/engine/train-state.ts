@@ -27,8 +27,16 @@ export interface StepMetrics {
 }
 
 export interface TrainProgram {
-  /** Traces the model and loss: declare parameters with `param`, batch tensors with `graph.input`. */
-  build(graph: Graph, param: (name: string, shape: number[]) => Tensor): Tensor;
+  /**
+   * Traces the model and loss: declare parameters with `param`, batch tensors with `graph.input`,
+   * and tensors the step reads but never changes (a frozen base under an adapter) with `frozen`,
+   * their values given once to `TrainingState.create` and kept in the worker beside the parameters.
+   */
+  build(
+    graph: Graph,
+    param: (name: string, shape: number[]) => Tensor,
+    frozen: (name: string, shape: number[]) => Tensor,
+  ): Tensor;
   dtype: DType;
 }
 
@@ -37,6 +45,8 @@ let stateCounter = 0;
 export interface TrainingStateOptions {
   /** Compile the step as an ONNX Loop so `stepMany` runs several steps in one call. */
   fold?: boolean;
+  /** The values of the program's `frozen` tensors, by name. */
+  frozen?: Record<string, WireTensor>;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -71,6 +81,8 @@ export class TrainingState {
     private readonly stateId: string,
     readonly paramNames: readonly string[],
     private readonly stateKeys: readonly string[],
+    /** Read every step, never written. */
+    private readonly frozenNames: readonly string[],
     private readonly dtype: DType,
     private readonly schedule: ScheduleSpec,
     readonly timings: BuildTimings,
@@ -88,11 +100,24 @@ export class TrainingState {
     const t0 = performance.now();
     const graph = new Graph();
     const params = new Map<string, Tensor>();
-    const loss = program.build(graph, (name, shape) => {
-      const p = graph.input(name, program.dtype, shape);
-      params.set(name, p);
-      return p;
-    });
+    const frozen = new Map<string, Tensor>();
+    const loss = program.build(
+      graph,
+      (name, shape) => {
+        const p = graph.input(name, program.dtype, shape);
+        params.set(name, p);
+        return p;
+      },
+      (name, shape) => {
+        const t = graph.input(name, program.dtype, shape);
+        frozen.set(name, t);
+        return t;
+      },
+    );
+    if (options.fold && frozen.size)
+      throw new Error(
+        'training state: a folded step cannot read frozen tensors (they would be stacked per step)',
+      );
     const step = buildTrainStep(graph, loss, params, spec);
     const t1 = performance.now();
     const model = options.fold
@@ -138,12 +163,22 @@ export class TrainingState {
         ),
       };
     }
+    for (const [name, t] of frozen) {
+      const given = options.frozen?.[name];
+      if (!given) throw new Error(`training state: no value for frozen tensor '${name}'`);
+      if (given.dims.join() !== t.shape.join())
+        throw new Error(
+          `training state: frozen '${name}' is [${given.dims}] but the model declares [${t.shape}]`,
+        );
+      tensors[name] = given;
+    }
     await session.setState(stateId, tensors);
     return new TrainingState(
       session,
       stateId,
       names,
       stateKeys,
+      [...frozen.keys()],
       program.dtype,
       schedule,
       timings,
@@ -161,7 +196,7 @@ export class TrainingState {
     const everything = [...this.paramNames, ...this.stateKeys];
     return {
       state: this.stateId,
-      reads: Object.fromEntries(everything.map((k) => [k, k])),
+      reads: Object.fromEntries([...everything, ...this.frozenNames].map((k) => [k, k])),
       writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
     };
   }
