@@ -167,3 +167,54 @@ describe('learning-rate schedules', () => {
     expect(learningRate(cos, 10)).toBeCloseTo(0, 12);
   });
 });
+
+describe('frozen tensors', () => {
+  const program = {
+    dtype: 'float64' as const,
+    // Σ ½·a·p² + b·p with `a` frozen: read every step from the worker's state, never trained.
+    build: (
+      g: import('../../src/engine/graph.js').Graph,
+      param: (n: string, s: number[]) => import('../../src/engine/graph.js').Tensor,
+      frozen: (n: string, s: number[]) => import('../../src/engine/graph.js').Tensor,
+    ) => {
+      const p = param('p', [4]);
+      const a = frozen('a', [4]);
+      const b = g.input('b', 'float64', [4]);
+      return T.reduceSum(T.add(T.mul(T.mul(a, T.mul(p, p)), 0.5), T.mul(b, p)));
+    },
+  };
+  const sgd = { optimizer: { kind: 'sgd' as const }, gradClip: 0 };
+
+  it('are read every step as given and stay out of the parameters', async () => {
+    const state = await TrainingState.create(
+      runtime,
+      program,
+      sgd,
+      constant,
+      { p: f64(P0) },
+      { frozen: { a: f64(A) } },
+    );
+    for (let i = 0; i < 3; i++) await state.step({ b: f64(B) });
+    const p = [...((await state.parameters()).p!.data as Float64Array)];
+    const want = textbook({ kind: 'sgd' }, 0, constant, 3);
+    for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
+    expect(Object.keys(await state.parameters())).toEqual(['p']);
+    await state.dispose();
+  });
+
+  it('must be given, and cannot be folded into a Loop', async () => {
+    await expect(TrainingState.create(runtime, program, sgd, constant, { p: f64(P0) })).rejects.toThrow(
+      /no value for frozen tensor 'a'/,
+    );
+    await expect(
+      TrainingState.create(
+        runtime,
+        program,
+        sgd,
+        constant,
+        { p: f64(P0) },
+        { frozen: { a: f64(A) }, fold: true },
+      ),
+    ).rejects.toThrow(/a folded step cannot read frozen tensors/);
+  });
+});
