@@ -118,6 +118,15 @@ export class TrainingState {
       throw new Error(
         'training state: a folded step cannot read frozen tensors (they would be stacked per step)',
       );
+    // Checked before any session is made, so a refusal leaves nothing loaded behind.
+    for (const [name, t] of frozen) {
+      const given = options.frozen?.[name];
+      if (!given) throw new Error(`training state: no value for frozen tensor '${name}'`);
+      if (given.dims.join() !== t.shape.join())
+        throw new Error(
+          `training state: frozen '${name}' is [${given.dims}] but the model declares [${t.shape}]`,
+        );
+    }
     const step = buildTrainStep(graph, loss, params, spec);
     const t1 = performance.now();
     const model = options.fold
@@ -163,15 +172,7 @@ export class TrainingState {
         ),
       };
     }
-    for (const [name, t] of frozen) {
-      const given = options.frozen?.[name];
-      if (!given) throw new Error(`training state: no value for frozen tensor '${name}'`);
-      if (given.dims.join() !== t.shape.join())
-        throw new Error(
-          `training state: frozen '${name}' is [${given.dims}] but the model declares [${t.shape}]`,
-        );
-      tensors[name] = given;
-    }
+    for (const name of frozen.keys()) tensors[name] = options.frozen![name]!;
     await session.setState(stateId, tensors);
     return new TrainingState(
       session,
