@@ -4,11 +4,9 @@
  * moves `duel train`, `duel sample`, the benchmarks and `duel serve` to the GPU together.
  */
 
-import type { Provider } from '../engine/runtime/protocol.js';
+import { PROVIDERS, type Provider } from '../engine/runtime/protocol.js';
 import { Runtime, type RuntimeOptions } from '../engine/runtime/runtime.js';
 import { DuelError } from '../errors.js';
-
-export const PROVIDERS: readonly Provider[] = ['cpu', 'webgpu', 'cuda'];
 
 /** `name` as a provider, refused naming `field` when it is none. */
 export function parseProvider(name: string, field: string): Provider {

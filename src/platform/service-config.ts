@@ -4,6 +4,7 @@
  * it uses.
  */
 import { z } from 'zod';
+import { PROVIDERS } from '../engine/runtime/protocol.js';
 import { isMemoryBus, MEMORY_BUS_URL } from './bus.js';
 import { tlsSchema } from './tls.js';
 
@@ -69,7 +70,7 @@ const shared = {
   runtime: z
     .object({
       /** ONNX Runtime execution provider: the graphs are the same, only where they run changes. */
-      provider: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
+      provider: z.enum(PROVIDERS).default('cpu'),
       /** ONNX Runtime worker threads; 0: one per core the container may use, at most 4. */
       workers: z.number().int().min(0).max(64).default(0),
     })

@@ -124,6 +124,9 @@ function formula(
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
+/** One plain-SGD step of lr 1 over both records: the update is the gradient itself. */
+const SGD_STEP = { optimizer: { kind: 'sgd' as const }, lr: 1, steps: 1, batchSize: 2, gradClip: 0, seed: 0 };
+
 /**
  * A plain-SGD step checked at each probe against central differences of `loss`: (before − after)/lr
  * must be ∂loss/∂x. Returns the largest |∂loss/∂x| probed, so a caller can refuse a step that did
@@ -157,7 +160,7 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
   it.each(Object.keys(HPARAMS))('%s', async (algo) => {
     const w0 = weights(cfg, 2, 'float64', 5);
     const ref = weights(cfg, 3, 'float64', 5);
-    const lr = 1;
+    const { lr } = SGD_STEP;
     const { weights: w1, metrics } = await trainRound(runtime, {
       algo: ALGO_OF[algo] ?? algo,
       hparams: HPARAMS[algo]!,
@@ -165,12 +168,7 @@ describe('one plain-SGD step of duel train round equals θ − lr·∇L', () => 
       weights: f32(w0),
       reference: f32(ref),
       records: RECORDS,
-      optimizer: { kind: 'sgd' },
-      lr,
-      steps: 1,
-      batchSize: 2,
-      gradClip: 0,
-      seed: 0,
+      ...SGD_STEP,
     });
     expect(metrics.steps).toBe(1);
     expect(metrics.skipped_steps).toBe(0);
@@ -243,7 +241,7 @@ describe('one plain-SGD step of a LoRA round equals (A, B) − lr·∇L, L over 
   );
 
   it.each(['sppo', 'inpo', 'online_dpo', 'nash_md', 'discopop'])('%s', async (algo) => {
-    const lr = 1;
+    const { lr } = SGD_STEP;
     const {
       weights: ab1,
       adapter,
@@ -255,12 +253,7 @@ describe('one plain-SGD step of a LoRA round equals (A, B) − lr·∇L, L over 
       weights: f32(base),
       adapter: start,
       records: RECORDS,
-      optimizer: { kind: 'sgd' },
-      lr,
-      steps: 1,
-      batchSize: 2,
-      gradClip: 0,
-      seed: 0,
+      ...SGD_STEP,
     });
     expect(metrics.steps).toBe(1);
     // Only the adapter trains: the round's weights are its tensors, the base is not among them.

@@ -295,7 +295,7 @@ describe('a run through the whole suite', () => {
     const win = run.rounds[1]!.metrics!.values.win_rate_vs_ref!;
     expect(win).toBeGreaterThan(0);
     expect(win).toBeLessThan(1);
-    // The samplers served the base model with each round's adapter.
+    // The samplers answered the run's calls (each round's policy was base + that round's adapter).
     const samplerLogs = ['sampler-0', 'sampler-1']
       .map((s) => readFileSync(join(root, 'logs', `${s}.log`), 'utf8'))
       .join('');

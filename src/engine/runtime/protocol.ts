@@ -7,7 +7,9 @@ export interface WireTensor {
   data: TypedArray;
 }
 
-export type Provider = 'cpu' | 'cuda' | 'webgpu';
+/** ONNX Runtime execution providers duel configures; webgpu is the tested GPU path. */
+export const PROVIDERS = ['cpu', 'webgpu', 'cuda'] as const;
+export type Provider = (typeof PROVIDERS)[number];
 
 export interface SessionOptions {
   provider: Provider;

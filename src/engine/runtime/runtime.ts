@@ -110,7 +110,6 @@ export class Session {
     readonly id: number,
     readonly inputNames: readonly string[],
     readonly outputNames: readonly string[],
-    readonly provider: Provider,
   ) {}
 
   /** Runs the graph; returns the fetched outputs (all of them by default). */
@@ -184,7 +183,7 @@ export class Runtime {
         ...options,
       },
     });
-    return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!, this.provider);
+    return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!);
   }
 
   /** Writes the profiles of every session so far (a runtime made with `profilePrefix`). */

@@ -7,8 +7,7 @@
  * Hugging Face names.
  */
 import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
-import type { Adapter } from '../lora/adapter.js';
-import { type LoraTarget, loraScale } from '../lora/config.js';
+import type { LoraTarget } from '../lora/config.js';
 import { declareAdapterInputs } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
 import { llamaForward } from './decoder.js';
@@ -22,8 +21,6 @@ export const presentValue = (i: number) => `present.${i}.value`;
 export interface DecoderGraphOptions {
   /** Weights as initializers (export) instead of inputs named by their HF names. */
   weights?: Record<string, HostTensor>;
-  /** A LoRA adapter, its tensors as initializers too. */
-  adapter?: Adapter;
   /**
    * Any LoRA adapter on these target layers, as inputs: each module's `lora_A` [R, in] and
    * `lora_B` [out, R] under their HF names (R, the rank, symbolic) and the scalar `lora_scale`, so
@@ -65,8 +62,6 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   }));
   const attentionMask = g.input('attention_mask', 'int64', ['B', 'P+T']);
   const positionIds = g.input('position_ids', 'int64', ['B', 'T']);
-  for (const [name, t] of Object.entries(options.adapter?.tensors ?? {}))
-    params.set(name, g.constant(Float32Array.from(t.data), 'float32', t.dims));
   const adapterInputs = options.adapterInputs
     ? declareAdapterInputs(g, cfg, options.adapterInputs)
     : undefined;
@@ -77,16 +72,7 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
     positionIds,
     past,
     lastOnly: options.lastOnly ?? false,
-    ...(options.adapter
-      ? {
-          lora: {
-            scale: loraScale(options.adapter.config),
-            targets: new Set<string>(options.adapter.config.targets),
-          },
-        }
-      : adapterInputs
-        ? { lora: adapterInputs.lora }
-        : {}),
+    ...(adapterInputs ? { lora: adapterInputs.lora } : {}),
   });
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };
   present.forEach((p, i) => {

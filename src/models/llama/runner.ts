@@ -3,9 +3,9 @@
  * (as initializers, so ONNX Runtime folds the weight transposes and prepacks the MatMuls once,
  * instead of transposing every weight on every step), and one KV cache per generation kept in
  * the worker's state, so a decoding step sends only B token ids in and B×V logits out. New
- * weights (a new checkpoint) mean a new session; new LoRA adapters need not: a runner made
- * `forAdapters` takes each adapter's A and B as inputs read from its state (`setAdapter`), so
- * every adapter of one target set decodes through one compiled graph.
+ * weights (a new checkpoint) mean a new session; new LoRA adapters need not: an adapter's A and B
+ * are inputs read from the runner's state (`setAdapter`), so every adapter of one target set
+ * decodes through one compiled graph (`forAdapters`).
  */
 import { compile, type Runtime, type Session, type WireTensor } from '../../engine/index.js';
 import type { Adapter } from '../lora/adapter.js';
@@ -16,6 +16,8 @@ import { buildDecoderGraph, pastKey, pastValue, presentKey, presentValue } from 
 import type { HostTensor } from './weights.js';
 
 let runnerCounter = 0;
+/** The key `create`'s adapter is set under. */
+const DEFAULT_ADAPTER = 'adapter';
 let cacheCounter = 0;
 
 const int64 = (rows: number[][]): WireTensor => ({
@@ -39,22 +41,53 @@ export class DecoderRunner implements Decoder {
     private readonly adapters?: AdapterSlots,
   ) {}
 
+  /** The adapter a cache opened without a key decodes with (`create`'s). */
+  private defaultAdapter: string | undefined;
+
+  /**
+   * The weights compiled in. With `adapter`: base + adapter, the adapter's tensors in the state as
+   * `forAdapters` keeps them, set as the default so caches open without a key.
+   */
+  static async create(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    adapter?: Adapter,
+  ) {
+    const runner = await DecoderRunner.build(runtime, config, weights, adapter?.config.targets);
+    if (adapter) {
+      await runner.setAdapter(DEFAULT_ADAPTER, adapter);
+      runner.defaultAdapter = DEFAULT_ADAPTER;
+    }
+    return runner;
+  }
+
   /**
    * Base weights compiled in, and any LoRA adapter on `targets` as inputs: one graph for every
    * such adapter, each set with `setAdapter` and decoded through `withAdapter`.
    */
-  static async forAdapters(
+  static forAdapters(
     runtime: Runtime,
     config: LlamaConfig,
     weights: Record<string, HostTensor>,
     targets: readonly LoraTarget[],
   ) {
+    return DecoderRunner.build(runtime, config, weights, targets);
+  }
+
+  private static async build(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Record<string, HostTensor>,
+    targets: readonly LoraTarget[] | undefined,
+  ) {
     const { graph, outputs } = buildDecoderGraph(config, {
       lastOnly: true,
       weights,
       sampling: true,
-      adapterInputs: targets,
+      ...(targets ? { adapterInputs: targets } : {}),
     });
+    // The cache each step writes back stays on the device; only ids go in and draws come out.
     const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
       outputsOnDevice: true,
     });
@@ -62,7 +95,7 @@ export class DecoderRunner implements Decoder {
       config,
       session,
       `decoder-${process.pid}-${runnerCounter++}`,
-      new AdapterSlots(config, targets, 'decoder'),
+      targets ? new AdapterSlots(config, targets, 'decoder') : undefined,
     );
   }
 
@@ -83,28 +116,8 @@ export class DecoderRunner implements Decoder {
     return { config: this.config, openCache: (batch) => this.openCache(batch, key) };
   }
 
-  /** With `adapter`: base + adapter, compiled in (a new adapter means a new runner). */
-  static async create(
-    runtime: Runtime,
-    config: LlamaConfig,
-    weights: Record<string, HostTensor>,
-    adapter?: Adapter,
-  ) {
-    const { graph, outputs } = buildDecoderGraph(config, {
-      lastOnly: true,
-      weights,
-      sampling: true,
-      ...(adapter ? { adapter } : {}),
-    });
-    // The cache each step writes back stays on the device; only ids go in and draws come out.
-    const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
-      outputsOnDevice: true,
-    });
-    return new DecoderRunner(config, session, `decoder-${process.pid}-${runnerCounter++}`);
-  }
-
   /** A fresh, empty KV cache for `batch` rows (decoding with the adapter under `adapter`). */
-  async openCache(batch: number, adapter?: string): Promise<KvCache> {
+  async openCache(batch: number, adapter = this.defaultAdapter): Promise<KvCache> {
     if ((this.adapters !== undefined) !== (adapter !== undefined))
       throw new Error(
         this.adapters
