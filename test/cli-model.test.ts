@@ -170,6 +170,60 @@ describe('duel model / duel sample', () => {
     expect(bad.stderr).toContain('one.jsonl:1: completion_ids: needs at least two completions to compare');
   });
 
+  it('a Bradley-Terry reward model: judge init, train judge and judge compare take its directory', () => {
+    const rm = {
+      architectures: ['Qwen3ForSequenceClassification'],
+      model_type: 'qwen3',
+      vocab_size: 12,
+      hidden_size: 8,
+      intermediate_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      head_dim: 4,
+      pad_token_id: 0,
+      id2label: { 0: 'LABEL_0' },
+    };
+    writeFileSync(join(dir, 'rm.json'), JSON.stringify(rm));
+    const init = duel('judge', 'init', '--config', 'rm.json', '--out', 'rm');
+    expect(init.stderr).toContain('wrote rm (qwen3 reward model, 1 layers)');
+    writeFileSync(
+      join(dir, 'rm-pairs.jsonl'),
+      '{"prompt_ids":[1,2],"chosen_ids":[3,3],"rejected_ids":[4]}\n{"prompt_ids":[5],"chosen_ids":[3],"rejected_ids":[6,7]}\n',
+    );
+    const t = duel(
+      'train',
+      'judge',
+      '--judge',
+      'rm',
+      '--data',
+      'rm-pairs.jsonl',
+      '--out',
+      'rm2',
+      '--steps',
+      '20',
+      '--lr',
+      '1e-2',
+      '--quiet',
+    );
+    expect(t.stderr).toContain('wrote rm2');
+    const m = JSON.parse(readFileSync(join(dir, 'rm2', 'metrics.json'), 'utf8'));
+    expect(m).toMatchObject({ algo: 'judge', steps: 20 });
+    expect(m.loss_last).toBeLessThan(m.loss_first);
+    expect(JSON.parse(readFileSync(join(dir, 'rm2', 'config.json'), 'utf8')).architectures).toEqual([
+      'Qwen3ForSequenceClassification',
+    ]);
+    writeFileSync(join(dir, 'rm-compare.jsonl'), '{"prompt_ids":[1,2],"completion_ids":[[3,3],[4]]}\n');
+    const c = duel('judge', 'compare', '--judge', 'rm2', '--input', 'rm-compare.jsonl', '--quiet');
+    expect(c.status).toBe(0);
+    const [rec] = lines(c.stdout);
+    expect(rec.prefs[0][1]).toBeGreaterThan(0.5); // the trained preference: 3s over 4s
+    expect(rec.best).toBe(0);
+    writeFileSync(join(dir, 'rm-bad.json'), JSON.stringify({ ...rm, id2label: { 0: 'a', 1: 'b' } }));
+    const bad = duel('judge', 'init', '--config', 'rm-bad.json', '--out', 'rm3');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/id2label.*2 labels; a Bradley-Terry reward model has one/);
+  });
+
   it('train sft lowers the loss and writes a model directory with metrics.json; train round checks its inputs', () => {
     writeFileSync(
       join(dir, 'sft.jsonl'),

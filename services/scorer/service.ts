@@ -15,9 +15,8 @@ import {
   ProbMode,
   RankMethod,
 } from '../../src/gen/duel/v1/scorer.js';
-import { judgeParams } from '../../src/models/judge/model.js';
-import { JudgeRunner } from '../../src/models/judge/runner.js';
-import { parameterCount } from '../../src/models/llama/weights.js';
+import { loadJudgeDir } from '../../src/models/judge/load.js';
+import type { JudgeRunner } from '../../src/models/judge/runner.js';
 import { readConfigJson } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
@@ -38,7 +37,7 @@ export interface ScorerLimits {
 
 const DEFAULT_SCORER_LIMITS: ScorerLimits = { maxItems: 256, maxCandidates: 64 };
 
-/** What the scorer needs of a judge: the learned one (JudgeRunner) or the testbed's oracle. */
+/** What the scorer needs of a judge: a pairwise judge, a reward model or the testbed's oracle. */
 type Judge = Pick<JudgeRunner, 'compare' | 'rank'>;
 
 interface LoadedJudge {
@@ -95,8 +94,8 @@ export class ScorerCore {
       const tokenizer = TextTokenizer.tryFromDir(dir);
       if ((readConfigJson(dir) as { model_type?: string }).model_type === ORACLE_MODEL_TYPE)
         return { runner: OracleJudge.fromDir(dir), tokenizer, parameters: 0 };
-      const runner = await JudgeRunner.fromDir(this.runtime, dir);
-      return { runner, tokenizer, parameters: parameterCount(judgeParams(runner.config)) };
+      const { judge, parameters } = await loadJudgeDir(this.runtime, dir);
+      return { runner: judge, tokenizer, parameters };
     });
   }
 

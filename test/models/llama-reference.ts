@@ -69,8 +69,11 @@ export function referenceHidden(
     const attn = Array.from({ length: T }, () => new Array<number>(nh * d).fill(0));
     for (let head = 0; head < nh; head++) {
       const kvHead = Math.floor(head / (nh / nkv));
-      const qs = q.map((row, t) => rope(row.slice(head * d, (head + 1) * d), t));
-      const ks = k.map((row, t) => rope(row.slice(kvHead * d, (kvHead + 1) * d), t));
+      // Qwen3: RMSNorm of each head's vector over head_dim (q_norm, k_norm), then rotary.
+      const headNorm = (vec: number[], n: string) =>
+        cfg.qkNorm ? rmsNorm([vec], w[`${p}.self_attn.${n}.weight`]!, cfg.rmsNormEps)[0]! : vec;
+      const qs = q.map((row, t) => rope(headNorm(row.slice(head * d, (head + 1) * d), 'q_norm'), t));
+      const ks = k.map((row, t) => rope(headNorm(row.slice(kvHead * d, (kvHead + 1) * d), 'k_norm'), t));
       for (let i = 0; i < T; i++) {
         const visible = (j: number) =>
           (mask ? mask[j] !== 0 : true) &&
@@ -83,8 +86,10 @@ export function referenceHidden(
         const m = Math.max(...scores);
         const e = scores.map((s) => (s === Number.NEGATIVE_INFINITY ? 0 : Math.exp(s - m)));
         const z = e.reduce((a, b) => a + b, 0);
+        // Hidden keys add nothing, even where a fully hidden padding query left NaNs in their values.
         for (let j = 0; j < T; j++)
-          for (let c = 0; c < d; c++) attn[i]![head * d + c]! += (e[j]! / z) * v[j]![kvHead * d + c]!;
+          if (e[j] !== 0)
+            for (let c = 0; c < d; c++) attn[i]![head * d + c]! += (e[j]! / z) * v[j]![kvHead * d + c]!;
       }
     }
     const o = linear(attn, w[`${p}.self_attn.o_proj.weight`]!);

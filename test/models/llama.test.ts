@@ -27,6 +27,10 @@ const VARIANTS: [string, LlamaConfig][] = [
     'qwen2 (QKV bias, tied embeddings)',
     tiny({ model_type: 'qwen2', num_key_value_heads: 1, tie_word_embeddings: true }),
   ],
+  [
+    'qwen3 (q/k norm, GQA 4:2, head_dim ≠ hidden/heads, tied embeddings)',
+    tiny({ model_type: 'qwen3', num_key_value_heads: 2, head_dim: 6, tie_word_embeddings: true }),
+  ],
   ['mistral (sliding window 3)', tiny({ model_type: 'mistral', num_key_value_heads: 2, sliding_window: 3 })],
 ];
 
@@ -105,5 +109,48 @@ describe('llama decoder', () => {
     expect(() => tiny({ hidden_act: 'gelu' })).toThrow(/hidden_act/);
     expect(() => tiny({ vocab_size: -1 })).toThrow(/vocab_size/);
     expect(() => tiny({ eos_token_id: 11 })).toThrow(/token id 11 is outside vocab_size 11/);
+  });
+
+  it("reads Qwen3's config.json as published and as transformers 5 writes it", () => {
+    const qwen3 = VARIANTS[3]![1];
+    expect(parseLlamaConfig(toHfConfig(qwen3))).toEqual(qwen3);
+    // Qwen3-0.6B's own config.json (the keys that set the math).
+    const published = parseLlamaConfig({
+      architectures: ['Qwen3ForCausalLM'],
+      model_type: 'qwen3',
+      vocab_size: 151936,
+      hidden_size: 1024,
+      intermediate_size: 3072,
+      num_hidden_layers: 28,
+      num_attention_heads: 16,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      attention_bias: false,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000,
+      rope_scaling: null,
+      sliding_window: null,
+      use_sliding_window: false,
+      max_window_layers: 28,
+      tie_word_embeddings: true,
+      torch_dtype: 'bfloat16',
+    });
+    expect(published).toMatchObject({ headDim: 128, qkNorm: true, qkvBias: false, ropeTheta: 1e6 });
+    expect(published.slidingWindow).toBeUndefined();
+    // Qwen3Config's head_dim default is 128, not hidden/heads.
+    expect(tiny({ model_type: 'qwen3' }).headDim).toBe(128);
+    expect(
+      tiny({
+        model_type: 'qwen3',
+        rope_theta: undefined,
+        rope_parameters: { rope_type: 'default', rope_theta: 5e5 },
+      }).ropeTheta,
+    ).toBe(5e5);
+    expect(() => tiny({ model_type: 'qwen3', rope_parameters: { rope_type: 'yarn', factor: 4 } })).toThrow(
+      /rope_parameters.rope_type.*'default'/,
+    );
+    expect(() => tiny({ model_type: 'qwen3', use_sliding_window: true, sliding_window: 4 })).toThrow(
+      /use_sliding_window.*not implemented/,
+    );
   });
 });

@@ -25,6 +25,7 @@ describe('transformers.js reads duel models', () => {
   it.each([
     ['llama, GQA, untied', { model_type: 'llama', num_key_value_heads: 2 }],
     ['qwen2, QKV bias, tied', { model_type: 'qwen2', num_key_value_heads: 1, tie_word_embeddings: true }],
+    ['qwen3, q/k norm, head_dim 8', { model_type: 'qwen3', num_key_value_heads: 2, head_dim: 8 }],
   ])('%s: greedy decoding gives the same tokens', async (name, extra) => {
     const cfg = parseLlamaConfig({
       vocab_size: 23,
@@ -38,7 +39,7 @@ describe('transformers.js reads duel models', () => {
     });
     const id = name.split(',')[0]!;
     const dir = join(root, id);
-    saveModelDir(dir, cfg, weights(cfg, 8, 'float32', 10));
+    saveModelDir(dir, cfg, weights(cfg, 2, 'float32', 10));
     const m = loadModelDir(dir);
     mkdirSync(join(dir, 'onnx'));
     writeFileSync(join(dir, 'onnx', 'model.onnx'), exportDecoderOnnx(m.config, m.weights).bytes);

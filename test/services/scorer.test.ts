@@ -15,6 +15,9 @@ import {
 } from '../../src/gen/duel/v1/scorer.js';
 import { initJudgeWeights, judgeParams } from '../../src/models/judge/model.js';
 import { saveJudgeDir } from '../../src/models/judge/runner.js';
+import { parseRewardConfig } from '../../src/models/reward/config.js';
+import { initRewardWeights } from '../../src/models/reward/model.js';
+import { RewardRunner, saveRewardDir } from '../../src/models/reward/runner.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
@@ -115,5 +118,57 @@ describe('PreferenceScorerService', () => {
       'items[0].prompt',
       'items[0].candidates',
     ]);
+  });
+
+  it('scores with a Bradley-Terry reward model: K passes, P(i ≻ j) = σ(r_i − r_j), an out-of-vocabulary id named', async () => {
+    const cfg = parseRewardConfig({
+      architectures: ['Qwen3ForSequenceClassification'],
+      model_type: 'qwen3',
+      vocab_size: 16,
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      head_dim: 8,
+      pad_token_id: 0,
+      id2label: { 0: 'LABEL_0' },
+    });
+    const w = initRewardWeights(cfg, 4);
+    for (const [i, x] of w['score.weight']!.data.entries()) w['score.weight']!.data[i] = x * 200;
+    saveRewardDir(join(root, 'rm'), cfg, w);
+    const rm: ModelRef = {
+      adapter: undefined,
+      artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'rm'), 'rm'),
+      name: 'rm',
+    };
+    const res = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge: rm,
+      items: [ITEM],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    });
+    const local = await RewardRunner.create(runtime, cfg, w);
+    const r = await local.rewards(ITEM.candidates.map((c) => ({ prompt: [1, 2], completion: c.tokenIds })));
+    await local.release();
+    expect(Math.max(...r) - Math.min(...r)).toBeGreaterThan(0.1);
+    const p = res.comparisons[0]!.prefs!.values;
+    for (let i = 0; i < 4; i++)
+      for (let j = 0; j < 4; j++)
+        expect(p[i * 4 + j]!).toBeCloseTo(i === j ? 0.5 : 1 / (1 + Math.exp(r[j]! - r[i]!)), 5);
+    const ranked = await unary<RankRequest, RankResponse>(client.rank.bind(client), {
+      judge: rm,
+      items: [ITEM],
+      method: RankMethod.RANK_METHOD_BUBBLE,
+    });
+    expect(ranked.rankings[0]!.bestIndex).toBe(r.indexOf(Math.max(...r)));
+    expect(ranked.rankings[0]!.pairsJudged).toBe(4);
+    const err = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge: rm,
+      items: [{ ...ITEM, candidates: [cand(3), cand(99)] }],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    }).catch((e: grpc.ServiceError) => e);
+    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((err as grpc.ServiceError).details).toMatch(
+      /token id 99 is outside the reward model's vocabulary/,
+    );
   });
 });

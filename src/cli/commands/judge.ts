@@ -5,8 +5,12 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { DuelError } from '../../errors.js';
 import { parseJudgeConfig } from '../../models/judge/config.js';
+import { loadJudgeDir } from '../../models/judge/load.js';
 import { initJudgeWeights } from '../../models/judge/model.js';
-import { JudgeRunner, saveJudgeDir } from '../../models/judge/runner.js';
+import { saveJudgeDir } from '../../models/judge/runner.js';
+import { isRewardConfig, parseRewardConfig } from '../../models/reward/config.js';
+import { initRewardWeights } from '../../models/reward/model.js';
+import { saveRewardDir } from '../../models/reward/runner.js';
 import { intFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
@@ -30,17 +34,21 @@ function readJsonFile(flag: string, path: string): unknown {
 }
 
 export function registerJudge(program: Command): void {
-  const judge = program.command('judge').description('PairRM-style pairwise judges');
+  const judge = program
+    .command('judge')
+    .description('judges: PairRM-style pairwise judges and Bradley-Terry reward models');
 
   judge
     .command('init')
-    .description('a randomly initialised judge directory from a judge config.json (model_type duel_pairrm)')
+    .description(
+      'a randomly initialised judge directory from a config.json: model_type duel_pairrm, or a *ForSequenceClassification reward model',
+    )
     .requiredOption('--config <file>', 'judge config.json')
     .requiredOption('--out <dir>', 'the judge directory to write')
     .option('--seed <n>', 'initialisation seed', intFlag('--seed', 0), 0)
     .option('--tokenizer <file>', 'a tokenizer.json to include')
     .action((o: { config: string; out: string; seed: number; tokenizer?: string }) => {
-      const cfg = parseJudgeConfig(readJsonFile('--config', o.config), o.config);
+      const json = readJsonFile('--config', o.config);
       const extraFiles: Record<string, string> = {};
       if (o.tokenizer) {
         if (!existsSync(o.tokenizer))
@@ -51,6 +59,15 @@ export function registerJudge(program: Command): void {
         const tc = join(dirname(o.tokenizer), 'tokenizer_config.json');
         if (existsSync(tc)) extraFiles['tokenizer_config.json'] = readFileSync(tc, 'utf8');
       }
+      if (isRewardConfig(json)) {
+        const cfg = parseRewardConfig(json, o.config);
+        saveRewardDir(o.out, cfg, initRewardWeights(cfg, o.seed), { extraFiles });
+        process.stderr.write(
+          `wrote ${o.out} (${cfg.backbone.modelType} reward model, ${cfg.backbone.numLayers} layers)\n`,
+        );
+        return;
+      }
+      const cfg = parseJudgeConfig(json, o.config);
       saveJudgeDir(o.out, cfg, initJudgeWeights(cfg, o.seed), { extraFiles });
       process.stderr.write(`wrote ${o.out} (judge, ${cfg.encoder.numLayers} encoder layers)\n`);
     });
@@ -58,14 +75,17 @@ export function registerJudge(program: Command): void {
   judge
     .command('compare')
     .description('fills prefs (K×K), winrates, scores (Bradley-Terry) and best of each record')
-    .requiredOption('--judge <dir>', 'judge directory (model.safetensors or onnx/model.onnx)')
+    .requiredOption(
+      '--judge <dir>',
+      'judge directory: duel_pairrm (model.safetensors or onnx/model.onnx) or a *ForSequenceClassification reward model',
+    )
     .requiredOption('--input <file>', 'JSONL records with prompt_ids and completion_ids')
     .option('--quiet', 'no progress lines')
     .action(async (o: { judge: string; input: string; quiet?: boolean }) => {
       const records = readJsonl(o.input, CompareRecord);
       const runtime = cliRuntime({ workers: 1 });
       try {
-        const runner = await JudgeRunner.fromDir(runtime, o.judge);
+        const { judge: runner } = await loadJudgeDir(runtime, o.judge);
         const p = progress('judge', records.length, o.quiet);
         for (const [i, r] of records.entries()) {
           const { prefs, winrates, scores } = await runner.compare(r.prompt_ids, r.completion_ids);

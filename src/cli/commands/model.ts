@@ -44,7 +44,7 @@ export function registerModel(program: Command): void {
   model
     .command('init')
     .description('a randomly initialised model directory from a Hugging Face config.json')
-    .requiredOption('--arch <name>', 'architecture family (llama: model_type llama, qwen2 or mistral)')
+    .requiredOption('--arch <name>', 'architecture family (llama: model_type llama, qwen2, qwen3 or mistral)')
     .requiredOption('--config <file>', 'a config.json')
     .requiredOption('--out <dir>', 'the model directory to write')
     .option('--seed <n>', 'initialisation seed', intFlag('--seed', 0), 0)

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
 import { type LoopSettings, type RoundMetrics, stepCount } from '../../algorithms/steps.js';
-import { trainJudge } from '../../algorithms/train-judge.js';
+import { trainJudge, trainRewardModel } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
 import { loopSettings, parseTrainingSettings } from '../../algorithms/training-settings.js';
 
@@ -20,6 +20,8 @@ import type { LlamaConfig } from '../../models/llama/config.js';
 import { type Adapter, initAdapter, readAdapterDir, writeAdapterDir } from '../../models/lora/adapter.js';
 import { type LoraConfig, parseLoraFlag } from '../../models/lora/config.js';
 import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../models/model-dir.js';
+import { isRewardConfig, parseRewardConfig } from '../../models/reward/config.js';
+import { readRewardWeights, saveRewardDir } from '../../models/reward/runner.js';
 import { numberFlag } from '../flags.js';
 import { progress } from '../progress.js';
 import { readRecords } from '../records.js';
@@ -239,7 +241,7 @@ export function registerTrain(program: Command): void {
     train
       .command('judge')
       .description(
-        'train a PairRM-style judge on labelled pairs (prompt_ids, chosen_ids, rejected_ids), shown in both orders',
+        'train a judge on labelled pairs (prompt_ids, chosen_ids, rejected_ids): a PairRM-style judge (both orders) or a Bradley-Terry reward model',
       )
       .requiredOption('--judge <dir>', 'the judge at the start'),
     false,
@@ -251,16 +253,26 @@ export function registerTrain(program: Command): void {
       chosen: r.completion_ids[0]!,
       rejected: r.completion_ids[1]!,
     }));
-    const cfg = parseJudgeConfig(readConfigJson(dir), join(dir, 'config.json'));
-    const weights = readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge');
+    const json = readConfigJson(dir);
     const runtime = cliRuntime({ workers: 1 });
     try {
-      const result = await trainJudge(runtime, {
-        config: cfg,
-        weights,
-        pairs,
-        ...withProgress(settings, pairs.length, 'train judge', f.quiet),
-      });
+      const loop = withProgress(settings, pairs.length, 'train judge', f.quiet);
+      if (isRewardConfig(json)) {
+        const cfg = parseRewardConfig(json, join(dir, 'config.json'));
+        const result = await trainRewardModel(runtime, {
+          config: cfg,
+          weights: readRewardWeights(dir, cfg),
+          pairs,
+          ...loop,
+        });
+        finish(f.out, result.metrics, (extraFiles) =>
+          saveRewardDir(f.out, cfg, result.weights, { tokenizerFrom: dir, extraFiles }),
+        );
+        return;
+      }
+      const cfg = parseJudgeConfig(json, join(dir, 'config.json'));
+      const weights = readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge');
+      const result = await trainJudge(runtime, { config: cfg, weights, pairs, ...loop });
       finish(f.out, result.metrics, (extraFiles) =>
         saveJudgeDir(f.out, cfg, result.weights, { tokenizerFrom: dir, extraFiles }),
       );

@@ -1,13 +1,13 @@
 /**
  * A Llama-family decoder's shape, read from (and written as) a Hugging Face `config.json`. Field
- * names and defaults are transformers' (LlamaConfig, Qwen2Config, MistralConfig), so a directory
+ * names and defaults are transformers' (LlamaConfig, Qwen2Config, Qwen3Config, MistralConfig), so a directory
  * moves between duel and Python unchanged. Anything duel would compute differently from
  * transformers (rope scaling, another activation) is refused by name rather than ignored.
  */
 import { z } from 'zod';
 import { DuelError } from '../../errors.js';
 
-const MODEL_TYPES = ['llama', 'qwen2', 'mistral'] as const;
+const MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'mistral'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 const positive = z.number().int().positive();
@@ -30,6 +30,15 @@ const HfLlamaConfig = z
     attention_bias: z.boolean().optional(),
     hidden_act: z.literal('silu').optional(),
     rope_scaling: z.null().optional(),
+    // transformers 5 writes the rotary settings here instead of rope_theta/rope_scaling.
+    rope_parameters: z
+      .looseObject({
+        rope_type: z.literal('default', {
+          message: "must be 'default' (duel implements no rope scaling)",
+        }),
+        rope_theta: z.number().positive().optional(),
+      })
+      .nullish(),
     sliding_window: positive.nullish(),
     use_sliding_window: z.boolean().optional(),
     initializer_range: z.number().positive().optional(),
@@ -53,8 +62,10 @@ export interface LlamaConfig {
   ropeTheta: number;
   maxPositions: number;
   tieWordEmbeddings: boolean;
-  /** Bias on the q, k and v projections (Qwen2 always; Llama when `attention_bias`). */
+  /** Bias on the q, k and v projections (Qwen2 always; Llama and Qwen3 when `attention_bias`). */
   qkvBias: boolean;
+  /** RMSNorm over each head's queries and keys before rotary embeddings (Qwen3's q_norm/k_norm). */
+  qkNorm: boolean;
   /** Keys further back than this are masked (Mistral); undefined: full causal attention. */
   slidingWindow: number | undefined;
   initializerRange: number;
@@ -76,7 +87,8 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
   }
   const c = parsed.data;
   const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
-  const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
+  // Qwen3Config's head_dim defaults to 128 rather than hidden/heads.
+  const headDim = c.head_dim ?? (c.model_type === 'qwen3' ? 128 : c.hidden_size / c.num_attention_heads);
   const problems: { field: string; description: string }[] = [];
   if (!Number.isInteger(headDim))
     problems.push({
@@ -93,6 +105,20 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
       field: 'head_dim',
       description: `${source}: rotary embeddings need an even head_dim, got ${headDim}`,
     });
+  if (c.model_type === 'qwen3' && c.use_sliding_window)
+    problems.push({
+      field: 'use_sliding_window',
+      description: `${source}: Qwen3's per-layer sliding window (max_window_layers) is not implemented; only use_sliding_window false`,
+    });
+  if (
+    c.rope_parameters?.rope_theta !== undefined &&
+    c.rope_theta !== undefined &&
+    c.rope_parameters.rope_theta !== c.rope_theta
+  )
+    problems.push({
+      field: 'rope_parameters.rope_theta',
+      description: `${source}: ${c.rope_parameters.rope_theta} disagrees with rope_theta ${c.rope_theta}`,
+    });
   const ids = [c.bos_token_id, c.pad_token_id, ...[c.eos_token_id ?? []].flat()];
   for (const id of ids) {
     if (id != null && id >= c.vocab_size)
@@ -103,9 +129,11 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
   }
   if (problems.length > 0) throw DuelError.invalidArgument(problems);
 
-  // Qwen2 only honours sliding_window when use_sliding_window is set; Mistral always does.
+  // Qwen2 and Qwen3 only honour sliding_window when use_sliding_window is set; Mistral always does.
   const window =
-    c.model_type === 'qwen2' && !c.use_sliding_window ? undefined : (c.sliding_window ?? undefined);
+    (c.model_type === 'qwen2' || c.model_type === 'qwen3') && !c.use_sliding_window
+      ? undefined
+      : (c.sliding_window ?? undefined);
   return {
     modelType: c.model_type,
     vocabSize: c.vocab_size,
@@ -116,10 +144,11 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
     numKvHeads,
     headDim,
     rmsNormEps: c.rms_norm_eps ?? 1e-6,
-    ropeTheta: c.rope_theta ?? 10000,
+    ropeTheta: c.rope_theta ?? c.rope_parameters?.rope_theta ?? 10000,
     maxPositions: c.max_position_embeddings ?? 2048,
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
     qkvBias: c.model_type === 'qwen2' ? true : (c.attention_bias ?? false),
+    qkNorm: c.model_type === 'qwen3',
     slidingWindow: window,
     initializerRange: c.initializer_range ?? 0.02,
     bosTokenId: c.bos_token_id ?? undefined,
@@ -130,7 +159,12 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
 
 /** The config.json transformers writes for this model (Python loads it with AutoConfig). */
 export function toHfConfig(cfg: LlamaConfig): Record<string, unknown> {
-  const arch = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' };
+  const arch = {
+    llama: 'LlamaForCausalLM',
+    qwen2: 'Qwen2ForCausalLM',
+    qwen3: 'Qwen3ForCausalLM',
+    mistral: 'MistralForCausalLM',
+  };
   return {
     architectures: [arch[cfg.modelType]],
     model_type: cfg.modelType,
@@ -147,8 +181,10 @@ export function toHfConfig(cfg: LlamaConfig): Record<string, unknown> {
     rope_scaling: null,
     max_position_embeddings: cfg.maxPositions,
     tie_word_embeddings: cfg.tieWordEmbeddings,
-    ...(cfg.modelType === 'llama' ? { attention_bias: cfg.qkvBias } : {}),
-    ...(cfg.modelType === 'qwen2' ? { use_sliding_window: cfg.slidingWindow !== undefined } : {}),
+    ...(cfg.modelType === 'llama' || cfg.modelType === 'qwen3' ? { attention_bias: cfg.qkvBias } : {}),
+    ...(cfg.modelType === 'qwen2' || cfg.modelType === 'qwen3'
+      ? { use_sliding_window: cfg.slidingWindow !== undefined }
+      : {}),
     sliding_window: cfg.slidingWindow ?? null,
     initializer_range: cfg.initializerRange,
     bos_token_id: cfg.bosTokenId ?? null,

@@ -1,8 +1,8 @@
 /**
  * The Llama-family decoder traced on the engine, in the order transformers' modeling_llama.py
  * computes it: embed → N × (RMSNorm → attention with rotary embeddings → residual → RMSNorm →
- * SwiGLU → residual) → RMSNorm → LM head. Qwen2 (QKV bias) and Mistral (sliding window) are the
- * same code with a flag each. Linear layers see activations as [B·T, H] so every projection and
+ * SwiGLU → residual) → RMSNorm → LM head. Qwen2 (QKV bias), Qwen3 (per-head RMSNorm of queries
+ * and keys) and Mistral (sliding window) are the same code with a flag each. Linear layers see activations as [B·T, H] so every projection and
  * its gradients are single GEMMs.
  */
 import { addDims, type Dim, T, type Tensor } from '../../engine/index.js';
@@ -157,8 +157,11 @@ export function llamaTrunk(
     const attnIn = T.rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
     const bias = (n: string) => (cfg.qkvBias ? w(`${p}.self_attn.${n}.bias`) : undefined);
     const proj = (n: string) => layer(attnIn, `${p}.self_attn.${n}`, bias(n));
-    const q = applyRotary(splitHeads(proj('q_proj'), b, t, nh, d), cos, sin, d / 2);
-    let k = applyRotary(splitHeads(proj('k_proj'), b, t, nkv, d), cos, sin, d / 2);
+    // Qwen3 normalises each head's queries and keys over head_dim, before rotary embeddings.
+    const headNorm = (x: Tensor, n: string) =>
+      cfg.qkNorm ? T.rmsNorm(x, w(`${p}.self_attn.${n}.weight`), cfg.rmsNormEps) : x;
+    const q = applyRotary(headNorm(splitHeads(proj('q_proj'), b, t, nh, d), 'q_norm'), cos, sin, d / 2);
+    let k = applyRotary(headNorm(splitHeads(proj('k_proj'), b, t, nkv, d), 'k_norm'), cos, sin, d / 2);
     let v = splitHeads(proj('v_proj'), b, t, nkv, d);
     const past = inputs.past?.[i];
     if (past) {

@@ -34,6 +34,11 @@ export function llamaParams(cfg: LlamaConfig): ParamSpec[] {
         { name: `${p}.self_attn.k_proj.bias`, shape: [kv], init: 'zeros' },
         { name: `${p}.self_attn.v_proj.bias`, shape: [kv], init: 'zeros' },
       );
+    if (cfg.qkNorm)
+      specs.push(
+        { name: `${p}.self_attn.q_norm.weight`, shape: [d], init: 'ones' },
+        { name: `${p}.self_attn.k_norm.weight`, shape: [d], init: 'ones' },
+      );
     specs.push(
       { name: `${p}.self_attn.o_proj.weight`, shape: [h, q], init: 'normal' },
       { name: `${p}.post_attention_layernorm.weight`, shape: [h], init: 'ones' },

@@ -162,7 +162,7 @@ export interface Ranking {
   bestIndex: number;
   /** Per-candidate scores used for the order (BT scores for FULL). */
   scores: number[];
-  /** Ordered pairs the judge evaluated. */
+  /** Ordered pairs the judge evaluated (a reward model: the candidates it scored). */
   pairsJudged: number;
 }
 
@@ -1115,7 +1115,11 @@ export const RankResponse: MessageFns<RankResponse> = {
   },
 };
 
-/** A PairRM-style pairwise judge: K×K preference matrices and best-of-n reranking. */
+/**
+ * A judge: K×K preference matrices and best-of-n reranking. The judge is a PairRM-style pairwise
+ * model (K·(K−1) ordered pairs) or a Bradley-Terry reward model (K passes; C[i][j] = (r_i − r_j)/2,
+ * so PROB_MODE_PAIRWISE gives P = σ(r_i − r_j)).
+ */
 export type PreferenceScorerServiceService = typeof PreferenceScorerServiceService;
 export const PreferenceScorerServiceService = {
   loadJudge: {
