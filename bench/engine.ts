@@ -84,7 +84,7 @@ export interface EngineBenchResult {
 const FOLD = 4;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function timed(label: string, n: number, log: (l: string) => void, run: () => Promise<unknown>) {
+export async function timed(label: string, n: number, log: (l: string) => void, run: () => Promise<unknown>) {
   const times: number[] = [];
   const start = performance.now();
   for (let i = 0; i < n; i++) {
@@ -99,7 +99,12 @@ async function timed(label: string, n: number, log: (l: string) => void, run: ()
 }
 
 /** GFLOP/s of one large float32 MatMul; the sum keeps the output transfer negligible. */
-async function ceiling(runtime: Runtime, n: number, reps: number, log: (l: string) => void): Promise<number> {
+export async function ceiling(
+  runtime: Runtime,
+  n: number,
+  reps: number,
+  log: (l: string) => void,
+): Promise<number> {
   const g = new Graph();
   const a = g.input('a', 'float32', [n, n]);
   const b = g.input('b', 'float32', [n, n]);

@@ -21,7 +21,7 @@ import {
   type TrainRoundResponse,
 } from '../src/gen/duel/v1/trainer.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
-import { LORA_TARGETS } from '../src/models/lora/config.js';
+import { ALL_LINEAR } from '../src/models/lora/config.js';
 import { saveModelDir } from '../src/models/model-dir.js';
 import { FileArtifactStore } from '../src/platform/artifacts.js';
 import { callClientStream } from '../src/platform/grpc/client.js';
@@ -141,9 +141,7 @@ export async function runWeightSyncBench(o: WeightSyncOptions): Promise<{ rows: 
                   }),
                   seed: 1,
                   outputUri: `sync/${name}/round-${round}`,
-                  lora: rank
-                    ? { rank, alpha: 2 * rank, targets: [...LORA_TARGETS], rslora: false }
-                    : undefined,
+                  lora: rank ? { rank, alpha: 2 * rank, targets: [...ALL_LINEAR], rslora: false } : undefined,
                 },
               },
             },

@@ -17,7 +17,7 @@ import { DuelError } from '../errors.js';
 import { type Run, RunState } from '../gen/duel/v1/runs.js';
 import { averageModelDirs } from '../models/average.js';
 import { mergeAdapter, readAdapterDir } from '../models/lora/adapter.js';
-import { LORA_TARGETS } from '../models/lora/config.js';
+import { ALL_LINEAR } from '../models/lora/config.js';
 import { loadModelDir, saveModelDir } from '../models/model-dir.js';
 import { findNatsServer } from '../platform/nats-server.js';
 import { buildSchema, buildTestbed } from './build.js';
@@ -65,9 +65,11 @@ const runSettingsKeys = {
   'run.samples_per_prompt': 0,
   /** RunSpec.reference_update_every: every N rounds the loss's reference becomes the latest policy. */
   'run.reference_update_every': 0,
-  /** RunSpec.lora: train a LoRA adapter of this rank on every linear layer each round (0: every weight). */
+  /** RunSpec.lora: train a LoRA adapter of this rank on every block's linear layers each round (0: every weight). */
   'run.lora_rank': 0,
   'run.lora_alpha': 16,
+  /** 1: the adapter also wraps the LM head (PEFT's `lm_head` target). */
+  'run.lora_head': 0,
 } as const;
 
 export interface DemoOptions {
@@ -280,7 +282,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
         reference_update_every: rs['run.reference_update_every'],
         prompts_per_round: rs['run.prompts_per_round'],
         ...(rs['run.lora_rank']! > 0
-          ? { lora: { rank: rs['run.lora_rank'], alpha: rs['run.lora_alpha'], targets: [...LORA_TARGETS] } }
+          ? {
+              lora: {
+                rank: rs['run.lora_rank'],
+                alpha: rs['run.lora_alpha'],
+                targets: [...ALL_LINEAR, ...(rs['run.lora_head'] ? (['lm_head'] as const) : [])],
+              },
+            }
           : {}),
         eval_samples_per_prompt: 4,
         sampling: { max_new_tokens: maxNewTokens(game), temperature: 1 },

@@ -53,8 +53,8 @@ const f32 = (w: Record<string, HostTensor>) =>
 const base = f32(base64);
 
 /** An adapter with B ≠ 0 (a fresh one has B = 0 and changes nothing). */
-function trainedLike(c: LoraConfig, seed: number): Adapter {
-  const a = initAdapter(cfg, c, seed);
+function trainedLike(c: LoraConfig, seed: number, model = cfg): Adapter {
+  const a = initAdapter(model, c, seed);
   const next = rng(seed + 100);
   for (const [name, t] of Object.entries(a.tensors))
     if (name.endsWith('lora_B.weight')) t.data = t.data.map(() => (next() - 0.5) * 0.8);
@@ -62,13 +62,13 @@ function trainedLike(c: LoraConfig, seed: number): Adapter {
 }
 
 /** W + scale·B·A in float64, written out again here: the independent arithmetic. */
-function mergedByHand(a: Adapter): Record<string, HostTensor> {
+function mergedByHand(a: Adapter, from = base64): Record<string, HostTensor> {
   const c = a.config;
   const scale = c.rslora ? c.alpha / Math.sqrt(c.rank) : c.alpha / c.rank;
-  const out: Record<string, HostTensor> = { ...base64 };
+  const out: Record<string, HostTensor> = { ...from };
   for (const name of Object.keys(a.tensors).filter((n) => n.endsWith('.lora_A.weight'))) {
     const module = name.slice(0, -'.lora_A.weight'.length);
-    const w = base64[`${module}.weight`]!;
+    const w = from[`${module}.weight`]!;
     const A = a.tensors[name]!;
     const B = a.tensors[`${module}.lora_B.weight`]!;
     const [o, i] = w.dims as [number, number];
@@ -82,8 +82,13 @@ function mergedByHand(a: Adapter): Record<string, HostTensor> {
   return out;
 }
 
-function referenceLogprob(w: Record<string, HostTensor>, prompt: number[], completion: number[]): number {
-  const logits = referenceLogits(cfg, w, [...prompt, ...completion]);
+function referenceLogprob(
+  w: Record<string, HostTensor>,
+  prompt: number[],
+  completion: number[],
+  model = cfg,
+): number {
+  const logits = referenceLogits(model, w, [...prompt, ...completion]);
   return completion.reduce((s, tok, k) => {
     const z = logits[prompt.length + k - 1]!;
     const m = Math.max(...z);
@@ -175,6 +180,38 @@ describe("PEFT's format", () => {
 
   const peft = { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'] };
 
+  it('with the LM head among the targets (an untied head; a tied one is refused by name)', async () => {
+    const untied = { ...cfg, tieWordEmbeddings: false };
+    const b64 = weights(untied, 6, 'float64', 3);
+    const adapter = trainedLike(parseLoraFlag('rank=3,alpha=6,targets=all+lm_head'), 4, untied);
+    expect(adapter.config.targets).toContain('lm_head');
+    expect(adapter.tensors['lm_head.lora_B.weight']!.dims).toEqual([13, 3]);
+    const runner = await LogprobRunner.create(runtime, untied, f32(b64), adapter);
+    const got = await runner.logprobs(RECORDS);
+    await runner.release();
+    const merged = mergedByHand(adapter, b64);
+    // The head's own update matters: without it the merged reference differs.
+    const noHead = { ...merged, 'lm_head.weight': b64['lm_head.weight']! };
+    RECORDS.forEach((r, i) => {
+      const want = referenceLogprob(merged, r.promptIds, r.completionIds, untied);
+      expect(Math.abs(got[i]!.summed - want) / Math.abs(want)).toBeLessThan(1e-4);
+      expect(Math.abs(want - referenceLogprob(noHead, r.promptIds, r.completionIds, untied))).toBeGreaterThan(
+        1e-2,
+      );
+    });
+    const m = mergeAdapter(f32(b64), untied, adapter);
+    const head = merged['lm_head.weight']!.data;
+    for (let j = 0; j < head.length; j++) expect(m['lm_head.weight']!.data[j]!).toBeCloseTo(head[j]!, 5);
+    expect(
+      refusal(() => initAdapter(cfg, parseLoraFlag('rank=2,alpha=2,targets=lm_head'), 1)).violations,
+    ).toEqual([
+      {
+        field: 'target_modules',
+        description: "'lm_head' is tied to embed_tokens in this model; duel adapts an untied lm_head only",
+      },
+    ]);
+  });
+
   it('refuses by name what duel does not implement', () => {
     const fields = (json: object) =>
       refusal(() => parseAdapterConfig(json, 'a.json')).violations.map((v) => v.field);
@@ -182,7 +219,9 @@ describe("PEFT's format", () => {
     expect(fields({ ...peft, bias: 'all' })).toEqual(['a.json: bias']);
     expect(fields({ ...peft, modules_to_save: ['lm_head'] })).toEqual(['a.json: modules_to_save']);
     expect(fields({ ...peft, rank_pattern: { q_proj: 8 } })).toEqual(['a.json: rank_pattern']);
-    expect(fields({ ...peft, target_modules: ['q_proj', 'lm_head'] })).toEqual(['a.json: target_modules']);
+    expect(fields({ ...peft, target_modules: ['q_proj', 'embed_tokens'] })).toEqual([
+      'a.json: target_modules',
+    ]);
     expect(fields({ ...peft, peft_type: 'IA3' })).toEqual(['a.json: peft_type']);
     expect(
       parseAdapterConfig({ ...peft, target_modules: 'all-linear', lora_dropout: 0.05 }, 'a.json'),

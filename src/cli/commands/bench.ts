@@ -238,6 +238,36 @@ export function registerBench(program: Command): void {
     });
 
   bench
+    .command('judge')
+    .description(
+      'scorer throughput on real shapes, random weights: rewards/s of a Qwen3-0.6B-shaped reward model beside the MatMul ceiling',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option(...providerOption)
+    .option('--k <n>', 'candidates per comparison', positiveInt('--k'), 8)
+    .option('--source <n>', 'prompt tokens', positiveInt('--source'), 512)
+    .option('--candidate <n>', 'tokens per candidate', positiveInt('--candidate'), 256)
+    .option('--reps <n>', 'timed comparisons', positiveInt('--reps'), 3)
+    .action(
+      async (o: {
+        json?: boolean;
+        provider?: Provider;
+        k: number;
+        source: number;
+        candidate: number;
+        reps: number;
+      }) => {
+        const { runJudgeBench } = await import('../../../bench/judge.js');
+        const r = await runJudgeBench({ ...o, provider: o.provider ?? envProvider(), log: progress });
+        if (printedAsJson(o.json, r)) return;
+        const m = r.reward_model;
+        process.stdout.write(
+          `ceiling ${r.ceiling_gflops.toFixed(1)} GFLOP/s (${r.provider})\n${m.shape} reward model, ${(m.parameters / 1e6).toFixed(0)}M: K=${m.k} × ${m.tokens_per_sequence} tokens in ${m.compare_ms.toFixed(0)} ms, ${m.rewards_per_s.toFixed(2)} rewards/s, ${m.gflop_per_pass.toFixed(0)} GFLOP a pass, ${m.achieved_gflops.toFixed(1)} GFLOP/s = ${(100 * m.fraction_of_ceiling).toFixed(0)}% of the ceiling\n`,
+        );
+      },
+    );
+
+  bench
     .command('train')
     .description(
       'training tokens/s of every round recipe, end to end and in the step loop, and the cost per token relative to SFT',

@@ -98,7 +98,7 @@ function withLoraFlags(cmd: Command): Command {
   return cmd
     .option(
       '--lora <spec>',
-      'train a fresh LoRA adapter: rank=R,alpha=A,targets=q_proj+v_proj (or all)[,rslora]; --out gets a PEFT adapter directory',
+      "train a fresh LoRA adapter: rank=R,alpha=A,targets=q_proj+v_proj (all: every block's linear layers; +lm_head: the LM head too)[,rslora]; --out gets a PEFT adapter directory",
     )
     .option('--adapter <dir>', 'continue training this LoRA adapter (PEFT layout)');
 }

@@ -26,7 +26,7 @@ export interface DecoderInputs {
   /** Every token sees every (unpadded) token: the judge's encoder. */
   bidirectional?: boolean;
   /**
-   * LoRA on the named linear layers (`q_proj`, ..., `down_proj`): y = W x + scale · B A x, with A and
+   * LoRA on the named linear layers (`q_proj`, ..., `down_proj`, `lm_head`): y = W x + scale · B A x, with A and
    * B looked up as `<module>.lora_A.weight` and `<module>.lora_B.weight` (src/models/lora/).
    */
   lora?: { scale: number | Tensor; targets: ReadonlySet<string> };
@@ -116,7 +116,14 @@ export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs
   const { hidden, present } = llamaTrunk(cfg, w, inputs);
   const h = inputs.lastOnly ? lastPosition(hidden) : T.reshape(hidden, [-1, cfg.hiddenSize]);
   const head = cfg.tieWordEmbeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
-  const logits = T.reshape(linear(h, head), [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
+  let y = linear(h, head);
+  const lora = inputs.lora;
+  if (lora?.targets.has('lm_head'))
+    y = T.add(
+      y,
+      T.mul(linear(linear(h, w('lm_head.lora_A.weight')), w('lm_head.lora_B.weight')), lora.scale),
+    );
+  const logits = T.reshape(y, [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
   return { logits, present };
 }
 

@@ -13,7 +13,13 @@ import { DuelError } from '../../errors.js';
 import { rng } from '../common/rng.js';
 import type { LlamaConfig } from '../llama/config.js';
 import { type HostTensor, llamaParams, type ParamSpec } from '../llama/weights.js';
-import { adapterConfigJson, type LoraConfig, loraScale, parseAdapterConfig, targetModule } from './config.js';
+import {
+  adapterConfigJson,
+  type LoraConfig,
+  loraScale,
+  parseAdapterConfig,
+  targetModules,
+} from './config.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -27,18 +33,21 @@ export interface Adapter {
 
 /** Every tensor an adapter of `c` has on a base model of `cfg`: A [r, in] and B [out, r] per module. */
 export function loraParams(cfg: LlamaConfig, c: LoraConfig): ParamSpec[] {
+  if (c.targets.includes('lm_head') && cfg.tieWordEmbeddings)
+    throw DuelError.invalidArgument([
+      {
+        field: 'target_modules',
+        description: "'lm_head' is tied to embed_tokens in this model; duel adapts an untied lm_head only",
+      },
+    ]);
   const shapes = new Map(llamaParams(cfg).map((p) => [p.name, p.shape]));
-  const specs: ParamSpec[] = [];
-  for (let i = 0; i < cfg.numLayers; i++)
-    for (const t of c.targets) {
-      const m = targetModule(i, t);
-      const [out, inp] = shapes.get(`${m}.weight`)!;
-      specs.push(
-        { name: `${m}.lora_A.weight`, shape: [c.rank, inp!], init: 'normal' },
-        { name: `${m}.lora_B.weight`, shape: [out!, c.rank], init: 'zeros' },
-      );
-    }
-  return specs;
+  return targetModules(cfg.numLayers, c.targets).flatMap((m) => {
+    const [out, inp] = shapes.get(`${m}.weight`)!;
+    return [
+      { name: `${m}.lora_A.weight`, shape: [c.rank, inp!], init: 'normal' as const },
+      { name: `${m}.lora_B.weight`, shape: [out!, c.rank], init: 'zeros' as const },
+    ];
+  });
 }
 
 /**
@@ -164,21 +173,19 @@ export function mergeAdapter(
   const scale = loraScale(adapter.config);
   const merged = { ...base };
   const r = adapter.config.rank;
-  for (let i = 0; i < cfg.numLayers; i++)
-    for (const t of adapter.config.targets) {
-      const m = targetModule(i, t);
-      const w = base[`${m}.weight`]!;
-      const a = adapter.tensors[`${m}.lora_A.weight`]!.data;
-      const b = adapter.tensors[`${m}.lora_B.weight`]!.data;
-      const [out, inp] = w.dims as [number, number];
-      const data = Float32Array.from(w.data);
-      for (let o = 0; o < out; o++)
-        for (let k = 0; k < inp; k++) {
-          let s = 0;
-          for (let j = 0; j < r; j++) s += b[o * r + j]! * a[j * inp + k]!;
-          data[o * inp + k]! += scale * s;
-        }
-      merged[`${m}.weight`] = { dtype: 'float32', dims: w.dims, data };
-    }
+  for (const m of targetModules(cfg.numLayers, adapter.config.targets)) {
+    const w = base[`${m}.weight`]!;
+    const a = adapter.tensors[`${m}.lora_A.weight`]!.data;
+    const b = adapter.tensors[`${m}.lora_B.weight`]!.data;
+    const [out, inp] = w.dims as [number, number];
+    const data = Float32Array.from(w.data);
+    for (let o = 0; o < out; o++)
+      for (let k = 0; k < inp; k++) {
+        let s = 0;
+        for (let j = 0; j < r; j++) s += b[o * r + j]! * a[j * inp + k]!;
+        data[o * inp + k]! += scale * s;
+      }
+    merged[`${m}.weight`] = { dtype: 'float32', dims: w.dims, data };
+  }
   return merged;
 }

@@ -7,7 +7,11 @@
 import { z } from 'zod';
 import { DuelError } from '../../errors.js';
 
-/** The Llama-family linear layers an adapter may wrap, by PEFT's module names. */
+/**
+ * The Llama-family linear layers an adapter may wrap, by PEFT's module names: those of every block
+ * (PEFT's 'all-linear'), and the LM head, which PEFT leaves out of 'all-linear' but adapts when
+ * named (an untied lm_head only).
+ */
 export const LORA_TARGETS = [
   'q_proj',
   'k_proj',
@@ -16,8 +20,11 @@ export const LORA_TARGETS = [
   'gate_proj',
   'up_proj',
   'down_proj',
+  'lm_head',
 ] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
+/** PEFT's 'all-linear' for a causal LM: every block's linear layers, not the output layer. */
+export const ALL_LINEAR: readonly LoraTarget[] = LORA_TARGETS.filter((t) => t !== 'lm_head');
 
 export interface LoraConfig {
   rank: number;
@@ -35,9 +42,14 @@ export const loraScale = (c: LoraConfig): number =>
 
 const MLP = new Set<LoraTarget>(['gate_proj', 'up_proj', 'down_proj']);
 
-/** The module of a target in layer `i`, by its Hugging Face name (without `.weight`). */
-export function targetModule(i: number, t: LoraTarget): string {
-  return `model.layers.${i}.${MLP.has(t) ? 'mlp' : 'self_attn'}.${t}`;
+/** The modules (Hugging Face names without `.weight`) a target set wraps, layer by layer, head last. */
+export function targetModules(numLayers: number, targets: readonly LoraTarget[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < numLayers; i++)
+    for (const t of targets)
+      if (t !== 'lm_head') out.push(`model.layers.${i}.${MLP.has(t) ? 'mlp' : 'self_attn'}.${t}`);
+  if (targets.includes('lm_head')) out.push('lm_head');
+  return out;
 }
 
 const empty = (v: unknown) =>
@@ -98,7 +110,7 @@ export function parseAdapterConfig(json: unknown, source: string): LoraConfig {
     });
   const names =
     c.target_modules === 'all-linear'
-      ? [...LORA_TARGETS]
+      ? [...ALL_LINEAR]
       : typeof c.target_modules === 'string'
         ? [c.target_modules]
         : c.target_modules;
@@ -139,7 +151,10 @@ export function adapterConfigJson(c: LoraConfig, baseModel: string): Record<stri
   };
 }
 
-/** `rank=8,alpha=16,targets=q_proj+v_proj,rslora` (the --lora flag); targets `all` is every layer. */
+/**
+ * `rank=8,alpha=16,targets=q_proj+v_proj,rslora` (the --lora flag); targets `all` is every block's
+ * linear layers (PEFT's 'all-linear'), `all+lm_head` those and the LM head.
+ */
 export function parseLoraFlag(raw: string, field = '--lora'): LoraConfig {
   const fields: Record<string, string> = {};
   for (const part of raw.split(',')) {
@@ -153,13 +168,15 @@ export function parseLoraFlag(raw: string, field = '--lora'): LoraConfig {
     throw DuelError.invalidArgument([
       { field, description: `unknown key(s) ${unknown.join(', ')} (rank, alpha, targets, rslora)` },
     ]);
-  const targets = (fields.targets ?? 'q_proj+v_proj').split('+');
+  const targets = (fields.targets ?? 'q_proj+v_proj')
+    .split('+')
+    .flatMap((t): string[] => (t === 'all' ? [...ALL_LINEAR] : [t]));
   return parseAdapterConfig(
     {
       peft_type: 'LORA',
       r: Number(fields.rank ?? 8),
       lora_alpha: Number(fields.alpha ?? 16),
-      target_modules: targets.length === 1 && targets[0] === 'all' ? 'all-linear' : targets,
+      target_modules: targets,
       use_rslora: fields.rslora === 'true',
     },
     field,
