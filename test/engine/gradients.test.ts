@@ -52,6 +52,7 @@ const CASES: Case[] = [
   ['softmax', (_, [x]) => T.softmax(x!, 1), [s(2, 5, 3)]],
   ['logSoftmax', (_, [x]) => T.logSoftmax(x!), [s(4, 6)]],
   ['rmsNorm', (_, [x, w]) => T.rmsNorm(x!, w!, 1e-5), [s(3, 5), s(5)]],
+  ['layerNorm', (_, [x, w, b]) => T.layerNorm(x!, w!, b!, 1e-7), [s(3, 5), s(5), s(5)]],
   ['reshape', (_, [x]) => T.reshape(x!, [6, -1]), [s(2, 3, 4)]],
   ['transpose', (_, [x]) => T.transpose(x!, [2, 0, 1]), [s(2, 3, 4)]],
   ['expand', (_, [x]) => T.expand(x!, [2, 3, 5]), [s(3, 1)]],
@@ -126,6 +127,38 @@ describe('end to end', () => {
       [s(B, Tn, C), s(C, C), s(C, C), s(C, C), s(C, C), pos(C)],
     );
     expect(maxRelError).toBeLessThan(1e-6);
+  });
+});
+
+describe('erf and the exact GELU (float32: ONNX Runtime has no float64 Erf kernel)', () => {
+  // erf by its Maclaurin series in float64, independent of the op under test (|x| < 3 here).
+  const erf64 = (x: number) => {
+    let term = x;
+    let sum = x;
+    for (let n = 1; n < 80; n++) {
+      term *= (-x * x) / n;
+      sum += term / (2 * n + 1);
+    }
+    return (2 / Math.sqrt(Math.PI)) * sum;
+  };
+  it('forward as the series gives it, and the gradient of ½x(1 + erf(x/√2)) as central differences do', async () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [7]);
+    const y = T.geluExact(x);
+    const [dx] = grad(T.reduceSum(y), [x]);
+    const session = await ort.InferenceSession.create(compile(g, { e: T.erf(x), y, dx: dx! }).bytes);
+    const xs = [-2.5, -1.2, -0.3, 0, 0.4, 1.1, 2.7];
+    const run = async (v: number[]) =>
+      session.run({ x: new ort.Tensor('float32', Float32Array.from(v), [7]) });
+    const out = await run(xs);
+    const gelu = (v: number) => 0.5 * v * (1 + erf64(v / Math.SQRT2));
+    xs.forEach((v, i) => {
+      expect((out.e!.data as Float32Array)[i]).toBeCloseTo(erf64(v), 6);
+      expect((out.y!.data as Float32Array)[i]).toBeCloseTo(gelu(v), 6);
+      const h = 1e-3;
+      const fd = (gelu(v + h) - gelu(v - h)) / (2 * h);
+      expect((out.dx!.data as Float32Array)[i]).toBeCloseTo(fd, 4);
+    });
   });
 });
 

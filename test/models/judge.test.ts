@@ -105,11 +105,11 @@ describe('judge', () => {
 
   it('picks best-of-n by the full matrix and by one bubble pass', async () => {
     const { scores, prefs } = await judge.compare(PROMPT, CANDS);
-    const matrix = await judge.bestOfN(PROMPT, CANDS, 'matrix');
-    expect(matrix).toEqual({ best: scores.indexOf(Math.max(...scores)), judged: 20 });
+    const matrix = await judge.rank(PROMPT, CANDS, 'matrix');
+    expect(matrix).toMatchObject({ best: scores.indexOf(Math.max(...scores)), judged: 20 });
     let champion = 0;
     for (let k = 1; k < CANDS.length; k++) if (prefs[k]![champion]! > 0.5) champion = k;
-    expect(await judge.bestOfN(PROMPT, CANDS, 'bubble')).toEqual({ best: champion, judged: 8 });
+    expect(await judge.rank(PROMPT, CANDS, 'bubble')).toMatchObject({ best: champion, judged: 8 });
   });
 
   it('runs the same as an external ONNX judge, and loads both kinds of directory', async () => {

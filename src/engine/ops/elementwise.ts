@@ -108,6 +108,10 @@ export const tanh = un(unaryOp('tanh', 'Tanh', ({ outputs: [y] }, g) => [mul(g, 
 export const sigmoid = un(
   unaryOp('sigmoid', 'Sigmoid', ({ outputs: [y] }, g) => [mul(g, mul(y!, sub(1, y!)))]),
 );
+// d erf(x)/dx = 2/√π · e^(−x²): the exact GELU (BERT, DeBERTa) is built on it.
+export const erf = un(
+  unaryOp('erf', 'Erf', ({ inputs: [x] }, g) => [mul(g, mul(exp(neg(mul(x!, x!))), 2 / Math.sqrt(Math.PI)))]),
+);
 export const sin = un(unaryOp('sin', 'Sin', ({ inputs: [x] }, g) => [mul(g, cos(x!))]));
 export const cos = un(unaryOp('cos', 'Cos', ({ inputs: [x] }, g) => [neg(mul(g, sin(x!)))]));
 export const relu = un(unaryOp('relu', 'Relu', ({ inputs: [x] }, g) => [where(greater(x!, 0), g, 0)]));

@@ -9,6 +9,7 @@ import {
   add,
   cast,
   div,
+  erf,
   exp,
   log,
   maximum,
@@ -129,6 +130,18 @@ export function silu(x: Tensor): Tensor {
 export function gelu(x: Tensor): Tensor {
   const inner = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
+}
+
+/** GELU, exact: ½x(1 + erf(x/√2)) (torch's default, BERT's and DeBERTa's `gelu`). */
+export function geluExact(x: Tensor): Tensor {
+  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+}
+
+/** (x − mean) / sqrt(var + eps) · weight + bias over the last axis, biased variance (torch's LayerNorm). */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
+  const centred = sub(x, mean(x, -1, true));
+  const variance = mean(mul(centred, centred), -1, true);
+  return add(mul(mul(centred, rsqrt(add(variance, scalar(x.graph, eps, x.dtype)))), weight), bias);
 }
 
 export function rsqrt(x: Tensor): Tensor {

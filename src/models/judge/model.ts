@@ -70,10 +70,9 @@ function pairSequence(cfg: JudgeConfig, p: PairInput): { ids: number[]; markers:
   return { ids, markers: [0, 1 + x.length, 2 + x.length + a.length] };
 }
 
-/** Pairs as a right-padded batch (ids, mask, marker positions); `offset` numbers pairs in errors. */
-export function pairBatch(cfg: JudgeConfig, pairs: PairInput[], offset = 0) {
-  const vocab = cfg.encoder.vocabSize;
-  const seqs = pairs.map((p, i) => {
+/** Refuses a pair holding a token id outside [0, vocab), naming it (`offset` numbers pairs in errors). */
+export function checkPairIds(pairs: PairInput[], vocab: number, offset = 0): void {
+  pairs.forEach((p, i) => {
     for (const ids of [p.prompt, p.first, p.second]) {
       const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
       if (bad !== undefined)
@@ -84,11 +83,14 @@ export function pairBatch(cfg: JudgeConfig, pairs: PairInput[], offset = 0) {
           },
         ]);
     }
-    return pairSequence(cfg, p);
   });
+}
+
+/** Pair sequences as a right-padded batch: ids (padded with `padId`), mask, marker positions. */
+export function padPairSequences(seqs: { ids: number[]; markers: number[] }[], padId = 0) {
   const length = Math.max(...seqs.map((s) => s.ids.length));
   const n = seqs.length;
-  const inputIds = new BigInt64Array(n * length);
+  const inputIds = new BigInt64Array(n * length).fill(BigInt(padId));
   const attentionMask = new BigInt64Array(n * length);
   const markers = new BigInt64Array(n * 3);
   for (const [i, s] of seqs.entries()) {
@@ -99,4 +101,10 @@ export function pairBatch(cfg: JudgeConfig, pairs: PairInput[], offset = 0) {
     for (const [k, m] of s.markers.entries()) markers[i * 3 + k] = BigInt(m);
   }
   return { n, length, inputIds, attentionMask, markers };
+}
+
+/** Pairs as a right-padded batch (ids, mask, marker positions); `offset` numbers pairs in errors. */
+export function pairBatch(cfg: JudgeConfig, pairs: PairInput[], offset = 0) {
+  checkPairIds(pairs, cfg.encoder.vocabSize, offset);
+  return padPairSequences(pairs.map((p) => pairSequence(cfg, p)));
 }

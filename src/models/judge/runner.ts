@@ -147,62 +147,73 @@ export class JudgeRunner {
   }
 
   /** The K×K matrices of one prompt's candidates (all K·(K−1) ordered pairs evaluated). */
-  async compare(prompt: number[], candidates: number[][], maxBatch = 64): Promise<Preferences> {
-    const k = candidates.length;
-    const pairs: [number, number][] = [];
-    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) if (i !== j) pairs.push([i, j]);
-    const c = await this.pairLogits(
-      pairs.map(([i, j]) => ({ prompt, first: candidates[i]!, second: candidates[j]! })),
-      maxBatch,
-    );
-    const logits = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-    pairs.forEach(([i, j], n) => {
-      logits[i]![j] = c[n]!;
-    });
-    return fromLogits(logits);
+  compare(prompt: number[], candidates: number[][], maxBatch = 64): Promise<Preferences> {
+    return compareByPairs((pairs) => this.pairLogits(pairs, maxBatch), prompt, candidates);
   }
 
-  /**
-   * Candidates ranked. 'matrix' orders all by Bradley-Terry score over every pair (K·(K−1) judge
-   * calls); 'bubble' keeps a champion and challenges it once per candidate (2·(K−1) calls), so
-   * only the champion is placed: it leads, the rest keep their input order and get no scores.
-   */
-  async rank(
-    prompt: number[],
-    candidates: number[][],
-    method: 'matrix' | 'bubble',
-  ): Promise<{ order: number[]; best: number; scores: number[]; judged: number }> {
-    if (candidates.length === 0)
-      throw DuelError.invalidArgument([{ field: 'candidates', description: 'is empty' }]);
-    const k = candidates.length;
-    if (method === 'matrix') {
-      const { scores } = await this.compare(prompt, candidates);
-      const order = orderByScores(scores);
-      return { order, best: order[0]!, scores, judged: k * (k - 1) };
-    }
-    let best = 0;
-    for (let c = 1; c < k; c++) {
-      const [ab, ba] = await this.pairLogits([
-        { prompt, first: candidates[c]!, second: candidates[best]! },
-        { prompt, first: candidates[best]!, second: candidates[c]! },
-      ]);
-      // σ(C_cb − C_bc) > ½ exactly when the challenger's logit beats the champion's.
-      if (ab! > ba!) best = c;
-    }
-    const order = [best, ...[...candidates.keys()].filter((x) => x !== best)];
-    return { order, best, scores: [], judged: 2 * (k - 1) };
-  }
-
-  /** The best candidate by `rank`, and how many ordered pairs were judged. */
-  async bestOfN(prompt: number[], candidates: number[][], method: 'matrix' | 'bubble') {
-    const { best, judged } = await this.rank(prompt, candidates, method);
-    return { best, judged };
+  /** Candidates ranked by rankByPairs. */
+  rank(prompt: number[], candidates: number[][], method: 'matrix' | 'bubble') {
+    return rankByPairs((pairs) => this.pairLogits(pairs), prompt, candidates, method);
   }
 
   async release(): Promise<void> {
     if (this.stateId) await this.session.dropState(this.stateId);
     await this.session.release();
   }
+}
+
+/** What a pairwise judge computes: C for each ordered pair. */
+export type PairLogits = (pairs: PairInput[]) => Promise<number[]>;
+
+/** The K×K matrices of one prompt's candidates from all K·(K−1) ordered pairs. */
+export async function compareByPairs(
+  pairLogits: PairLogits,
+  prompt: number[],
+  candidates: number[][],
+): Promise<Preferences> {
+  const k = candidates.length;
+  const pairs: [number, number][] = [];
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) if (i !== j) pairs.push([i, j]);
+  const c = await pairLogits(
+    pairs.map(([i, j]) => ({ prompt, first: candidates[i]!, second: candidates[j]! })),
+  );
+  const logits = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  pairs.forEach(([i, j], n) => {
+    logits[i]![j] = c[n]!;
+  });
+  return fromLogits(logits);
+}
+
+/**
+ * Candidates ranked. 'matrix' orders all by Bradley-Terry score over every pair (K·(K−1) judge
+ * calls); 'bubble' keeps a champion and challenges it once per candidate (2·(K−1) calls), so
+ * only the champion is placed: it leads, the rest keep their input order and get no scores.
+ */
+export async function rankByPairs(
+  pairLogits: PairLogits,
+  prompt: number[],
+  candidates: number[][],
+  method: 'matrix' | 'bubble',
+): Promise<{ order: number[]; best: number; scores: number[]; judged: number }> {
+  if (candidates.length === 0)
+    throw DuelError.invalidArgument([{ field: 'candidates', description: 'is empty' }]);
+  const k = candidates.length;
+  if (method === 'matrix') {
+    const { scores } = await compareByPairs(pairLogits, prompt, candidates);
+    const order = orderByScores(scores);
+    return { order, best: order[0]!, scores, judged: k * (k - 1) };
+  }
+  let best = 0;
+  for (let c = 1; c < k; c++) {
+    const [ab, ba] = await pairLogits([
+      { prompt, first: candidates[c]!, second: candidates[best]! },
+      { prompt, first: candidates[best]!, second: candidates[c]! },
+    ]);
+    // σ(C_cb − C_bc) > ½ exactly when the challenger's logit beats the champion's.
+    if (ab! > ba!) best = c;
+  }
+  const order = [best, ...[...candidates.keys()].filter((x) => x !== best)];
+  return { order, best, scores: [], judged: 2 * (k - 1) };
 }
 
 /** Candidate indices by descending score, ties in input order. */

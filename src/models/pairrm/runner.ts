@@ -1,0 +1,111 @@
+/**
+ * PairRM in a Runtime worker: ordered-pair logits in batches (the relative-position indices fed
+ * per batch length), and the K×K comparison and ranking every pairwise judge gives.
+ */
+import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
+import type { PairInput } from '../judge/model.js';
+import { compareByPairs, type PairLogits, type Preferences, rankByPairs } from '../judge/runner.js';
+import type { HostTensor } from '../llama/weights.js';
+import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
+import { type PairRMConfig, toHfPairRMConfig } from './config.js';
+import { pairrmBatch, pairrmLogits, pairrmParams } from './model.js';
+
+let counter = 0;
+
+/** PairRM's weights from its directory (model.safetensors, or pytorch_model.bin as published). */
+export function readPairRMWeights(dir: string, cfg: PairRMConfig): Record<string, HostTensor> {
+  // transformers keeps position_ids as a buffer in older checkpoints; it holds no weights.
+  return readWeights(dir, pairrmParams(cfg), (n) => n.endsWith('embeddings.position_ids'), 'a PairRM judge');
+}
+
+export function savePairRMDir(
+  dir: string,
+  cfg: PairRMConfig,
+  weights: Record<string, HostTensor>,
+  options: SaveOptions = {},
+) {
+  writeWeightsDir(dir, toHfPairRMConfig(cfg), pairrmParams(cfg), weights, options);
+}
+
+/** The graph: input_ids, attention_mask, markers and (with relative attention) c2p/p2c → logits [B]. */
+export function pairrmGraph(cfg: PairRMConfig, dtype: 'float32' | 'float64' = 'float32') {
+  const g = new Graph();
+  const params = new Map<string, Tensor>();
+  for (const spec of pairrmParams(cfg)) params.set(spec.name, g.input(spec.name, dtype, spec.shape));
+  const rel = cfg.encoder.relativeAttention;
+  const logits = pairrmLogits(cfg, (n) => params.get(n)!, {
+    inputIds: g.input('input_ids', 'int64', ['B', 'T']),
+    attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
+    markers: g.input('markers', 'int64', ['B', 3]),
+    ...(rel
+      ? {
+          c2pIndex: g.input('c2p_index', 'int64', ['T', 'T']),
+          p2cIndex: g.input('p2c_index', 'int64', ['T', 'T']),
+        }
+      : {}),
+  });
+  return { graph: g, logits, params };
+}
+
+/** A batch's feeds (everything but the weights). */
+export function pairrmFeeds(b: ReturnType<typeof pairrmBatch>, relative: boolean) {
+  const dims = [b.n, b.length];
+  return {
+    input_ids: { dtype: 'int64' as const, dims, data: b.inputIds },
+    attention_mask: { dtype: 'int64' as const, dims, data: b.attentionMask },
+    markers: { dtype: 'int64' as const, dims: [b.n, 3], data: b.markers },
+    ...(relative
+      ? {
+          c2p_index: { dtype: 'int64' as const, dims: [b.length, b.length], data: b.c2p },
+          p2c_index: { dtype: 'int64' as const, dims: [b.length, b.length], data: b.p2c },
+        }
+      : {}),
+  };
+}
+
+export class PairRMRunner {
+  private constructor(
+    readonly config: PairRMConfig,
+    private readonly session: Session,
+    private readonly stateId: string,
+    private readonly weightNames: string[],
+  ) {}
+
+  static async create(runtime: Runtime, cfg: PairRMConfig, weights: Record<string, HostTensor>) {
+    const { graph, logits, params } = pairrmGraph(cfg);
+    const session = await runtime.load(compile(graph, { logits }, 'pairrm', { provider: runtime.provider }));
+    const stateId = `pairrm-${process.pid}-${counter++}`;
+    await session.setState(stateId, weights);
+    return new PairRMRunner(cfg, session, stateId, [...params.keys()]);
+  }
+
+  /** C for each ordered pair, in batches of at most `maxBatch` sequences. */
+  async pairLogits(pairs: PairInput[], maxBatch = 16): Promise<number[]> {
+    const out: number[] = [];
+    for (let start = 0; start < pairs.length; start += maxBatch) {
+      const b = pairrmBatch(this.config, pairs.slice(start, start + maxBatch), start);
+      const res = await this.session.run(pairrmFeeds(b, this.config.encoder.relativeAttention), ['logits'], {
+        state: this.stateId,
+        reads: Object.fromEntries(this.weightNames.map((w) => [w, w])),
+        writes: {},
+      });
+      out.push(...Array.from(res.logits!.data as Float32Array));
+    }
+    return out;
+  }
+
+  private readonly logits: PairLogits = (pairs) => this.pairLogits(pairs);
+
+  compare(prompt: number[], candidates: number[][]): Promise<Preferences> {
+    return compareByPairs(this.logits, prompt, candidates);
+  }
+
+  rank(prompt: number[], candidates: number[][], method: 'matrix' | 'bubble') {
+    return rankByPairs(this.logits, prompt, candidates, method);
+  }
+
+  async release(): Promise<void> {
+    await this.session.dropState(this.stateId);
+    await this.session.release();
+  }
+}
