@@ -28,10 +28,13 @@ import { DuelError } from '../errors.js';
 import { floatsToHalves, halvesToFloats } from './common/half.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from './llama/config.js';
 import { type HostTensor, llamaParams, type ParamSpec } from './llama/weights.js';
+import { readTorchStateDict } from './torch-bin.js';
 
 const CONFIG_FILE = 'config.json';
 const WEIGHTS_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
+/** PyTorch's state dict, read (restrictedly) when a directory has no safetensors (torch-bin.ts). */
+const TORCH_FILE = 'pytorch_model.bin';
 /** Files copied along when a model directory is saved from another (tokenizer and chat template). */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
@@ -58,7 +61,13 @@ function readJson(path: string): unknown {
 /** Shard files and the tensors each should hold, from the index or the single file. */
 function shardsOf(dir: string): Map<string, string[] | undefined> {
   const index = join(dir, INDEX_FILE);
-  if (!existsSync(index)) return new Map([[WEIGHTS_FILE, undefined]]);
+  if (!existsSync(index))
+    return new Map([
+      [
+        !existsSync(join(dir, WEIGHTS_FILE)) && existsSync(join(dir, TORCH_FILE)) ? TORCH_FILE : WEIGHTS_FILE,
+        undefined,
+      ],
+    ]);
   const json = readJson(index) as { weight_map?: Record<string, unknown> };
   if (typeof json?.weight_map !== 'object' || json.weight_map === null)
     throw bad(index, 'has no weight_map object');
@@ -103,8 +112,9 @@ export function readConfigJson(dir: string): unknown {
   return readJson(join(resolve(dir), CONFIG_FILE));
 }
 
-/** A safetensors file parsed; a malformed one is INVALID_ARGUMENT naming the file and the fault. */
+/** A safetensors (or torch.save) file parsed; a malformed one is INVALID_ARGUMENT naming the file and the fault. */
 function parseWeightsFile(path: string) {
+  if (path.endsWith('.bin')) return { tensors: readTorchStateDict(path) };
   try {
     return parseSafetensors(readFileSync(path), path);
   } catch (e) {
