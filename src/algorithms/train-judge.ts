@@ -1,15 +1,26 @@
 /**
- * Judge training (docs/algorithms.md) on labelled pairs. A pairwise judge: binary cross-entropy on
+ * Judge training (docs/algorithms.md) on labelled pairs. A pairwise judge (duel's own or the
+ * published PairRM's shape, through `PairwiseJudge`): binary cross-entropy on
  * each pair shown in both orders, softplus(−(C(x, y_w, y_l) − C(x, y_l, y_w))), so the learned logit
  * is antisymmetric in use. A Bradley-Terry reward model: the same loss on its rewards,
  * softplus(−(r(x, y_w) − r(x, y_l))), one pass per completion.
  */
-import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
+import {
+  type Graph,
+  type Runtime,
+  type Shape,
+  T,
+  type Tensor,
+  TrainingState,
+  type WireTensor,
+} from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { rng } from '../models/common/rng.js';
 import type { JudgeConfig } from '../models/judge/config.js';
-import { judgeLogits, judgeParams, pairBatch } from '../models/judge/model.js';
-import type { HostTensor } from '../models/llama/weights.js';
+import { judgeLogits, judgeParams, type PairInput, pairBatch } from '../models/judge/model.js';
+import type { HostTensor, ParamSpec } from '../models/llama/weights.js';
+import type { PairRMConfig } from '../models/pairrm/config.js';
+import { pairrmBatch, pairrmLogits, pairrmParams } from '../models/pairrm/model.js';
 import type { RewardConfig } from '../models/reward/config.js';
 import { rewardBatch, rewardLogits, rewardParams } from '../models/reward/model.js';
 import { BatchInputs, parameterLookup } from './batch-inputs.js';
@@ -22,8 +33,74 @@ export interface LabelledPair {
   rejected: number[];
 }
 
-export interface TrainJudgeOptions extends LoopSettings {
-  config: JudgeConfig;
+/**
+ * What judge training needs of a pairwise judge: its parameters, how pairs become a padded batch,
+ * and its logit graph over inputs declared through `input` (each with its batch fill).
+ */
+export interface PairwiseJudge<B extends { n: number; length: number; attentionMask: BigInt64Array }> {
+  params: ParamSpec[];
+  batch(pairs: PairInput[]): B;
+  logits(
+    w: (name: string) => Tensor,
+    input: (name: string, shape: Shape, fill: (b: B) => WireTensor) => Tensor,
+    order: string,
+  ): Tensor;
+}
+
+/** duel's own PairRM-style judge (model_type duel_pairrm). */
+export function duelJudge(cfg: JudgeConfig): PairwiseJudge<ReturnType<typeof pairBatch>> {
+  return {
+    params: judgeParams(cfg),
+    batch: (pairs) => pairBatch(cfg, pairs),
+    logits: (w, input, order) =>
+      judgeLogits(cfg, w, {
+        inputIds: input('input_ids', ['R', `T_${order}`], (b) => ids(b.inputIds, b)),
+        attentionMask: input('attention_mask', ['R', `T_${order}`], (b) => ids(b.attentionMask, b)),
+        markers: input('markers', ['R', 3], (b) => ({ dtype: 'int64', dims: [b.n, 3], data: b.markers })),
+      }),
+  };
+}
+
+/** The published PairRM's shape (DebertaV2PairRM), with its relative-position indices per batch. */
+export function pairrmJudge(cfg: PairRMConfig): PairwiseJudge<ReturnType<typeof pairrmBatch>> {
+  const square =
+    (data: (b: ReturnType<typeof pairrmBatch>) => BigInt64Array) => (b: ReturnType<typeof pairrmBatch>) =>
+      ({ dtype: 'int64', dims: [b.length, b.length], data: data(b) }) as WireTensor;
+  return {
+    params: pairrmParams(cfg),
+    batch: (pairs) => pairrmBatch(cfg, pairs),
+    logits: (w, input, order) =>
+      pairrmLogits(cfg, w, {
+        inputIds: input('input_ids', ['R', `T_${order}`], (b) => ids(b.inputIds, b)),
+        attentionMask: input('attention_mask', ['R', `T_${order}`], (b) => ids(b.attentionMask, b)),
+        markers: input('markers', ['R', 3], (b) => ({ dtype: 'int64', dims: [b.n, 3], data: b.markers })),
+        ...(cfg.encoder.relativeAttention
+          ? {
+              c2pIndex: input(
+                'c2p_index',
+                [`T_${order}`, `T_${order}`],
+                square((b) => b.c2p),
+              ),
+              p2cIndex: input(
+                'p2c_index',
+                [`T_${order}`, `T_${order}`],
+                square((b) => b.p2c),
+              ),
+            }
+          : {}),
+      }),
+  };
+}
+
+const ids = (data: BigInt64Array, b: { n: number; length: number }): WireTensor => ({
+  dtype: 'int64',
+  dims: [b.n, b.length],
+  data,
+});
+
+export interface TrainJudgeOptions<B extends { n: number; length: number; attentionMask: BigInt64Array }>
+  extends LoopSettings {
+  judge: PairwiseJudge<B>;
   weights: Record<string, HostTensor>;
   pairs: LabelledPair[];
 }
@@ -37,55 +114,34 @@ export interface TrainRewardOptions extends LoopSettings {
 /** The pair shown winner first, then loser first. */
 const ORDERS = ['wl', 'lw'] as const;
 type Order = (typeof ORDERS)[number];
-type PairBatch = ReturnType<typeof pairBatch>;
 
-export async function trainJudge(
+export async function trainJudge<B extends { n: number; length: number; attentionMask: BigInt64Array }>(
   runtime: Runtime,
-  o: TrainJudgeOptions,
+  o: TrainJudgeOptions<B>,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
   if (o.pairs.length === 0)
     throw DuelError.invalidArgument([{ field: 'data', description: 'holds no pairs' }]);
-  const cfg = o.config;
-  let inputs: BatchInputs<Record<Order, PairBatch>> | undefined;
+  let inputs: BatchInputs<Record<Order, B>> | undefined;
   const program = {
     dtype: 'float32' as const,
     build(g: Graph, param: (name: string, shape: number[]) => Tensor) {
-      const declared = new BatchInputs<Record<Order, PairBatch>>(g);
+      const declared = new BatchInputs<Record<Order, B>>(g);
       inputs = declared;
-      const w = parameterLookup(judgeParams(cfg), param);
-      const [wl, lw] = ORDERS.map((order) => {
-        const dims = (b: PairBatch) => [b.n, b.length];
-        return judgeLogits(cfg, w, {
-          inputIds: declared.add(`${order}/input_ids`, 'int64', ['R', `T_${order}`], (b) => ({
-            dtype: 'int64',
-            dims: dims(b[order]),
-            data: b[order].inputIds,
-          })),
-          attentionMask: declared.add(`${order}/attention_mask`, 'int64', ['R', `T_${order}`], (b) => ({
-            dtype: 'int64',
-            dims: dims(b[order]),
-            data: b[order].attentionMask,
-          })),
-          markers: declared.add(`${order}/markers`, 'int64', ['R', 3], (b) => ({
-            dtype: 'int64',
-            dims: [b[order].n, 3],
-            data: b[order].markers,
-          })),
-        });
-      });
+      const w = parameterLookup(o.judge.params, param);
+      const [wl, lw] = ORDERS.map((order) =>
+        o.judge.logits(
+          w,
+          (name, shape, fill) => declared.add(`${order}/${name}`, 'int64', shape, (b) => fill(b[order])),
+          order,
+        ),
+      );
       return T.mean(judgeLoss(wl!, lw!));
     },
   };
   return trainOnPairs(runtime, o, program, (pairs) => {
     const padded = {
-      wl: pairBatch(
-        cfg,
-        pairs.map((p) => ({ prompt: p.prompt, first: p.chosen, second: p.rejected })),
-      ),
-      lw: pairBatch(
-        cfg,
-        pairs.map((p) => ({ prompt: p.prompt, first: p.rejected, second: p.chosen })),
-      ),
+      wl: o.judge.batch(pairs.map((p) => ({ prompt: p.prompt, first: p.chosen, second: p.rejected }))),
+      lw: o.judge.batch(pairs.map((p) => ({ prompt: p.prompt, first: p.rejected, second: p.chosen }))),
     };
     const tokens = ORDERS.reduce(
       (n, order) => n + Number(padded[order].attentionMask.reduce((a, x) => a + x, 0n)),

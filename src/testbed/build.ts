@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { trainJudge } from '../algorithms/train-judge.js';
+import { duelJudge, trainJudge } from '../algorithms/train-judge.js';
 import { trainRound } from '../algorithms/train-round.js';
 import type { Runtime } from '../engine/index.js';
 import { DuelError } from '../errors.js';
@@ -137,7 +137,7 @@ export async function buildTestbed(
 
   const jcfg = judgeConfig(g, b);
   const judged = await trainJudge(runtime, {
-    config: jcfg,
+    judge: duelJudge(jcfg),
     weights: initJudgeWeights(jcfg, seed + 3),
     pairs: judgePairs(g, b['data.judge_pairs'], seed + 4),
     ...loop(b['judge.lr'], b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),

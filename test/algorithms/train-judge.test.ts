@@ -1,6 +1,6 @@
 /** Judge training learns a preference from labelled pairs and carries it to prompts it never saw. */
 import { afterAll, describe, expect, it } from 'vitest';
-import { trainJudge } from '../../src/algorithms/train-judge.js';
+import { duelJudge, trainJudge } from '../../src/algorithms/train-judge.js';
 import { Runtime } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
 import { initJudgeWeights } from '../../src/models/judge/model.js';
@@ -27,7 +27,7 @@ function pairs(n: number, seed: number) {
 describe('judge training', () => {
   it('learns the labelled preference and generalises it to unseen prompts', async () => {
     const { weights, metrics } = await trainJudge(runtime, {
-      config: cfg,
+      judge: duelJudge(cfg),
       weights: initJudgeWeights(cfg, 1),
       pairs: pairs(64, 1),
       optimizer: { kind: 'adamw' },

@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { runPlacementBench } from '../../bench/placement.js';
 import { STACKS } from '../../bench/reference-stack.js';
-import { trainJudge } from '../../src/algorithms/train-judge.js';
+import { duelJudge, trainJudge } from '../../src/algorithms/train-judge.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime, T, TrainingState, type WireTensor } from '../../src/engine/index.js';
 import { type GenerateOptions, generate } from '../../src/models/generate.js';
@@ -164,7 +164,7 @@ describe('one step of every recipe updates the weights on webgpu as on cpu (with
       { prompt: [1, 2], chosen: [3, 4], rejected: [5] },
       { prompt: [6], chosen: [7], rejected: [8, 2] },
     ];
-    const o = { ...STEP, config: jcfg, weights: w0, pairs };
+    const o = { ...STEP, judge: duelJudge(jcfg), weights: w0, pairs };
     const [a, b] = await Promise.all([trainJudge(cpu, o), trainJudge(gpu, o)]);
     expect(relative(update(b.weights, w0), update(a.weights, w0))).toBeLessThan(1e-3);
   }, 120_000);

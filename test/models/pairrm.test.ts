@@ -7,6 +7,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pairrmJudge, trainJudge } from '../../src/algorithms/train-judge.js';
 import { compile, Runtime } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
 import { logBucket } from '../../src/models/deberta/model.js';
@@ -14,7 +15,7 @@ import { loadJudgeDir } from '../../src/models/judge/load.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import { type PairRMConfig, parsePairRMConfig } from '../../src/models/pairrm/config.js';
 import { pairrmBatch, pairrmParams, pairrmSequence } from '../../src/models/pairrm/model.js';
-import { pairrmFeeds, pairrmGraph, savePairRMDir } from '../../src/models/pairrm/runner.js';
+import { PairRMRunner, pairrmFeeds, pairrmGraph, savePairRMDir } from '../../src/models/pairrm/runner.js';
 import { refusal } from '../helpers/refusal.js';
 import { fileTempDir } from '../helpers/tmp.js';
 import { referencePairIds, referencePairRM } from './deberta-reference.js';
@@ -156,6 +157,42 @@ describe('PairRM (DeBERTa-v2 encoder + head)', () => {
     expect(ranked.best).toBe(scores.indexOf(Math.max(...scores)));
     await judge.release();
   });
+
+  it("trains like duel's own judge (duel train judge): learns a labelled preference it then applies to unseen prompts", async () => {
+    const cfg = VARIANTS[0]![1];
+    const r = rng(11);
+    const word = () => 3 + Math.floor(r() * 30);
+    // The truth: more 5s is better than more 6s; prompts are noise.
+    const pairs = (n: number) =>
+      Array.from({ length: n }, () => {
+        const len = 1 + Math.floor(r() * 3);
+        return {
+          prompt: [word(), word()],
+          chosen: Array.from({ length: len }, () => (r() < 0.7 ? 5 : word())),
+          rejected: Array.from({ length: len }, () => (r() < 0.7 ? 6 : word())),
+        };
+      });
+    const { weights, metrics } = await trainJudge(runtime, {
+      judge: pairrmJudge(cfg),
+      weights: f32(weightsOf(cfg, 2)),
+      pairs: pairs(48),
+      optimizer: { kind: 'adamw' },
+      lr: 3e-3,
+      epochs: 5,
+      batchSize: 16,
+      gradClip: 1,
+      seed: 0,
+    });
+    expect(metrics).toMatchObject({ steps: 15, diverged: false });
+    expect(metrics.loss_last).toBeLessThan(metrics.loss_first);
+    const judge = await PairRMRunner.create(runtime, cfg, weights);
+    const held = pairs(30);
+    let right = 0;
+    for (const p of held)
+      if ((await judge.compare(p.prompt, [p.chosen, p.rejected])).prefs[0]![1]! > 0.5) right++;
+    expect(right / held.length).toBeGreaterThan(0.8);
+    await judge.release();
+  }, 60_000);
 
   it('refuses what it does not implement, by key', () => {
     const fields = (extra: object) =>

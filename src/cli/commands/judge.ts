@@ -8,6 +8,9 @@ import { parseJudgeConfig } from '../../models/judge/config.js';
 import { loadJudgeDir } from '../../models/judge/load.js';
 import { initJudgeWeights } from '../../models/judge/model.js';
 import { saveJudgeDir } from '../../models/judge/runner.js';
+import { isPairRMConfig, parsePairRMConfig } from '../../models/pairrm/config.js';
+import { initPairRMWeights } from '../../models/pairrm/model.js';
+import { savePairRMDir } from '../../models/pairrm/runner.js';
 import { isRewardConfig, parseRewardConfig } from '../../models/reward/config.js';
 import { initRewardWeights } from '../../models/reward/model.js';
 import { saveRewardDir } from '../../models/reward/runner.js';
@@ -41,7 +44,7 @@ export function registerJudge(program: Command): void {
   judge
     .command('init')
     .description(
-      'a randomly initialised judge directory from a config.json: model_type duel_pairrm, or a *ForSequenceClassification reward model',
+      'a randomly initialised judge directory from a config.json: model_type duel_pairrm, DebertaV2PairRM (PairRM), or a *ForSequenceClassification reward model',
     )
     .requiredOption('--config <file>', 'judge config.json')
     .requiredOption('--out <dir>', 'the judge directory to write')
@@ -58,6 +61,12 @@ export function registerJudge(program: Command): void {
         extraFiles['tokenizer.json'] = readFileSync(o.tokenizer, 'utf8');
         const tc = join(dirname(o.tokenizer), 'tokenizer_config.json');
         if (existsSync(tc)) extraFiles['tokenizer_config.json'] = readFileSync(tc, 'utf8');
+      }
+      if (isPairRMConfig(json)) {
+        const cfg = parsePairRMConfig(json, o.config);
+        savePairRMDir(o.out, cfg, initPairRMWeights(cfg, o.seed), { extraFiles });
+        process.stderr.write(`wrote ${o.out} (PairRM, ${cfg.encoder.numLayers} DeBERTa-v2 layers)\n`);
+        return;
       }
       if (isRewardConfig(json)) {
         const cfg = parseRewardConfig(json, o.config);
@@ -77,7 +86,7 @@ export function registerJudge(program: Command): void {
     .description('fills prefs (K×K), winrates, scores (Bradley-Terry) and best of each record')
     .requiredOption(
       '--judge <dir>',
-      'judge directory: duel_pairrm (model.safetensors or onnx/model.onnx) or a *ForSequenceClassification reward model',
+      'judge directory: duel_pairrm (model.safetensors or onnx/model.onnx), PairRM (model.safetensors or pytorch_model.bin) or a *ForSequenceClassification reward model',
     )
     .requiredOption('--input <file>', 'JSONL records with prompt_ids and completion_ids')
     .option('--quiet', 'no progress lines')

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets, RECIPES, type RoundRecord } from '../../algorithms/recipes/index.js';
 import { type LoopSettings, type RoundMetrics, stepCount } from '../../algorithms/steps.js';
-import { trainJudge, trainRewardModel } from '../../algorithms/train-judge.js';
+import { duelJudge, pairrmJudge, trainJudge, trainRewardModel } from '../../algorithms/train-judge.js';
 import { trainRound } from '../../algorithms/train-round.js';
 import { loopSettings, parseTrainingSettings } from '../../algorithms/training-settings.js';
 
@@ -20,6 +20,8 @@ import type { LlamaConfig } from '../../models/llama/config.js';
 import { type Adapter, initAdapter, readAdapterDir, writeAdapterDir } from '../../models/lora/adapter.js';
 import { type LoraConfig, parseLoraFlag } from '../../models/lora/config.js';
 import { loadModelDir, readConfigJson, readWeights, saveModelDir } from '../../models/model-dir.js';
+import { isPairRMConfig } from '../../models/pairrm/config.js';
+import { readPairRMConfig, readPairRMWeights, savePairRMDir } from '../../models/pairrm/runner.js';
 import { isRewardConfig, parseRewardConfig } from '../../models/reward/config.js';
 import { readRewardWeights, saveRewardDir } from '../../models/reward/runner.js';
 import { numberFlag } from '../flags.js';
@@ -270,9 +272,22 @@ export function registerTrain(program: Command): void {
         );
         return;
       }
+      if (isPairRMConfig(json)) {
+        const cfg = readPairRMConfig(dir, json);
+        const result = await trainJudge(runtime, {
+          judge: pairrmJudge(cfg),
+          weights: readPairRMWeights(dir, cfg),
+          pairs,
+          ...loop,
+        });
+        finish(f.out, result.metrics, (extraFiles) =>
+          savePairRMDir(f.out, cfg, result.weights, { tokenizerFrom: dir, extraFiles }),
+        );
+        return;
+      }
       const cfg = parseJudgeConfig(json, join(dir, 'config.json'));
       const weights = readWeights(dir, judgeParams(cfg), () => false, 'a duel_pairrm judge');
-      const result = await trainJudge(runtime, { config: cfg, weights, pairs, ...loop });
+      const result = await trainJudge(runtime, { judge: duelJudge(cfg), weights, pairs, ...loop });
       finish(f.out, result.metrics, (extraFiles) =>
         saveJudgeDir(f.out, cfg, result.weights, { tokenizerFrom: dir, extraFiles }),
       );

@@ -8,13 +8,12 @@ import { join, resolve } from 'node:path';
 import type { Runtime } from '../../engine/index.js';
 import { parameterCount } from '../llama/weights.js';
 import { readConfigJson } from '../model-dir.js';
-import { isPairRMConfig, PAIRRM_TOKENS, parsePairRMConfig } from '../pairrm/config.js';
+import { isPairRMConfig } from '../pairrm/config.js';
 import { pairrmParams } from '../pairrm/model.js';
-import { PairRMRunner, readPairRMWeights } from '../pairrm/runner.js';
+import { PairRMRunner, readPairRMConfig, readPairRMWeights } from '../pairrm/runner.js';
 import { isRewardConfig } from '../reward/config.js';
 import { rewardParams } from '../reward/model.js';
 import { RewardRunner } from '../reward/runner.js';
-import { TextTokenizer } from '../tokenizer.js';
 import { judgeParams } from './model.js';
 import { JudgeRunner } from './runner.js';
 
@@ -31,11 +30,7 @@ export async function loadJudgeDir(runtime: Runtime, dirPath: string): Promise<L
   const dir = resolve(dirPath);
   const json = readConfigJson(dir);
   if (isPairRMConfig(json)) {
-    const tokenizer = TextTokenizer.tryFromDir(dir);
-    const ids = Object.fromEntries(
-      Object.entries(PAIRRM_TOKENS).map(([key, token]) => [key, tokenizer?.tokenId(token)]),
-    );
-    const cfg = parsePairRMConfig(json, join(dir, 'config.json'), ids);
+    const cfg = readPairRMConfig(dir, json);
     const judge = await PairRMRunner.create(runtime, cfg, readPairRMWeights(dir, cfg));
     return { judge, kind: 'pairwise', parameters: parameterCount(pairrmParams(cfg)) };
   }

@@ -2,15 +2,27 @@
  * PairRM in a Runtime worker: ordered-pair logits in batches (the relative-position indices fed
  * per batch length), and the K×K comparison and ranking every pairwise judge gives.
  */
+
+import { join } from 'node:path';
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
 import type { PairInput } from '../judge/model.js';
 import { compareByPairs, type PairLogits, type Preferences, rankByPairs } from '../judge/runner.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
-import { type PairRMConfig, toHfPairRMConfig } from './config.js';
+import { TextTokenizer } from '../tokenizer.js';
+import { PAIRRM_TOKENS, type PairRMConfig, parsePairRMConfig, toHfPairRMConfig } from './config.js';
 import { pairrmBatch, pairrmLogits, pairrmParams } from './model.js';
 
 let counter = 0;
+
+/** PairRM's config from its directory: special-token ids from its tokenizer.json where it has one. */
+export function readPairRMConfig(dir: string, json: unknown): PairRMConfig {
+  const tokenizer = TextTokenizer.tryFromDir(dir);
+  const ids = Object.fromEntries(
+    Object.entries(PAIRRM_TOKENS).map(([key, token]) => [key, tokenizer?.tokenId(token)]),
+  );
+  return parsePairRMConfig(json, join(dir, 'config.json'), ids);
+}
 
 /** PairRM's weights from its directory (model.safetensors, or pytorch_model.bin as published). */
 export function readPairRMWeights(dir: string, cfg: PairRMConfig): Record<string, HostTensor> {
