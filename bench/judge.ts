@@ -1,14 +1,18 @@
 /**
- * `duel bench judge`: scorer throughput on real judge shapes, random weights. Today the
- * Bradley-Terry half: rewards/s of a Qwen3-0.6B-shaped `Qwen3ForSequenceClassification` (K
- * candidates of `candidate` tokens after a `source`-token prompt, one pass each), beside the
- * machine's MatMul ceiling measured in the same run and the FLOPs a pass needs, so the fraction of
- * the ceiling, and what a GPU of known peak would reach, follow. PairRM's pairs/s joins once the
- * DeBERTa-v2 encoder exists.
+ * `duel bench judge`: scorer throughput on real judge shapes, random weights, beside the machine's
+ * MatMul ceiling measured in the same run and the FLOPs each forward needs (so the fraction of the
+ * ceiling, and what a GPU of known peak would reach, follow):
+ * - PairRM (llm-blender/PairRM-hf's shape: DeBERTa-v3-large, 24 layers, d 1024): pairs/s of one
+ *   K×K comparison, K·(K−1) ordered pairs of a `source`-token prompt and `candidate`-token
+ *   candidates;
+ * - a Qwen3-0.6B-shaped Bradley-Terry reward model: rewards/s, K passes per comparison.
  */
 import type { Provider } from '../src/engine/index.js';
 import { Runtime } from '../src/engine/index.js';
 import { parameterCount } from '../src/models/llama/weights.js';
+import { type PairRMConfig, parsePairRMConfig } from '../src/models/pairrm/config.js';
+import { initPairRMWeights, pairrmParams } from '../src/models/pairrm/model.js';
+import { PairRMRunner } from '../src/models/pairrm/runner.js';
 import { parseRewardConfig, type RewardConfig } from '../src/models/reward/config.js';
 import { initRewardWeights, rewardParams } from '../src/models/reward/model.js';
 import { RewardRunner } from '../src/models/reward/runner.js';
@@ -33,10 +37,41 @@ export const QWEN3_06B_RM: RewardConfig = parseRewardConfig({
   id2label: { 0: 'LABEL_0' },
 });
 
+/** llm-blender/PairRM-hf's config.json (microsoft/deberta-v3-large with PairRM's added tokens). */
+export const PAIRRM_SHAPE: PairRMConfig = parsePairRMConfig({
+  architectures: ['DebertaV2PairRM'],
+  model_type: 'deberta-v2',
+  vocab_size: 128005,
+  hidden_size: 1024,
+  num_hidden_layers: 24,
+  num_attention_heads: 16,
+  intermediate_size: 4096,
+  hidden_act: 'gelu',
+  max_position_embeddings: 512,
+  type_vocab_size: 0,
+  layer_norm_eps: 1e-7,
+  relative_attention: true,
+  max_relative_positions: -1,
+  position_buckets: 256,
+  pos_att_type: ['p2c', 'c2p'],
+  share_att_key: true,
+  norm_rel_ebd: 'layer_norm',
+  position_biased_input: false,
+  pad_token_id: 0,
+  n_tasks: 1,
+  cls_token_id: 1,
+  sep_token_id: 2,
+  source_prefix_id: 128001,
+  cand1_prefix_id: 128002,
+  cand2_prefix_id: 128003,
+});
+
 export interface JudgeBenchOptions {
   provider: Provider;
-  /** The reward model's shape (default Qwen3-0.6B's); `name` labels it. */
-  model?: { name: string; config: RewardConfig };
+  /** Which judges (default both). */
+  judges?: ('pairrm' | 'reward')[];
+  /** Shapes to measure instead of the real ones (tests use small ones). */
+  shapes?: { pairrm?: PairRMConfig; reward?: RewardConfig };
   k: number;
   source: number;
   candidate: number;
@@ -44,72 +79,124 @@ export interface JudgeBenchOptions {
   log: (line: string) => void;
 }
 
+export interface JudgeRow {
+  judge: 'pairrm' | 'reward';
+  parameters: number;
+  k: number;
+  /** Forward passes one comparison runs: K·(K−1) ordered pairs, or K rewards. */
+  passes: number;
+  tokens_per_pass: number;
+  /** One comparison of K candidates, median ms. */
+  compare_ms: number;
+  passes_per_s: number;
+  gflop_per_pass: number;
+  achieved_gflops: number;
+  fraction_of_ceiling: number;
+}
+
 export interface JudgeBenchResult {
   provider: Provider;
   ceiling_gflops: number;
-  reward_model: {
-    shape: string;
-    parameters: number;
-    k: number;
-    tokens_per_sequence: number;
-    /** One comparison of K candidates (K passes), median ms. */
-    compare_ms: number;
-    rewards_per_s: number;
-    /** 2 · (parameters − embedding) · tokens + attention, per pass. */
-    gflop_per_pass: number;
-    achieved_gflops: number;
-    fraction_of_ceiling: number;
-  };
+  rows: JudgeRow[];
 }
 
-/** Forward FLOPs of one sequence: 2 per weight per token (the embedding is a lookup) plus attention. */
-function passFlops(cfg: RewardConfig, tokens: number): number {
+/** 2 FLOPs per weight per token (embeddings are lookups), plus QKᵀ and PV over the whole square. */
+function denseFlops(weights: number, layers: number, width: number, tokens: number) {
+  return 2 * weights * tokens + 2 * 2 * layers * width * tokens * tokens;
+}
+
+function rewardFlops(cfg: RewardConfig, tokens: number): number {
   const b = cfg.backbone;
   const weights = parameterCount(rewardParams(cfg)) - b.vocabSize * b.hiddenSize;
-  const attention = 2 * 2 * b.numLayers * b.numHeads * b.headDim * tokens * tokens; // QKᵀ and PV, causal counted whole
-  return 2 * weights * tokens + attention;
+  return denseFlops(weights, b.numLayers, b.numHeads * b.headDim, tokens);
+}
+
+/** PairRM adds c2p and p2c (each T × 2·span per head) and the shared key/query projections of the span. */
+function pairrmFlops(cfg: PairRMConfig, tokens: number): number {
+  const e = cfg.encoder;
+  const width = e.numHeads * e.headDim;
+  const weights = parameterCount(pairrmParams(cfg)) - e.vocabSize * e.hiddenSize - 2 * e.span * e.hiddenSize;
+  const relative =
+    e.numLayers * (2 * 2 * tokens * 2 * e.span * width + 2 * 2 * 2 * e.span * e.hiddenSize * width);
+  return denseFlops(weights, e.numLayers, width, tokens) + relative;
 }
 
 export async function runJudgeBench(o: JudgeBenchOptions): Promise<JudgeBenchResult> {
   const adapter = o.provider === 'webgpu' ? await requireAdapter() : undefined;
   if (adapter) o.log(`adapter: ${adapter.vendor} ${adapter.device} (${adapter.description})`);
   const runtime = new Runtime({ workers: 1, provider: o.provider });
+  const ids = (vocab: number, n: number, seed: number) =>
+    Array.from({ length: n }, (_, i) => 3 + ((seed * 7919 + i * 31) % (vocab - 8)));
+  const row = (
+    judge: JudgeRow['judge'],
+    parameters: number,
+    passes: number,
+    tokens: number,
+    flops: number,
+    ms: number,
+    ceilingGflops: number,
+  ): JudgeRow => {
+    const achieved = (passes * flops) / (ms / 1000) / 1e9;
+    return {
+      judge,
+      parameters,
+      k: o.k,
+      passes,
+      tokens_per_pass: tokens,
+      compare_ms: ms,
+      passes_per_s: (passes * 1000) / ms,
+      gflop_per_pass: flops / 1e9,
+      achieved_gflops: achieved,
+      fraction_of_ceiling: achieved / ceilingGflops,
+    };
+  };
   try {
     o.log(`ceiling: ONNX Runtime MatMul, float32, ${o.provider}`);
     const ceilingGflops = await ceiling(runtime, 1024, 5, o.log);
-    const { name, config: cfg } = o.model ?? { name: 'qwen3-0.6b', config: QWEN3_06B_RM };
-    const parameters = parameterCount(rewardParams(cfg));
-    o.log(`reward model: ${name} shape, ${(parameters / 1e6).toFixed(1)}M parameters, random weights`);
-    const rm = await RewardRunner.create(runtime, cfg, initRewardWeights(cfg, 1));
-    try {
-      const vocab = cfg.backbone.vocabSize - 10;
-      const ids = (n: number, seed: number) =>
-        Array.from({ length: n }, (_, i) => 10 + ((seed * 7919 + i * 31) % vocab));
-      const prompt = ids(o.source, 1);
-      const candidates = Array.from({ length: o.k }, (_, j) => ids(o.candidate, j + 2));
-      await rm.rewards([{ prompt, completion: candidates[0]! }]); // warm-up: the first run plans the session
-      const ms = await timed(`compare K=${o.k}`, o.reps, o.log, () => rm.compare(prompt, candidates));
-      const tokens = o.source + o.candidate;
-      const flops = passFlops(cfg, tokens);
-      const achieved = (o.k * flops) / (ms / 1000) / 1e9;
-      return {
-        provider: o.provider,
-        ceiling_gflops: ceilingGflops,
-        reward_model: {
-          shape: name,
-          parameters,
-          k: o.k,
-          tokens_per_sequence: tokens,
-          compare_ms: ms,
-          rewards_per_s: (o.k * 1000) / ms,
-          gflop_per_pass: flops / 1e9,
-          achieved_gflops: achieved,
-          fraction_of_ceiling: achieved / ceilingGflops,
-        },
-      };
-    } finally {
-      await rm.release();
+    const rows: JudgeRow[] = [];
+    const judges = o.judges ?? ['pairrm', 'reward'];
+    if (judges.includes('pairrm')) {
+      const cfg = o.shapes?.pairrm ?? PAIRRM_SHAPE;
+      const parameters = parameterCount(pairrmParams(cfg));
+      o.log(`PairRM: ${(parameters / 1e6).toFixed(1)}M parameters, random weights`);
+      const judge = await PairRMRunner.create(runtime, cfg, initPairRMWeights(cfg, 1));
+      try {
+        const vocab = cfg.encoder.vocabSize;
+        const prompt = ids(vocab, o.source, 1);
+        const candidates = Array.from({ length: o.k }, (_, j) => ids(vocab, o.candidate, j + 2));
+        await judge.pairLogits([{ prompt, first: candidates[0]!, second: candidates[1]! }]); // warm-up
+        const ms = await timed(`PairRM compare K=${o.k}`, o.reps, o.log, () =>
+          judge.compare(prompt, candidates),
+        );
+        // tokenize_pair: [CLS] <src> x [SEP], then each candidate as [CLS] <cand> y [SEP].
+        const tokens = o.source + 3 + 2 * (o.candidate + 3);
+        rows.push(
+          row('pairrm', parameters, o.k * (o.k - 1), tokens, pairrmFlops(cfg, tokens), ms, ceilingGflops),
+        );
+      } finally {
+        await judge.release();
+      }
     }
+    if (judges.includes('reward')) {
+      const cfg = o.shapes?.reward ?? QWEN3_06B_RM;
+      const parameters = parameterCount(rewardParams(cfg));
+      o.log(`reward model: ${(parameters / 1e6).toFixed(1)}M parameters, random weights`);
+      const rm = await RewardRunner.create(runtime, cfg, initRewardWeights(cfg, 1));
+      try {
+        const vocab = cfg.backbone.vocabSize;
+        const prompt = ids(vocab, o.source, 1);
+        const candidates = Array.from({ length: o.k }, (_, j) => ids(vocab, o.candidate, j + 2));
+        await rm.rewards([{ prompt, completion: candidates[0]! }]); // warm-up: the first run plans the session
+        const ms = await timed(`reward compare K=${o.k}`, o.reps, o.log, () =>
+          rm.compare(prompt, candidates),
+        );
+        const tokens = o.source + o.candidate;
+        rows.push(row('reward', parameters, o.k, tokens, rewardFlops(cfg, tokens), ms, ceilingGflops));
+      } finally {
+        await rm.release();
+      }
+    }
+    return { provider: o.provider, ceiling_gflops: ceilingGflops, rows };
   } finally {
     await runtime.close();
   }

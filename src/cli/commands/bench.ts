@@ -240,10 +240,14 @@ export function registerBench(program: Command): void {
   bench
     .command('judge')
     .description(
-      'scorer throughput on real shapes, random weights: rewards/s of a Qwen3-0.6B-shaped reward model beside the MatMul ceiling',
+      "scorer throughput on real shapes, random weights: PairRM pairs/s and a Qwen3-0.6B-shaped reward model's rewards/s, beside the MatMul ceiling",
     )
     .option('--json', 'print one JSON line instead of a table')
     .option(...providerOption)
+    .option('--judges <list>', 'pairrm, reward (comma-separated)', (raw) => raw.split(','), [
+      'pairrm',
+      'reward',
+    ])
     .option('--k <n>', 'candidates per comparison', positiveInt('--k'), 8)
     .option('--source <n>', 'prompt tokens', positiveInt('--source'), 512)
     .option('--candidate <n>', 'tokens per candidate', positiveInt('--candidate'), 256)
@@ -252,18 +256,30 @@ export function registerBench(program: Command): void {
       async (o: {
         json?: boolean;
         provider?: Provider;
+        judges: string[];
         k: number;
         source: number;
         candidate: number;
         reps: number;
       }) => {
+        const bad = o.judges.filter((j) => j !== 'pairrm' && j !== 'reward');
+        if (bad.length)
+          throw DuelError.invalidArgument([
+            { field: '--judges', description: `unknown judge(s) ${bad.join(', ')} (pairrm, reward)` },
+          ]);
         const { runJudgeBench } = await import('../../../bench/judge.js');
-        const r = await runJudgeBench({ ...o, provider: o.provider ?? envProvider(), log: progress });
+        const r = await runJudgeBench({
+          ...o,
+          judges: o.judges as ('pairrm' | 'reward')[],
+          provider: o.provider ?? envProvider(),
+          log: progress,
+        });
         if (printedAsJson(o.json, r)) return;
-        const m = r.reward_model;
-        process.stdout.write(
-          `ceiling ${r.ceiling_gflops.toFixed(1)} GFLOP/s (${r.provider})\n${m.shape} reward model, ${(m.parameters / 1e6).toFixed(0)}M: K=${m.k} × ${m.tokens_per_sequence} tokens in ${m.compare_ms.toFixed(0)} ms, ${m.rewards_per_s.toFixed(2)} rewards/s, ${m.gflop_per_pass.toFixed(0)} GFLOP a pass, ${m.achieved_gflops.toFixed(1)} GFLOP/s = ${(100 * m.fraction_of_ceiling).toFixed(0)}% of the ceiling\n`,
-        );
+        process.stdout.write(`ceiling ${r.ceiling_gflops.toFixed(1)} GFLOP/s (${r.provider})\n`);
+        for (const m of r.rows)
+          process.stdout.write(
+            `${m.judge}, ${(m.parameters / 1e6).toFixed(0)}M: K=${m.k}, ${m.passes} passes of ${m.tokens_per_pass} tokens in ${m.compare_ms.toFixed(0)} ms = ${m.passes_per_s.toFixed(2)} ${m.judge === 'pairrm' ? 'pairs' : 'rewards'}/s; ${m.gflop_per_pass.toFixed(0)} GFLOP a pass, ${m.achieved_gflops.toFixed(1)} GFLOP/s = ${(100 * m.fraction_of_ceiling).toFixed(0)}% of the ceiling\n`,
+          );
       },
     );
 
