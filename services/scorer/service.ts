@@ -5,6 +5,8 @@
  * or Bradley-Terry), win rates and BT scores; Rank returns best-of-n by the full matrix or by
  * one bubble pass.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { btScores, prefsFromLogits, winRates } from '../../src/algorithms/estimators.js';
 import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
@@ -43,6 +45,8 @@ type Judge = Pick<JudgeRunner, 'compare' | 'rank'>;
 interface LoadedJudge {
   runner: Judge;
   tokenizer: TextTokenizer | undefined;
+  /** Why text cannot be encoded, when there is no tokenizer. */
+  noTokenizer: string;
   parameters: number;
 }
 
@@ -92,10 +96,15 @@ export class ScorerCore {
     return this.judges.get(artifactKey(ref.artifact!), async () => {
       const dir = await this.resolve(ref.artifact!);
       const tokenizer = TextTokenizer.tryFromDir(dir);
+      // PairRM ships SentencePiece's spm.model, which no registry package reads; transformers writes
+      // the equivalent tokenizer.json from it.
+      const noTokenizer = existsSync(join(dir, 'spm.model'))
+        ? 'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids'
+        : 'the judge has no tokenizer.json: send token_ids';
       if ((readConfigJson(dir) as { model_type?: string }).model_type === ORACLE_MODEL_TYPE)
-        return { runner: OracleJudge.fromDir(dir), tokenizer, parameters: 0 };
+        return { runner: OracleJudge.fromDir(dir), tokenizer, noTokenizer, parameters: 0 };
       const { judge, parameters } = await loadJudgeDir(this.runtime, dir);
-      return { runner: judge, tokenizer, parameters };
+      return { runner: judge, tokenizer, noTokenizer, parameters };
     });
   }
 
@@ -103,10 +112,7 @@ export class ScorerCore {
   idsOf(judge: LoadedJudge, item: CompareItem, i: number): { prompt: number[]; candidates: number[][] } {
     const encode = (ids: number[], text: string, field: string) => {
       if (ids.length > 0) return [...ids];
-      if (!judge.tokenizer)
-        throw DuelError.invalidArgument([
-          { field, description: 'the judge has no tokenizer.json: send token_ids' },
-        ]);
+      if (!judge.tokenizer) throw DuelError.invalidArgument([{ field, description: judge.noTokenizer }]);
       return judge.tokenizer.encode(text);
     };
     return {

@@ -9,7 +9,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { duelJudge, trainJudge } from '../algorithms/train-judge.js';
+import type { RoundMetrics } from '../algorithms/steps.js';
+import { duelJudge, trainJudge, trainRewardModel } from '../algorithms/train-judge.js';
 import { trainRound } from '../algorithms/train-round.js';
 import type { Runtime } from '../engine/index.js';
 import { DuelError } from '../errors.js';
@@ -19,6 +20,9 @@ import { saveJudgeDir } from '../models/judge/runner.js';
 import { type LlamaConfig, parseLlamaConfig } from '../models/llama/config.js';
 import { initLlamaWeights } from '../models/llama/weights.js';
 import { saveModelDir } from '../models/model-dir.js';
+import { parseRewardConfig, type RewardConfig } from '../models/reward/config.js';
+import { initRewardWeights } from '../models/reward/model.js';
+import { saveRewardDir } from '../models/reward/runner.js';
 import { wordLevelTokenizer } from '../models/tokenizer.js';
 import { judgePairs, sftCorpus } from './corpus.js';
 import { type GameConfig, maxNewTokens, VOCAB } from './game.js';
@@ -29,6 +33,8 @@ export const buildSchema = z.strictObject({
   'model.layers': z.number().int().min(1).default(2),
   'model.heads': z.number().int().min(1).default(4),
   'judge.hidden_size': z.number().int().min(8).default(64),
+  /** pairwise: duel's PairRM-style judge; bt: a Bradley-Terry reward model (LlamaForSequenceClassification) of the same trunk. */
+  'judge.kind': z.enum(['pairwise', 'bt']).default('pairwise'),
   'judge.layers': z.number().int().min(1).default(2),
   'model.lr': z.number().positive().default(3e-3),
   'judge.lr': z.number().positive().default(2e-3),
@@ -59,6 +65,22 @@ export function policyConfig(g: GameConfig, b: BuildConfig): LlamaConfig {
     pad_token_id: VOCAB.pad,
     bos_token_id: VOCAB.bos,
     eos_token_id: VOCAB.eos,
+  });
+}
+
+/** The Bradley-Terry judge: the pairwise judge's trunk, causal, read at the last token of x y. */
+export function rewardConfig(g: GameConfig, b: BuildConfig): RewardConfig {
+  return parseRewardConfig({
+    architectures: ['LlamaForSequenceClassification'],
+    model_type: 'llama',
+    vocab_size: VOCAB.size,
+    hidden_size: b['judge.hidden_size'],
+    intermediate_size: 2 * b['judge.hidden_size'],
+    num_hidden_layers: b['judge.layers'],
+    num_attention_heads: 4,
+    max_position_embeddings: 4 + g.max_targets + maxNewTokens(g),
+    pad_token_id: VOCAB.pad,
+    id2label: { 0: 'LABEL_0' },
   });
 }
 
@@ -135,15 +157,31 @@ export async function buildTestbed(
   const ref = join(dir, 'ref');
   saveModelDir(ref, cfg, sft.weights, { tokenizerFrom: tokDir });
 
-  const jcfg = judgeConfig(g, b);
-  const judged = await trainJudge(runtime, {
-    judge: duelJudge(jcfg),
-    weights: initJudgeWeights(jcfg, seed + 3),
+  const judge = join(dir, 'judge');
+  const judgeTraining = {
     pairs: judgePairs(g, b['data.judge_pairs'], seed + 4),
     ...loop(b['judge.lr'], b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),
-  });
-  const judge = join(dir, 'judge');
-  saveJudgeDir(judge, jcfg, judged.weights);
+  };
+  let judged: { metrics: RoundMetrics };
+  if (b['judge.kind'] === 'bt') {
+    const rcfg = rewardConfig(g, b);
+    const trained = await trainRewardModel(runtime, {
+      config: rcfg,
+      weights: initRewardWeights(rcfg, seed + 3),
+      ...judgeTraining,
+    });
+    saveRewardDir(judge, rcfg, trained.weights);
+    judged = trained;
+  } else {
+    const jcfg = judgeConfig(g, b);
+    const trained = await trainJudge(runtime, {
+      judge: duelJudge(jcfg),
+      weights: initJudgeWeights(jcfg, seed + 3),
+      ...judgeTraining,
+    });
+    saveJudgeDir(judge, jcfg, trained.weights);
+    judged = trained;
+  }
   const oracle = join(dir, 'oracle');
   saveOracleJudgeDir(oracle, g);
   const summary = (m: { loss_first: number; loss_last: number; seconds: number }) => ({

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import type { Runtime } from '../engine/index.js';
 import { DuelError } from '../errors.js';
-import { JudgeRunner } from '../models/judge/runner.js';
+import { loadJudgeDir } from '../models/judge/load.js';
 import { readJsonl } from '../platform/jsonl.js';
 import { LoadOnce } from '../platform/load-once.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
@@ -267,7 +267,7 @@ async function bestOfNFor(
     // The run's judge, the same runner the scorer serves.
     const reranker =
       judge === 'learned'
-        ? await JudgeRunner.fromDir(o.runtime, join(models, 'judge'))
+        ? (await loadJudgeDir(o.runtime, join(models, 'judge'))).judge
         : OracleJudge.fromDir(join(models, 'oracle'));
     try {
       const policies: [string, string][] = [

@@ -4,7 +4,7 @@
  */
 import type { Runtime } from '../engine/index.js';
 import { generate } from '../models/generate.js';
-import { JudgeRunner } from '../models/judge/runner.js';
+import { loadJudgeDir } from '../models/judge/load.js';
 import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import { loadModelDir } from '../models/model-dir.js';
@@ -99,20 +99,11 @@ export async function refScorer(runtime: Runtime, refDir: string): Promise<Logpr
   return LogprobRunner.create(runtime, m.config, m.weights);
 }
 
-/** The learned judge's P(first ≻ second | prompt) for a batch of pairs (pairwise probability). */
+/** The learned judge's P(first ≻ second | prompt) for a batch of pairs (a pairwise judge or a reward model). */
 export async function judgeProbs(
   runtime: Runtime,
   judgeDir: string,
 ): Promise<{ probs: JudgeProbs; release: () => Promise<void> }> {
-  const judge = await JudgeRunner.fromDir(runtime, judgeDir);
-  return {
-    probs: async (pairs) => {
-      const fwd = await judge.pairLogits(pairs);
-      const back = await judge.pairLogits(
-        pairs.map((p) => ({ prompt: p.prompt, first: p.second, second: p.first })),
-      );
-      return fwd.map((c, i) => 1 / (1 + Math.exp(-(c - back[i]!))));
-    },
-    release: () => judge.release(),
-  };
+  const { judge } = await loadJudgeDir(runtime, judgeDir);
+  return { probs: (pairs) => judge.pairProbs(pairs), release: () => judge.release() };
 }

@@ -15,6 +15,9 @@ import {
 } from '../../src/gen/duel/v1/scorer.js';
 import { initJudgeWeights, judgeParams } from '../../src/models/judge/model.js';
 import { saveJudgeDir } from '../../src/models/judge/runner.js';
+import { parsePairRMConfig } from '../../src/models/pairrm/config.js';
+import { initPairRMWeights } from '../../src/models/pairrm/model.js';
+import { savePairRMDir } from '../../src/models/pairrm/runner.js';
 import { parseRewardConfig } from '../../src/models/reward/config.js';
 import { initRewardWeights } from '../../src/models/reward/model.js';
 import { RewardRunner, saveRewardDir } from '../../src/models/reward/runner.js';
@@ -170,5 +173,56 @@ describe('PreferenceScorerService', () => {
     expect((err as grpc.ServiceError).details).toMatch(
       /token id 99 is outside the reward model's vocabulary/,
     );
+  });
+
+  it('serves the published PairRM shape; text without tokenizer.json says how to make one from spm.model', async () => {
+    const cfg = parsePairRMConfig({
+      architectures: ['DebertaV2PairRM'],
+      model_type: 'deberta-v2',
+      vocab_size: 16,
+      hidden_size: 8,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      intermediate_size: 16,
+      relative_attention: true,
+      position_buckets: 4,
+      max_relative_positions: 8,
+      pos_att_type: 'p2c|c2p',
+      share_att_key: true,
+      norm_rel_ebd: 'layer_norm',
+      position_biased_input: false,
+      cls_token_id: 1,
+      sep_token_id: 2,
+      source_prefix_id: 13,
+      cand1_prefix_id: 14,
+      cand2_prefix_id: 15,
+    });
+    savePairRMDir(join(root, 'pairrm'), cfg, initPairRMWeights(cfg, 2), { extraFiles: { 'spm.model': '' } });
+    const pairrm: ModelRef = {
+      adapter: undefined,
+      artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'pairrm'), 'pairrm'),
+      name: 'pairrm',
+    };
+    const res = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge: pairrm,
+      items: [ITEM],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    });
+    const p = res.comparisons[0]!.prefs!.values;
+    for (let i = 0; i < 4; i++)
+      for (let j = 0; j < 4; j++) expect(p[i * 4 + j]! + p[j * 4 + i]!).toBeCloseTo(1, 6);
+    const err = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge: pairrm,
+      items: [{ prompt: { tokenIds: [], text: 'hello', id: 'p' }, candidates: [cand(3), cand(4)] }],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    }).catch((e: grpc.ServiceError) => e);
+    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(violationsOf(err as grpc.ServiceError)).toEqual([
+      {
+        field: 'items[0].prompt.text',
+        description:
+          'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids',
+      },
+    ]);
   });
 });

@@ -18,7 +18,7 @@ import { judgeParams } from './model.js';
 import { JudgeRunner } from './runner.js';
 
 /** What every judge offers. */
-export type Judge = Pick<JudgeRunner, 'compare' | 'rank' | 'release'>;
+export type Judge = Pick<JudgeRunner, 'compare' | 'rank' | 'pairProbs' | 'release'>;
 
 export interface LoadedJudgeModel {
   judge: Judge;

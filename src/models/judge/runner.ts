@@ -151,6 +151,11 @@ export class JudgeRunner {
     return compareByPairs((pairs) => this.pairLogits(pairs, maxBatch), prompt, candidates);
   }
 
+  /** P(first ≻ second | prompt) of each pair. */
+  pairProbs(pairs: PairInput[]): Promise<number[]> {
+    return probsByPairs((p) => this.pairLogits(p), pairs);
+  }
+
   /** Candidates ranked by rankByPairs. */
   rank(prompt: number[], candidates: number[][], method: 'matrix' | 'bubble') {
     return rankByPairs((pairs) => this.pairLogits(pairs), prompt, candidates, method);
@@ -164,6 +169,15 @@ export class JudgeRunner {
 
 /** What a pairwise judge computes: C for each ordered pair. */
 export type PairLogits = (pairs: PairInput[]) => Promise<number[]>;
+
+/** P(first ≻ second | prompt) of each pair: σ(C(x, a, b) − C(x, b, a)), both orders batched. */
+export async function probsByPairs(pairLogits: PairLogits, pairs: PairInput[]): Promise<number[]> {
+  const both = await pairLogits([
+    ...pairs,
+    ...pairs.map((p) => ({ prompt: p.prompt, first: p.second, second: p.first })),
+  ]);
+  return pairs.map((_, i) => 1 / (1 + Math.exp(-(both[i]! - both[pairs.length + i]!))));
+}
 
 /** The K×K matrices of one prompt's candidates from all K·(K−1) ordered pairs. */
 export async function compareByPairs(

@@ -6,7 +6,13 @@
 import { join } from 'node:path';
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
 import type { PairInput } from '../judge/model.js';
-import { compareByPairs, type PairLogits, type Preferences, rankByPairs } from '../judge/runner.js';
+import {
+  compareByPairs,
+  type PairLogits,
+  type Preferences,
+  probsByPairs,
+  rankByPairs,
+} from '../judge/runner.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { TextTokenizer } from '../tokenizer.js';
@@ -107,6 +113,11 @@ export class PairRMRunner {
   }
 
   private readonly logits: PairLogits = (pairs) => this.pairLogits(pairs);
+
+  /** P(first ≻ second | prompt) of each pair. */
+  pairProbs(pairs: PairInput[]): Promise<number[]> {
+    return probsByPairs(this.logits, pairs);
+  }
 
   compare(prompt: number[], candidates: number[][]): Promise<Preferences> {
     return compareByPairs(this.logits, prompt, candidates);

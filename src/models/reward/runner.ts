@@ -7,6 +7,7 @@
  */
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
+import type { PairInput } from '../judge/model.js';
 import { fromLogits, orderByScores, type Preferences } from '../judge/runner.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
@@ -81,6 +82,15 @@ export class RewardRunner {
       out.push(...Array.from(res.rewards!.data as Float32Array));
     }
     return out;
+  }
+
+  /** P(first ≻ second | prompt) = σ(r(x, first) − r(x, second)) of each pair. */
+  async pairProbs(pairs: PairInput[]): Promise<number[]> {
+    const r = await this.rewards([
+      ...pairs.map((p) => ({ prompt: p.prompt, completion: p.first })),
+      ...pairs.map((p) => ({ prompt: p.prompt, completion: p.second })),
+    ]);
+    return pairs.map((_, i) => 1 / (1 + Math.exp(-(r[i]! - r[pairs.length + i]!))));
   }
 
   /** The K×K matrices from K rewards: C_ij = (r_i − r_j)/2, so P_ij = σ(r_i − r_j). */
