@@ -46,8 +46,62 @@ export function buildTrainStep(
   params: Map<string, Tensor>,
   spec: TrainStepSpec,
 ): TrainStepGraph {
+  const grads = grad(loss, [...params.values()]);
+  const applied = applyGradients(graph, params, grads, spec, loss.dtype);
+  return { ...applied, outputs: { loss, ...applied.outputs } };
+}
+
+/** The accumulator of a parameter's gradient between OptimStep calls (a state key). */
+export const gradAccName = (param: string) => `${param}.grad_acc`;
+
+/**
+ * Gradient accumulation without an update (a training API's forward_backward): `<name>.grad_acc`
+ * inputs, and `<name>.grad_acc.next` = accumulator + ∂loss/∂param as outputs beside `loss`.
+ */
+export function buildGradAccumulation(
+  graph: Graph,
+  loss: Tensor,
+  params: Map<string, Tensor>,
+): { accumulators: Map<string, Tensor>; outputs: Record<string, Tensor> } {
+  const grads = grad(loss, [...params.values()]);
+  const accumulators = new Map<string, Tensor>();
+  const outputs: Record<string, Tensor> = { loss };
+  [...params].forEach(([name, p], i) => {
+    const acc = graph.input(gradAccName(name), p.dtype, p.shape);
+    accumulators.set(name, acc);
+    outputs[updatedName(gradAccName(name))] = T.add(acc, grads[i]!);
+  });
+  return { accumulators, outputs };
+}
+
+/**
+ * The optimizer step on accumulated gradients (optim_step): the same clipping and update as
+ * buildTrainStep with the accumulators as the gradient, and the accumulators reset to zero.
+ */
+export function buildAccumulatedStep(
+  graph: Graph,
+  params: Map<string, Tensor>,
+  spec: TrainStepSpec,
+  dtype: Tensor['dtype'],
+): TrainStepGraph {
+  const accs = [...params].map(([name, p]) => graph.input(gradAccName(name), dtype, p.shape));
+  const applied = applyGradients(graph, params, accs, spec, dtype);
+  [...params].forEach(([name, p]) => {
+    // A constant, not acc·0: a non-finite accumulator must still come back as zeros.
+    applied.outputs[updatedName(gradAccName(name))] = T.expand(T.scalar(graph, 0, dtype), p.shape);
+  });
+  return applied;
+}
+
+/** Clipping and the optimizer update of `params` by `grads`; a step with a non-finite norm changes nothing. */
+function applyGradients(
+  graph: Graph,
+  params: Map<string, Tensor>,
+  grads: Tensor[],
+  spec: TrainStepSpec,
+  dtype: Tensor['dtype'],
+): TrainStepGraph {
   const names = [...params.keys()];
-  const dtype = loss.dtype;
   const lr = graph.input('lr', dtype, []);
   const step = graph.input('step', dtype, []);
   const state = new Map<string, Tensor>();
@@ -56,15 +110,13 @@ export function buildTrainStep(
       state.set(stateName(n, slot), graph.input(stateName(n, slot), dtype, params.get(n)!.shape));
     }
   }
-
-  const grads = grad(loss, [...params.values()]);
   const sumSq = grads.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b));
   const gradNorm = T.sqrt(sumSq);
   // NaN ≠ NaN and Inf − Inf is NaN: one comparison catches both.
   const finite = T.equal(T.sub(gradNorm, gradNorm), 0);
   const scale = spec.gradClip > 0 ? T.minimum(T.div(spec.gradClip, T.add(gradNorm, 1e-6)), 1) : undefined;
 
-  const outputs: Record<string, Tensor> = { loss, grad_norm: gradNorm, finite };
+  const outputs: Record<string, Tensor> = { grad_norm: gradNorm, finite };
   const keepIfFinite = (next: Tensor, prev: Tensor) => T.where(finite, next, prev);
 
   names.forEach((name, i) => {

@@ -1,13 +1,19 @@
 /**
  * A training state: parameters and optimizer state living in a session worker, advanced by
- * `step(batch)`. Only the batch goes in and a few scalars come out each step.
+ * `step(batch)`. Only the batch goes in and a few scalars come out each step. With `accumulate`,
+ * the step is two sessions in one worker over one state, as a training API calls them:
+ * `forwardBackward(batch)` adds the batch's gradient to accumulators, `optimStep()` applies the
+ * update to their sum (clipped, as a fused step would) and zeroes them.
  */
 import { allocate, type DType } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
 import { compileTrainLoop } from './loop.js';
 import { compile } from './onnx.js';
 import {
+  buildAccumulatedStep,
+  buildGradAccumulation,
   buildTrainStep,
+  gradAccName,
   learningRate,
   optimizerSlots,
   type ScheduleSpec,
@@ -47,6 +53,8 @@ export interface TrainingStateOptions {
   fold?: boolean;
   /** The values of the program's `frozen` tensors, by name. */
   frozen?: Record<string, WireTensor>;
+  /** forwardBackward/optimStep (gradient accumulation) instead of one fused step. */
+  accumulate?: boolean;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -87,6 +95,10 @@ export class TrainingState {
     private readonly schedule: ScheduleSpec,
     readonly timings: BuildTimings,
     private readonly folded: boolean,
+    /** With accumulation: the optimizer-step session (the main session accumulates). */
+    private readonly applySession?: Session,
+    /** Σ loss of the forwardBackward calls since the last optimStep. */
+    private pendingLoss = 0,
   ) {}
 
   static async create(
@@ -114,6 +126,8 @@ export class TrainingState {
         return t;
       },
     );
+    if (options.fold && options.accumulate)
+      throw new Error('training state: a folded step has no separate forward/backward and optimizer step');
     if (options.fold && frozen.size)
       throw new Error(
         'training state: a folded step cannot read frozen tensors (they would be stacked per step)',
@@ -127,28 +141,49 @@ export class TrainingState {
           `training state: frozen '${name}' is [${given.dims}] but the model declares [${t.shape}]`,
         );
     }
-    const step = buildTrainStep(graph, loss, params, spec);
-    const t1 = performance.now();
-    const model = options.fold
-      ? compileTrainLoop(
-          {
-            outputs: step.outputs,
-            carried: [...params.values(), ...step.state.values()],
-            lr: step.lr,
-            step: step.step,
-            perStep: graph.inputs.filter(
-              (t) => ![...params.values(), ...step.state.values(), step.lr, step.step].includes(t),
-            ),
-          },
-          'train_loop',
-          { provider: runtime.provider },
+    const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params) : undefined;
+    const applyGraph = new Graph();
+    const step = accumulated
+      ? buildAccumulatedStep(
+          applyGraph,
+          new Map([...params].map(([n, p]) => [n, applyGraph.input(n, program.dtype, p.shape as number[])])),
+          spec,
+          program.dtype,
         )
-      : compile(graph, step.outputs, 'train_step', { provider: runtime.provider });
+      : buildTrainStep(graph, loss, params, spec);
+    const t1 = performance.now();
+    const model = accumulated
+      ? compile(graph, accumulated.outputs, 'forward_backward', { provider: runtime.provider })
+      : options.fold
+        ? compileTrainLoop(
+            {
+              outputs: step.outputs,
+              carried: [...params.values(), ...step.state.values()],
+              lr: step.lr,
+              step: step.step,
+              perStep: graph.inputs.filter(
+                (t) => ![...params.values(), ...step.state.values(), step.lr, step.step].includes(t),
+              ),
+            },
+            'train_loop',
+            { provider: runtime.provider },
+          )
+        : compile(graph, step.outputs, 'train_step', { provider: runtime.provider });
     const t2 = performance.now();
     const names = [...params.keys()];
-    const stateKeys = names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s)));
+    const stateKeys = [
+      ...names.flatMap((n) => optimizerSlots(spec.optimizer).map((s) => stateName(n, s))),
+      ...(accumulated ? names.map(gradAccName) : []),
+    ];
     // Parameters and optimizer slots never leave the device between steps.
     const session = await runtime.load(model, { outputsOnDevice: true });
+    // The optimizer step reads and writes the same state: it must live in the same worker.
+    const applySession = accumulated
+      ? await runtime.load(compile(applyGraph, step.outputs, 'optim_step', { provider: runtime.provider }), {
+          outputsOnDevice: true,
+          near: session,
+        })
+      : undefined;
     const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
     const stateId = `train-${process.pid}-${stateCounter++}`;
 
@@ -162,7 +197,10 @@ export class TrainingState {
       tensors[name] = given;
     }
     for (const key of stateKeys) {
-      const dims = params.get(key.slice(0, key.lastIndexOf('.')))!.shape as number[];
+      const owner = key.endsWith('.grad_acc')
+        ? key.slice(0, -'.grad_acc'.length)
+        : key.slice(0, key.lastIndexOf('.'));
+      const dims = params.get(owner)!.shape as number[];
       tensors[key] = {
         dtype: program.dtype,
         dims,
@@ -184,6 +222,7 @@ export class TrainingState {
       schedule,
       timings,
       options.fold ?? false,
+      applySession,
     );
   }
 
@@ -193,23 +232,62 @@ export class TrainingState {
     return { dtype: this.dtype, dims: [], data };
   }
 
-  private get binding() {
+  /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
+  private binding(withFrozen = true) {
     const everything = [...this.paramNames, ...this.stateKeys];
     return {
       state: this.stateId,
-      reads: Object.fromEntries([...everything, ...this.frozenNames].map((k) => [k, k])),
+      reads: Object.fromEntries([...everything, ...(withFrozen ? this.frozenNames : [])].map((k) => [k, k])),
       writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
     };
   }
 
+  /** Adds the batch's gradient to the accumulators (an `accumulate` state); returns its loss. */
+  async forwardBackward(batch: Record<string, WireTensor>): Promise<number> {
+    if (!this.applySession) throw new Error('training state: forwardBackward needs { accumulate: true }');
+    const accs = this.paramNames.map(gradAccName);
+    const out = await this.session.run(batch, ['loss'], {
+      state: this.stateId,
+      reads: Object.fromEntries([...this.paramNames, ...this.frozenNames, ...accs].map((k) => [k, k])),
+      writes: Object.fromEntries(accs.map((k) => [updatedName(k), k])),
+    });
+    const loss = Number(out.loss!.data[0]);
+    this.pendingLoss += loss;
+    return loss;
+  }
+
+  /**
+   * The optimizer step on the gradients accumulated since the last one (their sum), with the
+   * schedule's learning rate unless `lr` is given; `loss` is the sum of those calls' losses.
+   */
+  async optimStep(lr?: number): Promise<StepMetrics> {
+    if (!this.applySession) throw new Error('training state: optimStep needs { accumulate: true }');
+    const step = this.stepCount + 1;
+    const rate = lr ?? learningRate(this.schedule, step);
+    const out = await this.applySession.run(
+      { lr: this.scalar(rate), step: this.scalar(step) },
+      ['grad_norm', 'finite'],
+      this.binding(false),
+    );
+    const applied = Boolean(out.finite!.data[0]);
+    if (applied) this.stepCount = step;
+    const loss = this.pendingLoss;
+    this.pendingLoss = 0;
+    return { loss, gradNorm: Number(out.grad_norm!.data[0]), applied, lr: rate, step };
+  }
+
   async step(batch: Record<string, WireTensor>): Promise<StepMetrics> {
+    if (this.applySession) {
+      await this.forwardBackward(batch);
+      return this.optimStep();
+    }
     if (this.folded) return (await this.stepMany([batch]))[0]!;
     const step = this.stepCount + 1;
     const lr = learningRate(this.schedule, step);
     const out = await this.session.run(
       { ...batch, lr: this.scalar(lr), step: this.scalar(step) },
       ['loss', 'grad_norm', 'finite'],
-      this.binding,
+      this.binding(),
     );
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;
@@ -250,7 +328,7 @@ export class TrainingState {
     const out = await this.session.run(
       feeds,
       ['loss', 'grad_norm', 'finite', 'steps_done.next'],
-      this.binding,
+      this.binding(),
     );
     // As in step(): `step` is the number the step was attempted as.
     let done = this.stepCount;
@@ -285,5 +363,6 @@ export class TrainingState {
   async dispose(): Promise<void> {
     await this.session.dropState(this.stateId);
     await this.session.release();
+    await this.applySession?.release();
   }
 }

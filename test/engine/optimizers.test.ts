@@ -218,3 +218,79 @@ describe('frozen tensors', () => {
     ).rejects.toThrow(/a folded step cannot read frozen tensors/);
   });
 });
+
+describe('gradient accumulation: forwardBackward, then optimStep (a training API)', () => {
+  const program = {
+    dtype: 'float64' as const,
+    build: (
+      g: import('../../src/engine/graph.js').Graph,
+      param: (n: string, s: number[]) => import('../../src/engine/graph.js').Tensor,
+      frozen: (n: string, s: number[]) => import('../../src/engine/graph.js').Tensor,
+    ) => {
+      const p = param('p', [4]);
+      const a = frozen('a', [4]);
+      const b = g.input('b', 'float64', [4]);
+      return T.reduceSum(T.add(T.mul(T.mul(a, T.mul(p, p)), 0.5), T.mul(b, p)));
+    },
+  };
+  const params = async (s: TrainingState) => [...((await s.parameters()).p!.data as Float64Array)];
+  // Several workers: the optimizer step must still find the accumulators (it is made in their worker).
+  const spread = new Runtime({ workers: 3, intraOpThreads: 1 });
+  afterAll(() => spread.close());
+
+  it('one forwardBackward + optimStep per step is the fused step (AdamW, clipping, warmup/cosine)', async () => {
+    const opt = { optimizer: { kind: 'adamw' as const, beta1: 0.8 }, gradClip: 0.5 };
+    const make = (accumulate: boolean) =>
+      TrainingState.create(
+        spread,
+        program,
+        opt,
+        warmCosine,
+        { p: f64(P0) },
+        { frozen: { a: f64(A) }, accumulate },
+      );
+    const [fused, split] = await Promise.all([make(false), make(true)]);
+    for (let i = 0; i < 3; i++) {
+      const want = await fused.step({ b: f64(B) });
+      const loss = await split.forwardBackward({ b: f64(B) });
+      const got = await split.optimStep();
+      expect(loss).toBeCloseTo(want.loss, 12);
+      expect(got).toMatchObject({ applied: true, step: want.step, lr: want.lr });
+      expect(got.gradNorm).toBeCloseTo(want.gradNorm, 12);
+    }
+    const [p1, p2] = [await params(fused), await params(split)];
+    for (const [i, x] of p2.entries()) expect(x).toBeCloseTo(p1[i]!, 12);
+    await Promise.all([fused.dispose(), split.dispose()]);
+  });
+
+  it('several forwardBackward calls sum their gradients; optimStep zeroes them; an explicit lr is used', async () => {
+    const sgd = { optimizer: { kind: 'sgd' as const }, gradClip: 0 };
+    const state = await TrainingState.create(
+      runtime,
+      program,
+      sgd,
+      constant,
+      { p: f64(P0) },
+      {
+        frozen: { a: f64(A) },
+        accumulate: true,
+      },
+    );
+    const B2 = B.map((x) => -2 * x);
+    const lossA = await state.forwardBackward({ b: f64(B) });
+    const lossB = await state.forwardBackward({ b: f64(B2) });
+    const first = await state.optimStep(0.05);
+    expect(first.loss).toBeCloseTo(lossA + lossB, 12);
+    expect(first.lr).toBe(0.05);
+    // ∇ = a·p + b per call: the step takes both.
+    const want1 = P0.map((p, i) => p - 0.05 * (2 * A[i]! * p + B[i]! + B2[i]!));
+    const p1 = await params(state);
+    for (const [i, x] of p1.entries()) expect(x).toBeCloseTo(want1[i]!, 12);
+    // Zeroed: the next step sees only its own gradient.
+    await state.forwardBackward({ b: f64(B) });
+    await state.optimStep();
+    const want2 = want1.map((p, i) => p - constant.peakLr * (A[i]! * p + B[i]!));
+    for (const [i, x] of (await params(state)).entries()) expect(x).toBeCloseTo(want2[i]!, 12);
+    await state.dispose();
+  });
+});

@@ -99,6 +99,8 @@ export interface LoadOptions {
    * whose state binding writes outputs back run after run. Fetched outputs are copied back.
    */
   outputsOnDevice?: boolean;
+  /** Create the session in this session's worker, so the two can bind the same named states. */
+  near?: Session;
 }
 
 export class Session {
@@ -142,6 +144,11 @@ export class Session {
     await this.channel.call({ op: 'release', session: this.id });
   }
 
+  /** The worker this session lives in (Runtime.load's `near`). */
+  get worker(): WorkerChannel {
+    return this.channel;
+  }
+
   /** What this session's worker holds in device memory (every state in it, not only this session's). */
   async deviceStats(): Promise<DeviceStats> {
     return (await this.channel.call({ op: 'stats' })).device!;
@@ -172,7 +179,8 @@ export class Runtime {
 
   async load(model: CompiledModel | Uint8Array, options: LoadOptions = {}): Promise<Session> {
     const bytes = model instanceof Uint8Array ? model : model.bytes;
-    const channel = this.channels[this.turn++ % this.channels.length]!;
+    const { near, ...worker } = options;
+    const channel = near ? near.worker : this.channels[this.turn++ % this.channels.length]!;
     const reply = await channel.call({
       op: 'create',
       bytes,
@@ -180,7 +188,7 @@ export class Runtime {
         provider: this.provider,
         intraOpThreads: this.intraOpThreads,
         profilePrefix: this.profilePrefix,
-        ...options,
+        ...worker,
       },
     });
     return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!);
