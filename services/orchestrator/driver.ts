@@ -92,11 +92,6 @@ const TERMINAL = [RunState.RUN_STATE_SUCCEEDED, RunState.RUN_STATE_FAILED, RunSt
 class Stopped extends Error {}
 
 /**
- * The reference round `round`'s loss regularises toward: the spec's, or with
- * reference_update_every = N the checkpoint of round N·⌊(round−1)/N⌋ (read from the run record,
- * so a restarted orchestrator picks the same one).
- */
-/**
  * The policy a checkpoint stands for: the checkpoint itself, or with LoRA the run's base policy
  * with the checkpoint as its adapter (round 0, the start, has none).
  */
@@ -106,6 +101,11 @@ export function policyAt(spec: RunSpec, checkpoint: CheckpointRef, name: string)
     : { artifact: checkpoint.artifact, adapter: undefined, name };
 }
 
+/**
+ * The reference round `round`'s loss regularises toward: the spec's, or with
+ * reference_update_every = N the checkpoint of round N·⌊(round−1)/N⌋ (read from the run record,
+ * so a restarted orchestrator picks the same one).
+ */
 export function lossReference(spec: RunSpec, rounds: RoundSummary[], round: number): ModelRef | undefined {
   const every = spec.referenceUpdateEvery;
   const anchor = every > 0 ? every * Math.floor((round - 1) / every) : 0;

@@ -45,11 +45,14 @@ export function savePairRMDir(
   writeWeightsDir(dir, toHfPairRMConfig(cfg), pairrmParams(cfg), weights, options);
 }
 
-/** The graph: input_ids, attention_mask, markers and (with relative attention) c2p/p2c → logits [B]. */
-export function pairrmGraph(cfg: PairRMConfig, dtype: 'float32' | 'float64' = 'float32') {
+/**
+ * The graph: input_ids, attention_mask, markers and (with relative attention) c2p/p2c → logits [B].
+ * float32 only: ONNX Runtime's CPU provider has no float64 Erf (the exact GELU).
+ */
+export function pairrmGraph(cfg: PairRMConfig) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
-  for (const spec of pairrmParams(cfg)) params.set(spec.name, g.input(spec.name, dtype, spec.shape));
+  for (const spec of pairrmParams(cfg)) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
   const rel = cfg.encoder.relativeAttention;
   const logits = pairrmLogits(cfg, (n) => params.get(n)!, {
     inputIds: g.input('input_ids', 'int64', ['B', 'T']),
