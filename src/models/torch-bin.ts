@@ -150,16 +150,14 @@ function unpickle(
     throw bad(path, `data.pkl at byte ${pos}: ${what}`);
   };
   const u8 = () => (pos < bytes.length ? bytes[pos++]! : fail('ends early'));
-  const take = (n: number) => {
+  /** Moves past `n` bytes; where they started. */
+  const skip = (n: number) => {
     if (pos + n > bytes.length) fail('ends early');
     pos += n;
-    return bytes.subarray(pos - n, pos);
+    return pos - n;
   };
-  const u32 = () => {
-    const v = view.getUint32(pos, true);
-    pos += 4;
-    return v;
-  };
+  const take = (n: number) => bytes.subarray(skip(n), pos);
+  const u32 = () => view.getUint32(skip(4), true);
   const line = () => {
     const end = bytes.indexOf(0x0a, pos);
     if (end < 0) fail('unterminated line');
@@ -224,10 +222,10 @@ function unpickle(
         stack.push(u8());
         break;
       case 0x4d: // BININT2
-        stack.push(view.getUint16((pos += 2) - 2, true));
+        stack.push(view.getUint16(skip(2), true));
         break;
       case 0x4a: // BININT
-        stack.push(view.getInt32((pos += 4) - 4, true));
+        stack.push(view.getInt32(skip(4), true));
         break;
       case 0x8a: {
         // LONG1: little-endian two's complement of n bytes
@@ -240,7 +238,7 @@ function unpickle(
         break;
       }
       case 0x47: // BINFLOAT (big-endian)
-        stack.push(view.getFloat64((pos += 8) - 8, false));
+        stack.push(view.getFloat64(skip(8), false));
         break;
       case 0x58: // BINUNICODE
         stack.push(text.decode(take(u32())));
