@@ -195,11 +195,11 @@ describe('TrainerService', () => {
     expect(
       await codeOf(
         trainRound([
-          config({ lora: { ...lora, targets: ['lm_head'] }, outputUri: 'x' }),
+          config({ lora: { ...lora, targets: ['embed_tokens'] }, outputUri: 'x' }),
           record([4], [5], [6], 0.5),
         ]),
       ),
-    ).toMatch(/^3 config\.lora\.targets: 'lm_head' is not a linear layer/);
+    ).toMatch(/^3 config\.lora\.targets: 'embed_tokens' is not a linear layer/);
     expect(
       await codeOf(trainRound([config({ policy: withAdapter, outputUri: 'x' }), record([4], [5], [6], 0.5)])),
     ).toMatch(/^3 config\.lora: is required when config\.policy has an adapter/);
