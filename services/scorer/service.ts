@@ -44,6 +44,7 @@ type Judge = Pick<JudgeRunner, 'compare' | 'rank'>;
 
 interface LoadedJudge {
   runner: Judge;
+  kind: 'pairwise' | 'reward' | 'oracle';
   tokenizer: TextTokenizer | undefined;
   /** Why text cannot be encoded, when there is no tokenizer. */
   noTokenizer: string;
@@ -102,14 +103,36 @@ export class ScorerCore {
         ? 'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids'
         : 'the judge has no tokenizer.json: send token_ids';
       if ((readConfigJson(dir) as { model_type?: string }).model_type === ORACLE_MODEL_TYPE)
-        return { runner: OracleJudge.fromDir(dir), tokenizer, noTokenizer, parameters: 0 };
-      const { judge, parameters } = await loadJudgeDir(this.runtime, dir);
-      return { runner: judge, tokenizer, noTokenizer, parameters };
+        return { runner: OracleJudge.fromDir(dir), kind: 'oracle', tokenizer, noTokenizer, parameters: 0 };
+      const { judge, kind, parameters } = await loadJudgeDir(this.runtime, dir);
+      return { runner: judge, kind, tokenizer, noTokenizer, parameters };
     });
   }
 
-  /** Token ids of an item's prompt and candidates (text through the judge's tokenizer). */
+  /**
+   * Token ids of an item's prompt and candidates (text through the judge's tokenizer). A reward
+   * model scores conversations: given text and a chat template, each candidate becomes the
+   * rendered [user: prompt, assistant: candidate], as transformers' reward-model recipes feed it.
+   */
   idsOf(judge: LoadedJudge, item: CompareItem, i: number): { prompt: number[]; candidates: number[][] } {
+    const tok = judge.tokenizer;
+    const allText =
+      item.prompt!.tokenIds.length === 0 && item.candidates.every((c) => c.tokenIds.length === 0);
+    if (judge.kind === 'reward' && allText && tok?.hasChatTemplate)
+      return {
+        prompt: [],
+        candidates: item.candidates.map((c) =>
+          tok.encode(
+            tok.applyChatTemplate(
+              [
+                { role: 'user', content: item.prompt!.text },
+                { role: 'assistant', content: c.text },
+              ],
+              false,
+            ),
+          ),
+        ),
+      };
     const encode = (ids: number[], text: string, field: string) => {
       if (ids.length > 0) return [...ids];
       if (!judge.tokenizer) throw DuelError.invalidArgument([{ field, description: judge.noTokenizer }]);

@@ -135,6 +135,11 @@ export class TextTokenizer {
     return this.tokenizer.token_to_id(token);
   }
 
+  /** Whether tokenizer_config.json carries a chat template. */
+  get hasChatTemplate(): boolean {
+    return typeof this.config.chat_template === 'string';
+  }
+
   /** Renders tokenizer_config.json's chat template (transformers' apply_chat_template, as text). */
   applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
     const template = this.config.chat_template;

@@ -21,6 +21,7 @@ import { savePairRMDir } from '../../src/models/pairrm/runner.js';
 import { parseRewardConfig } from '../../src/models/reward/config.js';
 import { initRewardWeights } from '../../src/models/reward/model.js';
 import { RewardRunner, saveRewardDir } from '../../src/models/reward/runner.js';
+import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
@@ -224,5 +225,56 @@ describe('PreferenceScorerService', () => {
           'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids',
       },
     ]);
+  });
+
+  it("renders a reward model's text items as conversations through its chat template", async () => {
+    const tok = wordLevelTokenizer(['<user>', '<assistant>', 'hello', 'hi', 'go', 'away', 'there']);
+    const config = {
+      ...tok.tokenizerConfig,
+      chat_template: '{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}',
+    };
+    const cfg = parseRewardConfig({
+      architectures: ['LlamaForSequenceClassification'],
+      model_type: 'llama',
+      vocab_size: 11,
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      pad_token_id: tok.ids.pad,
+      id2label: { 0: 'LABEL_0' },
+    });
+    const w = initRewardWeights(cfg, 6);
+    for (const [i, x] of w['score.weight']!.data.entries()) w['score.weight']!.data[i] = x * 200;
+    saveRewardDir(join(root, 'rm-chat'), cfg, w, {
+      extraFiles: {
+        'tokenizer.json': JSON.stringify(tok.tokenizerJson),
+        'tokenizer_config.json': JSON.stringify(config),
+      },
+    });
+    const rm: ModelRef = {
+      adapter: undefined,
+      artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'rm-chat'), 'rm-chat'),
+      name: 'rm-chat',
+    };
+    const text = (t: string) => ({ ...cand(), tokenIds: [], text: t });
+    const res = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+      judge: rm,
+      items: [
+        { prompt: { tokenIds: [], text: 'hello', id: 'p' }, candidates: [text('hi there'), text('go away')] },
+      ],
+      probMode: ProbMode.PROB_MODE_PAIRWISE,
+    });
+    // The same conversations by hand: "<user> hello <assistant> hi there " and "… go away ".
+    const id = (word: string) => tok.tokenizerJson.model.vocab[word]!;
+    const conv = (a: string[]) => [id('<user>'), id('hello'), id('<assistant>'), ...a.map(id)];
+    const local = await RewardRunner.create(runtime, cfg, w);
+    const [r0, r1] = await local.rewards([
+      { prompt: [], completion: conv(['hi', 'there']) },
+      { prompt: [], completion: conv(['go', 'away']) },
+    ]);
+    await local.release();
+    expect(Math.abs(r0! - r1!)).toBeGreaterThan(0.05);
+    expect(res.comparisons[0]!.prefs!.values[1]!).toBeCloseTo(1 / (1 + Math.exp(r1! - r0!)), 5);
   });
 });

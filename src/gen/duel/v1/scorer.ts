@@ -1118,7 +1118,8 @@ export const RankResponse: MessageFns<RankResponse> = {
 /**
  * A judge: K×K preference matrices and best-of-n reranking. The judge is a PairRM-style pairwise
  * model (K·(K−1) ordered pairs) or a Bradley-Terry reward model (K passes; C[i][j] = (r_i − r_j)/2,
- * so PROB_MODE_PAIRWISE gives P = σ(r_i − r_j)).
+ * so PROB_MODE_PAIRWISE gives P = σ(r_i − r_j); given text, a reward model with a chat template
+ * scores each candidate as the rendered conversation [user: prompt, assistant: candidate]).
  */
 export type PreferenceScorerServiceService = typeof PreferenceScorerServiceService;
 export const PreferenceScorerServiceService = {
