@@ -16,10 +16,11 @@ import { type CompletionRecord, completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import { generate } from '../models/generate.js';
 import type { LlamaConfig } from '../models/llama/config.js';
-import { LogprobRunner } from '../models/llama/logprob-runner.js';
+import { LogprobRunner, type Scorer } from '../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import type { HostTensor } from '../models/llama/weights.js';
-import type { Adapter } from '../models/lora/adapter.js';
+import { type Adapter, initAdapter } from '../models/lora/adapter.js';
+import type { LoraConfig } from '../models/lora/config.js';
 import { klOnSamples, winnerLoser, winRates } from './estimators.js';
 import { type RoundRecord, type Row, recipeFor } from './recipes/index.js';
 import { FROZEN } from './recipes/recipe.js';
@@ -78,31 +79,69 @@ export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = 
 }
 
 /**
- * Log-prob sessions for the frozen passes of one round, one per weight set (π_t, π_ref, the
- * trained weights), built once and reused across slots, resampling and the round's figures.
+ * Log-prob sessions for the frozen passes of one round (π_t, π_ref, the trained weights), built
+ * once and reused across slots, resampling and the round's figures. Full weights: one session per
+ * weight set. A LoRA round: one session per base, every model on it an adapter set into that
+ * session (the base alone through a zero adapter, B = 0, which adds exactly nothing), so π_t,
+ * π_ref and π_θ hold the base once rather than once each.
  */
 class FrozenScorers {
   private readonly runners = new Map<Model, Promise<LogprobRunner>>();
+  private readonly bases = new Map<
+    Record<string, HostTensor>,
+    { runner: Promise<LogprobRunner>; keys: Map<Adapter | undefined, Promise<Scorer>> }
+  >();
 
   constructor(
     private readonly runtime: Runtime,
     private readonly cfg: LlamaConfig,
+    /** The round's adapter shape, when it trains one. */
+    private readonly lora?: LoraConfig,
   ) {}
 
-  async logprobs(model: Model, rows: readonly CompletionRecord[]) {
-    let runner = this.runners.get(model);
-    if (!runner) {
-      runner = LogprobRunner.create(this.runtime, this.cfg, model.weights, model.adapter);
-      this.runners.set(model, runner);
+  private scorer(model: Model): Promise<Scorer> {
+    const lora = this.lora;
+    if (!lora) {
+      let runner = this.runners.get(model);
+      if (!runner) {
+        runner = LogprobRunner.create(this.runtime, this.cfg, model.weights, model.adapter);
+        this.runners.set(model, runner);
+      }
+      return runner;
     }
-    return (await runner).logprobs(
+    let base = this.bases.get(model.weights);
+    if (!base) {
+      base = {
+        runner: LogprobRunner.forAdapters(this.runtime, this.cfg, model.weights, lora.targets),
+        keys: new Map(),
+      };
+      this.bases.set(model.weights, base);
+    }
+    let scorer = base.keys.get(model.adapter);
+    if (!scorer) {
+      const { runner } = base;
+      const key = `model-${base.keys.size}`;
+      scorer = (async () => {
+        const r = await runner;
+        await r.setAdapter(key, model.adapter ?? initAdapter(this.cfg, lora, 0));
+        return r.withAdapter(key);
+      })();
+      base.keys.set(model.adapter, scorer);
+    }
+    return scorer;
+  }
+
+  async logprobs(model: Model, rows: readonly CompletionRecord[]) {
+    return (await this.scorer(model)).logprobs(
       rows.map((r) => ({ promptIds: r.promptIds, completionIds: r.completionIds })),
     );
   }
 
   async release(): Promise<void> {
     for (const runner of this.runners.values()) await (await runner).release();
+    for (const { runner } of this.bases.values()) await (await runner).release();
     this.runners.clear();
+    this.bases.clear();
   }
 }
 
@@ -110,7 +149,7 @@ export async function trainRound(
   runtime: Runtime,
   o: TrainRoundOptions,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
-  const frozen = new FrozenScorers(runtime, o.config);
+  const frozen = new FrozenScorers(runtime, o.config, o.adapter?.config);
   try {
     return await trainRoundWith(runtime, o, frozen);
   } finally {
