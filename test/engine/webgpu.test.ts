@@ -16,6 +16,12 @@ import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
+import { parsePairRMConfig } from '../../src/models/pairrm/config.js';
+import { initPairRMWeights } from '../../src/models/pairrm/model.js';
+import { PairRMRunner } from '../../src/models/pairrm/runner.js';
+import { parseRewardConfig } from '../../src/models/reward/config.js';
+import { initRewardWeights } from '../../src/models/reward/model.js';
+import { RewardRunner } from '../../src/models/reward/runner.js';
 import { tinyJudgeConfig, weights } from '../helpers/model-fixtures.js';
 import { ALGO_OF, ROUND_CONFIG as cfg, HPARAMS, ROUND_RECORDS } from '../helpers/round-fixtures.js';
 
@@ -130,6 +136,54 @@ describe('the webgpu provider gives the cpu provider’s answers', () => {
     );
     expect(relative(b!.logits.flat(), a!.logits.flat())).toBeLessThan(1e-4);
     expect(relative(b!.prefs.flat(), a!.prefs.flat())).toBeLessThan(1e-4);
+  }, 120_000);
+
+  it('PairRM (DeBERTa-v2) and a Qwen3 reward model judge as on the cpu, within 1e-4 relative', async () => {
+    const pcfg = parsePairRMConfig({
+      architectures: ['DebertaV2PairRM'],
+      model_type: 'deberta-v2',
+      vocab_size: 16,
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      intermediate_size: 32,
+      relative_attention: true,
+      position_buckets: 4,
+      max_relative_positions: 8,
+      pos_att_type: 'p2c|c2p',
+      share_att_key: true,
+      norm_rel_ebd: 'layer_norm',
+      position_biased_input: false,
+      cls_token_id: 1,
+      sep_token_id: 2,
+      source_prefix_id: 13,
+      cand1_prefix_id: 14,
+      cand2_prefix_id: 15,
+    });
+    const rcfg = parseRewardConfig({
+      architectures: ['Qwen3ForSequenceClassification'],
+      model_type: 'qwen3',
+      vocab_size: 16,
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      head_dim: 8,
+      pad_token_id: 0,
+      id2label: { 0: 'LABEL_0' },
+    });
+    const [pw, rw] = [initPairRMWeights(pcfg, 3), initRewardWeights(rcfg, 3)];
+    const candidates = [[3, 4], [5], [6, 7, 8, 9, 10, 11, 12, 3]];
+    const [a, b] = await Promise.all(
+      [cpu, gpu].map(async (rt) => {
+        const pairrm = await PairRMRunner.create(rt, pcfg, pw);
+        const rm = await RewardRunner.create(rt, rcfg, rw);
+        const out = [await pairrm.compare([1, 2], candidates), await rm.compare([1, 2], candidates)];
+        await Promise.all([pairrm.release(), rm.release()]);
+        return out;
+      }),
+    );
+    for (const i of [0, 1]) expect(relative(b![i]!.logits.flat(), a![i]!.logits.flat())).toBeLessThan(1e-4);
   }, 120_000);
 });
 
