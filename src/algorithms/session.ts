@@ -1,0 +1,236 @@
+/**
+ * A training session that a client's own loop drives (issue #24's primitives, in process): token
+ * losses on datums, gradients accumulated by `forwardBackward` until `optimStep` applies them, the
+ * weights read back. One parameter state in the worker; one compiled forward/backward computes all
+ * three token losses from the shared log-probs and a per-call one-hot picks the one whose gradient
+ * is taken, so switching losses compiles nothing.
+ *
+ * The losses, each normalised by the batch's completion tokens N (so `cross_entropy` without
+ * weights is exactly `duel train sft`'s mean token cross-entropy), with log-probs ℓ_t under the
+ * current weights, weights or advantages A_t and the sampler's log-probs q_t:
+ *   cross_entropy        −Σ A_t ℓ_t / N                       (A_t = 1 unless token weights are given)
+ *   importance_sampling  −Σ exp(ℓ_t − q_t) A_t / N
+ *   ppo                  −Σ min(r_t A_t, clip(r_t, 1 − ε, 1 + ε) A_t) / N,  r_t = exp(ℓ_t − q_t)
+ */
+
+import type { OptimizerSpec, ScheduleSpec, StepMetrics } from '../engine/index.js';
+import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
+import { DuelError } from '../errors.js';
+import { completionBatch } from '../models/batch.js';
+import type { LlamaConfig } from '../models/llama/config.js';
+import { sequenceLogprobs } from '../models/llama/logprobs.js';
+import { type HostTensor, llamaParams } from '../models/llama/weights.js';
+import { BatchInputs, parameterLookup } from './batch-inputs.js';
+
+export const TOKEN_LOSSES = ['cross_entropy', 'importance_sampling', 'ppo'] as const;
+export type TokenLoss = (typeof TOKEN_LOSSES)[number];
+
+export interface TrainingDatum {
+  promptIds: number[];
+  completionIds: number[];
+  /** One per completion token: cross_entropy's weights, the policy-gradient losses' advantages. */
+  weights?: number[];
+  /** One per completion token: the sampler's log-probs (importance_sampling, ppo). */
+  samplingLogprobs?: number[];
+}
+
+export interface TrainingSessionOptions {
+  config: LlamaConfig;
+  weights: Record<string, HostTensor>;
+  optimizer: OptimizerSpec;
+  /** Global-norm clipping of each optim step's accumulated gradient; 0 disables. */
+  gradClip: number;
+  /** The learning rate an optimStep uses when the call names none. */
+  lr: number;
+}
+
+/** What one forwardBackward feeds beside the token grid. */
+interface Batch {
+  padded: ReturnType<typeof completionBatch>;
+  /** [B, T] aligned with the targets: A_t and q_t at each completion token's target position. */
+  weights: Float32Array;
+  sampling: Float32Array;
+  pick: Record<TokenLoss, number>;
+  clip: number;
+}
+
+export class TrainingSession {
+  private constructor(
+    readonly config: LlamaConfig,
+    private readonly state: TrainingState,
+    private readonly inputs: BatchInputs<Batch>,
+    private readonly padId: number,
+  ) {}
+
+  static async create(runtime: Runtime, o: TrainingSessionOptions): Promise<TrainingSession> {
+    let inputs: BatchInputs<Batch> | undefined;
+    const cfg = o.config;
+    const grid =
+      (data: (b: Batch) => Float32Array | BigInt64Array, dtype: 'int64' | 'float32') => (b: Batch) =>
+        ({ dtype, dims: [b.padded.batch, b.padded.length], data: data(b) }) as WireTensor;
+    const scalar = (v: (b: Batch) => number) => (b: Batch) =>
+      ({ dtype: 'float32', dims: [], data: Float32Array.of(v(b)) }) as WireTensor;
+    const program = {
+      dtype: 'float32' as const,
+      build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
+        const x = new BatchInputs<Batch>(g);
+        inputs = x;
+        const w = parameterLookup(llamaParams(cfg), param);
+        const mask = x.add(
+          'target_mask',
+          'float32',
+          ['B', 'T'],
+          grid((b) => b.padded.targetMask, 'float32'),
+        );
+        const { perToken } = sequenceLogprobs(cfg, w, {
+          inputIds: x.add(
+            'input_ids',
+            'int64',
+            ['B', 'T'],
+            grid((b) => b.padded.inputIds, 'int64'),
+          ),
+          attentionMask: x.add(
+            'attention_mask',
+            'int64',
+            ['B', 'T'],
+            grid((b) => b.padded.attentionMask, 'int64'),
+          ),
+          targets: x.add(
+            'targets',
+            'int64',
+            ['B', 'T'],
+            grid((b) => b.padded.targets, 'int64'),
+          ),
+          targetMask: mask,
+        });
+        const a = x.add(
+          'weights',
+          'float32',
+          ['B', 'T'],
+          grid((b) => b.weights, 'float32'),
+        );
+        const q = x.add(
+          'sampling_logprobs',
+          'float32',
+          ['B', 'T'],
+          grid((b) => b.sampling, 'float32'),
+        );
+        const eps = x.add(
+          'clip',
+          'float32',
+          [],
+          scalar((b) => b.clip),
+        );
+        const n = T.reduceSum(mask);
+        const ratio = T.mul(T.exp(T.sub(perToken, q)), mask);
+        const clipped = T.minimum(T.maximum(ratio, T.sub(1, eps)), T.add(1, eps));
+        const losses: Record<TokenLoss, Tensor> = {
+          cross_entropy: T.neg(T.reduceSum(T.mul(a, perToken))),
+          importance_sampling: T.neg(T.reduceSum(T.mul(ratio, a))),
+          ppo: T.neg(T.reduceSum(T.mul(T.minimum(T.mul(ratio, a), T.mul(clipped, a)), mask))),
+        };
+        // The unpicked losses are computed from the same log-probs and multiplied by 0: finite
+        // for any input the datum checks allow, so their gradient is exactly 0.
+        const total = TOKEN_LOSSES.map((k) =>
+          T.mul(
+            losses[k],
+            x.add(
+              `pick.${k}`,
+              'float32',
+              [],
+              scalar((b) => b.pick[k]),
+            ),
+          ),
+        ).reduce((s, t) => T.add(s, t));
+        return T.div(total, n);
+      },
+    };
+    const schedule: ScheduleSpec = { kind: 'constant', peakLr: o.lr, warmupSteps: 0, totalSteps: 1 };
+    const state = await TrainingState.create(
+      runtime,
+      program,
+      { optimizer: o.optimizer, gradClip: o.gradClip },
+      schedule,
+      o.weights,
+      { accumulate: true },
+    );
+    return new TrainingSession(cfg, state, inputs!, cfg.padTokenId ?? 0);
+  }
+
+  /** Adds the gradient of `loss` on `data` to the accumulators; returns the loss. */
+  forwardBackward(loss: TokenLoss, data: TrainingDatum[], config: { clip?: number } = {}): Promise<number> {
+    if (!TOKEN_LOSSES.includes(loss))
+      throw DuelError.invalidArgument([
+        { field: 'loss', description: `'${loss}' is not one of ${TOKEN_LOSSES.join(', ')}` },
+      ]);
+    if (data.length === 0) throw DuelError.invalidArgument([{ field: 'data', description: 'is empty' }]);
+    const needsSampling = loss !== 'cross_entropy';
+    data.forEach((d, i) => {
+      const k = d.completionIds.length;
+      if (k === 0)
+        throw DuelError.invalidArgument([{ field: `data[${i}].completion_ids`, description: 'is empty' }]);
+      for (const [field, xs] of [
+        ['weights', d.weights],
+        ['sampling_logprobs', d.samplingLogprobs],
+      ] as const) {
+        if (xs && xs.length !== k)
+          throw DuelError.invalidArgument([
+            {
+              field: `data[${i}].${field}`,
+              description: `has ${xs.length} values for ${k} completion tokens`,
+            },
+          ]);
+        if (xs?.some((v) => !Number.isFinite(v)))
+          throw DuelError.invalidArgument([
+            { field: `data[${i}].${field}`, description: 'holds a value that is not finite' },
+          ]);
+      }
+      if (needsSampling && (!d.weights || !d.samplingLogprobs))
+        throw DuelError.invalidArgument([
+          {
+            field: `data[${i}]`,
+            description: `${loss} needs advantages (weights) and sampling_logprobs per token`,
+          },
+        ]);
+    });
+    const clip = config.clip ?? 0.2;
+    if (!(clip > 0 && clip < 1))
+      throw DuelError.invalidArgument([
+        { field: 'loss_config.clip', description: `must be in (0, 1), got ${clip}` },
+      ]);
+    const padded = completionBatch(data, this.padId, this.config.vocabSize);
+    const size = padded.batch * padded.length;
+    const weights = new Float32Array(size);
+    const sampling = new Float32Array(size);
+    // completionBatch puts completion token j of row r at target position promptLength − 1 + j.
+    data.forEach((d, r) => {
+      const start = r * padded.length + d.promptIds.length - 1;
+      for (let j = 0; j < d.completionIds.length; j++) {
+        weights[start + j] = d.weights?.[j] ?? 1;
+        sampling[start + j] = d.samplingLogprobs?.[j] ?? 0;
+      }
+    });
+    const pick = Object.fromEntries(TOKEN_LOSSES.map((k) => [k, k === loss ? 1 : 0])) as Record<
+      TokenLoss,
+      number
+    >;
+    return this.state.forwardBackward(this.inputs.feeds({ padded, weights, sampling, pick, clip }));
+  }
+
+  /** Applies the accumulated gradient (the session's learning rate unless `lr` is given). */
+  optimStep(lr?: number): Promise<StepMetrics> {
+    return this.state.optimStep(lr);
+  }
+
+  get steps(): number {
+    return this.state.steps;
+  }
+
+  async weights(): Promise<Record<string, HostTensor>> {
+    return (await this.state.parameters()) as Record<string, HostTensor>;
+  }
+
+  close(): Promise<void> {
+    return this.state.dispose();
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * The in-process training session (#24's primitives): cross_entropy steps through it give
+ * `duel train sft`'s weights; at ratio 1 the policy-gradient losses take cross-entropy's step; bad
+ * datums are refused naming the field.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { type TrainingDatum, TrainingSession } from '../../src/algorithms/session.js';
+import { trainRound } from '../../src/algorithms/train-round.js';
+import { Runtime } from '../../src/engine/index.js';
+import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
+import type { HostTensor } from '../../src/models/llama/weights.js';
+import { weights } from '../helpers/model-fixtures.js';
+import { refusal } from '../helpers/refusal.js';
+import { ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+
+const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
+afterAll(() => runtime.close());
+const cfg = ROUND_CONFIG;
+const f32 = (w: Record<string, HostTensor>) =>
+  Object.fromEntries(
+    Object.entries(w).map(([k, t]) => [
+      k,
+      { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data) },
+    ]),
+  );
+const w0 = f32(weights(cfg, 2, 'float64', 5));
+const DATA: TrainingDatum[] = ROUND_RECORDS.flatMap((r) =>
+  r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
+);
+const maxRelative = (a: Record<string, HostTensor>, b: Record<string, HostTensor>) => {
+  let worst = 0;
+  let scale = 0;
+  for (const [k, t] of Object.entries(b))
+    t.data.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(v - a[k]!.data[i]!));
+      scale = Math.max(scale, Math.abs(v));
+    });
+  return worst / scale;
+};
+const ADAMW = { optimizer: { kind: 'adamw' as const, weightDecay: 0.01 }, gradClip: 1, lr: 1e-2 };
+
+describe('TrainingSession', () => {
+  it('N cross_entropy forwardBackward + optimStep calls give duel train sft’s weights', async () => {
+    const sft = await trainRound(runtime, {
+      algo: 'sft',
+      hparams: {},
+      config: cfg,
+      weights: w0,
+      records: ROUND_RECORDS.map((r) => ({ ...r, prefs: [] })),
+      ...ADAMW,
+      steps: 3,
+      batchSize: ROUND_RECORDS.length, // every row in every step, as the session's calls below
+      seed: 0,
+    });
+    const session = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW });
+    const losses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      losses.push(await session.forwardBackward('cross_entropy', DATA));
+      expect(await session.optimStep()).toMatchObject({ applied: true, step: i + 1, lr: 1e-2 });
+    }
+    expect(losses[0]).toBeCloseTo(sft.metrics.loss_first, 5);
+    expect(maxRelative(await session.weights(), sft.weights)).toBeLessThan(1e-6);
+    await session.close();
+  });
+
+  it('importance_sampling and ppo at ratio 1 with unit advantages take cross_entropy’s step', async () => {
+    const scorer = await LogprobRunner.create(runtime, cfg, w0);
+    const q = await scorer.logprobs(DATA);
+    await scorer.release();
+    const withSampling = DATA.map((d, i) => ({
+      ...d,
+      weights: d.completionIds.map(() => 1),
+      samplingLogprobs: q[i]!.perToken,
+    }));
+    const after = async (loss: 'cross_entropy' | 'importance_sampling' | 'ppo') => {
+      const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW, gradClip: 0 });
+      await s.forwardBackward(loss, loss === 'cross_entropy' ? DATA : withSampling);
+      await s.optimStep(1e-3);
+      const w = await s.weights();
+      await s.close();
+      return w;
+    };
+    const ce = await after('cross_entropy');
+    for (const loss of ['importance_sampling', 'ppo'] as const)
+      expect(maxRelative(await after(loss), ce), loss).toBeLessThan(1e-5);
+  });
+
+  it('refuses a bad datum or loss naming the field, and applies nothing', async () => {
+    const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW });
+    const fields = (f: () => unknown) => refusal(f).violations.map((v) => v.field);
+    expect(fields(() => s.forwardBackward('sft' as 'ppo', DATA))).toEqual(['loss']);
+    expect(fields(() => s.forwardBackward('ppo', DATA))).toEqual(['data[0]']);
+    expect(fields(() => s.forwardBackward('cross_entropy', [{ ...DATA[0]!, weights: [1] }]))).toEqual([
+      'data[0].weights',
+    ]);
+    expect(
+      fields(() =>
+        s.forwardBackward('ppo', [{ ...DATA[0]!, weights: [1, 1], samplingLogprobs: [0, 0] }], { clip: 2 }),
+      ),
+    ).toEqual(['loss_config.clip']);
+    expect(s.steps).toBe(0);
+    await s.close();
+  });
+});
