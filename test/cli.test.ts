@@ -17,12 +17,13 @@ describe('duel CLI', () => {
     expect(out.trim()).toBe(version());
   });
 
-  it('lists every RPC of the four services', () => {
+  it('lists every RPC of the services', () => {
     const out = execFileSync(process.execPath, [BIN, 'contracts'], { encoding: 'utf8' });
     expect(out).toContain('/duel.v1.PolicySamplerService/Sample  (→ stream)');
     expect(out).toContain('/duel.v1.TrainerService/TrainRound  (stream → unary)');
     expect(out).toContain('/duel.v1.RunsService/WatchRun  (→ stream)');
-    expect(out.trim().split('\n')).toHaveLength(15);
+    expect(out).toContain('/duel.v1.TrainingService/ForwardBackward  (→ unary)');
+    expect(out.trim().split('\n')).toHaveLength(22);
   });
 
   it('exits non-zero with the key named when a setting is bad', () => {

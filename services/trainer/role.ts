@@ -1,5 +1,6 @@
 /**
- * `duel serve trainer`: the TrainerService, publishing checkpoints into the configured artifact
+ * `duel serve trainer`: the TrainerService (and the TrainingService of client-driven sessions),
+ * publishing checkpoints into the configured artifact
  * store and, with a wake consumer, acknowledging each round it has trained (what KEDA scales on).
  */
 import { z } from 'zod';
@@ -8,6 +9,7 @@ import type { NatsConnection } from '../../src/platform/nats.js';
 import type { RoleContext } from '../../src/platform/role.js';
 import { needsNats, serviceConfig } from '../../src/platform/service-config.js';
 import { TrainerCore, trainerService } from './service.js';
+import { TrainingSessions, trainingService } from './training-service.js';
 
 export const config = serviceConfig(
   {
@@ -48,9 +50,11 @@ export async function start({ cfg, runtime, metrics }: RoleContext<z.infer<typeo
     (r) => artifacts.dir(r),
     acknowledge,
   );
+  const sessions = new TrainingSessions(core);
   return {
-    registration: trainerService(core),
+    registration: [trainerService(core), trainingService(sessions, core)],
     close: async () => {
+      await sessions.closeAll();
       await artifacts.close();
       await nc?.drain();
     },

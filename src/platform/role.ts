@@ -11,7 +11,8 @@ import type { ServiceMetrics } from './metrics.js';
 import type { ServiceConfig } from './service-config.js';
 
 export interface Role {
-  registration: ServiceRegistration;
+  /** The gRPC service(s) the role serves (the trainer: TrainerService and TrainingService). */
+  registration: ServiceRegistration | ServiceRegistration[];
   /** Loads the models the config names before the server reports SERVING. */
   preload?: () => Promise<void>;
   /** Work once the server listens, before it reports SERVING (the orchestrator resumes runs). */

@@ -12,11 +12,20 @@ import * as runs from '../../src/gen/duel/v1/runs.js';
 import * as sampler from '../../src/gen/duel/v1/sampler.js';
 import * as scorer from '../../src/gen/duel/v1/scorer.js';
 import * as trainer from '../../src/gen/duel/v1/trainer.js';
+import * as training from '../../src/gen/duel/v1/training.js';
 import { rng } from '../../src/models/common/rng.js';
 import { protoRoot } from '../../src/platform/paths.js';
 
-const FILES = ['common', 'sampler', 'scorer', 'trainer', 'runs', 'events'];
-const GENERATED: Record<string, Record<string, unknown>> = { common, sampler, scorer, trainer, runs, events };
+const FILES = ['common', 'sampler', 'scorer', 'trainer', 'training', 'runs', 'events'];
+const GENERATED: Record<string, Record<string, unknown>> = {
+  common,
+  sampler,
+  scorer,
+  trainer,
+  training,
+  runs,
+  events,
+};
 
 interface Codec {
   encode(m: unknown): { finish(): Uint8Array };

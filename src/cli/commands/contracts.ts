@@ -5,11 +5,13 @@ import { RunsServiceService } from '../../gen/duel/v1/runs.js';
 import { PolicySamplerServiceService } from '../../gen/duel/v1/sampler.js';
 import { PreferenceScorerServiceService } from '../../gen/duel/v1/scorer.js';
 import { TrainerServiceService } from '../../gen/duel/v1/trainer.js';
+import { TrainingServiceService } from '../../gen/duel/v1/training.js';
 
 const SERVICES: ServiceDefinition[] = [
   PolicySamplerServiceService,
   PreferenceScorerServiceService,
   TrainerServiceService,
+  TrainingServiceService,
   RunsServiceService,
 ];
 

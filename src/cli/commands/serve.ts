@@ -78,7 +78,7 @@ export function registerServe(program: Command): void {
       const server = new GrpcServer({
         logger,
         observe: metrics.observe,
-        services: [made.registration],
+        services: [made.registration].flat(),
         host: cfg.host,
         port: cfg.port,
         maxMessageBytes: cfg.grpc.maxMessageBytes,
