@@ -72,7 +72,7 @@ describe('TrainingSession', () => {
       weights: d.completionIds.map(() => 1),
       samplingLogprobs: q[i]!.perToken,
     }));
-    const after = async (loss: 'cross_entropy' | 'importance_sampling' | 'ppo') => {
+    const stepWith = async (loss: 'cross_entropy' | 'importance_sampling' | 'ppo') => {
       const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW, gradClip: 0 });
       await s.forwardBackward(loss, loss === 'cross_entropy' ? DATA : withSampling);
       await s.optimStep(1e-3);
@@ -80,9 +80,9 @@ describe('TrainingSession', () => {
       await s.close();
       return w;
     };
-    const ce = await after('cross_entropy');
+    const ce = await stepWith('cross_entropy');
     for (const loss of ['importance_sampling', 'ppo'] as const)
-      expect(maxRelative(await after(loss), ce), loss).toBeLessThan(1e-5);
+      expect(maxRelative(await stepWith(loss), ce), loss).toBeLessThan(1e-5);
   });
 
   it('refuses a bad datum or loss naming the field, and applies nothing', async () => {
