@@ -52,7 +52,7 @@ export async function start({ cfg, runtime, metrics }: RoleContext<z.infer<typeo
   );
   const sessions = new TrainingSessions(core);
   return {
-    registration: [trainerService(core), trainingService(sessions, core)],
+    registration: [trainerService(core), trainingService(sessions)],
     close: async () => {
       await sessions.closeAll();
       await artifacts.close();

@@ -51,7 +51,7 @@ export class TrainingSessions {
   private readonly sessions = new Map<string, Entry>();
   private readonly byToken = new Map<string, Promise<string>>();
 
-  constructor(private readonly core: TrainerCore) {}
+  constructor(readonly core: TrainerCore) {}
 
   create(
     base: ModelRef,
@@ -141,7 +141,7 @@ export class TrainingSessions {
 
 const ids = (xs: readonly number[]) => [...xs];
 
-export function trainingService(sessions: TrainingSessions, core: TrainerCore) {
+export function trainingService(sessions: TrainingSessions) {
   const requireId = (v: Violations, id: string) => v.check(id !== '', 'session_id', 'is required');
   const requireSeq = (v: Violations, seq: number) => v.check(seq >= 1, 'seq', 'must be 1 or more');
   return service(TrainingServiceService, {
@@ -215,7 +215,11 @@ export function trainingService(sessions: TrainingSessions, core: TrainerCore) {
           const dir = join(scratch, 'model');
           saveModelDir(dir, e.model.config, await e.session.weights(), { tokenizerFrom: e.model.dir });
           return {
-            model: { artifact: await core.store.put(dir, req.name), name: req.name, adapter: undefined },
+            model: {
+              artifact: await sessions.core.store.put(dir, req.name),
+              name: req.name,
+              adapter: undefined,
+            },
           };
         } finally {
           rmSync(scratch, { recursive: true, force: true });

@@ -52,12 +52,7 @@ export function duelJudge(cfg: JudgeConfig): PairwiseJudge<ReturnType<typeof pai
   return {
     params: judgeParams(cfg),
     batch: (pairs) => pairBatch(cfg, pairs),
-    logits: (w, input, order) =>
-      judgeLogits(cfg, w, {
-        inputIds: input('input_ids', ['R', `T_${order}`], (b) => ids(b.inputIds, b)),
-        attentionMask: input('attention_mask', ['R', `T_${order}`], (b) => ids(b.attentionMask, b)),
-        markers: input('markers', ['R', 3], (b) => ({ dtype: 'int64', dims: [b.n, 3], data: b.markers })),
-      }),
+    logits: (w, input, order) => judgeLogits(cfg, w, pairInputs(input, order)),
   };
 }
 
@@ -71,9 +66,7 @@ export function pairrmJudge(cfg: PairRMConfig): PairwiseJudge<ReturnType<typeof 
     batch: (pairs) => pairrmBatch(cfg, pairs),
     logits: (w, input, order) =>
       pairrmLogits(cfg, w, {
-        inputIds: input('input_ids', ['R', `T_${order}`], (b) => ids(b.inputIds, b)),
-        attentionMask: input('attention_mask', ['R', `T_${order}`], (b) => ids(b.attentionMask, b)),
-        markers: input('markers', ['R', 3], (b) => ({ dtype: 'int64', dims: [b.n, 3], data: b.markers })),
+        ...pairInputs(input, order),
         ...(cfg.encoder.relativeAttention
           ? {
               c2pIndex: input(
@@ -92,11 +85,35 @@ export function pairrmJudge(cfg: PairRMConfig): PairwiseJudge<ReturnType<typeof 
   };
 }
 
-const ids = (data: BigInt64Array, b: { n: number; length: number }): WireTensor => ({
-  dtype: 'int64',
-  dims: [b.n, b.length],
-  data,
-});
+type PairBatchLike = {
+  n: number;
+  length: number;
+  inputIds: BigInt64Array;
+  attentionMask: BigInt64Array;
+  markers: BigInt64Array;
+};
+
+/** The inputs both pairwise judges read: the pair sequences, their mask and the marker positions. */
+function pairInputs<B extends PairBatchLike>(
+  input: (name: string, shape: Shape, fill: (b: B) => WireTensor) => Tensor,
+  order: string,
+) {
+  const grid = (data: (b: B) => BigInt64Array) => (b: B) =>
+    ({ dtype: 'int64', dims: [b.n, b.length], data: data(b) }) as WireTensor;
+  return {
+    inputIds: input(
+      'input_ids',
+      ['R', `T_${order}`],
+      grid((b) => b.inputIds),
+    ),
+    attentionMask: input(
+      'attention_mask',
+      ['R', `T_${order}`],
+      grid((b) => b.attentionMask),
+    ),
+    markers: input('markers', ['R', 3], (b) => ({ dtype: 'int64', dims: [b.n, 3], data: b.markers })),
+  };
+}
 
 export interface TrainJudgeOptions<B extends { n: number; length: number; attentionMask: BigInt64Array }>
   extends LoopSettings {

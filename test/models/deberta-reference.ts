@@ -7,6 +7,7 @@
 import type { DebertaConfig } from '../../src/models/deberta/config.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import type { PairRMConfig } from '../../src/models/pairrm/config.js';
+import { erf } from '../helpers/erf.js';
 import { linear } from './llama-reference.js';
 
 type W = Record<string, HostTensor>;
@@ -22,24 +23,6 @@ function layerNorm(x: M, w: HostTensor, b: HostTensor, eps: number): M {
   });
 }
 
-/** erf by its Maclaurin series (|x| small) or its continued-fraction complement, float64. */
-function erf(x: number): number {
-  if (Math.abs(x) < 3) {
-    let term = x;
-    let sum = x;
-    for (let n = 1; n < 100; n++) {
-      term *= (-x * x) / n;
-      sum += term / (2 * n + 1);
-    }
-    return (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  // erfc(x) = e^{−x²}/(x√π) · 1/(1 + 1/(2x²)/(1 + 2/(2x²)/(1 + …))) (Lentz, enough terms for |x| ≥ 3)
-  const a = Math.abs(x);
-  let f = a;
-  for (let n = 60; n >= 1; n--) f = a + n / 2 / f;
-  const erfc = Math.exp(-a * a) / Math.sqrt(Math.PI) / f;
-  return Math.sign(x) * (1 - erfc);
-}
 const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
 
 /** make_log_bucket_position, with torch's float32 arithmetic. */

@@ -54,7 +54,7 @@ beforeAll(async () => {
   saveModelDir(join(root, 'base'), ROUND_CONFIG, w0);
   base = { artifact: store.put(join(root, 'base'), 'base'), adapter: undefined, name: 'base' };
   let address: string;
-  ({ server, address } = await startService([trainingService(sessions, new TrainerCore(runtime, store))]));
+  ({ server, address } = await startService([trainingService(sessions)]));
   client = new TrainingServiceClient(address, grpc.credentials.createInsecure());
 });
 
