@@ -5,11 +5,14 @@
  */
 import { z } from 'zod';
 import { ArtifactResolver } from '../../src/platform/artifact-resolver.js';
+import { isMemoryBus } from '../../src/platform/bus.js';
 import type { NatsConnection } from '../../src/platform/nats.js';
 import type { RoleContext } from '../../src/platform/role.js';
 import { needsNats, serviceConfig } from '../../src/platform/service-config.js';
 import { TrainerCore, trainerService } from './service.js';
-import { TrainingSessions, trainingService } from './training-service.js';
+import { memoryJournal, natsJournal } from './session-journal.js';
+import { TrainingSessions } from './sessions.js';
+import { trainingService } from './training-service.js';
 
 export const config = serviceConfig(
   {
@@ -17,6 +20,15 @@ export const config = serviceConfig(
       .object({
         /** Acknowledge rounds on this wake consumer once trained (the orchestrator's trainerWakeConsumer). */
         wakeConsumer: z.string().default(''),
+        sessions: z
+          .object({
+            /**
+             * Snapshot a training session's whole state into the artifact store every this many
+             * optimizer steps; a restore replays at most this many steps' calls.
+             */
+            snapshotEvery: z.number().int().min(1).default(10),
+          })
+          .prefault({}),
       })
       .prefault({}),
   },
@@ -25,7 +37,7 @@ export const config = serviceConfig(
   },
 );
 
-export async function start({ cfg, runtime, metrics }: RoleContext<z.infer<typeof config>>) {
+export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<typeof config>>) {
   const artifacts = new ArtifactResolver(cfg.artifacts, cfg.nats);
   const durable = cfg.trainer.wakeConsumer;
   let nc: NatsConnection | undefined;
@@ -50,13 +62,26 @@ export async function start({ cfg, runtime, metrics }: RoleContext<z.infer<typeo
     (r) => artifacts.dir(r),
     acknowledge,
   );
-  const sessions = new TrainingSessions(core);
+  // Sessions are journaled on NATS (opened with the first session call, so a trainer that serves
+  // only rounds never connects for them), or in this process's memory on the in-process bus.
+  let sessionsNc: NatsConnection | undefined;
+  const sessions = new TrainingSessions(core, {
+    snapshotEvery: cfg.trainer.sessions.snapshotEvery,
+    log,
+    journal: async () => {
+      if (isMemoryBus(cfg.nats.url)) return memoryJournal();
+      const { connectNats } = await import('../../src/platform/nats.js');
+      sessionsNc = await connectNats(cfg.nats, 'duel-trainer-sessions');
+      return natsJournal(sessionsNc);
+    },
+  });
   return {
     registration: [trainerService(core), trainingService(sessions)],
     close: async () => {
-      await sessions.closeAll();
+      await sessions.release();
       await artifacts.close();
       await nc?.drain();
+      await sessionsNc?.drain();
     },
   };
 }

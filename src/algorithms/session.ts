@@ -13,10 +13,16 @@
  *   ppo                  −Σ min(r_t A_t, clip(r_t, 1 − ε, 1 + ε) A_t) / N,  r_t = exp(ℓ_t − q_t)
  */
 
-import type { OptimizerSpec, ScheduleSpec, StepMetrics } from '../engine/index.js';
+import type {
+  OptimizerSpec,
+  ScheduleSpec,
+  StateReader,
+  StepMetrics,
+  TrainingSnapshot,
+} from '../engine/index.js';
 import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
 import { DuelError } from '../errors.js';
-import { completionBatch } from '../models/batch.js';
+import { type CompletionBatch, completionBatch } from '../models/batch.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
@@ -44,14 +50,94 @@ export interface TrainingSessionOptions {
   lr: number;
 }
 
+interface Padded {
+  padded: CompletionBatch;
+}
+
+/** A [B, T] feed of the padded batch's grid. */
+const grid =
+  <B extends Padded>(data: (b: B) => Float32Array | BigInt64Array, dtype: 'int64' | 'float32') =>
+  (b: B) =>
+    ({ dtype, dims: [b.padded.batch, b.padded.length], data: data(b) }) as WireTensor;
+
+/** The completion tokens' log-probs under the parameters `param` declares, from the padded grids. */
+function completionLogprobs<B extends Padded>(
+  cfg: LlamaConfig,
+  x: BatchInputs<B>,
+  param: (name: string, shape: number[]) => Tensor,
+) {
+  const w = parameterLookup(llamaParams(cfg), param);
+  const mask = x.add(
+    'target_mask',
+    'float32',
+    ['B', 'T'],
+    grid((b) => b.padded.targetMask, 'float32'),
+  );
+  const { perToken } = sequenceLogprobs(cfg, w, {
+    inputIds: x.add(
+      'input_ids',
+      'int64',
+      ['B', 'T'],
+      grid((b) => b.padded.inputIds, 'int64'),
+    ),
+    attentionMask: x.add(
+      'attention_mask',
+      'int64',
+      ['B', 'T'],
+      grid((b) => b.padded.attentionMask, 'int64'),
+    ),
+    targets: x.add(
+      'targets',
+      'int64',
+      ['B', 'T'],
+      grid((b) => b.padded.targets, 'int64'),
+    ),
+    targetMask: mask,
+  });
+  return { perToken, mask };
+}
+
 /** What one forwardBackward feeds beside the token grid. */
-interface Batch {
-  padded: ReturnType<typeof completionBatch>;
+interface Batch extends Padded {
   /** [B, T] aligned with the targets: A_t and q_t at each completion token's target position. */
   weights: Float32Array;
   sampling: Float32Array;
   pick: Record<TokenLoss, number>;
   clip: number;
+}
+
+/** Refuses data no loss can use, naming the datum and field; `loss` adds what that loss needs. */
+function checkData(data: TrainingDatum[], loss?: TokenLoss): void {
+  if (data.length === 0) throw DuelError.invalidArgument([{ field: 'data', description: 'is empty' }]);
+  const needsSampling = loss !== undefined && loss !== 'cross_entropy';
+  data.forEach((d, i) => {
+    const k = d.completionIds.length;
+    if (k === 0)
+      throw DuelError.invalidArgument([{ field: `data[${i}].completion_ids`, description: 'is empty' }]);
+    for (const [field, xs] of [
+      ['weights', d.weights],
+      ['sampling_logprobs', d.samplingLogprobs],
+    ] as const) {
+      if (xs && xs.length !== k)
+        throw DuelError.invalidArgument([
+          {
+            field: `data[${i}].${field}`,
+            description: `has ${xs.length} values for ${k} completion tokens`,
+          },
+        ]);
+      if (xs?.some((v) => !Number.isFinite(v)))
+        throw DuelError.invalidArgument([
+          { field: `data[${i}].${field}`, description: 'holds a value that is not finite' },
+        ]);
+    }
+    if (needsSampling && (!d.weights || !d.samplingLogprobs))
+      throw DuelError.invalidArgument([
+        {
+          field: `data[${i}]`,
+          description: `${loss} needs advantages (weights) and sampling_logprobs per token`,
+        },
+      ]);
+  });
 }
 
 export class TrainingSession {
@@ -60,14 +146,15 @@ export class TrainingSession {
     private readonly state: TrainingState,
     private readonly inputs: BatchInputs<Batch>,
     private readonly padId: number,
+    private readonly runtime: Runtime,
   ) {}
+
+  /** ComputeLogprobs' graph, over the state's parameters in place; compiled on first use. */
+  private logprobs?: Promise<{ reader: StateReader; inputs: BatchInputs<Padded> }>;
 
   static async create(runtime: Runtime, o: TrainingSessionOptions): Promise<TrainingSession> {
     let inputs: BatchInputs<Batch> | undefined;
     const cfg = o.config;
-    const grid =
-      (data: (b: Batch) => Float32Array | BigInt64Array, dtype: 'int64' | 'float32') => (b: Batch) =>
-        ({ dtype, dims: [b.padded.batch, b.padded.length], data: data(b) }) as WireTensor;
     const scalar = (v: (b: Batch) => number) => (b: Batch) =>
       ({ dtype: 'float32', dims: [], data: Float32Array.of(v(b)) }) as WireTensor;
     const program = {
@@ -75,34 +162,7 @@ export class TrainingSession {
       build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
         const x = new BatchInputs<Batch>(g);
         inputs = x;
-        const w = parameterLookup(llamaParams(cfg), param);
-        const mask = x.add(
-          'target_mask',
-          'float32',
-          ['B', 'T'],
-          grid((b) => b.padded.targetMask, 'float32'),
-        );
-        const { perToken } = sequenceLogprobs(cfg, w, {
-          inputIds: x.add(
-            'input_ids',
-            'int64',
-            ['B', 'T'],
-            grid((b) => b.padded.inputIds, 'int64'),
-          ),
-          attentionMask: x.add(
-            'attention_mask',
-            'int64',
-            ['B', 'T'],
-            grid((b) => b.padded.attentionMask, 'int64'),
-          ),
-          targets: x.add(
-            'targets',
-            'int64',
-            ['B', 'T'],
-            grid((b) => b.padded.targets, 'int64'),
-          ),
-          targetMask: mask,
-        });
+        const { perToken, mask } = completionLogprobs(cfg, x, param);
         const a = x.add(
           'weights',
           'float32',
@@ -154,7 +214,7 @@ export class TrainingSession {
       o.weights,
       { accumulate: true },
     );
-    return new TrainingSession(cfg, state, inputs!, cfg.padTokenId ?? 0);
+    return new TrainingSession(cfg, state, inputs!, cfg.padTokenId ?? 0, runtime);
   }
 
   /** Adds the gradient of `loss` on `data` to the accumulators; returns the loss. */
@@ -163,36 +223,7 @@ export class TrainingSession {
       throw DuelError.invalidArgument([
         { field: 'loss', description: `'${loss}' is not one of ${TOKEN_LOSSES.join(', ')}` },
       ]);
-    if (data.length === 0) throw DuelError.invalidArgument([{ field: 'data', description: 'is empty' }]);
-    const needsSampling = loss !== 'cross_entropy';
-    data.forEach((d, i) => {
-      const k = d.completionIds.length;
-      if (k === 0)
-        throw DuelError.invalidArgument([{ field: `data[${i}].completion_ids`, description: 'is empty' }]);
-      for (const [field, xs] of [
-        ['weights', d.weights],
-        ['sampling_logprobs', d.samplingLogprobs],
-      ] as const) {
-        if (xs && xs.length !== k)
-          throw DuelError.invalidArgument([
-            {
-              field: `data[${i}].${field}`,
-              description: `has ${xs.length} values for ${k} completion tokens`,
-            },
-          ]);
-        if (xs?.some((v) => !Number.isFinite(v)))
-          throw DuelError.invalidArgument([
-            { field: `data[${i}].${field}`, description: 'holds a value that is not finite' },
-          ]);
-      }
-      if (needsSampling && (!d.weights || !d.samplingLogprobs))
-        throw DuelError.invalidArgument([
-          {
-            field: `data[${i}]`,
-            description: `${loss} needs advantages (weights) and sampling_logprobs per token`,
-          },
-        ]);
-    });
+    checkData(data, loss);
     const clip = config.clip ?? 0.2;
     if (!(clip > 0 && clip < 1))
       throw DuelError.invalidArgument([
@@ -226,11 +257,41 @@ export class TrainingSession {
     return this.state.steps;
   }
 
+  /** Per-token log-probs of each datum's completion under the current weights. */
+  async computeLogprobs(data: TrainingDatum[]): Promise<number[][]> {
+    checkData(data);
+    this.logprobs ??= (async () => {
+      let inputs: BatchInputs<Padded> | undefined;
+      const reader = await this.state.reader(this.runtime, (g, param) => {
+        inputs = new BatchInputs<Padded>(g);
+        return { logprobs: completionLogprobs(this.config, inputs, param).perToken };
+      });
+      return { reader, inputs: inputs! };
+    })();
+    const { reader, inputs } = await this.logprobs;
+    const padded = completionBatch(data, this.padId, this.config.vocabSize);
+    const out = (await reader.run(inputs.feeds({ padded }), ['logprobs'])).logprobs!.data as Float32Array;
+    return data.map((d, r) => {
+      const start = r * padded.length + d.promptIds.length - 1;
+      return Array.from(out.subarray(start, start + d.completionIds.length));
+    });
+  }
+
+  /** The whole state (weights, optimizer slots, pending gradients, step) on the host. */
+  snapshot(): Promise<TrainingSnapshot> {
+    return this.state.snapshot();
+  }
+
+  restore(s: TrainingSnapshot): Promise<void> {
+    return this.state.restore(s);
+  }
+
   async weights(): Promise<Record<string, HostTensor>> {
     return (await this.state.parameters()) as Record<string, HostTensor>;
   }
 
-  close(): Promise<void> {
-    return this.state.dispose();
+  async close(): Promise<void> {
+    if (this.logprobs) await (await this.logprobs).reader.release();
+    await this.state.dispose();
   }
 }

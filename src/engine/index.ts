@@ -34,4 +34,11 @@ export {
   writeSafetensors,
 } from './safetensors.js';
 export { addDims, type Dim, divDims, mulDims, type Shape } from './shape.js';
-export { type BuildTimings, type StepMetrics, TrainingState, type TrainProgram } from './train-state.js';
+export {
+  type BuildTimings,
+  type StateReader,
+  type StepMetrics,
+  type TrainingSnapshot,
+  TrainingState,
+  type TrainProgram,
+} from './train-state.js';

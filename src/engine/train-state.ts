@@ -3,7 +3,9 @@
  * `step(batch)`. Only the batch goes in and a few scalars come out each step. With `accumulate`,
  * the step is two sessions in one worker over one state, as a training API calls them:
  * `forwardBackward(batch)` adds the batch's gradient to accumulators, `optimStep()` applies the
- * update to their sum (clipped, as a fused step would) and zeroes them.
+ * update to their sum (clipped, as a fused step would) and zeroes them. A state can be read back
+ * whole (`snapshot`: parameters, optimizer slots, accumulators, step) and put back (`restore`),
+ * and other graphs can read its parameters in place (`reader`), without a copy.
  */
 import { allocate, type DType } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
@@ -69,6 +71,21 @@ function stack(ts: WireTensor[], name: string): WireTensor {
     (data as Float32Array).set(t.data as Float32Array, i * first.data.length);
   });
   return { dtype: first.dtype, dims: [ts.length, ...first.dims], data };
+}
+
+/** A training state read back to the host: every tensor it holds, and the counters beside them. */
+export interface TrainingSnapshot {
+  /** Parameters, optimizer slots and (accumulating states) gradient accumulators, by state key. */
+  tensors: Record<string, WireTensor>;
+  steps: number;
+  /** Σ loss of the forwardBackward calls whose gradients are in the accumulators. */
+  pendingLoss: number;
+}
+
+/** A graph run over a state's parameters where they live (in the state's worker). */
+export interface StateReader {
+  run(feeds: Record<string, WireTensor>, fetch: string[]): Promise<Record<string, WireTensor>>;
+  release(): Promise<void>;
 }
 
 /** Where the time to a ready training state went (milliseconds). */
@@ -358,6 +375,62 @@ export class TrainingState {
 
   async parameters(): Promise<Record<string, WireTensor>> {
     return this.session.getState(this.stateId, [...this.paramNames]);
+  }
+
+  /** Every tensor of the state and its counters, read back to the host. */
+  async snapshot(): Promise<TrainingSnapshot> {
+    return {
+      tensors: await this.session.getState(this.stateId, [...this.paramNames, ...this.stateKeys]),
+      steps: this.stepCount,
+      pendingLoss: this.pendingLoss,
+    };
+  }
+
+  /** Puts a snapshot of a state of the same program back; every key must be there, in its shape. */
+  async restore(s: TrainingSnapshot): Promise<void> {
+    const current = await this.session.getState(this.stateId, [...this.paramNames, ...this.stateKeys]);
+    for (const [key, t] of Object.entries(current)) {
+      const given = s.tensors[key];
+      if (!given) throw new Error(`training state: the snapshot has no '${key}'`);
+      if (given.dims.join() !== t.dims.join() || given.dtype !== t.dtype)
+        throw new Error(
+          `training state: snapshot '${key}' is ${given.dtype}[${given.dims}], the state holds ${t.dtype}[${t.dims}]`,
+        );
+    }
+    await this.session.setState(
+      this.stateId,
+      Object.fromEntries(Object.keys(current).map((k) => [k, s.tensors[k]!])),
+    );
+    this.stepCount = s.steps;
+    this.pendingLoss = s.pendingLoss;
+  }
+
+  /**
+   * Compiles a graph over this state's parameters (declared with `param`, as in the program) and
+   * loads it into the state's worker, so each run reads the current parameters in place.
+   */
+  async reader(
+    runtime: Runtime,
+    build: (graph: Graph, param: (name: string, shape: number[]) => Tensor) => Record<string, Tensor>,
+  ): Promise<StateReader> {
+    const graph = new Graph();
+    const read: string[] = [];
+    const outputs = build(graph, (name, shape) => {
+      if (!this.paramNames.includes(name)) throw new Error(`training state: no parameter '${name}'`);
+      read.push(name);
+      return graph.input(name, this.dtype, shape);
+    });
+    const session = await runtime.load(
+      compile(graph, outputs, 'state_reader', { provider: runtime.provider }),
+      {
+        near: this.session,
+      },
+    );
+    const binding = { state: this.stateId, reads: Object.fromEntries(read.map((k) => [k, k])), writes: {} };
+    return {
+      run: (feeds, fetch) => session.run(feeds, fetch, binding),
+      release: () => session.release(),
+    };
   }
 
   async dispose(): Promise<void> {

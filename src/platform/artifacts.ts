@@ -43,6 +43,8 @@ export interface ArtifactStore {
   find(name: string): FoundArtifact | undefined | Promise<FoundArtifact | undefined>;
   put(srcDir: string, name: string): ArtifactRef | Promise<ArtifactRef>;
   get(ref: ArtifactRef): string | Promise<string>;
+  /** Deletes artifact `name` (its manifest first, so it stops existing before its files go). */
+  remove(name: string): void | Promise<void>;
 }
 
 interface Manifest {
@@ -165,6 +167,12 @@ export class FileArtifactStore implements ArtifactStore {
       rmSync(tmp, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  remove(name: string): void {
+    const dir = this.pathOf(name);
+    rmSync(join(dir, MANIFEST), { force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 
   /** The verified local directory of a reference into this store. */

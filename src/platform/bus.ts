@@ -33,7 +33,12 @@ export interface RecordStore<T> {
    * otherwise; `change` returning undefined leaves the record as it is.
    */
   update(key: string, change: (current: T) => T | undefined): Promise<T>;
-  keys(): Promise<string[]>;
+  /** Stores `value` under `key` whatever was there. */
+  put(key: string, value: T): Promise<void>;
+  /** Removes `key` and its history; a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  /** Every key, or those that start with `prefix` (whole '.'-separated tokens ending in '.', as `run-1.`). */
+  keys(prefix?: string): Promise<string[]>;
 }
 
 /** Whether `subject` matches the NATS subject `filter`. */

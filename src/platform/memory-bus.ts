@@ -78,7 +78,15 @@ export class MemoryRecordStore<T> implements RecordStore<T> {
     return next;
   }
 
-  async keys(): Promise<string[]> {
-    return [...this.records.keys()].sort();
+  async put(key: string, value: T): Promise<void> {
+    this.records.set(key, { bytes: this.encode(value), revision: ++this.revision });
+  }
+
+  async delete(key: string): Promise<void> {
+    this.records.delete(key);
+  }
+
+  async keys(prefix = ''): Promise<string[]> {
+    return [...this.records.keys()].filter((k) => k.startsWith(prefix)).sort();
   }
 }

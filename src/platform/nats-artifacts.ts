@@ -76,7 +76,9 @@ export class NatsArtifactStore {
   }
 
   private async exists(name: string): Promise<boolean> {
-    return (await this.os.info(`${name}/${MANIFEST}`)) !== null;
+    const info = await this.os.info(`${name}/${MANIFEST}`);
+    // A removed artifact's manifest is a delete marker.
+    return info !== null && !info.deleted;
   }
 
   private async checkNewName(name: string): Promise<void> {
@@ -102,6 +104,13 @@ export class NatsArtifactStore {
     }
     await this.os.putBlob({ name: `${name}/${MANIFEST}` }, Buffer.from(manifest.text));
     return { uri: natsArtifactUri(this.bucket, name), sha256: manifest.digest };
+  }
+
+  async remove(name: string): Promise<void> {
+    this.checkName(name);
+    await this.os.delete(`${name}/${MANIFEST}`);
+    for (const o of await this.os.list())
+      if (o.name.startsWith(`${name}/`) && !o.deleted) await this.os.delete(o.name);
   }
 
   /** The verified artifact `name` and its reference, or undefined when no manifest was committed. */

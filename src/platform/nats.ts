@@ -266,9 +266,19 @@ export class CasStore<T> implements RecordStore<T> {
     }
   }
 
-  async keys(): Promise<string[]> {
+  async put(key: string, value: T): Promise<void> {
+    await throughOutage(`the write of record ${key}`, () => this.kv.put(key, this.encode(value)));
+  }
+
+  async delete(key: string): Promise<void> {
+    await throughOutage(`the removal of record ${key}`, () => this.kv.purge(key));
+  }
+
+  /** A prefix is a filter on the server (`prefix>`), so the bucket's other keys are not listed. */
+  async keys(prefix = ''): Promise<string[]> {
+    if (prefix && !prefix.endsWith('.')) throw new Error(`record key prefix '${prefix}' must end in '.'`);
     const out: string[] = [];
-    for await (const k of await this.kv.keys()) out.push(k);
+    for await (const k of await this.kv.keys(prefix ? `${prefix}>` : undefined)) out.push(k);
     return out.sort();
   }
 }

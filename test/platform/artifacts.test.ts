@@ -40,6 +40,11 @@ describe('file artifact store', () => {
     writeFileSync(join(dir, 'extra.bin'), 'x');
     expect(() => store.get(ref)).toThrow(/extra.bin not in the manifest/);
     expect(() => store.put(modelDir(), 'm')).toThrow(/already exists; artifacts are immutable/);
+    // Removed, the name is free again; removing what is not there is no error.
+    store.remove('m');
+    expect(store.find('m')).toBeUndefined();
+    store.put(modelDir(), 'm');
+    store.remove('never');
   });
 
   it('keeps every name inside its root', () => {

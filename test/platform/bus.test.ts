@@ -142,6 +142,22 @@ describe.each(impls)('the %s bus', (_name, open) => {
     await store.create('run-0', { n: 0 });
     expect(await store.keys()).toEqual(['run-0', 'run-1']);
   });
+
+  it('puts over what is there, deletes, and lists keys by prefix', async () => {
+    const { store } = await open();
+    await store.put('s-1.1', { n: 1 });
+    await store.put('s-1.1', { n: 2 });
+    await store.put('s-1.2', { n: 3 });
+    await store.put('s-2.1', { n: 4 });
+    expect((await store.get('s-1.1'))!.value).toEqual({ n: 2 });
+    expect(await store.keys('s-1.')).toEqual(['s-1.1', 's-1.2']);
+    await store.delete('s-1.1');
+    await store.delete('s-1.9');
+    expect(await store.get('s-1.1')).toBeUndefined();
+    expect(await store.keys('s-1.')).toEqual(['s-1.2']);
+    // A deleted key can be created again.
+    expect(await store.create('s-1.1', { n: 5 })).toBe(true);
+  });
 });
 
 describe('the in-process record store', () => {

@@ -77,6 +77,16 @@ describe('nats artifact store', () => {
     );
   });
 
+  it('removes an artifact: its name is free again and its neighbours stay', async () => {
+    const store = await NatsArtifactStore.open(nc, 'arts3', join(tmp(), 'cache'));
+    await store.put(modelDir(10), 'sessions/a/snapshot-1');
+    const kept = await store.put(modelDir(10), 'sessions/a/snapshot-10');
+    await store.remove('sessions/a/snapshot-1');
+    expect(await store.find('sessions/a/snapshot-1')).toBeUndefined();
+    expect((await store.find('sessions/a/snapshot-10'))?.ref).toEqual(kept);
+    await store.put(modelDir(10), 'sessions/a/snapshot-1');
+  });
+
   it('names the file whose stored bytes no longer match the manifest', async () => {
     const store = await NatsArtifactStore.open(nc, 'arts3', join(tmp(), 'cache-a'));
     const ref = await store.put(modelDir(10), 'm');

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TrainerCore } from '../../services/trainer/service.js';
-import { TrainingSessions, trainingService } from '../../services/trainer/training-service.js';
+import { TrainingSessions } from '../../services/trainer/sessions.js';
+import { trainingService } from '../../services/trainer/training-service.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
 import { type ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
@@ -61,7 +62,7 @@ beforeAll(async () => {
 afterAll(async () => {
   client?.close();
   await server?.shutdown('test over');
-  await sessions.closeAll();
+  await sessions.release();
   await runtime.close();
 });
 

@@ -18,7 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Metrics, ModelRef, OptimizerConfig } from "./common.js";
+import { ArtifactRef, Metrics, ModelRef, OptimizerConfig } from "./common.js";
 
 export const protobufPackage = "duel.v1";
 
@@ -98,6 +98,39 @@ export interface SaveWeightsResponse {
   model: ModelRef | undefined;
 }
 
+export interface ComputeLogprobsRequest {
+  sessionId: string;
+  data: TrainingDatum[];
+}
+
+/** One datum's completion log-probs. */
+export interface TokenLogprobs {
+  values: number[];
+}
+
+export interface ComputeLogprobsResponse {
+  logprobs: TokenLogprobs[];
+}
+
+export interface SaveStateRequest {
+  sessionId: string;
+  seq: number;
+  name: string;
+}
+
+export interface SaveStateResponse {
+  state: ArtifactRef | undefined;
+}
+
+export interface LoadStateRequest {
+  state: ArtifactRef | undefined;
+  clientToken: string;
+}
+
+export interface LoadStateResponse {
+  sessionId: string;
+}
+
 export interface TrainingSessionInfo {
   sessionId: string;
   base:
@@ -128,6 +161,48 @@ export interface CloseSessionRequest {
 }
 
 export interface CloseSessionResponse {
+}
+
+/**
+ * What the trainer journals per session (never sent over RPC): the record, in the KV bucket
+ * duel_training_sessions under the session id, changed only by compare-and-set.
+ */
+export interface TrainingSessionRecord {
+  sessionId: string;
+  base: ModelRef | undefined;
+  optimizer: OptimizerConfig | undefined;
+  clientToken: string;
+  /** The last mutating call applied (0: none) and its request and answer, for a retry. */
+  seq: number;
+  last:
+    | SessionCall
+    | undefined;
+  /** The state as of snapshot_seq; absent: the session's start (the base, or `loaded_from`). */
+  snapshot: ArtifactRef | undefined;
+  snapshotSeq: number;
+  step: number;
+  /** The SaveState artifact a LoadState session started from. */
+  loadedFrom: ArtifactRef | undefined;
+}
+
+/**
+ * One applied mutating call, in the KV bucket duel_training_calls under "<session id>.<seq>" until
+ * a snapshot covers it: what a restore replays.
+ */
+export interface SessionCall {
+  seq: number;
+  request:
+    | { $case: "forwardBackward"; forwardBackward: ForwardBackwardRequest }
+    | { $case: "optimStep"; optimStep: OptimStepRequest }
+    | { $case: "saveWeights"; saveWeights: SaveWeightsRequest }
+    | { $case: "saveState"; saveState: SaveStateRequest }
+    | undefined;
+  answer:
+    | { $case: "forwardBackwardAnswer"; forwardBackwardAnswer: ForwardBackwardResponse }
+    | { $case: "optimStepAnswer"; optimStepAnswer: OptimStepResponse }
+    | { $case: "saveWeightsAnswer"; saveWeightsAnswer: SaveWeightsResponse }
+    | { $case: "saveStateAnswer"; saveStateAnswer: SaveStateResponse }
+    | undefined;
 }
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
@@ -1217,6 +1292,587 @@ export const SaveWeightsResponse: MessageFns<SaveWeightsResponse> = {
   },
 };
 
+function createBaseComputeLogprobsRequest(): ComputeLogprobsRequest {
+  return { sessionId: "", data: [] };
+}
+
+export const ComputeLogprobsRequest: MessageFns<ComputeLogprobsRequest> = {
+  encode(message: ComputeLogprobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    for (const v of message.data) {
+      TrainingDatum.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ComputeLogprobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseComputeLogprobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data.push(TrainingDatum.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ComputeLogprobsRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      data: globalThis.Array.isArray(object?.data) ? object.data.map((e: any) => TrainingDatum.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ComputeLogprobsRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.data?.length) {
+      obj.data = message.data.map((e) => TrainingDatum.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ComputeLogprobsRequest>): ComputeLogprobsRequest {
+    return ComputeLogprobsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ComputeLogprobsRequest>): ComputeLogprobsRequest {
+    const message = createBaseComputeLogprobsRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.data = object.data?.map((e) => TrainingDatum.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseTokenLogprobs(): TokenLogprobs {
+  return { values: [] };
+}
+
+export const TokenLogprobs: MessageFns<TokenLogprobs> = {
+  encode(message: TokenLogprobs, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.values.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.values) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenLogprobs {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenLogprobs();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 9) {
+              message.values.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.values.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenLogprobs {
+    return {
+      values: globalThis.Array.isArray(object?.values) ? object.values.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: TokenLogprobs): unknown {
+    const obj: any = {};
+    if (message.values?.length) {
+      obj.values = message.values.map((e) => floatToJson(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TokenLogprobs>): TokenLogprobs {
+    return TokenLogprobs.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TokenLogprobs>): TokenLogprobs {
+    const message = createBaseTokenLogprobs();
+    message.values = object.values?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseComputeLogprobsResponse(): ComputeLogprobsResponse {
+  return { logprobs: [] };
+}
+
+export const ComputeLogprobsResponse: MessageFns<ComputeLogprobsResponse> = {
+  encode(message: ComputeLogprobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.logprobs) {
+      TokenLogprobs.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ComputeLogprobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseComputeLogprobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.logprobs.push(TokenLogprobs.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ComputeLogprobsResponse {
+    return {
+      logprobs: globalThis.Array.isArray(object?.logprobs)
+        ? object.logprobs.map((e: any) => TokenLogprobs.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ComputeLogprobsResponse): unknown {
+    const obj: any = {};
+    if (message.logprobs?.length) {
+      obj.logprobs = message.logprobs.map((e) => TokenLogprobs.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ComputeLogprobsResponse>): ComputeLogprobsResponse {
+    return ComputeLogprobsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ComputeLogprobsResponse>): ComputeLogprobsResponse {
+    const message = createBaseComputeLogprobsResponse();
+    message.logprobs = object.logprobs?.map((e) => TokenLogprobs.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSaveStateRequest(): SaveStateRequest {
+  return { sessionId: "", seq: 0, name: "" };
+}
+
+export const SaveStateRequest: MessageFns<SaveStateRequest> = {
+  encode(message: SaveStateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(16).uint64(message.seq);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SaveStateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSaveStateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SaveStateRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+    };
+  },
+
+  toJSON(message: SaveStateRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SaveStateRequest>): SaveStateRequest {
+    return SaveStateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SaveStateRequest>): SaveStateRequest {
+    const message = createBaseSaveStateRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.seq = object.seq ?? 0;
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseSaveStateResponse(): SaveStateResponse {
+  return { state: undefined };
+}
+
+export const SaveStateResponse: MessageFns<SaveStateResponse> = {
+  encode(message: SaveStateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== undefined) {
+      ArtifactRef.encode(message.state, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SaveStateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSaveStateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.state = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SaveStateResponse {
+    return { state: isSet(object.state) ? ArtifactRef.fromJSON(object.state) : undefined };
+  },
+
+  toJSON(message: SaveStateResponse): unknown {
+    const obj: any = {};
+    if (message.state !== undefined) {
+      obj.state = ArtifactRef.toJSON(message.state);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SaveStateResponse>): SaveStateResponse {
+    return SaveStateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SaveStateResponse>): SaveStateResponse {
+    const message = createBaseSaveStateResponse();
+    message.state = (object.state !== undefined && object.state !== null)
+      ? ArtifactRef.fromPartial(object.state)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLoadStateRequest(): LoadStateRequest {
+  return { state: undefined, clientToken: "" };
+}
+
+export const LoadStateRequest: MessageFns<LoadStateRequest> = {
+  encode(message: LoadStateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== undefined) {
+      ArtifactRef.encode(message.state, writer.uint32(10).fork()).join();
+    }
+    if (message.clientToken !== "") {
+      writer.uint32(18).string(message.clientToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoadStateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoadStateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.state = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.clientToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoadStateRequest {
+    return {
+      state: isSet(object.state) ? ArtifactRef.fromJSON(object.state) : undefined,
+      clientToken: isSet(object.clientToken)
+        ? globalThis.String(object.clientToken)
+        : isSet(object.client_token)
+        ? globalThis.String(object.client_token)
+        : "",
+    };
+  },
+
+  toJSON(message: LoadStateRequest): unknown {
+    const obj: any = {};
+    if (message.state !== undefined) {
+      obj.state = ArtifactRef.toJSON(message.state);
+    }
+    if (message.clientToken !== "") {
+      obj.clientToken = message.clientToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LoadStateRequest>): LoadStateRequest {
+    return LoadStateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LoadStateRequest>): LoadStateRequest {
+    const message = createBaseLoadStateRequest();
+    message.state = (object.state !== undefined && object.state !== null)
+      ? ArtifactRef.fromPartial(object.state)
+      : undefined;
+    message.clientToken = object.clientToken ?? "";
+    return message;
+  },
+};
+
+function createBaseLoadStateResponse(): LoadStateResponse {
+  return { sessionId: "" };
+}
+
+export const LoadStateResponse: MessageFns<LoadStateResponse> = {
+  encode(message: LoadStateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoadStateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoadStateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoadStateResponse {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+    };
+  },
+
+  toJSON(message: LoadStateResponse): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LoadStateResponse>): LoadStateResponse {
+    return LoadStateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LoadStateResponse>): LoadStateResponse {
+    const message = createBaseLoadStateResponse();
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
 function createBaseTrainingSessionInfo(): TrainingSessionInfo {
   return { sessionId: "", base: undefined, seq: 0, step: 0 };
 }
@@ -1728,14 +2384,570 @@ export const CloseSessionResponse: MessageFns<CloseSessionResponse> = {
   },
 };
 
+function createBaseTrainingSessionRecord(): TrainingSessionRecord {
+  return {
+    sessionId: "",
+    base: undefined,
+    optimizer: undefined,
+    clientToken: "",
+    seq: 0,
+    last: undefined,
+    snapshot: undefined,
+    snapshotSeq: 0,
+    step: 0,
+    loadedFrom: undefined,
+  };
+}
+
+export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
+  encode(message: TrainingSessionRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.base !== undefined) {
+      ModelRef.encode(message.base, writer.uint32(18).fork()).join();
+    }
+    if (message.optimizer !== undefined) {
+      OptimizerConfig.encode(message.optimizer, writer.uint32(26).fork()).join();
+    }
+    if (message.clientToken !== "") {
+      writer.uint32(34).string(message.clientToken);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(40).uint64(message.seq);
+    }
+    if (message.last !== undefined) {
+      SessionCall.encode(message.last, writer.uint32(50).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      ArtifactRef.encode(message.snapshot, writer.uint32(58).fork()).join();
+    }
+    if (message.snapshotSeq !== 0) {
+      writer.uint32(64).uint64(message.snapshotSeq);
+    }
+    if (message.step !== 0) {
+      writer.uint32(72).uint64(message.step);
+    }
+    if (message.loadedFrom !== undefined) {
+      ArtifactRef.encode(message.loadedFrom, writer.uint32(82).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrainingSessionRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrainingSessionRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.base = ModelRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.optimizer = OptimizerConfig.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.clientToken = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.last = SessionCall.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.snapshot = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.snapshotSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.loadedFrom = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrainingSessionRecord {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      base: isSet(object.base) ? ModelRef.fromJSON(object.base) : undefined,
+      optimizer: isSet(object.optimizer) ? OptimizerConfig.fromJSON(object.optimizer) : undefined,
+      clientToken: isSet(object.clientToken)
+        ? globalThis.String(object.clientToken)
+        : isSet(object.client_token)
+        ? globalThis.String(object.client_token)
+        : "",
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      last: isSet(object.last) ? SessionCall.fromJSON(object.last) : undefined,
+      snapshot: isSet(object.snapshot) ? ArtifactRef.fromJSON(object.snapshot) : undefined,
+      snapshotSeq: isSet(object.snapshotSeq)
+        ? globalThis.Number(object.snapshotSeq)
+        : isSet(object.snapshot_seq)
+        ? globalThis.Number(object.snapshot_seq)
+        : 0,
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      loadedFrom: isSet(object.loadedFrom)
+        ? ArtifactRef.fromJSON(object.loadedFrom)
+        : isSet(object.loaded_from)
+        ? ArtifactRef.fromJSON(object.loaded_from)
+        : undefined,
+    };
+  },
+
+  toJSON(message: TrainingSessionRecord): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.base !== undefined) {
+      obj.base = ModelRef.toJSON(message.base);
+    }
+    if (message.optimizer !== undefined) {
+      obj.optimizer = OptimizerConfig.toJSON(message.optimizer);
+    }
+    if (message.clientToken !== "") {
+      obj.clientToken = message.clientToken;
+    }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.last !== undefined) {
+      obj.last = SessionCall.toJSON(message.last);
+    }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = ArtifactRef.toJSON(message.snapshot);
+    }
+    if (message.snapshotSeq !== 0) {
+      obj.snapshotSeq = Math.round(message.snapshotSeq);
+    }
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.loadedFrom !== undefined) {
+      obj.loadedFrom = ArtifactRef.toJSON(message.loadedFrom);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TrainingSessionRecord>): TrainingSessionRecord {
+    return TrainingSessionRecord.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TrainingSessionRecord>): TrainingSessionRecord {
+    const message = createBaseTrainingSessionRecord();
+    message.sessionId = object.sessionId ?? "";
+    message.base = (object.base !== undefined && object.base !== null) ? ModelRef.fromPartial(object.base) : undefined;
+    message.optimizer = (object.optimizer !== undefined && object.optimizer !== null)
+      ? OptimizerConfig.fromPartial(object.optimizer)
+      : undefined;
+    message.clientToken = object.clientToken ?? "";
+    message.seq = object.seq ?? 0;
+    message.last = (object.last !== undefined && object.last !== null)
+      ? SessionCall.fromPartial(object.last)
+      : undefined;
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? ArtifactRef.fromPartial(object.snapshot)
+      : undefined;
+    message.snapshotSeq = object.snapshotSeq ?? 0;
+    message.step = object.step ?? 0;
+    message.loadedFrom = (object.loadedFrom !== undefined && object.loadedFrom !== null)
+      ? ArtifactRef.fromPartial(object.loadedFrom)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionCall(): SessionCall {
+  return { seq: 0, request: undefined, answer: undefined };
+}
+
+export const SessionCall: MessageFns<SessionCall> = {
+  encode(message: SessionCall, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    switch (message.request?.$case) {
+      case "forwardBackward":
+        ForwardBackwardRequest.encode(message.request.forwardBackward, writer.uint32(18).fork()).join();
+        break;
+      case "optimStep":
+        OptimStepRequest.encode(message.request.optimStep, writer.uint32(26).fork()).join();
+        break;
+      case "saveWeights":
+        SaveWeightsRequest.encode(message.request.saveWeights, writer.uint32(34).fork()).join();
+        break;
+      case "saveState":
+        SaveStateRequest.encode(message.request.saveState, writer.uint32(42).fork()).join();
+        break;
+    }
+    switch (message.answer?.$case) {
+      case "forwardBackwardAnswer":
+        ForwardBackwardResponse.encode(message.answer.forwardBackwardAnswer, writer.uint32(50).fork()).join();
+        break;
+      case "optimStepAnswer":
+        OptimStepResponse.encode(message.answer.optimStepAnswer, writer.uint32(58).fork()).join();
+        break;
+      case "saveWeightsAnswer":
+        SaveWeightsResponse.encode(message.answer.saveWeightsAnswer, writer.uint32(66).fork()).join();
+        break;
+      case "saveStateAnswer":
+        SaveStateResponse.encode(message.answer.saveStateAnswer, writer.uint32(74).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionCall {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionCall();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.request = {
+              $case: "forwardBackward",
+              forwardBackward: ForwardBackwardRequest.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.request = { $case: "optimStep", optimStep: OptimStepRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.request = { $case: "saveWeights", saveWeights: SaveWeightsRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.request = { $case: "saveState", saveState: SaveStateRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.answer = {
+              $case: "forwardBackwardAnswer",
+              forwardBackwardAnswer: ForwardBackwardResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.answer = {
+              $case: "optimStepAnswer",
+              optimStepAnswer: OptimStepResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.answer = {
+              $case: "saveWeightsAnswer",
+              saveWeightsAnswer: SaveWeightsResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.answer = {
+              $case: "saveStateAnswer",
+              saveStateAnswer: SaveStateResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionCall {
+    return {
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      request: isSet(object.forwardBackward)
+        ? { $case: "forwardBackward", forwardBackward: ForwardBackwardRequest.fromJSON(object.forwardBackward) }
+        : isSet(object.forward_backward)
+        ? { $case: "forwardBackward", forwardBackward: ForwardBackwardRequest.fromJSON(object.forward_backward) }
+        : isSet(object.optimStep)
+        ? { $case: "optimStep", optimStep: OptimStepRequest.fromJSON(object.optimStep) }
+        : isSet(object.optim_step)
+        ? { $case: "optimStep", optimStep: OptimStepRequest.fromJSON(object.optim_step) }
+        : isSet(object.saveWeights)
+        ? { $case: "saveWeights", saveWeights: SaveWeightsRequest.fromJSON(object.saveWeights) }
+        : isSet(object.save_weights)
+        ? { $case: "saveWeights", saveWeights: SaveWeightsRequest.fromJSON(object.save_weights) }
+        : isSet(object.saveState)
+        ? { $case: "saveState", saveState: SaveStateRequest.fromJSON(object.saveState) }
+        : isSet(object.save_state)
+        ? { $case: "saveState", saveState: SaveStateRequest.fromJSON(object.save_state) }
+        : undefined,
+      answer: isSet(object.forwardBackwardAnswer)
+        ? {
+          $case: "forwardBackwardAnswer",
+          forwardBackwardAnswer: ForwardBackwardResponse.fromJSON(object.forwardBackwardAnswer),
+        }
+        : isSet(object.forward_backward_answer)
+        ? {
+          $case: "forwardBackwardAnswer",
+          forwardBackwardAnswer: ForwardBackwardResponse.fromJSON(object.forward_backward_answer),
+        }
+        : isSet(object.optimStepAnswer)
+        ? { $case: "optimStepAnswer", optimStepAnswer: OptimStepResponse.fromJSON(object.optimStepAnswer) }
+        : isSet(object.optim_step_answer)
+        ? { $case: "optimStepAnswer", optimStepAnswer: OptimStepResponse.fromJSON(object.optim_step_answer) }
+        : isSet(object.saveWeightsAnswer)
+        ? { $case: "saveWeightsAnswer", saveWeightsAnswer: SaveWeightsResponse.fromJSON(object.saveWeightsAnswer) }
+        : isSet(object.save_weights_answer)
+        ? { $case: "saveWeightsAnswer", saveWeightsAnswer: SaveWeightsResponse.fromJSON(object.save_weights_answer) }
+        : isSet(object.saveStateAnswer)
+        ? { $case: "saveStateAnswer", saveStateAnswer: SaveStateResponse.fromJSON(object.saveStateAnswer) }
+        : isSet(object.save_state_answer)
+        ? { $case: "saveStateAnswer", saveStateAnswer: SaveStateResponse.fromJSON(object.save_state_answer) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: SessionCall): unknown {
+    const obj: any = {};
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.request?.$case === "forwardBackward") {
+      obj.forwardBackward = ForwardBackwardRequest.toJSON(message.request.forwardBackward);
+    } else if (message.request?.$case === "optimStep") {
+      obj.optimStep = OptimStepRequest.toJSON(message.request.optimStep);
+    } else if (message.request?.$case === "saveWeights") {
+      obj.saveWeights = SaveWeightsRequest.toJSON(message.request.saveWeights);
+    } else if (message.request?.$case === "saveState") {
+      obj.saveState = SaveStateRequest.toJSON(message.request.saveState);
+    }
+    if (message.answer?.$case === "forwardBackwardAnswer") {
+      obj.forwardBackwardAnswer = ForwardBackwardResponse.toJSON(message.answer.forwardBackwardAnswer);
+    } else if (message.answer?.$case === "optimStepAnswer") {
+      obj.optimStepAnswer = OptimStepResponse.toJSON(message.answer.optimStepAnswer);
+    } else if (message.answer?.$case === "saveWeightsAnswer") {
+      obj.saveWeightsAnswer = SaveWeightsResponse.toJSON(message.answer.saveWeightsAnswer);
+    } else if (message.answer?.$case === "saveStateAnswer") {
+      obj.saveStateAnswer = SaveStateResponse.toJSON(message.answer.saveStateAnswer);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SessionCall>): SessionCall {
+    return SessionCall.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SessionCall>): SessionCall {
+    const message = createBaseSessionCall();
+    message.seq = object.seq ?? 0;
+    switch (object.request?.$case) {
+      case "forwardBackward": {
+        if (object.request?.forwardBackward !== undefined && object.request?.forwardBackward !== null) {
+          message.request = {
+            $case: "forwardBackward",
+            forwardBackward: ForwardBackwardRequest.fromPartial(object.request.forwardBackward),
+          };
+        }
+        break;
+      }
+      case "optimStep": {
+        if (object.request?.optimStep !== undefined && object.request?.optimStep !== null) {
+          message.request = { $case: "optimStep", optimStep: OptimStepRequest.fromPartial(object.request.optimStep) };
+        }
+        break;
+      }
+      case "saveWeights": {
+        if (object.request?.saveWeights !== undefined && object.request?.saveWeights !== null) {
+          message.request = {
+            $case: "saveWeights",
+            saveWeights: SaveWeightsRequest.fromPartial(object.request.saveWeights),
+          };
+        }
+        break;
+      }
+      case "saveState": {
+        if (object.request?.saveState !== undefined && object.request?.saveState !== null) {
+          message.request = { $case: "saveState", saveState: SaveStateRequest.fromPartial(object.request.saveState) };
+        }
+        break;
+      }
+    }
+    switch (object.answer?.$case) {
+      case "forwardBackwardAnswer": {
+        if (object.answer?.forwardBackwardAnswer !== undefined && object.answer?.forwardBackwardAnswer !== null) {
+          message.answer = {
+            $case: "forwardBackwardAnswer",
+            forwardBackwardAnswer: ForwardBackwardResponse.fromPartial(object.answer.forwardBackwardAnswer),
+          };
+        }
+        break;
+      }
+      case "optimStepAnswer": {
+        if (object.answer?.optimStepAnswer !== undefined && object.answer?.optimStepAnswer !== null) {
+          message.answer = {
+            $case: "optimStepAnswer",
+            optimStepAnswer: OptimStepResponse.fromPartial(object.answer.optimStepAnswer),
+          };
+        }
+        break;
+      }
+      case "saveWeightsAnswer": {
+        if (object.answer?.saveWeightsAnswer !== undefined && object.answer?.saveWeightsAnswer !== null) {
+          message.answer = {
+            $case: "saveWeightsAnswer",
+            saveWeightsAnswer: SaveWeightsResponse.fromPartial(object.answer.saveWeightsAnswer),
+          };
+        }
+        break;
+      }
+      case "saveStateAnswer": {
+        if (object.answer?.saveStateAnswer !== undefined && object.answer?.saveStateAnswer !== null) {
+          message.answer = {
+            $case: "saveStateAnswer",
+            saveStateAnswer: SaveStateResponse.fromPartial(object.answer.saveStateAnswer),
+          };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /**
  * Training sessions a client's own loop drives (served by the trainer): ForwardBackward adds a
  * loss's gradient on some data, OptimStep applies everything accumulated since the last one.
  *
  * Every mutating call carries `seq`, 1, 2, 3 … per session. Repeating the last seq returns the
  * answer it got without applying anything again (a retry after a lost reply is safe); any other
- * seq is FAILED_PRECONDITION naming the one expected. Sessions live in the trainer's memory: a
- * restarted trainer has none (durable sessions are the next step of this contract).
+ * seq is FAILED_PRECONDITION naming the one expected.
+ *
+ * Sessions are durable: each applied call is journaled (JetStream KV on NATS, the trainer's memory
+ * on the in-process bus) before its answer is sent, and the session's state is snapshotted into
+ * the artifact store every few optimizer steps, so a restarted trainer restores a session from
+ * its last snapshot and the calls after it (docs/algorithms.md, "Training sessions").
  */
 export type TrainingServiceService = typeof TrainingServiceService;
 export const TrainingServiceService = {
@@ -1769,6 +2981,18 @@ export const TrainingServiceService = {
     responseSerialize: (value: OptimStepResponse): Buffer => Buffer.from(OptimStepResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): OptimStepResponse => OptimStepResponse.decode(value),
   },
+  /** Per-token log-probs of each datum's completion under the current weights (applies nothing). */
+  computeLogprobs: {
+    path: "/duel.v1.TrainingService/ComputeLogprobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ComputeLogprobsRequest): Buffer =>
+      Buffer.from(ComputeLogprobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ComputeLogprobsRequest => ComputeLogprobsRequest.decode(value),
+    responseSerialize: (value: ComputeLogprobsResponse): Buffer =>
+      Buffer.from(ComputeLogprobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ComputeLogprobsResponse => ComputeLogprobsResponse.decode(value),
+  },
   /** The current weights as a model directory in the trainer's artifact store. */
   saveWeights: {
     path: "/duel.v1.TrainingService/SaveWeights" as const,
@@ -1778,6 +3002,29 @@ export const TrainingServiceService = {
     requestDeserialize: (value: Buffer): SaveWeightsRequest => SaveWeightsRequest.decode(value),
     responseSerialize: (value: SaveWeightsResponse): Buffer => Buffer.from(SaveWeightsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SaveWeightsResponse => SaveWeightsResponse.decode(value),
+  },
+  /**
+   * The whole state (weights, optimizer slots, gradients accumulated since the last OptimStep,
+   * step) as an artifact LoadState resumes from.
+   */
+  saveState: {
+    path: "/duel.v1.TrainingService/SaveState" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SaveStateRequest): Buffer => Buffer.from(SaveStateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SaveStateRequest => SaveStateRequest.decode(value),
+    responseSerialize: (value: SaveStateResponse): Buffer => Buffer.from(SaveStateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SaveStateResponse => SaveStateResponse.decode(value),
+  },
+  /** A new session from a SaveState artifact (the same client_token returns the same session). */
+  loadState: {
+    path: "/duel.v1.TrainingService/LoadState" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LoadStateRequest): Buffer => Buffer.from(LoadStateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LoadStateRequest => LoadStateRequest.decode(value),
+    responseSerialize: (value: LoadStateResponse): Buffer => Buffer.from(LoadStateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LoadStateResponse => LoadStateResponse.decode(value),
   },
   getSession: {
     path: "/duel.v1.TrainingService/GetSession" as const,
@@ -1814,8 +3061,17 @@ export interface TrainingServiceServer extends UntypedServiceImplementation {
   createSession: handleUnaryCall<CreateSessionRequest, CreateSessionResponse>;
   forwardBackward: handleUnaryCall<ForwardBackwardRequest, ForwardBackwardResponse>;
   optimStep: handleUnaryCall<OptimStepRequest, OptimStepResponse>;
+  /** Per-token log-probs of each datum's completion under the current weights (applies nothing). */
+  computeLogprobs: handleUnaryCall<ComputeLogprobsRequest, ComputeLogprobsResponse>;
   /** The current weights as a model directory in the trainer's artifact store. */
   saveWeights: handleUnaryCall<SaveWeightsRequest, SaveWeightsResponse>;
+  /**
+   * The whole state (weights, optimizer slots, gradients accumulated since the last OptimStep,
+   * step) as an artifact LoadState resumes from.
+   */
+  saveState: handleUnaryCall<SaveStateRequest, SaveStateResponse>;
+  /** A new session from a SaveState artifact (the same client_token returns the same session). */
+  loadState: handleUnaryCall<LoadStateRequest, LoadStateResponse>;
   getSession: handleUnaryCall<GetSessionRequest, GetSessionResponse>;
   listSessions: handleUnaryCall<ListSessionsRequest, ListSessionsResponse>;
   closeSession: handleUnaryCall<CloseSessionRequest, CloseSessionResponse>;
@@ -1867,6 +3123,22 @@ export interface TrainingServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: OptimStepResponse) => void,
   ): ClientUnaryCall;
+  /** Per-token log-probs of each datum's completion under the current weights (applies nothing). */
+  computeLogprobs(
+    request: ComputeLogprobsRequest,
+    callback: (error: ServiceError | null, response: ComputeLogprobsResponse) => void,
+  ): ClientUnaryCall;
+  computeLogprobs(
+    request: ComputeLogprobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ComputeLogprobsResponse) => void,
+  ): ClientUnaryCall;
+  computeLogprobs(
+    request: ComputeLogprobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ComputeLogprobsResponse) => void,
+  ): ClientUnaryCall;
   /** The current weights as a model directory in the trainer's artifact store. */
   saveWeights(
     request: SaveWeightsRequest,
@@ -1882,6 +3154,41 @@ export interface TrainingServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SaveWeightsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The whole state (weights, optimizer slots, gradients accumulated since the last OptimStep,
+   * step) as an artifact LoadState resumes from.
+   */
+  saveState(
+    request: SaveStateRequest,
+    callback: (error: ServiceError | null, response: SaveStateResponse) => void,
+  ): ClientUnaryCall;
+  saveState(
+    request: SaveStateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SaveStateResponse) => void,
+  ): ClientUnaryCall;
+  saveState(
+    request: SaveStateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SaveStateResponse) => void,
+  ): ClientUnaryCall;
+  /** A new session from a SaveState artifact (the same client_token returns the same session). */
+  loadState(
+    request: LoadStateRequest,
+    callback: (error: ServiceError | null, response: LoadStateResponse) => void,
+  ): ClientUnaryCall;
+  loadState(
+    request: LoadStateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LoadStateResponse) => void,
+  ): ClientUnaryCall;
+  loadState(
+    request: LoadStateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LoadStateResponse) => void,
   ): ClientUnaryCall;
   getSession(
     request: GetSessionRequest,

@@ -1,0 +1,82 @@
+/**
+ * A training session's state as an artifact directory (what SaveState answers, LoadState reads and
+ * the journal's snapshots are): `session.json` (the format, the base model, the optimizer, the
+ * counters) and `state.safetensors` (every tensor of the training state — parameters, optimizer
+ * slots, gradients accumulated since the last optimizer step — under the engine's state keys).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  readSafetensors,
+  type TrainingSnapshot,
+  type WireTensor,
+  writeSafetensors,
+} from '../../src/engine/index.js';
+import { DuelError } from '../../src/errors.js';
+import { ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
+
+export const SESSION_STATE_FORMAT = 'duel.training-session-state/1';
+const META = 'session.json';
+const TENSORS = 'state.safetensors';
+
+export interface SessionState {
+  base: ModelRef;
+  optimizer: OptimizerConfig;
+  snapshot: TrainingSnapshot;
+}
+
+export function writeSessionState(dir: string, s: SessionState): void {
+  mkdirSync(dir, { recursive: true });
+  writeSafetensors(
+    join(dir, TENSORS),
+    new Map(
+      Object.entries(s.snapshot.tensors).map(([k, t]) => [
+        k,
+        { dtype: t.dtype, shape: t.dims, data: t.data },
+      ]),
+    ),
+  );
+  writeFileSync(
+    join(dir, META),
+    `${JSON.stringify(
+      {
+        format: SESSION_STATE_FORMAT,
+        base: ModelRef.toJSON(s.base),
+        optimizer: OptimizerConfig.toJSON(s.optimizer),
+        steps: s.snapshot.steps,
+        pending_loss: s.snapshot.pendingLoss,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+}
+
+/** Reads a state directory; anything that is not one is INVALID_ARGUMENT naming `field`. */
+export function readSessionState(dir: string, field = 'state'): SessionState {
+  const bad = (description: string) => DuelError.invalidArgument([{ field, description }]);
+  if (!existsSync(join(dir, META)) || !existsSync(join(dir, TENSORS)))
+    throw bad(`is not a training session state (${META} and ${TENSORS} expected)`);
+  let meta: Record<string, unknown>;
+  try {
+    meta = JSON.parse(readFileSync(join(dir, META), 'utf8'));
+  } catch (e) {
+    throw bad(`${META} is not JSON: ${(e as Error).message}`);
+  }
+  if (meta.format !== SESSION_STATE_FORMAT)
+    throw bad(`${META} has format ${JSON.stringify(meta.format)}, expected '${SESSION_STATE_FORMAT}'`);
+  const steps = meta.steps;
+  const pendingLoss = meta.pending_loss;
+  if (!Number.isInteger(steps) || (steps as number) < 0) throw bad(`${META}: steps must be a count`);
+  if (typeof pendingLoss !== 'number') throw bad(`${META}: pending_loss must be a number`);
+  const base = ModelRef.fromJSON(meta.base);
+  if (!base.artifact) throw bad(`${META}: base has no artifact`);
+  const tensors: Record<string, WireTensor> = {};
+  for (const [k, t] of readSafetensors(join(dir, TENSORS)).tensors)
+    tensors[k] = { dtype: t.dtype, dims: t.shape, data: t.data } as WireTensor;
+  return {
+    base,
+    optimizer: OptimizerConfig.fromJSON(meta.optimizer),
+    snapshot: { tensors, steps: steps as number, pendingLoss },
+  };
+}

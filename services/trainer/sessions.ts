@@ -1,0 +1,410 @@
+/**
+ * The trainer's training sessions: their lifecycle, what makes calls safe to retry, and what makes
+ * sessions outlive the trainer. Each mutating call is applied, then journaled (the call under
+ * `<session>.<seq>`, then the session's record by compare-and-set: the commit point) before its
+ * answer goes back. Every `snapshotEvery` optimizer steps (and whenever a call is too big for the
+ * journal) the whole state goes into the artifact store and the calls it covers are dropped. A
+ * session not in memory (a restarted trainer) is restored on first use: its start (the base, or a
+ * LoadState artifact) or its last snapshot, then the journaled calls after it, replayed in order,
+ * which gives the same state bit for bit on the same provider.
+ *
+ * What each call costs the journal: one KV write of the call (the request's token ids and values)
+ * and one of the record; every `snapshotEvery` optimizer steps, the state's bytes (4 × parameters
+ * × (1 + optimizer slots + 1 accumulator)) into the store. A trainer that dies between applying a
+ * call and committing it loses only that call, which the client's retry then applies.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TOKEN_LOSSES, type TokenLoss, TrainingSession } from '../../src/algorithms/session.js';
+import {
+  loopSettings,
+  parseTrainingSettings,
+  settingsFromWire,
+} from '../../src/algorithms/training-settings.js';
+import { DuelError } from '../../src/errors.js';
+import type { ArtifactRef, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
+import {
+  type ForwardBackwardRequest,
+  type ForwardBackwardResponse,
+  type OptimStepRequest,
+  type OptimStepResponse,
+  SessionCall,
+  type TrainingDatum,
+  type TrainingSessionInfo,
+  TrainingSessionRecord,
+} from '../../src/gen/duel/v1/training.js';
+import type { LoadedModel } from '../../src/models/model-dir.js';
+import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
+import type { Logger } from '../../src/platform/logger.js';
+import type { TrainerCore } from './service.js';
+import { callKey, memoryJournal, type SessionJournal } from './session-journal.js';
+import { readSessionState, writeSessionState } from './session-state.js';
+
+type Request = NonNullable<SessionCall['request']>;
+type Answer = NonNullable<SessionCall['answer']>;
+export type CallKind = Request['$case'];
+/** The answer each kind of call gets. */
+type AnswerOf<K extends CallKind> = Extract<Answer, { $case: `${K}Answer` }>;
+
+interface Live {
+  /** As last committed. */
+  record: TrainingSessionRecord;
+  model: LoadedModel;
+  session: TrainingSession;
+  /** The optimizer step the last snapshot (or the start) holds. */
+  snapshotStep: number;
+  /** One call at a time per session, in seq order. */
+  queue: Promise<unknown>;
+}
+
+export interface SessionsOptions {
+  /** Opens the journal on first use (default: this process's memory). */
+  journal?: () => Promise<SessionJournal>;
+  /** Snapshot a session's state every this many optimizer steps (default 10). */
+  snapshotEvery?: number;
+  log?: Logger;
+}
+
+const ids = (xs: readonly number[]) => [...xs];
+
+export const datumsFromWire = (data: readonly TrainingDatum[]) =>
+  data.map((d) => ({
+    promptIds: ids(d.promptIds),
+    completionIds: ids(d.completionIds),
+    ...(d.weights.length ? { weights: [...d.weights] } : {}),
+    ...(d.samplingLogprobs.length ? { samplingLogprobs: [...d.samplingLogprobs] } : {}),
+  }));
+
+/** The state-changing calls, the same live and in a replay. */
+async function forwardBackward(l: Live, req: ForwardBackwardRequest): Promise<ForwardBackwardResponse> {
+  const data = datumsFromWire(req.data);
+  const clip = req.lossConfig.clip === undefined ? undefined : Number(req.lossConfig.clip);
+  const loss = await l.session.forwardBackward(
+    req.loss as TokenLoss,
+    data,
+    clip === undefined ? {} : { clip },
+  );
+  const tokens = data.reduce((n, d) => n + d.completionIds.length, 0);
+  return { loss, metrics: { values: { completion_tokens: tokens, sequences: data.length } } };
+}
+
+async function optimStep(l: Live, req: OptimStepRequest): Promise<OptimStepResponse> {
+  const m = await l.session.optimStep(req.learningRate);
+  return {
+    step: l.session.steps,
+    metrics: { values: { loss: m.loss, grad_norm: m.gradNorm, lr: m.lr, applied: m.applied ? 1 : 0 } },
+  };
+}
+
+/** What a record keeps of the last call: its kind and answer (the request's data is in the call entry). */
+function lastOf(call: SessionCall): SessionCall {
+  const r = call.request!;
+  const request: Request =
+    r.$case === 'forwardBackward'
+      ? { $case: r.$case, forwardBackward: { ...r.forwardBackward, data: [] } }
+      : r;
+  return { ...call, request };
+}
+
+export class TrainingSessions {
+  private readonly live = new Map<string, Promise<Live>>();
+  private readonly tokens = new Map<string, Promise<string>>();
+  private opened?: Promise<SessionJournal>;
+  readonly snapshotEvery: number;
+
+  constructor(
+    readonly core: TrainerCore,
+    private readonly options: SessionsOptions = {},
+  ) {
+    this.snapshotEvery = options.snapshotEvery ?? 10;
+  }
+
+  /** The journal, opened once; its client tokens indexed. */
+  private journal(): Promise<SessionJournal> {
+    if (!this.opened) {
+      const opened = (async () => {
+        const j = await (this.options.journal ?? (async () => memoryJournal()))();
+        for (const id of await j.records.keys()) {
+          const r = (await j.records.get(id))?.value;
+          if (r?.clientToken) this.tokens.set(r.clientToken, Promise.resolve(id));
+        }
+        return j;
+      })();
+      opened.catch(() => {
+        if (this.opened === opened) this.opened = undefined;
+      });
+      this.opened = opened;
+    }
+    return this.opened;
+  }
+
+  /**
+   * A new session on `base` (or resumed from a SaveState artifact); the same non-empty client
+   * token returns the session it made before, even across trainer restarts.
+   */
+  async create(
+    from: { base: ModelRef; optimizer: OptimizerConfig | undefined } | { state: ArtifactRef },
+    clientToken: string,
+  ): Promise<string> {
+    await this.journal();
+    const existing = clientToken ? this.tokens.get(clientToken) : undefined;
+    if (existing) return existing;
+    const made = (async () => {
+      const start =
+        'state' in from
+          ? { ...readSessionState(await this.core.resolve(from.state)), loadedFrom: from.state }
+          : { base: from.base, optimizer: from.optimizer, loadedFrom: undefined };
+      const id = randomUUID();
+      const record = TrainingSessionRecord.fromPartial({
+        sessionId: id,
+        base: start.base,
+        optimizer: start.optimizer,
+        clientToken,
+        loadedFrom: start.loadedFrom,
+      });
+      const live = this.open(record);
+      this.live.set(id, live);
+      try {
+        const l = await live;
+        record.step = l.session.steps;
+        await (await this.journal()).records.create(id, record);
+      } catch (e) {
+        this.live.delete(id);
+        await live.then((l) => l.session.close()).catch(() => {});
+        throw e;
+      }
+      return id;
+    })();
+    if (clientToken) {
+      this.tokens.set(clientToken, made);
+      made.catch(() => this.tokens.delete(clientToken));
+    }
+    return made;
+  }
+
+  /** Loads the session's start or last snapshot (the calls after it are the caller's to replay). */
+  private async open(r: TrainingSessionRecord): Promise<Live> {
+    const settings = parseTrainingSettings(settingsFromWire(r.optimizer), (key) => `optimizer.${key}`);
+    const loop = loopSettings(settings, 0);
+    const model = loadModelDir(await this.core.resolve(r.base!.artifact!));
+    const session = await TrainingSession.create(this.core.runtime, {
+      config: model.config,
+      weights: model.weights,
+      optimizer: loop.optimizer,
+      gradClip: loop.gradClip,
+      lr: loop.lr,
+    });
+    const from = r.snapshot ?? r.loadedFrom;
+    try {
+      if (from) await session.restore(readSessionState(await this.core.resolve(from)).snapshot);
+    } catch (e) {
+      await session.close();
+      throw e;
+    }
+    return { record: r, model, session, snapshotStep: session.steps, queue: Promise.resolve() };
+  }
+
+  /** A session's journal record and its calls since the last snapshot, replayed. */
+  private async restore(id: string): Promise<Live> {
+    const t0 = performance.now();
+    const j = await this.journal();
+    const r = (await j.records.get(id))?.value;
+    if (!r) throw DuelError.notFound(`no training session '${id}'`);
+    const l = await this.open(r);
+    try {
+      for (let seq = r.snapshotSeq + 1; seq <= r.seq; seq++) {
+        const call = (await j.calls.get(callKey(id, seq)))?.value;
+        if (!call) throw DuelError.internal(`the journal of session '${id}' has no call ${seq} to replay`);
+        const req = call.request!;
+        if (req.$case === 'forwardBackward') {
+          const { loss } = await forwardBackward(l, req.forwardBackward);
+          const journaled =
+            call.answer?.$case === 'forwardBackwardAnswer' ? call.answer.forwardBackwardAnswer.loss : loss;
+          if (loss !== journaled)
+            this.options.log?.warn({ session: id, seq, loss, journaled }, 'replay gave another loss');
+        } else if (req.$case === 'optimStep') await optimStep(l, req.optimStep);
+      }
+    } catch (e) {
+      await l.session.close();
+      throw e;
+    }
+    this.options.log?.info(
+      { session: id, seq: r.seq, replayed: r.seq - r.snapshotSeq, ms: Math.round(performance.now() - t0) },
+      'training session restored',
+    );
+    return l;
+  }
+
+  private entry(id: string): Promise<Live> {
+    let l = this.live.get(id);
+    if (!l) {
+      l = this.restore(id);
+      this.live.set(id, l);
+      l.catch(() => this.live.delete(id));
+    }
+    return l;
+  }
+
+  async info(id: string): Promise<TrainingSessionInfo> {
+    const l = this.live.has(id) ? await this.live.get(id) : undefined;
+    const r = l?.record ?? (await (await this.journal()).records.get(id))?.value;
+    if (!r) throw DuelError.notFound(`no training session '${id}'`);
+    return { sessionId: r.sessionId, base: r.base, seq: r.seq, step: r.step };
+  }
+
+  async list(): Promise<TrainingSessionInfo[]> {
+    const j = await this.journal();
+    return Promise.all((await j.records.keys()).map((id) => this.info(id)));
+  }
+
+  /** Runs `fn` on the session in its call order, without a seq (reads that apply nothing). */
+  async read<A>(id: string, fn: (s: TrainingSession) => Promise<A>): Promise<A> {
+    const l = await this.entry(id);
+    const run = l.queue.then(() => fn(l.session));
+    l.queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Runs a mutating call once: seq = last + 1 applies and journals it; seq = last answers what it
+   * answered (the same kind of call only); anything else is refused naming the expected seq.
+   */
+  async mutate<K extends CallKind>(
+    id: string,
+    seq: number,
+    request: Extract<Request, { $case: K }>,
+    apply: (l: Live) => Promise<AnswerOf<K>>,
+  ): Promise<AnswerOf<K>> {
+    const l = await this.entry(id);
+    const run = l.queue.then(async () => {
+      const r = l.record;
+      if (seq === r.seq && r.last) {
+        if (r.last.request?.$case !== request.$case)
+          throw DuelError.failedPrecondition(
+            `seq ${seq} was a ${rpcName(r.last.request?.$case)} call; a retry must repeat it (the next new call is seq ${r.seq + 1})`,
+          );
+        return r.last.answer as AnswerOf<K>;
+      }
+      if (seq !== r.seq + 1)
+        throw DuelError.failedPrecondition(`session '${id}' expects seq ${r.seq + 1}, got ${seq}`);
+      const answer = await apply(l);
+      try {
+        await this.commit(l, { seq, request, answer });
+      } catch (e) {
+        // The state holds a call the journal does not: drop it, so the next call restores from the
+        // journal and a retry applies the call once.
+        this.live.delete(id);
+        await l.session.close().catch(() => {});
+        throw e;
+      }
+      return answer;
+    });
+    l.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async commit(l: Live, call: SessionCall): Promise<void> {
+    const j = await this.journal();
+    const id = l.record.sessionId;
+    const fits = SessionCall.encode(call).finish().byteLength <= j.maxCallBytes;
+    const steps = l.session.steps;
+    const due =
+      !fits || (call.request?.$case === 'optimStep' && steps - l.snapshotStep >= this.snapshotEvery);
+    if (fits) await j.calls.put(callKey(id, call.seq), call);
+    const previous = l.record.snapshot ? l.record.snapshotSeq : undefined;
+    // A commit that failed after its snapshot left one under this name: ours to replace.
+    if (due) await this.core.store.remove(snapshotName(id, call.seq));
+    const snapshot = due ? await this.saveState(l, snapshotName(id, call.seq)) : undefined;
+    l.record = await j.records.update(id, (cur) => {
+      if (cur.seq !== call.seq - 1)
+        throw DuelError.failedPrecondition(
+          `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
+        );
+      return {
+        ...cur,
+        seq: call.seq,
+        step: steps,
+        last: lastOf(call),
+        ...(snapshot ? { snapshot, snapshotSeq: call.seq } : {}),
+      };
+    });
+    if (!snapshot) return;
+    l.snapshotStep = steps;
+    // What the new snapshot covers is garbage now; a failure here leaves garbage, not a wrong state.
+    try {
+      for (let s = (previous ?? 0) + 1; s <= call.seq; s++) await j.calls.delete(callKey(id, s));
+      if (previous !== undefined) await this.core.store.remove(snapshotName(id, previous));
+    } catch (e) {
+      this.options.log?.warn({ session: id, err: (e as Error).message }, 'journal cleanup failed');
+    }
+  }
+
+  /** Writes a directory with `write` and publishes it as artifact `name` in the trainer's store. */
+  private async publish(name: string, write: (dir: string) => Promise<void>): Promise<ArtifactRef> {
+    const scratch = mkdtempSync(join(tmpdir(), 'duel-session-'));
+    try {
+      const dir = join(scratch, 'artifact');
+      await write(dir);
+      return await this.core.store.put(dir, name);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** The whole state as an artifact `name` (what LoadState resumes from). */
+  saveState(l: Live, name: string): Promise<ArtifactRef> {
+    return this.publish(name, async (dir) =>
+      writeSessionState(dir, {
+        base: l.record.base!,
+        optimizer: l.record.optimizer!,
+        snapshot: await l.session.snapshot(),
+      }),
+    );
+  }
+
+  /** The current weights as a model directory `name` (what `duel sample` and run specs load). */
+  async saveWeights(l: Live, name: string): Promise<ModelRef> {
+    const artifact = await this.publish(name, async (dir) =>
+      saveModelDir(dir, l.model.config, await l.session.weights(), { tokenizerFrom: l.model.dir }),
+    );
+    return { artifact, name, adapter: undefined };
+  }
+
+  /** Ends a session for good: its record, its journal and its snapshot. */
+  async close(id: string): Promise<void> {
+    const j = await this.journal();
+    const r = (await j.records.get(id))?.value;
+    if (!r) throw DuelError.notFound(`no training session '${id}'`);
+    const l = this.live.get(id);
+    this.live.delete(id);
+    if (l) {
+      const live = await l.catch(() => undefined);
+      await live?.queue;
+      await live?.session.close();
+    }
+    await j.records.delete(id);
+    for (const k of await j.calls.keys(`${id}.`)) await j.calls.delete(k);
+    if (r.snapshot) await this.core.store.remove(snapshotName(id, r.snapshotSeq));
+    if (r.clientToken) this.tokens.delete(r.clientToken);
+  }
+
+  /** Frees every session's memory (a trainer shutting down); their journals stay for the next one. */
+  async release(): Promise<void> {
+    const all = [...this.live.values()];
+    this.live.clear();
+    for (const l of all) {
+      const live = await l.catch(() => undefined);
+      await live?.queue;
+      await live?.session.close();
+    }
+  }
+}
+
+/** The RPC a call kind comes from: forwardBackward → ForwardBackward. */
+const rpcName = (kind: string | undefined) => (kind ? kind[0]!.toUpperCase() + kind.slice(1) : 'unknown');
+
+const snapshotName = (id: string, seq: number) => `sessions/${id}/snapshot-${seq}`;
+
+export { forwardBackward, type Live, optimStep, TOKEN_LOSSES };
