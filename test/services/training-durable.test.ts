@@ -12,14 +12,14 @@ import { TrainerCore } from '../../services/trainer/service.js';
 import { memoryJournal, type SessionJournal } from '../../services/trainer/session-journal.js';
 import { TrainingSessions } from '../../services/trainer/sessions.js';
 import { trainingService } from '../../services/trainer/training-service.js';
-import { type Datum, TrainingClient, type TrainingSessionHandle } from '../../src/client/training.js';
+import { TrainingClient } from '../../src/client/training.js';
 import { Runtime } from '../../src/engine/index.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { startService } from '../helpers/grpc.js';
-import { weights } from '../helpers/model-fixtures.js';
-import { ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+import { ROUND_CONFIG } from '../helpers/round-fixtures.js';
+import { BATCHES, PLAN, planStep, SESSION_BASE_WEIGHTS, SESSION_OPTIMIZER } from '../helpers/session-plan.js';
 import { fileTempDir } from '../helpers/tmp.js';
 
 const root = fileTempDir('duel-durable-');
@@ -27,18 +27,8 @@ const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
 const store = new FileArtifactStore(join(root, 'store'));
 let base: ModelRef;
 
-const w0 = Object.fromEntries(
-  Object.entries(weights(ROUND_CONFIG, 2, 'float32', 7)).map(([k, t]) => [
-    k,
-    { ...t, dtype: 'float32' as const },
-  ]),
-);
-const ALL: Datum[] = ROUND_RECORDS.flatMap((r) =>
-  r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
-);
-/** Two different batches, so a replayed call in the wrong order would show. */
-const BATCHES = [ALL.slice(0, 3), ALL.slice(2)];
-const OPTIMIZER = { name: 'adamw', learningRate: 5e-3, gradClip: 1, weightDecay: 0.01 };
+const w0 = SESSION_BASE_WEIGHTS;
+const OPTIMIZER = SESSION_OPTIMIZER;
 
 /** A trainer's sessions behind a gRPC server; `stop` drops its memory (the journal stays). */
 async function trainer(journal: SessionJournal, snapshotEvery = 2) {
@@ -59,11 +49,7 @@ async function trainer(journal: SessionJournal, snapshotEvery = 2) {
   };
 }
 
-/** The i-th call of the plan every session here follows: FB, FB, optim, repeated. */
-async function step(s: TrainingSessionHandle, i: number): Promise<unknown> {
-  return i % 3 === 2 ? s.optimStep() : s.forwardBackward('cross_entropy', BATCHES[i % 3]!);
-}
-const PLAN = 15;
+const step = planStep;
 
 const weightsOf = async (m: ModelRef) => loadModelDir(await store.get(m.artifact!)).weights;
 

@@ -1,0 +1,101 @@
+/**
+ * A trainer killed with SIGKILL and started again (as Kubernetes restarts a pod), as real
+ * processes over a real nats-server: the client's retry of its last call, sent while no trainer
+ * listens, gets the answer the dead trainer gave, and the session ends with the weights of one on
+ * the same trainer that was never interrupted.
+ */
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TrainingClient } from '../../src/client/training.js';
+import type { ModelRef } from '../../src/gen/duel/v1/common.js';
+import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
+import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { freePort, NatsServer } from '../../src/platform/nats-server.js';
+import { duelBin } from '../../src/platform/paths.js';
+import { ROUND_CONFIG } from '../helpers/round-fixtures.js';
+import { PLAN, planStep, SESSION_BASE_WEIGHTS, SESSION_OPTIMIZER } from '../helpers/session-plan.js';
+import { fileTempDir } from '../helpers/tmp.js';
+
+const root = fileTempDir('duel-kill-');
+const store = new FileArtifactStore(join(root, 'store'));
+let nats: NatsServer;
+let base: ModelRef;
+let port: number;
+
+type Trainer = ChildProcessByStdio<null, null, Readable> & { log: string };
+
+/** `duel serve trainer` on the test's port, resolved once it listens. */
+async function startTrainer(): Promise<Trainer> {
+  const child = spawn(process.execPath, [duelBin(), 'serve', 'trainer', '--port', String(port)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: {
+      ...process.env,
+      DUEL_NATS_URL: nats.url,
+      DUEL_ARTIFACTS_ROOT: store.root,
+      DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: '2',
+      DUEL_RUNTIME_WORKERS: '1',
+      DUEL_LOG_LEVEL: 'info',
+    },
+  }) as Trainer;
+  child.log = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (d: Buffer) => {
+      child.log += d.toString();
+      if (/listening on/.test(child.log)) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`trainer exited ${code}: ${child.log}`)));
+  });
+  return child;
+}
+
+beforeAll(async () => {
+  nats = await NatsServer.start({ storeDir: join(root, 'nats') });
+  port = await freePort();
+  saveModelDir(join(root, 'base'), ROUND_CONFIG, SESSION_BASE_WEIGHTS);
+  base = { artifact: store.put(join(root, 'base'), 'base'), adapter: undefined, name: 'base' };
+});
+
+afterAll(async () => {
+  await nats?.stop();
+});
+
+describe('a training session through a SIGKILLed trainer', () => {
+  it('is restored by the next trainer: the retry gets the journaled answer, the weights match an uninterrupted session', async () => {
+    let trainer = await startTrainer();
+    const client = new TrainingClient(`127.0.0.1:${port}`, { retryWithinMs: 60_000 });
+    try {
+      const s = await client.createSession({ base, optimizer: SESSION_OPTIMIZER, clientToken: 'killed' });
+      const cut = 10;
+      let answer: unknown;
+      for (let i = 0; i < cut; i++) answer = await planStep(s, i);
+
+      trainer.kill('SIGKILL');
+      await once(trainer, 'exit');
+      // The reply to call `cut` was "lost": the client sends it again while nothing listens.
+      s.seq = cut - 1;
+      const retried = planStep(s, cut - 1);
+      trainer = await startTrainer();
+      expect(await retried).toEqual(answer);
+      // From the snapshot at seq 6 (optimizer step 2; one every 2 steps), replaying calls 7…10.
+      expect(trainer.log).toMatch(/"seq":10,"replayed":4,.*training session restored/);
+      for (let i = cut; i < PLAN; i++) await planStep(s, i);
+      const resumed = await s.saveWeights('killed');
+
+      const fresh = await client.createSession({ base, optimizer: SESSION_OPTIMIZER });
+      for (let i = 0; i < PLAN; i++) await planStep(fresh, i);
+      const uninterrupted = await fresh.saveWeights('uninterrupted');
+
+      const [a, b] = [resumed, uninterrupted].map(async (m) => loadModelDir(store.get(m.artifact!)).weights);
+      const [wa, wb] = [await a, await b];
+      for (const k of Object.keys(wb)) expect(Array.from(wa![k]!.data), k).toEqual(Array.from(wb![k]!.data));
+      expect((await client.listSessions()).map((x) => x.sessionId).sort()).toEqual([s.id, fresh.id].sort());
+    } finally {
+      client.close();
+      trainer.kill('SIGTERM');
+      await once(trainer, 'exit');
+    }
+  });
+});
