@@ -61,13 +61,11 @@ import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 
 /** A record of the wire as the trainer's record: token ids only (the sampler sends them). */
-function recordOf(r: WireRecord, i: number): RoundRecord {
+export function recordOf(r: WireRecord, field: string): RoundRecord {
   const k = r.completions.length;
   const m = r.prefs;
   if (m && (m.rows !== k || m.cols !== k || m.values.length !== k * k))
-    throw DuelError.invalidArgument([
-      { field: `records[${i}].prefs`, description: `must be a ${k}×${k} matrix` },
-    ]);
+    throw DuelError.invalidArgument([{ field: `${field}.prefs`, description: `must be a ${k}×${k} matrix` }]);
   return {
     prompt_ids: [...r.promptIds],
     completion_ids: r.completions.map((c) => [...c.tokenIds]),
@@ -140,7 +138,7 @@ async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<Rece
     } else if (req.kind?.$case === 'record') {
       if (!config)
         throw DuelError.invalidArgument([{ field: 'config', description: 'must be the first message' }]);
-      records.push(recordOf(req.kind.record, records.length));
+      records.push(recordOf(req.kind.record, `records[${records.length}]`));
       digest.update(WireRecord.encode(req.kind.record).finish());
     }
   }

@@ -22,6 +22,8 @@ const TENSORS = 'state.safetensors';
 export interface SessionState {
   base: ModelRef;
   optimizer: OptimizerConfig;
+  /** The session's seed (what its pairwise losses draw from). */
+  seed: number;
   snapshot: TrainingSnapshot;
 }
 
@@ -43,6 +45,7 @@ export function writeSessionState(dir: string, s: SessionState): void {
         format: SESSION_STATE_FORMAT,
         base: ModelRef.toJSON(s.base),
         optimizer: OptimizerConfig.toJSON(s.optimizer),
+        seed: s.seed,
         steps: s.snapshot.steps,
         pending_loss: s.snapshot.pendingLoss,
       },
@@ -69,6 +72,8 @@ export function readSessionState(dir: string, field = 'state'): SessionState {
   const pendingLoss = meta.pending_loss;
   if (!Number.isInteger(steps) || (steps as number) < 0) throw bad(`${META}: steps must be a count`);
   if (typeof pendingLoss !== 'number') throw bad(`${META}: pending_loss must be a number`);
+  const seed = meta.seed ?? 0;
+  if (!Number.isInteger(seed) || (seed as number) < 0) throw bad(`${META}: seed must be a count`);
   const base = ModelRef.fromJSON(meta.base);
   if (!base.artifact) throw bad(`${META}: base has no artifact`);
   const tensors: Record<string, WireTensor> = {};
@@ -77,6 +82,7 @@ export function readSessionState(dir: string, field = 'state'): SessionState {
   return {
     base,
     optimizer: OptimizerConfig.fromJSON(meta.optimizer),
+    seed: seed as number,
     snapshot: { tensors, steps: steps as number, pendingLoss },
   };
 }

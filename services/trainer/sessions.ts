@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseSets } from '../../src/algorithms/recipes/index.js';
 import { TOKEN_LOSSES, type TokenLoss, TrainingSession } from '../../src/algorithms/session.js';
 import {
   loopSettings,
@@ -38,7 +39,7 @@ import {
 import type { LoadedModel } from '../../src/models/model-dir.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import type { Logger } from '../../src/platform/logger.js';
-import type { TrainerCore } from './service.js';
+import { recordOf, type TrainerCore } from './service.js';
 import { callKey, memoryJournal, type SessionJournal } from './session-journal.js';
 import { readSessionState, writeSessionState } from './session-state.js';
 
@@ -77,15 +78,25 @@ export const datumsFromWire = (data: readonly TrainingDatum[]) =>
     ...(d.samplingLogprobs.length ? { samplingLogprobs: [...d.samplingLogprobs] } : {}),
   }));
 
+export const isTokenLoss = (loss: string): loss is TokenLoss =>
+  (TOKEN_LOSSES as readonly string[]).includes(loss);
+
 /** The state-changing calls, the same live and in a replay. */
 async function forwardBackward(l: Live, req: ForwardBackwardRequest): Promise<ForwardBackwardResponse> {
+  if (!isTokenLoss(req.loss)) {
+    const records = req.data.map((d, i) => recordOf(d.roundRecord!, `data[${i}].round_record`));
+    const loss = await l.session.forwardBackwardRecords(
+      req.loss,
+      parseSets(Object.entries(req.lossConfig).map(([k, v]) => `${k}=${v}`)),
+      records,
+      l.record.seed + req.seq,
+    );
+    const completions = records.reduce((n, r) => n + r.completion_ids.length, 0);
+    return { loss, metrics: { values: { records: records.length, completions } } };
+  }
   const data = datumsFromWire(req.data);
   const clip = req.lossConfig.clip === undefined ? undefined : Number(req.lossConfig.clip);
-  const loss = await l.session.forwardBackward(
-    req.loss as TokenLoss,
-    data,
-    clip === undefined ? {} : { clip },
-  );
+  const loss = await l.session.forwardBackward(req.loss, data, clip === undefined ? {} : { clip });
   const tokens = data.reduce((n, d) => n + d.completionIds.length, 0);
   return { loss, metrics: { values: { completion_tokens: tokens, sequences: data.length } } };
 }
@@ -145,7 +156,7 @@ export class TrainingSessions {
    * token returns the session it made before, even across trainer restarts.
    */
   async create(
-    from: { base: ModelRef; optimizer: OptimizerConfig | undefined } | { state: ArtifactRef },
+    from: { base: ModelRef; optimizer: OptimizerConfig | undefined; seed: number } | { state: ArtifactRef },
     clientToken: string,
   ): Promise<string> {
     await this.journal();
@@ -155,13 +166,14 @@ export class TrainingSessions {
       const start =
         'state' in from
           ? { ...readSessionState(await this.core.resolve(from.state)), loadedFrom: from.state }
-          : { base: from.base, optimizer: from.optimizer, loadedFrom: undefined };
+          : { base: from.base, optimizer: from.optimizer, seed: from.seed, loadedFrom: undefined };
       const id = randomUUID();
       const record = TrainingSessionRecord.fromPartial({
         sessionId: id,
         base: start.base,
         optimizer: start.optimizer,
         clientToken,
+        seed: start.seed,
         loadedFrom: start.loadedFrom,
       });
       const live = this.open(record);
@@ -359,6 +371,7 @@ export class TrainingSessions {
       writeSessionState(dir, {
         base: l.record.base!,
         optimizer: l.record.optimizer!,
+        seed: l.record.seed,
         snapshot: await l.session.snapshot(),
       }),
     );

@@ -3,6 +3,8 @@
  * retry-safe and sessions durable). Each handler checks its request, naming every bad field, and
  * hands a typed call to the sessions.
  */
+import { parseSets, RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
+import { DuelError } from '../../src/errors.js';
 import { TrainingServiceService } from '../../src/gen/duel/v1/training.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { service } from '../../src/platform/grpc/server.js';
@@ -10,6 +12,7 @@ import { Violations } from '../../src/platform/violations.js';
 import {
   datumsFromWire,
   forwardBackward,
+  isTokenLoss,
   optimStep,
   TOKEN_LOSSES,
   type TrainingSessions,
@@ -36,7 +39,10 @@ export function trainingService(sessions: TrainingSessions) {
       );
       v.throwIfAny();
       return {
-        sessionId: await sessions.create({ base: req.base!, optimizer: req.optimizer }, req.clientToken),
+        sessionId: await sessions.create(
+          { base: req.base!, optimizer: req.optimizer, seed: req.seed ?? 0 },
+          req.clientToken,
+        ),
       };
     },
 
@@ -56,19 +62,37 @@ export function trainingService(sessions: TrainingSessions) {
       const v = new Violations();
       requireId(v, req.sessionId);
       requireSeq(v, Number(req.seq));
+      const pairwise = Object.hasOwn(RECIPES, req.loss);
       v.check(
-        (TOKEN_LOSSES as readonly string[]).includes(req.loss),
+        isTokenLoss(req.loss) || pairwise,
         'loss',
-        `must be one of ${TOKEN_LOSSES.join(', ')}, got '${req.loss}'`,
+        `must be one of ${[...TOKEN_LOSSES, ...Object.keys(RECIPES)].join(', ')}, got '${req.loss}'`,
       );
-      const unknown = Object.keys(req.lossConfig).filter((k) => k !== 'clip');
-      v.check(unknown.length === 0, 'loss_config', `unknown key(s) ${unknown.join(', ')} (clip)`);
-      if (req.lossConfig.clip !== undefined)
-        v.check(
-          Number.isFinite(Number(req.lossConfig.clip)),
-          'loss_config.clip',
-          `must be a number, got '${req.lossConfig.clip}'`,
-        );
+      v.check(req.data.length > 0, 'data', 'is empty');
+      req.data.forEach((d, i) => {
+        if (pairwise)
+          v.check(!!d.roundRecord, `data[${i}].round_record`, `is required by the pairwise loss ${req.loss}`);
+        else if (isTokenLoss(req.loss))
+          v.check(!d.roundRecord, `data[${i}].round_record`, `is for the pairwise losses, not ${req.loss}`);
+      });
+      if (pairwise) {
+        try {
+          recipeFor(req.loss, parseSets(Object.entries(req.lossConfig).map(([k, x]) => `${k}=${x}`)));
+        } catch (e) {
+          if (!(e instanceof DuelError)) throw e;
+          for (const x of e.violations) v.add(`loss_config.${x.field}`, x.description);
+        }
+      }
+      if (isTokenLoss(req.loss)) {
+        const unknown = Object.keys(req.lossConfig).filter((k) => k !== 'clip');
+        v.check(unknown.length === 0, 'loss_config', `unknown key(s) ${unknown.join(', ')} (clip)`);
+        if (req.lossConfig.clip !== undefined)
+          v.check(
+            Number.isFinite(Number(req.lossConfig.clip)),
+            'loss_config.clip',
+            `must be a number, got '${req.lossConfig.clip}'`,
+          );
+      }
       v.throwIfAny();
       const answer = await sessions.mutate(
         req.sessionId,

@@ -7,7 +7,7 @@
 import type { Graph, Tensor, TypedArray, WireTensor } from '../engine/index.js';
 import { T } from '../engine/index.js';
 import { DuelError } from '../errors.js';
-import type { CompletionBatch } from '../models/batch.js';
+import { type CompletionBatch, completionBatch } from '../models/batch.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import type { CompletionLogprobs } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
@@ -15,7 +15,7 @@ import { type HostTensor, llamaParams } from '../models/llama/weights.js';
 import { type Adapter, loraParams } from '../models/lora/adapter.js';
 import { loraScale } from '../models/lora/config.js';
 import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';
-import type { ConfiguredRecipe, Row, SlotLogps } from './recipes/index.js';
+import type { ConfiguredRecipe, RoundRecord, Row, SlotLogps } from './recipes/index.js';
 import { FROZEN, type Frozen } from './recipes/recipe.js';
 
 /** The model a frozen input is computed from. */
@@ -34,6 +34,77 @@ export interface SlotBatch {
   scored: Partial<Record<FrozenModel, CompletionLogprobs[]>>;
 }
 export type StepBatch = Record<string, SlotBatch>;
+
+/** The models whose log-probs a recipe's frozen inputs read. */
+export const frozenModels = (recipe: ConfiguredRecipe): FrozenModel[] => [
+  ...new Set(recipe.recipe.frozen.map((z) => FROZEN[z].model)),
+];
+
+/** Log-probs of rows under a frozen model. */
+export type ScoreRows = (model: FrozenModel, rows: readonly Row[]) => Promise<CompletionLogprobs[]>;
+
+/** A slot's rows of every record (the same count per record) with their frozen log-probs. */
+export async function scoreSlot(
+  rows: Row[][],
+  needed: readonly FrozenModel[],
+  score: ScoreRows,
+): Promise<SlotData> {
+  const m = rows[0]!.length;
+  const scored: SlotData['scored'] = {};
+  for (const model of needed) {
+    const all = await score(model, rows.flat());
+    scored[model] = rows.map((_, i) => all.slice(i * m, (i + 1) * m));
+  }
+  return { rows, scored };
+}
+
+/** The records as the recipe's slots, scored; every record must give each slot the same rows. */
+export async function roundData(
+  recipe: ConfiguredRecipe,
+  records: readonly RoundRecord[],
+  draw: () => number,
+  score: ScoreRows,
+): Promise<Record<string, SlotData>> {
+  const needed = frozenModels(recipe);
+  const perRecord = records.map((r) => recipe.rows(r, draw));
+  const data: Record<string, SlotData> = {};
+  for (const slot of Object.keys(perRecord[0]!)) {
+    const rows = perRecord.map((rec) => rec[slot] ?? []);
+    if (new Set(rows.map((r) => r.length)).size !== 1)
+      throw DuelError.invalidArgument([
+        {
+          field: 'data',
+          description: `${recipe.recipe.name}: every record must give the same number of rows (mixed K?)`,
+        },
+      ]);
+    data[slot] = await scoreSlot(rows, needed, score);
+  }
+  return data;
+}
+
+/** One step's batch: records `batch`'s rows of every slot, padded, with their frozen log-probs. */
+export function stepBatch(
+  data: Record<string, SlotData>,
+  batch: readonly number[],
+  cfg: LlamaConfig,
+): { step: StepBatch; tokens: number } {
+  const step: StepBatch = {};
+  let tokens = 0;
+  for (const [slot, d] of Object.entries(data)) {
+    const rows = batch.flatMap((i) => d.rows[i]!);
+    const scored: SlotBatch['scored'] = {};
+    for (const model of Object.keys(d.scored) as FrozenModel[])
+      scored[model] = batch.flatMap((i) => d.scored[model]![i]!);
+    const padded = completionBatch(rows, cfg.padTokenId ?? 0, cfg.vocabSize);
+    step[slot] = { rows, padded, scored };
+    tokens += rows.reduce((s, r) => s + r.promptIds.length + r.completionIds.length, 0);
+  }
+  return { step, tokens };
+}
+
+/** One row of each slot: what a RoundProgram needs to know of the slots' features. */
+export const slotExamples = (data: Record<string, SlotData>): Record<string, Row> =>
+  Object.fromEntries(Object.entries(data).map(([slot, d]) => [slot, d.rows[0]![0]!]));
 
 /** The TrainProgram of a round: built once by TrainingState, then asked for each step's feeds. */
 export class RoundProgram {

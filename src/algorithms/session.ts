@@ -23,10 +23,17 @@ import type {
 import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { type CompletionBatch, completionBatch } from '../models/batch.js';
+import { rng } from '../models/common/rng.js';
 import type { LlamaConfig } from '../models/llama/config.js';
+import { type CompletionLogprobs, LogprobRunner } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
 import { BatchInputs, parameterLookup } from './batch-inputs.js';
+import { type RoundRecord, recipeFor } from './recipes/index.js';
+import { RoundProgram, roundData, slotExamples, stepBatch } from './round-program.js';
+import { checkRecords } from './train-round.js';
+
+type Accumulate = (batch: Record<string, WireTensor>) => Promise<number>;
 
 export const TOKEN_LOSSES = ['cross_entropy', 'importance_sampling', 'ppo'] as const;
 export type TokenLoss = (typeof TOKEN_LOSSES)[number];
@@ -147,7 +154,13 @@ export class TrainingSession {
     private readonly inputs: BatchInputs<Batch>,
     private readonly padId: number,
     private readonly runtime: Runtime,
+    private readonly initial: Record<string, HostTensor>,
   ) {}
+
+  /** π_ref for the pairwise losses: the session's starting weights, scored on first use. */
+  private reference?: Promise<LogprobRunner>;
+  /** Each pairwise loss's graph over the state, by recipe, hyper-parameters and slot shapes. */
+  private readonly rounds = new Map<string, Promise<{ program: RoundProgram; run: Accumulate }>>();
 
   /** ComputeLogprobs' graph, over the state's parameters in place; compiled on first use. */
   private logprobs?: Promise<{ reader: StateReader; inputs: BatchInputs<Padded> }>;
@@ -214,7 +227,7 @@ export class TrainingSession {
       o.weights,
       { accumulate: true },
     );
-    return new TrainingSession(cfg, state, inputs!, cfg.padTokenId ?? 0, runtime);
+    return new TrainingSession(cfg, state, inputs!, cfg.padTokenId ?? 0, runtime, o.weights);
   }
 
   /** Adds the gradient of `loss` on `data` to the accumulators; returns the loss. */
@@ -246,6 +259,71 @@ export class TrainingSession {
       number
     >;
     return this.state.forwardBackward(this.inputs.feeds({ padded, weights, sampling, pick, clip }));
+  }
+
+  /**
+   * Adds the gradient of recipe `algo`'s loss on round records, as `duel train round` computes it
+   * for one batch of them: π_t's log-probs are the session's current weights' (the weights the
+   * round starts from, when the client steps once per round), π_ref's the session's starting
+   * weights', and `seed` draws whatever rows the recipe samples.
+   */
+  async forwardBackwardRecords(
+    algo: string,
+    hparams: Record<string, unknown>,
+    records: RoundRecord[],
+    seed: number,
+  ): Promise<number> {
+    const recipe = recipeFor(algo, hparams);
+    if (recipe.selfSamples)
+      throw DuelError.invalidArgument([
+        {
+          field: 'loss',
+          description: `${algo} samples from θ in the middle of a round; in a session the client samples (Sample) and trains on what it drew`,
+        },
+      ]);
+    checkRecords(records, this.config.vocabSize, recipe.recipe.needsPrefs);
+    const data = await roundData(recipe, records, rng(seed), async (model, rows) =>
+      model === 'policy' ? this.scoreCurrent(rows) : (await this.referenceScorer()).logprobs([...rows]),
+    );
+    const examples = slotExamples(data);
+    const key = JSON.stringify([
+      algo,
+      recipe.hp,
+      Object.entries(examples).map(([slot, row]) => [
+        slot,
+        Object.entries(row.features).map(([k, v]) => [k, typeof v === 'number' ? 0 : v.length]),
+      ]),
+    ]);
+    let loss = this.rounds.get(key);
+    if (!loss) {
+      const program = new RoundProgram(this.config, recipe, examples);
+      loss = this.state.addLoss(this.runtime, program).then((run) => ({ program, run }));
+      this.rounds.set(key, loss);
+      loss.catch(() => this.rounds.delete(key));
+    }
+    const { program, run } = await loss;
+    return run(
+      program.feeds(
+        stepBatch(
+          data,
+          records.map((_, i) => i),
+          this.config,
+        ).step,
+      ),
+    );
+  }
+
+  private referenceScorer(): Promise<LogprobRunner> {
+    this.reference ??= LogprobRunner.create(this.runtime, this.config, this.initial);
+    return this.reference;
+  }
+
+  /** Summed and per-token log-probs of rows under the current weights. */
+  private async scoreCurrent(rows: readonly TrainingDatum[]): Promise<CompletionLogprobs[]> {
+    return (await this.computeLogprobs([...rows])).map((perToken) => ({
+      perToken,
+      summed: perToken.reduce((a, b) => a + b, 0),
+    }));
   }
 
   /** Applies the accumulated gradient (the session's learning rate unless `lr` is given). */
@@ -292,6 +370,7 @@ export class TrainingSession {
 
   async close(): Promise<void> {
     if (this.logprobs) await (await this.logprobs).reader.release();
+    if (this.reference) await (await this.reference).release();
     await this.state.dispose();
   }
 }

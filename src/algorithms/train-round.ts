@@ -12,7 +12,7 @@
  */
 import { type Runtime, TrainingState } from '../engine/index.js';
 import { DuelError } from '../errors.js';
-import { type CompletionRecord, completionBatch } from '../models/batch.js';
+import type { CompletionRecord } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import { generate } from '../models/generate.js';
 import type { LlamaConfig } from '../models/llama/config.js';
@@ -22,14 +22,16 @@ import type { HostTensor } from '../models/llama/weights.js';
 import { type Adapter, initAdapter } from '../models/lora/adapter.js';
 import type { LoraConfig } from '../models/lora/config.js';
 import { klOnSamples, winnerLoser, winRates } from './estimators.js';
-import { type RoundRecord, type Row, recipeFor } from './recipes/index.js';
-import { FROZEN } from './recipes/recipe.js';
+import { type RoundRecord, recipeFor } from './recipes/index.js';
 import {
   type FrozenModel,
+  frozenModels,
   RoundProgram,
-  type SlotBatch,
-  type SlotData,
-  type StepBatch,
+  roundData,
+  type ScoreRows,
+  scoreSlot,
+  slotExamples,
+  stepBatch,
 } from './round-program.js';
 import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
@@ -175,37 +177,14 @@ async function trainRoundWith(
     policy: start,
     reference: reference ? { weights: reference } : undefined,
   };
-  const needed = [...new Set(recipe.recipe.frozen.map((z) => FROZEN[z].model))];
-  /** The slot's rows of every record with their frozen log-probs. */
-  const score = async (rows: Row[][]): Promise<SlotData> => {
-    const m = rows[0]!.length;
-    const flat = rows.flat();
-    const scored: SlotData['scored'] = {};
-    for (const model of needed) {
-      const all = await frozen.logprobs(models[model]!, flat);
-      scored[model] = rows.map((_, i) => all.slice(i * m, (i + 1) * m));
-    }
-    return { rows, scored };
-  };
-
+  const needed = frozenModels(recipe);
+  const score: ScoreRows = (model, rows) => frozen.logprobs(models[model]!, rows);
   const draw = rng(o.seed);
-  const perRecord = o.records.map((r) => recipe.rows(r, draw));
-  const data: Record<string, SlotData> = {};
-  for (const slot of Object.keys(perRecord[0]!)) {
-    const rows = perRecord.map((rec) => rec[slot] ?? []);
-    if (new Set(rows.map((r) => r.length)).size !== 1)
-      throw DuelError.invalidArgument([
-        {
-          field: 'data',
-          description: `${o.algo}: every record must give the same number of rows (mixed K?)`,
-        },
-      ]);
-    data[slot] = await score(rows);
-  }
+  const data = await roundData(recipe, o.records, draw, score);
   const program = new RoundProgram(
     o.config,
     recipe,
-    Object.fromEntries(Object.entries(data).map(([slot, d]) => [slot, d.rows[0]![0]!])),
+    slotExamples(data),
     o.adapter ? { base: o.weights, adapter: o.adapter.config } : undefined,
   );
   const state = await TrainingState.create(
@@ -239,10 +218,12 @@ async function trainRoundWith(
               if (step === 0 || step % self.every !== 0) return;
               const params = (await state.parameters()) as Record<string, HostTensor>;
               const gens = await sampleOnce(runtime, o, current(params), self.maxNewTokens, o.seed + step);
-              data[self.slot] = await score(
+              data[self.slot] = await scoreSlot(
                 gens.map((g) => [
                   { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, features: {} },
                 ]),
+                needed,
+                score,
               );
               resamples++;
             },
@@ -250,16 +231,7 @@ async function trainRoundWith(
         : {}),
       ...(o.onStep ? { onStep: o.onStep } : {}),
       feeds(batch) {
-        const step: StepBatch = {};
-        let tokens = 0;
-        for (const [slot, d] of Object.entries(data)) {
-          const rows = batch.flatMap((i) => d.rows[i]!);
-          const scored: SlotBatch['scored'] = {};
-          for (const model of needed) scored[model] = batch.flatMap((i) => d.scored[model]![i]!);
-          const padded = completionBatch(rows, o.config.padTokenId ?? 0, o.config.vocabSize);
-          step[slot] = { rows, padded, scored };
-          tokens += rows.reduce((s, r) => s + r.promptIds.length + r.completionIds.length, 0);
-        }
+        const { step, tokens } = stepBatch(data, batch, o.config);
         return { feeds: program.feeds(step), tokens };
       },
     });

@@ -6,7 +6,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { DuelError } from '../errors.js';
-import type { ArtifactRef, Metrics, ModelRef } from '../gen/duel/v1/common.js';
+import type { ArtifactRef, Metrics, ModelRef, RoundRecord } from '../gen/duel/v1/common.js';
 import { OptimizerConfig } from '../gen/duel/v1/common.js';
 import { TrainingServiceClient, type TrainingSessionInfo } from '../gen/duel/v1/training.js';
 import { callUnary, isTransient } from '../platform/grpc/client.js';
@@ -71,11 +71,14 @@ export class TrainingClient {
     base: ModelRef;
     optimizer?: Partial<OptimizerConfig>;
     clientToken?: string;
+    /** What the pairwise losses draw from (default 0). */
+    seed?: number;
   }): Promise<TrainingSessionHandle> {
     const { sessionId } = await this.call<object, { sessionId: string }>('createSession', {
       base: o.base,
       optimizer: OptimizerConfig.fromPartial(o.optimizer ?? {}),
       clientToken: o.clientToken ?? '',
+      seed: o.seed,
     });
     return this.attach(sessionId);
   }
@@ -129,6 +132,29 @@ export class TrainingSessionHandle {
     lossConfig: Record<string, string> = {},
   ): Promise<{ loss: number; metrics?: Metrics }> {
     return this.next('forwardBackward', { loss, lossConfig, data: toWire(data) });
+  }
+
+  /**
+   * Adds the gradient of a pairwise loss — a round recipe by its algorithm name (`sppo`, `inpo`,
+   * `online_dpo`, …) with its hyper-parameters — on round records (K completions and their K×K
+   * preferences each).
+   */
+  forwardBackwardRecords(
+    algorithm: string,
+    records: RoundRecord[],
+    hyperparameters: Record<string, string | number> = {},
+  ): Promise<{ loss: number; metrics?: Metrics }> {
+    return this.next('forwardBackward', {
+      loss: algorithm,
+      lossConfig: Object.fromEntries(Object.entries(hyperparameters).map(([k, v]) => [k, String(v)])),
+      data: records.map((roundRecord) => ({
+        promptIds: [],
+        completionIds: [],
+        weights: [],
+        samplingLogprobs: [],
+        roundRecord,
+      })),
+    });
   }
 
   optimStep(learningRate?: number): Promise<{ step: number; metrics?: Metrics }> {

@@ -100,6 +100,8 @@ export interface BuildTimings {
 
 export class TrainingState {
   private stepCount = 0;
+  /** Sessions of the losses `addLoss` compiled over this state. */
+  private readonly addedLosses: Session[] = [];
 
   private constructor(
     private readonly session: Session,
@@ -260,17 +262,68 @@ export class TrainingState {
   }
 
   /** Adds the batch's gradient to the accumulators (an `accumulate` state); returns its loss. */
-  async forwardBackward(batch: Record<string, WireTensor>): Promise<number> {
+  forwardBackward(batch: Record<string, WireTensor>): Promise<number> {
     if (!this.applySession) throw new Error('training state: forwardBackward needs { accumulate: true }');
-    const accs = this.paramNames.map(gradAccName);
-    const out = await this.session.run(batch, ['loss'], {
+    return this.accumulate(this.session, this.paramNames, this.frozenNames, batch);
+  }
+
+  private async accumulate(
+    session: Session,
+    params: readonly string[],
+    frozen: readonly string[],
+    batch: Record<string, WireTensor>,
+  ): Promise<number> {
+    const accs = params.map(gradAccName);
+    const out = await session.run(batch, ['loss'], {
       state: this.stateId,
-      reads: Object.fromEntries([...this.paramNames, ...this.frozenNames, ...accs].map((k) => [k, k])),
+      reads: Object.fromEntries([...params, ...frozen, ...accs].map((k) => [k, k])),
       writes: Object.fromEntries(accs.map((k) => [updatedName(k), k])),
     });
     const loss = Number(out.loss!.data[0]);
     this.pendingLoss += loss;
     return loss;
+  }
+
+  /**
+   * Another loss over this accumulating state, compiled into the state's worker: its gradient
+   * goes into the same accumulators, so one optimStep applies the sum of every loss's calls. The
+   * program declares the parameters (and frozen tensors) it reads, by the state's names.
+   */
+  async addLoss(
+    runtime: Runtime,
+    program: TrainProgram,
+  ): Promise<(batch: Record<string, WireTensor>) => Promise<number>> {
+    if (!this.applySession) throw new Error('training state: addLoss needs { accumulate: true }');
+    const graph = new Graph();
+    const params = new Map<string, Tensor>();
+    const frozen: string[] = [];
+    const declare = (known: readonly string[], kind: string) => (name: string, shape: number[]) => {
+      if (!known.includes(name)) throw new Error(`training state: no ${kind} '${name}'`);
+      return graph.input(name, program.dtype, shape);
+    };
+    const loss = program.build(
+      graph,
+      (name, shape) => {
+        const p = declare(this.paramNames, 'parameter')(name, shape);
+        params.set(name, p);
+        return p;
+      },
+      (name, shape) => {
+        frozen.push(name);
+        return declare(this.frozenNames, 'frozen tensor')(name, shape);
+      },
+    );
+    const { outputs } = buildGradAccumulation(graph, loss, params);
+    const session = await runtime.load(
+      compile(graph, outputs, 'forward_backward', { provider: runtime.provider }),
+      {
+        outputsOnDevice: true,
+        near: this.session,
+      },
+    );
+    this.addedLosses.push(session);
+    const names = [...params.keys()];
+    return (batch) => this.accumulate(session, names, frozen, batch);
   }
 
   /**
@@ -437,5 +490,6 @@ export class TrainingState {
     await this.session.dropState(this.stateId);
     await this.session.release();
     await this.applySession?.release();
+    for (const s of this.addedLosses) await s.release();
   }
 }

@@ -10,8 +10,8 @@ import { Runtime } from '../../src/engine/index.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import { weights } from '../helpers/model-fixtures.js';
-import { refusal } from '../helpers/refusal.js';
-import { ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+import { refusal, refused } from '../helpers/refusal.js';
+import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
 
 const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
 afterAll(() => runtime.close());
@@ -100,5 +100,48 @@ describe('TrainingSession', () => {
     ).toEqual(['loss_config.clip']);
     expect(s.steps).toBe(0);
     await s.close();
+  });
+
+  it.each(Object.keys(HPARAMS).filter((c) => c !== 'spo'))(
+    'a %s forwardBackward on round records + optimStep gives duel train round’s one-step update',
+    async (name) => {
+      const algo = ALGO_OF[name] ?? name;
+      const round = await trainRound(runtime, {
+        algo,
+        hparams: HPARAMS[name]!,
+        config: cfg,
+        weights: w0,
+        reference: w0,
+        records: ROUND_RECORDS,
+        ...ADAMW,
+        steps: 1,
+        batchSize: ROUND_RECORDS.length,
+        seed: 3,
+      });
+      const session = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW });
+      const loss = await session.forwardBackwardRecords(algo, HPARAMS[name]!, ROUND_RECORDS, 3);
+      expect(loss).toBeCloseTo(round.metrics.loss_first as number, 5);
+      expect(await session.optimStep()).toMatchObject({ applied: true, step: 1 });
+      expect(maxRelative(await session.weights(), round.weights)).toBeLessThan(1e-5);
+      await session.close();
+    },
+  );
+
+  it('sums a pairwise loss and a token loss into one step, and refuses SPO’s mid-round sampling', async () => {
+    const session = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW });
+    const a = await session.forwardBackwardRecords('sppo', HPARAMS.sppo!, ROUND_RECORDS, 0);
+    const b = await session.forwardBackward('cross_entropy', DATA);
+    expect((await session.optimStep()).loss).toBeCloseTo(a + b, 6);
+    expect(
+      (await refused(session.forwardBackwardRecords('spo', HPARAMS.spo!, ROUND_RECORDS, 0))).violations.map(
+        (v) => v.field,
+      ),
+    ).toEqual(['loss']);
+    expect(
+      (await refused(session.forwardBackwardRecords('sppo', { eta: -1 }, ROUND_RECORDS, 0))).violations.map(
+        (v) => v.field,
+      ),
+    ).toEqual(['eta']);
+    await session.close();
   });
 });

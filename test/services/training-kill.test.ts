@@ -88,9 +88,9 @@ describe('a training session through a SIGKILLed trainer', () => {
       for (let i = 0; i < PLAN; i++) await planStep(fresh, i);
       const uninterrupted = await fresh.saveWeights('uninterrupted');
 
-      const [a, b] = [resumed, uninterrupted].map(async (m) => loadModelDir(store.get(m.artifact!)).weights);
-      const [wa, wb] = [await a, await b];
-      for (const k of Object.keys(wb)) expect(Array.from(wa![k]!.data), k).toEqual(Array.from(wb![k]!.data));
+      const wa = loadModelDir(store.get(resumed.artifact!)).weights;
+      const wb = loadModelDir(store.get(uninterrupted.artifact!)).weights;
+      for (const k of Object.keys(wb)) expect(Array.from(wa[k]!.data), k).toEqual(Array.from(wb![k]!.data));
       expect((await client.listSessions()).map((x) => x.sessionId).sort()).toEqual([s.id, fresh.id].sort());
     } finally {
       client.close();

@@ -10,8 +10,9 @@ import { TrainerCore } from '../../services/trainer/service.js';
 import { TrainingSessions } from '../../services/trainer/sessions.js';
 import { trainingService } from '../../services/trainer/training-service.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
+import { TrainingClient } from '../../src/client/training.js';
 import { Runtime } from '../../src/engine/index.js';
-import { type ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
+import { Completion, type ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
 import { type TrainingDatum, TrainingServiceClient } from '../../src/gen/duel/v1/training.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
@@ -28,6 +29,7 @@ const store = new FileArtifactStore(join(root, 'store'));
 const sessions = new TrainingSessions(new TrainerCore(runtime, store));
 let server: GrpcServer;
 let client: TrainingServiceClient;
+let address: string;
 let base: ModelRef;
 
 const w0 = Object.fromEntries(
@@ -42,6 +44,7 @@ const DATA: TrainingDatum[] = ROUND_RECORDS.flatMap((r) =>
     completionIds: c,
     weights: [],
     samplingLogprobs: [],
+    roundRecord: undefined,
   })),
 );
 const OPTIMIZER = OptimizerConfig.fromPartial({
@@ -54,7 +57,6 @@ const OPTIMIZER = OptimizerConfig.fromPartial({
 beforeAll(async () => {
   saveModelDir(join(root, 'base'), ROUND_CONFIG, w0);
   base = { artifact: store.put(join(root, 'base'), 'base'), adapter: undefined, name: 'base' };
-  let address: string;
   ({ server, address } = await startService([trainingService(sessions)]));
   client = new TrainingServiceClient(address, grpc.credentials.createInsecure());
 });
@@ -154,10 +156,25 @@ describe('TrainingService', () => {
       clientToken: '',
     });
     const e = await fail(
-      call('forwardBackward', { sessionId, seq: 0, loss: 'dpo', lossConfig: { eps: '1' }, data: DATA }),
+      call('forwardBackward', {
+        sessionId,
+        seq: 0,
+        loss: 'cross_entropy',
+        lossConfig: { eps: '1' },
+        data: DATA,
+      }),
     );
     expect(e?.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(violationsOf(e!).map((v) => v.field)).toEqual(['seq', 'loss', 'loss_config']);
+    expect(violationsOf(e!).map((v) => v.field)).toEqual(['seq', 'loss_config']);
+    const unknown = await fail(
+      call('forwardBackward', { sessionId, seq: 1, loss: 'grpo', lossConfig: {}, data: DATA }),
+    );
+    expect(violationsOf(unknown!)).toEqual([
+      {
+        field: 'loss',
+        description: expect.stringMatching(/^must be one of cross_entropy, .*sppo.*, got 'grpo'$/),
+      },
+    ]);
     const bad = await fail(
       call('forwardBackward', {
         sessionId,
@@ -173,5 +190,64 @@ describe('TrainingService', () => {
       session: { seq: 0 },
     });
     await call('closeSession', { sessionId });
+  });
+
+  it('trains a pairwise loss by its algorithm name on round records: duel train round’s update', async () => {
+    const hparams = { eta: 2, tau: 0.2, inpo_labels: 'sampled' };
+    const training = new TrainingClient(address);
+    const s = await training.createSession({ base, optimizer: OPTIMIZER, seed: 41 });
+    const wire = ROUND_RECORDS.map((r) => ({
+      promptIds: r.prompt_ids,
+      prompt: '',
+      completions: r.completion_ids.map((c) => Completion.fromPartial({ tokenIds: c })),
+      prefs: { rows: 3, cols: 3, values: r.prefs.flat() },
+    }));
+    const { loss } = await s.forwardBackwardRecords('inpo', wire, hparams);
+    await s.optimStep();
+    const got = loadModelDir(await store.get((await s.saveWeights('sessions/inpo')).artifact!)).weights;
+    // The session's call 1 draws INPO's sampled labels from seed 41 + 1.
+    const round = await trainRound(runtime, {
+      algo: 'inpo',
+      hparams,
+      config: ROUND_CONFIG,
+      weights: w0,
+      reference: w0,
+      records: ROUND_RECORDS,
+      optimizer: { kind: 'adamw', weightDecay: 0.01 },
+      lr: 1e-2,
+      gradClip: 1,
+      steps: 1,
+      batchSize: ROUND_RECORDS.length,
+      seed: 42,
+    });
+    expect(loss).toBeCloseTo(round.metrics.loss_first, 5);
+    let worst = 0;
+    for (const [k, t] of Object.entries(round.weights))
+      t.data.forEach((v, i) => {
+        worst = Math.max(worst, Math.abs(v - got[k]!.data[i]!));
+      });
+    expect(worst).toBeLessThan(1e-6);
+
+    // A pairwise loss needs records, and names a bad hyper-parameter under loss_config.
+    const e = await fail(
+      call('forwardBackward', {
+        sessionId: s.id,
+        seq: s.seq + 1,
+        loss: 'inpo',
+        lossConfig: { tau: '-1' },
+        data: DATA,
+      }),
+    );
+    expect(violationsOf(e!).map((v) => v.field)).toEqual([
+      'data[0].round_record',
+      'data[1].round_record',
+      'data[2].round_record',
+      'data[3].round_record',
+      'data[4].round_record',
+      'data[5].round_record',
+      'loss_config.tau',
+    ]);
+    await s.close();
+    training.close();
   });
 });

@@ -18,7 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { ArtifactRef, Metrics, ModelRef, OptimizerConfig } from "./common.js";
+import { ArtifactRef, Metrics, ModelRef, OptimizerConfig, RoundRecord } from "./common.js";
 
 export const protobufPackage = "duel.v1";
 
@@ -35,6 +35,8 @@ export interface CreateSessionRequest {
     | undefined;
   /** The same non-empty token returns the same session (a retried CreateSession makes no second one). */
   clientToken: string;
+  /** Draws what the pairwise losses sample (e.g. SLiC's pairs): call seq n draws from seed + n. */
+  seed?: number | undefined;
 }
 
 export interface CreateSessionResponse {
@@ -43,7 +45,7 @@ export interface CreateSessionResponse {
 
 /**
  * One sequence: a prompt and a completion in the model's vocabulary, with per-completion-token
- * values where the loss needs them.
+ * values where the loss needs them; or, for the pairwise losses, one round record.
  */
 export interface TrainingDatum {
   promptIds: number[];
@@ -52,14 +54,20 @@ export interface TrainingDatum {
   weights: number[];
   /** The sampler's log-probs of the completion tokens (importance_sampling, ppo). */
   samplingLogprobs: number[];
+  /** A prompt's K completions and their K×K preferences, for a pairwise loss (then the fields above are empty). */
+  roundRecord: RoundRecord | undefined;
 }
 
 export interface ForwardBackwardRequest {
   sessionId: string;
   seq: number;
-  /** "cross_entropy", "importance_sampling" or "ppo" (docs/algorithms.md, "Training sessions"). */
+  /**
+   * "cross_entropy", "importance_sampling" or "ppo" on sequences, or a round recipe by its
+   * algorithm name ("sppo", "inpo", "online_dpo", "online_ipo", "ipo_md", "nash_md", "slic",
+   * "discopop", "dpo", "ipo", "sft") on round records (docs/algorithms.md, "Training sessions").
+   */
   loss: string;
-  /** ppo's "clip" (ε, default 0.2). */
+  /** ppo's "clip" (ε, default 0.2); a recipe's hyper-parameters (as `duel train round --set`). */
   lossConfig: { [key: string]: string };
   data: TrainingDatum[];
 }
@@ -183,6 +191,7 @@ export interface TrainingSessionRecord {
   step: number;
   /** The SaveState artifact a LoadState session started from. */
   loadedFrom: ArtifactRef | undefined;
+  seed: number;
 }
 
 /**
@@ -206,7 +215,7 @@ export interface SessionCall {
 }
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { base: undefined, optimizer: undefined, clientToken: "" };
+  return { base: undefined, optimizer: undefined, clientToken: "", seed: undefined };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -219,6 +228,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.clientToken !== "") {
       writer.uint32(26).string(message.clientToken);
+    }
+    if (message.seed !== undefined) {
+      writer.uint32(32).uint64(message.seed);
     }
     return writer;
   },
@@ -260,6 +272,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.clientToken = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.seed = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -281,6 +301,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : isSet(object.client_token)
         ? globalThis.String(object.client_token)
         : "",
+      seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
     };
   },
 
@@ -295,6 +316,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.clientToken !== "") {
       obj.clientToken = message.clientToken;
     }
+    if (message.seed !== undefined) {
+      obj.seed = Math.round(message.seed);
+    }
     return obj;
   },
 
@@ -308,6 +332,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
       ? OptimizerConfig.fromPartial(object.optimizer)
       : undefined;
     message.clientToken = object.clientToken ?? "";
+    message.seed = object.seed ?? undefined;
     return message;
   },
 };
@@ -386,7 +411,7 @@ export const CreateSessionResponse: MessageFns<CreateSessionResponse> = {
 };
 
 function createBaseTrainingDatum(): TrainingDatum {
-  return { promptIds: [], completionIds: [], weights: [], samplingLogprobs: [] };
+  return { promptIds: [], completionIds: [], weights: [], samplingLogprobs: [], roundRecord: undefined };
 }
 
 export const TrainingDatum: MessageFns<TrainingDatum> = {
@@ -418,6 +443,9 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
         writer.double(v);
       }
       writer.join();
+    }
+    if (message.roundRecord !== undefined) {
+      RoundRecord.encode(message.roundRecord, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -507,6 +535,14 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
 
             break;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.roundRecord = RoundRecord.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -537,6 +573,11 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
         : globalThis.Array.isArray(object?.sampling_logprobs)
         ? object.sampling_logprobs.map((e: any) => globalThis.Number(e))
         : [],
+      roundRecord: isSet(object.roundRecord)
+        ? RoundRecord.fromJSON(object.roundRecord)
+        : isSet(object.round_record)
+        ? RoundRecord.fromJSON(object.round_record)
+        : undefined,
     };
   },
 
@@ -554,6 +595,9 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
     if (message.samplingLogprobs?.length) {
       obj.samplingLogprobs = message.samplingLogprobs.map((e) => floatToJson(e));
     }
+    if (message.roundRecord !== undefined) {
+      obj.roundRecord = RoundRecord.toJSON(message.roundRecord);
+    }
     return obj;
   },
 
@@ -566,6 +610,9 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
     message.completionIds = object.completionIds?.map((e) => e) || [];
     message.weights = object.weights?.map((e) => e) || [];
     message.samplingLogprobs = object.samplingLogprobs?.map((e) => e) || [];
+    message.roundRecord = (object.roundRecord !== undefined && object.roundRecord !== null)
+      ? RoundRecord.fromPartial(object.roundRecord)
+      : undefined;
     return message;
   },
 };
@@ -2396,6 +2443,7 @@ function createBaseTrainingSessionRecord(): TrainingSessionRecord {
     snapshotSeq: 0,
     step: 0,
     loadedFrom: undefined,
+    seed: 0,
   };
 }
 
@@ -2430,6 +2478,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     }
     if (message.loadedFrom !== undefined) {
       ArtifactRef.encode(message.loadedFrom, writer.uint32(82).fork()).join();
+    }
+    if (message.seed !== 0) {
+      writer.uint32(88).uint64(message.seed);
     }
     return writer;
   },
@@ -2527,6 +2578,14 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
             message.loadedFrom = ArtifactRef.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.seed = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2567,6 +2626,7 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
         : isSet(object.loaded_from)
         ? ArtifactRef.fromJSON(object.loaded_from)
         : undefined,
+      seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
     };
   },
 
@@ -2602,6 +2662,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     if (message.loadedFrom !== undefined) {
       obj.loadedFrom = ArtifactRef.toJSON(message.loadedFrom);
     }
+    if (message.seed !== 0) {
+      obj.seed = Math.round(message.seed);
+    }
     return obj;
   },
 
@@ -2628,6 +2691,7 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     message.loadedFrom = (object.loadedFrom !== undefined && object.loadedFrom !== null)
       ? ArtifactRef.fromPartial(object.loadedFrom)
       : undefined;
+    message.seed = object.seed ?? 0;
     return message;
   },
 };
