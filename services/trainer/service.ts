@@ -27,6 +27,7 @@ import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
 import {
   type CheckpointRef,
+  type LoraSpec,
   type ModelRef,
   RoundRecord as WireRecord,
 } from '../../src/gen/duel/v1/common.js';
@@ -70,6 +71,17 @@ export function recordOf(r: WireRecord, field: string): RoundRecord {
     prompt_ids: [...r.promptIds],
     completion_ids: r.completions.map((c) => [...c.tokenIds]),
     prefs: m ? Array.from({ length: k }, (_, a) => m.values.slice(a * k, (a + 1) * k)) : [],
+  };
+}
+
+/** The adapter shape a request asks for (checked by checkLora), as the models read it. */
+export function loraConfigOf(l: LoraSpec): LoraConfig {
+  return {
+    rank: l.rank,
+    alpha: l.alpha,
+    targets: LORA_TARGETS.filter((t) => l.targets.includes(t)),
+    rslora: l.rslora,
+    dropout: 0,
   };
 }
 
@@ -213,13 +225,7 @@ async function adapterToTrain(
   cfg: LlamaConfig,
 ): Promise<Adapter> {
   const l = config.lora!;
-  const wanted: LoraConfig = {
-    rank: l.rank,
-    alpha: l.alpha,
-    targets: LORA_TARGETS.filter((t) => l.targets.includes(t)),
-    rslora: l.rslora,
-    dropout: 0,
-  };
+  const wanted = loraConfigOf(l);
   if (!config.policy!.adapter) return initAdapter(cfg, wanted, Number(config.seed ?? 0));
   const adapter = readAdapterDir(await core.resolve(config.policy!.adapter), cfg);
   const { rank, alpha, targets, rslora } = adapter.config;

@@ -13,7 +13,7 @@ import {
   writeSafetensors,
 } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
-import { ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
+import { LoraSpec, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
 
 export const SESSION_STATE_FORMAT = 'duel.training-session-state/1';
 const META = 'session.json';
@@ -24,6 +24,8 @@ export interface SessionState {
   optimizer: OptimizerConfig;
   /** The session's seed (what its pairwise losses draw from). */
   seed: number;
+  /** A LoRA session's adapter shape (then the state's parameters are the adapter's). */
+  lora: LoraSpec | undefined;
   snapshot: TrainingSnapshot;
 }
 
@@ -46,6 +48,7 @@ export function writeSessionState(dir: string, s: SessionState): void {
         base: ModelRef.toJSON(s.base),
         optimizer: OptimizerConfig.toJSON(s.optimizer),
         seed: s.seed,
+        ...(s.lora ? { lora: LoraSpec.toJSON(s.lora) } : {}),
         steps: s.snapshot.steps,
         pending_loss: s.snapshot.pendingLoss,
       },
@@ -83,6 +86,7 @@ export function readSessionState(dir: string, field = 'state'): SessionState {
     base,
     optimizer: OptimizerConfig.fromJSON(meta.optimizer),
     seed: seed as number,
+    lora: meta.lora === undefined ? undefined : LoraSpec.fromJSON(meta.lora),
     snapshot: { tensors, steps: steps as number, pendingLoss },
   };
 }

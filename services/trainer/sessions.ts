@@ -24,8 +24,9 @@ import {
   parseTrainingSettings,
   settingsFromWire,
 } from '../../src/algorithms/training-settings.js';
+import { SharedTensors } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
-import type { ArtifactRef, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
+import type { ArtifactRef, LoraSpec, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
 import {
   type ForwardBackwardRequest,
   type ForwardBackwardResponse,
@@ -36,10 +37,11 @@ import {
   type TrainingSessionInfo,
   TrainingSessionRecord,
 } from '../../src/gen/duel/v1/training.js';
-import type { LoadedModel } from '../../src/models/model-dir.js';
+import type { LlamaConfig } from '../../src/models/llama/config.js';
+import { initAdapter, writeAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import type { Logger } from '../../src/platform/logger.js';
-import { recordOf, type TrainerCore } from './service.js';
+import { loraConfigOf, recordOf, type TrainerCore } from './service.js';
 import { callKey, memoryJournal, type SessionJournal } from './session-journal.js';
 import { readSessionState, writeSessionState } from './session-state.js';
 
@@ -49,11 +51,23 @@ export type CallKind = Request['$case'];
 /** The answer each kind of call gets. */
 type AnswerOf<K extends CallKind> = Extract<Answer, { $case: `${K}Answer` }>;
 
+/** A base model that LoRA sessions share: its weights held once, in one worker. */
+interface SharedBase {
+  key: string;
+  config: LlamaConfig;
+  dir: string;
+  tensors: SharedTensors;
+  users: number;
+}
+
 interface Live {
   /** As last committed. */
   record: TrainingSessionRecord;
-  model: LoadedModel;
+  /** The base model's config and directory (its tokenizer goes with saved weights). */
+  model: { config: LlamaConfig; dir: string };
   session: TrainingSession;
+  /** A LoRA session's shared base. */
+  base?: SharedBase;
   /** The optimizer step the last snapshot (or the start) holds. */
   snapshotStep: number;
   /** One call at a time per session, in seq order. */
@@ -122,6 +136,7 @@ function lastOf(call: SessionCall): SessionCall {
 export class TrainingSessions {
   private readonly live = new Map<string, Promise<Live>>();
   private readonly tokens = new Map<string, Promise<string>>();
+  private readonly bases = new Map<string, Promise<SharedBase>>();
   private opened?: Promise<SessionJournal>;
   readonly snapshotEvery: number;
 
@@ -130,6 +145,11 @@ export class TrainingSessions {
     private readonly options: SessionsOptions = {},
   ) {
     this.snapshotEvery = options.snapshotEvery ?? 10;
+  }
+
+  /** What this trainer holds in memory: live sessions, and base models shared by LoRA sessions. */
+  get loaded(): { sessions: number; sharedBases: number } {
+    return { sessions: this.live.size, sharedBases: this.bases.size };
   }
 
   /** The journal, opened once; its client tokens indexed. */
@@ -156,7 +176,9 @@ export class TrainingSessions {
    * token returns the session it made before, even across trainer restarts.
    */
   async create(
-    from: { base: ModelRef; optimizer: OptimizerConfig | undefined; seed: number } | { state: ArtifactRef },
+    from:
+      | { base: ModelRef; optimizer: OptimizerConfig | undefined; seed: number; lora: LoraSpec | undefined }
+      | { state: ArtifactRef },
     clientToken: string,
   ): Promise<string> {
     await this.journal();
@@ -166,7 +188,7 @@ export class TrainingSessions {
       const start =
         'state' in from
           ? { ...readSessionState(await this.core.resolve(from.state)), loadedFrom: from.state }
-          : { base: from.base, optimizer: from.optimizer, seed: from.seed, loadedFrom: undefined };
+          : { ...from, loadedFrom: undefined };
       const id = randomUUID();
       const record = TrainingSessionRecord.fromPartial({
         sessionId: id,
@@ -174,6 +196,7 @@ export class TrainingSessions {
         optimizer: start.optimizer,
         clientToken,
         seed: start.seed,
+        lora: start.lora,
         loadedFrom: start.loadedFrom,
       });
       const live = this.open(record);
@@ -184,7 +207,7 @@ export class TrainingSessions {
         await (await this.journal()).records.create(id, record);
       } catch (e) {
         this.live.delete(id);
-        await live.then((l) => l.session.close()).catch(() => {});
+        await live.then((l) => this.closeLive(l)).catch(() => {});
         throw e;
       }
       return id;
@@ -199,23 +222,72 @@ export class TrainingSessions {
   /** Loads the session's start or last snapshot (the calls after it are the caller's to replay). */
   private async open(r: TrainingSessionRecord): Promise<Live> {
     const settings = parseTrainingSettings(settingsFromWire(r.optimizer), (key) => `optimizer.${key}`);
-    const loop = loopSettings(settings, 0);
-    const model = loadModelDir(await this.core.resolve(r.base!.artifact!));
-    const session = await TrainingSession.create(this.core.runtime, {
-      config: model.config,
-      weights: model.weights,
-      optimizer: loop.optimizer,
-      gradClip: loop.gradClip,
-      lr: loop.lr,
-    });
+    const { optimizer, gradClip, lr } = loopSettings(settings, 0);
+    const loop = { optimizer, gradClip, lr };
+    let l: Live;
+    if (r.lora) {
+      const lora = loraConfigOf(r.lora);
+      const base = await this.acquireBase(r.base!.artifact!);
+      try {
+        const session = await TrainingSession.create(this.core.runtime, {
+          config: base.config,
+          weights: initAdapter(base.config, lora, r.seed).tensors,
+          lora: { config: lora, base: base.tensors },
+          ...loop,
+        });
+        l = { record: r, model: base, session, base, snapshotStep: 0, queue: Promise.resolve() };
+      } catch (e) {
+        await this.releaseBase(base);
+        throw e;
+      }
+    } else {
+      const model = loadModelDir(await this.core.resolve(r.base!.artifact!));
+      const session = await TrainingSession.create(this.core.runtime, {
+        config: model.config,
+        weights: model.weights,
+        ...loop,
+      });
+      l = { record: r, model, session, snapshotStep: 0, queue: Promise.resolve() };
+    }
     const from = r.snapshot ?? r.loadedFrom;
     try {
-      if (from) await session.restore(readSessionState(await this.core.resolve(from)).snapshot);
+      if (from) await l.session.restore(readSessionState(await this.core.resolve(from)).snapshot);
     } catch (e) {
-      await session.close();
+      await this.closeLive(l);
       throw e;
     }
-    return { record: r, model, session, snapshotStep: session.steps, queue: Promise.resolve() };
+    l.snapshotStep = l.session.steps;
+    return l;
+  }
+
+  /** The shared base of LoRA sessions on `ref`, loaded by the first of them. */
+  private async acquireBase(ref: ArtifactRef): Promise<SharedBase> {
+    const key = `${ref.uri}#${ref.sha256}`;
+    let loading = this.bases.get(key);
+    if (!loading) {
+      loading = (async () => {
+        const m = loadModelDir(await this.core.resolve(ref));
+        const tensors = await SharedTensors.create(this.core.runtime, m.weights);
+        return { key, config: m.config, dir: m.dir, tensors, users: 0 };
+      })();
+      this.bases.set(key, loading);
+      loading.catch(() => this.bases.delete(key));
+    }
+    const base = await loading;
+    base.users++;
+    return base;
+  }
+
+  private async releaseBase(base: SharedBase): Promise<void> {
+    if (--base.users > 0) return;
+    this.bases.delete(base.key);
+    await base.tensors.dispose();
+  }
+
+  /** Frees a live session's memory (its journal stays). */
+  private async closeLive(l: Live): Promise<void> {
+    await l.session.close();
+    if (l.base) await this.releaseBase(l.base);
   }
 
   /** A session's journal record and its calls since the last snapshot, replayed. */
@@ -239,7 +311,7 @@ export class TrainingSessions {
         } else if (req.$case === 'optimStep') await optimStep(l, req.optimStep);
       }
     } catch (e) {
-      await l.session.close();
+      await this.closeLive(l);
       throw e;
     }
     this.options.log?.info(
@@ -308,7 +380,7 @@ export class TrainingSessions {
         // The state holds a call the journal does not: drop it, so the next call restores from the
         // journal and a retry applies the call once.
         this.live.delete(id);
-        await l.session.close().catch(() => {});
+        await this.closeLive(l).catch(() => {});
         throw e;
       }
       return answer;
@@ -372,15 +444,27 @@ export class TrainingSessions {
         base: l.record.base!,
         optimizer: l.record.optimizer!,
         seed: l.record.seed,
+        lora: l.record.lora,
         snapshot: await l.session.snapshot(),
       }),
     );
   }
 
-  /** The current weights as a model directory `name` (what `duel sample` and run specs load). */
+  /**
+   * The current weights as a model directory `name` (what `duel sample` and run specs load); for a
+   * LoRA session the adapter as a PEFT directory, on the session's base.
+   */
   async saveWeights(l: Live, name: string): Promise<ModelRef> {
+    const weights = await l.session.weights();
+    if (l.session.lora) {
+      const adapter = { config: l.session.lora, tensors: weights };
+      const ref = await this.publish(name, async (dir) =>
+        writeAdapterDir(dir, adapter, l.record.base!.name || 'base'),
+      );
+      return { artifact: l.record.base!.artifact, adapter: ref, name };
+    }
     const artifact = await this.publish(name, async (dir) =>
-      saveModelDir(dir, l.model.config, await l.session.weights(), { tokenizerFrom: l.model.dir }),
+      saveModelDir(dir, l.model.config, weights, { tokenizerFrom: l.model.dir }),
     );
     return { artifact, name, adapter: undefined };
   }
@@ -395,7 +479,7 @@ export class TrainingSessions {
     if (l) {
       const live = await l.catch(() => undefined);
       await live?.queue;
-      await live?.session.close();
+      if (live) await this.closeLive(live);
     }
     await j.records.delete(id);
     for (const k of await j.calls.keys(`${id}.`)) await j.calls.delete(k);
@@ -410,7 +494,7 @@ export class TrainingSessions {
     for (const l of all) {
       const live = await l.catch(() => undefined);
       await live?.queue;
-      await live?.session.close();
+      if (live) await this.closeLive(live);
     }
   }
 }

@@ -6,7 +6,7 @@
 import { parseSets, RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { DuelError } from '../../src/errors.js';
 import { TrainingServiceService } from '../../src/gen/duel/v1/training.js';
-import { checkModelRef } from '../../src/platform/contract-checks.js';
+import { checkLora, checkModelRef } from '../../src/platform/contract-checks.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { Violations } from '../../src/platform/violations.js';
 import {
@@ -32,15 +32,12 @@ export function trainingService(sessions: TrainingSessions) {
     async createSession(req) {
       const v = new Violations();
       checkModelRef(v, req.base, 'base');
-      v.check(
-        !req.base?.adapter,
-        'base.adapter',
-        'is not supported yet: a session trains every weight of a model',
-      );
+      v.check(!req.base?.adapter, 'base.adapter', 'is not supported: a session starts from a base model');
+      if (req.lora) checkLora(v, req.lora, 'lora');
       v.throwIfAny();
       return {
         sessionId: await sessions.create(
-          { base: req.base!, optimizer: req.optimizer, seed: req.seed ?? 0 },
+          { base: req.base!, optimizer: req.optimizer, seed: req.seed ?? 0, lora: req.lora },
           req.clientToken,
         ),
       };

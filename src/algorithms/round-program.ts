@@ -120,7 +120,10 @@ export class RoundProgram {
      * Train a LoRA adapter of this shape on these frozen base weights: the base is a frozen input
      * (kept in the worker's state, read every step), and only the adapter's A and B are parameters.
      */
-    private readonly lora?: { base: Record<string, HostTensor>; adapter: Adapter['config'] },
+    private readonly lora?: {
+      base: Readonly<Record<string, { dims: readonly number[] }>>;
+      adapter: Adapter['config'];
+    },
   ) {}
 
   build(
@@ -141,7 +144,7 @@ export class RoundProgram {
         if (!base) return trained(name);
         let t = frozen.get(name);
         if (!t) {
-          t = frozenInput(name, base.dims);
+          t = frozenInput(name, [...base.dims]);
           frozen.set(name, t);
         }
         return t;

@@ -16,18 +16,21 @@
 import type {
   OptimizerSpec,
   ScheduleSpec,
+  SharedTensors,
   StateReader,
   StepMetrics,
   TrainingSnapshot,
 } from '../engine/index.js';
 import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
 import { DuelError } from '../errors.js';
-import { type CompletionBatch, completionBatch } from '../models/batch.js';
+import { type CompletionBatch, type CompletionRecord, completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import { type CompletionLogprobs, LogprobRunner } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
+import { loraParams } from '../models/lora/adapter.js';
+import { type LoraConfig, loraScale } from '../models/lora/config.js';
 import { BatchInputs, parameterLookup } from './batch-inputs.js';
 import { type RoundRecord, recipeFor } from './recipes/index.js';
 import { RoundProgram, roundData, slotExamples, stepBatch } from './round-program.js';
@@ -49,7 +52,10 @@ export interface TrainingDatum {
 
 export interface TrainingSessionOptions {
   config: LlamaConfig;
+  /** The trained parameters' starting values: the model's weights, or (with `lora`) the adapter's. */
   weights: Record<string, HostTensor>;
+  /** Train a LoRA adapter of this shape on the frozen base held in `base` (shared with other sessions). */
+  lora?: { config: LoraConfig; base: SharedTensors };
   optimizer: OptimizerSpec;
   /** Global-norm clipping of each optim step's accumulated gradient; 0 disables. */
   gradClip: number;
@@ -67,20 +73,39 @@ const grid =
   (b: B) =>
     ({ dtype, dims: [b.padded.batch, b.padded.length], data: data(b) }) as WireTensor;
 
-/** The completion tokens' log-probs under the parameters `param` declares, from the padded grids. */
+type Declare = (name: string, shape: number[]) => Tensor;
+
+/**
+ * The decoder's weight lookup: every weight a parameter, or (LoRA) the adapter's A and B
+ * parameters over a frozen base; `adapter: false` reads the base alone (π_ref of a LoRA session).
+ */
+function modelWeights(cfg: LlamaConfig, param: Declare, frozen: Declare, lora?: LoraConfig, adapter = true) {
+  if (!lora) return { w: parameterLookup(llamaParams(cfg), param) };
+  const base = parameterLookup(llamaParams(cfg), frozen);
+  if (!adapter) return { w: base };
+  const specs = loraParams(cfg, lora);
+  const trained = parameterLookup(specs, param);
+  const names = new Set(specs.map((p) => p.name));
+  return {
+    w: (name: string) => (names.has(name) ? trained(name) : base(name)),
+    lora: { scale: loraScale(lora), targets: new Set<string>(lora.targets) },
+  };
+}
+
+/** The completion tokens' log-probs under the weights `model` looks up, from the padded grids. */
 function completionLogprobs<B extends Padded>(
   cfg: LlamaConfig,
   x: BatchInputs<B>,
-  param: (name: string, shape: number[]) => Tensor,
+  model: ReturnType<typeof modelWeights>,
 ) {
-  const w = parameterLookup(llamaParams(cfg), param);
   const mask = x.add(
     'target_mask',
     'float32',
     ['B', 'T'],
     grid((b) => b.padded.targetMask, 'float32'),
   );
-  const { perToken } = sequenceLogprobs(cfg, w, {
+  const { perToken } = sequenceLogprobs(cfg, model.w, {
+    ...(model.lora ? { lora: model.lora } : {}),
     inputIds: x.add(
       'input_ids',
       'int64',
@@ -154,11 +179,13 @@ export class TrainingSession {
     private readonly inputs: BatchInputs<Batch>,
     private readonly padId: number,
     private readonly runtime: Runtime,
-    private readonly initial: Record<string, HostTensor>,
+    /** The starting weights (π_ref of the pairwise losses); unset for a LoRA session, whose π_ref is its base. */
+    private readonly initial: Record<string, HostTensor> | undefined,
+    readonly lora: LoraConfig | undefined,
   ) {}
 
-  /** π_ref for the pairwise losses: the session's starting weights, scored on first use. */
-  private reference?: Promise<LogprobRunner>;
+  /** π_ref for the pairwise losses, scored on first use. */
+  private reference?: Promise<Pick<LogprobRunner, 'logprobs' | 'release'>>;
   /** Each pairwise loss's graph over the state, by recipe, hyper-parameters and slot shapes. */
   private readonly rounds = new Map<string, Promise<{ program: RoundProgram; run: Accumulate }>>();
 
@@ -172,10 +199,14 @@ export class TrainingSession {
       ({ dtype: 'float32', dims: [], data: Float32Array.of(v(b)) }) as WireTensor;
     const program = {
       dtype: 'float32' as const,
-      build(g: Graph, param: (name: string, shape: number[]) => Tensor): Tensor {
+      build(g: Graph, param: Declare, frozen: Declare): Tensor {
         const x = new BatchInputs<Batch>(g);
         inputs = x;
-        const { perToken, mask } = completionLogprobs(cfg, x, param);
+        const { perToken, mask } = completionLogprobs(
+          cfg,
+          x,
+          modelWeights(cfg, param, frozen, o.lora?.config),
+        );
         const a = x.add(
           'weights',
           'float32',
@@ -225,9 +256,17 @@ export class TrainingSession {
       { optimizer: o.optimizer, gradClip: o.gradClip },
       schedule,
       o.weights,
-      { accumulate: true },
+      { accumulate: true, ...(o.lora ? { shared: o.lora.base } : {}) },
     );
-    return new TrainingSession(cfg, state, inputs!, cfg.padTokenId ?? 0, runtime, o.weights);
+    return new TrainingSession(
+      cfg,
+      state,
+      inputs!,
+      cfg.padTokenId ?? 0,
+      runtime,
+      o.lora ? undefined : o.weights,
+      o.lora?.config,
+    );
   }
 
   /** Adds the gradient of `loss` on `data` to the accumulators; returns the loss. */
@@ -296,7 +335,12 @@ export class TrainingSession {
     ]);
     let loss = this.rounds.get(key);
     if (!loss) {
-      const program = new RoundProgram(this.config, recipe, examples);
+      const program = new RoundProgram(
+        this.config,
+        recipe,
+        examples,
+        this.lora ? { base: this.state.frozenShapes, adapter: this.lora } : undefined,
+      );
       loss = this.state.addLoss(this.runtime, program).then((run) => ({ program, run }));
       this.rounds.set(key, loss);
       loss.catch(() => this.rounds.delete(key));
@@ -313,9 +357,38 @@ export class TrainingSession {
     );
   }
 
-  private referenceScorer(): Promise<LogprobRunner> {
-    this.reference ??= LogprobRunner.create(this.runtime, this.config, this.initial);
+  private referenceScorer() {
+    this.reference ??= this.initial
+      ? LogprobRunner.create(this.runtime, this.config, this.initial)
+      : this.readLogprobs(false).then(({ reader, inputs }) => ({
+          logprobs: async (rows: CompletionRecord[]) =>
+            (await this.runReader(reader, inputs, rows)).map((perToken) => ({
+              perToken,
+              summed: perToken.reduce((a, b) => a + b, 0),
+            })),
+          release: () => reader.release(),
+        }));
     return this.reference;
+  }
+
+  /** A log-prob graph over the state: with the adapter (the current policy), or the base alone. */
+  private async readLogprobs(adapter: boolean) {
+    let inputs: BatchInputs<Padded> | undefined;
+    const reader = await this.state.reader(this.runtime, (g, param, frozen) => {
+      inputs = new BatchInputs<Padded>(g);
+      const model = modelWeights(this.config, param, frozen, this.lora, adapter);
+      return { logprobs: completionLogprobs(this.config, inputs, model).perToken };
+    });
+    return { reader, inputs: inputs! };
+  }
+
+  private async runReader(reader: StateReader, inputs: BatchInputs<Padded>, data: TrainingDatum[]) {
+    const padded = completionBatch(data, this.padId, this.config.vocabSize);
+    const out = (await reader.run(inputs.feeds({ padded }), ['logprobs'])).logprobs!.data as Float32Array;
+    return data.map((d, r) => {
+      const start = r * padded.length + d.promptIds.length - 1;
+      return Array.from(out.subarray(start, start + d.completionIds.length));
+    });
   }
 
   /** Summed and per-token log-probs of rows under the current weights. */
@@ -338,21 +411,9 @@ export class TrainingSession {
   /** Per-token log-probs of each datum's completion under the current weights. */
   async computeLogprobs(data: TrainingDatum[]): Promise<number[][]> {
     checkData(data);
-    this.logprobs ??= (async () => {
-      let inputs: BatchInputs<Padded> | undefined;
-      const reader = await this.state.reader(this.runtime, (g, param) => {
-        inputs = new BatchInputs<Padded>(g);
-        return { logprobs: completionLogprobs(this.config, inputs, param).perToken };
-      });
-      return { reader, inputs: inputs! };
-    })();
+    this.logprobs ??= this.readLogprobs(true);
     const { reader, inputs } = await this.logprobs;
-    const padded = completionBatch(data, this.padId, this.config.vocabSize);
-    const out = (await reader.run(inputs.feeds({ padded }), ['logprobs'])).logprobs!.data as Float32Array;
-    return data.map((d, r) => {
-      const start = r * padded.length + d.promptIds.length - 1;
-      return Array.from(out.subarray(start, start + d.completionIds.length));
-    });
+    return this.runReader(reader, inputs, data);
   }
 
   /** The whole state (weights, optimizer slots, pending gradients, step) on the host. */

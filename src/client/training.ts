@@ -7,7 +7,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { DuelError } from '../errors.js';
 import type { ArtifactRef, Metrics, ModelRef, RoundRecord } from '../gen/duel/v1/common.js';
-import { OptimizerConfig } from '../gen/duel/v1/common.js';
+import { LoraSpec, OptimizerConfig } from '../gen/duel/v1/common.js';
 import { TrainingServiceClient, type TrainingSessionInfo } from '../gen/duel/v1/training.js';
 import { callUnary, isTransient } from '../platform/grpc/client.js';
 import { channelCredentials, clientTlsFromEnv } from '../platform/tls.js';
@@ -71,14 +71,17 @@ export class TrainingClient {
     base: ModelRef;
     optimizer?: Partial<OptimizerConfig>;
     clientToken?: string;
-    /** What the pairwise losses draw from (default 0). */
+    /** What the pairwise losses draw from, and a fresh adapter's initialisation (default 0). */
     seed?: number;
+    /** Train a LoRA adapter of this shape on the base instead of every weight. */
+    lora?: Partial<LoraSpec>;
   }): Promise<TrainingSessionHandle> {
     const { sessionId } = await this.call<object, { sessionId: string }>('createSession', {
       base: o.base,
       optimizer: OptimizerConfig.fromPartial(o.optimizer ?? {}),
       clientToken: o.clientToken ?? '',
       seed: o.seed,
+      lora: o.lora && LoraSpec.fromPartial(o.lora),
     });
     return this.attach(sessionId);
   }

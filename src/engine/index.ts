@@ -34,6 +34,7 @@ export {
   writeSafetensors,
 } from './safetensors.js';
 export { addDims, type Dim, divDims, mulDims, type Shape } from './shape.js';
+export { SharedTensors } from './shared-tensors.js';
 export {
   type BuildTimings,
   type StateReader,

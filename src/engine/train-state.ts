@@ -23,7 +23,8 @@ import {
   type TrainStepSpec,
   updatedName,
 } from './optim.js';
-import type { Runtime, Session, WireTensor } from './runtime/runtime.js';
+import type { Runtime, Session, StateBinding, WireTensor } from './runtime/runtime.js';
+import type { SharedTensors } from './shared-tensors.js';
 
 export interface StepMetrics {
   loss: number;
@@ -57,6 +58,8 @@ export interface TrainingStateOptions {
   frozen?: Record<string, WireTensor>;
   /** forwardBackward/optimStep (gradient accumulation) instead of one fused step. */
   accumulate?: boolean;
+  /** Read the program's `frozen` tensors from these, held once for many states, not from `frozen`. */
+  shared?: SharedTensors;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -118,6 +121,10 @@ export class TrainingState {
     private readonly applySession?: Session,
     /** Σ loss of the forwardBackward calls since the last optimStep. */
     private pendingLoss = 0,
+    /** Where the frozen tensors live when many states share them. */
+    private readonly shared?: SharedTensors,
+    /** The shapes of the frozen tensors, by name. */
+    readonly frozenShapes: Readonly<Record<string, { dims: readonly number[] }>> = {},
   ) {}
 
   static async create(
@@ -153,7 +160,9 @@ export class TrainingState {
       );
     // Checked before any session is made, so a refusal leaves nothing loaded behind.
     for (const [name, t] of frozen) {
-      const given = options.frozen?.[name];
+      const given = options.shared
+        ? options.shared.shapes.get(name) && { dims: options.shared.shapes.get(name)! }
+        : options.frozen?.[name];
       if (!given) throw new Error(`training state: no value for frozen tensor '${name}'`);
       if (given.dims.join() !== t.shape.join())
         throw new Error(
@@ -195,7 +204,10 @@ export class TrainingState {
       ...(accumulated ? names.map(gradAccName) : []),
     ];
     // Parameters and optimizer slots never leave the device between steps.
-    const session = await runtime.load(model, { outputsOnDevice: true });
+    const session = await runtime.load(model, {
+      outputsOnDevice: true,
+      ...(options.shared ? { near: options.shared.anchor } : {}),
+    });
     // The optimizer step reads and writes the same state: it must live in the same worker.
     const applySession = accumulated
       ? await runtime.load(compile(applyGraph, step.outputs, 'optim_step', { provider: runtime.provider }), {
@@ -229,7 +241,7 @@ export class TrainingState {
         ),
       };
     }
-    for (const name of frozen.keys()) tensors[name] = options.frozen![name]!;
+    if (!options.shared) for (const name of frozen.keys()) tensors[name] = options.frozen![name]!;
     await session.setState(stateId, tensors);
     return new TrainingState(
       session,
@@ -242,6 +254,9 @@ export class TrainingState {
       timings,
       options.fold ?? false,
       applySession,
+      0,
+      options.shared,
+      Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
     );
   }
 
@@ -252,13 +267,25 @@ export class TrainingState {
   }
 
   /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
-  private binding(withFrozen = true) {
+  private binding(withFrozen = true): StateBinding {
     const everything = [...this.paramNames, ...this.stateKeys];
-    return {
-      state: this.stateId,
-      reads: Object.fromEntries([...everything, ...(withFrozen ? this.frozenNames : [])].map((k) => [k, k])),
-      writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
-    };
+    return this.readingFrozen(
+      {
+        state: this.stateId,
+        reads: Object.fromEntries(everything.map((k) => [k, k])),
+        writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
+      },
+      withFrozen ? this.frozenNames : [],
+    );
+  }
+
+  /** `b`, also reading frozen tensors `names` where they live: this state, or the shared tensors. */
+  private readingFrozen(b: StateBinding, names: readonly string[]): StateBinding {
+    if (names.length === 0) return b;
+    const reads = Object.fromEntries(names.map((k) => [k, k]));
+    return this.shared
+      ? { ...b, shared: { state: this.shared.id, reads } }
+      : { ...b, reads: { ...b.reads, ...reads } };
   }
 
   /** Adds the batch's gradient to the accumulators (an `accumulate` state); returns its loss. */
@@ -274,11 +301,18 @@ export class TrainingState {
     batch: Record<string, WireTensor>,
   ): Promise<number> {
     const accs = params.map(gradAccName);
-    const out = await session.run(batch, ['loss'], {
-      state: this.stateId,
-      reads: Object.fromEntries([...params, ...frozen, ...accs].map((k) => [k, k])),
-      writes: Object.fromEntries(accs.map((k) => [updatedName(k), k])),
-    });
+    const out = await session.run(
+      batch,
+      ['loss'],
+      this.readingFrozen(
+        {
+          state: this.stateId,
+          reads: Object.fromEntries([...params, ...accs].map((k) => [k, k])),
+          writes: Object.fromEntries(accs.map((k) => [updatedName(k), k])),
+        },
+        frozen,
+      ),
+    );
     const loss = Number(out.loss!.data[0]);
     this.pendingLoss += loss;
     return loss;
@@ -296,22 +330,11 @@ export class TrainingState {
     if (!this.applySession) throw new Error('training state: addLoss needs { accumulate: true }');
     const graph = new Graph();
     const params = new Map<string, Tensor>();
-    const frozen: string[] = [];
-    const declare = (known: readonly string[], kind: string) => (name: string, shape: number[]) => {
-      if (!known.includes(name)) throw new Error(`training state: no ${kind} '${name}'`);
-      return graph.input(name, program.dtype, shape);
-    };
+    const frozen = new Map<string, Tensor>();
     const loss = program.build(
       graph,
-      (name, shape) => {
-        const p = declare(this.paramNames, 'parameter')(name, shape);
-        params.set(name, p);
-        return p;
-      },
-      (name, shape) => {
-        frozen.push(name);
-        return declare(this.frozenNames, 'frozen tensor')(name, shape);
-      },
+      this.declaring(graph, this.paramNames, params, 'parameter'),
+      this.declaring(graph, this.frozenNames, frozen, 'frozen tensor'),
     );
     const { outputs } = buildGradAccumulation(graph, loss, params);
     const session = await runtime.load(
@@ -322,8 +345,18 @@ export class TrainingState {
       },
     );
     this.addedLosses.push(session);
-    const names = [...params.keys()];
-    return (batch) => this.accumulate(session, names, frozen, batch);
+    const [names, frozenNames] = [[...params.keys()], [...frozen.keys()]];
+    return (batch) => this.accumulate(session, names, frozenNames, batch);
+  }
+
+  /** A `param`/`frozen` callback for another graph over this state: only the state's names, recorded in `into`. */
+  private declaring(graph: Graph, known: readonly string[], into: Map<string, Tensor>, kind: string) {
+    return (name: string, shape: number[]) => {
+      if (!known.includes(name)) throw new Error(`training state: no ${kind} '${name}'`);
+      const t = graph.input(name, this.dtype, shape);
+      into.set(name, t);
+      return t;
+    };
   }
 
   /**
@@ -464,22 +497,30 @@ export class TrainingState {
    */
   async reader(
     runtime: Runtime,
-    build: (graph: Graph, param: (name: string, shape: number[]) => Tensor) => Record<string, Tensor>,
+    build: (
+      graph: Graph,
+      param: (name: string, shape: number[]) => Tensor,
+      frozen: (name: string, shape: number[]) => Tensor,
+    ) => Record<string, Tensor>,
   ): Promise<StateReader> {
     const graph = new Graph();
-    const read: string[] = [];
-    const outputs = build(graph, (name, shape) => {
-      if (!this.paramNames.includes(name)) throw new Error(`training state: no parameter '${name}'`);
-      read.push(name);
-      return graph.input(name, this.dtype, shape);
-    });
+    const read = new Map<string, Tensor>();
+    const frozen = new Map<string, Tensor>();
+    const outputs = build(
+      graph,
+      this.declaring(graph, this.paramNames, read, 'parameter'),
+      this.declaring(graph, this.frozenNames, frozen, 'frozen tensor'),
+    );
     const session = await runtime.load(
       compile(graph, outputs, 'state_reader', { provider: runtime.provider }),
       {
         near: this.session,
       },
     );
-    const binding = { state: this.stateId, reads: Object.fromEntries(read.map((k) => [k, k])), writes: {} };
+    const binding = this.readingFrozen(
+      { state: this.stateId, reads: Object.fromEntries([...read.keys()].map((k) => [k, k])), writes: {} },
+      [...frozen.keys()],
+    );
     return {
       run: (feeds, fetch) => session.run(feeds, fetch, binding),
       release: () => session.release(),

@@ -6,9 +6,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { type TrainingDatum, TrainingSession } from '../../src/algorithms/session.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
-import { Runtime } from '../../src/engine/index.js';
+import { Runtime, SharedTensors } from '../../src/engine/index.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
+import { initAdapter } from '../../src/models/lora/adapter.js';
+import { ALL_LINEAR } from '../../src/models/lora/config.js';
 import { weights } from '../helpers/model-fixtures.js';
 import { refusal, refused } from '../helpers/refusal.js';
 import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
@@ -143,5 +145,49 @@ describe('TrainingSession', () => {
       ),
     ).toEqual(['eta']);
     await session.close();
+  });
+
+  it('LoRA sessions on one shared base: each trains its own adapter as duel train round would', async () => {
+    const lora = { rank: 2, alpha: 4, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
+    const base = await SharedTensors.create(runtime, w0);
+    const adapters = [initAdapter(cfg, lora, 1), initAdapter(cfg, lora, 2)];
+    const sessions = await Promise.all(
+      adapters.map((a) =>
+        TrainingSession.create(runtime, {
+          config: cfg,
+          weights: a.tensors,
+          lora: { config: lora, base },
+          ...ADAMW,
+        }),
+      ),
+    );
+    // Interleaved: session 0 cross-entropy, session 1 SPPO, neither touching the other's adapter.
+    for (let i = 0; i < 2; i++) {
+      await sessions[0]!.forwardBackward('cross_entropy', DATA);
+      await sessions[0]!.optimStep();
+    }
+    await sessions[1]!.forwardBackwardRecords('sppo', HPARAMS.sppo!, ROUND_RECORDS, 0);
+    await sessions[1]!.optimStep();
+    const round = (algo: string, adapter: (typeof adapters)[number], steps: number) =>
+      trainRound(runtime, {
+        algo,
+        hparams: algo === 'sppo' ? HPARAMS.sppo! : {},
+        config: cfg,
+        weights: w0,
+        adapter,
+        records: algo === 'sft' ? ROUND_RECORDS.map((r) => ({ ...r, prefs: [] })) : ROUND_RECORDS,
+        ...ADAMW,
+        steps,
+        batchSize: ROUND_RECORDS.length,
+        seed: 0,
+      });
+    const sft = await round('sft', adapters[0]!, 2);
+    const sppo = await round('sppo', adapters[1]!, 1);
+    expect(maxRelative(await sessions[0]!.weights(), sft.adapter!.tensors)).toBeLessThan(1e-5);
+    expect(maxRelative(await sessions[1]!.weights(), sppo.adapter!.tensors)).toBeLessThan(1e-5);
+    // The base itself is no parameter of either session.
+    expect(Object.keys(await sessions[0]!.weights()).every((k) => k.includes('lora_'))).toBe(true);
+    for (const s of sessions) await s.close();
+    await base.dispose();
   });
 });

@@ -15,6 +15,7 @@ import { trainingService } from '../../services/trainer/training-service.js';
 import { TrainingClient } from '../../src/client/training.js';
 import { Runtime } from '../../src/engine/index.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
+import { readAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { startService } from '../helpers/grpc.js';
@@ -149,6 +150,47 @@ describe('durable training sessions', () => {
     const t = await trainer(memoryJournal());
     const err = await t.client.loadState(base.artifact!).catch((e) => e);
     expect(String(err)).toMatch(/state: is not a training session state/);
+    await t.stop();
+  });
+
+  it('LoRA sessions share one base in memory; each restores its own adapter after a restart', async () => {
+    const journal = memoryJournal();
+    const lora = { rank: 2, alpha: 4, targets: ['q_proj', 'v_proj', 'down_proj'], rslora: false };
+    const open = (c: TrainingClient, seed: number, clientToken = '') =>
+      c.createSession({ base, optimizer: OPTIMIZER, lora, seed, clientToken });
+    let t = await trainer(journal);
+    const a = await open(t.client, 1, 'lora-a');
+    const b = await open(t.client, 2, 'lora-b');
+    for (let i = 0; i < 8; i++) {
+      await step(a, i);
+      await step(b, i + 1);
+    }
+    expect(t.sessions.loaded).toEqual({ sessions: 2, sharedBases: 1 });
+    await t.stop();
+
+    t = await trainer(journal);
+    const [a2, b2] = [await open(t.client, 1, 'lora-a'), await open(t.client, 2, 'lora-b')];
+    for (let i = 8; i < PLAN; i++) {
+      await step(a2, i);
+      await step(b2, i + 1);
+    }
+    expect(t.sessions.loaded).toEqual({ sessions: 2, sharedBases: 1 });
+    const saved = await a2.saveWeights('lora-a');
+    expect(saved.artifact).toEqual(base.artifact);
+    const got = readAdapterDir(store.get(saved.adapter!), ROUND_CONFIG);
+    expect(got.config).toMatchObject({ rank: 2, alpha: 4, targets: ['q_proj', 'v_proj', 'down_proj'] });
+
+    const fresh = await open(t.client, 1);
+    for (let i = 0; i < PLAN; i++) await step(fresh, i);
+    const want = readAdapterDir(store.get((await fresh.saveWeights('lora-fresh')).adapter!), ROUND_CONFIG);
+    for (const [k, w] of Object.entries(want.tensors))
+      expect(Array.from(got.tensors[k]!.data), k).toEqual(Array.from(w.data));
+    const other = readAdapterDir(store.get((await b2.saveWeights('lora-b')).adapter!), ROUND_CONFIG);
+    expect(Array.from(other.tensors['model.layers.0.self_attn.q_proj.lora_A.weight']!.data)).not.toEqual(
+      Array.from(got.tensors['model.layers.0.self_attn.q_proj.lora_A.weight']!.data),
+    );
+    for (const s of [a2, b2, fresh]) await s.close();
+    expect(t.sessions.loaded).toEqual({ sessions: 0, sharedBases: 0 });
     await t.stop();
   });
 });

@@ -51,6 +51,12 @@ async function startTrainer(): Promise<Trainer> {
   return child;
 }
 
+/** Resolves once the trainer's log matches `re`; fails the test after 10 s. */
+async function logged(t: Trainer, re: RegExp): Promise<void> {
+  for (const start = Date.now(); !re.test(t.log); await new Promise((r) => setTimeout(r, 50)))
+    if (Date.now() - start > 10_000) expect(t.log).toMatch(re);
+}
+
 beforeAll(async () => {
   nats = await NatsServer.start({ storeDir: join(root, 'nats') });
   port = await freePort();
@@ -79,8 +85,9 @@ describe('a training session through a SIGKILLed trainer', () => {
       const retried = planStep(s, cut - 1);
       trainer = await startTrainer();
       expect(await retried).toEqual(answer);
-      // From the snapshot at seq 6 (optimizer step 2; one every 2 steps), replaying calls 7…10.
-      expect(trainer.log).toMatch(/"seq":10,"replayed":4,.*training session restored/);
+      // From the snapshot at seq 6 (optimizer step 2; one every 2 steps), replaying calls 7…10. The
+      // log line is written before the answer but reaches this process through a pipe: wait for it.
+      await logged(trainer, /"seq":10,"replayed":4,.*training session restored/);
       for (let i = cut; i < PLAN; i++) await planStep(s, i);
       const resumed = await s.saveWeights('killed');
 

@@ -35,6 +35,8 @@ export interface StateBinding {
   reads: Record<string, string>;
   /** graph output name → state key */
   writes: Record<string, string>;
+  /** Inputs read from another state of the worker that many runs share and none writes. */
+  shared?: { state: string; reads: Record<string, string> };
 }
 
 /**

@@ -185,11 +185,14 @@ async function handle(req: Request): Promise<Reply> {
       for (const [name, t] of Object.entries(req.feeds)) feeds[name] = toOrt(t);
       const fetch = new Set(req.fetch);
       if (req.binding) {
-        const state = stateOf(req.binding.state);
-        for (const [input, key] of Object.entries(req.binding.reads)) {
-          const t = state.get(key);
-          if (!t) throw new Error(`state '${req.binding.state}' has no tensor '${key}' for input '${input}'`);
-          feeds[input] = t;
+        const sources = [req.binding, ...(req.binding.shared ? [req.binding.shared] : [])];
+        for (const { state: name, reads } of sources) {
+          const state = stateOf(name);
+          for (const [input, key] of Object.entries(reads)) {
+            const t = state.get(key);
+            if (!t) throw new Error(`state '${name}' has no tensor '${key}' for input '${input}'`);
+            feeds[input] = t;
+          }
         }
         for (const output of Object.keys(req.binding.writes)) fetch.add(output);
       }

@@ -18,14 +18,14 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { ArtifactRef, Metrics, ModelRef, OptimizerConfig, RoundRecord } from "./common.js";
+import { ArtifactRef, LoraSpec, Metrics, ModelRef, OptimizerConfig, RoundRecord } from "./common.js";
 
 export const protobufPackage = "duel.v1";
 
 export const protobufFileName = "duel/v1/training.proto";
 
 export interface CreateSessionRequest {
-  /** The model every weight of which the session trains. */
+  /** The model the session trains: every weight of it, or (with `lora`) an adapter on it. */
   base:
     | ModelRef
     | undefined;
@@ -35,8 +35,18 @@ export interface CreateSessionRequest {
     | undefined;
   /** The same non-empty token returns the same session (a retried CreateSession makes no second one). */
   clientToken: string;
-  /** Draws what the pairwise losses sample (e.g. SLiC's pairs): call seq n draws from seed + n. */
-  seed?: number | undefined;
+  /**
+   * Draws what the pairwise losses sample (e.g. INPO's sampled labels): call seq n draws from
+   * seed + n; and a fresh LoRA adapter's A matrices.
+   */
+  seed?:
+    | number
+    | undefined;
+  /**
+   * Train a LoRA adapter of this shape on the frozen base instead of every weight. LoRA sessions
+   * on one base share its weights in the trainer: each holds only its adapter and optimizer slots.
+   */
+  lora: LoraSpec | undefined;
 }
 
 export interface CreateSessionResponse {
@@ -103,6 +113,7 @@ export interface SaveWeightsRequest {
 }
 
 export interface SaveWeightsResponse {
+  /** The model directory; for a LoRA session the base with the saved PEFT adapter. */
   model: ModelRef | undefined;
 }
 
@@ -192,6 +203,7 @@ export interface TrainingSessionRecord {
   /** The SaveState artifact a LoadState session started from. */
   loadedFrom: ArtifactRef | undefined;
   seed: number;
+  lora: LoraSpec | undefined;
 }
 
 /**
@@ -215,7 +227,7 @@ export interface SessionCall {
 }
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { base: undefined, optimizer: undefined, clientToken: "", seed: undefined };
+  return { base: undefined, optimizer: undefined, clientToken: "", seed: undefined, lora: undefined };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -231,6 +243,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.seed !== undefined) {
       writer.uint32(32).uint64(message.seed);
+    }
+    if (message.lora !== undefined) {
+      LoraSpec.encode(message.lora, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -280,6 +295,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.seed = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.lora = LoraSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -302,6 +325,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         ? globalThis.String(object.client_token)
         : "",
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
+      lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
     };
   },
 
@@ -319,6 +343,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.seed !== undefined) {
       obj.seed = Math.round(message.seed);
     }
+    if (message.lora !== undefined) {
+      obj.lora = LoraSpec.toJSON(message.lora);
+    }
     return obj;
   },
 
@@ -333,6 +360,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
       : undefined;
     message.clientToken = object.clientToken ?? "";
     message.seed = object.seed ?? undefined;
+    message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
     return message;
   },
 };
@@ -2444,6 +2472,7 @@ function createBaseTrainingSessionRecord(): TrainingSessionRecord {
     step: 0,
     loadedFrom: undefined,
     seed: 0,
+    lora: undefined,
   };
 }
 
@@ -2481,6 +2510,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     }
     if (message.seed !== 0) {
       writer.uint32(88).uint64(message.seed);
+    }
+    if (message.lora !== undefined) {
+      LoraSpec.encode(message.lora, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -2586,6 +2618,14 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
             message.seed = longToNumber(reader.uint64());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.lora = LoraSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2627,6 +2667,7 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
         ? ArtifactRef.fromJSON(object.loaded_from)
         : undefined,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
+      lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
     };
   },
 
@@ -2665,6 +2706,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     if (message.seed !== 0) {
       obj.seed = Math.round(message.seed);
     }
+    if (message.lora !== undefined) {
+      obj.lora = LoraSpec.toJSON(message.lora);
+    }
     return obj;
   },
 
@@ -2692,6 +2736,7 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
       ? ArtifactRef.fromPartial(object.loadedFrom)
       : undefined;
     message.seed = object.seed ?? 0;
+    message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
     return message;
   },
 };
