@@ -23,7 +23,7 @@ describe('duel CLI', () => {
     expect(out).toContain('/duel.v1.TrainerService/TrainRound  (stream → unary)');
     expect(out).toContain('/duel.v1.RunsService/WatchRun  (→ stream)');
     expect(out).toContain('/duel.v1.TrainingService/ForwardBackward  (→ unary)');
-    expect(out.trim().split('\n')).toHaveLength(25);
+    expect(out.trim().split('\n')).toHaveLength(26);
   });
 
   it('exits non-zero with the key named when a setting is bad', () => {

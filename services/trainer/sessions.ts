@@ -38,6 +38,7 @@ import {
   TrainingSessionRecord,
 } from '../../src/gen/duel/v1/training.js';
 import type { LlamaConfig } from '../../src/models/llama/config.js';
+import { type Decoder, DecoderRunner } from '../../src/models/llama/runner.js';
 import { initAdapter, writeAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import type { Logger } from '../../src/platform/logger.js';
@@ -58,6 +59,8 @@ interface SharedBase {
   dir: string;
   tensors: SharedTensors;
   users: number;
+  /** Decoders of the base taking adapters as inputs, one per target set, built on first Sample. */
+  decoders: Map<string, Promise<DecoderRunner>>;
 }
 
 interface Live {
@@ -68,6 +71,10 @@ interface Live {
   session: TrainingSession;
   /** A LoRA session's shared base. */
   base?: SharedBase;
+  /** A full-weight session's decoder of its current weights, and the weights' version it holds. */
+  decoder?: { runner: Promise<DecoderRunner>; version: number };
+  /** The weights' version a LoRA session's adapter was last set into its base's decoder at. */
+  adapterVersion?: number;
   /** The optimizer step the last snapshot (or the start) holds. */
   snapshotStep: number;
   /** One call at a time per session, in seq order. */
@@ -268,7 +275,7 @@ export class TrainingSessions {
       loading = (async () => {
         const m = loadModelDir(await this.core.resolve(ref));
         const tensors = await SharedTensors.create(this.core.runtime, m.weights);
-        return { key, config: m.config, dir: m.dir, tensors, users: 0 };
+        return { key, config: m.config, dir: m.dir, tensors, users: 0, decoders: new Map() };
       })();
       this.bases.set(key, loading);
       loading.catch(() => this.bases.delete(key));
@@ -282,12 +289,56 @@ export class TrainingSessions {
     if (--base.users > 0) return;
     this.bases.delete(base.key);
     await base.tensors.dispose();
+    for (const d of base.decoders.values()) await (await d).release();
   }
 
   /** Frees a live session's memory (its journal stays). */
   private async closeLive(l: Live): Promise<void> {
     await l.session.close();
-    if (l.base) await this.releaseBase(l.base);
+    if (l.decoder) await (await l.decoder.runner).release();
+    if (l.base) {
+      const d = l.base.decoders.get(l.session.lora!.targets.join());
+      if (d && l.adapterVersion !== undefined) await (await d).dropAdapter(l.record.sessionId);
+      await this.releaseBase(l.base);
+    }
+  }
+
+  /**
+   * A decoder of the session's current weights. Full weights: one compiled with them, rebuilt
+   * after they change. LoRA: the base's decoder shared by every session with the same targets,
+   * this session's adapter set into it under the session's id when it changed.
+   */
+  async decoder(l: Live): Promise<Decoder> {
+    const version = l.session.version;
+    if (!l.base) {
+      if (l.decoder?.version !== version) {
+        const old = l.decoder?.runner;
+        const weights = await l.session.weights();
+        l.decoder = { runner: DecoderRunner.create(this.core.runtime, l.model.config, weights), version };
+        if (old) await (await old).release();
+      }
+      return l.decoder.runner;
+    }
+    const lora = l.session.lora!;
+    const key = lora.targets.join();
+    let d = l.base.decoders.get(key);
+    if (!d) {
+      const dir = l.base.dir;
+      d = DecoderRunner.forAdapters(
+        this.core.runtime,
+        l.base.config,
+        loadModelDir(dir).weights,
+        lora.targets,
+      );
+      l.base.decoders.set(key, d);
+      d.catch(() => l.base?.decoders.delete(key));
+    }
+    const runner = await d;
+    if (l.adapterVersion !== version) {
+      await runner.setAdapter(l.record.sessionId, { config: lora, tensors: await l.session.weights() });
+      l.adapterVersion = version;
+    }
+    return runner.withAdapter(l.record.sessionId);
   }
 
   /** A session's journal record and its calls since the last snapshot, replayed. */
@@ -344,9 +395,9 @@ export class TrainingSessions {
   }
 
   /** Runs `fn` on the session in its call order, without a seq (reads that apply nothing). */
-  async read<A>(id: string, fn: (s: TrainingSession) => Promise<A>): Promise<A> {
+  async read<A>(id: string, fn: (l: Live) => Promise<A>): Promise<A> {
     const l = await this.entry(id);
-    const run = l.queue.then(() => fn(l.session));
+    const run = l.queue.then(() => fn(l));
     l.queue = run.catch(() => {});
     return run;
   }

@@ -3,10 +3,14 @@
  * retry-safe and sessions durable). Each handler checks its request, naming every bad field, and
  * hands a typed call to the sessions.
  */
+
+import { randomInt } from 'node:crypto';
 import { parseSets, RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { DuelError } from '../../src/errors.js';
+import { CompletionSource } from '../../src/gen/duel/v1/common.js';
 import { TrainingServiceService } from '../../src/gen/duel/v1/training.js';
-import { checkLora, checkModelRef } from '../../src/platform/contract-checks.js';
+import { generate } from '../../src/models/generate.js';
+import { checkLora, checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { Violations } from '../../src/platform/violations.js';
 import {
@@ -17,6 +21,9 @@ import {
   TOKEN_LOSSES,
   type TrainingSessions,
 } from './sessions.js';
+
+/** What one Sample call may ask for (the sampler's defaults). */
+const SAMPLE_LIMITS = { maxSamples: 64, maxNewTokens: 4096 };
 
 export function trainingService(sessions: TrainingSessions) {
   const requireId = (v: Violations, id: string) => v.check(id !== '', 'session_id', 'is required');
@@ -123,8 +130,58 @@ export function trainingService(sessions: TrainingSessions) {
       const v = new Violations();
       requireId(v, req.sessionId);
       v.throwIfAny();
-      const logprobs = await sessions.read(req.sessionId, (s) => s.computeLogprobs(datumsFromWire(req.data)));
+      const logprobs = await sessions.read(req.sessionId, (l) =>
+        l.session.computeLogprobs(datumsFromWire(req.data)),
+      );
       return { logprobs: logprobs.map((values) => ({ values })) };
+    },
+
+    async sample(req, ctx) {
+      const v = new Violations();
+      requireId(v, req.sessionId);
+      v.check(req.prompts.length > 0, 'prompts', 'must hold at least one prompt');
+      req.prompts.forEach((p, i) =>
+        v.check(
+          p.tokenIds.length > 0,
+          `prompts[${i}].token_ids`,
+          'are required (a session samples token ids)',
+        ),
+      );
+      checkSampling(v, req.sampling, 'sampling', SAMPLE_LIMITS);
+      v.throwIfAny();
+      const p = req.sampling!;
+      const samples = await sessions.read(req.sessionId, async (l) =>
+        generate(
+          await sessions.decoder(l),
+          req.prompts.map((x) => [...x.tokenIds]),
+          {
+            n: Math.max(1, p.numSamples),
+            maxNewTokens: p.maxNewTokens,
+            temperature: p.temperature ?? 1,
+            topK: p.topK,
+            topP: p.topP ?? 1,
+            // Unset: a fresh seed per call (set one to reproduce samples).
+            seed: p.seed ?? randomInt(2 ** 31),
+            eosIds: l.model.config.eosTokenIds,
+            padId: l.model.config.padTokenId ?? 0,
+            signal: ctx.signal,
+          },
+        ),
+      );
+      return {
+        samples: samples.map((g) => ({
+          promptIndex: g.prompt,
+          sampleIndex: g.sample,
+          completion: {
+            tokenIds: g.tokens,
+            text: '',
+            tokenLogprobs: g.logprobs,
+            logprob: g.logprobs.reduce((a, b) => a + b, 0),
+            source: CompletionSource.COMPLETION_SOURCE_POLICY,
+            finished: g.finish === 'eos',
+          },
+        })),
+      };
     },
 
     async saveWeights(req) {

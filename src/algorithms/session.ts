@@ -184,6 +184,8 @@ export class TrainingSession {
     readonly lora: LoraConfig | undefined,
   ) {}
 
+  private changes = 0;
+
   /** π_ref for the pairwise losses, scored on first use. */
   private reference?: Promise<Pick<LogprobRunner, 'logprobs' | 'release'>>;
   /** Each pairwise loss's graph over the state, by recipe, hyper-parameters and slot shapes. */
@@ -400,8 +402,15 @@ export class TrainingSession {
   }
 
   /** Applies the accumulated gradient (the session's learning rate unless `lr` is given). */
-  optimStep(lr?: number): Promise<StepMetrics> {
-    return this.state.optimStep(lr);
+  async optimStep(lr?: number): Promise<StepMetrics> {
+    const m = await this.state.optimStep(lr);
+    if (m.applied) this.changes++;
+    return m;
+  }
+
+  /** Counts changes of the weights (steps, restores): what a cached decoder of them is keyed by. */
+  get version(): number {
+    return this.changes;
   }
 
   get steps(): number {
@@ -421,8 +430,9 @@ export class TrainingSession {
     return this.state.snapshot();
   }
 
-  restore(s: TrainingSnapshot): Promise<void> {
-    return this.state.restore(s);
+  async restore(s: TrainingSnapshot): Promise<void> {
+    await this.state.restore(s);
+    this.changes++;
   }
 
   async weights(): Promise<Record<string, HostTensor>> {

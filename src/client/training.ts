@@ -7,8 +7,12 @@
 import type * as grpc from '@grpc/grpc-js';
 import { DuelError } from '../errors.js';
 import type { ArtifactRef, Metrics, ModelRef, RoundRecord } from '../gen/duel/v1/common.js';
-import { LoraSpec, OptimizerConfig } from '../gen/duel/v1/common.js';
-import { TrainingServiceClient, type TrainingSessionInfo } from '../gen/duel/v1/training.js';
+import { LoraSpec, OptimizerConfig, SamplingParams } from '../gen/duel/v1/common.js';
+import {
+  type SessionSample,
+  TrainingServiceClient,
+  type TrainingSessionInfo,
+} from '../gen/duel/v1/training.js';
 import { callUnary, isTransient } from '../platform/grpc/client.js';
 import { channelCredentials, clientTlsFromEnv } from '../platform/tls.js';
 
@@ -171,6 +175,19 @@ export class TrainingSessionHandle {
       data: toWire(data),
     });
     return res.logprobs.map((l) => l.values);
+  }
+
+  /**
+   * Completions of token-id prompts drawn from the current weights, with log π_θ per token (what
+   * importance_sampling and ppo take as sampling_logprobs).
+   */
+  async sample(prompts: number[][], sampling: Partial<SamplingParams>): Promise<SessionSample[]> {
+    const res = await this.client.call<object, { samples: SessionSample[] }>('sample', {
+      sessionId: this.id,
+      prompts: prompts.map((tokenIds) => ({ tokenIds, text: '', id: '' })),
+      sampling: SamplingParams.fromPartial(sampling),
+    });
+    return res.samples;
   }
 
   async saveWeights(name: string): Promise<ModelRef> {

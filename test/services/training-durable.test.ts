@@ -193,4 +193,45 @@ describe('durable training sessions', () => {
     expect(t.sessions.loaded).toEqual({ sessions: 0, sharedBases: 0 });
     await t.stop();
   });
+
+  it.each([
+    ['full weights', undefined],
+    ['LoRA', { rank: 2, alpha: 4, targets: ['q_proj', 'v_proj'], rslora: false }],
+  ])(
+    'Sample draws from the current weights (%s): its log-probs are ComputeLogprobs’ before and after a step',
+    async (_, lora) => {
+      const t = await trainer(memoryJournal());
+      const s = await t.client.createSession({
+        base,
+        optimizer: OPTIMIZER,
+        seed: 3,
+        ...(lora ? { lora } : {}),
+      });
+      const prompts = [BATCHES[0]![0]!.promptIds, BATCHES[1]![1]!.promptIds];
+      for (let round = 0; round < 2; round++) {
+        const samples = await s.sample(prompts, { numSamples: 2, maxNewTokens: 4, seed: 5 });
+        expect(samples).toHaveLength(4);
+        const data = samples.map((x) => ({
+          promptIds: prompts[x.promptIndex]!,
+          completionIds: x.completion!.tokenIds,
+        }));
+        const scored = await s.computeLogprobs(data);
+        samples.forEach((x, i) => {
+          x.completion!.tokenLogprobs.forEach((lp, k) => expect(lp).toBeCloseTo(scored[i]![k]!, 4));
+        });
+        // A step with the sampled rows as data, so round 2 samples from changed weights.
+        await s.forwardBackward(
+          'importance_sampling',
+          data.map((d, i) => ({
+            ...d,
+            weights: d.completionIds.map(() => (i % 2 ? 1 : -1)),
+            samplingLogprobs: samples[i]!.completion!.tokenLogprobs,
+          })),
+        );
+        await s.optimStep(0.05);
+      }
+      await s.close();
+      await t.stop();
+    },
+  );
 });

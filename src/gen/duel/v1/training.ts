@@ -18,7 +18,17 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { ArtifactRef, LoraSpec, Metrics, ModelRef, OptimizerConfig, RoundRecord } from "./common.js";
+import {
+  ArtifactRef,
+  Completion,
+  LoraSpec,
+  Metrics,
+  ModelRef,
+  OptimizerConfig,
+  Prompt,
+  RoundRecord,
+  SamplingParams,
+} from "./common.js";
 
 export const protobufPackage = "duel.v1";
 
@@ -129,6 +139,24 @@ export interface TokenLogprobs {
 
 export interface ComputeLogprobsResponse {
   logprobs: TokenLogprobs[];
+}
+
+export interface TrainingServiceSampleRequest {
+  sessionId: string;
+  /** Token ids (a session's base may have no tokenizer). */
+  prompts: Prompt[];
+  sampling: SamplingParams | undefined;
+}
+
+export interface SessionSample {
+  promptIndex: number;
+  sampleIndex: number;
+  /** token_logprobs are log π_θ at temperature 1, what importance_sampling and ppo take as sampling_logprobs. */
+  completion: Completion | undefined;
+}
+
+export interface TrainingServiceSampleResponse {
+  samples: SessionSample[];
 }
 
 export interface SaveStateRequest {
@@ -1606,6 +1634,295 @@ export const ComputeLogprobsResponse: MessageFns<ComputeLogprobsResponse> = {
   fromPartial(object: DeepPartial<ComputeLogprobsResponse>): ComputeLogprobsResponse {
     const message = createBaseComputeLogprobsResponse();
     message.logprobs = object.logprobs?.map((e) => TokenLogprobs.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseTrainingServiceSampleRequest(): TrainingServiceSampleRequest {
+  return { sessionId: "", prompts: [], sampling: undefined };
+}
+
+export const TrainingServiceSampleRequest: MessageFns<TrainingServiceSampleRequest> = {
+  encode(message: TrainingServiceSampleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    for (const v of message.prompts) {
+      Prompt.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.sampling !== undefined) {
+      SamplingParams.encode(message.sampling, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrainingServiceSampleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrainingServiceSampleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.prompts.push(Prompt.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sampling = SamplingParams.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrainingServiceSampleRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      prompts: globalThis.Array.isArray(object?.prompts) ? object.prompts.map((e: any) => Prompt.fromJSON(e)) : [],
+      sampling: isSet(object.sampling) ? SamplingParams.fromJSON(object.sampling) : undefined,
+    };
+  },
+
+  toJSON(message: TrainingServiceSampleRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.prompts?.length) {
+      obj.prompts = message.prompts.map((e) => Prompt.toJSON(e));
+    }
+    if (message.sampling !== undefined) {
+      obj.sampling = SamplingParams.toJSON(message.sampling);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TrainingServiceSampleRequest>): TrainingServiceSampleRequest {
+    return TrainingServiceSampleRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TrainingServiceSampleRequest>): TrainingServiceSampleRequest {
+    const message = createBaseTrainingServiceSampleRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.prompts = object.prompts?.map((e) => Prompt.fromPartial(e)) || [];
+    message.sampling = (object.sampling !== undefined && object.sampling !== null)
+      ? SamplingParams.fromPartial(object.sampling)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionSample(): SessionSample {
+  return { promptIndex: 0, sampleIndex: 0, completion: undefined };
+}
+
+export const SessionSample: MessageFns<SessionSample> = {
+  encode(message: SessionSample, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptIndex !== 0) {
+      writer.uint32(8).uint32(message.promptIndex);
+    }
+    if (message.sampleIndex !== 0) {
+      writer.uint32(16).uint32(message.sampleIndex);
+    }
+    if (message.completion !== undefined) {
+      Completion.encode(message.completion, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionSample {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionSample();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.promptIndex = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sampleIndex = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.completion = Completion.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionSample {
+    return {
+      promptIndex: isSet(object.promptIndex)
+        ? globalThis.Number(object.promptIndex)
+        : isSet(object.prompt_index)
+        ? globalThis.Number(object.prompt_index)
+        : 0,
+      sampleIndex: isSet(object.sampleIndex)
+        ? globalThis.Number(object.sampleIndex)
+        : isSet(object.sample_index)
+        ? globalThis.Number(object.sample_index)
+        : 0,
+      completion: isSet(object.completion) ? Completion.fromJSON(object.completion) : undefined,
+    };
+  },
+
+  toJSON(message: SessionSample): unknown {
+    const obj: any = {};
+    if (message.promptIndex !== 0) {
+      obj.promptIndex = Math.round(message.promptIndex);
+    }
+    if (message.sampleIndex !== 0) {
+      obj.sampleIndex = Math.round(message.sampleIndex);
+    }
+    if (message.completion !== undefined) {
+      obj.completion = Completion.toJSON(message.completion);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SessionSample>): SessionSample {
+    return SessionSample.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SessionSample>): SessionSample {
+    const message = createBaseSessionSample();
+    message.promptIndex = object.promptIndex ?? 0;
+    message.sampleIndex = object.sampleIndex ?? 0;
+    message.completion = (object.completion !== undefined && object.completion !== null)
+      ? Completion.fromPartial(object.completion)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTrainingServiceSampleResponse(): TrainingServiceSampleResponse {
+  return { samples: [] };
+}
+
+export const TrainingServiceSampleResponse: MessageFns<TrainingServiceSampleResponse> = {
+  encode(message: TrainingServiceSampleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.samples) {
+      SessionSample.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrainingServiceSampleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrainingServiceSampleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.samples.push(SessionSample.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrainingServiceSampleResponse {
+    return {
+      samples: globalThis.Array.isArray(object?.samples)
+        ? object.samples.map((e: any) => SessionSample.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: TrainingServiceSampleResponse): unknown {
+    const obj: any = {};
+    if (message.samples?.length) {
+      obj.samples = message.samples.map((e) => SessionSample.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TrainingServiceSampleResponse>): TrainingServiceSampleResponse {
+    return TrainingServiceSampleResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TrainingServiceSampleResponse>): TrainingServiceSampleResponse {
+    const message = createBaseTrainingServiceSampleResponse();
+    message.samples = object.samples?.map((e) => SessionSample.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3102,6 +3419,18 @@ export const TrainingServiceService = {
       Buffer.from(ComputeLogprobsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ComputeLogprobsResponse => ComputeLogprobsResponse.decode(value),
   },
+  /** Completions drawn from the current weights, in the trainer, with their log-probs (applies nothing). */
+  sample: {
+    path: "/duel.v1.TrainingService/Sample" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: TrainingServiceSampleRequest): Buffer =>
+      Buffer.from(TrainingServiceSampleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TrainingServiceSampleRequest => TrainingServiceSampleRequest.decode(value),
+    responseSerialize: (value: TrainingServiceSampleResponse): Buffer =>
+      Buffer.from(TrainingServiceSampleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TrainingServiceSampleResponse => TrainingServiceSampleResponse.decode(value),
+  },
   /** The current weights as a model directory in the trainer's artifact store. */
   saveWeights: {
     path: "/duel.v1.TrainingService/SaveWeights" as const,
@@ -3172,6 +3501,8 @@ export interface TrainingServiceServer extends UntypedServiceImplementation {
   optimStep: handleUnaryCall<OptimStepRequest, OptimStepResponse>;
   /** Per-token log-probs of each datum's completion under the current weights (applies nothing). */
   computeLogprobs: handleUnaryCall<ComputeLogprobsRequest, ComputeLogprobsResponse>;
+  /** Completions drawn from the current weights, in the trainer, with their log-probs (applies nothing). */
+  sample: handleUnaryCall<TrainingServiceSampleRequest, TrainingServiceSampleResponse>;
   /** The current weights as a model directory in the trainer's artifact store. */
   saveWeights: handleUnaryCall<SaveWeightsRequest, SaveWeightsResponse>;
   /**
@@ -3247,6 +3578,22 @@ export interface TrainingServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ComputeLogprobsResponse) => void,
+  ): ClientUnaryCall;
+  /** Completions drawn from the current weights, in the trainer, with their log-probs (applies nothing). */
+  sample(
+    request: TrainingServiceSampleRequest,
+    callback: (error: ServiceError | null, response: TrainingServiceSampleResponse) => void,
+  ): ClientUnaryCall;
+  sample(
+    request: TrainingServiceSampleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: TrainingServiceSampleResponse) => void,
+  ): ClientUnaryCall;
+  sample(
+    request: TrainingServiceSampleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: TrainingServiceSampleResponse) => void,
   ): ClientUnaryCall;
   /** The current weights as a model directory in the trainer's artifact store. */
   saveWeights(
