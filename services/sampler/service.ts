@@ -5,15 +5,9 @@
  * one response per completion as soon as its batch is decoded; cancellation and deadlines stop
  * the decoding loop between steps. No math here: generation and scoring live in src/models.
  */
-import { randomInt } from 'node:crypto';
 import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
-import {
-  type ArtifactRef,
-  type Completion as CompletionMessage,
-  CompletionSource,
-  type ModelRef,
-} from '../../src/gen/duel/v1/common.js';
+import { type ArtifactRef, CompletionSource, type ModelRef } from '../../src/gen/duel/v1/common.js';
 import {
   type LoadModelResponse,
   type LogprobsResponse,
@@ -34,6 +28,7 @@ import { checkModelRef } from '../../src/platform/contract-checks.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
+import { completionOf, generateOptionsOf } from '../../src/platform/sampling.js';
 import { Violations } from '../../src/platform/violations.js';
 import {
   DEFAULT_SAMPLER_LIMITS,
@@ -195,16 +190,7 @@ export function samplerService(core: SamplerCore) {
       const params = req.params!;
       // Admission: a bounded number decode at once, a bounded queue waits, the rest are refused.
       const options = {
-        n: Math.max(1, params.numSamples),
-        maxNewTokens: params.maxNewTokens,
-        temperature: params.temperature ?? 1,
-        topK: params.topK,
-        topP: params.topP ?? 1,
-        // Unset: a fresh seed per call (set one to reproduce samples).
-        seed: params.seed ?? randomInt(2 ** 31),
-        eosIds: m.config.eosTokenIds,
-        padId: m.config.padTokenId ?? 0,
-        signal: ctx.signal,
+        ...generateOptionsOf(params, m.config, ctx.signal),
         ...(reference ? { mixture: { reference: reference.decoder, coef: req.mixtureCoef } } : {}),
       };
       const gens = await core.admission.run(() => generate(m.decoder, prompts, options), ctx.signal);
@@ -214,16 +200,11 @@ export function samplerService(core: SamplerCore) {
         gens.reduce((n, g) => n + g.tokens.length, 0),
       );
       for (const g of gens) {
-        const completion: CompletionMessage = {
-          tokenIds: g.tokens,
-          text: m.tokenizer ? m.tokenizer.decode(g.tokens) : '',
-          tokenLogprobs: g.logprobs,
-          logprob: g.logprobs.reduce((a, b) => a + b, 0),
-          source: reference
-            ? CompletionSource.COMPLETION_SOURCE_MIXTURE
-            : CompletionSource.COMPLETION_SOURCE_POLICY,
-          finished: g.finish === 'eos',
-        };
+        const completion = completionOf(
+          g,
+          m.tokenizer ? m.tokenizer.decode(g.tokens) : '',
+          reference ? CompletionSource.COMPLETION_SOURCE_MIXTURE : CompletionSource.COMPLETION_SOURCE_POLICY,
+        );
         yield { promptIndex: g.prompt, sampleIndex: g.sample, completion };
       }
     },

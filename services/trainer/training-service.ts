@@ -4,14 +4,13 @@
  * hands a typed call to the sessions.
  */
 
-import { randomInt } from 'node:crypto';
 import { parseSets, RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { DuelError } from '../../src/errors.js';
-import { CompletionSource } from '../../src/gen/duel/v1/common.js';
 import { TrainingServiceService } from '../../src/gen/duel/v1/training.js';
 import { generate } from '../../src/models/generate.js';
 import { checkLora, checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
 import { service } from '../../src/platform/grpc/server.js';
+import { CompletionSource, completionOf, generateOptionsOf } from '../../src/platform/sampling.js';
 import { Violations } from '../../src/platform/violations.js';
 import {
   datumsFromWire,
@@ -154,32 +153,14 @@ export function trainingService(sessions: TrainingSessions) {
         generate(
           await sessions.decoder(l),
           req.prompts.map((x) => [...x.tokenIds]),
-          {
-            n: Math.max(1, p.numSamples),
-            maxNewTokens: p.maxNewTokens,
-            temperature: p.temperature ?? 1,
-            topK: p.topK,
-            topP: p.topP ?? 1,
-            // Unset: a fresh seed per call (set one to reproduce samples).
-            seed: p.seed ?? randomInt(2 ** 31),
-            eosIds: l.model.config.eosTokenIds,
-            padId: l.model.config.padTokenId ?? 0,
-            signal: ctx.signal,
-          },
+          generateOptionsOf(p, l.model.config, ctx.signal),
         ),
       );
       return {
         samples: samples.map((g) => ({
           promptIndex: g.prompt,
           sampleIndex: g.sample,
-          completion: {
-            tokenIds: g.tokens,
-            text: '',
-            tokenLogprobs: g.logprobs,
-            logprob: g.logprobs.reduce((a, b) => a + b, 0),
-            source: CompletionSource.COMPLETION_SOURCE_POLICY,
-            finished: g.finish === 'eos',
-          },
+          completion: completionOf(g, '', CompletionSource.COMPLETION_SOURCE_POLICY),
         })),
       };
     },
