@@ -2,14 +2,19 @@
 # Installs what duel needs on a fresh Debian machine with Node 20 and npm (run as root):
 # nats-server from Debian's packages when missing, and the npm packages from package-lock.json
 # (npm ci, the same install the image build runs) when missing or older than the lock file. With
-# --for-tests also chromium (the test that renders the run report) and, when Dawn finds no WebGPU
-# adapter, Mesa's Vulkan drivers (lavapipe: the webgpu provider's tests on a machine without a GPU).
+# --for-tests also chromium (the test that renders the run report), Python's grpcio and protoc's
+# gRPC plugin (the test that runs examples/python) and, when Dawn finds no WebGPU adapter, Mesa's
+# Vulkan drivers (lavapipe: the webgpu provider's tests on a machine without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
-if [ "${1:-}" = --for-tests ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+if [ "${1:-}" = --for-tests ]; then
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
+  command -v grpc_python_plugin >/dev/null 2>&1 || missing+=(protobuf-compiler-grpc)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian's packages"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
