@@ -238,6 +238,54 @@ export function registerBench(program: Command): void {
     });
 
   bench
+    .command('sessions')
+    .description(
+      'training sessions over gRPC against duel serve trainer: per-step overhead on the 21.9M model, small calls/s, resume after SIGKILL, memory per session',
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--model <name>', 'testbed, 25M (21.9M parameters) or smollm-135m', '25M')
+    .option('--steps <n>', 'timed steps per measurement', positiveInt('--steps'), 10)
+    .option('--batch <n>', 'sequences per step', positiveInt('--batch'), 8)
+    .option(
+      '--tokens <n>',
+      'tokens per sequence (half prompt, half completion)',
+      positiveInt('--tokens'),
+      128,
+    )
+    .option(
+      '--lora-sessions <list>',
+      'LoRA session counts to measure the trainer at',
+      (raw) => raw.split(',').map((r) => positiveInt('--lora-sessions')(r)),
+      [1, 4, 8],
+    )
+    .action(
+      async (o: {
+        json?: boolean;
+        model: string;
+        steps: number;
+        batch: number;
+        tokens: number;
+        loraSessions: number[];
+      }) => {
+        const { runSessionsBench } = await import('../../../bench/sessions.js');
+        const r = await runSessionsBench({ ...o, log: progress });
+        if (printedAsJson(o.json, r)) return;
+        const mb = (x: number) => `${x.toFixed(0)} MB`;
+        process.stdout.write(
+          [
+            `model ${r.model} (${(r.params / 1e6).toFixed(1)}M), ${r.batch}×${r.tokens} tokens per step, journal on ${r.journal}`,
+            `step in process ${r.in_process_step_ms.toFixed(0)} ms, over gRPC ${r.grpc_step_ms.toFixed(0)} ms: overhead ${(100 * r.overhead_fraction).toFixed(1)}%`,
+            `a snapshot every 10 steps: ${r.snapshot_every_10_step_ms.toFixed(0)} ms per step (one snapshot ≈ ${r.snapshot_ms.toFixed(0)} ms, ${(r.snapshot_bytes / 2 ** 20).toFixed(0)} MiB)`,
+            `small calls: ${r.small_calls_per_s.toFixed(0)} ForwardBackward/s`,
+            `resume after SIGKILL: restart ${r.restart_ms.toFixed(0)} ms, first call ${r.resumed_first_call_ms.toFixed(0)} ms (restore ${r.restore_log_ms} ms, ${r.replayed_calls} calls replayed)`,
+            ...r.memory.map((m) => `trainer with ${m.sessions} ${m.kind} sessions: ${mb(m.trainer_rss_mb)}`),
+            `per session: LoRA r8 ${mb(r.lora_mb_per_session)}, full weights ${mb(r.full_mb_per_session)}; LoRA sessions that fit in ${mb(r.machine_mb)}: ${r.lora_sessions_fit}`,
+          ].join('\n') + '\n',
+        );
+      },
+    );
+
+  bench
     .command('judge')
     .description(
       "scorer throughput on real shapes, random weights: PairRM pairs/s and a Qwen3-0.6B-shaped reward model's rewards/s, beside the MatMul ceiling",

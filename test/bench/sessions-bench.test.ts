@@ -1,0 +1,27 @@
+/** `duel bench sessions` end to end on the testbed-sized model: every figure comes from a real trainer process. */
+import { expect, it } from 'vitest';
+import { runSessionsBench } from '../../bench/sessions.js';
+
+it('times steps in process and over gRPC, resumes a SIGKILLed trainer, and counts memory per session', async () => {
+  const r = await runSessionsBench({
+    model: 'testbed',
+    steps: 2,
+    batch: 2,
+    tokens: 16,
+    loraSessions: [1, 2],
+    log: () => {},
+  });
+  expect(r.in_process_step_ms).toBeGreaterThan(0);
+  expect(r.grpc_step_ms).toBeGreaterThan(0);
+  expect(r.small_calls_per_s).toBeGreaterThan(0);
+  // Killed 5 steps (10 calls) after the snapshot at step 10, the session replays those 10.
+  expect(r.replayed_calls).toBe(10);
+  expect(r.restore_log_ms).toBeGreaterThan(0);
+  expect(r.memory.map((m) => [m.kind, m.sessions])).toEqual([
+    ['none', 0],
+    ['lora r8', 1],
+    ['lora r8', 2],
+    ['full', 1],
+    ['full', 2],
+  ]);
+}, 180_000);
