@@ -10,7 +10,8 @@
  *  - resume after SIGKILL: the restart until the trainer listens, and the first call of the
  *    interrupted session (restore from the last snapshot + replay + the call);
  *  - sessions per trainer: its resident memory with n LoRA sessions (rank 8, every linear layer) on
- *    one base, and with full-weight sessions, so memory per session and how many fit.
+ *    one base — without ONNX Runtime's memory arena (the trainer's default for sessions) and with
+ *    it — and with full-weight sessions, so memory per session and how many fit.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
@@ -48,7 +49,9 @@ export interface SessionsBenchResult {
   batch: number;
   tokens: number;
   journal: 'nats' | 'memory';
+  /** The step in this process as the trainer runs sessions (no memory arena), and with the arena. */
   in_process_step_ms: number;
+  in_process_arena_step_ms: number;
   grpc_step_ms: number;
   overhead_fraction: number;
   /** Mean step with a snapshot every 10 steps, and the snapshot's own cost. */
@@ -62,6 +65,7 @@ export interface SessionsBenchResult {
   replayed_calls: number;
   memory: { kind: string; sessions: number; trainer_rss_mb: number }[];
   lora_mb_per_session: number;
+  lora_arena_mb_per_session: number;
   full_mb_per_session: number;
   lora_sessions_fit: number;
   machine_mb: number;
@@ -122,7 +126,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
   };
   const data = batchOf(cfg, o.batch, o.tokens);
   const procs: ServiceProcess[] = [];
-  const trainer = async (snapshotEvery: number) => {
+  const trainer = async (snapshotEvery: number, arena = false) => {
     const p = new ServiceProcess(
       'trainer',
       `trainer-${procs.length}`,
@@ -130,6 +134,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
         DUEL_NATS_URL: nats?.url ?? MEMORY_BUS_URL,
         DUEL_ARTIFACTS_ROOT: store.root,
         DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: String(snapshotEvery),
+        DUEL_TRAINER_SESSIONS_LOW_MEMORY: String(!arena),
         DUEL_LOG_LEVEL: 'info',
       },
       root,
@@ -143,28 +148,32 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     await s.optimStep();
   };
   try {
-    // The same step in this process, on the runtime settings `duel serve trainer` uses here.
-    const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
-    let inProcess: number[];
-    try {
-      const s = await TrainingSession.create(runtime, {
-        config: cfg,
-        weights,
-        optimizer: { kind: 'adamw', weightDecay: 0 },
-        gradClip: 1,
-        lr: 1e-4,
-      });
-      await s.forwardBackward('cross_entropy', data);
-      await s.optimStep();
-      inProcess = await timeSteps(o.steps, async () => {
-        await s.forwardBackward('cross_entropy', data);
-        await s.optimStep();
-      });
-      await s.close();
-    } finally {
-      await runtime.close();
+    // The same step in this process, on the runtime settings `duel serve trainer` uses here: with
+    // the trainer's default for sessions (no memory arena) and with ONNX Runtime's arena.
+    const inProcess: Record<'lowMemory' | 'arena', number[]> = { lowMemory: [], arena: [] };
+    for (const kind of ['lowMemory', 'arena'] as const) {
+      const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
+      try {
+        const s = await TrainingSession.create(runtime, {
+          config: cfg,
+          weights,
+          optimizer: { kind: 'adamw', weightDecay: 0 },
+          gradClip: 1,
+          lr: 1e-4,
+          lowMemory: kind === 'lowMemory',
+        });
+        const inProcessStep = async () => {
+          await s.forwardBackward('cross_entropy', data);
+          await s.optimStep();
+        };
+        await inProcessStep();
+        inProcess[kind] = await timeSteps(o.steps, inProcessStep);
+        await s.close();
+      } finally {
+        await runtime.close();
+      }
+      o.log(`in process (${kind}): ${median(inProcess[kind]).toFixed(0)} ms per step (median of ${o.steps})`);
     }
-    o.log(`in process: ${median(inProcess).toFixed(0)} ms per step (median of ${o.steps})`);
 
     // Through the API, no snapshot among the timed steps.
     let t = await trainer(1_000_000);
@@ -189,13 +198,15 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     t = await trainer(10);
     client = new TrainingClient(t.address);
     const d = await client.createSession({ base, optimizer: OPTIMIZER, clientToken: 'durable' });
+    await step(d)();
+    // Optimizer steps 2…11: the snapshot comes with step 10.
     const withSnapshots = await timeSteps(10, step(d));
     const snapshotMs = Math.max(...withSnapshots) - median(withSnapshots);
     o.log(
       `a snapshot every 10 steps: ${(withSnapshots.reduce((a, b) => a + b, 0) / 10).toFixed(0)} ms per step`,
     );
-    // Five more steps to replay, then SIGKILL and restart on the same port.
-    for (let i = 0; i < 5; i++) await step(d)();
+    // Four more steps (step 15: 10 calls after the snapshot) to replay, then SIGKILL and restart on the same port.
+    for (let i = 0; i < 4; i++) await step(d)();
     await t.stop('SIGKILL');
     const r0 = performance.now();
     await t.start();
@@ -213,24 +224,27 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     client.close();
     await t.stop();
 
-    // Resident memory with n sessions.
+    // Resident memory with n sessions, without (the default) and with ONNX Runtime's memory arena.
     const memory: SessionsBenchResult['memory'] = [];
-    t = await trainer(1_000_000);
-    client = new TrainingClient(t.address);
-    memory.push({ kind: 'none', sessions: 0, trainer_rss_mb: rssMb(t.child.pid) });
     const lora = { rank: 8, alpha: 16, targets: [...ALL_LINEAR], rslora: false };
-    const open: TrainingSessionHandle[] = [];
-    for (const n of o.loraSessions) {
-      while (open.length < n) {
-        const x = await client.createSession({ base, optimizer: OPTIMIZER, lora, seed: open.length });
-        await step(x)();
-        open.push(x);
+    for (const arena of [false, true]) {
+      t = await trainer(1_000_000, arena);
+      client = new TrainingClient(t.address);
+      if (!arena) memory.push({ kind: 'none', sessions: 0, trainer_rss_mb: rssMb(t.child.pid) });
+      const kind = arena ? 'lora r8, arena' : 'lora r8';
+      const open: TrainingSessionHandle[] = [];
+      for (const n of o.loraSessions) {
+        while (open.length < n) {
+          const x = await client.createSession({ base, optimizer: OPTIMIZER, lora, seed: open.length });
+          await step(x)();
+          open.push(x);
+        }
+        memory.push({ kind, sessions: n, trainer_rss_mb: rssMb(t.child.pid) });
+        o.log(`${n} ${kind} sessions: trainer ${memory.at(-1)!.trainer_rss_mb.toFixed(0)} MB`);
       }
-      memory.push({ kind: 'lora r8', sessions: n, trainer_rss_mb: rssMb(t.child.pid) });
-      o.log(`${n} LoRA sessions: trainer ${memory.at(-1)!.trainer_rss_mb.toFixed(0)} MB`);
+      client.close();
+      await t.stop();
     }
-    client.close();
-    await t.stop();
     t = await trainer(1_000_000);
     client = new TrainingClient(t.address);
     for (let n = 1; n <= 2; n++) {
@@ -241,15 +255,16 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     client.close();
     await t.stop();
 
-    const loraRows = memory.filter((m) => m.kind === 'lora r8');
-    const first = loraRows[0]!;
-    const lastLora = loraRows.at(-1)!;
-    const loraPer =
-      lastLora.sessions > first.sessions
-        ? (lastLora.trainer_rss_mb - first.trainer_rss_mb) / (lastLora.sessions - first.sessions)
+    const perSession = (kind: string) => {
+      const rows = memory.filter((m) => m.kind === kind);
+      const [a, b] = [rows[0]!, rows.at(-1)!];
+      return b.sessions > a.sessions
+        ? (b.trainer_rss_mb - a.trainer_rss_mb) / (b.sessions - a.sessions)
         : Number.NaN;
-    const fulls = memory.filter((m) => m.kind === 'full');
-    const fullPer = fulls[1]!.trainer_rss_mb - fulls[0]!.trainer_rss_mb;
+    };
+    const loraPer = perSession('lora r8');
+    const fullPer = perSession('full');
+    const first = memory.find((m) => m.kind === 'lora r8')!;
     const machineMb = totalmem() / 2 ** 20;
     const stateBytes = params * 4 * 4; // weights, AdamW's two slots, the accumulator
     return {
@@ -258,9 +273,10 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
       batch: o.batch,
       tokens: o.tokens,
       journal: nats ? 'nats' : 'memory',
-      in_process_step_ms: median(inProcess),
+      in_process_step_ms: median(inProcess.lowMemory),
+      in_process_arena_step_ms: median(inProcess.arena),
       grpc_step_ms: median(grpc),
-      overhead_fraction: (median(grpc) - median(inProcess)) / median(inProcess),
+      overhead_fraction: (median(grpc) - median(inProcess.lowMemory)) / median(inProcess.lowMemory),
       snapshot_every_10_step_ms: withSnapshots.reduce((a, b) => a + b, 0) / 10,
       snapshot_ms: snapshotMs,
       snapshot_bytes: stateBytes,
@@ -271,6 +287,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
       replayed_calls: restored?.replayed ?? Number.NaN,
       memory,
       lora_mb_per_session: loraPer,
+      lora_arena_mb_per_session: perSession('lora r8, arena'),
       full_mb_per_session: fullPer,
       lora_sessions_fit: Math.floor((machineMb - first.trainer_rss_mb) / loraPer),
       machine_mb: machineMb,

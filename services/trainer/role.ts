@@ -27,6 +27,11 @@ export const config = serviceConfig(
              * optimizer steps; a restore replays at most this many steps' calls.
              */
             snapshotEvery: z.number().int().min(1).default(10),
+            /**
+             * Sessions return their activations' memory after each run (no ONNX Runtime arena):
+             * about a tenth of the memory per session for ~10% slower steps (BENCHMARKS.md).
+             */
+            lowMemory: z.boolean().default(true),
           })
           .prefault({}),
       })
@@ -67,6 +72,7 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
   let sessionsNc: NatsConnection | undefined;
   const sessions = new TrainingSessions(core, {
     snapshotEvery: cfg.trainer.sessions.snapshotEvery,
+    lowMemory: cfg.trainer.sessions.lowMemory,
     log,
     journal: async () => {
       if (isMemoryBus(cfg.nats.url)) return memoryJournal();

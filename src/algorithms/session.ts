@@ -56,6 +56,8 @@ export interface TrainingSessionOptions {
   weights: Record<string, HostTensor>;
   /** Train a LoRA adapter of this shape on the frozen base held in `base` (shared with other sessions). */
   lora?: { config: LoraConfig; base: SharedTensors };
+  /** Give activation memory back after each run: many sessions per process (TrainingStateOptions.lowMemory). */
+  lowMemory?: boolean;
   optimizer: OptimizerSpec;
   /** Global-norm clipping of each optim step's accumulated gradient; 0 disables. */
   gradClip: number;
@@ -258,7 +260,7 @@ export class TrainingSession {
       { optimizer: o.optimizer, gradClip: o.gradClip },
       schedule,
       o.weights,
-      { accumulate: true, ...(o.lora ? { shared: o.lora.base } : {}) },
+      { accumulate: true, lowMemory: o.lowMemory ?? false, ...(o.lora ? { shared: o.lora.base } : {}) },
     );
     return new TrainingSession(
       cfg,

@@ -60,6 +60,8 @@ export interface TrainingStateOptions {
   accumulate?: boolean;
   /** Read the program's `frozen` tensors from these, held once for many states, not from `frozen`. */
   shared?: SharedTensors;
+  /** Sessions that give activation memory back after each run (many states in one process). */
+  lowMemory?: boolean;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -125,6 +127,8 @@ export class TrainingState {
     private readonly shared?: SharedTensors,
     /** The shapes of the frozen tensors, by name. */
     readonly frozenShapes: Readonly<Record<string, { dims: readonly number[] }>> = {},
+    /** Whether the state's sessions (and those added to it) give activation memory back. */
+    private readonly lowMemory = false,
   ) {}
 
   static async create(
@@ -204,14 +208,17 @@ export class TrainingState {
       ...(accumulated ? names.map(gradAccName) : []),
     ];
     // Parameters and optimizer slots never leave the device between steps.
+    const lowMemory = options.lowMemory ?? false;
     const session = await runtime.load(model, {
       outputsOnDevice: true,
+      lowMemory,
       ...(options.shared ? { near: options.shared.anchor } : {}),
     });
     // The optimizer step reads and writes the same state: it must live in the same worker.
     const applySession = accumulated
       ? await runtime.load(compile(applyGraph, step.outputs, 'optim_step', { provider: runtime.provider }), {
           outputsOnDevice: true,
+          lowMemory,
           near: session,
         })
       : undefined;
@@ -257,6 +264,7 @@ export class TrainingState {
       0,
       options.shared,
       Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
+      lowMemory,
     );
   }
 
@@ -341,6 +349,7 @@ export class TrainingState {
       compile(graph, outputs, 'forward_backward', { provider: runtime.provider }),
       {
         outputsOnDevice: true,
+        lowMemory: this.lowMemory,
         near: this.session,
       },
     );
@@ -513,9 +522,7 @@ export class TrainingState {
     );
     const session = await runtime.load(
       compile(graph, outputs, 'state_reader', { provider: runtime.provider }),
-      {
-        near: this.session,
-      },
+      { lowMemory: this.lowMemory, near: this.session },
     );
     const binding = this.readingFrozen(
       { state: this.stateId, reads: Object.fromEntries([...read.keys()].map((k) => [k, k])), writes: {} },

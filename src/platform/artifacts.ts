@@ -11,6 +11,7 @@ import {
   cpSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -147,9 +148,10 @@ export class FileArtifactStore implements ArtifactStore {
 
   /**
    * Copies `srcDir` into the store as `name` (immutable: an existing artifact of that name is
-   * an error) and returns its reference.
+   * an error) and returns its reference; `move` renames it in instead (a directory the caller
+   * built for this, best under `scratch()`: on the store's filesystem the move is free).
    */
-  put(srcDir: string, name: string): ArtifactRef {
+  put(srcDir: string, name: string, o: { move?: boolean } = {}): ArtifactRef {
     const dest = this.pathOf(name);
     if (existsSync(dest))
       throw DuelError.failedPrecondition(`artifact '${name}' already exists; artifacts are immutable`);
@@ -158,7 +160,8 @@ export class FileArtifactStore implements ArtifactStore {
     const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
     mkdirSync(resolve(dest, '..'), { recursive: true });
     try {
-      cpSync(srcDir, tmp, { recursive: true });
+      if (o.move) moveDir(srcDir, tmp);
+      else cpSync(srcDir, tmp, { recursive: true });
       rmSync(join(tmp, MANIFEST), { force: true });
       const digest = writeManifest(tmp);
       renameSync(tmp, dest);
@@ -167,6 +170,11 @@ export class FileArtifactStore implements ArtifactStore {
       rmSync(tmp, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  /** A fresh directory on the store's filesystem to build an artifact in before a moving put. */
+  scratch(): string {
+    return mkdtempSync(join(this.root, '.scratch-'));
   }
 
   remove(name: string): void {
@@ -187,6 +195,17 @@ export class FileArtifactStore implements ArtifactStore {
     if (!existsSync(dir)) throw DuelError.notFound(`artifact ${ref.uri} does not exist`);
     verifyArtifact(dir, ref.sha256);
     return dir;
+  }
+}
+
+/** Renames a directory, copying it where the rename cannot cross filesystems. */
+function moveDir(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    cpSync(from, to, { recursive: true });
+    rmSync(from, { recursive: true, force: true });
   }
 }
 

@@ -21,6 +21,8 @@ it('times steps in process and over gRPC, resumes a SIGKILLed trainer, and count
     ['none', 0],
     ['lora r8', 1],
     ['lora r8', 2],
+    ['lora r8, arena', 1],
+    ['lora r8, arena', 2],
     ['full', 1],
     ['full', 2],
   ]);

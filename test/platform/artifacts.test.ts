@@ -1,5 +1,5 @@
 /** The file:// artifact store: atomic puts, digests that pin every byte, names that stay inside the root. */
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileArtifactStore, localArtifactDir } from '../../src/platform/artifacts.js';
@@ -40,6 +40,13 @@ describe('file artifact store', () => {
     writeFileSync(join(dir, 'extra.bin'), 'x');
     expect(() => store.get(ref)).toThrow(/extra.bin not in the manifest/);
     expect(() => store.put(modelDir(), 'm')).toThrow(/already exists; artifacts are immutable/);
+    // A moving put takes a directory built in the store's scratch space without copying it.
+    const built = join(store.scratch(), 'built');
+    cpSync(modelDir(), built, { recursive: true });
+    const moved = store.put(built, 'moved', { move: true });
+    expect(existsSync(built)).toBe(false);
+    expect(moved.sha256).toBe(ref.sha256);
+    expect(() => store.get(moved)).not.toThrow();
     // Removed, the name is free again; removing what is not there is no error.
     store.remove('m');
     expect(store.find('m')).toBeUndefined();

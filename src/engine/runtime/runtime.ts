@@ -99,6 +99,8 @@ export interface LoadOptions {
    * whose state binding writes outputs back run after run. Fetched outputs are copied back.
    */
   outputsOnDevice?: boolean;
+  /** Give activation memory back after each run (SessionOptions.lowMemory). */
+  lowMemory?: boolean;
   /** Create the session in this session's worker, so the two can bind the same named states. */
   near?: Session;
 }

@@ -119,6 +119,7 @@ async function createSession(bytes: Uint8Array, options: SessionOptions): Promis
       intraOpNumThreads: options.intraOpThreads,
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
+      ...(options.lowMemory ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
       ...(device && options.outputsOnDevice ? { preferredOutputLocation: 'gpu-buffer' as const } : {}),
       // Nodes left on the CPU are reported by `duel bench placement`, not as a warning per session.
       ...(device ? { logSeverityLevel: 3 as const } : {}),
