@@ -253,7 +253,8 @@ function nats(): KubeObject[] {
 /**
  * Ingress rules: nothing reaches a pod unless a rule says so. Only the orchestrator calls the
  * workers; every duel pod (and KEDA, for the lag it scales on) reaches NATS; clients in the
- * namespace reach the orchestrator; Prometheus (namespace label `duel.dev/scrape: "true"`)
+ * namespace reach the orchestrator; pods labelled `duel.dev/training-client: "true"` reach the
+ * trainer (its TrainingService); Prometheus (namespace label `duel.dev/scrape: "true"`)
  * reaches every metrics port.
  */
 function networkPolicies(): NetworkPolicy[] {
@@ -277,6 +278,20 @@ function networkPolicies(): NetworkPolicy[] {
             ports: [{ port: GRPC_PORT }],
           },
           { from: [scrape], ports: [{ port: METRICS_PORT }] },
+        ],
+      },
+    }),
+    // A training loop's client (TrainingService) is a pod the user labels, not anything in the namespace.
+    new NetworkPolicy({
+      metadata: meta('duel-trainer-from-training-clients'),
+      spec: {
+        podSelector: { matchLabels: selector('trainer') },
+        policyTypes: ['Ingress'],
+        ingress: [
+          {
+            from: [{ podSelector: { matchLabels: { 'duel.dev/training-client': 'true' } } }],
+            ports: [{ port: GRPC_PORT }],
+          },
         ],
       },
     }),

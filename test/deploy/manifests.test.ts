@@ -134,6 +134,17 @@ describe.each(Object.keys(OVERLAYS))('overlay %s', (overlay) => {
       policyTypes: ['Ingress'],
     });
   });
+
+  it('lets only pods labelled as training clients reach the trainer’s TrainingService', () => {
+    const np = objs.find((o) => o.metadata.name === 'duel-trainer-from-training-clients')!;
+    expect(np.spec.podSelector.matchLabels).toMatchObject({ 'app.kubernetes.io/component': 'trainer' });
+    expect(np.spec.ingress).toEqual([
+      {
+        from: [{ podSelector: { matchLabels: { 'duel.dev/training-client': 'true' } } }],
+        ports: [{ port: 50051 }],
+      },
+    ]);
+  });
 });
 
 describe('manifest validation', () => {
