@@ -386,7 +386,8 @@ export class TrainingSessions {
   }
 
   async info(id: string): Promise<TrainingSessionInfo> {
-    const l = this.live.has(id) ? await this.live.get(id) : undefined;
+    // A live session's record is the freshest (one restoring is awaited); after a failed restore, the journal's.
+    const l = await this.live.get(id)?.catch(() => undefined);
     const r = l?.record ?? (await (await this.journal()).records.get(id))?.value;
     if (!r) throw DuelError.notFound(`no training session '${id}'`);
     return { sessionId: r.sessionId, base: r.base, seq: r.seq, step: r.step };
