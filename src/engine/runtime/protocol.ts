@@ -24,7 +24,7 @@ export interface SessionOptions {
   /**
    * No per-session memory arena and no memory pattern on the CPU: a session returns its
    * activations' memory after each run instead of keeping its peak (what many sessions in one
-   * process need; each run allocates afresh, measured ~10% slower in BENCHMARKS.md).
+   * process need; each run allocates afresh: no consistent cost in step time, BENCHMARKS.md).
    */
   lowMemory?: boolean;
   /** Profile every run (per node: provider and time) into a file whose path starts with this. */
