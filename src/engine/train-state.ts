@@ -129,6 +129,8 @@ export class TrainingState {
     readonly frozenShapes: Readonly<Record<string, { dims: readonly number[] }>> = {},
     /** Whether the state's sessions (and those added to it) give activation memory back. */
     private readonly lowMemory = false,
+    /** The shape of every parameter, slot and accumulator, by state key (what a snapshot holds). */
+    private readonly keyShapes: ReadonlyMap<string, readonly number[]> = new Map(),
   ) {}
 
   static async create(
@@ -265,6 +267,7 @@ export class TrainingState {
       options.shared,
       Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
       lowMemory,
+      new Map([...names, ...stateKeys].map((k) => [k, tensors[k]!.dims])),
     );
   }
 
@@ -483,18 +486,17 @@ export class TrainingState {
 
   /** Puts a snapshot of a state of the same program back; every key must be there, in its shape. */
   async restore(s: TrainingSnapshot): Promise<void> {
-    const current = await this.session.getState(this.stateId, [...this.paramNames, ...this.stateKeys]);
-    for (const [key, t] of Object.entries(current)) {
+    for (const [key, dims] of this.keyShapes) {
       const given = s.tensors[key];
       if (!given) throw new Error(`training state: the snapshot has no '${key}'`);
-      if (given.dims.join() !== t.dims.join() || given.dtype !== t.dtype)
+      if (given.dims.join() !== dims.join() || given.dtype !== this.dtype)
         throw new Error(
-          `training state: snapshot '${key}' is ${given.dtype}[${given.dims}], the state holds ${t.dtype}[${t.dims}]`,
+          `training state: snapshot '${key}' is ${given.dtype}[${given.dims}], the state holds ${this.dtype}[${dims}]`,
         );
     }
     await this.session.setState(
       this.stateId,
-      Object.fromEntries(Object.keys(current).map((k) => [k, s.tensors[k]!])),
+      Object.fromEntries([...this.keyShapes.keys()].map((k) => [k, s.tensors[k]!])),
     );
     this.stepCount = s.steps;
     this.pendingLoss = s.pendingLoss;
