@@ -139,13 +139,13 @@ export function trainingService(sessions: TrainingSessions) {
       const v = new Violations();
       requireId(v, req.sessionId);
       v.check(req.prompts.length > 0, 'prompts', 'must hold at least one prompt');
-      req.prompts.forEach((p, i) =>
+      req.prompts.forEach((p, i) => {
         v.check(
           p.tokenIds.length > 0,
           `prompts[${i}].token_ids`,
           'are required (a session samples token ids)',
-        ),
-      );
+        );
+      });
       checkSampling(v, req.sampling, 'sampling', SAMPLE_LIMITS);
       v.throwIfAny();
       const p = req.sampling!;

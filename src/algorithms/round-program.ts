@@ -11,7 +11,7 @@ import { type CompletionBatch, completionBatch } from '../models/batch.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import type { CompletionLogprobs } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
-import { type HostTensor, llamaParams } from '../models/llama/weights.js';
+import { llamaParams } from '../models/llama/weights.js';
 import { type Adapter, loraParams } from '../models/lora/adapter.js';
 import { loraScale } from '../models/lora/config.js';
 import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';

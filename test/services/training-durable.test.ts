@@ -217,7 +217,9 @@ describe('durable training sessions', () => {
         }));
         const scored = await s.computeLogprobs(data);
         samples.forEach((x, i) => {
-          x.completion!.tokenLogprobs.forEach((lp, k) => expect(lp).toBeCloseTo(scored[i]![k]!, 4));
+          x.completion!.tokenLogprobs.forEach((lp, k) => {
+            expect(lp).toBeCloseTo(scored[i]![k]!, 4);
+          });
         });
         // A step with the sampled rows as data, so round 2 samples from changed weights.
         await s.forwardBackward(
