@@ -99,7 +99,7 @@ def main():
                     training_pb2.TrainingDatum(
                         prompt_ids=prompts[i],
                         completion_ids=s.completion.token_ids,
-                        weights=[advantage] * len(s.completion.token_ids),
+                        advantages=[advantage] * len(s.completion.token_ids),
                         sampling_logprobs=s.completion.token_logprobs,
                     )
                 )

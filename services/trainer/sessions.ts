@@ -98,7 +98,8 @@ export const datumsFromWire = (data: readonly TrainingDatum[]) =>
   data.map((d) => ({
     promptIds: ids(d.promptIds),
     completionIds: ids(d.completionIds),
-    ...(d.weights.length ? { weights: [...d.weights] } : {}),
+    ...(d.tokenWeights.length ? { tokenWeights: [...d.tokenWeights] } : {}),
+    ...(d.advantages.length ? { advantages: [...d.advantages] } : {}),
     ...(d.samplingLogprobs.length ? { samplingLogprobs: [...d.samplingLogprobs] } : {}),
   }));
 

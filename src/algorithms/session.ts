@@ -7,8 +7,8 @@
  *
  * The losses, each normalised by the batch's completion tokens N (so `cross_entropy` without
  * weights is exactly `duel train sft`'s mean token cross-entropy), with log-probs ℓ_t under the
- * current weights, weights or advantages A_t and the sampler's log-probs q_t:
- *   cross_entropy        −Σ A_t ℓ_t / N                       (A_t = 1 unless token weights are given)
+ * current weights, token weights or advantages A_t and the sampler's log-probs q_t:
+ *   cross_entropy        −Σ A_t ℓ_t / N                       (A_t: token_weights, 1 unless given)
  *   importance_sampling  −Σ exp(ℓ_t − q_t) A_t / N
  *   ppo                  −Σ min(r_t A_t, clip(r_t, 1 − ε, 1 + ε) A_t) / N,  r_t = exp(ℓ_t − q_t)
  */
@@ -44,8 +44,10 @@ export type TokenLoss = (typeof TOKEN_LOSSES)[number];
 export interface TrainingDatum {
   promptIds: number[];
   completionIds: number[];
-  /** One per completion token: cross_entropy's weights, the policy-gradient losses' advantages. */
-  weights?: number[];
+  /** One per completion token: cross_entropy's weights (default 1). */
+  tokenWeights?: number[];
+  /** One per completion token: importance_sampling's and ppo's advantages. */
+  advantages?: number[];
   /** One per completion token: the sampler's log-probs (importance_sampling, ppo). */
   samplingLogprobs?: number[];
 }
@@ -143,34 +145,32 @@ interface Batch extends Padded {
 /** Refuses data no loss can use, naming the datum and field; `loss` adds what that loss needs. */
 function checkData(data: TrainingDatum[], loss?: TokenLoss): void {
   if (data.length === 0) throw DuelError.invalidArgument([{ field: 'data', description: 'is empty' }]);
-  const needsSampling = loss !== undefined && loss !== 'cross_entropy';
+  const refuse = (field: string, description: string) => {
+    throw DuelError.invalidArgument([{ field, description }]);
+  };
   data.forEach((d, i) => {
     const k = d.completionIds.length;
-    if (k === 0)
-      throw DuelError.invalidArgument([{ field: `data[${i}].completion_ids`, description: 'is empty' }]);
+    if (k === 0) refuse(`data[${i}].completion_ids`, 'is empty');
     for (const [field, xs] of [
-      ['weights', d.weights],
+      ['token_weights', d.tokenWeights],
+      ['advantages', d.advantages],
       ['sampling_logprobs', d.samplingLogprobs],
     ] as const) {
       if (xs && xs.length !== k)
-        throw DuelError.invalidArgument([
-          {
-            field: `data[${i}].${field}`,
-            description: `has ${xs.length} values for ${k} completion tokens`,
-          },
-        ]);
+        refuse(`data[${i}].${field}`, `has ${xs.length} values for ${k} completion tokens`);
       if (xs?.some((v) => !Number.isFinite(v)))
-        throw DuelError.invalidArgument([
-          { field: `data[${i}].${field}`, description: 'holds a value that is not finite' },
-        ]);
+        refuse(`data[${i}].${field}`, 'holds a value that is not finite');
     }
-    if (needsSampling && (!d.weights || !d.samplingLogprobs))
-      throw DuelError.invalidArgument([
-        {
-          field: `data[${i}]`,
-          description: `${loss} needs advantages (weights) and sampling_logprobs per token`,
-        },
-      ]);
+    if (loss === 'cross_entropy' && d.advantages)
+      refuse(
+        `data[${i}].advantages`,
+        'are for importance_sampling and ppo; cross_entropy reads token_weights',
+      );
+    if (loss !== undefined && loss !== 'cross_entropy') {
+      if (d.tokenWeights) refuse(`data[${i}].token_weights`, `are cross_entropy's; ${loss} reads advantages`);
+      if (!d.advantages || !d.samplingLogprobs)
+        refuse(`data[${i}]`, `${loss} needs advantages and sampling_logprobs per token`);
+    }
   });
 }
 
@@ -293,7 +293,7 @@ export class TrainingSession {
     data.forEach((d, r) => {
       const start = r * padded.length + d.promptIds.length - 1;
       for (let j = 0; j < d.completionIds.length; j++) {
-        weights[start + j] = d.weights?.[j] ?? 1;
+        weights[start + j] = (loss === 'cross_entropy' ? d.tokenWeights?.[j] : d.advantages?.[j]) ?? 1;
         sampling[start + j] = d.samplingLogprobs?.[j] ?? 0;
       }
     });

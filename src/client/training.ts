@@ -20,8 +20,10 @@ import { channelCredentials, clientTlsFromEnv } from '../platform/tls.js';
 export interface Datum {
   promptIds: number[];
   completionIds: number[];
-  /** cross_entropy's per-token weights, or the policy-gradient losses' advantages. */
-  weights?: number[];
+  /** cross_entropy's per-token weights (default 1). */
+  tokenWeights?: number[];
+  /** importance_sampling's and ppo's per-token advantages. */
+  advantages?: number[];
   /** The sampler's per-token log-probs (importance_sampling, ppo). */
   samplingLogprobs?: number[];
 }
@@ -39,7 +41,8 @@ const toWire = (data: Datum[]) =>
   data.map((d) => ({
     promptIds: d.promptIds,
     completionIds: d.completionIds,
-    weights: d.weights ?? [],
+    tokenWeights: d.tokenWeights ?? [],
+    advantages: d.advantages ?? [],
     samplingLogprobs: d.samplingLogprobs ?? [],
   }));
 
@@ -157,7 +160,8 @@ export class TrainingSessionHandle {
       data: records.map((roundRecord) => ({
         promptIds: [],
         completionIds: [],
-        weights: [],
+        tokenWeights: [],
+        advantages: [],
         samplingLogprobs: [],
         roundRecord,
       })),

@@ -71,7 +71,7 @@ describe('TrainingSession', () => {
     await scorer.release();
     const withSampling = DATA.map((d, i) => ({
       ...d,
-      weights: d.completionIds.map(() => 1),
+      advantages: d.completionIds.map(() => 1),
       samplingLogprobs: q[i]!.perToken,
     }));
     const stepWith = async (loss: 'cross_entropy' | 'importance_sampling' | 'ppo') => {
@@ -92,12 +92,24 @@ describe('TrainingSession', () => {
     const fields = (f: () => unknown) => refusal(f).violations.map((v) => v.field);
     expect(fields(() => s.forwardBackward('sft' as 'ppo', DATA))).toEqual(['loss']);
     expect(fields(() => s.forwardBackward('ppo', DATA))).toEqual(['data[0]']);
-    expect(fields(() => s.forwardBackward('cross_entropy', [{ ...DATA[0]!, weights: [1] }]))).toEqual([
-      'data[0].weights',
+    expect(fields(() => s.forwardBackward('cross_entropy', [{ ...DATA[0]!, tokenWeights: [1] }]))).toEqual([
+      'data[0].token_weights',
+    ]);
+    expect(fields(() => s.forwardBackward('cross_entropy', [{ ...DATA[0]!, advantages: [1, 1] }]))).toEqual([
+      'data[0].advantages',
     ]);
     expect(
       fields(() =>
-        s.forwardBackward('ppo', [{ ...DATA[0]!, weights: [1, 1], samplingLogprobs: [0, 0] }], { clip: 2 }),
+        s.forwardBackward('ppo', [
+          { ...DATA[0]!, tokenWeights: [1, 1], advantages: [1, 1], samplingLogprobs: [0, 0] },
+        ]),
+      ),
+    ).toEqual(['data[0].token_weights']);
+    expect(
+      fields(() =>
+        s.forwardBackward('ppo', [{ ...DATA[0]!, advantages: [1, 1], samplingLogprobs: [0, 0] }], {
+          clip: 2,
+        }),
       ),
     ).toEqual(['loss_config.clip']);
     expect(s.steps).toBe(0);

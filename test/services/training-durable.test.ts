@@ -226,7 +226,7 @@ describe('durable training sessions', () => {
           'importance_sampling',
           data.map((d, i) => ({
             ...d,
-            weights: d.completionIds.map(() => (i % 2 ? 1 : -1)),
+            advantages: d.completionIds.map(() => (i % 2 ? 1 : -1)),
             samplingLogprobs: samples[i]!.completion!.tokenLogprobs,
           })),
         );

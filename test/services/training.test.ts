@@ -42,7 +42,8 @@ const DATA: TrainingDatum[] = ROUND_RECORDS.flatMap((r) =>
   r.completion_ids.map((c) => ({
     promptIds: r.prompt_ids,
     completionIds: c,
-    weights: [],
+    tokenWeights: [],
+    advantages: [],
     samplingLogprobs: [],
     roundRecord: undefined,
   })),
@@ -181,10 +182,10 @@ describe('TrainingService', () => {
         seq: 1,
         loss: 'ppo',
         lossConfig: {},
-        data: [{ ...DATA[0]!, weights: [1], samplingLogprobs: [0] }],
+        data: [{ ...DATA[0]!, advantages: [1], samplingLogprobs: [0] }],
       }),
     );
-    expect(violationsOf(bad!).map((v) => v.field)).toEqual(['data[0].weights']);
+    expect(violationsOf(bad!).map((v) => v.field)).toEqual(['data[0].advantages']);
     // Nothing was applied: seq 1 is still the next.
     expect(await call<object, { session: { seq: number } }>('getSession', { sessionId })).toMatchObject({
       session: { seq: 0 },

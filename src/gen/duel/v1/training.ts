@@ -70,8 +70,10 @@ export interface CreateSessionResponse {
 export interface TrainingDatum {
   promptIds: number[];
   completionIds: number[];
-  /** cross_entropy's per-token weights (default 1), or the policy-gradient losses' advantages. */
-  weights: number[];
+  /** cross_entropy's per-token weights (default 1). */
+  tokenWeights: number[];
+  /** importance_sampling's and ppo's per-token advantages. */
+  advantages: number[];
   /** The sampler's log-probs of the completion tokens (importance_sampling, ppo). */
   samplingLogprobs: number[];
   /** A prompt's K completions and their K×K preferences, for a pairwise loss (then the fields above are empty). */
@@ -467,7 +469,14 @@ export const CreateSessionResponse: MessageFns<CreateSessionResponse> = {
 };
 
 function createBaseTrainingDatum(): TrainingDatum {
-  return { promptIds: [], completionIds: [], weights: [], samplingLogprobs: [], roundRecord: undefined };
+  return {
+    promptIds: [],
+    completionIds: [],
+    tokenWeights: [],
+    advantages: [],
+    samplingLogprobs: [],
+    roundRecord: undefined,
+  };
 }
 
 export const TrainingDatum: MessageFns<TrainingDatum> = {
@@ -486,9 +495,16 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
       }
       writer.join();
     }
-    if (message.weights.length !== 0) {
+    if (message.tokenWeights.length !== 0) {
       writer.uint32(26).fork();
-      for (const v of message.weights) {
+      for (const v of message.tokenWeights) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.advantages.length !== 0) {
+      writer.uint32(50).fork();
+      for (const v of message.advantages) {
         writer.double(v);
       }
       writer.join();
@@ -557,7 +573,7 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
           }
           case 3: {
             if (tag === 25) {
-              message.weights.push(reader.double());
+              message.tokenWeights.push(reader.double());
 
               continue;
             }
@@ -565,7 +581,25 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
             if (tag === 26) {
               const end2 = reader.uint32() + reader.pos;
               while (reader.pos < end2) {
-                message.weights.push(reader.double());
+                message.tokenWeights.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag === 49) {
+              message.advantages.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 50) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.advantages.push(reader.double());
               }
 
               continue;
@@ -623,7 +657,14 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
         : globalThis.Array.isArray(object?.completion_ids)
         ? object.completion_ids.map((e: any) => globalThis.Number(e))
         : [],
-      weights: globalThis.Array.isArray(object?.weights) ? object.weights.map((e: any) => globalThis.Number(e)) : [],
+      tokenWeights: globalThis.Array.isArray(object?.tokenWeights)
+        ? object.tokenWeights.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.token_weights)
+        ? object.token_weights.map((e: any) => globalThis.Number(e))
+        : [],
+      advantages: globalThis.Array.isArray(object?.advantages)
+        ? object.advantages.map((e: any) => globalThis.Number(e))
+        : [],
       samplingLogprobs: globalThis.Array.isArray(object?.samplingLogprobs)
         ? object.samplingLogprobs.map((e: any) => globalThis.Number(e))
         : globalThis.Array.isArray(object?.sampling_logprobs)
@@ -645,8 +686,11 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
     if (message.completionIds?.length) {
       obj.completionIds = message.completionIds.map((e) => Math.round(e));
     }
-    if (message.weights?.length) {
-      obj.weights = message.weights.map((e) => floatToJson(e));
+    if (message.tokenWeights?.length) {
+      obj.tokenWeights = message.tokenWeights.map((e) => floatToJson(e));
+    }
+    if (message.advantages?.length) {
+      obj.advantages = message.advantages.map((e) => floatToJson(e));
     }
     if (message.samplingLogprobs?.length) {
       obj.samplingLogprobs = message.samplingLogprobs.map((e) => floatToJson(e));
@@ -664,7 +708,8 @@ export const TrainingDatum: MessageFns<TrainingDatum> = {
     const message = createBaseTrainingDatum();
     message.promptIds = object.promptIds?.map((e) => e) || [];
     message.completionIds = object.completionIds?.map((e) => e) || [];
-    message.weights = object.weights?.map((e) => e) || [];
+    message.tokenWeights = object.tokenWeights?.map((e) => e) || [];
+    message.advantages = object.advantages?.map((e) => e) || [];
     message.samplingLogprobs = object.samplingLogprobs?.map((e) => e) || [];
     message.roundRecord = (object.roundRecord !== undefined && object.roundRecord !== null)
       ? RoundRecord.fromPartial(object.roundRecord)
