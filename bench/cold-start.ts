@@ -1,8 +1,9 @@
 /**
  * `duel bench cold-start`: milliseconds from spawning `duel serve <role>` to the process serving
  * (it prints "listening" only after its health is SERVING), for every role without a model, and
- * for the sampler preloading a testbed-sized model; beside it, a bare `node` process started and
- * exited, the floor any Node service pays.
+ * for the sampler preloading a testbed-sized model, each started as the images start it (from V8's
+ * code cache, src/cli/serve-launcher.ts) and three roles also without the cache (dist/bin/main.js);
+ * beside them, a bare `node` process started and exited, the floor any Node service pays.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,8 +18,8 @@ import { NatsServer } from '../src/platform/nats-server.js';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function timeStart(role: Role, env: NodeJS.ProcessEnv): Promise<number> {
-  const p = new ServiceProcess(role, role, { DUEL_LOG_LEVEL: 'warn', ...env }, undefined);
+async function timeStart(role: Role, env: NodeJS.ProcessEnv, withoutCodeCache: boolean): Promise<number> {
+  const p = new ServiceProcess(role, role, { DUEL_LOG_LEVEL: 'warn', ...env }, undefined, withoutCodeCache);
   const t0 = performance.now();
   await p.start();
   const ms = performance.now() - t0;
@@ -49,20 +50,23 @@ export async function runColdStartBench(o: { repeats: number; log: (l: string) =
     saveModelDir(model, cfg, initLlamaWeights(cfg, 1));
     const digest = writeManifest(model);
     const base = { DUEL_NATS_URL: nats.url, DUEL_ARTIFACTS_ROOT: join(root, 'artifacts') };
-    const cases: { name: string; role: Role; env: NodeJS.ProcessEnv }[] = [
+    const orchestratorEnv = {
+      ...base,
+      DUEL_ORCHESTRATOR_SAMPLERS: '127.0.0.1:1',
+      DUEL_ORCHESTRATOR_SCORERS: '127.0.0.1:1',
+      DUEL_ORCHESTRATOR_TRAINER: '127.0.0.1:1',
+    };
+    const cases: { name: string; role: Role; env: NodeJS.ProcessEnv; withoutCodeCache?: boolean }[] = [
       { name: 'sampler', role: 'sampler', env: base },
       { name: 'scorer', role: 'scorer', env: base },
       { name: 'trainer', role: 'trainer', env: base },
-      {
-        name: 'orchestrator',
-        role: 'orchestrator',
-        env: {
-          ...base,
-          DUEL_ORCHESTRATOR_SAMPLERS: '127.0.0.1:1',
-          DUEL_ORCHESTRATOR_SCORERS: '127.0.0.1:1',
-          DUEL_ORCHESTRATOR_TRAINER: '127.0.0.1:1',
-        },
-      },
+      { name: 'orchestrator', role: 'orchestrator', env: orchestratorEnv },
+      ...(['sampler', 'trainer', 'orchestrator'] as const).map((role) => ({
+        name: `${role}, without the code cache`,
+        role,
+        env: role === 'orchestrator' ? orchestratorEnv : base,
+        withoutCodeCache: true,
+      })),
       {
         name: 'sampler + testbed model',
         role: 'sampler',
@@ -72,7 +76,8 @@ export async function runColdStartBench(o: { repeats: number; log: (l: string) =
     const rows: { name: string; ms: number }[] = [{ name: 'node -e 0 (peer)', ms: median(node) }];
     for (const c of cases) {
       const times: number[] = [];
-      for (let i = 0; i < o.repeats; i++) times.push(await timeStart(c.role, c.env));
+      for (let i = 0; i < o.repeats; i++)
+        times.push(await timeStart(c.role, c.env, c.withoutCodeCache ?? false));
       rows.push({ name: c.name, ms: median(times) });
       o.log(`${c.name}: ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
     }

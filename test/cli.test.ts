@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, version } from '../src/cli/program.js';
-import { duelBin } from '../src/platform/paths.js';
+import { buildProgram } from '../src/cli/program.js';
+import { duelBin, packageVersion } from '../src/platform/paths.js';
 
 const BIN = duelBin();
 
@@ -14,7 +14,7 @@ describe('duel CLI', () => {
 
   it('runs as the installed bin: --version prints the package version', () => {
     const out = execFileSync(process.execPath, [BIN, '--version'], { encoding: 'utf8' });
-    expect(out.trim()).toBe(version());
+    expect(out.trim()).toBe(packageVersion());
   });
 
   it('lists every RPC of the services', () => {

@@ -1,16 +1,6 @@
 #!/usr/bin/env node
-/** Entry point: runs the program; a DuelError prints its message (and fields) and exits 2. */
-import { CommanderError } from 'commander';
-import { DuelError } from '../errors.js';
+/** Entry point of `duel` (dist/bin/main.js): builds the program for the command named and runs it. */
+import { runEntry } from './entry.js';
 import { buildProgram } from './program.js';
 
-try {
-  await (await buildProgram(process.argv)).parseAsync(process.argv);
-} catch (error) {
-  if (error instanceof CommanderError) process.exit(error.exitCode);
-  const e = DuelError.from(error);
-  process.stderr.write(`duel: ${e.message}\n`);
-  if (process.env.DUEL_DEBUG && e.cause)
-    process.stderr.write(`${String((e.cause as Error).stack ?? e.cause)}\n`);
-  process.exit(2);
-}
+await runEntry(async () => (await buildProgram(process.argv)).parseAsync(process.argv));

@@ -3,10 +3,8 @@
  * only the module of the command being run is imported (`duel serve sampler` never loads the
  * testbed, the trainer or the benchmarks), and all of them when there is none (`duel --help`).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command } from 'commander';
-import { packageRoot } from '../platform/paths.js';
+import { packageVersion } from '../platform/paths.js';
 
 type Register = (program: Command) => void;
 
@@ -28,16 +26,11 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   doctor: async () => (await import('./commands/doctor.js')).registerDoctor,
 };
 
-export function version(): string {
-  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
-    .version;
-}
-
 /** The program with the command `argv` names registered, or every command when it names none. */
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('duel')
     .description('Self-play preference optimization for language models: gRPC services on ONNX Runtime')
-    .version(version(), '-V, --version')
+    .version(packageVersion(), '-V, --version')
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: true });
   const named = argv[2];

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { DuelError } from '../errors.js';
 import { MEMORY_BUS_URL } from '../platform/bus.js';
 import { findNatsServer, NatsServer } from '../platform/nats-server.js';
-import { duelBin } from '../platform/paths.js';
+import { duelBin, duelServeBin } from '../platform/paths.js';
 
-const BIN = duelBin();
+const SERVE_BIN = duelServeBin();
 
 export type Role = 'sampler' | 'scorer' | 'trainer' | 'orchestrator';
 
@@ -27,6 +27,8 @@ export class ServiceProcess {
     readonly name: string,
     private readonly env: NodeJS.ProcessEnv,
     private readonly logDir: string | undefined,
+    /** `duel serve` without the code cache (dist/bin/main.js), for comparing starts. */
+    private readonly withoutCodeCache = false,
   ) {}
 
   /** Spawns `duel serve <role>` (on the port it had, when restarting) and waits until it serves. */
@@ -35,7 +37,9 @@ export class ServiceProcess {
     this.log ??= this.logDir
       ? createWriteStream(join(this.logDir, `${this.name}.log`), { flags: 'a' })
       : undefined;
-    const child = spawn(process.execPath, [BIN, 'serve', this.role, '--port', port], {
+    // `duel serve` from V8's code cache (src/cli/serve-launcher.ts), as the images start it.
+    const argv = this.withoutCodeCache ? [duelBin(), 'serve'] : [SERVE_BIN];
+    const child = spawn(process.execPath, [...argv, this.role, '--port', port], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, ...this.env },
     });

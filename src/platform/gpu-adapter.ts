@@ -6,6 +6,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { DuelError } from '../errors.js';
+import { importEsm } from './esm-import.js';
 
 export interface AdapterInfo {
   vendor: string;
@@ -55,7 +56,7 @@ export const NO_ADAPTER_HELP =
 export async function findAdapter(): Promise<AdapterInfo | undefined> {
   // Dawn's loader complains on stderr without a runtime directory; it needs none.
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
-  const { create } = (await import('webgpu')) as {
+  const { create } = (await importEsm('webgpu')) as {
     create: (flags: string[]) => { requestAdapter(o: object): Promise<GPUAdapterLike | null> };
   };
   const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });

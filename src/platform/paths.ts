@@ -1,5 +1,5 @@
 /** Locations inside the installed package, valid both from src/ (tests) and dist/src/ (built). */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,4 +26,14 @@ export function protoRoot(): string {
 /** The `duel` command as built (the bundle `npm run build` writes; package.json's bin). */
 export function duelBin(): string {
   return join(packageRoot(), 'dist', 'bin', 'main.js');
+}
+
+/** `duel serve` started from V8's code cache (src/cli/serve-launcher.ts): what images and local clusters run. */
+export function duelServeBin(): string {
+  return join(packageRoot(), 'dist', 'bin', 'duel-serve.js');
+}
+
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
+    .version;
 }

@@ -367,7 +367,7 @@ export function registerBench(program: Command): void {
       const r = await runColdStartBench({ repeats: o.repeats, log: progress });
       if (printedAsJson(o.json, r)) return;
       for (const row of r.rows)
-        process.stdout.write(`${row.name.padEnd(26)} ${row.ms.toFixed(0).padStart(6)} ms\n`);
+        process.stdout.write(`${row.name.padEnd(38)} ${row.ms.toFixed(0).padStart(6)} ms\n`);
     });
 
   bench

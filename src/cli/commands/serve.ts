@@ -108,7 +108,12 @@ export function registerServe(program: Command): void {
       server.setServing(true);
       // The metrics library loads once serving; what was observed before is replayed into it.
       void metrics.load();
-      logger.info({ role, address: `${cfg.host}:${port}`, tls: tlsMode(cfg.tls) }, 'serving');
+      // DUEL_CODE_CACHE: set by the code-cache launcher (src/cli/serve-launcher.ts) to what V8 did with its cache.
+      const codeCache = process.env.DUEL_CODE_CACHE;
+      logger.info(
+        { role, address: `${cfg.host}:${port}`, tls: tlsMode(cfg.tls), ...(codeCache ? { codeCache } : {}) },
+        'serving',
+      );
       process.stderr.write(`duel ${role} listening on ${cfg.host}:${port}\n`);
     });
 }
