@@ -7,6 +7,7 @@
  *    API against the same step run in this process (same runtime settings as the trainer's), with
  *    no snapshot in the timed steps; then the amortised cost of a snapshot every 10 steps;
  *  - calls/s of small calls (a one-token ForwardBackward on the testbed-sized model);
+ *  - Sample in the trainer, right after a step (its decoder follows the new weights) and again;
  *  - resume after SIGKILL: the restart until the trainer listens, and the first call of the
  *    interrupted session (restore from the last snapshot + replay + the call);
  *  - sessions per trainer: its resident memory with n LoRA sessions (rank 8, every linear layer) on
@@ -59,6 +60,8 @@ export interface SessionsBenchResult {
   snapshot_ms: number;
   snapshot_bytes: number;
   small_calls_per_s: number;
+  /** Sample (8 prompts × 4, 32 new tokens) right after a step and again, full weights and LoRA r 8. */
+  sample: Record<'full' | 'lora', { after_step_ms: number; again_ms: number }>;
   restart_ms: number;
   resumed_first_call_ms: number;
   restore_log_ms: number;
@@ -191,6 +194,30 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     for (let i = 0; i < calls; i++) await tiny.forwardBackward('cross_entropy', one);
     const callsPerS = calls / ((performance.now() - t0) / 1000);
     o.log(`small calls: ${callsPerS.toFixed(0)} ForwardBackward calls/s`);
+
+    // Sample in the trainer: right after a step (the decoder follows the new weights: a full-weight
+    // session compiles one with them, a LoRA session sets its adapter into its base's), then again.
+    const prompts = data.slice(0, 8).map((d) => d.promptIds.slice(0, 16));
+    const sampling = { numSamples: 4, maxNewTokens: 32, seed: 1 };
+    const sampleTimes = async (x: TrainingSessionHandle) => {
+      await step(x)();
+      const afterStep = await timeSteps(1, () => x.sample(prompts, sampling));
+      const again = await timeSteps(3, () => x.sample(prompts, sampling));
+      return { after_step_ms: afterStep[0]!, again_ms: median(again) };
+    };
+    const sample = {
+      full: await sampleTimes(s),
+      lora: await sampleTimes(
+        await client.createSession({
+          base,
+          optimizer: OPTIMIZER,
+          lora: { rank: 8, alpha: 16, targets: [...ALL_LINEAR], rslora: false },
+        }),
+      ),
+    };
+    o.log(
+      `Sample (${prompts.length} prompts × ${sampling.numSamples}, ${sampling.maxNewTokens} tokens): full weights ${sample.full.after_step_ms.toFixed(0)} ms after a step, ${sample.full.again_ms.toFixed(0)} ms again; LoRA ${sample.lora.after_step_ms.toFixed(0)} / ${sample.lora.again_ms.toFixed(0)} ms`,
+    );
     client.close();
     await t.stop();
 
@@ -281,6 +308,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
       snapshot_ms: snapshotMs,
       snapshot_bytes: stateBytes,
       small_calls_per_s: callsPerS,
+      sample,
       restart_ms: restartMs,
       resumed_first_call_ms: resumedMs,
       restore_log_ms: restored?.ms ?? Number.NaN,

@@ -14,6 +14,7 @@ it('times steps in process and over gRPC, resumes a SIGKILLed trainer, and count
   expect(r.in_process_step_ms).toBeGreaterThan(0);
   expect(r.grpc_step_ms).toBeGreaterThan(0);
   expect(r.small_calls_per_s).toBeGreaterThan(0);
+  for (const k of ['full', 'lora'] as const) expect(r.sample[k].after_step_ms).toBeGreaterThan(0);
   // Killed 5 steps (10 calls) after the snapshot at step 10, the session replays those 10.
   expect(r.replayed_calls).toBe(10);
   expect(r.restore_log_ms).toBeGreaterThan(0);

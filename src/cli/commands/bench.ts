@@ -277,6 +277,7 @@ export function registerBench(program: Command): void {
             `step in process ${r.in_process_step_ms.toFixed(0)} ms (${r.in_process_arena_step_ms.toFixed(0)} ms with the memory arena), over gRPC ${r.grpc_step_ms.toFixed(0)} ms: overhead ${(100 * r.overhead_fraction).toFixed(1)}%`,
             `a snapshot every 10 steps: ${r.snapshot_every_10_step_ms.toFixed(0)} ms per step (one snapshot ≈ ${r.snapshot_ms.toFixed(0)} ms, ${(r.snapshot_bytes / 2 ** 20).toFixed(0)} MiB)`,
             `small calls: ${r.small_calls_per_s.toFixed(0)} ForwardBackward/s`,
+            `Sample right after a step / again: full weights ${r.sample.full.after_step_ms.toFixed(0)} / ${r.sample.full.again_ms.toFixed(0)} ms, LoRA r8 ${r.sample.lora.after_step_ms.toFixed(0)} / ${r.sample.lora.again_ms.toFixed(0)} ms`,
             `resume after SIGKILL: restart ${r.restart_ms.toFixed(0)} ms, first call ${r.resumed_first_call_ms.toFixed(0)} ms (restore ${r.restore_log_ms} ms, ${r.replayed_calls} calls replayed)`,
             ...r.memory.map((m) => `trainer with ${m.sessions} ${m.kind} sessions: ${mb(m.trainer_rss_mb)}`),
             `per session: LoRA r8 ${mb(r.lora_mb_per_session)} (${mb(r.lora_arena_mb_per_session)} with the arena), full weights ${mb(r.full_mb_per_session)}; LoRA sessions that fit in ${mb(r.machine_mb)}: ${r.lora_sessions_fit}`,
