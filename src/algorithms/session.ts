@@ -1,11 +1,13 @@
 /**
- * A training session that a client's own loop drives (issue #24's primitives, in process): token
- * losses on datums, gradients accumulated by `forwardBackward` until `optimStep` applies them, the
- * weights read back. One parameter state in the worker; one compiled forward/backward computes all
- * three token losses from the shared log-probs and a per-call one-hot picks the one whose gradient
- * is taken, so switching losses compiles nothing.
+ * A training session that a client's own loop drives, in process (the trainer's TrainingService
+ * serves it): losses on data, gradients accumulated by `forwardBackward` until `optimStep` applies
+ * them, log-probs and the weights read back, the whole state snapshotted and restored. One state in
+ * the worker — every weight, or (LoRA) an adapter over a base many sessions share. One compiled
+ * forward/backward computes all three token losses from the shared log-probs and a per-call one-hot
+ * picks the one whose gradient is taken, so switching token losses compiles nothing; each recipe's
+ * pairwise loss is one more graph over the same state (`forwardBackwardRecords`).
  *
- * The losses, each normalised by the batch's completion tokens N (so `cross_entropy` without
+ * The token losses, each normalised by the batch's completion tokens N (so `cross_entropy` without
  * weights is exactly `duel train sft`'s mean token cross-entropy), with log-probs ℓ_t under the
  * current weights, token weights or advantages A_t and the sampler's log-probs q_t:
  *   cross_entropy        −Σ A_t ℓ_t / N                       (A_t: token_weights, 1 unless given)
