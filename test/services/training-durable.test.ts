@@ -14,6 +14,7 @@ import { TrainingSessions } from '../../services/trainer/sessions.js';
 import { trainingService } from '../../services/trainer/training-service.js';
 import { TrainingClient } from '../../src/client/training.js';
 import { Runtime } from '../../src/engine/index.js';
+import { Code, DuelError } from '../../src/errors.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
 import { readAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
@@ -110,6 +111,44 @@ describe('durable training sessions', () => {
       await t.stop();
     },
   );
+
+  it('a call applied but not committed (the journal failed) is applied once by its retry', async () => {
+    const journal = memoryJournal();
+    const records = journal.records;
+    // The record store refuses the commit of calls 5 and 9 (a forwardBackward and an optimStep):
+    // the state holds a call the journal does not.
+    const refused = new Set([5, 9]);
+    const flaky = {
+      ...journal,
+      records: {
+        ...records,
+        get: records.get.bind(records),
+        create: records.create.bind(records),
+        put: records.put.bind(records),
+        delete: records.delete.bind(records),
+        keys: records.keys.bind(records),
+        update: (key: string, change: Parameters<typeof records.update>[1]) =>
+          records.update(key, (cur) => {
+            if (refused.delete(cur.seq + 1)) throw DuelError.unavailable('the journal is down');
+            return change(cur);
+          }),
+      },
+    };
+    const t = await trainer(flaky);
+    const s = await t.client.createSession({ base, optimizer: OPTIMIZER });
+    for (let i = 0; i < PLAN; i++) {
+      const answer = await step(s, i).catch((e: DuelError) => e);
+      if (answer instanceof DuelError) {
+        expect(answer.code).toBe(Code.UNAVAILABLE);
+        await step(s, i); // the client's retry, same seq: the session is restored from the journal first
+      }
+    }
+    expect(refused.size).toBe(0);
+    const got = await weightsOf(await s.saveWeights('after-refused-commits'));
+    for (const [k, w] of Object.entries(reference))
+      expect(Array.from(got[k]!.data), k).toEqual(Array.from(w.data));
+    await t.stop();
+  });
 
   it('SaveState and LoadState resume anywhere, gradients pending included', async () => {
     const t = await trainer(memoryJournal());
