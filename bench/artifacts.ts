@@ -13,6 +13,7 @@ import { FileArtifactStore } from '../src/platform/artifacts.js';
 import { connectNats } from '../src/platform/nats.js';
 import { NatsArtifactStore } from '../src/platform/nats-artifacts.js';
 import { NatsServer } from '../src/platform/nats-server.js';
+import { median } from './measure.js';
 
 export interface ArtifactBenchRow {
   store: string;
@@ -22,8 +23,6 @@ export interface ArtifactBenchRow {
   publish_mib_s: number;
   load_mib_s: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function checkpoint(dir: string, mib: number): void {
   mkdirSync(dir, { recursive: true });

@@ -15,8 +15,7 @@ import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { saveModelDir } from '../src/models/model-dir.js';
 import { writeManifest } from '../src/platform/artifacts.js';
 import { NatsServer } from '../src/platform/nats-server.js';
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+import { median } from './measure.js';
 
 async function timeStart(role: Role, env: NodeJS.ProcessEnv, withoutCodeCache: boolean): Promise<number> {
   const p = new ServiceProcess(role, role, { DUEL_LOG_LEVEL: 'warn', ...env }, undefined, withoutCodeCache);

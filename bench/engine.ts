@@ -27,6 +27,7 @@ import {
 } from '../src/engine/index.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { type AdapterInfo, requireAdapter } from '../src/platform/gpu-adapter.js';
+import { median } from './measure.js';
 import { STACKS, type StackShape, stackConfig, stackFeeds, stackProgram } from './reference-stack.js';
 
 export interface EngineBenchOptions {
@@ -82,7 +83,6 @@ export interface EngineBenchResult {
 }
 
 const FOLD = 4;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function timed(label: string, n: number, log: (l: string) => void, run: () => Promise<unknown>) {
   const times: number[] = [];

@@ -25,6 +25,7 @@ import { isTerminal } from '../src/platform/run-events.js';
 import { buildSchema, judgeConfig, policyConfig } from '../src/testbed/build.js';
 import { drawPrompts } from '../src/testbed/corpus.js';
 import { maxNewTokens, parseGame, promptIds } from '../src/testbed/game.js';
+import { median } from './measure.js';
 
 const GAME = parseGame({});
 const BUILD = buildSchema.parse({});
@@ -124,7 +125,6 @@ async function timeNats(nc: NatsConnection, n = 20): Promise<NatsCosts> {
     await store.update(runId, (r) => ({ ...r, currentRound: round }));
     cas.push(performance.now() - t0);
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   return { event_ms: median(event), cas_ms: median(cas) };
 }
 

@@ -30,6 +30,7 @@ import { FileArtifactStore } from '../src/platform/artifacts.js';
 import { MEMORY_BUS_URL } from '../src/platform/bus.js';
 import { findNatsServer, NatsServer } from '../src/platform/nats-server.js';
 import { DECODE_MODELS } from './decode.js';
+import { median, rssMb, timeRuns } from './measure.js';
 
 export interface SessionsBenchOptions {
   /** A DECODE_MODELS name (default 25M, the 21.9M-parameter model). */
@@ -74,15 +75,6 @@ export interface SessionsBenchResult {
   machine_mb: number;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-const rssMb = (pid: number | undefined) => {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return line ? Number(line.split(/\s+/)[1]) / 1024 : Number.NaN;
-};
-
 /** `batch` sequences of `tokens` ids, half prompt and half completion, the same every call. */
 function batchOf(cfg: LlamaConfig, batch: number, tokens: number): Datum[] {
   const id = (r: number, i: number) => 2 + ((r * 131 + i * 17) % (cfg.vocabSize - 2));
@@ -91,16 +83,6 @@ function batchOf(cfg: LlamaConfig, batch: number, tokens: number): Datum[] {
     promptIds: Array.from({ length: half }, (_, i) => id(r, i)),
     completionIds: Array.from({ length: tokens - half }, (_, i) => id(r, half + i)),
   }));
-}
-
-async function timeSteps(n: number, step: () => Promise<unknown>): Promise<number[]> {
-  const ms: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await step();
-    ms.push(performance.now() - t0);
-  }
-  return ms;
 }
 
 const OPTIMIZER = { name: 'adamw', learningRate: 1e-4, gradClip: 1 };
@@ -170,7 +152,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
           await s.optimStep();
         };
         await inProcessStep();
-        inProcess[kind] = await timeSteps(o.steps, inProcessStep);
+        inProcess[kind] = await timeRuns(o.steps, inProcessStep);
         await s.close();
       } finally {
         await runtime.close();
@@ -183,7 +165,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     let client = new TrainingClient(t.address);
     const s = await client.createSession({ base, optimizer: OPTIMIZER });
     await step(s)();
-    const grpc = await timeSteps(o.steps, step(s));
+    const grpc = await timeRuns(o.steps, step(s));
     o.log(`over gRPC: ${median(grpc).toFixed(0)} ms per step (median of ${o.steps})`);
 
     const tiny = await client.createSession({ base: smallBase, optimizer: OPTIMIZER });
@@ -202,8 +184,8 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     const sampleTimes = async (x: TrainingSessionHandle) => {
       await x.sample(prompts, sampling); // a LoRA session's first Sample compiles its base's decoder
       await step(x)();
-      const afterStep = await timeSteps(1, () => x.sample(prompts, sampling));
-      const again = await timeSteps(3, () => x.sample(prompts, sampling));
+      const afterStep = await timeRuns(1, () => x.sample(prompts, sampling));
+      const again = await timeRuns(3, () => x.sample(prompts, sampling));
       return { after_step_ms: afterStep[0]!, again_ms: median(again) };
     };
     const sample = {
@@ -228,7 +210,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     const d = await client.createSession({ base, optimizer: OPTIMIZER, clientToken: 'durable' });
     await step(d)();
     // Optimizer steps 2…11: the snapshot comes with step 10.
-    const withSnapshots = await timeSteps(10, step(d));
+    const withSnapshots = await timeRuns(10, step(d));
     const snapshotMs = Math.max(...withSnapshots) - median(withSnapshots);
     o.log(
       `a snapshot every 10 steps: ${(withSnapshots.reduce((a, b) => a + b, 0) / 10).toFixed(0)} ms per step`,

@@ -8,7 +8,7 @@
  * timed rounds; beside the times: the checkpoint's bytes, and the resident memory of the trainer
  * (restarted for each case) after the case's last round.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -26,6 +26,7 @@ import { saveModelDir } from '../src/models/model-dir.js';
 import { FileArtifactStore } from '../src/platform/artifacts.js';
 import { callClientStream } from '../src/platform/grpc/client.js';
 import { DECODE_MODELS } from './decode.js';
+import { quantile, rssMb } from './measure.js';
 
 export interface WeightSyncOptions {
   /** Names of DECODE_MODELS. */
@@ -47,26 +48,12 @@ export interface WeightSyncRow {
   trainer_rss_mb: number;
 }
 
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
-
 const dirBytes = (dir: string): number =>
   readdirSync(dir).reduce((sum, f) => {
     const p = join(dir, f);
     const st = statSync(p);
     return sum + (st.isDirectory() ? dirBytes(p) : st.size);
   }, 0);
-
-/** VmRSS of a process, in MiB (Linux). */
-const rssMb = (pid: number | undefined): number => {
-  if (pid === undefined) return Number.NaN;
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return line ? Number(line.split(/\s+/)[1]) / 1024 : Number.NaN;
-};
 
 /** Records of K = 2 short completions with a preference: what one round trains on. */
 function records(vocab: number): TrainRoundRequest[] {

@@ -28,3 +28,18 @@ it('times steps in process and over gRPC, resumes a SIGKILLed trainer, and count
     ['full', 2],
   ]);
 }, 180_000);
+
+it('probes sessions in process: every stage of a full-weight session, each LoRA session, each snapshot part', async () => {
+  const { runSessionProbe } = await import('../../bench/session-probe.js');
+  const r = await runSessionProbe({ model: 'testbed', loraSessions: 2, arena: false, log: () => {} });
+  expect(r.full.map((s) => s.stage)).toEqual([
+    'weights on the host',
+    'session created',
+    'first forwardBackward',
+    'first optimStep',
+    'second step',
+  ]);
+  expect(r.lora.map((x) => x.sessions)).toEqual([1, 2]);
+  expect(r.snapshots).toHaveLength(3);
+  for (const x of r.snapshots) expect(x.read_ms + x.write_ms + x.publish_ms).toBeGreaterThan(0);
+}, 120_000);

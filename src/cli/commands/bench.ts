@@ -287,6 +287,21 @@ export function registerBench(program: Command): void {
     );
 
   bench
+    .command('session-probe')
+    .description(
+      "training sessions in this process, stage by stage: a full-weight session's memory, LoRA sessions on one base, a snapshot's parts",
+    )
+    .option('--json', 'print one JSON line instead of the progress lines')
+    .option('--model <name>', 'testbed, 25M (21.9M parameters) or smollm-135m', '25M')
+    .option('--lora-sessions <n>', 'LoRA sessions on one base', positiveInt('--lora-sessions'), 4)
+    .option('--arena', "keep ONNX Runtime's memory arena (the trainer's sessions turn it off)")
+    .action(async (o: { json?: boolean; model: string; loraSessions: number; arena?: boolean }) => {
+      const { runSessionProbe } = await import('../../../bench/session-probe.js');
+      const r = await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
+      printedAsJson(o.json, r);
+    });
+
+  bench
     .command('judge')
     .description(
       "scorer throughput on real shapes, random weights: PairRM pairs/s and a Qwen3-0.6B-shaped reward model's rewards/s, beside the MatMul ceiling",

@@ -1,0 +1,123 @@
+/**
+ * `duel bench session-probe`: training sessions in this process, stage by stage, for what
+ * `duel bench sessions` measures only from outside: the resident memory of a full-weight session
+ * after each stage, n LoRA sessions on one shared base (memory and step time, with or without ONNX
+ * Runtime's memory arena), and the parts of one snapshot. Run it under glibc settings
+ * (`MALLOC_MMAP_THRESHOLD_=131072 …`) to see what the allocator keeps.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeSessionState } from '../services/trainer/session-state.js';
+import { TrainingSession, type TrainingSessionOptions } from '../src/algorithms/session.js';
+import { Runtime, SharedTensors } from '../src/engine/index.js';
+import { ModelRef, OptimizerConfig } from '../src/gen/duel/v1/common.js';
+import { initLlamaWeights } from '../src/models/llama/weights.js';
+import { initAdapter } from '../src/models/lora/adapter.js';
+import { ALL_LINEAR } from '../src/models/lora/config.js';
+import { FileArtifactStore } from '../src/platform/artifacts.js';
+import { DECODE_MODELS } from './decode.js';
+import { median, rssMb, timeRuns } from './measure.js';
+
+export interface SessionProbeOptions {
+  model: string;
+  /** LoRA sessions on one base. */
+  loraSessions: number;
+  /** Keep ONNX Runtime's memory arena (sessions turn it off by default in the trainer). */
+  arena: boolean;
+  log: (line: string) => void;
+}
+
+export async function runSessionProbe(o: SessionProbeOptions) {
+  const cfg = DECODE_MODELS[o.model];
+  if (!cfg) throw new Error(`unknown model '${o.model}' (known: ${Object.keys(DECODE_MODELS).join(', ')})`);
+  const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
+  const root = mkdtempSync(join(tmpdir(), 'duel-probe-'));
+  const id = (r: number, i: number) => 2 + ((r * 131 + i * 17) % (cfg.vocabSize - 2));
+  const data = Array.from({ length: 8 }, (_, r) => ({
+    promptIds: Array.from({ length: 64 }, (_, i) => id(r, i)),
+    completionIds: Array.from({ length: 64 }, (_, i) => id(r, 64 + i)),
+  }));
+  const common: Omit<TrainingSessionOptions, 'weights'> = {
+    config: cfg,
+    optimizer: { kind: 'adamw', weightDecay: 0 },
+    gradClip: 1,
+    lr: 1e-4,
+    lowMemory: !o.arena,
+  };
+  const stage = (rows: { stage: string; rss_mb: number }[], name: string) => {
+    rows.push({ stage: name, rss_mb: rssMb() });
+    o.log(`${name}: ${rows.at(-1)!.rss_mb.toFixed(0)} MB`);
+  };
+  try {
+    // A full-weight session, stage by stage.
+    const full: { stage: string; rss_mb: number }[] = [];
+    const weights = initLlamaWeights(cfg, 1);
+    stage(full, 'weights on the host');
+    const s = await TrainingSession.create(runtime, { ...common, weights });
+    stage(full, 'session created');
+    await s.forwardBackward('cross_entropy', data);
+    stage(full, 'first forwardBackward');
+    await s.optimStep();
+    stage(full, 'first optimStep');
+    await s.forwardBackward('cross_entropy', data);
+    await s.optimStep();
+    stage(full, 'second step');
+
+    // A snapshot's parts, after a warm-up one.
+    const store = new FileArtifactStore(join(root, 'store'));
+    const base = ModelRef.fromPartial({ name: 'base' });
+    const snapshots: { read_ms: number; write_ms: number; publish_ms: number }[] = [];
+    for (let i = 0; i < 3; i++) {
+      let t = performance.now();
+      const snapshot = await s.snapshot();
+      const read = performance.now() - t;
+      t = performance.now();
+      const dir = join(store.scratch(), 'state');
+      writeSessionState(dir, {
+        base,
+        optimizer: OptimizerConfig.fromPartial({}),
+        seed: 0,
+        lora: undefined,
+        snapshot,
+      });
+      const write = performance.now() - t;
+      t = performance.now();
+      store.put(dir, `snapshot-${i}`, { move: true });
+      snapshots.push({ read_ms: read, write_ms: write, publish_ms: performance.now() - t });
+      store.remove(`snapshot-${i}`);
+      o.log(
+        `snapshot ${i + 1}: read back ${read.toFixed(0)} ms, written ${write.toFixed(0)} ms, hashed and moved in ${snapshots.at(-1)!.publish_ms.toFixed(0)} ms`,
+      );
+    }
+    await s.close();
+
+    // LoRA sessions on one shared base: memory after each session's first step, and its step time.
+    const shared = await SharedTensors.create(runtime, weights);
+    const lora = { rank: 8, alpha: 16, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
+    const loraRows: { sessions: number; rss_mb: number; step_ms: number }[] = [];
+    const open: TrainingSession[] = [];
+    for (let n = 1; n <= o.loraSessions; n++) {
+      const x = await TrainingSession.create(runtime, {
+        ...common,
+        weights: initAdapter(cfg, lora, n).tensors,
+        lora: { config: lora, base: shared },
+      });
+      open.push(x);
+      const ms = await timeRuns(2, async () => {
+        await x.forwardBackward('cross_entropy', data);
+        await x.optimStep();
+      });
+      loraRows.push({ sessions: n, rss_mb: rssMb(), step_ms: median(ms) });
+      o.log(
+        `${n} LoRA r8 sessions: ${loraRows.at(-1)!.rss_mb.toFixed(0)} MB, step ${loraRows.at(-1)!.step_ms.toFixed(0)} ms`,
+      );
+    }
+    for (const x of open) await x.close();
+    await shared.dispose();
+    return { model: o.model, arena: o.arena, full, snapshots, lora: loraRows };
+  } finally {
+    await runtime.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
