@@ -15,7 +15,7 @@ import {
 import { DuelError } from '../../src/errors.js';
 import { LoraSpec, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
 
-export const SESSION_STATE_FORMAT = 'duel.training-session-state/1';
+const SESSION_STATE_FORMAT = 'duel.training-session-state/1';
 const META = 'session.json';
 const TENSORS = 'state.safetensors';
 

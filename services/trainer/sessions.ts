@@ -49,7 +49,7 @@ import { readSessionState, writeSessionState } from './session-state.js';
 
 type Request = NonNullable<SessionCall['request']>;
 type Answer = NonNullable<SessionCall['answer']>;
-export type CallKind = Request['$case'];
+type CallKind = Request['$case'];
 /** The answer each kind of call gets. */
 type AnswerOf<K extends CallKind> = Extract<Answer, { $case: `${K}Answer` }>;
 
@@ -149,7 +149,7 @@ export class TrainingSessions {
   private readonly tokens = new Map<string, Promise<string>>();
   private readonly bases = new Map<string, Promise<SharedBase>>();
   private opened?: Promise<SessionJournal>;
-  readonly snapshotEvery: number;
+  private readonly snapshotEvery: number;
 
   constructor(
     readonly core: TrainerCore,

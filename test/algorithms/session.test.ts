@@ -13,7 +13,7 @@ import { initAdapter } from '../../src/models/lora/adapter.js';
 import { ALL_LINEAR } from '../../src/models/lora/config.js';
 import { weights } from '../helpers/model-fixtures.js';
 import { refusal, refused } from '../helpers/refusal.js';
-import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS, ROUND_SEQUENCES } from '../helpers/round-fixtures.js';
 
 const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
 afterAll(() => runtime.close());
@@ -26,9 +26,7 @@ const f32 = (w: Record<string, HostTensor>) =>
     ]),
   );
 const w0 = f32(weights(cfg, 2, 'float64', 5));
-const DATA: TrainingDatum[] = ROUND_RECORDS.flatMap((r) =>
-  r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
-);
+const DATA: TrainingDatum[] = ROUND_SEQUENCES;
 const maxRelative = (a: Record<string, HostTensor>, b: Record<string, HostTensor>) => {
   let worst = 0;
   let scale = 0;

@@ -36,6 +36,11 @@ export const ROUND_RECORDS = [
   },
 ];
 
+/** Every completion of the records as one sequence: prompt ids and completion ids. */
+export const ROUND_SEQUENCES = ROUND_RECORDS.flatMap((r) =>
+  r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
+);
+
 /** Hyper-parameters of the recipes the step tests train, some twice under another setting. */
 export const HPARAMS: Record<string, Record<string, unknown>> = {
   sppo: { eta: 2 },

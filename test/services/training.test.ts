@@ -20,7 +20,7 @@ import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
 import { startService, unary } from '../helpers/grpc.js';
 import { weights } from '../helpers/model-fixtures.js';
-import { ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
+import { ROUND_CONFIG, ROUND_RECORDS, ROUND_SEQUENCES } from '../helpers/round-fixtures.js';
 import { fileTempDir } from '../helpers/tmp.js';
 
 const root = fileTempDir('duel-training-');
@@ -38,16 +38,13 @@ const w0 = Object.fromEntries(
     { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data) },
   ]),
 );
-const DATA: TrainingDatum[] = ROUND_RECORDS.flatMap((r) =>
-  r.completion_ids.map((c) => ({
-    promptIds: r.prompt_ids,
-    completionIds: c,
-    tokenWeights: [],
-    advantages: [],
-    samplingLogprobs: [],
-    roundRecord: undefined,
-  })),
-);
+const DATA: TrainingDatum[] = ROUND_SEQUENCES.map((d) => ({
+  ...d,
+  tokenWeights: [],
+  advantages: [],
+  samplingLogprobs: [],
+  roundRecord: undefined,
+}));
 const OPTIMIZER = OptimizerConfig.fromPartial({
   name: 'adamw',
   learningRate: 1e-2,
