@@ -57,3 +57,18 @@ export function tinyLlamaConfig(padTokenId = 1): LlamaConfig {
     pad_token_id: padTokenId,
   });
 }
+
+/** The largest difference between two weight sets over the largest magnitude in `want`. */
+export function maxRelativeDiff(
+  got: Record<string, { data: ArrayLike<number> }>,
+  want: Record<string, { data: ArrayLike<number> }>,
+): number {
+  let worst = 0;
+  let scale = 0;
+  for (const [k, t] of Object.entries(want))
+    for (let i = 0; i < t.data.length; i++) {
+      worst = Math.max(worst, Math.abs(t.data[i]! - got[k]!.data[i]!));
+      scale = Math.max(scale, Math.abs(t.data[i]!));
+    }
+  return worst / scale;
+}

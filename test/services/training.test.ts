@@ -19,7 +19,7 @@ import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
 import { startService, unary } from '../helpers/grpc.js';
-import { weights } from '../helpers/model-fixtures.js';
+import { maxRelativeDiff, weights } from '../helpers/model-fixtures.js';
 import { ROUND_CONFIG, ROUND_RECORDS, ROUND_SEQUENCES } from '../helpers/round-fixtures.js';
 import { fileTempDir } from '../helpers/tmp.js';
 
@@ -132,14 +132,7 @@ describe('TrainingService', () => {
       batchSize: ROUND_RECORDS.length,
       seed: 0,
     });
-    let worst = 0;
-    let scale = 0;
-    for (const [k, t] of Object.entries(sft.weights))
-      t.data.forEach((v, i) => {
-        worst = Math.max(worst, Math.abs(v - got[k]!.data[i]!));
-        scale = Math.max(scale, Math.abs(v));
-      });
-    expect(worst / scale).toBeLessThan(1e-6);
+    expect(maxRelativeDiff(got, sft.weights)).toBeLessThan(1e-6);
     expect(await call<object, { session: object }>('getSession', { sessionId: id })).toMatchObject({
       session: { sessionId: id, seq, step: 3 },
     });
