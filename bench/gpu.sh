@@ -6,7 +6,8 @@
 # and one SPPO round as the trainer runs it. Results go to $OUT, one JSON file a part.
 #
 #   here:        npm run build && bash bench/gpu-pack.sh && bash bench/gpu.sh --small   (lavapipe)
-#   device call: carry [".gpu"], command "bash bench/gpu.sh", timeout 540 s
+#   device call: carry [".gpu"], command "bash bench/gpu.sh", timeout 450 s (the parts' limits add
+#                up to 415 s)
 #
 # --small shrinks every size so that a software adapter (lavapipe) runs it end to end in minutes.
 set -uo pipefail
@@ -32,12 +33,13 @@ fi
 nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$nv" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$nv}
 duel() { node "$root/dist/bin/main.js" "$@"; }
-# Each part on its own: a failing one is reported, the others still run.
+# Each part on its own, under its own time limit (seconds, the first argument): a failing or slow
+# part is reported and the others still run, so one device call always brings back what it could.
 part() {
-  local name=$1
-  shift
-  say "$name"
-  "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
+  local limit=$1 name=$2
+  shift 2
+  say "$name (at most $limit s)"
+  timeout -k 5 "$limit" bash -c '"$@"' part "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
   local rc=$?
   if [ $rc -ne 0 ]; then
     say "$name FAILED (exit $rc):"
@@ -78,20 +80,49 @@ round() {
   return $rc
 }
 
+export -f duel round
+export root
 say "node $(node --version); nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo none)"
 export DUEL_RUNTIME_PROVIDER=webgpu
-duel doctor | tee "$OUT/doctor.txt"
+duel doctor >"$OUT/doctor.txt" 2>&1
+grep -v '^Warning' "$OUT/doctor.txt"
+if ! grep -q '^webgpu adapter' "$OUT/doctor.txt"; then
+  # Without an adapter every part would fail: stop here and keep the device time.
+  say "no WebGPU adapter; the Vulkan loader and drivers this machine has:"
+  ldconfig -p | grep -i vulkan
+  ls /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
+  exit 1
+fi
 if $small; then
-  part engine duel bench engine --json --model tiny --steps 3 --ceiling-size 256
-  part decode duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2
-  part engine-135m duel bench engine --json --model tiny --steps 2 --ceiling-size 256 --no-peer
-  part placement duel bench placement --json --model tiny --runs 2
-  part round round 64 2 128
+  part 120 engine duel bench engine --json --model tiny --steps 3 --ceiling-size 256
+  part 120 decode duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2
+  part 120 engine-135m duel bench engine --json --model tiny --steps 2 --ceiling-size 256 --no-peer
+  part 120 placement duel bench placement --json --model tiny --runs 2
+  part 120 round round 64 2 128
 else
-  part engine duel bench engine --json --steps 10 --ceiling-size 4096
-  part decode duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2
-  part engine-135m duel bench engine --json --model smollm-135m --steps 3 --ceiling-size 4096 --no-peer
-  part placement duel bench placement --json --model stack --runs 3
-  part round round 512 8 8192
+  part 100 engine duel bench engine --json --steps 10 --ceiling-size 4096
+  part 100 decode duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2
+  part 110 engine-135m duel bench engine --json --model smollm-135m --steps 3 --ceiling-size 4096 --no-peer
+  part 45 placement duel bench placement --json --model stack --runs 3
+  part 60 round round 512 8 8192
+fi
+# The same chip's float32 MatMul through CUDA (PyTorch, where the image has it), as the ceiling's
+# peer: how much of the card WebGPU's float32 kernels reach.
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  part 60 torch-matmul python3 -c '
+import json, torch
+n = 4096
+a, b = (torch.randn(n, n, device="cuda") for _ in range(2))
+out = {}
+for tf32 in (False, True):
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    for _ in range(3): a @ b
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(20): a @ b
+    e.record(); torch.cuda.synchronize()
+    out["tf32" if tf32 else "fp32"] = 2 * n**3 * 20 / (s.elapsed_time(e) / 1e3) / 1e12
+print(json.dumps({"size": n, "tflops": out, "device": torch.cuda.get_device_name()}))'
+  cat "$OUT/torch-matmul.json"
 fi
 say "done; results in $OUT"
