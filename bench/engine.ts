@@ -52,6 +52,8 @@ export interface EngineBenchResult {
   model: string;
   shape: StackShape;
   ceiling_gflops: number;
+  /** Microseconds per run of a one-node graph, and per further tiny node (dispatchCost). */
+  dispatch: { run_us: number; node_us: number };
   train_step_ms: number;
   /** Per-step time when FOLD steps run as one ONNX Loop. */
   folded_step_ms: number;
@@ -121,6 +123,31 @@ export async function ceiling(
   return (2 * n ** 3) / (ms / 1000) / 1e9;
 }
 
+/**
+ * What a provider charges besides arithmetic: one run of a one-node graph (feeds, the output back
+ * to the host, the wait), and each further node of a chain of tiny Adds on 256 floats (the
+ * difference of two chains). Steps made of many small nodes (decoding, small models) are bound by
+ * these rather than by the MatMul ceiling.
+ */
+export async function dispatchCost(runtime: Runtime, reps: number, log: (l: string) => void) {
+  const chain = async (n: number) => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [256]);
+    let y: Tensor = x;
+    for (let i = 0; i < n; i++) y = T.add(y, 1e-3 * (i + 1));
+    const session = await runtime.load(compile(g, { y }));
+    const data = new Float32Array(256).fill(0.5);
+    await session.setState('c', { x: { dtype: 'float32', dims: [256], data } });
+    const run = () => session.run({}, ['y'], { state: 'c', reads: { x: 'x' }, writes: {} });
+    await run();
+    const ms = await timed(`${n} chained adds`, reps, log, run);
+    await session.release();
+    return ms;
+  };
+  const [one, many] = [await chain(1), await chain(513)];
+  return { run_us: one * 1000, node_us: ((many - one) * 1000) / 512 };
+}
+
 export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBenchResult> {
   const { log } = opts;
   const provider = opts.provider ?? 'cpu';
@@ -133,6 +160,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
   try {
     log(`ceiling: ONNX Runtime MatMul, float32, ${provider}`);
     const ceilingGflops = await ceiling(runtime, opts.ceilingSize, 5, log);
+    const dispatch = await dispatchCost(runtime, 5, log);
 
     log(`train step: ${model} ${JSON.stringify(shape)}`);
     const cfg = stackConfig(shape);
@@ -190,6 +218,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       model,
       shape,
       ceiling_gflops: ceilingGflops,
+      dispatch,
       train_step_ms: stepMs,
       folded_step_ms: foldMs,
       train_flops: flops.total,

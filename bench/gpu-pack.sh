@@ -22,11 +22,12 @@ find "$stage/duel/node_modules/onnxruntime-node/bin" -path '*/linux/*' -mindepth
 find "$stage/duel/node_modules/webgpu/dist" -mindepth 1 -maxdepth 1 ! -name linux-x64 -exec rm -rf {} +
 tar -C "$stage" -cf - duel | xz -T0 -6 >.gpu/duel.tar.xz
 
-# The Vulkan loader for x86-64, whatever this machine is (the device tool's README).
+# The Vulkan loader for x86-64, whatever this machine is, and GLVND's dispatch libraries: NVIDIA's
+# Vulkan driver is libGLX_nvidia.so.0, which gives the loader no vkCreateInstance without them.
 lists=$(mktemp -d)
 o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
 mkdir -p "$lists/partial"
 apt-get "${o[@]}" update -qq >/dev/null 2>&1
-(cd .gpu && apt-get "${o[@]}" download libvulkan1 >/dev/null 2>&1)
+(cd .gpu && apt-get "${o[@]}" download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2 >/dev/null 2>&1)
 rm -rf "$lists"
 du -ch .gpu/* | tail -n 1 | sed 's/^/gpu-pack: .gpu holds /'

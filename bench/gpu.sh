@@ -3,18 +3,31 @@
 # the webgpu provider (MatMul ceiling, the reference training step, the cpu provider's step on the
 # same machine as the peer), decoding at batch 1 and 64 on the ~22M model and a SmolLM-135M-shaped
 # one, the 135M-shaped model's training step (sequence 512, batch 8), where each graph's nodes ran,
-# and one SPPO round as the trainer runs it. Results go to $OUT, one JSON file a part.
+# and one SPPO round as the trainer runs it. Results: $OUT/gpu-results.tgz.
 #
 #   here:        npm run build && bash bench/gpu-pack.sh && bash bench/gpu.sh --small   (lavapipe)
 #   device call: carry [".gpu"], command "bash bench/gpu.sh", timeout 450 s (the parts' limits add
 #                up to 415 s)
 #
-# --small shrinks every size so that a software adapter (lavapipe) runs it end to end in minutes.
+# --small shrinks every size so that a software adapter (lavapipe) runs it end to end in minutes;
+# --only NAME,NAME runs those parts alone (a second call that repeats what the first one missed).
+# Each part writes NAME.json and NAME.log; after every part they are packed again into
+# $OUT/gpu-results.tgz (a device call brings back 8 files at most, and whatever is there when a
+# call is cut short).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 small=false
-[ "${1:-}" = --small ] && small=true
+only=
+while [ $# -gt 0 ]; do
+  case $1 in
+  --small) small=true ;;
+  --only) only=,$2, && shift ;;
+  *) echo "gpu.sh: unknown argument '$1' (--small, --only NAME,...)" >&2 && exit 2 ;;
+  esac
+  shift
+done
 OUT=${OUT:-$(mktemp -d)}
+results=$(mktemp -d)
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 start=$(date +%s)
 say() { echo "gpu.sh [$(($(date +%s) - start)) s] $*"; }
@@ -38,14 +51,16 @@ duel() { node "$root/dist/bin/main.js" "$@"; }
 part() {
   local limit=$1 name=$2
   shift 2
+  [ -n "$only" ] && [[ $only != *",$name,"* ]] && return
   say "$name (at most $limit s)"
-  timeout -k 5 "$limit" bash -c '"$@"' part "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
+  timeout -k 5 "$limit" bash -c '"$@"' part "$@" >"$results/$name.json" 2>"$results/$name.log"
   local rc=$?
+  tar -C "$results" -czf "$OUT/gpu-results.tgz" .
   if [ $rc -ne 0 ]; then
     say "$name FAILED (exit $rc):"
-    tail -n 5 "$OUT/$name.log"
+    tail -n 5 "$results/$name.log"
   else
-    grep -v '^Warning' "$OUT/$name.log" | tail -n 3
+    grep -v '^Warning' "$results/$name.log" | tail -n 3
   fi
 }
 
@@ -84,13 +99,16 @@ export -f duel round
 export root
 say "node $(node --version); nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo none)"
 export DUEL_RUNTIME_PROVIDER=webgpu
-duel doctor >"$OUT/doctor.txt" 2>&1
-grep -v '^Warning' "$OUT/doctor.txt"
-if ! grep -q '^webgpu adapter' "$OUT/doctor.txt"; then
+duel doctor >"$results/doctor.txt" 2>&1
+grep -v '^Warning' "$results/doctor.txt"
+if grep -q '^webgpu adapter *no WebGPU adapter' "$results/doctor.txt"; then
   # Without an adapter every part would fail: stop here and keep the device time.
   say "no WebGPU adapter; the Vulkan loader and drivers this machine has:"
   ldconfig -p | grep -i vulkan
   ls /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
+  cat "$nv" 2>/dev/null
+  ldd "$(ldconfig -p | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')" 2>&1 | grep -i 'not found\|GL'
+  VK_LOADER_DEBUG=error,warn,driver duel doctor 2>&1 | grep -i 'nvidia\|error\|fail' | head -n 20
   exit 1
 fi
 if $small; then
@@ -99,12 +117,24 @@ if $small; then
   part 120 engine-135m duel bench engine --json --model tiny --steps 2 --ceiling-size 256 --no-peer
   part 120 placement duel bench placement --json --model tiny --runs 2
   part 120 round round 64 2 128
+  part 120 round-cpu env DUEL_RUNTIME_PROVIDER=cpu bash -c 'round 64 2 128'
+  part 120 engine-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
+    bash -c 'duel bench engine --json --model tiny --steps 3 --ceiling-size 256 --no-peer'
+  part 120 decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
+    bash -c 'duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2 --no-peer'
 else
   part 100 engine duel bench engine --json --steps 10 --ceiling-size 4096
   part 100 decode duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2
   part 110 engine-135m duel bench engine --json --model smollm-135m --steps 3 --ceiling-size 4096 --no-peer
   part 45 placement duel bench placement --json --model stack --runs 3
   part 60 round round 512 8 8192
+  # The same round on the cpu provider: its losses are the check that the GPU computed the same.
+  part 90 round-cpu env DUEL_RUNTIME_PROVIDER=cpu bash -c 'round 512 8 8192'
+  # What Dawn's and ONNX Runtime's checks of every dispatch cost (DUEL_WEBGPU_VALIDATION).
+  part 40 engine-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
+    bash -c 'duel bench engine --json --steps 10 --ceiling-size 4096 --no-peer'
+  part 60 decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
+    bash -c 'duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2 --no-peer'
 fi
 # The same chip's float32 MatMul through CUDA (PyTorch, where the image has it), as the ceiling's
 # peer: how much of the card WebGPU's float32 kernels reach.
@@ -123,6 +153,6 @@ for tf32 in (False, True):
     e.record(); torch.cuda.synchronize()
     out["tf32" if tf32 else "fp32"] = 2 * n**3 * 20 / (s.elapsed_time(e) / 1e3) / 1e12
 print(json.dumps({"size": n, "tflops": out, "device": torch.cuda.get_device_name()}))'
-  cat "$OUT/torch-matmul.json"
+  cat "$results/torch-matmul.json"
 fi
-say "done; results in $OUT"
+say "done; results in $OUT/gpu-results.tgz"

@@ -37,6 +37,18 @@ export interface GraphPlacement {
   /** The op types placed on the CPU, with how many nodes of each. */
   cpu_ops: Record<string, number>;
   /**
+   * The op types on any other provider, with how many nodes of each: on webgpu each is one
+   * dispatch per run, and a step of many small ones is bound by their count (dispatch_us in
+   * `duel bench engine`) rather than by arithmetic.
+   */
+  device_ops: Record<string, number>;
+  /**
+   * Kernel milliseconds per run by op type on the other provider, largest first: what the node
+   * counts leave out (one slow kernel among hundreds of fast ones). On webgpu ONNX Runtime's
+   * profile times each kernel with GPU timestamps.
+   */
+  device_ms: Record<string, number>;
+  /**
    * CPU nodes with a floating-point output: the computation itself rather than the int64 shape
    * and index arithmetic ONNX Runtime keeps on the CPU by design (WebGPU has no 64-bit integers).
    */
@@ -73,6 +85,7 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     .filter((e) => e.cat === 'Node' && e.args?.provider);
   const nodes = new Map<string, { provider: string; op: string; float: boolean }>();
   const ms: Record<string, number> = {};
+  const opMs: Record<string, number> = {};
   let copyBytes = 0;
   for (const e of events) {
     const provider = e.args!.provider!;
@@ -82,10 +95,12 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     );
     nodes.set(`${e.name}@${provider}`, { provider, op, float });
     ms[provider] = (ms[provider] ?? 0) + e.dur / 1000 / runs;
+    if (provider !== 'CPUExecutionProvider') opMs[op] = (opMs[op] ?? 0) + e.dur / 1000 / runs;
     if (COPY.has(op)) copyBytes += Number(e.args!.output_size ?? 0);
   }
   const count: Record<string, number> = {};
   const cpuOps: Record<string, number> = {};
+  const deviceOps: Record<string, number> = {};
   const cpuFloat: string[] = [];
   let copies = 0;
   for (const [name, { provider, op, float }] of nodes) {
@@ -93,7 +108,7 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     if (provider === 'CPUExecutionProvider') {
       cpuOps[op] = (cpuOps[op] ?? 0) + 1;
       if (float) cpuFloat.push(name.slice(0, name.indexOf('_kernel_time')));
-    }
+    } else deviceOps[op] = (deviceOps[op] ?? 0) + 1;
     if (COPY.has(op)) copies++;
   }
   return {
@@ -101,6 +116,8 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     nodes: count,
     ms_per_run: ms,
     cpu_ops: cpuOps,
+    device_ops: deviceOps,
+    device_ms: Object.fromEntries(Object.entries(opMs).sort((a, b) => b[1] - a[1])),
     cpu_float_nodes: cpuFloat,
     copies: { nodes: copies, bytes_per_run: copyBytes / runs },
   };

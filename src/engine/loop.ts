@@ -9,7 +9,7 @@
  * step. Loss, gradient norm and the finite flag of every iteration come out as [K] scan outputs.
  */
 import type { NodeProto } from '../gen/third_party/onnx/onnx.js';
-import { allocate, type DType } from './dtype.js';
+import { allocate, type DType, ONNX_DTYPE } from './dtype.js';
 import type { Tensor } from './graph.js';
 import {
   attribute,
@@ -70,9 +70,12 @@ export function compileTrainLoop(
   ];
   const epilogue: NodeProto[] = [
     node('Identity', [`${BODY}cond`], [`${BODY}cond_out`]),
+    node('Cast', [`${BODY}finite`], [`${BODY}finite_bool`], {
+      attribute: [attribute('to', ONNX_DTYPE.bool)],
+    }),
     node(
       'Where',
-      [`${BODY}finite`, BODY + nameOf(spec.step), `${BODY}steps_done`],
+      [`${BODY}finite_bool`, BODY + nameOf(spec.step), `${BODY}steps_done`],
       [`${BODY}steps_done.next`],
     ),
   ];

@@ -29,7 +29,7 @@ export interface TrainStepGraph {
   step: Tensor;
   /** State inputs per parameter name and slot (momentum buffer, Adam's m and v, ...). */
   state: Map<string, Tensor>;
-  /** Outputs: `loss`, `grad_norm`, `finite`, and `<name>.next` for every parameter and state slot. */
+  /** Outputs: `loss`, `grad_norm`, `finite` (1 or 0), and `<name>.next` for every parameter and state slot. */
   outputs: Record<string, Tensor>;
 }
 
@@ -116,7 +116,13 @@ function applyGradients(
   const finite = T.equal(T.sub(gradNorm, gradNorm), 0);
   const scale = spec.gradClip > 0 ? T.minimum(T.div(spec.gradClip, T.add(gradNorm, 1e-6)), 1) : undefined;
 
-  const outputs: Record<string, Tensor> = { grad_norm: gradNorm, finite };
+  // The flag goes out as 1 or 0 in the loss's dtype: ONNX Runtime's WebGPU provider has no bool
+  // Identity, and the graph output's copy to the CPU would stop the device between the backward
+  // pass and the update (`duel bench placement`).
+  const outputs: Record<string, Tensor> = {
+    grad_norm: gradNorm,
+    finite: T.where(finite, T.scalar(graph, 1, dtype), T.scalar(graph, 0, dtype)),
+  };
   const keepIfFinite = (next: Tensor, prev: Tensor) => T.where(finite, next, prev);
 
   names.forEach((name, i) => {

@@ -4,7 +4,7 @@
  * result, so the one call a GPU session gets is not spent finding a broken script.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { fileTempDir } from '../helpers/tmp.js';
@@ -19,19 +19,32 @@ it('runs every part on the webgpu provider and writes its result', () => {
   });
   expect(r.status, r.stdout + r.stderr).toBe(0);
   expect(r.stdout).not.toMatch(/FAILED/);
-  expect(readFileSync(join(out, 'doctor.txt'), 'utf8')).toMatch(/selected\s+webgpu/);
-  const json = (part: string) => JSON.parse(readFileSync(join(out, `${part}.json`), 'utf8'));
+  // Everything comes back as one archive (a device call returns 8 files at most).
+  const results = join(out, 'results');
+  mkdirSync(results);
+  expect(spawnSync('tar', ['-xzf', join(out, 'gpu-results.tgz'), '-C', results]).status).toBe(0);
+  expect(readFileSync(join(results, 'doctor.txt'), 'utf8')).toMatch(/selected\s+webgpu/);
+  const json = (part: string) => JSON.parse(readFileSync(join(results, `${part}.json`), 'utf8'));
   const engine = json('engine');
   expect(engine.provider).toBe('webgpu');
   expect(engine.adapter.vendor).toBeTruthy();
   expect(engine.cpu_step_ms).toBeGreaterThan(0);
   expect(engine.device_state.last).toEqual(engine.device_state.first);
+  expect(engine.dispatch.node_us).toBeGreaterThan(0);
+  expect(json('engine-novalidation').dispatch.run_us).toBeGreaterThan(0);
+  expect(json('decode-novalidation').rows).toHaveLength(2);
   const decode = json('decode');
   expect(decode.rows.map((row: { batch: number }) => row.batch)).toEqual([1, 8]);
   for (const row of decode.rows) expect(row.moved_per_token.toDevice).toBeGreaterThan(0);
   expect(json('placement').graphs).toHaveLength(4);
   // The round: a timing line, then the trainer's metrics.
-  const [timing, ...metrics] = readFileSync(join(out, 'round.json'), 'utf8').split('\n');
-  expect(JSON.parse(timing!).wall_ms).toBeGreaterThan(0);
-  expect(JSON.parse(metrics.join('\n'))).toMatchObject({ algo: 'sppo', steps: 8, skipped_steps: 0 });
+  const round = (part: string) => {
+    const [timing, ...metrics] = readFileSync(join(results, `${part}.json`), 'utf8').split('\n');
+    expect(JSON.parse(timing!).wall_ms).toBeGreaterThan(0);
+    return JSON.parse(metrics.join('\n'));
+  };
+  const [onGpu, onCpu] = [round('round'), round('round-cpu')];
+  expect(onGpu).toMatchObject({ algo: 'sppo', steps: 8, skipped_steps: 0 });
+  // The same round on the cpu provider: the losses agree.
+  expect(Math.abs(onGpu.loss_mean - onCpu.loss_mean) / onCpu.loss_mean).toBeLessThan(1e-3);
 }, 300_000);

@@ -255,8 +255,8 @@ describe('state stays in device memory', () => {
     for (let i = 1; i < 200; i++) await onGpu!.step(batch);
     for (let i = 0; i < 200; i++) await onCpu!.step(batch);
     expect(await onGpu!.runner.deviceStats()).toEqual(afterOne);
-    // In: x (8·16 floats), lr and step (a float each). Out: loss, grad_norm (floats), finite (a bool).
-    expect(onGpu!.runner.moved).toEqual({ toDevice: 200 * (8 * 16 * 4 + 8), toHost: 200 * 9 });
+    // In: x (8·16 floats), lr and step (a float each). Out: loss, grad_norm and finite (a float each).
+    expect(onGpu!.runner.moved).toEqual({ toDevice: 200 * (8 * 16 * 4 + 8), toHost: 200 * 12 });
     expect(onCpu!.runner.moved).toEqual({ toDevice: 0, toHost: 0 });
     const [a, b] = await Promise.all([onCpu!.parameters(), onGpu!.parameters()]);
     expect(relative(b.w!.data as Float32Array, a.w!.data as Float32Array)).toBeLessThan(1e-4);
@@ -301,7 +301,7 @@ describe('state stays in device memory', () => {
 });
 
 describe('placement', () => {
-  it('runs every float computation of the hot graphs on the device: the CPU keeps only int64 shape and index arithmetic, and the logits never cross', async () => {
+  it('runs every float computation of the hot graphs on the device: the CPU keeps only int64 shape and index arithmetic, the logits never cross, and nothing is copied back mid-step', async () => {
     const r = await runPlacementBench({ provider: 'webgpu', model: 'tiny', runs: 2, log: () => {} });
     expect(r.graphs.map((g) => g.graph)).toEqual([
       'training step (AdamW)',
@@ -318,6 +318,9 @@ describe('placement', () => {
         g.graph,
       ).toEqual([]);
       expect(g.cpu_ops.LogSoftmax, g.graph).toBeUndefined();
+      // Nothing inside a step is copied back to the host, so the device never stops mid-step for
+      // the CPU (before: the decoding draw's int64 count, the training step's bool flag).
+      expect(g.device_ops.MemcpyToHost, g.graph).toBeUndefined();
       expect(g.copies.bytes_per_run, g.graph).toBeLessThan((batch * seq * vocab * 4) / 4);
     }
   }, 120_000);

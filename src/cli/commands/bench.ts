@@ -64,6 +64,7 @@ export function registerBench(program: Command): void {
             `${r.machine.cpus}× ${r.machine.cpu_model}, ${r.machine.memory_gb} GiB, ORT threads ${r.machine.ort_threads}`,
           ],
           ['ceiling (MatMul)', `${f(r.ceiling_gflops)} GFLOP/s`],
+          ['per run, per node', `${r.dispatch.run_us.toFixed(0)} µs, ${r.dispatch.node_us.toFixed(1)} µs`],
           [
             'train step',
             `${f(r.train_step_ms, 0)} ms, ${f(r.train_flops / 1e9, 2)} GFLOP counted (${f((100 * r.train_matmul_flops) / r.train_flops)}% MatMul)`,

@@ -64,6 +64,22 @@ function free(t: ort.Tensor | undefined, unless?: ort.Tensor): void {
   if (t && t !== unless && onDevice(t)) t.dispose();
 }
 
+const VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
+
+/**
+ * The webgpu provider as every session of this process asks for it: ONNX Runtime makes one WebGPU
+ * device per process, with the options of the first session that needs it, so the movers and the
+ * sessions must agree. DUEL_WEBGPU_VALIDATION sets how much of each dispatch Dawn and ONNX Runtime
+ * check (ONNX Runtime's default 'basic'; 'disabled' trades an error message for a crash when a
+ * kernel is wrong; BENCHMARKS.md has what it saves per node).
+ */
+function webgpuProvider(): ort.InferenceSession.WebGpuExecutionProviderOption {
+  const mode = process.env.DUEL_WEBGPU_VALIDATION ?? 'basic';
+  if (!(VALIDATION_MODES as readonly string[]).includes(mode))
+    throw new Error(`DUEL_WEBGPU_VALIDATION: must be one of ${VALIDATION_MODES.join(', ')}, got '${mode}'`);
+  return { name: 'webgpu', validationMode: mode as (typeof VALIDATION_MODES)[number] };
+}
+
 /**
  * Identity graphs on the webgpu provider that move a tensor onto the device or back to the host,
  * one per dtype, rank and direction. ONNX Runtime's Node binding has no other way to make a device tensor
@@ -82,7 +98,7 @@ function mover(type: ort.Tensor.Type, rank: number, to: 'gpu-buffer' | 'cpu') {
       Array.from({ length: rank }, (_, i) => `d${i}`),
     );
     s = ort.InferenceSession.create(compile(g, { y: stopGradient(x) }, 'move').bytes, {
-      executionProviders: ['webgpu'],
+      executionProviders: [webgpuProvider()],
       preferredOutputLocation: to,
       logSeverityLevel: 3,
     });
@@ -113,9 +129,10 @@ async function createSession(bytes: Uint8Array, options: SessionOptions): Promis
   const listed = ort.listSupportedBackends().map((b) => b.name);
   if (!listed.includes(options.provider)) throw missing(`this build offers ${listed.join(', ')}`);
   const device = options.provider === 'webgpu';
+  const provider = device ? webgpuProvider() : options.provider;
   try {
     return await ort.InferenceSession.create(bytes, {
-      executionProviders: [options.provider],
+      executionProviders: [provider],
       intraOpNumThreads: options.intraOpThreads,
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',

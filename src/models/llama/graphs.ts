@@ -82,7 +82,16 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   return { graph: g, outputs };
 }
 
-/** Untruncated sampling and greedy choice from [B, 1, V] logits, with the policy's log-probs. */
+/**
+ * Untruncated sampling and greedy choice from [B, 1, V] logits, with the policy's log-probs.
+ *
+ * Written so that nothing after the forward pass leaves the device: ONNX Runtime's WebGPU provider
+ * has no int64 ReduceSum or Min, and it runs an int64 id reshaped into a gather index on the CPU,
+ * so either would stop the device mid-step to copy ids across and back (`duel bench placement`).
+ * The draw is counted in float32 (exact below 2^24 entries) and picked out with an equality mask;
+ * the greedy token's log-prob is the largest log-prob, the same float as at its argmax because
+ * log-softmax shifts every logit by one value. The ids become int64 only as outputs.
+ */
 function drawNext(logits: Tensor): Record<string, Tensor> {
   const g = logits.graph;
   const [b, , v] = logits.shape as [Dim, Dim, number];
@@ -92,17 +101,21 @@ function drawNext(logits: Tensor): Record<string, Tensor> {
   const logp = T.logSoftmax(z, -1);
   const cdf = T.cumsum(T.softmax(T.mul(z, invTemperature), -1), 1);
   // The draw is the number of CDF entries below u; rounding can leave cdf[V−1] just under 1.
-  const below = T.reduceSum(T.cast(T.less(cdf, T.unsqueeze(uniform, 1)), 'int64'), 1);
+  const below = T.reduceSum(T.cast(T.less(cdf, T.unsqueeze(uniform, 1)), 'float32'), 1);
   const next = T.minimum(below, v - 1);
-  const greedy = T.argmax(z, -1);
-  const at = (token: Tensor) => T.takeLast(logp, token);
+  const ids = g.constant(
+    Float32Array.from({ length: v }, (_, i) => i),
+    'float32',
+    [v],
+  );
+  const nextLogprob = T.reduceSum(T.where(T.equal(ids, T.unsqueeze(next, 1)), logp, 0), -1);
   // The policy's next-token entropy at temperature 1 (a per-round metric).
   const entropy = T.neg(T.reduceSum(T.mul(T.exp(logp), logp), -1));
   return {
-    next_token: next,
-    next_logprob: at(next),
-    greedy_token: greedy,
-    greedy_logprob: at(greedy),
+    next_token: T.cast(next, 'int64'),
+    next_logprob: nextLogprob,
+    greedy_token: T.argmax(z, -1),
+    greedy_logprob: T.reduceMax(logp, -1),
     entropy,
   };
 }
