@@ -80,6 +80,8 @@ export interface DecodeRow {
   speedup?: number;
   /** Host↔device bytes per generated token (another provider than cpu). */
   moved_per_token?: { toDevice: number; toHost: number };
+  /** Outputs copied back by a run of their own per decoding step (Moved.readBacks). */
+  read_backs_per_step?: number;
   cpu_tokens_per_s?: number;
   speedup_vs_cpu?: number;
 }
@@ -161,6 +163,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
             toDevice: (runner.runner.moved.toDevice - before.toDevice) / tokens,
             toHost: (runner.runner.moved.toHost - before.toHost) / tokens,
           };
+          row.read_backs_per_step = (runner.runner.moved.readBacks - before.readBacks) / (tokens / batch);
         }
         if (onCpu) {
           row.cpu_tokens_per_s = await tokensPerS(onCpu, prompts, opts);
@@ -189,7 +192,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
         }
         rows.push(row);
         opts.log(
-          `  batch ${batch}: duel ${ours.toFixed(0)} tok/s${row.speedup ? `, transformers.js ${row.transformersjs_tokens_per_s!.toFixed(0)} tok/s (${row.speedup.toFixed(2)}×)` : ''}${row.cpu_tokens_per_s ? `, cpu provider ${row.cpu_tokens_per_s.toFixed(0)} tok/s (${row.speedup_vs_cpu!.toFixed(2)}×)` : ''}${row.moved_per_token ? `, ${row.moved_per_token.toDevice.toFixed(0)} B/token to the device, ${row.moved_per_token.toHost.toFixed(0)} back` : ''}`,
+          `  batch ${batch}: duel ${ours.toFixed(0)} tok/s${row.speedup ? `, transformers.js ${row.transformersjs_tokens_per_s!.toFixed(0)} tok/s (${row.speedup.toFixed(2)}×)` : ''}${row.cpu_tokens_per_s ? `, cpu provider ${row.cpu_tokens_per_s.toFixed(0)} tok/s (${row.speedup_vs_cpu!.toFixed(2)}×)` : ''}${row.moved_per_token ? `, ${row.moved_per_token.toDevice.toFixed(0)} B/token to the device, ${row.moved_per_token.toHost.toFixed(0)} back, ${row.read_backs_per_step!.toFixed(0)} read-backs a step` : ''}`,
         );
       }
       await runner.release();

@@ -188,6 +188,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     const moved = {
       toDevice: (state.runner.moved.toDevice - before.toDevice) / opts.steps,
       toHost: (state.runner.moved.toHost - before.toHost) / opts.steps,
+      readBacks: (state.runner.moved.readBacks - before.readBacks) / opts.steps,
     };
     const lastState = await state.runner.deviceStats();
     await state.dispose();

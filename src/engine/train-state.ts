@@ -10,7 +10,7 @@
 import { allocate, type DType } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
 import { compileTrainLoop } from './loop.js';
-import { compile } from './onnx.js';
+import { type CompiledModel, compile } from './onnx.js';
 import {
   buildAccumulatedStep,
   buildGradAccumulation,
@@ -25,6 +25,14 @@ import {
 } from './optim.js';
 import type { Runtime, Session, StateBinding, WireTensor } from './runtime/runtime.js';
 import type { SharedTensors } from './shared-tensors.js';
+
+/**
+ * The outputs a step reads on the host (loss, gradient norm, the finite flag): every output not
+ * written back to the state (`<key>.next`). ONNX Runtime writes them to host memory directly.
+ */
+function readOnHost(model: CompiledModel): string[] {
+  return model.outputs.map((o) => o.name).filter((n) => !n.endsWith(updatedName('')));
+}
 
 export interface StepMetrics {
   loss: number;
@@ -213,13 +221,18 @@ export class TrainingState {
     const lowMemory = options.lowMemory ?? false;
     const session = await runtime.load(model, {
       outputsOnDevice: true,
+      hostOutputs: readOnHost(model),
       lowMemory,
       ...(options.shared ? { near: options.shared.anchor } : {}),
     });
     // The optimizer step reads and writes the same state: it must live in the same worker.
-    const applySession = accumulated
-      ? await runtime.load(compile(applyGraph, step.outputs, 'optim_step', { provider: runtime.provider }), {
+    const applyModel = accumulated
+      ? compile(applyGraph, step.outputs, 'optim_step', { provider: runtime.provider })
+      : undefined;
+    const applySession = applyModel
+      ? await runtime.load(applyModel, {
           outputsOnDevice: true,
+          hostOutputs: readOnHost(applyModel),
           lowMemory,
           near: session,
         })
@@ -348,14 +361,13 @@ export class TrainingState {
       this.declaring(graph, this.frozenNames, frozen, 'frozen tensor'),
     );
     const { outputs } = buildGradAccumulation(graph, loss, params);
-    const session = await runtime.load(
-      compile(graph, outputs, 'forward_backward', { provider: runtime.provider }),
-      {
-        outputsOnDevice: true,
-        lowMemory: this.lowMemory,
-        near: this.session,
-      },
-    );
+    const model = compile(graph, outputs, 'forward_backward', { provider: runtime.provider });
+    const session = await runtime.load(model, {
+      outputsOnDevice: true,
+      hostOutputs: readOnHost(model),
+      lowMemory: this.lowMemory,
+      near: this.session,
+    });
     this.addedLosses.push(session);
     const [names, frozenNames] = [[...params.keys()], [...frozen.keys()]];
     return (batch) => this.accumulate(session, names, frozenNames, batch);

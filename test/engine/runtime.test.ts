@@ -33,6 +33,15 @@ describe('Runtime', () => {
     expect(ticks).toBeGreaterThan(elapsed / 5 / 4);
   });
 
+  it('refuses hostOutputs that name no output of the model, naming them', async () => {
+    const g = new Graph();
+    const a = g.input('a', 'float32', [2]);
+    const model = compile(g, { s: T.reduceSum(a), y: T.mul(a, 2) });
+    await expect(runtime.load(model, { outputsOnDevice: true, hostOutputs: ['s', 'loss'] })).rejects.toThrow(
+      'hostOutputs: loss not outputs of the model',
+    );
+  });
+
   it('runs sessions on different workers side by side and returns correct values', async () => {
     const g = new Graph();
     const a = g.input('a', 'float64', ['N']);

@@ -256,8 +256,9 @@ describe('state stays in device memory', () => {
     for (let i = 0; i < 200; i++) await onCpu!.step(batch);
     expect(await onGpu!.runner.deviceStats()).toEqual(afterOne);
     // In: x (8·16 floats), lr and step (a float each). Out: loss, grad_norm and finite (a float each).
-    expect(onGpu!.runner.moved).toEqual({ toDevice: 200 * (8 * 16 * 4 + 8), toHost: 200 * 12 });
-    expect(onCpu!.runner.moved).toEqual({ toDevice: 0, toHost: 0 });
+    // And the run writes those three to host memory itself: no run of its own copies one back.
+    expect(onGpu!.runner.moved).toEqual({ toDevice: 200 * (8 * 16 * 4 + 8), toHost: 200 * 12, readBacks: 0 });
+    expect(onCpu!.runner.moved).toEqual({ toDevice: 0, toHost: 0, readBacks: 0 });
     const [a, b] = await Promise.all([onCpu!.parameters(), onGpu!.parameters()]);
     expect(relative(b.w!.data as Float32Array, a.w!.data as Float32Array)).toBeLessThan(1e-4);
     await onGpu!.dispose();
@@ -292,6 +293,8 @@ describe('state stays in device memory', () => {
         padId: 0,
       });
       expect(await runner.runner.deviceStats()).toEqual({ tensors: 0, bytes: 0 });
+      // The draw's token, log-prob and entropy come back from the step's own run.
+      expect(runner.runner.moved.readBacks).toBe(0);
       moved.push({ ...runner.runner.moved });
       await runner.release();
     }

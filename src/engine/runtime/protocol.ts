@@ -22,6 +22,11 @@ export interface SessionOptions {
    */
   outputsOnDevice?: boolean;
   /**
+   * With `outputsOnDevice`: where each output goes, when some go to host memory (what every run
+   * reads: a loss, drawn tokens), so no second run copies them back after the device finished.
+   */
+  outputLocations?: Record<string, 'host' | 'device'>;
+  /**
    * No per-session memory arena and no memory pattern on the CPU: a session returns its
    * activations' memory after each run instead of keeping its peak (what many sessions in one
    * process need; each run allocates afresh: no consistent cost in step time, BENCHMARKS.md).
@@ -54,6 +59,11 @@ export interface StateBinding {
 export interface Moved {
   toDevice: number;
   toHost: number;
+  /**
+   * Fetched outputs that were still in device memory after the run, each copied back by a run of
+   * its own that waits for the device (a session's `hostOutputs` avoid them).
+   */
+  readBacks: number;
 }
 
 /** What a worker holds in device memory. */

@@ -99,6 +99,11 @@ export interface LoadOptions {
    * whose state binding writes outputs back run after run. Fetched outputs are copied back.
    */
   outputsOnDevice?: boolean;
+  /**
+   * Of those, the outputs every run reads on the host (a loss, drawn tokens): ONNX Runtime writes
+   * them to host memory directly. Each must be an output of the model.
+   */
+  hostOutputs?: readonly string[];
   /** Give activation memory back after each run (SessionOptions.lowMemory). */
   lowMemory?: boolean;
   /** Create the session in this session's worker, so the two can bind the same named states. */
@@ -107,7 +112,7 @@ export interface LoadOptions {
 
 export class Session {
   /** Bytes this session's runs moved between host and device memory so far (zero on cpu). */
-  readonly moved: Moved = { toDevice: 0, toHost: 0 };
+  readonly moved: Moved = { toDevice: 0, toHost: 0, readBacks: 0 };
 
   constructor(
     private readonly channel: WorkerChannel,
@@ -125,6 +130,7 @@ export class Session {
     const reply = await this.channel.call({ op: 'run', session: this.id, feeds, fetch, binding });
     this.moved.toDevice += reply.moved?.toDevice ?? 0;
     this.moved.toHost += reply.moved?.toHost ?? 0;
+    this.moved.readBacks += reply.moved?.readBacks ?? 0;
     return reply.tensors!;
   }
 
@@ -181,7 +187,18 @@ export class Runtime {
 
   async load(model: CompiledModel | Uint8Array, options: LoadOptions = {}): Promise<Session> {
     const bytes = model instanceof Uint8Array ? model : model.bytes;
-    const { near, ...worker } = options;
+    const { near, hostOutputs, ...worker } = options;
+    let outputLocations: Record<string, 'host' | 'device'> | undefined;
+    if (hostOutputs?.length) {
+      if (model instanceof Uint8Array)
+        throw new Error('hostOutputs: needs a compiled model (its output names)');
+      const outputs = model.outputs.map((o) => o.name);
+      const unknown = hostOutputs.filter((n) => !outputs.includes(n));
+      if (unknown.length) throw new Error(`hostOutputs: ${unknown.join(', ')} not outputs of the model`);
+      outputLocations = Object.fromEntries(
+        outputs.map((n) => [n, hostOutputs.includes(n) ? 'host' : 'device']),
+      );
+    }
     const channel = near ? near.worker : this.channels[this.turn++ % this.channels.length]!;
     const reply = await channel.call({
       op: 'create',
@@ -191,6 +208,7 @@ export class Runtime {
         intraOpThreads: this.intraOpThreads,
         profilePrefix: this.profilePrefix,
         ...worker,
+        ...(outputLocations ? { outputLocations } : {}),
       },
     });
     return new Session(channel, reply.session!, reply.inputNames!, reply.outputNames!);

@@ -5,7 +5,9 @@
  * On the webgpu provider a state lives in device memory: what `setState` stores is moved onto
  * the device once, a session that writes state back keeps its outputs on the device
  * (`outputsOnDevice`), and a replaced or dropped device tensor is freed at once rather than when
- * the garbage collector gets to it, so memory stays flat however many steps run.
+ * the garbage collector gets to it, so memory stays flat however many steps run. What every run
+ * reads on the host (a loss, drawn tokens: `outputLocations`) the run writes to host memory itself;
+ * any other fetched device output is copied back by a small session of its own (a read-back).
  *
  * Such a session fetches every output on every run. onnxruntime-node 1.30 binds the outputs of
  * a session with `preferredOutputLocation` once and keeps them bound: a run that fetches fewer
@@ -119,6 +121,17 @@ async function toHost(t: ort.Tensor): Promise<ort.Tensor> {
   return (await s.run({ x: t })).y!;
 }
 
+/** Where the outputs of a session that keeps them on the device go: all there, or as listed. */
+function outputLocations(
+  options: SessionOptions,
+): ort.InferenceSession.SessionOptions['preferredOutputLocation'] {
+  const listed = options.outputLocations;
+  if (!listed) return 'gpu-buffer';
+  return Object.fromEntries(
+    Object.entries(listed).map(([n, at]) => [n, at === 'host' ? 'cpu' : 'gpu-buffer']),
+  );
+}
+
 async function createSession(bytes: Uint8Array, options: SessionOptions): Promise<ort.InferenceSession> {
   const missing = (why: string) =>
     new Error(
@@ -137,7 +150,7 @@ async function createSession(bytes: Uint8Array, options: SessionOptions): Promis
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       ...(options.lowMemory ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
-      ...(device && options.outputsOnDevice ? { preferredOutputLocation: 'gpu-buffer' as const } : {}),
+      ...(device && options.outputsOnDevice ? { preferredOutputLocation: outputLocations(options) } : {}),
       // Nodes left on the CPU are reported by `duel bench placement`, not as a warning per session.
       ...(device ? { logSeverityLevel: 3 as const } : {}),
       ...(options.profilePrefix
@@ -214,7 +227,7 @@ async function handle(req: Request): Promise<Reply> {
         }
         for (const output of Object.keys(req.binding.writes)) fetch.add(output);
       }
-      const moved: Moved = { toDevice: 0, toHost: 0 };
+      const moved: Moved = { toDevice: 0, toHost: 0, readBacks: 0 };
       if (device) for (const t of Object.values(feeds)) if (!onDevice(t)) moved.toDevice += byteSize(t);
       const out = await session.run(feeds, outputsOnDevice ? [...session.outputNames] : [...fetch]);
       if (req.binding) {
@@ -227,6 +240,7 @@ async function handle(req: Request): Promise<Reply> {
       }
       const tensors: Record<string, WireTensor> = {};
       for (const name of req.fetch) {
+        if (onDevice(out[name]!)) moved.readBacks++;
         const host = await toHost(out[name]!);
         if (device) moved.toHost += byteSize(host);
         tensors[name] = toWire(host);

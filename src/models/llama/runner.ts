@@ -18,6 +18,8 @@ import type { HostTensor } from './weights.js';
 let runnerCounter = 0;
 /** The key `create`'s adapter is set under. */
 const DEFAULT_ADAPTER = 'adapter';
+/** What a decoding step's draw gives back on every run (buildDecoderGraph's sampling outputs). */
+const DRAW_OUTPUTS = ['next_token', 'next_logprob', 'greedy_token', 'greedy_logprob', 'entropy'];
 let cacheCounter = 0;
 
 const int64 = (rows: number[][]): WireTensor => ({
@@ -87,9 +89,11 @@ export class DecoderRunner implements Decoder {
       sampling: true,
       ...(targets ? { adapterInputs: targets } : {}),
     });
-    // The cache each step writes back stays on the device; only ids go in and draws come out.
+    // The cache each step writes back stays on the device; only ids go in and draws come out,
+    // written to host memory by the run itself. The logits stay on the device unless fetched.
     const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
       outputsOnDevice: true,
+      hostOutputs: DRAW_OUTPUTS,
     });
     return new DecoderRunner(
       config,
