@@ -248,21 +248,29 @@ describe('state stays in device memory', () => {
     const [onCpu, onGpu] = await Promise.all(
       [cpu, gpu].map((rt) => TrainingState.create(rt, program as never, spec, schedule, initial)),
     );
-    await onGpu!.step(batch);
-    const afterOne = await onGpu!.runner.deviceStats();
-    // w, b and AdamW's two slots for each: 256 + 16 floats of parameters, twice that of slots.
-    expect(afterOne).toEqual({ tensors: 6, bytes: 3 * 272 * 4 });
-    for (let i = 1; i < 200; i++) await onGpu!.step(batch);
-    for (let i = 0; i < 200; i++) await onCpu!.step(batch);
-    expect(await onGpu!.runner.deviceStats()).toEqual(afterOne);
-    // In: x (8·16 floats), lr and step (a float each). Out: loss, grad_norm and finite (a float each).
-    // And the run writes those three to host memory itself: no run of its own copies one back.
-    expect(onGpu!.runner.moved).toEqual({ toDevice: 200 * (8 * 16 * 4 + 8), toHost: 200 * 12, readBacks: 0 });
-    expect(onCpu!.runner.moved).toEqual({ toDevice: 0, toHost: 0, readBacks: 0 });
-    const [a, b] = await Promise.all([onCpu!.parameters(), onGpu!.parameters()]);
-    expect(relative(b.w!.data as Float32Array, a.w!.data as Float32Array)).toBeLessThan(1e-4);
-    await onGpu!.dispose();
-    await onCpu!.dispose();
+    // Disposed however the checks end: a state left on the device would fail the next test's count.
+    try {
+      await onGpu!.step(batch);
+      const afterOne = await onGpu!.runner.deviceStats();
+      // w, b and AdamW's two slots for each: 256 + 16 floats of parameters, twice that of slots.
+      expect(afterOne).toEqual({ tensors: 6, bytes: 3 * 272 * 4 });
+      for (let i = 1; i < 200; i++) await onGpu!.step(batch);
+      for (let i = 0; i < 200; i++) await onCpu!.step(batch);
+      expect(await onGpu!.runner.deviceStats()).toEqual(afterOne);
+      // In: x (8·16 floats), lr and step (a float each). Out: loss, grad_norm and finite (a float each).
+      // And the run writes those three to host memory itself: no run of its own copies one back.
+      expect(onGpu!.runner.moved).toEqual({
+        toDevice: 200 * (8 * 16 * 4 + 8),
+        toHost: 200 * 12,
+        readBacks: 0,
+      });
+      expect(onCpu!.runner.moved).toEqual({ toDevice: 0, toHost: 0, readBacks: 0 });
+      const [a, b] = await Promise.all([onCpu!.parameters(), onGpu!.parameters()]);
+      expect(relative(b.w!.data as Float32Array, a.w!.data as Float32Array)).toBeLessThan(1e-4);
+    } finally {
+      await onGpu!.dispose();
+      await onCpu!.dispose();
+    }
   }, 120_000);
 
   it('decoding: the bytes that cross per token do not grow with the model (no weights, no cache), and a closed cache is freed', async () => {
