@@ -55,6 +55,13 @@ export interface GraphPlacement {
   cpu_float_nodes: string[];
   /** Copies ONNX Runtime inserted between providers: nodes, and bytes per run. */
   copies: { nodes: number; bytes_per_run: number };
+  /**
+   * A run from start to end, and the time the device spent in its kernels (webgpu: ONNX Runtime's
+   * GPU timestamps per program), both in ms, the mean over the runs after the first (which
+   * compiles shaders; for decoding, the prefill). Busy far below the run means the host bounds the
+   * step (dispatch, waits), not the device. Profiling itself slows the host side.
+   */
+  timeline?: { run_ms: number; device_busy_ms: number; device_ms_by_op: Record<string, number> };
 }
 
 export interface PlacementResult {
@@ -67,6 +74,7 @@ interface ProfileEvent {
   cat: string;
   name: string;
   dur: number;
+  ts: number;
   args?: {
     op_name?: string;
     provider?: string;
@@ -76,6 +84,40 @@ interface ProfileEvent {
 }
 
 const COPY = new Set(['MemcpyToHost', 'MemcpyFromHost']);
+
+/**
+ * Each run after the first, per profile (one a session; timestamps count from its own start): its
+ * length, and the device kernel time ('Api' events) inside it.
+ */
+export function readTimeline(dir: string): GraphPlacement['timeline'] {
+  let [runs, runUs, busyUs] = [0, 0, 0];
+  const byOp: Record<string, number> = {};
+  for (const f of readdirSync(dir).filter((name) => name.endsWith('.json'))) {
+    const events = JSON.parse(readFileSync(join(dir, f), 'utf8')) as ProfileEvent[];
+    const kernels = events.filter((e) => e.cat === 'Api');
+    for (const run of events.filter((e) => e.cat === 'Session' && e.name === 'model_run').slice(1)) {
+      runs++;
+      runUs += run.dur;
+      for (const k of kernels)
+        if (k.ts >= run.ts && k.ts < run.ts + run.dur) {
+          busyUs += k.dur;
+          // Named `<node>&<op>&<program>`.
+          const op = k.name.split('&')[1] ?? k.name;
+          byOp[op] = (byOp[op] ?? 0) + k.dur;
+        }
+    }
+  }
+  if (!runs || !busyUs) return undefined;
+  const top = Object.entries(byOp)
+    .sort((x, y) => y[1] - x[1])
+    .slice(0, 8)
+    .map(([op, us]) => [op, us / 1000 / runs]);
+  return {
+    run_ms: runUs / 1000 / runs,
+    device_busy_ms: busyUs / 1000 / runs,
+    device_ms_by_op: Object.fromEntries(top),
+  };
+}
 
 /** The profiles ONNX Runtime wrote under `dir`, summed over `runs` runs. */
 export function readPlacement(graph: string, dir: string, runs: number): GraphPlacement {
@@ -111,7 +153,9 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     } else deviceOps[op] = (deviceOps[op] ?? 0) + 1;
     if (COPY.has(op)) copies++;
   }
+  const timeline = readTimeline(dir);
   return {
+    ...(timeline ? { timeline } : {}),
     graph,
     nodes: count,
     ms_per_run: ms,
@@ -139,6 +183,10 @@ async function profile(
       .map(([op, n]) => `${op}×${n}`)
       .join(' ');
     o.log(`${graph}: ${JSON.stringify(p.nodes)}; on the CPU: ${cpu || 'nothing'}`);
+    if (p.timeline)
+      o.log(
+        `  a run ${p.timeline.run_ms.toFixed(1)} ms, the device busy ${p.timeline.device_busy_ms.toFixed(1)} ms of it`,
+      );
     return p;
   } finally {
     await rt.close();

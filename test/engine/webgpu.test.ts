@@ -332,6 +332,8 @@ describe('placement', () => {
       // Nothing inside a step is copied back to the host, so the device never stops mid-step for
       // the CPU (before: the decoding draw's int64 count, the training step's bool flag).
       expect(g.device_ops.MemcpyToHost, g.graph).toBeUndefined();
+      // How long the device was busy in a run, from ONNX Runtime's GPU timestamps.
+      expect(g.timeline?.device_busy_ms, g.graph).toBeGreaterThan(0);
       expect(g.copies.bytes_per_run, g.graph).toBeLessThan((batch * seq * vocab * 4) / 4);
     }
   }, 120_000);

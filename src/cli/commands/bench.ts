@@ -203,7 +203,7 @@ export function registerBench(program: Command): void {
           .map(([op, n]) => `${op}×${n}`)
           .join(' ');
         process.stdout.write(
-          `${g.graph}\n  nodes: ${nodes}\n  on the CPU: ${cpu || 'nothing'} (float outputs: ${g.cpu_float_nodes.join(', ') || 'none'})\n  copies: ${g.copies.nodes} nodes, ${g.copies.bytes_per_run.toFixed(0)} bytes per run\n`,
+          `${g.graph}\n  nodes: ${nodes}\n  on the CPU: ${cpu || 'nothing'} (float outputs: ${g.cpu_float_nodes.join(', ') || 'none'})\n  copies: ${g.copies.nodes} nodes, ${g.copies.bytes_per_run.toFixed(0)} bytes per run\n${g.timeline ? `  a run ${g.timeline.run_ms.toFixed(1)} ms, the device busy ${g.timeline.device_busy_ms.toFixed(1)} ms of it\n` : ''}`,
         );
       }
     });
