@@ -1,7 +1,7 @@
 /** The traced decoder against an independent reference, across the Llama family's variations. */
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { compile, Graph, type Tensor } from '../../src/engine/index.js';
+import { compile, Graph, grad, T, type Tensor } from '../../src/engine/index.js';
 import { type LlamaConfig, parseLlamaConfig, toHfConfig } from '../../src/models/llama/config.js';
 import { llamaForward } from '../../src/models/llama/decoder.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
@@ -34,62 +34,110 @@ const VARIANTS: [string, LlamaConfig][] = [
   ['mistral (sliding window 3)', tiny({ model_type: 'mistral', num_key_value_heads: 2, sliding_window: 3 })],
 ];
 
+/** The decoder's logits on ONNX Runtime's cpu provider (float64 unless asked). */
 async function forward(
   cfg: LlamaConfig,
   w: Record<string, HostTensor>,
   ids: number[][],
   mask?: number[][],
+  { dtype = 'float64', fusedNorm = false }: { dtype?: 'float32' | 'float64'; fusedNorm?: boolean } = {},
 ): Promise<Float64Array> {
   const g = new Graph();
   const params = new Map<string, Tensor>();
   const lookup = (name: string) => {
     const spec = w[name];
     if (!spec) throw new Error(`no weight ${name}`);
-    if (!params.has(name)) params.set(name, g.input(name, 'float64', spec.dims));
+    if (!params.has(name)) params.set(name, g.input(name, dtype, spec.dims));
     return params.get(name)!;
   };
   const inputIds = g.input('input_ids', 'int64', ['B', 'T']);
   const attentionMask = mask ? g.input('attention_mask', 'int64', ['B', 'T']) : undefined;
-  const { logits } = llamaForward(cfg, lookup, { inputIds, ...(attentionMask ? { attentionMask } : {}) });
+  const { logits } = llamaForward(cfg, lookup, {
+    inputIds,
+    ...(attentionMask ? { attentionMask } : {}),
+    fusedNorm,
+  });
   // 'basic': ONNX Runtime's extended fusions store scales as float attributes (MatMulScaleFusion),
   // which would blur a float64 comparison; the graph's own math is what is checked here.
-  const session = await ort.InferenceSession.create(compile(g, { logits }).bytes, {
-    graphOptimizationLevel: 'basic',
-  });
+  const model = compile(g, { logits });
+  nodeCounts.push(model.nodeCount);
+  const session = await ort.InferenceSession.create(model.bytes, { graphOptimizationLevel: 'basic' });
   const feeds: Record<string, ort.Tensor> = {};
-  for (const name of params.keys()) feeds[name] = new ort.Tensor('float64', w[name]!.data, w[name]!.dims);
+  for (const name of params.keys())
+    feeds[name] =
+      dtype === 'float32'
+        ? new ort.Tensor('float32', Float32Array.from(w[name]!.data), w[name]!.dims)
+        : new ort.Tensor('float64', w[name]!.data, w[name]!.dims);
   const dims = [ids.length, ids[0]!.length];
   feeds.input_ids = new ort.Tensor('int64', BigInt64Array.from(ids.flat().map(BigInt)), dims);
   if (mask) feeds.attention_mask = new ort.Tensor('int64', BigInt64Array.from(mask.flat().map(BigInt)), dims);
-  return (await session.run(feeds)).logits!.data as Float64Array;
+  return Float64Array.from((await session.run(feeds)).logits!.data as Float64Array | Float32Array);
 }
+
+/** Nodes of each graph `forward` compiled, in order. */
+const nodeCounts: number[] = [];
+
+/** The largest difference from the reference's logits, relative to their largest magnitude. */
+function worstVsReference(
+  cfg: LlamaConfig,
+  w: Record<string, HostTensor>,
+  ids: number[][],
+  mask: number[][],
+  got: Float64Array,
+) {
+  let worst = 0;
+  let scale = 0;
+  for (const [b, row] of ids.entries()) {
+    const want = referenceLogits(cfg, w, row, mask[b]).flat();
+    for (const [i, v] of want.entries()) {
+      worst = Math.max(worst, Math.abs(v - got[b * want.length + i]!));
+      scale = Math.max(scale, Math.abs(v));
+    }
+  }
+  expect(scale).toBeGreaterThan(0.1);
+  return worst / scale;
+}
+
+const IDS = [
+  [1, 5, 9, 2, 7, 3],
+  [4, 4, 0, 10, 6, 8],
+];
+const MASK = [
+  [1, 1, 1, 1, 1, 1],
+  [1, 1, 1, 1, 0, 0],
+];
 
 describe('llama decoder', () => {
   for (const [name, cfg] of VARIANTS) {
     it(`${name} matches the reference forward`, async () => {
       const w = weights(cfg, 3);
-      const ids = [
-        [1, 5, 9, 2, 7, 3],
-        [4, 4, 0, 10, 6, 8],
-      ];
-      const mask = [
-        [1, 1, 1, 1, 1, 1],
-        [1, 1, 1, 1, 0, 0],
-      ];
-      const got = await forward(cfg, w, ids, mask);
-      let worst = 0;
-      let scale = 0;
-      for (const [b, row] of ids.entries()) {
-        const want = referenceLogits(cfg, w, row, mask[b]).flat();
-        for (const [i, v] of want.entries()) {
-          worst = Math.max(worst, Math.abs(v - got[b * want.length + i]!));
-          scale = Math.max(scale, Math.abs(v));
-        }
-      }
-      expect(scale).toBeGreaterThan(0.1);
-      expect(worst / scale).toBeLessThan(1e-10);
+      const got = await forward(cfg, w, IDS, MASK);
+      expect(worstVsReference(cfg, w, IDS, MASK, got)).toBeLessThan(1e-10);
     });
   }
+
+  it('with every RMSNorm one fused node (inference on a device) matches the reference in float32, in fewer nodes', async () => {
+    // Qwen3 has the most norms: two a layer, q and k per head, and the final one.
+    const cfg = VARIANTS[3]![1];
+    const w = weights(cfg, 3);
+    const fused = await forward(cfg, w, IDS, MASK, { dtype: 'float32', fusedNorm: true });
+    const plain = await forward(cfg, w, IDS, MASK, { dtype: 'float32' });
+    // As close to the float64 reference as the unfused norm is in float32.
+    expect(worstVsReference(cfg, w, IDS, MASK, fused)).toBeLessThan(1e-5);
+    expect(worstVsReference(cfg, w, IDS, MASK, plain)).toBeLessThan(1e-5);
+    const [fusedNodes, plainNodes] = nodeCounts.slice(-2);
+    // Eight nodes (x², its mean, + ε, √, 1/·, two products) become one, for each of the 4 norms
+    // of the 2 layers and the final norm.
+    expect(plainNodes! - fusedNodes!).toBe(7 * (4 * cfg.numLayers + 1));
+  });
+
+  it('has no gradient through a fused norm: training graphs keep the unfused one', () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [2, 4]);
+    const weight = g.input('w', 'float32', [4]);
+    const loss = T.reduceSum(T.fusedRmsNorm(x, weight, 1e-6));
+    expect(() => grad(loss, [weight])).toThrow(/fusedRmsNorm .* has no gradient rule/);
+  });
 
   it('a padded row gives its real tokens the same logits as the unpadded sequence', async () => {
     const cfg = VARIANTS[1]![1];

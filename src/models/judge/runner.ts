@@ -31,7 +31,7 @@ export interface Preferences {
 
 let counter = 0;
 
-function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>) {
+function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fusedNorm = false) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
   for (const spec of judgeParams(cfg)) {
@@ -47,6 +47,7 @@ function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>) {
     inputIds: g.input('input_ids', 'int64', ['B', 'T']),
     attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
     markers: g.input('markers', 'int64', ['B', 3]),
+    fusedNorm,
   });
   return { graph: g, logits };
 }
@@ -79,7 +80,8 @@ export class JudgeRunner {
     cfg: JudgeConfig,
     weights: Record<string, HostTensor>,
   ): Promise<JudgeRunner> {
-    const { graph, logits } = judgeGraph(cfg);
+    // One node per norm where nodes cost dispatches (the cpu provider keeps the unfused norm).
+    const { graph, logits } = judgeGraph(cfg, undefined, runtime.provider === 'webgpu');
     const session = await runtime.load(compile(graph, { logits }, 'judge', { provider: runtime.provider }));
     const stateId = `judge-${process.pid}-${counter++}`;
     await session.setState(stateId, weights);

@@ -30,6 +30,11 @@ export interface DecoderInputs {
    * B looked up as `<module>.lora_A.weight` and `<module>.lora_B.weight` (src/models/lora/).
    */
   lora?: { scale: number | Tensor; targets: ReadonlySet<string> };
+  /**
+   * Every RMSNorm as one fused node (T.fusedRmsNorm): fewer dispatches on a device, no gradient.
+   * For inference graphs on the webgpu provider; float32 within rounding of the unfused norm.
+   */
+  fusedNorm?: boolean;
 }
 
 export interface DecoderOutputs {
@@ -159,14 +164,15 @@ export function llamaTrunk(
   };
   const present: DecoderOutputs['present'] = [];
 
+  const rmsNorm = inputs.fusedNorm ? T.fusedRmsNorm : T.rmsNorm;
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = layerPrefix(i);
-    const attnIn = T.rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
+    const attnIn = rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
     const bias = (n: string) => (cfg.qkvBias ? w(`${p}.self_attn.${n}.bias`) : undefined);
     const proj = (n: string) => layer(attnIn, `${p}.self_attn.${n}`, bias(n));
     // Qwen3 normalises each head's queries and keys over head_dim, before rotary embeddings.
     const headNorm = (x: Tensor, n: string) =>
-      cfg.qkNorm ? T.rmsNorm(x, w(`${p}.self_attn.${n}.weight`), cfg.rmsNormEps) : x;
+      cfg.qkNorm ? rmsNorm(x, w(`${p}.self_attn.${n}.weight`), cfg.rmsNormEps) : x;
     const q = applyRotary(headNorm(splitHeads(proj('q_proj'), b, t, nh, d), 'q_norm'), cos, sin, d / 2);
     let k = applyRotary(headNorm(splitHeads(proj('k_proj'), b, t, nkv, d), 'k_norm'), cos, sin, d / 2);
     let v = splitHeads(proj('v_proj'), b, t, nkv, d);
@@ -192,12 +198,12 @@ export function llamaTrunk(
     ]);
     h = T.add(h, layer(merged, `${p}.self_attn.o_proj`));
 
-    const mlpIn = T.rmsNorm(h, w(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
+    const mlpIn = rmsNorm(h, w(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
     const gate = T.silu(layer(mlpIn, `${p}.mlp.gate_proj`));
     const up = layer(mlpIn, `${p}.mlp.up_proj`);
     h = T.add(h, layer(T.mul(gate, up), `${p}.mlp.down_proj`));
   }
 
-  const hidden = T.reshape(T.rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps), [b, t, cfg.hiddenSize]);
+  const hidden = T.reshape(rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps), [b, t, cfg.hiddenSize]);
   return { hidden, present };
 }

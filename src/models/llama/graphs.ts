@@ -36,6 +36,8 @@ export interface DecoderGraphOptions {
    * step returns B tokens instead of B×V logits.
    */
   sampling?: boolean;
+  /** Each RMSNorm one fused node (DecoderInputs.fusedNorm): for a decoder on the webgpu provider. */
+  fusedNorm?: boolean;
 }
 
 export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions = {}) {
@@ -72,6 +74,7 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
     positionIds,
     past,
     lastOnly: options.lastOnly ?? false,
+    fusedNorm: options.fusedNorm ?? false,
     ...(adapterInputs ? { lora: adapterInputs.lora } : {}),
   });
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };

@@ -87,6 +87,9 @@ export class DecoderRunner implements Decoder {
       lastOnly: true,
       weights,
       sampling: true,
+      // One node per norm where nodes cost dispatches; the cpu provider keeps the unfused norm,
+      // so its samples are the ones every earlier figure was measured with.
+      fusedNorm: runtime.provider === 'webgpu',
       ...(targets ? { adapterInputs: targets } : {}),
     });
     // The cache each step writes back stays on the device; only ids go in and draws come out,

@@ -30,6 +30,8 @@ export interface RewardInputs {
   attentionMask: Tensor;
   /** int64 [B]: the position whose hidden state is scored (lastTokenIndex). */
   last: Tensor;
+  /** Each RMSNorm one fused node (DecoderInputs.fusedNorm): scoring on the webgpu provider. */
+  fusedNorm?: boolean;
 }
 
 /** r = score · h[last], [B]. */
