@@ -6,8 +6,8 @@
 # and one SPPO round as the trainer runs it. Results: $OUT/gpu-results.tgz.
 #
 #   here:        npm run build && bash bench/gpu-pack.sh && bash bench/gpu.sh --small   (lavapipe)
-#   device call: carry [".gpu"], command "bash bench/gpu.sh", timeout 450 s (the parts' limits add
-#                up to 415 s)
+#   device call: carry [".gpu"], command "bash bench/gpu.sh", timeout 600 s (on the H200, about
+#                4 minutes: the first five parts took 166 s, the rest about 60 s)
 #
 # --small shrinks every size so that a software adapter (lavapipe) runs it end to end in minutes;
 # --only NAME,NAME runs those parts alone (a second call that repeats what the first one missed).
