@@ -31,13 +31,25 @@ export class Tensor {
 }
 
 /** What a lowering writes: ONNX nodes, constants, and runtime shape values. */
+/** The opset domain of ONNX Runtime's own operators (its fused kernels), besides ONNX's. */
+export const MS_DOMAIN = 'com.microsoft';
+
 export interface Emitter {
   /** The ONNX value name of a traced tensor. */
   name(t: Tensor): string;
   /** A fresh ONNX value name for an intermediate. */
   fresh(hint: string): string;
-  /** Emits one ONNX node; attrs are converted by their JS type (number[] of ints → INTS, ...). */
-  emit(opType: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttr>): void;
+  /**
+   * Emits one ONNX node; attrs are converted by their JS type (number[] of ints → INTS, ...). A
+   * `domain` other than ONNX's own is imported into the model (ONNX Runtime's com.microsoft).
+   */
+  emit(
+    opType: string,
+    inputs: string[],
+    outputs: string[],
+    attrs?: Record<string, OnnxAttr>,
+    domain?: typeof MS_DOMAIN,
+  ): void;
   /** An int64 1-D constant. */
   ints(values: readonly number[]): string;
   /** A 0-D constant. */

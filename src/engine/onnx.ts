@@ -23,6 +23,7 @@ import {
   type Graph,
   type InputAttrs,
   InputOp,
+  MS_DOMAIN,
   type OnnxAttr,
   reachable,
   type Tensor,
@@ -168,7 +169,10 @@ export function compile(
 export function encodeModel(name: string, g: LoweredGraph): CompiledModel {
   const model = ModelProto.fromPartial({
     irVersion: IR_VERSION,
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [
+      { domain: '', version: OPSET },
+      ...(g.nodes.some((n) => n.domain === MS_DOMAIN) ? [{ domain: MS_DOMAIN, version: 1 }] : []),
+    ],
     producerName: 'duel',
     producerVersion: '0.1',
     graph: graphProto(name, g),
@@ -249,13 +253,13 @@ export function lower(
     name: (t) =>
       prefix + (t.node.op === InputOp ? (t.node.attrs as InputAttrs).name : `t${t.node.id}_${t.index}`),
     fresh: (hint) => `${prefix}${hint}_${counter++}`,
-    emit(opType, inputs, outs, attrs = {}) {
+    emit(opType, inputs, outs, attrs = {}, domain?: string) {
       nodes.push({
         input: inputs,
         output: outs,
         name: `${opType}_${nodes.length}`,
         opType,
-        domain: '',
+        domain: domain ?? '',
         docString: '',
         attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
       });

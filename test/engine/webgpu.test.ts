@@ -322,7 +322,10 @@ describe('placement', () => {
     ]);
     const { batch, seq, vocab } = STACKS.tiny!;
     for (const g of r.graphs) {
-      expect(g.nodes.WebGpuExecutionProvider, g.graph).toBeGreaterThan(100);
+      // The device runs most of every graph.
+      expect(g.nodes.WebGpuExecutionProvider, g.graph).toBeGreaterThan(
+        3 * (g.nodes.CPUExecutionProvider ?? 0),
+      );
       // Casts of int64 masks and counts to float are the only CPU nodes with a float output.
       expect(
         g.cpu_float_nodes.filter((n) => !n.startsWith('Cast_')),

@@ -40,7 +40,7 @@ async function forward(
   w: Record<string, HostTensor>,
   ids: number[][],
   mask?: number[][],
-  { dtype = 'float64', fusedNorm = false }: { dtype?: 'float32' | 'float64'; fusedNorm?: boolean } = {},
+  { dtype = 'float64', fusedKernels = false }: { dtype?: 'float32' | 'float64'; fusedKernels?: boolean } = {},
 ): Promise<Float64Array> {
   const g = new Graph();
   const params = new Map<string, Tensor>();
@@ -55,7 +55,7 @@ async function forward(
   const { logits } = llamaForward(cfg, lookup, {
     inputIds,
     ...(attentionMask ? { attentionMask } : {}),
-    fusedNorm,
+    fusedKernels,
   });
   // 'basic': ONNX Runtime's extended fusions store scales as float attributes (MatMulScaleFusion),
   // which would blur a float64 comparison; the graph's own math is what is checked here.
@@ -116,27 +116,36 @@ describe('llama decoder', () => {
     });
   }
 
-  it('with every RMSNorm one fused node (inference on a device) matches the reference in float32, in fewer nodes', async () => {
+  it("with ONNX Runtime's fused norm and rotary kernels (inference on a device) matches the reference in float32, in fewer nodes", async () => {
     // Qwen3 has the most norms: two a layer, q and k per head, and the final one.
     const cfg = VARIANTS[3]![1];
     const w = weights(cfg, 3);
-    const fused = await forward(cfg, w, IDS, MASK, { dtype: 'float32', fusedNorm: true });
+    const fused = await forward(cfg, w, IDS, MASK, { dtype: 'float32', fusedKernels: true });
     const plain = await forward(cfg, w, IDS, MASK, { dtype: 'float32' });
     // As close to the float64 reference as the unfused norm is in float32.
     expect(worstVsReference(cfg, w, IDS, MASK, fused)).toBeLessThan(1e-5);
     expect(worstVsReference(cfg, w, IDS, MASK, plain)).toBeLessThan(1e-5);
     const [fusedNodes, plainNodes] = nodeCounts.slice(-2);
     // Eight nodes (x², its mean, + ε, √, 1/·, two products) become one, for each of the 4 norms
-    // of the 2 layers and the final norm.
-    expect(plainNodes! - fusedNodes!).toBe(7 * (4 * cfg.numLayers + 1));
+    // of the 2 layers and the final norm; seven (two slices, a negation, a concat, two products
+    // and a sum) become one for the rotary embedding of q and of k in each layer; and the angles,
+    // computed once per graph, become a table.
+    expect(plainNodes! - fusedNodes!).toBeGreaterThanOrEqual(
+      7 * (4 * cfg.numLayers + 1) + 2 * 6 * cfg.numLayers,
+    );
   });
 
-  it('has no gradient through a fused norm: training graphs keep the unfused one', () => {
+  it('has no gradient through a fused kernel: training graphs keep the unfused ones', () => {
     const g = new Graph();
     const x = g.input('x', 'float32', [2, 4]);
     const weight = g.input('w', 'float32', [4]);
     const loss = T.reduceSum(T.fusedRmsNorm(x, weight, 1e-6));
     expect(() => grad(loss, [weight])).toThrow(/fusedRmsNorm .* has no gradient rule/);
+    const q = g.input('q', 'float32', [1, 2, 3, 4]);
+    const positions = g.input('positions', 'int64', [1, 3]);
+    const table = g.input('table', 'float32', [8, 2]);
+    const rotated = T.reduceSum(T.fusedRotary(q, positions, table, table));
+    expect(() => grad(rotated, [q])).toThrow(/fusedRotary .* has no gradient rule/);
   });
 
   it('a padded row gives its real tokens the same logits as the unpadded sequence', async () => {

@@ -2,7 +2,7 @@
  * Composites: built only from primitives, so each gets its gradient for free. Stable forms
  * (max-shifted softmax/logsumexp, |x|-split softplus) keep float32 finite for large logits.
  */
-import type { OpDef, Tensor } from '../graph.js';
+import { MS_DOMAIN, type OpDef, type Tensor } from '../graph.js';
 import { axisOf, type Dim, prodDims } from '../shape.js';
 import {
   abs,
@@ -176,4 +176,30 @@ const FusedRmsNorm: OpDef<{ eps: number }> = {
 export function fusedRmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
   if (x.dtype !== 'float32') throw new Error(`fusedRmsNorm: float32 only, got ${x.dtype}`);
   return x.graph.apply1(FusedRmsNorm, [x, weight], { eps });
+}
+
+const FusedRotary: OpDef<Record<string, never>> = {
+  name: 'fusedRotary',
+  infer: ([x]) => [like(x!)],
+  lower: (e, n) =>
+    e.emit(
+      'RotaryEmbedding',
+      n.inputs.map((t) => e.name(t)),
+      [e.name(n.outputs[0]!)],
+      { interleaved: 0 },
+      MS_DOMAIN,
+    ),
+  // No rule, as for fusedRmsNorm.
+};
+
+/**
+ * Rotary position embedding in the rotate-half layout (Llama's) as one node: ONNX Runtime's
+ * com.microsoft RotaryEmbedding (cpu and webgpu kernels). x [B, heads, T, d], positionIds int64
+ * [B, T], cosCache and sinCache [maxPositions, d/2] (cos and sin of position · inverse
+ * frequency). For inference graphs on a device, as fusedRmsNorm; no gradient.
+ */
+export function fusedRotary(x: Tensor, positionIds: Tensor, cosCache: Tensor, sinCache: Tensor): Tensor {
+  if (x.dtype !== 'float32' || x.rank !== 4)
+    throw new Error(`fusedRotary: x must be float32 [B, heads, T, d], got ${x}`);
+  return x.graph.apply1(FusedRotary, [x, positionIds, cosCache, sinCache], {} as Record<string, never>);
 }

@@ -34,8 +34,8 @@ export interface JudgeInputs {
   attentionMask: Tensor;
   /** int64 [B, 3]: positions of the source, candidate-1 and candidate-2 markers. */
   markers: Tensor;
-  /** Each RMSNorm one fused node (DecoderInputs.fusedNorm): scoring on the webgpu provider. */
-  fusedNorm?: boolean;
+  /** ONNX Runtime's fused norm and rotary kernels (DecoderInputs.fusedKernels): scoring on webgpu. */
+  fusedKernels?: boolean;
 }
 
 /** C = f(source, cand1) − f(source, cand2), [B]. */

@@ -31,7 +31,7 @@ export interface Preferences {
 
 let counter = 0;
 
-function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fusedNorm = false) {
+function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fusedKernels = false) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
   for (const spec of judgeParams(cfg)) {
@@ -47,7 +47,7 @@ function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fuse
     inputIds: g.input('input_ids', 'int64', ['B', 'T']),
     attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
     markers: g.input('markers', 'int64', ['B', 3]),
-    fusedNorm,
+    fusedKernels,
   });
   return { graph: g, logits };
 }

@@ -31,10 +31,11 @@ export interface DecoderInputs {
    */
   lora?: { scale: number | Tensor; targets: ReadonlySet<string> };
   /**
-   * Every RMSNorm as one fused node (T.fusedRmsNorm): fewer dispatches on a device, no gradient.
-   * For inference graphs on the webgpu provider; float32 within rounding of the unfused norm.
+   * Every RMSNorm and rotary embedding as one node of ONNX Runtime's (T.fusedRmsNorm,
+   * T.fusedRotary): fewer dispatches on a device, no gradient. For inference graphs on the webgpu
+   * provider; float32, within rounding of the unfused graph.
    */
-  fusedNorm?: boolean;
+  fusedKernels?: boolean;
 }
 
 export interface DecoderOutputs {
@@ -52,6 +53,11 @@ function linear(x: Tensor, w: Tensor, b?: Tensor): Tensor {
   return b ? T.add(y, b) : y;
 }
 
+/** Inverse frequencies of the rotary angles, one per pair of dimensions (θ^(−2i/d)). */
+function inverseFrequencies(cfg: LlamaConfig): Float64Array {
+  return new Float64Array(cfg.headDim / 2).map((_, i) => 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim));
+}
+
 /** cos and sin of the rotary angles, [B|1, 1, T, headDim] (rotate-half layout: angles repeated). */
 function rotary(
   cfg: LlamaConfig,
@@ -60,11 +66,30 @@ function rotary(
 ): { cos: Tensor; sin: Tensor } {
   const g = positions.graph;
   const half = cfg.headDim / 2;
-  const invFreq = new Float64Array(half).map((_, i) => 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim));
+  const invFreq = inverseFrequencies(cfg);
   const table = dtype === 'float32' ? Float32Array.from(invFreq) : invFreq;
   const freqs = T.mul(T.unsqueeze(T.cast(positions, dtype), -1), g.constant(table, dtype, [half]));
   const angles = T.unsqueeze(T.concat([freqs, freqs], -1), 1);
   return { cos: T.cos(angles), sin: T.sin(angles) };
+}
+
+/**
+ * What fusedRotary reads: cos and sin of every position's angles up to max_position_embeddings,
+ * [maxPositions, headDim/2], computed here in float64 (generation, the judge and reward models keep
+ * positions below it).
+ */
+function rotaryCache(cfg: LlamaConfig, g: Tensor['graph']): { cos: Tensor; sin: Tensor } {
+  const invFreq = inverseFrequencies(cfg);
+  const half = invFreq.length;
+  const table = (f: (a: number) => number) =>
+    g.constant(
+      Float32Array.from({ length: cfg.maxPositions * half }, (_, k) =>
+        f(Math.floor(k / half) * invFreq[k % half]!),
+      ),
+      'float32',
+      [cfg.maxPositions, half],
+    );
+  return { cos: table(Math.cos), sin: table(Math.sin) };
 }
 
 function rotateHalf(x: Tensor, half: number): Tensor {
@@ -149,7 +174,11 @@ export function llamaTrunk(
   const embed = w('model.embed_tokens.weight');
   if (embed.dtype !== 'float32' && embed.dtype !== 'float64')
     throw new Error(`llama: weights must be float32 or float64, got ${embed.dtype}`);
-  const { cos, sin } = rotary(cfg, positions, embed.dtype);
+  const fused = inputs.fusedKernels ?? false;
+  const { cos, sin } = fused ? rotaryCache(cfg, inputIds.graph) : rotary(cfg, positions, embed.dtype);
+  const fullPositions = fused ? T.expand(positions, [b, t]) : positions;
+  const rotate = (x: Tensor) =>
+    fused ? T.fusedRotary(x, fullPositions, cos, sin) : applyRotary(x, cos, sin, d / 2);
   const mask = attentionMask(cfg, inputs, pastLen);
 
   let h = T.reshape(T.gather(embed, inputIds), [-1, cfg.hiddenSize]);
@@ -164,7 +193,7 @@ export function llamaTrunk(
   };
   const present: DecoderOutputs['present'] = [];
 
-  const rmsNorm = inputs.fusedNorm ? T.fusedRmsNorm : T.rmsNorm;
+  const rmsNorm = fused ? T.fusedRmsNorm : T.rmsNorm;
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = layerPrefix(i);
     const attnIn = rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
@@ -173,8 +202,8 @@ export function llamaTrunk(
     // Qwen3 normalises each head's queries and keys over head_dim, before rotary embeddings.
     const headNorm = (x: Tensor, n: string) =>
       cfg.qkNorm ? rmsNorm(x, w(`${p}.self_attn.${n}.weight`), cfg.rmsNormEps) : x;
-    const q = applyRotary(headNorm(splitHeads(proj('q_proj'), b, t, nh, d), 'q_norm'), cos, sin, d / 2);
-    let k = applyRotary(headNorm(splitHeads(proj('k_proj'), b, t, nkv, d), 'k_norm'), cos, sin, d / 2);
+    const q = rotate(headNorm(splitHeads(proj('q_proj'), b, t, nh, d), 'q_norm'));
+    let k = rotate(headNorm(splitHeads(proj('k_proj'), b, t, nkv, d), 'k_norm'));
     let v = splitHeads(proj('v_proj'), b, t, nkv, d);
     const past = inputs.past?.[i];
     if (past) {

@@ -36,8 +36,8 @@ export interface DecoderGraphOptions {
    * step returns B tokens instead of B×V logits.
    */
   sampling?: boolean;
-  /** Each RMSNorm one fused node (DecoderInputs.fusedNorm): for a decoder on the webgpu provider. */
-  fusedNorm?: boolean;
+  /** ONNX Runtime's fused norm and rotary kernels (DecoderInputs.fusedKernels): for the webgpu provider. */
+  fusedKernels?: boolean;
 }
 
 export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions = {}) {
@@ -74,7 +74,7 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
     positionIds,
     past,
     lastOnly: options.lastOnly ?? false,
-    fusedNorm: options.fusedNorm ?? false,
+    fusedKernels: options.fusedKernels ?? false,
     ...(adapterInputs ? { lora: adapterInputs.lora } : {}),
   });
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };

@@ -89,7 +89,7 @@ export class DecoderRunner implements Decoder {
       sampling: true,
       // One node per norm where nodes cost dispatches; the cpu provider keeps the unfused norm,
       // so its samples are the ones every earlier figure was measured with.
-      fusedNorm: runtime.provider === 'webgpu',
+      fusedKernels: runtime.provider === 'webgpu',
       ...(targets ? { adapterInputs: targets } : {}),
     });
     // The cache each step writes back stays on the device; only ids go in and draws come out,

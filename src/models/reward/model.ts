@@ -30,8 +30,8 @@ export interface RewardInputs {
   attentionMask: Tensor;
   /** int64 [B]: the position whose hidden state is scored (lastTokenIndex). */
   last: Tensor;
-  /** Each RMSNorm one fused node (DecoderInputs.fusedNorm): scoring on the webgpu provider. */
-  fusedNorm?: boolean;
+  /** ONNX Runtime's fused norm and rotary kernels (DecoderInputs.fusedKernels): scoring on webgpu. */
+  fusedKernels?: boolean;
 }
 
 /** r = score · h[last], [B]. */

@@ -51,7 +51,7 @@ export class RewardRunner {
       inputIds: g.input('input_ids', 'int64', ['B', 'T']),
       attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
       last: g.input('last', 'int64', ['B']),
-      fusedNorm: runtime.provider === 'webgpu',
+      fusedKernels: runtime.provider === 'webgpu',
     });
     const session = await runtime.load(compile(g, { rewards }, 'reward', { provider: runtime.provider }));
     const stateId = `reward-${process.pid}-${counter++}`;
