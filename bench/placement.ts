@@ -38,16 +38,16 @@ export interface GraphPlacement {
   cpu_ops: Record<string, number>;
   /**
    * The op types on any other provider, with how many nodes of each: on webgpu each is one
-   * dispatch per run, and a step of many small ones is bound by their count (dispatch_us in
+   * dispatch per run, and a step of many small ones is bound by their count (`dispatch` in
    * `duel bench engine`) rather than by arithmetic.
    */
   device_ops: Record<string, number>;
   /**
-   * Kernel milliseconds per run by op type on the other provider, largest first: what the node
-   * counts leave out (one slow kernel among hundreds of fast ones). On webgpu ONNX Runtime's
-   * profile times each kernel with GPU timestamps.
+   * Host milliseconds per run that each op type's nodes on the other provider took, largest
+   * first: on webgpu recording the dispatch, or waiting for the device where a node must (a copy
+   * to the host). The device's own time per op is in `timeline`.
    */
-  device_ms: Record<string, number>;
+  host_ms_by_device_op: Record<string, number>;
   /**
    * CPU nodes with a floating-point output: the computation itself rather than the int64 shape
    * and index arithmetic ONNX Runtime keeps on the CPU by design (WebGPU has no 64-bit integers).
@@ -161,7 +161,7 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     ms_per_run: ms,
     cpu_ops: cpuOps,
     device_ops: deviceOps,
-    device_ms: Object.fromEntries(Object.entries(opMs).sort((a, b) => b[1] - a[1])),
+    host_ms_by_device_op: Object.fromEntries(Object.entries(opMs).sort((a, b) => b[1] - a[1])),
     cpu_float_nodes: cpuFloat,
     copies: { nodes: copies, bytes_per_run: copyBytes / runs },
   };

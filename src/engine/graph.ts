@@ -30,10 +30,10 @@ export class Tensor {
   }
 }
 
-/** What a lowering writes: ONNX nodes, constants, and runtime shape values. */
 /** The opset domain of ONNX Runtime's own operators (its fused kernels), besides ONNX's. */
 export const MS_DOMAIN = 'com.microsoft';
 
+/** What a lowering writes: ONNX nodes, constants, and runtime shape values. */
 export interface Emitter {
   /** The ONNX value name of a traced tensor. */
   name(t: Tensor): string;

@@ -1,6 +1,8 @@
 /**
  * Composites: built only from primitives, so each gets its gradient for free. Stable forms
- * (max-shifted softmax/logsumexp, |x|-split softplus) keep float32 finite for large logits.
+ * (max-shifted softmax/logsumexp, |x|-split softplus) keep float32 finite for large logits. Beside
+ * them, the few primitives the network layers need (softmax, log-softmax, silu) and, for inference
+ * on a device only, ONNX Runtime's fused kernels without a gradient (fusedRmsNorm, fusedRotary).
  */
 import { MS_DOMAIN, type OpDef, type Tensor } from '../graph.js';
 import { axisOf, type Dim, prodDims } from '../shape.js';

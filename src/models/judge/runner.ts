@@ -80,7 +80,8 @@ export class JudgeRunner {
     cfg: JudgeConfig,
     weights: Record<string, HostTensor>,
   ): Promise<JudgeRunner> {
-    // One node per norm where nodes cost dispatches (the cpu provider keeps the unfused norm).
+    // ONNX Runtime's fused kernels where every node costs a dispatch (the cpu provider keeps the
+    // unfused ops, and the figures measured with them).
     const { graph, logits } = judgeGraph(cfg, undefined, runtime.provider === 'webgpu');
     const session = await runtime.load(compile(graph, { logits }, 'judge', { provider: runtime.provider }));
     const stateId = `judge-${process.pid}-${counter++}`;

@@ -87,8 +87,8 @@ export class DecoderRunner implements Decoder {
       lastOnly: true,
       weights,
       sampling: true,
-      // One node per norm where nodes cost dispatches; the cpu provider keeps the unfused norm,
-      // so its samples are the ones every earlier figure was measured with.
+      // ONNX Runtime's fused kernels where every node costs a dispatch; the cpu provider keeps the
+      // unfused ops, so its samples are the ones every earlier figure was measured with.
       fusedKernels: runtime.provider === 'webgpu',
       ...(targets ? { adapterInputs: targets } : {}),
     });
