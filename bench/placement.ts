@@ -89,11 +89,10 @@ const COPY = new Set(['MemcpyToHost', 'MemcpyFromHost']);
  * Each run after the first, per profile (one a session; timestamps count from its own start): its
  * length, and the device kernel time ('Api' events) inside it.
  */
-export function readTimeline(dir: string): GraphPlacement['timeline'] {
+export function readTimeline(profiles: ProfileEvent[][]): GraphPlacement['timeline'] {
   let [runs, runUs, busyUs] = [0, 0, 0];
   const byOp: Record<string, number> = {};
-  for (const f of readdirSync(dir).filter((name) => name.endsWith('.json'))) {
-    const events = JSON.parse(readFileSync(join(dir, f), 'utf8')) as ProfileEvent[];
+  for (const events of profiles) {
     const kernels = events.filter((e) => e.cat === 'Api');
     for (const run of events.filter((e) => e.cat === 'Session' && e.name === 'model_run').slice(1)) {
       runs++;
@@ -121,10 +120,11 @@ export function readTimeline(dir: string): GraphPlacement['timeline'] {
 
 /** The profiles ONNX Runtime wrote under `dir`, summed over `runs` runs. */
 export function readPlacement(graph: string, dir: string, runs: number): GraphPlacement {
-  const events = readdirSync(dir)
+  // One profile a session; each read once.
+  const profiles = readdirSync(dir)
     .filter((f) => f.endsWith('.json'))
-    .flatMap((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as ProfileEvent[])
-    .filter((e) => e.cat === 'Node' && e.args?.provider);
+    .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as ProfileEvent[]);
+  const events = profiles.flat().filter((e) => e.cat === 'Node' && e.args?.provider);
   const nodes = new Map<string, { provider: string; op: string; float: boolean }>();
   const ms: Record<string, number> = {};
   const opMs: Record<string, number> = {};
@@ -153,7 +153,7 @@ export function readPlacement(graph: string, dir: string, runs: number): GraphPl
     } else deviceOps[op] = (deviceOps[op] ?? 0) + 1;
     if (COPY.has(op)) copies++;
   }
-  const timeline = readTimeline(dir);
+  const timeline = readTimeline(profiles);
   return {
     ...(timeline ? { timeline } : {}),
     graph,

@@ -85,6 +85,15 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   return { graph: g, outputs };
 }
 
+/** What a decoding step's in-graph draw gives back on every run (DecoderGraphOptions.sampling). */
+export const DRAW_OUTPUTS = [
+  'next_token',
+  'next_logprob',
+  'greedy_token',
+  'greedy_logprob',
+  'entropy',
+] as const;
+
 /**
  * Untruncated sampling and greedy choice from [B, 1, V] logits, with the policy's log-probs.
  *
@@ -95,7 +104,7 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
  * the greedy token's log-prob is the largest log-prob, the same float as at its argmax because
  * log-softmax shifts every logit by one value. The ids become int64 only as outputs.
  */
-function drawNext(logits: Tensor): Record<string, Tensor> {
+function drawNext(logits: Tensor): Record<(typeof DRAW_OUTPUTS)[number], Tensor> {
   const g = logits.graph;
   const [b, , v] = logits.shape as [Dim, Dim, number];
   const z = T.reshape(logits, [b, v]);

@@ -12,14 +12,12 @@ import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
 import { AdapterSlots } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
-import { buildDecoderGraph, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
+import { buildDecoderGraph, DRAW_OUTPUTS, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
 import type { HostTensor } from './weights.js';
 
 let runnerCounter = 0;
 /** The key `create`'s adapter is set under. */
 const DEFAULT_ADAPTER = 'adapter';
-/** What a decoding step's draw gives back on every run (buildDecoderGraph's sampling outputs). */
-const DRAW_OUTPUTS = ['next_token', 'next_logprob', 'greedy_token', 'greedy_logprob', 'entropy'];
 let cacheCounter = 0;
 
 const int64 = (rows: number[][]): WireTensor => ({
