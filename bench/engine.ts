@@ -24,6 +24,7 @@ import {
   type Tensor,
   TrainingState,
   type TrainStepSpec,
+  type UpdateLayout,
 } from '../src/engine/index.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { type AdapterInfo, requireAdapter } from '../src/platform/gpu-adapter.js';
@@ -41,6 +42,10 @@ export interface EngineBenchOptions {
   provider?: Provider;
   /** A name of STACKS. @default 'stack' */
   model?: string;
+  /** The optimizer update's layout (optim.ts). @default the provider's (TrainingState) */
+  updateLayout?: UpdateLayout;
+  /** Also time the step with the other layout, same provider, same run. */
+  compareLayouts?: boolean;
   log: (line: string) => void;
 }
 
@@ -55,6 +60,10 @@ export interface EngineBenchResult {
   /** Microseconds per run of a one-node graph, and per further tiny node (dispatchCost). */
   dispatch: { run_us: number; node_us: number };
   train_step_ms: number;
+  /** The optimizer update's layout in that step. */
+  update_layout: UpdateLayout;
+  /** The same step with the other layout (--compare-layouts), and the nodes of each graph. */
+  layouts?: Record<UpdateLayout, { step_ms: number; nodes: number }>;
   /** Per-step time when FOLD steps run as one ONNX Loop. */
   folded_step_ms: number;
   train_flops: number;
@@ -170,7 +179,10 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     const program = stackProgram(cfg);
     const spec: TrainStepSpec = { optimizer: { kind: 'adamw', weightDecay: 0 }, gradClip: 0 };
     const schedule: ScheduleSpec = { kind: 'constant', peakLr: 1e-3, warmupSteps: 0, totalSteps: 1 };
-    const state = await TrainingState.create(runtime, program, spec, schedule, initLlamaWeights(cfg, 0));
+    const layout = opts.updateLayout ?? (provider === 'cpu' ? 'per-tensor' : 'flat');
+    const state = await TrainingState.create(runtime, program, spec, schedule, initLlamaWeights(cfg, 0), {
+      updateLayout: layout,
+    });
     const t = state.timings;
     log(
       `  ready in ${(t.traceMs + t.compileMs + t.sessionMs).toFixed(0)} ms (trace ${t.traceMs.toFixed(0)}, compile ${t.compileMs.toFixed(0)}, session ${t.sessionMs.toFixed(0)})`,
@@ -195,6 +207,22 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     };
     const lastState = await state.runner.deviceStats();
     await state.dispose();
+    let layouts: EngineBenchResult['layouts'];
+    if (opts.compareLayouts) {
+      const other: UpdateLayout = layout === 'flat' ? 'per-tensor' : 'flat';
+      log(`the same step, the update ${other}`);
+      const alt = await TrainingState.create(runtime, program, spec, schedule, initLlamaWeights(cfg, 0), {
+        updateLayout: other,
+      });
+      await alt.step(batch);
+      await alt.step(batch);
+      const altMs = await timed(`${other} step`, opts.steps, log, () => alt.step(batch));
+      await alt.dispose();
+      layouts = {
+        [layout]: { step_ms: stepMs, nodes: countTrainNodes(program, spec, layout, provider) },
+        [other]: { step_ms: altMs, nodes: countTrainNodes(program, spec, other, provider) },
+      } as NonNullable<EngineBenchResult['layouts']>;
+    }
     const peakRss = process.resourceUsage().maxRSS / 1024;
 
     log(`folded: ${FOLD} steps in one ONNX Loop`);
@@ -224,6 +252,8 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       ceiling_gflops: ceilingGflops,
       dispatch,
       train_step_ms: stepMs,
+      update_layout: layout,
+      ...(layouts ? { layouts } : {}),
       folded_step_ms: foldMs,
       train_flops: flops.total,
       train_matmul_flops: flops.matmul,
@@ -283,11 +313,11 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
   }
 }
 
-/** Counts the work of the training-step graph itself: forward, backward and the AdamW update. */
-function countTrainFlops(
+/** The training-step graph as the bench runs it (tracing is cheap): rebuilt to count what is in it. */
+function traceTrainStep(
   program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
   spec: TrainStepSpec,
-  shape: StackShape,
+  layout: UpdateLayout,
 ) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
@@ -296,5 +326,26 @@ function countTrainFlops(
     params.set(name, p);
     return p;
   });
-  return countFlops(g, buildTrainStep(g, loss, params, spec).outputs, { B: shape.batch, T: shape.seq });
+  return { graph: g, outputs: buildTrainStep(g, loss, params, spec, layout).outputs };
+}
+
+/** Counts the work of the training-step graph itself: forward, backward and the AdamW update. */
+function countTrainFlops(
+  program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
+  spec: TrainStepSpec,
+  shape: StackShape,
+) {
+  const { graph, outputs } = traceTrainStep(program, spec, 'per-tensor');
+  return countFlops(graph, outputs, { B: shape.batch, T: shape.seq });
+}
+
+/** ONNX nodes of the training-step graph with this update layout. */
+function countTrainNodes(
+  program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
+  spec: TrainStepSpec,
+  layout: UpdateLayout,
+  provider: Provider,
+): number {
+  const { graph, outputs } = traceTrainStep(program, spec, layout);
+  return compile(graph, outputs, 'count', { provider }).nodeCount;
 }

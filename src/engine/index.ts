@@ -11,6 +11,7 @@ export {
   type OptimizerSpec,
   type ScheduleSpec,
   type TrainStepSpec,
+  type UpdateLayout,
 } from './optim.js';
 export {
   cpuLimit,
@@ -41,5 +42,6 @@ export {
   type StepMetrics,
   type TrainingSnapshot,
   TrainingState,
+  type TrainingStateOptions,
   type TrainProgram,
 } from './train-state.js';

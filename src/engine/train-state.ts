@@ -21,6 +21,7 @@ import {
   type ScheduleSpec,
   stateName,
   type TrainStepSpec,
+  type UpdateLayout,
   updatedName,
 } from './optim.js';
 import type { Runtime, Session, StateBinding, WireTensor } from './runtime/runtime.js';
@@ -70,6 +71,11 @@ export interface TrainingStateOptions {
   shared?: SharedTensors;
   /** Sessions that give activation memory back after each run (many states in one process). */
   lowMemory?: boolean;
+  /**
+   * The optimizer update per parameter or over all of them as one vector (optim.ts, UpdateLayout).
+   * @default 'per-tensor' on the cpu provider, 'flat' on a GPU's (where each node is a dispatch)
+   */
+  updateLayout?: UpdateLayout;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -184,6 +190,7 @@ export class TrainingState {
         );
     }
     const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params) : undefined;
+    const layout = options.updateLayout ?? (runtime.provider === 'cpu' ? 'per-tensor' : 'flat');
     const applyGraph = new Graph();
     const step = accumulated
       ? buildAccumulatedStep(
@@ -191,8 +198,9 @@ export class TrainingState {
           new Map([...params].map(([n, p]) => [n, applyGraph.input(n, program.dtype, p.shape as number[])])),
           spec,
           program.dtype,
+          layout,
         )
-      : buildTrainStep(graph, loss, params, spec);
+      : buildTrainStep(graph, loss, params, spec, layout);
     const t1 = performance.now();
     const model = accumulated
       ? compile(graph, accumulated.outputs, 'forward_backward', { provider: runtime.provider })

@@ -68,6 +68,15 @@ const CASES: Case[] = [
     },
     [s(4, 3)],
   ],
+  [
+    // Nine pieces: a tree of Split nodes (at most 7 outputs each); pieces left unused get zeros.
+    'splitSizes',
+    (_, [x]) => {
+      const ps = T.splitSizes(x!, 1, [1, 2, 3, 1, 2, 3, 1, 2, 5]);
+      return T.concat([T.mul(ps[0]!, ps[3]!), ps[4]!, T.mul(ps[8]!, 3)], 1);
+    },
+    [s(2, 20)],
+  ],
   ['gather (repeated rows)', (g, [x]) => T.gather(x!, indices(g, [0, 4, 4, 1, 0, 2], [2, 3])), [s(5, 3)]],
   ['scatterAddRows', (g, [b, u]) => T.scatterAddRows(b!, indices(g, [1, 1, 3], [3]), u!), [s(4, 2), s(3, 2)]],
   ['gatherElements', (g, [x]) => T.gatherElements(x!, indices(g, [4, 0, 1, 1, 3, 3], [3, 2]), 1), [s(3, 5)]],

@@ -20,8 +20,10 @@ function textbook(
   schedule: ScheduleSpec,
   steps: number,
   scaleA = 1,
+  problem: { a: number[]; b: number[]; p0: number[] } = { a: A, b: B, p0: P0 },
 ): number[] {
-  const p = [...P0];
+  const { a: A, b: B } = problem;
+  const p = [...problem.p0];
   const s1 = p.map(() => 0);
   const s2 = p.map(() => 0);
   for (let t = 1; t <= steps; t++) {
@@ -95,6 +97,108 @@ describe('optimizers match their textbook updates', () => {
     const { p, state } = await train(opt, clip, schedule, 3);
     const want = textbook(opt, clip, schedule, 3);
     for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
+    await state.dispose();
+  });
+});
+
+describe('the flat update layout (every parameter as one vector)', () => {
+  // Ten parameters of several ranks, a scalar among them, whose concatenation is the textbook's
+  // vector: more pieces than one Split node takes, so the split back is a tree.
+  const shapes = [[2, 3], [3], [], [1, 2], [4], [2, 2], [1], [3, 1], [2], [5]];
+  const sizes = shapes.map((d) => d.reduce((a, b) => a * b, 1));
+  const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  const n = sizes.reduce((a, b) => a + b, 0);
+  const av = Array.from({ length: n }, (_, i) => 0.5 + (i % 5) * 0.4);
+  const bv = Array.from({ length: n }, (_, i) => Math.sin(i + 1));
+  const p0 = Array.from({ length: n }, (_, i) => Math.cos(2 * i) * 1.5);
+  const piece = (xs: number[], i: number) => ({
+    dtype: 'float64' as const,
+    dims: shapes[i]!,
+    data: Float64Array.from(xs.slice(offsets[i]!, offsets[i]! + sizes[i]!)),
+  });
+  const program = {
+    dtype: 'float64' as const,
+    build: (
+      g: import('../../src/engine/graph.js').Graph,
+      param: (n: string, s: number[]) => import('../../src/engine/graph.js').Tensor,
+    ) => {
+      const terms = shapes.map((shape, i) => {
+        const p = param(`p${i}`, shape);
+        const a = g.input(`a${i}`, 'float64', shape);
+        const b = g.input(`b${i}`, 'float64', shape);
+        return T.reduceSum(T.add(T.mul(T.mul(a, T.mul(p, p)), 0.5), T.mul(b, p)));
+      });
+      return terms.reduce((x, y) => T.add(x, y));
+    },
+  };
+  const batch = (b: number[]) =>
+    Object.fromEntries(
+      shapes.flatMap((_, i) => [
+        [`a${i}`, piece(av, i)],
+        [`b${i}`, piece(b, i)],
+      ]),
+    );
+  const flatten = async (state: TrainingState) => {
+    const ps = await state.parameters();
+    return shapes.flatMap((_, i) => [...(ps[`p${i}`]!.data as Float64Array)]);
+  };
+  const make = (
+    opt: OptimizerSpec,
+    clip: number,
+    schedule: ScheduleSpec,
+    updateLayout: 'flat' | 'per-tensor',
+  ) =>
+    TrainingState.create(
+      runtime,
+      program,
+      { optimizer: opt, gradClip: clip },
+      schedule,
+      Object.fromEntries(shapes.map((_, i) => [`p${i}`, piece(p0, i)])),
+      { updateLayout },
+    );
+
+  it.each([
+    ['AdamW + clipping + warmup/cosine', { kind: 'adamw', beta1: 0.8, beta2: 0.95, weightDecay: 0.1 }, 0.5],
+    ['SGD + momentum', { kind: 'sgd', momentum: 0.9, weightDecay: 0.01 }, 0],
+    ['RMSProp + clipping', { kind: 'rmsprop', alpha: 0.9 }, 1.0],
+  ] as [string, OptimizerSpec, number][])(
+    '%s: the textbook update, as the per-tensor layout gives it',
+    async (_n, opt, clip) => {
+      const [flat, perTensor] = await Promise.all([
+        make(opt, clip, warmCosine, 'flat'),
+        make(opt, clip, warmCosine, 'per-tensor'),
+      ]);
+      for (let i = 0; i < 3; i++) {
+        const [f, t] = [await flat.step(batch(bv)), await perTensor.step(batch(bv))];
+        expect(f.gradNorm).toBeCloseTo(t.gradNorm, 12);
+        expect(f.loss).toBeCloseTo(t.loss, 12);
+      }
+      const want = textbook(opt, clip, warmCosine, 3, 1, { a: av, b: bv, p0 });
+      const [fp, tp] = [await flatten(flat), await flatten(perTensor)];
+      for (const [i, x] of fp.entries()) {
+        expect(x).toBeCloseTo(want[i]!, 12);
+        expect(x).toBeCloseTo(tp[i]!, 12);
+      }
+      // The optimizer slots come back per parameter, under the same keys in both layouts.
+      const [fs, ts] = [await flat.snapshot(), await perTensor.snapshot()];
+      expect(Object.keys(fs.tensors).sort()).toEqual(Object.keys(ts.tensors).sort());
+      for (const [key, t] of Object.entries(ts.tensors)) {
+        expect(fs.tensors[key]!.dims).toEqual(t.dims);
+        const got = fs.tensors[key]!.data as Float64Array;
+        for (const [j, x] of got.entries()) expect(x).toBeCloseTo(t.data[j] as number, 12);
+      }
+      await Promise.all([flat.dispose(), perTensor.dispose()]);
+    },
+  );
+
+  it('skips a step whose gradient is not finite, leaving every parameter and slot untouched', async () => {
+    const state = await make({ kind: 'adamw' }, 0, constant, 'flat');
+    await state.step(batch(bv));
+    const before = await state.snapshot();
+    const bad = [...bv];
+    bad[offsets[7]!] = Number.NaN;
+    expect((await state.step(batch(bad))).applied).toBe(false);
+    expect((await state.snapshot()).tensors).toEqual(before.tensors);
     await state.dispose();
   });
 });

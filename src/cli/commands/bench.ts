@@ -1,5 +1,6 @@
 /** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
 import type { Command } from 'commander';
+import type { UpdateLayout } from '../../engine/optim.js';
 import type { Provider } from '../../engine/runtime/protocol.js';
 import { DuelError } from '../../errors.js';
 import { intFlag } from '../flags.js';
@@ -15,6 +16,16 @@ const providerOption = [
   'execution provider: cpu, webgpu or cuda (default: DUEL_RUNTIME_PROVIDER, else cpu)',
   (raw: string) => parseProvider(raw, '--provider'),
 ] as const;
+
+const UPDATE_LAYOUTS: readonly UpdateLayout[] = ['flat', 'per-tensor'];
+
+function updateLayoutArg(raw: string): UpdateLayout {
+  if (!(UPDATE_LAYOUTS as readonly string[]).includes(raw))
+    throw DuelError.invalidArgument([
+      { field: '--update-layout', description: `must be one of ${UPDATE_LAYOUTS.join(', ')}, got '${raw}'` },
+    ]);
+  return raw as UpdateLayout;
+}
 
 /** With --json the result is one JSON line on stdout, and the caller skips its table. */
 function printedAsJson(json: boolean | undefined, r: unknown): boolean {
@@ -37,6 +48,12 @@ export function registerBench(program: Command): void {
       'stack (the reference), smollm-135m (its shape, sequence 512, batch 8) or tiny',
       'stack',
     )
+    .option(
+      '--update-layout <layout>',
+      "the optimizer update: 'flat' (one vector) or 'per-tensor' (default: flat on a GPU provider, per-tensor on cpu)",
+      updateLayoutArg,
+    )
+    .option('--compare-layouts', 'also time the step with the other update layout, same provider')
     .action(
       async (opts: {
         json?: boolean;
@@ -45,6 +62,8 @@ export function registerBench(program: Command): void {
         peer: boolean;
         provider?: Provider;
         model: string;
+        updateLayout?: UpdateLayout;
+        compareLayouts?: boolean;
       }) => {
         // Loaded on demand: the benchmark pulls in model code the other commands do not need.
         const { runEngineBench } = await import('../../../bench/engine.js');
@@ -54,6 +73,8 @@ export function registerBench(program: Command): void {
           peer: opts.peer,
           provider: opts.provider ?? envProvider(),
           model: opts.model,
+          ...(opts.updateLayout ? { updateLayout: opts.updateLayout } : {}),
+          compareLayouts: opts.compareLayouts ?? false,
           log: progress,
         });
         if (printedAsJson(opts.json, r)) return;
@@ -69,6 +90,13 @@ export function registerBench(program: Command): void {
             'train step',
             `${f(r.train_step_ms, 0)} ms, ${f(r.train_flops / 1e9, 2)} GFLOP counted (${f((100 * r.train_matmul_flops) / r.train_flops)}% MatMul)`,
           ],
+          ['update layout', r.update_layout],
+          ...(r.layouts
+            ? Object.entries(r.layouts).map(([name, l]): [string, string] => [
+                `  ${name}`,
+                `${f(l.step_ms, 0)} ms a step, ${l.nodes} ONNX nodes`,
+              ])
+            : []),
           ['folded (ONNX Loop of 4)', `${f(r.folded_step_ms, 0)} ms per step`],
           ['achieved', `${f(r.train_gflops)} GFLOP/s = ${f(100 * r.fraction_of_ceiling)}% of the ceiling`],
           [

@@ -1,5 +1,5 @@
 /** Reductions and layout primitives: sum, max, reshape, transpose, expand, (un)squeeze, concat, slice. */
-import type { OpDef, Tensor } from '../graph.js';
+import type { Emitter, OpDef, Tensor } from '../graph.js';
 import {
   addDims,
   axisOf,
@@ -14,7 +14,7 @@ import {
   shapeString,
 } from '../shape.js';
 import { cast, div, equal, mul } from './elementwise.js';
-import { unbroadcast } from './helpers.js';
+import { scalar, unbroadcast } from './helpers.js';
 
 // ── reductions ─────────────────────────────────────────────────────────────
 interface ReduceAttrs {
@@ -245,6 +245,61 @@ export function split(x: Tensor, axis: number, size: number): Tensor[] {
   if (typeof d !== 'number' || d % size !== 0)
     throw new Error(`split: axis ${a} (${d}) is not a multiple of ${size}`);
   return Array.from({ length: d / size }, (_, i) => slice(x, a, i * size, (i + 1) * size));
+}
+
+/**
+ * Outputs per ONNX Split node. A WebGPU shader binds its input and every output as a storage
+ * buffer, and devices may offer as few as 8 (the WebGPU minimum; lavapipe 16: ONNX Runtime refuses
+ * a Split of 16 pieces there), so a longer split is a tree of Splits.
+ */
+const SPLIT_FANOUT = 7;
+
+function emitSplit(e: Emitter, input: string, sizes: number[], outputs: string[], axis: number): void {
+  if (sizes.length <= SPLIT_FANOUT) {
+    e.emit('Split', [input, e.ints(sizes)], outputs, { axis });
+    return;
+  }
+  const per = Math.ceil(sizes.length / SPLIT_FANOUT);
+  const groups = Array.from({ length: Math.ceil(sizes.length / per) }, (_, g) => ({
+    sizes: sizes.slice(g * per, (g + 1) * per),
+    outputs: outputs.slice(g * per, (g + 1) * per),
+  }));
+  const names = groups.map((g) => (g.sizes.length === 1 ? g.outputs[0]! : e.fresh('split_group')));
+  e.emit('Split', [input, e.ints(groups.map((g) => g.sizes.reduce((a, b) => a + b, 0)))], names, { axis });
+  groups.forEach((g, i) => {
+    if (g.sizes.length > 1) emitSplit(e, names[i]!, g.sizes, g.outputs, axis);
+  });
+}
+
+const SplitSizes: OpDef<{ axis: number; sizes: number[] }> = {
+  name: 'splitSizes',
+  infer([x], { axis, sizes }) {
+    const d = x!.shape[axis];
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (d !== total) throw new Error(`sizes [${sizes}] sum to ${total}, axis ${axis} is ${d}`);
+    return sizes.map((s) => ({ dtype: x!.dtype, shape: x!.shape.map((v, i) => (i === axis ? s : v)) }));
+  },
+  lower: (e, n) => emitSplit(e, e.name(n.inputs[0]!), n.attrs.sizes, n.outputs.map(e.name), n.attrs.axis),
+  vjp: ({ inputs: [x], outputs, grads, attrs: { axis } }) => {
+    if (grads.every((g) => !g)) return [];
+    const zero = scalar(x!.graph, 0, x!.dtype);
+    return [
+      concat(
+        outputs.map((o, i) => grads[i] ?? expand(zero, o.shape)),
+        axis,
+      ),
+    ];
+  },
+};
+
+/**
+ * Pieces of the given sizes along an axis, as one ONNX Split node: one dispatch for all the
+ * pieces, where `slice` per piece costs one each (a GPU's cost is per node, not per byte).
+ */
+export function splitSizes(x: Tensor, axis: number, sizes: number[]): Tensor[] {
+  const a = axisOf(axis, x.rank, 'splitSizes');
+  if (sizes.length === 1) return [x];
+  return x.graph.apply(SplitSizes, [x], { axis: a, sizes });
 }
 
 const Pad: OpDef<{ axis: number; before: number; after: number }> = {
