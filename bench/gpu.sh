@@ -112,7 +112,7 @@ if grep -q '^webgpu adapter *no WebGPU adapter' "$results/doctor.txt"; then
   exit 1
 fi
 if $small; then
-  part 120 engine duel bench engine --json --model tiny --steps 3 --ceiling-size 256
+  part 120 engine duel bench engine --json --model tiny --steps 3 --ceiling-size 256 --compare-layouts
   part 120 decode duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2
   part 120 engine-135m duel bench engine --json --model tiny --steps 2 --ceiling-size 256 --no-peer
   part 120 placement duel bench placement --json --model tiny --runs 2
@@ -123,7 +123,7 @@ if $small; then
   part 120 decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
     bash -c 'duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2 --no-peer'
 else
-  part 100 engine duel bench engine --json --steps 10 --ceiling-size 4096
+  part 100 engine duel bench engine --json --steps 10 --ceiling-size 4096 --compare-layouts
   part 100 decode duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2
   part 110 engine-135m duel bench engine --json --model smollm-135m --steps 3 --ceiling-size 4096 --no-peer
   part 45 placement duel bench placement --json --model stack --runs 3

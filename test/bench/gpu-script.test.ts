@@ -31,6 +31,10 @@ it('runs every part on the webgpu provider and writes its result', () => {
   expect(engine.cpu_step_ms).toBeGreaterThan(0);
   expect(engine.device_state.last).toEqual(engine.device_state.first);
   expect(engine.dispatch.node_us).toBeGreaterThan(0);
+  // Both update layouts timed in the same run: the flat one (a GPU's default) has fewer nodes.
+  expect(engine.update_layout).toBe('flat');
+  expect(engine.layouts.flat.nodes).toBeLessThan(engine.layouts['per-tensor'].nodes);
+  expect(engine.layouts['per-tensor'].step_ms).toBeGreaterThan(0);
   expect(json('engine-novalidation').dispatch.run_us).toBeGreaterThan(0);
   expect(json('decode-novalidation').rows).toHaveLength(2);
   const decode = json('decode');
