@@ -248,10 +248,22 @@ export function lower(
     return n;
   };
 
+  // A node's output that is a graph output is written under the output's name: an Identity in
+  // between would be a node of its own, and one ONNX Runtime keeps (a device copy, a dispatch)
+  // where the value also feeds other nodes, as a decoder's new KV cache does. Inputs, constants and
+  // a tensor's second output name still go through an Identity.
+  const outputName = new Map<Tensor, string>();
+  for (const [outName, t] of Object.entries(outputs)) {
+    if (t.node.op !== InputOp && t.node.op !== ConstantOp && !outputName.has(t)) outputName.set(t, outName);
+  }
+
   const e: Emitter = {
     provider: options.provider,
     name: (t) =>
-      prefix + (t.node.op === InputOp ? (t.node.attrs as InputAttrs).name : `t${t.node.id}_${t.index}`),
+      prefix +
+      (t.node.op === InputOp
+        ? (t.node.attrs as InputAttrs).name
+        : (outputName.get(t) ?? `t${t.node.id}_${t.index}`)),
     fresh: (hint) => `${prefix}${hint}_${counter++}`,
     emit(opType, inputs, outs, attrs = {}, domain?: string) {
       nodes.push({
@@ -302,7 +314,7 @@ export function lower(
   }
 
   const outs = Object.entries(outputs).map(([outName, t]) => {
-    e.emit('Identity', [e.name(t)], [prefix + outName]);
+    if (outputName.get(t) !== outName) e.emit('Identity', [e.name(t)], [prefix + outName]);
     return { name: prefix + outName, dtype: t.dtype, shape: t.shape };
   });
   const ins = graph.inputs.map((t) => {
