@@ -106,7 +106,7 @@ export const reciprocal = un(
 /**
  * Below this |x| tanh is its odd series on webgpu: ONNX Runtime's WebGPU Tanh loses relative
  * accuracy near 0 (1e-3 at x = 1e-5, 3e-4 at 1e-4 on lavapipe, where the cpu provider is within
- * 2e-7), enough to move a judge's gradient by 1e-3 through its tanh head. x − x³/3 + 2x⁵/15 is off
+ * 2e-7), enough to move a judge's gradient by ~1e-3 through its tanh head. x − x³/3 + 2x⁵/15 is off
  * by 17x⁶/315 relative: 1e-9 at the threshold, where the kernel is within 1e-7 again.
  */
 const TANH_SERIES_BELOW = 0.05;
