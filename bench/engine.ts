@@ -23,6 +23,7 @@ import {
   T,
   type Tensor,
   TrainingState,
+  type TrainProgram,
   type TrainStepSpec,
   type UpdateLayout,
 } from '../src/engine/index.js';
@@ -189,7 +190,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     );
 
     // Count the work of the very graph that runs: rebuild it (tracing is cheap) and count.
-    const flops = countTrainFlops(program, spec, shape);
+    const flops = countTrainFlops(program, spec, shape, provider);
     const batch = stackFeeds(shape);
     // Two warm-up steps: the first sizes ONNX Runtime's arena, the second still pays for it.
     const first = await state.step(batch);
@@ -315,37 +316,35 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
 
 /** The training-step graph as the bench runs it (tracing is cheap): rebuilt to count what is in it. */
 function traceTrainStep(
-  program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
+  program: TrainProgram,
   spec: TrainStepSpec,
   layout: UpdateLayout,
+  provider: Provider,
 ) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
-  const loss = program.build(g, (name, shape) => {
+  const declare = (name: string, shape: number[]) => {
     const p = g.input(name, 'float32', shape);
     params.set(name, p);
     return p;
-  });
+  };
+  const loss = program.build(g, declare, declare, { provider });
   return { graph: g, outputs: buildTrainStep(g, loss, params, spec, layout).outputs };
 }
 
 /** Counts the work of the training-step graph itself: forward, backward and the AdamW update. */
-function countTrainFlops(
-  program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
-  spec: TrainStepSpec,
-  shape: StackShape,
-) {
-  const { graph, outputs } = traceTrainStep(program, spec, 'per-tensor');
+function countTrainFlops(program: TrainProgram, spec: TrainStepSpec, shape: StackShape, provider: Provider) {
+  const { graph, outputs } = traceTrainStep(program, spec, 'per-tensor', provider);
   return countFlops(graph, outputs, { B: shape.batch, T: shape.seq });
 }
 
 /** ONNX nodes of the training-step graph with this update layout. */
 function countTrainNodes(
-  program: { build(g: Graph, p: (n: string, s: number[]) => Tensor): Tensor },
+  program: TrainProgram,
   spec: TrainStepSpec,
   layout: UpdateLayout,
   provider: Provider,
 ): number {
-  const { graph, outputs } = traceTrainStep(program, spec, layout);
+  const { graph, outputs } = traceTrainStep(program, spec, layout, provider);
   return compile(graph, outputs, 'count', { provider }).nodeCount;
 }

@@ -6,11 +6,11 @@
  * a SmolLM-135M-shaped one (random weights: the shape is what costs), and a tiny one for
  * software adapters, where the others take minutes a step.
  */
-import type { Graph, Tensor, WireTensor } from '../src/engine/index.js';
+import type { Graph, Tensor, TraceTarget, WireTensor } from '../src/engine/index.js';
 import { T } from '../src/engine/index.js';
 import { rng } from '../src/models/common/rng.js';
 import { type LlamaConfig, parseLlamaConfig } from '../src/models/llama/config.js';
-import { llamaForward } from '../src/models/llama/decoder.js';
+import { fusedKernelsFor, llamaForward } from '../src/models/llama/decoder.js';
 import { tokenLogprobs } from '../src/models/llama/logprobs.js';
 import { llamaParams } from '../src/models/llama/weights.js';
 
@@ -96,7 +96,12 @@ export function stackFeeds(s: StackShape = STACK, seed = 1): Record<string, Wire
 export function stackProgram(cfg: LlamaConfig) {
   return {
     dtype: 'float32' as const,
-    build(graph: Graph, param: (name: string, shape: number[]) => Tensor) {
+    build(
+      graph: Graph,
+      param: (name: string, shape: number[]) => Tensor,
+      _frozen: unknown,
+      target: TraceTarget,
+    ) {
       const ids = graph.input('input_ids', 'int64', ['B', 'T']);
       const labels = graph.input('labels', 'int64', ['B', 'T']);
       const shapes = new Map(llamaParams(cfg).map((p) => [p.name, p.shape]));
@@ -105,7 +110,10 @@ export function stackProgram(cfg: LlamaConfig) {
         if (!cache.has(name)) cache.set(name, param(name, shapes.get(name)!));
         return cache.get(name)!;
       };
-      const { logits } = llamaForward(cfg, w, { inputIds: ids });
+      const { logits } = llamaForward(cfg, w, {
+        inputIds: ids,
+        fusedKernels: fusedKernelsFor(target.provider),
+      });
       return T.neg(T.mean(tokenLogprobs(logits, labels)));
     },
   };

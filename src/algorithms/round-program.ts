@@ -4,11 +4,12 @@
  * batch (the slot's padded rows, the frozen log-probs the recipe declared, its per-row features),
  * so graph and feeds cannot disagree.
  */
-import type { Graph, Tensor, TypedArray, WireTensor } from '../engine/index.js';
+import type { Graph, Tensor, TraceTarget, TypedArray, WireTensor } from '../engine/index.js';
 import { T } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { type CompletionBatch, completionBatch } from '../models/batch.js';
 import type { LlamaConfig } from '../models/llama/config.js';
+import { fusedKernelsFor } from '../models/llama/decoder.js';
 import type { CompletionLogprobs } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { llamaParams } from '../models/llama/weights.js';
@@ -130,6 +131,7 @@ export class RoundProgram {
     g: Graph,
     param: (name: string, shape: number[]) => Tensor,
     frozenInput: (name: string, shape: number[]) => Tensor,
+    target: TraceTarget,
   ): Tensor {
     const inputs = new BatchInputs<StepBatch>(g);
     this.inputs = inputs;
@@ -156,7 +158,10 @@ export class RoundProgram {
     const slots = Object.fromEntries(
       Object.entries(this.examples).map(([slot, example]) => [
         slot,
-        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen, adapter),
+        slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen, {
+          lora: adapter,
+          fusedKernels: fusedKernelsFor(target.provider),
+        }),
       ]),
     );
     return T.mean(this.recipe.loss(slots));
@@ -175,7 +180,7 @@ function slotLogps(
   slot: string,
   example: Row,
   frozen: readonly Frozen[],
-  lora?: { scale: number; targets: ReadonlySet<string> },
+  model: { lora: { scale: number; targets: ReadonlySet<string> } | undefined; fusedKernels: boolean },
 ): SlotLogps {
   // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
   const [R, T_] = ['R', `T_${slot}`];
@@ -191,7 +196,8 @@ function slotLogps(
     attentionMask: grid('attention_mask', 'int64', (p) => p.attentionMask),
     targets: grid('targets', 'int64', (p) => p.targets),
     targetMask: mask,
-    ...(lora ? { lora } : {}),
+    ...(model.lora ? { lora: model.lora } : {}),
+    fusedKernels: model.fusedKernels,
   });
   const frozenInputs = Object.fromEntries(
     frozen.map((z) => {

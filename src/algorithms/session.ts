@@ -21,6 +21,7 @@ import type {
   SharedTensors,
   StateReader,
   StepMetrics,
+  TraceTarget,
   TrainingSnapshot,
 } from '../engine/index.js';
 import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
@@ -28,6 +29,7 @@ import { DuelError } from '../errors.js';
 import { type CompletionBatch, type CompletionRecord, completionBatch } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
 import type { LlamaConfig } from '../models/llama/config.js';
+import { fusedKernelsFor } from '../models/llama/decoder.js';
 import { type CompletionLogprobs, LogprobRunner } from '../models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../models/llama/logprobs.js';
 import { type HostTensor, llamaParams } from '../models/llama/weights.js';
@@ -103,6 +105,7 @@ function completionLogprobs<B extends Padded>(
   cfg: LlamaConfig,
   x: BatchInputs<B>,
   model: ReturnType<typeof modelWeights>,
+  fusedKernels: boolean,
 ) {
   const mask = x.add(
     'target_mask',
@@ -112,6 +115,7 @@ function completionLogprobs<B extends Padded>(
   );
   const { perToken } = sequenceLogprobs(cfg, model.w, {
     ...(model.lora ? { lora: model.lora } : {}),
+    fusedKernels,
     inputIds: x.add(
       'input_ids',
       'int64',
@@ -205,13 +209,14 @@ export class TrainingSession {
       ({ dtype: 'float32', dims: [], data: Float32Array.of(v(b)) }) as WireTensor;
     const program = {
       dtype: 'float32' as const,
-      build(g: Graph, param: Declare, frozen: Declare): Tensor {
+      build(g: Graph, param: Declare, frozen: Declare, target: TraceTarget): Tensor {
         const x = new BatchInputs<Batch>(g);
         inputs = x;
         const { perToken, mask } = completionLogprobs(
           cfg,
           x,
           modelWeights(cfg, param, frozen, o.lora?.config),
+          fusedKernelsFor(target.provider),
         );
         const a = x.add(
           'weights',
@@ -380,10 +385,11 @@ export class TrainingSession {
   /** A log-prob graph over the state: with the adapter (the current policy), or the base alone. */
   private async readLogprobs(adapter: boolean) {
     let inputs: BatchInputs<Padded> | undefined;
-    const reader = await this.state.reader(this.runtime, (g, param, frozen) => {
+    const reader = await this.state.reader(this.runtime, (g, param, frozen, target) => {
       inputs = new BatchInputs<Padded>(g);
       const model = modelWeights(this.config, param, frozen, this.lora, adapter);
-      return { logprobs: completionLogprobs(this.config, inputs, model).perToken };
+      const fused = fusedKernelsFor(target.provider);
+      return { logprobs: completionLogprobs(this.config, inputs, model, fused).perToken };
     });
     return { reader, inputs: inputs! };
   }

@@ -11,6 +11,7 @@ import {
   type Shape,
   T,
   type Tensor,
+  type TraceTarget,
   TrainingState,
   type WireTensor,
 } from '../engine/index.js';
@@ -18,6 +19,7 @@ import { DuelError } from '../errors.js';
 import { rng } from '../models/common/rng.js';
 import type { JudgeConfig } from '../models/judge/config.js';
 import { judgeLogits, judgeParams, type PairInput, pairBatch } from '../models/judge/model.js';
+import { fusedKernelsFor } from '../models/llama/decoder.js';
 import type { HostTensor, ParamSpec } from '../models/llama/weights.js';
 import type { PairRMConfig } from '../models/pairrm/config.js';
 import { pairrmBatch, pairrmLogits, pairrmParams } from '../models/pairrm/model.js';
@@ -44,6 +46,8 @@ export interface PairwiseJudge<B extends { n: number; length: number; attentionM
     w: (name: string) => Tensor,
     input: (name: string, shape: Shape, fill: (b: B) => WireTensor) => Tensor,
     order: string,
+    /** ONNX Runtime's fused kernels where the judge has them (DecoderInputs.fusedKernels). */
+    fusedKernels: boolean,
   ): Tensor;
 }
 
@@ -52,7 +56,8 @@ export function duelJudge(cfg: JudgeConfig): PairwiseJudge<ReturnType<typeof pai
   return {
     params: judgeParams(cfg),
     batch: (pairs) => pairBatch(cfg, pairs),
-    logits: (w, input, order) => judgeLogits(cfg, w, pairInputs(input, order)),
+    logits: (w, input, order, fusedKernels) =>
+      judgeLogits(cfg, w, { ...pairInputs(input, order), fusedKernels }),
   };
 }
 
@@ -128,6 +133,8 @@ export interface TrainRewardOptions extends LoopSettings {
   pairs: LabelledPair[];
 }
 
+type Declare = (name: string, shape: number[]) => Tensor;
+
 /** The pair shown winner first, then loser first. */
 const ORDERS = ['wl', 'lw'] as const;
 type Order = (typeof ORDERS)[number];
@@ -141,7 +148,7 @@ export async function trainJudge<B extends { n: number; length: number; attentio
   let inputs: BatchInputs<Record<Order, B>> | undefined;
   const program = {
     dtype: 'float32' as const,
-    build(g: Graph, param: (name: string, shape: number[]) => Tensor) {
+    build(g: Graph, param: Declare, _frozen: Declare, target: TraceTarget) {
       const declared = new BatchInputs<Record<Order, B>>(g);
       inputs = declared;
       const w = parameterLookup(o.judge.params, param);
@@ -150,6 +157,7 @@ export async function trainJudge<B extends { n: number; length: number; attentio
           w,
           (name, shape, fill) => declared.add(`${order}/${name}`, 'int64', shape, (b) => fill(b[order])),
           order,
+          fusedKernelsFor(target.provider),
         ),
       );
       return T.mean(judgeLoss(wl!, lw!));
@@ -181,7 +189,7 @@ export async function trainRewardModel(
   let inputs: BatchInputs<Record<(typeof SIDES)[number], Batch>> | undefined;
   const program = {
     dtype: 'float32' as const,
-    build(g: Graph, param: (name: string, shape: number[]) => Tensor) {
+    build(g: Graph, param: Declare, _frozen: Declare, target: TraceTarget) {
       const declared = new BatchInputs<Record<(typeof SIDES)[number], Batch>>(g);
       inputs = declared;
       const w = parameterLookup(rewardParams(cfg), param);
@@ -202,6 +210,7 @@ export async function trainRewardModel(
             dims: [b[side].n],
             data: b[side].last,
           })),
+          fusedKernels: fusedKernelsFor(target.provider),
         }),
       );
       return T.mean(judgeLoss(chosen!, rejected!));

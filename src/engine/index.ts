@@ -40,6 +40,7 @@ export {
   type BuildTimings,
   type StateReader,
   type StepMetrics,
+  type TraceTarget,
   type TrainingSnapshot,
   TrainingState,
   type TrainingStateOptions,

@@ -24,7 +24,7 @@ import {
   type UpdateLayout,
   updatedName,
 } from './optim.js';
-import type { Runtime, Session, StateBinding, WireTensor } from './runtime/runtime.js';
+import type { Provider, Runtime, Session, StateBinding, WireTensor } from './runtime/runtime.js';
 import type { SharedTensors } from './shared-tensors.js';
 
 /**
@@ -44,6 +44,14 @@ export interface StepMetrics {
   step: number;
 }
 
+/**
+ * What a graph is traced for: model code may spell an op with the kernels that provider has (one
+ * fused node where a GPU pays per node, DecoderInputs.fusedKernels).
+ */
+export interface TraceTarget {
+  provider: Provider;
+}
+
 export interface TrainProgram {
   /**
    * Traces the model and loss: declare parameters with `param`, batch tensors with `graph.input`,
@@ -54,6 +62,7 @@ export interface TrainProgram {
     graph: Graph,
     param: (name: string, shape: number[]) => Tensor,
     frozen: (name: string, shape: number[]) => Tensor,
+    target: TraceTarget,
   ): Tensor;
   dtype: DType;
 }
@@ -171,6 +180,7 @@ export class TrainingState {
         frozen.set(name, t);
         return t;
       },
+      { provider: runtime.provider },
     );
     if (options.fold && options.accumulate)
       throw new Error('training state: a folded step has no separate forward/backward and optimizer step');
@@ -367,6 +377,7 @@ export class TrainingState {
       graph,
       this.declaring(graph, this.paramNames, params, 'parameter'),
       this.declaring(graph, this.frozenNames, frozen, 'frozen tensor'),
+      { provider: runtime.provider },
     );
     const { outputs } = buildGradAccumulation(graph, loss, params);
     const model = compile(graph, outputs, 'forward_backward', { provider: runtime.provider });
@@ -532,6 +543,7 @@ export class TrainingState {
       graph: Graph,
       param: (name: string, shape: number[]) => Tensor,
       frozen: (name: string, shape: number[]) => Tensor,
+      target: TraceTarget,
     ) => Record<string, Tensor>,
   ): Promise<StateReader> {
     const graph = new Graph();
@@ -541,6 +553,7 @@ export class TrainingState {
       graph,
       this.declaring(graph, this.paramNames, read, 'parameter'),
       this.declaring(graph, this.frozenNames, frozen, 'frozen tensor'),
+      { provider: runtime.provider },
     );
     const session = await runtime.load(
       compile(graph, outputs, 'state_reader', { provider: runtime.provider }),

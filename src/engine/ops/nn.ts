@@ -1,8 +1,8 @@
 /**
  * Composites: built only from primitives, so each gets its gradient for free. Stable forms
  * (max-shifted softmax/logsumexp, |x|-split softplus) keep float32 finite for large logits. Beside
- * them, the few primitives the network layers need (softmax, log-softmax, silu) and, for inference
- * on a device only, ONNX Runtime's fused kernels without a gradient (fusedRmsNorm, fusedRotary).
+ * them, the few primitives the network layers need (softmax, log-softmax, silu) and, for graphs on
+ * a device, ONNX Runtime's fused kernels with their gradients written out (fusedRmsNorm, fusedRotary).
  */
 import { MS_DOMAIN, type OpDef, type Tensor } from '../graph.js';
 import { axisOf, type Dim, prodDims } from '../shape.js';
@@ -24,7 +24,7 @@ import {
   sub,
   tanh,
 } from './elementwise.js';
-import { like, scalar } from './helpers.js';
+import { like, scalar, unbroadcast } from './helpers.js';
 import { reduceMax, reduceSum } from './reduce-layout.js';
 import { dimValue } from './sequence.js';
 
@@ -166,14 +166,25 @@ const FusedRmsNorm: OpDef<{ eps: number }> = {
       [e.name(n.outputs[0]!)],
       { axis: -1, epsilon: { float: n.attrs.eps }, stash_type: 1 },
     ),
-  // No rule: training graphs use rmsNorm, whose gradient the engine derives.
+  // y = w·x·r with r = (mean(x²) + ε)^(−½) over the last axis, n = x·r:
+  // dx = r·(g·w − n·mean(n·g·w)), dw = Σ over rows of g·n. r is computed again rather than taken
+  // from the kernel's optional inv_std_var output: ONNX Runtime 1.30's WebGPU kernel writes the
+  // row's mean there (its LayerNormalization's output order), the cpu kernel 1/rms.
+  vjp: ({ inputs: [x, w], grads: [g], attrs: { eps } }) => {
+    if (!g) return [];
+    const r = rsqrt(add(mean(mul(x!, x!), -1, true), scalar(x!.graph, eps, x!.dtype)));
+    const gw = mul(g, w!);
+    const n = mul(x!, r);
+    const dx = mul(sub(gw, mul(n, mean(mul(n, gw), -1, true))), r);
+    return [dx, unbroadcast(mul(g, n), w!.shape)];
+  },
 };
 
 /**
  * rmsNorm as one node: ONNX Runtime's SimplifiedLayerNormalization (the cpu and webgpu providers
- * have kernels). For inference graphs on a device, where every node costs dispatch time and
- * rmsNorm's eight cost eight; not bit-identical to rmsNorm (one pass in float32), and without a
- * gradient.
+ * have kernels), for graphs on a device, where every node costs dispatch time and rmsNorm's eight
+ * cost eight; its gradient is written out.
+ * Not bit-identical to rmsNorm (one pass in float32).
  */
 export function fusedRmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
   if (x.dtype !== 'float32') throw new Error(`fusedRmsNorm: float32 only, got ${x.dtype}`);
@@ -191,14 +202,17 @@ const FusedRotary: OpDef<Record<string, never>> = {
       { interleaved: 0 },
       MS_DOMAIN,
     ),
-  // No rule, as for fusedRmsNorm.
+  // Each pair of coordinates turns by its position's angle θ; the transpose of a rotation turns
+  // by −θ: the same kernel with the sine negated.
+  vjp: ({ inputs: [, positions, cos, sin], grads: [g] }) =>
+    g ? [fusedRotary(g, positions!, cos!, neg(sin!)), undefined, undefined, undefined] : [],
 };
 
 /**
  * Rotary position embedding in the rotate-half layout (Llama's) as one node: ONNX Runtime's
  * com.microsoft RotaryEmbedding (cpu and webgpu kernels). x [B, heads, T, d], positionIds int64
  * [B, T], cosCache and sinCache [maxPositions, d/2] (cos and sin of position · inverse
- * frequency). For inference graphs on a device, as fusedRmsNorm; no gradient.
+ * frequency). For graphs on a device, as fusedRmsNorm; its gradient is the same kernel.
  */
 export function fusedRotary(x: Tensor, positionIds: Tensor, cosCache: Tensor, sinCache: Tensor): Tensor {
   if (x.dtype !== 'float32' || x.rank !== 4)

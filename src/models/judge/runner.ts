@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
+import { fusedKernelsFor } from '../llama/decoder.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readConfigJson, readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { type JudgeConfig, parseJudgeConfig, toHfJudgeConfig } from './config.js';
@@ -82,7 +83,7 @@ export class JudgeRunner {
   ): Promise<JudgeRunner> {
     // ONNX Runtime's fused kernels where every node costs a dispatch (the cpu provider keeps the
     // unfused ops, and the figures measured with them).
-    const { graph, logits } = judgeGraph(cfg, undefined, runtime.provider === 'webgpu');
+    const { graph, logits } = judgeGraph(cfg, undefined, fusedKernelsFor(runtime.provider));
     const session = await runtime.load(compile(graph, { logits }, 'judge', { provider: runtime.provider }));
     const stateId = `judge-${process.pid}-${counter++}`;
     await session.setState(stateId, weights);

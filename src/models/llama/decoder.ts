@@ -5,7 +5,7 @@
  * and keys) and Mistral (sliding window) are the same code with a flag each. Linear layers see activations as [B·T, H] so every projection and
  * its gradients are single GEMMs.
  */
-import { addDims, type Dim, T, type Tensor } from '../../engine/index.js';
+import { addDims, type Dim, type Provider, T, type Tensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';
 import { layerPrefix } from './weights.js';
 
@@ -32,11 +32,18 @@ export interface DecoderInputs {
   lora?: { scale: number | Tensor; targets: ReadonlySet<string> };
   /**
    * Every RMSNorm and rotary embedding as one node of ONNX Runtime's (T.fusedRmsNorm,
-   * T.fusedRotary): fewer dispatches on a device, no gradient. For inference graphs on the webgpu
-   * provider; float32, within rounding of the unfused graph.
+   * T.fusedRotary, each with its gradient written out): fewer dispatches on a device. float32,
+   * within rounding of the unfused graph; `fusedKernelsFor` says where.
    */
   fusedKernels?: boolean;
 }
+
+/**
+ * Whether graphs for this provider use the fused kernels: on webgpu, where each node is a dispatch
+ * that costs more host time than a small tensor's arithmetic. The cpu provider keeps the unfused
+ * graphs, whose numbers every figure in docs/RESULTS.md comes from.
+ */
+export const fusedKernelsFor = (provider: Provider): boolean => provider === 'webgpu';
 
 export interface DecoderOutputs {
   /** [B, T, vocab] */

@@ -8,6 +8,7 @@ import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
 import { AdapterSlots, declareAdapterInputs } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
+import { fusedKernelsFor } from './decoder.js';
 import { sequenceLogprobs } from './logprobs.js';
 import { type HostTensor, llamaParams } from './weights.js';
 
@@ -83,6 +84,7 @@ export class LogprobRunner implements Scorer {
       targets: g.input('targets', 'int64', ['B', 'T']),
       targetMask: g.input('target_mask', 'float32', ['B', 'T']),
       ...(inputs ? { lora: inputs.lora } : {}),
+      fusedKernels: fusedKernelsFor(runtime.provider),
     });
     const session = await runtime.load(
       compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider }),

@@ -22,6 +22,8 @@ export interface SequenceInputs {
   targetMask: Tensor;
   /** A LoRA adapter on the decoder (DecoderInputs.lora). */
   lora?: DecoderInputs['lora'];
+  /** DecoderInputs.fusedKernels. */
+  fusedKernels?: boolean;
 }
 
 /** Per-token log-probs of the completion tokens ([B, T], 0 where masked) and their sum per row. */
@@ -30,6 +32,7 @@ export function sequenceLogprobs(cfg: LlamaConfig, w: Weights, inputs: SequenceI
     inputIds: inputs.inputIds,
     attentionMask: inputs.attentionMask,
     ...(inputs.lora ? { lora: inputs.lora } : {}),
+    fusedKernels: inputs.fusedKernels ?? false,
   });
   const perToken = T.mul(tokenLogprobs(logits, inputs.targets), inputs.targetMask);
   return { perToken, summed: T.reduceSum(perToken, -1) };

@@ -12,6 +12,7 @@ import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
 import { AdapterSlots } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
+import { fusedKernelsFor } from './decoder.js';
 import { buildDecoderGraph, DRAW_OUTPUTS, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
 import type { HostTensor } from './weights.js';
 
@@ -87,7 +88,7 @@ export class DecoderRunner implements Decoder {
       sampling: true,
       // ONNX Runtime's fused kernels where every node costs a dispatch; the cpu provider keeps the
       // unfused ops, so its samples are the ones every earlier figure was measured with.
-      fusedKernels: runtime.provider === 'webgpu',
+      fusedKernels: fusedKernelsFor(runtime.provider),
       ...(targets ? { adapterInputs: targets } : {}),
     });
     // The cache each step writes back stays on the device; only ids go in and draws come out,

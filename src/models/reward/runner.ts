@@ -9,6 +9,7 @@ import { compile, Graph, type Runtime, type Session, type Tensor } from '../../e
 import { DuelError } from '../../errors.js';
 import type { PairInput } from '../judge/model.js';
 import { fromLogits, orderByScores, type Preferences } from '../judge/runner.js';
+import { fusedKernelsFor } from '../llama/decoder.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { parseRewardConfig, type RewardConfig, toHfRewardConfig } from './config.js';
@@ -51,7 +52,7 @@ export class RewardRunner {
       inputIds: g.input('input_ids', 'int64', ['B', 'T']),
       attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
       last: g.input('last', 'int64', ['B']),
-      fusedKernels: runtime.provider === 'webgpu',
+      fusedKernels: fusedKernelsFor(runtime.provider),
     });
     const session = await runtime.load(compile(g, { rewards }, 'reward', { provider: runtime.provider }));
     const stateId = `reward-${process.pid}-${counter++}`;
