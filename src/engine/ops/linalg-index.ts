@@ -3,7 +3,7 @@ import { type DType, ONNX_DTYPE } from '../dtype.js';
 import type { OpDef, Tensor } from '../graph.js';
 import { broadcast, type Dim, type Shape, shapeString } from '../shape.js';
 import { unbroadcast } from './helpers.js';
-import { squeeze, transposeLast, unsqueeze } from './reduce-layout.js';
+import { reduceSum, reshape, squeeze, transposeLast, unsqueeze } from './reduce-layout.js';
 
 // ── matmul ─────────────────────────────────────────────────────────────────
 const MatMul: OpDef<Record<string, never>> = {
@@ -32,6 +32,52 @@ const MatMul: OpDef<Record<string, never>> = {
 
 export function matmul(a: Tensor, b: Tensor): Tensor {
   return a.graph.apply1(MatMul, [a, b], {} as Record<string, never>);
+}
+
+// ── linear: x·wᵀ + b as one Gemm ─────────────────────────────────────────────
+interface GemmAttrs {
+  transA: boolean;
+  transB: boolean;
+}
+
+/** op(A)·op(B) (+ C) of 2-D operands, op transposing where asked: ONNX Gemm. */
+const Gemm: OpDef<GemmAttrs> = {
+  name: 'gemm',
+  infer([a, b, c], { transA, transB }) {
+    if (a!.rank !== 2 || b!.rank !== 2) throw new Error('both operands need rank 2');
+    if (a!.dtype !== b!.dtype || (c && c.dtype !== a!.dtype)) throw new Error('dtypes differ');
+    const [m, k1] = transA ? [a!.shape[1]!, a!.shape[0]!] : [a!.shape[0]!, a!.shape[1]!];
+    const [k2, n] = transB ? [b!.shape[1]!, b!.shape[0]!] : [b!.shape[0]!, b!.shape[1]!];
+    if (k1 !== k2) throw new Error(`inner dims differ: ${k1} vs ${k2}`);
+    if (c && (c.rank !== 1 || c.shape[0] !== n)) throw new Error(`bias must be [${n}], got ${c}`);
+    return [{ dtype: a!.dtype, shape: [m, n] }];
+  },
+  lower: (e, n) =>
+    e.emit('Gemm', n.inputs.map(e.name), [e.name(n.outputs[0]!)], {
+      transA: n.attrs.transA ? 1 : 0,
+      transB: n.attrs.transB ? 1 : 0,
+    }),
+  // y = x·wᵀ + b: dx = g·w, dw = gᵀ·x, db = Σ_rows g — each one Gemm (or a sum), no Transpose.
+  vjp: ({ inputs: [x, w, b], grads: [g], attrs }) => {
+    if (!g) return [];
+    if (attrs.transA || !attrs.transB) throw new Error('gemm: only the linear form (x·wᵀ) has a gradient');
+    const gemm = (p: Tensor, q: Tensor, transA: boolean) =>
+      p.graph.apply1(Gemm, [p, q], { transA, transB: false });
+    return [gemm(g, w!, false), gemm(g, x!, true), ...(b ? [reduceSum(g, [0])] : [])];
+  },
+};
+
+/**
+ * x·wᵀ (+ b) for a weight w [out, in] in PyTorch's layout, as one ONNX Gemm whose transpose flag
+ * reads w in place: matmul(x, transposeLast(w)) costs a Transpose node in the forward pass and
+ * three more in the backward, and on a GPU each node is a dispatch. Its gradients are Gemms too.
+ * x [..., in] is flattened to rows and the result shaped back.
+ */
+export function linear(x: Tensor, w: Tensor, b?: Tensor): Tensor {
+  if (w.rank !== 2) throw new Error(`linear: weight must be [out, in], got ${w}`);
+  const rows = x.rank === 2 ? x : reshape(x, [-1, w.shape[1]!]);
+  const y = x.graph.apply1(Gemm, b ? [rows, w, b] : [rows, w], { transA: false, transB: true });
+  return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), w.shape[0]!]);
 }
 
 // ── zeros of a (possibly symbolic) shape ─────────────────────────────────────

@@ -54,8 +54,12 @@ export interface DecoderOutputs {
 
 const LOWEST = { float32: -3.4028234663852886e38, float64: -Number.MAX_VALUE } as Record<string, number>;
 
-/** x·Wᵀ (+ b) for an nn.Linear weight W of shape [out, in] and x of shape [N, in]. */
-function linear(x: Tensor, w: Tensor, b?: Tensor): Tensor {
+/**
+ * x·Wᵀ (+ b) for an nn.Linear weight W of shape [out, in] and x of shape [N, in]; with the fused
+ * kernels one Gemm that reads W transposed in place (T.linear), no Transpose node either way.
+ */
+function linear(x: Tensor, w: Tensor, b: Tensor | undefined, fused: boolean): Tensor {
+  if (fused) return T.linear(x, w, b);
   const y = T.matmul(x, T.transposeLast(w));
   return b ? T.add(y, b) : y;
 }
@@ -153,13 +157,13 @@ export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs
   const { hidden, present } = llamaTrunk(cfg, w, inputs);
   const h = inputs.lastOnly ? lastPosition(hidden) : T.reshape(hidden, [-1, cfg.hiddenSize]);
   const head = cfg.tieWordEmbeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
-  let y = linear(h, head);
+  const fused = inputs.fusedKernels ?? false;
+  let y = linear(h, head, undefined, fused);
   const lora = inputs.lora;
-  if (lora?.targets.has('lm_head'))
-    y = T.add(
-      y,
-      T.mul(linear(linear(h, w('lm_head.lora_A.weight')), w('lm_head.lora_B.weight')), lora.scale),
-    );
+  if (lora?.targets.has('lm_head')) {
+    const down = linear(h, w('lm_head.lora_A.weight'), undefined, fused);
+    y = T.add(y, T.mul(linear(down, w('lm_head.lora_B.weight'), undefined, fused), lora.scale));
+  }
   const logits = T.reshape(y, [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
   return { logits, present };
 }
@@ -193,10 +197,10 @@ export function llamaTrunk(
   // A module's linear layer, with its adapter when it has one (PEFT's order: B(A(x)) · scale).
   const lora = inputs.lora;
   const layer = (x: Tensor, module: string, b?: Tensor) => {
-    const y = linear(x, w(`${module}.weight`), b);
+    const y = linear(x, w(`${module}.weight`), b, fused);
     if (!lora?.targets.has(module.slice(module.lastIndexOf('.') + 1))) return y;
-    const down = linear(x, w(`${module}.lora_A.weight`));
-    return T.add(y, T.mul(linear(down, w(`${module}.lora_B.weight`)), lora.scale));
+    const down = linear(x, w(`${module}.lora_A.weight`), undefined, fused);
+    return T.add(y, T.mul(linear(down, w(`${module}.lora_B.weight`), undefined, fused), lora.scale));
   };
   const present: DecoderOutputs['present'] = [];
 
