@@ -16,6 +16,8 @@ import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
+import { initAdapter } from '../../src/models/lora/adapter.js';
+import { parseLoraFlag } from '../../src/models/lora/config.js';
 import { parsePairRMConfig } from '../../src/models/pairrm/config.js';
 import { initPairRMWeights } from '../../src/models/pairrm/model.js';
 import { PairRMRunner } from '../../src/models/pairrm/runner.js';
@@ -223,6 +225,26 @@ describe('one step of every recipe updates the weights on webgpu as on cpu (with
     },
     120_000,
   );
+
+  it('sppo with a LoRA adapter on every module (a frozen base, many small parameters in one flat update)', async () => {
+    const start = initAdapter(cfg, parseLoraFlag('rank=2,alpha=4,targets=all'), 1);
+    // B ≠ 0, so that A's gradient is not zero either.
+    for (const [name, t] of Object.entries(start.tensors))
+      if (name.endsWith('lora_B.weight')) t.data = t.data.map((_, i) => Math.sin(i + 1) / 4);
+    const o = {
+      ...STEP,
+      algo: ALGO_OF.sppo ?? 'sppo',
+      hparams: HPARAMS.sppo!,
+      config: cfg,
+      weights: policy,
+      adapter: start,
+      records: ROUND_RECORDS,
+    };
+    const [a, b] = await Promise.all([trainRound(cpu, o), trainRound(gpu, o)]);
+    expect(Object.keys(b.weights).sort()).toEqual(Object.keys(start.tensors).sort());
+    expect(relative(update(b.weights, start.tensors), update(a.weights, start.tensors))).toBeLessThan(1e-3);
+    expect(Math.max(...update(a.weights, start.tensors).map(Math.abs))).toBeGreaterThan(0);
+  }, 120_000);
 
   it('judge training', async () => {
     const jcfg = tinyJudgeConfig();
