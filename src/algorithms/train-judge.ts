@@ -69,9 +69,10 @@ export function pairrmJudge(cfg: PairRMConfig): PairwiseJudge<ReturnType<typeof 
   return {
     params: pairrmParams(cfg),
     batch: (pairs) => pairrmBatch(cfg, pairs),
-    logits: (w, input, order) =>
+    logits: (w, input, order, fusedKernels) =>
       pairrmLogits(cfg, w, {
         ...pairInputs(input, order),
+        fusedKernels,
         ...(cfg.encoder.relativeAttention
           ? {
               c2pIndex: input(

@@ -109,12 +109,17 @@ export interface DebertaInputs {
   /** int64 [T, T] from relativeIndices (with relative attention). */
   c2pIndex?: Tensor;
   p2cIndex?: Tensor;
+  /** Each linear layer as one Gemm (T.linear), for graphs on webgpu (fusedKernelsFor). */
+  fusedKernels?: boolean;
 }
 
 type Weights = (name: string) => Tensor;
 
-const linear = (x: Tensor, w: Weights, name: string) =>
-  T.add(T.matmul(x, T.transposeLast(w(`${name}.weight`))), w(`${name}.bias`));
+/** nn.Linear `name`: x·Wᵀ + b, as one Gemm with the fused kernels. */
+export const linearLayer = (x: Tensor, w: Weights, name: string, fused: boolean) =>
+  fused
+    ? T.linear(x, w(`${name}.weight`), w(`${name}.bias`))
+    : T.add(T.matmul(x, T.transposeLast(w(`${name}.weight`))), w(`${name}.bias`));
 
 /** The last hidden states, [B, T, H]. */
 export function debertaEncoder(
@@ -124,6 +129,7 @@ export function debertaEncoder(
   prefix = '',
 ): Tensor {
   const w = (name: string) => weights(`${prefix}${name}`);
+  const linear = (x: Tensor, name: string) => linearLayer(x, w, name, inputs.fusedKernels ?? false);
   const norm = (x: Tensor, name: string) =>
     T.layerNorm(x, w(`${name}.weight`), w(`${name}.bias`), cfg.layerNormEps);
   const { inputIds, attentionMask } = inputs;
@@ -154,19 +160,19 @@ export function debertaEncoder(
 
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = `encoder.layer.${i}.attention`;
-    const q = heads(linear(x, w, `${l}.self.query_proj`));
-    const k = heads(linear(x, w, `${l}.self.key_proj`));
-    const v = heads(linear(x, w, `${l}.self.value_proj`));
+    const q = heads(linear(x, `${l}.self.query_proj`));
+    const k = heads(linear(x, `${l}.self.key_proj`));
+    const v = heads(linear(x, `${l}.self.value_proj`));
     let scores = T.mul(T.matmul(q, T.transposeLast(k)), scale);
     if (rel) {
       if (cfg.c2p) {
-        const posKey = posHeads(linear(rel, w, `${l}.self.${cfg.shareAttKey ? 'key_proj' : 'pos_key_proj'}`));
+        const posKey = posHeads(linear(rel, `${l}.self.${cfg.shareAttKey ? 'key_proj' : 'pos_key_proj'}`));
         const c2p = T.gatherElements(T.matmul(q, T.transposeLast(posKey)), byIndex(inputs.c2pIndex), 3);
         scores = T.add(scores, T.mul(c2p, scale));
       }
       if (cfg.p2c) {
         const posQuery = posHeads(
-          linear(rel, w, `${l}.self.${cfg.shareAttKey ? 'query_proj' : 'pos_query_proj'}`),
+          linear(rel, `${l}.self.${cfg.shareAttKey ? 'query_proj' : 'pos_query_proj'}`),
         );
         const p2c = T.gatherElements(T.matmul(k, T.transposeLast(posQuery)), byIndex(inputs.p2cIndex), 3);
         scores = T.add(scores, T.mul(T.transposeLast(p2c), scale));
@@ -175,10 +181,10 @@ export function debertaEncoder(
     // XSoftmax: hidden keys get the lowest float, and rows of a hidden query come out zero.
     const probs = T.where(visible, T.softmax(T.where(visible, scores, -3.4028234663852886e38), -1), 0);
     const ctx = T.reshape(T.transpose(T.matmul(probs, v), [0, 2, 1, 3]), [b, t, nh * d]);
-    const attended = norm(T.add(linear(ctx, w, `${l}.output.dense`), x), `${l}.output.LayerNorm`);
-    const inner = T.geluExact(linear(attended, w, `encoder.layer.${i}.intermediate.dense`));
+    const attended = norm(T.add(linear(ctx, `${l}.output.dense`), x), `${l}.output.LayerNorm`);
+    const inner = T.geluExact(linear(attended, `encoder.layer.${i}.intermediate.dense`));
     x = norm(
-      T.add(linear(inner, w, `encoder.layer.${i}.output.dense`), attended),
+      T.add(linear(inner, `encoder.layer.${i}.output.dense`), attended),
       `encoder.layer.${i}.output.LayerNorm`,
     );
   }

@@ -6,7 +6,7 @@
  * pair's logit is the mean over tasks of head(source, cand1) − head(source, cand2).
  */
 import { T, type Tensor } from '../../engine/index.js';
-import { debertaEncoder, debertaParams, relativeIndices } from '../deberta/model.js';
+import { debertaEncoder, debertaParams, linearLayer, relativeIndices } from '../deberta/model.js';
 import { checkPairIds, type PairInput, padPairSequences } from '../judge/model.js';
 import { type HostTensor, initWeights, type ParamSpec } from '../llama/weights.js';
 import type { PairRMConfig } from './config.js';
@@ -36,6 +36,8 @@ export interface PairRMInputs {
   markers: Tensor;
   c2pIndex?: Tensor;
   p2cIndex?: Tensor;
+  /** DebertaInputs.fusedKernels. */
+  fusedKernels?: boolean;
 }
 
 /** The ordered pairs' logits, [B]. */
@@ -45,12 +47,10 @@ export function pairrmLogits(cfg: PairRMConfig, w: (name: string) => Tensor, inp
   const [b] = hidden.shape;
   const idx = T.expand(T.unsqueeze(inputs.markers, -1), [b!, 3, h]);
   const [hs, h1, h2] = T.split(T.gatherElements(hidden, idx, 1), 1, 1).map((x) => T.reshape(x, [b!, h]));
+  const fused = inputs.fusedKernels ?? false;
   const head = (hc: Tensor) => {
-    const z = T.add(
-      T.matmul(T.concat([hs!, hc], 1), T.transposeLast(w('head_layer.1.weight'))),
-      w('head_layer.1.bias'),
-    );
-    return T.add(T.matmul(T.tanh(z), T.transposeLast(w('head_layer.4.weight'))), w('head_layer.4.bias'));
+    const z = linearLayer(T.concat([hs!, hc], 1), w, 'head_layer.1', fused);
+    return linearLayer(T.tanh(z), w, 'head_layer.4', fused);
   };
   return T.mean(T.sub(head(h1!), head(h2!)), -1);
 }

@@ -13,6 +13,7 @@ import {
   probsByPairs,
   rankByPairs,
 } from '../judge/runner.js';
+import { fusedKernelsFor } from '../llama/decoder.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { TextTokenizer } from '../tokenizer.js';
@@ -49,7 +50,7 @@ export function savePairRMDir(
  * The graph: input_ids, attention_mask, markers and (with relative attention) c2p/p2c → logits [B].
  * float32 only: ONNX Runtime's CPU provider has no float64 Erf (the exact GELU).
  */
-export function pairrmGraph(cfg: PairRMConfig) {
+export function pairrmGraph(cfg: PairRMConfig, fusedKernels = false) {
   const g = new Graph();
   const params = new Map<string, Tensor>();
   for (const spec of pairrmParams(cfg)) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
@@ -64,6 +65,7 @@ export function pairrmGraph(cfg: PairRMConfig) {
           p2cIndex: g.input('p2c_index', 'int64', ['T', 'T']),
         }
       : {}),
+    fusedKernels,
   });
   return { graph: g, logits, params };
 }
@@ -93,7 +95,7 @@ export class PairRMRunner {
   ) {}
 
   static async create(runtime: Runtime, cfg: PairRMConfig, weights: Record<string, HostTensor>) {
-    const { graph, logits, params } = pairrmGraph(cfg);
+    const { graph, logits, params } = pairrmGraph(cfg, fusedKernelsFor(runtime.provider));
     const session = await runtime.load(compile(graph, { logits }, 'pairrm', { provider: runtime.provider }));
     const stateId = `pairrm-${process.pid}-${counter++}`;
     await session.setState(stateId, weights);
