@@ -170,26 +170,23 @@ function applyGradients(
 
 /** Tensors of a group of parameters as one vector (`join`) and one vector back as the group's tensors (`part`). */
 function groupPacking(shapes: Shape[]) {
-  const sizes = shapes.map((shape) => {
-    if (!isStatic(shape)) throw new Error(`optimizer: parameter shapes must be static, got [${shape}]`);
+  const size = (i: number) => {
+    const shape = shapes[i]!;
+    if (!isStatic(shape)) throw new Error(`optimizer: a flat update needs static shapes, got [${shape}]`);
     return numel(shape);
-  });
+  };
   return {
     join: (ts: Tensor[], group: number[]): Tensor =>
       group.length === 1
         ? ts[group[0]!]!
         : T.concat(
-            group.map((i) => T.reshape(ts[i]!, [sizes[i]!])),
+            group.map((i) => T.reshape(ts[i]!, [size(i)])),
             0,
           ),
     part: (v: Tensor, group: number[]): Tensor[] =>
       group.length === 1
         ? [v]
-        : T.splitSizes(
-            v,
-            0,
-            group.map((i) => sizes[i]!),
-          ).map((piece, j) => T.reshape(piece, shapes[group[j]!]!)),
+        : T.splitSizes(v, 0, group.map(size)).map((piece, j) => T.reshape(piece, shapes[group[j]!]!)),
   };
 }
 
