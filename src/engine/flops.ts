@@ -1,6 +1,6 @@
 /**
  * Counts the floating-point work of the part of a graph that computes some outputs, from the
- * traced shapes (symbolic dims bound by the caller). MatMul is 2·m·k·n per batch element, the
+ * traced shapes (symbolic dims bound by the caller). MatMul (and Gemm) is 2·m·k·n per batch element, the
  * convention of papers and of PyTorch's flop counter; every other float op is one FLOP per output
  * element (reductions: per input element). Layout ops (reshape, transpose, slice, ...) are free.
  */
@@ -16,6 +16,7 @@ const FREE = new Set([
   'expand',
   'concat',
   'slice',
+  'splitSizes',
   'pad',
   'gather',
   'cast',
@@ -62,6 +63,12 @@ export function countFlops(
     if (node.op.name === 'matmul') {
       const k = size(node.inputs[0]!.shape.at(-1)!);
       matmul += 2 * k * numel(out);
+    } else if (node.op.name === 'gemm') {
+      // op(A)·op(B) (+ bias): k is A's inner dim, its first when A is read transposed.
+      const a = node.inputs[0]!;
+      const k = size((node.attrs as { transA: boolean }).transA ? a.shape[0]! : a.shape[1]!);
+      matmul += 2 * k * numel(out);
+      if (node.inputs[2]) other += numel(out);
     } else if (node.op.name.startsWith('reduce')) {
       other += numel(node.inputs[0]!);
     } else {

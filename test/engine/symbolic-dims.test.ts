@@ -1,7 +1,7 @@
 /** Symbolic dims and their arithmetic: canonical spelling at trace time, right values at run time. */
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { addDims, compile, countFlops, divDims, Graph, mulDims, T } from '../../src/engine/index.js';
+import { addDims, compile, countFlops, divDims, Graph, grad, mulDims, T } from '../../src/engine/index.js';
 
 describe('dim arithmetic', () => {
   it('spells equal expressions the same way', () => {
@@ -83,5 +83,17 @@ describe('countFlops', () => {
       total: 270,
     });
     expect(() => countFlops(g, { y })).toThrow(/no value bound for symbolic dim 'B'/);
+  });
+
+  it('counts a linear layer (one Gemm) and its gradients (Gemms) as the matmuls they replace', () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', ['N', 4]);
+    const w = g.input('w', 'float32', [5, 4]);
+    const [viaGemm, viaMatmul] = [T.linear(x, w), T.matmul(x, T.transposeLast(w))].map((y) => {
+      const [dx, dw] = grad(T.reduceSum(y), [x, w]);
+      return countFlops(g, { y, dx: dx!, dw: dw! }, { N: 3 });
+    });
+    expect(viaGemm!.matmul).toBe(3 * 2 * 3 * 4 * 5);
+    expect(viaGemm!.matmul).toBe(viaMatmul!.matmul);
   });
 });
