@@ -117,6 +117,13 @@ function splitHeads(x: Tensor, b: Dim, t: Dim, heads: number, d: number): Tensor
 }
 
 /** Absolute positions of this call's tokens: P, P+1, …, P+T−1 as int64 [T]. */
+/** The position of a sequence's first token, as the int64 [1] offset RotaryEmbedding reads. */
+function startPosition(g: Tensor['graph'], pastLen: Dim): Tensor {
+  return typeof pastLen === 'number'
+    ? g.constant(BigInt64Array.of(BigInt(pastLen)), 'int64', [1])
+    : T.reshape(T.dimValue(g, pastLen), [1]);
+}
+
 function positionsAfter(inputIds: Tensor, pastLen: Dim): Tensor {
   const t = inputIds.shape[1]!;
   const here = T.arange(inputIds.graph, t);
@@ -187,7 +194,13 @@ export function llamaTrunk(
     throw new Error(`llama: weights must be float32 or float64, got ${embed.dtype}`);
   const fused = inputs.fusedKernels ?? false;
   const { cos, sin } = fused ? rotaryCache(cfg, inputIds.graph) : rotary(cfg, positions, embed.dtype);
-  const fullPositions = fused ? T.expand(positions, [b, t]) : positions;
+  // The fused kernel reads per-row positions [B, T], or, as shape [1], the first of 0, 1, 2, …
+  // shared by every row: no [B, T] int64 grid made on the CPU and copied in each run.
+  const fullPositions = !fused
+    ? positions
+    : inputs.positionIds
+      ? T.expand(positions, [b, t])
+      : startPosition(inputIds.graph, pastLen);
   const rotate = (x: Tensor) =>
     fused ? T.fusedRotary(x, fullPositions, cos, sin) : applyRotary(x, cos, sin, d / 2);
   const mask = attentionMask(cfg, inputs, pastLen);
