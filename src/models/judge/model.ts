@@ -34,7 +34,7 @@ export interface JudgeInputs {
   attentionMask: Tensor;
   /** int64 [B, 3]: positions of the source, candidate-1 and candidate-2 markers. */
   markers: Tensor;
-  /** ONNX Runtime's fused norm and rotary kernels (DecoderInputs.fusedKernels): scoring on webgpu. */
+  /** ONNX Runtime's fused kernels (DecoderInputs.fusedKernels): scoring and training on webgpu. */
   fusedKernels?: boolean;
 }
 

@@ -32,8 +32,9 @@ export interface DecoderInputs {
   lora?: { scale: number | Tensor; targets: ReadonlySet<string> };
   /**
    * Every RMSNorm and rotary embedding as one node of ONNX Runtime's (T.fusedRmsNorm,
-   * T.fusedRotary, each with its gradient written out): fewer dispatches on a device. float32,
-   * within rounding of the unfused graph; `fusedKernelsFor` says where.
+   * T.fusedRotary, each with its gradient written out) and every linear layer as one Gemm
+   * (T.linear): fewer dispatches on a device. float32, within rounding of the unfused graph;
+   * `fusedKernelsFor` says where.
    */
   fusedKernels?: boolean;
 }
@@ -56,7 +57,7 @@ const LOWEST = { float32: -3.4028234663852886e38, float64: -Number.MAX_VALUE } a
 
 /**
  * x·Wᵀ (+ b) for an nn.Linear weight W of shape [out, in] and x of shape [N, in]; with the fused
- * kernels one Gemm that reads W transposed in place (T.linear), no Transpose node either way.
+ * kernels one Gemm that reads W transposed in place (T.linear), with no Transpose node.
  */
 function linear(x: Tensor, w: Tensor, b: Tensor | undefined, fused: boolean): Tensor {
   if (fused) return T.linear(x, w, b);
@@ -116,7 +117,6 @@ function splitHeads(x: Tensor, b: Dim, t: Dim, heads: number, d: number): Tensor
   return T.transpose(T.reshape(x, [b, t, heads, d]), [0, 2, 1, 3]);
 }
 
-/** Absolute positions of this call's tokens: P, P+1, …, P+T−1 as int64 [T]. */
 /** The position of a sequence's first token, as the int64 [1] offset RotaryEmbedding reads. */
 function startPosition(g: Tensor['graph'], pastLen: Dim): Tensor {
   return typeof pastLen === 'number'
@@ -124,6 +124,7 @@ function startPosition(g: Tensor['graph'], pastLen: Dim): Tensor {
     : T.reshape(T.dimValue(g, pastLen), [1]);
 }
 
+/** Absolute positions of this call's tokens: P, P+1, …, P+T−1 as int64 [T]. */
 function positionsAfter(inputIds: Tensor, pastLen: Dim): Tensor {
   const t = inputIds.shape[1]!;
   const here = T.arange(inputIds.graph, t);

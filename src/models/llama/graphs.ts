@@ -36,7 +36,7 @@ export interface DecoderGraphOptions {
    * step returns B tokens instead of B×V logits.
    */
   sampling?: boolean;
-  /** ONNX Runtime's fused norm and rotary kernels (DecoderInputs.fusedKernels): for the webgpu provider. */
+  /** ONNX Runtime's fused kernels (DecoderInputs.fusedKernels): for the webgpu provider. */
   fusedKernels?: boolean;
 }
 

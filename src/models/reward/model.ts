@@ -30,7 +30,7 @@ export interface RewardInputs {
   attentionMask: Tensor;
   /** int64 [B]: the position whose hidden state is scored (lastTokenIndex). */
   last: Tensor;
-  /** ONNX Runtime's fused norm and rotary kernels (DecoderInputs.fusedKernels): scoring on webgpu. */
+  /** ONNX Runtime's fused kernels (DecoderInputs.fusedKernels): scoring and training on webgpu. */
   fusedKernels?: boolean;
 }
 
