@@ -22,14 +22,14 @@ function textbook(
   scaleA = 1,
   problem: { a: number[]; b: number[]; p0: number[] } = { a: A, b: B, p0: P0 },
 ): number[] {
-  const { a: A, b: B } = problem;
+  const { a, b } = problem;
   const p = [...problem.p0];
   const s1 = p.map(() => 0);
   const s2 = p.map(() => 0);
   for (let t = 1; t <= steps; t++) {
     const lr = learningRate(schedule, t);
-    let g = p.map((x, i) => scaleA * A[i]! * x + B[i]!);
-    const norm = Math.sqrt(g.reduce((a, x) => a + x * x, 0));
+    let g = p.map((x, i) => scaleA * a[i]! * x + b[i]!);
+    const norm = Math.sqrt(g.reduce((sum, x) => sum + x * x, 0));
     if (clip > 0) g = g.map((x) => x * Math.min(1, clip / (norm + 1e-6)));
     for (let i = 0; i < p.length; i++) {
       if (opt.kind === 'sgd') {
