@@ -179,7 +179,7 @@ describe('llama decoder', () => {
     );
   });
 
-  it("through ONNX Runtime's fused norm and rotary kernels gives the unfused graph's gradients, in fewer nodes", async () => {
+  it("through ONNX Runtime's fused kernels (norm, rotary, Gemm) gives the unfused graph's gradients, in fewer nodes", async () => {
     const cfg = VARIANTS[3]![1];
     const w = weights(cfg, 3);
     const [fused, plain] = [await gradients(cfg, w, true), await gradients(cfg, w, false)];
