@@ -15,6 +15,7 @@ import {
   compile,
   countFlops,
   type DeviceStats,
+  defaultUpdateLayout,
   Graph,
   type Moved,
   type Provider,
@@ -180,7 +181,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     const program = stackProgram(cfg);
     const spec: TrainStepSpec = { optimizer: { kind: 'adamw', weightDecay: 0 }, gradClip: 0 };
     const schedule: ScheduleSpec = { kind: 'constant', peakLr: 1e-3, warmupSteps: 0, totalSteps: 1 };
-    const layout = opts.updateLayout ?? (provider === 'cpu' ? 'per-tensor' : 'flat');
+    const layout = opts.updateLayout ?? defaultUpdateLayout(provider);
     const state = await TrainingState.create(runtime, program, spec, schedule, initLlamaWeights(cfg, 0), {
       updateLayout: layout,
     });
@@ -190,7 +191,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     );
 
     // Count the work of the very graph that runs: rebuild it (tracing is cheap) and count.
-    const flops = countTrainFlops(program, spec, shape, provider);
+    const flops = countTrainFlops(program, spec, shape, layout, provider);
     const batch = stackFeeds(shape);
     // Two warm-up steps: the first sizes ONNX Runtime's arena, the second still pays for it.
     const first = await state.step(batch);
@@ -333,8 +334,14 @@ function traceTrainStep(
 }
 
 /** Counts the work of the training-step graph itself: forward, backward and the AdamW update. */
-function countTrainFlops(program: TrainProgram, spec: TrainStepSpec, shape: StackShape, provider: Provider) {
-  const { graph, outputs } = traceTrainStep(program, spec, 'per-tensor', provider);
+function countTrainFlops(
+  program: TrainProgram,
+  spec: TrainStepSpec,
+  shape: StackShape,
+  layout: UpdateLayout,
+  provider: Provider,
+) {
+  const { graph, outputs } = traceTrainStep(program, spec, layout, provider);
   return countFlops(graph, outputs, { B: shape.batch, T: shape.seq });
 }
 

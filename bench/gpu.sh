@@ -111,31 +111,34 @@ if grep -q '^webgpu adapter *no WebGPU adapter' "$results/doctor.txt"; then
   VK_LOADER_DEBUG=error,warn,driver duel doctor 2>&1 | grep -i 'nvidia\|error\|fail' | head -n 20
   exit 1
 fi
+# The sizes of each part: the H200's, or --small's for a software adapter (which gets 120 s a part).
 if $small; then
-  part 120 engine duel bench engine --json --model tiny --steps 3 --ceiling-size 256 --compare-layouts
-  part 120 decode duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2
-  part 120 engine-135m duel bench engine --json --model tiny --steps 2 --ceiling-size 256 --no-peer
-  part 120 placement duel bench placement --json --model tiny --runs 2
-  part 120 round round 64 2 128
-  part 120 round-cpu env DUEL_RUNTIME_PROVIDER=cpu bash -c 'round 64 2 128'
-  part 120 engine-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
-    bash -c 'duel bench engine --json --model tiny --steps 3 --ceiling-size 256 --no-peer'
-  part 120 decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
-    bash -c 'duel bench decode --json --models testbed --batches 1,8 --new-tokens 8 --repeats 2 --no-peer'
+  engine='--model tiny --steps 3 --ceiling-size 256'
+  engine135='--model tiny --steps 2 --ceiling-size 256'
+  decode='--models testbed --batches 1,8 --new-tokens 8 --repeats 2'
+  placement='--model tiny --runs 2'
+  sizes='64 2 128'
 else
-  part 100 engine duel bench engine --json --steps 10 --ceiling-size 4096 --compare-layouts
-  part 100 decode duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2
-  part 110 engine-135m duel bench engine --json --model smollm-135m --steps 3 --ceiling-size 4096 --no-peer
-  part 45 placement duel bench placement --json --model stack --runs 3
-  part 60 round round 512 8 8192
-  # The same round on the cpu provider: its losses are the check that the GPU computed the same.
-  part 90 round-cpu env DUEL_RUNTIME_PROVIDER=cpu bash -c 'round 512 8 8192'
-  # What Dawn's and ONNX Runtime's checks of every dispatch cost (DUEL_WEBGPU_VALIDATION).
-  part 40 engine-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
-    bash -c 'duel bench engine --json --steps 10 --ceiling-size 4096 --no-peer'
-  part 60 decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
-    bash -c 'duel bench decode --json --models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2 --no-peer'
+  engine='--steps 10 --ceiling-size 4096'
+  engine135='--model smollm-135m --steps 3 --ceiling-size 4096'
+  decode='--models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2'
+  placement='--model stack --runs 3'
+  sizes='512 8 8192'
 fi
+limit() { if $small; then echo 120; else echo "$1"; fi; }
+# The size strings are split into flags on purpose (unquoted).
+part "$(limit 100)" engine duel bench engine --json $engine --compare-layouts
+part "$(limit 100)" decode duel bench decode --json $decode
+part "$(limit 110)" engine-135m duel bench engine --json $engine135 --no-peer
+part "$(limit 45)" placement duel bench placement --json $placement
+part "$(limit 60)" round round $sizes
+# The same round on the cpu provider: its losses are the check that the GPU computed the same.
+part "$(limit 90)" round-cpu env DUEL_RUNTIME_PROVIDER=cpu bash -c "round $sizes"
+# What Dawn's and ONNX Runtime's checks of every dispatch cost (DUEL_WEBGPU_VALIDATION).
+part "$(limit 40)" engine-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
+  bash -c "duel bench engine --json $engine --no-peer"
+part "$(limit 60)" decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
+  bash -c "duel bench decode --json $decode --no-peer"
 # The same chip's float32 MatMul through CUDA (PyTorch, where the image has it), as the ceiling's
 # peer: how much of the card WebGPU's float32 kernels reach.
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then

@@ -7,6 +7,7 @@ export { type CompiledModel, type CompileOptions, compile, OPSET } from './onnx.
 export * as T from './ops/index.js';
 export {
   buildTrainStep,
+  defaultUpdateLayout,
   learningRate,
   type OptimizerSpec,
   type ScheduleSpec,

@@ -108,6 +108,10 @@ export function buildAccumulatedStep(
  */
 export type UpdateLayout = 'per-tensor' | 'flat';
 
+/** The layout a provider's steps use unless asked: flat where nodes cost dispatches (a GPU's). */
+export const defaultUpdateLayout = (provider: string): UpdateLayout =>
+  provider === 'cpu' ? 'per-tensor' : 'flat';
+
 /** Clipping and the optimizer update of `params` by `grads`; a step with a non-finite norm changes nothing. */
 function applyGradients(
   graph: Graph,

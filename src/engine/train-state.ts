@@ -15,6 +15,7 @@ import {
   buildAccumulatedStep,
   buildGradAccumulation,
   buildTrainStep,
+  defaultUpdateLayout,
   gradAccName,
   learningRate,
   optimizerSlots,
@@ -200,7 +201,7 @@ export class TrainingState {
         );
     }
     const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params) : undefined;
-    const layout = options.updateLayout ?? (runtime.provider === 'cpu' ? 'per-tensor' : 'flat');
+    const layout = options.updateLayout ?? defaultUpdateLayout(runtime.provider);
     const applyGraph = new Graph();
     const step = accumulated
       ? buildAccumulatedStep(

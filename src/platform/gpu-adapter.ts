@@ -49,7 +49,8 @@ export function vulkanDrivers(): string[] {
 export const NO_ADAPTER_HELP =
   'no WebGPU adapter: Dawn found no Vulkan driver that works. On a machine without a GPU install ' +
   "Mesa's lavapipe (Debian 12: mesa-vulkan-drivers and libvulkan1 from bookworm-backports; Debian 13: " +
-  'from main; scripts/setup.sh --for-tests does it); on NVIDIA, the Vulkan loader (libvulkan1), GLVND (libglvnd0, libgl1, libglx0, libegl1) and ' +
+  'from main; scripts/setup.sh --for-tests does it); on NVIDIA, the Vulkan loader (libvulkan1), ' +
+  "GLVND's libraries (libglvnd0, libgl1, libglx0, libegl1, libgles2, libopengl0) and " +
   'NVIDIA_DRIVER_CAPABILITIES including graphics so the container runtime mounts the driver (docs/DEPLOY.md)';
 
 /** The adapter Dawn offers, or undefined when it finds none. */

@@ -152,8 +152,12 @@ export function rsqrt(x: Tensor): Tensor {
 
 /** x / sqrt(mean(x², last axis) + eps) · weight (Llama's RMSNorm). */
 export function rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
-  const ms = mean(mul(x, x), -1, true);
-  return mul(mul(x, rsqrt(add(ms, scalar(x.graph, eps, x.dtype)))), weight);
+  return mul(mul(x, inverseRms(x, eps)), weight);
+}
+
+/** 1 / sqrt(mean(x², last axis) + eps), kept [..., 1]: rmsNorm's scale and its fused form's gradient. */
+function inverseRms(x: Tensor, eps: number): Tensor {
+  return rsqrt(add(mean(mul(x, x), -1, true), scalar(x.graph, eps, x.dtype)));
 }
 
 const FusedRmsNorm: OpDef<{ eps: number }> = {
@@ -172,7 +176,7 @@ const FusedRmsNorm: OpDef<{ eps: number }> = {
   // row's mean there (its LayerNormalization's output order), the cpu kernel 1/rms.
   vjp: ({ inputs: [x, w], grads: [g], attrs: { eps } }) => {
     if (!g) return [];
-    const r = rsqrt(add(mean(mul(x!, x!), -1, true), scalar(x!.graph, eps, x!.dtype)));
+    const r = inverseRms(x!, eps);
     const gw = mul(g, w!);
     const n = mul(x!, r);
     const dx = mul(sub(gw, mul(n, mean(mul(n, gw), -1, true))), r);

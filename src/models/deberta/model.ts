@@ -8,6 +8,7 @@
  * depend on the length alone, so the host computes them (`relativeIndices`) and feeds them.
  */
 import { type Dim, T, type Tensor } from '../../engine/index.js';
+import { linear } from '../common/linear.js';
 import { type HostTensor, initWeights, type ParamSpec } from '../llama/weights.js';
 import type { DebertaConfig } from './config.js';
 
@@ -15,7 +16,7 @@ import type { DebertaConfig } from './config.js';
 export function debertaParams(cfg: DebertaConfig, prefix = ''): ParamSpec[] {
   const { hiddenSize: h, intermediateSize: f, vocabSize: v } = cfg;
   const a = cfg.numHeads * cfg.headDim;
-  const linear = (name: string, out: number, inp: number): ParamSpec[] => [
+  const linearSpecs = (name: string, out: number, inp: number): ParamSpec[] => [
     { name: `${prefix}${name}.weight`, shape: [out, inp], init: 'normal' },
     { name: `${prefix}${name}.bias`, shape: [out], init: 'zeros' },
   ];
@@ -36,19 +37,19 @@ export function debertaParams(cfg: DebertaConfig, prefix = ''): ParamSpec[] {
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = `encoder.layer.${i}`;
     specs.push(
-      ...linear(`${l}.attention.self.query_proj`, a, h),
-      ...linear(`${l}.attention.self.key_proj`, a, h),
-      ...linear(`${l}.attention.self.value_proj`, a, h),
+      ...linearSpecs(`${l}.attention.self.query_proj`, a, h),
+      ...linearSpecs(`${l}.attention.self.key_proj`, a, h),
+      ...linearSpecs(`${l}.attention.self.value_proj`, a, h),
     );
     if (cfg.relativeAttention && !cfg.shareAttKey) {
-      if (cfg.c2p) specs.push(...linear(`${l}.attention.self.pos_key_proj`, a, h));
-      if (cfg.p2c) specs.push(...linear(`${l}.attention.self.pos_query_proj`, a, h));
+      if (cfg.c2p) specs.push(...linearSpecs(`${l}.attention.self.pos_key_proj`, a, h));
+      if (cfg.p2c) specs.push(...linearSpecs(`${l}.attention.self.pos_query_proj`, a, h));
     }
     specs.push(
-      ...linear(`${l}.attention.output.dense`, h, a),
+      ...linearSpecs(`${l}.attention.output.dense`, h, a),
       ...norm(`${l}.attention.output.LayerNorm`),
-      ...linear(`${l}.intermediate.dense`, f, h),
-      ...linear(`${l}.output.dense`, h, f),
+      ...linearSpecs(`${l}.intermediate.dense`, f, h),
+      ...linearSpecs(`${l}.output.dense`, h, f),
       ...norm(`${l}.output.LayerNorm`),
     );
   }
@@ -115,11 +116,9 @@ export interface DebertaInputs {
 
 type Weights = (name: string) => Tensor;
 
-/** nn.Linear `name`: x·Wᵀ + b, as one Gemm with the fused kernels. */
+/** nn.Linear `name` with its bias (common/linear.ts). */
 export const linearLayer = (x: Tensor, w: Weights, name: string, fused: boolean) =>
-  fused
-    ? T.linear(x, w(`${name}.weight`), w(`${name}.bias`))
-    : T.add(T.matmul(x, T.transposeLast(w(`${name}.weight`))), w(`${name}.bias`));
+  linear(x, w(`${name}.weight`), w(`${name}.bias`), fused);
 
 /** The last hidden states, [B, T, H]. */
 export function debertaEncoder(
@@ -129,7 +128,7 @@ export function debertaEncoder(
   prefix = '',
 ): Tensor {
   const w = (name: string) => weights(`${prefix}${name}`);
-  const linear = (x: Tensor, name: string) => linearLayer(x, w, name, inputs.fusedKernels ?? false);
+  const dense = (x: Tensor, name: string) => linearLayer(x, w, name, inputs.fusedKernels ?? false);
   const norm = (x: Tensor, name: string) =>
     T.layerNorm(x, w(`${name}.weight`), w(`${name}.bias`), cfg.layerNormEps);
   const { inputIds, attentionMask } = inputs;
@@ -160,19 +159,19 @@ export function debertaEncoder(
 
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = `encoder.layer.${i}.attention`;
-    const q = heads(linear(x, `${l}.self.query_proj`));
-    const k = heads(linear(x, `${l}.self.key_proj`));
-    const v = heads(linear(x, `${l}.self.value_proj`));
+    const q = heads(dense(x, `${l}.self.query_proj`));
+    const k = heads(dense(x, `${l}.self.key_proj`));
+    const v = heads(dense(x, `${l}.self.value_proj`));
     let scores = T.mul(T.matmul(q, T.transposeLast(k)), scale);
     if (rel) {
       if (cfg.c2p) {
-        const posKey = posHeads(linear(rel, `${l}.self.${cfg.shareAttKey ? 'key_proj' : 'pos_key_proj'}`));
+        const posKey = posHeads(dense(rel, `${l}.self.${cfg.shareAttKey ? 'key_proj' : 'pos_key_proj'}`));
         const c2p = T.gatherElements(T.matmul(q, T.transposeLast(posKey)), byIndex(inputs.c2pIndex), 3);
         scores = T.add(scores, T.mul(c2p, scale));
       }
       if (cfg.p2c) {
         const posQuery = posHeads(
-          linear(rel, `${l}.self.${cfg.shareAttKey ? 'query_proj' : 'pos_query_proj'}`),
+          dense(rel, `${l}.self.${cfg.shareAttKey ? 'query_proj' : 'pos_query_proj'}`),
         );
         const p2c = T.gatherElements(T.matmul(k, T.transposeLast(posQuery)), byIndex(inputs.p2cIndex), 3);
         scores = T.add(scores, T.mul(T.transposeLast(p2c), scale));
@@ -181,10 +180,10 @@ export function debertaEncoder(
     // XSoftmax: hidden keys get the lowest float, and rows of a hidden query come out zero.
     const probs = T.where(visible, T.softmax(T.where(visible, scores, -3.4028234663852886e38), -1), 0);
     const ctx = T.reshape(T.transpose(T.matmul(probs, v), [0, 2, 1, 3]), [b, t, nh * d]);
-    const attended = norm(T.add(linear(ctx, `${l}.output.dense`), x), `${l}.output.LayerNorm`);
-    const inner = T.geluExact(linear(attended, `encoder.layer.${i}.intermediate.dense`));
+    const attended = norm(T.add(dense(ctx, `${l}.output.dense`), x), `${l}.output.LayerNorm`);
+    const inner = T.geluExact(dense(attended, `encoder.layer.${i}.intermediate.dense`));
     x = norm(
-      T.add(linear(inner, `encoder.layer.${i}.output.dense`), attended),
+      T.add(dense(inner, `encoder.layer.${i}.output.dense`), attended),
       `encoder.layer.${i}.output.LayerNorm`,
     );
   }

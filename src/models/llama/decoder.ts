@@ -6,6 +6,7 @@
  * its gradients are single GEMMs.
  */
 import { addDims, type Dim, type Provider, T, type Tensor } from '../../engine/index.js';
+import { linear } from '../common/linear.js';
 import type { LlamaConfig } from './config.js';
 import { layerPrefix } from './weights.js';
 
@@ -54,16 +55,6 @@ export interface DecoderOutputs {
 }
 
 const LOWEST = { float32: -3.4028234663852886e38, float64: -Number.MAX_VALUE } as Record<string, number>;
-
-/**
- * x·Wᵀ (+ b) for an nn.Linear weight W of shape [out, in] and x of shape [N, in]; with the fused
- * kernels one Gemm that reads W transposed in place (T.linear), with no Transpose node.
- */
-function linear(x: Tensor, w: Tensor, b: Tensor | undefined, fused: boolean): Tensor {
-  if (fused) return T.linear(x, w, b);
-  const y = T.matmul(x, T.transposeLast(w));
-  return b ? T.add(y, b) : y;
-}
 
 /** Inverse frequencies of the rotary angles, one per pair of dimensions (θ^(−2i/d)). */
 function inverseFrequencies(cfg: LlamaConfig): Float64Array {
