@@ -6,8 +6,9 @@
  * and render.ts writes each overlay to plain YAML under deploy/rendered/<overlay>/.
  *
  * Shape: NATS with JetStream on a persistent volume; sampler and scorer Deployments behind headless
- * Services (the orchestrator resolves every pod: `dns:///`); the trainer and the orchestrator (one
- * replica each: the orchestrator has no leader election, so Recreate, never two at once);
+ * Services (the orchestrator resolves every pod: `dns:///`); two orchestrator replicas sharing the
+ * control consumer, each run driven by the one holding its lease (named by its pod name); one
+ * trainer (Recreate: never two at once);
  * checkpoints in the NATS object store, so no shared volume; probes are native gRPC health checks.
  */
 
@@ -105,6 +106,11 @@ function roleContainer(role: Role): IContainer {
     env: [
       ...Object.entries(roleEnv(role)).map(([name, value]) => ({ name, value })),
       { name: 'DUEL_NATS_URL', valueFrom: { secretKeyRef: { name: 'duel-nats', key: 'url' } } },
+      // A run's lease names its driver by pod name: a container restarted in place resumes its
+      // runs at once, a new pod takes them over when the lease runs out.
+      ...(role === 'orchestrator'
+        ? [{ name: 'DUEL_ORCHESTRATOR_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }]
+        : []),
     ],
     ports: [
       { name: 'grpc', containerPort: GRPC_PORT, protocol: 'TCP' },
@@ -155,13 +161,13 @@ function podSpec(role: Role): IPodSpec {
 }
 
 function roleDeployment(role: Role): Deployment {
-  const single = role === 'orchestrator' || role === 'trainer';
+  const single = role === 'trainer';
   return new Deployment({
     metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },
     spec: {
-      replicas: role === 'sampler' ? 2 : 1,
+      replicas: role === 'sampler' || role === 'orchestrator' ? 2 : 1,
       selector: { matchLabels: selector(role) },
-      // One orchestrator at a time (runs are resumed from the KV record, not shared); one trainer.
+      // One trainer at a time (its sessions are not shared between replicas yet).
       strategy: single
         ? { type: 'Recreate' }
         : { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },

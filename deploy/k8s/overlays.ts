@@ -25,6 +25,11 @@ import {
 } from './base.js';
 
 const WAKE_CONSUMER = 'duel-trainer-wake';
+/** The control stream and its shared consumer (orchestrator.control.*'s defaults). */
+const CONTROL_STREAM = 'DUEL_CTL';
+const CONTROL_CONSUMER = 'duel-orchestrator';
+/** Where KEDA asks Prometheus (the Prometheus Operator's default service); change it to yours. */
+const PROMETHEUS = 'http://prometheus-operated.monitoring.svc:9090';
 
 const GPU_IMAGE = `ghcr.io/duel-ml/duel:${VERSION}-gpu`;
 
@@ -80,6 +85,19 @@ function gpu(): KubeObject[] {
   });
 }
 
+/** KEDA's trigger on a JetStream consumer's lag: active from the first message waiting. */
+const jetstreamLag = (stream: string, consumer: string, perReplica: number) => ({
+  type: 'nats-jetstream',
+  metadata: {
+    natsServerMonitoringEndpoint: `duel-nats.${NAMESPACE}.svc.cluster.local:${NATS_MONITOR_PORT}`,
+    account: '$G',
+    stream,
+    consumer,
+    lagThreshold: String(perReplica),
+    activationLagThreshold: '0',
+  },
+});
+
 /**
  * The trainer scales from zero on pending work: its JetStream consumer `duel-trainer-wake` on the
  * run stream sees every `round.<n>.scored` event (a round waiting for training) and the trainer
@@ -102,6 +120,7 @@ function keda(): KubeObject[] {
         }));
       return o;
     }),
+    orchestratorScaler(),
     new ScaledObject({
       metadata: { name: 'duel-trainer', namespace: NAMESPACE, labels: labels('trainer') },
       spec: {
@@ -111,22 +130,42 @@ function keda(): KubeObject[] {
         pollingInterval: 10,
         // A round's training follows the next round's sampling closely: stay up between rounds.
         cooldownPeriod: 600,
-        triggers: [
-          {
-            type: 'nats-jetstream',
-            metadata: {
-              natsServerMonitoringEndpoint: `duel-nats.${NAMESPACE}.svc.cluster.local:${NATS_MONITOR_PORT}`,
-              account: '$G',
-              stream: 'DUEL_RUNS',
-              consumer: WAKE_CONSUMER,
-              lagThreshold: '1',
-              activationLagThreshold: '0',
-            },
-          },
-        ],
+        triggers: [jetstreamLag('DUEL_RUNS', WAKE_CONSUMER, 1)],
       },
     }),
   ];
+}
+
+/**
+ * The orchestrator scales from zero on a message waiting on the control consumer (a pipeline's
+ * submit), and up to three replicas with more waiting; the runs it drives hold it up, read from
+ * its own gauge through Prometheus, since the control consumer's lag is zero again once a submit
+ * is acked and a run lasts hours. Every replica shares the consumer; leases keep one driver a run.
+ */
+function orchestratorScaler(): ScaledObject {
+  return new ScaledObject({
+    metadata: { name: 'duel-orchestrator', namespace: NAMESPACE, labels: labels('orchestrator') },
+    spec: {
+      scaleTargetRef: { name: 'duel-orchestrator' },
+      minReplicaCount: 0,
+      maxReplicaCount: 3,
+      pollingInterval: 5,
+      cooldownPeriod: 300,
+      triggers: [
+        jetstreamLag(CONTROL_STREAM, CONTROL_CONSUMER, 4),
+        {
+          type: 'prometheus',
+          metadata: {
+            serverAddress: PROMETHEUS,
+            query: `sum(duel_orchestrator_runs_driving{namespace="${NAMESPACE}"}) or vector(0)`,
+            // Ten runs per replica before another is added; any run keeps one up.
+            threshold: '10',
+            activationThreshold: '0',
+          },
+        },
+      ],
+    },
+  });
 }
 
 /**

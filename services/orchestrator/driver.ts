@@ -13,7 +13,13 @@ import { hyperparametersAt } from '../../src/algorithms/schedule.js';
 import { DuelError } from '../../src/errors.js';
 import type { CheckpointRef, Metrics, ModelRef, RoundRecord } from '../../src/gen/duel/v1/common.js';
 import { EventKind, type RunEvent } from '../../src/gen/duel/v1/events.js';
-import { type RoundSummary, type Run, type RunSpec, RunState } from '../../src/gen/duel/v1/runs.js';
+import {
+  type RoundSummary,
+  type Run,
+  type RunLease,
+  type RunSpec,
+  RunState,
+} from '../../src/gen/duel/v1/runs.js';
 import {
   type ArtifactStore,
   type ResolveArtifact,
@@ -38,6 +44,10 @@ import {
 } from './stages.js';
 
 export interface OrchestratorOptions {
+  /** This replica's name in run leases (orchestrator.id). */
+  id: string;
+  /** A run whose lease has not been renewed for this long, on this replica's clock, is taken over. */
+  leaseMs: number;
   callDeadlineMs: number;
   trainDeadlineMs: number;
   promptsPerCall: number;
@@ -120,6 +130,10 @@ export function lossReference(spec: RunSpec, rounds: RoundSummary[], round: numb
 
 export class Orchestrator {
   private readonly active = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  /** Other replicas' leases as this one last saw them, and since when (its monotonic clock). */
+  private readonly observed = new Map<string, { holder: string; renewal: number; since: number }>();
+  private scanTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
 
   constructor(
     readonly store: RunStore,
@@ -136,10 +150,16 @@ export class Orchestrator {
 
   /**
    * Validates and records a new run and starts driving it. An existing id returns that run
-   * unchanged (a retried CreateRun is harmless).
+   * unchanged (a retried CreateRun or submit message is harmless), with `created` false.
    */
-  async create(spec: RunSpec | undefined, requestedId: string): Promise<Run> {
-    if (requestedId !== '') checkRunId(requestedId);
+  async create(spec: RunSpec | undefined, requestedId: string): Promise<{ run: Run; created: boolean }> {
+    if (requestedId !== '') {
+      checkRunId(requestedId);
+      // Decided by the record before the spec is looked at: a retry finds its run even when what
+      // the spec points at has changed since.
+      const existing = await this.store.get(requestedId);
+      if (existing) return { run: existing.value, created: false };
+    }
     const plan = await planRun(spec);
     const policyDir = await this.resolve(spec!.policy!.artifact!);
     readPrompts(spec!.promptsUri, 'spec.prompts_uri', policyDir);
@@ -163,12 +183,14 @@ export class Orchestrator {
       message: '',
       createdAt: now,
       updatedAt: now,
+      lease: { holder: this.options.id, renewal: 1, leaseMs: this.options.leaseMs },
     };
-    if (!(await this.store.create(id, run))) return (await this.store.get(id))!.value;
+    if (!(await this.store.create(id, run)))
+      return { run: (await this.store.get(id))!.value, created: false };
     await this.events.emit(this.event(run, K.EVENT_KIND_RUN_CREATED, 0, now));
     this.log.info({ run: id, algo: spec!.algorithm, rounds: spec!.rounds }, 'run created');
     this.start(id, plan);
-    return run;
+    return { run, created: true };
   }
 
   async get(id: string): Promise<Run> {
@@ -210,11 +232,37 @@ export class Orchestrator {
     return run;
   }
 
-  /** Picks up every run a previous orchestrator left unfinished. */
+  /**
+   * Picks up every unfinished run that no live replica drives: one without a lease, one whose
+   * lease names this replica (a restart under the same id), and one whose lease this replica has
+   * seen unrenewed for `leaseMs` on its own clock (its driver died). Called at start and then
+   * every third of `leaseMs` (`watchLeases`).
+   */
   async resumeAll(): Promise<string[]> {
     const resumed: string[] = [];
+    const now = performance.now();
     for (const run of await this.list()) {
-      if (TERMINAL.includes(run.state) || this.active.has(run.runId)) continue;
+      if (TERMINAL.includes(run.state) || this.active.has(run.runId)) {
+        this.observed.delete(run.runId);
+        continue;
+      }
+      const lease = run.lease;
+      const seen = this.observed.get(run.runId);
+      if (!seen || seen.holder !== lease?.holder || seen.renewal !== lease?.renewal)
+        this.observed.set(run.runId, {
+          holder: lease?.holder ?? '',
+          renewal: lease?.renewal ?? 0,
+          since: now,
+        });
+      const stale = now - this.observed.get(run.runId)!.since >= this.options.leaseMs;
+      if (lease?.holder && lease.holder !== this.options.id && !stale) continue;
+      if (!(await this.claim(run.runId, lease))) continue;
+      this.observed.delete(run.runId);
+      if (lease?.holder && lease.holder !== this.options.id)
+        this.log.warn(
+          { run: run.runId, from: lease.holder },
+          'took over a run whose driver stopped renewing its lease',
+        );
       try {
         this.start(run.runId, await planRun(run.spec));
         resumed.push(run.runId);
@@ -226,22 +274,117 @@ export class Orchestrator {
     return resumed;
   }
 
-  /** Stops driving (without changing any record), e.g. on SIGTERM; the next orchestrator resumes. */
+  /** Looks for runs to take over every third of the lease until `stop`. */
+  watchLeases(): void {
+    const every = Math.max(100, Math.floor(this.options.leaseMs / 3));
+    const tick = async () => {
+      try {
+        await this.resumeAll();
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'lease scan failed; trying again');
+      }
+      if (!this.stopping) this.scanTimer = setTimeout(tick, every);
+    };
+    this.scanTimer = setTimeout(tick, every);
+  }
+
+  /**
+   * Stops driving, e.g. on SIGTERM, and hands each run's lease back so that another replica takes
+   * it over at once; the run's record is otherwise unchanged.
+   */
   async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.scanTimer);
+    const ids = [...this.active.keys()];
     for (const a of this.active.values()) a.controller.abort(new Stopped('orchestrator stopping'));
     await Promise.all([...this.active.values()].map((a) => a.done));
+    await Promise.all(
+      ids.map((id) =>
+        this.store
+          .update(id, (r) =>
+            r.lease?.holder === this.options.id
+              ? { ...r, lease: { ...r.lease, holder: '', renewal: r.lease.renewal + 1 } }
+              : undefined,
+          )
+          .catch((e) => this.log.warn({ run: id, err: (e as Error).message }, 'could not release the lease')),
+      ),
+    );
+  }
+
+  /**
+   * Takes or renews run `id`'s lease by compare-and-set: free, already this replica's, or still
+   * the one `expired` (the lease seen unrenewed for `leaseMs`). False when another replica holds
+   * it or the run has ended.
+   */
+  private async claim(id: string, expired?: RunLease): Promise<boolean> {
+    const me = this.options.id;
+    const run = await this.store.update(id, (r) => {
+      if (TERMINAL.includes(r.state)) return undefined;
+      const l = r.lease;
+      const free =
+        !l?.holder || l.holder === me || (l.holder === expired?.holder && l.renewal === expired.renewal);
+      if (!free) return undefined;
+      return { ...r, lease: { holder: me, renewal: (l?.renewal ?? 0) + 1, leaseMs: this.options.leaseMs } };
+    });
+    return !TERMINAL.includes(run.state) && run.lease?.holder === me;
   }
 
   private start(id: string, plan: RunPlan): void {
     const controller = new AbortController();
+    const renewal = this.renewWhileDriving(id, controller);
     const done = this.drive(id, plan, controller.signal)
       .catch((e) => {
         if (e instanceof Stopped || controller.signal.aborted) return;
         return this.fail(id, undefined, DuelError.from(e));
       })
       .catch((e) => this.log.error({ run: id, err: (e as Error).message }, 'could not record a run failure'))
-      .finally(() => this.active.delete(id));
+      .finally(() => {
+        clearInterval(renewal);
+        this.active.delete(id);
+        this.countDriving();
+      });
     this.active.set(id, { controller, done });
+    this.countDriving();
+  }
+
+  /** What keeps a scaled-to-zero deployment up while it has work (the keda overlay's trigger). */
+  private countDriving(): void {
+    this.metrics?.gauge('duel_orchestrator_runs_driving', 'runs this replica drives now', this.active.size);
+  }
+
+  /**
+   * Renews the lease every third of `leaseMs` while the drive runs. The drive is stopped when the
+   * lease went to another replica or the run ended (a cancel on another replica), and also when no
+   * renewal got through for `leaseMs`: another replica may have taken the run over by then, and
+   * two drivers of one run is what the lease exists to prevent.
+   */
+  private renewWhileDriving(id: string, controller: AbortController): NodeJS.Timeout {
+    let renewedAt = performance.now();
+    let inFlight = false;
+    return setInterval(
+      () => {
+        if (inFlight || controller.signal.aborted) return;
+        inFlight = true;
+        this.claim(id)
+          .then((held) => {
+            if (held) renewedAt = performance.now();
+            else controller.abort(new Stopped('the run ended or another replica holds its lease'));
+          })
+          .catch((e) => {
+            if (performance.now() - renewedAt > this.options.leaseMs) {
+              this.log.error(
+                { run: id, err: (e as Error).message },
+                'lease not renewed in time: stopping this drive',
+              );
+              controller.abort(new Stopped('lease expired'));
+            }
+          })
+          .finally(() => {
+            inFlight = false;
+          });
+      },
+      Math.max(50, Math.floor(this.options.leaseMs / 3)),
+    );
   }
 
   private event(run: Pick<Run, 'runId'>, kind: EventKind, round: number, startedAt: Date): RunEvent {
@@ -254,6 +397,7 @@ export class Orchestrator {
       checkpoint: undefined,
       metrics: undefined,
       message: '',
+      badRequest: undefined,
     };
   }
 
@@ -278,6 +422,9 @@ export class Orchestrator {
     }
     return this.store.update(id, (r) => {
       if (r.state !== RunState.RUN_STATE_RUNNING) throw new Stopped(`run is ${RunState[r.state]}`);
+      // The fence: a replica that lost the lease (paused past it, cut off from NATS) writes nothing.
+      if (r.lease?.holder !== this.options.id)
+        throw new Stopped(`run is driven by ${r.lease?.holder || 'nobody'}`);
       const later = r.currentRound < event.round || event.kind > r.currentStage;
       return {
         ...r,
@@ -536,7 +683,7 @@ export class Orchestrator {
   private async fail(id: string, round: number | undefined, error: DuelError): Promise<void> {
     const message = error.message;
     const run = await this.store.update(id, (r) =>
-      TERMINAL.includes(r.state)
+      TERMINAL.includes(r.state) || (r.lease?.holder && r.lease.holder !== this.options.id)
         ? undefined
         : { ...r, state: RunState.RUN_STATE_FAILED, message, updatedAt: new Date() },
     );

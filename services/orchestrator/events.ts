@@ -12,7 +12,7 @@ import {
   JetStreamEventLog,
   type NatsConnection,
 } from '../../src/platform/nats.js';
-import { eventAddress, isTerminal } from '../../src/platform/run-events.js';
+import { eventAddress, isTerminal, NO_RUN } from '../../src/platform/run-events.js';
 
 export const RUNS_STREAM = 'DUEL_RUNS';
 
@@ -34,6 +34,17 @@ export class RunEvents {
   emit(event: RunEvent): Promise<boolean> {
     const { subject, msgId } = eventAddress(event);
     return this.log.publishOnce(subject, RunEvent.encode(event).finish(), msgId);
+  }
+
+  /**
+   * Publishes an answer that may repeat on its subject (a `rejected`: the same run id may be
+   * refused again, or accepted later), once per control message: `messageId` names that message,
+   * so its redelivery after a crash is not answered twice. A run id that is not one (the message's
+   * id was missing or malformed) is answered on `duel.run._.rejected`.
+   */
+  answer(event: RunEvent, messageId: string): Promise<boolean> {
+    const { subject, msgId } = eventAddress({ ...event, runId: event.runId || NO_RUN });
+    return this.log.publish(subject, RunEvent.encode(event).finish(), `${msgId}/${messageId}`);
   }
 
   /** The run's events in order (all of them, or those from now on) until its terminal one or `signal`. */

@@ -3,6 +3,7 @@
  * records and events in JetStream (or, on the in-process bus, in its own memory) and resuming every
  * unfinished run when it starts.
  */
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { PolicySamplerServiceClient } from '../../src/gen/duel/v1/sampler.js';
 import { PreferenceScorerServiceClient } from '../../src/gen/duel/v1/scorer.js';
@@ -16,6 +17,7 @@ import { needsNats, serviceConfig } from '../../src/platform/service-config.js';
 import { channelCredentials } from '../../src/platform/tls.js';
 import { Violations } from '../../src/platform/violations.js';
 import { ensureWakeConsumer } from '../../src/platform/wake-consumer.js';
+import { ControlConsumer } from './control.js';
 import { Orchestrator } from './driver.js';
 import { RUNS_STREAM, RunEvents } from './events.js';
 import { ReplicaPool } from './replicas.js';
@@ -48,6 +50,34 @@ export const config = serviceConfig(
          * created at start when set: what KEDA scales a trainer from zero on. Empty: none.
          */
         trainerWakeConsumer: z.string().default(''),
+        /**
+         * This replica's name in run leases and answers; unique among live replicas (Kubernetes:
+         * the pod name). Default: host name and process id.
+         */
+        id: z.string().default(''),
+        /**
+         * A run's driver renews its lease every third of this; a replica that sees a lease
+         * unrenewed for this long takes the run over (docs/runs.md "Orchestrator replicas").
+         */
+        leaseMs: z.number().int().min(300).default(15_000),
+        /** Runs by message (services/orchestrator/control.ts); on NATS only. */
+        control: z
+          .object({
+            enabled: z.boolean().default(true),
+            stream: z.string().min(1).default('DUEL_CTL'),
+            /** Subjects `<prefix>.run.submit` and `<prefix>.run.<run_id>.cancel`. */
+            prefix: z
+              .string()
+              .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'must be NATS subject tokens without wildcards')
+              .default('duel.ctl'),
+            consumer: z.string().min(1).default('duel-orchestrator'),
+            ackWaitMs: z.number().int().min(1000).default(30_000),
+            /** Deliveries of a message that fails for a passing reason before it is rejected. */
+            maxDeliver: z.number().int().min(1).default(5),
+            /** Where relative paths in a submitted spec are read from. Default: the working directory. */
+            specRoot: z.string().default(''),
+          })
+          .prefault({}),
       })
       .prefault({}),
   },
@@ -64,6 +94,7 @@ export async function start({ cfg, metrics: m, log }: RoleContext<z.infer<typeof
   v.check(o.scorers.length > 0, 'orchestrator.scorers', 'at least one scorer address is required');
   v.check(o.trainer !== '', 'orchestrator.trainer', 'the trainer address is required');
   v.throwIfAny();
+  const id = o.id || `${hostname()}-${process.pid}`;
   const memory = isMemoryBus(cfg.nats.url);
   const nc = memory ? undefined : await connectNats(cfg.nats, 'duel-orchestrator');
   if (memory)
@@ -105,6 +136,8 @@ export async function start({ cfg, metrics: m, log }: RoleContext<z.infer<typeof
     events,
     workers,
     {
+      id,
+      leaseMs: o.leaseMs,
       callDeadlineMs: o.callDeadlineMs,
       trainDeadlineMs: o.trainDeadlineMs,
       promptsPerCall: o.promptsPerCall,
@@ -115,12 +148,24 @@ export async function start({ cfg, metrics: m, log }: RoleContext<z.infer<typeof
     log,
     m,
   );
+  const control =
+    nc && o.control.enabled
+      ? await ControlConsumer.open(
+          nc,
+          { ...o.control, specRoot: o.control.specRoot || process.cwd(), source: `/duel/orchestrator/${id}` },
+          orchestrator,
+          log,
+        )
+      : undefined;
   return {
     registration: runsService(orchestrator),
     ready: async () => {
       await orchestrator.resumeAll();
+      orchestrator.watchLeases();
+      control?.start();
     },
     close: async () => {
+      await control?.stop();
       await orchestrator.stop();
       workers.samplers.close();
       workers.scorers.close();

@@ -16,7 +16,7 @@ const MAX_PAGE = 500;
 export function runsService(o: Orchestrator) {
   return service(RunsServiceService, {
     async createRun(req) {
-      return { run: await o.create(req.spec, req.runId) };
+      return { run: (await o.create(req.spec, req.runId)).run };
     },
 
     async getRun(req) {

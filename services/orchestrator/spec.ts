@@ -89,7 +89,14 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
   // sampling is planned once per run. The recipes are loaded here, not at start: they bring the
   // tensor engine (their losses) and every hyper-parameter schema, milliseconds of the
   // orchestrator's cold start (BENCHMARKS.md) for a check only CreateRun and a resume make.
-  const { recipesByRound } = await import('../../src/algorithms/recipes/index.js');
+  const { recipesByRound, RECIPES } = await import('../../src/algorithms/recipes/index.js');
+  if (!Object.hasOwn(RECIPES, spec.algorithm))
+    throw DuelError.invalidArgument([
+      {
+        field: 'spec.algorithm',
+        description: `unknown algorithm '${spec.algorithm}' (known: ${Object.keys(RECIPES).join(', ')})`,
+      },
+    ]);
   const byRound = recipesByRound(spec.algorithm, spec.hyperparameters, spec.rounds, 'spec.hyperparameters');
   const sampling = byRound[0]!.sampling(spec.samplesPerPrompt);
   for (const [i, r] of byRound.entries())

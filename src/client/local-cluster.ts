@@ -116,7 +116,18 @@ export class LocalCluster {
     readonly scorers: ServiceProcess[],
     readonly trainer: ServiceProcess,
     readonly orchestrator: ServiceProcess,
+    private readonly makeOrchestrator: (name: string, env: NodeJS.ProcessEnv) => ServiceProcess,
   ) {}
+
+  /** Another orchestrator replica over the same workers and NATS (started; stopped by `stop`). */
+  async addOrchestrator(name: string, env: NodeJS.ProcessEnv = {}): Promise<ServiceProcess> {
+    const o = this.makeOrchestrator(name, env);
+    this.replicas.push(o);
+    await o.start();
+    return o;
+  }
+
+  private readonly replicas: ServiceProcess[] = [];
 
   /** `nats` (a server, ours or given) or `memory` (the orchestrator's in-process bus). */
   get bus(): 'nats' | 'memory' {
@@ -148,13 +159,21 @@ export class LocalCluster {
           started.push(s);
         }),
       );
-      const orchestrator = make('orchestrator', 'orchestrator', {
+      const workers = {
         DUEL_ORCHESTRATOR_SAMPLERS: samplers.map((s) => s.address).join(','),
         DUEL_ORCHESTRATOR_SCORERS: scorers.map((s) => s.address).join(','),
         DUEL_ORCHESTRATOR_TRAINER: trainer.address,
+      };
+      // The process name is the replica's lease id: a restarted orchestrator resumes its runs at
+      // once, as a Kubernetes pod restarted in place (same pod name) does.
+      const orchestrator = make('orchestrator', 'orchestrator', {
+        ...workers,
+        DUEL_ORCHESTRATOR_ID: 'orchestrator',
       });
       await orchestrator.start();
-      return new LocalCluster(nats, natsUrl, samplers, scorers, trainer, orchestrator);
+      return new LocalCluster(nats, natsUrl, samplers, scorers, trainer, orchestrator, (name, env) =>
+        make('orchestrator', name, { ...workers, DUEL_ORCHESTRATOR_ID: name, ...env }),
+      );
     } catch (e) {
       await Promise.all(started.map((s) => s.stop('SIGKILL')));
       await nats?.stop();
@@ -166,9 +185,10 @@ export class LocalCluster {
     return [...this.samplers, ...this.scorers, this.trainer, this.orchestrator];
   }
 
-  /** SIGTERM to every service (orchestrator first, so it stops calling the others), then NATS. */
+  /** SIGTERM to every service (orchestrators first, so they stop calling the others), then NATS. */
   async stop(): Promise<void> {
-    await this.orchestrator.stop();
+    await Promise.all([this.orchestrator, ...this.replicas].map((o) => o.stop()));
+    for (const o of this.replicas) o.closeLog();
     await Promise.all(this.all.map((s) => s.stop()));
     for (const s of this.all) s.closeLog();
     await this.nats?.stop();

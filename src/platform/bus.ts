@@ -18,6 +18,11 @@ export interface EventLog {
    */
   publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean>;
   /**
+   * Appends `data` on `subject` unless the log holds a message with `msgId` (JetStream: within its
+   * duplicate window); for answers that may repeat on one subject, as a rejected submit does.
+   */
+  publish(subject: string, data: Uint8Array, msgId: string): Promise<boolean>;
+  /**
    * The messages whose subject matches `filter` (NATS wildcards: `*` one token, `>` the rest), in
    * order: all of them (`fromStart`) or those from now on, until `signal` aborts.
    */

@@ -16,7 +16,12 @@ export class MemoryEventLog implements EventLog {
   private readonly waiters = new Set<() => void>();
 
   async publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
-    if (this.subjects.has(subject) || this.ids.has(msgId)) return false;
+    if (this.subjects.has(subject)) return false;
+    return this.publish(subject, data, msgId);
+  }
+
+  async publish(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
+    if (this.ids.has(msgId)) return false;
     this.subjects.add(subject);
     this.ids.add(msgId);
     this.messages.push({ subject, data: data.slice() });

@@ -53,6 +53,11 @@ export class ServiceMetrics {
     this.record((m) => m.seconds(name, help, seconds, stage));
   }
 
+  /** A domain gauge (runs this orchestrator drives, ...), created on first use, set to `value`. */
+  gauge(name: string, help: string, value: number): void {
+    this.record((m) => m.gauge(name, help, value));
+  }
+
   /** The Prometheus text exposition of everything recorded. */
   async text(): Promise<string> {
     return (await this.load()).registry.metrics();
@@ -84,6 +89,7 @@ class PromMetrics {
   private readonly latency: Prom.Histogram<'method'>;
   private readonly counters = new Map<string, Prom.Counter>();
   private readonly durations = new Map<string, Prom.Histogram<'stage'>>();
+  private readonly gauges = new Map<string, Prom.Gauge>();
 
   constructor(
     private readonly prom: typeof Prom,
@@ -120,6 +126,15 @@ class PromMetrics {
       this.counters.set(name, c);
     }
     c.inc(by);
+  }
+
+  gauge(name: string, help: string, value: number): void {
+    let g = this.gauges.get(name);
+    if (!g) {
+      g = new this.prom.Gauge({ name, help, registers: [this.registry] });
+      this.gauges.set(name, g);
+    }
+    g.set(value);
   }
 
   /** A domain duration histogram in seconds (round and stage times), created on first use. */

@@ -53,6 +53,12 @@ const readSecret = (path: string, field: string): Uint8Array => {
 /** nats.js connection options for `s`: credentials and TLS; secrets read from their files here. */
 function natsConnectOptions(s: NatsSettings): ConnectionOptions {
   const o: ConnectionOptions = { servers: s.url.replace(/^(nats|tls):\/\//, '') };
+  // user:password@ in the URL, as NATS clients take it (the settings' own user wins).
+  const inUrl = /^(?:nats|tls):\/\/([^:@/]+):([^@/]*)@/.exec(s.url);
+  if (inUrl) {
+    o.servers = s.url.replace(/^(nats|tls):\/\/[^@/]*@/, '');
+    Object.assign(o, { user: decodeURIComponent(inUrl[1]!), pass: decodeURIComponent(inUrl[2]!) });
+  }
   if (s.user) Object.assign(o, { user: s.user, pass: s.password ?? '' });
   if (s.token) o.token = s.token;
   if (s.nkeySeed) {
@@ -192,6 +198,13 @@ export class JetStreamEventLog implements EventLog {
     return throughOutage(`the publish of ${subject}`, () =>
       publishOnce(this.js, this.jsm, this.stream, subject, data, msgId),
     );
+  }
+
+  publish(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
+    return throughOutage(`the publish of ${subject}`, async () => {
+      const ack = await this.js.publish(subject, data, { msgID: msgId });
+      return !ack.duplicate;
+    });
   }
 
   async *follow(filter: string, fromStart: boolean, signal: AbortSignal): AsyncIterable<Uint8Array> {

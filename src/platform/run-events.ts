@@ -16,6 +16,8 @@ const ROUND_STAGES: Partial<Record<EventKind, string>> = {
   [EventKind.EVENT_KIND_ROUND_FAILED]: 'failed',
 };
 const RUN_KINDS: Partial<Record<EventKind, string>> = {
+  [EventKind.EVENT_KIND_RUN_ACCEPTED]: 'accepted',
+  [EventKind.EVENT_KIND_RUN_REJECTED]: 'rejected',
   [EventKind.EVENT_KIND_RUN_CREATED]: 'created',
   [EventKind.EVENT_KIND_RUN_FINISHED]: 'finished',
   [EventKind.EVENT_KIND_RUN_FAILED]: 'failed',
@@ -30,6 +32,12 @@ export const isTerminal = (kind: EventKind) =>
   kind === EventKind.EVENT_KIND_RUN_FINISHED ||
   kind === EventKind.EVENT_KIND_RUN_FAILED ||
   kind === EventKind.EVENT_KIND_RUN_CANCELLED;
+
+/**
+ * The run-id token of the subject of an answer to a control message whose id is not a valid run
+ * id: `duel.run._.rejected` (no run id starts with '_').
+ */
+export const NO_RUN = '_';
 
 /** The event's subject and message id. */
 export function eventAddress(e: Pick<RunEvent, 'runId' | 'kind' | 'round'>): {

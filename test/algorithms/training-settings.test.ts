@@ -6,8 +6,8 @@ import {
   settingsFromWire,
   settingsToWire,
 } from '../../src/algorithms/training-settings.js';
-import { parseRunSpec } from '../../src/client/run-spec.js';
 import { DuelError } from '../../src/errors.js';
+import { parseRunSpec } from '../../src/platform/run-spec.js';
 
 const field = (key: string) => `--${key}`;
 

@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { LocalCluster } from '../../src/client/local-cluster.js';
-import { readRunSpec } from '../../src/client/run-spec.js';
 import { followRun, runsClient } from '../../src/client/runs.js';
 import { EventKind } from '../../src/gen/duel/v1/events.js';
 import { RunState } from '../../src/gen/duel/v1/runs.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
 import { packageRoot } from '../../src/platform/paths.js';
+import { readRunSpec } from '../../src/platform/run-spec.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { fileTempDir } from '../helpers/tmp.js';
 

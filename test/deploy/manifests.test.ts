@@ -179,7 +179,7 @@ describe('manifest validation', () => {
 
   it('scales the trainer from zero on the wake consumer in the keda overlay', () => {
     const keda = objectsOf('keda');
-    const so = keda.find((o) => o.kind === 'ScaledObject')!;
+    const so = keda.find((o) => o.kind === 'ScaledObject' && o.metadata.name === 'duel-trainer')!;
     expect(so.spec).toMatchObject({ minReplicaCount: 0, scaleTargetRef: { name: 'duel-trainer' } });
     expect(so.spec.triggers[0]).toMatchObject({
       type: 'nats-jetstream',
@@ -191,5 +191,30 @@ describe('manifest validation', () => {
       );
     expect(envOf('duel-trainer')).toContain('DUEL_TRAINER_WAKE_CONSUMER=duel-trainer-wake');
     expect(envOf('duel-orchestrator')).toContain('DUEL_ORCHESTRATOR_TRAINER_WAKE_CONSUMER=duel-trainer-wake');
+  });
+
+  it('scales the orchestrator from zero on the control consumer, and holds it up while it drives runs', () => {
+    const so = objectsOf('keda').find(
+      (o) => o.kind === 'ScaledObject' && o.metadata.name === 'duel-orchestrator',
+    )!;
+    expect(so.spec).toMatchObject({ minReplicaCount: 0, scaleTargetRef: { name: 'duel-orchestrator' } });
+    expect(so.spec.triggers[0]).toMatchObject({
+      type: 'nats-jetstream',
+      metadata: { stream: 'DUEL_CTL', consumer: 'duel-orchestrator', activationLagThreshold: '0' },
+    });
+    expect(so.spec.triggers[1]).toMatchObject({ type: 'prometheus', metadata: { activationThreshold: '0' } });
+    expect(so.spec.triggers[1].metadata.query).toMatch(/duel_orchestrator_runs_driving/);
+  });
+
+  it('runs orchestrator replicas, each named in run leases by its pod name', () => {
+    const gpu = objectsOf('gpu');
+    const d = gpu.find((o) => o.kind === 'Deployment' && o.metadata.name === 'duel-orchestrator')!;
+    expect(d.spec.replicas).toBe(2);
+    const env = podTemplates(gpu).find((p) => p.owner.metadata.name === 'duel-orchestrator')!.spec
+      .containers[0]!.env as unknown[];
+    expect(env.find((e) => (e as { name: string }).name === 'DUEL_ORCHESTRATOR_ID')).toEqual({
+      name: 'DUEL_ORCHESTRATOR_ID',
+      valueFrom: { fieldRef: { fieldPath: 'metadata.name' } },
+    });
   });
 });

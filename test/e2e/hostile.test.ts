@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
-import { readRunSpec } from '../../src/client/run-spec.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
 import {
   CancelRunRequest,
@@ -43,6 +42,7 @@ import {
   TrainRoundRequest,
 } from '../../src/gen/duel/v1/trainer.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { readRunSpec } from '../../src/platform/run-spec.js';
 import { mutate, noise, rng } from '../helpers/fuzz.js';
 import { healthCheck } from '../helpers/grpc.js';
 import { writeTinyRun } from '../helpers/tiny-run.js';

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
-import { readRunSpec } from '../../src/client/run-spec.js';
 import { followRun, runsClient, submitRun } from '../../src/client/runs.js';
 import { EventKind } from '../../src/gen/duel/v1/events.js';
 import { RunState } from '../../src/gen/duel/v1/runs.js';
+import { readRunSpec } from '../../src/platform/run-spec.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 
 let root: string;

@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
-import { readRunSpec } from '../../src/client/run-spec.js';
 import { followRun, submitRun } from '../../src/client/runs.js';
 import { RoundRecords } from '../../src/gen/duel/v1/common.js';
 import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
@@ -20,6 +19,7 @@ import { connectNats, followSubject, type NatsConnection } from '../../src/platf
 import { NatsArtifactStore } from '../../src/platform/nats-artifacts.js';
 import { freePort } from '../../src/platform/nats-server.js';
 import { eventName } from '../../src/platform/run-events.js';
+import { readRunSpec } from '../../src/platform/run-spec.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 
 let root: string;

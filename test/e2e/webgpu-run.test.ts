@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
-import { readRunSpec } from '../../src/client/run-spec.js';
 import { submitRun } from '../../src/client/runs.js';
 import { RunState } from '../../src/gen/duel/v1/runs.js';
+import { readRunSpec } from '../../src/platform/run-spec.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 
 let root: string;

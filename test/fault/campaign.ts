@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { LocalCluster, type ServiceProcess } from '../../src/client/local-cluster.js';
-import { readRunSpec } from '../../src/client/run-spec.js';
 import { EventKind } from '../../src/gen/duel/v1/events.js';
 import { type Run, RunState, RunsServiceClient } from '../../src/gen/duel/v1/runs.js';
 import { rng } from '../../src/models/common/rng.js';
@@ -21,6 +20,7 @@ import { MANIFEST, sha256, verifyArtifact } from '../../src/platform/artifacts.j
 import { callUnary } from '../../src/platform/grpc/client.js';
 import { connectNats } from '../../src/platform/nats.js';
 import { NatsServer } from '../../src/platform/nats-server.js';
+import { readRunSpec } from '../../src/platform/run-spec.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 
 export const TARGETS = ['sampler', 'scorer', 'trainer', 'orchestrator', 'nats-server'] as const;

@@ -67,6 +67,7 @@ const impls: [string, () => Promise<{ log: EventLog; store: RecordStore<{ n: num
       const prefix = `bus${streams}`;
       const prefixed: EventLog = {
         publishOnce: (s, d, id) => log.publishOnce(`${prefix}.${s}`, d, id),
+        publish: (s, d, id) => log.publish(`${prefix}.${s}`, d, id),
         follow: (f, from, sig) => log.follow(`${prefix}.${f}`, from, sig),
       };
       return { log: prefixed, store: await CasStore.open(nc.jetstream(), `bus_${streams}`, encode, decode) };
@@ -93,6 +94,14 @@ describe.each(impls)('the %s bus', (_name, open) => {
     expect(await log.publishOnce('r.x.other', bytes('dup id'), 'x/-/created')).toBe(false);
     expect(await log.publishOnce('r.x.round.1.started', bytes('2'), 'x/1/started')).toBe(true);
     expect(await take(log, 'r.x.>', true, 2)).toEqual(['1', '2']);
+  });
+
+  it('publishes again on one subject, but once per message id', async () => {
+    const { log } = await open();
+    expect(await log.publish('r.y.rejected', bytes('1'), 'y/-/rejected/1')).toBe(true);
+    expect(await log.publish('r.y.rejected', bytes('1 again'), 'y/-/rejected/1')).toBe(false);
+    expect(await log.publish('r.y.rejected', bytes('2'), 'y/-/rejected/2')).toBe(true);
+    expect(await take(log, 'r.y.>', true, 2)).toEqual(['1', '2']);
   });
 
   it('replays a filter from the start in order, then follows new messages', async () => {

@@ -1,6 +1,6 @@
 /**
- * `duel run` submits a run to an orchestrator and follows its events until it ends; `--local`
- * first starts the whole suite on loopback (local-cluster.ts). `duel runs list|get|watch|cancel`
+ * `duel run` submits a run to an orchestrator (gRPC, or a message on NATS with `--nats`) and follows
+ * its events until it ends; `--local` first starts the whole suite on loopback (local-cluster.ts). `duel runs list|get|watch|cancel`
  * talks to a running orchestrator.
  */
 import { mkdtempSync } from 'node:fs';
@@ -8,11 +8,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { LocalCluster } from '../../client/local-cluster.js';
-import { readRunSpec } from '../../client/run-spec.js';
 import { DEADLINE, describeEvent, followRun, runSummary, runsClient, submitRun } from '../../client/runs.js';
+import { eventSummary, submitRunByMessage } from '../../client/runs-by-message.js';
 import { DuelError } from '../../errors.js';
+import { EventKind } from '../../gen/duel/v1/events.js';
 import { RunState, type RunsServiceClient } from '../../gen/duel/v1/runs.js';
 import { callUnary } from '../../platform/grpc/client.js';
+import { readRunSpec } from '../../platform/run-spec.js';
 
 export function registerRun(program: Command): void {
   program
@@ -21,7 +23,11 @@ export function registerRun(program: Command): void {
     .requiredOption('--spec <file>', 'the run spec')
     .option('--server <address>', 'the orchestrator (host:port)')
     .option('--local', 'start nats-server and the four services on loopback for this run')
-    .option('--nats <url>', 'with --local: use this NATS server instead of starting one')
+    .option(
+      '--nats <url>',
+      'submit by message on this NATS (duel.ctl.run.submit) and follow the run; with --local: use this NATS server instead of starting one',
+    )
+    .option('--control-prefix <prefix>', 'with --nats: the control subjects prefix', 'duel.ctl')
     .option('--artifacts <dir>', 'with --local: the artifact store root', '')
     .option('--id <run-id>', 'choose the run id (idempotent: an existing id returns that run)')
     .option('--detach', 'return once the run is created')
@@ -34,11 +40,23 @@ export function registerRun(program: Command): void {
         artifacts: string;
         id?: string;
         detach?: boolean;
+        controlPrefix: string;
       }) => {
-        if (!o.server && !o.local)
+        if (!o.server && !o.local && !o.nats)
           throw DuelError.invalidArgument([
-            { field: '--server', description: 'give --server ADDR or --local' },
+            { field: '--server', description: 'give --server ADDR, --nats URL or --local' },
           ]);
+        if (o.nats && !o.local && !o.server) {
+          const last = await submitRunByMessage({ url: o.nats }, o.spec, {
+            id: o.id,
+            detach: o.detach,
+            prefix: o.controlPrefix,
+          });
+          process.stdout.write(`${JSON.stringify(eventSummary(last))}\n`);
+          const ok = o.detach || last.kind === EventKind.EVENT_KIND_RUN_FINISHED;
+          if (!ok) process.exitCode = 1;
+          return;
+        }
         const spec = readRunSpec(o.spec);
         let cluster: LocalCluster | undefined;
         if (o.local) {

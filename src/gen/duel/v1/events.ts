@@ -7,6 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
+import { BadRequest } from "../../third_party/google/rpc/status.js";
 import { CheckpointRef, Metrics } from "./common.js";
 
 export const protobufPackage = "duel.v1";
@@ -15,7 +16,7 @@ export const protobufFileName = "duel/v1/events.proto";
 
 /**
  * The payload of every NATS event of a run. Subjects:
- *   duel.run.<run_id>.{created,finished,failed,cancelled}
+ *   duel.run.<run_id>.{accepted,rejected,created,finished,failed,cancelled}
  *   duel.run.<run_id>.round.<n>.<stage>
  * with JetStream message id "<run_id>/<n>/<stage>" ("<run_id>/-/<kind>" for run-level events), so
  * that a re-published event is dropped by the stream's duplicate window.
@@ -34,6 +35,10 @@ export enum EventKind {
   EVENT_KIND_RUN_CANCELLED = 10,
   /** EVENT_KIND_RUN_FAILED - The run ended without finishing its rounds; `message` says why. */
   EVENT_KIND_RUN_FAILED = 11,
+  /** EVENT_KIND_RUN_ACCEPTED - A submit message (duel.ctl.run.submit) was taken: the run record is written. */
+  EVENT_KIND_RUN_ACCEPTED = 12,
+  /** EVENT_KIND_RUN_REJECTED - A control message could not be parsed or its spec is invalid; `bad_request` names every field. */
+  EVENT_KIND_RUN_REJECTED = 13,
   UNRECOGNIZED = -1,
 }
 
@@ -75,6 +80,12 @@ export function eventKindFromJSON(object: any): EventKind {
     case 11:
     case "EVENT_KIND_RUN_FAILED":
       return EventKind.EVENT_KIND_RUN_FAILED;
+    case 12:
+    case "EVENT_KIND_RUN_ACCEPTED":
+      return EventKind.EVENT_KIND_RUN_ACCEPTED;
+    case 13:
+    case "EVENT_KIND_RUN_REJECTED":
+      return EventKind.EVENT_KIND_RUN_REJECTED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -108,6 +119,10 @@ export function eventKindToJSON(object: EventKind): string {
       return "EVENT_KIND_RUN_CANCELLED";
     case EventKind.EVENT_KIND_RUN_FAILED:
       return "EVENT_KIND_RUN_FAILED";
+    case EventKind.EVENT_KIND_RUN_ACCEPTED:
+      return "EVENT_KIND_RUN_ACCEPTED";
+    case EventKind.EVENT_KIND_RUN_REJECTED:
+      return "EVENT_KIND_RUN_REJECTED";
     case EventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -134,6 +149,8 @@ export interface RunEvent {
     | undefined;
   /** Why a round failed or a run was cancelled. */
   message: string;
+  /** With RUN_REJECTED: every bad field, as INVALID_ARGUMENT's details name them. */
+  badRequest: BadRequest | undefined;
 }
 
 function createBaseRunEvent(): RunEvent {
@@ -146,6 +163,7 @@ function createBaseRunEvent(): RunEvent {
     checkpoint: undefined,
     metrics: undefined,
     message: "",
+    badRequest: undefined,
   };
 }
 
@@ -174,6 +192,9 @@ export const RunEvent: MessageFns<RunEvent> = {
     }
     if (message.message !== "") {
       writer.uint32(66).string(message.message);
+    }
+    if (message.badRequest !== undefined) {
+      BadRequest.encode(message.badRequest, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -255,6 +276,14 @@ export const RunEvent: MessageFns<RunEvent> = {
             message.message = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.badRequest = BadRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -285,6 +314,11 @@ export const RunEvent: MessageFns<RunEvent> = {
       checkpoint: isSet(object.checkpoint) ? CheckpointRef.fromJSON(object.checkpoint) : undefined,
       metrics: isSet(object.metrics) ? Metrics.fromJSON(object.metrics) : undefined,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      badRequest: isSet(object.badRequest)
+        ? BadRequest.fromJSON(object.badRequest)
+        : isSet(object.bad_request)
+        ? BadRequest.fromJSON(object.bad_request)
+        : undefined,
     };
   },
 
@@ -314,6 +348,9 @@ export const RunEvent: MessageFns<RunEvent> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.badRequest !== undefined) {
+      obj.badRequest = BadRequest.toJSON(message.badRequest);
+    }
     return obj;
   },
 
@@ -334,6 +371,9 @@ export const RunEvent: MessageFns<RunEvent> = {
       ? Metrics.fromPartial(object.metrics)
       : undefined;
     message.message = object.message ?? "";
+    message.badRequest = (object.badRequest !== undefined && object.badRequest !== null)
+      ? BadRequest.fromPartial(object.badRequest)
+      : undefined;
     return message;
   },
 };

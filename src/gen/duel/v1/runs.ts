@@ -172,7 +172,23 @@ export interface Run {
   /** Why the run failed or was cancelled. */
   message: string;
   createdAt: Date | undefined;
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /** The orchestrator replica that drives the run, while its lease holds (docs/runs.md "Replicas"). */
+  lease: RunLease | undefined;
+}
+
+/**
+ * Which orchestrator drives a run. The holder renews it by compare-and-set on the run record; a
+ * replica that sees the same renewal for longer than lease_ms on its own clock takes the run over.
+ */
+export interface RunLease {
+  /** The orchestrator's id (orchestrator.id, the pod name in Kubernetes). */
+  holder: string;
+  /** Changes with every renewal: what other replicas watch for. */
+  renewal: number;
+  leaseMs: number;
 }
 
 export interface CreateRunRequest {
@@ -960,6 +976,7 @@ function createBaseRun(): Run {
     message: "",
     createdAt: undefined,
     updatedAt: undefined,
+    lease: undefined,
   };
 }
 
@@ -994,6 +1011,9 @@ export const Run: MessageFns<Run> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(82).fork()).join();
+    }
+    if (message.lease !== undefined) {
+      RunLease.encode(message.lease, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -1091,6 +1111,14 @@ export const Run: MessageFns<Run> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.lease = RunLease.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1139,6 +1167,7 @@ export const Run: MessageFns<Run> = {
         : isSet(object.updated_at)
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
+      lease: isSet(object.lease) ? RunLease.fromJSON(object.lease) : undefined,
     };
   },
 
@@ -1174,6 +1203,9 @@ export const Run: MessageFns<Run> = {
     if (message.updatedAt !== undefined) {
       obj.updatedAt = message.updatedAt.toISOString();
     }
+    if (message.lease !== undefined) {
+      obj.lease = RunLease.toJSON(message.lease);
+    }
     return obj;
   },
 
@@ -1194,6 +1226,114 @@ export const Run: MessageFns<Run> = {
     message.message = object.message ?? "";
     message.createdAt = object.createdAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.lease = (object.lease !== undefined && object.lease !== null)
+      ? RunLease.fromPartial(object.lease)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRunLease(): RunLease {
+  return { holder: "", renewal: 0, leaseMs: 0 };
+}
+
+export const RunLease: MessageFns<RunLease> = {
+  encode(message: RunLease, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    if (message.renewal !== 0) {
+      writer.uint32(16).uint64(message.renewal);
+    }
+    if (message.leaseMs !== 0) {
+      writer.uint32(24).uint32(message.leaseMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunLease {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunLease();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.renewal = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.leaseMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunLease {
+    return {
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+      renewal: isSet(object.renewal) ? globalThis.Number(object.renewal) : 0,
+      leaseMs: isSet(object.leaseMs)
+        ? globalThis.Number(object.leaseMs)
+        : isSet(object.lease_ms)
+        ? globalThis.Number(object.lease_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: RunLease): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    if (message.renewal !== 0) {
+      obj.renewal = Math.round(message.renewal);
+    }
+    if (message.leaseMs !== 0) {
+      obj.leaseMs = Math.round(message.leaseMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RunLease>): RunLease {
+    return RunLease.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RunLease>): RunLease {
+    const message = createBaseRunLease();
+    message.holder = object.holder ?? "";
+    message.renewal = object.renewal ?? 0;
+    message.leaseMs = object.leaseMs ?? 0;
     return message;
   },
 };
