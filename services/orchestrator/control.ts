@@ -58,6 +58,12 @@ export interface ControlSettings {
   source: string;
 }
 
+/**
+ * Where answers may go: inboxes only. The orchestrator publishes with its own, wider permissions,
+ * so a `replyto` naming any subject would let a pipeline forge run events through it.
+ */
+const INBOX = /^_INBOX\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
 /** Codes that say the message itself is wrong: answered `rejected` at once, never redelivered. */
 const REFUSALS = new Set<number>([
   Code.INVALID_ARGUMENT,
@@ -183,6 +189,13 @@ export class ControlConsumer {
       const received = receiveCloudEvent(m.headers, m.data);
       runId = received.event.id;
       to = { replyto: String(received.event.replyto ?? ''), id: runId };
+      if (to.replyto !== '' && !INBOX.test(to.replyto))
+        throw DuelError.invalidArgument([
+          {
+            field: received.field('replyto'),
+            description: `must be an _INBOX. subject, got '${to.replyto}'`,
+          },
+        ]);
       const answer = await this.act(m.subject, received);
       // A cancel's event (`cancelled`) is the orchestrator's own, published by Orchestrator.cancel.
       if (answer.publish) await this.orchestrator.events.emit(answer.event);
@@ -258,7 +271,7 @@ export class ControlConsumer {
 
   /** Sends `event` to the message's `replyto`, when it named one. */
   private async reply(event: RunEvent, to: { replyto: string; id: string }): Promise<void> {
-    if (to.replyto === '') return;
+    if (!INBOX.test(to.replyto)) return;
     this.nc.publish(to.replyto, RunEvent.encode(event).finish(), {
       headers: cloudEventHeaders({
         id: `${to.id}/${eventWord(event.kind)}`,

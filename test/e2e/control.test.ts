@@ -20,7 +20,7 @@ import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState } from '../../src/gen/duel/v1/runs.js';
 import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
 import { NatsServer } from '../../src/platform/nats-server.js';
-import { duelBin } from '../../src/platform/paths.js';
+import { duelBin, packageRoot } from '../../src/platform/paths.js';
 import { eventName } from '../../src/platform/run-events.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { fileTempDir } from '../helpers/tmp.js';
@@ -248,6 +248,12 @@ describe('runs by message', () => {
     delete spec.policy;
     const noPolicy = await submitBinary('no-policy', JSON.stringify(spec));
     const noId = await submitBinary(undefined, specJson('no-id'));
+    // An answer may only go to an inbox: the orchestrator would otherwise publish run events for
+    // whoever names the subject.
+    const forged = await pipeline.jetstream().publish('duel.ctl.run.submit', encode(specJson('forger')), {
+      headers: binary('forger', 'dev.duel.run.submit', 'application/json', 'duel.run.calm.finished'),
+    });
+    expect(forged.seq).toBeGreaterThan(0);
     const fields = (e: RunEvent) => e.badRequest!.fieldViolations.map((v) => v.field);
     expect(malformed.kind).toBe(EventKind.EVENT_KIND_RUN_REJECTED);
     expect(fields(malformed)).toEqual(['(body)']);
@@ -260,7 +266,7 @@ describe('runs by message', () => {
     const published: string[] = [];
     for await (const m of sub) {
       published.push(m.subject);
-      if (published.length === 4) break;
+      if (published.length === 5) break;
     }
     sub.unsubscribe();
     expect(published).toEqual([
@@ -268,7 +274,17 @@ describe('runs by message', () => {
       'duel.run.bad-algo.rejected',
       'duel.run.no-policy.rejected',
       'duel.run._.rejected',
+      'duel.run.forger.rejected',
     ]);
+    const forgedAnswer = await (await admin.jetstreamManager()).streams.getMessage('DUEL_RUNS', {
+      last_by_subj: 'duel.run.forger.rejected',
+    });
+    expect(RunEvent.decode(forgedAnswer.data).badRequest!.fieldViolations[0]!.field).toBe('ce-replyto');
+    await expect(
+      (await admin.jetstreamManager()).streams.getMessage('DUEL_RUNS', {
+        last_by_subj: 'duel.run.calm.finished',
+      }),
+    ).rejects.toThrow(/no message found/);
     expect(await runIds()).toEqual(before);
     expect(await controlDrained()).toEqual({ pending: 0, unacked: 0, stored: 0 });
   }, 60_000);
@@ -348,6 +364,18 @@ describe('runs by message', () => {
     expect(await controlDrained()).toEqual({ pending: 0, unacked: 0, stored: 0 });
     expect(await runIds()).toEqual(before);
   }, 30_000);
+
+  it('examples/pipeline/submit.mjs, as the pipeline user, starts a run and prints its events to the end', async () => {
+    const spec = join(root, 'pipeline-spec.json');
+    writeFileSync(spec, specJson('from-pipeline', { rounds: 1 }));
+    const url = nats.url.replace('nats://', `nats://${PIPELINE.user}:${PIPELINE.password}@`);
+    const script = join(packageRoot(), 'examples', 'pipeline', 'submit.mjs');
+    const out = await promisify(execFile)(process.execPath, [script, url, spec, 'from-pipeline']);
+    const lines = out.stdout.trim().split('\n');
+    expect(lines[0]).toBe('dev.duel.run.accepted: run created');
+    expect(lines).toContain('duel.run.from-pipeline.round.1.completed');
+    expect(lines.at(-1)).toBe('duel.run.from-pipeline.finished');
+  }, 120_000);
 
   it('duel run --nats (the built command) submits, follows the run to its end, and fails on a rejected spec', async () => {
     const run = promisify(execFile);
