@@ -5,11 +5,11 @@
  * On another provider (`--provider webgpu`) the peer is the cpu provider on the same machine, and
  * each row says how many bytes crossed between host and device per generated token.
  */
+
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type Provider, Runtime } from '../src/engine/index.js';
 import { generate } from '../src/models/generate.js';
 import { type JudgeConfig, parseJudgeConfig } from '../src/models/judge/config.js';
@@ -20,6 +20,7 @@ import { exportDecoderOnnx } from '../src/models/llama/graphs.js';
 import { DecoderRunner } from '../src/models/llama/runner.js';
 import { initLlamaWeights, llamaParams } from '../src/models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../src/models/model-dir.js';
+import { benchScript } from '../src/platform/paths.js';
 
 const base = { model_type: 'llama', rope_theta: 10000, eos_token_id: null, tie_word_embeddings: true };
 export const DECODE_MODELS: Record<string, LlamaConfig> = {
@@ -170,7 +171,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
           row.speedup_vs_cpu = ours / row.cpu_tokens_per_s;
         }
         if (transformersPeer) {
-          const script = fileURLToPath(new URL('./transformersjs-peer.js', import.meta.url));
+          const script = benchScript('transformersjs-peer.js');
           const child = spawnSync(
             process.execPath,
             [

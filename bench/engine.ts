@@ -7,9 +7,9 @@
  * result says which adapter ran it, the bytes that crossed to and from the device per step, and
  * the device memory the training state held after the first step and after the last.
  */
+
 import { spawnSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import {
   buildTrainStep,
   compile,
@@ -30,6 +30,7 @@ import {
 } from '../src/engine/index.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { type AdapterInfo, requireAdapter } from '../src/platform/gpu-adapter.js';
+import { benchScript } from '../src/platform/paths.js';
 import { median } from './measure.js';
 import { STACKS, type StackShape, stackConfig, stackFeeds, stackProgram } from './reference-stack.js';
 
@@ -295,7 +296,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       }
     } else if (opts.peer && model === 'stack') {
       log('peer: TensorFlow.js (wasm backend), same stack, own process');
-      const script = fileURLToPath(new URL('./tfjs-peer.js', import.meta.url));
+      const script = benchScript('tfjs-peer.js');
       const child = spawnSync(process.execPath, [script, String(opts.steps)], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'inherit'],

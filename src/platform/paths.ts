@@ -33,6 +33,15 @@ export function duelServeBin(): string {
   return join(packageRoot(), 'dist', 'bin', 'duel-serve.js');
 }
 
+/**
+ * A bench script as tsc builds it (`dist/bench/<name>`), for benches that run a peer in its own
+ * process: wherever the bench itself runs from (the CLI's bundle in dist/bin, dist/bench, or the
+ * sources under vitest), the peer is the built file, never a path beside the caller.
+ */
+export function benchScript(name: string): string {
+  return join(packageRoot(), 'dist', 'bench', name);
+}
+
 export function packageVersion(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
     .version;

@@ -1,0 +1,41 @@
+/**
+ * The benches with a peer, run as users run them: `duel bench …` from the built command
+ * (dist/bin/main.js, the bundle), at their smallest sizes. Each must print its peer's figure: the
+ * peers run in their own process from a script the bench has to find, and once the CLI was bundled
+ * they were looked for beside the bundle and were not there.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { duelBin } from '../../src/platform/paths.js';
+
+const duel = async (...args: string[]) => {
+  const { stdout } = await promisify(execFile)(process.execPath, [duelBin(), 'bench', ...args, '--json'], {
+    maxBuffer: 1 << 24,
+  });
+  return JSON.parse(stdout.trim().split('\n').at(-1)!);
+};
+
+describe('benches with peers, from the built command', () => {
+  it('bench engine measures TensorFlow.js on the same stack', async () => {
+    const r = await duel('engine', '--steps', '1', '--ceiling-size', '64');
+    expect(r.tfjs.step_ms).toBeGreaterThan(0);
+    expect(r.tfjs_speedup).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('bench decode measures transformers.js on the same model', async () => {
+    const r = await duel(
+      'decode',
+      '--models',
+      'testbed',
+      '--batches',
+      '1',
+      '--new-tokens',
+      '4',
+      '--repeats',
+      '1',
+    );
+    const row = JSON.stringify(r);
+    expect(row).toMatch(/"transformersjs_tokens_per_s":\d/);
+  }, 300_000);
+});
