@@ -184,11 +184,13 @@ export class ControlConsumer {
     // refusal still reaches its sender and names its run.
     const h = headerRecord(m.headers);
     let to = { replyto: h['ce-replyto'] ?? '', id: h['ce-id'] ?? '' };
-    let runId = to.id;
+    // A cancel names its run in the subject; a submit's run is the event's id.
+    const cancelled = this.cancelTarget(m.subject);
+    let runId = cancelled ?? to.id;
     try {
       const received = receiveCloudEvent(m.headers, m.data);
-      runId = received.event.id;
-      to = { replyto: String(received.event.replyto ?? ''), id: runId };
+      runId = cancelled ?? received.event.id;
+      to = { replyto: String(received.event.replyto ?? ''), id: received.event.id };
       if (to.replyto !== '' && !INBOX.test(to.replyto))
         throw DuelError.invalidArgument([
           {
@@ -248,13 +250,12 @@ export class ControlConsumer {
         publish: true,
       };
     }
-    const cancel = new RegExp(`^${p.replace(/\./g, '\\.')}\\.run\\.([^.]+)\\.cancel$`).exec(subject);
-    if (cancel) {
+    const runId = this.cancelTarget(subject);
+    if (runId !== undefined) {
       if (type !== CANCEL_TYPE)
         throw DuelError.invalidArgument([
           { field: e.field('type'), description: `must be ${CANCEL_TYPE} on ${subject}, got '${type}'` },
         ]);
-      const runId = cancel[1]!;
       checkRunId(runId, 'subject');
       const data = e.event.data as { reason?: unknown } | undefined;
       const reason = typeof data?.reason === 'string' ? data.reason : 'cancelled by message';
@@ -267,6 +268,14 @@ export class ControlConsumer {
         description: `'${subject}' is neither ${p}.run.submit nor ${p}.run.<run_id>.cancel`,
       },
     ]);
+  }
+
+  /** The run a `<prefix>.run.<run_id>.cancel` subject names; undefined for any other subject. */
+  private cancelTarget(subject: string): string | undefined {
+    const p = `${this.settings.prefix}.run.`;
+    if (!subject.startsWith(p) || !subject.endsWith('.cancel')) return undefined;
+    const token = subject.slice(p.length, -'.cancel'.length);
+    return token.includes('.') ? undefined : token;
   }
 
   /** Sends `event` to the message's `replyto`, when it named one. */

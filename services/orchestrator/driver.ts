@@ -242,6 +242,8 @@ export class Orchestrator {
     const resumed: string[] = [];
     const now = performance.now();
     for (const run of await this.list()) {
+      // A scan in flight when `stop` began starts nothing more.
+      if (this.stopping) break;
       if (TERMINAL.includes(run.state) || this.active.has(run.runId)) {
         this.observed.delete(run.runId);
         continue;

@@ -318,7 +318,8 @@ describe('runs by message', () => {
     ]);
     expect((await runRecord('by-binary'))!.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     const unknown = await cancel('no-such-run');
-    expect(eventName(unknown.kind)).toBe('rejected');
+    expect([eventName(unknown.kind), unknown.runId]).toEqual(['rejected', 'no-such-run']);
+    expect(unknown.message).toMatch(/no run 'no-such-run'/);
   }, 120_000);
 
   it('leaves exactly one run when the orchestrator is SIGKILLed between writing the record and acking', async () => {
