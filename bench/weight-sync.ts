@@ -75,6 +75,7 @@ function records(vocab: number): TrainRoundRequest[] {
         prompt: '',
         completions: [completion(ids(8, r + 1)), completion(ids(8, r + 2))],
         prefs: { rows: 2, cols: 2, values: [0.5, 0.7, 0.3, 0.5] },
+        policyVersion: 0,
       },
     },
   }));
@@ -128,6 +129,8 @@ export async function runWeightSyncBench(o: WeightSyncOptions): Promise<{ rows: 
                   }),
                   seed: 1,
                   outputUri: `sync/${name}/round-${round}`,
+                  policyVersion: 0,
+                  maxStaleness: 0,
                   lora: rank ? { rank, alpha: 2 * rank, targets: [...ALL_LINEAR], rslora: false } : undefined,
                 },
               },

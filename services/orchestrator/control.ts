@@ -316,6 +316,7 @@ function answerOf(runId: string, kind: EventKind): RunEvent {
     metrics: undefined,
     message: '',
     badRequest: undefined,
+    policyVersion: 0,
   };
 }
 

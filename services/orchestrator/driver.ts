@@ -64,8 +64,19 @@ interface RoundRun {
   round: number;
   c: StageContext;
   plan: RunPlan;
-  /** The model the round samples from and trains: the previous round's checkpoint. */
+  /**
+   * The model the round samples from, and its version (the round of its checkpoint): the previous
+   * round's checkpoint, or with max_staleness ≥ 1 the newest one published when the round began.
+   */
   policy: ModelRef;
+  policyVersion: number;
+  /**
+   * The model the round trains (π_{round-1}): the sampled-from policy when rounds do not overlap;
+   * with overlap, set once the previous round has trained.
+   */
+  base?: ModelRef;
+  /** What the round's completion unloads from the samplers: a policy no later round samples from. */
+  unload?: ModelRef | undefined;
   prompts: number[][];
   evalPrompts: number[][];
   startedAt: Date;
@@ -400,6 +411,7 @@ export class Orchestrator {
       metrics: undefined,
       message: '',
       badRequest: undefined,
+      policyVersion: 0,
     };
   }
 
@@ -427,7 +439,9 @@ export class Orchestrator {
       // The fence: a replica that lost the lease (paused past it, cut off from NATS) writes nothing.
       if (r.lease?.holder !== this.options.id)
         throw new Stopped(`run is driven by ${r.lease?.holder || 'nobody'}`);
-      const later = r.currentRound < event.round || event.kind > r.currentStage;
+      // Rounds may overlap (max_staleness): the record keeps the latest stage of the latest round.
+      const later =
+        event.round > r.currentRound || (event.round === r.currentRound && event.kind > r.currentStage);
       return {
         ...r,
         ...(later ? { currentRound: event.round, currentStage: event.kind } : {}),
@@ -473,87 +487,180 @@ export class Orchestrator {
     const evalPrompts = spec.evalPromptsUri
       ? readPrompts(spec.evalPromptsUri, 'spec.eval_prompts_uri', policyDir)
       : prompts;
+    const roundRun = (round: number, version: number, from: Run): RoundRun => ({
+      id,
+      round,
+      plan,
+      c: {
+        runId: id,
+        round,
+        spec,
+        workers: this.workers,
+        signal,
+        log: this.log.child({ run: id, round }),
+        ...this.options,
+      },
+      policy: policyAt(spec, checkpointOf(from, version), `round-${version}`),
+      policyVersion: version,
+      prompts: roundPrompts(prompts, spec.promptsPerRound, round),
+      evalPrompts,
+      startedAt: new Date(),
+    });
+    if (spec.maxStaleness > 0) return this.driveOverlapped(id, run, roundRun, signal);
+
     const first =
       run.currentStage === K.EVENT_KIND_ROUND_COMPLETED
         ? run.currentRound + 1
         : Math.max(1, run.currentRound);
     for (let round = first; round <= spec.rounds; round++) {
-      const startedAt = new Date();
-      const r: RoundRun = {
-        id,
-        round,
-        plan,
-        c: {
-          runId: id,
-          round,
-          spec,
-          workers: this.workers,
-          signal,
-          log: this.log.child({ run: id, round }),
-          ...this.options,
-        },
-        policy: policyAt(spec, run.latestCheckpoint!, `round-${round - 1}`),
-        prompts: roundPrompts(prompts, spec.promptsPerRound, round),
-        evalPrompts,
-        startedAt,
-      };
-      const summaryOf = (x: Run): RoundSummary =>
-        x.rounds.find((s) => s.round === round) ?? {
-          round,
-          checkpoint: undefined,
-          metrics: { values: {} },
-          startedAt,
-          finishedAt: undefined,
-          sampled: undefined,
-          scored: undefined,
-        };
+      const r = roundRun(round, run.latestCheckpoint!.round, run);
+      r.base = r.policy;
+      r.unload = r.policy;
       // Resume at the first stage not reached, once the stage before it has given back its output
       // from the record; where the record lacks it, that stage runs again.
       let from =
         run.currentRound === round ? this.stages.findIndex((s) => s.event === run.currentStage) + 1 : 0;
       while (from > 0) {
         const previous = this.stages[from - 1]!;
-        if (!previous.restore || (await previous.restore(r, summaryOf(run)))) break;
+        if (!previous.restore || (await previous.restore(r, summaryOf(run, r)))) break;
         from--;
       }
       if (from > 0) r.c.log.info({ from: eventName(this.stages[from]!.event) }, 'resuming round');
-
-      for (const stage of this.stages.slice(from)) {
-        if (signal.aborted) throw new Stopped('stopped');
-        const began = new Date();
-        const out = await stage.work(r, summaryOf(run));
-        run = await this.reach(
-          id,
-          {
-            ...this.event(run, stage.event, round, out.since ?? began),
-            checkpoint: out.checkpoint,
-            metrics: out.metrics ? metricsOf(out.metrics) : undefined,
-          },
-          (x) => ({
-            ...(out.summary
-              ? {
-                  rounds: [...x.rounds.filter((s) => s.round !== round), out.summary(summaryOf(x))].sort(
-                    (a, b) => a.round - b.round,
-                  ),
-                }
-              : {}),
-            ...out.record?.(x),
-          }),
-        );
-      }
-      this.metrics?.count('duel_orchestrator_rounds_total', 'rounds completed');
-      this.metrics?.seconds(
-        'duel_orchestrator_round_seconds',
-        'wall time of a round',
-        (Date.now() - startedAt.getTime()) / 1000,
-      );
+      for (const stage of this.stages.slice(from)) run = await this.runStage(r, stage, run, signal);
+      this.roundDone(r);
     }
     await this.finish(id);
   }
 
+  /**
+   * Rounds that overlap (max_staleness N ≥ 1): a producer samples and scores round after round,
+   * round t from version t−1−N (π_0 for the first N+1 rounds) as soon as that checkpoint is
+   * published; a consumer trains, evaluates and completes the rounds in order, round t training
+   * π_{t−1}. With N = 1 that version is the newest checkpoint when round t begins (round t−1 is
+   * then still training on the records round t's start waited for), so round t is sampled while
+   * round t−1 trains. A fixed version rather than "the newest at that moment" keeps a run
+   * reproducible: with N ≥ 2 the newest would depend on how fast training went.
+   * Resuming reads each round's progress from its summary in the record (sampled, scored,
+   * checkpoint, evaluated, finished), since two rounds may have been in flight.
+   */
+  private async driveOverlapped(
+    id: string,
+    start: Run,
+    roundRun: (round: number, version: number, from: Run) => RoundRun,
+    outer: AbortSignal,
+  ): Promise<void> {
+    const spec = start.spec!;
+    const n = spec.maxStaleness;
+    const inner = new AbortController();
+    const signal = AbortSignal.any([outer, inner.signal]);
+    const progress = new Progress(signal);
+    const done = (x: Run, round: number) => !!x.rounds.find((s) => s.round === round)?.finishedAt;
+    const trained = (x: Run) =>
+      Math.max(0, ...x.rounds.filter((s) => s.checkpoint?.artifact).map((s) => s.round));
+    let firstOpen = 1;
+    while (firstOpen <= spec.rounds && done(start, firstOpen)) firstOpen++;
+    /** Rounds the producer has scored, waiting for the consumer. */
+    const ready = new Map<number, RoundRun>();
+    let newest = trained(start);
+
+    const produce = async () => {
+      let run = start;
+      for (let round = firstOpen; round <= spec.rounds; round++) {
+        const summary = run.rounds.find((s) => s.round === round);
+        let r: RoundRun;
+        if (summary?.sampled) {
+          // Sampled before a restart: from the version the record names.
+          r = roundRun(round, summary.policyVersion, run);
+        } else {
+          const version = Math.max(0, round - 1 - n);
+          await progress.until(() => newest >= version);
+          run = await this.get(id);
+          r = roundRun(round, version, run);
+        }
+        const stages = this.stages.slice(0, 3);
+        let from = 0;
+        if (summary?.scored && (await stages[2]!.restore!(r, summary))) from = 3;
+        else if (summary?.sampled && (await stages[1]!.restore!(r, summary))) from = 2;
+        for (const stage of stages.slice(from)) run = await this.runStage(r, stage, run, signal);
+        ready.set(round, r);
+        progress.changed();
+      }
+    };
+
+    const consume = async () => {
+      for (let round = firstOpen; round <= spec.rounds; round++) {
+        await progress.until(() => ready.has(round));
+        const r = ready.get(round)!;
+        ready.delete(round);
+        let run = await this.get(id);
+        r.base = policyAt(spec, checkpointOf(run, round - 1), `round-${round - 1}`);
+        // No later round samples from a version older than round - n.
+        r.unload =
+          round - 1 - n >= 1
+            ? policyAt(spec, checkpointOf(run, round - 1 - n), `round-${round - 1 - n}`)
+            : undefined;
+        const s = summaryOf(run, r);
+        const stages = this.stages.slice(3);
+        const from = s.metrics?.values.eval_seconds !== undefined ? 2 : s.checkpoint?.artifact ? 1 : 0;
+        for (const stage of stages.slice(from)) {
+          run = await this.runStage(r, stage, run, signal);
+          if (stage.event === K.EVENT_KIND_ROUND_TRAINED) {
+            newest = round;
+            progress.changed();
+          }
+        }
+        this.roundDone(r);
+      }
+    };
+
+    const stopOther = (e: unknown) => {
+      inner.abort(e);
+      throw e;
+    };
+    await Promise.all([produce().catch(stopOther), consume().catch(stopOther)]);
+    await this.finish(id);
+  }
+
+  /** Runs one stage of round `r`: its work, its event, then the record (returned as written). */
+  private async runStage(r: RoundRun, stage: RoundStage, run: Run, signal: AbortSignal): Promise<Run> {
+    if (signal.aborted) throw new Stopped('stopped');
+    const began = new Date();
+    const out = await stage.work(r, summaryOf(run, r));
+    const producer = stage.event <= K.EVENT_KIND_ROUND_SCORED;
+    return this.reach(
+      r.id,
+      {
+        ...this.event(run, stage.event, r.round, out.since ?? began),
+        checkpoint: out.checkpoint,
+        metrics: out.metrics ? metricsOf(out.metrics) : undefined,
+        policyVersion: producer ? r.policyVersion : r.round,
+      },
+      (x) => ({
+        ...(out.summary
+          ? {
+              rounds: [
+                ...x.rounds.filter((s) => s.round !== r.round),
+                out.summary({ ...summaryOf(x, r), policyVersion: r.policyVersion }),
+              ].sort((a, b) => a.round - b.round),
+            }
+          : {}),
+        ...out.record?.(x),
+      }),
+    );
+  }
+
+  private roundDone(r: RoundRun): void {
+    this.metrics?.count('duel_orchestrator_rounds_total', 'rounds completed');
+    this.metrics?.seconds(
+      'duel_orchestrator_round_seconds',
+      'wall time of a round',
+      (Date.now() - r.startedAt.getTime()) / 1000,
+    );
+  }
+
   private async sample(r: RoundRun): Promise<StageResult> {
     const t0 = Date.now();
-    r.sampled = await sampleRound(r.c, r.policy, r.prompts, r.plan.sampling);
+    r.sampled = await sampleRound(r.c, r.policy, r.policyVersion, r.prompts, r.plan.sampling);
     const sampled = await keepRecords(this.options.store, `${this.roundName(r)}.sampled`, r.sampled);
     const count = r.sampled.length * r.plan.sampling.k;
     const tokens = r.sampled.reduce(
@@ -588,7 +695,7 @@ export class Orchestrator {
     const spec = run.spec!;
     const trained = await trainOnRecords(
       r.c,
-      r.policy,
+      { model: r.base!, version: r.round - 1, maxStaleness: spec.maxStaleness },
       r.scored!,
       this.roundName(r),
       hyperparametersAt(spec.hyperparameters, r.round),
@@ -615,7 +722,7 @@ export class Orchestrator {
       r.plan.evalSamples,
       next,
       r.c.spec.reference!,
-      r.policy,
+      r.base!,
     );
     values.eval_seconds = (Date.now() - t0) / 1000;
     r.c.log.info(
@@ -630,7 +737,7 @@ export class Orchestrator {
   }
 
   private async complete(r: RoundRun, summary: RoundSummary): Promise<StageResult> {
-    await this.unloadFromSamplers(r.c, r.policy);
+    if (r.unload) await this.unloadFromSamplers(r.c, r.unload);
     const finishedAt = new Date();
     return {
       since: r.startedAt,
@@ -695,6 +802,53 @@ export class Orchestrator {
       await this.events.emit({ ...this.event(run, K.EVENT_KIND_ROUND_FAILED, at, new Date()), message });
     await this.events.emit({ ...this.event(run, K.EVENT_KIND_RUN_FAILED, 0, new Date()), message });
     this.log.error({ run: id, round: at, err: message }, 'run failed');
+  }
+}
+
+/** Round `r.round`'s summary in `x`, or an empty one. */
+function summaryOf(x: Run, r: RoundRun): RoundSummary {
+  return (
+    x.rounds.find((s) => s.round === r.round) ?? {
+      round: r.round,
+      checkpoint: undefined,
+      metrics: { values: {} },
+      startedAt: r.startedAt,
+      finishedAt: undefined,
+      sampled: undefined,
+      scored: undefined,
+      policyVersion: r.policyVersion,
+    }
+  );
+}
+
+/** The checkpoint of policy version `version`: round `version`'s, or the run's policy for 0. */
+function checkpointOf(run: Run, version: number): CheckpointRef {
+  if (version === 0) return { artifact: run.spec!.policy!.artifact, runId: run.runId, round: 0 };
+  const c = run.rounds.find((s) => s.round === version)?.checkpoint;
+  if (!c?.artifact) throw DuelError.internal(`run ${run.runId} has no checkpoint of round ${version}`);
+  return c;
+}
+
+/**
+ * Two loops of one run waiting on each other's progress: `until` resolves once `ready()` holds,
+ * re-checked at every `changed()`, and rejects when the run's drive is aborted.
+ */
+class Progress {
+  private waiters: (() => void)[] = [];
+
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener('abort', () => this.changed(), { once: true });
+  }
+
+  changed(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  async until(ready: () => boolean): Promise<void> {
+    while (!ready()) {
+      if (this.signal.aborted) throw new Stopped('stopped');
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
   }
 }
 

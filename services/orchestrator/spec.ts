@@ -17,6 +17,9 @@ export interface RunLimits {
   maxSamplesPerPrompt: number;
 }
 
+/** Beyond a few versions the samples say little about π_t (docs/algorithms.md "Staleness"). */
+const MAX_STALENESS = 8;
+
 const DEFAULT_RUN_LIMITS: RunLimits = { maxRounds: 1000, maxNewTokens: 4096, maxSamplesPerPrompt: 64 };
 
 /** Run ids are NATS subject tokens and KV keys: lower-case letters, digits and dashes. */
@@ -79,6 +82,11 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
     `must be at most ${limits.maxSamplesPerPrompt}`,
   );
   v.check(
+    spec.maxStaleness <= MAX_STALENESS,
+    'spec.max_staleness',
+    `must be at most ${MAX_STALENESS} (policy versions a round's records may lag), got ${spec.maxStaleness}`,
+  );
+  v.check(
     spec.artifactUri === '' || (NAME.test(spec.artifactUri) && !spec.artifactUri.split('/').includes('..')),
     'spec.artifact_uri',
     `must be a relative name inside the artifact store (letters, digits, . _ - and /), got '${spec.artifactUri}'`,
@@ -107,6 +115,13 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
           description: `a schedule may not change what a round samples (round ${i + 1} would sample differently from round 1)`,
         },
       ]);
+  if (spec.maxStaleness > 0 && byRound[0]!.recipe.onPolicyEstimator)
+    throw DuelError.invalidArgument([
+      {
+        field: 'spec.max_staleness',
+        description: `${spec.algorithm}'s loss is a policy-gradient estimate over π_θ's own samples: records from an older policy would need importance weights, which duel does not apply; use 0`,
+      },
+    ]);
   if (spec.referenceUpdateEvery > 0 && !byRound[0]!.recipe.usesReference)
     throw DuelError.invalidArgument([
       {

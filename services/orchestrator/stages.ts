@@ -149,6 +149,7 @@ async function comparePrompts(
 export async function sampleRound(
   c: StageContext,
   policy: ModelRef,
+  policyVersion: number,
   prompts: number[][],
   plan: SamplingPlan,
 ): Promise<RoundRecord[]> {
@@ -163,6 +164,7 @@ export async function sampleRound(
     prompt: '',
     completions: [...own[i]!, ...mixed[i]!],
     prefs: undefined,
+    policyVersion,
   }));
 }
 
@@ -185,7 +187,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 export async function trainOnRecords(
   c: StageContext,
-  policy: ModelRef,
+  /** π_t: the model the round trains, its version, and how far records may lag it. */
+  policy: { model: ModelRef; version: number; maxStaleness: number },
   records: RoundRecord[],
   outputName: string,
   hyperparameters: Record<string, string>,
@@ -199,7 +202,9 @@ export async function trainOnRecords(
           runId: c.runId,
           round: c.round,
           algorithm: c.spec.algorithm,
-          policy,
+          policy: policy.model,
+          policyVersion: policy.version,
+          maxStaleness: policy.maxStaleness,
           reference,
           hyperparameters,
           optimizer: c.spec.optimizer,

@@ -137,10 +137,27 @@ interface ReceivedRound {
   settings: TrainingSettings;
 }
 
+/**
+ * The staleness bound: a record drawn from a policy older than policy_version − max_staleness
+ * trains a policy too far from the one that produced it (docs/algorithms.md "Staleness"); the
+ * round is refused before any work, naming both versions. A version newer than the policy trained
+ * cannot have been sampled yet, so it says the request is confused.
+ */
+function refuseStale(config: TrainRoundConfig, versions: number[]): void {
+  const oldest = config.policyVersion - config.maxStaleness;
+  const i = versions.findIndex((v) => v < oldest || v > config.policyVersion);
+  if (i < 0) return;
+  throw DuelError.failedPrecondition(
+    `records[${i}] was sampled from policy version ${versions[i]}, but this round trains version ${config.policyVersion} with max_staleness ${config.maxStaleness}: records must come from versions ${Math.max(0, oldest)}..${config.policyVersion}`,
+  );
+}
+
 /** Reads the client stream: the config first, then records; checks every field before any work. */
 async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<ReceivedRound> {
   let config: TrainRoundConfig | undefined;
   const records: RoundRecord[] = [];
+  /** Each record's policy_version, in order. */
+  const versions: number[] = [];
   const digest = createHash('sha256');
   for await (const req of requests) {
     if (req.kind?.$case === 'config') {
@@ -150,6 +167,7 @@ async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<Rece
     } else if (req.kind?.$case === 'record') {
       if (!config)
         throw DuelError.invalidArgument([{ field: 'config', description: 'must be the first message' }]);
+      versions.push(req.kind.record.policyVersion);
       records.push(recordOf(req.kind.record, `records[${records.length}]`));
       digest.update(WireRecord.encode(req.kind.record).finish());
     }
@@ -168,6 +186,7 @@ async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<Rece
   v.check(config.outputUri.length > 0, 'config.output_uri', 'is required (a name inside the artifact store)');
   v.check(records.length > 0, 'records', 'at least one record must follow the config');
   v.throwIfAny();
+  refuseStale(config, versions);
   const settings = parseTrainingSettings(
     settingsFromWire(config.optimizer),
     (key) => `config.optimizer.${key}`,

@@ -40,6 +40,8 @@ const runSpecFile = z.strictObject({
   max_replicas: count.default(0),
   /** Every N rounds the loss's reference becomes the latest checkpoint (RunSpec.reference_update_every). */
   reference_update_every: count.default(0),
+  /** Rounds overlap: records may lag the policy they train by up to this many versions (RunSpec.max_staleness). */
+  max_staleness: count.default(0),
   seed: count.optional(),
   artifact_prefix: z.string().default(''),
   /** Train a LoRA adapter each round instead of every weight (RunSpec.lora). */
@@ -110,6 +112,7 @@ export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec
     evalSamplesPerPrompt: s.eval_samples_per_prompt,
     maxReplicas: s.max_replicas,
     referenceUpdateEvery: s.reference_update_every,
+    maxStaleness: s.max_staleness,
     lora: s.lora,
     seed: s.seed,
     artifactUri: s.artifact_prefix,

@@ -65,6 +65,8 @@ const runSettingsKeys = {
   'run.samples_per_prompt': 0,
   /** RunSpec.reference_update_every: every N rounds the loss's reference becomes the latest policy. */
   'run.reference_update_every': 0,
+  /** RunSpec.max_staleness: round t+1 is sampled while round t trains, records up to N versions behind. */
+  'run.max_staleness': 0,
   /** RunSpec.lora: train a LoRA adapter of this rank on every block's linear layers each round (0: every weight). */
   'run.lora_rank': 0,
   'run.lora_alpha': 16,
@@ -280,6 +282,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
         seed: o.seed,
         samples_per_prompt: rs['run.samples_per_prompt'],
         reference_update_every: rs['run.reference_update_every'],
+        max_staleness: rs['run.max_staleness'],
         prompts_per_round: rs['run.prompts_per_round'],
         ...(rs['run.lora_rank']! > 0
           ? {

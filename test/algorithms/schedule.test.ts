@@ -64,4 +64,25 @@ describe('hyper-parameter schedules', () => {
         .k,
     ).toBe(5);
   });
+
+  it('refuses overlapping rounds for a policy-gradient loss, and a staleness beyond the bound', async () => {
+    const spec = RunSpec.fromPartial({
+      algorithm: 'nash_md',
+      policy: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
+      reference: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
+      judge: { artifact: { uri: 'file:///j', sha256: 'b'.repeat(64) } },
+      promptsUri: 'p.jsonl',
+      rounds: 4,
+      sampling: { maxNewTokens: 4, temperature: 1 },
+      maxStaleness: 1,
+    });
+    const pg = await refused(planRun(spec));
+    expect(pg.violations[0]!.field).toBe('spec.max_staleness');
+    expect(pg.violations[0]!.description).toMatch(/nash_md's loss is a policy-gradient estimate/);
+    expect((await planRun({ ...spec, maxStaleness: 0 })).sampling.fromMixture).toBe(1);
+    for (const algorithm of ['sppo', 'inpo', 'online_dpo', 'ipo_md', 'spo'])
+      expect((await planRun({ ...spec, algorithm, maxStaleness: 2 })).prefix).toBe('runs');
+    const far = await refused(planRun({ ...spec, algorithm: 'inpo', maxStaleness: 9 }));
+    expect(far.violations[0]!.field).toBe('spec.max_staleness');
+  });
 });

@@ -13,6 +13,7 @@ const rounds = (n: number): RoundSummary[] =>
     checkpoint: { artifact: art(i + 1), runId: 'r', round: i + 1 },
     metrics: { values: {} },
     startedAt: undefined,
+    policyVersion: i,
     finishedAt: undefined,
     sampled: undefined,
     scored: undefined,

@@ -69,6 +69,7 @@ const record = (prompt: number[], a: number[], b: number[], p: number): TrainRou
       prompt: '',
       completions: [completion(...a), completion(...b)],
       prefs: { rows: 2, cols: 2, values: [0.5, p, 1 - p, 0.5] },
+      policyVersion: 0,
     },
   },
 });
@@ -78,6 +79,8 @@ const config = (extra: Record<string, unknown> = {}): TrainRoundRequest => ({
     config: {
       runId: 'run',
       round: 1,
+      policyVersion: 0,
+      maxStaleness: 0,
       algorithm: 'sppo',
       policy,
       reference: undefined,
@@ -229,5 +232,27 @@ describe('TrainerService', () => {
     expect(await codeOf(trainRound([bad, record([4], [5], [6], 0.5)]))).toMatch(
       /^3 config\.optimizer\.schedule: .*"constant"\|"linear"\|"cosine"|^3 config\.optimizer\.schedule: Invalid option/,
     );
+  });
+
+  it('refuses records beyond the staleness bound, naming both versions, before any work', async () => {
+    const codeOf = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (e: grpc.ServiceError) => `${e.code} ${e.details}`,
+      );
+    const at = (version: number) => {
+      const r = record([4], [5], [6], 0.5);
+      if (r.kind?.$case === 'record') r.kind.record.policyVersion = version;
+      return r;
+    };
+    const trains5 = (maxStaleness: number) =>
+      config({ policyVersion: 5, maxStaleness, outputUri: `stale/${maxStaleness}` });
+    expect(await codeOf(trainRound([trains5(1), at(4), at(3)]))).toBe(
+      '9 records[1] was sampled from policy version 3, but this round trains version 5 with max_staleness 1: records must come from versions 4..5',
+    );
+    expect(await codeOf(trainRound([trains5(0), at(6)]))).toMatch(
+      /^9 records\[0\] was sampled from policy version 6/,
+    );
+    expect(await codeOf(trainRound([trains5(2), at(4), at(3)]))).toBe('ok');
   });
 });

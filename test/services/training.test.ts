@@ -192,6 +192,7 @@ describe('TrainingService', () => {
       prompt: '',
       completions: r.completion_ids.map((c) => Completion.fromPartial({ tokenIds: c })),
       prefs: { rows: 3, cols: 3, values: r.prefs.flat() },
+      policyVersion: 0,
     }));
     const { loss } = await s.forwardBackwardRecords('inpo', wire, hparams);
     await s.optimStep();

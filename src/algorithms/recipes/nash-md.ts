@@ -17,6 +17,8 @@ export const nashMd = defineRecipe({
   // One policy sample (completion 0) contrasted with one mixture sample (completion 1).
   sampling: (hp, requestedK) => mixture('nash_md', 1, 1, hp.mixture_coef, requestedK),
   regularisation: (hp) => hp.beta,
+  // Its gradient is REINFORCE's over y ~ π_θ: stale samples bias it (docs/algorithms.md "Staleness").
+  onPolicyEstimator: true,
   rows: (r) => ({
     y: [{ promptIds: r.prompt_ids, completionIds: r.completion_ids[0]!, features: { p: r.prefs[0]![1]! } }],
   }),

@@ -94,6 +94,12 @@ export interface RecipeSpec<H, S extends SlotRows, Z extends Frozen> {
    * family). Absent: no pull toward π_ref (SPPO, SPO), τ = 0.
    */
   regularisation?: (hp: H) => number;
+  /**
+   * The loss is a score-function (policy-gradient) estimate whose expectation is over samples of
+   * π_θ itself: samples of an older policy (a run's max_staleness ≥ 1) would need importance
+   * weights, which duel does not apply, so such a run is refused. @default false
+   */
+  onPolicyEstimator?: boolean;
 }
 
 /** A recipe with validated hyper-parameters: everything the trainer and orchestrator call. */
@@ -117,6 +123,8 @@ export interface Recipe {
   readonly needsPrefs: boolean;
   /** Whether the loss reads π_ref (so a run's reference can move, and the trainer needs one). */
   readonly usesReference: boolean;
+  /** RecipeSpec.onPolicyEstimator: the round's records must come from the policy it trains. */
+  readonly onPolicyEstimator: boolean;
   /** Validates raw hyper-parameters; every problem names the key and the rule. */
   configure(raw: Record<string, unknown>): ConfiguredRecipe;
 }
@@ -128,6 +136,7 @@ export function defineRecipe<H, S extends SlotRows, Z extends Frozen>(spec: Reci
     frozen: spec.frozen,
     needsPrefs: spec.needsPrefs ?? true,
     usesReference: spec.frozen.some((z) => FROZEN[z].model === 'reference'),
+    onPolicyEstimator: spec.onPolicyEstimator ?? false,
     configure(raw) {
       const parsed = spec.hparams.safeParse(raw);
       if (!parsed.success)

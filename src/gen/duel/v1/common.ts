@@ -160,7 +160,14 @@ export interface RoundRecord {
   /** The K completions of the prompt. */
   completions: Completion[];
   /** K×K matrix, prefs[i][j] = P(y_i ≻ y_j | x): diagonal 0.5, prefs[i][j] + prefs[j][i] = 1. */
-  prefs: Matrix | undefined;
+  prefs:
+    | Matrix
+    | undefined;
+  /**
+   * The version of the policy the completions were drawn from (a run's round of the checkpoint,
+   * 0 = its starting policy); each completion's token_logprobs are that policy's.
+   */
+  policyVersion: number;
 }
 
 /**
@@ -1202,7 +1209,7 @@ export const Matrix: MessageFns<Matrix> = {
 };
 
 function createBaseRoundRecord(): RoundRecord {
-  return { promptIds: [], prompt: "", completions: [], prefs: undefined };
+  return { promptIds: [], prompt: "", completions: [], prefs: undefined, policyVersion: 0 };
 }
 
 export const RoundRecord: MessageFns<RoundRecord> = {
@@ -1222,6 +1229,9 @@ export const RoundRecord: MessageFns<RoundRecord> = {
     }
     if (message.prefs !== undefined) {
       Matrix.encode(message.prefs, writer.uint32(34).fork()).join();
+    }
+    if (message.policyVersion !== 0) {
+      writer.uint32(40).uint32(message.policyVersion);
     }
     return writer;
   },
@@ -1281,6 +1291,14 @@ export const RoundRecord: MessageFns<RoundRecord> = {
             message.prefs = Matrix.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.policyVersion = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1305,6 +1323,11 @@ export const RoundRecord: MessageFns<RoundRecord> = {
         ? object.completions.map((e: any) => Completion.fromJSON(e))
         : [],
       prefs: isSet(object.prefs) ? Matrix.fromJSON(object.prefs) : undefined,
+      policyVersion: isSet(object.policyVersion)
+        ? globalThis.Number(object.policyVersion)
+        : isSet(object.policy_version)
+        ? globalThis.Number(object.policy_version)
+        : 0,
     };
   },
 
@@ -1322,6 +1345,9 @@ export const RoundRecord: MessageFns<RoundRecord> = {
     if (message.prefs !== undefined) {
       obj.prefs = Matrix.toJSON(message.prefs);
     }
+    if (message.policyVersion !== 0) {
+      obj.policyVersion = Math.round(message.policyVersion);
+    }
     return obj;
   },
 
@@ -1336,6 +1362,7 @@ export const RoundRecord: MessageFns<RoundRecord> = {
     message.prefs = (object.prefs !== undefined && object.prefs !== null)
       ? Matrix.fromPartial(object.prefs)
       : undefined;
+    message.policyVersion = object.policyVersion ?? 0;
     return message;
   },
 };

@@ -150,7 +150,14 @@ export interface RunEvent {
   /** Why a round failed or a run was cancelled. */
   message: string;
   /** With RUN_REJECTED: every bad field, as INVALID_ARGUMENT's details name them. */
-  badRequest: BadRequest | undefined;
+  badRequest:
+    | BadRequest
+    | undefined;
+  /**
+   * Round events: the policy version the stage worked with: the one sampled from (started,
+   * sampled, scored), the one trained and published (trained, evaluated, completed: the round).
+   */
+  policyVersion: number;
 }
 
 function createBaseRunEvent(): RunEvent {
@@ -164,6 +171,7 @@ function createBaseRunEvent(): RunEvent {
     metrics: undefined,
     message: "",
     badRequest: undefined,
+    policyVersion: 0,
   };
 }
 
@@ -195,6 +203,9 @@ export const RunEvent: MessageFns<RunEvent> = {
     }
     if (message.badRequest !== undefined) {
       BadRequest.encode(message.badRequest, writer.uint32(74).fork()).join();
+    }
+    if (message.policyVersion !== 0) {
+      writer.uint32(80).uint32(message.policyVersion);
     }
     return writer;
   },
@@ -284,6 +295,14 @@ export const RunEvent: MessageFns<RunEvent> = {
             message.badRequest = BadRequest.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.policyVersion = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -319,6 +338,11 @@ export const RunEvent: MessageFns<RunEvent> = {
         : isSet(object.bad_request)
         ? BadRequest.fromJSON(object.bad_request)
         : undefined,
+      policyVersion: isSet(object.policyVersion)
+        ? globalThis.Number(object.policyVersion)
+        : isSet(object.policy_version)
+        ? globalThis.Number(object.policy_version)
+        : 0,
     };
   },
 
@@ -351,6 +375,9 @@ export const RunEvent: MessageFns<RunEvent> = {
     if (message.badRequest !== undefined) {
       obj.badRequest = BadRequest.toJSON(message.badRequest);
     }
+    if (message.policyVersion !== 0) {
+      obj.policyVersion = Math.round(message.policyVersion);
+    }
     return obj;
   },
 
@@ -374,6 +401,7 @@ export const RunEvent: MessageFns<RunEvent> = {
     message.badRequest = (object.badRequest !== undefined && object.badRequest !== null)
       ? BadRequest.fromPartial(object.badRequest)
       : undefined;
+    message.policyVersion = object.policyVersion ?? 0;
     return message;
   },
 };

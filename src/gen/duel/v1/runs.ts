@@ -132,7 +132,16 @@ export interface RunSpec {
    * continuing the last), the reference defaults to `policy` without adapter, and samplers serve
    * `policy` + the round's adapter.
    */
-  lora: LoraSpec | undefined;
+  lora:
+    | LoraSpec
+    | undefined;
+  /**
+   * How many policy versions the records a round trains on may lag the policy it trains (docs/
+   * algorithms.md "Staleness"). 0: every round samples from the policy it then trains, stage after
+   * stage. N >= 1: round t+1 is sampled and scored from the newest published checkpoint while
+   * round t trains, and a round trains π_{t-1} on records sampled from version t-1-N or later.
+   */
+  maxStaleness: number;
 }
 
 export interface RunSpec_HyperparametersEntry {
@@ -154,7 +163,14 @@ export interface RoundSummary {
    * restarted orchestrator resumes after the stage it reached instead of sampling again.
    */
   sampled: ArtifactRef | undefined;
-  scored: ArtifactRef | undefined;
+  scored:
+    | ArtifactRef
+    | undefined;
+  /**
+   * The policy version the round's records were sampled from: the round of the checkpoint
+   * (0 = the run's policy). The round trains version round - 1.
+   */
+  policyVersion: number;
 }
 
 export interface Run {
@@ -262,6 +278,7 @@ function createBaseRunSpec(): RunSpec {
     evalSamplesPerPrompt: 0,
     referenceUpdateEvery: 0,
     lora: undefined,
+    maxStaleness: 0,
   };
 }
 
@@ -323,6 +340,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     }
     if (message.lora !== undefined) {
       LoraSpec.encode(message.lora, writer.uint32(154).fork()).join();
+    }
+    if (message.maxStaleness !== 0) {
+      writer.uint32(160).uint32(message.maxStaleness);
     }
     return writer;
   },
@@ -495,6 +515,14 @@ export const RunSpec: MessageFns<RunSpec> = {
             message.lora = LoraSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.maxStaleness = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -573,6 +601,11 @@ export const RunSpec: MessageFns<RunSpec> = {
         ? globalThis.Number(object.reference_update_every)
         : 0,
       lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
+      maxStaleness: isSet(object.maxStaleness)
+        ? globalThis.Number(object.maxStaleness)
+        : isSet(object.max_staleness)
+        ? globalThis.Number(object.max_staleness)
+        : 0,
     };
   },
 
@@ -641,6 +674,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     if (message.lora !== undefined) {
       obj.lora = LoraSpec.toJSON(message.lora);
     }
+    if (message.maxStaleness !== 0) {
+      obj.maxStaleness = Math.round(message.maxStaleness);
+    }
     return obj;
   },
 
@@ -686,6 +722,7 @@ export const RunSpec: MessageFns<RunSpec> = {
     message.evalSamplesPerPrompt = object.evalSamplesPerPrompt ?? 0;
     message.referenceUpdateEvery = object.referenceUpdateEvery ?? 0;
     message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
+    message.maxStaleness = object.maxStaleness ?? 0;
     return message;
   },
 };
@@ -784,6 +821,7 @@ function createBaseRoundSummary(): RoundSummary {
     finishedAt: undefined,
     sampled: undefined,
     scored: undefined,
+    policyVersion: 0,
   };
 }
 
@@ -809,6 +847,9 @@ export const RoundSummary: MessageFns<RoundSummary> = {
     }
     if (message.scored !== undefined) {
       ArtifactRef.encode(message.scored, writer.uint32(58).fork()).join();
+    }
+    if (message.policyVersion !== 0) {
+      writer.uint32(64).uint32(message.policyVersion);
     }
     return writer;
   },
@@ -882,6 +923,14 @@ export const RoundSummary: MessageFns<RoundSummary> = {
             message.scored = ArtifactRef.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.policyVersion = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -911,6 +960,11 @@ export const RoundSummary: MessageFns<RoundSummary> = {
         : undefined,
       sampled: isSet(object.sampled) ? ArtifactRef.fromJSON(object.sampled) : undefined,
       scored: isSet(object.scored) ? ArtifactRef.fromJSON(object.scored) : undefined,
+      policyVersion: isSet(object.policyVersion)
+        ? globalThis.Number(object.policyVersion)
+        : isSet(object.policy_version)
+        ? globalThis.Number(object.policy_version)
+        : 0,
     };
   },
 
@@ -937,6 +991,9 @@ export const RoundSummary: MessageFns<RoundSummary> = {
     if (message.scored !== undefined) {
       obj.scored = ArtifactRef.toJSON(message.scored);
     }
+    if (message.policyVersion !== 0) {
+      obj.policyVersion = Math.round(message.policyVersion);
+    }
     return obj;
   },
 
@@ -960,6 +1017,7 @@ export const RoundSummary: MessageFns<RoundSummary> = {
     message.scored = (object.scored !== undefined && object.scored !== null)
       ? ArtifactRef.fromPartial(object.scored)
       : undefined;
+    message.policyVersion = object.policyVersion ?? 0;
     return message;
   },
 };

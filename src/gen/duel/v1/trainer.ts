@@ -106,7 +106,15 @@ export interface TrainRoundConfig {
    * one when the policy has no adapter, else the policy's adapter continued (their shapes must
    * match). The checkpoint is then the adapter directory.
    */
-  lora: LoraSpec | undefined;
+  lora:
+    | LoraSpec
+    | undefined;
+  /**
+   * The version of `policy` (a run's round of its checkpoint, 0 = the starting policy). A record
+   * drawn from a version older than policy_version - max_staleness is refused (FAILED_PRECONDITION).
+   */
+  policyVersion: number;
+  maxStaleness: number;
 }
 
 export interface TrainRoundConfig_HyperparametersEntry {
@@ -171,6 +179,8 @@ function createBaseTrainRoundConfig(): TrainRoundConfig {
     seed: undefined,
     outputUri: "",
     lora: undefined,
+    policyVersion: 0,
+    maxStaleness: 0,
   };
 }
 
@@ -205,6 +215,12 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
     }
     if (message.lora !== undefined) {
       LoraSpec.encode(message.lora, writer.uint32(82).fork()).join();
+    }
+    if (message.policyVersion !== 0) {
+      writer.uint32(88).uint32(message.policyVersion);
+    }
+    if (message.maxStaleness !== 0) {
+      writer.uint32(96).uint32(message.maxStaleness);
     }
     return writer;
   },
@@ -305,6 +321,22 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
             message.lora = LoraSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.policyVersion = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.maxStaleness = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -350,6 +382,16 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
         ? globalThis.String(object.output_uri)
         : "",
       lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
+      policyVersion: isSet(object.policyVersion)
+        ? globalThis.Number(object.policyVersion)
+        : isSet(object.policy_version)
+        ? globalThis.Number(object.policy_version)
+        : 0,
+      maxStaleness: isSet(object.maxStaleness)
+        ? globalThis.Number(object.maxStaleness)
+        : isSet(object.max_staleness)
+        ? globalThis.Number(object.max_staleness)
+        : 0,
     };
   },
 
@@ -391,6 +433,12 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
     if (message.lora !== undefined) {
       obj.lora = LoraSpec.toJSON(message.lora);
     }
+    if (message.policyVersion !== 0) {
+      obj.policyVersion = Math.round(message.policyVersion);
+    }
+    if (message.maxStaleness !== 0) {
+      obj.maxStaleness = Math.round(message.maxStaleness);
+    }
     return obj;
   },
 
@@ -423,6 +471,8 @@ export const TrainRoundConfig: MessageFns<TrainRoundConfig> = {
     message.seed = object.seed ?? undefined;
     message.outputUri = object.outputUri ?? "";
     message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
+    message.policyVersion = object.policyVersion ?? 0;
+    message.maxStaleness = object.maxStaleness ?? 0;
     return message;
   },
 };
