@@ -29,6 +29,8 @@ export class ServiceProcess {
     private readonly logDir: string | undefined,
     /** `duel serve` without the code cache (dist/bin/main.js), for comparing starts. */
     private readonly withoutCodeCache = false,
+    /** CPUs the process may run on (`taskset -c` syntax, e.g. "0" or "2-3"); default: any. */
+    private readonly cpus?: string,
   ) {}
 
   /** Spawns `duel serve <role>` (on the port it had, when restarting) and waits until it serves. */
@@ -39,7 +41,9 @@ export class ServiceProcess {
       : undefined;
     // `duel serve` from V8's code cache (src/cli/serve-launcher.ts), as the images start it.
     const argv = this.withoutCodeCache ? [duelBin(), 'serve'] : [SERVE_BIN];
-    const child = spawn(process.execPath, [...argv, this.role, '--port', port], {
+    const command = [process.execPath, ...argv, this.role, '--port', port];
+    if (this.cpus) command.unshift('taskset', '-c', this.cpus);
+    const child = spawn(command[0]!, command.slice(1), {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, ...this.env },
     });
@@ -106,6 +110,11 @@ export interface LocalClusterOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra settings for every process of one role (after `env`). */
   roleEnv?: Partial<Record<Role, NodeJS.ProcessEnv>>;
+  /**
+   * CPUs each role's processes run on (`taskset -c` syntax): for measuring what overlapping
+   * stages gain when sampling and training have cores of their own. Default: any.
+   */
+  cpus?: Partial<Record<Role, string>>;
 }
 
 export class LocalCluster {
@@ -147,7 +156,14 @@ export class LocalCluster {
       ...o.env,
     };
     const make = (role: Role, name: string, env: NodeJS.ProcessEnv = {}) =>
-      new ServiceProcess(role, name, { ...base, ...o.roleEnv?.[role], ...env }, o.logDir);
+      new ServiceProcess(
+        role,
+        name,
+        { ...base, ...o.roleEnv?.[role], ...env },
+        o.logDir,
+        false,
+        o.cpus?.[role],
+      );
     const samplers = Array.from({ length: o.samplers ?? 1 }, (_, i) => make('sampler', `sampler-${i}`));
     const scorers = Array.from({ length: o.scorers ?? 1 }, (_, i) => make('scorer', `scorer-${i}`));
     const trainer = make('trainer', 'trainer');

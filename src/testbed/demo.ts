@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type ConfiguredRecipe, recipesByRound } from '../algorithms/recipes/index.js';
-import { LocalCluster } from '../client/local-cluster.js';
+import { LocalCluster, type LocalClusterOptions } from '../client/local-cluster.js';
 import { submitRun } from '../client/runs.js';
 import type { Runtime } from '../engine/index.js';
 import { DuelError } from '../errors.js';
@@ -88,6 +88,8 @@ export interface DemoOptions {
   modelsDir?: string;
   /** The run's bus: a nats-server of its own, the in-process bus, or (auto) the first when installed. */
   bus?: 'auto' | 'nats' | 'memory';
+  /** CPUs per service (LocalClusterOptions.cpus), for `duel bench overlap`. */
+  cpus?: LocalClusterOptions['cpus'];
 }
 
 export interface DemoSummary {
@@ -126,7 +128,13 @@ export interface DemoSummary {
   /** The last round's checkpoint directory. */
   final_checkpoint: string;
   seconds: number;
+  /** The run itself, created to finished (without the build and the oracle's grading). */
+  run_seconds: number;
+  /** Mean seconds a round spent in training and in evaluation (from the run record). */
+  stage_seconds: { train: number; evaluate: number };
 }
+
+const meanOf = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 /**
  * A LoRA run's checkpoints are adapters: each is graded, mixed and averaged as the model it makes
@@ -260,6 +268,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     artifactsRoot: join(out, 'artifacts'),
     logDir: join(out, 'logs'),
     bus: o.bus ?? 'auto',
+    ...(o.cpus ? { cpus: o.cpus } : {}),
   });
   o.log(
     cluster.bus === 'nats'
@@ -373,6 +382,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     build: { ...build, sft: built.sft, judge_training: built.judgeTraining },
     final_checkpoint: checkpoints[checkpoints.length - 1]!,
     seconds: (Date.now() - t0) / 1000,
+    run_seconds: ((run.updatedAt?.getTime() ?? 0) - (run.createdAt?.getTime() ?? 0)) / 1000,
+    stage_seconds: {
+      train: meanOf(run.rounds.map((r) => r.metrics?.values.train_seconds ?? 0)),
+      evaluate: meanOf(run.rounds.map((r) => r.metrics?.values.eval_seconds ?? 0)),
+    },
   };
   writeFileSync(join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   writeReport(join(out, 'report.html'), summary);
