@@ -32,6 +32,8 @@ beforeAll(async () => {
     bus: 'nats',
     artifactsRoot: join(root, 'artifacts'),
     logDir: join(root, 'logs'),
+    // As `duel bench overlap` runs them: the trainer on a CPU of its own.
+    cpus: { trainer: '0' },
   });
   nc = await connectNats(cluster.natsUrl, 'staleness-test');
 }, 120_000);
@@ -125,6 +127,19 @@ describe('overlapping rounds (max_staleness 1)', () => {
     expect((await weights('overlap'))[0]).toBe((await weights('in-step'))[0]);
   }, 180_000);
 
+  it('runs a service on the CPUs it was given (taskset)', async () => {
+    const allowed = () =>
+      /Cpus_allowed_list:\s*(\S+)/.exec(
+        readFileSync(`/proc/${cluster.trainer.child.pid}/status`, 'utf8'),
+      )![1];
+    expect(allowed()).toBe('0');
+    expect(
+      /Cpus_allowed_list:\s*(\S+)/.exec(
+        readFileSync(`/proc/${cluster.samplers[0]!.child.pid}/status`, 'utf8'),
+      )![1],
+    ).not.toBe('0');
+  });
+
   it('loses nothing when the orchestrator is SIGKILLed with two rounds in flight', async () => {
     let restarted: Promise<void> | undefined;
     const seen = await run('kill-orchestrator', 1, (subject) => {
@@ -150,6 +165,11 @@ describe('overlapping rounds (max_staleness 1)', () => {
     expect(new Set(subjects).size).toBe(subjects.length);
     expect(subjects.filter((s) => s.includes('.round.'))).toHaveLength(ROUNDS * 6);
     expect(eventName(seen.at(-1)!.event.kind)).toBe('finished');
+    expect(
+      /Cpus_allowed_list:\s*(\S+)/.exec(
+        readFileSync(`/proc/${cluster.trainer.child.pid}/status`, 'utf8'),
+      )![1],
+    ).toBe('0');
     expect(await weights('kill-trainer')).toEqual(await weights('overlap'));
   }, 180_000);
 });
