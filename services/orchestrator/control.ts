@@ -33,7 +33,8 @@ import {
 } from '../../src/platform/cloudevents.js';
 import { crashPoint } from '../../src/platform/crash-point.js';
 import type { Logger } from '../../src/platform/logger.js';
-import { ensureStream, type NatsConnection } from '../../src/platform/nats.js';
+import { ensureStream, type NatsConnection, toNatsHeaders } from '../../src/platform/nats.js';
+import { eventName, eventType } from '../../src/platform/run-events.js';
 import { parseRunSpec } from '../../src/platform/run-spec.js';
 import type { Orchestrator } from './driver.js';
 import { checkRunId } from './spec.js';
@@ -282,13 +283,15 @@ export class ControlConsumer {
   private async reply(event: RunEvent, to: { replyto: string; id: string }): Promise<void> {
     if (!INBOX.test(to.replyto)) return;
     this.nc.publish(to.replyto, RunEvent.encode(event).finish(), {
-      headers: cloudEventHeaders({
-        id: `${to.id}/${eventWord(event.kind)}`,
-        source: this.settings.source,
-        type: `dev.duel.run.${eventWord(event.kind)}`,
-        subject: event.runId,
-        contentType: 'application/protobuf',
-      }),
+      headers: toNatsHeaders(
+        cloudEventHeaders({
+          id: `${to.id}/${eventName(event.kind)}`,
+          source: this.settings.source,
+          type: eventType(event.kind),
+          subject: event.runId,
+          contentType: 'application/protobuf',
+        }),
+      ),
     });
   }
 }
@@ -301,8 +304,6 @@ const validRunId = (id: string) => {
     return false;
   }
 };
-
-const eventWord = (k: EventKind) => EventKind[k].replace('EVENT_KIND_RUN_', '').toLowerCase();
 
 function answerOf(runId: string, kind: EventKind): RunEvent {
   const now = new Date();

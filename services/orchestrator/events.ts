@@ -6,15 +6,30 @@
  */
 import { RunEvent } from '../../src/gen/duel/v1/events.js';
 import type { EventLog } from '../../src/platform/bus.js';
+import { cloudEventHeaders } from '../../src/platform/cloudevents.js';
 import {
   durationNanos,
   ensureStream,
   JetStreamEventLog,
   type NatsConnection,
 } from '../../src/platform/nats.js';
-import { eventAddress, isTerminal, NO_RUN } from '../../src/platform/run-events.js';
+import { eventAddress, eventType, isTerminal, NO_RUN } from '../../src/platform/run-events.js';
 
 export const RUNS_STREAM = 'DUEL_RUNS';
+
+/**
+ * Every event is also a binary-mode CloudEvent (its message id as `id`, the run as `subject`), so
+ * a pipeline's CloudEvents consumer (Knative's, Argo's) takes run events as they are.
+ */
+const headersOf = (e: RunEvent, id: string) =>
+  cloudEventHeaders({
+    id,
+    source: '/duel/orchestrator',
+    type: eventType(e.kind),
+    subject: e.runId,
+    ...(e.time ? { time: e.time } : {}),
+    contentType: 'application/protobuf',
+  });
 
 export class RunEvents {
   constructor(private readonly log: EventLog) {}
@@ -33,7 +48,7 @@ export class RunEvents {
   /** Publishes `event` unless its stage was published before; resolves to whether this call did. */
   emit(event: RunEvent): Promise<boolean> {
     const { subject, msgId } = eventAddress(event);
-    return this.log.publishOnce(subject, RunEvent.encode(event).finish(), msgId);
+    return this.log.publishOnce(subject, RunEvent.encode(event).finish(), msgId, headersOf(event, msgId));
   }
 
   /**
@@ -44,7 +59,8 @@ export class RunEvents {
    */
   answer(event: RunEvent, messageId: string): Promise<boolean> {
     const { subject, msgId } = eventAddress({ ...event, runId: event.runId || NO_RUN });
-    return this.log.publish(subject, RunEvent.encode(event).finish(), `${msgId}/${messageId}`);
+    const id = `${msgId}/${messageId}`;
+    return this.log.publish(subject, RunEvent.encode(event).finish(), id, headersOf(event, id));
   }
 
   /** The run's events in order (all of them, or those from now on) until its terminal one or `signal`. */

@@ -12,7 +12,7 @@ import { DuelError } from '../errors.js';
 import type { ArtifactRef, ModelRef } from '../gen/duel/v1/common.js';
 import { EventKind, RunEvent } from '../gen/duel/v1/events.js';
 import { cloudEventHeaders } from '../platform/cloudevents.js';
-import { connectNats, followSubject, type NatsSettings } from '../platform/nats.js';
+import { connectNats, followSubject, type NatsSettings, toNatsHeaders } from '../platform/nats.js';
 import { eventName, isTerminal } from '../platform/run-events.js';
 import { readRunSpec } from '../platform/run-spec.js';
 import { describeEvent } from './runs.js';
@@ -68,13 +68,15 @@ export async function submitRunByMessage(
   try {
     const inbox = createInbox();
     const answers = nc.subscribe(inbox, { max: 1 });
-    const headers = cloudEventHeaders({
-      id,
-      source: '/duel/cli',
-      type: 'dev.duel.run.submit',
-      contentType: 'application/json',
+    const headers = toNatsHeaders({
+      ...cloudEventHeaders({
+        id,
+        source: '/duel/cli',
+        type: 'dev.duel.run.submit',
+        contentType: 'application/json',
+      }),
+      'ce-replyto': inbox,
     });
-    headers.set('ce-replyto', inbox);
     // Subscribed before the submit, so no event of the run can slip past.
     const events = await followSubject(nc.jetstream(), `duel.run.${id}.>`, true);
     const ack = await nc

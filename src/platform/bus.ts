@@ -11,17 +11,20 @@ export const MEMORY_BUS_URL = 'memory:';
 
 export const isMemoryBus = (url: string) => url === MEMORY_BUS_URL;
 
+/** Message headers (NATS headers on JetStream; the in-process bus keeps none). */
+export type Headers = Readonly<Record<string, string>>;
+
 export interface EventLog {
   /**
    * Appends `data` on `subject` unless the log already holds a message on that subject or one
    * with `msgId`; resolves to whether this call stored it.
    */
-  publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean>;
+  publishOnce(subject: string, data: Uint8Array, msgId: string, headers?: Headers): Promise<boolean>;
   /**
    * Appends `data` on `subject` unless the log holds a message with `msgId` (JetStream: within its
    * duplicate window); for answers that may repeat on one subject, as a rejected submit does.
    */
-  publish(subject: string, data: Uint8Array, msgId: string): Promise<boolean>;
+  publish(subject: string, data: Uint8Array, msgId: string, headers?: Headers): Promise<boolean>;
   /**
    * The messages whose subject matches `filter` (NATS wildcards: `*` one token, `>` the rest), in
    * order: all of them (`fromStart`) or those from now on, until `signal` aborts.

@@ -12,7 +12,7 @@
  * submit a second run. So presence is checked here, before the SDK sees the message.
  */
 import { type CloudEventV1, HTTP, ValidationError } from 'cloudevents';
-import { type MsgHdrs, headers as natsHeaders } from 'nats';
+import type { MsgHdrs } from 'nats';
 import { DuelError, type FieldViolation } from '../errors.js';
 
 export const STRUCTURED_JSON = 'application/cloudevents+json';
@@ -91,7 +91,7 @@ export function receiveCloudEvent(headers: MsgHdrs | undefined, body: Uint8Array
   }
 }
 
-/** Headers that make a message a binary-mode CloudEvent (attribute values percent-encoded where needed). */
+/** The headers that make a message a binary-mode CloudEvent. */
 export function cloudEventHeaders(attributes: {
   id: string;
   source: string;
@@ -99,14 +99,14 @@ export function cloudEventHeaders(attributes: {
   subject?: string;
   time?: Date;
   contentType: string;
-}): MsgHdrs {
-  const h = natsHeaders();
-  h.set('ce-specversion', '1.0');
-  h.set('ce-id', attributes.id);
-  h.set('ce-source', attributes.source);
-  h.set('ce-type', attributes.type);
-  if (attributes.subject) h.set('ce-subject', attributes.subject);
-  h.set('ce-time', (attributes.time ?? new Date()).toISOString());
-  h.set('content-type', attributes.contentType);
-  return h;
+}): Record<string, string> {
+  return {
+    'ce-specversion': '1.0',
+    'ce-id': attributes.id,
+    'ce-source': attributes.source,
+    'ce-type': attributes.type,
+    ...(attributes.subject ? { 'ce-subject': attributes.subject } : {}),
+    'ce-time': (attributes.time ?? new Date()).toISOString(),
+    'content-type': attributes.contentType,
+  };
 }

@@ -13,14 +13,16 @@ import {
   type JetStreamManager,
   type JetStreamSubscription,
   type KV,
+  type MsgHdrs,
   type NatsConnection,
   nanos,
   connect as natsConnect,
+  headers as natsHeaders,
   nkeyAuthenticator,
   type StreamConfig,
 } from 'nats';
 import { DuelError } from '../errors.js';
-import type { EventLog, RecordStore } from './bus.js';
+import type { EventLog, Headers, RecordStore } from './bus.js';
 
 export type { JetStreamClient, JetStreamManager, KV, NatsConnection };
 
@@ -125,6 +127,7 @@ export async function publishOnce(
   subject: string,
   data: Uint8Array,
   msgId: string,
+  headers?: Headers,
 ): Promise<boolean> {
   try {
     await jsm.streams.getMessage(stream, { last_by_subj: subject });
@@ -132,8 +135,19 @@ export async function publishOnce(
   } catch (e) {
     if ((e as { code?: string }).code !== '404') throw e;
   }
-  const ack = await js.publish(subject, data, { msgID: msgId });
+  const ack = await js.publish(subject, data, { msgID: msgId, ...natsHeadersOf(headers) });
   return !ack.duplicate;
+}
+
+function natsHeadersOf(h: Headers | undefined): { headers?: MsgHdrs } {
+  return h ? { headers: toNatsHeaders(h) } : {};
+}
+
+/** A plain header record as nats.js's headers. */
+export function toNatsHeaders(h: Headers): MsgHdrs {
+  const out = natsHeaders();
+  for (const [k, v] of Object.entries(h)) out.set(k, v);
+  return out;
 }
 
 /**
@@ -194,15 +208,15 @@ export class JetStreamEventLog implements EventLog {
     private readonly stream: string,
   ) {}
 
-  publishOnce(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
+  publishOnce(subject: string, data: Uint8Array, msgId: string, headers?: Headers): Promise<boolean> {
     return throughOutage(`the publish of ${subject}`, () =>
-      publishOnce(this.js, this.jsm, this.stream, subject, data, msgId),
+      publishOnce(this.js, this.jsm, this.stream, subject, data, msgId, headers),
     );
   }
 
-  publish(subject: string, data: Uint8Array, msgId: string): Promise<boolean> {
+  publish(subject: string, data: Uint8Array, msgId: string, headers?: Headers): Promise<boolean> {
     return throughOutage(`the publish of ${subject}`, async () => {
-      const ack = await this.js.publish(subject, data, { msgID: msgId });
+      const ack = await this.js.publish(subject, data, { msgID: msgId, ...natsHeadersOf(headers) });
       return !ack.duplicate;
     });
   }

@@ -27,6 +27,13 @@ const RUN_KINDS: Partial<Record<EventKind, string>> = {
 /** The stage or kind word of an event ("sampled", "finished", ...), as in its subject. */
 export const eventName = (kind: EventKind): string => ROUND_STAGES[kind] ?? RUN_KINDS[kind] ?? String(kind);
 
+/**
+ * The CloudEvents `type` of an event kind: `dev.duel.run.<kind>` for a run's, and
+ * `dev.duel.run.round.<stage>` for a round's (`dev.duel.run.round.trained`).
+ */
+export const eventType = (kind: EventKind): string =>
+  ROUND_STAGES[kind] ? `dev.duel.run.round.${ROUND_STAGES[kind]}` : `dev.duel.run.${eventName(kind)}`;
+
 /** The last event of a run: after it, a watch ends. */
 export const isTerminal = (kind: EventKind) =>
   kind === EventKind.EVENT_KIND_RUN_FINISHED ||

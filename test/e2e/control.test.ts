@@ -18,6 +18,7 @@ import { LocalCluster } from '../../src/client/local-cluster.js';
 import { portableSpec } from '../../src/client/runs-by-message.js';
 import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState } from '../../src/gen/duel/v1/runs.js';
+import { receiveCloudEvent } from '../../src/platform/cloudevents.js';
 import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
 import { NatsServer } from '../../src/platform/nats-server.js';
 import { duelBin, packageRoot } from '../../src/platform/paths.js';
@@ -202,6 +203,18 @@ describe('runs by message', () => {
       expect(subjects.at(-1)).toBe(`duel.run.${id}.finished`);
       expect((await runRecord(id))!.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     }
+    // Every run event is a binary-mode CloudEvent too, readable by the same binding.
+    const trained = await (await admin.jetstreamManager()).streams.getMessage('DUEL_RUNS', {
+      last_by_subj: 'duel.run.by-binary.round.1.trained',
+    });
+    const ce = receiveCloudEvent(trained.header, trained.data).event;
+    expect([ce.type, ce.id, ce.subject, ce.datacontenttype]).toEqual([
+      'dev.duel.run.round.trained',
+      'by-binary/1/trained',
+      'by-binary',
+      'application/protobuf',
+    ]);
+    expect(RunEvent.decode(trained.data).policyVersion).toBe(1);
     // Both came from the same spec and seed: the same weights, whichever mode carried them.
     expect(await checkpoints('by-structured')).toEqual(await checkpoints('by-binary'));
     expect(await controlDrained()).toEqual({ pending: 0, unacked: 0, stored: 0 });
