@@ -110,6 +110,24 @@ export function registerTestbed(program: Command): void {
     );
 
   testbed
+    .command('overlay')
+    .description('several compare results side by side, one label each: a table and a chart per algorithm')
+    .argument('<label=dir...>', 'a label and the --out directory of a `duel testbed compare`')
+    .option('--title <name>', 'what the labels are values of', 'setting')
+    .requiredOption('--out <dir>', 'where overlay.md and plots/ go')
+    .action(async (pairs: string[], o: { title: string; out: string }) => {
+      const { overlayCompares } = await import('../../testbed/overlay.js');
+      const runs = pairs.map((p) => {
+        const at = p.indexOf('=');
+        if (at <= 0)
+          throw DuelError.invalidArgument([
+            { field: p, description: 'must be label=dir (e.g. 1=runs/staleness-1)' },
+          ]);
+        return { label: p.slice(0, at), dir: p.slice(at + 1) };
+      });
+      process.stdout.write(overlayCompares(runs, o.out, o.title));
+    });
+  testbed
     .command('theory')
     .description(
       "what a perfect implementation does on the style sub-game (INPO's exact update over η and τ; τ = 0 is SPPO), and the plug-in exploitability estimate's bias",
