@@ -17,8 +17,8 @@ import {
   ProbMode,
   RankMethod,
 } from '../../src/gen/duel/v1/scorer.js';
+import type { ComparingJudge, JudgeType } from '../../src/models/judge/judge-type.js';
 import { loadJudgeDir } from '../../src/models/judge/load.js';
-import type { JudgeRunner } from '../../src/models/judge/runner.js';
 import { readConfigJson } from '../../src/models/model-dir.js';
 import { TextTokenizer } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
@@ -28,7 +28,6 @@ import { service } from '../../src/platform/grpc/server.js';
 import { LoadOnce } from '../../src/platform/load-once.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
-import { ORACLE_MODEL_TYPE, OracleJudge } from '../../src/testbed/oracle-judge.js';
 
 export interface ScorerLimits {
   /** Prompts per call. */
@@ -39,12 +38,11 @@ export interface ScorerLimits {
 
 const DEFAULT_SCORER_LIMITS: ScorerLimits = { maxItems: 256, maxCandidates: 64 };
 
-/** What the scorer needs of a judge: a pairwise judge, a reward model or the testbed's oracle. */
-type Judge = Pick<JudgeRunner, 'compare' | 'rank'>;
-
 interface LoadedJudge {
-  runner: Judge;
-  kind: 'pairwise' | 'reward' | 'oracle';
+  /** A pairwise judge, a reward model, or a judge type from a module (the testbed's oracle). */
+  runner: ComparingJudge;
+  /** `pairwise`, `reward`, or the module judge's model_type. */
+  kind: string;
   tokenizer: TextTokenizer | undefined;
   /** Why text cannot be encoded, when there is no tokenizer. */
   noTokenizer: string;
@@ -90,6 +88,8 @@ export class ScorerCore {
     readonly metrics?: ServiceMetrics,
     readonly admission = new Admission(4, 64),
     private readonly resolve: ResolveArtifact = resolveFileArtifact,
+    /** Judge types from modules (`judges.modules`), by model_type. */
+    private readonly judgeTypes: ReadonlyMap<string, JudgeType> = new Map(),
   ) {}
 
   /** Loads once per (URI, digest); concurrent loads of one judge share the work. */
@@ -102,8 +102,10 @@ export class ScorerCore {
       const noTokenizer = existsSync(join(dir, 'spm.model'))
         ? 'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids'
         : 'the judge has no tokenizer.json: send token_ids';
-      if ((readConfigJson(dir) as { model_type?: string }).model_type === ORACLE_MODEL_TYPE)
-        return { runner: OracleJudge.fromDir(dir), kind: 'oracle', tokenizer, noTokenizer, parameters: 0 };
+      const modelType = (readConfigJson(dir) as { model_type?: string }).model_type ?? '';
+      const type = this.judgeTypes.get(modelType);
+      if (type)
+        return { runner: await type.load(dir), kind: modelType, tokenizer, noTokenizer, parameters: 0 };
       const { judge, kind, parameters } = await loadJudgeDir(this.runtime, dir);
       return { runner: judge, kind, tokenizer, noTokenizer, parameters };
     });

@@ -39,7 +39,12 @@ export function duelServeBin(): string {
  * sources under vitest), the peer is the built file, never a path beside the caller.
  */
 export function benchScript(name: string): string {
-  return join(packageRoot(), 'dist', 'bench', name);
+  return builtFile(join('bench', name));
+}
+
+/** A module as tsc builds it (`dist/<relative>`), to import or run by path from any caller. */
+export function builtFile(relative: string): string {
+  return join(packageRoot(), 'dist', relative);
 }
 
 export function packageVersion(): string {

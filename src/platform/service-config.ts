@@ -153,3 +153,15 @@ function sharedChecks(c: Shared, issue: Issue): void {
 /** The sampler's and the scorer's settings. */
 export const modelServingConfig = serviceConfig(modelServingSettings);
 export type ModelServingConfig = z.infer<typeof modelServingConfig>;
+
+/** The scorer's: a model server's, and judge types from modules (src/models/judge/judge-type.ts). */
+export const scorerConfig = serviceConfig({
+  ...modelServingSettings,
+  judges: z
+    .object({
+      /** Paths of modules exporting `judgeTypes`, imported at start (the demo's: the testbed's oracle). */
+      modules: z.array(z.string().min(1)).default([]),
+    })
+    .prefault({}),
+});
+export type ScorerConfig = z.infer<typeof scorerConfig>;

@@ -25,6 +25,7 @@ import { drawPrompts, judgePairs } from './corpus.js';
 import { judgeProbs, type SampledPolicy } from './evaluate.js';
 import { type GameConfig, maxNewTokens, parseGame, promptIds } from './game.js';
 import { judgeFidelity, regularisedFloor } from './oracle.js';
+import { oracleJudgeModule } from './oracle-judge.js';
 import { writeReport } from './report.js';
 import { described, evaluatePolicy, evaluateRounds, type RoundEvaluation } from './rounds.js';
 import { type TabularRun, tabularDynamics } from './tabular.js';
@@ -268,6 +269,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     artifactsRoot: join(out, 'artifacts'),
     logDir: join(out, 'logs'),
     bus: o.bus ?? 'auto',
+    // The scorer serves the oracle as a judge module: the product does not know the testbed.
+    roleEnv: { scorer: { DUEL_JUDGES_MODULES: oracleJudgeModule() } },
     ...(o.cpus ? { cpus: o.cpus } : {}),
   });
   o.log(

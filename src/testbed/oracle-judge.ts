@@ -1,13 +1,17 @@
 /**
  * The `oracle` judge: P* itself behind the same interface as the learned PairRM-style judge, so
  * the scorer serves it under the Scorer contract and a run can use it as the control. A judge
- * directory whose config.json says `"model_type": "duel_oracle"` holds the game's parameters.
+ * directory whose config.json says `"model_type": "duel_oracle"` holds the game's parameters. The
+ * scorer loads it as a judge module (`judgeTypes`, src/models/judge/judge-type.ts): the demo
+ * starts its scorer with this file in `judges.modules`.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuelError } from '../errors.js';
+import type { JudgeType } from '../models/judge/judge-type.js';
 import { fromLogits, orderByScores, type Preferences } from '../models/judge/runner.js';
 import { readConfigJson } from '../models/model-dir.js';
+import { builtFile } from '../platform/paths.js';
 import { type GameConfig, parseGame, targetsOf, trueLogit } from './game.js';
 
 export const ORACLE_MODEL_TYPE = 'duel_oracle';
@@ -54,3 +58,11 @@ export function saveOracleJudgeDir(dir: string, game: GameConfig): void {
     `${JSON.stringify({ model_type: ORACLE_MODEL_TYPE, game }, null, 2)}\n`,
   );
 }
+
+/** This module as a judge module (src/models/judge/judge-type.ts). */
+export const judgeTypes: readonly JudgeType[] = [
+  { modelType: ORACLE_MODEL_TYPE, load: (dir) => OracleJudge.fromDir(dir) },
+];
+
+/** This file as tsc builds it, for a scorer's `judges.modules` (wherever the caller was bundled). */
+export const oracleJudgeModule = () => builtFile('src/testbed/oracle-judge.js');

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { importJudgeTypes } from '../../services/scorer/judge-modules.js';
 import { ScorerCore, scorerService } from '../../services/scorer/service.js';
 import { Runtime } from '../../src/engine/index.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
@@ -25,6 +26,9 @@ import { wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { GrpcServer } from '../../src/platform/grpc/server.js';
 import { violationsOf } from '../../src/platform/grpc/status-details.js';
+import { drawPrompts } from '../../src/testbed/corpus.js';
+import { parseGame, promptIds, truePref } from '../../src/testbed/game.js';
+import { oracleJudgeModule, saveOracleJudgeDir } from '../../src/testbed/oracle-judge.js';
 import { startService, unary } from '../helpers/grpc.js';
 import { tinyJudgeConfig } from '../helpers/model-fixtures.js';
 import { fileTempDir } from '../helpers/tmp.js';
@@ -276,5 +280,47 @@ describe('PreferenceScorerService', () => {
     await local.release();
     expect(Math.abs(r0! - r1!)).toBeGreaterThan(0.05);
     expect(res.comparisons[0]!.prefs!.values[1]!).toBeCloseTo(1 / (1 + Math.exp(r1! - r0!)), 5);
+  });
+
+  it('serves a judge type from a module (judges.modules): the testbed’s oracle, exactly P*', async () => {
+    const game = parseGame({});
+    saveOracleJudgeDir(join(root, 'oracle'), game);
+    const oracle: ModelRef = {
+      adapter: undefined,
+      artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'oracle'), 'oracle'),
+      name: 'oracle',
+    };
+    const targets = drawPrompts(game, 1, 5)[0]!;
+    const ys = [targets, [...targets].reverse(), targets.slice(1)];
+    const item = {
+      prompt: { tokenIds: promptIds(targets), text: '', id: 'p' },
+      candidates: ys.map((y) => ({ ...cand(), tokenIds: y })),
+    };
+    const compare = (c: PreferenceScorerServiceClient) =>
+      unary<CompareRequest, CompareResponse>(c.compare.bind(c), {
+        judge: oracle,
+        items: [item],
+        probMode: ProbMode.PROB_MODE_PAIRWISE,
+      });
+    // Without the module the scorer does not know the type: it reads the directory as its own judge's.
+    await expect(compare(client)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    const types = await importJudgeTypes([oracleJudgeModule()]);
+    const { server: s2, address } = await startService([
+      scorerService(new ScorerCore(runtime, undefined, undefined, undefined, undefined, types)),
+    ]);
+    const c2 = new PreferenceScorerServiceClient(address, grpc.credentials.createInsecure());
+    try {
+      const prefs = (await compare(c2)).comparisons[0]!.prefs!;
+      for (let i = 0; i < 3; i++)
+        for (let j = 0; j < 3; j++)
+          if (i !== j)
+            expect(prefs.values[i * 3 + j]!).toBeCloseTo(truePref(game, targets, ys[i]!, ys[j]!), 5);
+    } finally {
+      c2.close();
+      await s2.shutdown('test over');
+    }
+    await expect(importJudgeTypes([join(root, 'nothing.js')])).rejects.toThrow(
+      /judges\.modules\[0\]: cannot import/,
+    );
   });
 });
