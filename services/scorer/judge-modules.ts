@@ -6,6 +6,7 @@
 import { pathToFileURL } from 'node:url';
 import { DuelError } from '../../src/errors.js';
 import type { JudgeModule, JudgeType } from '../../src/models/judge/judge-type.js';
+import { importEsm } from '../../src/platform/esm-import.js';
 
 export async function importJudgeTypes(paths: readonly string[]): Promise<Map<string, JudgeType>> {
   const types = new Map<string, JudgeType>();
@@ -13,7 +14,8 @@ export async function importJudgeTypes(paths: readonly string[]): Promise<Map<st
     const field = `judges.modules[${i}]`;
     let mod: Partial<JudgeModule>;
     try {
-      mod = (await import(pathToFileURL(path).href)) as Partial<JudgeModule>;
+      // importEsm: the code-cached CommonJS bundle of `duel serve` would turn import() into require().
+      mod = (await importEsm(pathToFileURL(path).href)) as Partial<JudgeModule>;
     } catch (e) {
       throw DuelError.invalidArgument([
         { field, description: `cannot import ${path}: ${(e as Error).message}` },
