@@ -107,6 +107,9 @@ export function runSummary(run: Run): Record<string, unknown> {
     algorithm: run.spec?.algorithm,
     round: run.currentRound,
     rounds: run.spec?.rounds,
+    // The orchestrator replica driving it (its lease), while it runs.
+    driver: run.lease?.holder || undefined,
+    max_staleness: run.spec?.maxStaleness || undefined,
     message: run.message || undefined,
     latest_checkpoint: run.latestCheckpoint?.artifact,
     per_round: run.rounds.map((r) => ({

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, type ServiceProcess } from '../../src/client/local-cluster.js';
-import { submitRun } from '../../src/client/runs.js';
+import { runSummary, submitRun } from '../../src/client/runs.js';
 import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState } from '../../src/gen/duel/v1/runs.js';
 import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
@@ -89,6 +89,8 @@ describe('orchestrator replicas', () => {
     expect(run.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     const survivor = victim === 'orchestrator' ? 'orchestrator-b' : 'orchestrator';
     expect(run.lease!.holder).toBe(survivor);
+    // What `duel runs get|list` print names the driver.
+    expect(runSummary(run)).toMatchObject({ state: 'succeeded', driver: survivor });
     const subjects = seen.map((s) => s.subject);
     expect(new Set(subjects).size).toBe(subjects.length);
     expect(subjects.filter((s) => s.includes('.round.')).length).toBe(3 * 6);
