@@ -107,7 +107,7 @@ export function runSummary(run: Run): Record<string, unknown> {
     algorithm: run.spec?.algorithm,
     round: run.currentRound,
     rounds: run.spec?.rounds,
-    // The orchestrator replica driving it (its lease), while it runs.
+    // The orchestrator replica that holds its lease: the one driving it, or the last one that did.
     driver: run.lease?.holder || undefined,
     max_staleness: run.spec?.maxStaleness || undefined,
     message: run.message || undefined,
