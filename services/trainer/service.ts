@@ -61,8 +61,12 @@ import { service } from '../../src/platform/grpc/server.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { Violations } from '../../src/platform/violations.js';
 
-/** A record of the wire as the trainer's record: token ids only (the sampler sends them). */
-export function recordOf(r: WireRecord, field: string): RoundRecord {
+/**
+ * A record of the wire as the trainer's record: token ids (the sampler sends them), and for a
+ * `stale` record (drawn from an older policy than the one trained) each completion's log-prob
+ * under the policy that drew it, which an importance-weighted loss reads.
+ */
+export function recordOf(r: WireRecord, field: string, stale = false): RoundRecord {
   const k = r.completions.length;
   const m = r.prefs;
   if (m && (m.rows !== k || m.cols !== k || m.values.length !== k * k))
@@ -71,6 +75,7 @@ export function recordOf(r: WireRecord, field: string): RoundRecord {
     prompt_ids: [...r.promptIds],
     completion_ids: r.completions.map((c) => [...c.tokenIds]),
     prefs: m ? Array.from({ length: k }, (_, a) => m.values.slice(a * k, (a + 1) * k)) : [],
+    ...(stale ? { behaviour_logprobs: r.completions.map((c) => c.logprob) } : {}),
   };
 }
 
@@ -168,7 +173,8 @@ async function receive(requests: AsyncIterable<TrainRoundRequest>): Promise<Rece
       if (!config)
         throw DuelError.invalidArgument([{ field: 'config', description: 'must be the first message' }]);
       versions.push(req.kind.record.policyVersion);
-      records.push(recordOf(req.kind.record, `records[${records.length}]`));
+      const stale = req.kind.record.policyVersion < config.policyVersion;
+      records.push(recordOf(req.kind.record, `records[${records.length}]`, stale));
       digest.update(WireRecord.encode(req.kind.record).finish());
     }
   }

@@ -49,7 +49,18 @@ export function inpoLoss(p: PairLogps & { tW: Tensor; tL: Tensor }, eta: number,
  * row i holding P(y_i ≻ y_j) for the K completions of its record (½ on the diagonal).
  */
 export function inpoAllPairsLoss(
-  p: { theta: Tensor; ref: Tensor; t: Tensor; prefs: Tensor; position: Tensor },
+  p: {
+    theta: Tensor;
+    ref: Tensor;
+    t: Tensor;
+    prefs: Tensor;
+    position: Tensor;
+    /**
+     * For records drawn from an older policy (max_staleness ≥ 1): each row's log-prob under the
+     * policy that drew it; the pairs are then importance-weighted toward π_t.
+     */
+    behaviour?: Tensor;
+  },
   k: number,
   eta: number,
   tau: number,
@@ -68,7 +79,19 @@ export function inpoAllPairsLoss(
   );
   const gaps = T.sub(T.unsqueeze(h, [1]), T.gather(h, partners));
   const target = T.mul(T.sub(p.prefs, 0.5), eta);
-  return T.mul(T.reduceSum(sq(T.sub(gaps, target)), -1), 1 / (k - 1));
+  const squares = sq(T.sub(gaps, target));
+  if (!p.behaviour) return T.mul(T.reduceSum(squares, -1), 1 / (k - 1));
+  // Stale samples: the pair (y_i, y_j) is weighted by w_i·w_j, w = π_t(y)/π_b(y) normalised to
+  // mean 1 over the record, so that the fit's opponent is π_t, not the policy that drew them (the
+  // least-squares step then gives h_i − h̄ = η(Σ_j w̃_j P_ij − ½)). Log-ratios are clipped to ±3
+  // (a weight of at most e³ ≈ 20 before normalising), the usual truncation against a few samples
+  // carrying the whole estimate. Frozen inputs only: no gradient flows through the weights.
+  const logRatio = T.sub(p.t, p.behaviour);
+  const w = T.exp(T.maximum(T.minimum(logRatio, 3), -3));
+  const partnerW = T.gather(w, partners); // [N, K]
+  const mean = T.div(T.reduceSum(partnerW, -1, true), k); // [N, 1]: the record's mean weight
+  const pairW = T.mul(T.div(T.unsqueeze(w, [1]), mean), T.div(partnerW, mean));
+  return T.mul(T.reduceSum(T.mul(pairW, squares), -1), 1 / (k - 1));
 }
 
 /**

@@ -128,6 +128,28 @@ const CASES: Case[] = [
       ),
     1,
   ],
+  [
+    'inpo (all pairs, soft, importance-weighted)',
+    (g, [a]) =>
+      inpoAllPairsLoss(
+        {
+          theta: a!,
+          ref: f64(g, [0.1, -1, 2]),
+          t: f64(g, [0.3, 0.2, 0.1]),
+          position: f64(g, [0, 1, 2]),
+          prefs: g.constant(
+            Float64Array.from([0.5, 0.8, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4, 0.5]),
+            'float64',
+            [3, 3],
+          ),
+          behaviour: f64(g, [-0.4, 0.5, 0.2]),
+        },
+        3,
+        2,
+        0.2,
+      ),
+    1,
+  ],
   ['ipo (soft)', (g, [a, b]) => ipoSoftLoss(T.sub(a!, b!), f64(g, [0.9, 0.1, 0.5]), 0.1), 2],
   ['dpo (smoothed)', (_, [a]) => dpoLoss(a!, 0.7, 0.1), 1],
   ['slic', (_, [a]) => slicLoss(T.add(a!, 3), 0.1), 1],
@@ -266,6 +288,40 @@ describe('the tabular meaning of INPO (one prompt, N single-token completions)',
     );
     for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
   });
+
+  it('K completions from an older policy: with its log-probs the minimizer is the step against π_t, not against the sample', async () => {
+    const n = 4;
+    const [eta, tau] = [1.5, 0.3];
+    const { piT, piRef, prefs, winVsPolicy } = tabularGame(n, 7);
+    // Drawn by an older, uniform policy (each completion once), trained from π_t.
+    const behaviour = new Array<number>(n).fill(Math.log(1 / n));
+    const minimiser = (weighted: boolean) =>
+      minimisePolicy(runtime, piT, (g, logp) => {
+        const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
+        return T.reduceSum(
+          inpoAllPairsLoss(
+            {
+              theta: logp,
+              ref: log(piRef),
+              t: log(piT),
+              prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
+              position: g.constant(Float64Array.from(piT.keys()), 'float64', [n]),
+              ...(weighted ? { behaviour: g.constant(Float64Array.from(behaviour), 'float64', [n]) } : {}),
+            },
+            n,
+            eta,
+            tau,
+          ),
+        );
+      });
+    const want = normalise(
+      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
+    );
+    for (const [i, p] of (await minimiser(true)).entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
+    // Unweighted, the opponent is the sample (uniform), and the step lands elsewhere.
+    const off = (await minimiser(false)).map((p, i) => Math.abs(p - want[i]!));
+    expect(Math.max(...off)).toBeGreaterThan(1e-3);
+  });
 });
 
 describe('the tabular meaning of INPO with soft labels on every pair', () => {
@@ -299,6 +355,40 @@ describe('the tabular meaning of INPO with soft labels on every pair', () => {
       piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
     );
     for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
+  });
+
+  it('K completions from an older policy: with its log-probs the minimizer is the step against π_t, not against the sample', async () => {
+    const n = 4;
+    const [eta, tau] = [1.5, 0.3];
+    const { piT, piRef, prefs, winVsPolicy } = tabularGame(n, 7);
+    // Drawn by an older, uniform policy (each completion once), trained from π_t.
+    const behaviour = new Array<number>(n).fill(Math.log(1 / n));
+    const minimiser = (weighted: boolean) =>
+      minimisePolicy(runtime, piT, (g, logp) => {
+        const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
+        return T.reduceSum(
+          inpoAllPairsLoss(
+            {
+              theta: logp,
+              ref: log(piRef),
+              t: log(piT),
+              prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
+              position: g.constant(Float64Array.from(piT.keys()), 'float64', [n]),
+              ...(weighted ? { behaviour: g.constant(Float64Array.from(behaviour), 'float64', [n]) } : {}),
+            },
+            n,
+            eta,
+            tau,
+          ),
+        );
+      });
+    const want = normalise(
+      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
+    );
+    for (const [i, p] of (await minimiser(true)).entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
+    // Unweighted, the opponent is the sample (uniform), and the step lands elsewhere.
+    const off = (await minimiser(false)).map((p, i) => Math.abs(p - want[i]!));
+    expect(Math.max(...off)).toBeGreaterThan(1e-3);
   });
 });
 

@@ -8,7 +8,7 @@ import { DuelError } from '../../errors.js';
 import { inpoAllPairsLoss, inpoLoss } from '../losses.js';
 import { ownK } from '../round-plan.js';
 import { byWinRate, eta, k, noFeatures, pairRows } from './common.js';
-import { defineRecipe } from './recipe.js';
+import { defineRecipe, type Features } from './recipe.js';
 
 export const inpo = defineRecipe({
   name: 'inpo',
@@ -33,12 +33,14 @@ export const inpo = defineRecipe({
             description: `inpo with soft labels pairs the k = ${hp.k} completions of a prompt; a record has ${r.completion_ids.length}`,
           },
         ]);
-      // Row i carries its row of the preference matrix, P(y_i ≻ y_j) for every j, as one vector.
+      // Row i carries its row of the preference matrix, P(y_i ≻ y_j) for every j, as one vector;
+      // from an older policy, also its log-prob under that policy (the loss's importance weights).
+      const b = r.behaviour_logprobs;
       return {
         all: r.completion_ids.map((c, i) => ({
           promptIds: r.prompt_ids,
           completionIds: c,
-          features: { position: i, prefs: r.prefs[i]! },
+          features: { position: i, prefs: r.prefs[i]!, ...(b ? { behaviour: b[i]! } : {}) } as Features,
         })),
       };
     }
@@ -52,8 +54,17 @@ export const inpo = defineRecipe({
   loss(s, hp) {
     if ('all' in s) {
       const a = s.all;
+      const f = a.features;
       return inpoAllPairsLoss(
-        { theta: a.theta, ref: a.ref, t: a.t, prefs: a.features.prefs, position: a.features.position },
+        {
+          theta: a.theta,
+          ref: a.ref,
+          t: a.t,
+          prefs: f.prefs!,
+          position: f.position!,
+          // A feature becomes a graph input when read: only rounds of stale records read this one.
+          ...('behaviour' in f ? { behaviour: f.behaviour! } : {}),
+        },
         hp.k,
         hp.eta,
         hp.tau,

@@ -20,6 +20,11 @@ export interface RoundRecord {
   prompt_ids: number[];
   completion_ids: number[][];
   prefs: number[][];
+  /**
+   * Only for a record drawn from an older policy than the one trained (a run's max_staleness ≥ 1):
+   * each completion's summed log-prob under the policy that drew it.
+   */
+  behaviour_logprobs?: number[];
 }
 
 /** Per-row numbers a loss reads: one number per row ([R] in the graph) or one vector ([R, n]). */
