@@ -1,9 +1,11 @@
 /**
  * `duel bench overlap`: what overlapping rounds (max_staleness 1) save in wall time when sampling
  * and scoring have cores of their own and training has another, the deployment the setting is
- * for. The demo's run (its models built once, its INPO settings, the oracle as judge; one epoch a
- * round by default, where the demo trains six, so that training and sampling+scoring take comparable
- * time, the regime overlap is for) goes through the local suite twice, at max_staleness 0 and 1, with the sampler, scorer and orchestrator pinned
+ * for. The demo's run (its models built once, its INPO settings; its learned PairRM-style judge by
+ * default, since the oracle costs the scorer nothing and a real judge's K×K comparisons are a
+ * large share of a round; four epochs a round where the demo trains six, so that training takes
+ * about as long as sampling and scoring, the regime overlap is for) goes through the local suite
+ * twice, at max_staleness 0 and 1, with the sampler, scorer and orchestrator pinned
  * to one set of CPUs and the trainer to another (`taskset`); a round's wall time is the run's, created
  * to finished, over its rounds. The oracle's grades of both runs come with it, since time saved by
  * a run that no longer converges is not saved.
@@ -18,8 +20,8 @@ export interface OverlapRow {
   round_seconds: number;
   train_seconds: number;
   evaluate_seconds: number;
-  /** What is left of a round at max_staleness 0: sampling, scoring and the hand-offs. */
-  sample_score_seconds: number;
+  /** At max_staleness 0, what is left of a round: sampling, scoring and the hand-offs (null when stages overlap). */
+  sample_score_seconds: number | null;
   last_win_rate_vs_ref: number;
   last_exploitability: number;
 }
@@ -38,8 +40,9 @@ export async function runOverlapBench(o: {
   out: string;
   workerCpus: string;
   trainerCpus: string;
-  /** `--set` pairs over the bench's own (`run.epochs` 1). */
+  /** `--set` pairs over the bench's own (`run.epochs` 4). */
   sets: Record<string, unknown>;
+  judge: 'learned' | 'oracle';
   runtime: Runtime;
   log: (line: string) => void;
 }): Promise<OverlapResult> {
@@ -49,10 +52,10 @@ export async function runOverlapBench(o: {
       algo: 'inpo',
       rounds: o.rounds,
       seed: o.seed,
-      sets: { 'run.epochs': 1, ...o.sets, 'run.max_staleness': staleness },
+      sets: { 'run.epochs': 4, ...o.sets, 'run.max_staleness': staleness },
       out: join(o.out, `max-staleness-${staleness}`),
       modelsDir: join(o.out, 'models'),
-      judge: 'oracle',
+      judge: o.judge,
       bus: 'nats',
       runtime: o.runtime,
       cpus: {
@@ -71,7 +74,9 @@ export async function runOverlapBench(o: {
       train_seconds: summary.stage_seconds.train,
       evaluate_seconds: summary.stage_seconds.evaluate,
       sample_score_seconds:
-        summary.run_seconds / o.rounds - summary.stage_seconds.train - summary.stage_seconds.evaluate,
+        staleness === 0
+          ? summary.run_seconds / o.rounds - summary.stage_seconds.train - summary.stage_seconds.evaluate
+          : null,
       last_win_rate_vs_ref: last.win_rate_vs_ref,
       last_exploitability: last.exploitability,
     });

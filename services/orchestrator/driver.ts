@@ -535,8 +535,8 @@ export class Orchestrator {
   /**
    * Rounds that overlap (max_staleness N ≥ 1): a producer samples and scores round after round,
    * round t from version t−1−N (π_0 for the first N+1 rounds) as soon as that checkpoint is
-   * published; a consumer trains, evaluates and completes the rounds in order, round t training
-   * π_{t−1}. With N = 1 that version is the newest checkpoint when round t begins (round t−1 is
+   * published; a consumer trains the rounds in order, round t training π_{t−1}, and a finisher
+   * evaluates and completes each trained round while the next one trains. With N = 1 that version is the newest checkpoint when round t begins (round t−1 is
    * then still training on the records round t's start waited for), so round t is sampled while
    * round t−1 trains. A fixed version rather than "the newest at that moment" keeps a run
    * reproducible: with N ≥ 2 the newest would depend on how fast training went.
@@ -559,8 +559,9 @@ export class Orchestrator {
       Math.max(0, ...x.rounds.filter((s) => s.checkpoint?.artifact).map((s) => s.round));
     let firstOpen = 1;
     while (firstOpen <= spec.rounds && done(start, firstOpen)) firstOpen++;
-    /** Rounds the producer has scored, waiting for the consumer. */
+    /** Rounds the producer has scored, waiting for training; rounds trained, waiting for evaluation. */
     const ready = new Map<number, RoundRun>();
+    const trainedRuns = new Map<number, RoundRun>();
     let newest = trained(start);
 
     const produce = async () => {
@@ -592,23 +593,31 @@ export class Orchestrator {
         await progress.until(() => ready.has(round));
         const r = ready.get(round)!;
         ready.delete(round);
-        let run = await this.get(id);
+        const run = await this.get(id);
         r.base = policyAt(spec, checkpointOf(run, round - 1), `round-${round - 1}`);
         // No later round samples from a version older than round - n.
         r.unload =
           round - 1 - n >= 1
             ? policyAt(spec, checkpointOf(run, round - 1 - n), `round-${round - 1 - n}`)
             : undefined;
-        const s = summaryOf(run, r);
-        const stages = this.stages.slice(3);
-        const from = s.metrics?.values.eval_seconds !== undefined ? 2 : s.checkpoint?.artifact ? 1 : 0;
-        for (const stage of stages.slice(from)) {
+        if (!summaryOf(run, r).checkpoint?.artifact) await this.runStage(r, this.stages[3]!, run, signal);
+        newest = round;
+        trainedRuns.set(round, r);
+        progress.changed();
+      }
+    };
+
+    // Evaluation runs on the samplers and scorers while the next round trains: it waits for its
+    // round's checkpoint only, and training never waits for it.
+    const finish = async () => {
+      for (let round = firstOpen; round <= spec.rounds; round++) {
+        await progress.until(() => trainedRuns.has(round));
+        const r = trainedRuns.get(round)!;
+        trainedRuns.delete(round);
+        let run = await this.get(id);
+        const evaluated = summaryOf(run, r).metrics?.values.eval_seconds !== undefined;
+        for (const stage of this.stages.slice(evaluated ? 5 : 4))
           run = await this.runStage(r, stage, run, signal);
-          if (stage.event === K.EVENT_KIND_ROUND_TRAINED) {
-            newest = round;
-            progress.changed();
-          }
-        }
         this.roundDone(r);
       }
     };
@@ -617,7 +626,7 @@ export class Orchestrator {
       inner.abort(e);
       throw e;
     };
-    await Promise.all([produce().catch(stopOther), consume().catch(stopOther)]);
+    await Promise.all([produce().catch(stopOther), consume().catch(stopOther), finish().catch(stopOther)]);
     await this.finish(id);
   }
 

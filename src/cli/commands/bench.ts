@@ -496,9 +496,10 @@ export function registerBench(program: Command): void {
     .option('--worker-cpus <list>', 'CPUs of the sampler, scorer and orchestrator (taskset -c)', '0')
     .option('--trainer-cpus <list>', 'CPUs of the trainer (taskset -c)', '1')
     .option('--out <dir>', 'where both runs and their models go', 'runs/bench-overlap')
+    .option('--judge <kind>', "the run's judge: learned (a real judge's scoring cost) or oracle", 'learned')
     .option(
       '--set <key=value>',
-      "the demo's settings (run.epochs 1 unless set: training about as long as sampling and scoring)",
+      "the demo's settings (run.epochs 4 unless set: training about as long as sampling and scoring)",
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
@@ -511,16 +512,27 @@ export function registerBench(program: Command): void {
         trainerCpus: string;
         out: string;
         set: string[];
+        judge: string;
       }) => {
+        if (o.judge !== 'learned' && o.judge !== 'oracle')
+          throw DuelError.invalidArgument([
+            { field: '--judge', description: `must be learned or oracle, got '${o.judge}'` },
+          ]);
         const { runOverlapBench } = await import('../../../bench/overlap.js');
         const { parseSets } = await import('../../algorithms/recipes/index.js');
         const runtime = cliRuntime({ workers: 1, intraOpThreads: 1 });
         try {
-          const r = await runOverlapBench({ ...o, sets: parseSets(o.set), runtime, log: progress });
+          const r = await runOverlapBench({
+            ...o,
+            judge: o.judge,
+            sets: parseSets(o.set),
+            runtime,
+            log: progress,
+          });
           if (printedAsJson(o.json, r)) return;
           for (const x of r.rows)
             process.stdout.write(
-              `max_staleness ${x.max_staleness}: ${x.round_seconds.toFixed(1)} s a round (training ${x.train_seconds.toFixed(1)} s, evaluation ${x.evaluate_seconds.toFixed(1)} s, the rest ${x.sample_score_seconds.toFixed(1)} s); last round: win rate vs π_ref ${x.last_win_rate_vs_ref.toFixed(3)}, exploitability ${x.last_exploitability.toFixed(3)}\n`,
+              `max_staleness ${x.max_staleness}: ${x.round_seconds.toFixed(1)} s a round (training ${x.train_seconds.toFixed(1)} s, evaluation ${x.evaluate_seconds.toFixed(1)} s${x.sample_score_seconds === null ? '' : `, the rest ${x.sample_score_seconds.toFixed(1)} s`}); last round: win rate vs π_ref ${x.last_win_rate_vs_ref.toFixed(3)}, exploitability ${x.last_exploitability.toFixed(3)}\n`,
             );
           process.stdout.write(`overlap saves ${(100 * r.saved).toFixed(0)}% of a round's wall time\n`);
         } finally {
