@@ -288,106 +288,58 @@ describe('the tabular meaning of INPO (one prompt, N single-token completions)',
     );
     for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
   });
-
-  it('K completions from an older policy: with its log-probs the minimizer is the step against π_t, not against the sample', async () => {
-    const n = 4;
-    const [eta, tau] = [1.5, 0.3];
-    const { piT, piRef, prefs, winVsPolicy } = tabularGame(n, 7);
-    // Drawn by an older, uniform policy (each completion once), trained from π_t.
-    const behaviour = new Array<number>(n).fill(Math.log(1 / n));
-    const minimiser = (weighted: boolean) =>
-      minimisePolicy(runtime, piT, (g, logp) => {
-        const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
-        return T.reduceSum(
-          inpoAllPairsLoss(
-            {
-              theta: logp,
-              ref: log(piRef),
-              t: log(piT),
-              prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
-              position: g.constant(Float64Array.from(piT.keys()), 'float64', [n]),
-              ...(weighted ? { behaviour: g.constant(Float64Array.from(behaviour), 'float64', [n]) } : {}),
-            },
-            n,
-            eta,
-            tau,
-          ),
-        );
-      });
-    const want = normalise(
-      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
-    );
-    for (const [i, p] of (await minimiser(true)).entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
-    // Unweighted, the opponent is the sample (uniform), and the step lands elsewhere.
-    const off = (await minimiser(false)).map((p, i) => Math.abs(p - want[i]!));
-    expect(Math.max(...off)).toBeGreaterThan(1e-3);
-  });
 });
 
 describe('the tabular meaning of INPO with soft labels on every pair', () => {
   const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
   afterAll(() => runtime.close());
+  const n = 4;
+  const [eta, tau] = [1.5, 0.3];
+
+  /** The minimiser of the all-pairs loss over K = n completions, one of each, from π_t's weights. */
+  const allPairsMinimiser = (piT: number[], piRef: number[], prefs: number[][], behaviour?: number[]) =>
+    minimisePolicy(runtime, piT, (g, logp) => {
+      const vector = (xs: number[]) => g.constant(Float64Array.from(xs), 'float64', [n]);
+      return T.reduceSum(
+        inpoAllPairsLoss(
+          {
+            theta: logp,
+            ref: vector(piRef.map(Math.log)),
+            t: vector(piT.map(Math.log)),
+            prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
+            position: vector([...piT.keys()]),
+            ...(behaviour ? { behaviour: vector(behaviour) } : {}),
+          },
+          n,
+          eta,
+          tau,
+        ),
+      );
+    });
+  const mirrorStep = (piT: number[], piRef: number[], winVsPolicy: number[]) =>
+    normalise(
+      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
+    );
 
   it('K completions drawn once each (π_t uniform): the minimizer is the same mirror-descent step', async () => {
-    const n = 4;
-    const [eta, tau] = [1.5, 0.3];
     const { piRef, prefs } = tabularGame(n, 5);
     const piT = new Array<number>(n).fill(1 / n);
     // Under a uniform π_t every completion is one of the K samples and each ordered pair is equally likely.
     const winVsPolicy = prefs.map((row) => row.reduce((s, p) => s + p / n, 0));
-    const got = await minimisePolicy(runtime, piT, (g, logp) => {
-      const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
-      const losses = inpoAllPairsLoss(
-        {
-          theta: logp,
-          ref: log(piRef),
-          t: log(piT),
-          prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
-          position: g.constant(Float64Array.from(piT.keys()), 'float64', [n]),
-        },
-        n,
-        eta,
-        tau,
-      );
-      return T.reduceSum(losses);
-    });
-    const want = normalise(
-      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
-    );
-    for (const [i, p] of got.entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
+    const want = mirrorStep(piT, piRef, winVsPolicy);
+    for (const [i, p] of (await allPairsMinimiser(piT, piRef, prefs)).entries())
+      expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
   });
 
   it('K completions from an older policy: with its log-probs the minimizer is the step against π_t, not against the sample', async () => {
-    const n = 4;
-    const [eta, tau] = [1.5, 0.3];
     const { piT, piRef, prefs, winVsPolicy } = tabularGame(n, 7);
-    // Drawn by an older, uniform policy (each completion once), trained from π_t.
+    // Drawn by an older, uniform policy (each completion once); the round trains from π_t.
     const behaviour = new Array<number>(n).fill(Math.log(1 / n));
-    const minimiser = (weighted: boolean) =>
-      minimisePolicy(runtime, piT, (g, logp) => {
-        const log = (xs: number[]) => g.constant(Float64Array.from(xs.map(Math.log)), 'float64', [n]);
-        return T.reduceSum(
-          inpoAllPairsLoss(
-            {
-              theta: logp,
-              ref: log(piRef),
-              t: log(piT),
-              prefs: g.constant(Float64Array.from(prefs.flat()), 'float64', [n, n]),
-              position: g.constant(Float64Array.from(piT.keys()), 'float64', [n]),
-              ...(weighted ? { behaviour: g.constant(Float64Array.from(behaviour), 'float64', [n]) } : {}),
-            },
-            n,
-            eta,
-            tau,
-          ),
-        );
-      });
-    const want = normalise(
-      piT.map((p, i) => p ** (1 - eta * tau) * piRef[i]! ** (eta * tau) * Math.exp(eta * winVsPolicy[i]!)),
-    );
-    for (const [i, p] of (await minimiser(true)).entries()) expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
+    const want = mirrorStep(piT, piRef, winVsPolicy);
+    for (const [i, p] of (await allPairsMinimiser(piT, piRef, prefs, behaviour)).entries())
+      expect(Math.abs(p - want[i]!)).toBeLessThan(1e-4);
     // Unweighted, the opponent is the sample (uniform), and the step lands elsewhere.
-    const off = (await minimiser(false)).map((p, i) => Math.abs(p - want[i]!));
+    const off = (await allPairsMinimiser(piT, piRef, prefs)).map((p, i) => Math.abs(p - want[i]!));
     expect(Math.max(...off)).toBeGreaterThan(1e-3);
   });
 });

@@ -5,6 +5,18 @@ import { hyperparametersAt, parseSchedule } from '../../src/algorithms/schedule.
 import { RunSpec } from '../../src/gen/duel/v1/runs.js';
 import { refusal, refused } from '../helpers/refusal.js';
 
+/** A valid 4-round spec but for what `over` sets. */
+const specWith = (over: Partial<RunSpec>) =>
+  RunSpec.fromPartial({
+    policy: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
+    reference: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
+    judge: { artifact: { uri: 'file:///j', sha256: 'b'.repeat(64) } },
+    promptsUri: 'p.jsonl',
+    rounds: 4,
+    sampling: { maxNewTokens: 4, temperature: 1 },
+    ...over,
+  });
+
 describe('hyper-parameter schedules', () => {
   it('reads lists with repeats, and leaves plain values alone', () => {
     expect(parseSchedule('eta', '8x3,2,1.5')).toEqual([8, 8, 8, 2, 1.5]);
@@ -41,16 +53,7 @@ describe('hyper-parameter schedules', () => {
   });
 
   it('refuses at CreateRun a schedule that would change what a round samples', async () => {
-    const spec = RunSpec.fromPartial({
-      algorithm: 'sppo',
-      policy: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
-      reference: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
-      judge: { artifact: { uri: 'file:///j', sha256: 'b'.repeat(64) } },
-      promptsUri: 'p.jsonl',
-      rounds: 4,
-      sampling: { maxNewTokens: 4, temperature: 1 },
-      hyperparameters: { k: '4,6', eta: '2' },
-    });
+    const spec = specWith({ algorithm: 'sppo', hyperparameters: { k: '4,6', eta: '2' } });
     const e = await refused(planRun(spec));
     expect(e.violations[0]!.field).toBe('spec.hyperparameters.k');
     expect(e.violations[0]!.description).toMatch(/may not change what a round samples \(round 2/);
@@ -66,16 +69,7 @@ describe('hyper-parameter schedules', () => {
   });
 
   it('refuses overlapping rounds for a policy-gradient loss, and a staleness beyond the bound', async () => {
-    const spec = RunSpec.fromPartial({
-      algorithm: 'nash_md',
-      policy: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
-      reference: { artifact: { uri: 'file:///m', sha256: 'a'.repeat(64) } },
-      judge: { artifact: { uri: 'file:///j', sha256: 'b'.repeat(64) } },
-      promptsUri: 'p.jsonl',
-      rounds: 4,
-      sampling: { maxNewTokens: 4, temperature: 1 },
-      maxStaleness: 1,
-    });
+    const spec = specWith({ algorithm: 'nash_md', maxStaleness: 1 });
     const pg = await refused(planRun(spec));
     expect(pg.violations[0]!.field).toBe('spec.max_staleness');
     expect(pg.violations[0]!.description).toMatch(/nash_md's loss is a policy-gradient estimate/);
