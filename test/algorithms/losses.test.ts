@@ -79,6 +79,22 @@ describe('published check values (torchtune DPO tests)', () => {
 });
 
 type Case = [string, (g: Graph, x: Tensor[]) => Tensor, number];
+/** INPO's all-pairs loss over one record of 3 completions; `behaviour` makes it a stale record. */
+const allPairs = (g: Graph, theta: Tensor, behaviour?: number[]) =>
+  inpoAllPairsLoss(
+    {
+      theta,
+      ref: f64(g, [0.1, -1, 2]),
+      t: f64(g, [0.3, 0.2, 0.1]),
+      position: f64(g, [0, 1, 2]),
+      prefs: g.constant(Float64Array.from([0.5, 0.8, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4, 0.5]), 'float64', [3, 3]),
+      ...(behaviour ? { behaviour: f64(g, behaviour) } : {}),
+    },
+    3,
+    2,
+    0.2,
+  );
+
 const CASES: Case[] = [
   ['sppo', (g, [a, b]) => sppoLoss(a!, b!, f64(g, [0.9, 0.2, 0.5]), 3), 2],
   [
@@ -107,49 +123,8 @@ const CASES: Case[] = [
       ),
     2,
   ],
-  [
-    'inpo (all pairs, soft)',
-    (g, [a]) =>
-      inpoAllPairsLoss(
-        {
-          theta: a!,
-          ref: f64(g, [0.1, -1, 2]),
-          t: f64(g, [0.3, 0.2, 0.1]),
-          position: f64(g, [0, 1, 2]),
-          prefs: g.constant(
-            Float64Array.from([0.5, 0.8, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4, 0.5]),
-            'float64',
-            [3, 3],
-          ),
-        },
-        3,
-        2,
-        0.2,
-      ),
-    1,
-  ],
-  [
-    'inpo (all pairs, soft, importance-weighted)',
-    (g, [a]) =>
-      inpoAllPairsLoss(
-        {
-          theta: a!,
-          ref: f64(g, [0.1, -1, 2]),
-          t: f64(g, [0.3, 0.2, 0.1]),
-          position: f64(g, [0, 1, 2]),
-          prefs: g.constant(
-            Float64Array.from([0.5, 0.8, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4, 0.5]),
-            'float64',
-            [3, 3],
-          ),
-          behaviour: f64(g, [-0.4, 0.5, 0.2]),
-        },
-        3,
-        2,
-        0.2,
-      ),
-    1,
-  ],
+  ['inpo (all pairs, soft)', (g, [a]) => allPairs(g, a!), 1],
+  ['inpo (all pairs, soft, importance-weighted)', (g, [a]) => allPairs(g, a!, [-0.4, 0.5, 0.2]), 1],
   ['ipo (soft)', (g, [a, b]) => ipoSoftLoss(T.sub(a!, b!), f64(g, [0.9, 0.1, 0.5]), 0.1), 2],
   ['dpo (smoothed)', (_, [a]) => dpoLoss(a!, 0.7, 0.1), 1],
   ['slic', (_, [a]) => slicLoss(T.add(a!, 3), 0.1), 1],
