@@ -34,10 +34,10 @@ import {
 import { crashPoint } from '../../src/platform/crash-point.js';
 import type { Logger } from '../../src/platform/logger.js';
 import { ensureStream, type NatsConnection, toNatsHeaders } from '../../src/platform/nats.js';
-import { eventName, eventType } from '../../src/platform/run-events.js';
+import { eventName, eventType, stateName } from '../../src/platform/run-events.js';
 import { parseRunSpec } from '../../src/platform/run-spec.js';
 import type { Orchestrator } from './driver.js';
-import { checkRunId } from './spec.js';
+import { checkRunId, isRunId } from './spec.js';
 
 export const SUBMIT_TYPE = 'dev.duel.run.submit';
 export const CANCEL_TYPE = 'dev.duel.run.cancel';
@@ -79,8 +79,6 @@ const TERMINAL_KIND: Partial<Record<RunState, EventKind>> = {
   [RunState.RUN_STATE_FAILED]: EventKind.EVENT_KIND_RUN_FAILED,
   [RunState.RUN_STATE_CANCELLED]: EventKind.EVENT_KIND_RUN_CANCELLED,
 };
-
-const stateName = (s: RunState) => RunState[s].replace('RUN_STATE_', '').toLowerCase();
 
 /** The spec in a submit's data: a JSON object already, or JSON/YAML text, as `duel run --spec` reads it. */
 function specOf(e: ReceivedEvent): unknown {
@@ -217,7 +215,7 @@ export class ControlConsumer {
         return;
       }
       const rejected: RunEvent = {
-        ...answerOf(validRunId(runId) ? runId : '', EventKind.EVENT_KIND_RUN_REJECTED),
+        ...answerOf(isRunId(runId) ? runId : '', EventKind.EVENT_KIND_RUN_REJECTED),
         message: e.message,
         badRequest: {
           fieldViolations: e.violations.length
@@ -295,15 +293,6 @@ export class ControlConsumer {
     });
   }
 }
-
-const validRunId = (id: string) => {
-  try {
-    checkRunId(id);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 function answerOf(runId: string, kind: EventKind): RunEvent {
   const now = new Date();

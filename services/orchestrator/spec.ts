@@ -33,8 +33,11 @@ export interface RunPlan {
   evalSamples: number;
 }
 
+/** Whether `id` can name a run (a NATS subject token and a KV key). */
+export const isRunId = (id: string) => RUN_ID.test(id);
+
 export function checkRunId(id: string, field = 'run_id'): void {
-  if (!RUN_ID.test(id))
+  if (!isRunId(id))
     throw DuelError.invalidArgument([
       { field, description: `must match ${RUN_ID.source} (it names NATS subjects and KV keys), got '${id}'` },
     ]);

@@ -5,10 +5,10 @@
 import type * as grpc from '@grpc/grpc-js';
 import { DuelError } from '../errors.js';
 import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
-import { type Run, type RunSpec, RunState, RunsServiceClient } from '../gen/duel/v1/runs.js';
+import { type Run, type RunSpec, RunsServiceClient } from '../gen/duel/v1/runs.js';
 import { callUnary, isTransient } from '../platform/grpc/client.js';
 import { codeOfStatus } from '../platform/grpc/status-details.js';
-import { eventName } from '../platform/run-events.js';
+import { eventName, stateName } from '../platform/run-events.js';
 import { channelCredentials, clientTlsFromEnv } from '../platform/tls.js';
 
 export const DEADLINE = { deadlineMs: 30_000 };
@@ -103,7 +103,7 @@ function watchOnce(
 export function runSummary(run: Run): Record<string, unknown> {
   return {
     run_id: run.runId,
-    state: RunState[run.state].replace('RUN_STATE_', '').toLowerCase(),
+    state: stateName(run.state),
     algorithm: run.spec?.algorithm,
     round: run.currentRound,
     rounds: run.spec?.rounds,

@@ -5,6 +5,7 @@
 
 import { DuelError } from '../errors.js';
 import { EventKind, type RunEvent } from '../gen/duel/v1/events.js';
+import { RunState } from '../gen/duel/v1/runs.js';
 
 const ROUND_STAGES: Partial<Record<EventKind, string>> = {
   [EventKind.EVENT_KIND_ROUND_STARTED]: 'started',
@@ -33,6 +34,9 @@ export const eventName = (kind: EventKind): string => ROUND_STAGES[kind] ?? RUN_
  */
 export const eventType = (kind: EventKind): string =>
   ROUND_STAGES[kind] ? `dev.duel.run.round.${ROUND_STAGES[kind]}` : `dev.duel.run.${eventName(kind)}`;
+
+/** A run state's word ("running", "succeeded", ...), as answers and `duel runs` print it. */
+export const stateName = (s: RunState): string => RunState[s].replace('RUN_STATE_', '').toLowerCase();
 
 /** The last event of a run: after it, a watch ends. */
 export const isTerminal = (kind: EventKind) =>

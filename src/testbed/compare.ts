@@ -352,7 +352,8 @@ function writeCharts(out: string, cells: CompareCell[]): void {
   }
 }
 
-const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : '–');
+/** A mean ± sd as the results tables print it. */
+export const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : '–');
 
 /** The results as Markdown tables: one per game and judge, then best-of-n. */
 function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {

@@ -7,15 +7,13 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuelError } from '../errors.js';
-import type { CompareCell, Stat } from './compare.js';
+import { type CompareCell, pm } from './compare.js';
 import { lineChart } from './svg.js';
 
 export interface Labelled {
   label: string;
   dir: string;
 }
-
-const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : '–');
 
 function cellsOf(l: Labelled): CompareCell[] {
   try {

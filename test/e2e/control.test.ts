@@ -23,6 +23,7 @@ import { connectNats, followSubject, type NatsConnection } from '../../src/platf
 import { NatsServer } from '../../src/platform/nats-server.js';
 import { duelBin, packageRoot } from '../../src/platform/paths.js';
 import { eventName } from '../../src/platform/run-events.js';
+import { eventsUntilEnd } from '../helpers/run-events.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { fileTempDir } from '../helpers/tmp.js';
 
@@ -126,24 +127,7 @@ const specJson = (name: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify(portableSpec(writeTinySpec(root, name, extra)).raw);
 
 /** Every event of run `id` as an independent consumer sees it, until the run ends. */
-async function eventsOf(id: string): Promise<{ subject: string; event: RunEvent }[]> {
-  const sub = await followSubject(admin.jetstream(), `duel.run.${id}.>`, true);
-  const seen: { subject: string; event: RunEvent }[] = [];
-  for await (const m of sub) {
-    const event = RunEvent.decode(m.data);
-    seen.push({ subject: m.subject, event });
-    if (
-      [
-        EventKind.EVENT_KIND_RUN_FINISHED,
-        EventKind.EVENT_KIND_RUN_FAILED,
-        EventKind.EVENT_KIND_RUN_CANCELLED,
-      ].includes(event.kind)
-    )
-      break;
-  }
-  sub.unsubscribe();
-  return seen;
-}
+const eventsOf = (id: string) => eventsUntilEnd(admin, id);
 
 async function runRecord(id: string): Promise<Run | undefined> {
   const e = await (await admin.jetstream().views.kv('duel_runs')).get(id);

@@ -11,10 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, type ServiceProcess } from '../../src/client/local-cluster.js';
 import { runSummary, submitRun } from '../../src/client/runs.js';
-import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState } from '../../src/gen/duel/v1/runs.js';
-import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
+import { connectNats, type NatsConnection } from '../../src/platform/nats.js';
 import { readRunSpec } from '../../src/platform/run-spec.js';
+import { eventsUntilEnd } from '../helpers/run-events.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { fileTempDir } from '../helpers/tmp.js';
 
@@ -61,23 +61,17 @@ describe('orchestrator replicas', () => {
     expect(calm.state).toBe(RunState.RUN_STATE_SUCCEEDED);
     expect((await record('calm')).lease!.holder).toBe('orchestrator-b');
 
-    const sub = await followSubject(nc.jetstream(), 'duel.run.failover.>', true);
     const seen: { subject: string; at: number }[] = [];
     let killedAt = 0;
     let victim = '';
-    const done = (async () => {
-      for await (const m of sub) {
-        const e = RunEvent.decode(m.data);
-        seen.push({ subject: m.subject, at: Date.now() });
-        if (m.subject.endsWith('.round.1.trained') && !killedAt) {
-          victim = (await record('failover')).lease!.holder;
-          killedAt = Date.now();
-          await (victim === 'orchestrator' ? cluster.orchestrator : second).stop('SIGKILL');
-        }
-        if (e.kind === EventKind.EVENT_KIND_RUN_FINISHED || e.kind === EventKind.EVENT_KIND_RUN_FAILED) break;
+    const done = eventsUntilEnd(nc, 'failover', async (subject) => {
+      seen.push({ subject, at: Date.now() });
+      if (subject.endsWith('.round.1.trained') && !killedAt) {
+        victim = (await record('failover')).lease!.holder;
+        killedAt = Date.now();
+        await (victim === 'orchestrator' ? cluster.orchestrator : second).stop('SIGKILL');
       }
-      sub.unsubscribe();
-    })();
+    });
     await submitRun(cluster.orchestrator.address, spec('failover'), {
       id: 'failover',
       detach: true,

@@ -12,14 +12,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
 import { followRun, submitRun } from '../../src/client/runs.js';
 import { RoundRecords } from '../../src/gen/duel/v1/common.js';
-import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
+import { EventKind, type RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState, RunsServiceClient } from '../../src/gen/duel/v1/runs.js';
 import { callUnary } from '../../src/platform/grpc/client.js';
-import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
+import { connectNats, type NatsConnection } from '../../src/platform/nats.js';
 import { NatsArtifactStore } from '../../src/platform/nats-artifacts.js';
 import { freePort } from '../../src/platform/nats-server.js';
 import { eventName } from '../../src/platform/run-events.js';
 import { readRunSpec } from '../../src/platform/run-spec.js';
+import { eventsUntilEnd } from '../helpers/run-events.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 
 let root: string;
@@ -37,21 +38,8 @@ const expectedSubjects = (id: string, rounds: number) => [
 ];
 
 /** Every event of run `id` as an independent consumer sees it, until the run ends. */
-async function consume(id: string, onEvent: (subject: string, e: RunEvent) => void = () => {}) {
-  const sub = await followSubject(nc.jetstream(), `duel.run.${id}.>`, true);
-  const seen: { subject: string; event: RunEvent }[] = [];
-  const done = (async () => {
-    for await (const m of sub) {
-      const event = RunEvent.decode(m.data);
-      seen.push({ subject: m.subject, event });
-      onEvent(m.subject, event);
-      if ([EventKind.EVENT_KIND_RUN_FINISHED, EventKind.EVENT_KIND_RUN_FAILED].includes(event.kind)) break;
-    }
-    sub.unsubscribe();
-    return seen;
-  })();
-  return done;
-}
+const consume = (id: string, onEvent?: (subject: string, e: RunEvent) => void) =>
+  eventsUntilEnd(nc, id, onEvent);
 
 const writeSpec = (name: string, extra: Record<string, unknown> = {}) => writeTinySpec(root, name, extra);
 

@@ -12,12 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../services/orchestrator/round-records.js';
 import { LocalCluster } from '../../src/client/local-cluster.js';
 import { submitRun } from '../../src/client/runs.js';
-import { EventKind, RunEvent } from '../../src/gen/duel/v1/events.js';
 import { Run, RunState } from '../../src/gen/duel/v1/runs.js';
 import { resolveFileArtifact } from '../../src/platform/artifacts.js';
-import { connectNats, followSubject, type NatsConnection } from '../../src/platform/nats.js';
+import { connectNats, type NatsConnection } from '../../src/platform/nats.js';
 import { eventName } from '../../src/platform/run-events.js';
 import { readRunSpec } from '../../src/platform/run-spec.js';
+import { eventsUntilEnd, type SeenEvent } from '../helpers/run-events.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
 import { fileTempDir } from '../helpers/tmp.js';
 
@@ -62,22 +62,10 @@ async function run(
   id: string,
   staleness: number,
   onEvent: (subject: string) => Promise<void> | void = () => {},
-): Promise<{ subject: string; event: RunEvent }[]> {
-  const sub = await followSubject(nc.jetstream(), `duel.run.${id}.>`, true);
-  const seen: { subject: string; event: RunEvent }[] = [];
-  const done = (async () => {
-    for await (const m of sub) {
-      const event = RunEvent.decode(m.data);
-      seen.push({ subject: m.subject, event });
-      await onEvent(m.subject);
-      if (event.kind === EventKind.EVENT_KIND_RUN_FINISHED || event.kind === EventKind.EVENT_KIND_RUN_FAILED)
-        break;
-    }
-    sub.unsubscribe();
-  })();
+): Promise<SeenEvent[]> {
+  const done = eventsUntilEnd(nc, id, onEvent);
   await submitRun(cluster.orchestrator.address, spec(id, staleness), { id, detach: true, log: () => {} });
-  await done;
-  return seen;
+  return done;
 }
 
 const roundSubjects = (id: string) =>
