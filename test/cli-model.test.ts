@@ -1,6 +1,6 @@
 /** The model CLI end to end on real files: init → sample → logprobs agree; bad input exits 2 naming it. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { wordLevelTokenizer } from '../src/models/tokenizer.js';
@@ -168,6 +168,47 @@ describe('duel model / duel sample', () => {
     const bad = duel('judge', 'compare', '--judge', 'j', '--input', 'one.jsonl');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('one.jsonl:1: completion_ids: needs at least two completions to compare');
+  });
+
+  it('judge compare reads text for a PairRM published with spm.model: the scores of the reference ids', () => {
+    const spm = new URL('./fixtures/spm/', import.meta.url).pathname;
+    const expected = JSON.parse(readFileSync(join(spm, 'expected.json'), 'utf8'));
+    const v = expected.vocab_size;
+    writeFileSync(
+      join(dir, 'pairrm.json'),
+      JSON.stringify({
+        architectures: ['DebertaV2PairRM'],
+        model_type: 'deberta-v2',
+        vocab_size: v + 4,
+        initializer_range: 1,
+        hidden_size: 8,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 16,
+        cls_token_id: 1,
+        sep_token_id: 2,
+        source_prefix_id: v + 1,
+        cand1_prefix_id: v + 2,
+        cand2_prefix_id: v + 3,
+      }),
+    );
+    expect(duel('judge', 'init', '--config', 'pairrm.json', '--out', 'pairrm').status).toBe(0);
+    const compare = (records: object[]) => {
+      writeFileSync(join(dir, 'spm-pairs.jsonl'), records.map((r) => JSON.stringify(r)).join('\n'));
+      const r = duel('judge', 'compare', '--judge', 'pairrm', '--input', 'spm-pairs.jsonl', '--quiet');
+      return { ...r, records: r.status === 0 ? lines(r.stdout) : [] };
+    };
+    const [a, b, c] = expected.encoded;
+    const text = { prompt: a.text, completions: [b.text, c.text] };
+    const noTokenizer = compare([text]);
+    expect(noTokenizer.status).toBe(2);
+    expect(noTokenizer.stderr).toContain('has no tokenizer.json or spm.model to encode it (give prompt_ids)');
+    copyFileSync(join(spm, 'spm.model'), join(dir, 'pairrm', 'spm.model'));
+    const byText = compare([text]);
+    expect(byText.status).toBe(0);
+    const byIds = compare([{ prompt_ids: a.ids, completion_ids: [b.ids, c.ids] }]);
+    expect(byText.records[0].prefs).toEqual(byIds.records[0].prefs);
+    expect(byText.records[0].prefs[0][1]).not.toBeCloseTo(0.5, 3);
   });
 
   it('a Bradley-Terry reward model: judge init, train judge and judge compare take its directory', () => {

@@ -5,8 +5,8 @@
  */
 import { pathToFileURL } from 'node:url';
 import { DuelError } from '../../src/errors.js';
+import { importEsm } from '../../src/esm-import.js';
 import type { JudgeModule, JudgeType } from '../../src/models/judge/judge-type.js';
-import { importEsm } from '../../src/platform/esm-import.js';
 
 export async function importJudgeTypes(paths: readonly string[]): Promise<Map<string, JudgeType>> {
   const types = new Map<string, JudgeType>();

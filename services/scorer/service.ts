@@ -5,8 +5,6 @@
  * or Bradley-Terry), win rates and BT scores; Rank returns best-of-n by the full matrix or by
  * one bubble pass.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { btScores, prefsFromLogits, winRates } from '../../src/algorithms/estimators.js';
 import type { Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
@@ -20,7 +18,7 @@ import {
 import type { ComparingJudge, JudgeType } from '../../src/models/judge/judge-type.js';
 import { loadJudgeDir } from '../../src/models/judge/load.js';
 import { readConfigJson } from '../../src/models/model-dir.js';
-import { TextTokenizer } from '../../src/models/tokenizer.js';
+import { type AnyTokenizer, TextTokenizer, tokenizerOfDir } from '../../src/models/tokenizer.js';
 import { Admission } from '../../src/platform/admission.js';
 import { artifactKey, type ResolveArtifact, resolveFileArtifact } from '../../src/platform/artifacts.js';
 import { checkModelRef } from '../../src/platform/contract-checks.js';
@@ -43,7 +41,7 @@ interface LoadedJudge {
   runner: ComparingJudge;
   /** `pairwise`, `reward`, or the module judge's model_type. */
   kind: string;
-  tokenizer: TextTokenizer | undefined;
+  tokenizer: AnyTokenizer | undefined;
   /** Why text cannot be encoded, when there is no tokenizer. */
   noTokenizer: string;
   parameters: number;
@@ -96,12 +94,9 @@ export class ScorerCore {
   load(ref: ModelRef): Promise<LoadedJudge> {
     return this.judges.get(artifactKey(ref.artifact!), async () => {
       const dir = await this.resolve(ref.artifact!);
-      const tokenizer = TextTokenizer.tryFromDir(dir);
-      // PairRM ships SentencePiece's spm.model, which no registry package reads; transformers writes
-      // the equivalent tokenizer.json from it.
-      const noTokenizer = existsSync(join(dir, 'spm.model'))
-        ? 'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids'
-        : 'the judge has no tokenizer.json: send token_ids';
+      // PairRM is published with SentencePiece's spm.model and no tokenizer.json.
+      const tokenizer = await tokenizerOfDir(dir);
+      const noTokenizer = 'the judge has no tokenizer.json or spm.model: send token_ids';
       const modelType = (readConfigJson(dir) as { model_type?: string }).model_type ?? '';
       const type = this.judgeTypes.get(modelType);
       if (type)
@@ -120,7 +115,7 @@ export class ScorerCore {
     const tok = judge.tokenizer;
     const allText =
       item.prompt!.tokenIds.length === 0 && item.candidates.every((c) => c.tokenIds.length === 0);
-    if (judge.kind === 'reward' && allText && tok?.hasChatTemplate)
+    if (judge.kind === 'reward' && allText && tok instanceof TextTokenizer && tok.hasChatTemplate)
       return {
         prompt: [],
         candidates: item.candidates.map((c) =>

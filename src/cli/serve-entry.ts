@@ -3,12 +3,12 @@
  * src/cli/serve-launcher.ts runs from V8's code cache (scripts/bundle.mjs builds both).
  */
 import { Command } from 'commander';
-import { setEsmImporter } from '../platform/esm-import.js';
+import { setEsmImporter } from '../esm-import.js';
 import { packageVersion } from '../platform/paths.js';
 import { registerServe, roleModule } from './commands/serve.js';
 import { runEntry } from './entry.js';
 
-/** `duel serve ARGS…`; `importer` is the launcher's own import() (src/platform/esm-import.ts). */
+/** `duel serve ARGS…`; `importer` is the launcher's own import() (src/esm-import.ts). */
 export function main(args: string[], importer: (specifier: string) => Promise<unknown>): Promise<void> {
   setEsmImporter(importer);
   const program = new Command('duel').version(packageVersion(), '-V, --version').showHelpAfterError();

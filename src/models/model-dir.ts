@@ -164,7 +164,7 @@ export interface SaveOptions {
   /** Copy tokenizer files from this directory. */
   tokenizerFrom?: string;
   /** Extra files to write (name → contents), e.g. a tokenizer made in memory. */
-  extraFiles?: Record<string, string>;
+  extraFiles?: Record<string, string | Uint8Array>;
 }
 
 /** Writes a complete model directory at `dirPath`, replacing any directory there only once done. */

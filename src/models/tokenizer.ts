@@ -1,7 +1,8 @@
 /**
  * Tokenizers in Hugging Face's formats: tokenizer.json read by @huggingface/tokenizers (the
  * tokenizer of transformers.js), chat templates from tokenizer_config.json rendered by
- * @huggingface/jinja. duel also writes a small word-level tokenizer.json (the testbed's
+ * @huggingface/jinja, and SentencePiece's spm.model where a directory has only that
+ * (./sentencepiece.ts). duel also writes a small word-level tokenizer.json (the testbed's
  * vocabulary) in the schema the Rust `tokenizers` library reads, so Python loads it unchanged.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Tokenizer } from '@huggingface/tokenizers';
 import { DuelError } from '../errors.js';
+import { SentencePieceTokenizer } from './sentencepiece.js';
 
 // The tokenizer and chat-template libraries load with the first tokenizer built, not with every
 // process that imports this module (a service that only sees token ids never needs them).
@@ -156,4 +158,12 @@ export class TextTokenizer {
       eos_token: special('eos_token') ?? '',
     });
   }
+}
+
+/** What encodes text for a model directory: its tokenizer.json, else its SentencePiece spm.model. */
+export type AnyTokenizer = TextTokenizer | SentencePieceTokenizer;
+
+/** The directory's tokenizer (tokenizer.json first, then spm.model), or undefined with neither. */
+export async function tokenizerOfDir(dir: string): Promise<AnyTokenizer | undefined> {
+  return TextTokenizer.tryFromDir(dir) ?? (await SentencePieceTokenizer.tryFromDir(dir));
 }

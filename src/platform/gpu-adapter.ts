@@ -6,7 +6,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { DuelError } from '../errors.js';
-import { importEsm } from './esm-import.js';
+import { importEsm } from '../esm-import.js';
 
 export interface AdapterInfo {
   vendor: string;

@@ -1,6 +1,6 @@
 /**
  * The file parsers against mutated files: model directories (config.json and the safetensors
- * weights), tokenizer.json, round records (JSONL) and run specs. Each mutated file must either
+ * weights), tokenizer.json, SentencePiece's spm.model, round records (JSONL) and run specs. Each mutated file must either
  * load or be refused with a DuelError of a deliberate code that names the file or field; a crash
  * (any other exception, or INTERNAL/UNKNOWN) fails the test and names the seed and the input.
  * Byte mutations come from the RPC fuzzer's generator; JSON files also get structural ones.
@@ -14,6 +14,7 @@ import { readRecords } from '../../src/cli/records.js';
 import { Code, codeName, DuelError } from '../../src/errors.js';
 import { initLlamaWeights } from '../../src/models/llama/weights.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
+import { SentencePieceTokenizer } from '../../src/models/sentencepiece.js';
 import { TextTokenizer, wordLevelTokenizer } from '../../src/models/tokenizer.js';
 import { readRunSpec } from '../../src/platform/run-spec.js';
 import { mutate, mutateJson, rng } from '../helpers/fuzz.js';
@@ -41,14 +42,14 @@ interface Tally {
 }
 
 /** Runs `load` on `count` mutations of `valid` written to `path`; counts outcomes. */
-function fuzz(
+async function fuzz(
   name: string,
   valid: Buffer,
   path: string,
   load: () => unknown,
   json: boolean,
   count = PER_PARSER,
-): Tally {
+): Promise<Tally> {
   const rand = rng(SEED ^ [...name].reduce((h, c) => (h * 31 + c.charCodeAt(0)) | 0, 7));
   const t: Tally = { tried: 0, loaded: 0, refused: 0, crashes: [] };
   for (let i = 0; i < count; i++) {
@@ -59,7 +60,7 @@ function fuzz(
     writeFileSync(path, input);
     t.tried++;
     try {
-      load();
+      await load();
       t.loaded++;
     } catch (e) {
       if (e instanceof DuelError && DELIBERATE.has(e.code) && e.message.length > 0) t.refused++;
@@ -98,15 +99,15 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
       writeFileSync(join(model, f), b);
   };
 
-  it('model config.json', () => {
+  it('model config.json', async () => {
     restore();
-    const t = fuzz('config.json', files.config, join(model, 'config.json'), () => loadModelDir(model), true);
+    const t = await fuzz('config.json', files.config, join(model, 'config.json'), () => loadModelDir(model), true);
     expect(t.crashes).toEqual([]);
   });
 
-  it('safetensors weights (header and data)', () => {
+  it('safetensors weights (header and data)', async () => {
     restore();
-    const t = fuzz(
+    const t = await fuzz(
       'model.safetensors',
       files.weights,
       join(model, 'model.safetensors'),
@@ -117,9 +118,9 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
     expect(t.refused).toBeGreaterThan(0);
   });
 
-  it('tokenizer.json', () => {
+  it('tokenizer.json', async () => {
     restore();
-    const t = fuzz(
+    const t = await fuzz(
       'tokenizer.json',
       files.tokenizer,
       join(model, 'tokenizer.json'),
@@ -129,7 +130,24 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
     expect(t.crashes).toEqual([]);
   });
 
-  it('round records (JSONL)', () => {
+  it('SentencePiece spm.model (the published PairRM tokenizer)', async () => {
+    const dir = join(root, 'spm');
+    mkdirSync(dir, { recursive: true });
+    const valid = readFileSync(new URL('../fixtures/spm/spm.model', import.meta.url));
+    // Each load instantiates SentencePiece's WebAssembly: fewer inputs than the JSON parsers get.
+    const t = await fuzz(
+      'spm.model',
+      valid,
+      join(dir, 'spm.model'),
+      async () => (await SentencePieceTokenizer.fromDir(dir)).encode('the cat sat on the mat'),
+      false,
+      PER_PARSER / 4,
+    );
+    expect(t.crashes).toEqual([]);
+    expect(t.refused).toBeGreaterThan(0);
+  });
+
+  it('round records (JSONL)', async () => {
     restore();
     const dir = join(root, 'records');
     mkdirSync(dir);
@@ -159,7 +177,7 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
         .join('\n'),
     );
     const file = join(dir, 'round.jsonl');
-    const t = fuzz(
+    const t = await fuzz(
       'round.jsonl',
       valid,
       file,
@@ -168,7 +186,7 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
     );
     // Structural mutations line by line, too: JSONL is JSON per line.
     const lines = valid.toString('utf8').split('\n');
-    const t2 = fuzz(
+    const t2 = await fuzz(
       'round.jsonl (structure)',
       Buffer.from(lines[0]!),
       file,
@@ -178,12 +196,12 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
     expect([...t.crashes, ...t2.crashes]).toEqual([]);
   });
 
-  it('run specs', () => {
+  it('run specs', async () => {
     const dir = join(root, 'spec');
     mkdirSync(dir);
     writeTinyRun(dir);
     const file = writeTinySpec(dir, 'spec');
-    const t = fuzz('run spec', readFileSync(file), file, () => readRunSpec(file), true);
+    const t = await fuzz('run spec', readFileSync(file), file, () => readRunSpec(file), true);
     expect(t.crashes).toEqual([]);
   });
 });

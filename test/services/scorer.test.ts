@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,11 +181,15 @@ describe('PreferenceScorerService', () => {
     );
   });
 
-  it('serves the published PairRM shape; text without tokenizer.json says how to make one from spm.model', async () => {
+  it('serves the published PairRM as published: text through its spm.model, the same scores as the ids', async () => {
+    const spm = new URL('../fixtures/spm/', import.meta.url).pathname;
+    const expected = JSON.parse(readFileSync(join(spm, 'expected.json'), 'utf8'));
     const cfg = parsePairRMConfig({
       architectures: ['DebertaV2PairRM'],
       model_type: 'deberta-v2',
-      vocab_size: 16,
+      vocab_size: expected.vocab_size + 4,
+      // Weights large enough that different token ids give different preferences.
+      initializer_range: 1,
       hidden_size: 8,
       num_hidden_layers: 1,
       num_attention_heads: 2,
@@ -202,33 +207,39 @@ describe('PreferenceScorerService', () => {
       cand1_prefix_id: 14,
       cand2_prefix_id: 15,
     });
-    savePairRMDir(join(root, 'pairrm'), cfg, initPairRMWeights(cfg, 2), { extraFiles: { 'spm.model': '' } });
+    const dir = join(root, 'pairrm');
+    savePairRMDir(dir, cfg, initPairRMWeights(cfg, 2), {
+      extraFiles: {
+        'spm.model': readFileSync(join(spm, 'spm.model')),
+        'added_tokens.json': readFileSync(join(spm, 'added_tokens.json')),
+      },
+    });
     const pairrm: ModelRef = {
       adapter: undefined,
-      artifact: new FileArtifactStore(join(root, 'store')).put(join(root, 'pairrm'), 'pairrm'),
+      artifact: new FileArtifactStore(join(root, 'store')).put(dir, 'pairrm'),
       name: 'pairrm',
     };
-    const res = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
-      judge: pairrm,
-      items: [ITEM],
-      probMode: ProbMode.PROB_MODE_PAIRWISE,
-    });
+    const compare = (items: CompareRequest['items']) =>
+      unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
+        judge: pairrm,
+        items,
+        probMode: ProbMode.PROB_MODE_PAIRWISE,
+      });
+    const res = await compare([ITEM]);
     const p = res.comparisons[0]!.prefs!.values;
     for (let i = 0; i < 4; i++)
       for (let j = 0; j < 4; j++) expect(p[i * 4 + j]! + p[j * 4 + i]!).toBeCloseTo(1, 6);
-    const err = await unary<CompareRequest, CompareResponse>(client.compare.bind(client), {
-      judge: pairrm,
-      items: [{ prompt: { tokenIds: [], text: 'hello', id: 'p' }, candidates: [cand(3), cand(4)] }],
-      probMode: ProbMode.PROB_MODE_PAIRWISE,
-    }).catch((e: grpc.ServiceError) => e);
-    expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(violationsOf(err as grpc.ServiceError)).toEqual([
-      {
-        field: 'items[0].prompt.text',
-        description:
-          'the judge has spm.model but no tokenizer.json (write one with transformers: AutoTokenizer.from_pretrained(dir).save_pretrained(dir)), or send token_ids',
-      },
+    // The reference SentencePiece's ids for these texts (test/fixtures/spm/make.py).
+    const [a, b, c] = expected.encoded as { text: string; ids: number[] }[];
+    const text = (s: string) => ({ ...cand(), text: s });
+    const byText = await compare([
+      { prompt: { tokenIds: [], text: a!.text, id: 'p' }, candidates: [text(b!.text), text(c!.text)] },
     ]);
+    const byIds = await compare([
+      { prompt: { tokenIds: a!.ids, text: '', id: 'p' }, candidates: [cand(...b!.ids), cand(...c!.ids)] },
+    ]);
+    expect(byText.comparisons[0]!.prefs!.values).toEqual(byIds.comparisons[0]!.prefs!.values);
+    expect(byText.comparisons[0]!.prefs!.values[1]).not.toBeCloseTo(0.5, 3);
   });
 
   it("renders a reward model's text items as conversations through its chat template", async () => {

@@ -14,16 +14,30 @@ import { savePairRMDir } from '../../models/pairrm/runner.js';
 import { isRewardConfig, parseRewardConfig } from '../../models/reward/config.js';
 import { initRewardWeights } from '../../models/reward/model.js';
 import { saveRewardDir } from '../../models/reward/runner.js';
+import { tokenizerOfDir } from '../../models/tokenizer.js';
 import { intFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
 import { cliRuntime } from '../runtime.js';
 
 const tokenIds = z.array(z.number().int().nonnegative());
-const CompareRecord = z.looseObject({
-  prompt_ids: tokenIds,
-  completion_ids: z.array(tokenIds).min(2, 'needs at least two completions to compare'),
-});
+const atLeastTwo = 'needs at least two completions to compare';
+/** Ids, or text the judge's own tokenizer encodes (tokenizer.json, or PairRM's spm.model). */
+const CompareRecord = z
+  .looseObject({
+    prompt_ids: tokenIds.optional(),
+    prompt: z.string().optional(),
+    completion_ids: z.array(tokenIds).min(2, atLeastTwo).optional(),
+    completions: z.array(z.string()).min(2, atLeastTwo).optional(),
+  })
+  .refine((r) => r.prompt_ids !== undefined || r.prompt !== undefined, {
+    path: ['prompt_ids'],
+    message: 'needs prompt_ids or prompt',
+  })
+  .refine((r) => r.completion_ids !== undefined || r.completions !== undefined, {
+    path: ['completion_ids'],
+    message: 'needs completion_ids or completions',
+  });
 
 function readJsonFile(flag: string, path: string): unknown {
   if (!existsSync(path)) throw DuelError.invalidArgument([{ field: flag, description: `${path} not found` }]);
@@ -88,16 +102,33 @@ export function registerJudge(program: Command): void {
       '--judge <dir>',
       'judge directory: duel_pairrm (model.safetensors or onnx/model.onnx), PairRM (model.safetensors or pytorch_model.bin) or a *ForSequenceClassification reward model',
     )
-    .requiredOption('--input <file>', 'JSONL records with prompt_ids and completion_ids')
+    .requiredOption(
+      '--input <file>',
+      "JSONL records with prompt_ids or prompt (text), and completion_ids or completions (text, through the judge's tokenizer.json or spm.model)",
+    )
     .option('--quiet', 'no progress lines')
     .action(async (o: { judge: string; input: string; quiet?: boolean }) => {
       const records = readJsonl(o.input, CompareRecord);
       const runtime = cliRuntime({ workers: 1 });
       try {
         const { judge: runner } = await loadJudgeDir(runtime, o.judge);
+        const text = records.some((r) => r.prompt_ids === undefined || r.completion_ids === undefined);
+        const tokenizer = text ? await tokenizerOfDir(o.judge) : undefined;
+        const encode = (s: string, line: number, field: string) => {
+          if (!tokenizer)
+            throw DuelError.invalidArgument([
+              {
+                field: `${o.input}: record ${line}: ${field}`,
+                description: `is text, and ${o.judge} has no tokenizer.json or spm.model to encode it (give ${field}_ids)`,
+              },
+            ]);
+          return tokenizer.encode(s);
+        };
         const p = progress('judge', records.length, o.quiet);
         for (const [i, r] of records.entries()) {
-          const { prefs, winrates, scores } = await runner.compare(r.prompt_ids, r.completion_ids);
+          const promptIds = r.prompt_ids ?? encode(r.prompt!, i + 1, 'prompt');
+          const completionIds = r.completion_ids ?? r.completions!.map((c) => encode(c, i + 1, 'completion'));
+          const { prefs, winrates, scores } = await runner.compare(promptIds, completionIds);
           writeJsonl({
             ...r,
             prefs,

@@ -74,7 +74,7 @@ export function parsePairRMConfig(
     if (v === undefined)
       problems.push({
         field: key,
-        description: `${source}: not set, and no tokenizer.json beside it names ${PAIRRM_TOKENS[key]}`,
+        description: `${source}: not set, and no tokenizer.json or added_tokens.json beside it names ${PAIRRM_TOKENS[key]}`,
       });
     else if (v >= encoder.vocabSize)
       problems.push({

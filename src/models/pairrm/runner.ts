@@ -16,17 +16,25 @@ import {
 import { fusedKernelsFor } from '../llama/decoder.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
+import { addedTokensOf } from '../sentencepiece.js';
 import { TextTokenizer } from '../tokenizer.js';
 import { PAIRRM_TOKENS, type PairRMConfig, parsePairRMConfig, toHfPairRMConfig } from './config.js';
 import { pairrmBatch, pairrmLogits, pairrmParams } from './model.js';
 
 let counter = 0;
 
-/** PairRM's config from its directory: special-token ids from its tokenizer.json where it has one. */
+/**
+ * PairRM's config from its directory: special-token ids from its tokenizer.json where it has one,
+ * else from the added tokens published beside its spm.model.
+ */
 export function readPairRMConfig(dir: string, json: unknown): PairRMConfig {
   const tokenizer = TextTokenizer.tryFromDir(dir);
+  const added = tokenizer ? undefined : addedTokensOf(dir);
   const ids = Object.fromEntries(
-    Object.entries(PAIRRM_TOKENS).map(([key, token]) => [key, tokenizer?.tokenId(token)]),
+    Object.entries(PAIRRM_TOKENS).map(([key, token]) => [
+      key,
+      tokenizer ? tokenizer.tokenId(token) : added!.get(token),
+    ]),
   );
   return parsePairRMConfig(json, join(dir, 'config.json'), ids);
 }
