@@ -101,7 +101,13 @@ describe('mutated files are loaded or refused with a deliberate error, never a c
 
   it('model config.json', async () => {
     restore();
-    const t = await fuzz('config.json', files.config, join(model, 'config.json'), () => loadModelDir(model), true);
+    const t = await fuzz(
+      'config.json',
+      files.config,
+      join(model, 'config.json'),
+      () => loadModelDir(model),
+      true,
+    );
     expect(t.crashes).toEqual([]);
   });
 
