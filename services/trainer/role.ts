@@ -3,14 +3,17 @@
  * publishing checkpoints into the configured artifact
  * store and, with a wake consumer, acknowledging each round it has trained (what KEDA scales on).
  */
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ArtifactResolver } from '../../src/platform/artifact-resolver.js';
 import { isMemoryBus } from '../../src/platform/bus.js';
 import type { NatsConnection } from '../../src/platform/nats.js';
 import type { RoleContext } from '../../src/platform/role.js';
 import { needsNats, serviceConfig } from '../../src/platform/service-config.js';
+import { channelCredentials } from '../../src/platform/tls.js';
+import { SessionForwarder } from './forwarding.js';
 import { TrainerCore, trainerService } from './service.js';
-import { memoryJournal, natsJournal } from './session-journal.js';
+import { memoryJournal, natsJournal, type SessionJournal } from './session-journal.js';
 import { TrainingSessions } from './sessions.js';
 import { trainingService } from './training-service.js';
 
@@ -20,6 +23,21 @@ export const config = serviceConfig(
       .object({
         /** Acknowledge rounds on this wake consumer once trained (the orchestrator's trainerWakeConsumer). */
         wakeConsumer: z.string().default(''),
+        /**
+         * This replica's name as owner of training sessions; unique among live replicas
+         * (Kubernetes: the pod name). Default: host name and process id.
+         */
+        id: z.string().default(''),
+        /**
+         * host:port where the other trainer replicas reach this one to forward a session's calls
+         * (Kubernetes: the pod IP and port). Default: the gRPC host and the port it listens on.
+         */
+        advertise: z.string().default(''),
+        /**
+         * A replica renews its lease every third of this; one whose lease went unrenewed this long
+         * has its sessions taken over by the replica their next call reaches.
+         */
+        leaseMs: z.number().int().min(300).default(15_000),
         sessions: z
           .object({
             /**
@@ -68,9 +86,17 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
     acknowledge,
   );
   // Sessions are journaled on NATS (opened with the first session call, so a trainer that serves
-  // only rounds never connects for them), or in this process's memory on the in-process bus.
+  // only rounds never connects for them), or in this process's memory on the in-process bus. The
+  // NATS journal comes with this replica's lease, so several trainers share the sessions.
   let sessionsNc: NatsConnection | undefined;
-  const sessions = new TrainingSessions(core, {
+  let journal: SessionJournal | undefined;
+  const id = cfg.trainer.id || `${hostname()}-${process.pid}`;
+  let advertise = cfg.trainer.advertise;
+  let listening!: () => void;
+  const known = new Promise<void>((resolve) => {
+    listening = resolve;
+  });
+  const sessions: TrainingSessions = new TrainingSessions(core, {
     snapshotEvery: cfg.trainer.sessions.snapshotEvery,
     lowMemory: cfg.trainer.sessions.lowMemory,
     log,
@@ -78,13 +104,35 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
       if (isMemoryBus(cfg.nats.url)) return memoryJournal();
       const { connectNats } = await import('../../src/platform/nats.js');
       sessionsNc = await connectNats(cfg.nats, 'duel-trainer-sessions');
-      return natsJournal(sessionsNc);
+      await known;
+      journal = await natsJournal(sessionsNc, {
+        id,
+        address: advertise,
+        leaseMs: cfg.trainer.leaseMs,
+        log,
+        // Another replica may be taking this one's sessions: hold none of them any more.
+        onLost: () => void sessions.release(),
+      });
+      return journal;
     },
   });
+  const forwarder = new SessionForwarder(() => id, channelCredentials(cfg.tls), {
+    'grpc.max_receive_message_length': cfg.grpc.maxMessageBytes,
+    'grpc.max_send_message_length': cfg.grpc.maxMessageBytes,
+  });
   return {
-    registration: [trainerService(core), trainingService(sessions)],
+    registration: [trainerService(core), trainingService(sessions, forwarder)],
+    ready: async (at: { host: string; port: number }) => {
+      // A wildcard listen address is no address to reach: the host name is the best guess.
+      const wildcard = at.host === '0.0.0.0' || at.host === '::';
+      advertise ||= `${wildcard ? hostname() : at.host}:${at.port}`;
+      listening();
+    },
     close: async () => {
       await sessions.release();
+      // Deleting the lease hands this replica's sessions to the others at once.
+      await journal?.leases?.stop(true);
+      forwarder.close();
       await artifacts.close();
       await nc?.drain();
       await sessionsNc?.drain();

@@ -2,12 +2,14 @@
  * Where training sessions are journaled: one record per session (changed by compare-and-set) and
  * one entry per applied mutating call since the session's last snapshot, which a restore replays.
  * On NATS both are JetStream KV buckets, so a trainer killed and restarted (on any node) finds its
- * sessions; on the in-process bus they are this process's memory and die with it.
+ * sessions, and so does any other replica; on the in-process bus they are this process's memory
+ * and die with it.
  */
 import { SessionCall, TrainingSessionRecord } from '../../src/gen/duel/v1/training.js';
 import type { RecordStore } from '../../src/platform/bus.js';
 import { MemoryRecordStore } from '../../src/platform/memory-bus.js';
 import type { NatsConnection } from '../../src/platform/nats.js';
+import { TrainerLeases, type TrainerLeasesOptions } from './trainer-leases.js';
 
 const RECORDS_BUCKET = 'duel_training_sessions';
 const CALLS_BUCKET = 'duel_training_calls';
@@ -20,6 +22,8 @@ export interface SessionJournal {
   maxCallBytes: number;
   /** Whether the journal outlives this process. */
   durable: boolean;
+  /** The trainer replicas' leases, when several replicas may share the journal (NATS). */
+  leases?: TrainerLeases;
 }
 
 export const callKey = (sessionId: string, seq: number) => `${sessionId}.${seq}`;
@@ -36,7 +40,8 @@ export function memoryJournal(): SessionJournal {
   };
 }
 
-export async function natsJournal(nc: NatsConnection): Promise<SessionJournal> {
+/** The journal in JetStream KV, and this replica's lease, taken and kept renewed. */
+export async function natsJournal(nc: NatsConnection, lease: TrainerLeasesOptions): Promise<SessionJournal> {
   // Loaded here, so a trainer that never journals on NATS never evaluates the NATS client.
   const { CasStore } = await import('../../src/platform/nats.js');
   const js = nc.jetstream();
@@ -44,6 +49,8 @@ export async function natsJournal(nc: NatsConnection): Promise<SessionJournal> {
     CasStore.open(js, RECORDS_BUCKET, ...codec(TrainingSessionRecord)),
     CasStore.open(js, CALLS_BUCKET, ...codec(SessionCall)),
   ]);
+  const leases = await TrainerLeases.open(nc, lease);
+  await leases.start();
   // Room for the KV message's subject and headers under the server's max_payload.
-  return { records, calls, maxCallBytes: nc.info!.max_payload - 4096, durable: true };
+  return { records, calls, maxCallBytes: nc.info!.max_payload - 4096, durable: true, leases };
 }

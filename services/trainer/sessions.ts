@@ -13,7 +13,7 @@
  * × (1 + optimizer slots + 1 accumulator)) into the store. A trainer that dies between applying a
  * call and committing it loses only that call, which the client's retry then applies.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,6 +94,15 @@ export interface SessionsOptions {
 
 const ids = (xs: readonly number[]) => [...xs];
 
+/**
+ * Where a session's calls are served: in this replica, or forwarded to its owner, for as long as
+ * `alive` (the owner's lease, as this replica watches it) says the owner lives.
+ */
+export type Route =
+  | { local: true }
+  | { local: false; owner: string; address: string; alive: () => boolean; checkEveryMs: number };
+const HERE: Route = { local: true };
+
 export const datumsFromWire = (data: readonly TrainingDatum[]) =>
   data.map((d) => ({
     promptIds: ids(d.promptIds),
@@ -148,6 +157,8 @@ export class TrainingSessions {
   private readonly live = new Map<string, Promise<Live>>();
   private readonly tokens = new Map<string, Promise<string>>();
   private readonly bases = new Map<string, Promise<SharedBase>>();
+  /** The lease epoch (TrainerLeases.epoch) in which each held session's ownership was last verified. */
+  private readonly verified = new Map<string, number>();
   private opened?: Promise<SessionJournal>;
   private readonly snapshotEvery: number;
 
@@ -192,17 +203,22 @@ export class TrainingSessions {
       | { state: ArtifactRef },
     clientToken: string,
   ): Promise<string> {
-    await this.journal();
+    const j = await this.journal();
     const existing = clientToken ? this.tokens.get(clientToken) : undefined;
     if (existing) return existing;
+    // A token names its session's id: a retry that reaches another replica finds the record, and
+    // two replicas creating at once race on one key, which only one creates.
+    const id = clientToken ? sessionIdOfToken(clientToken) : randomUUID();
     const made = (async () => {
+      if (clientToken && (await j.records.get(id))) return id;
       const start =
         'state' in from
           ? { ...readSessionState(await this.core.resolve(from.state)), loadedFrom: from.state }
           : { ...from, loadedFrom: undefined };
-      const id = randomUUID();
+      const leases = j.leases;
       const record = TrainingSessionRecord.fromPartial({
         sessionId: id,
+        owner: leases ? { holder: leases.id, address: leases.address } : undefined,
         base: start.base,
         optimizer: start.optimizer,
         clientToken,
@@ -212,10 +228,15 @@ export class TrainingSessions {
       });
       const live = this.open(record);
       this.live.set(id, live);
+      if (leases) this.verified.set(id, leases.epoch);
       try {
         const l = await live;
         record.step = l.session.steps;
-        await (await this.journal()).records.create(id, record);
+        if (!(await j.records.create(id, record))) {
+          // Another replica made it first: it serves the session.
+          this.live.delete(id);
+          await this.closeLive(l);
+        }
       } catch (e) {
         this.live.delete(id);
         await live.then((l) => this.closeLive(l)).catch(() => {});
@@ -345,6 +366,56 @@ export class TrainingSessions {
     return runner.withAdapter(l.record.sessionId);
   }
 
+  /**
+   * Where session `id`'s calls are served. Here when it is held here or owned here; at its owner
+   * while the owner's lease lives; otherwise (no owner yet, or the owner stopped renewing) this
+   * replica takes it over, by compare-and-set on the record, and restores it on the call.
+   */
+  async route(id: string): Promise<Route> {
+    const j = await this.journal();
+    const leases = j.leases;
+    // A session held here is owned here while this replica's lease holds without a lapse since it
+    // was last verified; after one, its record says whether another replica took it meanwhile.
+    if (!leases || (this.live.has(id) && leases.fresh && this.verified.get(id) === leases.epoch)) return HERE;
+    for (let attempt = 1; ; attempt++) {
+      const epoch = leases.epoch;
+      const r = (await j.records.get(id))?.value;
+      if (!r) throw DuelError.notFound(`no training session '${id}'`);
+      const owner = r.owner?.holder ?? '';
+      if (owner === leases.id) {
+        this.verified.set(id, epoch);
+        return HERE;
+      }
+      // Taken over while this replica was away: what it holds of the session is stale.
+      if (this.live.has(id)) await this.drop(id);
+      if (owner && (await leases.aliveNow(owner)))
+        return {
+          local: false,
+          owner,
+          address: r.owner!.address,
+          alive: () => leases.alive(owner),
+          checkEveryMs: Math.max(50, Math.floor(leases.options.leaseMs / 3)),
+        };
+      const taken = await j.records.update(id, (cur) =>
+        (cur.owner?.holder ?? '') === owner
+          ? { ...cur, owner: { holder: leases.id, address: leases.address } }
+          : undefined,
+      );
+      if (taken.owner?.holder === leases.id) {
+        this.verified.set(id, epoch);
+        if (owner)
+          this.options.log?.warn(
+            { session: id, from: owner },
+            'took over a training session whose trainer stopped renewing its lease',
+          );
+        return HERE;
+      }
+      // Another replica took it first: serve it there.
+      if (attempt === 3)
+        throw DuelError.unavailable(`session '${id}' is changing owner (to ${taken.owner?.holder}): retry`);
+    }
+  }
+
   /** A session's journal record and its calls since the last snapshot, replayed. */
   private async restore(id: string): Promise<Live> {
     const t0 = performance.now();
@@ -391,7 +462,7 @@ export class TrainingSessions {
     const l = await this.live.get(id)?.catch(() => undefined);
     const r = l?.record ?? (await (await this.journal()).records.get(id))?.value;
     if (!r) throw DuelError.notFound(`no training session '${id}'`);
-    return { sessionId: r.sessionId, base: r.base, seq: r.seq, step: r.step };
+    return { sessionId: r.sessionId, base: r.base, seq: r.seq, step: r.step, owner: r.owner?.holder ?? '' };
   }
 
   async list(): Promise<TrainingSessionInfo[]> {
@@ -458,6 +529,11 @@ export class TrainingSessions {
     if (due) await this.core.store.remove(snapshotName(id, call.seq));
     const snapshot = due ? await this.saveState(l, snapshotName(id, call.seq)) : undefined;
     l.record = await j.records.update(id, (cur) => {
+      // The fence: a replica that lost the session to another commits nothing more of it.
+      if (j.leases && cur.owner?.holder !== j.leases.id)
+        throw DuelError.unavailable(
+          `session '${id}' is served by trainer ${cur.owner?.holder || 'none'} now, not ${j.leases.id}: retry`,
+        );
       if (cur.seq !== call.seq - 1)
         throw DuelError.failedPrecondition(
           `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
@@ -538,28 +614,26 @@ export class TrainingSessions {
     const j = await this.journal();
     const r = (await j.records.get(id))?.value;
     if (!r) throw DuelError.notFound(`no training session '${id}'`);
-    const l = this.live.get(id);
-    this.live.delete(id);
-    if (l) {
-      const live = await l.catch(() => undefined);
-      await live?.queue;
-      if (live) await this.closeLive(live);
-    }
+    await this.drop(id);
     await j.records.delete(id);
     for (const k of await j.calls.keys(`${id}.`)) await j.calls.delete(k);
     if (r.snapshot) await this.core.store.remove(snapshotName(id, r.snapshotSeq));
     if (r.clientToken) this.tokens.delete(r.clientToken);
   }
 
+  /** Frees one session's memory once its calls in progress are done (its journal stays). */
+  private async drop(id: string): Promise<void> {
+    const l = this.live.get(id);
+    this.live.delete(id);
+    this.verified.delete(id);
+    const live = await l?.catch(() => undefined);
+    await live?.queue;
+    if (live) await this.closeLive(live);
+  }
+
   /** Frees every session's memory (a trainer shutting down); their journals stay for the next one. */
   async release(): Promise<void> {
-    const all = [...this.live.values()];
-    this.live.clear();
-    for (const l of all) {
-      const live = await l.catch(() => undefined);
-      await live?.queue;
-      if (live) await this.closeLive(live);
-    }
+    for (const id of [...this.live.keys()]) await this.drop(id);
   }
 }
 
@@ -567,5 +641,12 @@ export class TrainingSessions {
 const rpcName = (kind: string | undefined) => (kind ? kind[0]!.toUpperCase() + kind.slice(1) : 'unknown');
 
 const snapshotName = (id: string, seq: number) => `sessions/${id}/snapshot-${seq}`;
+
+/** The session id a client token names: a UUID's shape (version 8) over the token's SHA-256. */
+export function sessionIdOfToken(token: string): string {
+  const h = createHash('sha256').update(`duel-session:${token}`).digest('hex');
+  const variant = ((Number.parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
 
 export { forwardBackward, type Live, optimStep, TOKEN_LOSSES };

@@ -1,17 +1,37 @@
 /**
  * TrainingService: the gRPC face of the trainer's sessions (./sessions.ts holds what makes calls
  * retry-safe and sessions durable). Each handler checks its request, naming every bad field, and
- * hands a typed call to the sessions.
+ * hands a typed call to the sessions, or, when another trainer replica owns the session, forwards
+ * it there (./forwarding.ts).
  */
 
 import { parseSets, RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { DuelError } from '../../src/errors.js';
-import { TrainingServiceService } from '../../src/gen/duel/v1/training.js';
+import {
+  type CloseSessionRequest,
+  type CloseSessionResponse,
+  type ComputeLogprobsRequest,
+  type ComputeLogprobsResponse,
+  type ForwardBackwardRequest,
+  type ForwardBackwardResponse,
+  type OptimStepRequest,
+  type OptimStepResponse,
+  type SaveStateRequest,
+  type SaveStateResponse,
+  type SaveWeightsRequest,
+  type SaveWeightsResponse,
+  type TrainingServiceClient,
+  type TrainingServiceSampleRequest,
+  type TrainingServiceSampleResponse,
+  TrainingServiceService,
+} from '../../src/gen/duel/v1/training.js';
 import { generate } from '../../src/models/generate.js';
 import { checkLora, checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
+import type { CallContext } from '../../src/platform/grpc/handlers.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { CompletionSource, completionOf, generateOptionsOf } from '../../src/platform/sampling.js';
 import { Violations } from '../../src/platform/violations.js';
+import type { SessionForwarder } from './forwarding.js';
 import {
   datumsFromWire,
   forwardBackward,
@@ -24,7 +44,17 @@ import {
 /** What one Sample call may ask for (the sampler's defaults). */
 const SAMPLE_LIMITS = { maxSamples: 64, maxNewTokens: 4096 };
 
-export function trainingService(sessions: TrainingSessions) {
+export function trainingService(sessions: TrainingSessions, forwarder?: SessionForwarder) {
+  /** The owner's answer when another replica owns the session; undefined when it is served here. */
+  const atOwner = async <Req extends { sessionId: string }, Res>(
+    method: keyof TrainingServiceClient & string,
+    req: Req,
+    ctx: CallContext,
+  ): Promise<Res | undefined> => {
+    if (!forwarder) return undefined;
+    const route = await sessions.route(req.sessionId);
+    return route.local ? undefined : forwarder.forward<Req, Res>(method, route, req, ctx);
+  };
   const requireId = (v: Violations, id: string) => v.check(id !== '', 'session_id', 'is required');
   const requireSeq = (v: Violations, seq: number) => v.check(seq >= 1, 'seq', 'must be 1 or more');
   const checkSave = (req: { sessionId: string; seq: number; name: string }) => {
@@ -61,7 +91,7 @@ export function trainingService(sessions: TrainingSessions) {
       return { sessionId: await sessions.create({ state: req.state! }, req.clientToken) };
     },
 
-    async forwardBackward(req) {
+    async forwardBackward(req, ctx) {
       const v = new Violations();
       requireId(v, req.sessionId);
       requireSeq(v, Number(req.seq));
@@ -97,6 +127,12 @@ export function trainingService(sessions: TrainingSessions) {
           );
       }
       v.throwIfAny();
+      const there = await atOwner<ForwardBackwardRequest, ForwardBackwardResponse>(
+        'forwardBackward',
+        req,
+        ctx,
+      );
+      if (there) return there;
       const answer = await sessions.mutate(
         req.sessionId,
         Number(req.seq),
@@ -109,13 +145,15 @@ export function trainingService(sessions: TrainingSessions) {
       return answer.forwardBackwardAnswer;
     },
 
-    async optimStep(req) {
+    async optimStep(req, ctx) {
       const v = new Violations();
       requireId(v, req.sessionId);
       requireSeq(v, Number(req.seq));
       if (req.learningRate !== undefined)
         v.check(req.learningRate > 0, 'learning_rate', `must be > 0, got ${req.learningRate}`);
       v.throwIfAny();
+      const there = await atOwner<OptimStepRequest, OptimStepResponse>('optimStep', req, ctx);
+      if (there) return there;
       const answer = await sessions.mutate(
         req.sessionId,
         Number(req.seq),
@@ -125,10 +163,16 @@ export function trainingService(sessions: TrainingSessions) {
       return answer.optimStepAnswer;
     },
 
-    async computeLogprobs(req) {
+    async computeLogprobs(req, ctx) {
       const v = new Violations();
       requireId(v, req.sessionId);
       v.throwIfAny();
+      const there = await atOwner<ComputeLogprobsRequest, ComputeLogprobsResponse>(
+        'computeLogprobs',
+        req,
+        ctx,
+      );
+      if (there) return there;
       const logprobs = await sessions.read(req.sessionId, (l) =>
         l.session.computeLogprobs(datumsFromWire(req.data)),
       );
@@ -148,6 +192,12 @@ export function trainingService(sessions: TrainingSessions) {
       });
       checkSampling(v, req.sampling, 'sampling', SAMPLE_LIMITS);
       v.throwIfAny();
+      const there = await atOwner<TrainingServiceSampleRequest, TrainingServiceSampleResponse>(
+        'sample',
+        req,
+        ctx,
+      );
+      if (there) return there;
       const p = req.sampling!;
       const samples = await sessions.read(req.sessionId, async (l) =>
         generate(
@@ -165,8 +215,10 @@ export function trainingService(sessions: TrainingSessions) {
       };
     },
 
-    async saveWeights(req) {
+    async saveWeights(req, ctx) {
       checkSave(req);
+      const there = await atOwner<SaveWeightsRequest, SaveWeightsResponse>('saveWeights', req, ctx);
+      if (there) return there;
       const answer = await sessions.mutate(
         req.sessionId,
         Number(req.seq),
@@ -179,8 +231,10 @@ export function trainingService(sessions: TrainingSessions) {
       return answer.saveWeightsAnswer;
     },
 
-    async saveState(req) {
+    async saveState(req, ctx) {
       checkSave(req);
+      const there = await atOwner<SaveStateRequest, SaveStateResponse>('saveState', req, ctx);
+      if (there) return there;
       const answer = await sessions.mutate(
         req.sessionId,
         Number(req.seq),
@@ -201,7 +255,9 @@ export function trainingService(sessions: TrainingSessions) {
       return { sessions: await sessions.list() };
     },
 
-    async closeSession(req) {
+    async closeSession(req, ctx) {
+      const there = await atOwner<CloseSessionRequest, CloseSessionResponse>('closeSession', req, ctx);
+      if (there) return there;
       await sessions.close(req.sessionId);
       return {};
     },

@@ -166,7 +166,8 @@ export class LocalCluster {
       );
     const samplers = Array.from({ length: o.samplers ?? 1 }, (_, i) => make('sampler', `sampler-${i}`));
     const scorers = Array.from({ length: o.scorers ?? 1 }, (_, i) => make('scorer', `scorer-${i}`));
-    const trainer = make('trainer', 'trainer');
+    // Its name is its trainer.id: restarted, it takes its training sessions back at once.
+    const trainer = make('trainer', 'trainer', { DUEL_TRAINER_ID: 'trainer' });
     const started: ServiceProcess[] = [];
     try {
       await Promise.all(

@@ -46,13 +46,38 @@ const toWire = (data: Datum[]) =>
     samplingLogprobs: d.samplingLogprobs ?? [],
   }));
 
+/** A gRPC target for one address or several IPv4 ones (grpc-js's `ipv4:a,b` list). */
+function targetOf(address: string | string[]): string {
+  if (typeof address === 'string') return address;
+  if (address.length === 1) return address[0]!;
+  const bad = address.find((a) => !/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a));
+  if (bad !== undefined)
+    throw DuelError.invalidArgument([
+      {
+        field: 'address',
+        description: `several replicas are given as IPv4 host:port (or one dns:///name:port), got '${bad}'`,
+      },
+    ]);
+  return `ipv4:${address.join(',')}`;
+}
+
 export class TrainingClient {
   private readonly client: TrainingServiceClient;
   private readonly deadlineMs: number;
   private readonly retryWithinMs: number;
 
-  constructor(address: string, o: TrainingClientOptions = {}) {
-    this.client = new TrainingServiceClient(address, o.credentials ?? channelCredentials(clientTlsFromEnv()));
+  /**
+   * `address`: one trainer (host:port), a name that resolves to every replica (`dns:///host:port`,
+   * a Kubernetes headless Service), or several IPv4 replicas. Calls go round-robin over the
+   * replicas that answer; whichever replica a call reaches serves it (forwarding it to the
+   * session's owner), so a dead replica costs only the retries of its calls in flight.
+   */
+  constructor(address: string | string[], o: TrainingClientOptions = {}) {
+    this.client = new TrainingServiceClient(
+      targetOf(address),
+      o.credentials ?? channelCredentials(clientTlsFromEnv()),
+      { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }) },
+    );
     this.deadlineMs = o.deadlineMs ?? 600_000;
     this.retryWithinMs = o.retryWithinMs ?? 120_000;
   }

@@ -15,8 +15,11 @@ export interface Role {
   registration: ServiceRegistration | ServiceRegistration[];
   /** Loads the models the config names before the server reports SERVING. */
   preload?: () => Promise<void>;
-  /** Work once the server listens, before it reports SERVING (the orchestrator resumes runs). */
-  ready?: () => Promise<void>;
+  /**
+   * Work once the server listens (at `host:port`), before it reports SERVING (the orchestrator
+   * resumes runs, the trainer learns the address its replicas forward to).
+   */
+  ready?: (at: { host: string; port: number }) => Promise<void>;
   /** Stops the role's own work after the server drained (before the process exits). */
   close?: () => Promise<void>;
 }

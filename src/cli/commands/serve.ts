@@ -104,7 +104,7 @@ export function registerServe(program: Command): void {
         await started?.close();
         throw e;
       }
-      await made.ready?.();
+      await made.ready?.({ host: cfg.host, port });
       server.setServing(true);
       // The metrics library loads once serving; what was observed before is replayed into it.
       void metrics.load();

@@ -188,6 +188,8 @@ export interface TrainingSessionInfo {
   /** The last seq applied (0: none yet). */
   seq: number;
   step: number;
+  /** The trainer replica that serves it (trainer.id); empty: none yet, or a single trainer's memory. */
+  owner: string;
 }
 
 export interface GetSessionRequest {
@@ -233,7 +235,36 @@ export interface TrainingSessionRecord {
   /** The SaveState artifact a LoadState session started from. */
   loadedFrom: ArtifactRef | undefined;
   seed: number;
-  lora: LoraSpec | undefined;
+  lora:
+    | LoraSpec
+    | undefined;
+  /** The trainer replica that serves the session; absent: none yet (the next call's replica takes it). */
+  owner: SessionOwner | undefined;
+}
+
+/**
+ * Which trainer replica holds a session in memory and applies its calls. A call that reaches
+ * another replica is forwarded to `address`; the owner's liveness is its TrainerLease
+ * (docs/architecture.md "Training sessions across trainer replicas").
+ */
+export interface SessionOwner {
+  /** The replica's trainer.id (the pod name in Kubernetes). */
+  holder: string;
+  /** host:port where the other replicas reach it (trainer.advertise). */
+  address: string;
+}
+
+/**
+ * A trainer replica's lease, in the KV bucket duel_trainers under its id. The replica renews it
+ * every third of lease_ms; one that sees the same renewal for longer than lease_ms on its own clock
+ * (or no lease at all) takes the replica's sessions over as their calls reach it.
+ */
+export interface TrainerLease {
+  holder: string;
+  address: string;
+  /** Changes with every renewal: what the other replicas watch for. */
+  renewal: number;
+  leaseMs: number;
 }
 
 /**
@@ -2311,7 +2342,7 @@ export const LoadStateResponse: MessageFns<LoadStateResponse> = {
 };
 
 function createBaseTrainingSessionInfo(): TrainingSessionInfo {
-  return { sessionId: "", base: undefined, seq: 0, step: 0 };
+  return { sessionId: "", base: undefined, seq: 0, step: 0, owner: "" };
 }
 
 export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
@@ -2327,6 +2358,9 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
     }
     if (message.step !== 0) {
       writer.uint32(32).uint64(message.step);
+    }
+    if (message.owner !== "") {
+      writer.uint32(42).string(message.owner);
     }
     return writer;
   },
@@ -2376,6 +2410,14 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
             message.step = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2398,6 +2440,7 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
       base: isSet(object.base) ? ModelRef.fromJSON(object.base) : undefined,
       seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
       step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
     };
   },
 
@@ -2415,6 +2458,9 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
     if (message.step !== 0) {
       obj.step = Math.round(message.step);
     }
+    if (message.owner !== "") {
+      obj.owner = message.owner;
+    }
     return obj;
   },
 
@@ -2427,6 +2473,7 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
     message.base = (object.base !== undefined && object.base !== null) ? ModelRef.fromPartial(object.base) : undefined;
     message.seq = object.seq ?? 0;
     message.step = object.step ?? 0;
+    message.owner = object.owner ?? "";
     return message;
   },
 };
@@ -2835,6 +2882,7 @@ function createBaseTrainingSessionRecord(): TrainingSessionRecord {
     loadedFrom: undefined,
     seed: 0,
     lora: undefined,
+    owner: undefined,
   };
 }
 
@@ -2875,6 +2923,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     }
     if (message.lora !== undefined) {
       LoraSpec.encode(message.lora, writer.uint32(98).fork()).join();
+    }
+    if (message.owner !== undefined) {
+      SessionOwner.encode(message.owner, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -2988,6 +3039,14 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
             message.lora = LoraSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.owner = SessionOwner.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3030,6 +3089,7 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
         : undefined,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
       lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
+      owner: isSet(object.owner) ? SessionOwner.fromJSON(object.owner) : undefined,
     };
   },
 
@@ -3071,6 +3131,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     if (message.lora !== undefined) {
       obj.lora = LoraSpec.toJSON(message.lora);
     }
+    if (message.owner !== undefined) {
+      obj.owner = SessionOwner.toJSON(message.owner);
+    }
     return obj;
   },
 
@@ -3099,6 +3162,215 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
       : undefined;
     message.seed = object.seed ?? 0;
     message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
+    message.owner = (object.owner !== undefined && object.owner !== null)
+      ? SessionOwner.fromPartial(object.owner)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSessionOwner(): SessionOwner {
+  return { holder: "", address: "" };
+}
+
+export const SessionOwner: MessageFns<SessionOwner> = {
+  encode(message: SessionOwner, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionOwner {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionOwner();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionOwner {
+    return {
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+    };
+  },
+
+  toJSON(message: SessionOwner): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SessionOwner>): SessionOwner {
+    return SessionOwner.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SessionOwner>): SessionOwner {
+    const message = createBaseSessionOwner();
+    message.holder = object.holder ?? "";
+    message.address = object.address ?? "";
+    return message;
+  },
+};
+
+function createBaseTrainerLease(): TrainerLease {
+  return { holder: "", address: "", renewal: 0, leaseMs: 0 };
+}
+
+export const TrainerLease: MessageFns<TrainerLease> = {
+  encode(message: TrainerLease, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.renewal !== 0) {
+      writer.uint32(24).uint64(message.renewal);
+    }
+    if (message.leaseMs !== 0) {
+      writer.uint32(32).uint32(message.leaseMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrainerLease {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrainerLease();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.renewal = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.leaseMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrainerLease {
+    return {
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      renewal: isSet(object.renewal) ? globalThis.Number(object.renewal) : 0,
+      leaseMs: isSet(object.leaseMs)
+        ? globalThis.Number(object.leaseMs)
+        : isSet(object.lease_ms)
+        ? globalThis.Number(object.lease_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: TrainerLease): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.renewal !== 0) {
+      obj.renewal = Math.round(message.renewal);
+    }
+    if (message.leaseMs !== 0) {
+      obj.leaseMs = Math.round(message.leaseMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TrainerLease>): TrainerLease {
+    return TrainerLease.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TrainerLease>): TrainerLease {
+    const message = createBaseTrainerLease();
+    message.holder = object.holder ?? "";
+    message.address = object.address ?? "";
+    message.renewal = object.renewal ?? 0;
+    message.leaseMs = object.leaseMs ?? 0;
     return message;
   },
 };
