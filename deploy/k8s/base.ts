@@ -7,8 +7,9 @@
  *
  * Shape: NATS with JetStream on a persistent volume; sampler and scorer Deployments behind headless
  * Services (the orchestrator resolves every pod: `dns:///`); two orchestrator replicas sharing the
- * control consumer, each run driven by the one holding its lease (named by its pod name); one
- * trainer (Recreate: never two at once);
+ * control consumer, each run driven by the one holding its lease (named by its pod name); two
+ * trainers sharing the training sessions (each session served by its owner, calls reaching the
+ * other replica forwarded over the pod network, a dead owner's sessions taken over);
  * checkpoints in the NATS object store, so no shared volume; probes are native gRPC health checks.
  */
 
@@ -111,6 +112,15 @@ function roleContainer(role: Role): IContainer {
       ...(role === 'orchestrator'
         ? [{ name: 'DUEL_ORCHESTRATOR_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }]
         : []),
+      // A session's owner is a trainer pod by name; the other replicas forward its calls to the
+      // pod's IP (services/trainer/forwarding.ts).
+      ...(role === 'trainer'
+        ? [
+            { name: 'DUEL_TRAINER_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+            { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+            { name: 'DUEL_TRAINER_ADVERTISE', value: `$(POD_IP):${GRPC_PORT}` },
+          ]
+        : []),
     ],
     ports: [
       { name: 'grpc', containerPort: GRPC_PORT, protocol: 'TCP' },
@@ -161,16 +171,13 @@ function podSpec(role: Role): IPodSpec {
 }
 
 function roleDeployment(role: Role): Deployment {
-  const single = role === 'trainer';
   return new Deployment({
     metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },
     spec: {
-      replicas: role === 'sampler' || role === 'orchestrator' ? 2 : 1,
+      replicas: role === 'scorer' ? 1 : 2,
       selector: { matchLabels: selector(role) },
-      // One trainer at a time (its sessions are not shared between replicas yet).
-      strategy: single
-        ? { type: 'Recreate' }
-        : { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      // A replaced trainer deletes its lease as it drains: the other takes its sessions at once.
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
       template: { metadata: { labels: labels(role) }, spec: podSpec(role) },
     },
   });
@@ -260,7 +267,7 @@ function nats(): KubeObject[] {
  * Ingress rules: nothing reaches a pod unless a rule says so. Only the orchestrator calls the
  * workers; every duel pod (and KEDA, for the lag it scales on) reaches NATS; clients in the
  * namespace reach the orchestrator; pods labelled `duel.dev/training-client: "true"` reach the
- * trainer (its TrainingService); Prometheus (namespace label `duel.dev/scrape: "true"`)
+ * trainer (its TrainingService), and trainers reach each other (forwarded session calls); Prometheus (namespace label `duel.dev/scrape: "true"`)
  * reaches every metrics port.
  */
 function networkPolicies(): NetworkPolicy[] {
@@ -287,7 +294,8 @@ function networkPolicies(): NetworkPolicy[] {
         ],
       },
     }),
-    // A training loop's client (TrainingService) is a pod the user labels, not anything in the namespace.
+    // A training loop's client (TrainingService) is a pod the user labels, not anything in the
+    // namespace; trainers forward a session's calls to the replica that owns it.
     new NetworkPolicy({
       metadata: meta('duel-trainer-from-training-clients'),
       spec: {
@@ -295,7 +303,10 @@ function networkPolicies(): NetworkPolicy[] {
         policyTypes: ['Ingress'],
         ingress: [
           {
-            from: [{ podSelector: { matchLabels: { 'duel.dev/training-client': 'true' } } }],
+            from: [
+              { podSelector: { matchLabels: { 'duel.dev/training-client': 'true' } } },
+              { podSelector: { matchLabels: selector('trainer') } },
+            ],
             ports: [{ port: GRPC_PORT }],
           },
         ],
@@ -363,7 +374,7 @@ export function base(): KubeObject[] {
     }),
     ...nats(),
     ...ROLES.flatMap((role) => [roleDeployment(role), roleService(role)]),
-    ...(['sampler', 'scorer'] as const).map(
+    ...(['sampler', 'scorer', 'trainer'] as const).map(
       (role) =>
         new PodDisruptionBudget({
           metadata: { name: `duel-${role}`, namespace: NAMESPACE, labels: labels(role) },

@@ -25,7 +25,7 @@ type Container = {
   image: string;
   ports?: { containerPort: number; name?: string }[];
   resources?: { limits?: Record<string, string> };
-  env?: { name: string; value?: string }[];
+  env?: { name: string; value?: string; valueFrom?: unknown }[];
   [probe: string]: unknown;
 };
 
@@ -135,15 +135,38 @@ describe.each(Object.keys(OVERLAYS))('overlay %s', (overlay) => {
     });
   });
 
-  it('lets only pods labelled as training clients reach the trainer’s TrainingService', () => {
+  it('lets only pods labelled as training clients, and the other trainers, reach the TrainingService', () => {
     const np = objs.find((o) => o.metadata.name === 'duel-trainer-from-training-clients')!;
     expect(np.spec.podSelector.matchLabels).toMatchObject({ 'app.kubernetes.io/component': 'trainer' });
     expect(np.spec.ingress).toEqual([
       {
-        from: [{ podSelector: { matchLabels: { 'duel.dev/training-client': 'true' } } }],
+        from: [
+          { podSelector: { matchLabels: { 'duel.dev/training-client': 'true' } } },
+          {
+            podSelector: {
+              matchLabels: { 'app.kubernetes.io/name': 'duel', 'app.kubernetes.io/component': 'trainer' },
+            },
+          },
+        ],
         ports: [{ port: 50051 }],
       },
     ]);
+  });
+
+  it('runs trainer replicas that name themselves by pod and advertise their pod IP', () => {
+    const trainer = podTemplates(objs).find((p) => p.owner.metadata.name === 'duel-trainer')!;
+    const env = trainer.spec.containers[0]!.env ?? [];
+    expect(env.find((e) => e.name === 'DUEL_TRAINER_ID')?.valueFrom).toEqual({
+      fieldRef: { fieldPath: 'metadata.name' },
+    });
+    // $(POD_IP) expands only from a variable defined before it.
+    const ip = env.findIndex((e) => e.name === 'POD_IP');
+    const advertise = env.findIndex((e) => e.name === 'DUEL_TRAINER_ADVERTISE');
+    expect(ip).toBeGreaterThanOrEqual(0);
+    expect(advertise).toBeGreaterThan(ip);
+    expect(env[advertise]!.value).toBe('$(POD_IP):50051');
+    // dev runs one of each; keda scales the trainer from zero.
+    expect(trainer.owner.spec.replicas).toBe({ dev: 1, keda: 0 }[overlay] ?? 2);
   });
 });
 
