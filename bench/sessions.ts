@@ -76,7 +76,7 @@ export interface SessionsBenchResult {
 }
 
 /** `batch` sequences of `tokens` ids, half prompt and half completion, the same every call. */
-function batchOf(cfg: LlamaConfig, batch: number, tokens: number): Datum[] {
+export function batchOf(cfg: LlamaConfig, batch: number, tokens: number): Datum[] {
   const id = (r: number, i: number) => 2 + ((r * 131 + i * 17) % (cfg.vocabSize - 2));
   const half = Math.floor(tokens / 2);
   return Array.from({ length: batch }, (_, r) => ({
@@ -87,13 +87,16 @@ function batchOf(cfg: LlamaConfig, batch: number, tokens: number): Datum[] {
 
 const OPTIMIZER = { name: 'adamw', learningRate: 1e-4, gradClip: 1 };
 
-export async function runSessionsBench(o: SessionsBenchOptions): Promise<SessionsBenchResult> {
-  const root = mkdtempSync(join(tmpdir(), 'duel-bench-sessions-'));
-  const nats = findNatsServer() ? await NatsServer.start({ storeDir: join(root, 'nats') }) : undefined;
-  const store = new FileArtifactStore(join(root, 'store'));
-  const model = o.model ?? '25M';
+/**
+ * What the session benches stand on: a scratch root, a nats-server for the journal when one is
+ * installed, a file artifact store, and a random `model` (a DECODE_MODELS name) put in it as `base`.
+ */
+export async function sessionBenchStage(model: string, prefix: string) {
   const cfg = DECODE_MODELS[model];
   if (!cfg) throw new Error(`unknown model '${model}' (known: ${Object.keys(DECODE_MODELS).join(', ')})`);
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const nats = findNatsServer() ? await NatsServer.start({ storeDir: join(root, 'nats') }) : undefined;
+  const store = new FileArtifactStore(join(root, 'store'));
   const weights = initLlamaWeights(cfg, 1);
   const params = Object.values(weights).reduce((n, t) => n + t.data.length, 0);
   saveModelDir(join(root, 'base'), cfg, weights);
@@ -102,6 +105,15 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     adapter: undefined,
     name: 'base',
   };
+  return { cfg, root, nats, store, weights, params, base };
+}
+
+export async function runSessionsBench(o: SessionsBenchOptions): Promise<SessionsBenchResult> {
+  const model = o.model ?? '25M';
+  const { cfg, root, nats, store, weights, params, base } = await sessionBenchStage(
+    model,
+    'duel-bench-sessions-',
+  );
   const small = DECODE_MODELS.testbed!;
   saveModelDir(join(root, 'small'), small, initLlamaWeights(small, 1));
   const smallBase: ModelRef = {

@@ -46,6 +46,11 @@ export const config = serviceConfig(
              */
             snapshotEvery: z.number().int().min(1).default(10),
             /**
+             * Write those snapshots while the session's next calls run (the journal covers the
+             * session until one is written); false: before the answer of the step that takes it.
+             */
+            inBackground: z.boolean().default(true),
+            /**
              * Sessions return their activations' memory after each run (no ONNX Runtime arena):
              * LoRA sessions on the 21.9M model need 55 MB each instead of 422 (BENCHMARKS.md).
              */
@@ -98,6 +103,7 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
   });
   const sessions: TrainingSessions = new TrainingSessions(core, {
     snapshotEvery: cfg.trainer.sessions.snapshotEvery,
+    snapshotInBackground: cfg.trainer.sessions.inBackground,
     lowMemory: cfg.trainer.sessions.lowMemory,
     log,
     journal: async () => {

@@ -5,15 +5,19 @@
  * slots, gradients accumulated since the last optimizer step — under the engine's state keys).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   readSafetensors,
   type TrainingSnapshot,
   type WireTensor,
   writeSafetensors,
+  writeSafetensorsAsync,
 } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
 import { LoraSpec, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
+import { type ArtifactManifest, manifestFrom, sha256 } from '../../src/platform/artifacts.js';
+import { crashPoint } from '../../src/platform/crash-point.js';
 
 const SESSION_STATE_FORMAT = 'duel.training-session-state/1';
 const META = 'session.json';
@@ -29,33 +33,48 @@ export interface SessionState {
   snapshot: TrainingSnapshot;
 }
 
+const tensorsOf = (s: SessionState) =>
+  new Map(
+    Object.entries(s.snapshot.tensors).map(([k, t]) => [k, { dtype: t.dtype, shape: t.dims, data: t.data }]),
+  );
+
+const metaOf = (s: SessionState) =>
+  `${JSON.stringify(
+    {
+      format: SESSION_STATE_FORMAT,
+      base: ModelRef.toJSON(s.base),
+      optimizer: OptimizerConfig.toJSON(s.optimizer),
+      seed: s.seed,
+      ...(s.lora ? { lora: LoraSpec.toJSON(s.lora) } : {}),
+      steps: s.snapshot.steps,
+      pending_loss: s.snapshot.pendingLoss,
+    },
+    null,
+    2,
+  )}\n`;
+
 export function writeSessionState(dir: string, s: SessionState): void {
   mkdirSync(dir, { recursive: true });
-  writeSafetensors(
-    join(dir, TENSORS),
-    new Map(
-      Object.entries(s.snapshot.tensors).map(([k, t]) => [
-        k,
-        { dtype: t.dtype, shape: t.dims, data: t.data },
-      ]),
-    ),
-  );
-  writeFileSync(
-    join(dir, META),
-    `${JSON.stringify(
-      {
-        format: SESSION_STATE_FORMAT,
-        base: ModelRef.toJSON(s.base),
-        optimizer: OptimizerConfig.toJSON(s.optimizer),
-        seed: s.seed,
-        ...(s.lora ? { lora: LoraSpec.toJSON(s.lora) } : {}),
-        steps: s.snapshot.steps,
-        pending_loss: s.snapshot.pendingLoss,
-      },
-      null,
-      2,
-    )}\n`,
-  );
+  writeSafetensors(join(dir, TENSORS), tensorsOf(s));
+  writeFileSync(join(dir, META), metaOf(s));
+}
+
+/**
+ * writeSessionState off the event loop's path (the tensors written by libuv's threads, hashed a
+ * chunk at a time), resolving to the artifact manifest of what it wrote: how a snapshot is written
+ * while the session's next steps run.
+ */
+export async function writeSessionStateAsync(dir: string, s: SessionState): Promise<ArtifactManifest> {
+  await mkdir(dir, { recursive: true });
+  const tensors = await writeSafetensorsAsync(join(dir, TENSORS), tensorsOf(s));
+  // Where the fault test kills a trainer: half an artifact on disk, the record not yet changed.
+  crashPoint('trainer.snapshot.writing');
+  const meta = metaOf(s);
+  await writeFile(join(dir, META), meta);
+  return manifestFrom({
+    [META]: { bytes: Buffer.byteLength(meta), sha256: sha256(meta) },
+    [TENSORS]: tensors,
+  });
 }
 
 /** Reads a state directory; anything that is not one is INVALID_ARGUMENT naming `field`. */

@@ -2,16 +2,26 @@
  * The trainer's training sessions: their lifecycle, what makes calls safe to retry, and what makes
  * sessions outlive the trainer. Each mutating call is applied, then journaled (the call under
  * `<session>.<seq>`, then the session's record by compare-and-set: the commit point) before its
- * answer goes back. Every `snapshotEvery` optimizer steps (and whenever a call is too big for the
- * journal) the whole state goes into the artifact store and the calls it covers are dropped. A
- * session not in memory (a restarted trainer) is restored on first use: its start (the base, or a
- * LoadState artifact) or its last snapshot, then the journaled calls after it, replayed in order,
- * which gives the same state bit for bit on the same provider.
+ * answer goes back. A session not in memory (a restarted trainer, another replica) is restored on
+ * first use: its start (the base, or a LoadState artifact) or its last snapshot, then the journaled
+ * calls after it, replayed in order, which gives the same state bit for bit on the same provider.
+ *
+ * Snapshots: every `snapshotEvery` optimizer steps the state is pinned in its worker (no copy: a
+ * step replaces a state's tensors, it does not write into them) and written into the artifact
+ * store while the next calls run (`snapshotLater`); once the record names it, the calls it covers
+ * are dropped. A call too big for the journal is covered by a snapshot written before its answer.
  *
  * What each call costs the journal: one KV write of the call (the request's token ids and values)
  * and one of the record; every `snapshotEvery` optimizer steps, the state's bytes (4 × parameters
  * × (1 + optimizer slots + 1 accumulator)) into the store. A trainer that dies between applying a
  * call and committing it loses only that call, which the client's retry then applies.
+ *
+ * With several trainer replicas (a durable journal comes with their leases, ./trainer-leases.ts)
+ * every session has an owner in its record: the replica that holds it in memory. `route` says where
+ * a session's call is served: here, or at the owner's address (the gRPC layer forwards it); a
+ * session whose owner's lease is dead is taken over by compare-and-set on its record and restored
+ * here. The commit's compare-and-set is the fence: a replica that lost a session to another commits
+ * nothing more of it.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,7 +34,7 @@ import {
   parseTrainingSettings,
   settingsFromWire,
 } from '../../src/algorithms/training-settings.js';
-import { SharedTensors } from '../../src/engine/index.js';
+import { type PinnedSnapshot, SharedTensors } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
 import type { ArtifactRef, LoraSpec, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
 import {
@@ -41,11 +51,11 @@ import type { LlamaConfig } from '../../src/models/llama/config.js';
 import { type Decoder, DecoderRunner } from '../../src/models/llama/runner.js';
 import { initAdapter, writeAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
-import { FileArtifactStore } from '../../src/platform/artifacts.js';
+import { type ArtifactManifest, FileArtifactStore } from '../../src/platform/artifacts.js';
 import type { Logger } from '../../src/platform/logger.js';
 import { loraConfigOf, recordOf, type TrainerCore } from './service.js';
 import { callKey, memoryJournal, type SessionJournal } from './session-journal.js';
-import { readSessionState, writeSessionState } from './session-state.js';
+import { readSessionState, writeSessionState, writeSessionStateAsync } from './session-state.js';
 
 type Request = NonNullable<SessionCall['request']>;
 type Answer = NonNullable<SessionCall['answer']>;
@@ -72,12 +82,16 @@ interface Live {
   session: TrainingSession;
   /** A LoRA session's shared base. */
   base?: SharedBase;
-  /** A full-weight session's decoder of its current weights, and the weights' version it holds. */
-  decoder?: { runner: Promise<DecoderRunner>; version: number };
+  /** A full-weight session's decoder, reading the training state's weights in place. */
+  decoder?: Promise<DecoderRunner>;
   /** The weights' version a LoRA session's adapter was last set into its base's decoder at. */
   adapterVersion?: number;
-  /** The optimizer step the last snapshot (or the start) holds. */
+  /** The optimizer step the last snapshot taken (or the start) holds. */
   snapshotStep: number;
+  /** A snapshot being written off the call path (at most one per session). */
+  snapshotting?: Promise<void>;
+  /** Wakes that snapshot's read: an optimizer step has replaced the pinned tensors. */
+  stepped?: () => void;
   /** One call at a time per session, in seq order. */
   queue: Promise<unknown>;
 }
@@ -87,6 +101,11 @@ export interface SessionsOptions {
   journal?: () => Promise<SessionJournal>;
   /** Snapshot a session's state every this many optimizer steps (default 10). */
   snapshotEvery?: number;
+  /**
+   * Write those snapshots while the session's next calls run (default true); false writes each
+   * before the answer of the step that takes it, as duel did before (the benchmark's peer).
+   */
+  snapshotInBackground?: boolean;
   /** Sessions give activation memory back after each run (default true: many sessions per trainer). */
   lowMemory?: boolean;
   log?: Logger;
@@ -320,7 +339,7 @@ export class TrainingSessions {
   /** Frees a live session's memory (its journal stays). */
   private async closeLive(l: Live): Promise<void> {
     await l.session.close();
-    if (l.decoder) await (await l.decoder.runner).release();
+    if (l.decoder) await (await l.decoder).release();
     if (l.base) {
       const d = l.base.decoders.get(l.session.lora!.targets.join());
       if (d && l.adapterVersion !== undefined) await (await d).dropAdapter(l.record.sessionId);
@@ -329,20 +348,23 @@ export class TrainingSessions {
   }
 
   /**
-   * A decoder of the session's current weights. Full weights: one compiled with them, rebuilt
-   * after they change. LoRA: the base's decoder shared by every session with the same targets,
-   * this session's adapter set into it under the session's id when it changed.
+   * A decoder of the session's current weights. Full weights: one that reads them from the
+   * training state in place (nothing copied or compiled after a step). LoRA: the base's decoder
+   * shared by every session with the same targets, this session's adapter set into it under the
+   * session's id when it changed.
    */
   async decoder(l: Live): Promise<Decoder> {
     const version = l.session.version;
     if (!l.base) {
-      if (l.decoder?.version !== version) {
-        const old = l.decoder?.runner;
-        const weights = await l.session.weights();
-        l.decoder = { runner: DecoderRunner.create(this.core.runtime, l.model.config, weights), version };
-        if (old) await (await old).release();
+      // Reads the training state's weights in place: built once, right after every step.
+      if (!l.decoder) {
+        const d = DecoderRunner.fromState(this.core.runtime, l.model.config, l.session.parameterSource);
+        d.catch(() => {
+          if (l.decoder === d) l.decoder = undefined;
+        });
+        l.decoder = d;
       }
-      return l.decoder.runner;
+      return l.decoder;
     }
     const lora = l.session.lora!;
     const key = lora.targets.join();
@@ -521,36 +543,117 @@ export class TrainingSessions {
     const id = l.record.sessionId;
     const fits = SessionCall.encode(call).finish().byteLength <= j.maxCallBytes;
     const steps = l.session.steps;
-    const due =
-      !fits || (call.request?.$case === 'optimStep' && steps - l.snapshotStep >= this.snapshotEvery);
+    const stepped = call.request?.$case === 'optimStep';
     if (fits) await j.calls.put(callKey(id, call.seq), call);
-    const previous = l.record.snapshot ? l.record.snapshotSeq : undefined;
+    // A call too big for the journal is covered by a snapshot before its answer; the periodic ones
+    // are pinned here and written off the call path (snapshotLater).
+    const due = stepped && steps - l.snapshotStep >= this.snapshotEvery;
+    const inline = !fits || (due && this.options.snapshotInBackground === false);
+    const pinned = !inline && due && !l.snapshotting ? await l.session.pin() : undefined;
     // A commit that failed after its snapshot left one under this name: ours to replace.
-    if (due) await this.core.store.remove(snapshotName(id, call.seq));
-    const snapshot = due ? await this.saveState(l, snapshotName(id, call.seq)) : undefined;
-    l.record = await j.records.update(id, (cur) => {
-      // The fence: a replica that lost the session to another commits nothing more of it.
-      if (j.leases && cur.owner?.holder !== j.leases.id)
-        throw DuelError.unavailable(
-          `session '${id}' is served by trainer ${cur.owner?.holder || 'none'} now, not ${j.leases.id}: retry`,
-        );
-      if (cur.seq !== call.seq - 1)
-        throw DuelError.failedPrecondition(
-          `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
-        );
-      return {
-        ...cur,
-        seq: call.seq,
-        step: steps,
-        last: lastOf(call),
-        ...(snapshot ? { snapshot, snapshotSeq: call.seq } : {}),
-      };
-    });
-    if (!snapshot) return;
-    l.snapshotStep = steps;
-    // What the new snapshot covers is garbage now; a failure here leaves garbage, not a wrong state.
+    if (inline) await this.core.store.remove(snapshotName(id, call.seq));
+    const snapshot = inline ? await this.saveState(l, snapshotName(id, call.seq)) : undefined;
+    let previous: number | undefined;
     try {
-      for (let s = (previous ?? 0) + 1; s <= call.seq; s++) await j.calls.delete(callKey(id, s));
+      l.record = await j.records.update(id, (cur) => {
+        // The fence: a replica that lost the session to another commits nothing more of it.
+        if (j.leases && cur.owner?.holder !== j.leases.id)
+          throw DuelError.unavailable(
+            `session '${id}' is served by trainer ${cur.owner?.holder || 'none'} now, not ${j.leases.id}: retry`,
+          );
+        if (cur.seq !== call.seq - 1)
+          throw DuelError.failedPrecondition(
+            `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
+          );
+        previous = cur.snapshot ? cur.snapshotSeq : undefined;
+        return {
+          ...cur,
+          seq: call.seq,
+          step: steps,
+          last: lastOf(call),
+          ...(snapshot ? { snapshot, snapshotSeq: call.seq } : {}),
+        };
+      });
+    } catch (e) {
+      await pinned?.release();
+      throw e;
+    }
+    if (stepped) l.stepped?.();
+    if (pinned) {
+      l.snapshotStep = steps;
+      l.snapshotting = this.snapshotLater(l, pinned, call.seq).finally(() => {
+        l.snapshotting = undefined;
+      });
+    }
+    if (snapshot) {
+      l.snapshotStep = steps;
+      await this.dropCovered(id, previous, call.seq);
+    }
+  }
+
+  /**
+   * Writes the state pinned at call `seq` into the store and makes it the session's snapshot,
+   * while the session's next calls run. It is read once the next optimizer step has replaced the
+   * pinned tensors (their buffers are then handed over, not copied, so the worker's next run does
+   * not wait) or after SNAPSHOT_IDLE_MS without one. Until the record names it, the journal covers
+   * the session as before: a trainer killed meanwhile restores from the previous snapshot, and what
+   * it had written of this one is never read.
+   */
+  private async snapshotLater(l: Live, pinned: PinnedSnapshot, seq: number): Promise<void> {
+    const id = l.record.sessionId;
+    const name = snapshotName(id, seq);
+    const t0 = performance.now();
+    try {
+      await new Promise<void>((resolve) => {
+        const idle = setTimeout(resolve, SNAPSHOT_IDLE_MS);
+        l.stepped = () => {
+          clearTimeout(idle);
+          resolve();
+        };
+      });
+      l.stepped = undefined;
+      const snapshot = await pinned.read();
+      await this.core.store.remove(name);
+      const ref = await this.publish(name, (dir) =>
+        writeSessionStateAsync(dir, { ...this.meta(l), snapshot }),
+      );
+      const j = await this.journal();
+      let previous: number | undefined;
+      let adopted = false;
+      const r = await j.records.update(id, (cur) => {
+        // Not ours any more, or a later snapshot (a call too big for the journal) already there.
+        if ((j.leases && cur.owner?.holder !== j.leases.id) || (cur.snapshot && cur.snapshotSeq >= seq))
+          return undefined;
+        previous = cur.snapshot ? cur.snapshotSeq : undefined;
+        adopted = true;
+        return { ...cur, snapshot: ref, snapshotSeq: seq };
+      });
+      if (!adopted) {
+        await this.core.store.remove(name);
+        return;
+      }
+      l.record = { ...l.record, snapshot: r.snapshot, snapshotSeq: r.snapshotSeq };
+      await this.dropCovered(id, previous, seq);
+      this.options.log?.info(
+        { session: id, seq, ms: Math.round(performance.now() - t0) },
+        'training session snapshot written',
+      );
+    } catch (e) {
+      l.stepped = undefined;
+      await pinned.release().catch(() => {});
+      await Promise.resolve(this.core.store.remove(name)).catch(() => {});
+      this.options.log?.warn(
+        { session: id, seq, err: (e as Error).message },
+        'snapshot not written; the journal still covers the session',
+      );
+    }
+  }
+
+  /** What a snapshot at `seq` covers is garbage: a failure here leaves garbage, not a wrong state. */
+  private async dropCovered(id: string, previous: number | undefined, seq: number): Promise<void> {
+    const j = await this.journal();
+    try {
+      for (let s = (previous ?? 0) + 1; s <= seq; s++) await j.calls.delete(callKey(id, s));
       if (previous !== undefined) await this.core.store.remove(snapshotName(id, previous));
     } catch (e) {
       this.options.log?.warn({ session: id, err: (e as Error).message }, 'journal cleanup failed');
@@ -562,32 +665,35 @@ export class TrainingSessions {
    * a file store gets it built on its own filesystem and moved in, not copied (a snapshot of the
    * 21.9M model is 334 MiB).
    */
-  private async publish(name: string, write: (dir: string) => Promise<void>): Promise<ArtifactRef> {
+  private async publish(
+    name: string,
+    write: (dir: string) => Promise<ArtifactManifest | undefined>,
+  ): Promise<ArtifactRef> {
     const store = this.core.store;
     const scratch =
       store instanceof FileArtifactStore ? store.scratch() : mkdtempSync(join(tmpdir(), 'duel-session-'));
     try {
       const dir = join(scratch, 'artifact');
-      await write(dir);
+      const manifest = await write(dir);
       return store instanceof FileArtifactStore
-        ? store.put(dir, name, { move: true })
+        ? store.put(dir, name, { move: true, ...(manifest ? { manifest } : {}) })
         : await store.put(dir, name);
     } finally {
       rmSync(scratch, { recursive: true, force: true });
     }
   }
 
+  /** What a state artifact holds besides the tensors. */
+  private meta(l: Live) {
+    return { base: l.record.base!, optimizer: l.record.optimizer!, seed: l.record.seed, lora: l.record.lora };
+  }
+
   /** The whole state as an artifact `name` (what LoadState resumes from). */
   saveState(l: Live, name: string): Promise<ArtifactRef> {
-    return this.publish(name, async (dir) =>
-      writeSessionState(dir, {
-        base: l.record.base!,
-        optimizer: l.record.optimizer!,
-        seed: l.record.seed,
-        lora: l.record.lora,
-        snapshot: await l.session.snapshot(),
-      }),
-    );
+    return this.publish(name, async (dir) => {
+      writeSessionState(dir, { ...this.meta(l), snapshot: await l.session.snapshot() });
+      return undefined;
+    });
   }
 
   /**
@@ -598,23 +704,27 @@ export class TrainingSessions {
     const weights = await l.session.weights();
     if (l.session.lora) {
       const adapter = { config: l.session.lora, tensors: weights };
-      const ref = await this.publish(name, async (dir) =>
-        writeAdapterDir(dir, adapter, l.record.base!.name || 'base'),
-      );
+      const ref = await this.publish(name, async (dir) => {
+        writeAdapterDir(dir, adapter, l.record.base!.name || 'base');
+        return undefined;
+      });
       return { artifact: l.record.base!.artifact, adapter: ref, name };
     }
-    const artifact = await this.publish(name, async (dir) =>
-      saveModelDir(dir, l.model.config, weights, { tokenizerFrom: l.model.dir }),
-    );
+    const artifact = await this.publish(name, async (dir) => {
+      saveModelDir(dir, l.model.config, weights, { tokenizerFrom: l.model.dir });
+      return undefined;
+    });
     return { artifact, name, adapter: undefined };
   }
 
   /** Ends a session for good: its record, its journal and its snapshot. */
   async close(id: string): Promise<void> {
     const j = await this.journal();
-    const r = (await j.records.get(id))?.value;
-    if (!r) throw DuelError.notFound(`no training session '${id}'`);
+    if (!(await j.records.get(id))) throw DuelError.notFound(`no training session '${id}'`);
     await this.drop(id);
+    // Read after the drop: a snapshot written meanwhile is in the record now.
+    const r = (await j.records.get(id))?.value;
+    if (!r) return;
     await j.records.delete(id);
     for (const k of await j.calls.keys(`${id}.`)) await j.calls.delete(k);
     if (r.snapshot) await this.core.store.remove(snapshotName(id, r.snapshotSeq));
@@ -628,6 +738,9 @@ export class TrainingSessions {
     this.verified.delete(id);
     const live = await l?.catch(() => undefined);
     await live?.queue;
+    // A snapshot being written finishes first (woken now if it waits for a step).
+    live?.stepped?.();
+    await live?.snapshotting;
     if (live) await this.closeLive(live);
   }
 
@@ -641,6 +754,9 @@ export class TrainingSessions {
 const rpcName = (kind: string | undefined) => (kind ? kind[0]!.toUpperCase() + kind.slice(1) : 'unknown');
 
 const snapshotName = (id: string, seq: number) => `sessions/${id}/snapshot-${seq}`;
+
+/** How long a pinned snapshot waits for the next optimizer step before it is read with a copy. */
+const SNAPSHOT_IDLE_MS = 1000;
 
 /** The session id a client token names: a UUID's shape (version 8) over the token's SHA-256. */
 export function sessionIdOfToken(token: string): string {

@@ -17,6 +17,8 @@
 
 import type {
   OptimizerSpec,
+  ParameterSource,
+  PinnedSnapshot,
   ScheduleSpec,
   SharedTensors,
   StateReader,
@@ -438,6 +440,16 @@ export class TrainingSession {
   /** The whole state (weights, optimizer slots, pending gradients, step) on the host. */
   snapshot(): Promise<TrainingSnapshot> {
     return this.state.snapshot();
+  }
+
+  /** Where the weights live, for a decoder that reads them in place (DecoderRunner.fromState). */
+  get parameterSource(): ParameterSource {
+    return this.state.parameterSource;
+  }
+
+  /** The whole state as it is now, held without a copy for a later read (PinnedSnapshot). */
+  pin(): Promise<PinnedSnapshot> {
+    return this.state.pin();
   }
 
   async restore(s: TrainingSnapshot): Promise<void> {

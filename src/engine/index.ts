@@ -34,11 +34,14 @@ export {
   serializeSafetensors,
   toBfloat16,
   writeSafetensors,
+  writeSafetensorsAsync,
 } from './safetensors.js';
 export { addDims, type Dim, divDims, mulDims, type Shape } from './shape.js';
 export { SharedTensors } from './shared-tensors.js';
 export {
   type BuildTimings,
+  type ParameterSource,
+  type PinnedSnapshot,
   type StateReader,
   type StepMetrics,
   type TraceTarget,

@@ -5,8 +5,9 @@
  * goes through a temporary file and a rename, so a crash never leaves a half-written file under
  * the final name. BF16 is widened to float32 on read (the engine computes in float32/64).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { allocate, bytesPer, type DType, type TypedArray } from './dtype.js';
 
 export interface NamedTensor {
@@ -135,10 +136,11 @@ export function toBfloat16(xs: Float32Array | Float64Array): Uint16Array {
   });
 }
 
-export function serializeSafetensors(
+/** The file's bytes as parts: the length and header, then each tensor's data as a view (no copy). */
+function safetensorsParts(
   tensors: Map<string, StoredTensor>,
-  metadata: Record<string, string> = {},
-): Uint8Array {
+  metadata: Record<string, string>,
+): Uint8Array[] {
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
@@ -158,17 +160,61 @@ export function serializeSafetensors(
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8); // align the data section to 8 bytes
   const headerBytes = Buffer.from(json);
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.length;
-  for (const name of names) {
-    const d = tensors.get(name)!.data;
-    out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), at);
-    at += d.byteLength;
+  const head = new Uint8Array(8 + headerBytes.length);
+  new DataView(head.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  head.set(headerBytes, 8);
+  return [
+    head,
+    ...names.map((name) => {
+      const d = tensors.get(name)!.data;
+      return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    }),
+  ];
+}
+
+export function serializeSafetensors(
+  tensors: Map<string, StoredTensor>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const parts = safetensorsParts(tensors, metadata);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
   }
   return out;
 }
+
+/**
+ * writeSafetensors without blocking the event loop for long: the writes run on libuv's threads
+ * and the SHA-256 (what an artifact's manifest records) is taken 4 MiB at a time between them.
+ * Resolves to the file's size and digest. Not atomic: write it where nothing reads it yet.
+ */
+export async function writeSafetensorsAsync(
+  path: string,
+  tensors: Map<string, StoredTensor>,
+  metadata: Record<string, string> = {},
+): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  const file = await open(path, 'w');
+  let bytes = 0;
+  try {
+    for (const part of safetensorsParts(tensors, metadata)) {
+      for (let at = 0; at < part.byteLength; at += HASH_CHUNK) {
+        const chunk = part.subarray(at, at + HASH_CHUNK);
+        hash.update(chunk);
+        await file.write(chunk);
+      }
+      bytes += part.byteLength;
+    }
+  } finally {
+    await file.close();
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+const HASH_CHUNK = 4 * 1024 * 1024;
 
 /** Writes atomically: a temporary file in the same folder, then a rename over the final name. */
 export function writeSafetensors(

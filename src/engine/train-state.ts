@@ -111,6 +111,31 @@ export interface TrainingSnapshot {
   pendingLoss: number;
 }
 
+/**
+ * A state as it was at one moment, held in its worker without a copy (TrainingState.pin), to be
+ * read later, off the path of the steps that follow: once they have replaced its tensors, reading
+ * it hands their buffers over instead of copying them.
+ */
+export interface PinnedSnapshot {
+  steps: number;
+  pendingLoss: number;
+  /** The snapshot; once read, the pin is gone. */
+  read(): Promise<TrainingSnapshot>;
+  /** Lets the pinned tensors go unread. */
+  release(): Promise<void>;
+}
+
+let pinCounter = 0;
+
+/** A training state's parameters where they live (TrainingState.parameterSource). */
+export interface ParameterSource {
+  /** The state's session: load a reader `near` it, in the same worker. */
+  session: Session;
+  state: string;
+  /** The parameter names, which are also their state keys. */
+  keys: string[];
+}
+
 /** A graph run over a state's parameters where they live (in the state's worker). */
 export interface StateReader {
   run(feeds: Record<string, WireTensor>, fetch: string[]): Promise<Record<string, WireTensor>>;
@@ -503,6 +528,15 @@ export class TrainingState {
     return this.session;
   }
 
+  /**
+   * Where the parameters live, for a graph that reads them in place run after run (a decoder of
+   * the current weights): a session loaded `near` this one binds `shared: { state, reads }`. What
+   * it reads is the state as of each run, so it follows every step with no copy and no recompile.
+   */
+  get parameterSource(): ParameterSource {
+    return { session: this.session, state: this.stateId, keys: [...this.paramNames] };
+  }
+
   async parameters(): Promise<Record<string, WireTensor>> {
     return this.session.getState(this.stateId, [...this.paramNames]);
   }
@@ -513,6 +547,33 @@ export class TrainingState {
       tensors: await this.session.getState(this.stateId, [...this.paramNames, ...this.stateKeys]),
       steps: this.stepCount,
       pendingLoss: this.pendingLoss,
+    };
+  }
+
+  /** The state as it is now, pinned in its worker for a later read (PinnedSnapshot). */
+  async pin(): Promise<PinnedSnapshot> {
+    const keys = [...this.paramNames, ...this.stateKeys];
+    const as = `${this.stateId}#pin-${pinCounter++}`;
+    await this.session.pinState(this.stateId, keys, as);
+    const { stepCount: steps, pendingLoss } = this;
+    let gone = false;
+    const release = async () => {
+      if (gone) return;
+      gone = true;
+      await this.session.dropState(as);
+    };
+    return {
+      steps,
+      pendingLoss,
+      read: async () => {
+        if (gone) throw new Error('training state: this pinned snapshot was already read or released');
+        try {
+          return { tensors: await this.session.getState(as, keys, { transfer: true }), steps, pendingLoss };
+        } finally {
+          await release();
+        }
+      },
+      release,
     };
   }
 

@@ -75,13 +75,25 @@ export function writeManifest(dir: string): string {
 }
 
 /** The manifest a directory would get (every file but manifest.json) and its digest, written nowhere. */
-export function manifestOf(dir: string): { text: string; digest: string } {
-  const manifest: Manifest = { files: {} };
+export function manifestOf(dir: string): ArtifactManifest {
+  const files: Manifest['files'] = {};
   for (const rel of filesOf(dir)) {
     const bytes = readFileSync(join(dir, rel));
-    manifest.files[rel] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
+    files[rel] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
   }
-  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  return manifestFrom(files);
+}
+
+/** A manifest as written (its text) and its digest. */
+export interface ArtifactManifest {
+  text: string;
+  digest: string;
+}
+
+/** The manifest of files whose sizes and digests are known (taken as they were written). */
+export function manifestFrom(files: Manifest['files']): ArtifactManifest {
+  const sorted = Object.fromEntries(Object.entries(files).sort(([a], [b]) => (a < b ? -1 : 1)));
+  const text = `${JSON.stringify({ files: sorted }, null, 2)}\n`;
   return { text, digest: sha256(text) };
 }
 
@@ -149,9 +161,10 @@ export class FileArtifactStore implements ArtifactStore {
   /**
    * Copies `srcDir` into the store as `name` (immutable: an existing artifact of that name is
    * an error) and returns its reference; `move` renames it in instead (a directory the caller
-   * built for this, best under `scratch()`: on the store's filesystem the move is free).
+   * built for this, best under `scratch()`: on the store's filesystem the move is free). A
+   * `manifest` the caller took as it wrote the files (manifestFrom) is trusted, not recomputed.
    */
-  put(srcDir: string, name: string, o: { move?: boolean } = {}): ArtifactRef {
+  put(srcDir: string, name: string, o: { move?: boolean; manifest?: ArtifactManifest } = {}): ArtifactRef {
     const dest = this.pathOf(name);
     if (existsSync(dest))
       throw DuelError.failedPrecondition(`artifact '${name}' already exists; artifacts are immutable`);
@@ -163,7 +176,9 @@ export class FileArtifactStore implements ArtifactStore {
       if (o.move) moveDir(srcDir, tmp);
       else cpSync(srcDir, tmp, { recursive: true });
       rmSync(join(tmp, MANIFEST), { force: true });
-      const digest = writeManifest(tmp);
+      // A manifest taken as the files were written saves reading them all again here.
+      if (o.manifest) writeFileSync(join(tmp, MANIFEST), o.manifest.text);
+      const digest = o.manifest ? o.manifest.digest : writeManifest(tmp);
       renameSync(tmp, dest);
       return { uri: pathToFileURL(dest).href, sha256: digest };
     } catch (e) {

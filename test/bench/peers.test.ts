@@ -38,4 +38,10 @@ describe('benches with peers, from the built command', () => {
     const row = JSON.stringify(r);
     expect(row).toMatch(/"transformersjs_tokens_per_s":\d/);
   }, 300_000);
+
+  it('bench snapshots measures the steps with no snapshot, in the background and inline (the peer)', async () => {
+    const r = await duel('snapshots', '--model', 'testbed', '--steps', '10', '--batch', '2', '--tokens', '8');
+    expect(r.variants.map((v: { variant: string }) => v.variant)).toEqual(['none', 'background', 'inline']);
+    for (const v of r.variants) expect(v.p95_ms).toBeGreaterThan(0);
+  }, 300_000);
 });

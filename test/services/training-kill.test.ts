@@ -2,7 +2,9 @@
  * A trainer killed with SIGKILL and started again (as Kubernetes restarts a pod), as real
  * processes over a real nats-server: the client's retry of its last call, sent while no trainer
  * listens, gets the answer the dead trainer gave, and the session ends with the weights of one on
- * the same trainer that was never interrupted.
+ * the same trainer that was never interrupted. Killed again while it writes a snapshot (in the
+ * background, between two steps): the half-written snapshot is never read, and the session ends
+ * the same.
  */
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -28,7 +30,7 @@ let port: number;
 type Trainer = ChildProcessByStdio<null, null, Readable> & { log: string };
 
 /** `duel serve trainer` on the test's port, resolved once it listens. */
-async function startTrainer(): Promise<Trainer> {
+async function startTrainer(env: NodeJS.ProcessEnv = {}): Promise<Trainer> {
   const child = spawn(process.execPath, [duelBin(), 'serve', 'trainer', '--port', String(port)], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: {
@@ -41,6 +43,7 @@ async function startTrainer(): Promise<Trainer> {
       DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: '2',
       DUEL_RUNTIME_WORKERS: '1',
       DUEL_LOG_LEVEL: 'info',
+      ...env,
     },
   }) as Trainer;
   child.log = '';
@@ -81,6 +84,9 @@ describe('a training session through a SIGKILLed trainer', () => {
       let answer: unknown;
       for (let i = 0; i < cut; i++) answer = await planStep(s, i);
 
+      // Snapshots are written off the call path: the one at seq 6 (optimizer step 2) is read after
+      // step 3 (seq 9) and written while call 10 runs.
+      await logged(trainer, /"seq":6,.*training session snapshot written/);
       trainer.kill('SIGKILL');
       await once(trainer, 'exit');
       // The reply to call `cut` was "lost": the client sends it again while nothing listens.
@@ -102,6 +108,43 @@ describe('a training session through a SIGKILLed trainer', () => {
       const wb = loadModelDir(store.get(uninterrupted.artifact!)).weights;
       for (const k of Object.keys(wb)) expect(Array.from(wa[k]!.data), k).toEqual(Array.from(wb![k]!.data));
       expect((await client.listSessions()).map((x) => x.sessionId).sort()).toEqual([s.id, fresh.id].sort());
+    } finally {
+      client.close();
+      trainer.kill('SIGTERM');
+      await once(trainer, 'exit');
+    }
+  });
+
+  it('killed while writing a snapshot: restored without it, the weights of an uninterrupted session', async () => {
+    let trainer = await startTrainer({ DUEL_CRASH_AT: 'trainer.snapshot.writing' });
+    const client = new TrainingClient(`127.0.0.1:${port}`, { retryWithinMs: 60_000 });
+    try {
+      const s = await client.createSession({
+        base,
+        optimizer: SESSION_OPTIMIZER,
+        clientToken: 'killed-writing',
+      });
+      const exited = once(trainer, 'exit');
+      // The calls go on while the trainer dies and comes back: the one in flight is retried.
+      const loop = (async () => {
+        for (let i = 0; i < PLAN; i++) await planStep(s, i);
+      })();
+      await exited;
+      expect(trainer.log).toContain('crash point trainer.snapshot.writing: SIGKILL');
+      trainer = await startTrainer();
+      await loop;
+      // The snapshot it died writing was never named by the record: restored from the start.
+      await logged(trainer, /"seq":(\d+),"replayed":\1,.*training session restored/);
+      const resumed = await s.saveWeights('killed-writing');
+
+      const fresh = await client.createSession({ base, optimizer: SESSION_OPTIMIZER });
+      for (let i = 0; i < PLAN; i++) await planStep(fresh, i);
+      const uninterrupted = await fresh.saveWeights('uninterrupted-writing');
+      const wa = loadModelDir(store.get(resumed.artifact!)).weights;
+      const wb = loadModelDir(store.get(uninterrupted.artifact!)).weights;
+      for (const k of Object.keys(wb)) expect(Array.from(wa[k]!.data), k).toEqual(Array.from(wb![k]!.data));
+      // The next trainer's own snapshots are written and adopted.
+      await logged(trainer, /training session snapshot written/);
     } finally {
       client.close();
       trainer.kill('SIGTERM');

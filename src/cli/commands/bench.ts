@@ -33,6 +33,20 @@ function printedAsJson(json: boolean | undefined, r: unknown): boolean {
   return json === true;
 }
 
+/** The options of the training-session benches: the output, the model and one step's batch. */
+function stepOptions(c: Command): Command {
+  return c
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--model <name>', 'testbed, 25M (21.9M parameters) or smollm-135m', '25M')
+    .option('--batch <n>', 'sequences per step', positiveInt('--batch'), 8)
+    .option(
+      '--tokens <n>',
+      'tokens per sequence (half prompt, half completion)',
+      positiveInt('--tokens'),
+      128,
+    );
+}
+
 export function registerBench(program: Command): void {
   const bench = program.command('bench').description('benchmarks (results go in BENCHMARKS.md)');
   bench
@@ -266,21 +280,11 @@ export function registerBench(program: Command): void {
         );
     });
 
-  bench
-    .command('sessions')
+  stepOptions(bench.command('sessions'))
     .description(
       'training sessions over gRPC against duel serve trainer: per-step overhead on the 21.9M model, small calls/s, resume after SIGKILL, memory per session',
     )
-    .option('--json', 'print one JSON line instead of a table')
-    .option('--model <name>', 'testbed, 25M (21.9M parameters) or smollm-135m', '25M')
     .option('--steps <n>', 'timed steps per measurement', positiveInt('--steps'), 10)
-    .option('--batch <n>', 'sequences per step', positiveInt('--batch'), 8)
-    .option(
-      '--tokens <n>',
-      'tokens per sequence (half prompt, half completion)',
-      positiveInt('--tokens'),
-      128,
-    )
     .option(
       '--lora-sessions <list>',
       'LoRA session counts to measure the trainer at',
@@ -314,6 +318,27 @@ export function registerBench(program: Command): void {
         );
       },
     );
+
+  stepOptions(bench.command('snapshots'))
+    .description(
+      "what a training session's snapshot every 10 steps costs its steps: p50/p95 with none, written in the background (default) and before the step's answer (the peer)",
+    )
+    .option('--steps <n>', 'timed steps per variant (a snapshot every 10th)', positiveInt('--steps'), 40)
+    .action(async (o: { json?: boolean; model: string; steps: number; batch: number; tokens: number }) => {
+      const { runSnapshotsBench } = await import('../../../bench/snapshots.js');
+      const r = await runSnapshotsBench({ ...o, log: progress });
+      if (printedAsJson(o.json, r)) return;
+      process.stdout.write(
+        [
+          `model ${r.model} (${(r.params / 1e6).toFixed(1)}M), ${r.batch}×${r.tokens} tokens per step, ${r.steps} steps, state ${(r.state_bytes / 2 ** 20).toFixed(0)} MiB, journal on ${r.journal}`,
+          'snapshots        p50 ms   p95 ms   slowest ms   p95 / none',
+          ...r.variants.map(
+            (v) =>
+              `${v.variant.padEnd(14)} ${v.p50_ms.toFixed(0).padStart(8)} ${v.p95_ms.toFixed(0).padStart(8)} ${v.max_ms.toFixed(0).padStart(12)} ${v.p95_vs_none.toFixed(2).padStart(12)}`,
+          ),
+        ].join('\n') + '\n',
+      );
+    });
 
   bench
     .command('session-probe')

@@ -80,7 +80,17 @@ export type Request =
   | { op: 'endProfiling' }
   /** `session`: the session whose provider decides where the tensors live. */
   | { op: 'setState'; session: number; state: string; tensors: Record<string, WireTensor> }
-  | { op: 'getState'; state: string; keys: string[] }
+  /**
+   * `transfer`: hand over the buffers of the tensors no other state holds (a pinned snapshot whose
+   * state has moved on) instead of copying them; they leave the worker.
+   */
+  | { op: 'getState'; state: string; keys: string[]; transfer?: boolean }
+  /**
+   * Holds the tensors `keys` of `state` under `as` as they are now, without a copy: runs replace a
+   * state's tensors with fresh outputs, so the pinned ones stay as they were. Device tensors are
+   * read back to the host instead (a device state's old tensors are freed when replaced).
+   */
+  | { op: 'pinState'; state: string; keys: string[]; as: string }
   | { op: 'dropState'; state: string; keys?: string[] }
   | { op: 'stats' };
 

@@ -139,8 +139,20 @@ export class Session {
     await this.channel.call({ op: 'setState', session: this.id, state, tensors });
   }
 
-  async getState(state: string, keys: string[]): Promise<Record<string, WireTensor>> {
-    return (await this.channel.call({ op: 'getState', state, keys })).tensors!;
+  /** `transfer`: see the getState request (the tensors handed over leave the state). */
+  async getState(
+    state: string,
+    keys: string[],
+    o: { transfer?: boolean } = {},
+  ): Promise<Record<string, WireTensor>> {
+    return (
+      await this.channel.call({ op: 'getState', state, keys, ...(o.transfer ? { transfer: true } : {}) })
+    ).tensors!;
+  }
+
+  /** Holds `keys` of `state` under `as` as they are now (the pinState request). */
+  async pinState(state: string, keys: string[], as: string): Promise<void> {
+    await this.channel.call({ op: 'pinState', state, keys, as });
   }
 
   /** Drops a whole state, or only `keys` of it. */

@@ -173,6 +173,13 @@ function stateOf(name: string): Map<string, ort.Tensor> {
   return s;
 }
 
+/** Every tensor some state other than `except` holds. */
+function heldElsewhere(except: string): Set<ort.Tensor> {
+  const held = new Set<ort.Tensor>();
+  for (const [name, s] of states) if (name !== except) for (const t of s.values()) held.add(t);
+  return held;
+}
+
 function loaded(id: number): Loaded {
   const l = sessions.get(id);
   if (!l) throw new Error(`no session ${id} in this worker`);
@@ -191,7 +198,7 @@ function deviceStats(): DeviceStats {
   return { tensors, bytes };
 }
 
-async function handle(req: Request): Promise<Reply> {
+async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] }> {
   switch (req.op) {
     case 'create': {
       const session = await createSession(req.bytes, req.options);
@@ -271,12 +278,31 @@ async function handle(req: Request): Promise<Reply> {
     case 'getState': {
       const state = stateOf(req.state);
       const tensors: Record<string, WireTensor> = {};
+      const transfer: ArrayBuffer[] = [];
+      const held = req.transfer ? heldElsewhere(req.state) : undefined;
       for (const key of req.keys) {
         const t = state.get(key);
         if (!t) throw new Error(`state '${req.state}' has no tensor '${key}'`);
-        tensors[key] = toWire(await toHost(t));
+        const host = await toHost(t);
+        const data = host.data as WireTensor['data'];
+        // Whole, unshared buffers only: what another state still reads must stay here.
+        if (held && !held.has(t) && data.byteOffset === 0 && data.buffer.byteLength === data.byteLength) {
+          transfer.push(data.buffer as ArrayBuffer);
+          state.delete(key);
+        }
+        tensors[key] = toWire(host);
       }
-      return { ok: true, tensors };
+      return { ok: true, tensors, transfer };
+    }
+    case 'pinState': {
+      const state = stateOf(req.state);
+      const pinned = stateOf(req.as);
+      for (const key of req.keys) {
+        const t = state.get(key);
+        if (!t) throw new Error(`state '${req.state}' has no tensor '${key}'`);
+        pinned.set(key, onDevice(t) ? await toHost(t) : t);
+      }
+      return { ok: true };
     }
     case 'dropState': {
       const state = states.get(req.state);
@@ -298,7 +324,8 @@ async function handle(req: Request): Promise<Reply> {
 
 parentPort!.on('message', ({ id, req }: { id: number; req: Request }) => {
   handle(req).then(
-    (reply) => parentPort!.postMessage({ id, reply }),
+    ({ transfer, ...reply }: Reply & { transfer?: ArrayBuffer[] }) =>
+      parentPort!.postMessage({ id, reply }, transfer ?? []),
     (error: unknown) =>
       parentPort!.postMessage({
         id,

@@ -5,9 +5,17 @@
  * the worker's state, so a decoding step sends only B token ids in and B×V logits out. New
  * weights (a new checkpoint) mean a new session; new LoRA adapters need not: an adapter's A and B
  * are inputs read from the runner's state (`setAdapter`), so every adapter of one target set
- * decodes through one compiled graph (`forAdapters`).
+ * decodes through one compiled graph (`forAdapters`). A training session's decoder reads the
+ * weights from the training state itself, in its worker (`fromState`): each generation decodes
+ * with the weights as they are then, so an optimizer step costs it nothing.
  */
-import { compile, type Runtime, type Session, type WireTensor } from '../../engine/index.js';
+import {
+  compile,
+  type ParameterSource,
+  type Runtime,
+  type Session,
+  type WireTensor,
+} from '../../engine/index.js';
 import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
 import { AdapterSlots } from '../lora/slots.js';
@@ -40,6 +48,8 @@ export class DecoderRunner implements Decoder {
     private readonly stateId: string,
     /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
     private readonly adapters?: AdapterSlots,
+    /** The training state the weights are read from, when they are not compiled in. */
+    private readonly weightsFrom?: ParameterSource,
   ) {}
 
   /** The adapter a cache opened without a key decodes with (`create`'s). */
@@ -76,15 +86,24 @@ export class DecoderRunner implements Decoder {
     return DecoderRunner.build(runtime, config, weights, targets);
   }
 
+  /**
+   * The weights read from a training state's parameters where they live (in its worker), run
+   * after run: no copy, and nothing to rebuild when they change.
+   */
+  static fromState(runtime: Runtime, config: LlamaConfig, source: ParameterSource) {
+    return DecoderRunner.build(runtime, config, undefined, undefined, source);
+  }
+
   private static async build(
     runtime: Runtime,
     config: LlamaConfig,
-    weights: Record<string, HostTensor>,
+    weights: Record<string, HostTensor> | undefined,
     targets: readonly LoraTarget[] | undefined,
+    weightsFrom?: ParameterSource,
   ) {
     const { graph, outputs } = buildDecoderGraph(config, {
       lastOnly: true,
-      weights,
+      ...(weights ? { weights } : {}),
       sampling: true,
       // ONNX Runtime's fused kernels where every node costs a dispatch; the cpu provider keeps the
       // unfused ops, so its samples are the ones every earlier figure was measured with.
@@ -96,12 +115,14 @@ export class DecoderRunner implements Decoder {
     const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
       outputsOnDevice: true,
       hostOutputs: DRAW_OUTPUTS,
+      ...(weightsFrom ? { near: weightsFrom.session } : {}),
     });
     return new DecoderRunner(
       config,
       session,
       `decoder-${process.pid}-${runnerCounter++}`,
       targets ? new AdapterSlots(config, targets, 'decoder') : undefined,
+      weightsFrom,
     );
   }
 
@@ -159,7 +180,15 @@ export class DecoderRunner implements Decoder {
         writes[present] = `${cache.id}/${past}`;
       }
     }
-    return { state: this.stateId, reads, writes };
+    const from = this.weightsFrom;
+    return {
+      state: this.stateId,
+      reads,
+      writes,
+      ...(from
+        ? { shared: { state: from.state, reads: Object.fromEntries(from.keys.map((k) => [k, k])) } }
+        : {}),
+    };
   }
 
   /** The adapter's scale, for a decoder that takes adapters as inputs. */
