@@ -1,7 +1,8 @@
 /**
  * `duel bench session-probe`: training sessions in this process, stage by stage, for what
  * `duel bench sessions` measures only from outside: the resident memory of a full-weight session
- * after each stage, n LoRA sessions on one shared base (memory and step time, with or without ONNX
+ * after each stage (and after 10 steps against its state's bytes; `--no-in-place` for steps that
+ * write a fresh state each time, as duel did before), n LoRA sessions on one shared base (memory and step time, with or without ONNX
  * Runtime's memory arena), and the parts of one snapshot. Run it under glibc settings
  * (`MALLOC_MMAP_THRESHOLD_=131072 …`) to see what the allocator keeps.
  */
@@ -25,6 +26,8 @@ export interface SessionProbeOptions {
   loraSessions: number;
   /** Keep ONNX Runtime's memory arena (sessions turn it off by default in the trainer). */
   arena: boolean;
+  /** Steps write the state into its own buffers (the default); false: fresh buffers every step. */
+  inPlace: boolean;
   log: (line: string) => void;
 }
 
@@ -44,6 +47,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     gradClip: 1,
     lr: 1e-4,
     lowMemory: !o.arena,
+    inPlace: o.inPlace,
   };
   const stage = (rows: { stage: string; rss_mb: number }[], name: string) => {
     rows.push({ stage: name, rss_mb: rssMb() });
@@ -63,6 +67,17 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     await s.forwardBackward('cross_entropy', data);
     await s.optimStep();
     stage(full, 'second step');
+    const steps = await timeRuns(8, async () => {
+      await s.forwardBackward('cross_entropy', data);
+      await s.optimStep();
+    });
+    stage(full, 'after 10 steps');
+    // AdamW: weights, two slots and the gradient accumulators, float32.
+    const stateBytes = Object.values(weights).reduce((n, t) => n + t.data.length, 0) * 4 * 4;
+    const after10 = full.at(-1)!.rss_mb;
+    o.log(
+      `state ${(stateBytes / 2 ** 20).toFixed(0)} MiB; after 10 steps ${(after10 / (stateBytes / 2 ** 20)).toFixed(2)}× it; steps 3–10: median ${median(steps).toFixed(0)} ms`,
+    );
 
     // A snapshot's parts, after a warm-up one.
     const store = new FileArtifactStore(join(root, 'store'));
@@ -115,7 +130,17 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     }
     for (const x of open) await x.close();
     await shared.dispose();
-    return { model: o.model, arena: o.arena, full, snapshots, lora: loraRows };
+    return {
+      model: o.model,
+      arena: o.arena,
+      in_place: o.inPlace,
+      state_mb: stateBytes / 2 ** 20,
+      rss_after_10_steps_vs_state: after10 / (stateBytes / 2 ** 20),
+      step_ms: median(steps),
+      full,
+      snapshots,
+      lora: loraRows,
+    };
   } finally {
     await runtime.close();
     rmSync(root, { recursive: true, force: true });

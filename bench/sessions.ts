@@ -131,6 +131,9 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
         DUEL_NATS_URL: nats?.url ?? MEMORY_BUS_URL,
         DUEL_ARTIFACTS_ROOT: store.root,
         DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: String(snapshotEvery),
+        // One name across restarts, as a container restarted in its pod keeps its pod's name: the
+        // restarted trainer takes its sessions back at once instead of waiting out its old lease.
+        DUEL_TRAINER_ID: 'bench-trainer',
         DUEL_TRAINER_SESSIONS_LOW_MEMORY: String(!arena),
         DUEL_LOG_LEVEL: 'info',
       },

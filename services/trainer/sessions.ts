@@ -92,6 +92,8 @@ interface Live {
   snapshotting?: Promise<void>;
   /** Wakes that snapshot's read: an optimizer step has replaced the pinned tensors. */
   stepped?: () => void;
+  /** Puts that read off while calls come (the idle wait starts again). */
+  called?: () => void;
   /** One call at a time per session, in seq order. */
   queue: Promise<unknown>;
 }
@@ -370,13 +372,8 @@ export class TrainingSessions {
     const key = lora.targets.join();
     let d = l.base.decoders.get(key);
     if (!d) {
-      const dir = l.base.dir;
-      d = DecoderRunner.forAdapters(
-        this.core.runtime,
-        l.base.config,
-        loadModelDir(dir).weights,
-        lora.targets,
-      );
+      // Reads the base the sessions train on where it lives: the trainer holds it once.
+      d = DecoderRunner.fromState(this.core.runtime, l.base.config, l.base.tensors.source, lora.targets);
       l.base.decoders.set(key, d);
       d.catch(() => l.base?.decoders.delete(key));
     }
@@ -495,8 +492,9 @@ export class TrainingSessions {
   /** Runs `fn` on the session in its call order, without a seq (reads that apply nothing). */
   async read<A>(id: string, fn: (l: Live) => Promise<A>): Promise<A> {
     const l = await this.entry(id);
+    l.called?.();
     const run = l.queue.then(() => fn(l));
-    l.queue = run.catch(() => {});
+    l.queue = run.catch(() => {}).finally(() => l.called?.());
     return run;
   }
 
@@ -511,6 +509,7 @@ export class TrainingSessions {
     apply: (l: Live) => Promise<AnswerOf<K>>,
   ): Promise<AnswerOf<K>> {
     const l = await this.entry(id);
+    l.called?.();
     const run = l.queue.then(async () => {
       const r = l.record;
       if (seq === r.seq && r.last) {
@@ -534,7 +533,7 @@ export class TrainingSessions {
       }
       return answer;
     });
-    l.queue = run.catch(() => {});
+    l.queue = run.catch(() => {}).finally(() => l.called?.());
     return run;
   }
 
@@ -604,14 +603,20 @@ export class TrainingSessions {
     const name = snapshotName(id, seq);
     const t0 = performance.now();
     try {
+      // The idle wait starts again with every call: read with a copy only when nothing runs.
       await new Promise<void>((resolve) => {
-        const idle = setTimeout(resolve, SNAPSHOT_IDLE_MS);
+        let idle = setTimeout(resolve, SNAPSHOT_IDLE_MS);
         l.stepped = () => {
           clearTimeout(idle);
           resolve();
         };
+        l.called = () => {
+          clearTimeout(idle);
+          idle = setTimeout(resolve, SNAPSHOT_IDLE_MS);
+        };
       });
       l.stepped = undefined;
+      l.called = undefined;
       const snapshot = await pinned.read();
       await this.core.store.remove(name);
       const ref = await this.publish(name, (dir) =>
@@ -640,6 +645,7 @@ export class TrainingSessions {
       );
     } catch (e) {
       l.stepped = undefined;
+      l.called = undefined;
       await pinned.release().catch(() => {});
       await Promise.resolve(this.core.store.remove(name)).catch(() => {});
       this.options.log?.warn(
@@ -755,8 +761,8 @@ const rpcName = (kind: string | undefined) => (kind ? kind[0]!.toUpperCase() + k
 
 const snapshotName = (id: string, seq: number) => `sessions/${id}/snapshot-${seq}`;
 
-/** How long a pinned snapshot waits for the next optimizer step before it is read with a copy. */
-const SNAPSHOT_IDLE_MS = 1000;
+/** How long a pinned snapshot waits, with no call, before it is read with a copy (no step came). */
+const SNAPSHOT_IDLE_MS = 2000;
 
 /** The session id a client token names: a UUID's shape (version 8) over the token's SHA-256. */
 export function sessionIdOfToken(token: string): string {

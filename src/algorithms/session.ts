@@ -66,6 +66,8 @@ export interface TrainingSessionOptions {
   lora?: { config: LoraConfig; base: SharedTensors };
   /** Give activation memory back after each run: many sessions per process (TrainingStateOptions.lowMemory). */
   lowMemory?: boolean;
+  /** Steps write the state into its own buffers (TrainingStateOptions.inPlace). @default true */
+  inPlace?: boolean;
   optimizer: OptimizerSpec;
   /** Global-norm clipping of each optim step's accumulated gradient; 0 disables. */
   gradClip: number;
@@ -269,7 +271,12 @@ export class TrainingSession {
       { optimizer: o.optimizer, gradClip: o.gradClip },
       schedule,
       o.weights,
-      { accumulate: true, lowMemory: o.lowMemory ?? false, ...(o.lora ? { shared: o.lora.base } : {}) },
+      {
+        accumulate: true,
+        lowMemory: o.lowMemory ?? false,
+        inPlace: o.inPlace ?? true,
+        ...(o.lora ? { shared: o.lora.base } : {}),
+      },
     );
     return new TrainingSession(
       cfg,

@@ -8,6 +8,7 @@ import { Graph } from './graph.js';
 import { compile } from './onnx.js';
 import * as T from './ops/index.js';
 import type { Runtime, Session, WireTensor } from './runtime/runtime.js';
+import type { ParameterSource } from './train-state.js';
 
 let counter = 0;
 
@@ -28,6 +29,11 @@ export class SharedTensors {
     const id = `shared-${process.pid}-${counter++}`;
     await anchor.setState(id, tensors);
     return new SharedTensors(anchor, id, new Map(Object.entries(tensors).map(([k, t]) => [k, t.dims])));
+  }
+
+  /** Where they live, for a graph that reads them in place (as a training state's parameters). */
+  get source(): ParameterSource {
+    return { session: this.anchor, state: this.id, keys: [...this.shapes.keys()] };
   }
 
   async dispose(): Promise<void> {

@@ -82,6 +82,12 @@ export interface TrainingStateOptions {
   /** Sessions that give activation memory back after each run (many states in one process). */
   lowMemory?: boolean;
   /**
+   * Each step writes the new parameters, optimizer slots and accumulated gradients into the
+   * buffers of the old ones (host memory; StateBinding.inPlace) instead of new ones: the state's
+   * memory is allocated once, not every step. @default true
+   */
+  inPlace?: boolean;
+  /**
    * The optimizer update per parameter or over all of them as one vector (optim.ts, UpdateLayout).
    * @default 'per-tensor' on the cpu provider, 'flat' on a GPU's (where each node is a dispatch)
    */
@@ -180,6 +186,8 @@ export class TrainingState {
     private readonly lowMemory = false,
     /** The shape of every parameter, slot and accumulator, by state key (what a snapshot holds). */
     private readonly keyShapes: ReadonlyMap<string, readonly number[]> = new Map(),
+    /** Steps write the new parameters and slots over the old ones (TrainingStateOptions.inPlace). */
+    private readonly inPlace = true,
   ) {}
 
   static async create(
@@ -325,6 +333,7 @@ export class TrainingState {
       Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
       lowMemory,
       new Map([...names, ...stateKeys].map((k) => [k, tensors[k]!.dims])),
+      options.inPlace ?? true,
     );
   }
 
@@ -335,16 +344,24 @@ export class TrainingState {
   }
 
   /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
-  private binding(withFrozen = true): StateBinding {
+  private binding(withFrozen = true, inPlace = false): StateBinding {
     const everything = [...this.paramNames, ...this.stateKeys];
+    // Accumulators come back as a constant fill, which may run before their last read: never in place.
+    const accs = new Set(this.paramNames.map(gradAccName));
     return this.readingFrozen(
       {
         state: this.stateId,
         reads: Object.fromEntries(everything.map((k) => [k, k])),
         writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
+        ...this.inPlaceWrites(inPlace ? everything.filter((k) => !accs.has(k)) : []),
       },
       withFrozen ? this.frozenNames : [],
     );
+  }
+
+  /** `keys`' outputs as StateBinding.inPlace, when this state updates in place. */
+  private inPlaceWrites(keys: readonly string[]): Pick<StateBinding, 'inPlace'> {
+    return this.inPlace && keys.length ? { inPlace: keys.map(updatedName) } : {};
   }
 
   /** `b`, also reading frozen tensors `names` where they live: this state, or the shared tensors. */
@@ -377,6 +394,7 @@ export class TrainingState {
           state: this.stateId,
           reads: Object.fromEntries([...params, ...accs].map((k) => [k, k])),
           writes: Object.fromEntries(accs.map((k) => [updatedName(k), k])),
+          ...this.inPlaceWrites(accs),
         },
         frozen,
       ),
@@ -439,7 +457,7 @@ export class TrainingState {
     const out = await this.applySession.run(
       { lr: this.scalar(rate), step: this.scalar(step) },
       ['grad_norm', 'finite'],
-      this.binding(false),
+      this.binding(false, true),
     );
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;
@@ -459,7 +477,7 @@ export class TrainingState {
     const out = await this.session.run(
       { ...batch, lr: this.scalar(lr), step: this.scalar(step) },
       ['loss', 'grad_norm', 'finite'],
-      this.binding(),
+      this.binding(true, true),
     );
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;

@@ -53,6 +53,38 @@ describe('TrainingSession', () => {
     await session.close();
   });
 
+  it('steps in place give the state of steps into fresh buffers, bit for bit; a pinned snapshot keeps its moment', async () => {
+    const run = async (inPlace: boolean) => {
+      const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW, inPlace });
+      let pinned: Awaited<ReturnType<TrainingSession['pin']>> | undefined;
+      let atPin: Awaited<ReturnType<TrainingSession['snapshot']>> | undefined;
+      for (let i = 0; i < 4; i++) {
+        await s.forwardBackward('cross_entropy', DATA.slice(i % 2));
+        await s.optimStep();
+        if (i === 1) {
+          atPin = await s.snapshot();
+          pinned = await s.pin();
+        }
+      }
+      // Two steps after the pin (which replace every pinned tensor), the pin still reads step 2.
+      const read = await pinned!.read();
+      for (const [k, t] of Object.entries(atPin!.tensors))
+        expect(Array.from(read.tensors[k]!.data as Float32Array), k).toEqual(
+          Array.from(t.data as Float32Array),
+        );
+      expect(read.steps).toBe(2);
+      const end = await s.snapshot();
+      await s.close();
+      return end;
+    };
+    const [inPlace, fresh] = [await run(true), await run(false)];
+    expect(inPlace.steps).toBe(4);
+    for (const [k, t] of Object.entries(fresh.tensors))
+      expect(Array.from(inPlace.tensors[k]!.data as Float32Array), k).toEqual(
+        Array.from(t.data as Float32Array),
+      );
+  });
+
   it('importance_sampling and ppo at ratio 1 with unit advantages take cross_entropy’s step', async () => {
     const scorer = await LogprobRunner.create(runtime, cfg, w0);
     const q = await scorer.logprobs(DATA);

@@ -31,13 +31,20 @@ it('times steps in process and over gRPC, resumes a SIGKILLed trainer, and count
 
 it('probes sessions in process: every stage of a full-weight session, each LoRA session, each snapshot part', async () => {
   const { runSessionProbe } = await import('../../bench/session-probe.js');
-  const r = await runSessionProbe({ model: 'testbed', loraSessions: 2, arena: false, log: () => {} });
+  const r = await runSessionProbe({
+    model: 'testbed',
+    loraSessions: 2,
+    arena: false,
+    inPlace: true,
+    log: () => {},
+  });
   expect(r.full.map((s) => s.stage)).toEqual([
     'weights on the host',
     'session created',
     'first forwardBackward',
     'first optimStep',
     'second step',
+    'after 10 steps',
   ]);
   expect(r.lora.map((x) => x.sessions)).toEqual([1, 2]);
   expect(r.snapshots).toHaveLength(3);

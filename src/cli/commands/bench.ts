@@ -349,11 +349,20 @@ export function registerBench(program: Command): void {
     .option('--model <name>', 'testbed, 25M (21.9M parameters) or smollm-135m', '25M')
     .option('--lora-sessions <n>', 'LoRA sessions on one base', positiveInt('--lora-sessions'), 4)
     .option('--arena', "keep ONNX Runtime's memory arena (the trainer's sessions turn it off)")
-    .action(async (o: { json?: boolean; model: string; loraSessions: number; arena?: boolean }) => {
-      const { runSessionProbe } = await import('../../../bench/session-probe.js');
-      const r = await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
-      printedAsJson(o.json, r);
-    });
+    .option('--no-in-place', 'steps write a fresh state each time instead of into its buffers (the peer)')
+    .action(
+      async (o: {
+        json?: boolean;
+        model: string;
+        loraSessions: number;
+        arena?: boolean;
+        inPlace: boolean;
+      }) => {
+        const { runSessionProbe } = await import('../../../bench/session-probe.js');
+        const r = await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
+        printedAsJson(o.json, r);
+      },
+    );
 
   bench
     .command('judge')

@@ -48,6 +48,14 @@ export interface StateBinding {
   writes: Record<string, string>;
   /** Inputs read from another state of the worker that many runs share and none writes. */
   shared?: { state: string; reads: Record<string, string> };
+  /**
+   * Outputs of `writes` that the run may write into the buffer of the state tensor they replace
+   * (host memory only): each is the elementwise last use of that tensor as an input (an update
+   * `p ← where(finite, p − Δ, p)`, an accumulation `a ← a + g`), so writing over it as it is read
+   * is safe, and the state's memory is not allocated afresh every step. A tensor another state
+   * still holds (a pinned snapshot) is never written over: that output gets a fresh buffer.
+   */
+  inPlace?: string[];
 }
 
 /**

@@ -20,7 +20,15 @@ import { bytesPer, type DType } from '../dtype.js';
 import { Graph } from '../graph.js';
 import { compile } from '../onnx.js';
 import { stopGradient } from '../ops/elementwise.js';
-import type { DeviceStats, Moved, Reply, Request, SessionOptions, WireTensor } from './protocol.js';
+import type {
+  DeviceStats,
+  Moved,
+  Reply,
+  Request,
+  SessionOptions,
+  StateBinding,
+  WireTensor,
+} from './protocol.js';
 
 interface Loaded {
   session: ort.InferenceSession;
@@ -173,6 +181,21 @@ function stateOf(name: string): Map<string, ort.Tensor> {
   return s;
 }
 
+/**
+ * The binding's in-place outputs whose state tensors nothing else holds (StateBinding.inPlace):
+ * output name → the tensor to write into.
+ */
+function inPlaceOutputs(b: StateBinding): Record<string, ort.Tensor> {
+  const state = stateOf(b.state);
+  const held = heldElsewhere(b.state);
+  const into: Record<string, ort.Tensor> = {};
+  for (const output of b.inPlace ?? []) {
+    const t = state.get(b.writes[output] ?? '');
+    if (t && !onDevice(t) && !held.has(t)) into[output] = t;
+  }
+  return into;
+}
+
 /** Every tensor some state other than `except` holds. */
 function heldElsewhere(except: string): Set<ort.Tensor> {
   const held = new Set<ort.Tensor>();
@@ -236,7 +259,12 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       }
       const moved: Moved = { toDevice: 0, toHost: 0, readBacks: 0 };
       if (device) for (const t of Object.values(feeds)) if (!onDevice(t)) moved.toDevice += byteSize(t);
-      const out = await session.run(feeds, outputsOnDevice ? [...session.outputNames] : [...fetch]);
+      const names = outputsOnDevice ? [...session.outputNames] : [...fetch];
+      const into = req.binding?.inPlace?.length && !device ? inPlaceOutputs(req.binding) : {};
+      const out = await session.run(
+        feeds,
+        Object.keys(into).length ? Object.fromEntries(names.map((n) => [n, into[n] ?? null])) : names,
+      );
       if (req.binding) {
         const state = stateOf(req.binding.state);
         for (const [output, key] of Object.entries(req.binding.writes)) {

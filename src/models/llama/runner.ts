@@ -87,11 +87,17 @@ export class DecoderRunner implements Decoder {
   }
 
   /**
-   * The weights read from a training state's parameters where they live (in its worker), run
-   * after run: no copy, and nothing to rebuild when they change.
+   * The weights read where they live (a training state's parameters, a LoRA base's shared
+   * tensors), in their worker, run after run: no copy, and nothing to rebuild when they change.
+   * With `targets`, any adapter on them as inputs, as `forAdapters`.
    */
-  static fromState(runtime: Runtime, config: LlamaConfig, source: ParameterSource) {
-    return DecoderRunner.build(runtime, config, undefined, undefined, source);
+  static fromState(
+    runtime: Runtime,
+    config: LlamaConfig,
+    source: ParameterSource,
+    targets?: readonly LoraTarget[],
+  ) {
+    return DecoderRunner.build(runtime, config, undefined, targets, source);
   }
 
   private static async build(
