@@ -82,9 +82,11 @@ export interface TrainingStateOptions {
   /** Sessions that give activation memory back after each run (many states in one process). */
   lowMemory?: boolean;
   /**
-   * Each step writes the new parameters, optimizer slots and accumulated gradients into the
-   * buffers of the old ones (host memory; StateBinding.inPlace) instead of new ones: the state's
-   * memory is allocated once, not every step. @default true
+   * An accumulating state's forwardBackward and optimStep write the new gradient sums, parameters
+   * and optimizer slots into the buffers of the old ones (host memory; StateBinding.inPlace)
+   * instead of new ones: the state's memory is allocated once, not every step. Not the fused
+   * step: there a node that reads a parameter only for the loss output may run after its update.
+   * @default true
    */
   inPlace?: boolean;
   /**
@@ -477,7 +479,7 @@ export class TrainingState {
     const out = await this.session.run(
       { ...batch, lr: this.scalar(lr), step: this.scalar(step) },
       ['loss', 'grad_norm', 'finite'],
-      this.binding(true, true),
+      this.binding(),
     );
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;

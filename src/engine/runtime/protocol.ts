@@ -50,9 +50,10 @@ export interface StateBinding {
   shared?: { state: string; reads: Record<string, string> };
   /**
    * Outputs of `writes` that the run may write into the buffer of the state tensor they replace
-   * (host memory only): each is the elementwise last use of that tensor as an input (an update
-   * `p ← where(finite, p − Δ, p)`, an accumulation `a ← a + g`), so writing over it as it is read
-   * is safe, and the state's memory is not allocated afresh every step. A tensor another state
+   * (host memory only). The caller vouches that each is the elementwise last use of that tensor
+   * as an input (an update `p ← where(finite, p − Δ, p)` in a graph nothing else reads p in, an
+   * accumulation `a ← a + g`), so writing over it as it is read is safe, and the state's memory
+   * is not allocated afresh every step. A tensor another state
    * still holds (a pinned snapshot) is never written over: that output gets a fresh buffer.
    */
   inPlace?: string[];
