@@ -5,7 +5,8 @@
  * compile error before it is a schema error; overlays (overlays.ts) are functions over this list,
  * and render.ts writes each overlay to plain YAML under deploy/rendered/<overlay>/.
  *
- * Shape: NATS with JetStream on a persistent volume; sampler and scorer Deployments behind headless
+ * Shape: NATS with JetStream as a three-server cluster (routes between the StatefulSet's pods,
+ * every stream and bucket in three copies), each server on a persistent volume; sampler and scorer Deployments behind headless
  * Services (the orchestrator resolves every pod: `dns:///`); two orchestrator replicas sharing the
  * control consumer, each run driven by the one holding its lease (named by its pod name); two
  * trainers sharing the training sessions (each session served by its owner, calls reaching the
@@ -33,6 +34,9 @@ const NATS_IMAGE = 'nats:2.10.22-alpine';
 export const GRPC_PORT = 50051;
 const METRICS_PORT = 9464;
 const NATS_PORT = 4222;
+/** NATS servers routed into one JetStream cluster: the loss of one leaves a quorum. */
+const NATS_SERVERS = 3;
+const NATS_ROUTE_PORT = 6222;
 export const NATS_MONITOR_PORT = 8222;
 /** Where the nats:// store caches verified downloads: a scratch volume, never the image. */
 const ARTIFACT_CACHE = '/var/lib/duel/artifacts';
@@ -74,6 +78,8 @@ export function roleEnv(role: Role): Record<string, string> {
     DUEL_ARTIFACTS_STORE: 'nats',
     DUEL_ARTIFACTS_ROOT: ARTIFACT_CACHE,
     DUEL_GRPC_SHUTDOWN_GRACE_MS: '20000',
+    // Three copies of every stream, KV bucket and object store, one per NATS server.
+    DUEL_NATS_REPLICAS: String(NATS_SERVERS),
   };
   if (role !== 'orchestrator') return common;
   return {
@@ -199,12 +205,19 @@ function roleService(role: Role): Service {
 }
 
 function nats(): KubeObject[] {
+  // Each server routes to every member by its stable name under the headless Service.
+  const routes = Array.from(
+    { length: NATS_SERVERS },
+    (_, i) => `nats://duel-nats-${i}.duel-nats-cluster.${NAMESPACE}.svc.cluster.local:${NATS_ROUTE_PORT}`,
+  ).join(',');
   return [
     new StatefulSet({
       metadata: { name: 'duel-nats', namespace: NAMESPACE, labels: labels('nats') },
       spec: {
-        serviceName: 'duel-nats',
-        replicas: 1,
+        serviceName: 'duel-nats-cluster',
+        replicas: NATS_SERVERS,
+        // Members start together: a JetStream cluster elects its meta leader once a quorum is up.
+        podManagementPolicy: 'Parallel',
         selector: { matchLabels: selector('nats') },
         template: {
           metadata: { labels: labels('nats') },
@@ -220,9 +233,26 @@ function nats(): KubeObject[] {
               {
                 name: 'nats',
                 image: NATS_IMAGE,
-                args: ['--jetstream', '--store_dir', '/data', '--http_port', String(NATS_MONITOR_PORT)],
+                args: [
+                  '--jetstream',
+                  '--store_dir',
+                  '/data',
+                  '--http_port',
+                  String(NATS_MONITOR_PORT),
+                  // JetStream in a cluster needs a server name: the pod's, stable across restarts.
+                  '--server_name',
+                  '$(POD_NAME)',
+                  '--cluster_name',
+                  'duel',
+                  '--cluster',
+                  `nats://0.0.0.0:${NATS_ROUTE_PORT}`,
+                  '--routes',
+                  routes,
+                ],
+                env: [{ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
                 ports: [
                   { name: 'client', containerPort: NATS_PORT },
+                  { name: 'cluster', containerPort: NATS_ROUTE_PORT },
                   { name: 'monitor', containerPort: NATS_MONITOR_PORT },
                 ],
                 readinessProbe: {
@@ -255,10 +285,21 @@ function nats(): KubeObject[] {
         ],
       },
     }),
+    // The members' stable names (duel-nats-0.duel-nats-cluster…), published before they are ready:
+    // a server must reach the others' routes to become ready at all.
+    new Service({
+      metadata: { name: 'duel-nats-cluster', namespace: NAMESPACE, labels: labels('nats') },
+      spec: {
+        clusterIP: 'None',
+        publishNotReadyAddresses: true,
+        selector: selector('nats'),
+        ports: [{ name: 'cluster', port: NATS_ROUTE_PORT, targetPort: 'cluster' }],
+      },
+    }),
     new PodDisruptionBudget({
       metadata: { name: 'duel-nats', namespace: NAMESPACE, labels: labels('nats') },
-      // One NATS pod holds the runs' state: a voluntary eviction must wait for an operator.
-      spec: { maxUnavailable: 0, selector: { matchLabels: selector('nats') } },
+      // Two of three keep the quorum every replicated stream and bucket needs: one may go at a time.
+      spec: { maxUnavailable: 1, selector: { matchLabels: selector('nats') } },
     }),
   ];
 }
@@ -328,7 +369,11 @@ function networkPolicies(): NetworkPolicy[] {
       spec: {
         podSelector: { matchLabels: selector('nats') },
         policyTypes: ['Ingress'],
-        ingress: [{ ports: [{ port: NATS_PORT }, { port: NATS_MONITOR_PORT }] }],
+        ingress: [
+          { ports: [{ port: NATS_PORT }, { port: NATS_MONITOR_PORT }] },
+          // Cluster routes: only between the NATS servers themselves.
+          { from: [{ podSelector: { matchLabels: selector('nats') } }], ports: [{ port: NATS_ROUTE_PORT }] },
+        ],
       },
     }),
   ];

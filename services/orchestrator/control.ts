@@ -33,7 +33,7 @@ import {
 } from '../../src/platform/cloudevents.js';
 import { crashPoint } from '../../src/platform/crash-point.js';
 import type { Logger } from '../../src/platform/logger.js';
-import { ensureStream, type NatsConnection, toNatsHeaders } from '../../src/platform/nats.js';
+import { ensureStream, type NatsConnection, replicasOf, toNatsHeaders } from '../../src/platform/nats.js';
 import { eventName, eventType, stateName } from '../../src/platform/run-events.js';
 import { parseRunSpec } from '../../src/platform/run-spec.js';
 import type { Orchestrator } from './driver.js';
@@ -130,6 +130,7 @@ export class ControlConsumer {
       subjects: [`${settings.prefix}.>`],
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
+      num_replicas: replicasOf(nc),
     });
     const consumer = {
       durable_name: settings.consumer,

@@ -12,6 +12,7 @@ import {
   ensureStream,
   JetStreamEventLog,
   type NatsConnection,
+  replicasOf,
 } from '../../src/platform/nats.js';
 import { eventAddress, eventType, isTerminal, NO_RUN } from '../../src/platform/run-events.js';
 
@@ -41,6 +42,7 @@ export class RunEvents {
       name: RUNS_STREAM,
       subjects: ['duel.run.>'],
       duplicate_window: durationNanos(duplicateWindowMs),
+      num_replicas: replicasOf(nc),
     });
     return new RunEvents(new JetStreamEventLog(nc.jetstream(), jsm, RUNS_STREAM));
   }

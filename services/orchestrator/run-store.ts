@@ -16,7 +16,7 @@ const encode = (r: Run) => Run.encode(r).finish();
 const decode = (b: Uint8Array) => Run.decode(b);
 
 export function openRunStore(nc: NatsConnection): Promise<RunStore> {
-  return CasStore.open<Run>(nc.jetstream(), RUNS_BUCKET, encode, decode);
+  return CasStore.open<Run>(nc, RUNS_BUCKET, encode, decode);
 }
 
 export function memoryRunStore(): RunStore {

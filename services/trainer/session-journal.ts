@@ -44,10 +44,9 @@ export function memoryJournal(): SessionJournal {
 export async function natsJournal(nc: NatsConnection, lease: TrainerLeasesOptions): Promise<SessionJournal> {
   // Loaded here, so a trainer that never journals on NATS never evaluates the NATS client.
   const { CasStore } = await import('../../src/platform/nats.js');
-  const js = nc.jetstream();
   const [records, calls] = await Promise.all([
-    CasStore.open(js, RECORDS_BUCKET, ...codec(TrainingSessionRecord)),
-    CasStore.open(js, CALLS_BUCKET, ...codec(SessionCall)),
+    CasStore.open(nc, RECORDS_BUCKET, ...codec(TrainingSessionRecord)),
+    CasStore.open(nc, CALLS_BUCKET, ...codec(SessionCall)),
   ]);
   const leases = await TrainerLeases.open(nc, lease);
   await leases.start();

@@ -56,7 +56,7 @@ export class TrainerLeases {
   static async open(nc: NatsConnection, options: TrainerLeasesOptions): Promise<TrainerLeases> {
     const { CasStore } = await import('../../src/platform/nats.js');
     const store = await CasStore.open(
-      nc.jetstream(),
+      nc,
       TRAINERS_BUCKET,
       (v: TrainerLease) => TrainerLease.encode(v).finish(),
       (b: Uint8Array) => TrainerLease.decode(b),

@@ -32,6 +32,7 @@ import {
   sha256,
   verifyArtifact,
 } from './artifacts.js';
+import { ensureReplicas, replicasOf } from './nats.js';
 
 /** Object payloads per chunk: under nats-server's default 1 MiB max_payload with room for headers. */
 const CHUNK_BYTES = 512 * 1024;
@@ -64,7 +65,12 @@ export class NatsArtifactStore {
         { field: 'artifacts.bucket', description: `'${bucket}' may hold only letters, digits, _ and -` },
       ]);
     mkdirSync(cacheRoot, { recursive: true });
-    const os = await nc.jetstream().views.os(bucket, { description: 'duel artifacts (models, checkpoints)' });
+    const replicas = replicasOf(nc);
+    const os = await nc.jetstream().views.os(bucket, {
+      description: 'duel artifacts (models, checkpoints)',
+      replicas,
+    });
+    await ensureReplicas(await nc.jetstreamManager(), `OBJ_${bucket}`, replicas);
     return new NatsArtifactStore(bucket, os, cacheRoot);
   }
 

@@ -67,6 +67,8 @@ export class NatsServer {
       port?: number;
       storeDir?: string /** A nats-server config file (auth, TLS). */;
       configFile?: string;
+      /** A member of a cluster: its name in it, its route port, and every member's route port. */
+      cluster?: { serverName: string; port: number; routes: number[] };
     } = {},
   ): Promise<NatsServer> {
     const binary = findNatsServer();
@@ -76,7 +78,22 @@ export class NatsServer {
       );
     const port = options.port ?? (await freePort());
     const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), 'duel-nats-'));
-    const extra = options.configFile ? ['-c', options.configFile] : [];
+    const c = options.cluster;
+    const extra = [
+      ...(options.configFile ? ['-c', options.configFile] : []),
+      ...(c
+        ? [
+            '--server_name',
+            c.serverName,
+            '--cluster_name',
+            'duel',
+            '--cluster',
+            `nats://127.0.0.1:${c.port}`,
+            '--routes',
+            c.routes.map((p) => `nats://127.0.0.1:${p}`).join(','),
+          ]
+        : []),
+    ];
     const child = NatsServer.spawn(binary, port, storeDir, extra);
     const server = new NatsServer(
       `nats://127.0.0.1:${port}`,
@@ -98,9 +115,33 @@ export class NatsServer {
     });
   }
 
+  /**
+   * A JetStream cluster of `size` servers on loopback, routed to each other (nats-server 2.9 needs
+   * a server name and a cluster name for JetStream in a cluster); resolves once a client can use
+   * JetStream through it (a meta leader is elected). `url` lists every member.
+   */
+  static async cluster(size = 3): Promise<NatsCluster> {
+    const routes = await Promise.all(Array.from({ length: size }, () => freePort()));
+    const servers = await Promise.all(
+      routes.map((port, i) => NatsServer.start({ cluster: { serverName: `n${i + 1}`, port, routes } })),
+    );
+    const cluster = new NatsCluster(servers);
+    await cluster.ready();
+    return cluster;
+  }
+
   /** Kills the server (SIGKILL when `hard`) and starts it again on the same port and store. */
   async restart(hard = false): Promise<void> {
     await this.kill(hard ? 'SIGKILL' : 'SIGTERM');
+    await this.revive();
+  }
+
+  /** SIGKILLs the server and leaves it down (`revive` starts it again on its port and store). */
+  crash(): Promise<void> {
+    return this.kill('SIGKILL');
+  }
+
+  async revive(): Promise<void> {
     this.child = NatsServer.spawn(this.binary, this.port, this.storeDir, this.extraArgs);
     await waitForPort(this.port, this.child, 10_000);
   }
@@ -116,5 +157,46 @@ export class NatsServer {
   async stop(): Promise<void> {
     await this.kill('SIGTERM');
     if (this.ownsStore) rmSync(this.storeDir, { recursive: true, force: true });
+  }
+}
+
+/** A JetStream cluster of NatsServers (NatsServer.cluster). */
+export class NatsCluster {
+  constructor(readonly servers: NatsServer[]) {}
+
+  /** Every member's URL, comma-separated, as `nats.url` takes a cluster. */
+  get url(): string {
+    return this.servers.map((s) => s.url).join(',');
+  }
+
+  /** The member whose `--server_name` is `name` (what JetStream names a stream's leader by). */
+  byName(name: string): NatsServer {
+    const i = Number(/^n(\d+)$/.exec(name)?.[1] ?? 0) - 1;
+    const s = this.servers[i];
+    if (!s) throw new Error(`no server '${name}' in this cluster`);
+    return s;
+  }
+
+  /** Waits until JetStream answers through the cluster (its meta leader elected). */
+  async ready(timeoutMs = 20_000): Promise<void> {
+    const { connect } = await import('nats');
+    const nc = await connect({ servers: this.servers.map((s) => `127.0.0.1:${s.port}`) });
+    try {
+      for (const until = Date.now() + timeoutMs; ; await new Promise((r) => setTimeout(r, 200))) {
+        try {
+          await (await nc.jetstreamManager()).getAccountInfo();
+          return;
+        } catch (e) {
+          if (Date.now() > until)
+            throw DuelError.unavailable(`the NATS cluster has no JetStream: ${(e as Error).message}`);
+        }
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.stop()));
   }
 }

@@ -39,10 +39,22 @@ export interface NatsSettings {
   creds?: string;
   /** TLS: a CA to trust, and a client certificate and key when the server verifies clients. */
   tls?: { ca?: string; cert?: string; key?: string };
+  /** Replicas of every stream, KV bucket and object store duel creates (a JetStream cluster). */
+  replicas?: number;
 }
 
-/** The URL with any user:password@ replaced, for messages and logs. */
-const redactUrl = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
+/** The URL(s) with any user:password@ replaced, for messages and logs. */
+const redactUrl = (url: string) => url.replace(/\/\/[^@/,]*@/g, '//***@');
+
+/**
+ * How many replicas each stream, KV bucket and object store gets (`nats.replicas`), by the
+ * connection the services made with those settings: the code that creates them only has the
+ * connection.
+ */
+const REPLICAS = new WeakMap<NatsConnection, number>();
+
+/** The replicas `nats.replicas` asks for, for assets created over `nc` (1 when not set). */
+export const replicasOf = (nc: NatsConnection): number => REPLICAS.get(nc) ?? 1;
 
 const readSecret = (path: string, field: string): Uint8Array => {
   try {
@@ -54,12 +66,16 @@ const readSecret = (path: string, field: string): Uint8Array => {
 
 /** nats.js connection options for `s`: credentials and TLS; secrets read from their files here. */
 function natsConnectOptions(s: NatsSettings): ConnectionOptions {
-  const o: ConnectionOptions = { servers: s.url.replace(/^(nats|tls):\/\//, '') };
-  // user:password@ in the URL, as NATS clients take it (the settings' own user wins).
-  const inUrl = /^(?:nats|tls):\/\/([^:@/]+):([^@/]*)@/.exec(s.url);
-  if (inUrl) {
-    o.servers = s.url.replace(/^(nats|tls):\/\/[^@/]*@/, '');
-    Object.assign(o, { user: decodeURIComponent(inUrl[1]!), pass: decodeURIComponent(inUrl[2]!) });
+  // Several servers, comma-separated, as NATS clients take them: the client connects to one and
+  // fails over to the others (and to those the cluster announces).
+  const urls = s.url.split(',').map((u) => u.trim());
+  const o: ConnectionOptions = {
+    servers: urls.map((u) => u.replace(/^(nats|tls):\/\/([^@/]*@)?/, '')),
+  };
+  // user:password@ in a URL, as NATS clients take it (the settings' own user wins).
+  for (const u of urls) {
+    const inUrl = /^(?:nats|tls):\/\/([^:@/]+):([^@/]*)@/.exec(u);
+    if (inUrl) Object.assign(o, { user: decodeURIComponent(inUrl[1]!), pass: decodeURIComponent(inUrl[2]!) });
   }
   if (s.user) Object.assign(o, { user: s.user, pass: s.password ?? '' });
   if (s.token) o.token = s.token;
@@ -69,7 +85,7 @@ function natsConnectOptions(s: NatsSettings): ConnectionOptions {
   }
   if (s.creds) o.authenticator = credsAuthenticator(readSecret(s.creds, 'nats.creds'));
   const t = s.tls ?? {};
-  if (s.url.startsWith('tls://') || t.ca || t.cert)
+  if (urls.some((u) => u.startsWith('tls://')) || t.ca || t.cert)
     o.tls = {
       ...(t.ca ? { caFile: t.ca } : {}),
       ...(t.cert ? { certFile: t.cert, keyFile: t.key ?? '' } : {}),
@@ -88,28 +104,59 @@ export async function connectNats(
 ) {
   const s = typeof settings === 'string' ? { url: settings } : settings;
   try {
-    return await natsConnect({
+    const nc = await natsConnect({
       ...natsConnectOptions(s),
       name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
       ...extra,
     });
+    REPLICAS.set(nc, s.replicas ?? 1);
+    return nc;
   } catch (e) {
     if (e instanceof DuelError) throw e;
     throw DuelError.unavailable(`cannot reach NATS at ${redactUrl(s.url)}: ${(e as Error).message}`);
   }
 }
 
-/** Creates `cfg.name`, or updates it when it exists (so a newer build's settings take effect). */
+/**
+ * Creates `cfg.name`, or updates it when it exists (so a newer build's settings take effect, its
+ * replicas raised to `cfg.num_replicas` included).
+ */
 export async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }) {
   try {
     await jsm.streams.info(cfg.name);
-    return await jsm.streams.update(cfg.name, cfg);
   } catch (e) {
     if ((e as { code?: string }).code !== '404') throw e;
     return await jsm.streams.add(cfg);
   }
+  try {
+    return await jsm.streams.update(cfg.name, cfg);
+  } catch (e) {
+    throw refusedReplicas(cfg.name, cfg.num_replicas, e);
+  }
+}
+
+/**
+ * Raises stream `name` (a KV bucket's `KV_<bucket>`, an object store's `OBJ_<bucket>`) to
+ * `replicas` when it has fewer: created before `nats.replicas` was raised, it would otherwise keep
+ * one copy on one server.
+ */
+export async function ensureReplicas(jsm: JetStreamManager, name: string, replicas: number): Promise<void> {
+  const { config } = await jsm.streams.info(name);
+  if (config.num_replicas >= replicas) return;
+  try {
+    await jsm.streams.update(name, { ...config, num_replicas: replicas });
+  } catch (e) {
+    throw refusedReplicas(name, replicas, e);
+  }
+}
+
+/** A stream the server would not give `replicas` copies (too few servers, or an old server). */
+function refusedReplicas(name: string, replicas: number | undefined, e: unknown): DuelError {
+  return DuelError.failedPrecondition(
+    `NATS refused stream '${name}' with nats.replicas ${replicas ?? 1}: ${(e as Error).message}`,
+  );
 }
 
 export const durationNanos = (ms: number) => nanos(ms);
@@ -245,13 +292,17 @@ export class CasStore<T> implements RecordStore<T> {
     private readonly decode: (b: Uint8Array) => T,
   ) {}
 
+  /** The bucket on `nc`, created with (or raised to) its `nats.replicas`. */
   static async open<T>(
-    js: JetStreamClient,
+    nc: NatsConnection,
     bucket: string,
     encode: (v: T) => Uint8Array,
     decode: (b: Uint8Array) => T,
   ): Promise<CasStore<T>> {
-    return new CasStore(await js.views.kv(bucket, { history: 8 }), encode, decode);
+    const replicas = replicasOf(nc);
+    const kv = await nc.jetstream().views.kv(bucket, { history: 8, replicas });
+    await ensureReplicas(await nc.jetstreamManager(), `KV_${bucket}`, replicas);
+    return new CasStore(kv, encode, decode);
   }
 
   async get(key: string): Promise<{ value: T; revision: number } | undefined> {

@@ -30,13 +30,22 @@ const shared = {
   nats: z
     .object({
       /**
-       * The NATS server, or `memory:` for the in-process bus: the orchestrator then keeps events
-       * and run records in its own memory (no restart safety) and nothing else may need NATS.
+       * The NATS server, or several of one cluster comma-separated (the client fails over between
+       * them), or `memory:` for the in-process bus: the orchestrator then keeps events and run
+       * records in its own memory (no restart safety) and nothing else may need NATS.
        */
       url: z
         .string()
-        .regex(/^((nats|tls):\/\/|memory:$)/, `must be a nats:// or tls:// URL, or ${MEMORY_BUS_URL}`)
+        .refine(
+          (u) => u === MEMORY_BUS_URL || u.split(',').every((x) => /^(nats|tls):\/\/[^\s,]+$/.test(x.trim())),
+          `must be nats:// or tls:// URLs (comma-separated for a cluster), or ${MEMORY_BUS_URL}`,
+        )
         .default('nats://127.0.0.1:4222'),
+      /**
+       * Copies JetStream keeps of every stream, KV bucket and object store duel creates (a
+       * clustered NATS: 3 for one server's loss); an existing one with fewer is raised to it.
+       */
+      replicas: z.number().int().min(1).max(5).default(1),
       /** Username and password login (DUEL_NATS_USER, DUEL_NATS_PASSWORD: from a Secret). */
       user: z.string().default(''),
       password: z.string().default(''),

@@ -70,7 +70,7 @@ const impls: [string, () => Promise<{ log: EventLog; store: RecordStore<{ n: num
         publish: (s, d, id) => log.publish(`${prefix}.${s}`, d, id),
         follow: (f, from, sig) => log.follow(`${prefix}.${f}`, from, sig),
       };
-      return { log: prefixed, store: await CasStore.open(nc.jetstream(), `bus_${streams}`, encode, decode) };
+      return { log: prefixed, store: await CasStore.open(nc, `bus_${streams}`, encode, decode) };
     },
   ],
 ];
@@ -189,7 +189,7 @@ describe('JetStream through a nats-server outage', () => {
       const jsm = await conn.jetstreamManager();
       await ensureStream(jsm, { name: 'OUTAGE', subjects: ['outage.>'] });
       const log = new JetStreamEventLog(conn.jetstream(), jsm, 'OUTAGE');
-      const store = await CasStore.open(conn.jetstream(), 'outage', encode, decode);
+      const store = await CasStore.open(conn, 'outage', encode, decode);
       await store.create('r', { n: 1 });
       const port = s.port;
       await s.stop();
