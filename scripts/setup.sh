@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what duel needs on a fresh Debian machine with Node 20 and npm (run as root):
+# Installs what duel needs on a fresh Debian machine with Node (20.19 or newer) and npm (run as root):
 # nats-server from Debian's packages when missing, and the npm packages from package-lock.json
 # (npm ci, the same install the image build runs) when missing or older than the lock file. With
 # --for-tests also chromium (the test that renders the run report), Python's grpcio and protoc's

@@ -208,7 +208,9 @@ function knative(): KubeObject[] {
                 // Knative sets PORT; the service binds what DUEL_PORT says, and Knative's port matches it.
                 env: container.env!,
                 ports: [{ name: 'h2c', containerPort: GRPC_PORT }],
-                readinessProbe: { grpc: { port: GRPC_PORT }, periodSeconds: 5 },
+                // Knative Serving takes gRPC probes; the typings of @kubernetes-models/knative 2.4 (the
+                // last whose engines include Node 20) predate them, so the probe is typed by hand.
+                readinessProbe: { grpc: { port: GRPC_PORT }, periodSeconds: 5 } as { periodSeconds: number },
                 resources: container.resources!,
                 securityContext: container.securityContext!,
                 volumeMounts: container.volumeMounts!,

@@ -553,13 +553,17 @@ export class TrainingSessions {
     if (inline) await this.core.store.remove(snapshotName(id, call.seq));
     const snapshot = inline ? await this.saveState(l, snapshotName(id, call.seq)) : undefined;
     let previous: number | undefined;
+    const last = lastOf(call);
     try {
       l.record = await j.records.update(id, (cur) => {
+        previous = undefined;
         // The fence: a replica that lost the session to another commits nothing more of it.
         if (j.leases && cur.owner?.holder !== j.leases.id)
           throw DuelError.unavailable(
             `session '${id}' is served by trainer ${cur.owner?.holder || 'none'} now, not ${j.leases.id}: retry`,
           );
+        // This very commit, written by an attempt whose answer was lost (NATS failing over): done.
+        if (cur.seq === call.seq && sameCall(cur.last, last)) return undefined;
         if (cur.seq !== call.seq - 1)
           throw DuelError.failedPrecondition(
             `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
@@ -569,7 +573,7 @@ export class TrainingSessions {
           ...cur,
           seq: call.seq,
           step: steps,
-          last: lastOf(call),
+          last,
           ...(snapshot ? { snapshot, snapshotSeq: call.seq } : {}),
         };
       });
@@ -626,8 +630,15 @@ export class TrainingSessions {
       let previous: number | undefined;
       let adopted = false;
       const r = await j.records.update(id, (cur) => {
+        // An attempt whose answer was lost may have written it already: then it is adopted.
+        const ours = cur.snapshot?.uri === ref.uri && cur.snapshot.sha256 === ref.sha256;
+        adopted = ours;
         // Not ours any more, or a later snapshot (a call too big for the journal) already there.
-        if ((j.leases && cur.owner?.holder !== j.leases.id) || (cur.snapshot && cur.snapshotSeq >= seq))
+        if (
+          ours ||
+          (j.leases && cur.owner?.holder !== j.leases.id) ||
+          (cur.snapshot && cur.snapshotSeq >= seq)
+        )
           return undefined;
         previous = cur.snapshot ? cur.snapshotSeq : undefined;
         adopted = true;
@@ -754,6 +765,12 @@ export class TrainingSessions {
   async release(): Promise<void> {
     for (const id of [...this.live.keys()]) await this.drop(id);
   }
+}
+
+/** Whether two journaled calls are the same call (their encodings). */
+function sameCall(a: SessionCall | undefined, b: SessionCall): boolean {
+  if (!a) return false;
+  return Buffer.from(SessionCall.encode(a).finish()).equals(Buffer.from(SessionCall.encode(b).finish()));
 }
 
 /** The RPC a call kind comes from: forwardBackward → ForwardBackward. */

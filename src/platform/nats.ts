@@ -300,9 +300,17 @@ export class CasStore<T> implements RecordStore<T> {
     decode: (b: Uint8Array) => T,
   ): Promise<CasStore<T>> {
     const replicas = replicasOf(nc);
-    const kv = await nc.jetstream().views.kv(bucket, { history: 8, replicas });
-    await ensureReplicas(await nc.jetstreamManager(), `KV_${bucket}`, replicas);
-    return new CasStore(kv, encode, decode);
+    const opts = { history: 8, replicas, allow_direct: false };
+    await nc.jetstream().views.kv(bucket, opts);
+    const jsm = await nc.jetstreamManager();
+    await ensureReplicas(jsm, `KV_${bucket}`, replicas);
+    // Reads from the stream's leader only: a "direct get" may be answered by a replica that has
+    // not caught up (right after a leader fails over), and a compare-and-set built on a stale read
+    // would take this process's own last write for someone else's. A bucket made with direct gets
+    // (nats.js's default) is changed, then opened again, since the view keeps how it was opened.
+    const { config } = await jsm.streams.info(`KV_${bucket}`);
+    if (config.allow_direct) await jsm.streams.update(config.name, { ...config, allow_direct: false });
+    return new CasStore(await nc.jetstream().views.kv(bucket, opts), encode, decode);
   }
 
   async get(key: string): Promise<{ value: T; revision: number } | undefined> {

@@ -91,6 +91,8 @@ export interface DemoOptions {
   bus?: 'auto' | 'nats' | 'memory';
   /** CPUs per service (LocalClusterOptions.cpus), for `duel bench overlap`. */
   cpus?: LocalClusterOptions['cpus'];
+  /** A NATS (a cluster's URLs) to run on instead of a server of its own, with `nats.replicas`. */
+  nats?: { url: string; replicas: number };
 }
 
 export interface DemoSummary {
@@ -269,6 +271,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     artifactsRoot: join(out, 'artifacts'),
     logDir: join(out, 'logs'),
     bus: o.bus ?? 'auto',
+    ...(o.nats ? { natsUrl: o.nats.url, env: { DUEL_NATS_REPLICAS: String(o.nats.replicas) } } : {}),
     // The scorer serves the oracle as a judge module: the product does not know the testbed.
     roleEnv: { scorer: { DUEL_JUDGES_MODULES: oracleJudgeModule() } },
     ...(o.cpus ? { cpus: o.cpus } : {}),

@@ -54,7 +54,7 @@ describe('loadConfig', () => {
     expect(msgs).toHaveLength(2);
     expect(msgs[0]).toMatch(/^port: .*expected number.*\(from DUEL_PORT\)$/);
     expect(msgs[1]).toMatch(
-      /^nats\.url: must be a nats:\/\/ or tls:\/\/ URL, or memory: \(from DUEL_NATS_URL\)$/,
+      /^nats\.url: must be nats:\/\/ or tls:\/\/ URLs \(comma-separated for a cluster\), or memory: \(from DUEL_NATS_URL\)$/,
     );
   });
 

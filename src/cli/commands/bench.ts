@@ -575,6 +575,35 @@ export function registerBench(program: Command): void {
       },
     );
   bench
+    .command('nats-cluster')
+    .description(
+      "three clustered nats-servers with three copies of everything against one: a publish's and a compare-and-set's latency, the pause when a leader dies, and the demo's round",
+    )
+    .option('--json', 'print one JSON line instead of a table')
+    .option('--ops <n>', 'operations of each kind timed', positiveInt('--ops'), 300)
+    .option('--trials <n>', 'leaders killed', positiveInt('--trials'), 3)
+    .option('--rounds <n>', "rounds of the demo's run on each", positiveInt('--rounds'), 3)
+    .option('--out <dir>', 'where both runs and their models go', 'runs/bench-nats-cluster')
+    .action(async (o: { json?: boolean; ops: number; trials: number; rounds: number; out: string }) => {
+      const { runNatsClusterBench } = await import('../../../bench/nats-cluster.js');
+      const runtime = cliRuntime({ workers: 1, intraOpThreads: 1 });
+      try {
+        const r = await runNatsClusterBench({ ...o, runtime, log: progress });
+        if (printedAsJson(o.json, r)) return;
+        const ms = (x: { p50: number; p95: number }) => `${x.p50.toFixed(2)} / ${x.p95.toFixed(2)} ms`;
+        process.stdout.write(
+          [
+            `publish (p50 / p95): R1 ${ms(r.op_ms.publish.r1)}, R3 ${ms(r.op_ms.publish.r3)}`,
+            `compare-and-set (p50 / p95): R1 ${ms(r.op_ms.cas.r1)}, R3 ${ms(r.op_ms.cas.r3)}`,
+            `a leader killed: writes paused ${r.failover_pause_ms.map((x) => x.toFixed(0)).join(', ')} ms`,
+            `a round: R1 ${r.round_seconds.r1.toFixed(2)} s, R3 ${r.round_seconds.r3.toFixed(2)} s`,
+          ].join('\n') + '\n',
+        );
+      } finally {
+        await runtime.close();
+      }
+    });
+  bench
     .command('round-overhead')
     .description('share of each self-play round that is not model work, through the local suite')
     .option('--json', 'print one JSON line instead of a table')
