@@ -179,8 +179,8 @@ export class NatsCluster {
 
   /** Waits until JetStream answers through the cluster (its meta leader elected). */
   async ready(timeoutMs = 20_000): Promise<void> {
-    const { connect } = await import('nats');
-    const nc = await connect({ servers: this.servers.map((s) => `127.0.0.1:${s.port}`) });
+    const { connectNats } = await import('./nats.js');
+    const nc = await connectNats(this.url, 'duel-cluster-ready');
     try {
       for (const until = Date.now() + timeoutMs; ; await new Promise((r) => setTimeout(r, 200))) {
         try {
