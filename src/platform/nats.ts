@@ -363,8 +363,10 @@ export class CasStore<T> implements RecordStore<T> {
   /** A prefix is a filter on the server (`prefix>`), so the bucket's other keys are not listed. */
   async keys(prefix = ''): Promise<string[]> {
     if (prefix && !prefix.endsWith('.')) throw new Error(`record key prefix '${prefix}' must end in '.'`);
-    const out: string[] = [];
-    for await (const k of await this.kv.keys(prefix ? `${prefix}>` : undefined)) out.push(k);
-    return out.sort();
+    // The listing follows the bucket until it is caught up, so a key written while it runs (a
+    // session's snapshot adopted meanwhile) comes twice: each key once.
+    const out = new Set<string>();
+    for await (const k of await this.kv.keys(prefix ? `${prefix}>` : undefined)) out.add(k);
+    return [...out].sort();
   }
 }

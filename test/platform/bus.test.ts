@@ -167,6 +167,26 @@ describe.each(impls)('the %s bus', (_name, open) => {
     // A deleted key can be created again.
     expect(await store.create('s-1.1', { n: 5 })).toBe(true);
   });
+
+  it('lists each key once while the keys are being written', async () => {
+    const { store } = await open();
+    const names = Array.from({ length: 20 }, (_, i) => `w-${String(i).padStart(2, '0')}`);
+    for (const k of names) await store.put(k, { n: 0 });
+    let writing = true;
+    const writer = (async () => {
+      for (let n = 1; writing; n++) for (const k of names) await store.put(k, { n });
+    })();
+    try {
+      for (let i = 0; i < 20; i++) expect(await store.keys()).toEqual(expect.arrayContaining(names));
+      for (let i = 0; i < 20; i++) {
+        const keys = (await store.keys()).filter((k) => k.startsWith('w-'));
+        expect(keys).toEqual(names);
+      }
+    } finally {
+      writing = false;
+      await writer;
+    }
+  });
 });
 
 describe('the in-process record store', () => {
