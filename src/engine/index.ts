@@ -50,3 +50,4 @@ export {
   type TrainingStateOptions,
   type TrainProgram,
 } from './train-state.js';
+export { WeightsSession } from './weights-session.js';

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
+import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { fusedKernelsFor } from '../llama/decoder.js';
 import type { HostTensor } from '../llama/weights.js';
@@ -29,8 +29,6 @@ export interface Preferences {
   /** Mean over j ≠ i of P[i][j]: how often y_i beats another completion of the same prompt. */
   winrates: number[];
 }
-
-let counter = 0;
 
 function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fusedKernels = false) {
   const g = new Graph();
@@ -71,9 +69,7 @@ export function saveJudgeDir(
 export class JudgeRunner {
   private constructor(
     readonly config: JudgeConfig,
-    private readonly session: Session,
-    private readonly stateId: string | undefined,
-    private readonly weightNames: string[],
+    private readonly model: WeightsSession,
   ) {}
 
   static async create(
@@ -84,15 +80,18 @@ export class JudgeRunner {
     // ONNX Runtime's fused kernels where every node costs a dispatch (the cpu provider keeps the
     // unfused ops, and the figures measured with them).
     const { graph, logits } = judgeGraph(cfg, undefined, fusedKernelsFor(runtime.provider));
-    const session = await runtime.load(compile(graph, { logits }, 'judge', { provider: runtime.provider }));
-    const stateId = `judge-${process.pid}-${counter++}`;
-    await session.setState(stateId, weights);
-    return new JudgeRunner(cfg, session, stateId, Object.keys(weights));
+    const model = compile(graph, { logits }, 'judge', { provider: runtime.provider });
+    return new JudgeRunner(
+      cfg,
+      await WeightsSession.load(runtime, model, weights, Object.keys(weights), 'judge'),
+    );
   }
 
   /** An external ONNX judge with the same inputs and outputs (config.json gives markers and limits). */
   static async fromOnnx(runtime: Runtime, cfg: JudgeConfig, bytes: Uint8Array): Promise<JudgeRunner> {
-    const session = await runtime.load(bytes);
+    // Its weights are inside the file: the state holds none.
+    const model = await WeightsSession.load(runtime, bytes, {}, [], 'judge-onnx');
+    const session = model.session;
     for (const name of ['input_ids', 'attention_mask', 'markers'])
       if (!session.inputNames.includes(name))
         throw DuelError.invalidArgument([
@@ -105,7 +104,7 @@ export class JudgeRunner {
       throw DuelError.invalidArgument([
         { field: 'judge', description: "the ONNX judge has no output 'logits'" },
       ]);
-    return new JudgeRunner(cfg, session, undefined, []);
+    return new JudgeRunner(cfg, model);
   }
 
   /** A judge directory: config.json plus model.safetensors (duel's) or onnx/model.onnx (external). */
@@ -130,20 +129,13 @@ export class JudgeRunner {
     const out: number[] = [];
     for (let start = 0; start < pairs.length; start += maxBatch) {
       const b = pairBatch(this.config, pairs.slice(start, start + maxBatch), start);
-      const res = await this.session.run(
+      const res = await this.model.run(
         {
           input_ids: { dtype: 'int64', dims: [b.n, b.length], data: b.inputIds },
           attention_mask: { dtype: 'int64', dims: [b.n, b.length], data: b.attentionMask },
           markers: { dtype: 'int64', dims: [b.n, 3], data: b.markers },
         },
         ['logits'],
-        this.stateId
-          ? {
-              state: this.stateId,
-              reads: Object.fromEntries(this.weightNames.map((w) => [w, w])),
-              writes: {},
-            }
-          : undefined,
       );
       out.push(...Array.from(res.logits!.data as Float32Array));
     }
@@ -165,9 +157,8 @@ export class JudgeRunner {
     return rankByPairs((pairs) => this.pairLogits(pairs), prompt, candidates, method);
   }
 
-  async release(): Promise<void> {
-    if (this.stateId) await this.session.dropState(this.stateId);
-    await this.session.release();
+  release(): Promise<void> {
+    return this.model.release();
   }
 }
 

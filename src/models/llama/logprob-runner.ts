@@ -1,8 +1,9 @@
 /**
  * Completion log-probs of a loaded decoder, batched: what `duel model logprobs`, the trainer's
- * reference log-probs and the estimators (KL to π_ref) read. Weights live in the worker's state.
+ * reference log-probs and the estimators (KL to π_ref) read. Weights live in the worker's state
+ * (WeightsSession), the adapters beside them.
  */
-import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
+import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
 import { type CompletionRecord, completionBatch } from '../batch.js';
 import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
@@ -11,8 +12,6 @@ import type { LlamaConfig } from './config.js';
 import { fusedKernelsFor } from './decoder.js';
 import { sequenceLogprobs } from './logprobs.js';
 import { type HostTensor, llamaParams } from './weights.js';
-
-let counter = 0;
 
 export interface CompletionLogprobs {
   /** Σ log π(y_t | x, y_<t) over the completion. */
@@ -32,10 +31,8 @@ const DEFAULT_ADAPTER = 'adapter';
 export class LogprobRunner implements Scorer {
   private constructor(
     readonly config: LlamaConfig,
-    private readonly session: Session,
-    private readonly stateId: string,
+    private readonly model: WeightsSession,
     private readonly padId: number,
-    private readonly paramNames: string[],
     /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
     private readonly adapters?: AdapterSlots,
   ) {}
@@ -86,17 +83,17 @@ export class LogprobRunner implements Scorer {
       ...(inputs ? { lora: inputs.lora } : {}),
       fusedKernels: fusedKernelsFor(runtime.provider),
     });
-    const session = await runtime.load(
-      compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider }),
-    );
-    const stateId = `logprobs-${process.pid}-${counter++}`;
-    await session.setState(stateId, weights);
+    const model = compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider });
     return new LogprobRunner(
       config,
-      session,
-      stateId,
+      await WeightsSession.load(
+        runtime,
+        model,
+        weights,
+        base.map((s) => s.name),
+        'logprobs',
+      ),
       config.padTokenId ?? 0,
-      base.map((s) => s.name),
       targets ? new AdapterSlots(config, targets, 'scorer') : undefined,
     );
   }
@@ -104,12 +101,12 @@ export class LogprobRunner implements Scorer {
   /** Puts `adapter` in this runner's state under `key`. */
   async setAdapter(key: string, adapter: Adapter): Promise<void> {
     if (!this.adapters) throw new Error('this scorer takes no adapter');
-    await this.session.setState(this.stateId, this.adapters.add(key, adapter));
+    await this.model.put(this.adapters.add(key, adapter));
   }
 
   async dropAdapter(key: string): Promise<void> {
     const keys = this.adapters?.remove(key) ?? [];
-    if (keys.length) await this.session.dropState(this.stateId, keys);
+    if (keys.length) await this.model.drop(keys);
   }
 
   /** This scorer with the adapter set under `key`. */
@@ -124,16 +121,12 @@ export class LogprobRunner implements Scorer {
     adapter = this.adapters ? DEFAULT_ADAPTER : undefined,
   ): Promise<CompletionLogprobs[]> {
     const slot = this.adapters && adapter !== undefined ? this.adapters.run(adapter) : undefined;
-    const reads: Record<string, string> = {
-      ...Object.fromEntries(this.paramNames.map((n) => [n, n])),
-      ...slot?.reads,
-    };
     const out: CompletionLogprobs[] = [];
     for (let start = 0; start < records.length; start += maxBatch) {
       const chunk = records.slice(start, start + maxBatch);
       const b = completionBatch(chunk, this.padId, this.config.vocabSize);
       const dims = [b.batch, b.length];
-      const res = await this.session.run(
+      const res = await this.model.run(
         {
           input_ids: { dtype: 'int64', dims, data: b.inputIds },
           attention_mask: { dtype: 'int64', dims, data: b.attentionMask },
@@ -142,7 +135,7 @@ export class LogprobRunner implements Scorer {
           ...slot?.feeds,
         },
         ['per_token', 'summed'],
-        { state: this.stateId, reads, writes: {} },
+        slot?.reads,
       );
       const per = res.per_token!.data as Float32Array;
       chunk.forEach((r, i) => {
@@ -156,8 +149,7 @@ export class LogprobRunner implements Scorer {
     return out;
   }
 
-  async release(): Promise<void> {
-    await this.session.dropState(this.stateId);
-    await this.session.release();
+  release(): Promise<void> {
+    return this.model.release();
   }
 }

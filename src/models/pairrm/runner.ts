@@ -4,7 +4,7 @@
  */
 
 import { join } from 'node:path';
-import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
+import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
 import type { PairInput } from '../judge/model.js';
 import {
   compareByPairs,
@@ -20,8 +20,6 @@ import { addedTokensOf } from '../sentencepiece.js';
 import { TextTokenizer } from '../tokenizer.js';
 import { PAIRRM_TOKENS, type PairRMConfig, parsePairRMConfig, toHfPairRMConfig } from './config.js';
 import { pairrmBatch, pairrmLogits, pairrmParams } from './model.js';
-
-let counter = 0;
 
 /**
  * PairRM's config from its directory: special-token ids from its tokenizer.json where it has one,
@@ -97,17 +95,16 @@ export function pairrmFeeds(b: ReturnType<typeof pairrmBatch>, relative: boolean
 export class PairRMRunner {
   private constructor(
     readonly config: PairRMConfig,
-    private readonly session: Session,
-    private readonly stateId: string,
-    private readonly weightNames: string[],
+    private readonly model: WeightsSession,
   ) {}
 
   static async create(runtime: Runtime, cfg: PairRMConfig, weights: Record<string, HostTensor>) {
     const { graph, logits, params } = pairrmGraph(cfg, fusedKernelsFor(runtime.provider));
-    const session = await runtime.load(compile(graph, { logits }, 'pairrm', { provider: runtime.provider }));
-    const stateId = `pairrm-${process.pid}-${counter++}`;
-    await session.setState(stateId, weights);
-    return new PairRMRunner(cfg, session, stateId, [...params.keys()]);
+    const model = compile(graph, { logits }, 'pairrm', { provider: runtime.provider });
+    return new PairRMRunner(
+      cfg,
+      await WeightsSession.load(runtime, model, weights, [...params.keys()], 'pairrm'),
+    );
   }
 
   /** C for each ordered pair, in batches of at most `maxBatch` sequences. */
@@ -115,11 +112,7 @@ export class PairRMRunner {
     const out: number[] = [];
     for (let start = 0; start < pairs.length; start += maxBatch) {
       const b = pairrmBatch(this.config, pairs.slice(start, start + maxBatch), start);
-      const res = await this.session.run(pairrmFeeds(b, this.config.encoder.relativeAttention), ['logits'], {
-        state: this.stateId,
-        reads: Object.fromEntries(this.weightNames.map((w) => [w, w])),
-        writes: {},
-      });
+      const res = await this.model.run(pairrmFeeds(b, this.config.encoder.relativeAttention), ['logits']);
       out.push(...Array.from(res.logits!.data as Float32Array));
     }
     return out;
@@ -140,8 +133,7 @@ export class PairRMRunner {
     return rankByPairs(this.logits, prompt, candidates, method);
   }
 
-  async release(): Promise<void> {
-    await this.session.dropState(this.stateId);
-    await this.session.release();
+  release(): Promise<void> {
+    return this.model.release();
   }
 }

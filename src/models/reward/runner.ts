@@ -5,7 +5,7 @@
  * so σ(C_ij − C_ji) is the BT probability) and flows through the same scorer, best-of-n and
  * win-rate code.
  */
-import { compile, Graph, type Runtime, type Session, type Tensor } from '../../engine/index.js';
+import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import type { PairInput } from '../judge/model.js';
 import { fromLogits, orderByScores, type Preferences } from '../judge/runner.js';
@@ -14,8 +14,6 @@ import type { HostTensor } from '../llama/weights.js';
 import { readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
 import { parseRewardConfig, type RewardConfig, toHfRewardConfig } from './config.js';
 import { type RewardSequence, rewardBatch, rewardLogits, rewardParams } from './model.js';
-
-let counter = 0;
 
 export function saveRewardDir(
   dir: string,
@@ -39,9 +37,7 @@ export function readRewardWeights(dir: string, cfg: RewardConfig) {
 export class RewardRunner {
   private constructor(
     readonly config: RewardConfig,
-    private readonly session: Session,
-    private readonly stateId: string,
-    private readonly weightNames: string[],
+    private readonly model: WeightsSession,
   ) {}
 
   static async create(runtime: Runtime, cfg: RewardConfig, weights: Record<string, HostTensor>) {
@@ -54,10 +50,11 @@ export class RewardRunner {
       last: g.input('last', 'int64', ['B']),
       fusedKernels: fusedKernelsFor(runtime.provider),
     });
-    const session = await runtime.load(compile(g, { rewards }, 'reward', { provider: runtime.provider }));
-    const stateId = `reward-${process.pid}-${counter++}`;
-    await session.setState(stateId, weights);
-    return new RewardRunner(cfg, session, stateId, [...params.keys()]);
+    const model = compile(g, { rewards }, 'reward', { provider: runtime.provider });
+    return new RewardRunner(
+      cfg,
+      await WeightsSession.load(runtime, model, weights, [...params.keys()], 'reward'),
+    );
   }
 
   static async fromDir(runtime: Runtime, dir: string, json: unknown, source: string) {
@@ -72,14 +69,13 @@ export class RewardRunner {
     for (let start = 0; start < seqs.length; start += step) {
       const b = rewardBatch(this.config, seqs.slice(start, start + step), start);
       const dims = [b.n, b.length];
-      const res = await this.session.run(
+      const res = await this.model.run(
         {
           input_ids: { dtype: 'int64', dims, data: b.inputIds },
           attention_mask: { dtype: 'int64', dims, data: b.attentionMask },
           last: { dtype: 'int64', dims: [b.n], data: b.last },
         },
         ['rewards'],
-        { state: this.stateId, reads: Object.fromEntries(this.weightNames.map((w) => [w, w])), writes: {} },
       );
       out.push(...Array.from(res.rewards!.data as Float32Array));
     }
@@ -110,8 +106,7 @@ export class RewardRunner {
     return { order, best: order[0]!, scores, judged: candidates.length };
   }
 
-  async release(): Promise<void> {
-    await this.session.dropState(this.stateId);
-    await this.session.release();
+  release(): Promise<void> {
+    return this.model.release();
   }
 }
