@@ -30,7 +30,6 @@ export interface TrainerLeasesOptions {
 
 interface Seen {
   renewal: number;
-  address: string;
   /** performance.now() when this renewal was first seen. */
   since: number;
 }
@@ -129,7 +128,7 @@ export class TrainerLeases {
       present.add(holder);
       const s = this.seen.get(holder);
       if (!s || s.renewal !== lease.renewal)
-        this.seen.set(holder, { renewal: lease.renewal, address: lease.address, since: now });
+        this.seen.set(holder, { renewal: lease.renewal, since: now });
     }
     for (const holder of this.seen.keys()) if (!present.has(holder)) this.seen.delete(holder);
   }
