@@ -127,8 +127,7 @@ export class TrainerLeases {
       if (!lease) continue;
       present.add(holder);
       const s = this.seen.get(holder);
-      if (!s || s.renewal !== lease.renewal)
-        this.seen.set(holder, { renewal: lease.renewal, since: now });
+      if (!s || s.renewal !== lease.renewal) this.seen.set(holder, { renewal: lease.renewal, since: now });
     }
     for (const holder of this.seen.keys()) if (!present.has(holder)) this.seen.delete(holder);
   }
