@@ -1,7 +1,7 @@
 /**
  * Forwarding a training session's call to the trainer replica that owns it. Forwarding, rather
  * than answering with the owner's address for the client to follow, keeps every client as it is
- * (the TypeScript and Python clients, grpcurl, any generated stub) and works behind one Kubernetes
+ * (the TypeScript and Python clients, grpcurl, any client generated from the protos) and works behind one Kubernetes
  * Service address, where a client cannot pick a pod; its cost is one more loopback or pod-network
  * hop per call (a ForwardBackward's request is a few KB of ids). A forwarded call carries
  * FORWARDED_BY and is never forwarded again: a replica that is not the owner either answers

@@ -51,13 +51,27 @@ export function addedTokensOf(dir: string): Map<string, number> {
   return tokens;
 }
 
+type Processor = InstanceType<Spm['SentencePieceProcessor']>;
+
+/** The id SentencePiece gives `piece` (its unknown id for a piece it does not know). */
+function pieceId(spm: Processor, piece: string): number {
+  const view = new spm.sentencepiece.StringView(piece);
+  const absl = view.getView();
+  try {
+    return spm.processor.PieceToId(absl) as number;
+  } finally {
+    absl.delete();
+    view.delete();
+  }
+}
+
 export class SentencePieceTokenizer {
   /** Added tokens, longest first: where two overlap, the longer one is the token. */
   private readonly splitOrder: string[];
   private readonly addedById: Map<number, string>;
 
   private constructor(
-    private readonly spm: InstanceType<Spm['SentencePieceProcessor']>,
+    private readonly spm: Processor,
     private readonly added: Map<string, number>,
     /** The id SentencePiece gives any piece it does not know. */
     private readonly unkId: number,
@@ -80,25 +94,13 @@ export class SentencePieceTokenizer {
       throw DuelError.invalidArgument([
         { field: path, description: `not a SentencePiece model SentencePiece reads: ${problem}` },
       ]);
-    const tokenizer = new SentencePieceTokenizer(spm, addedTokensOf(dir), 0);
     // No piece is spelt with a NUL, so its id is the unknown id.
-    return new SentencePieceTokenizer(spm, tokenizer.added, tokenizer.pieceId('\u0000'));
+    return new SentencePieceTokenizer(spm, addedTokensOf(dir), pieceId(spm, '\u0000'));
   }
 
   /** The directory's SentencePiece tokenizer, or undefined when it has no spm.model. */
   static async tryFromDir(dir: string): Promise<SentencePieceTokenizer | undefined> {
     return existsSync(join(dir, 'spm.model')) ? SentencePieceTokenizer.fromDir(dir) : undefined;
-  }
-
-  private pieceId(piece: string): number {
-    const view = new this.spm.sentencepiece.StringView(piece);
-    const absl = view.getView();
-    try {
-      return this.spm.processor.PieceToId(absl) as number;
-    } finally {
-      absl.delete();
-      view.delete();
-    }
   }
 
   encode(text: string): number[] {
@@ -143,7 +145,7 @@ export class SentencePieceTokenizer {
   tokenId(token: string): number | undefined {
     const added = this.added.get(token);
     if (added !== undefined) return added;
-    const id = this.pieceId(token);
+    const id = pieceId(this.spm, token);
     return id === this.unkId ? undefined : id;
   }
 }

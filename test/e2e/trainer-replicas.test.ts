@@ -6,10 +6,8 @@
  * snapshots; every session ends with exactly the adapter of an undisturbed run, which it would not
  * if any call had been applied twice or lost.
  */
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TrainingClient, type TrainingSessionHandle } from '../../src/client/training.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
@@ -17,10 +15,10 @@ import { readAdapterDir } from '../../src/models/lora/adapter.js';
 import { saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { freePort, NatsServer } from '../../src/platform/nats-server.js';
-import { duelBin } from '../../src/platform/paths.js';
 import { ROUND_CONFIG } from '../helpers/round-fixtures.js';
 import { PLAN, planStep, SESSION_BASE_WEIGHTS, SESSION_OPTIMIZER } from '../helpers/session-plan.js';
 import { fileTempDir } from '../helpers/tmp.js';
+import { startTrainerProcess } from '../helpers/trainer-process.js';
 
 const root = fileTempDir('duel-trainer-replicas-');
 const store = new FileArtifactStore(join(root, 'store'));
@@ -30,34 +28,14 @@ const SESSIONS = 8;
 let nats: NatsServer;
 let base: ModelRef;
 
-type Trainer = ChildProcessByStdio<null, null, Readable> & { log: string; address: string };
-
-async function startTrainer(id: string): Promise<Trainer> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [duelBin(), 'serve', 'trainer', '--port', String(port)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: {
-      ...process.env,
-      DUEL_NATS_URL: nats.url,
-      DUEL_ARTIFACTS_ROOT: store.root,
-      DUEL_TRAINER_ID: id,
-      DUEL_TRAINER_LEASE_MS: String(LEASE_MS),
-      DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: '2',
-      DUEL_RUNTIME_WORKERS: '1',
-      DUEL_LOG_LEVEL: 'info',
-    },
-  }) as Trainer;
-  child.log = '';
-  child.address = `127.0.0.1:${port}`;
-  await new Promise<void>((resolve, reject) => {
-    child.stderr.on('data', (d: Buffer) => {
-      child.log += d.toString();
-      if (/listening on/.test(child.log)) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`trainer ${id} exited ${code}: ${child.log}`)));
+const startTrainer = async (id: string) =>
+  startTrainerProcess(await freePort(), {
+    DUEL_NATS_URL: nats.url,
+    DUEL_ARTIFACTS_ROOT: store.root,
+    DUEL_TRAINER_ID: id,
+    DUEL_TRAINER_LEASE_MS: String(LEASE_MS),
+    DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: '2',
   });
-  return child;
-}
 
 beforeAll(async () => {
   nats = await NatsServer.start({ storeDir: join(root, 'nats') });

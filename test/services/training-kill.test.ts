@@ -6,20 +6,18 @@
  * background, between two steps): the half-written snapshot is never read, and the session ends
  * the same.
  */
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TrainingClient } from '../../src/client/training.js';
 import type { ModelRef } from '../../src/gen/duel/v1/common.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { freePort, NatsServer } from '../../src/platform/nats-server.js';
-import { duelBin } from '../../src/platform/paths.js';
 import { ROUND_CONFIG } from '../helpers/round-fixtures.js';
 import { PLAN, planStep, SESSION_BASE_WEIGHTS, SESSION_OPTIMIZER } from '../helpers/session-plan.js';
 import { fileTempDir } from '../helpers/tmp.js';
+import { startTrainerProcess, type TrainerProcess } from '../helpers/trainer-process.js';
 
 const root = fileTempDir('duel-kill-');
 const store = new FileArtifactStore(join(root, 'store'));
@@ -27,35 +25,19 @@ let nats: NatsServer;
 let base: ModelRef;
 let port: number;
 
-type Trainer = ChildProcessByStdio<null, null, Readable> & { log: string };
+type Trainer = TrainerProcess;
 
 /** `duel serve trainer` on the test's port, resolved once it listens. */
-async function startTrainer(env: NodeJS.ProcessEnv = {}): Promise<Trainer> {
-  const child = spawn(process.execPath, [duelBin(), 'serve', 'trainer', '--port', String(port)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: {
-      ...process.env,
-      DUEL_NATS_URL: nats.url,
-      DUEL_ARTIFACTS_ROOT: store.root,
-      // A container restarted in its pod keeps the pod's name, its trainer.id: it takes its
-      // sessions back at once instead of waiting out its old lease.
-      DUEL_TRAINER_ID: 'trainer-0',
-      DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: '2',
-      DUEL_RUNTIME_WORKERS: '1',
-      DUEL_LOG_LEVEL: 'info',
-      ...env,
-    },
-  }) as Trainer;
-  child.log = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stderr.on('data', (d: Buffer) => {
-      child.log += d.toString();
-      if (/listening on/.test(child.log)) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`trainer exited ${code}: ${child.log}`)));
+const startTrainer = (env: NodeJS.ProcessEnv = {}): Promise<Trainer> =>
+  startTrainerProcess(port, {
+    DUEL_NATS_URL: nats.url,
+    DUEL_ARTIFACTS_ROOT: store.root,
+    // A container restarted in its pod keeps the pod's name, its trainer.id: it takes its
+    // sessions back at once instead of waiting out its old lease.
+    DUEL_TRAINER_ID: 'trainer-0',
+    DUEL_TRAINER_SESSIONS_SNAPSHOT_EVERY: '2',
+    ...env,
   });
-  return child;
-}
 
 /** Resolves once the trainer's log matches `re`; fails the test after 10 s. */
 async function logged(t: Trainer, re: RegExp): Promise<void> {
