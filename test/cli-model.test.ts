@@ -354,6 +354,42 @@ describe('duel model / duel sample', () => {
       algo: 'judge',
       steps: 3,
     });
+    // Soft labels: a pair's preference is the target of its loss, so a pair labelled ½ pulls
+    // the judge's logit for it to 0 from wherever it starts, and a surely-chosen pair does not.
+    writeFileSync(
+      join(dir, 'soft.jsonl'),
+      '{"prompt_ids":[1,2],"chosen_ids":[3,3],"rejected_ids":[4],"preference":0.5}\n',
+    );
+    const soft = (out: string, file: string) =>
+      duel(
+        'train',
+        'judge',
+        '--judge',
+        'j',
+        '--data',
+        file,
+        '--out',
+        out,
+        '--steps',
+        '30',
+        '--lr',
+        '0.01',
+        '--quiet',
+      );
+    writeFileSync(join(dir, 'hard.jsonl'), '{"prompt_ids":[1,2],"chosen_ids":[3,3],"rejected_ids":[4]}\n');
+    expect(soft('j-soft', 'soft.jsonl').status).toBe(0);
+    expect(soft('j-hard', 'hard.jsonl').status).toBe(0);
+    const loss = (d: string) => JSON.parse(readFileSync(join(dir, d, 'metrics.json'), 'utf8')).loss_last;
+    expect(loss('j-soft')).toBeGreaterThan(Math.LN2 - 0.01);
+    expect(loss('j-hard')).toBeLessThan(0.2);
+    writeFileSync(
+      join(dir, 'bad-pref.jsonl'),
+      '{"prompt_ids":[1,2],"chosen_ids":[3,3],"rejected_ids":[4],"preference":1.5}\n',
+    );
+    const bad = soft('j-bad', 'bad-pref.jsonl');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/bad-pref\.jsonl:1: preference: .*<=1/);
+    expect(existsSync(join(dir, 'j-bad'))).toBe(false);
     const d = duel(
       'train',
       'round',

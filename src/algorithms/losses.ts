@@ -146,9 +146,15 @@ export function spoKlLoss(thetaSample: Tensor, refSample: Tensor, klCoef: number
   return T.mul(T.mul(T.stopGradient(T.sub(thetaSample, refSample)), thetaSample), klCoef);
 }
 
-/** Judge training: softplus(−(C(x, y_w, y_l) − C(x, y_l, y_w))), the pair shown in both orders. */
-export function judgeLoss(cWinnerFirst: Tensor, cLoserFirst: Tensor): Tensor {
-  return T.softplus(T.neg(T.sub(cWinnerFirst, cLoserFirst)));
+/**
+ * Judge training: binary cross-entropy of the pair's logit z against the label p = P(y_w ≻ y_l),
+ * p·softplus(−z) + (1−p)·softplus(z). A pairwise judge's z is C(x, y_w, y_l) − C(x, y_l, y_w) (the
+ * pair shown in both orders), a reward model's r(x, y_w) − r(x, y_l). With p = 1 (a winner and a
+ * loser) it is softplus(−z); a soft p (annotators' shares, or the true preference where it is
+ * known) carries what a drawn winner only samples.
+ */
+export function judgeLoss(z: Tensor, label: Tensor): Tensor {
+  return T.add(T.mul(label, T.softplus(T.neg(z))), T.mul(T.sub(1, label), T.softplus(z)));
 }
 
 /** SFT: mean token cross-entropy over every completion token of the batch (a scalar). */

@@ -1,9 +1,10 @@
 /**
  * Judge training (docs/algorithms.md) on labelled pairs. A pairwise judge (duel's own or the
- * published PairRM's shape, through `PairwiseJudge`): binary cross-entropy on
- * each pair shown in both orders, softplus(−(C(x, y_w, y_l) − C(x, y_l, y_w))), so the learned logit
- * is antisymmetric in use. A Bradley-Terry reward model: the same loss on its rewards,
- * softplus(−(r(x, y_w) − r(x, y_l))), one pass per completion.
+ * published PairRM's shape, through `PairwiseJudge`): binary cross-entropy on the pair shown in
+ * both orders, z = C(x, y_w, y_l) − C(x, y_l, y_w), so the learned logit is antisymmetric in use.
+ * A Bradley-Terry reward model: the same loss on its rewards, z = r(x, y_w) − r(x, y_l), one pass
+ * per completion. A pair's label is P(y_w ≻ y_l): 1 for a winner and a loser, a share in between
+ * where the data has one (`judgeLoss`).
  */
 import {
   type Graph,
@@ -25,7 +26,7 @@ import type { PairRMConfig } from '../models/pairrm/config.js';
 import { pairrmBatch, pairrmLogits, pairrmParams } from '../models/pairrm/model.js';
 import type { RewardConfig } from '../models/reward/config.js';
 import { rewardBatch, rewardLogits, rewardParams } from '../models/reward/model.js';
-import { BatchInputs, parameterLookup } from './batch-inputs.js';
+import { BatchInputs, parameterLookup, rowVector } from './batch-inputs.js';
 import { judgeLoss } from './losses.js';
 import { type LoopSettings, plan, type RoundMetrics, runSteps } from './steps.js';
 
@@ -33,6 +34,20 @@ export interface LabelledPair {
   prompt: number[];
   chosen: number[];
   rejected: number[];
+  /** P(chosen ≻ rejected) in [0, 1]: 1 (the default) for a drawn winner, a share for soft labels. */
+  label?: number;
+}
+
+/** The labels of a batch as the loss reads them, [R]. */
+const labelsOf = (pairs: LabelledPair[]) => rowVector(pairs.map((p) => p.label ?? 1));
+
+/** Refuses a label outside [0, 1], naming the pair. */
+function checkLabels(pairs: LabelledPair[]): void {
+  const bad = pairs.findIndex((p) => p.label !== undefined && !(p.label >= 0 && p.label <= 1));
+  if (bad >= 0)
+    throw DuelError.invalidArgument([
+      { field: `pairs[${bad}].label`, description: `is ${pairs[bad]!.label}; a preference is in [0, 1]` },
+    ]);
 }
 
 /**
@@ -144,13 +159,12 @@ export async function trainJudge<B extends { n: number; length: number; attentio
   runtime: Runtime,
   o: TrainJudgeOptions<B>,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
-  if (o.pairs.length === 0)
-    throw DuelError.invalidArgument([{ field: 'data', description: 'holds no pairs' }]);
-  let inputs: BatchInputs<Record<Order, B>> | undefined;
+  checkPairs(o.pairs);
+  let inputs: BatchInputs<Record<Order, B> & { label: WireTensor }> | undefined;
   const program = {
     dtype: 'float32' as const,
     build(g: Graph, param: Declare, _frozen: Declare, target: TraceTarget) {
-      const declared = new BatchInputs<Record<Order, B>>(g);
+      const declared = new BatchInputs<Record<Order, B> & { label: WireTensor }>(g);
       inputs = declared;
       const w = parameterLookup(o.judge.params, param);
       const [wl, lw] = ORDERS.map((order) =>
@@ -161,13 +175,15 @@ export async function trainJudge<B extends { n: number; length: number; attentio
           fusedKernelsFor(target.provider),
         ),
       );
-      return T.mean(judgeLoss(wl!, lw!));
+      const label = declared.add('label', 'float32', ['R'], (b) => b.label);
+      return T.mean(judgeLoss(T.sub(wl!, lw!), label));
     },
   };
   return trainOnPairs(runtime, o, program, (pairs) => {
     const padded = {
       wl: o.judge.batch(pairs.map((p) => ({ prompt: p.prompt, first: p.chosen, second: p.rejected }))),
       lw: o.judge.batch(pairs.map((p) => ({ prompt: p.prompt, first: p.rejected, second: p.chosen }))),
+      label: labelsOf(pairs),
     };
     const tokens = ORDERS.reduce(
       (n, order) => n + Number(padded[order].attentionMask.reduce((a, x) => a + x, 0n)),
@@ -182,16 +198,16 @@ export async function trainRewardModel(
   runtime: Runtime,
   o: TrainRewardOptions,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics }> {
-  if (o.pairs.length === 0)
-    throw DuelError.invalidArgument([{ field: 'data', description: 'holds no pairs' }]);
+  checkPairs(o.pairs);
   const cfg = o.config;
   type Batch = ReturnType<typeof rewardBatch>;
   const SIDES = ['chosen', 'rejected'] as const;
-  let inputs: BatchInputs<Record<(typeof SIDES)[number], Batch>> | undefined;
+  type Sides = Record<(typeof SIDES)[number], Batch> & { label: WireTensor };
+  let inputs: BatchInputs<Sides> | undefined;
   const program = {
     dtype: 'float32' as const,
     build(g: Graph, param: Declare, _frozen: Declare, target: TraceTarget) {
-      const declared = new BatchInputs<Record<(typeof SIDES)[number], Batch>>(g);
+      const declared = new BatchInputs<Sides>(g);
       inputs = declared;
       const w = parameterLookup(rewardParams(cfg), param);
       const [chosen, rejected] = SIDES.map((side) =>
@@ -214,7 +230,8 @@ export async function trainRewardModel(
           fusedKernels: fusedKernelsFor(target.provider),
         }),
       );
-      return T.mean(judgeLoss(chosen!, rejected!));
+      const label = declared.add('label', 'float32', ['R'], (b) => b.label);
+      return T.mean(judgeLoss(T.sub(chosen!, rejected!), label));
     },
   };
   if (cfg.backbone.padTokenId === undefined && o.batchSize > 1)
@@ -234,6 +251,7 @@ export async function trainRewardModel(
         cfg,
         pairs.map((p) => ({ prompt: p.prompt, completion: p.rejected })),
       ),
+      label: labelsOf(pairs),
     };
     const tokens = SIDES.reduce(
       (n, side) => n + Number(batch[side].attentionMask.reduce((a, x) => a + x, 0n)),
@@ -241,6 +259,11 @@ export async function trainRewardModel(
     );
     return { feeds: inputs!.feeds(batch), tokens };
   });
+}
+
+function checkPairs(pairs: LabelledPair[]): void {
+  if (pairs.length === 0) throw DuelError.invalidArgument([{ field: 'data', description: 'holds no pairs' }]);
+  checkLabels(pairs);
 }
 
 /** The optimisation loop both kinds share: batches of pairs, `feeds` turns one into graph inputs. */

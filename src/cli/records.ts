@@ -1,7 +1,8 @@
 /**
  * Training records as the CLI reads them: token ids are authoritative, and text (prompt,
  * completion(s), chosen, rejected) is encoded with the model directory's tokenizer when ids are
- * absent. Every problem names the file, the record and the field.
+ * absent. A pair may carry `preference`, P(chosen ≻ rejected), for soft labels. Every problem
+ * names the file, the record and the field.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +26,8 @@ const Line = z.looseObject({
   chosen: text.optional(),
   rejected_ids: ids.min(1).optional(),
   rejected: text.optional(),
+  /** P(chosen ≻ rejected): annotators' share, or a known preference (soft labels). */
+  preference: z.number().min(0).max(1).optional(),
 });
 type Line = z.infer<typeof Line>;
 
@@ -64,6 +67,7 @@ export function readRecords(
         prompt,
         one(line.chosen_ids, line.chosen, 'chosen'),
         one(line.rejected_ids, line.rejected, 'rejected'),
+        line.preference,
       );
     return { prompt_ids: prompt, completion_ids: completionsOf(line, encode, fail), prefs: line.prefs ?? [] };
   });

@@ -36,12 +36,16 @@ export const buildSchema = z.strictObject({
   /** pairwise: duel's PairRM-style judge; bt: a Bradley-Terry reward model (LlamaForSequenceClassification) of the same trunk. */
   'judge.kind': z.enum(['pairwise', 'bt']).default('pairwise'),
   'judge.layers': z.number().int().min(1).default(2),
+  /** A learned embedding per segment of the pair sequence (the pairwise judge only). */
+  'judge.segment_embeddings': z.boolean().default(true),
   'model.lr': z.number().positive().default(3e-3),
   'judge.lr': z.number().positive().default(2e-3),
   'data.sft_examples': z.number().int().min(16).default(6000),
   'data.sft_epochs': z.number().int().min(1).default(6),
   'data.judge_pairs': z.number().int().min(16).default(20000),
-  'data.judge_epochs': z.number().int().min(1).default(4),
+  'data.judge_epochs': z.number().int().min(1).default(12),
+  /** drawn: each pair's winner drawn from P*; soft: P* itself as the label (corpus.ts). */
+  'data.judge_labels': z.enum(['drawn', 'soft']).default('soft'),
 });
 export type BuildConfig = z.infer<typeof buildSchema>;
 
@@ -100,6 +104,7 @@ export function judgeConfig(g: GameConfig, b: BuildConfig): JudgeConfig {
     source_token_id: VOCAB.size,
     candidate1_token_id: VOCAB.size + 1,
     candidate2_token_id: VOCAB.size + 2,
+    segment_embeddings: b['judge.segment_embeddings'],
   });
 }
 
@@ -120,6 +125,45 @@ const loop = (
   onStep,
 });
 
+/** Told every training step of a build, by stage (π_ref's SFT, then the judge). */
+export type BuildProgress = (stage: string, step: number, total: number, loss: number) => void;
+
+/**
+ * The learned judge of `judge.kind`, trained on `data.judge_pairs` pairs labelled from P*
+ * (`data.judge_labels`) and saved as a judge directory at `dir`.
+ */
+export async function buildJudge(
+  runtime: Runtime,
+  g: GameConfig,
+  b: BuildConfig,
+  dir: string,
+  seed: number,
+  report: BuildProgress,
+): Promise<{ metrics: RoundMetrics }> {
+  const judgeTraining = {
+    pairs: judgePairs(g, b['data.judge_pairs'], seed + 4, b['data.judge_labels']),
+    ...loop(b['judge.lr'], b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),
+  };
+  if (b['judge.kind'] === 'bt') {
+    const rcfg = rewardConfig(g, b);
+    const trained = await trainRewardModel(runtime, {
+      config: rcfg,
+      weights: initRewardWeights(rcfg, seed + 3),
+      ...judgeTraining,
+    });
+    saveRewardDir(dir, rcfg, trained.weights);
+    return trained;
+  }
+  const jcfg = judgeConfig(g, b);
+  const trained = await trainJudge(runtime, {
+    judge: duelJudge(jcfg),
+    weights: initJudgeWeights(jcfg, seed + 3),
+    ...judgeTraining,
+  });
+  saveJudgeDir(dir, jcfg, trained.weights);
+  return trained;
+}
+
 /** Builds everything under `dir` (ref/, judge/, oracle/, tokenizer/). */
 export async function buildTestbed(
   runtime: Runtime,
@@ -127,7 +171,7 @@ export async function buildTestbed(
   b: BuildConfig,
   dir: string,
   seed: number,
-  report: (stage: string, step: number, total: number, loss: number) => void,
+  report: BuildProgress,
 ): Promise<Built & { reused: boolean }> {
   const key = JSON.stringify({ game: g, build: b, seed });
   const record = join(dir, 'built.json');
@@ -158,30 +202,7 @@ export async function buildTestbed(
   saveModelDir(ref, cfg, sft.weights, { tokenizerFrom: tokDir });
 
   const judge = join(dir, 'judge');
-  const judgeTraining = {
-    pairs: judgePairs(g, b['data.judge_pairs'], seed + 4),
-    ...loop(b['judge.lr'], b['data.judge_epochs'], seed + 5, (s, t, l) => report('judge', s, t, l)),
-  };
-  let judged: { metrics: RoundMetrics };
-  if (b['judge.kind'] === 'bt') {
-    const rcfg = rewardConfig(g, b);
-    const trained = await trainRewardModel(runtime, {
-      config: rcfg,
-      weights: initRewardWeights(rcfg, seed + 3),
-      ...judgeTraining,
-    });
-    saveRewardDir(judge, rcfg, trained.weights);
-    judged = trained;
-  } else {
-    const jcfg = judgeConfig(g, b);
-    const trained = await trainJudge(runtime, {
-      judge: duelJudge(jcfg),
-      weights: initJudgeWeights(jcfg, seed + 3),
-      ...judgeTraining,
-    });
-    saveJudgeDir(judge, jcfg, trained.weights);
-    judged = trained;
-  }
+  const judged = await buildJudge(runtime, g, b, judge, seed, report);
   const oracle = join(dir, 'oracle');
   saveOracleJudgeDir(oracle, g);
   const summary = (m: { loss_first: number; loss_last: number; seconds: number }) => ({

@@ -69,6 +69,24 @@ export interface CompareCell {
   /** The lowest last-iterate exploitability over rounds 1..R, per seed, then mean ± sd. */
   best_exploitability: Stat;
   seconds: Stat;
+  /**
+   * Per round (0 = π_ref), each style's share of the policy's samples: mean ± sd over seeds
+   * (absent from compare.json files written before it).
+   */
+  styles?: Stat[][];
+  /** The learned judge of each seed against P* on held-out pairs (oracle.ts judgeFidelity); likewise. */
+  judge_fidelity?: JudgeFidelityStats;
+}
+
+/** judgeFidelity's figures over seeds; `label_agreement_ratio` is the judge's over P*'s own. */
+export interface JudgeFidelityStats {
+  agreement: Stat;
+  cross_entropy: Stat;
+  cross_entropy_floor: Stat;
+  label_agreement_ratio: Stat;
+  cycle_probs: Stat[];
+  cycle_truth: number[];
+  cycle_reproduced: number;
 }
 
 export interface BestOfNCell {
@@ -104,6 +122,24 @@ function aggregate(game: string, judge: string, algo: string, runs: DemoSummary[
       runs.map((s) => Math.min(...s.rounds.slice(1).map((r) => r.oracle.exploitability))),
     ),
     seconds: stat(runs.map((s) => s.seconds)),
+    styles: runs[0]!.rounds.map((r, i) =>
+      r.oracle.style_distribution.map((_, st) =>
+        stat(runs.map((s) => s.rounds[i]!.oracle.style_distribution[st]!)),
+      ),
+    ),
+    judge_fidelity: fidelityStats(runs.map((s) => s.judge_fidelity)),
+  };
+}
+
+function fidelityStats(fs: DemoSummary['judge_fidelity'][]): JudgeFidelityStats {
+  return {
+    agreement: stat(fs.map((f) => f.agreement)),
+    cross_entropy: stat(fs.map((f) => f.cross_entropy)),
+    cross_entropy_floor: stat(fs.map((f) => f.cross_entropy_floor)),
+    label_agreement_ratio: stat(fs.map((f) => f.label_agreement / f.oracle_label_agreement)),
+    cycle_probs: fs[0]!.cycle_probs.map((_, k) => stat(fs.map((f) => f.cycle_probs[k]!))),
+    cycle_truth: fs[0]!.cycle_truth ?? [],
+    cycle_reproduced: fs.filter((f) => f.cycle_reproduced).length,
   };
 }
 
@@ -349,11 +385,44 @@ function writeCharts(out: string, cells: CompareCell[]): void {
           ],
         }),
       );
+    for (const c of cs) {
+      if (!c.styles) continue;
+      const styles = c.styles;
+      writeFileSync(
+        join(dir, `${key}-${c.algo}-styles.svg`),
+        lineChart({
+          title: `Style mix of the policy's samples per round (mean over seeds): ${key} ${c.algo}`,
+          xLabel: 'round',
+          yMin: 0,
+          yMax: 1,
+          series: [
+            ...styles[0]!.map((_, st) => ({
+              name: `style ${st}`,
+              points: styles.map((r, i): [number, number] => [i, r[st]!.mean]),
+            })),
+            {
+              name: 'equilibrium',
+              points: styles.map((_, i): [number, number] => [i, 1 / styles[0]!.length]),
+              dashed: true,
+            },
+          ],
+        }),
+      );
+    }
   }
 }
 
 /** A mean ± sd as the results tables print it. */
 export const pm = (s: Stat | undefined, d = 3) => (s ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : '–');
+
+/** The learned judge's fidelity over seeds, one sentence. */
+function fidelityLine(f: JudgeFidelityStats, used: boolean, seeds: number): string {
+  const cycle =
+    f.cycle_truth.length === 0
+      ? 'this game has no style cycle'
+      : `P(s ≻ s+1) ${f.cycle_probs.map((p) => pm(p, 2)).join(', ')} (P*: ${f.cycle_truth.map((t) => t.toFixed(2)).join(', ')}), cycle reproduced in ${f.cycle_reproduced} of ${seeds} seeds`;
+  return `${used ? 'The learned judge the runs used' : 'The learned judge (built, not used by these runs)'}, against P* on 1 000 held-out pairs, mean ± sd over seeds: cross-entropy ${pm(f.cross_entropy)} (floor ${pm(f.cross_entropy_floor)}), agreement with P*'s side ${pm(f.agreement)}, label agreement ${pm(f.label_agreement_ratio)} of P*'s own; ${cycle}.`;
+}
 
 /** The results as Markdown tables: one per game and judge, then best-of-n. */
 function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {
@@ -376,9 +445,16 @@ function resultsMarkdown(r: Awaited<ReturnType<typeof runCompare>>): string {
         `| ${c.algo} | ${pm(last.win_rate_vs_ref)} | ${pm(last.exploitability)} | ${pm(c.best_exploitability)} | ${pm(c.mixture?.exploitability)} | ${pm(c.averaged?.exploitability)} | ${c.floor.toFixed(3)} | ${pm(last.style_entropy)} | ${pm(last.quality)} | ${c.seconds.mean.toFixed(0)} |`,
       );
     }
+    const f = cs[0]!.judge_fidelity;
     lines.push(
       '',
+      ...(f ? [fidelityLine(f, judge === 'learned', cs[0]!.seeds), ''] : []),
       `![exploitability](plots/${game}-${judge}-exploitability.svg) ![win rate](plots/${game}-${judge}-win_rate_vs_ref.svg)`,
+      '',
+      cs
+        .filter((c) => c.styles)
+        .map((c) => `![${c.algo} style mix](plots/${game}-${judge}-${c.algo}-styles.svg)`)
+        .join(' '),
       '',
     );
   }

@@ -83,10 +83,21 @@ export function sftCorpus(g: GameConfig, count: number, seed: number): SftExampl
 }
 
 /**
- * Judge training pairs: two completions of a prompt (mediocre or better, so quality varies) with
- * the label drawn from P*: the chosen one won a Bernoulli(P*(y ≻ y')) draw.
+ * How a judge pair is labelled: `drawn`, the winner of a Bernoulli(P*(y ≻ y')) draw (what human
+ * labels are); `soft`, P*(y ≻ y') itself as the label (what many annotators' shares tend to).
  */
-export function judgePairs(g: GameConfig, count: number, seed: number): LabelledPair[] {
+export type JudgeLabels = 'drawn' | 'soft';
+
+/**
+ * Judge training pairs: two completions of a prompt (mediocre or better, so quality varies),
+ * labelled from P* as `labels` says.
+ */
+export function judgePairs(
+  g: GameConfig,
+  count: number,
+  seed: number,
+  labels: JudgeLabels = 'drawn',
+): LabelledPair[] {
   const draw = rng(seed);
   const candidate = (targets: number[]) =>
     draw() < 0.5
@@ -96,7 +107,9 @@ export function judgePairs(g: GameConfig, count: number, seed: number): Labelled
     const targets = drawTargets(g, draw);
     const y = completionIds(candidate(targets));
     const y2 = completionIds(candidate(targets));
-    const yWins = draw() < truePref(g, targets, y, y2);
+    const p = truePref(g, targets, y, y2);
+    if (labels === 'soft') return { prompt: promptIds(targets), chosen: y, rejected: y2, label: p };
+    const yWins = draw() < p;
     return { prompt: promptIds(targets), chosen: yWins ? y : y2, rejected: yWins ? y2 : y };
   });
 }

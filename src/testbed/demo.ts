@@ -20,11 +20,11 @@ import { ALL_LINEAR } from '../models/lora/config.js';
 import { loadModelDir, saveModelDir } from '../models/model-dir.js';
 import { findNatsServer } from '../platform/nats-server.js';
 import { parseRunSpec } from '../platform/run-spec.js';
-import { buildSchema, buildTestbed } from './build.js';
-import { drawPrompts, judgePairs } from './corpus.js';
-import { judgeProbs, type SampledPolicy } from './evaluate.js';
+import { type BuildProgress, buildSchema, buildTestbed } from './build.js';
+import { drawPrompts } from './corpus.js';
+import { heldOutFidelity, type SampledPolicy } from './evaluate.js';
 import { type GameConfig, maxNewTokens, parseGame, promptIds } from './game.js';
-import { judgeFidelity, regularisedFloor } from './oracle.js';
+import { type judgeFidelity, regularisedFloor } from './oracle.js';
 import { oracleJudgeModule } from './oracle-judge.js';
 import { writeReport } from './report.js';
 import { described, evaluatePolicy, evaluateRounds, type RoundEvaluation } from './rounds.js';
@@ -205,16 +205,13 @@ function tabularFor(
  * buildTestbed), built under `dir`, or read back when a build of the same settings is there.
  * compare builds each game and seed's models once through this before its runs share them.
  */
-export async function buildDemoModels(
-  runtime: Runtime,
-  { game, build }: Pick<ReturnType<typeof demoSettings>, 'game' | 'build'>,
-  dir: string,
-  seed: number,
-  log: (line: string) => void,
-) {
-  // Rate and ETA per stage (SFT, then the judge), counted from the stage's first reported step.
+/**
+ * A build's progress lines: rate and ETA per stage (SFT, then the judge), counted from the
+ * stage's first reported step, at most one line every 2 s.
+ */
+export function stageProgress(log: (line: string) => void): BuildProgress {
   let stage = { name: '', start: 0, first: 0, last: 0 };
-  const built = await buildTestbed(runtime, game, build, resolve(dir), seed, (name, step, total, loss) => {
+  return (name, step, total, loss) => {
     const now = Date.now();
     if (name !== stage.name) stage = { name, start: now, first: step, last: 0 };
     if (now - stage.last < 2000 && step < total) return;
@@ -222,7 +219,17 @@ export async function buildDemoModels(
     const rate = (step - stage.first) / Math.max((now - stage.start) / 1000, 1e-3);
     const pace = rate > 0 ? `, ${rate.toFixed(1)} steps/s, ETA ${((total - step) / rate).toFixed(0)} s` : '';
     log(`  ${name}: step ${step}/${total}, loss ${loss.toFixed(4)}${pace}`);
-  });
+  };
+}
+
+export async function buildDemoModels(
+  runtime: Runtime,
+  { game, build }: Pick<ReturnType<typeof demoSettings>, 'game' | 'build'>,
+  dir: string,
+  seed: number,
+  log: (line: string) => void,
+) {
+  const built = await buildTestbed(runtime, game, build, resolve(dir), seed, stageProgress(log));
   log(
     `${built.reused ? 'reused' : 'built'} π_ref (SFT loss ${built.sft.loss_first.toFixed(3)} → ${built.sft.loss_last.toFixed(3)}) and the judge (loss ${built.judgeTraining.loss_first.toFixed(3)} → ${built.judgeTraining.loss_last.toFixed(3)})`,
   );
@@ -353,14 +360,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     log: o.log,
   });
   // The learned judge's fidelity whichever judge the run used: whether the run could trust it.
-  const jp = await judgeProbs(o.runtime, built.judge);
-  const held = judgePairs(game, 1000, o.seed + 30).map((p) => ({
-    prompt: p.prompt,
-    first: p.chosen,
-    second: p.rejected,
-  }));
-  const fidelity = await judgeFidelity(game, jp.probs, held);
-  await jp.release();
+  const fidelity = await heldOutFidelity(o.runtime, game, built.judge, o.seed);
   const averaged = await gradeWeightAverage(o.runtime, game, out, {
     checkpoints: checkpoints.slice(1),
     refDir: built.ref,

@@ -8,8 +8,9 @@ import { loadJudgeDir } from '../models/judge/load.js';
 import { LogprobRunner } from '../models/llama/logprob-runner.js';
 import { DecoderRunner } from '../models/llama/runner.js';
 import { loadModelDir } from '../models/model-dir.js';
+import { judgePairs } from './corpus.js';
 import { type GameConfig, LETTERS, letterId, maxNewTokens, promptIds, VOCAB } from './game.js';
-import type { JudgeProbs, PolicySamples } from './oracle.js';
+import { type JudgeProbs, judgeFidelity, type PolicySamples } from './oracle.js';
 
 export interface SampledPolicy extends PolicySamples {
   /** log π(y) of each completion under the policy that drew it. */
@@ -97,6 +98,24 @@ export async function exactStyles(
 export async function refScorer(runtime: Runtime, refDir: string): Promise<LogprobRunner> {
   const m = loadModelDir(refDir);
   return LogprobRunner.create(runtime, m.config, m.weights);
+}
+
+/**
+ * A judge directory against P* on the 1 000 held-out pairs of `seed` (drawn apart from any
+ * training pairs of the same seed): what `duel demo` reports as `judge_fidelity`.
+ */
+export async function heldOutFidelity(runtime: Runtime, g: GameConfig, judgeDir: string, seed: number) {
+  const held = judgePairs(g, 1000, seed + 30).map((p) => ({
+    prompt: p.prompt,
+    first: p.chosen,
+    second: p.rejected,
+  }));
+  const jp = await judgeProbs(runtime, judgeDir);
+  try {
+    return await judgeFidelity(g, jp.probs, held);
+  } finally {
+    await jp.release();
+  }
 }
 
 /** The learned judge's P(first ≻ second | prompt) for a batch of pairs (a pairwise judge or a reward model). */

@@ -239,10 +239,12 @@ export type JudgeProbs = (
 ) => Promise<number[]>;
 
 /**
- * A learned judge against P* on held-out pairs: agreement on the preferred side, Brier score of its
- * probabilities against P*, its expected log-loss on labels drawn from P* beside a perfect judge's
- * (the labels' own entropy), and whether it reproduces the style cycle (equal-quality completions
- * of styles s and s+1: the judge must prefer s, for every s).
+ * A learned judge against P* on held-out pairs: agreement on the preferred side (a tie, P* = ½,
+ * counts as a miss whichever side the judge leans to), Brier score of its probabilities against
+ * P*, its expected log-loss on labels drawn from P* beside a perfect judge's (the labels' own
+ * entropy), how often its preferred side would match a label drawn from P* beside how often P*'s
+ * own would (expected, so no draw's noise), and whether it reproduces the style cycle
+ * (equal-quality completions of styles s and s+1: the judge must prefer s, for every s).
  */
 export async function judgeFidelity(
   g: GameConfig,
@@ -253,8 +255,12 @@ export async function judgeFidelity(
   brier: number;
   cross_entropy: number;
   cross_entropy_floor: number;
+  label_agreement: number;
+  oracle_label_agreement: number;
   cycle_reproduced: boolean;
   cycle_probs: number[];
+  /** P*'s own P(s ≻ s+1) for the same pairs: what cycle_probs should be. */
+  cycle_truth: number[];
 }> {
   const probs = await judge(pairs);
   const truth = pairs.map((p) => truePref(g, targetsOf(p.prompt), p.first, p.second));
@@ -279,12 +285,17 @@ export async function judgeFidelity(
     }
   }
   const cycleProbs = cyclePairs.length ? await judge(cyclePairs) : [];
+  // The chance that the side q prefers wins a draw from P* = t (a judge at exactly ½ guesses).
+  const wins = (t: number, q: number) => (q > 0.5 ? t : q < 0.5 ? 1 - t : 0.5);
   return {
     agreement,
     brier,
     cross_entropy: mean(probs.map((q, i) => xent(truth[i]!, q))),
     cross_entropy_floor: mean(truth.map((t) => xent(t, t))),
+    label_agreement: mean(probs.map((q, i) => wins(truth[i]!, q))),
+    oracle_label_agreement: mean(truth.map((t) => Math.max(t, 1 - t))),
     cycle_reproduced: cycleProbs.length > 0 && cycleProbs.every((q) => q > 0.5),
     cycle_probs: cycleProbs,
+    cycle_truth: cyclePairs.map((p) => truePref(g, targetsOf(p.prompt), p.first, p.second)),
   };
 }

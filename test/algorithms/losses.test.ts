@@ -130,7 +130,8 @@ const CASES: Case[] = [
   ['slic', (_, [a]) => slicLoss(T.add(a!, 3), 0.1), 1],
   ['discopop', (_, [a]) => discopopLoss(a!, 0.5, 0.05), 1],
   ['spo (preference)', (_, [a, b]) => spoPreferenceLoss(a!, b!, 0.7), 2],
-  ['judge', (_, [a, b]) => judgeLoss(a!, b!), 2],
+  ['judge (hard)', (g, [a, b]) => judgeLoss(T.sub(a!, b!), f64(g, [1, 1, 1])), 2],
+  ['judge (soft)', (g, [a, b]) => judgeLoss(T.sub(a!, b!), f64(g, [0.9, 0.2, 0.5])), 2],
 ];
 
 describe('gradients agree with finite differences (float64)', () => {

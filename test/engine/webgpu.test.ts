@@ -246,12 +246,12 @@ describe('one step of every recipe updates the weights on webgpu as on cpu (with
     expect(Math.max(...update(a.weights, start.tensors).map(Math.abs))).toBeGreaterThan(0);
   }, 120_000);
 
-  it('judge training', async () => {
-    const jcfg = tinyJudgeConfig();
+  it('judge training (segment embeddings, a soft label)', async () => {
+    const jcfg = { ...tinyJudgeConfig(), segmentEmbeddings: true };
     const w0 = initJudgeWeights(jcfg, 4);
     const pairs = [
       { prompt: [1, 2], chosen: [3, 4], rejected: [5] },
-      { prompt: [6], chosen: [7], rejected: [8, 2] },
+      { prompt: [6], chosen: [7], rejected: [8, 2], label: 0.7 },
     ];
     const o = { ...STEP, judge: duelJudge(jcfg), weights: w0, pairs };
     const [a, b] = await Promise.all([trainJudge(cpu, o), trainJudge(gpu, o)]);

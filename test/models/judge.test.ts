@@ -46,6 +46,17 @@ function sharp(seed: number): Record<string, HostTensor> {
   return w;
 }
 
+/** A segment table [3, H] large enough to move the judge's logits. */
+function sharpSegments(c: JudgeConfig): HostTensor {
+  const next = rng(11);
+  const h = c.encoder.hiddenSize;
+  return {
+    dtype: 'float32',
+    dims: [3, h],
+    data: Float32Array.from({ length: 3 * h }, () => 2 * (next() - 0.5)),
+  };
+}
+
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 const root = fileTempDir('duel-judge-');
 let w: Record<string, HostTensor>;
@@ -58,18 +69,36 @@ afterAll(async () => {
   await runtime.close();
 });
 
-/** C by hand: reference encoder (bidirectional), then the head in plain arithmetic. */
-function referenceC(prompt: number[], a: number[], b: number[]): number {
+/**
+ * C by hand: reference encoder (bidirectional), then the head in plain arithmetic. With segment
+ * embeddings each token adds the row of its segment: 0 up to the first candidate's marker, 1 up to
+ * the second's, 2 after.
+ */
+function referenceC(
+  prompt: number[],
+  a: number[],
+  b: number[],
+  model?: { c: JudgeConfig; w: Record<string, HostTensor> },
+): number {
+  const { c, w: weights } = model ?? { c: cfg, w };
   const ids = [13, ...prompt, 14, ...a, 15, ...b];
-  const hidden = referenceHidden(cfg.encoder, w, ids, undefined, true);
   const markers = [0, 1 + prompt.length, 2 + prompt.length + a.length];
-  const f = (c: number) => {
+  const h = c.encoder.hiddenSize;
+  const seg = weights['segment_embeddings.weight'];
+  const offset = seg
+    ? ids.map((_, t): number[] => {
+        const s = (t >= markers[1]! ? 1 : 0) + (t >= markers[2]! ? 1 : 0);
+        return Array.from(seg.data.subarray(s * h, (s + 1) * h));
+      })
+    : undefined;
+  const hidden = referenceHidden(c.encoder, weights, ids, undefined, true, offset);
+  const f = (k: number) => {
     const z = linear(
-      [[...hidden[markers[0]!]!, ...hidden[markers[c]!]!]],
-      w['head.0.weight']!,
-      w['head.0.bias']!,
+      [[...hidden[markers[0]!]!, ...hidden[markers[k]!]!]],
+      weights['head.0.weight']!,
+      weights['head.0.bias']!,
     )[0]!;
-    return linear([z.map(Math.tanh)], w['head.2.weight']!, w['head.2.bias']!)[0]![0]!;
+    return linear([z.map(Math.tanh)], weights['head.2.weight']!, weights['head.2.bias']!)[0]![0]!;
   };
   return f(1) - f(2);
 }
@@ -89,6 +118,32 @@ describe('judge', () => {
     expect(Math.max(...want.map(Math.abs))).toBeGreaterThan(0.1);
     for (const [i, c] of got.entries()) expect(c).toBeCloseTo(want[i]!, 4);
     expect(alone[0]).toBeCloseTo(got[1]!, 5);
+  });
+
+  it('adds each token its segment embedding when the config asks for it, and keeps it in its directory', async () => {
+    const segCfg = parseJudgeConfig({ ...toHfJudgeConfig(cfg), segment_embeddings: true });
+    expect(segCfg.segmentEmbeddings).toBe(true);
+    expect(cfg.segmentEmbeddings).toBe(false);
+    const segW = { ...w, 'segment_embeddings.weight': sharpSegments(segCfg) };
+    const segJudge = await JudgeRunner.create(runtime, segCfg, segW);
+    const pairs = [
+      { prompt: PROMPT, first: CANDS[0]!, second: CANDS[2]! },
+      { prompt: [5], first: CANDS[3]!, second: CANDS[4]! },
+    ];
+    const got = await segJudge.pairLogits(pairs);
+    const want = pairs.map((p) => referenceC(p.prompt, p.first, p.second, { c: segCfg, w: segW }));
+    const without = pairs.map((p) => referenceC(p.prompt, p.first, p.second));
+    for (const [i, x] of got.entries()) {
+      expect(x).toBeCloseTo(want[i]!, 4);
+      expect(Math.abs(x - without[i]!)).toBeGreaterThan(0.01);
+    }
+    await segJudge.release();
+    const dir = join(root, 'segments');
+    saveJudgeDir(dir, segCfg, segW);
+    const loaded = await JudgeRunner.fromDir(runtime, dir);
+    const again = await loaded.pairLogits(pairs);
+    for (const [i, x] of again.entries()) expect(x).toBeCloseTo(got[i]!, 6);
+    await loaded.release();
   });
 
   it('gives an antisymmetric preference matrix and scores that sum to zero', async () => {

@@ -44,11 +44,15 @@ export function referenceHidden(
   ids: number[],
   mask?: number[],
   bidirectional = false,
+  /** Rows added to the token embeddings (a judge's segment embeddings). */
+  offset?: number[][],
 ): number[][] {
   const T = ids.length;
   const { hiddenSize: H, headDim: d, numHeads: nh, numKvHeads: nkv } = cfg;
   const embed = w['model.embed_tokens.weight']!;
-  let h = ids.map((id) => Array.from(embed.data.subarray(id * H, (id + 1) * H)));
+  let h = ids.map((id, t) =>
+    Array.from(embed.data.subarray(id * H, (id + 1) * H), (x, k) => x + (offset?.[t]?.[k] ?? 0)),
+  );
   const invFreq = Array.from({ length: d / 2 }, (_, i) => 1 / cfg.ropeTheta ** ((2 * i) / d));
   const rope = (vec: number[], pos: number) => {
     const out = vec.slice();

@@ -47,6 +47,15 @@ describe('duel testbed compare', () => {
       expect(c.rounds[1]!.exploitability.sd).toBeGreaterThanOrEqual(0);
       expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeGreaterThan(0);
       expect(c.rounds[1]!.win_rate_vs_ref.mean).toBeLessThan(1);
+      // Each round's style mix, one share per style, and the judge graded on every seed.
+      expect(c.styles).toHaveLength(3);
+      for (const r of c.styles!) {
+        expect(r).toHaveLength(3);
+        for (const share of r) expect(share.mean).toBeGreaterThanOrEqual(0);
+        expect(r.reduce((a, x) => a + x.mean, 0)).toBeLessThanOrEqual(1 + 1e-9);
+      }
+      expect(c.judge_fidelity!.cross_entropy_floor.mean).toBeGreaterThan(0);
+      expect(c.judge_fidelity!.cycle_probs).toHaveLength(3);
     }
     // One build per seed, shared by both judges' runs (two of which ran at once).
     expect(readdirSync(join(out, 'models')).sort()).toEqual(['default-seed1', 'default-seed2']);
@@ -63,6 +72,10 @@ describe('duel testbed compare', () => {
     expect(md).toMatch(/### default game, oracle judge \(2 seeds, 2 rounds\)/);
     expect(md).toMatch(/\| sppo \| \d\.\d{3} ± \d\.\d{3} \|/);
     expect(readdirSync(join(out, 'plots'))).toContain('default-oracle-exploitability.svg');
+    expect(readdirSync(join(out, 'plots'))).toContain('default-learned-sppo-styles.svg');
+    expect(md).toMatch(
+      /The learned judge the runs used, against P\* on 1 000 held-out pairs, .*cross-entropy \d\.\d{3} ± \d\.\d{3} \(floor/,
+    );
 
     // Run again: every finished run is read back, nothing is trained again (no summary rewritten),
     // except a run graded before the weight average existed, which is run again and (the demo

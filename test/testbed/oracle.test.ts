@@ -177,12 +177,17 @@ describe('judge fidelity', () => {
     expect(f.brier).toBe(0);
     expect(f.cross_entropy).toBeCloseTo(f.cross_entropy_floor, 12);
     expect(f.cross_entropy_floor).toBeGreaterThan(0.1);
+    expect(f.label_agreement).toBeCloseTo(f.oracle_label_agreement, 12);
+    expect(f.oracle_label_agreement).toBeGreaterThan(0.5);
     expect(f.cycle_reproduced).toBe(true);
+    expect(f.cycle_probs).toEqual(f.cycle_truth);
+    for (const t of f.cycle_truth) expect(t).toBeCloseTo(sigmoid(g.b), 12);
   });
 
   it('charges a coin-flip judge ln 2 and a judge blind to style the gap to the floor', async () => {
     const coin = await judgeFidelity(g, async (ps) => ps.map(() => 0.5), pairs);
     expect(coin.cross_entropy).toBeCloseTo(Math.LN2, 12);
+    expect(coin.label_agreement).toBe(0.5);
     expect(coin.cycle_reproduced).toBe(false);
     const qualityOnly = await judgeFidelity(
       g,

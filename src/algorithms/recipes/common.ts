@@ -81,14 +81,22 @@ export function pairRecipe<H extends { beta: number }>(
   });
 }
 
-/** A fixed preference pair as a round record: two completions, the chosen one preferred surely. */
-export function pairRecord(promptIds: number[], chosen: number[], rejected: number[]): RoundRecord {
+/**
+ * A fixed preference pair as a round record: two completions, the chosen one preferred with
+ * probability `preference` (1, surely, unless the data gives a share).
+ */
+export function pairRecord(
+  promptIds: number[],
+  chosen: number[],
+  rejected: number[],
+  preference = 1,
+): RoundRecord {
   return {
     prompt_ids: promptIds,
     completion_ids: [chosen, rejected],
     prefs: [
-      [0.5, 1],
-      [0, 0.5],
+      [0.5, preference],
+      [1 - preference, 0.5],
     ],
   };
 }

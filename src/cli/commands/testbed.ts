@@ -1,7 +1,8 @@
 /**
  * `duel testbed compare`: the results table over algorithms, seeds, games and judges
- * (src/testbed/compare.ts); `duel testbed theory`: the tabular dynamics and the estimator's bias
- * (src/testbed/tabular.ts).
+ * (src/testbed/compare.ts); `duel testbed judge`: the learned judge alone against P*
+ * (src/testbed/judge-study.ts); `duel testbed theory`: the tabular dynamics and the estimator's
+ * bias (src/testbed/tabular.ts).
  */
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -109,6 +110,35 @@ export function registerTestbed(program: Command): void {
       },
     );
 
+  testbed
+    .command('judge')
+    .description(
+      "the learned judge alone, built as `duel demo` builds it, graded against P* on the demo's held-out pairs (JSON on stdout)",
+    )
+    .option('--seed <n>', 'the seed of the pairs and the initial weights', intFlag('--seed', 1), 1)
+    .option(
+      '--set <key=value>',
+      'game.*, judge.* or data.* (repeatable), e.g. judge.kind=bt, data.judge_labels=drawn',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option('--out <dir>', 'where judge/ is written', join('runs', 'judge'))
+    .action(async (o: { seed: number; set: string[]; out: string }) => {
+      const { studyJudge } = await import('../../testbed/judge-study.js');
+      const runtime = cliRuntime({ workers: 1 });
+      try {
+        const r = await studyJudge({
+          runtime,
+          sets: parseSets(o.set),
+          seed: o.seed,
+          out: o.out,
+          log: (l) => process.stderr.write(`${l}\n`),
+        });
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      } finally {
+        await runtime.close();
+      }
+    });
   testbed
     .command('overlay')
     .description('several compare results side by side, one label each: a table and a chart per algorithm')

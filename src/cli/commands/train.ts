@@ -243,7 +243,7 @@ export function registerTrain(program: Command): void {
     train
       .command('judge')
       .description(
-        'train a judge on labelled pairs (prompt_ids, chosen_ids, rejected_ids): a PairRM-style judge (both orders) or a Bradley-Terry reward model',
+        'train a judge on labelled pairs (prompt_ids, chosen_ids, rejected_ids, optional preference: P(chosen ≻ rejected) for soft labels): a PairRM-style judge (both orders) or a Bradley-Terry reward model',
       )
       .requiredOption('--judge <dir>', 'the judge at the start'),
     false,
@@ -254,6 +254,7 @@ export function registerTrain(program: Command): void {
       prompt: r.prompt_ids,
       chosen: r.completion_ids[0]!,
       rejected: r.completion_ids[1]!,
+      label: r.prefs[0]![1]!,
     }));
     const json = readConfigJson(dir);
     const runtime = cliRuntime({ workers: 1 });

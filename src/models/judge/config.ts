@@ -14,6 +14,8 @@ export interface JudgeConfig {
   sourceTokenId: number;
   candidate1TokenId: number;
   candidate2TokenId: number;
+  /** A learned embedding per segment (source, candidate 1, candidate 2) added to each token's. */
+  segmentEmbeddings: boolean;
 }
 
 const HfJudgeConfig = z.looseObject({
@@ -22,6 +24,7 @@ const HfJudgeConfig = z.looseObject({
   source_token_id: z.number().int().nonnegative(),
   candidate1_token_id: z.number().int().nonnegative(),
   candidate2_token_id: z.number().int().nonnegative(),
+  segment_embeddings: z.boolean().optional(),
 });
 
 export function parseJudgeConfig(json: unknown, source = 'config.json'): JudgeConfig {
@@ -50,6 +53,7 @@ export function parseJudgeConfig(json: unknown, source = 'config.json'): JudgeCo
     sourceTokenId: c.source_token_id,
     candidate1TokenId: c.candidate1_token_id,
     candidate2TokenId: c.candidate2_token_id,
+    segmentEmbeddings: c.segment_embeddings ?? false,
   };
 }
 
@@ -61,5 +65,6 @@ export function toHfJudgeConfig(cfg: JudgeConfig): Record<string, unknown> {
     source_token_id: cfg.sourceTokenId,
     candidate1_token_id: cfg.candidate1TokenId,
     candidate2_token_id: cfg.candidate2TokenId,
+    ...(cfg.segmentEmbeddings ? { segment_embeddings: true } : {}),
   };
 }

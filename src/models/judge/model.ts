@@ -20,6 +20,9 @@ export function judgeParams(cfg: JudgeConfig): ParamSpec[] {
     { name: 'head.0.bias', shape: [h], init: 'zeros' },
     { name: 'head.2.weight', shape: [1, h], init: 'normal' },
     { name: 'head.2.bias', shape: [1], init: 'zeros' },
+    ...(cfg.segmentEmbeddings
+      ? [{ name: 'segment_embeddings.weight', shape: [3, h], init: 'normal' as const }]
+      : []),
   ];
 }
 
@@ -38,10 +41,28 @@ export interface JudgeInputs {
   fusedKernels?: boolean;
 }
 
+/** Each token's segment, [B, T] int64: 0 source, 1 first candidate, 2 second, from the markers. */
+function segmentIds(inputIds: Tensor, markers: Tensor): Tensor {
+  const t = T.unsqueeze(T.arange(inputIds.graph, inputIds.shape[1]!), 0);
+  const from = (k: number) => T.cast(T.lessOrEqual(T.slice(markers, 1, k, k + 1), t), 'int64');
+  return T.add(from(1), from(2));
+}
+
 /** C = f(source, cand1) − f(source, cand2), [B]. */
 export function judgeLogits(cfg: JudgeConfig, w: Weights, inputs: JudgeInputs): Tensor {
   const h = cfg.encoder.hiddenSize;
-  const { hidden } = llamaTrunk(cfg.encoder, w, { ...inputs, bidirectional: true });
+  const { hidden } = llamaTrunk(cfg.encoder, w, {
+    ...inputs,
+    bidirectional: true,
+    ...(cfg.segmentEmbeddings
+      ? {
+          embeddingOffset: T.gather(
+            w('segment_embeddings.weight'),
+            segmentIds(inputs.inputIds, inputs.markers),
+          ),
+        }
+      : {}),
+  });
   const [b] = hidden.shape;
   const idx = T.expand(T.unsqueeze(inputs.markers, -1), [b!, 3, h]);
   const [hs, h1, h2] = T.split(T.gatherElements(hidden, idx, 1), 1, 1).map((x) => T.reshape(x, [b!, h]));

@@ -26,6 +26,8 @@ export interface DecoderInputs {
   lastOnly?: boolean;
   /** Every token sees every (unpadded) token: the judge's encoder. */
   bidirectional?: boolean;
+  /** [B, T, H] added to the token embeddings: an encoder's segment embeddings (the judge's). */
+  embeddingOffset?: Tensor;
   /**
    * LoRA on the named linear layers (`q_proj`, ..., `down_proj`, `lm_head`): y = W x + scale · B A x, with A and
    * B looked up as `<module>.lora_A.weight` and `<module>.lora_B.weight` (src/models/lora/).
@@ -198,6 +200,7 @@ export function llamaTrunk(
   const mask = attentionMask(cfg, inputs, pastLen);
 
   let h = T.reshape(T.gather(embed, inputIds), [-1, cfg.hiddenSize]);
+  if (inputs.embeddingOffset) h = T.add(h, T.reshape(inputs.embeddingOffset, [-1, cfg.hiddenSize]));
   const scale = 1 / Math.sqrt(d);
   // A module's linear layer, with its adapter when it has one (PEFT's order: B(A(x)) · scale).
   const lora = inputs.lora;
