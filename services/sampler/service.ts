@@ -199,6 +199,7 @@ export function samplerService(core: SamplerCore) {
         'completion tokens generated',
         gens.reduce((n, g) => n + g.tokens.length, 0),
       );
+      core.metrics?.count('duel_sampler_completions_total', 'completions generated', gens.length);
       for (const g of gens) {
         const completion = completionOf(
           g,

@@ -122,6 +122,11 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
       return journal;
     },
   });
+  metrics.sampled(
+    'duel_trainer_sessions_open',
+    'training sessions this replica holds now',
+    () => sessions.loaded.sessions,
+  );
   const forwarder = new SessionForwarder(() => id, channelCredentials(cfg.tls), {
     'grpc.max_receive_message_length': cfg.grpc.maxMessageBytes,
     'grpc.max_send_message_length': cfg.grpc.maxMessageBytes,

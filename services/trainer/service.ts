@@ -292,6 +292,8 @@ async function trainAndPublish(
   const policy = loadModelDir(await core.resolve(config.policy!.artifact!));
   const reference = config.reference ? await referenceWeights(core, config.reference) : undefined;
   const adapter = config.lora ? await adapterToTrain(core, config, policy.config) : undefined;
+  // The first step's time includes compiling the round's graphs, as a user waiting on it sees it.
+  let stepStart = performance.now();
   const { weights, metrics } = await trainRound(core.runtime, {
     algo: config.algorithm,
     hparams: parseSets(Object.entries(config.hyperparameters).map(([k, val]) => `${k}=${val}`)),
@@ -305,6 +307,13 @@ async function trainAndPublish(
       if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
       core.state = { ...core.state, step, totalSteps: total };
       core.metrics?.count('duel_trainer_steps_total', 'optimizer steps taken');
+      const now = performance.now();
+      core.metrics?.latency(
+        'duel_trainer_step_seconds',
+        'one optimizer step of a round, batch included',
+        (now - stepStart) / 1000,
+      );
+      stepStart = now;
     },
   });
   if (metrics.diverged)

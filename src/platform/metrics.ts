@@ -58,6 +58,19 @@ export class ServiceMetrics {
     this.record((m) => m.gauge(name, help, value));
   }
 
+  /** A short duration histogram in seconds (an optimizer step), with the gRPC latency's buckets. */
+  latency(name: string, help: string, seconds: number): void {
+    this.record((m) => m.latency(name, help, seconds));
+  }
+
+  /**
+   * A gauge read when scraped (a queue's depth, the sessions held): `read` runs at each scrape,
+   * so the value is never stale and costs nothing between scrapes.
+   */
+  sampled(name: string, help: string, read: () => number): void {
+    this.record((m) => m.sampled(name, help, read));
+  }
+
   /** The Prometheus text exposition of everything recorded. */
   async text(): Promise<string> {
     return (await this.load()).registry.metrics();
@@ -82,11 +95,15 @@ export class ServiceMetrics {
   }
 }
 
+/** Buckets for calls and steps: a millisecond to five minutes. */
+const LATENCY_BUCKETS = [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60, 300];
+
 /** The prom-client registry and metrics behind ServiceMetrics. */
 class PromMetrics {
   readonly registry: Prom.Registry;
   private readonly handled: Prom.Counter<'method' | 'code'>;
-  private readonly latency: Prom.Histogram<'method'>;
+  private readonly rpcLatency: Prom.Histogram<'method'>;
+  private readonly latencies = new Map<string, Prom.Histogram>();
   private readonly counters = new Map<string, Prom.Counter>();
   private readonly durations = new Map<string, Prom.Histogram<'stage'>>();
   private readonly gauges = new Map<string, Prom.Gauge>();
@@ -104,18 +121,18 @@ class PromMetrics {
       labelNames: ['method', 'code'],
       registers: [this.registry],
     });
-    this.latency = new prom.Histogram({
+    this.rpcLatency = new prom.Histogram({
       name: 'duel_grpc_server_handling_seconds',
       help: 'gRPC call latency, by method',
       labelNames: ['method'],
-      buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60, 300],
+      buckets: LATENCY_BUCKETS,
       registers: [this.registry],
     });
   }
 
   observe(method: string, code: string, seconds: number): void {
     this.handled.inc({ method, code });
-    this.latency.observe({ method }, seconds);
+    this.rpcLatency.observe({ method }, seconds);
   }
 
   /** A domain counter (tokens generated, pairs judged, training steps, ...), created on first use. */
@@ -135,6 +152,30 @@ class PromMetrics {
       this.gauges.set(name, g);
     }
     g.set(value);
+  }
+
+  latency(name: string, help: string, seconds: number): void {
+    let h = this.latencies.get(name);
+    if (!h) {
+      h = new this.prom.Histogram({ name, help, buckets: LATENCY_BUCKETS, registers: [this.registry] });
+      this.latencies.set(name, h);
+    }
+    h.observe(seconds);
+  }
+
+  sampled(name: string, help: string, read: () => number): void {
+    if (this.gauges.has(name)) throw new Error(`metrics: gauge ${name} is registered twice`);
+    this.gauges.set(
+      name,
+      new this.prom.Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read());
+        },
+      }),
+    );
   }
 
   /** A domain duration histogram in seconds (round and stage times), created on first use. */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { alertRules, dashboard, MONITORING_DEFAULTS } from '../../deploy/k8s/monitoring.js';
 import { OVERLAYS } from '../../deploy/k8s/overlays.js';
 import { renderedDir, renderOverlay } from '../../deploy/k8s/render.js';
 import { packageRoot } from '../../src/platform/paths.js';
@@ -239,5 +240,56 @@ describe('manifest validation', () => {
       name: 'DUEL_ORCHESTRATOR_ID',
       valueFrom: { fieldRef: { fieldPath: 'metadata.name' } },
     });
+  });
+});
+
+describe('monitoring: scrape config, dashboard and alerts', () => {
+  const objs = objectsOf('monitoring');
+
+  it('is rendered on disk exactly as the code renders it, and validates', () => {
+    const rendered = renderOverlay('monitoring');
+    const dir = renderedDir(packageRoot(), 'monitoring');
+    expect(readdirSync(dir).sort()).toEqual([...rendered.keys()].sort());
+    for (const [file, text] of rendered) expect(readFileSync(join(dir, file), 'utf8')).toBe(text);
+  });
+
+  it('scrapes the metrics port every service pod exposes', () => {
+    const pm = objs.find((o) => o.kind === 'PodMonitor')!;
+    expect(pm.spec.podMetricsEndpoints).toEqual([{ port: 'metrics', path: '/metrics', interval: '15s' }]);
+    const selected = (l: Record<string, string>) =>
+      Object.entries(pm.spec.selector.matchLabels).every(([k, v]) => l[k] === v) &&
+      pm.spec.selector.matchExpressions.every((e: { key: string; values: string[] }) =>
+        e.values.includes(l[e.key]!),
+      );
+    const pods = podTemplates(objectsOf('gpu'));
+    const scraped = pods.filter((p) => selected(p.labels));
+    expect(scraped.map((p) => p.owner.metadata.name).sort()).toEqual([
+      'duel-orchestrator',
+      'duel-sampler',
+      'duel-scorer',
+      'duel-trainer',
+    ]);
+    for (const p of scraped) expect(p.spec.containers[0]!.ports!.map((x) => x.name)).toContain('metrics');
+    // NATS has no duel metrics port: not selected.
+    expect(pods.filter((p) => !selected(p.labels)).map((p) => p.owner.metadata.name)).toEqual(['duel-nats']);
+  });
+
+  it('ships the dashboard to Grafana’s sidecar, and every panel has a query and a unique id', () => {
+    const cm = objs.find((o) => o.kind === 'ConfigMap')!;
+    expect(cm.metadata.labels!.grafana_dashboard).toBe('1');
+    const d = JSON.parse((cm as unknown as { data: Record<string, string> }).data['duel.json']!);
+    expect(d).toEqual(dashboard());
+    const ids = d.panels.map((p: { id: number }) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const p of d.panels) expect(p.targets.length).toBeGreaterThan(0);
+  });
+
+  it('alerts on a stalled run and on load shedding, with the configured windows', () => {
+    const rules = alertRules({ stallAfter: '45m', sheddingFor: '3m' });
+    expect(rules.map((r) => r.alert)).toEqual(['DuelRunStalled', 'DuelShedding']);
+    expect(rules[0]!.expr).toContain('increase(duel_orchestrator_stage_seconds_count[45m])');
+    expect(rules[1]!.for).toBe('3m');
+    const rendered = objs.find((o) => o.kind === 'PrometheusRule')!;
+    expect(rendered.spec.groups[0].rules).toEqual(alertRules(MONITORING_DEFAULTS));
   });
 });
