@@ -5,8 +5,11 @@
  * work is the union of the intervals in which a sampler, scorer or trainer handled one of the
  * run's calls (from their access logs: end time and duration). Overhead is the rest of the window:
  * events and KV updates, prompt and record assembly, gRPC transfer, and waiting between stages.
+ * With `tracing`, every service exports its spans (OTLP/HTTP) to a sink in this process that
+ * counts and drops them, as a collector would take them: the cost of tracing on.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RunEvents } from '../services/orchestrator/events.js';
@@ -20,6 +23,7 @@ import { saveJudgeDir } from '../src/models/judge/runner.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { saveModelDir } from '../src/models/model-dir.js';
 import { connectNats, followSubject, type NatsConnection } from '../src/platform/nats.js';
+import { freePort } from '../src/platform/nats-server.js';
 import { isTerminal } from '../src/platform/run-events.js';
 import { readRunSpec } from '../src/platform/run-spec.js';
 import { buildSchema, judgeConfig, policyConfig } from '../src/testbed/build.js';
@@ -128,18 +132,39 @@ async function timeNats(nc: NatsConnection, n = 20): Promise<NatsCosts> {
   return { event_ms: median(event), cas_ms: median(cas) };
 }
 
+/** An OTLP/HTTP endpoint that counts the spans it is sent and keeps nothing. */
+async function spanSink(): Promise<{ endpoint: string; spans: () => number; close: () => void }> {
+  let spans = 0;
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      spans += (body.match(/"spanId"/g) ?? []).length;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { endpoint: `http://127.0.0.1:${port}/v1/traces`, spans: () => spans, close: () => server.close() };
+}
+
 export async function runRoundOverheadBench(o: {
   rounds: number;
   prompts: number;
+  tracing?: boolean;
   log: (l: string) => void;
-}): Promise<{ rounds: RoundOverhead[]; total: RoundOverhead; nats: NatsCosts }> {
+}): Promise<{ rounds: RoundOverhead[]; total: RoundOverhead; nats: NatsCosts; spans_exported: number }> {
   const root = mkdtempSync(join(tmpdir(), 'duel-bench-round-'));
   const logDir = join(root, 'logs');
+  const sink = o.tracing ? await spanSink() : undefined;
   const cluster = await LocalCluster.start({
     artifactsRoot: join(root, 'artifacts'),
     logDir,
-    // One call per stage and replica: the shard size covers every prompt.
-    env: { DUEL_ORCHESTRATOR_PROMPTS_PER_CALL: String(o.prompts) },
+    env: {
+      // One call per stage and replica: the shard size covers every prompt.
+      DUEL_ORCHESTRATOR_PROMPTS_PER_CALL: String(o.prompts),
+      ...(sink ? { DUEL_TELEMETRY_OTLP_ENDPOINT: sink.endpoint } : {}),
+    },
   });
   const id = 'overhead';
   const events: RunEvent[] = [];
@@ -179,8 +204,9 @@ export async function runRoundOverheadBench(o: {
     nats = await timeNats(nc);
     await nc.close();
   } finally {
-    // Stopped before the logs are read, so every line is on disk.
+    // Stopped before the logs are read, so every line is on disk (and every span exported).
     await cluster.stop();
+    sink?.close();
   }
   try {
     const calls = ['sampler-0', 'scorer-0', 'trainer'].flatMap((s) => callsOf(join(logDir, `${s}.log`), id));
@@ -209,7 +235,7 @@ export async function runRoundOverheadBench(o: {
       overhead_fraction: sum('overhead_ms') / sum('round_ms'),
       gaps: [],
     };
-    return { rounds, total, nats };
+    return { rounds, total, nats, spans_exported: sink?.spans() ?? 0 };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

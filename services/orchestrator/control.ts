@@ -36,6 +36,7 @@ import type { Logger } from '../../src/platform/logger.js';
 import { ensureStream, type NatsConnection, replicasOf, toNatsHeaders } from '../../src/platform/nats.js';
 import { eventName, eventType, stateName } from '../../src/platform/run-events.js';
 import { parseRunSpec } from '../../src/platform/run-spec.js';
+import { inMessageSpan } from '../../src/platform/tracing.js';
 import type { Orchestrator } from './driver.js';
 import { checkRunId, isRunId } from './spec.js';
 
@@ -178,11 +179,21 @@ export class ControlConsumer {
   }
 
   /** Answers one control message, then acks it; a passing failure is handed back for a retry. */
-  async handle(m: JsMsg): Promise<void> {
+  /** One control message, in a span continuing the sender's trace (its `traceparent`). */
+  handle(m: JsMsg): Promise<void> {
+    const h = headerRecord(m.headers);
+    return inMessageSpan(
+      `control ${m.subject}`,
+      h,
+      { 'messaging.system': 'nats', 'messaging.destination.name': m.subject },
+      () => this.handleIn(m, h),
+    );
+  }
+
+  private async handleIn(m: JsMsg, h: Record<string, string>): Promise<void> {
     const id = `${m.info.stream}-${m.seq}`;
     // What a binary-mode message says of itself even when its body cannot be read, so that the
     // refusal still reaches its sender and names its run.
-    const h = headerRecord(m.headers);
     let to = { replyto: h['ce-replyto'] ?? '', id: h['ce-id'] ?? '' };
     // A cancel names its run in the subject; a submit's run is the event's id.
     const cancelled = this.cancelTarget(m.subject);

@@ -29,6 +29,7 @@ import { callUnary } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { eventName } from '../../src/platform/run-events.js';
+import { inSpan } from '../../src/platform/tracing.js';
 import type { RunEvents } from './events.js';
 import { readPrompts, roundPrompts } from './prompts.js';
 import { keepRecords, readRecords } from './round-records.js';
@@ -345,7 +346,9 @@ export class Orchestrator {
   private start(id: string, plan: RunPlan): void {
     const controller = new AbortController();
     const renewal = this.renewWhileDriving(id, controller);
-    const done = this.drive(id, plan, controller.signal)
+    // One span for the run: a child of the call or message that created it when this replica
+    // started it then (the active context), a trace of its own when it resumes one.
+    const done = inSpan('run', { 'duel.run_id': id }, () => this.drive(id, plan, controller.signal))
       .catch((e) => {
         if (e instanceof Stopped || controller.signal.aborted) return;
         return this.fail(id, undefined, DuelError.from(e));
@@ -526,7 +529,10 @@ export class Orchestrator {
         from--;
       }
       if (from > 0) r.c.log.info({ from: eventName(this.stages[from]!.event) }, 'resuming round');
-      for (const stage of this.stages.slice(from)) run = await this.runStage(r, stage, run, signal);
+      run = await inSpan('round', { 'duel.run_id': id, 'duel.round': round }, async () => {
+        for (const stage of this.stages.slice(from)) run = await this.runStage(r, stage, run, signal);
+        return run;
+      });
       this.roundDone(r);
     }
     await this.finish(id);
@@ -631,8 +637,18 @@ export class Orchestrator {
   }
 
   /** Runs one stage of round `r`: its work, its event, then the record (returned as written). */
-  private async runStage(r: RoundRun, stage: RoundStage, run: Run, signal: AbortSignal): Promise<Run> {
+  private runStage(r: RoundRun, stage: RoundStage, run: Run, signal: AbortSignal): Promise<Run> {
     if (signal.aborted) throw new Stopped('stopped');
+    // The stage's span holds its shard calls (CLIENT spans, each with the replica's address) and
+    // the publish of its event.
+    return inSpan(
+      `stage ${eventName(stage.event)}`,
+      { 'duel.run_id': r.id, 'duel.round': r.round, 'duel.stage': eventName(stage.event) },
+      () => this.stageIn(r, stage, run),
+    );
+  }
+
+  private async stageIn(r: RoundRun, stage: RoundStage, run: Run): Promise<Run> {
     const began = new Date();
     const out = await stage.work(r, summaryOf(run, r));
     const producer = stage.event <= K.EVENT_KIND_ROUND_SCORED;

@@ -15,6 +15,7 @@ import {
   replicasOf,
 } from '../../src/platform/nats.js';
 import { eventAddress, eventType, isTerminal, NO_RUN } from '../../src/platform/run-events.js';
+import { traceHeaders } from '../../src/platform/tracing.js';
 
 export const RUNS_STREAM = 'DUEL_RUNS';
 
@@ -22,15 +23,19 @@ export const RUNS_STREAM = 'DUEL_RUNS';
  * Every event is also a binary-mode CloudEvent (its message id as `id`, the run as `subject`), so
  * a pipeline's CloudEvents consumer (Knative's, Argo's) takes run events as they are.
  */
-const headersOf = (e: RunEvent, id: string) =>
-  cloudEventHeaders({
+const headersOf = (e: RunEvent, id: string) => ({
+  ...cloudEventHeaders({
     id,
     source: '/duel/orchestrator',
     type: eventType(e.kind),
     subject: e.runId,
     ...(e.time ? { time: e.time } : {}),
     contentType: 'application/protobuf',
-  });
+  }),
+  // The span that reached this stage (W3C and the CloudEvents tracing extension): a consumer
+  // continues the run's trace from its events.
+  ...traceHeaders(),
+});
 
 export class RunEvents {
   constructor(private readonly log: EventLog) {}

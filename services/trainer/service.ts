@@ -59,6 +59,7 @@ import { checkLora, checkModelRef } from '../../src/platform/contract-checks.js'
 import type { CallContext } from '../../src/platform/grpc/handlers.js';
 import { service } from '../../src/platform/grpc/server.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
+import { spanEvent } from '../../src/platform/tracing.js';
 import { Violations } from '../../src/platform/violations.js';
 
 /**
@@ -303,8 +304,10 @@ async function trainAndPublish(
     ...(adapter ? { adapter } : {}),
     records,
     ...loopSettings(round.settings, Number(config.seed ?? 0)),
-    onStep: (step, total) => {
+    onStep: (step, total, loss) => {
       if (ctx.signal.aborted) throw DuelError.from(ctx.signal.reason ?? new Error('cancelled'));
+      // On the TrainRound call's span: the round's steps, with their loss.
+      spanEvent('step', { step, total, loss });
       core.state = { ...core.state, step, totalSteps: total };
       core.metrics?.count('duel_trainer_steps_total', 'optimizer steps taken');
       const now = performance.now();

@@ -30,6 +30,7 @@ import { checkLora, checkModelRef, checkSampling } from '../../src/platform/cont
 import type { CallContext } from '../../src/platform/grpc/handlers.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { CompletionSource, completionOf, generateOptionsOf } from '../../src/platform/sampling.js';
+import { spanAttributes } from '../../src/platform/tracing.js';
 import { Violations } from '../../src/platform/violations.js';
 import type { SessionForwarder } from './forwarding.js';
 import {
@@ -51,6 +52,11 @@ export function trainingService(sessions: TrainingSessions, forwarder?: SessionF
     req: Req,
     ctx: CallContext,
   ): Promise<Res | undefined> => {
+    const seq = (req as { seq?: unknown }).seq;
+    spanAttributes({
+      'duel.session_id': req.sessionId,
+      ...(seq !== undefined ? { 'duel.seq': Number(seq) } : {}),
+    });
     if (!forwarder) return undefined;
     const route = await sessions.route(req.sessionId);
     return route.local ? undefined : forwarder.forward<Req, Res>(method, route, req, ctx);

@@ -15,6 +15,7 @@ import { cloudEventHeaders } from '../platform/cloudevents.js';
 import { connectNats, followSubject, type NatsSettings, toNatsHeaders } from '../platform/nats.js';
 import { eventName, isTerminal } from '../platform/run-events.js';
 import { readRunSpec } from '../platform/run-spec.js';
+import { traceHeaders } from '../platform/tracing.js';
 import { describeEvent } from './runs.js';
 
 export interface MessageSubmitOptions {
@@ -76,6 +77,8 @@ export async function submitRunByMessage(
         contentType: 'application/json',
       }),
       'ce-replyto': inbox,
+      // The caller's trace, which the run joins (the CloudEvents distributed-tracing extension).
+      ...traceHeaders(),
     });
     // Subscribed before the submit, so no event of the run can slip past.
     const events = await followSubject(nc.jetstream(), `duel.run.${id}.>`, true);

@@ -1,8 +1,10 @@
 /**
  * Structured JSON logs (pino). Every service logs through a child of one root logger, with
- * fields (service, run, round, rpc) rather than formatted strings, so logs can be queried.
+ * fields (service, run, round, rpc) rather than formatted strings, so logs can be queried. A line
+ * written inside a span carries its `trace_id` and `span_id` (tracing.ts).
  */
 import { type Logger, type LoggerOptions, pino } from 'pino';
+import { traceFields } from './tracing.js';
 
 export type { Logger };
 
@@ -34,6 +36,7 @@ export function createLogger(name: string, config: LoggerConfig = {}): Logger {
     level: config.level ?? 'info',
     redact: { paths: REDACT, censor: '[redacted]' },
     base: { service: name },
+    mixin: traceFields,
   };
   return pino(options, config.destination ?? pino.destination(2));
 }

@@ -90,6 +90,20 @@ const shared = {
       port: z.number().int().min(0).max(65535).default(0),
     })
     .default({ port: 0 }),
+  telemetry: z
+    .object({
+      otlp: z
+        .object({
+          /**
+           * OTLP/HTTP traces endpoint (e.g. http://otel-collector:4318/v1/traces); '' leaves it to
+           * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, and with neither
+           * tracing is off.
+           */
+          endpoint: z.string().default(''),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
 };
 
 type Shared = z.infer<z.ZodObject<typeof shared>>;

@@ -609,7 +609,8 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON line instead of a table')
     .option('--rounds <n>', 'rounds of the run', positiveInt('--rounds'), 3)
     .option('--prompts <n>', 'prompts per round', positiveInt('--prompts'), 64)
-    .action(async (o: { json?: boolean; rounds: number; prompts: number }) => {
+    .option('--tracing', 'every service exports its spans (OTLP/HTTP) to a local sink')
+    .action(async (o: { json?: boolean; rounds: number; prompts: number; tracing?: boolean }) => {
       const { runRoundOverheadBench } = await import('../../../bench/round-overhead.js');
       const r = await runRoundOverheadBench({ ...o, log: progress });
       if (printedAsJson(o.json, r)) return;
@@ -625,5 +626,6 @@ export function registerBench(program: Command): void {
       process.stdout.write(
         `NATS per stage hand-off: event publish ${r.nats.event_ms.toFixed(1)} ms, run-record CAS ${r.nats.cas_ms.toFixed(1)} ms (medians of 20)\n`,
       );
+      if (o.tracing) process.stdout.write(`tracing on: ${r.spans_exported} spans exported\n`);
     });
 }

@@ -15,6 +15,58 @@ import { EventKind } from '../../gen/duel/v1/events.js';
 import { RunState, type RunsServiceClient } from '../../gen/duel/v1/runs.js';
 import { callUnary } from '../../platform/grpc/client.js';
 import { readRunSpec } from '../../platform/run-spec.js';
+import { inSpan, otlpEndpoint, startTracing } from '../../platform/tracing.js';
+
+interface RunFlags {
+  spec: string;
+  server?: string;
+  local?: boolean;
+  nats?: string;
+  artifacts: string;
+  id?: string;
+  detach?: boolean;
+  controlPrefix: string;
+}
+
+/** Submits the run as the flags say (by gRPC, by message, or to a local cluster) and follows it. */
+async function submit(o: RunFlags): Promise<void> {
+  if (o.nats && !o.local && !o.server) {
+    const last = await submitRunByMessage({ url: o.nats }, o.spec, {
+      id: o.id,
+      detach: o.detach,
+      prefix: o.controlPrefix,
+    });
+    process.stdout.write(`${JSON.stringify(eventSummary(last))}\n`);
+    const ok = o.detach || last.kind === EventKind.EVENT_KIND_RUN_FINISHED;
+    if (!ok) process.exitCode = 1;
+    return;
+  }
+  const spec = readRunSpec(o.spec);
+  let cluster: LocalCluster | undefined;
+  if (o.local) {
+    const root = o.artifacts ? resolve(o.artifacts) : mkdtempSync(join(tmpdir(), 'duel-artifacts-'));
+    cluster = await LocalCluster.start({
+      artifactsRoot: root,
+      natsUrl: o.nats,
+      logDir: join(root, 'logs'),
+    });
+    process.stderr.write(
+      cluster.bus === 'nats'
+        ? `duel run --local: NATS at ${cluster.natsUrl}; services started (artifacts in ${root})\n`
+        : `duel run --local: no nats-server installed, so the orchestrator's in-process bus carries the run (no restart safety); services started (artifacts in ${root})\n`,
+    );
+  }
+  try {
+    const run = await submitRun(o.server ?? cluster!.orchestrator.address, spec, {
+      id: o.id,
+      detach: o.detach,
+    });
+    process.stdout.write(`${JSON.stringify(runSummary(run))}\n`);
+    if (!o.detach && run.state !== RunState.RUN_STATE_SUCCEEDED) process.exitCode = 1;
+  } finally {
+    await cluster?.stop();
+  }
+}
 
 export function registerRun(program: Command): void {
   program
@@ -31,59 +83,20 @@ export function registerRun(program: Command): void {
     .option('--artifacts <dir>', 'with --local: the artifact store root', '')
     .option('--id <run-id>', 'choose the run id (idempotent: an existing id returns that run)')
     .option('--detach', 'return once the run is created')
-    .action(
-      async (o: {
-        spec: string;
-        server?: string;
-        local?: boolean;
-        nats?: string;
-        artifacts: string;
-        id?: string;
-        detach?: boolean;
-        controlPrefix: string;
-      }) => {
-        if (!o.server && !o.local && !o.nats)
-          throw DuelError.invalidArgument([
-            { field: '--server', description: 'give --server ADDR, --nats URL or --local' },
-          ]);
-        if (o.nats && !o.local && !o.server) {
-          const last = await submitRunByMessage({ url: o.nats }, o.spec, {
-            id: o.id,
-            detach: o.detach,
-            prefix: o.controlPrefix,
-          });
-          process.stdout.write(`${JSON.stringify(eventSummary(last))}\n`);
-          const ok = o.detach || last.kind === EventKind.EVENT_KIND_RUN_FINISHED;
-          if (!ok) process.exitCode = 1;
-          return;
-        }
-        const spec = readRunSpec(o.spec);
-        let cluster: LocalCluster | undefined;
-        if (o.local) {
-          const root = o.artifacts ? resolve(o.artifacts) : mkdtempSync(join(tmpdir(), 'duel-artifacts-'));
-          cluster = await LocalCluster.start({
-            artifactsRoot: root,
-            natsUrl: o.nats,
-            logDir: join(root, 'logs'),
-          });
-          process.stderr.write(
-            cluster.bus === 'nats'
-              ? `duel run --local: NATS at ${cluster.natsUrl}; services started (artifacts in ${root})\n`
-              : `duel run --local: no nats-server installed, so the orchestrator's in-process bus carries the run (no restart safety); services started (artifacts in ${root})\n`,
-          );
-        }
-        try {
-          const run = await submitRun(o.server ?? cluster!.orchestrator.address, spec, {
-            id: o.id,
-            detach: o.detach,
-          });
-          process.stdout.write(`${JSON.stringify(runSummary(run))}\n`);
-          if (!o.detach && run.state !== RunState.RUN_STATE_SUCCEEDED) process.exitCode = 1;
-        } finally {
-          await cluster?.stop();
-        }
-      },
-    );
+    .action(async (o: RunFlags) => {
+      if (!o.server && !o.local && !o.nats)
+        throw DuelError.invalidArgument([
+          { field: '--server', description: 'give --server ADDR, --nats URL or --local' },
+        ]);
+      // With OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT set, the run's trace starts here: the submit
+      // carries this span's context, and the run joins it.
+      const tracing = await startTracing('duel-cli', otlpEndpoint());
+      try {
+        await inSpan('duel run', { 'duel.spec': o.spec }, () => submit(o));
+      } finally {
+        await tracing?.shutdown();
+      }
+    });
 
   const runs = program.command('runs').description('list, inspect, follow or cancel runs on an orchestrator');
   const withClient = async (server: string, f: (c: RunsServiceClient) => Promise<void>) => {

@@ -16,6 +16,7 @@ import { ServiceMetrics } from '../../platform/metrics.js';
 import type { RoleModule } from '../../platform/role.js';
 import type { ServiceConfig } from '../../platform/service-config.js';
 import { clientAuthorizer, serverCredentials } from '../../platform/tls.js';
+import { otlpEndpoint, startTracing } from '../../platform/tracing.js';
 import { intFlag } from '../flags.js';
 
 export const ROLES: Record<string, () => Promise<unknown>> = {
@@ -60,6 +61,8 @@ export function registerServe(program: Command): void {
       if (o.nats !== undefined) overrides.nats = { url: o.nats };
       const cfg = loadConfig(module.config, { file: o.config, overrides }) as ServiceConfig;
       const logger = createLogger(role, { level: cfg.logLevel });
+      const tracing = await startTracing(`duel-${role}`, otlpEndpoint(cfg.telemetry.otlp.endpoint));
+      if (tracing) logger.info({ endpoint: otlpEndpoint(cfg.telemetry.otlp.endpoint) }, 'tracing');
       if (cfg.runtime.provider === 'webgpu') {
         // Which GPU, said once at start; none is an error naming what to install, not a crash later.
         const { requireAdapter } = await import('../../platform/gpu-adapter.js');
@@ -94,6 +97,7 @@ export function registerServe(program: Command): void {
       server.exitOnSignals(async () => {
         await made.close?.();
         await started?.close();
+        await tracing?.shutdown();
       });
       // NOT_SERVING (health) until every configured model is loaded and verified.
       try {

@@ -2,10 +2,12 @@
  * Promise and async-iterable calls over generated grpc-js clients, for services that call other
  * services (the orchestrator). Each call has a deadline, follows an AbortSignal, carries the
  * caller's metadata, and fails with a DuelError that keeps the remote status code and message, so
- * retry decisions and error reports see what the callee said.
+ * retry decisions and error reports see what the callee said. Each call is a CLIENT span whose
+ * trace context travels in its metadata (tracing.ts; no-ops while tracing is off).
  */
 import * as grpc from '@grpc/grpc-js';
 import { Code, DuelError } from '../../errors.js';
+import { inClientSpan } from '../tracing.js';
 import { codeOfStatus } from './status-details.js';
 
 export interface CallOptions {
@@ -21,6 +23,31 @@ function metadataOf(fields: Record<string, string> = {}): grpc.Metadata {
 }
 
 const deadlineOf = (o: CallOptions) => new Date(Date.now() + o.deadlineMs);
+
+/** `call` in a CLIENT span named `where`, given the metadata to send (the span's context in it). */
+function traced<T>(
+  client: grpc.Client,
+  where: string,
+  o: CallOptions,
+  call: (metadata: grpc.Metadata) => Promise<T>,
+): Promise<T> {
+  return inClientSpan(
+    where,
+    client.getChannel().getTarget(),
+    metadataOf(o.metadata),
+    async (metadata, end) => {
+      try {
+        const res = await call(metadata);
+        end(Code.OK);
+        return res;
+      } catch (e) {
+        const err = DuelError.from(e);
+        end(err.code, err.message);
+        throw e;
+      }
+    },
+  );
+}
 
 /** The callee's status as a DuelError ("<peer>: <method>: <details>"). */
 function remoteError(error: unknown, where: string): DuelError {
@@ -65,14 +92,20 @@ export function callUnary<Req, Res>(
   o: CallOptions,
   where: string,
 ): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    const call = method.call(client, req, metadataOf(o.metadata), { deadline: deadlineOf(o) }, (err, res) => {
-      unlink();
-      if (err) reject(remoteError(err, where));
-      else resolve(res);
-    });
-    const unlink = linkAbort(o.signal, call);
-  });
+  return traced(
+    client,
+    where,
+    o,
+    (metadata) =>
+      new Promise((resolve, reject) => {
+        const call = method.call(client, req, metadata, { deadline: deadlineOf(o) }, (err, res) => {
+          unlink();
+          if (err) reject(remoteError(err, where));
+          else resolve(res);
+        });
+        const unlink = linkAbort(o.signal, call);
+      }),
+  );
 }
 
 type ServerStreamMethod<Req, Res> = (
@@ -89,20 +122,26 @@ export function callServerStream<Req, Res>(
   o: CallOptions,
   where: string,
 ): Promise<Res[]> {
-  return new Promise((resolve, reject) => {
-    const call = method.call(client, req, metadataOf(o.metadata), { deadline: deadlineOf(o) });
-    const unlink = linkAbort(o.signal, call);
-    const out: Res[] = [];
-    call.on('data', (m: Res) => out.push(m));
-    call.on('error', (err) => {
-      unlink();
-      reject(remoteError(err, where));
-    });
-    call.on('end', () => {
-      unlink();
-      resolve(out);
-    });
-  });
+  return traced(
+    client,
+    where,
+    o,
+    (metadata) =>
+      new Promise((resolve, reject) => {
+        const call = method.call(client, req, metadata, { deadline: deadlineOf(o) });
+        const unlink = linkAbort(o.signal, call);
+        const out: Res[] = [];
+        call.on('data', (m: Res) => out.push(m));
+        call.on('error', (err) => {
+          unlink();
+          reject(remoteError(err, where));
+        });
+        call.on('end', () => {
+          unlink();
+          resolve(out);
+        });
+      }),
+  );
 }
 
 type ClientStreamMethod<Req, Res> = (
@@ -119,21 +158,27 @@ export function callClientStream<Req, Res>(
   o: CallOptions,
   where: string,
 ): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const call = method.call(client, metadataOf(o.metadata), { deadline: deadlineOf(o) }, (err, res) => {
-      settled = true;
-      unlink();
-      if (err) reject(remoteError(err, where));
-      else resolve(res);
-    });
-    const unlink = linkAbort(o.signal, call);
-    void (async () => {
-      for (const r of requests) {
-        if (settled) return;
-        if (!call.write(r)) await new Promise((ok) => call.once('drain', ok));
-      }
-      call.end();
-    })();
-  });
+  return traced(
+    client,
+    where,
+    o,
+    (metadata) =>
+      new Promise((resolve, reject) => {
+        let settled = false;
+        const call = method.call(client, metadata, { deadline: deadlineOf(o) }, (err, res) => {
+          settled = true;
+          unlink();
+          if (err) reject(remoteError(err, where));
+          else resolve(res);
+        });
+        const unlink = linkAbort(o.signal, call);
+        void (async () => {
+          for (const r of requests) {
+            if (settled) return;
+            if (!call.write(r)) await new Promise((ok) => call.once('drain', ok));
+          }
+          call.end();
+        })();
+      }),
+  );
 }

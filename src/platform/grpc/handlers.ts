@@ -9,6 +9,7 @@ import type { PeerCertificate } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { Code, codeName, DuelError } from '../../errors.js';
 import type { Logger } from '../logger.js';
+import { type EndSpan, inServerSpan } from '../tracing.js';
 import { toStatus } from './status-details.js';
 
 /** What a handler knows about its call. */
@@ -174,31 +175,41 @@ export function adaptHandlers(
     const path = method.path;
     // Per call: a stopwatch that reports the call's code and duration once it ends, to the
     // metrics and as one access-log line with the call's run and round.
-    const clock = (ctx: CallContext) => {
+    // The call also runs in a SERVER span continuing the caller's trace (tracing.ts), which the
+    // stopwatch ends with the call's code.
+    const clock = (ctx: CallContext, span: EndSpan) => {
       const t0 = performance.now();
-      return (code: Code) => {
+      return (code: Code, message?: string) => {
         const seconds = (performance.now() - t0) / 1000;
         observe?.(path, codeName(code), seconds);
         ctx.log.info({ code: codeName(code), ms: Math.round(seconds * 1000) }, 'rpc');
+        span(code, message);
       };
     };
+    const traced = (ctx: CallContext, body: (end: (code: Code, message?: string) => void) => void) =>
+      inServerSpan(path, ctx.metadata, { 'client.address': ctx.peer }, (span) => body(clock(ctx, span)));
     const fail = (
       error: unknown,
       ctx: CallContext,
-      end: (code: Code) => void,
+      end: (code: Code, message?: string) => void,
     ): Partial<grpc.StatusObject> => {
       const e = DuelError.from(error);
       logFailure(ctx.log, e);
-      end(e.code);
+      end(e.code, e.message);
       return toStatus(e);
     };
 
-    if (!method.requestStream && !method.responseStream) {
-      impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const { ctx, done } = contextOf(call, path, log, draining);
-        const end = clock(ctx);
+    // The two response shapes: one message through the callback, or a stream written with
+    // back-pressure (a server stream also stops at cancellation between messages).
+    const answer = (
+      call: SurfaceCall,
+      request: () => unknown,
+      callback: grpc.sendUnaryData<unknown>,
+    ) => {
+      const { ctx, done } = contextOf(call, path, log, draining);
+      traced(ctx, (end) => {
         Promise.resolve()
-          .then(() => handler(checkDecoded(call.request, path), ctx))
+          .then(() => handler(request(), ctx))
           .then(
             (res) => {
               end(Code.OK);
@@ -207,15 +218,18 @@ export function adaptHandlers(
             (err) => callback(fail(err, ctx, end)),
           )
           .finally(done);
-      };
-    } else if (!method.requestStream && method.responseStream) {
-      impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const { ctx, done } = contextOf(call, path, log, draining);
-        const end = clock(ctx);
+      });
+    };
+    const stream = (
+      call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+      request: () => unknown,
+      stopOnAbort: boolean,
+    ) => {
+      const { ctx, done } = contextOf(call, path, log, draining);
+      traced(ctx, (end) => {
         (async () => {
-          const stream = handler(checkDecoded(call.request, path), ctx) as AsyncIterable<unknown>;
-          for await (const res of stream) {
-            if (ctx.signal.aborted) throw ctx.signal.reason;
+          for await (const res of handler(request(), ctx) as AsyncIterable<unknown>) {
+            if (stopOnAbort && ctx.signal.aborted) throw ctx.signal.reason;
             if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
           }
           end(Code.OK);
@@ -223,40 +237,23 @@ export function adaptHandlers(
         })()
           .catch((err) => call.emit('error', fail(err, ctx, end)))
           .finally(done);
-      };
-    } else if (method.requestStream && !method.responseStream) {
+      });
+    };
+
+    if (!method.requestStream && !method.responseStream)
+      impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+        answer(call, () => checkDecoded(call.request, path), callback);
+    else if (!method.requestStream && method.responseStream)
+      impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) =>
+        stream(call, () => checkDecoded(call.request, path), true);
+    else if (method.requestStream && !method.responseStream)
       impl[name] = (
         call: grpc.ServerReadableStream<unknown, unknown>,
         callback: grpc.sendUnaryData<unknown>,
-      ) => {
-        const { ctx, done } = contextOf(call, path, log, draining);
-        const end = clock(ctx);
-        Promise.resolve()
-          .then(() => handler(decodedStream(call, path), ctx))
-          .then(
-            (res) => {
-              end(Code.OK);
-              callback(null, res);
-            },
-            (err) => callback(fail(err, ctx, end)),
-          )
-          .finally(done);
-      };
-    } else {
-      impl[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-        const { ctx, done } = contextOf(call, path, log, draining);
-        const end = clock(ctx);
-        (async () => {
-          for await (const res of handler(decodedStream(call, path), ctx) as AsyncIterable<unknown>) {
-            if (!call.write(res)) await new Promise((resolve) => call.once('drain', resolve));
-          }
-          end(Code.OK);
-          call.end();
-        })()
-          .catch((err) => call.emit('error', fail(err, ctx, end)))
-          .finally(done);
-      };
-    }
+      ) => answer(call, () => decodedStream(call, path), callback);
+    else
+      impl[name] = (call: grpc.ServerDuplexStream<unknown, unknown>) =>
+        stream(call, () => decodedStream(call, path), false);
   }
   return impl;
 }
