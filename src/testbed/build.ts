@@ -42,8 +42,8 @@ export const buildSchema = z.strictObject({
   'judge.lr': z.number().positive().default(2e-3),
   'data.sft_examples': z.number().int().min(16).default(6000),
   'data.sft_epochs': z.number().int().min(1).default(6),
-  'data.judge_pairs': z.number().int().min(16).default(20000),
-  'data.judge_epochs': z.number().int().min(1).default(12),
+  'data.judge_pairs': z.number().int().min(16).default(60000),
+  'data.judge_epochs': z.number().int().min(1).default(4),
   /** drawn: each pair's winner drawn from P*; soft: P* itself as the label (corpus.ts). */
   'data.judge_labels': z.enum(['drawn', 'soft']).default('soft'),
 });

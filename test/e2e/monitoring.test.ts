@@ -4,7 +4,7 @@
  * `duel_*` series that deploy/k8s/monitoring.ts names is read on the /metrics port of some
  * running service.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -53,5 +53,13 @@ describe('the dashboard and alerts against running services', () => {
     const wanted = monitoredMetrics();
     expect(wanted.length).toBeGreaterThan(10);
     expect(wanted.filter((m) => !exported.has(m))).toEqual([]);
+    // Tracing is off unless an endpoint is configured: no span, so no ids in the logs.
+    const logs = ['orchestrator', 'trainer', 'sampler-0'].map((s) =>
+      readFileSync(join(root, 'logs', `${s}.log`), 'utf8'),
+    );
+    for (const l of logs) {
+      expect(l).toContain('"msg":"rpc"');
+      expect(l).not.toContain('trace_id');
+    }
   }, 180_000);
 });
