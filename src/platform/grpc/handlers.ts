@@ -201,11 +201,7 @@ export function adaptHandlers(
 
     // The two response shapes: one message through the callback, or a stream written with
     // back-pressure (a server stream also stops at cancellation between messages).
-    const answer = (
-      call: SurfaceCall,
-      request: () => unknown,
-      callback: grpc.sendUnaryData<unknown>,
-    ) => {
+    const answer = (call: SurfaceCall, request: () => unknown, callback: grpc.sendUnaryData<unknown>) => {
       const { ctx, done } = contextOf(call, path, log, draining);
       traced(ctx, (end) => {
         Promise.resolve()
