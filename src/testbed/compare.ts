@@ -391,7 +391,7 @@ function writeCharts(out: string, cells: CompareCell[]): void {
       writeFileSync(
         join(dir, `${key}-${c.algo}-styles.svg`),
         lineChart({
-          title: `Style mix of the policy's samples per round (mean over seeds): ${key} ${c.algo}`,
+          title: `Style mix per round, mean over seeds: ${key} ${c.algo}`,
           xLabel: 'round',
           yMin: 0,
           yMax: 1,
