@@ -29,7 +29,7 @@ import { callUnary } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { eventName } from '../../src/platform/run-events.js';
-import { inSpan } from '../../src/platform/tracing.js';
+import { inSpan, type OpenSpan, openSpan } from '../../src/platform/tracing.js';
 import type { RunEvents } from './events.js';
 import { readPrompts, roundPrompts } from './prompts.js';
 import { keepRecords, readRecords } from './round-records.js';
@@ -81,6 +81,8 @@ interface RoundRun {
   prompts: number[][];
   evalPrompts: number[][];
   startedAt: Date;
+  /** The round's span when its stages run in different loops (overlapping rounds). */
+  span?: OpenSpan;
   sampled?: RoundRecord[];
   scored?: RoundRecord[];
 }
@@ -584,6 +586,7 @@ export class Orchestrator {
           run = await this.get(id);
           r = roundRun(round, version, run);
         }
+        r.span = openSpan('round', { 'duel.run_id': id, 'duel.round': round });
         const stages = this.stages.slice(0, 3);
         let from = 0;
         if (summary?.scored && (await stages[2]!.restore!(r, summary))) from = 3;
@@ -625,6 +628,7 @@ export class Orchestrator {
         for (const stage of this.stages.slice(evaluated ? 5 : 4))
           run = await this.runStage(r, stage, run, signal);
         this.roundDone(r);
+        r.span?.end();
       }
     };
 
@@ -641,11 +645,13 @@ export class Orchestrator {
     if (signal.aborted) throw new Stopped('stopped');
     // The stage's span holds its shard calls (CLIENT spans, each with the replica's address) and
     // the publish of its event.
-    return inSpan(
-      `stage ${eventName(stage.event)}`,
-      { 'duel.run_id': r.id, 'duel.round': r.round, 'duel.stage': eventName(stage.event) },
-      () => this.stageIn(r, stage, run),
-    );
+    const traced = () =>
+      inSpan(
+        `stage ${eventName(stage.event)}`,
+        { 'duel.run_id': r.id, 'duel.round': r.round, 'duel.stage': eventName(stage.event) },
+        () => this.stageIn(r, stage, run),
+      );
+    return r.span ? r.span.within(traced) : traced();
   }
 
   private async stageIn(r: RoundRun, stage: RoundStage, run: Run): Promise<Run> {

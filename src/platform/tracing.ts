@@ -219,3 +219,19 @@ export function spanEvent(name: string, attributes: Attributes): void {
 export function spanAttributes(attributes: Attributes): void {
   trace.getActiveSpan()?.setAttributes(attributes);
 }
+
+/** A span open across several tasks: work runs inside it with `within`, and `end` closes it. */
+export interface OpenSpan {
+  within<T>(work: () => T): T;
+  end(): void;
+}
+
+/**
+ * A span that outlives the call that opens it (a round whose stages run in three loops when
+ * rounds overlap), a child of the active span.
+ */
+export function openSpan(name: string, attributes: Attributes): OpenSpan {
+  const span = tracer().startSpan(name, { attributes });
+  const ctx = trace.setSpan(context.active(), span);
+  return { within: (work) => context.with(ctx, work), end: () => span.end() };
+}

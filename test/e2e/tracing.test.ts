@@ -30,6 +30,10 @@ type KeyValue = { key: string; value: Record<string, unknown> };
 const attrs = (kvs: KeyValue[] = []) =>
   Object.fromEntries(kvs.map((kv) => [kv.key, Object.values(kv.value)[0]]));
 
+const ROUND_STAGES = ['started', 'sampled', 'scored', 'trained', 'evaluated', 'completed'].map(
+  (s) => `stage ${s}`,
+);
+
 let root: string;
 let cluster: LocalCluster;
 let receiver: Server;
@@ -90,31 +94,41 @@ afterAll(async () => {
 
 describe('a run traced across the suite', () => {
   it('is one trace from duel run to the trainer, parent to child across processes, ids in the logs', async () => {
-    const cli = spawn(
-      process.execPath,
-      [
-        duelBin(),
-        'run',
-        '--spec',
-        writeTinySpec(root, 'traced'),
-        '--server',
-        cluster.orchestrator.address,
-        '--id',
-        'traced',
-      ],
-      {
-        env: { ...process.env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint, OTEL_BSP_SCHEDULE_DELAY: '200' },
-      },
-    );
-    let stderr = '';
-    cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const [code] = await once(cli, 'exit');
-    expect(code, stderr).toBe(0);
+    const duelRun = async (id: string, extra: Record<string, unknown> = {}) => {
+      const cli = spawn(
+        process.execPath,
+        [
+          duelBin(),
+          'run',
+          '--spec',
+          writeTinySpec(root, id, extra),
+          '--server',
+          cluster.orchestrator.address,
+          '--id',
+          id,
+        ],
+        {
+          env: {
+            ...process.env,
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+            OTEL_BSP_SCHEDULE_DELAY: '200',
+          },
+        },
+      );
+      let stderr = '';
+      cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const [code] = await once(cli, 'exit');
+      expect(code, stderr).toBe(0);
+    };
+    await duelRun('traced');
+    // Rounds that overlap run their stages in three loops; each round still has its span.
+    await duelRun('overlapped', { max_staleness: 1 });
     // The services flush what they hold when they stop.
     await cluster.stop();
 
-    const top = spans.find((s) => s.service === 'duel-cli' && s.name === 'duel run')!;
-    expect(top, `spans from ${[...new Set(spans.map((s) => s.service))].join(', ')}`).toBeDefined();
+    const run = spans.find((s) => s.name === 'run' && s.attributes['duel.run_id'] === 'traced')!;
+    expect(run, `spans from ${[...new Set(spans.map((s) => s.service))].join(', ')}`).toBeDefined();
+    const top = spans.find((s) => s.name === 'duel run' && s.traceId === run.traceId)!;
     expect(top.parentSpanId).toBe('');
     const trace = spans.filter((s) => s.traceId === top.traceId);
     const byId = new Map(trace.map((s) => [s.spanId, s]));
@@ -126,8 +140,6 @@ describe('a run traced across the suite', () => {
     };
 
     // duel run → CreateRun (client, then server) → the run → its rounds → their stages.
-    const run = trace.find((s) => s.service === 'duel-orchestrator' && s.name === 'run')!;
-    expect(run.attributes['duel.run_id']).toBe('traced');
     expect(chain(run)).toEqual([
       'duel-orchestrator run',
       'duel-orchestrator /duel.v1.RunsService/CreateRun',
@@ -137,14 +149,17 @@ describe('a run traced across the suite', () => {
     const rounds = trace.filter((s) => s.name === 'round' && s.parentSpanId === run.spanId);
     expect(rounds.map((r) => r.attributes['duel.round']).sort()).toEqual([1, 2]);
     for (const r of rounds)
-      expect(trace.filter((s) => s.parentSpanId === r.spanId).map((s) => s.name)).toEqual([
-        'stage started',
-        'stage sampled',
-        'stage scored',
-        'stage trained',
-        'stage evaluated',
-        'stage completed',
-      ]);
+      expect(trace.filter((s) => s.parentSpanId === r.spanId).map((s) => s.name)).toEqual(ROUND_STAGES);
+    const overlapped = spans.find((s) => s.name === 'run' && s.attributes['duel.run_id'] === 'overlapped')!;
+    const overlappedRounds = spans.filter((s) => s.name === 'round' && s.parentSpanId === overlapped.spanId);
+    expect(overlappedRounds.map((r) => r.attributes['duel.round']).sort()).toEqual([1, 2]);
+    for (const r of overlappedRounds)
+      expect(
+        spans
+          .filter((s) => s.parentSpanId === r.spanId)
+          .map((s) => s.name)
+          .sort(),
+      ).toEqual([...ROUND_STAGES].sort());
 
     // Each shard: a CLIENT span in the stage naming the replica, the SERVER span on that replica.
     for (const [service, method] of [
@@ -170,7 +185,7 @@ describe('a run traced across the suite', () => {
     // A log line written inside a span carries its ids.
     const published = readFileSync(join(root, 'logs', 'trainer.log'), 'utf8')
       .split('\n')
-      .filter((l) => l.includes('"msg":"round published"'))
+      .filter((l) => l.includes('"msg":"round published"') && l.includes('"run":"traced"'))
       .map((l) => JSON.parse(l) as { trace_id?: string; span_id?: string });
     expect(published).toHaveLength(2);
     for (const l of published) {
