@@ -198,6 +198,7 @@ export class Orchestrator {
       createdAt: now,
       updatedAt: now,
       lease: { holder: this.options.id, renewal: 1, leaseMs: this.options.leaseMs },
+      pageUrl: '',
     };
     if (!(await this.store.create(id, run)))
       return { run: (await this.store.get(id))!.value, created: false };
@@ -698,14 +699,11 @@ export class Orchestrator {
       (s, x) => s + x.completions.reduce((a, y) => a + y.tokenIds.length, 0),
       0,
     );
+    const seconds = (Date.now() - t0) / 1000;
+    const kept = { prompts: r.sampled.length, completions: count, mean_length: tokens / count };
     return {
-      metrics: {
-        prompts: r.sampled.length,
-        completions: count,
-        mean_length: tokens / count,
-        seconds: (Date.now() - t0) / 1000,
-      },
-      summary: (s) => ({ ...s, sampled }),
+      metrics: { ...kept, seconds },
+      summary: (s) => ({ ...s, sampled, metrics: withValues(s, { ...kept, sample_seconds: seconds }) }),
     };
   }
 
@@ -714,9 +712,11 @@ export class Orchestrator {
     r.scored = await scoreRound(r.c, r.sampled!);
     const scored = await keepRecords(this.options.store, `${this.roundName(r)}.scored`, r.scored);
     const k = r.plan.sampling.k;
+    const pairs = r.scored.length * k * (k - 1);
+    const seconds = (Date.now() - t0) / 1000;
     return {
-      metrics: { pairs: r.scored.length * k * (k - 1), seconds: (Date.now() - t0) / 1000 },
-      summary: (s) => ({ ...s, scored }),
+      metrics: { pairs, seconds },
+      summary: (s) => ({ ...s, scored, metrics: withValues(s, { pairs, score_seconds: seconds }) }),
     };
   }
 
@@ -740,7 +740,7 @@ export class Orchestrator {
     return {
       checkpoint: trained.checkpoint,
       metrics: values,
-      summary: (s) => ({ ...s, checkpoint: trained.checkpoint, metrics: { values } }),
+      summary: (s) => ({ ...s, checkpoint: trained.checkpoint, metrics: withValues(s, values) }),
     };
   }
 
@@ -763,7 +763,7 @@ export class Orchestrator {
     return {
       checkpoint: summary.checkpoint,
       metrics: values,
-      summary: (s) => ({ ...s, metrics: { values: { ...s.metrics?.values, ...values } } }),
+      summary: (s) => ({ ...s, metrics: withValues(s, values) }),
     };
   }
 
@@ -881,6 +881,14 @@ class Progress {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
   }
+}
+
+/**
+ * A round summary's metrics with `values` added: the summary gathers every stage's figures, so
+ * the completed event (and the live run page, which reads either) has the whole round.
+ */
+function withValues(s: RoundSummary, values: Record<string, number>): Metrics {
+  return { values: { ...s.metrics?.values, ...values } };
 }
 
 function metricsOf(values: Record<string, number>): Metrics {

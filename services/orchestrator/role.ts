@@ -21,6 +21,7 @@ import { ControlConsumer } from './control.js';
 import { Orchestrator } from './driver.js';
 import { RUNS_STREAM, RunEvents } from './events.js';
 import { ReplicaPool } from './replicas.js';
+import { RunPages } from './run-pages.js';
 import { memoryRunStore, openRunStore } from './run-store.js';
 import { runsService } from './service.js';
 import type { Workers } from './stages.js';
@@ -60,6 +61,12 @@ export const config = serviceConfig(
          * unrenewed for this long takes the run over (docs/runs.md "Orchestrator replicas").
          */
         leaseMs: z.number().int().min(300).default(15_000),
+        /**
+         * Where clients reach the live run pages (an ingress URL, as https://duel.example.com):
+         * answers name each run's page under it. Empty: this process's HTTP port (metrics.port;
+         * with 0 there is no page).
+         */
+        pageUrl: z.string().default(''),
         /** Runs by message (services/orchestrator/control.ts); on NATS only. */
         control: z
           .object({
@@ -157,14 +164,18 @@ export async function start({ cfg, metrics: m, log }: RoleContext<z.infer<typeof
           log,
         )
       : undefined;
+  const pages = new RunPages(orchestrator, log, o.pageUrl);
   return {
-    registration: runsService(orchestrator),
-    ready: async () => {
+    registration: runsService(orchestrator, pages),
+    http: (req, res) => pages.handle(req, res),
+    ready: async ({ host, httpPort }) => {
+      if (httpPort !== undefined) pages.listening(host, httpPort);
       await orchestrator.resumeAll();
       orchestrator.watchLeases();
       control?.start();
     },
     close: async () => {
+      pages.close();
       await control?.stop();
       await orchestrator.stop();
       workers.samplers.close();

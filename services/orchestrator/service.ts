@@ -5,22 +5,25 @@
  */
 
 import { DuelError } from '../../src/errors.js';
-import { RunState, RunsServiceService, type WatchRunResponse } from '../../src/gen/duel/v1/runs.js';
+import { type Run, RunState, RunsServiceService, type WatchRunResponse } from '../../src/gen/duel/v1/runs.js';
 import { service } from '../../src/platform/grpc/server.js';
 import { isTerminal } from '../../src/platform/run-events.js';
 import type { Orchestrator } from './driver.js';
+import type { RunPages } from './run-pages.js';
 import { checkRunId } from './spec.js';
 
 const MAX_PAGE = 500;
 
-export function runsService(o: Orchestrator) {
+export function runsService(o: Orchestrator, pages: RunPages) {
+  // Each answer names the run's live page on this orchestrator; the record never stores it.
+  const withPage = (run: Run): Run => ({ ...run, pageUrl: pages.url(run.runId) });
   return service(RunsServiceService, {
     async createRun(req) {
-      return { run: (await o.create(req.spec, req.runId)).run };
+      return { run: withPage((await o.create(req.spec, req.runId)).run) };
     },
 
     async getRun(req) {
-      return { run: await o.get(req.runId) };
+      return { run: withPage(await o.get(req.runId)) };
     },
 
     async listRuns(req) {
@@ -29,7 +32,10 @@ export function runsService(o: Orchestrator) {
       const size = req.pageSize || 50;
       const runs = (await o.list()).filter((r) => req.pageToken === '' || r.runId > req.pageToken);
       const page = runs.slice(0, size);
-      return { runs: page, nextPageToken: runs.length > size ? page[page.length - 1]!.runId : '' };
+      return {
+        runs: page.map(withPage),
+        nextPageToken: runs.length > size ? page[page.length - 1]!.runId : '',
+      };
     },
 
     async *watchRun(req, ctx): AsyncIterable<WatchRunResponse> {
@@ -48,7 +54,7 @@ export function runsService(o: Orchestrator) {
     },
 
     async cancelRun(req) {
-      return { run: await o.cancel(req.runId, req.reason) };
+      return { run: withPage(await o.cancel(req.runId, req.reason)) };
     },
   });
 }

@@ -9,6 +9,7 @@ import { parseTrainingSettings, settingsFromWire } from '../../src/algorithms/tr
 import { DuelError } from '../../src/errors.js';
 import type { RunSpec } from '../../src/gen/duel/v1/runs.js';
 import { checkLora, checkModelRef, checkSampling } from '../../src/platform/contract-checks.js';
+import { parseGoal } from '../../src/platform/run-goals.js';
 import { Violations } from '../../src/platform/violations.js';
 
 export interface RunLimits {
@@ -94,6 +95,10 @@ export async function planRun(spec: RunSpec | undefined, limits = DEFAULT_RUN_LI
     'spec.artifact_uri',
     `must be a relative name inside the artifact store (letters, digits, . _ - and /), got '${spec.artifactUri}'`,
   );
+  for (const [metric, text] of Object.entries(spec.goals)) {
+    const goal = parseGoal(metric, text);
+    v.check(!('error' in goal), `spec.goals.${metric}`, 'error' in goal ? goal.error : '');
+  }
   v.throwIfAny();
   parseTrainingSettings(settingsFromWire(spec.optimizer), (key) => `spec.optimizer.${key}`);
   // Every round's values pass the recipe; a schedule may not change what a round samples, since

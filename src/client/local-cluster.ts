@@ -10,7 +10,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { DuelError } from '../errors.js';
 import { MEMORY_BUS_URL } from '../platform/bus.js';
-import { findNatsServer, NatsServer } from '../platform/nats-server.js';
+import { findNatsServer, freePort, NatsServer } from '../platform/nats-server.js';
 import { duelBin, duelServeBin } from '../platform/paths.js';
 
 const SERVE_BIN = duelServeBin();
@@ -125,12 +125,12 @@ export class LocalCluster {
     readonly scorers: ServiceProcess[],
     readonly trainer: ServiceProcess,
     readonly orchestrator: ServiceProcess,
-    private readonly makeOrchestrator: (name: string, env: NodeJS.ProcessEnv) => ServiceProcess,
+    private readonly makeOrchestrator: (name: string, env: NodeJS.ProcessEnv) => Promise<ServiceProcess>,
   ) {}
 
   /** Another orchestrator replica over the same workers and NATS (started; stopped by `stop`). */
   async addOrchestrator(name: string, env: NodeJS.ProcessEnv = {}): Promise<ServiceProcess> {
-    const o = this.makeOrchestrator(name, env);
+    const o = await this.makeOrchestrator(name, env);
     this.replicas.push(o);
     await o.start();
     return o;
@@ -183,13 +183,22 @@ export class LocalCluster {
       };
       // The process name is the replica's lease id: a restarted orchestrator resumes its runs at
       // once, as a Kubernetes pod restarted in place (same pod name) does.
+      // An HTTP port of its own, for /metrics and the live run pages, unless the caller chose one.
+      const httpPort = async (env: NodeJS.ProcessEnv = {}) =>
+        env.DUEL_METRICS_PORT ?? o.roleEnv?.orchestrator?.DUEL_METRICS_PORT ?? String(await freePort());
       const orchestrator = make('orchestrator', 'orchestrator', {
         ...workers,
         DUEL_ORCHESTRATOR_ID: 'orchestrator',
+        DUEL_METRICS_PORT: await httpPort(),
       });
       await orchestrator.start();
-      return new LocalCluster(nats, natsUrl, samplers, scorers, trainer, orchestrator, (name, env) =>
-        make('orchestrator', name, { ...workers, DUEL_ORCHESTRATOR_ID: name, ...env }),
+      return new LocalCluster(nats, natsUrl, samplers, scorers, trainer, orchestrator, async (name, env) =>
+        make('orchestrator', name, {
+          ...workers,
+          DUEL_ORCHESTRATOR_ID: name,
+          ...env,
+          DUEL_METRICS_PORT: await httpPort(env),
+        }),
       );
     } catch (e) {
       await Promise.all(started.map((s) => s.stop('SIGKILL')));

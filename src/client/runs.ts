@@ -109,6 +109,8 @@ export function runSummary(run: Run): Record<string, unknown> {
     rounds: run.spec?.rounds,
     // The orchestrator replica that holds its lease: the one driving it, or the last one that did.
     driver: run.lease?.holder || undefined,
+    // The live run page on the orchestrator that answered (absent when it serves no HTTP port).
+    page: run.pageUrl || undefined,
     max_staleness: run.spec?.maxStaleness || undefined,
     message: run.message || undefined,
     latest_checkpoint: run.latestCheckpoint?.artifact,
@@ -138,7 +140,9 @@ export async function submitRun(
       await callUnary(client, client.createRun, { spec, runId: o.id ?? '' }, DEADLINE, 'CreateRun')
     ).run!;
     const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-    log(`run ${created.runId}: ${spec.algorithm}, ${spec.rounds} rounds`);
+    log(
+      `run ${created.runId}: ${spec.algorithm}, ${spec.rounds} rounds${created.pageUrl ? ` · live page ${created.pageUrl}` : ''}`,
+    );
     if (o.detach) return created;
     const t0 = Date.now();
     return await followRun(client, created.runId, true, (e) => log(describeEvent(e, spec.rounds, t0)));

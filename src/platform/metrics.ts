@@ -5,7 +5,7 @@
  * API it imports) is a fair share of a service's cold start, so it loads after the service is
  * serving (`load`); what is observed before is kept and replayed, so nothing is lost.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type * as Prom from 'prom-client';
 
@@ -76,11 +76,19 @@ export class ServiceMetrics {
     return (await this.load()).registry.metrics();
   }
 
-  /** Serves /metrics on host:port (0 picks a free port); resolves to the bound port. */
-  async serve(host: string, port: number): Promise<{ server: Server; port: number }> {
+  /**
+   * Serves /metrics on host:port (0 picks a free port), and what `pages` answers (a role's own
+   * pages); resolves to the bound port.
+   */
+  async serve(
+    host: string,
+    port: number,
+    pages?: (req: IncomingMessage, res: ServerResponse) => boolean,
+  ): Promise<{ server: Server; port: number }> {
     const { registry } = await this.load();
     const server = createServer((req, res) => {
       if (req.url !== '/metrics') {
+        if (pages?.(req, res)) return;
         res.writeHead(404).end();
         return;
       }

@@ -3,6 +3,7 @@
  * and `start`, and the serve command loads only the module of the role it runs. The process
  * around a role (gRPC server, health, metrics endpoint, signals, drain) is the serve command's.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import type { Runtime } from '../engine/index.js';
 import type { ServiceRegistration } from './grpc/server.js';
@@ -16,10 +17,16 @@ export interface Role {
   /** Loads the models the config names before the server reports SERVING. */
   preload?: () => Promise<void>;
   /**
-   * Work once the server listens (at `host:port`), before it reports SERVING (the orchestrator
-   * resumes runs, the trainer learns the address its replicas forward to).
+   * Pages the role serves on its HTTP port beside /metrics (the orchestrator's live run pages):
+   * answers a request it knows and returns true, or returns false and leaves it.
    */
-  ready?: (at: { host: string; port: number }) => Promise<void>;
+  http?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /**
+   * Work once the server listens (at `host:port`; the HTTP port, when one is configured, at
+   * `httpPort`), before it reports SERVING (the orchestrator resumes runs, the trainer learns the
+   * address its replicas forward to).
+   */
+  ready?: (at: { host: string; port: number; httpPort?: number }) => Promise<void>;
   /** Stops the role's own work after the server drained (before the process exits). */
   close?: () => Promise<void>;
 }

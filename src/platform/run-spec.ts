@@ -62,6 +62,8 @@ const runSpecFile = z.strictObject({
     })
     .prefault({ max_new_tokens: 32 }),
   optimizer: trainingSettingsSchema.prefault({}),
+  /** Metric → threshold, as `win_rate_vs_ref: ">= 0.75"` (RunSpec.goals; checked at CreateRun). */
+  goals: z.record(z.string(), z.union([z.string(), z.number()])).default({}),
 });
 
 /** A model directory as a reference, writing its manifest when it has none. */
@@ -125,6 +127,10 @@ export function parseRunSpec(raw: unknown, base: string, where: string): RunSpec
       seed: undefined,
     },
     optimizer: settingsToWire(s.optimizer),
+    // A bare number means "at least": the usual reading of a target win rate.
+    goals: Object.fromEntries(
+      Object.entries(s.goals).map(([k, v]) => [k, typeof v === 'number' ? `>= ${v}` : v]),
+    ),
   };
 }
 

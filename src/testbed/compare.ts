@@ -15,12 +15,12 @@ import { DuelError } from '../errors.js';
 import { loadJudgeDir } from '../models/judge/load.js';
 import { readJsonl } from '../platform/jsonl.js';
 import { LoadOnce } from '../platform/load-once.js';
+import { lineChart } from '../report/svg.js';
 import { type BestOfNRow, bestOfN } from './best-of-n.js';
 import { buildDemoModels, DEMO_DEFAULTS, type DemoSummary, demoSettings, runDemo } from './demo.js';
 import { samplePolicy } from './evaluate.js';
 import { targetsOf } from './game.js';
 import { OracleJudge } from './oracle-judge.js';
-import { lineChart } from './svg.js';
 
 /** The two games of the table: docs/testbed.md's intransitive default and its transitive variant. */
 export const GAMES: Record<string, Record<string, unknown>> = {

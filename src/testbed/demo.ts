@@ -317,6 +317,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
             }
           : {}),
         eval_samples_per_prompt: 4,
+        // The live page's headline: the run's own judge, held to the bar the oracle's win rate
+        // is held to in the report (the oracle grades only after the run).
+        goals: { win_rate_vs_ref: '>= 0.75' },
         sampling: { max_new_tokens: maxNewTokens(game), temperature: 1 },
         optimizer: {
           name: 'adamw',

@@ -7,8 +7,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuelError } from '../errors.js';
+import { lineChart } from '../report/svg.js';
 import { type CompareCell, pm } from './compare.js';
-import { lineChart } from './svg.js';
 
 export interface Labelled {
   label: string;

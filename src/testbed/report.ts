@@ -1,8 +1,9 @@
 /** The run report: a table per round and SVG charts, as one self-contained HTML file. */
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { REPORT_CSS } from '../report/run-page.js';
+import { lineChart, stackedBars } from '../report/svg.js';
 import type { DemoSummary } from './demo.js';
-import { lineChart, stackedBars } from './svg.js';
 
 const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
 const esc = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -219,15 +220,7 @@ export function writeReport(path: string, s: DemoSummary): void {
     .join('')}</table>`;
   const html = `<!doctype html>
 <html><head><meta charset="utf-8"><title>duel demo: ${s.algo}</title>
-<style>
-body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}
-table.rounds td{text-align:right}
-table.settings{max-width:100%}table.settings th{text-align:left;white-space:nowrap;vertical-align:top}
-table.settings td{overflow-wrap:anywhere;font-family:monospace}
-.met{color:#1a7f37}.missed{color:#c62828}
-.charts{display:flex;flex-wrap:wrap;gap:8px}
-</style></head>
+<style>${REPORT_CSS}</style></head>
 <body><h1>duel demo: ${s.algo} on the letters game</h1>
 ${headline(s)}
 <h2>Charts</h2>

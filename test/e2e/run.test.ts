@@ -337,6 +337,25 @@ describe('a run through the whole suite', () => {
       (e) => e,
     );
     expect(err3.code).toBe(grpc.status.INVALID_ARGUMENT);
+    // Goals: a metric no round reports, and a threshold that is not one, each named.
+    const err4 = await callUnary(
+      c,
+      c.createRun,
+      {
+        spec: { ...spec, hyperparameters: {}, goals: { win_rate: '>= 0.7', loss_mean: 'small' } },
+        runId: 'bad',
+      },
+      { deadlineMs: 10_000 },
+      'CreateRun',
+    ).catch((e) => e);
+    expect(err4.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err4.message).toContain("spec.goals.win_rate: 'win_rate' is not a metric a round reports");
+    expect(err4.message).toContain("spec.goals.loss_mean: must be a comparison and a number, as '>= 0.75'");
+    expect(
+      (
+        await callUnary(c, c.listRuns, { pageSize: 0, pageToken: '' }, { deadlineMs: 10_000 }, 'ListRuns')
+      ).runs.map((r) => r.runId),
+    ).not.toContain('bad');
     c.close();
   });
 });

@@ -3,6 +3,8 @@
  * and reports what a reader would see wrong: SVG text cut off by its chart's edge, x-axis labels
  * running into each other, a page wider than the window, and the order of the page's parts. A
  * script appended to a copy of the page measures the laid-out boxes; `--dump-dom` returns them.
+ * A live page (served, updating) is driven through puppeteer-core instead, with the same
+ * measurement (MEASURE_JS).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,8 +25,8 @@ export interface Rendered {
   outline: string[];
 }
 
-const MEASURE = `<script>
-(() => {
+/** An expression that measures the laid-out page in the browser and evaluates to a Rendered. */
+export const MEASURE_JS = `(() => {
   const title = (svg) => svg.querySelector('title')?.textContent ?? '(untitled)';
   const clipped = [], overlappingTicks = [];
   for (const svg of document.querySelectorAll('svg')) {
@@ -43,11 +45,14 @@ const MEASURE = `<script>
     .filter((e) => !e.parentElement.closest('svg'))
     .map((e) => (e.tagName === 'TABLE' ? 'table.' + e.className : e.tagName === 'svg' ? 'svg' : e.textContent));
   const overflowX = Math.max(0, document.documentElement.scrollWidth - window.innerWidth);
-  const pre = document.createElement('pre');
-  pre.id = 'render-check';
-  pre.textContent = JSON.stringify({ clipped, overlappingTicks, overflowX, outline });
-  document.body.appendChild(pre);
-})();
+  return { clipped, overlappingTicks, overflowX, outline };
+})()`;
+
+const MEASURE = `<script>
+const pre = document.createElement('pre');
+pre.id = 'render-check';
+pre.textContent = JSON.stringify(${MEASURE_JS});
+document.body.appendChild(pre);
 </script>`;
 
 export function renderInChromium(html: string, width = 1280): Rendered {

@@ -90,8 +90,10 @@ export function registerServe(program: Command): void {
         authorize: clientAuthorizer(cfg.tls),
       });
       const port = await server.start();
+      let httpPort: number | undefined;
       if (cfg.metrics.port > 0) {
-        const m = await metrics.serve(cfg.host, cfg.metrics.port);
+        const m = await metrics.serve(cfg.host, cfg.metrics.port, made.http);
+        httpPort = m.port;
         process.stderr.write(`duel ${role} metrics on http://${cfg.host}:${m.port}/metrics\n`);
       }
       server.exitOnSignals(async () => {
@@ -108,7 +110,7 @@ export function registerServe(program: Command): void {
         await started?.close();
         throw e;
       }
-      await made.ready?.({ host: cfg.host, port });
+      await made.ready?.({ host: cfg.host, port, httpPort });
       server.setServing(true);
       // The metrics library loads once serving; what was observed before is replayed into it.
       void metrics.load();

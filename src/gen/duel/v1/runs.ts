@@ -142,9 +142,20 @@ export interface RunSpec {
    * round t trains, and a round trains π_{t-1} on records sampled from version t-1-N or later.
    */
   maxStaleness: number;
+  /**
+   * What the run is held to, by the metric a round reports (docs/runs.md "Goals"): metric name ->
+   * ">= 0.75", "<= 0.1", "> x" or "< x". The live run page heads with each goal, met or missed on
+   * the latest evaluated round; nothing else acts on them.
+   */
+  goals: { [key: string]: string };
 }
 
 export interface RunSpec_HyperparametersEntry {
+  key: string;
+  value: string;
+}
+
+export interface RunSpec_GoalsEntry {
   key: string;
   value: string;
 }
@@ -192,7 +203,14 @@ export interface Run {
     | Date
     | undefined;
   /** The orchestrator replica that drives the run, while its lease holds (docs/runs.md "Replicas"). */
-  lease: RunLease | undefined;
+  lease:
+    | RunLease
+    | undefined;
+  /**
+   * The run's live page (report and charts, updated as rounds complete) on the orchestrator that
+   * answered; empty when it serves no HTTP port. Filled in answers, never stored.
+   */
+  pageUrl: string;
 }
 
 /**
@@ -279,6 +297,7 @@ function createBaseRunSpec(): RunSpec {
     referenceUpdateEvery: 0,
     lora: undefined,
     maxStaleness: 0,
+    goals: {},
   };
 }
 
@@ -344,6 +363,9 @@ export const RunSpec: MessageFns<RunSpec> = {
     if (message.maxStaleness !== 0) {
       writer.uint32(160).uint32(message.maxStaleness);
     }
+    globalThis.Object.entries(message.goals).forEach(([key, value]: [string, string]) => {
+      RunSpec_GoalsEntry.encode({ key: key as any, value }, writer.uint32(170).fork()).join();
+    });
     return writer;
   },
 
@@ -523,6 +545,17 @@ export const RunSpec: MessageFns<RunSpec> = {
             message.maxStaleness = reader.uint32();
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            const entry21 = RunSpec_GoalsEntry.decode(reader, reader.uint32());
+            if (entry21.value !== undefined) {
+              message.goals[entry21.key] = entry21.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -606,6 +639,20 @@ export const RunSpec: MessageFns<RunSpec> = {
         : isSet(object.max_staleness)
         ? globalThis.Number(object.max_staleness)
         : 0,
+      goals: isObject(object.goals)
+        ? (globalThis.Object.entries(object.goals) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -677,6 +724,15 @@ export const RunSpec: MessageFns<RunSpec> = {
     if (message.maxStaleness !== 0) {
       obj.maxStaleness = Math.round(message.maxStaleness);
     }
+    if (message.goals) {
+      const entries = globalThis.Object.entries(message.goals) as [string, string][];
+      if (entries.length > 0) {
+        obj.goals = {};
+        entries.forEach(([k, v]) => {
+          obj.goals[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -723,6 +779,15 @@ export const RunSpec: MessageFns<RunSpec> = {
     message.referenceUpdateEvery = object.referenceUpdateEvery ?? 0;
     message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
     message.maxStaleness = object.maxStaleness ?? 0;
+    message.goals = (globalThis.Object.entries(object.goals ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -806,6 +871,91 @@ export const RunSpec_HyperparametersEntry: MessageFns<RunSpec_HyperparametersEnt
   },
   fromPartial(object: DeepPartial<RunSpec_HyperparametersEntry>): RunSpec_HyperparametersEntry {
     const message = createBaseRunSpec_HyperparametersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseRunSpec_GoalsEntry(): RunSpec_GoalsEntry {
+  return { key: "", value: "" };
+}
+
+export const RunSpec_GoalsEntry: MessageFns<RunSpec_GoalsEntry> = {
+  encode(message: RunSpec_GoalsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunSpec_GoalsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunSpec_GoalsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunSpec_GoalsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: RunSpec_GoalsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RunSpec_GoalsEntry>): RunSpec_GoalsEntry {
+    return RunSpec_GoalsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RunSpec_GoalsEntry>): RunSpec_GoalsEntry {
+    const message = createBaseRunSpec_GoalsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -1035,6 +1185,7 @@ function createBaseRun(): Run {
     createdAt: undefined,
     updatedAt: undefined,
     lease: undefined,
+    pageUrl: "",
   };
 }
 
@@ -1072,6 +1223,9 @@ export const Run: MessageFns<Run> = {
     }
     if (message.lease !== undefined) {
       RunLease.encode(message.lease, writer.uint32(90).fork()).join();
+    }
+    if (message.pageUrl !== "") {
+      writer.uint32(98).string(message.pageUrl);
     }
     return writer;
   },
@@ -1177,6 +1331,14 @@ export const Run: MessageFns<Run> = {
             message.lease = RunLease.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.pageUrl = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1226,6 +1388,11 @@ export const Run: MessageFns<Run> = {
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
       lease: isSet(object.lease) ? RunLease.fromJSON(object.lease) : undefined,
+      pageUrl: isSet(object.pageUrl)
+        ? globalThis.String(object.pageUrl)
+        : isSet(object.page_url)
+        ? globalThis.String(object.page_url)
+        : "",
     };
   },
 
@@ -1264,6 +1431,9 @@ export const Run: MessageFns<Run> = {
     if (message.lease !== undefined) {
       obj.lease = RunLease.toJSON(message.lease);
     }
+    if (message.pageUrl !== "") {
+      obj.pageUrl = message.pageUrl;
+    }
     return obj;
   },
 
@@ -1287,6 +1457,7 @@ export const Run: MessageFns<Run> = {
     message.lease = (object.lease !== undefined && object.lease !== null)
       ? RunLease.fromPartial(object.lease)
       : undefined;
+    message.pageUrl = object.pageUrl ?? "";
     return message;
   },
 };

@@ -1,6 +1,6 @@
 /** The report's charts as a reader sees them, rendered in headless Chromium: nothing cut off, axes legible. */
 import { describe, expect, it } from 'vitest';
-import { lineChart, stackedBars, tickStep } from '../../src/testbed/svg.js';
+import { lineChart, stackedBars, tickStep } from '../../src/report/svg.js';
 import { renderInChromium } from '../helpers/browser.js';
 
 const page = (svgs: string[]) => `<!doctype html><html><body>${svgs.join('\n')}</body></html>`;

@@ -54,11 +54,13 @@ function frame(
     `<line x1="${PAD.left}" y1="${PAD.top}" x2="${PAD.left}" y2="${axisY}" stroke="#333"/>`,
     `<text x="${(PAD.left + W - PAD.right) / 2}" y="${axisY + 30}" text-anchor="middle">${esc(o.xLabel)}</text>`,
   ];
+  // Enough decimals that neighbouring y labels differ (a loss near zero spans 1e-4).
+  const digits = Math.min(5, Math.max(2, Math.ceil(-Math.log10((yMax - yMin) / 4)) + 1));
   for (let i = 0; i <= 4; i++) {
     const v = yMin + ((yMax - yMin) * i) / 4;
     parts.push(
       `<line x1="${PAD.left - 4}" y1="${y(v)}" x2="${W - PAD.right}" y2="${y(v)}" stroke="#eee"/>`,
-      `<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`,
+      `<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(digits)}</text>`,
     );
   }
   for (const v of xTicks(xMin, xMax))
