@@ -89,6 +89,9 @@ export function roleEnv(role: Role): Record<string, string> {
     DUEL_ORCHESTRATOR_TRAINER: `${svc('trainer')}:${GRPC_PORT}`,
     // Workers that scale from zero take a while to come up: the stage waits this long for one.
     DUEL_ORCHESTRATOR_MAX_WAIT_MS: '600000',
+    // Any replica serves any run's live page, so answers name the Service, not the pod; an
+    // ingress in front of it is named here instead (docs/DEPLOY.md "The live run page").
+    DUEL_ORCHESTRATOR_PAGE_URL: `http://${svc('orchestrator')}:${METRICS_PORT}`,
   };
 }
 
@@ -309,7 +312,8 @@ function nats(): KubeObject[] {
  * workers; every duel pod (and KEDA, for the lag it scales on) reaches NATS; clients in the
  * namespace reach the orchestrator; pods labelled `duel.dev/training-client: "true"` reach the
  * trainer (its TrainingService), and trainers reach each other (forwarded session calls); Prometheus (namespace label `duel.dev/scrape: "true"`)
- * reaches every metrics port.
+ * reaches every metrics port; the orchestrator's, which also serves the live run pages, is open
+ * to the namespace and to an ingress controller's namespace labelled `duel.dev/run-pages: "true"`.
  */
 function networkPolicies(): NetworkPolicy[] {
   const meta = (name: string) => ({ name, namespace: NAMESPACE, labels: labels('network') });
@@ -360,7 +364,16 @@ function networkPolicies(): NetworkPolicy[] {
         policyTypes: ['Ingress'],
         ingress: [
           { from: [{ podSelector: {} }], ports: [{ port: GRPC_PORT }] },
-          { from: [scrape], ports: [{ port: METRICS_PORT }] },
+          // The live run pages share the metrics port: clients in the namespace, Prometheus, and
+          // an ingress controller whose namespace is labelled `duel.dev/run-pages: "true"`.
+          {
+            from: [
+              { podSelector: {} },
+              scrape,
+              { namespaceSelector: { matchLabels: { 'duel.dev/run-pages': 'true' } } },
+            ],
+            ports: [{ port: METRICS_PORT }],
+          },
         ],
       },
     }),

@@ -29,7 +29,13 @@ import { callUnary } from '../../src/platform/grpc/client.js';
 import type { Logger } from '../../src/platform/logger.js';
 import type { ServiceMetrics } from '../../src/platform/metrics.js';
 import { eventName } from '../../src/platform/run-events.js';
-import { inSpan, type OpenSpan, openSpan } from '../../src/platform/tracing.js';
+import {
+  inSpan,
+  type OpenSpan,
+  openSpan,
+  traceContext,
+  withinTraceContext,
+} from '../../src/platform/tracing.js';
 import type { RunEvents } from './events.js';
 import { readPrompts, roundPrompts } from './prompts.js';
 import { keepRecords, readRecords } from './round-records.js';
@@ -199,12 +205,13 @@ export class Orchestrator {
       updatedAt: now,
       lease: { holder: this.options.id, renewal: 1, leaseMs: this.options.leaseMs },
       pageUrl: '',
+      traceContext: traceContext(),
     };
     if (!(await this.store.create(id, run)))
       return { run: (await this.store.get(id))!.value, created: false };
     await this.events.emit(this.event(run, K.EVENT_KIND_RUN_CREATED, 0, now));
     this.log.info({ run: id, algo: spec!.algorithm, rounds: spec!.rounds }, 'run created');
-    this.start(id, plan);
+    this.start(run, plan);
     return { run, created: true };
   }
 
@@ -281,7 +288,7 @@ export class Orchestrator {
           'took over a run whose driver stopped renewing its lease',
         );
       try {
-        this.start(run.runId, await planRun(run.spec));
+        this.start(run, await planRun(run.spec));
         resumed.push(run.runId);
       } catch (e) {
         await this.fail(run.runId, run.currentRound, DuelError.from(e));
@@ -346,12 +353,15 @@ export class Orchestrator {
     return !TERMINAL.includes(run.state) && run.lease?.holder === me;
   }
 
-  private start(id: string, plan: RunPlan): void {
+  private start(run: Run, plan: RunPlan): void {
+    const id = run.runId;
     const controller = new AbortController();
     const renewal = this.renewWhileDriving(id, controller);
-    // One span for the run: a child of the call or message that created it when this replica
-    // started it then (the active context), a trace of its own when it resumes one.
-    const done = inSpan('run', { 'duel.run_id': id }, () => this.drive(id, plan, controller.signal))
+    // One span per replica that drives the run, each a child of the call or message that created
+    // it (kept in the record): a run resumed after a restart or taken over stays one trace.
+    const done = withinTraceContext(run.traceContext, () =>
+      inSpan('run', { 'duel.run_id': id }, () => this.drive(id, plan, controller.signal)),
+    )
       .catch((e) => {
         if (e instanceof Stopped || controller.signal.aborted) return;
         return this.fail(id, undefined, DuelError.from(e));

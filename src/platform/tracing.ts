@@ -178,14 +178,28 @@ const recordGetter: TextMapGetter<Record<string, string>> = {
  * for a binary-mode event. Empty when tracing is off.
  */
 export function traceHeaders(): Record<string, string> {
-  const w3c: Record<string, string> = {};
-  propagation.inject(context.active(), w3c, recordSetter);
   return Object.fromEntries(
-    Object.entries(w3c).flatMap(([k, v]) => [
+    Object.entries(traceContext()).flatMap(([k, v]) => [
       [k, v],
       [`ce-${k}`, v],
     ]),
   );
+}
+
+/** The active trace context as W3C fields only (`traceparent`, `tracestate`): what a record keeps. */
+export function traceContext(): Record<string, string> {
+  const w3c: Record<string, string> = {};
+  propagation.inject(context.active(), w3c, recordSetter);
+  return w3c;
+}
+
+/**
+ * Runs `body` in the trace context `fields` hold (traceContext's, kept in a record), so work that
+ * another process resumes stays in the trace that started it; as it is when they hold none.
+ */
+export function withinTraceContext<T>(fields: Record<string, string>, body: () => T): T {
+  if (!fields.traceparent) return body();
+  return context.with(propagation.extract(ROOT_CONTEXT, fields, recordGetter), body);
 }
 
 /** Runs `body` in a CONSUMER span of a message, continuing the trace its headers carry. */

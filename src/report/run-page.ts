@@ -121,7 +121,7 @@ function charts(rows: RoundRow[]): string[] {
         series(rows, 'score', 'score_seconds'),
         series(rows, 'train', 'train_seconds'),
         series(rows, 'evaluate', 'eval_seconds'),
-        series(rows, 'whole round (stages overlap with max_staleness)', 'round_seconds', true),
+        series(rows, 'whole round', 'round_seconds', true),
       ],
     }),
   ];

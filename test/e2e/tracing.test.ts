@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/client/local-cluster.js';
+import { DEADLINE, runsClient } from '../../src/client/runs.js';
+import { callUnary } from '../../src/platform/grpc/client.js';
 import { freePort } from '../../src/platform/nats-server.js';
 import { duelBin } from '../../src/platform/paths.js';
 import { writeTinyRun, writeTinySpec } from '../helpers/tiny-run.js';
@@ -123,6 +125,18 @@ describe('a run traced across the suite', () => {
     await duelRun('traced');
     // Rounds that overlap run their stages in three loops; each round still has its span.
     await duelRun('overlapped', { max_staleness: 1 });
+    // A run whose orchestrator restarts after round 1 stays one trace (its record keeps the
+    // context that created it); `duel run` watches again and sees it to the end.
+    const resumed = duelRun('resumed', { rounds: 3 });
+    const c = runsClient(cluster.orchestrator.address);
+    const roundOneDone = async () =>
+      (await callUnary(c, c.getRun, { runId: 'resumed' }, DEADLINE, 'GetRun').catch(() => undefined))?.run
+        ?.rounds[0]?.finishedAt !== undefined;
+    while (!(await roundOneDone())) await new Promise((r) => setTimeout(r, 50));
+    c.close();
+    await cluster.orchestrator.stop();
+    await cluster.orchestrator.start();
+    await resumed;
     // The services flush what they hold when they stop.
     await cluster.stop();
 
@@ -160,6 +174,19 @@ describe('a run traced across the suite', () => {
           .map((s) => s.name)
           .sort(),
       ).toEqual([...ROUND_STAGES].sort());
+
+    // Driven twice, before and after the restart: two run spans in the creator's trace, every
+    // round under one of them.
+    const resumedRuns = spans.filter((s) => s.name === 'run' && s.attributes['duel.run_id'] === 'resumed');
+    expect(resumedRuns).toHaveLength(2);
+    const created = spans.find((s) => s.spanId === resumedRuns[0]!.parentSpanId)!;
+    expect(created.name).toBe('/duel.v1.RunsService/CreateRun');
+    expect(resumedRuns[1]!.parentSpanId).toBe(created.spanId);
+    expect(resumedRuns[1]!.traceId).toBe(created.traceId);
+    const resumedRounds = spans.filter(
+      (s) => s.name === 'round' && resumedRuns.some((r) => r.spanId === s.parentSpanId),
+    );
+    expect(new Set(resumedRounds.map((r) => r.attributes['duel.round']))).toEqual(new Set([1, 2, 3]));
 
     // Each shard: a CLIENT span in the stage naming the replica, the SERVER span on that replica.
     for (const [service, method] of [

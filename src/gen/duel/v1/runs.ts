@@ -211,6 +211,17 @@ export interface Run {
    * answered; empty when it serves no HTTP port. Filled in answers, never stored.
    */
   pageUrl: string;
+  /**
+   * The W3C trace context (traceparent, tracestate) of the call or message that created the run:
+   * the span of every orchestrator that drives it, first or after a restart or takeover, is its
+   * child, so a run is one trace however often it is resumed. Empty when tracing was off.
+   */
+  traceContext: { [key: string]: string };
+}
+
+export interface Run_TraceContextEntry {
+  key: string;
+  value: string;
 }
 
 /**
@@ -1186,6 +1197,7 @@ function createBaseRun(): Run {
     updatedAt: undefined,
     lease: undefined,
     pageUrl: "",
+    traceContext: {},
   };
 }
 
@@ -1227,6 +1239,9 @@ export const Run: MessageFns<Run> = {
     if (message.pageUrl !== "") {
       writer.uint32(98).string(message.pageUrl);
     }
+    globalThis.Object.entries(message.traceContext).forEach(([key, value]: [string, string]) => {
+      Run_TraceContextEntry.encode({ key: key as any, value }, writer.uint32(106).fork()).join();
+    });
     return writer;
   },
 
@@ -1339,6 +1354,17 @@ export const Run: MessageFns<Run> = {
             message.pageUrl = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            const entry13 = Run_TraceContextEntry.decode(reader, reader.uint32());
+            if (entry13.value !== undefined) {
+              message.traceContext[entry13.key] = entry13.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1393,6 +1419,33 @@ export const Run: MessageFns<Run> = {
         : isSet(object.page_url)
         ? globalThis.String(object.page_url)
         : "",
+      traceContext: isObject(object.traceContext)
+        ? (globalThis.Object.entries(object.traceContext) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.trace_context)
+        ? (globalThis.Object.entries(object.trace_context) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -1434,6 +1487,15 @@ export const Run: MessageFns<Run> = {
     if (message.pageUrl !== "") {
       obj.pageUrl = message.pageUrl;
     }
+    if (message.traceContext) {
+      const entries = globalThis.Object.entries(message.traceContext) as [string, string][];
+      if (entries.length > 0) {
+        obj.traceContext = {};
+        entries.forEach(([k, v]) => {
+          obj.traceContext[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -1458,6 +1520,100 @@ export const Run: MessageFns<Run> = {
       ? RunLease.fromPartial(object.lease)
       : undefined;
     message.pageUrl = object.pageUrl ?? "";
+    message.traceContext = (globalThis.Object.entries(object.traceContext ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseRun_TraceContextEntry(): Run_TraceContextEntry {
+  return { key: "", value: "" };
+}
+
+export const Run_TraceContextEntry: MessageFns<Run_TraceContextEntry> = {
+  encode(message: Run_TraceContextEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Run_TraceContextEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRun_TraceContextEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Run_TraceContextEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Run_TraceContextEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Run_TraceContextEntry>): Run_TraceContextEntry {
+    return Run_TraceContextEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Run_TraceContextEntry>): Run_TraceContextEntry {
+    const message = createBaseRun_TraceContextEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
