@@ -4,7 +4,8 @@
  * after each stage (and after 10 steps against its state's bytes; `--no-in-place` for steps that
  * write a fresh state each time, as duel did before), n LoRA sessions on one shared base (memory and step time, with or without ONNX
  * Runtime's memory arena), and the parts of one snapshot. Run it under glibc settings
- * (`MALLOC_MMAP_THRESHOLD_=131072 …`) to see what the allocator keeps.
+ * (`MALLOC_MMAP_THRESHOLD_=131072 …`) to see what the allocator keeps, and with DUEL_MALLOC_TRIM=0
+ * for the peer of idle workers giving freed pages back.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,11 +73,15 @@ export async function runSessionProbe(o: SessionProbeOptions) {
       await s.optimStep();
     });
     stage(full, 'after 10 steps');
+    // A worker that runs nothing for a moment gives its freed pages back (engine/runtime/return-memory.ts).
+    await new Promise((r) => setTimeout(r, 1000));
+    stage(full, 'after 10 steps and 1 s idle');
     // AdamW: weights, two slots and the gradient accumulators, float32.
     const stateBytes = Object.values(weights).reduce((n, t) => n + t.data.length, 0) * 4 * 4;
-    const after10 = full.at(-1)!.rss_mb;
+    const after10 = full.at(-2)!.rss_mb;
+    const idle = full.at(-1)!.rss_mb;
     o.log(
-      `state ${(stateBytes / 2 ** 20).toFixed(0)} MiB; after 10 steps ${(after10 / (stateBytes / 2 ** 20)).toFixed(2)}× it; steps 3–10: median ${median(steps).toFixed(0)} ms`,
+      `state ${(stateBytes / 2 ** 20).toFixed(0)} MiB; after 10 steps ${(after10 / (stateBytes / 2 ** 20)).toFixed(2)}× it, ${(idle / (stateBytes / 2 ** 20)).toFixed(2)}× once idle; steps 3–10: median ${median(steps).toFixed(0)} ms`,
     );
 
     // A snapshot's parts, after a warm-up one.
@@ -136,6 +141,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
       in_place: o.inPlace,
       state_mb: stateBytes / 2 ** 20,
       rss_after_10_steps_vs_state: after10 / (stateBytes / 2 ** 20),
+      rss_idle_vs_state: idle / (stateBytes / 2 ** 20),
       step_ms: median(steps),
       full,
       snapshots,

@@ -2,7 +2,7 @@
 // instead of hundreds of files cuts a service's cold start (BENCHMARKS.md), and each command still
 // loads only its own chunk. The ONNX Runtime worker is its own entry beside main.js, where the
 // runtime looks for it. Packages stay external when they read files next to their own sources
-// (reflection's and health-check's protos), are native (onnxruntime-node, Dawn's webgpu), carry 4 MB of WebAssembly few services
+// (reflection's and health-check's protos), are native (onnxruntime-node, Dawn's webgpu, koffi), carry 4 MB of WebAssembly few services
 // load (SentencePiece), or are only benchmark peers. pino is bundled: its transports would need its files, but duel logs to a file descriptor
 // (src/platform/logger.ts), and loading it from node_modules cost every service 5 ms of module
 // resolution (BENCHMARKS.md). Reflection, loaded once a service is serving, brings its own grpc-js
@@ -22,6 +22,7 @@ const EXTERNAL = [
   '@huggingface/transformers',
   '@tensorflow/*',
   '@sctg/sentencepiece-js',
+  'koffi',
 ];
 rmSync(outdir, { recursive: true, force: true });
 await build({

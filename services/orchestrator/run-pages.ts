@@ -52,7 +52,7 @@ export class RunPages {
       return true;
     }
     const [, id, events] = m;
-    const work = !id ? this.index(res) : events ? this.stream(id, req, res) : this.page(id, res);
+    const work = !id ? this.index(res) : events ? this.stream(id, res) : this.page(id, res);
     work.catch((e: unknown) => this.fail(res, e));
     return true;
   }
@@ -71,7 +71,7 @@ export class RunPages {
     html(res, runPage(viewOfRun(run), `${encodeURIComponent(id)}/events`));
   }
 
-  private async stream(id: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async stream(id: string, res: ServerResponse): Promise<void> {
     const view = viewOfRun(await this.o.get(checked(id)));
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -81,7 +81,9 @@ export class RunPages {
     });
     const stop = new AbortController();
     this.streams.add(stop);
-    req.once('close', () => stop.abort());
+    // The response's close, not the request's: a request's 'close' may come once its (empty)
+    // body is read, while the response's comes when the browser goes away.
+    res.once('close', () => stop.abort());
     let pending: NodeJS.Timeout | undefined;
     const send = () => {
       pending = undefined;

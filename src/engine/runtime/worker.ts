@@ -29,6 +29,7 @@ import type {
   StateBinding,
   WireTensor,
 } from './protocol.js';
+import { returnFreedMemoryWhenIdle } from './return-memory.js';
 
 interface Loaded {
   session: ort.InferenceSession;
@@ -40,6 +41,8 @@ interface Loaded {
    * it cannot be tested on any machine of this project, so its state stays in host memory.
    */
   device: boolean;
+  /** Created with SessionOptions.lowMemory: its runs' freed memory goes back to the system. */
+  lowMemory: boolean;
 }
 
 const sessions = new Map<number, Loaded>();
@@ -232,6 +235,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
         device,
         outputsOnDevice: device && Boolean(req.options.outputsOnDevice),
         profiled: Boolean(req.options.profilePrefix),
+        lowMemory: Boolean(req.options.lowMemory),
       });
       return {
         ok: true,
@@ -241,7 +245,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       };
     }
     case 'run': {
-      const { session, device, outputsOnDevice } = loaded(req.session);
+      const { session, device, outputsOnDevice, lowMemory } = loaded(req.session);
       const feeds: Record<string, ort.Tensor> = {};
       for (const [name, t] of Object.entries(req.feeds)) feeds[name] = toOrt(t);
       const fetch = new Set(req.fetch);
@@ -284,6 +288,8 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       // output is fetched): freed now.
       const kept = new Set(Object.keys(req.binding?.writes ?? {}));
       for (const [name, t] of Object.entries(out)) if (!kept.has(name)) free(t);
+      // The run's activations are freed by now (no arena); the allocator would keep their pages.
+      if (lowMemory) returnFreedMemoryWhenIdle();
       return { ok: true, tensors, moved };
     }
     case 'release':
