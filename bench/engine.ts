@@ -26,6 +26,7 @@ import {
   TrainingState,
   type TrainProgram,
   type TrainStepSpec,
+  toFloat16,
   type UpdateLayout,
 } from '../src/engine/index.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
@@ -60,6 +61,8 @@ export interface EngineBenchResult {
   model: string;
   shape: StackShape;
   ceiling_gflops: number;
+  /** The same MatMul in float16, on an adapter with shader-f16 (webgpu only). */
+  ceiling_gflops_float16?: number;
   /** Microseconds per run of a one-node graph, and per further tiny node (dispatchCost). */
   dispatch: { run_us: number; node_us: number };
   train_step_ms: number;
@@ -112,25 +115,32 @@ export async function timed(label: string, n: number, log: (l: string) => void, 
   return median(times);
 }
 
-/** GFLOP/s of one large float32 MatMul; the sum keeps the output transfer negligible. */
+/**
+ * GFLOP/s of one large MatMul (float32, or float16 where the adapter has half-precision shaders);
+ * the sum keeps the output transfer negligible.
+ */
 export async function ceiling(
   runtime: Runtime,
   n: number,
   reps: number,
   log: (l: string) => void,
+  dtype: 'float32' | 'float16' = 'float32',
 ): Promise<number> {
   const g = new Graph();
-  const a = g.input('a', 'float32', [n, n]);
-  const b = g.input('b', 'float32', [n, n]);
-  const session = await runtime.load(compile(g, { s: T.reduceSum(T.matmul(a, b)) }));
-  const data = Float32Array.from({ length: n * n }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+  const a = g.input('a', dtype, [n, n]);
+  const b = g.input('b', dtype, [n, n]);
+  const session = await runtime.load(
+    compile(g, { s: T.reduceSum(T.matmul(a, b)) }, `matmul_${dtype}`),
+  );
+  const values = Float32Array.from({ length: n * n }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+  const data = dtype === 'float16' ? toFloat16(values) : values;
   await session.setState('m', {
-    a: { dtype: 'float32', dims: [n, n], data },
-    b: { dtype: 'float32', dims: [n, n], data: data.slice() },
+    a: { dtype, dims: [n, n], data },
+    b: { dtype, dims: [n, n], data: data.slice() },
   });
   const run = () => session.run({}, ['s'], { state: 'm', reads: { a: 'a', b: 'b' }, writes: {} });
   await run();
-  const ms = await timed(`matmul ${n}³`, reps, log, run);
+  const ms = await timed(`matmul ${n}³ ${dtype}`, reps, log, run);
   // Freed, so that the device memory reported for the training state is the state's alone.
   await session.dropState('m');
   await session.release();
@@ -175,6 +185,12 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
   try {
     log(`ceiling: ONNX Runtime MatMul, float32, ${provider}`);
     const ceilingGflops = await ceiling(runtime, opts.ceilingSize, 5, log);
+    // Half precision, where the adapter offers it as ONNX Runtime asks for it (gpu-adapter.ts).
+    let ceilingF16: number | undefined;
+    if (adapter?.shaderF16) {
+      log(`ceiling: ONNX Runtime MatMul, float16, ${provider}`);
+      ceilingF16 = await ceiling(runtime, opts.ceilingSize, 5, log, 'float16');
+    }
     const dispatch = await dispatchCost(runtime, 5, log);
 
     log(`train step: ${model} ${JSON.stringify(shape)}`);
@@ -253,6 +269,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       model,
       shape,
       ceiling_gflops: ceilingGflops,
+      ...(ceilingF16 !== undefined ? { ceiling_gflops_float16: ceilingF16 } : {}),
       dispatch,
       train_step_ms: stepMs,
       update_layout: layout,

@@ -21,6 +21,11 @@ describe('duel doctor', () => {
     expect(report.selected).toBe('webgpu');
     expect(report.webgpu.vendor).toBeTruthy();
     expect(report.webgpu.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
+    // Asked for as ONNX Runtime asks for its adapter; lavapipe offers float16 either way (an
+    // NVIDIA Vulkan driver only with vulkan_enable_f16_on_nvidia).
+    expect(report.webgpu.toggles).toContain('vulkan_enable_f16_on_nvidia');
+    expect(report.webgpu.shaderF16).toBe(true);
+    expect(report.webgpu.shaderF16WithoutToggles).toBe(true);
     expect(report.vulkan_drivers.length).toBeGreaterThan(0);
   });
 

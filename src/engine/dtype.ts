@@ -39,3 +39,68 @@ export function allocate(dtype: DType, n: number): TypedArray {
       return new Uint8Array(n);
   }
 }
+
+/**
+ * float32 values → IEEE half-precision bit patterns (how a float16 tensor's data is stored here;
+ * Node 20 has no Float16Array), rounding to nearest even; overflow goes to ±Infinity.
+ */
+export function toFloat16(xs: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(xs.length);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (let i = 0; i < xs.length; i++) {
+    f[0] = xs[i]!;
+    const x = u[0]!;
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    const mant = x & 0x7fffff;
+    if (exp === 0xff) {
+      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
+      continue;
+    }
+    const e = exp - 127 + 15;
+    if (e >= 0x1f) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
+    if (e <= 0) {
+      // Subnormal (or zero) in half precision: shift the mantissa with its implicit bit in.
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
+      const m = mant | 0x800000;
+      const shift = 14 - e;
+      const half = m >>> shift;
+      const rest = m & ((1 << shift) - 1);
+      const mid = 1 << (shift - 1);
+      out[i] = sign | (half + (rest > mid || (rest === mid && half & 1) ? 1 : 0));
+      continue;
+    }
+    const half = (e << 10) | (mant >>> 13);
+    const rest = mant & 0x1fff;
+    // A carry out of the mantissa moves into the exponent, as rounding should.
+    out[i] = sign | (half + (rest > 0x1000 || (rest === 0x1000 && half & 1) ? 1 : 0));
+  }
+  return out;
+}
+
+/** IEEE half-precision bit patterns → their float32 values (exactly: every half is a float32). */
+export function fromFloat16(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i]!;
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >>> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    out[i] =
+      exp === 0
+        ? sign * mant * 2 ** -24
+        : exp === 0x1f
+          ? mant
+            ? Number.NaN
+            : sign * Number.POSITIVE_INFINITY
+          : sign * (1 + mant / 1024) * 2 ** (exp - 15);
+  }
+  return out;
+}

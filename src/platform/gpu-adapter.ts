@@ -1,7 +1,8 @@
 /**
  * Which GPU the webgpu provider computes on. ONNX Runtime's Node binding does not say, so this asks
  * Dawn itself, through Dawn's own Node binding (the `webgpu` package): the same Vulkan drivers,
- * the same default high-performance adapter ONNX Runtime's WebGPU provider requests. No adapter
+ * the same default high-performance adapter ONNX Runtime's WebGPU provider requests, with the
+ * adapter toggles it requests it with (ORT_ADAPTER_TOGGLES). No adapter
  * is a clear error naming what to install, raised before any worker thread loads ONNX Runtime.
  */
 import { existsSync, readdirSync } from 'node:fs';
@@ -53,14 +54,36 @@ export const NO_ADAPTER_HELP =
   "GLVND's libraries (libglvnd0, libgl1, libglx0, libegl1, libgles2, libopengl0) and " +
   'NVIDIA_DRIVER_CAPABILITIES including graphics so the container runtime mounts the driver (docs/DEPLOY.md)';
 
-/** The adapter Dawn offers, or undefined when it finds none. */
-export async function findAdapter(): Promise<AdapterInfo | undefined> {
+/**
+ * The Dawn toggles ONNX Runtime 1.30's WebGPU provider enables on the adapter it requests, as its
+ * binary's string table lists them after `use_dxc` and `allow_unsafe_apis` (its
+ * GetEnabledAdapterToggles). Adapter features depend on them: Dawn withholds shader-f16 on
+ * NVIDIA's Vulkan driver unless `vulkan_enable_f16_on_nvidia` is set (Dawn's PhysicalDeviceVk),
+ * so an adapter asked for without them may say "no float16" where ONNX Runtime's says yes.
+ */
+export const ORT_ADAPTER_TOGGLES = [
+  'use_dxc',
+  'allow_unsafe_apis',
+  'decompose_uniform_buffers',
+  'use_vulkan_memory_model',
+  'vulkan_enable_f16_on_nvidia',
+] as const;
+
+/**
+ * The adapter Dawn offers with the given adapter toggles (by default ONNX Runtime's, so its
+ * features are the provider's), or undefined when it finds none.
+ */
+export async function findAdapter(
+  toggles: readonly string[] = ORT_ADAPTER_TOGGLES,
+): Promise<AdapterInfo | undefined> {
   // Dawn's loader complains on stderr without a runtime directory; it needs none.
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
   const { create } = (await importEsm('webgpu')) as {
     create: (flags: string[]) => { requestAdapter(o: object): Promise<GPUAdapterLike | null> };
   };
-  const adapter = await create([]).requestAdapter({ powerPreference: 'high-performance' });
+  // Dawn's Node binding chains these to the adapter request as a DawnTogglesDescriptor.
+  const flags = toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : [];
+  const adapter = await create(flags).requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) return undefined;
   const i = adapter.info;
   const l = adapter.limits;

@@ -4,11 +4,23 @@
  * duel runs, in float32, and the state that must stay in device memory between runs.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { runPlacementBench } from '../../bench/placement.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readPlacement, runPlacementBench } from '../../bench/placement.js';
 import { STACKS } from '../../bench/reference-stack.js';
 import { duelJudge, trainJudge } from '../../src/algorithms/train-judge.js';
 import { trainRound } from '../../src/algorithms/train-round.js';
-import { compile, Graph, Runtime, T, TrainingState, type WireTensor } from '../../src/engine/index.js';
+import {
+  compile,
+  fromFloat16,
+  Graph,
+  Runtime,
+  T,
+  TrainingState,
+  toFloat16,
+  type WireTensor,
+} from '../../src/engine/index.js';
 import { type GenerateOptions, generate } from '../../src/models/generate.js';
 import { initJudgeWeights } from '../../src/models/judge/model.js';
 import { JudgeRunner } from '../../src/models/judge/runner.js';
@@ -67,6 +79,48 @@ describe('the webgpu provider gives the cpu provider’s answers', () => {
     for (const [i, v] of y!.data.entries()) {
       const want = Math.tanh(xs[i]!);
       expect(Math.abs((Number(v) - want) / want)).toBeLessThan(1e-6);
+    }
+  });
+
+  it('a float16 MatMul, every node on the webgpu provider, within half precision of float64', async () => {
+    // What float16 compute stands on: the adapter offers shader-f16 with ONNX Runtime's toggles
+    // (lavapipe does), and the provider runs a half-precision graph without falling back.
+    const [m, k, n] = [32, 48, 16];
+    const draw = (len: number, seed: number) =>
+      Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 7.1 + i * 1.37) * 2);
+    const a = fromFloat16(toFloat16(draw(m * k, 1)));
+    const b = fromFloat16(toFloat16(draw(k * n, 2)));
+    const g = new Graph();
+    const y = T.matmul(g.input('a', 'float16', [m, k]), g.input('b', 'float16', [k, n]));
+    const dir = mkdtempSync(join(tmpdir(), 'duel-f16-'));
+    const rt = new Runtime({ workers: 1, provider: 'webgpu', profilePrefix: join(dir, 'profile') });
+    try {
+      const session = await rt.load(compile(g, { y }, 'matmul_f16', { provider: 'webgpu' }));
+      const feeds = {
+        a: { dtype: 'float16' as const, dims: [m, k], data: toFloat16(a) },
+        b: { dtype: 'float16' as const, dims: [k, n], data: toFloat16(b) },
+      };
+      const { y: out } = await session.run(feeds, ['y']);
+      expect(out!.dtype).toBe('float16');
+      const got = fromFloat16(out!.data as Uint16Array);
+      let worst = 0;
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) {
+          let want = 0;
+          let scale = 0;
+          for (let p = 0; p < k; p++) {
+            want += a[i * k + p]! * b[p * n + j]!;
+            scale += Math.abs(a[i * k + p]! * b[p * n + j]!);
+          }
+          // Rounding the products' sum to half precision: a few units of 2^-11 of the terms' size.
+          worst = Math.max(worst, Math.abs(got[i * n + j]! - want) / scale);
+        }
+      expect(worst).toBeLessThan(4 * 2 ** -11);
+      await rt.endProfiling();
+      expect(readPlacement('matmul_f16', dir, 1).nodes).toEqual({ WebGpuExecutionProvider: 1 });
+    } finally {
+      await rt.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -99,6 +99,9 @@ export function registerBench(program: Command): void {
             `${r.machine.cpus}× ${r.machine.cpu_model}, ${r.machine.memory_gb} GiB, ORT threads ${r.machine.ort_threads}`,
           ],
           ['ceiling (MatMul)', `${f(r.ceiling_gflops)} GFLOP/s`],
+          ...(r.ceiling_gflops_float16 !== undefined
+            ? ([['ceiling (MatMul, float16)', `${f(r.ceiling_gflops_float16)} GFLOP/s`]] as [string, string][])
+            : []),
           ['per run, per node', `${r.dispatch.run_us.toFixed(0)} µs, ${r.dispatch.node_us.toFixed(1)} µs`],
           [
             'train step',

@@ -1,12 +1,13 @@
 /**
  * `duel doctor`: what this machine offers duel's runtime, for an operator: the execution providers
- * ONNX Runtime's binding was built with, the WebGPU adapter Dawn finds (vendor, device, software or
- * not, float16 shaders, limits) or what to install when there is none, the Vulkan drivers present,
+ * ONNX Runtime's binding was built with, the WebGPU adapter Dawn finds with the toggles ONNX
+ * Runtime requests it with (vendor, device, software or not, float16 shaders with and without
+ * those toggles, limits) or what to install when there is none, the Vulkan drivers present,
  * and the provider DUEL_RUNTIME_PROVIDER selects. Exit 1 when the selected provider cannot run.
  */
 import { createRequire } from 'node:module';
 import type { Command } from 'commander';
-import { findAdapter, NO_ADAPTER_HELP, vulkanDrivers } from '../../platform/gpu-adapter.js';
+import { findAdapter, NO_ADAPTER_HELP, ORT_ADAPTER_TOGGLES, vulkanDrivers } from '../../platform/gpu-adapter.js';
 import { envProvider } from '../runtime.js';
 
 export function registerDoctor(program: Command): void {
@@ -22,12 +23,17 @@ export function registerDoctor(program: Command): void {
       const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof import('onnxruntime-node');
       const built = ort.listSupportedBackends().map((b) => b.name);
       const adapter = await findAdapter();
+      // The same adapter asked for without toggles, as `doctor` did before: on NVIDIA's Vulkan
+      // driver the two can differ in float16 (gpu-adapter.ts, ORT_ADAPTER_TOGGLES).
+      const bare = adapter ? await findAdapter([]) : undefined;
       const report = {
         node: process.version,
         onnxruntime: ort.env.versions.common,
         providers: built,
         selected,
-        webgpu: adapter ?? { error: NO_ADAPTER_HELP },
+        webgpu: adapter
+          ? { ...adapter, toggles: ORT_ADAPTER_TOGGLES, shaderF16WithoutToggles: bare?.shaderF16 ?? false }
+          : { error: NO_ADAPTER_HELP },
         vulkan_drivers: vulkanDrivers(),
       };
       const usable =
@@ -45,7 +51,12 @@ export function registerDoctor(program: Command): void {
               ? `${adapter.vendor} ${adapter.device} (${adapter.fallback ? 'software adapter' : adapter.architecture}), ${adapter.description}`
               : NO_ADAPTER_HELP,
           ],
-          ['shader-f16', adapter ? String(adapter.shaderF16) : '-'],
+          [
+            'shader-f16',
+            adapter
+              ? `${adapter.shaderF16} with ONNX Runtime's adapter toggles (${ORT_ADAPTER_TOGGLES.join(', ')}), ${bare?.shaderF16 ?? false} without`
+              : '-',
+          ],
           [
             'largest buffer',
             adapter
