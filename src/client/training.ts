@@ -76,7 +76,14 @@ export class TrainingClient {
     this.client = new TrainingServiceClient(
       targetOf(address),
       o.credentials ?? channelCredentials(clientTlsFromEnv()),
-      { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }) },
+      {
+        'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+        // This client retries every 250 ms, but a channel whose trainer was down reconnects only
+        // when its backoff allows (growing 1.6× a failure toward 120 s): a trainer back after a
+        // few seconds would wait that long for a call. Capped, a restart costs ≤ 2 s more.
+        'grpc.initial_reconnect_backoff_ms': 250,
+        'grpc.max_reconnect_backoff_ms': 2000,
+      },
     );
     this.deadlineMs = o.deadlineMs ?? 600_000;
     this.retryWithinMs = o.retryWithinMs ?? 120_000;

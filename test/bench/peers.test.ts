@@ -44,4 +44,26 @@ describe('benches with peers, from the built command', () => {
     expect(r.variants.map((v: { variant: string }) => v.variant)).toEqual(['none', 'background', 'inline']);
     for (const v of r.variants) expect(v.p95_ms).toBeGreaterThan(0);
   }, 300_000);
+
+  it('bench largest trains a size in a child process, and stops one when memory runs short', async () => {
+    const small = ['--batch', '1', '--seq', '8'];
+    const r = await duel('largest', ...small, '--models', 'smollm-135m', '--modes', 'lora');
+    expect(r.largest_lora).toBe('smollm-135m');
+    expect(r.sizes[0]).toMatchObject({ mode: 'lora', fits: true });
+    expect(r.sizes[0].params).toBeGreaterThan(130e6);
+    expect(r.sizes[0].peak_rss_mb).toBeGreaterThan(500);
+    // A reserve no machine has: the watchdog stops the child at once, and the mode ends there.
+    const none = await duel(
+      'largest',
+      ...small,
+      '--models',
+      'smollm-135m,smollm-360m',
+      '--modes',
+      'full',
+      '--reserve',
+      '100000000',
+    );
+    expect(none.largest_full).toBeUndefined();
+    expect(none.sizes).toEqual([expect.objectContaining({ model: 'smollm-135m', fits: false })]);
+  }, 300_000);
 });

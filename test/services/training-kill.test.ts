@@ -42,7 +42,7 @@ const startTrainer = (env: NodeJS.ProcessEnv = {}): Promise<Trainer> =>
 /** Resolves once the trainer's log matches `re`; fails the test after 10 s. */
 async function logged(t: Trainer, re: RegExp): Promise<void> {
   for (const start = Date.now(); !re.test(t.log); await new Promise((r) => setTimeout(r, 50)))
-    if (Date.now() - start > 10_000) expect(t.log).toMatch(re);
+    if (Date.now() - start > 30_000) expect(t.log).toMatch(re);
 }
 
 beforeAll(async () => {

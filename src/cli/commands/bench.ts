@@ -100,7 +100,10 @@ export function registerBench(program: Command): void {
           ],
           ['ceiling (MatMul)', `${f(r.ceiling_gflops)} GFLOP/s`],
           ...(r.ceiling_gflops_float16 !== undefined
-            ? ([['ceiling (MatMul, float16)', `${f(r.ceiling_gflops_float16)} GFLOP/s`]] as [string, string][])
+            ? ([['ceiling (MatMul, float16)', `${f(r.ceiling_gflops_float16)} GFLOP/s`]] as [
+                string,
+                string,
+              ][])
             : []),
           ['per run, per node', `${r.dispatch.run_us.toFixed(0)} µs, ${r.dispatch.node_us.toFixed(1)} µs`],
           [
@@ -364,6 +367,59 @@ export function registerBench(program: Command): void {
         const { runSessionProbe } = await import('../../../bench/session-probe.js');
         const r = await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
         printedAsJson(o.json, r);
+      },
+    );
+
+  bench
+    .command('largest')
+    .description(
+      'the largest Llama-shaped model this machine trains, with every weight and with LoRA r16 (AdamW, a session step in a child process per size, stopped before memory runs out)',
+    )
+    .option('--json', 'print one JSON line instead of the progress lines')
+    .option('--models <list>', 'sizes to try, smallest first (comma-separated)', (raw) => raw.split(','), [
+      'smollm-135m',
+      'smollm-360m',
+      'qwen2.5-0.5b',
+      'tinyllama-1.1b',
+      'smollm-1.7b',
+    ])
+    .option('--modes <list>', 'full, lora (comma-separated)', (raw) => raw.split(','), ['full', 'lora'])
+    .option('--batch <n>', 'sequences per step', positiveInt('--batch'), 8)
+    .option('--seq <n>', 'tokens per sequence (half prompt, half completion)', positiveInt('--seq'), 512)
+    .option(
+      '--reserve <mb>',
+      'stop a size when the machine has less than this available',
+      positiveInt('--reserve'),
+      1024,
+    )
+    .option('--only <model>', 'run one size in this process and print its figures (what each child does)')
+    .action(
+      async (o: {
+        json?: boolean;
+        models: string[];
+        modes: string[];
+        batch: number;
+        seq: number;
+        reserve: number;
+        only?: string;
+      }) => {
+        const { runLargest, trainOnce } = await import('../../../bench/largest.js');
+        const modes = o.modes.map((m) => {
+          if (m !== 'full' && m !== 'lora')
+            throw DuelError.invalidArgument([
+              { field: '--modes', description: `'${m}' is not full or lora` },
+            ]);
+          return m;
+        });
+        if (o.only) {
+          process.stdout.write(`${JSON.stringify(await trainOnce(o.only, modes[0]!, o.batch, o.seq))}\n`);
+          return;
+        }
+        const r = await runLargest({ ...o, modes, reserveMb: o.reserve, log: progress });
+        if (!printedAsJson(o.json, r))
+          process.stdout.write(
+            `largest with every weight: ${r.largest_full ?? 'none'}; with LoRA r16: ${r.largest_lora ?? 'none'} (${r.memory_gb.toFixed(0)} GiB, ${r.batch} × ${r.seq})\n`,
+          );
       },
     );
 
