@@ -17,6 +17,7 @@ import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { initAdapter } from '../src/models/lora/adapter.js';
 import { ALL_LINEAR } from '../src/models/lora/config.js';
 import { duelBin } from '../src/platform/paths.js';
+import { DECODE_MODELS } from './decode.js';
 
 const llama = (c: Record<string, unknown>): LlamaConfig =>
   parseLlamaConfig({
@@ -29,16 +30,8 @@ const llama = (c: Record<string, unknown>): LlamaConfig =>
 
 /** Published shapes, smallest first (random weights: only the shape matters here). */
 export const LADDER: Record<string, LlamaConfig> = {
-  /** HuggingFaceTB/SmolLM-135M */
-  'smollm-135m': llama({
-    vocab_size: 49152,
-    hidden_size: 576,
-    intermediate_size: 1536,
-    num_hidden_layers: 30,
-    num_attention_heads: 9,
-    num_key_value_heads: 3,
-    tie_word_embeddings: true,
-  }),
+  /** HuggingFaceTB/SmolLM-135M, as `bench decode` builds it */
+  'smollm-135m': DECODE_MODELS['smollm-135m']!,
   /** HuggingFaceTB/SmolLM-360M */
   'smollm-360m': llama({
     vocab_size: 49152,
@@ -169,7 +162,10 @@ export async function runLargest(o: LargestOptions) {
   const unknown = o.models.filter((m) => !Object.hasOwn(LADDER, m));
   if (unknown.length)
     throw DuelError.invalidArgument([
-      { field: '--models', description: `unknown ${unknown.join(', ')} (known: ${Object.keys(LADDER).join(', ')})` },
+      {
+        field: '--models',
+        description: `unknown ${unknown.join(', ')} (known: ${Object.keys(LADDER).join(', ')})`,
+      },
     ]);
   const results: SizeResult[] = [];
   for (const mode of o.modes)
