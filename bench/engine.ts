@@ -129,9 +129,7 @@ export async function ceiling(
   const g = new Graph();
   const a = g.input('a', dtype, [n, n]);
   const b = g.input('b', dtype, [n, n]);
-  const session = await runtime.load(
-    compile(g, { s: T.reduceSum(T.matmul(a, b)) }, `matmul_${dtype}`),
-  );
+  const session = await runtime.load(compile(g, { s: T.reduceSum(T.matmul(a, b)) }, `matmul_${dtype}`));
   const values = Float32Array.from({ length: n * n }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
   const data = dtype === 'float16' ? toFloat16(values) : values;
   await session.setState('m', {

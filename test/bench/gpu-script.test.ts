@@ -30,7 +30,9 @@ it('runs every part on the webgpu provider and writes its result', () => {
   expect(engine.adapter.vendor).toBeTruthy();
   // lavapipe has shader-f16: the half-precision ceiling is measured beside the float32 one.
   expect(engine.ceiling_gflops_float16).toBeGreaterThan(0);
-  expect(readFileSync(join(results, 'doctor.txt'), 'utf8')).toMatch(/shader-f16\s+true with ONNX Runtime's adapter toggles/);
+  expect(readFileSync(join(results, 'doctor.txt'), 'utf8')).toMatch(
+    /shader-f16\s+true with ONNX Runtime's adapter toggles/,
+  );
   expect(engine.cpu_step_ms).toBeGreaterThan(0);
   expect(engine.device_state.last).toEqual(engine.device_state.first);
   expect(engine.dispatch.node_us).toBeGreaterThan(0);

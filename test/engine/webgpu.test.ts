@@ -3,10 +3,11 @@
  * `scripts/setup.sh --for-tests` installs) against the cpu provider, on small models: every graph
  * duel runs, in float32, and the state that must stay in device memory between runs.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { readPlacement, runPlacementBench } from '../../bench/placement.js';
 import { STACKS } from '../../bench/reference-stack.js';
 import { duelJudge, trainJudge } from '../../src/algorithms/train-judge.js';

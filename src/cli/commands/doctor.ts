@@ -7,7 +7,12 @@
  */
 import { createRequire } from 'node:module';
 import type { Command } from 'commander';
-import { findAdapter, NO_ADAPTER_HELP, ORT_ADAPTER_TOGGLES, vulkanDrivers } from '../../platform/gpu-adapter.js';
+import {
+  findAdapter,
+  NO_ADAPTER_HELP,
+  ORT_ADAPTER_TOGGLES,
+  vulkanDrivers,
+} from '../../platform/gpu-adapter.js';
 import { envProvider } from '../runtime.js';
 
 export function registerDoctor(program: Command): void {
