@@ -4,13 +4,24 @@
 # (npm ci, the same install the image build runs) when missing or older than the lock file. With
 # --for-tests also chromium (the test that renders the run report), Python's grpcio and protoc's
 # gRPC plugin (the test that runs examples/python) and, when Dawn finds no WebGPU adapter, Mesa's
-# Vulkan drivers (lavapipe: the webgpu provider's tests on a machine without a GPU).
+# Vulkan drivers (lavapipe: the webgpu provider's tests on a machine without a GPU). With --cuda
+# also ONNX Runtime 1.29's CUDA 13 provider from the npm registry, beside the default install
+# (scripts/cuda.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for_tests=false
+cuda=false
+for arg in "$@"; do
+  case $arg in
+  --for-tests) for_tests=true ;;
+  --cuda) cuda=true ;;
+  *) echo "setup: unknown argument '$arg' (--for-tests, --cuda)" >&2 && exit 2 ;;
+  esac
+done
 
 missing=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
-if [ "${1:-}" = --for-tests ]; then
+if $for_tests; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
   command -v grpc_python_plugin >/dev/null 2>&1 || missing+=(protobuf-compiler-grpc)
@@ -44,7 +55,7 @@ has_adapter() {
     -e "import { create } from 'webgpu'; process.exit((await create([]).requestAdapter()) ? 0 : 1);" \
     >/dev/null 2>&1
 }
-if [ "${1:-}" = --for-tests ] && ! has_adapter; then
+if $for_tests && ! has_adapter; then
   codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   echo "setup: no WebGPU adapter; installing Mesa's Vulkan drivers (lavapipe) for Debian ${codename:-?}"
   if [ "$codename" = bookworm ]; then
@@ -63,3 +74,5 @@ if [ "${1:-}" = --for-tests ] && ! has_adapter; then
     exit 1
   fi
 fi
+
+if $cuda; then bash scripts/cuda.sh; fi

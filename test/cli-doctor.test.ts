@@ -1,6 +1,7 @@
 /** `duel doctor` and a service's start on the webgpu provider, with and without a Vulkan driver. */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { compile, Graph, Runtime, T } from '../src/engine/index.js';
 import { duelBin } from '../src/platform/paths.js';
 
 const duel = (args: string[], env: NodeJS.ProcessEnv = {}) =>
@@ -38,6 +39,50 @@ describe('duel doctor', () => {
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/DUEL_RUNTIME_PROVIDER: must be one of cpu, webgpu, cuda, got 'tpu'/);
   });
+});
+
+describe('the cuda provider, opt in', () => {
+  it('installs beside the default ONNX Runtime, and doctor names what the CUDA provider lacks here', async () => {
+    // ONNX Runtime 1.29's core and Microsoft's CUDA 13 provider from the npm registry (≈200 MB,
+    // once; a second run finds them).
+    const setup = spawnSync('bash', ['scripts/setup.sh', '--cuda'], { encoding: 'utf8', timeout: 600_000 });
+    expect(setup.status, setup.stderr).toBe(0);
+    expect(setup.stdout).toMatch(/cuda: (done|ONNX Runtime 1\.29\.0 with its CUDA provider already)/);
+    const r = duel(['doctor', '--json'], { DUEL_RUNTIME_PROVIDER: 'cuda' });
+    const { cuda } = JSON.parse(r.stdout);
+    expect(cuda.version).toBe('1.29.0');
+    expect(cuda.core).toMatch(/\.cache\/ort-cuda\/node_modules\/onnxruntime-node$/);
+    if (cuda.loads) expect(r.status).toBe(0);
+    else {
+      // A machine without CUDA 13 and the NVIDIA driver (this project's CI): every missing
+      // library named at once, and the selected provider cannot run.
+      expect(cuda.missing).toEqual(expect.arrayContaining(['libcublas.so.13', 'libcuda.so.1']));
+      for (const lib of cuda.missing) expect(cuda.error).toContain(lib);
+      expect(r.status).toBe(1);
+    }
+    // The default install is untouched: the cpu provider still runs the 1.30 core.
+    const plain = duel(['doctor', '--json']);
+    expect(plain.status).toBe(0);
+    expect(JSON.parse(plain.stdout).onnxruntime).toBe('1.30.0');
+
+    // A Runtime loads the core it is given in its workers (the cuda provider's; here on the cpu
+    // provider, which that core has too), and a core that is not there is an error naming it.
+    const run = async (onnxruntimeNode: string) => {
+      const rt = new Runtime({ onnxruntimeNode });
+      try {
+        const g = new Graph();
+        const s = await rt.load(compile(g, { y: T.neg(g.input('x', 'float32', [2])) }, 'neg'));
+        return Array.from(
+          (await s.run({ x: { dtype: 'float32', dims: [2], data: Float32Array.of(1, 2) } }, ['y'])).y!
+            .data as Float32Array,
+        );
+      } finally {
+        await rt.close();
+      }
+    };
+    expect(await run(cuda.core)).toEqual([-1, -2]);
+    await expect(run('/nonexistent/onnxruntime-node')).rejects.toThrow(/nonexistent\/onnxruntime-node/);
+  }, 600_000);
 });
 
 describe('a service on the webgpu provider', () => {

@@ -3,10 +3,12 @@
  * ONNX Runtime's binding was built with, the WebGPU adapter Dawn finds with the toggles ONNX
  * Runtime requests it with (vendor, device, software or not, float16 shaders with and without
  * those toggles, limits) or what to install when there is none, the Vulkan drivers present,
- * and the provider DUEL_RUNTIME_PROVIDER selects. Exit 1 when the selected provider cannot run.
+ * whether the cuda provider loads (or which libraries it lacks), and the provider
+ * DUEL_RUNTIME_PROVIDER selects. Exit 1 when the selected provider cannot run.
  */
 import { createRequire } from 'node:module';
 import type { Command } from 'commander';
+import { cudaLibraries } from '../../platform/cuda.js';
 import {
   findAdapter,
   NO_ADAPTER_HELP,
@@ -41,9 +43,9 @@ export function registerDoctor(program: Command): void {
           : { error: NO_ADAPTER_HELP },
         vulkan_drivers: vulkanDrivers(),
       };
-      const usable =
-        selected === 'cpu' ? true : selected === 'webgpu' ? adapter !== undefined : built.includes(selected);
-      if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+      const cuda = await checkCuda();
+      const usable = selected === 'cpu' ? true : selected === 'webgpu' ? adapter !== undefined : cuda.loads;
+      if (o.json) process.stdout.write(`${JSON.stringify({ ...report, cuda })}\n`);
       else {
         const lines: [string, string][] = [
           ['node', report.node],
@@ -69,9 +71,36 @@ export function registerDoctor(program: Command): void {
               : '-',
           ],
           ['vulkan drivers', report.vulkan_drivers.join(', ') || 'none'],
+          [
+            'cuda provider',
+            cuda.loads
+              ? `loads (ONNX Runtime ${cuda.version} at ${cuda.core})`
+              : `${cuda.error}${cuda.core ? ` (ONNX Runtime ${cuda.version} at ${cuda.core})` : ''}`,
+          ],
         ];
         for (const [k, v] of lines) process.stdout.write(`${k.padEnd(20)} ${v}\n`);
       }
       if (!usable) process.exitCode = 1;
     });
+}
+
+/**
+ * Whether the cuda provider runs here: what its library lacks (ldd), and when nothing is missing,
+ * a one-node graph run on it through a Runtime, as a service would run one.
+ */
+async function checkCuda(): Promise<ReturnType<typeof cudaLibraries> & { loads: boolean }> {
+  const libs = cudaLibraries();
+  if (libs.error) return { ...libs, loads: false };
+  const { compile, Graph, Runtime, T } = await import('../../engine/index.js');
+  const runtime = new Runtime({ provider: 'cuda', ...(libs.core ? { onnxruntimeNode: libs.core } : {}) });
+  try {
+    const g = new Graph();
+    const session = await runtime.load(compile(g, { y: T.neg(g.input('x', 'float32', [2])) }, 'probe'));
+    await session.run({ x: { dtype: 'float32', dims: [2], data: Float32Array.from([1, 2]) } }, ['y']);
+    return { ...libs, loads: true };
+  } catch (e) {
+    return { ...libs, loads: false, error: (e as Error).message.split('\n')[0] };
+  } finally {
+    await runtime.close();
+  }
 }

@@ -23,6 +23,12 @@ export interface RuntimeOptions {
    * start with this; `endProfiling` writes them (`duel bench placement` reads them).
    */
   profilePrefix?: string;
+  /**
+   * The onnxruntime-node package the workers load (a directory): on the cuda provider the core
+   * that matches its CUDA provider library, which is not the default one (scripts/cuda.sh).
+   * @default DUEL_ONNXRUNTIME_NODE on cuda, else the installed onnxruntime-node
+   */
+  onnxruntimeNode?: string;
 }
 
 /** CPUs this process may use: the cgroup quota when one is set, else the visible cores. */
@@ -49,12 +55,14 @@ function workerUrl(): URL {
  * a graph never starts one.
  */
 class WorkerChannel {
+  constructor(private readonly onnxruntimeNode: string | undefined) {}
+
   private spawned: { worker: Worker; started: Promise<void> } | undefined;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private next = 0;
 
   private spawn(): { worker: Worker; started: Promise<void> } {
-    const worker = new Worker(workerUrl());
+    const worker = new Worker(workerUrl(), { workerData: { onnxruntimeNode: this.onnxruntimeNode } });
     /** Settles once the worker has loaded ONNX Runtime, or has failed or exited first. */
     const started = new Promise<void>((resolve) => {
       worker.once('exit', () => resolve());
@@ -186,8 +194,11 @@ export class Runtime {
     const n = options.workers ?? 1;
     if (!Number.isInteger(n) || n < 1)
       throw new Error(`runtime: workers must be a positive integer, got ${n}`);
-    this.channels = Array.from({ length: n }, () => new WorkerChannel());
     this.provider = options.provider ?? 'cpu';
+    const ortPackage =
+      options.onnxruntimeNode ??
+      (this.provider === 'cuda' ? process.env.DUEL_ONNXRUNTIME_NODE || undefined : undefined);
+    this.channels = Array.from({ length: n }, () => new WorkerChannel(ortPackage));
     this.profilePrefix = options.profilePrefix;
     this.intraOpThreads = options.intraOpThreads || Math.max(1, Math.floor(cpuLimit() / n));
   }

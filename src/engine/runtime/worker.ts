@@ -14,8 +14,9 @@
  * outputs than the one before fails ("Output count mismatch"), and so does one whose outputs
  * change shape unless all are fetched (test/engine/webgpu.test.ts shows the workaround holds).
  */
-import { parentPort } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
+import { createRequire } from 'node:module';
+import { parentPort, workerData } from 'node:worker_threads';
+import type * as Ort from 'onnxruntime-node';
 import { bytesPer, type DType } from '../dtype.js';
 import { Graph } from '../graph.js';
 import { compile } from '../onnx.js';
@@ -31,8 +32,17 @@ import type {
 } from './protocol.js';
 import { returnFreedMemoryWhenIdle } from './return-memory.js';
 
+/**
+ * ONNX Runtime's Node binding: the installed onnxruntime-node, or the package the Runtime names
+ * (the cuda provider's matching core, RuntimeOptions.onnxruntimeNode). Required, not imported,
+ * so that which one is a choice made when the worker starts.
+ */
+const ort: typeof Ort = createRequire(import.meta.url)(
+  (workerData as { onnxruntimeNode?: string } | null)?.onnxruntimeNode ?? 'onnxruntime-node',
+);
+
 interface Loaded {
-  session: ort.InferenceSession;
+  session: Ort.InferenceSession;
   /** Every output stays on the device and every run fetches all of them (see the header). */
   outputsOnDevice: boolean;
   profiled: boolean;
@@ -46,10 +56,10 @@ interface Loaded {
 }
 
 const sessions = new Map<number, Loaded>();
-const states = new Map<string, Map<string, ort.Tensor>>();
+const states = new Map<string, Map<string, Ort.Tensor>>();
 let nextSession = 1;
 
-const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
+const ORT_TYPE: Record<DType, Ort.Tensor.Type> = {
   float32: 'float32',
   float64: 'float64',
   float16: 'float16',
@@ -59,21 +69,21 @@ const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
 };
 
 /** Only float state goes to the device: WebGPU has no 64-bit integers, and ids are fed per run. */
-const DEVICE_TYPES = new Set<ort.Tensor.Type>(['float32', 'float16']);
+const DEVICE_TYPES = new Set<Ort.Tensor.Type>(['float32', 'float16']);
 
-function toOrt(t: WireTensor): ort.Tensor {
+function toOrt(t: WireTensor): Ort.Tensor {
   return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.dims);
 }
 
-function toWire(t: ort.Tensor): WireTensor {
+function toWire(t: Ort.Tensor): WireTensor {
   return { dtype: t.type as DType, dims: [...t.dims], data: t.data as WireTensor['data'] };
 }
 
-const onDevice = (t: ort.Tensor) => t.location === 'gpu-buffer';
-const byteSize = (t: ort.Tensor) => t.size * bytesPer(t.type as DType);
+const onDevice = (t: Ort.Tensor) => t.location === 'gpu-buffer';
+const byteSize = (t: Ort.Tensor) => t.size * bytesPer(t.type as DType);
 
 /** Frees a device tensor now; host tensors are left to the garbage collector. */
-function free(t: ort.Tensor | undefined, unless?: ort.Tensor): void {
+function free(t: Ort.Tensor | undefined, unless?: Ort.Tensor): void {
   if (t && t !== unless && onDevice(t)) t.dispose();
 }
 
@@ -86,7 +96,7 @@ const VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
  * check (ONNX Runtime's default 'basic'; 'disabled' trades an error message for a crash when a
  * kernel is wrong; BENCHMARKS.md has what it saves per node).
  */
-function webgpuProvider(): ort.InferenceSession.WebGpuExecutionProviderOption {
+function webgpuProvider(): Ort.InferenceSession.WebGpuExecutionProviderOption {
   const mode = process.env.DUEL_WEBGPU_VALIDATION ?? 'basic';
   if (!(VALIDATION_MODES as readonly string[]).includes(mode))
     throw new Error(`DUEL_WEBGPU_VALIDATION: must be one of ${VALIDATION_MODES.join(', ')}, got '${mode}'`);
@@ -98,9 +108,9 @@ function webgpuProvider(): ort.InferenceSession.WebGpuExecutionProviderOption {
  * one per dtype, rank and direction. ONNX Runtime's Node binding has no other way to make a device tensor
  * from host memory, and `getData()` on a device tensor aborted the process when tried.
  */
-const movers = new Map<string, Promise<ort.InferenceSession>>();
+const movers = new Map<string, Promise<Ort.InferenceSession>>();
 
-function mover(type: ort.Tensor.Type, rank: number, to: 'gpu-buffer' | 'cpu') {
+function mover(type: Ort.Tensor.Type, rank: number, to: 'gpu-buffer' | 'cpu') {
   const key = `${type}:${rank}:${to}`;
   let s = movers.get(key);
   if (!s) {
@@ -120,13 +130,13 @@ function mover(type: ort.Tensor.Type, rank: number, to: 'gpu-buffer' | 'cpu') {
   return s;
 }
 
-async function toDevice(t: ort.Tensor): Promise<ort.Tensor> {
+async function toDevice(t: Ort.Tensor): Promise<Ort.Tensor> {
   if (onDevice(t) || t.size === 0 || !DEVICE_TYPES.has(t.type)) return t;
   const s = await mover(t.type, t.dims.length, 'gpu-buffer');
   return (await s.run({ x: t })).y!;
 }
 
-async function toHost(t: ort.Tensor): Promise<ort.Tensor> {
+async function toHost(t: Ort.Tensor): Promise<Ort.Tensor> {
   if (!onDevice(t)) return t;
   const s = await mover(t.type, t.dims.length, 'cpu');
   return (await s.run({ x: t })).y!;
@@ -135,7 +145,7 @@ async function toHost(t: ort.Tensor): Promise<ort.Tensor> {
 /** Where the outputs of a session that keeps them on the device go: all there, or as listed. */
 function outputLocations(
   options: SessionOptions,
-): ort.InferenceSession.SessionOptions['preferredOutputLocation'] {
+): Ort.InferenceSession.SessionOptions['preferredOutputLocation'] {
   const listed = options.outputLocations;
   if (!listed) return 'gpu-buffer';
   return Object.fromEntries(
@@ -143,12 +153,12 @@ function outputLocations(
   );
 }
 
-async function createSession(bytes: Uint8Array, options: SessionOptions): Promise<ort.InferenceSession> {
+async function createSession(bytes: Uint8Array, options: SessionOptions): Promise<Ort.InferenceSession> {
   const missing = (why: string) =>
     new Error(
       `execution provider '${options.provider}' is not available: ${why}. For webgpu, install a Vulkan ` +
         'driver (Debian 12: mesa-vulkan-drivers from bookworm-backports; NVIDIA: the driver with the ' +
-        "graphics capability, docs/DEPLOY.md); for cuda, install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 on a machine with CUDA 12 and cuDNN 9; 'cpu' always works",
+        "graphics capability, docs/DEPLOY.md); for cuda, bash scripts/setup.sh --cuda (ONNX Runtime 1.29's CUDA 13 provider from the npm registry) on a machine with CUDA 13's libraries, and duel doctor names what is missing; 'cpu' always works",
     );
   const listed = ort.listSupportedBackends().map((b) => b.name);
   if (!listed.includes(options.provider)) throw missing(`this build offers ${listed.join(', ')}`);
@@ -175,7 +185,7 @@ async function createSession(bytes: Uint8Array, options: SessionOptions): Promis
   }
 }
 
-function stateOf(name: string): Map<string, ort.Tensor> {
+function stateOf(name: string): Map<string, Ort.Tensor> {
   let s = states.get(name);
   if (!s) {
     s = new Map();
@@ -188,10 +198,10 @@ function stateOf(name: string): Map<string, ort.Tensor> {
  * The binding's in-place outputs whose state tensors nothing else holds (StateBinding.inPlace):
  * output name → the tensor to write into.
  */
-function inPlaceOutputs(b: StateBinding): Record<string, ort.Tensor> {
+function inPlaceOutputs(b: StateBinding): Record<string, Ort.Tensor> {
   const state = stateOf(b.state);
   const held = heldElsewhere(b.state);
-  const into: Record<string, ort.Tensor> = {};
+  const into: Record<string, Ort.Tensor> = {};
   for (const output of b.inPlace ?? []) {
     const t = state.get(b.writes[output] ?? '');
     if (t && !onDevice(t) && !held.has(t)) into[output] = t;
@@ -200,8 +210,8 @@ function inPlaceOutputs(b: StateBinding): Record<string, ort.Tensor> {
 }
 
 /** Every tensor some state other than `except` holds. */
-function heldElsewhere(except: string): Set<ort.Tensor> {
-  const held = new Set<ort.Tensor>();
+function heldElsewhere(except: string): Set<Ort.Tensor> {
+  const held = new Set<Ort.Tensor>();
   for (const [name, s] of states) if (name !== except) for (const t of s.values()) held.add(t);
   return held;
 }
@@ -246,7 +256,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
     }
     case 'run': {
       const { session, device, outputsOnDevice, lowMemory } = loaded(req.session);
-      const feeds: Record<string, ort.Tensor> = {};
+      const feeds: Record<string, Ort.Tensor> = {};
       for (const [name, t] of Object.entries(req.feeds)) feeds[name] = toOrt(t);
       const fetch = new Set(req.fetch);
       if (req.binding) {
