@@ -4,9 +4,9 @@
  * them; glibc keeps freed chunks in its arenas (one per thread that allocates) and trims only the
  * top of the main heap, so a training process grows to several times its state (BENCHMARKS.md,
  * `bench session-probe`). glibc's `malloc_trim(0)` hands every wholly free page of every arena
- * back (madvise), in milliseconds (≈7 ms for a 21.9M training session's heap). Node has no binding to it, so koffi, a maintained FFI library,
- * calls it; where the C library has none (musl, macOS) this does nothing. DUEL_MALLOC_TRIM=0
- * turns it off (the benchmark's peer).
+ * back (madvise), in milliseconds (≈7 ms for a 21.9M training session's heap). Node has no
+ * binding to it, so koffi, a maintained FFI library, calls it; where the C library has none
+ * (musl, macOS) this does nothing. DUEL_MALLOC_TRIM=0 turns it off (the benchmark's peer).
  */
 import { createRequire } from 'node:module';
 
@@ -31,7 +31,7 @@ function load(): Trim | null {
  * the pages it returns are the ones the next run's activations would have reused: trimmed after
  * every run, a 21.9M full-weight step ran 10% slower (the next run faults fresh pages in), so
  * memory goes back when a worker falls quiet (a session waiting for its client, a round done),
- * never between the runs of a busy training loop.
+ * not between the back-to-back runs of a busy training loop.
  */
 const IDLE_MS = 250;
 let pending: NodeJS.Timeout | undefined;
