@@ -4,10 +4,18 @@
 # command with the only packages it loads from node_modules for the benchmarks (onnxruntime-node
 # and Dawn's webgpu binding, linux/x64 only), and the Vulkan loader as a Debian package. xz keeps
 # it under the 64 MiB a device call carries. Run here after `npm run build`.
+#
+# --cuda also packs ONNX Runtime 1.29's core with its CUDA provider (scripts/cuda.sh) into
+# .gpu-cuda/, split into parts of 60 MiB: more than one call carries. Each part travels in a call of
+# its own into the warm machine's /tmp (carry [".gpu-cuda/core.tar.xz.part-aa"], command
+# "mkdir -p /tmp/duel-cuda && cp .gpu-cuda/core.tar.xz.part-* /tmp/duel-cuda/"), and the last call
+# carries .gpu and runs `bash bench/gpu.sh --cuda /tmp/duel-cuda`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cuda=false
+[ "${1:-}" = --cuda ] && cuda=true
 rm -rf .gpu && mkdir -p .gpu
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+for d in /.gpu/ /.gpu-cuda/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >>.git/info/exclude; done
 
 xz -T0 -6 -c "$(command -v node)" >.gpu/node.xz
 
@@ -31,3 +39,10 @@ apt-get "${o[@]}" update -qq >/dev/null 2>&1
 (cd .gpu && apt-get "${o[@]}" download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2 >/dev/null 2>&1)
 rm -rf "$lists"
 du -ch .gpu/* | tail -n 1 | sed 's/^/gpu-pack: .gpu holds /'
+
+if $cuda; then
+  bash scripts/cuda.sh
+  rm -rf .gpu-cuda && mkdir -p .gpu-cuda
+  tar -C .cache/ort-cuda -cf - node_modules | xz -T0 -6 | split -b 60M - .gpu-cuda/core.tar.xz.part-
+  ls .gpu-cuda | sed 's/^/gpu-pack: .gpu-cuda\//'
+fi

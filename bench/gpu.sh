@@ -9,6 +9,10 @@
 #   device call: carry [".gpu"], command "bash bench/gpu.sh", timeout 600 s (on the H200, about
 #                4 minutes: the first five parts took 166 s, the rest about 60 s)
 #
+# --cuda DIR: the parts of bench/gpu-pack.sh --cuda, staged in DIR by earlier calls: ONNX Runtime
+# 1.29's core with its CUDA provider is unpacked, CUDA 13's libraries are looked for in PyTorch's
+# nvidia-* packages, and when `duel doctor` says the provider loads, the engine, decode and round
+# parts run again on cuda (float32) beside the webgpu ones.
 # --small shrinks every size so that a software adapter (lavapipe) runs it end to end in minutes;
 # --only NAME,NAME runs those parts alone (a second call that repeats what the first one missed).
 # Each part writes NAME.json and NAME.log; after every part they are packed again into
@@ -18,11 +22,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 small=false
 only=
+cuda_parts=
 while [ $# -gt 0 ]; do
   case $1 in
   --small) small=true ;;
   --only) only=,$2, && shift ;;
-  *) echo "gpu.sh: unknown argument '$1' (--small, --only NAME,...)" >&2 && exit 2 ;;
+  --cuda) cuda_parts=$2 && shift ;;
+  *) echo "gpu.sh: unknown argument '$1' (--small, --only NAME,..., --cuda DIR)" >&2 && exit 2 ;;
   esac
   shift
 done
@@ -139,6 +145,25 @@ part "$(limit 40)" engine-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
   bash -c "duel bench engine --json $engine --no-peer"
 part "$(limit 60)" decode-novalidation env DUEL_WEBGPU_VALIDATION=disabled \
   bash -c "duel bench decode --json $decode --no-peer"
+# The same parts on ONNX Runtime's CUDA provider, when its core was carried and loads here.
+if [ -n "$cuda_parts" ]; then
+  mkdir -p /tmp/duel-gpu/ort-cuda
+  cat "$cuda_parts"/core.tar.xz.part-* | xz -dc | tar -C /tmp/duel-gpu/ort-cuda -xf -
+  export DUEL_ONNXRUNTIME_NODE=/tmp/duel-gpu/ort-cuda/node_modules/onnxruntime-node
+  # CUDA 13's libcudart, libcublas(Lt) and libcurand, from PyTorch's nvidia-* wheels where present.
+  nvlibs=$(python3 -c 'import glob, nvidia, os; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/*/lib/lib*.so*")})))' 2>/dev/null || true)
+  [ -n "$nvlibs" ] && export LD_LIBRARY_PATH="$nvlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  DUEL_RUNTIME_PROVIDER=cuda duel doctor >"$results/doctor-cuda.txt" 2>&1
+  grep '^cuda provider' "$results/doctor-cuda.txt"
+  if grep -q '^cuda provider *loads' "$results/doctor-cuda.txt"; then
+    part "$(limit 100)" engine-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "duel bench engine --json $engine --no-peer"
+    part "$(limit 60)" decode-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "duel bench decode --json $decode --no-peer"
+    part "$(limit 60)" round-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "round $sizes"
+  else
+    say "the cuda provider does not load here (doctor-cuda.txt): its parts skipped"
+  fi
+  tar -C "$results" -czf "$OUT/gpu-results.tgz" .
+fi
 # The same chip's float32 MatMul through CUDA (PyTorch, where the image has it), as the ceiling's
 # peer: how much of the card WebGPU's float32 kernels reach.
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
