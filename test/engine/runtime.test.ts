@@ -58,7 +58,7 @@ describe('Runtime', () => {
   it('names the missing execution provider', async () => {
     const gpu = new Runtime({ provider: 'cuda' });
     await expect(gpu.load(heavy(1))).rejects.toThrow(
-      /execution provider 'cuda' is not available: [\s\S]*ONNXRUNTIME_NODE_INSTALL=cuda12/,
+      /execution provider 'cuda' is not available: [\s\S]*bash scripts\/setup\.sh --cuda/,
     );
     await gpu.close();
   });
