@@ -21,7 +21,7 @@ export function registerDoctor(program: Command): void {
   program
     .command('doctor')
     .description(
-      'the execution providers and the GPU adapter this machine offers (exit 1 if the selected one cannot run)',
+      'the execution providers, the GPU adapter and the CUDA provider this machine offers (exit 1 if the selected one cannot run)',
     )
     .option('--json', 'print one JSON object')
     .action(async (o: { json?: boolean }) => {
