@@ -71,12 +71,27 @@ const ORT_TYPE: Record<DType, Ort.Tensor.Type> = {
 /** Only float state goes to the device: WebGPU has no 64-bit integers, and ids are fed per run. */
 const DEVICE_TYPES = new Set<Ort.Tensor.Type>(['float32', 'float16']);
 
+/**
+ * float16 data crosses as the raw bits in a Uint16Array. Where the JavaScript engine has
+ * Float16Array (Node 24), onnxruntime-common wraps such data in a Float16Array view, which
+ * onnxruntime-node 1.30's binding reads as empty ("not enough space: expected N, got 0"): the
+ * tensor is given its Uint16Array back, as on Node 20, and a Float16Array read back is viewed as
+ * its bits again.
+ */
 function toOrt(t: WireTensor): Ort.Tensor {
-  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.dims);
+  const tensor = new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.dims);
+  if (t.dtype === 'float16' && !(tensor.data instanceof Uint16Array))
+    (tensor as unknown as { cpuData: Uint16Array }).cpuData = t.data as Uint16Array;
+  return tensor;
 }
 
 function toWire(t: Ort.Tensor): WireTensor {
-  return { dtype: t.type as DType, dims: [...t.dims], data: t.data as WireTensor['data'] };
+  const data = t.data as WireTensor['data'] | ArrayBufferView;
+  const bits =
+    t.type === 'float16' && !(data instanceof Uint16Array)
+      ? new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2)
+      : data;
+  return { dtype: t.type as DType, dims: [...t.dims], data: bits as WireTensor['data'] };
 }
 
 const onDevice = (t: Ort.Tensor) => t.location === 'gpu-buffer';
