@@ -223,19 +223,19 @@ async function oneSize(model: string, mode: Mode, o: LargestOptions): Promise<Si
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   clearInterval(watch);
   const seconds = (performance.now() - t0) / 1000;
-  const params = countParams(initShapes(model));
+  const params = parameterCount(model);
   if (killedAt !== undefined || code !== 0)
     return { model, mode, params, fits: false, available_mb_at_kill: killedAt ?? availableMb(), seconds };
   const r = JSON.parse(out.trim().split('\n').at(-1)!) as { step_ms: number; peak_rss_mb: number };
   return { model, mode, params, fits: true, peak_rss_mb: r.peak_rss_mb, step_ms: r.step_ms, seconds };
 }
 
-/** The parameter count of a shape without allocating it. */
-function initShapes(model: string): Record<string, { data: { length: number } }> {
+/** The parameter count of a shape, without allocating it. */
+function parameterCount(model: string): number {
   const c = LADDER[model]!;
   const kv = c.numKvHeads * c.headDim;
   const layer =
     c.hiddenSize * (2 * c.hiddenSize + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
   const embed = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2);
-  return { all: { data: { length: c.numLayers * layer + embed + c.hiddenSize } } };
+  return c.numLayers * layer + embed + c.hiddenSize;
 }
