@@ -12,7 +12,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from './paths.js';
 
-export const CUDA_CORE_VERSION = '1.29.0';
 export const CUDA_INSTALL_HELP =
   "bash scripts/setup.sh --cuda installs ONNX Runtime 1.29's CUDA 13 provider from the npm registry";
 

@@ -8,7 +8,7 @@ import { type Run, RunState } from '../gen/duel/v1/runs.js';
 import { eventName, stateName } from '../platform/run-events.js';
 import { goalMet, goalText, parseGoal } from '../platform/run-goals.js';
 import type { RoundRow, RunView } from './run-view.js';
-import { lineChart, type Series } from './svg.js';
+import { esc, fixed, lineChart, type Series } from './svg.js';
 
 /** The look the demo's report.html and the live page share. */
 export const REPORT_CSS = `body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em}
@@ -19,9 +19,7 @@ table.settings td{overflow-wrap:anywhere;font-family:monospace}
 .met{color:#1a7f37}.missed{color:#c62828}.pending{color:#777}
 .charts{display:flex;flex-wrap:wrap;gap:8px}`;
 
-export const esc = (t: string) =>
-  t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
+const f = fixed;
 
 /** "1 h 02 min", "3 min 20 s", "12 s". */
 function duration(seconds: number): string {

@@ -11,7 +11,13 @@ const PAD = { left: 56, right: 20, top: 34, bottom: 40 };
 const LEGEND_LINE = 16;
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+/** Text for HTML and SVG, attribute values included. */
+export const esc = (t: string) =>
+  t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** A figure for a report: `d` decimals, '–' when there is none. */
+export const fixed = (x: number | undefined, d = 3) =>
+  x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d);
 
 export interface Series {
   name: string;

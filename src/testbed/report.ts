@@ -2,11 +2,10 @@
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { REPORT_CSS } from '../report/run-page.js';
-import { lineChart, stackedBars } from '../report/svg.js';
+import { esc, fixed, lineChart, stackedBars } from '../report/svg.js';
 import type { DemoSummary } from './demo.js';
 
-const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
-const esc = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const f = fixed;
 
 /** A settings object as `key: value` pairs, nested ones flattened with dots: short lines that wrap. */
 function formatSettings(v: unknown, prefix = ''): string {
