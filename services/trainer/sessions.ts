@@ -180,6 +180,12 @@ export class TrainingSessions {
   private readonly bases = new Map<string, Promise<SharedBase>>();
   /** The lease epoch (TrainerLeases.epoch) in which each held session's ownership was last verified. */
   private readonly verified = new Map<string, number>();
+  /**
+   * The last seq of each session this process saw committed to the journal. A read of the record
+   * that is older comes from a NATS server that has not applied it yet (a stream leader just
+   * elected) and is read again, rather than taken for another trainer's write or restored from.
+   */
+  private readonly committed = new Map<string, number>();
   private opened?: Promise<SessionJournal>;
   private readonly snapshotEvery: number;
 
@@ -435,11 +441,17 @@ export class TrainingSessions {
     }
   }
 
+  /** Whether a read of session `id`'s record holds every call this process saw committed. */
+  private caughtUp(id: string): (r: TrainingSessionRecord) => boolean {
+    const seq = this.committed.get(id) ?? 0;
+    return (r) => r.seq >= seq;
+  }
+
   /** A session's journal record and its calls since the last snapshot, replayed. */
   private async restore(id: string): Promise<Live> {
     const t0 = performance.now();
     const j = await this.journal();
-    const r = (await j.records.get(id))?.value;
+    const r = (await j.records.get(id, this.caughtUp(id)))?.value;
     if (!r) throw DuelError.notFound(`no training session '${id}'`);
     const l = await this.open(r);
     try {
@@ -555,28 +567,33 @@ export class TrainingSessions {
     let previous: number | undefined;
     const last = lastOf(call);
     try {
-      l.record = await j.records.update(id, (cur) => {
-        previous = undefined;
-        // The fence: a replica that lost the session to another commits nothing more of it.
-        if (j.leases && cur.owner?.holder !== j.leases.id)
-          throw DuelError.unavailable(
-            `session '${id}' is served by trainer ${cur.owner?.holder || 'none'} now, not ${j.leases.id}: retry`,
-          );
-        // This very commit, written by an attempt whose answer was lost (NATS failing over): done.
-        if (cur.seq === call.seq && sameCall(cur.last, last)) return undefined;
-        if (cur.seq !== call.seq - 1)
-          throw DuelError.failedPrecondition(
-            `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
-          );
-        previous = cur.snapshot ? cur.snapshotSeq : undefined;
-        return {
-          ...cur,
-          seq: call.seq,
-          step: steps,
-          last,
-          ...(snapshot ? { snapshot, snapshotSeq: call.seq } : {}),
-        };
-      });
+      l.record = await j.records.update(
+        id,
+        (cur) => {
+          previous = undefined;
+          // The fence: a replica that lost the session to another commits nothing more of it.
+          if (j.leases && cur.owner?.holder !== j.leases.id)
+            throw DuelError.unavailable(
+              `session '${id}' is served by trainer ${cur.owner?.holder || 'none'} now, not ${j.leases.id}: retry`,
+            );
+          // This very commit, written by an attempt whose answer was lost (NATS failing over): done.
+          if (cur.seq === call.seq && sameCall(cur.last, last)) return undefined;
+          if (cur.seq !== call.seq - 1)
+            throw DuelError.failedPrecondition(
+              `session '${id}' moved to seq ${cur.seq} elsewhere (another trainer serves it)`,
+            );
+          previous = cur.snapshot ? cur.snapshotSeq : undefined;
+          return {
+            ...cur,
+            seq: call.seq,
+            step: steps,
+            last,
+            ...(snapshot ? { snapshot, snapshotSeq: call.seq } : {}),
+          };
+        },
+        this.caughtUp(id),
+      );
+      this.committed.set(id, call.seq);
     } catch (e) {
       await pinned?.release();
       throw e;
@@ -629,21 +646,25 @@ export class TrainingSessions {
       const j = await this.journal();
       let previous: number | undefined;
       let adopted = false;
-      const r = await j.records.update(id, (cur) => {
-        // An attempt whose answer was lost may have written it already: then it is adopted.
-        const ours = cur.snapshot?.uri === ref.uri && cur.snapshot.sha256 === ref.sha256;
-        adopted = ours;
-        // Not ours any more, or a later snapshot (a call too big for the journal) already there.
-        if (
-          ours ||
-          (j.leases && cur.owner?.holder !== j.leases.id) ||
-          (cur.snapshot && cur.snapshotSeq >= seq)
-        )
-          return undefined;
-        previous = cur.snapshot ? cur.snapshotSeq : undefined;
-        adopted = true;
-        return { ...cur, snapshot: ref, snapshotSeq: seq };
-      });
+      const r = await j.records.update(
+        id,
+        (cur) => {
+          // An attempt whose answer was lost may have written it already: then it is adopted.
+          const ours = cur.snapshot?.uri === ref.uri && cur.snapshot.sha256 === ref.sha256;
+          adopted = ours;
+          // Not ours any more, or a later snapshot (a call too big for the journal) already there.
+          if (
+            ours ||
+            (j.leases && cur.owner?.holder !== j.leases.id) ||
+            (cur.snapshot && cur.snapshotSeq >= seq)
+          )
+            return undefined;
+          previous = cur.snapshot ? cur.snapshotSeq : undefined;
+          adopted = true;
+          return { ...cur, snapshot: ref, snapshotSeq: seq };
+        },
+        this.caughtUp(id),
+      );
       if (!adopted) {
         await this.core.store.remove(name);
         return;
@@ -746,6 +767,7 @@ export class TrainingSessions {
     for (const k of await j.calls.keys(`${id}.`)) await j.calls.delete(k);
     if (r.snapshot) await this.core.store.remove(snapshotName(id, r.snapshotSeq));
     if (r.clientToken) this.tokens.delete(r.clientToken);
+    this.committed.delete(id);
   }
 
   /** Frees one session's memory once its calls in progress are done (its journal stays). */

@@ -33,14 +33,21 @@ export interface EventLog {
 }
 
 export interface RecordStore<T> {
-  get(key: string): Promise<{ value: T; revision: number } | undefined>;
+  /**
+   * The record; with `caughtUp`, read again while it lacks a write this process saw acknowledged
+   * (as `update` reads it).
+   */
+  get(key: string, caughtUp?: (current: T) => boolean): Promise<{ value: T; revision: number } | undefined>;
   /** Stores `value` under a new key; resolves to false when the key exists. */
   create(key: string, value: T): Promise<boolean>;
   /**
    * Applies `change` to the current value and writes it if nobody wrote in between, retrying
-   * otherwise; `change` returning undefined leaves the record as it is.
+   * otherwise; `change` returning undefined leaves the record as it is. `caughtUp`, when given,
+   * says whether a value read holds what this process already saw written; one that does not
+   * comes from a server that has not applied it yet (a stream leader just elected) and is read
+   * again, so `change` never judges a write of its own to be someone else's.
    */
-  update(key: string, change: (current: T) => T | undefined): Promise<T>;
+  update(key: string, change: (current: T) => T | undefined, caughtUp?: (current: T) => boolean): Promise<T>;
   /** Stores `value` under `key` whatever was there. */
   put(key: string, value: T): Promise<void>;
   /** Removes `key` and its history; a missing key is not an error. */

@@ -73,7 +73,8 @@ export class MemoryRecordStore<T> implements RecordStore<T> {
 
   async update(key: string, change: (current: T) => T | undefined): Promise<T> {
     // Single-threaded and without an await between read and write, so no other writer can come
-    // in between: the compare-and-set always succeeds on the first try.
+    // in between: the compare-and-set always succeeds on the first try. (A memory store is always
+    // caught up: `caughtUp` has nothing to wait for.)
     const cur = this.records.get(key);
     if (!cur) throw DuelError.notFound(`no record '${key}'`);
     const value = this.decode(cur.bytes);

@@ -313,7 +313,11 @@ export class CasStore<T> implements RecordStore<T> {
     return new CasStore(await nc.jetstream().views.kv(bucket, opts), encode, decode);
   }
 
-  async get(key: string): Promise<{ value: T; revision: number } | undefined> {
+  async get(
+    key: string,
+    caughtUp?: (current: T) => boolean,
+  ): Promise<{ value: T; revision: number } | undefined> {
+    if (caughtUp) return this.caughtUpRead(key, caughtUp);
     const e = await throughOutage(`the read of record ${key}`, () => this.kv.get(key));
     if (e?.operation !== 'PUT') return undefined;
     return { value: this.decode(e.value), revision: e.revision };
@@ -334,9 +338,13 @@ export class CasStore<T> implements RecordStore<T> {
    * Applies `change` to the current value and writes it if nobody wrote in between, retrying
    * otherwise. `change` returning undefined leaves the record as it is.
    */
-  async update(key: string, change: (current: T) => T | undefined): Promise<T> {
+  async update(
+    key: string,
+    change: (current: T) => T | undefined,
+    caughtUp: (current: T) => boolean = () => true,
+  ): Promise<T> {
     for (;;) {
-      const cur = await this.get(key);
+      const cur = await this.caughtUpRead(key, caughtUp);
       if (!cur) throw DuelError.notFound(`no record '${key}'`);
       const next = change(cur.value);
       if (next === undefined) return cur.value;
@@ -349,6 +357,27 @@ export class CasStore<T> implements RecordStore<T> {
       } catch (e) {
         if (!/wrong last sequence/.test((e as Error).message)) throw e;
       }
+    }
+  }
+
+  /**
+   * The record, read again (with backoff, for as long as a NATS outage is waited out) while it
+   * lacks a write this process saw acknowledged: nats-server 2.9 lets a stream leader just elected
+   * answer a read before it has applied the entries its predecessor committed.
+   */
+  private async caughtUpRead(
+    key: string,
+    caughtUp: (current: T) => boolean,
+  ): Promise<{ value: T; revision: number } | undefined> {
+    const start = Date.now();
+    for (let backoff = 50; ; backoff = Math.min(backoff * 2, 1000)) {
+      const cur = await this.get(key);
+      if (!cur || caughtUp(cur.value)) return cur;
+      if (Date.now() - start > NATS_OUTAGE_MS)
+        throw DuelError.unavailable(
+          `record ${key} still reads as revision ${cur.revision}, older than a write acknowledged before, after ${Math.round((Date.now() - start) / 1000)} s`,
+        );
+      await new Promise((r) => setTimeout(r, backoff));
     }
   }
 
