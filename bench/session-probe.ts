@@ -5,21 +5,27 @@
  * write a fresh state each time, as duel did before), n LoRA sessions on one shared base (memory and step time, with or without ONNX
  * Runtime's memory arena), and the parts of one snapshot. Run it under glibc settings
  * (`MALLOC_MMAP_THRESHOLD_=131072 …`) to see what the allocator keeps, and with DUEL_MALLOC_TRIM=0
- * for the peer of idle workers giving freed pages back.
+ * for the peer of idle workers giving freed pages back. Last, a LoRA training round as a run's
+ * trainer takes it (trainRound): how much its peak adds, in copies of the base.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSessionState } from '../services/trainer/session-state.js';
 import { TrainingSession, type TrainingSessionOptions } from '../src/algorithms/session.js';
+import { trainRound } from '../src/algorithms/train-round.js';
 import { Runtime, SharedTensors } from '../src/engine/index.js';
 import { ModelRef, OptimizerConfig } from '../src/gen/duel/v1/common.js';
+import type { LlamaConfig } from '../src/models/llama/config.js';
+import type { HostTensor } from '../src/models/llama/weights.js';
 import { initLlamaWeights } from '../src/models/llama/weights.js';
 import { initAdapter } from '../src/models/lora/adapter.js';
-import { ALL_LINEAR } from '../src/models/lora/config.js';
+import { ALL_LINEAR, type LoraConfig } from '../src/models/lora/config.js';
 import { FileArtifactStore } from '../src/platform/artifacts.js';
 import { DECODE_MODELS } from './decode.js';
 import { median, rssMb, timeRuns } from './measure.js';
+
+const LORA_R8: LoraConfig = { rank: 8, alpha: 16, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
 
 export interface SessionProbeOptions {
   model: string;
@@ -32,9 +38,28 @@ export interface SessionProbeOptions {
   log: (line: string) => void;
 }
 
+function modelConfig(model: string): LlamaConfig {
+  const cfg = DECODE_MODELS[model];
+  if (!cfg) throw new Error(`unknown model '${model}' (known: ${Object.keys(DECODE_MODELS).join(', ')})`);
+  return cfg;
+}
+
+/** Only the LoRA round, in a process that has run nothing else: its peak is then its own. */
+export async function runRoundProbe(o: { model: string; log: (line: string) => void }) {
+  const cfg = modelConfig(o.model);
+  const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
+  try {
+    return {
+      model: o.model,
+      lora_round: await loraRound(runtime, cfg, initLlamaWeights(cfg, 1), LORA_R8, o.log),
+    };
+  } finally {
+    await runtime.close();
+  }
+}
+
 export async function runSessionProbe(o: SessionProbeOptions) {
-  const cfg = DECODE_MODELS[o.model];
-  if (!cfg) throw new Error(`unknown model '${o.model}' (known: ${Object.keys(DECODE_MODELS).join(', ')})`);
+  const cfg = modelConfig(o.model);
   const runtime = new Runtime({ workers: 2, intraOpThreads: 1 });
   const root = mkdtempSync(join(tmpdir(), 'duel-probe-'));
   const id = (r: number, i: number) => 2 + ((r * 131 + i * 17) % (cfg.vocabSize - 2));
@@ -114,7 +139,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
 
     // LoRA sessions on one shared base: memory after each session's first step, and its step time.
     const shared = await SharedTensors.create(runtime, weights);
-    const lora = { rank: 8, alpha: 16, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
+    const lora = LORA_R8;
     const loraRows: { sessions: number; rss_mb: number; step_ms: number }[] = [];
     const open: TrainingSession[] = [];
     for (let n = 1; n <= o.loraSessions; n++) {
@@ -135,6 +160,8 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     }
     for (const x of open) await x.close();
     await shared.dispose();
+
+    const round = await loraRound(runtime, cfg, weights, lora, o.log);
     return {
       model: o.model,
       arena: o.arena,
@@ -146,9 +173,71 @@ export async function runSessionProbe(o: SessionProbeOptions) {
       full,
       snapshots,
       lora: loraRows,
+      lora_round: round,
     };
   } finally {
     await runtime.close();
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+/**
+ * One SPPO round of a LoRA r8 adapter on `weights` (8 prompts × 4 completions of 64 tokens, 2
+ * AdamW steps, then the round's figures, which sample): the resident memory it adds at its peak
+ * (sampled every 10 ms), against the base's bytes. π_θ, π_t and π_ref all stand on the base.
+ */
+async function loraRound(
+  runtime: Runtime,
+  cfg: LlamaConfig,
+  weights: Record<string, HostTensor>,
+  lora: LoraConfig,
+  log: (line: string) => void,
+) {
+  const baseMb = (Object.values(weights).reduce((n, t) => n + t.data.length, 0) * 4) / 2 ** 20;
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = rssMb();
+  let peak = before;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, rssMb());
+  }, 10);
+  const id = (r: number, i: number) => 2 + ((r * 977 + i * 31) % (cfg.vocabSize - 2));
+  const records = Array.from({ length: 8 }, (_, r) => ({
+    prompt_ids: Array.from({ length: 32 }, (_, i) => id(r, i)),
+    completion_ids: Array.from({ length: 4 }, (_, c) =>
+      Array.from({ length: 64 }, (_, i) => id(r, 100 * c + i)),
+    ),
+    prefs: Array.from({ length: 4 }, (_, a) =>
+      Array.from({ length: 4 }, (_, b) => (a === b ? 0.5 : a < b ? 0.7 : 0.3)),
+    ),
+  }));
+  const t0 = performance.now();
+  try {
+    await trainRound(runtime, {
+      algo: 'sppo',
+      hparams: {},
+      config: cfg,
+      weights,
+      adapter: initAdapter(cfg, lora, 7),
+      records,
+      optimizer: { kind: 'adamw', weightDecay: 0 },
+      lr: 1e-4,
+      steps: 2,
+      batchSize: 4,
+      gradClip: 1,
+      seed: 0,
+    });
+  } finally {
+    clearInterval(sampler);
+  }
+  const row = {
+    base_mb: baseMb,
+    rss_before_mb: before,
+    peak_added_mb: peak - before,
+    peak_added_vs_base: (peak - before) / baseMb,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  log(
+    `a LoRA r8 SPPO round: its peak adds ${row.peak_added_mb.toFixed(0)} MB (${row.peak_added_vs_base.toFixed(2)}× the ${baseMb.toFixed(0)} MiB base), ${row.seconds.toFixed(1)} s`,
+  );
+  return row;
 }

@@ -8,9 +8,10 @@
  *
  * With an adapter, the round trains LoRA's A and B on the frozen base: π_θ and π_t are base +
  * adapter, π_ref is the base without it unless a reference is given, and the round's weights are
- * the adapter's tensors.
+ * the adapter's tensors. The base is held once, in one worker (SharedTensors): the training state,
+ * the frozen log-probs and the round's sampling all read it there.
  */
-import { type Runtime, TrainingState } from '../engine/index.js';
+import { type Runtime, SharedTensors, TrainingState } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import type { CompletionRecord } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
@@ -85,7 +86,8 @@ export function checkRecords(records: RoundRecord[], vocab: number, needPrefs = 
  * once and reused across slots, resampling and the round's figures. Full weights: one session per
  * weight set. A LoRA round: one session per base, every model on it an adapter set into that
  * session (the base alone through a zero adapter, B = 0, which adds exactly nothing), so π_t,
- * π_ref and π_θ hold the base once rather than once each.
+ * π_ref and π_θ hold the base once rather than once each; the round's base is read where the
+ * round's shared tensors hold it, not copied.
  */
 class FrozenScorers {
   private readonly runners = new Map<Model, Promise<LogprobRunner>>();
@@ -97,8 +99,8 @@ class FrozenScorers {
   constructor(
     private readonly runtime: Runtime,
     private readonly cfg: LlamaConfig,
-    /** The round's adapter shape, when it trains one. */
-    private readonly lora?: LoraConfig,
+    /** The round's adapter shape and its base, held once, when it trains one. */
+    private readonly lora?: { config: LoraConfig; weights: Record<string, HostTensor>; base: SharedTensors },
   ) {}
 
   private scorer(model: Model): Promise<Scorer> {
@@ -113,8 +115,12 @@ class FrozenScorers {
     }
     let base = this.bases.get(model.weights);
     if (!base) {
+      const { targets } = lora.config;
       base = {
-        runner: LogprobRunner.forAdapters(this.runtime, this.cfg, model.weights, lora.targets),
+        runner:
+          model.weights === lora.weights
+            ? LogprobRunner.fromState(this.runtime, this.cfg, lora.base.source, targets)
+            : LogprobRunner.forAdapters(this.runtime, this.cfg, model.weights, targets),
         keys: new Map(),
       };
       this.bases.set(model.weights, base);
@@ -125,7 +131,7 @@ class FrozenScorers {
       const key = `model-${base.keys.size}`;
       scorer = (async () => {
         const r = await runner;
-        await r.setAdapter(key, model.adapter ?? initAdapter(this.cfg, lora, 0));
+        await r.setAdapter(key, model.adapter ?? initAdapter(this.cfg, lora.config, 0));
         return r.withAdapter(key);
       })();
       base.keys.set(model.adapter, scorer);
@@ -151,11 +157,17 @@ export async function trainRound(
   runtime: Runtime,
   o: TrainRoundOptions,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
-  const frozen = new FrozenScorers(runtime, o.config, o.adapter?.config);
+  const base = o.adapter ? await SharedTensors.create(runtime, o.weights) : undefined;
+  const frozen = new FrozenScorers(
+    runtime,
+    o.config,
+    o.adapter && base ? { config: o.adapter.config, weights: o.weights, base } : undefined,
+  );
   try {
-    return await trainRoundWith(runtime, o, frozen);
+    return await trainRoundWith(runtime, o, frozen, base);
   } finally {
     await frozen.release();
+    await base?.dispose();
   }
 }
 
@@ -163,6 +175,8 @@ async function trainRoundWith(
   runtime: Runtime,
   o: TrainRoundOptions,
   frozen: FrozenScorers,
+  /** A LoRA round's base, held once. */
+  base: SharedTensors | undefined,
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
   const recipe = recipeFor(o.algo, o.hparams);
   checkRecords(o.records, o.config.vocabSize, recipe.recipe.needsPrefs);
@@ -193,7 +207,7 @@ async function trainRoundWith(
     { optimizer: o.optimizer, gradClip: o.gradClip },
     plan(o, o.records.length).schedule,
     o.adapter ? o.adapter.tensors : o.weights,
-    o.adapter ? { frozen: o.weights } : {},
+    base ? { shared: base } : {},
   );
   /** The model the training state's parameters stand for. */
   const current = (params: Record<string, HostTensor>): Model =>
@@ -217,7 +231,14 @@ async function trainRoundWith(
             async beforeStep(step: number) {
               if (step === 0 || step % self.every !== 0) return;
               const params = (await state.parameters()) as Record<string, HostTensor>;
-              const gens = await sampleOnce(runtime, o, current(params), self.maxNewTokens, o.seed + step);
+              const gens = await sampleOnce(
+                runtime,
+                o,
+                current(params),
+                base,
+                self.maxNewTokens,
+                o.seed + step,
+              );
               data[self.slot] = await scoreSlot(
                 gens.map((g) => [
                   { promptIds: o.records[g.prompt]!.prompt_ids, completionIds: g.tokens, features: {} },
@@ -238,7 +259,10 @@ async function trainRoundWith(
     if (self) result.metrics.resamples = resamples;
     const trained = current(result.weights);
     if (!result.metrics.diverged)
-      Object.assign(result.metrics, await roundStats(runtime, o, start, trained, models.reference, frozen));
+      Object.assign(
+        result.metrics,
+        await roundStats(runtime, o, start, trained, models.reference, frozen, base),
+      );
     return trained.adapter ? { ...result, adapter: trained.adapter } : result;
   } finally {
     await state.dispose();
@@ -257,6 +281,7 @@ async function roundStats(
   trained: Model,
   reference: Model | undefined,
   frozen: FrozenScorers,
+  base: SharedTensors | undefined,
 ) {
   const all = o.records.flatMap((r) =>
     r.completion_ids.map((c) => ({ promptIds: r.prompt_ids, completionIds: c })),
@@ -270,6 +295,7 @@ async function roundStats(
     runtime,
     o,
     trained,
+    base,
     Math.max(...all.map((r) => r.completionIds.length)),
     o.seed,
   );
@@ -303,19 +329,27 @@ async function roundStats(
   return stats;
 }
 
-/** One completion per record's prompt from `weights` at temperature 1, within the position limit. */
+/**
+ * One completion per record's prompt from `model` at temperature 1, within the position limit. A
+ * LoRA round's model is its adapter on the base the round holds once: decoded where it lives.
+ */
 async function sampleOnce(
   runtime: Runtime,
   o: TrainRoundOptions,
   model: Model,
+  base: SharedTensors | undefined,
   maxNewTokens: number,
   seed: number,
 ) {
-  const policy = await DecoderRunner.create(runtime, o.config, model.weights, model.adapter);
+  const onBase = base && model.adapter && model.weights === o.weights ? model.adapter : undefined;
+  const runner = onBase
+    ? await DecoderRunner.fromState(runtime, o.config, base!.source, onBase.config.targets)
+    : await DecoderRunner.create(runtime, o.config, model.weights, model.adapter);
   const room = o.config.maxPositions - Math.max(...o.records.map((r) => r.prompt_ids.length));
   try {
+    if (onBase) await runner.setAdapter('sample', onBase);
     return await generate(
-      policy,
+      onBase ? runner.withAdapter('sample') : runner,
       o.records.map((r) => r.prompt_ids),
       {
         n: 1,
@@ -329,6 +363,6 @@ async function sampleOnce(
       },
     );
   } finally {
-    await policy.release();
+    await runner.release();
   }
 }

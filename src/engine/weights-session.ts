@@ -3,9 +3,12 @@
  * place by every run (no weight crosses the thread boundary per run), dropped with the session.
  * Every runner of a trained model (a judge, PairRM, a reward model, a decoder's log-probs) stands
  * on it; what else it keeps in the same state (LoRA adapters) it adds with `put` and reads by key.
+ * `over` reads the weights where another state holds them (a training state's parameters, a LoRA
+ * base shared by sessions) instead: loaded into that state's worker, it costs no copy of them.
  */
 import type { CompiledModel } from './onnx.js';
-import type { LoadOptions, Runtime, Session, WireTensor } from './runtime/runtime.js';
+import type { LoadOptions, Runtime, Session, StateBinding, WireTensor } from './runtime/runtime.js';
+import type { ParameterSource } from './train-state.js';
 
 let counter = 0;
 
@@ -16,6 +19,8 @@ export class WeightsSession {
     readonly state: string,
     /** Graph input → state key, for the weights. */
     private readonly reads: Record<string, string>,
+    /** Where the weights are read from when another state holds them (`over`). */
+    private readonly shared?: StateBinding['shared'],
   ) {}
 
   /**
@@ -36,12 +41,39 @@ export class WeightsSession {
     return new WeightsSession(session, state, Object.fromEntries(inputs.map((k) => [k, k])));
   }
 
+  /**
+   * Loads `model` beside `source` (in its worker) and reads the weights from it in place, run
+   * after run, so they are never copied and a change to them (an optimizer step) is seen by the
+   * next run. This session's own state holds only what `put` adds.
+   */
+  static async over(
+    runtime: Runtime,
+    model: CompiledModel | Uint8Array,
+    source: ParameterSource,
+    name: string,
+    options: Omit<LoadOptions, 'near'> = {},
+  ): Promise<WeightsSession> {
+    const session = await runtime.load(model, { ...options, near: source.session });
+    const state = `${name}-${process.pid}-${counter++}`;
+    await session.setState(state, {});
+    return new WeightsSession(
+      session,
+      state,
+      {},
+      {
+        state: source.state,
+        reads: Object.fromEntries(source.keys.map((k) => [k, k])),
+      },
+    );
+  }
+
   /** A run with the weights (and `more`: other inputs read from this state) in place. */
   run(feeds: Record<string, WireTensor>, fetch: string[], more: Record<string, string> = {}) {
     return this.session.run(feeds, fetch, {
       state: this.state,
       reads: { ...this.reads, ...more },
       writes: {},
+      ...(this.shared ? { shared: this.shared } : {}),
     });
   }
 

@@ -45,6 +45,13 @@ describe('benches with peers, from the built command', () => {
     for (const v of r.variants) expect(v.p95_ms).toBeGreaterThan(0);
   }, 300_000);
 
+  it("bench session-probe --round-only trains a LoRA run's round alone and says what its peak adds", async () => {
+    const r = await duel('session-probe', '--round-only', '--model', 'testbed');
+    expect(r.lora_round.base_mb).toBeGreaterThan(0);
+    expect(r.lora_round.peak_added_mb).toBeGreaterThan(0);
+    expect(r.lora_round.peak_added_vs_base).toBeCloseTo(r.lora_round.peak_added_mb / r.lora_round.base_mb, 6);
+  }, 300_000);
+
   it('bench largest trains a size in a child process, and stops one when memory runs short', async () => {
     const small = ['--batch', '1', '--seq', '8'];
     const r = await duel('largest', ...small, '--models', 'smollm-135m', '--modes', 'lora');

@@ -50,4 +50,5 @@ it('probes sessions in process: every stage of a full-weight session, each LoRA 
   expect(r.lora.map((x) => x.sessions)).toEqual([1, 2]);
   expect(r.snapshots).toHaveLength(3);
   for (const x of r.snapshots) expect(x.read_ms + x.write_ms + x.publish_ms).toBeGreaterThan(0);
+  expect(r.lora_round.seconds).toBeGreaterThan(0);
 }, 120_000);

@@ -356,6 +356,7 @@ export function registerBench(program: Command): void {
     .option('--lora-sessions <n>', 'LoRA sessions on one base', positiveInt('--lora-sessions'), 4)
     .option('--arena', "keep ONNX Runtime's memory arena (the trainer's sessions turn it off)")
     .option('--no-in-place', 'steps write a fresh state each time instead of into its buffers (the peer)')
+    .option('--round-only', "only a LoRA run's training round, in this fresh process: what its peak adds")
     .action(
       async (o: {
         json?: boolean;
@@ -363,9 +364,12 @@ export function registerBench(program: Command): void {
         loraSessions: number;
         arena?: boolean;
         inPlace: boolean;
+        roundOnly?: boolean;
       }) => {
-        const { runSessionProbe } = await import('../../../bench/session-probe.js');
-        const r = await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
+        const { runRoundProbe, runSessionProbe } = await import('../../../bench/session-probe.js');
+        const r = o.roundOnly
+          ? await runRoundProbe({ model: o.model, log: progress })
+          : await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
         printedAsJson(o.json, r);
       },
     );

@@ -1,9 +1,17 @@
 /**
  * Completion log-probs of a loaded decoder, batched: what `duel model logprobs`, the trainer's
  * reference log-probs and the estimators (KL to π_ref) read. Weights live in the worker's state
- * (WeightsSession), the adapters beside them.
+ * (WeightsSession), the adapters beside them; or, `fromState`, where a training state or a shared
+ * LoRA base already holds them.
  */
-import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
+import {
+  compile,
+  Graph,
+  type ParameterSource,
+  type Runtime,
+  type Tensor,
+  WeightsSession,
+} from '../../engine/index.js';
 import { type CompletionRecord, completionBatch } from '../batch.js';
 import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
@@ -34,7 +42,7 @@ export class LogprobRunner implements Scorer {
     private readonly model: WeightsSession,
     private readonly padId: number,
     /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
-    private readonly adapters?: AdapterSlots,
+    private readonly adapters: AdapterSlots,
   ) {}
 
   /**
@@ -48,7 +56,7 @@ export class LogprobRunner implements Scorer {
     weights: Record<string, HostTensor>,
     adapter?: Adapter,
   ) {
-    const runner = await LogprobRunner.build(runtime, config, weights, adapter?.config.targets);
+    const runner = await LogprobRunner.build(runtime, config, { weights }, adapter?.config.targets);
     if (adapter) await runner.setAdapter(DEFAULT_ADAPTER, adapter);
     return runner;
   }
@@ -60,13 +68,26 @@ export class LogprobRunner implements Scorer {
     weights: Record<string, HostTensor>,
     targets: readonly LoraTarget[],
   ) {
-    return LogprobRunner.build(runtime, config, weights, targets);
+    return LogprobRunner.build(runtime, config, { weights }, targets);
+  }
+
+  /**
+   * The weights read where they live (a LoRA base shared by a round's training state, its
+   * decoder and this), in their worker: no copy. With `targets`, any adapter on them as inputs.
+   */
+  static fromState(
+    runtime: Runtime,
+    config: LlamaConfig,
+    source: ParameterSource,
+    targets?: readonly LoraTarget[],
+  ) {
+    return LogprobRunner.build(runtime, config, { source }, targets);
   }
 
   private static async build(
     runtime: Runtime,
     config: LlamaConfig,
-    weights: Record<string, HostTensor>,
+    from: { weights: Record<string, HostTensor> } | { source: ParameterSource },
     targets: readonly LoraTarget[] | undefined,
   ) {
     const g = new Graph();
@@ -84,43 +105,45 @@ export class LogprobRunner implements Scorer {
       fusedKernels: fusedKernelsFor(runtime.provider),
     });
     const model = compile(g, { per_token: perToken, summed }, 'logprobs', { provider: runtime.provider });
+    const session =
+      'source' in from
+        ? await WeightsSession.over(runtime, model, from.source, 'logprobs')
+        : await WeightsSession.load(
+            runtime,
+            model,
+            from.weights,
+            base.map((s) => s.name),
+            'logprobs',
+          );
     return new LogprobRunner(
       config,
-      await WeightsSession.load(
-        runtime,
-        model,
-        weights,
-        base.map((s) => s.name),
-        'logprobs',
-      ),
+      session,
       config.padTokenId ?? 0,
-      targets ? new AdapterSlots(config, targets, 'scorer') : undefined,
+      new AdapterSlots(config, targets, 'scorer', session),
     );
   }
 
   /** Puts `adapter` in this runner's state under `key`. */
-  async setAdapter(key: string, adapter: Adapter): Promise<void> {
-    if (!this.adapters) throw new Error('this scorer takes no adapter');
-    await this.model.put(this.adapters.add(key, adapter));
+  setAdapter(key: string, adapter: Adapter): Promise<void> {
+    return this.adapters.set(key, adapter);
   }
 
-  async dropAdapter(key: string): Promise<void> {
-    const keys = this.adapters?.remove(key) ?? [];
-    if (keys.length) await this.model.drop(keys);
+  dropAdapter(key: string): Promise<void> {
+    return this.adapters.delete(key);
   }
 
   /** This scorer with the adapter set under `key`. */
   withAdapter(key: string): Scorer {
-    if (!this.adapters?.has(key)) throw new Error(`no adapter '${key}' in this scorer`);
+    this.adapters.require(key);
     return { logprobs: (records, maxBatch) => this.logprobs(records, maxBatch, key) };
   }
 
   async logprobs(
     records: CompletionRecord[],
     maxBatch = 32,
-    adapter = this.adapters ? DEFAULT_ADAPTER : undefined,
+    adapter = this.adapters.taken ? DEFAULT_ADAPTER : undefined,
   ): Promise<CompletionLogprobs[]> {
-    const slot = this.adapters && adapter !== undefined ? this.adapters.run(adapter) : undefined;
+    const slot = adapter !== undefined ? this.adapters.run(adapter) : undefined;
     const out: CompletionLogprobs[] = [];
     for (let start = 0; start < records.length; start += maxBatch) {
       const chunk = records.slice(start, start + maxBatch);

@@ -47,7 +47,7 @@ export class DecoderRunner implements Decoder {
     private readonly session: Session,
     private readonly stateId: string,
     /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
-    private readonly adapters?: AdapterSlots,
+    private readonly adapters: AdapterSlots,
     /** The training state the weights are read from, when they are not compiled in. */
     private readonly weightsFrom?: ParameterSource,
   ) {}
@@ -123,37 +123,40 @@ export class DecoderRunner implements Decoder {
       hostOutputs: DRAW_OUTPUTS,
       ...(weightsFrom ? { near: weightsFrom.session } : {}),
     });
+    const stateId = `decoder-${process.pid}-${runnerCounter++}`;
+    const store = {
+      put: (tensors: Record<string, WireTensor>) => session.setState(stateId, tensors),
+      drop: (keys: string[]) => session.dropState(stateId, keys),
+    };
     return new DecoderRunner(
       config,
       session,
-      `decoder-${process.pid}-${runnerCounter++}`,
-      targets ? new AdapterSlots(config, targets, 'decoder') : undefined,
+      stateId,
+      new AdapterSlots(config, targets, 'decoder', store),
       weightsFrom,
     );
   }
 
   /** Puts `adapter` in this runner's state under `key` (on the device where the provider has one). */
-  async setAdapter(key: string, adapter: Adapter): Promise<void> {
-    if (!this.adapters) throw new Error('this decoder takes no adapter');
-    await this.session.setState(this.stateId, this.adapters.add(key, adapter));
+  setAdapter(key: string, adapter: Adapter): Promise<void> {
+    return this.adapters.set(key, adapter);
   }
 
-  async dropAdapter(key: string): Promise<void> {
-    const keys = this.adapters?.remove(key) ?? [];
-    if (keys.length) await this.session.dropState(this.stateId, keys);
+  dropAdapter(key: string): Promise<void> {
+    return this.adapters.delete(key);
   }
 
   /** This decoder with the adapter set under `key`: what `generate` decodes through. */
   withAdapter(key: string): Decoder {
-    if (!this.adapters?.has(key)) throw new Error(`no adapter '${key}' in this decoder`);
+    this.adapters.require(key);
     return { config: this.config, openCache: (batch) => this.openCache(batch, key) };
   }
 
   /** A fresh, empty KV cache for `batch` rows (decoding with the adapter under `adapter`). */
   async openCache(batch: number, adapter = this.defaultAdapter): Promise<KvCache> {
-    if ((this.adapters !== undefined) !== (adapter !== undefined))
+    if (this.adapters.taken !== (adapter !== undefined))
       throw new Error(
-        this.adapters
+        this.adapters.taken
           ? 'this decoder decodes with an adapter: open caches through withAdapter'
           : 'this decoder takes no adapter',
       );
@@ -176,7 +179,7 @@ export class DecoderRunner implements Decoder {
   private binding(cache: KvCache) {
     const reads: Record<string, string> = {};
     const writes: Record<string, string> = {};
-    if (cache.adapter !== undefined) Object.assign(reads, this.adapters!.run(cache.adapter).reads);
+    if (cache.adapter !== undefined) Object.assign(reads, this.adapters.run(cache.adapter).reads);
     for (let i = 0; i < this.config.numLayers; i++) {
       for (const [past, present] of [
         [pastKey(i), presentKey(i)],
@@ -199,7 +202,7 @@ export class DecoderRunner implements Decoder {
 
   /** The adapter's scale, for a decoder that takes adapters as inputs. */
   private scaleFeed(cache: KvCache): Record<string, WireTensor> {
-    return cache.adapter === undefined ? {} : this.adapters!.run(cache.adapter).feeds;
+    return cache.adapter === undefined ? {} : this.adapters.run(cache.adapter).feeds;
   }
 
   /** @internal one forward over new tokens; logits of each row's last position, [B·V]. */

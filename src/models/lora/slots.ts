@@ -27,7 +27,17 @@ export function declareAdapterInputs(g: Graph, cfg: LlamaConfig, targets: readon
   };
 }
 
-/** The adapters a runner holds, by key: their state keys, reads and scale feeds. */
+/** Where a runner keeps the adapters' tensors: its worker state. */
+export interface AdapterStore {
+  put(tensors: Record<string, WireTensor>): Promise<void>;
+  drop(keys: string[]): Promise<void>;
+}
+
+/**
+ * The adapters a runner holds, by key: their tensors in its state, their reads and scale feeds.
+ * A runner whose graph takes no adapter has slots on no targets, which refuse every adapter; the
+ * runners' setAdapter/dropAdapter/withAdapter are these, so each says the same thing the same way.
+ */
 export class AdapterSlots {
   private readonly scales = new Map<string, number>();
   /** The graph inputs of an adapter's tensors. */
@@ -35,18 +45,28 @@ export class AdapterSlots {
 
   constructor(
     cfg: LlamaConfig,
-    readonly targets: readonly LoraTarget[],
+    /** The targets the graph takes adapters on; undefined when it takes none. */
+    readonly targets: readonly LoraTarget[] | undefined,
     private readonly what: string,
+    private readonly store: AdapterStore,
   ) {
-    this.names = loraParams(cfg, { rank: 1, alpha: 1, targets: [...targets], rslora: false, dropout: 0 }).map(
-      (p) => p.name,
-    );
+    this.names = targets
+      ? loraParams(cfg, { rank: 1, alpha: 1, targets: [...targets], rslora: false, dropout: 0 }).map(
+          (p) => p.name,
+        )
+      : [];
+  }
+
+  /** Whether the graph reads an adapter on every run. */
+  get taken(): boolean {
+    return this.targets !== undefined;
   }
 
   private stateKey = (key: string, name: string) => `${key}/${name}`;
 
-  /** The state tensors of `adapter` under `key` (refused when its targets are not this graph's). */
-  add(key: string, adapter: Adapter): Record<string, WireTensor> {
+  /** Puts `adapter` in the state under `key` (refused when its targets are not this graph's). */
+  async set(key: string, adapter: Adapter): Promise<void> {
+    if (!this.targets) throw new Error(`this ${this.what} takes no adapter`);
     if (adapter.config.targets.join() !== this.targets.join())
       throw new Error(
         `this ${this.what} takes adapters on ${this.targets.join() || 'no layers'}, not on ${adapter.config.targets.join()}`,
@@ -54,18 +74,19 @@ export class AdapterSlots {
     const tensors: Record<string, WireTensor> = {};
     for (const [name, t] of Object.entries(adapter.tensors))
       tensors[this.stateKey(key, name)] = { dtype: 'float32', dims: t.dims, data: Float32Array.from(t.data) };
+    await this.store.put(tensors);
     this.scales.set(key, loraScale(adapter.config));
-    return tensors;
   }
 
-  /** Forgets `key`; returns its state keys to drop (none when it was not there). */
-  remove(key: string): string[] {
-    if (!this.scales.delete(key)) return [];
-    return this.names.map((n) => this.stateKey(key, n));
+  /** Forgets `key` and drops its tensors (nothing when it was not there). */
+  async delete(key: string): Promise<void> {
+    if (!this.scales.delete(key)) return;
+    await this.store.drop(this.names.map((n) => this.stateKey(key, n)));
   }
 
-  has(key: string): boolean {
-    return this.scales.has(key);
+  /** Refuses a key that holds no adapter: what `withAdapter` checks before it hands out a view. */
+  require(key: string): void {
+    if (!this.scales.has(key)) throw new Error(`no adapter '${key}' in this ${this.what}`);
   }
 
   /** The state reads and the scale feed of a run with the adapter under `key`. */
