@@ -3,10 +3,11 @@
  * {name: {dtype, shape, data_offsets}}, then the raw little-endian bytes. Reading validates every
  * offset against the file before touching data, and names the tensor in every error; writing
  * goes through a temporary file and a rename, so a crash never leaves a half-written file under
- * the final name. BF16 is widened to float32 on read (the engine computes in float32/64).
+ * the final name. Files are read and written a tensor at a time, never as one buffer, so their
+ * size has no 2 GiB limit. BF16 is widened to float32 on read (the engine computes in float32/64).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { allocate, bytesPer, type DType, type TypedArray } from './dtype.js';
 
@@ -38,36 +39,30 @@ export class SafetensorsError extends Error {
   override readonly name = 'SafetensorsError';
 }
 
-export function parseSafetensors(
-  bytes: Uint8Array,
-  source = 'safetensors',
-): {
-  tensors: Map<string, NamedTensor>;
-  metadata: Record<string, string>;
-} {
-  const fail = (msg: string): never => {
-    throw new SafetensorsError(`${source}: ${msg}`);
-  };
-  if (bytes.byteLength < 8) fail(`file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(bytes.byteLength - 8))
-    fail(`header length ${headerLen} runs past the end of the file`);
-  const n = Number(headerLen);
+/** One tensor's entry in the header, checked against the data section. */
+interface Entry {
+  name: string;
+  kind: DType | 'bf16';
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * The header (`json`, the bytes after the length) of a file whose data section is `dataLen`
+ * bytes: every entry's dtype, shape and offsets checked, overlaps refused.
+ */
+function parseHeader(json: Uint8Array, dataLen: number, fail: (msg: string) => never) {
   let header: Record<string, unknown> = {};
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
   } catch (e) {
     fail(`header is not valid UTF-8 JSON: ${(e as Error).message}`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header))
     fail('header is not a JSON object');
-  const dataStart = 8 + n;
-  const dataLen = bytes.byteLength - dataStart;
-  const tensors = new Map<string, NamedTensor>();
   const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
-  const spans: [number, number, string][] = [];
-
+  const entries: Entry[] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
@@ -91,31 +86,102 @@ export function parseSafetensors(
         `tensor '${name}': ${end - begin} bytes for shape [${shape}] of ${info.dtype} (needs ${count * width})`,
       );
     }
-    spans.push([begin, end, name]);
-    // Copy into an aligned buffer: offsets need not be aligned to the element size.
-    // (Buffer.slice is a view into Node's pool, not a copy: always go through a fresh array.)
-    const chunk = bytes.subarray(dataStart + begin, dataStart + end);
-    if (kind === 'bf16') {
-      const bits = new Uint16Array(Uint8Array.from(chunk).buffer);
-      const out = new Float32Array(count);
-      const wide = new Uint32Array(out.buffer);
-      for (let i = 0; i < count; i++) wide[i] = bits[i]! << 16;
-      tensors.set(name, { dtype: 'float32', shape: shape as number[], data: out });
-    } else {
-      const out = allocate(kind as DType, count);
-      new Uint8Array(out.buffer).set(chunk);
-      tensors.set(name, { dtype: kind as DType, shape: shape as number[], data: out });
-    }
+    entries.push({ name, kind: kind!, shape: shape as number[], begin, end });
   }
-  spans.sort((a, b) => a[0] - b[0]);
+  const spans = [...entries].sort((a, b) => a.begin - b.begin);
   for (let i = 1; i < spans.length; i++) {
-    if (spans[i]![0] < spans[i - 1]![1]) fail(`tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' overlap`);
+    if (spans[i]!.begin < spans[i - 1]!.end)
+      fail(`tensors '${spans[i - 1]!.name}' and '${spans[i]!.name}' overlap`);
   }
+  return { entries, metadata };
+}
+
+/**
+ * The tensor of `e`, its bytes put in place by `fill` (offsets in the file need not be aligned to
+ * the element size, so the data always lands in a fresh array). BF16 is widened to float32.
+ */
+function tensorOf(e: Entry, fill: (into: Uint8Array) => void): NamedTensor {
+  const count = e.shape.reduce((a, b) => a * b, 1);
+  if (e.kind === 'bf16') {
+    const bits = new Uint16Array(count);
+    fill(new Uint8Array(bits.buffer));
+    const out = new Float32Array(count);
+    const wide = new Uint32Array(out.buffer);
+    for (let i = 0; i < count; i++) wide[i] = bits[i]! << 16;
+    return { dtype: 'float32', shape: e.shape, data: out };
+  }
+  const out = allocate(e.kind, count);
+  fill(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+  return { dtype: e.kind, shape: e.shape, data: out };
+}
+
+export function parseSafetensors(
+  bytes: Uint8Array,
+  source = 'safetensors',
+): {
+  tensors: Map<string, NamedTensor>;
+  metadata: Record<string, string>;
+} {
+  const fail = (msg: string): never => {
+    throw new SafetensorsError(`${source}: ${msg}`);
+  };
+  if (bytes.byteLength < 8) fail(`file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = view.getBigUint64(0, true);
+  if (headerLen > BigInt(bytes.byteLength - 8))
+    fail(`header length ${headerLen} runs past the end of the file`);
+  const dataStart = 8 + Number(headerLen);
+  const { entries, metadata } = parseHeader(bytes.subarray(8, dataStart), bytes.byteLength - dataStart, fail);
+  const tensors = new Map<string, NamedTensor>();
+  for (const e of entries)
+    tensors.set(
+      e.name,
+      tensorOf(e, (into) => into.set(bytes.subarray(dataStart + e.begin, dataStart + e.end))),
+    );
   return { tensors, metadata };
 }
 
+/** The most one read or write call moves: Node's fs refuses a length of 2 GiB or more. */
+const IO_CHUNK = 1 << 30;
+
+/**
+ * A file read tensor by tensor, straight into each tensor's array: no whole-file buffer, so a
+ * file of any size loads (a single `readFileSync` stops at 2 GiB, and a checkpoint shard or a
+ * session snapshot is often larger), holding each byte once.
+ */
 export function readSafetensors(path: string) {
-  return parseSafetensors(readFileSync(path), path);
+  const fail = (msg: string): never => {
+    throw new SafetensorsError(`${path}: ${msg}`);
+  };
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const readAt = (into: Uint8Array, position: number) => {
+      for (let at = 0; at < into.byteLength; ) {
+        const n = readSync(fd, into, at, Math.min(IO_CHUNK, into.byteLength - at), position + at);
+        if (n === 0) fail(`file ended at byte ${position + at} of ${size}`);
+        at += n;
+      }
+    };
+    if (size < 8) fail(`file is ${size} bytes, shorter than the 8-byte header length`);
+    const head = new Uint8Array(8);
+    readAt(head, 0);
+    const headerLen = new DataView(head.buffer).getBigUint64(0, true);
+    if (headerLen > BigInt(size - 8)) fail(`header length ${headerLen} runs past the end of the file`);
+    const json = new Uint8Array(Number(headerLen));
+    readAt(json, 8);
+    const dataStart = 8 + json.byteLength;
+    const { entries, metadata } = parseHeader(json, size - dataStart, fail);
+    const tensors = new Map<string, NamedTensor>();
+    for (const e of entries)
+      tensors.set(
+        e.name,
+        tensorOf(e, (into) => readAt(into, dataStart + e.begin)),
+      );
+    return { tensors, metadata };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -222,10 +288,17 @@ export function writeSafetensors(
   tensors: Map<string, StoredTensor>,
   metadata: Record<string, string> = {},
 ): void {
-  const bytes = serializeSafetensors(tensors, metadata);
   const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    writeFileSync(tmp, bytes);
+    // Part by part, each in calls under 2 GiB: the whole file is never one buffer.
+    const fd = openSync(tmp, 'w');
+    try {
+      for (const part of safetensorsParts(tensors, metadata))
+        for (let at = 0; at < part.byteLength; )
+          at += writeSync(fd, part, at, Math.min(IO_CHUNK, part.byteLength - at));
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });

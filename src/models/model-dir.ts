@@ -18,11 +18,11 @@ import {
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   type NamedTensor,
-  parseSafetensors,
+  readSafetensors,
   SafetensorsError,
   type StoredTensor,
-  serializeSafetensors,
   toBfloat16,
+  writeSafetensors,
 } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { floatsToHalves, halvesToFloats } from './common/half.js';
@@ -116,7 +116,7 @@ export function readConfigJson(dir: string): unknown {
 function parseWeightsFile(path: string) {
   if (path.endsWith('.bin')) return { tensors: readTorchStateDict(path) };
   try {
-    return parseSafetensors(readFileSync(path), path);
+    return readSafetensors(path);
   } catch (e) {
     if (e instanceof SafetensorsError) throw bad(path, e.message.replace(`${path}: `, ''));
     throw e;
@@ -217,7 +217,7 @@ export function writeWeightsDir(
   mkdirSync(tmp);
   try {
     writeFileSync(join(tmp, CONFIG_FILE), `${JSON.stringify(configJson, null, 2)}\n`);
-    writeFileSync(join(tmp, WEIGHTS_FILE), serializeSafetensors(tensors, { format: 'pt' }));
+    writeSafetensors(join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
     if (options.tokenizerFrom) {
       for (const f of TOKENIZER_FILES) {
         const src = join(options.tokenizerFrom, f);

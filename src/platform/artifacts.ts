@@ -8,12 +8,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  closeSync,
   cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
@@ -54,6 +57,26 @@ interface Manifest {
 
 export const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
 
+/**
+ * A file's size and SHA-256, read 8 MiB at a time: a weights file or a session snapshot may be
+ * larger than one read (2 GiB) and than the memory one should spend on hashing it.
+ */
+export function fileDigest(path: string): { bytes: number; sha256: string } {
+  const hash = createHash('sha256');
+  const chunk = Buffer.allocUnsafe(8 << 20);
+  const fd = openSync(path, 'r');
+  let bytes = 0;
+  try {
+    for (let n = readSync(fd, chunk); n > 0; n = readSync(fd, chunk)) {
+      hash.update(chunk.subarray(0, n));
+      bytes += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
 /** Every regular file under `dir`, as sorted '/'-separated relative paths. */
 export function listFiles(dir: string, prefix = ''): string[] {
   return readdirSync(join(dir, prefix), { withFileTypes: true })
@@ -77,10 +100,7 @@ export function writeManifest(dir: string): string {
 /** The manifest a directory would get (every file but manifest.json) and its digest, written nowhere. */
 export function manifestOf(dir: string): ArtifactManifest {
   const files: Manifest['files'] = {};
-  for (const rel of filesOf(dir)) {
-    const bytes = readFileSync(join(dir, rel));
-    files[rel] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
-  }
+  for (const rel of filesOf(dir)) files[rel] = fileDigest(join(dir, rel));
   return manifestFrom(files);
 }
 
@@ -111,7 +131,7 @@ export function verifyArtifact(dir: string, expected: string): void {
   const present = new Set(filesOf(dir));
   for (const [rel, want] of Object.entries(manifest.files)) {
     if (!present.has(rel)) throw DuelError.failedPrecondition(`artifact ${dir}: ${rel} is missing`);
-    const got = sha256(readFileSync(join(dir, rel)));
+    const got = fileDigest(join(dir, rel)).sha256;
     if (got !== want.sha256)
       throw DuelError.failedPrecondition(
         `artifact ${dir}: ${rel} has sha256 ${got}, the manifest says ${want.sha256}`,

@@ -1,4 +1,6 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -8,6 +10,7 @@ import {
   serializeSafetensors,
   writeSafetensors,
 } from '../../src/engine/safetensors.js';
+import { fileDigest } from '../../src/platform/artifacts.js';
 import { tempDirs } from '../helpers/tmp.js';
 
 const tensors = new Map<string, NamedTensor>([
@@ -105,8 +108,11 @@ describe('safetensors', () => {
       /header is not valid UTF-8 JSON/,
     ],
     ['a truncated file', () => new Uint8Array(5), /shorter than the 8-byte header length/],
-  ])('rejects %s with the tensor named', (_name, make, message) => {
+  ])('rejects %s with the tensor named, in memory and from a file', (_name, make, message) => {
     expect(() => parseSafetensors(make())).toThrow(message);
+    const path = join(tmp(), 'bad.safetensors');
+    writeFileSync(path, make());
+    expect(() => readSafetensors(path)).toThrow(message);
   });
 
   it('keeps the previous file intact when a write fails', () => {
@@ -120,4 +126,41 @@ describe('safetensors', () => {
     writeFileSync(join(dir, 'x'), '');
     expect(readdirSync(dir).sort()).toEqual(['model.safetensors', 'x']);
   });
+
+  // A checkpoint shard or an AdamW session snapshot of a 135M model is over 2 GiB: more than one
+  // read or write call moves, and more than a Buffer holds. The source file is sparse (its big
+  // tensor is zeros on no disk); the tensors are read once, 2.1 GB of memory.
+  it.skipIf(freemem() < 6 * 2 ** 30)(
+    'reads, writes and hashes a file over 2 GiB, byte for byte',
+    () => {
+      const dir = tmp();
+      const big = 2 ** 29 + 2 ** 20; // float32 values: 2.15 GB
+      const header = {
+        big: { dtype: 'F32', shape: [big], data_offsets: [0, big * 4] },
+        tail: { dtype: 'F32', shape: [4], data_offsets: [big * 4, big * 4 + 16] },
+      };
+      let json = JSON.stringify(header);
+      json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
+      const source = join(dir, 'sparse.safetensors');
+      const head = Buffer.alloc(8 + json.length);
+      head.writeBigUInt64LE(BigInt(json.length));
+      head.write(json, 8);
+      const fd = openSync(source, 'w');
+      writeSync(fd, head);
+      writeSync(fd, Buffer.from(Float32Array.of(1.5, -2, 3, 4).buffer), 0, 16, 8 + json.length + big * 4);
+      closeSync(fd);
+
+      const { tensors: read } = readSafetensors(source);
+      expect(read.get('big')!.data.length).toBe(big);
+      expect([...read.get('tail')!.data]).toEqual([1.5, -2, 3, 4]);
+      const copy = join(dir, 'copy.safetensors');
+      writeSafetensors(copy, read);
+      read.clear();
+      const digest = fileDigest(source);
+      expect(digest.bytes).toBe(8 + json.length + big * 4 + 16);
+      expect(digest.sha256).toBe(execFileSync('sha256sum', [source], { encoding: 'utf8' }).split(' ')[0]);
+      expect(fileDigest(copy)).toEqual(digest);
+    },
+    120_000,
+  );
 });
