@@ -300,13 +300,15 @@ export class TrainingSessions {
         throw e;
       }
     } else {
-      const model = loadModelDir(await this.core.resolve(r.base!.artifact!));
+      const { config, dir, weights } = loadModelDir(await this.core.resolve(r.base!.artifact!));
       const session = await TrainingSession.create(this.core.runtime, {
-        config: model.config,
-        weights: model.weights,
+        config,
+        weights,
+        // π_ref read from the base's files if a loss asks for it: the weights are not kept here.
+        reference: async () => loadModelDir(await this.core.resolve(r.base!.artifact!)).weights,
         ...loop,
       });
-      l = { record: r, model, session, snapshotStep: 0, queue: Promise.resolve() };
+      l = { record: r, model: { config, dir }, session, snapshotStep: 0, queue: Promise.resolve() };
     }
     const from = r.snapshot ?? r.loadedFrom;
     try {

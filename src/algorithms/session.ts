@@ -62,6 +62,12 @@ export interface TrainingSessionOptions {
   config: LlamaConfig;
   /** The trained parameters' starting values: the model's weights, or (with `lora`) the adapter's. */
   weights: Record<string, HostTensor>;
+  /**
+   * A full-weight session's π_ref (the pairwise losses' reference): its starting weights, read
+   * when a loss first needs them. Without it the session keeps `weights` on the host for that; a
+   * trainer passes a reader of the base's files instead, so a session holds no host copy.
+   */
+  reference?: () => Promise<Record<string, HostTensor>>;
   /** Train a LoRA adapter of this shape on the frozen base held in `base` (shared with other sessions). */
   lora?: { config: LoraConfig; base: SharedTensors };
   /** Give activation memory back after each run: many sessions per process (TrainingStateOptions.lowMemory). */
@@ -192,7 +198,7 @@ export class TrainingSession {
     private readonly padId: number,
     private readonly runtime: Runtime,
     /** The starting weights (π_ref of the pairwise losses); unset for a LoRA session, whose π_ref is its base. */
-    private readonly initial: Record<string, HostTensor> | undefined,
+    private readonly initial: (() => Promise<Record<string, HostTensor>>) | undefined,
     readonly lora: LoraConfig | undefined,
   ) {}
 
@@ -284,7 +290,7 @@ export class TrainingSession {
       inputs!,
       cfg.padTokenId ?? 0,
       runtime,
-      o.lora ? undefined : o.weights,
+      o.lora ? undefined : (o.reference ?? (async () => o.weights)),
       o.lora?.config,
     );
   }
@@ -379,7 +385,7 @@ export class TrainingSession {
 
   private referenceScorer() {
     this.reference ??= this.initial
-      ? LogprobRunner.create(this.runtime, this.config, this.initial)
+      ? this.initial().then((weights) => LogprobRunner.create(this.runtime, this.config, weights))
       : this.readLogprobs(false).then(({ reader, inputs }) => ({
           logprobs: async (rows: CompletionRecord[]) =>
             (await this.runReader(reader, inputs, rows)).map((perToken) => ({
