@@ -81,13 +81,14 @@ class WorkerChannel {
     return { worker, started };
   }
 
-  async call(req: Request): Promise<Extract<Reply, { ok: true }>> {
+  /** `transfer`: buffers moved to the worker rather than copied (unusable here afterwards). */
+  async call(req: Request, transfer: ArrayBuffer[] = []): Promise<Extract<Reply, { ok: true }>> {
     this.spawned ??= this.spawn();
     const { worker } = this.spawned;
     const id = this.next++;
     const reply = await new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      worker.postMessage({ id, req });
+      worker.postMessage({ id, req }, transfer);
     });
     if (!reply.ok) throw new Error(reply.error);
     return reply;
@@ -143,8 +144,20 @@ export class Session {
   }
 
   /** Stores tensors in a state held by this session's worker, on this session's device. */
-  async setState(state: string, tensors: Record<string, WireTensor>): Promise<void> {
-    await this.channel.call({ op: 'setState', session: this.id, state, tensors });
+  /**
+   * Puts `tensors` in `state`. They are copied to the worker, unless `handOver`: then their
+   * buffers move there without a copy, and the caller's arrays are left empty (for tensors made
+   * only to be stored, as a new optimizer's zero slots).
+   */
+  async setState(
+    state: string,
+    tensors: Record<string, WireTensor>,
+    o: { handOver?: boolean } = {},
+  ): Promise<void> {
+    const moved = o.handOver
+      ? [...new Set(Object.values(tensors).map((t) => t.data.buffer as ArrayBuffer))]
+      : [];
+    await this.channel.call({ op: 'setState', session: this.id, state, tensors }, moved);
   }
 
   /** `transfer`: see the getState request (the tensors handed over leave the state). */
