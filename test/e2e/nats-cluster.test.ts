@@ -89,9 +89,19 @@ async function run(id: string, onEvent: (subject: string) => unknown = () => {})
   return (await seen).map((s) => s.subject);
 }
 
-/** The server leading `stream`, by its name in the cluster. */
-const leaderOf = async (stream: string) =>
-  (await (await nc.jetstreamManager()).streams.info(stream)).cluster!.leader!;
+/**
+ * The server leading `stream`, by its name in the cluster. Asked again while the cluster answers
+ * with a timeout (an election under way, or a loaded machine), for up to 30 s.
+ */
+async function leaderOf(stream: string): Promise<string> {
+  for (const until = Date.now() + 30_000; ; ) {
+    try {
+      return (await (await nc.jetstreamManager()).streams.info(stream)).cluster!.leader!;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'TIMEOUT' || Date.now() > until) throw e;
+    }
+  }
+}
 
 describe('the suite on a three-server NATS cluster (R3)', () => {
   it('keeps every stream and bucket in three copies', async () => {

@@ -48,6 +48,8 @@ interface Harness {
   client: Client;
   address: string;
   aborted: Promise<unknown>;
+  /** Resolves once a LoadModel call has reached the service (and waits at the gate). */
+  entered: Promise<void>;
   release: () => void;
 }
 
@@ -56,6 +58,8 @@ async function startHarness(shutdownGraceMs = 5_000): Promise<Harness> {
   const aborted = new Promise<unknown>((resolve) => (onAbort = resolve));
   let release: () => void = () => {};
   const gate = new Promise<void>((resolve) => (release = resolve));
+  let enter: () => void = () => {};
+  const entered = new Promise<void>((resolve) => (enter = resolve));
   const server = new GrpcServer({
     logger: quiet,
     shutdownGraceMs,
@@ -63,6 +67,7 @@ async function startHarness(shutdownGraceMs = 5_000): Promise<Harness> {
       service(PolicySamplerServiceService, {
         async loadModel(req) {
           // Waits for the test's gate: a call that is in flight when shutdown begins.
+          enter();
           await gate;
           return { model: req.model, parameterCount: 0, loadSeconds: 0 };
         },
@@ -102,7 +107,7 @@ async function startHarness(shutdownGraceMs = 5_000): Promise<Harness> {
   const port = await server.start();
   const address = `127.0.0.1:${port}`;
   const client = new PolicySamplerServiceClient(address, grpc.credentials.createInsecure());
-  return { server, client, address, aborted, release };
+  return { server, client, address, aborted, entered, release };
 }
 
 let harness: Harness | undefined;
@@ -263,7 +268,8 @@ describe('GrpcServer', () => {
         model: MODEL,
       },
     );
-    await new Promise((r) => setTimeout(r, 100));
+    // In flight: at the service, not merely sent (a loaded machine may take longer than any fixed wait).
+    await harness.entered;
     const closed = harness.server.shutdown('test');
     // Health flips before the drain finishes; the in-flight call is still held by the gate.
     const flipped = await healthCheck(harness.address).catch((e: grpc.ServiceError) => e.code);
