@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Provider, Runtime } from '../src/engine/index.js';
+import { type ComputeDtype, type Provider, Runtime } from '../src/engine/index.js';
 import { generate } from '../src/models/generate.js';
 import { type JudgeConfig, parseJudgeConfig } from '../src/models/judge/config.js';
 import { initJudgeWeights } from '../src/models/judge/model.js';
@@ -67,6 +67,8 @@ export interface DecodeBenchOptions {
   repeats: number;
   /** @default 'cpu' */
   provider?: Provider;
+  /** What duel's decoder computes in (Runtime.dtype); the peers stay as they are. @default 'float32' */
+  dtype?: ComputeDtype;
   /** Names of DECODE_MODELS. @default testbed and 25M */
   models?: string[];
   log: (line: string) => void;
@@ -90,6 +92,7 @@ export interface DecodeRow {
 export interface DecodeBenchResult {
   machine: { cpus: number; cpu_model: string; node: string };
   provider: Provider;
+  dtype: ComputeDtype;
   rows: DecodeRow[];
   load_ms: Record<string, number>;
   judge_pairs_per_s: number;
@@ -122,7 +125,8 @@ async function tokensPerS(runner: DecoderRunner, prompts: number[][], opts: Deco
 export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBenchResult> {
   const provider = opts.provider ?? 'cpu';
   const root = mkdtempSync(join(tmpdir(), 'duel-bench-decode-'));
-  const runtime = new Runtime({ workers: 1, provider });
+  const dtype = opts.dtype ?? 'float32';
+  const runtime = new Runtime({ workers: 1, provider, dtype });
   // The peer on another provider: the cpu provider, same machine, same weights.
   const cpuPeer = provider !== 'cpu' && opts.peer ? new Runtime({ workers: 1 }) : undefined;
   const rows: DecodeRow[] = [];
@@ -222,6 +226,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
     return {
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? 'unknown', node: process.version },
       provider,
+      dtype,
       rows,
       load_ms: loadMs,
       judge_pairs_per_s: pairsPerS,

@@ -135,6 +135,8 @@ limit() { if $small; then echo 120; else echo "$1"; fi; }
 # The size strings are split into flags on purpose (unquoted).
 part "$(limit 100)" engine duel bench engine --json $engine --compare-layouts
 part "$(limit 100)" decode duel bench decode --json $decode
+# The decoder in float16 (its weights, activations and cache; what shader-f16 is for).
+part "$(limit 60)" decode-float16 duel bench decode --json $decode --dtype float16 --no-peer
 part "$(limit 110)" engine-135m duel bench engine --json $engine135 --no-peer
 part "$(limit 45)" placement duel bench placement --json $placement
 part "$(limit 60)" round round $sizes
@@ -158,6 +160,8 @@ if [ -n "$cuda_parts" ]; then
   if grep -q '^cuda provider *loads' "$results/doctor-cuda.txt"; then
     part "$(limit 100)" engine-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "duel bench engine --json $engine --no-peer"
     part "$(limit 60)" decode-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "duel bench decode --json $decode --no-peer"
+    part "$(limit 60)" decode-cuda-float16 env DUEL_RUNTIME_PROVIDER=cuda \
+      bash -c "duel bench decode --json $decode --no-peer --dtype float16"
     part "$(limit 60)" round-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "round $sizes"
   else
     say "the cuda provider does not load here (doctor-cuda.txt): its parts skipped"

@@ -101,6 +101,42 @@ describe('duel model / duel sample', () => {
     for (const [k, x] of scored.entries()) expect(x).toBeCloseTo(sampled[k]!, 4);
   });
 
+  it('samples in float16 (--dtype or DUEL_RUNTIME_DTYPE): the greedy tokens of float32, log-probs within 0.01', () => {
+    const greedy = (...args: string[]) => sample('--temperature', '0', '-n', '1', '--quiet', ...args);
+    const f32 = greedy();
+    expect(f32.status).toBe(0);
+    const f16 = greedy('--dtype', 'float16');
+    expect(f16.stderr).toBe('');
+    expect(f16.status).toBe(0);
+    const [a, b] = [lines(f32.stdout), lines(f16.stdout)];
+    expect(b.map((o) => o.completion_ids)).toEqual(a.map((o) => o.completion_ids));
+    const [la, lb] = [a, b].map((out) => out.flatMap((o) => o.logprobs as number[]));
+    for (const [k, x] of lb!.entries()) expect(Math.abs(x - la![k]!)).toBeLessThan(0.01);
+    const env = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'sample',
+        '--model',
+        model,
+        '--prompts',
+        'prompts.jsonl',
+        '--temperature',
+        '0',
+        '--max-new-tokens',
+        '4',
+        '--seed',
+        '9',
+        '--quiet',
+      ],
+      { encoding: 'utf8', cwd: dir, env: { ...process.env, DUEL_RUNTIME_DTYPE: 'float16' } },
+    );
+    expect(lines(env.stdout)).toEqual(b);
+    const bad = greedy('--dtype', 'bfloat16');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toBe("duel: --dtype: must be one of float32, float16, got 'bfloat16'\n");
+  });
+
   it('exits 2 naming the line and field of a bad record, or the bad flag', () => {
     writeFileSync(
       join(dir, 'bad.jsonl'),

@@ -41,6 +41,19 @@ export function allocate(dtype: DType, n: number): TypedArray {
 }
 
 /**
+ * `values` in the dtype's storage: float16 as half-precision bit patterns (a plain store into its
+ * Uint16Array would truncate 0.25 to 0), int64 truncated to BigInts, bool as 0/1. Every number
+ * that becomes a tensor goes through here.
+ */
+export function fromNumbers(dtype: DType, values: readonly number[]): TypedArray {
+  if (dtype === 'float16') return toFloat16(values);
+  if (dtype === 'int64') return BigInt64Array.from(values, (v) => BigInt(Math.trunc(v)));
+  const out = allocate(dtype, values.length) as Exclude<TypedArray, BigInt64Array>;
+  out.set(values);
+  return out;
+}
+
+/**
  * float32 values → IEEE half-precision bit patterns (how a float16 tensor's data is stored here;
  * Node 20 has no Float16Array), rounding to nearest even; overflow goes to ±Infinity.
  */

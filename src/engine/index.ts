@@ -1,6 +1,6 @@
 /** duel's tensor compiler: trace → autodiff → ONNX → onnxruntime-node in worker threads. */
 export { grad } from './autodiff.js';
-export { type DType, fromFloat16, type TypedArray, toFloat16 } from './dtype.js';
+export { allocate, type DType, fromFloat16, type TypedArray, toFloat16 } from './dtype.js';
 export { countFlops, type FlopCount } from './flops.js';
 export { Graph, type OpDef, Tensor } from './graph.js';
 export { type CompiledModel, type CompileOptions, compile, OPSET } from './onnx.js';
@@ -15,6 +15,7 @@ export {
   type UpdateLayout,
 } from './optim.js';
 export {
+  type ComputeDtype,
   cpuLimit,
   type DeviceStats,
   type LoadOptions,

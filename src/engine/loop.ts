@@ -9,7 +9,7 @@
  * step. Loss, gradient norm and the finite flag of every iteration come out as [K] scan outputs.
  */
 import type { NodeProto } from '../gen/third_party/onnx/onnx.js';
-import { allocate, type DType, ONNX_DTYPE } from './dtype.js';
+import { type DType, fromNumbers, ONNX_DTYPE } from './dtype.js';
 import type { Tensor } from './graph.js';
 import {
   attribute,
@@ -44,9 +44,7 @@ function node(opType: string, input: string[], output: string[], extra: Partial<
 }
 
 function scalarInit(name: string, value: number, dtype: DType) {
-  const data = allocate(dtype, 1);
-  data[0] = value;
-  return tensorProto(name, data, dtype, []);
+  return tensorProto(name, fromNumbers(dtype, [value]), dtype, []);
 }
 
 export function compileTrainLoop(

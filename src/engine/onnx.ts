@@ -15,7 +15,7 @@ import {
   type TensorProto,
   type ValueInfoProto,
 } from '../gen/third_party/onnx/onnx.js';
-import { allocate, type DType, ONNX_DTYPE, type TypedArray } from './dtype.js';
+import { type DType, fromNumbers, ONNX_DTYPE, type TypedArray } from './dtype.js';
 import {
   type ConstantAttrs,
   ConstantOp,
@@ -288,10 +288,7 @@ export function lower(
     },
     scalar(value, dtype) {
       const n = `${prefix}scalar_${counter++}`;
-      const data = allocate(dtype, 1);
-      if (data instanceof BigInt64Array) data[0] = BigInt(value);
-      else data[0] = value;
-      initializers.push(tensorProto(n, data, dtype, []));
+      initializers.push(tensorProto(n, fromNumbers(dtype, [value]), dtype, []));
       return n;
     },
     shapeOf(shape) {

@@ -7,7 +7,7 @@
  * whole (`snapshot`: parameters, optimizer slots, accumulators, step) and put back (`restore`),
  * and other graphs can read its parameters in place (`reader`), without a copy.
  */
-import { allocate, type DType } from './dtype.js';
+import { allocate, type DType, fromNumbers } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
 import { compileTrainLoop } from './loop.js';
 import { type CompiledModel, compile } from './onnx.js';
@@ -348,9 +348,7 @@ export class TrainingState {
   }
 
   private scalar(value: number): WireTensor {
-    const data = allocate(this.dtype, 1);
-    data[0] = value;
-    return { dtype: this.dtype, dims: [], data };
+    return { dtype: this.dtype, dims: [], data: fromNumbers(this.dtype, [value]) };
   }
 
   /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
@@ -508,10 +506,7 @@ export class TrainingState {
     }
     const k = batches.length;
     const lrs = batches.map((_, i) => learningRate(this.schedule, this.stepCount + i + 1));
-    const lrData = allocate(this.dtype, k);
-    lrs.forEach((v, i) => {
-      lrData[i] = v;
-    });
+    const lrData = fromNumbers(this.dtype, lrs);
     const feeds: Record<string, WireTensor> = {
       lr: { dtype: this.dtype, dims: [k], data: lrData },
       steps_done: this.scalar(this.stepCount),

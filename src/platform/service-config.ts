@@ -4,7 +4,7 @@
  * it uses.
  */
 import { z } from 'zod';
-import { PROVIDERS } from '../engine/runtime/protocol.js';
+import { COMPUTE_DTYPES, PROVIDERS } from '../engine/runtime/protocol.js';
 import { isMemoryBus, MEMORY_BUS_URL } from './bus.js';
 import { tlsSchema } from './tls.js';
 
@@ -82,6 +82,11 @@ const shared = {
       provider: z.enum(PROVIDERS).default('cpu'),
       /** ONNX Runtime worker threads; 0: one per core the container may use, at most 4. */
       workers: z.number().int().min(0).max(64).default(0),
+      /**
+       * What decoding computes in: float16 halves its weights and KV cache (norms, softmax and
+       * logits stay float32); judging and training are float32 either way.
+       */
+      dtype: z.enum(COMPUTE_DTYPES).default('float32'),
     })
     .prefault({}),
   metrics: z

@@ -45,6 +45,9 @@ it('runs every part on the webgpu provider and writes its result', () => {
   const decode = json('decode');
   expect(decode.rows.map((row: { batch: number }) => row.batch)).toEqual([1, 8]);
   for (const row of decode.rows) expect(row.moved_per_token.toDevice).toBeGreaterThan(0);
+  const half = json('decode-float16');
+  expect(half).toMatchObject({ provider: 'webgpu', dtype: 'float16' });
+  for (const row of half.rows) expect(row.duel_tokens_per_s).toBeGreaterThan(0);
   expect(json('placement').graphs).toHaveLength(4);
   // The round: a timing line, then the trainer's metrics.
   const round = (part: string) => {

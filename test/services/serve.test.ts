@@ -79,6 +79,10 @@ describe('duel serve', () => {
       code: 2,
       stderr: expect.stringMatching(/port: .*\(from DUEL_PORT\)/),
     });
+    expect(await run(['serve', 'sampler'], { DUEL_RUNTIME_DTYPE: 'bfloat16' })).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/runtime\.dtype: .*float32.*float16.*\(from DUEL_RUNTIME_DTYPE\)/),
+    });
   });
 
   it('preloads configured judges before reporting SERVING, and exits naming a bad digest', async () => {

@@ -1,10 +1,10 @@
 /** `duel bench engine`: the engine benchmark (bench/engine.ts) with a human table or one JSON line. */
 import type { Command } from 'commander';
 import type { UpdateLayout } from '../../engine/optim.js';
-import type { Provider } from '../../engine/runtime/protocol.js';
+import type { ComputeDtype, Provider } from '../../engine/runtime/protocol.js';
 import { DuelError } from '../../errors.js';
 import { intFlag } from '../flags.js';
-import { cliRuntime, envProvider, parseProvider } from '../runtime.js';
+import { cliRuntime, envDtype, envProvider, parseDtype, parseProvider } from '../runtime.js';
 
 const positiveInt = (flag: string) => intFlag(flag, 1);
 
@@ -170,6 +170,11 @@ export function registerBench(program: Command): void {
     .option('--greedy', 'greedy decoding instead of sampling at temperature 1')
     .option('--repeats <n>', 'timed runs per figure (median reported)', positiveInt('--repeats'), 3)
     .option(...providerOption)
+    .option(
+      '--dtype <dtype>',
+      "what duel's decoder computes in: float32 or float16 (default: DUEL_RUNTIME_DTYPE, else float32)",
+      (raw: string) => parseDtype(raw, '--dtype'),
+    )
     .option('--models <list>', 'comma-separated: testbed, 25M, smollm-135m', (raw) => raw.split(','), [
       'testbed',
       '25M',
@@ -184,6 +189,7 @@ export function registerBench(program: Command): void {
         greedy?: boolean;
         repeats: number;
         provider?: Provider;
+        dtype?: ComputeDtype;
         models: string[];
       }) => {
         const { runDecodeBench } = await import('../../../bench/decode.js');
@@ -195,6 +201,7 @@ export function registerBench(program: Command): void {
           greedy: o.greedy ?? false,
           repeats: o.repeats,
           provider: o.provider ?? envProvider(),
+          dtype: o.dtype ?? envDtype(),
           models: o.models,
           log: progress,
         });

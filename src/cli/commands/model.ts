@@ -9,6 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFil
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
+import type { ComputeDtype } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { averageModelDirs } from '../../models/average.js';
 import { generate } from '../../models/generate.js';
@@ -23,7 +24,7 @@ import { TextTokenizer } from '../../models/tokenizer.js';
 import { intFlag, numberFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
-import { cliRuntime } from '../runtime.js';
+import { cliRuntime, parseDtype } from '../runtime.js';
 
 const tokenIds = z.array(z.number().int().nonnegative());
 
@@ -213,11 +214,17 @@ export function registerModel(program: Command): void {
       0,
     )
     .option('--batch-size <n>', 'prompts decoded together', intFlag('--batch-size', 1), 16)
+    .option(
+      '--dtype <dtype>',
+      'what decoding computes in: float32, or float16 (half the weights and cache; default DUEL_RUNTIME_DTYPE, else float32)',
+      (raw: string) => parseDtype(raw, '--dtype'),
+    )
     .option('--quiet', 'no progress lines')
     .action(
       async (o: {
         model: string;
         prompts: string;
+        dtype?: ComputeDtype;
         adapter?: string;
         n: number;
         temperature: number;
@@ -247,7 +254,7 @@ export function registerModel(program: Command): void {
             ]);
           return tokenizer.encode(r.prompt!);
         });
-        const runtime = cliRuntime({ workers: 1 });
+        const runtime = cliRuntime({ workers: 1, ...(o.dtype ? { dtype: o.dtype } : {}) });
         try {
           const policy = await DecoderRunner.create(runtime, m.config, m.weights, adapter);
           const ref = o.mixtureRef ? loadModelDir(o.mixtureRef) : undefined;

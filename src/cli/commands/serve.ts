@@ -75,6 +75,7 @@ export function registerServe(program: Command): void {
           workers: cfg.runtime.workers || Math.max(1, Math.min(cpuLimit(), 4)),
           intraOpThreads: 1,
           provider: cfg.runtime.provider,
+          dtype: cfg.runtime.dtype,
         }));
       const metrics = new ServiceMetrics(role);
       const made = await module.start({ cfg, runtime, metrics, log: logger });

@@ -1,5 +1,5 @@
 /** Shared chores of op definitions: lifting numbers to constants, un-broadcasting gradients. */
-import { allocate, type DType } from '../dtype.js';
+import { type DType, fromNumbers } from '../dtype.js';
 import type { Graph, Tensor, TensorType } from '../graph.js';
 import { type Shape, sameShape, shapeString } from '../shape.js';
 import { reduceSum, reshape } from './reduce-layout.js';
@@ -8,10 +8,7 @@ export type TensorLike = Tensor | number;
 
 /** A scalar constant of `dtype`. */
 export function scalar(graph: Graph, value: number, dtype: DType): Tensor {
-  const data = allocate(dtype, 1);
-  if (data instanceof BigInt64Array) data[0] = BigInt(Math.trunc(value));
-  else data[0] = value;
-  return graph.constant(data, dtype, []);
+  return graph.constant(fromNumbers(dtype, [value]), dtype, []);
 }
 
 /** Two operands as tensors of one graph; a number takes the other operand's dtype. */

@@ -9,6 +9,10 @@ export interface WireTensor {
 
 /** ONNX Runtime execution providers duel configures; webgpu is the tested GPU path. */
 export const PROVIDERS = ['cpu', 'webgpu', 'cuda'] as const;
+
+/** The element types a runtime computes in, where a graph offers the choice (ComputeDtype). */
+export const COMPUTE_DTYPES = ['float32', 'float16'] as const;
+export type ComputeDtype = (typeof COMPUTE_DTYPES)[number];
 export type Provider = (typeof PROVIDERS)[number];
 
 export interface SessionOptions {

@@ -7,9 +7,18 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { CompiledModel } from '../onnx.js';
-import type { DeviceStats, Moved, Provider, Reply, Request, StateBinding, WireTensor } from './protocol.js';
+import type {
+  ComputeDtype,
+  DeviceStats,
+  Moved,
+  Provider,
+  Reply,
+  Request,
+  StateBinding,
+  WireTensor,
+} from './protocol.js';
 
-export type { DeviceStats, Moved, Provider, StateBinding, WireTensor };
+export type { ComputeDtype, DeviceStats, Moved, Provider, StateBinding, WireTensor };
 
 export interface RuntimeOptions {
   /** Worker threads. @default 1 */
@@ -29,6 +38,12 @@ export interface RuntimeOptions {
    * @default DUEL_ONNXRUNTIME_NODE on cuda, else the installed onnxruntime-node
    */
   onnxruntimeNode?: string;
+  /**
+   * What the graphs that offer a choice compute in (decoding: DecoderRunner.create/forAdapters).
+   * float16 halves their weights and KV cache and runs on the GPU's half-precision units, with
+   * norms, softmax and the logits in float32. @default 'float32'
+   */
+  dtype?: ComputeDtype;
 }
 
 /** CPUs this process may use: the cgroup quota when one is set, else the visible cores. */
@@ -199,6 +214,7 @@ export class Session {
 export class Runtime {
   private readonly channels: WorkerChannel[];
   readonly provider: Provider;
+  readonly dtype: ComputeDtype;
   private readonly profilePrefix: string | undefined;
   readonly intraOpThreads: number;
   private turn = 0;
@@ -208,6 +224,7 @@ export class Runtime {
     if (!Number.isInteger(n) || n < 1)
       throw new Error(`runtime: workers must be a positive integer, got ${n}`);
     this.provider = options.provider ?? 'cpu';
+    this.dtype = options.dtype ?? 'float32';
     const ortPackage =
       options.onnxruntimeNode ??
       (this.provider === 'cuda' ? process.env.DUEL_ONNXRUNTIME_NODE || undefined : undefined);

@@ -3,7 +3,9 @@
  * computes it: embed → N × (RMSNorm → attention with rotary embeddings → residual → RMSNorm →
  * SwiGLU → residual) → RMSNorm → LM head. Qwen2 (QKV bias), Qwen3 (per-head RMSNorm of queries
  * and keys) and Mistral (sliding window) are the same code with a flag each. Linear layers see activations as [B·T, H] so every projection and
- * its gradients are single GEMMs.
+ * its gradients are single GEMMs. With float16 weights the activations and the cache are float16,
+ * and what needs the range or the precision is float32 as in transformers: each RMSNorm's
+ * statistics (its weight stays float32), the rotary angles and the attention softmax.
  */
 import { addDims, type Dim, type Provider, T, type Tensor } from '../../engine/index.js';
 import { linear } from '../common/linear.js';
@@ -152,6 +154,11 @@ function lastPosition(x: Tensor): Tensor {
   return T.reshape(T.gatherElements(x, idx, 1), [b, h]);
 }
 
+/** `f` of a float16 `x` computed in float32, its result float16 again; of any other `x`, `f(x)`. */
+function inFloat32(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
+  return x.dtype === 'float16' ? T.cast(f(T.cast(x, 'float32')), 'float16') : f(x);
+}
+
 /** Logits (and the KV cache) of the decoder. */
 export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs): DecoderOutputs {
   const [b, t] = inputs.inputIds.shape as [Dim, Dim];
@@ -184,10 +191,16 @@ export function llamaTrunk(
   const pastLen: Dim = inputs.past?.[0]?.key.shape[2] ?? 0;
   const positions = inputs.positionIds ?? T.unsqueeze(positionsAfter(inputIds, pastLen), 0);
   const embed = w('model.embed_tokens.weight');
-  if (embed.dtype !== 'float32' && embed.dtype !== 'float64')
-    throw new Error(`llama: weights must be float32 or float64, got ${embed.dtype}`);
+  if (embed.dtype !== 'float32' && embed.dtype !== 'float64' && embed.dtype !== 'float16')
+    throw new Error(`llama: weights must be float32, float64 or float16, got ${embed.dtype}`);
+  const half = embed.dtype === 'float16';
   const fused = inputs.fusedKernels ?? false;
-  const { cos, sin } = fused ? rotaryCache(cfg, inputIds.graph) : rotary(cfg, positions, embed.dtype);
+  const angles = fused
+    ? rotaryCache(cfg, inputIds.graph)
+    : rotary(cfg, positions, half ? 'float32' : (embed.dtype as 'float32' | 'float64'));
+  // The fused kernel computes in float32 (its inputs are cast); the unfused one in the cache's dtype.
+  const { cos, sin } =
+    half && !fused ? { cos: T.cast(angles.cos, 'float16'), sin: T.cast(angles.sin, 'float16') } : angles;
   // The fused kernel reads per-row positions [B, T], or, as shape [1], the first of 0, 1, 2, …
   // shared by every row: no [B, T] int64 grid made on the CPU and copied in each run.
   const fullPositions = !fused
@@ -196,7 +209,7 @@ export function llamaTrunk(
       ? T.expand(positions, [b, t])
       : startPosition(inputIds.graph, pastLen);
   const rotate = (x: Tensor) =>
-    fused ? T.fusedRotary(x, fullPositions, cos, sin) : applyRotary(x, cos, sin, d / 2);
+    fused ? inFloat32(x, (y) => T.fusedRotary(y, fullPositions, cos, sin)) : applyRotary(x, cos, sin, d / 2);
   const mask = attentionMask(cfg, inputs, pastLen);
 
   let h = T.reshape(T.gather(embed, inputIds), [-1, cfg.hiddenSize]);
@@ -212,7 +225,8 @@ export function llamaTrunk(
   };
   const present: DecoderOutputs['present'] = [];
 
-  const rmsNorm = fused ? T.fusedRmsNorm : T.rmsNorm;
+  const norm = fused ? T.fusedRmsNorm : T.rmsNorm;
+  const rmsNorm = (x: Tensor, weight: Tensor, eps: number) => inFloat32(x, (y) => norm(y, weight, eps));
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = layerPrefix(i);
     const attnIn = rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
@@ -239,7 +253,10 @@ export function llamaTrunk(
     const m = rep === 1 ? mask : T.unsqueeze(mask, 2);
     const scores = T.mul(T.matmul(qg, T.transposeLast(kg)), scale);
     const masked = T.where(m, scores, LOWEST[scores.dtype] ?? -65504);
-    const ctx = T.matmul(T.softmax(masked, -1), vg);
+    const ctx = T.matmul(
+      inFloat32(masked, (s) => T.softmax(s, -1)),
+      vg,
+    );
     const merged = T.reshape(T.transpose(rep === 1 ? ctx : T.reshape(ctx, [b, nh, t, d]), [0, 2, 1, 3]), [
       -1,
       nh * d,

@@ -6,7 +6,15 @@
  * given them (what runner.ts does, and the ONNX export), otherwise graph inputs named by their
  * Hugging Face names.
  */
-import { compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
+import {
+  type ComputeDtype,
+  compile,
+  type Dim,
+  Graph,
+  T,
+  type Tensor,
+  toFloat16,
+} from '../../engine/index.js';
 import type { LoraTarget } from '../lora/config.js';
 import { declareAdapterInputs } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
@@ -38,45 +46,66 @@ export interface DecoderGraphOptions {
   sampling?: boolean;
   /** ONNX Runtime's fused kernels (DecoderInputs.fusedKernels): for the webgpu provider. */
   fusedKernels?: boolean;
+  /**
+   * float16: the weights (every one but the norms'), activations and KV cache in half precision
+   * (decoder.ts says what stays float32); the logits and the draw are float32 either way.
+   * @default 'float32'
+   */
+  dtype?: ComputeDtype;
 }
+
+/** The weights a float16 graph keeps in float32: the norms' (small, and read in float32). */
+const keptFloat32 = (name: string) => name.endsWith('norm.weight');
 
 export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions = {}) {
   const g = new Graph();
+  const half = options.dtype === 'float16';
+  /** A weight as the graph computes with it: float16 ones cast where they come in as float32. */
+  const computed = (name: string, t: Tensor) => (half && !keptFloat32(name) ? T.cast(t, 'float16') : t);
   const params = new Map<string, Tensor>();
   for (const spec of llamaParams(cfg)) {
     const given = options.weights?.[spec.name];
-    params.set(
-      spec.name,
-      given
-        ? g.constant(
-            given.data instanceof Float32Array ? given.data : Float32Array.from(given.data),
-            'float32',
-            spec.shape,
-          )
-        : g.input(spec.name, 'float32', spec.shape),
-    );
+    if (!given) params.set(spec.name, computed(spec.name, g.input(spec.name, 'float32', spec.shape)));
+    else if (half && !keptFloat32(spec.name))
+      params.set(spec.name, g.constant(toFloat16(given.data as ArrayLike<number>), 'float16', spec.shape));
+    else
+      params.set(
+        spec.name,
+        g.constant(
+          given.data instanceof Float32Array ? given.data : Float32Array.from(given.data),
+          'float32',
+          spec.shape,
+        ),
+      );
   }
+  const cacheDtype = half ? 'float16' : 'float32';
   const inputIds = g.input('input_ids', 'int64', ['B', 'T']);
   // The past binds P; the mask, which covers past and present, binds P+T.
   const past = Array.from({ length: cfg.numLayers }, (_, i) => ({
-    key: g.input(pastKey(i), 'float32', ['B', cfg.numKvHeads, 'P', cfg.headDim]),
-    value: g.input(pastValue(i), 'float32', ['B', cfg.numKvHeads, 'P', cfg.headDim]),
+    key: g.input(pastKey(i), cacheDtype, ['B', cfg.numKvHeads, 'P', cfg.headDim]),
+    value: g.input(pastValue(i), cacheDtype, ['B', cfg.numKvHeads, 'P', cfg.headDim]),
   }));
   const attentionMask = g.input('attention_mask', 'int64', ['B', 'P+T']);
   const positionIds = g.input('position_ids', 'int64', ['B', 'T']);
   const adapterInputs = options.adapterInputs
     ? declareAdapterInputs(g, cfg, options.adapterInputs)
     : undefined;
-  for (const [name, t] of adapterInputs?.tensors ?? []) params.set(name, t);
-  const { logits, present } = llamaForward(cfg, (n) => params.get(n)!, {
+  for (const [name, t] of adapterInputs?.tensors ?? []) params.set(name, computed(name, t));
+  const lora = adapterInputs && {
+    ...adapterInputs.lora,
+    scale: half ? T.cast(adapterInputs.lora.scale, 'float16') : adapterInputs.lora.scale,
+  };
+  const forward = llamaForward(cfg, (n) => params.get(n)!, {
     inputIds,
     attentionMask,
     positionIds,
     past,
     lastOnly: options.lastOnly ?? false,
     fusedKernels: options.fusedKernels ?? false,
-    ...(adapterInputs ? { lora: adapterInputs.lora } : {}),
+    ...(lora ? { lora } : {}),
   });
+  const { present } = forward;
+  const logits = T.cast(forward.logits, 'float32');
   const outputs: Record<string, Tensor> = { logits, ...(options.sampling ? drawNext(logits) : {}) };
   present.forEach((p, i) => {
     outputs[presentKey(i)] = p.key;

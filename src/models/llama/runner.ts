@@ -7,9 +7,13 @@
  * are inputs read from the runner's state (`setAdapter`), so every adapter of one target set
  * decodes through one compiled graph (`forAdapters`). A training session's decoder reads the
  * weights from the training state itself, in its worker (`fromState`): each generation decodes
- * with the weights as they are then, so an optimizer step costs it nothing.
+ * with the weights as they are then, so an optimizer step costs it nothing. A decoder with its
+ * weights compiled in computes in the runtime's dtype (Runtime.dtype: float16 halves the weights
+ * and the cache); one reading a training state's float32 weights computes in float32.
  */
 import {
+  allocate,
+  type ComputeDtype,
   compile,
   type ParameterSource,
   type Runtime,
@@ -49,7 +53,9 @@ export class DecoderRunner implements Decoder {
     /** The adapters held, when the graph takes adapters (of one target set) as inputs. */
     private readonly adapters: AdapterSlots,
     /** The training state the weights are read from, when they are not compiled in. */
-    private readonly weightsFrom?: ParameterSource,
+    private readonly weightsFrom: ParameterSource | undefined,
+    /** The KV cache's element type: the graph's compute dtype. */
+    readonly dtype: ComputeDtype,
   ) {}
 
   /** The adapter a cache opened without a key decodes with (`create`'s). */
@@ -107,7 +113,9 @@ export class DecoderRunner implements Decoder {
     targets: readonly LoraTarget[] | undefined,
     weightsFrom?: ParameterSource,
   ) {
+    const dtype = weights ? runtime.dtype : 'float32';
     const { graph, outputs } = buildDecoderGraph(config, {
+      dtype,
       lastOnly: true,
       ...(weights ? { weights } : {}),
       sampling: true,
@@ -134,6 +142,7 @@ export class DecoderRunner implements Decoder {
       stateId,
       new AdapterSlots(config, targets, 'decoder', store),
       weightsFrom,
+      dtype,
     );
   }
 
@@ -163,9 +172,9 @@ export class DecoderRunner implements Decoder {
     const id = `cache-${cacheCounter++}`;
     const { numKvHeads, headDim, numLayers } = this.config;
     const empty = (): WireTensor => ({
-      dtype: 'float32',
+      dtype: this.dtype,
       dims: [batch, numKvHeads, 0, headDim],
-      data: new Float32Array(0),
+      data: allocate(this.dtype, 0),
     });
     const tensors: Record<string, WireTensor> = {};
     for (let i = 0; i < numLayers; i++) {

@@ -1,0 +1,189 @@
+/**
+ * Decoding in float16 (Runtime.dtype) against float32, on the webgpu provider (lavapipe offers
+ * shader-f16) and the cpu provider, with realistically scaled weights (initLlamaWeights: N(0,
+ * 0.02), as the published models are initialised and stay near).
+ *
+ * The bounds: half precision's unit roundoff is 2⁻¹¹ ≈ 4.9e-4. Rounding the weights alone moves
+ * these models' logits by ≈ 3e-4 of their largest magnitude (measured: the float32 graph on
+ * weights rounded to half); the activations and the cache rounded at every layer add a few units
+ * more (measured 3e-4–1e-3 on cpu, 7e-4–2e-3 on lavapipe's webgpu, whose fused kernels take
+ * casts around them). 6e-3 (12 units) holds that with room for another GPU's kernels, and is far
+ * below what a wrong constant does (a float16 scalar stored as its truncated integer, the bug
+ * these tests found, put logits off by 0.4–0.8 of their magnitude). Greedy decoding must pick
+ * float32's tokens, and the log-probs it reports must be within 0.01 nats of float32's.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { Runtime } from '../../src/engine/index.js';
+import { type GenerateOptions, generate } from '../../src/models/generate.js';
+import { type LlamaConfig, parseLlamaConfig } from '../../src/models/llama/config.js';
+import { DecoderRunner } from '../../src/models/llama/runner.js';
+import { type HostTensor, initLlamaWeights } from '../../src/models/llama/weights.js';
+import { type Adapter, initAdapter } from '../../src/models/lora/adapter.js';
+import { parseLoraFlag } from '../../src/models/lora/config.js';
+import { maxRelativeDiff } from '../helpers/model-fixtures.js';
+
+const cpu = new Runtime({ workers: 1, intraOpThreads: 1 });
+const runtimes = {
+  webgpu: new Runtime({ workers: 1, intraOpThreads: 1, provider: 'webgpu', dtype: 'float16' }),
+  cpu: new Runtime({ workers: 1, intraOpThreads: 1, dtype: 'float16' }),
+};
+const gpu32 = new Runtime({ workers: 1, intraOpThreads: 1, provider: 'webgpu' });
+afterAll(() => Promise.all([cpu, gpu32, ...Object.values(runtimes)].map((r) => r.close())));
+
+/** Llama with grouped-query attention and an untied head; Qwen3 with per-head q/k norms and tied embeddings. */
+const CONFIGS: Record<string, LlamaConfig> = {
+  llama: parseLlamaConfig({
+    model_type: 'llama',
+    vocab_size: 96,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 3,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 64,
+    tie_word_embeddings: false,
+    pad_token_id: 0,
+  }),
+  qwen3: parseLlamaConfig({
+    model_type: 'qwen3',
+    vocab_size: 96,
+    hidden_size: 64,
+    intermediate_size: 96,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 16,
+    max_position_embeddings: 64,
+    tie_word_embeddings: true,
+    pad_token_id: 0,
+  }),
+};
+
+const GREEDY: GenerateOptions = {
+  n: 1,
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  maxNewTokens: 8,
+  seed: 1,
+  eosIds: [],
+  padId: 0,
+};
+const PROMPTS = [[5, 17, 33, 2], [40], [7, 7, 9]];
+
+/** Largest difference over the largest magnitude of `want`. */
+const relative = (got: ArrayLike<number>, want: ArrayLike<number>) =>
+  maxRelativeDiff({ x: { data: got } }, { x: { data: want } });
+
+/** A prompt step (rows of unequal length, left-padded) and a step after it: each row's last logits. */
+async function twoSteps(runner: DecoderRunner): Promise<Float32Array[]> {
+  const cache = await runner.openCache(2);
+  try {
+    const first = await cache.step(
+      [
+        [3, 9, 27, 81 % 96],
+        [0, 0, 11, 12],
+      ],
+      [
+        [1, 1, 1, 1],
+        [0, 0, 1, 1],
+      ],
+      [
+        [0, 1, 2, 3],
+        [0, 0, 0, 1],
+      ],
+    );
+    const second = await cache.step(
+      [[50], [60]],
+      [
+        [1, 1, 1, 1, 1],
+        [0, 0, 1, 1, 1],
+      ],
+      [[4], [2]],
+    );
+    return [first, second];
+  } finally {
+    await cache.close();
+  }
+}
+
+async function decodeWith(rt: Runtime, cfg: LlamaConfig, w: Record<string, HostTensor>, adapter?: Adapter) {
+  const runner = await DecoderRunner.create(rt, cfg, w, adapter);
+  try {
+    return {
+      dtype: runner.dtype,
+      steps: await twoSteps(runner),
+      greedy: await generate(runner, PROMPTS, GREEDY),
+    };
+  } finally {
+    await runner.release();
+  }
+}
+
+describe.each(Object.entries(runtimes))('float16 decoding on the %s provider', (_name, half) => {
+  it.each(Object.entries(CONFIGS))(
+    '%s: float32’s logits within 12 units of half’s roundoff, and its greedy tokens',
+    async (_c, cfg) => {
+      const w = initLlamaWeights(cfg, 3);
+      const [want, got] = await Promise.all([decodeWith(cpu, cfg, w), decodeWith(half, cfg, w)]);
+      expect(got.dtype).toBe('float16');
+      for (const [i, logits] of got.steps.entries())
+        expect(relative(logits, want.steps[i]!)).toBeLessThan(6e-3);
+      expect(got.greedy.map((g) => g.tokens)).toEqual(want.greedy.map((g) => g.tokens));
+      for (const [i, g] of got.greedy.entries())
+        for (const [t, lp] of g.logprobs.entries())
+          expect(Math.abs(lp - want.greedy[i]!.logprobs[t]!)).toBeLessThan(0.01);
+    },
+  );
+
+  it('a LoRA adapter, as inputs of one graph for every adapter (forAdapters), decodes in float16 too', async () => {
+    const cfg = CONFIGS.llama!;
+    const w = initLlamaWeights(cfg, 4);
+    const adapter = initAdapter(cfg, parseLoraFlag('rank=4,alpha=8,targets=all'), 5);
+    // A trained adapter's B is not zero (PEFT starts it at zero: it would change nothing).
+    for (const [name, t] of Object.entries(adapter.tensors))
+      if (name.endsWith('lora_B.weight')) t.data = t.data.map((_, i) => Math.sin(i) / 20);
+    const [want, got] = await Promise.all([
+      decodeWith(cpu, cfg, w, adapter),
+      decodeWith(half, cfg, w, adapter),
+    ]);
+    const plain = await decodeWith(cpu, cfg, w);
+    expect(relative(want.steps[1]!, plain.steps[1]!)).toBeGreaterThan(1e-2); // the adapter matters
+    for (const [i, logits] of got.steps.entries())
+      expect(relative(logits, want.steps[i]!)).toBeLessThan(6e-3);
+    expect(got.greedy.map((g) => g.tokens)).toEqual(want.greedy.map((g) => g.tokens));
+  });
+});
+
+describe('what float16 keeps in device memory', () => {
+  it('a decoding cache of half the bytes on the webgpu provider; a decoder reading float32 state stays float32', async () => {
+    const cfg = CONFIGS.llama!;
+    const w = initLlamaWeights(cfg, 6);
+    const cacheBytes = async (rt: Runtime) => {
+      const runner = await DecoderRunner.create(rt, cfg, w);
+      const cache = await runner.openCache(2);
+      await cache.step(
+        [
+          [1, 2, 3],
+          [4, 5, 6],
+        ],
+        [
+          [1, 1, 1],
+          [1, 1, 1],
+        ],
+        [
+          [0, 1, 2],
+          [0, 1, 2],
+        ],
+      );
+      const { bytes } = await runner.runner.deviceStats();
+      await runner.release();
+      return bytes;
+    };
+    const [full, half] = [await cacheBytes(gpu32), await cacheBytes(runtimes.webgpu)];
+    // 2 rows × 3 positions × kv heads × head_dim × (key, value) × layers, 4 or 2 bytes each.
+    const values = 2 * 3 * cfg.numKvHeads * cfg.headDim * 2 * cfg.numLayers;
+    expect(full).toBe(values * 4);
+    expect(half).toBe(values * 2);
+  });
+});
