@@ -95,6 +95,14 @@ function toWire(t: Ort.Tensor): WireTensor {
 }
 
 const onDevice = (t: Ort.Tensor) => t.location === 'gpu-buffer';
+
+/**
+ * A run's output as state that later runs feed back in: a host float16 output is wrapped in a
+ * Float16Array on Node 24, which the binding would read as empty (toOrt), so it gets its bits
+ * back (a view, no copy). A KV cache on the cpu provider in float16 is such state.
+ */
+const asState = (t: Ort.Tensor): Ort.Tensor =>
+  t.type === 'float16' && !onDevice(t) && !(t.data instanceof Uint16Array) ? toOrt(toWire(t)) : t;
 const byteSize = (t: Ort.Tensor) => t.size * bytesPer(t.type as DType);
 
 /** Frees a device tensor now; host tensors are left to the garbage collector. */
@@ -297,7 +305,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       if (req.binding) {
         const state = stateOf(req.binding.state);
         for (const [output, key] of Object.entries(req.binding.writes)) {
-          const fresh = out[output]!;
+          const fresh = asState(out[output]!);
           free(state.get(key), fresh);
           state.set(key, fresh);
         }
