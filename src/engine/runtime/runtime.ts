@@ -39,7 +39,8 @@ export interface RuntimeOptions {
    */
   onnxruntimeNode?: string;
   /**
-   * What the graphs that offer a choice compute in (decoding: DecoderRunner.create/forAdapters).
+   * What the graphs that offer a choice compute in (decoding: DecoderRunner.create/forAdapters;
+   * duel's judge: JudgeRunner.create).
    * float16 halves their weights and KV cache and runs on the GPU's half-precision units, with
    * norms, softmax and the logits in float32. @default 'float32'
    */

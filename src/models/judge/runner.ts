@@ -6,8 +6,17 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
+import {
+  type ComputeDtype,
+  compile,
+  Graph,
+  type Runtime,
+  T,
+  type Tensor,
+  WeightsSession,
+} from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
+import { weightDtype, weightsFor } from '../common/precision.js';
 import { fusedKernelsFor } from '../llama/decoder.js';
 import type { HostTensor } from '../llama/weights.js';
 import { readConfigJson, readWeights, type SaveOptions, writeWeightsDir } from '../model-dir.js';
@@ -30,16 +39,26 @@ export interface Preferences {
   winrates: number[];
 }
 
-function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fusedKernels = false) {
+/**
+ * The judge's graph: weights compiled in (`weights`) or inputs held as `dtype` says
+ * (common/precision.ts: float16 but the norms'); the logits float32 either way.
+ */
+function judgeGraph(
+  cfg: JudgeConfig,
+  weights: Record<string, HostTensor> | undefined,
+  fusedKernels = false,
+  dtype: ComputeDtype = 'float32',
+) {
   const g = new Graph();
+  const given = weights ? weightsFor(weights, dtype) : {};
   const params = new Map<string, Tensor>();
   for (const spec of judgeParams(cfg)) {
-    const given = weights?.[spec.name];
+    const w = given[spec.name];
     params.set(
       spec.name,
-      given
-        ? g.constant(Float32Array.from(given.data), 'float32', spec.shape)
-        : g.input(spec.name, 'float32', spec.shape),
+      w
+        ? g.constant(w.data, w.dtype, spec.shape)
+        : g.input(spec.name, weightDtype(spec.name, dtype), spec.shape),
     );
   }
   const logits = judgeLogits(cfg, (n) => params.get(n)!, {
@@ -48,7 +67,7 @@ function judgeGraph(cfg: JudgeConfig, weights?: Record<string, HostTensor>, fuse
     markers: g.input('markers', 'int64', ['B', 3]),
     fusedKernels,
   });
-  return { graph: g, logits };
+  return { graph: g, logits: T.cast(logits, 'float32') };
 }
 
 /** The judge with its weights inside, for runtimes other than duel's (and the external path). */
@@ -79,11 +98,18 @@ export class JudgeRunner {
   ): Promise<JudgeRunner> {
     // ONNX Runtime's fused kernels where every node costs a dispatch (the cpu provider keeps the
     // unfused ops, and the figures measured with them).
-    const { graph, logits } = judgeGraph(cfg, undefined, fusedKernelsFor(runtime.provider));
+    // In the runtime's dtype: float16 holds the weights (but the norms') in half the memory.
+    const { graph, logits } = judgeGraph(cfg, undefined, fusedKernelsFor(runtime.provider), runtime.dtype);
     const model = compile(graph, { logits }, 'judge', { provider: runtime.provider });
     return new JudgeRunner(
       cfg,
-      await WeightsSession.load(runtime, model, weights, Object.keys(weights), 'judge'),
+      await WeightsSession.load(
+        runtime,
+        model,
+        weightsFor(weights, runtime.dtype),
+        Object.keys(weights),
+        'judge',
+      ),
     );
   }
 

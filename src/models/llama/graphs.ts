@@ -6,15 +6,8 @@
  * given them (what runner.ts does, and the ONNX export), otherwise graph inputs named by their
  * Hugging Face names.
  */
-import {
-  type ComputeDtype,
-  compile,
-  type Dim,
-  Graph,
-  T,
-  type Tensor,
-  toFloat16,
-} from '../../engine/index.js';
+import { type ComputeDtype, compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
+import { castWeight, weightsFor } from '../common/precision.js';
 import type { LoraTarget } from '../lora/config.js';
 import { declareAdapterInputs } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
@@ -54,31 +47,22 @@ export interface DecoderGraphOptions {
   dtype?: ComputeDtype;
 }
 
-/** The weights a float16 graph keeps in float32: the norms' (small, and read in float32). */
-const keptFloat32 = (name: string) => name.endsWith('norm.weight');
-
 export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions = {}) {
   const g = new Graph();
-  const half = options.dtype === 'float16';
-  /** A weight as the graph computes with it: float16 ones cast where they come in as float32. */
-  const computed = (name: string, t: Tensor) => (half && !keptFloat32(name) ? T.cast(t, 'float16') : t);
+  const dtype = options.dtype ?? 'float32';
+  const given = options.weights ? weightsFor(options.weights, dtype) : {};
   const params = new Map<string, Tensor>();
   for (const spec of llamaParams(cfg)) {
-    const given = options.weights?.[spec.name];
-    if (!given) params.set(spec.name, computed(spec.name, g.input(spec.name, 'float32', spec.shape)));
-    else if (half && !keptFloat32(spec.name))
-      params.set(spec.name, g.constant(toFloat16(given.data as ArrayLike<number>), 'float16', spec.shape));
-    else
-      params.set(
-        spec.name,
-        g.constant(
-          given.data instanceof Float32Array ? given.data : Float32Array.from(given.data),
-          'float32',
-          spec.shape,
-        ),
-      );
+    const w = given[spec.name];
+    // Compiled in as held, or an input (a training state's float32 weights) cast where it comes in.
+    params.set(
+      spec.name,
+      w
+        ? g.constant(w.data, w.dtype, spec.shape)
+        : castWeight(spec.name, g.input(spec.name, 'float32', spec.shape), dtype),
+    );
   }
-  const cacheDtype = half ? 'float16' : 'float32';
+  const cacheDtype = dtype;
   const inputIds = g.input('input_ids', 'int64', ['B', 'T']);
   // The past binds P; the mask, which covers past and present, binds P+T.
   const past = Array.from({ length: cfg.numLayers }, (_, i) => ({
@@ -90,11 +74,8 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
   const adapterInputs = options.adapterInputs
     ? declareAdapterInputs(g, cfg, options.adapterInputs)
     : undefined;
-  for (const [name, t] of adapterInputs?.tensors ?? []) params.set(name, computed(name, t));
-  const lora = adapterInputs && {
-    ...adapterInputs.lora,
-    scale: half ? T.cast(adapterInputs.lora.scale, 'float16') : adapterInputs.lora.scale,
-  };
+  for (const [name, t] of adapterInputs?.tensors ?? []) params.set(name, castWeight(name, t, dtype));
+  const lora = adapterInputs && { ...adapterInputs.lora, scale: T.cast(adapterInputs.lora.scale, dtype) };
   const forward = llamaForward(cfg, (n) => params.get(n)!, {
     inputIds,
     attentionMask,

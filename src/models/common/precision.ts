@@ -1,0 +1,42 @@
+/**
+ * Which weights a graph computing in float16 holds in half precision: every one but the norms'
+ * (a few values each, and the norms compute in float32), the rule the decoder, the log-prob and
+ * the judge graphs share, so that a weight set is cast one way everywhere.
+ */
+import {
+  type ComputeDtype,
+  type DType,
+  T,
+  type Tensor,
+  toFloat16,
+  type WireTensor,
+} from '../../engine/index.js';
+import type { HostTensor } from '../llama/weights.js';
+
+/** The dtype weight `name` is held in by a graph computing in `dtype`. */
+export function weightDtype(name: string, dtype: ComputeDtype): DType {
+  return dtype === 'float16' && !name.endsWith('norm.weight') ? 'float16' : 'float32';
+}
+
+/** Host weights as a graph computing in `dtype` takes them (half precision's bits where it holds half). */
+export function weightsFor(
+  weights: Record<string, HostTensor>,
+  dtype: ComputeDtype,
+): Record<string, WireTensor> {
+  return Object.fromEntries(
+    Object.entries(weights).map(([name, t]) => [
+      name,
+      weightDtype(name, dtype) === 'float16'
+        ? { dtype: 'float16', dims: t.dims, data: toFloat16(t.data as ArrayLike<number>) }
+        : {
+            dtype: 'float32',
+            dims: t.dims,
+            data: t.data instanceof Float32Array ? t.data : Float32Array.from(t.data),
+          },
+    ]),
+  );
+}
+
+/** A float32 tensor (an adapter's, a scale) as a graph computing in `dtype` reads weight `name`. */
+export const castWeight = (name: string, t: Tensor, dtype: ComputeDtype): Tensor =>
+  T.cast(t, weightDtype(name, dtype));
