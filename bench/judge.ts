@@ -7,7 +7,7 @@
  *   candidates;
  * - a Qwen3-0.6B-shaped Bradley-Terry reward model: rewards/s, K passes per comparison.
  */
-import type { Provider } from '../src/engine/index.js';
+import type { ComputeDtype, Provider } from '../src/engine/index.js';
 import { Runtime } from '../src/engine/index.js';
 import { parameterCount } from '../src/models/llama/weights.js';
 import { type PairRMConfig, parsePairRMConfig } from '../src/models/pairrm/config.js';
@@ -68,6 +68,8 @@ export const PAIRRM_SHAPE: PairRMConfig = parsePairRMConfig({
 
 export interface JudgeBenchOptions {
   provider: Provider;
+  /** What the reward model computes in (Runtime.dtype); PairRM is float32 either way. @default 'float32' */
+  dtype?: ComputeDtype;
   /** Which judges (default both). */
   judges?: ('pairrm' | 'reward')[];
   /** Shapes to measure instead of the real ones (tests use small ones). */
@@ -81,6 +83,8 @@ export interface JudgeBenchOptions {
 
 export interface JudgeRow {
   judge: 'pairrm' | 'reward';
+  /** What this judge computed in. */
+  dtype: ComputeDtype;
   parameters: number;
   k: number;
   /** Forward passes one comparison runs: K·(K−1) ordered pairs, or K rewards. */
@@ -96,6 +100,7 @@ export interface JudgeRow {
 
 export interface JudgeBenchResult {
   provider: Provider;
+  dtype: ComputeDtype;
   ceiling_gflops: number;
   rows: JudgeRow[];
 }
@@ -124,11 +129,13 @@ function pairrmFlops(cfg: PairRMConfig, tokens: number): number {
 export async function runJudgeBench(o: JudgeBenchOptions): Promise<JudgeBenchResult> {
   const adapter = o.provider === 'webgpu' ? await requireAdapter() : undefined;
   if (adapter) o.log(`adapter: ${adapter.vendor} ${adapter.device} (${adapter.description})`);
-  const runtime = new Runtime({ workers: 1, provider: o.provider });
+  const dtype = o.dtype ?? 'float32';
+  const runtime = new Runtime({ workers: 1, provider: o.provider, dtype });
   const ids = (vocab: number, n: number, seed: number) =>
     Array.from({ length: n }, (_, i) => 3 + ((seed * 7919 + i * 31) % (vocab - 8)));
   const row = (
     judge: JudgeRow['judge'],
+    computedIn: ComputeDtype,
     parameters: number,
     passes: number,
     tokens: number,
@@ -139,6 +146,7 @@ export async function runJudgeBench(o: JudgeBenchOptions): Promise<JudgeBenchRes
     const achieved = (passes * flops) / (ms / 1000) / 1e9;
     return {
       judge,
+      dtype: computedIn,
       parameters,
       k: o.k,
       passes,
@@ -171,7 +179,16 @@ export async function runJudgeBench(o: JudgeBenchOptions): Promise<JudgeBenchRes
         // tokenize_pair: [CLS] <src> x [SEP], then each candidate as [CLS] <cand> y [SEP].
         const tokens = o.source + 3 + 2 * (o.candidate + 3);
         rows.push(
-          row('pairrm', parameters, o.k * (o.k - 1), tokens, pairrmFlops(cfg, tokens), ms, ceilingGflops),
+          row(
+            'pairrm',
+            'float32',
+            parameters,
+            o.k * (o.k - 1),
+            tokens,
+            pairrmFlops(cfg, tokens),
+            ms,
+            ceilingGflops,
+          ),
         );
       } finally {
         await judge.release();
@@ -191,12 +208,12 @@ export async function runJudgeBench(o: JudgeBenchOptions): Promise<JudgeBenchRes
           rm.compare(prompt, candidates),
         );
         const tokens = o.source + o.candidate;
-        rows.push(row('reward', parameters, o.k, tokens, rewardFlops(cfg, tokens), ms, ceilingGflops));
+        rows.push(row('reward', dtype, parameters, o.k, tokens, rewardFlops(cfg, tokens), ms, ceilingGflops));
       } finally {
         await rm.release();
       }
     }
-    return { provider: o.provider, ceiling_gflops: ceilingGflops, rows };
+    return { provider: o.provider, dtype, ceiling_gflops: ceilingGflops, rows };
   } finally {
     await runtime.close();
   }

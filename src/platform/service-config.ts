@@ -84,7 +84,7 @@ const shared = {
       workers: z.number().int().min(0).max(64).default(0),
       /**
        * What decoding computes in: float16 halves its weights and KV cache (norms, softmax and
-       * logits stay float32), and so does duel's judge; the published PairRM and reward models,
+       * logits stay float32), and so do duel's judge and reward models; the published PairRM,
        * log-probs and training are float32 either way.
        */
       dtype: z.enum(COMPUTE_DTYPES).default('float32'),

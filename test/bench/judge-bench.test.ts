@@ -43,6 +43,7 @@ describe('duel bench judge', () => {
     const lines: string[] = [];
     const r = await runJudgeBench({
       provider: 'cpu',
+      dtype: 'float16',
       shapes: { pairrm, reward },
       k: 3,
       source: 12,
@@ -51,8 +52,15 @@ describe('duel bench judge', () => {
       log: (l) => lines.push(l),
     });
     const [p, rm] = r.rows;
-    expect(p).toMatchObject({ judge: 'pairrm', k: 3, passes: 6, tokens_per_pass: 12 + 3 + 2 * (6 + 3) });
-    expect(rm).toMatchObject({ judge: 'reward', k: 3, passes: 3, tokens_per_pass: 18 });
+    // float16 asked: the reward model computes in it, PairRM (DeBERTa) stays float32.
+    expect(p).toMatchObject({
+      judge: 'pairrm',
+      dtype: 'float32',
+      k: 3,
+      passes: 6,
+      tokens_per_pass: 12 + 3 + 2 * (6 + 3),
+    });
+    expect(rm).toMatchObject({ judge: 'reward', dtype: 'float16', k: 3, passes: 3, tokens_per_pass: 18 });
     for (const row of r.rows) {
       expect(row.passes_per_s).toBeCloseTo((row.passes * 1000) / row.compare_ms, 6);
       expect(row.fraction_of_ceiling).toBeCloseTo(row.achieved_gflops / r.ceiling_gflops, 9);

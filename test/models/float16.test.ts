@@ -23,6 +23,9 @@ import { DecoderRunner } from '../../src/models/llama/runner.js';
 import { type HostTensor, initLlamaWeights } from '../../src/models/llama/weights.js';
 import { type Adapter, initAdapter } from '../../src/models/lora/adapter.js';
 import { parseLoraFlag } from '../../src/models/lora/config.js';
+import { parseRewardConfig } from '../../src/models/reward/config.js';
+import { initRewardWeights } from '../../src/models/reward/model.js';
+import { RewardRunner } from '../../src/models/reward/runner.js';
 import { maxRelativeDiff } from '../helpers/model-fixtures.js';
 
 const cpu = new Runtime({ workers: 1, intraOpThreads: 1 });
@@ -32,6 +35,21 @@ const runtimes = {
 };
 const gpu32 = new Runtime({ workers: 1, intraOpThreads: 1, provider: 'webgpu' });
 afterAll(() => Promise.all([cpu, gpu32, ...Object.values(runtimes)].map((r) => r.close())));
+
+/** A Qwen3 shape: per-head q/k norms, tied embeddings. */
+const QWEN3 = {
+  model_type: 'qwen3',
+  vocab_size: 96,
+  hidden_size: 64,
+  intermediate_size: 96,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 16,
+  max_position_embeddings: 64,
+  tie_word_embeddings: true,
+  pad_token_id: 0,
+};
 
 /** Llama with grouped-query attention and an untied head; Qwen3 with per-head q/k norms and tied embeddings. */
 const CONFIGS: Record<string, LlamaConfig> = {
@@ -47,19 +65,7 @@ const CONFIGS: Record<string, LlamaConfig> = {
     tie_word_embeddings: false,
     pad_token_id: 0,
   }),
-  qwen3: parseLlamaConfig({
-    model_type: 'qwen3',
-    vocab_size: 96,
-    hidden_size: 64,
-    intermediate_size: 96,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    head_dim: 16,
-    max_position_embeddings: 64,
-    tie_word_embeddings: true,
-    pad_token_id: 0,
-  }),
+  qwen3: parseLlamaConfig(QWEN3),
 };
 
 const GREEDY: GenerateOptions = {
@@ -240,5 +246,38 @@ describe.each(Object.entries(runtimes))('duel’s judge in float16 on the %s pro
       for (const [j, p] of row.entries()) expect(Math.abs(p - want.prefs[i]![j]!)).toBeLessThan(0.02);
     const best = (s: number[]) => s.indexOf(Math.max(...s));
     expect(best(got.scores)).toBe(best(want.scores));
+  });
+
+  it('a Bradley-Terry reward model: float32’s rewards within 6e-3 of the largest, and its ranking', async () => {
+    const cfg = parseRewardConfig({
+      ...QWEN3,
+      architectures: ['Qwen3ForSequenceClassification'],
+      id2label: { 0: 'LABEL_0' },
+    });
+    const w = initRewardWeights(cfg, 8);
+    // A trained score head is not at its initial scale: these rewards differ by more than rounding.
+    w['score.weight']!.data = w['score.weight']!.data.map((x) => x * 50);
+    const seqs = [
+      [1, 5, 9],
+      [2, 6],
+      [5, 3, 5, 8],
+      [9, 7],
+    ].map((completion) => ({
+      prompt: [3, 1, 4],
+      completion,
+    }));
+    const rewards = async (rt: Runtime) => {
+      const runner = await RewardRunner.create(rt, cfg, w);
+      try {
+        return await runner.rewards(seqs);
+      } finally {
+        await runner.release();
+      }
+    };
+    const [want, got] = [await rewards(cpu), await rewards(half)];
+    expect(Math.max(...want) - Math.min(...want)).toBeGreaterThan(0.05);
+    expect(relative(got, want)).toBeLessThan(6e-3);
+    const order = (r: number[]) => r.map((_, i) => i).sort((a, b) => r[b]! - r[a]!);
+    expect(order(got)).toEqual(order(want));
   });
 });

@@ -449,10 +449,16 @@ export function registerBench(program: Command): void {
     .option('--source <n>', 'prompt tokens', positiveInt('--source'), 512)
     .option('--candidate <n>', 'tokens per candidate', positiveInt('--candidate'), 256)
     .option('--reps <n>', 'timed comparisons', positiveInt('--reps'), 3)
+    .option(
+      '--dtype <dtype>',
+      'what the reward model computes in: float32 or float16 (PairRM stays float32; default: DUEL_RUNTIME_DTYPE, else float32)',
+      (raw: string) => parseDtype(raw, '--dtype'),
+    )
     .action(
       async (o: {
         json?: boolean;
         provider?: Provider;
+        dtype?: ComputeDtype;
         judges: string[];
         k: number;
         source: number;
@@ -469,13 +475,14 @@ export function registerBench(program: Command): void {
           ...o,
           judges: o.judges as ('pairrm' | 'reward')[],
           provider: o.provider ?? envProvider(),
+          dtype: o.dtype ?? envDtype(),
           log: progress,
         });
         if (printedAsJson(o.json, r)) return;
         process.stdout.write(`ceiling ${r.ceiling_gflops.toFixed(1)} GFLOP/s (${r.provider})\n`);
         for (const m of r.rows)
           process.stdout.write(
-            `${m.judge}, ${(m.parameters / 1e6).toFixed(0)}M: K=${m.k}, ${m.passes} passes of ${m.tokens_per_pass} tokens in ${m.compare_ms.toFixed(0)} ms = ${m.passes_per_s.toFixed(2)} ${m.judge === 'pairrm' ? 'pairs' : 'rewards'}/s; ${m.gflop_per_pass.toFixed(0)} GFLOP a pass, ${m.achieved_gflops.toFixed(1)} GFLOP/s = ${(100 * m.fraction_of_ceiling).toFixed(0)}% of the ceiling\n`,
+            `${m.judge} (${m.dtype}), ${(m.parameters / 1e6).toFixed(0)}M: K=${m.k}, ${m.passes} passes of ${m.tokens_per_pass} tokens in ${m.compare_ms.toFixed(0)} ms = ${m.passes_per_s.toFixed(2)} ${m.judge === 'pairrm' ? 'pairs' : 'rewards'}/s; ${m.gflop_per_pass.toFixed(0)} GFLOP a pass, ${m.achieved_gflops.toFixed(1)} GFLOP/s = ${(100 * m.fraction_of_ceiling).toFixed(0)}% of the ceiling\n`,
           );
       },
     );

@@ -40,7 +40,7 @@ export interface RuntimeOptions {
   onnxruntimeNode?: string;
   /**
    * What the graphs that offer a choice compute in (decoding: DecoderRunner.create/forAdapters;
-   * duel's judge: JudgeRunner.create).
+   * duel's judge and reward models: JudgeRunner.create, RewardRunner.create).
    * float16 halves their weights and KV cache and runs on the GPU's half-precision units, with
    * norms, softmax and the logits in float32. @default 'float32'
    */

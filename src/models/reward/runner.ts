@@ -5,8 +5,9 @@
  * so σ(C_ij − C_ji) is the BT probability) and flows through the same scorer, best-of-n and
  * win-rate code.
  */
-import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
+import { compile, Graph, type Runtime, T, type Tensor, WeightsSession } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
+import { weightDtype, weightsFor } from '../common/precision.js';
 import type { PairInput } from '../judge/model.js';
 import { fromLogits, orderByScores, type Preferences } from '../judge/runner.js';
 import { fusedKernelsFor } from '../llama/decoder.js';
@@ -40,20 +41,30 @@ export class RewardRunner {
     private readonly model: WeightsSession,
   ) {}
 
+  /** In the runtime's dtype: float16 holds the weights (but the norms') in half the memory. */
   static async create(runtime: Runtime, cfg: RewardConfig, weights: Record<string, HostTensor>) {
     const g = new Graph();
     const params = new Map<string, Tensor>();
-    for (const spec of rewardParams(cfg)) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
+    for (const spec of rewardParams(cfg))
+      params.set(spec.name, g.input(spec.name, weightDtype(spec.name, runtime.dtype), spec.shape));
     const rewards = rewardLogits(cfg, (n) => params.get(n)!, {
       inputIds: g.input('input_ids', 'int64', ['B', 'T']),
       attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
       last: g.input('last', 'int64', ['B']),
       fusedKernels: fusedKernelsFor(runtime.provider),
     });
-    const model = compile(g, { rewards }, 'reward', { provider: runtime.provider });
+    const model = compile(g, { rewards: T.cast(rewards, 'float32') }, 'reward', {
+      provider: runtime.provider,
+    });
     return new RewardRunner(
       cfg,
-      await WeightsSession.load(runtime, model, weights, [...params.keys()], 'reward'),
+      await WeightsSession.load(
+        runtime,
+        model,
+        weightsFor(weights, runtime.dtype),
+        [...params.keys()],
+        'reward',
+      ),
     );
   }
 
