@@ -103,6 +103,7 @@ const onDevice = (t: Ort.Tensor) => t.location === 'gpu-buffer';
  */
 const asState = (t: Ort.Tensor): Ort.Tensor =>
   t.type === 'float16' && !onDevice(t) && !(t.data instanceof Uint16Array) ? toOrt(toWire(t)) : t;
+
 const byteSize = (t: Ort.Tensor) => t.size * bytesPer(t.type as DType);
 
 /** Frees a device tensor now; host tensors are left to the garbage collector. */
