@@ -161,9 +161,9 @@ export class Session {
 
   /**
    * Stores `tensors` in a state held by this session's worker, on this session's device. They are
-   * copied to the worker, unless `handOver`: then their
-   * buffers move there without a copy, and the caller's arrays are left empty (for tensors made
-   * only to be stored, as a new optimizer's zero slots).
+   * copied to the worker, unless `handOver`: then their buffers move there without a copy, and the
+   * caller's arrays are left empty (for tensors made only to be stored, as a new optimizer's zero
+   * slots).
    */
   async setState(
     state: string,
