@@ -122,12 +122,14 @@ if $small; then
   engine='--model tiny --steps 3 --ceiling-size 256'
   engine135='--model tiny --steps 2 --ceiling-size 256'
   decode='--models testbed --batches 1,8 --new-tokens 8 --repeats 2'
+  judge='--small --k 3 --source 12 --candidate 6 --reps 1'
   placement='--model tiny --runs 2'
   sizes='64 2 128'
 else
   engine='--steps 10 --ceiling-size 4096'
   engine135='--model smollm-135m --steps 3 --ceiling-size 4096'
   decode='--models 25M,smollm-135m --batches 1,64 --new-tokens 32 --repeats 2'
+  judge='--k 4 --source 512 --candidate 256 --reps 2'
   placement='--model stack --runs 3'
   sizes='512 8 8192'
 fi
@@ -138,6 +140,10 @@ part "$(limit 100)" decode duel bench decode --json $decode
 # The decoder in float16 (its weights, activations and cache; what shader-f16 is for).
 part "$(limit 60)" decode-float16 duel bench decode --json $decode --dtype float16 --no-peer
 part "$(limit 110)" engine-135m duel bench engine --json $engine135 --no-peer
+# The judges at their real shapes (PairRM-large's pairs/s, a Qwen3-0.6B reward model), the reward
+# model then in float16 (PairRM's DeBERTa has no float16 path).
+part "$(limit 90)" judge duel bench judge --json $judge
+part "$(limit 45)" judge-float16 duel bench judge --json $judge --judges reward --dtype float16
 part "$(limit 45)" placement duel bench placement --json $placement
 part "$(limit 60)" round round $sizes
 # The same round on the cpu provider: its losses are the check that the GPU computed the same.

@@ -66,6 +66,44 @@ export const PAIRRM_SHAPE: PairRMConfig = parsePairRMConfig({
   cand2_prefix_id: 128003,
 });
 
+const SMALL_REWARD = parseRewardConfig({
+  architectures: ['Qwen3ForSequenceClassification'],
+  model_type: 'qwen3',
+  vocab_size: 64,
+  hidden_size: 32,
+  intermediate_size: 64,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 8,
+  pad_token_id: 0,
+  id2label: { 0: 'LABEL_0' },
+});
+const SMALL_PAIRRM = parsePairRMConfig({
+  architectures: ['DebertaV2PairRM'],
+  model_type: 'deberta-v2',
+  vocab_size: 64,
+  hidden_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  intermediate_size: 32,
+  relative_attention: true,
+  position_buckets: 8,
+  max_relative_positions: 32,
+  pos_att_type: 'p2c|c2p',
+  share_att_key: true,
+  norm_rel_ebd: 'layer_norm',
+  position_biased_input: false,
+  cls_token_id: 1,
+  sep_token_id: 2,
+  source_prefix_id: 61,
+  cand1_prefix_id: 62,
+  cand2_prefix_id: 63,
+});
+
+/** Small shapes of both judges: what the tests and `bench/gpu.sh --small` measure on a software adapter. */
+export const SMALL_JUDGE_SHAPES = { pairrm: SMALL_PAIRRM, reward: SMALL_REWARD };
+
 export interface JudgeBenchOptions {
   provider: Provider;
   /** What the reward model computes in (Runtime.dtype); PairRM is float32 either way. @default 'float32' */

@@ -45,6 +45,14 @@ it('runs every part on the webgpu provider and writes its result', () => {
   const decode = json('decode');
   expect(decode.rows.map((row: { batch: number }) => row.batch)).toEqual([1, 8]);
   for (const row of decode.rows) expect(row.moved_per_token.toDevice).toBeGreaterThan(0);
+  const judges = json('judge');
+  expect(judges.rows.map((row: { judge: string; dtype: string }) => [row.judge, row.dtype])).toEqual([
+    ['pairrm', 'float32'],
+    ['reward', 'float32'],
+  ]);
+  expect(json('judge-float16').rows).toEqual([
+    expect.objectContaining({ judge: 'reward', dtype: 'float16' }),
+  ]);
   const half = json('decode-float16');
   expect(half).toMatchObject({ provider: 'webgpu', dtype: 'float16' });
   for (const row of half.rows) expect(row.duel_tokens_per_s).toBeGreaterThan(0);

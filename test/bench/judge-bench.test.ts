@@ -1,50 +1,14 @@
 /** `duel bench judge` on small shapes: its figures are consistent with one another. */
 import { describe, expect, it } from 'vitest';
-import { runJudgeBench } from '../../bench/judge.js';
-import { parsePairRMConfig } from '../../src/models/pairrm/config.js';
-import { parseRewardConfig } from '../../src/models/reward/config.js';
+import { runJudgeBench, SMALL_JUDGE_SHAPES } from '../../bench/judge.js';
 
 describe('duel bench judge', () => {
   it('times a K×K comparison of each judge and relates it to the FLOPs a pass needs and the ceiling', async () => {
-    const reward = parseRewardConfig({
-      architectures: ['Qwen3ForSequenceClassification'],
-      model_type: 'qwen3',
-      vocab_size: 64,
-      hidden_size: 32,
-      intermediate_size: 64,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      head_dim: 8,
-      pad_token_id: 0,
-      id2label: { 0: 'LABEL_0' },
-    });
-    const pairrm = parsePairRMConfig({
-      architectures: ['DebertaV2PairRM'],
-      model_type: 'deberta-v2',
-      vocab_size: 64,
-      hidden_size: 16,
-      num_hidden_layers: 1,
-      num_attention_heads: 2,
-      intermediate_size: 32,
-      relative_attention: true,
-      position_buckets: 8,
-      max_relative_positions: 32,
-      pos_att_type: 'p2c|c2p',
-      share_att_key: true,
-      norm_rel_ebd: 'layer_norm',
-      position_biased_input: false,
-      cls_token_id: 1,
-      sep_token_id: 2,
-      source_prefix_id: 61,
-      cand1_prefix_id: 62,
-      cand2_prefix_id: 63,
-    });
     const lines: string[] = [];
     const r = await runJudgeBench({
       provider: 'cpu',
       dtype: 'float16',
-      shapes: { pairrm, reward },
+      shapes: SMALL_JUDGE_SHAPES,
       k: 3,
       source: 12,
       candidate: 6,

@@ -449,6 +449,7 @@ export function registerBench(program: Command): void {
     .option('--source <n>', 'prompt tokens', positiveInt('--source'), 512)
     .option('--candidate <n>', 'tokens per candidate', positiveInt('--candidate'), 256)
     .option('--reps <n>', 'timed comparisons', positiveInt('--reps'), 3)
+    .option('--small', 'small shapes of both judges instead of the real ones (a software adapter, the tests)')
     .option(
       '--dtype <dtype>',
       'what the reward model computes in: float32 or float16 (PairRM stays float32; default: DUEL_RUNTIME_DTYPE, else float32)',
@@ -459,6 +460,7 @@ export function registerBench(program: Command): void {
         json?: boolean;
         provider?: Provider;
         dtype?: ComputeDtype;
+        small?: boolean;
         judges: string[];
         k: number;
         source: number;
@@ -470,9 +472,10 @@ export function registerBench(program: Command): void {
           throw DuelError.invalidArgument([
             { field: '--judges', description: `unknown judge(s) ${bad.join(', ')} (pairrm, reward)` },
           ]);
-        const { runJudgeBench } = await import('../../../bench/judge.js');
+        const { runJudgeBench, SMALL_JUDGE_SHAPES } = await import('../../../bench/judge.js');
         const r = await runJudgeBench({
           ...o,
+          ...(o.small ? { shapes: SMALL_JUDGE_SHAPES } : {}),
           judges: o.judges as ('pairrm' | 'reward')[],
           provider: o.provider ?? envProvider(),
           dtype: o.dtype ?? envDtype(),
