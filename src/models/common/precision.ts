@@ -1,7 +1,7 @@
 /**
  * Which weights a graph computing in float16 holds in half precision: every one but the norms'
- * (a few values each, and the norms compute in float32), the rule the decoder, the log-prob and
- * the judge graphs share, so that a weight set is cast one way everywhere.
+ * (a few values each, and the norms compute in float32): the rule the decoder, duel's judge and
+ * the reward models share, so that a weight set is cast one way everywhere.
  */
 import {
   type ComputeDtype,
@@ -37,6 +37,6 @@ export function weightsFor(
   );
 }
 
-/** A float32 tensor (an adapter's, a scale) as a graph computing in `dtype` reads weight `name`. */
+/** A float32 input (a training state's weight, an adapter's A or B) as a graph computing in `dtype` reads it. */
 export const castWeight = (name: string, t: Tensor, dtype: ComputeDtype): Tensor =>
   T.cast(t, weightDtype(name, dtype));
