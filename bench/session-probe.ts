@@ -139,14 +139,13 @@ export async function runSessionProbe(o: SessionProbeOptions) {
 
     // LoRA sessions on one shared base: memory after each session's first step, and its step time.
     const shared = await SharedTensors.create(runtime, weights);
-    const lora = LORA_R8;
     const loraRows: { sessions: number; rss_mb: number; step_ms: number }[] = [];
     const open: TrainingSession[] = [];
     for (let n = 1; n <= o.loraSessions; n++) {
       const x = await TrainingSession.create(runtime, {
         ...common,
-        weights: initAdapter(cfg, lora, n).tensors,
-        lora: { config: lora, base: shared },
+        weights: initAdapter(cfg, LORA_R8, n).tensors,
+        lora: { config: LORA_R8, base: shared },
       });
       open.push(x);
       const ms = await timeRuns(2, async () => {
@@ -161,7 +160,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     for (const x of open) await x.close();
     await shared.dispose();
 
-    const round = await loraRound(runtime, cfg, weights, lora, o.log);
+    const round = await loraRound(runtime, cfg, weights, LORA_R8, o.log);
     return {
       model: o.model,
       arena: o.arena,
