@@ -4,10 +4,11 @@
  * batch (the slot's padded rows, the frozen log-probs the recipe declared, its per-row features),
  * so graph and feeds cannot disagree.
  */
-import type { Graph, Tensor, TraceTarget, TypedArray, WireTensor } from '../engine/index.js';
+import type { ComputeDtype, Graph, Tensor, TraceTarget, TypedArray, WireTensor } from '../engine/index.js';
 import { T } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { type CompletionBatch, completionBatch } from '../models/batch.js';
+import { castWeight } from '../models/common/precision.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import { fusedKernelsFor } from '../models/llama/decoder.js';
 import type { CompletionLogprobs } from '../models/llama/logprob-runner.js';
@@ -107,7 +108,12 @@ export function stepBatch(
 export const slotExamples = (data: Record<string, SlotData>): Record<string, Row> =>
   Object.fromEntries(Object.entries(data).map(([slot, d]) => [slot, d.rows[0]![0]!]));
 
-/** The TrainProgram of a round: built once by TrainingState, then asked for each step's feeds. */
+/**
+ * The TrainProgram of a round: built once by TrainingState, then asked for each step's feeds. Its
+ * parameters (and a LoRA base) are float32; `compute` float16 casts them for the forward and
+ * backward passes (mixed precision: float32 master weights, updated in float32), and the state
+ * must then scale its loss (TrainingStateOptions.lossScale).
+ */
 export class RoundProgram {
   readonly dtype = 'float32' as const;
   private inputs: BatchInputs<StepBatch> | undefined;
@@ -125,6 +131,7 @@ export class RoundProgram {
       base: Readonly<Record<string, { dims: readonly number[] }>>;
       adapter: Adapter['config'];
     },
+    private readonly compute: ComputeDtype = 'float32',
   ) {}
 
   build(
@@ -151,6 +158,10 @@ export class RoundProgram {
         }
         return t;
       };
+    }
+    if (this.compute !== 'float32') {
+      const master = w;
+      w = (name) => castWeight(name, master(name), this.compute);
     }
     const adapter = lora
       ? { scale: loraScale(lora.adapter), targets: new Set<string>(lora.adapter.targets) }

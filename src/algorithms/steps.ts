@@ -2,7 +2,10 @@
  * The step loop every trainer shares: shuffled batches of record indices, epoch by epoch; a step
  * whose loss or gradient is not finite is skipped (the optimizer already left the weights alone)
  * and counted; the run is diverged when no step applied or the last one was skipped (the final
- * weights do not give a finite loss). Returns the metrics and final weights.
+ * weights do not give a finite loss). Under loss scaling (a float16 backward pass), a finite loss
+ * whose gradient is not is the scaled gradient's overflow: the scale halves and the step is
+ * counted apart, as GradScaler's skipped steps are a normal part of mixed-precision training.
+ * Returns the metrics and final weights.
  */
 import type { OptimizerSpec, ScheduleSpec, TrainingState, WireTensor } from '../engine/index.js';
 import type { HostTensor } from '../models/llama/weights.js';
@@ -19,6 +22,10 @@ export interface RoundMetrics {
   seconds: number;
   tokens_per_s: number;
   diverged: boolean;
+  /** Under loss scaling (float16): steps skipped because the scaled gradient overflowed. */
+  overflow_steps?: number;
+  /** Under loss scaling: the scale the round ended with. */
+  loss_scale?: number;
   /** Times the recipe redrew its own samples from the current weights (SPO). */
   resamples?: number;
   /** After the round (train-round.ts): mean ℓ = logp_θ − logp_t over the round's completions. */
@@ -73,7 +80,7 @@ export async function runSteps(
   const order = Array.from({ length: o.records }, (_, i) => i);
   const losses: number[] = [];
   const norms: number[] = [];
-  let [skipped, tokens] = [0, 0];
+  let [skipped, overflows, tokens] = [0, 0, 0];
   let lastSkipped = false;
   const start = performance.now();
   for (let step = 0; step < total; step++) {
@@ -83,11 +90,14 @@ export async function runSteps(
     const batch = o.feeds(order.slice(at, at + o.batchSize));
     tokens += batch.tokens;
     const m = await state.step(batch.feeds);
-    lastSkipped = !m.applied || !Number.isFinite(m.loss);
-    if (lastSkipped) skipped++;
+    if (m.lossScale !== undefined && !m.applied && Number.isFinite(m.loss)) overflows++;
     else {
-      losses.push(m.loss);
-      norms.push(m.gradNorm);
+      lastSkipped = !m.applied || !Number.isFinite(m.loss);
+      if (lastSkipped) skipped++;
+      else {
+        losses.push(m.loss);
+        norms.push(m.gradNorm);
+      }
     }
     o.onStep?.(step + 1, total, m.loss, tokens);
   }
@@ -107,6 +117,8 @@ export async function runSteps(
     // The weights a round ends with must give a finite loss and gradient on its last batch.
     diverged: losses.length === 0 || lastSkipped,
   };
+  const scale = state.lossScale;
+  if (scale) Object.assign(metrics, { overflow_steps: overflows, loss_scale: scale.scale });
   const params = await state.parameters();
   const weights = Object.fromEntries(
     Object.entries(params).map(([k, t]) => [

@@ -11,7 +11,13 @@
  * the adapter's tensors. The base is held once, in one worker (SharedTensors): the training state,
  * the frozen log-probs and the round's sampling all read it there.
  */
-import { type Runtime, SharedTensors, TrainingState } from '../engine/index.js';
+import {
+  type ComputeDtype,
+  type LossScaleSpec,
+  type Runtime,
+  SharedTensors,
+  TrainingState,
+} from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import type { CompletionRecord } from '../models/batch.js';
 import { rng } from '../models/common/rng.js';
@@ -48,6 +54,8 @@ export interface TrainRoundOptions extends LoopSettings {
   /** Train this LoRA adapter (fresh or continued) on the frozen `weights`. */
   adapter?: Adapter;
   records: RoundRecord[];
+  /** On a runtime computing in float16: how the loss is scaled (loss-scale.ts; GradScaler's defaults). */
+  lossScale?: LossScaleSpec;
 }
 
 /** A model the round scores or samples from: weights, and an adapter on them. */
@@ -99,6 +107,8 @@ class FrozenScorers {
   constructor(
     private readonly runtime: Runtime,
     private readonly cfg: LlamaConfig,
+    /** What the frozen passes compute in: the training graph's dtype, so that π_θ = π_t at step 0 holds to its rounding. */
+    private readonly dtype: ComputeDtype,
     /** The round's adapter shape and its base, held once, when it trains one. */
     private readonly lora?: { config: LoraConfig; weights: Record<string, HostTensor>; base: SharedTensors },
   ) {}
@@ -108,7 +118,9 @@ class FrozenScorers {
     if (!lora) {
       let runner = this.runners.get(model);
       if (!runner) {
-        runner = LogprobRunner.create(this.runtime, this.cfg, model.weights, model.adapter);
+        runner = LogprobRunner.create(this.runtime, this.cfg, model.weights, model.adapter, {
+          dtype: this.dtype,
+        });
         this.runners.set(model, runner);
       }
       return runner;
@@ -116,11 +128,12 @@ class FrozenScorers {
     let base = this.bases.get(model.weights);
     if (!base) {
       const { targets } = lora.config;
+      const options = { dtype: this.dtype };
       base = {
         runner:
           model.weights === lora.weights
-            ? LogprobRunner.fromState(this.runtime, this.cfg, lora.base.source, targets)
-            : LogprobRunner.forAdapters(this.runtime, this.cfg, model.weights, targets),
+            ? LogprobRunner.fromState(this.runtime, this.cfg, lora.base.source, targets, options)
+            : LogprobRunner.forAdapters(this.runtime, this.cfg, model.weights, targets, options),
         keys: new Map(),
       };
       this.bases.set(model.weights, base);
@@ -161,6 +174,7 @@ export async function trainRound(
   const frozen = new FrozenScorers(
     runtime,
     o.config,
+    runtime.dtype,
     o.adapter && base ? { config: o.adapter.config, weights: o.weights, base } : undefined,
   );
   try {
@@ -200,6 +214,7 @@ async function trainRoundWith(
     recipe,
     slotExamples(data),
     o.adapter ? { base: o.weights, adapter: o.adapter.config } : undefined,
+    runtime.dtype,
   );
   const state = await TrainingState.create(
     runtime,
@@ -207,7 +222,10 @@ async function trainRoundWith(
     { optimizer: o.optimizer, gradClip: o.gradClip },
     plan(o, o.records.length).schedule,
     o.adapter ? o.adapter.tensors : o.weights,
-    base ? { shared: base } : {},
+    {
+      ...(base ? { shared: base } : {}),
+      ...(runtime.dtype === 'float16' ? { lossScale: o.lossScale ?? {} } : {}),
+    },
   );
   /** The model the training state's parameters stand for. */
   const current = (params: Record<string, HostTensor>): Model =>

@@ -6,6 +6,7 @@
  */
 import { grad } from './autodiff.js';
 import type { Graph, Tensor } from './graph.js';
+import { LOSS_SCALE_INPUT } from './loss-scale.js';
 import * as T from './ops/index.js';
 import { isStatic, numel, type Shape } from './shape.js';
 
@@ -18,6 +19,17 @@ export interface TrainStepSpec {
   optimizer: OptimizerSpec;
   /** Global-norm clipping threshold; 0 disables. */
   gradClip: number;
+}
+
+/**
+ * ∂loss/∂params. `scaled`: through the loss times a scalar `loss_scale` input, divided back in
+ * float32 (loss-scale.ts), so a float16 backward pass keeps its small gradients; what comes out
+ * is the gradient of the loss itself, or not finite where the scaled one overflowed.
+ */
+function gradients(graph: Graph, loss: Tensor, params: Map<string, Tensor>, scaled: boolean): Tensor[] {
+  if (!scaled) return grad(loss, [...params.values()]);
+  const scale = graph.input(LOSS_SCALE_INPUT, loss.dtype, []);
+  return grad(T.mul(loss, scale), [...params.values()]).map((g) => T.div(g, T.cast(scale, g.dtype)));
 }
 
 /** Names of the graph's inputs and outputs for one parameter's state slot. */
@@ -47,8 +59,9 @@ export function buildTrainStep(
   params: Map<string, Tensor>,
   spec: TrainStepSpec,
   layout: UpdateLayout = 'per-tensor',
+  scaled = false,
 ): TrainStepGraph {
-  const grads = grad(loss, [...params.values()]);
+  const grads = gradients(graph, loss, params, scaled);
   const applied = applyGradients(graph, params, grads, spec, loss.dtype, layout);
   return { ...applied, outputs: { loss, ...applied.outputs } };
 }
@@ -64,8 +77,9 @@ export function buildGradAccumulation(
   graph: Graph,
   loss: Tensor,
   params: Map<string, Tensor>,
+  scaled = false,
 ): { accumulators: Map<string, Tensor>; outputs: Record<string, Tensor> } {
-  const grads = grad(loss, [...params.values()]);
+  const grads = gradients(graph, loss, params, scaled);
   const accumulators = new Map<string, Tensor>();
   const outputs: Record<string, Tensor> = { loss };
   [...params].forEach(([name, p], i) => {

@@ -10,6 +10,7 @@
 import { allocate, type DType, fromNumbers } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
 import { compileTrainLoop } from './loop.js';
+import { LOSS_SCALE_INPUT, LossScaler, type LossScaleSpec, type LossScaleState } from './loss-scale.js';
 import { type CompiledModel, compile } from './onnx.js';
 import {
   buildAccumulatedStep,
@@ -43,6 +44,8 @@ export interface StepMetrics {
   applied: boolean;
   lr: number;
   step: number;
+  /** The loss scale the step's gradient was computed under (a state with `lossScale`). */
+  lossScale?: number;
 }
 
 /**
@@ -94,6 +97,12 @@ export interface TrainingStateOptions {
    * @default 'per-tensor' on the cpu provider, 'flat' on a GPU's (where each node is a dispatch)
    */
   updateLayout?: UpdateLayout;
+  /**
+   * Scale the loss dynamically (loss-scale.ts): for a program whose backward pass runs in float16
+   * on float32 parameters. Each step feeds the scale; a step whose gradient overflowed is skipped
+   * and the scale halves. Not with `fold`.
+   */
+  lossScale?: LossScaleSpec;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -117,6 +126,8 @@ export interface TrainingSnapshot {
   steps: number;
   /** Σ loss of the forwardBackward calls whose gradients are in the accumulators. */
   pendingLoss: number;
+  /** Where the loss scale stood (a state with `lossScale`). */
+  lossScale?: LossScaleState;
 }
 
 /**
@@ -127,6 +138,7 @@ export interface TrainingSnapshot {
 export interface PinnedSnapshot {
   steps: number;
   pendingLoss: number;
+  lossScale?: LossScaleState;
   /** The snapshot; once read, the pin is gone. */
   read(): Promise<TrainingSnapshot>;
   /** Lets the pinned tensors go unread. */
@@ -190,6 +202,8 @@ export class TrainingState {
     private readonly keyShapes: ReadonlyMap<string, readonly number[]> = new Map(),
     /** Steps write the new parameters and slots over the old ones (TrainingStateOptions.inPlace). */
     private readonly inPlace = true,
+    /** The loss scale each step's gradient is computed under (TrainingStateOptions.lossScale). */
+    private readonly scaler?: LossScaler,
   ) {}
 
   static async create(
@@ -220,6 +234,8 @@ export class TrainingState {
     );
     if (options.fold && options.accumulate)
       throw new Error('training state: a folded step has no separate forward/backward and optimizer step');
+    if (options.fold && options.lossScale)
+      throw new Error('training state: a folded step cannot scale its loss (the scale moves between steps)');
     if (options.fold && frozen.size)
       throw new Error(
         'training state: a folded step cannot read frozen tensors (they would be stacked per step)',
@@ -235,7 +251,9 @@ export class TrainingState {
           `training state: frozen '${name}' is [${given.dims}] but the model declares [${t.shape}]`,
         );
     }
-    const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params) : undefined;
+    const scaled = options.lossScale !== undefined;
+    const scaler = options.lossScale && new LossScaler(options.lossScale);
+    const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params, scaled) : undefined;
     const layout = options.updateLayout ?? defaultUpdateLayout(runtime.provider);
     const applyGraph = new Graph();
     const step = accumulated
@@ -246,7 +264,7 @@ export class TrainingState {
           program.dtype,
           layout,
         )
-      : buildTrainStep(graph, loss, params, spec, layout);
+      : buildTrainStep(graph, loss, params, spec, layout, scaled);
     const t1 = performance.now();
     const model = accumulated
       ? compile(graph, accumulated.outputs, 'forward_backward', { provider: runtime.provider })
@@ -344,11 +362,25 @@ export class TrainingState {
       lowMemory,
       keyShapes,
       options.inPlace ?? true,
+      scaler,
     );
   }
 
   private scalar(value: number): WireTensor {
     return { dtype: this.dtype, dims: [], data: fromNumbers(this.dtype, [value]) };
+  }
+
+  /** The batch and, when the loss is scaled, the scale the gradient is computed under. */
+  private scaledFeeds(batch: Record<string, WireTensor>): Record<string, WireTensor> {
+    return this.scaler ? { ...batch, [LOSS_SCALE_INPUT]: this.scalar(this.scaler.scale) } : batch;
+  }
+
+  /** A step's figures, the loss scale moved by whether it applied. */
+  private stepped(m: StepMetrics): StepMetrics {
+    if (!this.scaler) return m;
+    const lossScale = this.scaler.scale;
+    this.scaler.update(m.applied);
+    return { ...m, lossScale };
   }
 
   /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
@@ -395,7 +427,7 @@ export class TrainingState {
   ): Promise<number> {
     const accs = params.map(gradAccName);
     const out = await session.run(
-      batch,
+      this.scaledFeeds(batch),
       ['loss'],
       this.readingFrozen(
         {
@@ -431,7 +463,7 @@ export class TrainingState {
       this.declaring(graph, this.frozenNames, frozen, 'frozen tensor'),
       { provider: runtime.provider },
     );
-    const { outputs } = buildGradAccumulation(graph, loss, params);
+    const { outputs } = buildGradAccumulation(graph, loss, params, this.scaler !== undefined);
     const model = compile(graph, outputs, 'forward_backward', { provider: runtime.provider });
     const session = await runtime.load(model, {
       outputsOnDevice: true,
@@ -471,7 +503,7 @@ export class TrainingState {
     if (applied) this.stepCount = step;
     const loss = this.pendingLoss;
     this.pendingLoss = 0;
-    return { loss, gradNorm: Number(out.grad_norm!.data[0]), applied, lr: rate, step };
+    return this.stepped({ loss, gradNorm: Number(out.grad_norm!.data[0]), applied, lr: rate, step });
   }
 
   async step(batch: Record<string, WireTensor>): Promise<StepMetrics> {
@@ -483,13 +515,19 @@ export class TrainingState {
     const step = this.stepCount + 1;
     const lr = learningRate(this.schedule, step);
     const out = await this.session.run(
-      { ...batch, lr: this.scalar(lr), step: this.scalar(step) },
+      { ...this.scaledFeeds(batch), lr: this.scalar(lr), step: this.scalar(step) },
       ['loss', 'grad_norm', 'finite'],
       this.binding(),
     );
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;
-    return { loss: Number(out.loss!.data[0]), gradNorm: Number(out.grad_norm!.data[0]), applied, lr, step };
+    return this.stepped({
+      loss: Number(out.loss!.data[0]),
+      gradNorm: Number(out.grad_norm!.data[0]),
+      applied,
+      lr,
+      step,
+    });
   }
 
   /**
@@ -546,6 +584,11 @@ export class TrainingState {
     return this.stepCount;
   }
 
+  /** Where the loss scale stands (a state with `lossScale`). */
+  get lossScale(): LossScaleState | undefined {
+    return this.scaler?.state;
+  }
+
   /** The session the steps run in: its provider, the bytes it moved, its device memory. */
   get runner(): Session {
     return this.session;
@@ -570,7 +613,13 @@ export class TrainingState {
       tensors: await this.session.getState(this.stateId, [...this.paramNames, ...this.stateKeys]),
       steps: this.stepCount,
       pendingLoss: this.pendingLoss,
+      ...this.lossScaleState(),
     };
+  }
+
+  /** The loss scale's state, as a snapshot holds it. */
+  private lossScaleState(): Pick<TrainingSnapshot, 'lossScale'> {
+    return this.scaler ? { lossScale: this.scaler.state } : {};
   }
 
   /** The state as it is now, pinned in its worker for a later read (PinnedSnapshot). */
@@ -579,6 +628,7 @@ export class TrainingState {
     const as = `${this.stateId}#pin-${pinCounter++}`;
     await this.session.pinState(this.stateId, keys, as);
     const { stepCount: steps, pendingLoss } = this;
+    const scale = this.lossScaleState();
     let gone = false;
     const release = async () => {
       if (gone) return;
@@ -588,10 +638,12 @@ export class TrainingState {
     return {
       steps,
       pendingLoss,
+      ...scale,
       read: async () => {
         if (gone) throw new Error('training state: this pinned snapshot was already read or released');
         try {
-          return { tensors: await this.session.getState(as, keys, { transfer: true }), steps, pendingLoss };
+          const tensors = await this.session.getState(as, keys, { transfer: true });
+          return { tensors, steps, pendingLoss, ...scale };
         } finally {
           await release();
         }
@@ -616,6 +668,8 @@ export class TrainingState {
     );
     this.stepCount = s.steps;
     this.pendingLoss = s.pendingLoss;
+    // A snapshot from before the loss was scaled (or of another precision) starts the scale afresh.
+    if (this.scaler && s.lossScale) this.scaler.state = s.lossScale;
   }
 
   /**

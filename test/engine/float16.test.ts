@@ -3,7 +3,7 @@
  * the numbers a float16 graph is given as constants.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { compile, fromFloat16, Graph, Runtime, T, toFloat16 } from '../../src/engine/index.js';
+import { compile, fromFloat16, Graph, grad, Runtime, T, toFloat16 } from '../../src/engine/index.js';
 
 describe('float16 bits', () => {
   it('gives the half-precision patterns of numpy.float16', () => {
@@ -60,5 +60,37 @@ describe('numbers in a float16 graph', () => {
     expect(read('scaled')).toEqual(xs.map((v) => half(half(v) * 0.25)));
     expect(read('shifted')).toEqual(xs.map((v) => half(half(v) - 1.5)));
     expect(read('masked')).toEqual(xs.map((v) => (v > 0 ? half(v) : -65504)));
+  });
+});
+
+describe('gradients of lookups in a float16 graph', () => {
+  const runtimes = {
+    cpu: new Runtime({ workers: 1, intraOpThreads: 1 }),
+    webgpu: new Runtime({ workers: 1, intraOpThreads: 1, provider: 'webgpu' }),
+  };
+  afterAll(() => Promise.all(Object.values(runtimes).map((r) => r.close())));
+
+  // Neither provider's ScatterND or ScatterElements adds in half: the adjoints of the embedding
+  // lookup and of the token pick add in float32. Every value here is a small dyadic, exact in half.
+  it.each(Object.keys(runtimes))('sums repeated rows and picks on %s as float32 does', async (name) => {
+    const g = new Graph();
+    const table = g.input('table', 'float32', [4, 2]);
+    const ids = g.input('ids', 'int64', [5]);
+    const picks = g.input('picks', 'int64', [5]);
+    const rows = T.gather(T.cast(table, 'float16'), ids);
+    const loss = T.cast(T.reduceSum(T.mul(T.takeLast(rows, picks), 0.5)), 'float32');
+    const [dTable] = grad(loss, [table]);
+    const session = await runtimes[name as keyof typeof runtimes].load(compile(g, { d: dTable! }, 'lookups'));
+    const out = await session.run(
+      {
+        table: { dtype: 'float32', dims: [4, 2], data: Float32Array.from({ length: 8 }, (_, i) => i / 8) },
+        ids: { dtype: 'int64', dims: [5], data: BigInt64Array.from([1n, 3n, 1n, 1n, 0n]) },
+        picks: { dtype: 'int64', dims: [5], data: BigInt64Array.from([0n, 1n, 1n, 0n, 1n]) },
+      },
+      ['d'],
+    );
+    await session.release();
+    // Row 1 is read three times (column 0 twice, column 1 once), row 3 once, row 0 once.
+    expect(Array.from(out.d!.data as Float32Array)).toEqual([0, 0.5, 1, 0.5, 0, 0, 0, 0.5]);
   });
 });

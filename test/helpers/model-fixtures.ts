@@ -72,3 +72,20 @@ export function maxRelativeDiff(
     }
   return worst / scale;
 }
+
+/**
+ * A Llama of realistic proportions for half-precision tests: grouped-query attention, an untied
+ * head, a vocabulary of 96 (ids 93–95 free for a judge's markers).
+ */
+export const HALF_TEST_LLAMA = {
+  model_type: 'llama',
+  vocab_size: 96,
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
+  tie_word_embeddings: false,
+  pad_token_id: 0,
+};

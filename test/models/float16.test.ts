@@ -26,7 +26,7 @@ import { parseLoraFlag } from '../../src/models/lora/config.js';
 import { parseRewardConfig } from '../../src/models/reward/config.js';
 import { initRewardWeights } from '../../src/models/reward/model.js';
 import { RewardRunner } from '../../src/models/reward/runner.js';
-import { maxRelativeDiff } from '../helpers/model-fixtures.js';
+import { HALF_TEST_LLAMA, maxRelativeDiff } from '../helpers/model-fixtures.js';
 
 const cpu = new Runtime({ workers: 1, intraOpThreads: 1 });
 const runtimes = {
@@ -53,18 +53,7 @@ const QWEN3 = {
 
 /** Llama with grouped-query attention and an untied head; Qwen3 with per-head q/k norms and tied embeddings. */
 const CONFIGS: Record<string, LlamaConfig> = {
-  llama: parseLlamaConfig({
-    model_type: 'llama',
-    vocab_size: 96,
-    hidden_size: 64,
-    intermediate_size: 128,
-    num_hidden_layers: 3,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 64,
-    tie_word_embeddings: false,
-    pad_token_id: 0,
-  }),
+  llama: parseLlamaConfig(HALF_TEST_LLAMA),
   qwen3: parseLlamaConfig(QWEN3),
 };
 
@@ -204,16 +193,7 @@ describe.each(Object.entries(runtimes))('duel’s judge in float16 on the %s pro
   it('gives float32’s pair logits within 1.5e-2 of the largest, its preferences within 0.02 and its best candidate', async () => {
     const cfg = parseJudgeConfig({
       model_type: 'duel_pairrm',
-      encoder: {
-        model_type: 'llama',
-        vocab_size: 96,
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        max_position_embeddings: 64,
-      },
+      encoder: { ...HALF_TEST_LLAMA, num_hidden_layers: 2 },
       source_token_id: 93,
       candidate1_token_id: 94,
       candidate2_token_id: 95,

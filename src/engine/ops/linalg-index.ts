@@ -1,6 +1,6 @@
 /** Batched matmul and the indexing primitives (embedding rows, token log-probs, their scatters). */
 import { type DType, ONNX_DTYPE } from '../dtype.js';
-import type { OpDef, Tensor } from '../graph.js';
+import type { Emitter, OpDef, Tensor } from '../graph.js';
 import { broadcast, type Dim, type Shape, shapeString } from '../shape.js';
 import { unbroadcast } from './helpers.js';
 import { reduceSum, reshape, squeeze, transposeLast, unsqueeze } from './reduce-layout.js';
@@ -116,6 +116,32 @@ export function gather(table: Tensor, idx: Tensor): Tensor {
   return table.graph.apply1(Gather, [table, idx], {} as Record<string, never>);
 }
 
+/**
+ * Emits a scatter-add (`emit(base, updates, out)`) that adds in float32 when its operands are
+ * float16: neither ONNX Runtime's cpu nor its webgpu ScatterND/ScatterElements reduces in half,
+ * and a sum of many half updates (an embedding row's gradient over a batch) would lose them.
+ */
+function addingInFloat32(
+  e: Emitter,
+  n: { inputs: Tensor[]; outputs: Tensor[] },
+  emit: (base: string, updates: string, out: string) => void,
+): void {
+  const [base, , upd] = n.inputs;
+  const out = e.name(n.outputs[0]!);
+  if (base!.dtype !== 'float16') {
+    emit(e.name(base!), e.name(upd!), out);
+    return;
+  }
+  const wide = (t: Tensor) => {
+    const name = e.fresh('wide');
+    e.emit('Cast', [e.name(t)], [name], { to: ONNX_DTYPE.float32 });
+    return name;
+  };
+  const sum = e.fresh('sum32');
+  emit(wide(base!), wide(upd!), sum);
+  e.emit('Cast', [sum], [out], { to: ONNX_DTYPE.float16 });
+}
+
 const ScatterAddRows: OpDef<Record<string, never>> = {
   name: 'scatterAddRows',
   infer([base, idx, upd]) {
@@ -125,12 +151,13 @@ const ScatterAddRows: OpDef<Record<string, never>> = {
     return [{ dtype: base!.dtype, shape: base!.shape }];
   },
   lower: (e, n) => {
-    const [base, idx, upd] = n.inputs;
     const idx64 = e.fresh('idx');
-    e.emit('Cast', [e.name(idx!)], [idx64], { to: 7 });
+    e.emit('Cast', [e.name(n.inputs[1]!)], [idx64], { to: 7 });
     const nd = e.fresh('idx_nd');
     e.emit('Unsqueeze', [idx64, e.ints([-1])], [nd]);
-    e.emit('ScatterND', [e.name(base!), nd, e.name(upd!)], [e.name(n.outputs[0]!)], { reduction: 'add' });
+    addingInFloat32(e, n, (base, upd, out) =>
+      e.emit('ScatterND', [base, nd, upd], [out], { reduction: 'add' }),
+    );
   },
   vjp: ({ inputs: [, idx], grads: [g] }) => (g ? [g, undefined, gather(g, idx!)] : []),
 };
@@ -161,10 +188,12 @@ const ScatterElementsAdd: OpDef<{ axis: number }> = {
   name: 'scatterElementsAdd',
   infer: ([base]) => [{ dtype: base!.dtype, shape: base!.shape }],
   lower: (e, n) =>
-    e.emit('ScatterElements', n.inputs.map(e.name), [e.name(n.outputs[0]!)], {
-      axis: n.attrs.axis,
-      reduction: 'add',
-    }),
+    addingInFloat32(e, n, (base, upd, out) =>
+      e.emit('ScatterElements', [base, e.name(n.inputs[1]!), upd], [out], {
+        axis: n.attrs.axis,
+        reduction: 'add',
+      }),
+    ),
   vjp: ({ inputs: [, idx], grads: [g], attrs: { axis } }) =>
     g ? [g, undefined, gatherElements(g, idx!, axis)] : [],
 };

@@ -159,6 +159,10 @@ function inFloat32(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
   return x.dtype === 'float16' ? T.cast(f(T.cast(x, 'float32')), 'float16') : f(x);
 }
 
+/** An adapter's output times its scale: a scale fed as an input is float32, whatever `y` computes in. */
+const scaled = (y: Tensor, scale: number | Tensor): Tensor =>
+  T.mul(y, typeof scale === 'number' ? scale : T.cast(scale, y.dtype));
+
 /** Logits (and the KV cache) of the decoder. */
 export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs): DecoderOutputs {
   const [b, t] = inputs.inputIds.shape as [Dim, Dim];
@@ -170,7 +174,7 @@ export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs
   const lora = inputs.lora;
   if (lora?.targets.has('lm_head')) {
     const down = linear(h, w('lm_head.lora_A.weight'), undefined, fused);
-    y = T.add(y, T.mul(linear(down, w('lm_head.lora_B.weight'), undefined, fused), lora.scale));
+    y = T.add(y, scaled(linear(down, w('lm_head.lora_B.weight'), undefined, fused), lora.scale));
   }
   const logits = T.reshape(y, [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
   return { logits, present };
@@ -221,7 +225,7 @@ export function llamaTrunk(
     const y = linear(x, w(`${module}.weight`), b, fused);
     if (!lora?.targets.has(module.slice(module.lastIndexOf('.') + 1))) return y;
     const down = linear(x, w(`${module}.lora_A.weight`), undefined, fused);
-    return T.add(y, T.mul(linear(down, w(`${module}.lora_B.weight`), undefined, fused), lora.scale));
+    return T.add(y, scaled(linear(down, w(`${module}.lora_B.weight`), undefined, fused), lora.scale));
   };
   const present: DecoderOutputs['present'] = [];
 

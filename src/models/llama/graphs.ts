@@ -75,7 +75,7 @@ export function buildDecoderGraph(cfg: LlamaConfig, options: DecoderGraphOptions
     ? declareAdapterInputs(g, cfg, options.adapterInputs)
     : undefined;
   for (const [name, t] of adapterInputs?.tensors ?? []) params.set(name, castWeight(name, t, dtype));
-  const lora = adapterInputs && { ...adapterInputs.lora, scale: T.cast(adapterInputs.lora.scale, dtype) };
+  const lora = adapterInputs?.lora;
   const forward = llamaForward(cfg, (n) => params.get(n)!, {
     inputIds,
     attentionMask,

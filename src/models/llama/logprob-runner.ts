@@ -5,6 +5,7 @@
  * LoRA base already holds them.
  */
 import {
+  type ComputeDtype,
   compile,
   Graph,
   type ParameterSource,
@@ -13,6 +14,7 @@ import {
   WeightsSession,
 } from '../../engine/index.js';
 import { type CompletionRecord, completionBatch } from '../batch.js';
+import { castWeight } from '../common/precision.js';
 import type { Adapter } from '../lora/adapter.js';
 import type { LoraTarget } from '../lora/config.js';
 import { AdapterSlots, declareAdapterInputs } from '../lora/slots.js';
@@ -36,6 +38,16 @@ export interface Scorer {
 /** The key `create`'s adapter is set under. */
 const DEFAULT_ADAPTER = 'adapter';
 
+/**
+ * `dtype`: what the decoder computes in (its weights cast in the graph, precision.ts; the
+ * log-softmax stays float32). A trainer computing in float16 scores its frozen models the same
+ * way, so that π_θ and π_t agree at step 0 to half precision's rounding, not beyond it.
+ */
+export interface LogprobOptions {
+  /** @default float32 */
+  dtype?: ComputeDtype;
+}
+
 export class LogprobRunner implements Scorer {
   private constructor(
     readonly config: LlamaConfig,
@@ -55,8 +67,9 @@ export class LogprobRunner implements Scorer {
     config: LlamaConfig,
     weights: Record<string, HostTensor>,
     adapter?: Adapter,
+    options: LogprobOptions = {},
   ) {
-    const runner = await LogprobRunner.build(runtime, config, { weights }, adapter?.config.targets);
+    const runner = await LogprobRunner.build(runtime, config, { weights }, adapter?.config.targets, options);
     if (adapter) await runner.setAdapter(DEFAULT_ADAPTER, adapter);
     return runner;
   }
@@ -67,8 +80,9 @@ export class LogprobRunner implements Scorer {
     config: LlamaConfig,
     weights: Record<string, HostTensor>,
     targets: readonly LoraTarget[],
+    options: LogprobOptions = {},
   ) {
-    return LogprobRunner.build(runtime, config, { weights }, targets);
+    return LogprobRunner.build(runtime, config, { weights }, targets, options);
   }
 
   /**
@@ -80,8 +94,9 @@ export class LogprobRunner implements Scorer {
     config: LlamaConfig,
     source: ParameterSource,
     targets?: readonly LoraTarget[],
+    options: LogprobOptions = {},
   ) {
-    return LogprobRunner.build(runtime, config, { source }, targets);
+    return LogprobRunner.build(runtime, config, { source }, targets, options);
   }
 
   private static async build(
@@ -89,6 +104,7 @@ export class LogprobRunner implements Scorer {
     config: LlamaConfig,
     from: { weights: Record<string, HostTensor> } | { source: ParameterSource },
     targets: readonly LoraTarget[] | undefined,
+    { dtype = 'float32' }: LogprobOptions,
   ) {
     const g = new Graph();
     const params = new Map<string, Tensor>();
@@ -96,7 +112,7 @@ export class LogprobRunner implements Scorer {
     for (const spec of base) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
     const inputs = targets ? declareAdapterInputs(g, config, targets) : undefined;
     for (const [name, t] of inputs?.tensors ?? []) params.set(name, t);
-    const { perToken, summed } = sequenceLogprobs(config, (n) => params.get(n)!, {
+    const { perToken, summed } = sequenceLogprobs(config, (n) => castWeight(n, params.get(n)!, dtype), {
       inputIds: g.input('input_ids', 'int64', ['B', 'T']),
       attentionMask: g.input('attention_mask', 'int64', ['B', 'T']),
       targets: g.input('targets', 'int64', ['B', 'T']),

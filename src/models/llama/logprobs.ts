@@ -6,9 +6,14 @@ import { T, type Tensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';
 import { type DecoderInputs, llamaForward, type Weights } from './decoder.js';
 
-/** log p(targets[b, t] | logits[b, t, :]) as [B, T]. */
+/**
+ * log p(targets[b, t] | logits[b, t, :]) as [B, T], in float32 whatever the logits' dtype: a
+ * half-precision log-softmax over a vocabulary loses the small differences the losses are made of
+ * (transformers upcasts its logits for the loss the same way).
+ */
 export function tokenLogprobs(logits: Tensor, targets: Tensor): Tensor {
-  return T.takeLast(T.logSoftmax(logits, -1), targets);
+  const wide = logits.dtype === 'float16' ? T.cast(logits, 'float32') : logits;
+  return T.takeLast(T.logSoftmax(wide, -1), targets);
 }
 
 export interface SequenceInputs {
