@@ -140,10 +140,10 @@ part "$(limit 100)" decode duel bench decode --json $decode
 # The decoder in float16 (its weights, activations and cache; what shader-f16 is for).
 part "$(limit 60)" decode-float16 duel bench decode --json $decode --dtype float16 --no-peer
 part "$(limit 110)" engine-135m duel bench engine --json $engine135 --no-peer
-# The judges at their real shapes (PairRM-large's pairs/s, a Qwen3-0.6B reward model), the reward
-# model then in float16 (PairRM's DeBERTa has no float16 path).
+# The judges at their real shapes (PairRM-large's pairs/s, a Qwen3-0.6B reward model), then both
+# in float16.
 part "$(limit 90)" judge duel bench judge --json $judge
-part "$(limit 45)" judge-float16 duel bench judge --json $judge --judges reward --dtype float16
+part "$(limit 75)" judge-float16 duel bench judge --json $judge --dtype float16
 part "$(limit 45)" placement duel bench placement --json $placement
 part "$(limit 60)" round round $sizes
 # The same round on the cpu provider: its losses are the check that the GPU computed the same.

@@ -79,7 +79,8 @@ const SMALL_REWARD = parseRewardConfig({
   pad_token_id: 0,
   id2label: { 0: 'LABEL_0' },
 });
-const SMALL_PAIRRM = parsePairRMConfig({
+/** PairRM-large's layout (relative attention, shared keys, normed position embeddings), small. */
+export const SMALL_PAIRRM_JSON = {
   architectures: ['DebertaV2PairRM'],
   model_type: 'deberta-v2',
   vocab_size: 64,
@@ -99,14 +100,15 @@ const SMALL_PAIRRM = parsePairRMConfig({
   source_prefix_id: 61,
   cand1_prefix_id: 62,
   cand2_prefix_id: 63,
-});
+};
+const SMALL_PAIRRM = parsePairRMConfig(SMALL_PAIRRM_JSON);
 
 /** Small shapes of both judges: what the tests and `bench/gpu.sh --small` measure on a software adapter. */
 export const SMALL_JUDGE_SHAPES = { pairrm: SMALL_PAIRRM, reward: SMALL_REWARD };
 
 export interface JudgeBenchOptions {
   provider: Provider;
-  /** What the reward model computes in (Runtime.dtype); PairRM is float32 either way. @default 'float32' */
+  /** What both judges compute in (Runtime.dtype). @default 'float32' */
   dtype?: ComputeDtype;
   /** Which judges (default both). */
   judges?: ('pairrm' | 'reward')[];
@@ -219,7 +221,7 @@ export async function runJudgeBench(o: JudgeBenchOptions): Promise<JudgeBenchRes
         rows.push(
           row(
             'pairrm',
-            'float32',
+            dtype,
             parameters,
             o.k * (o.k - 1),
             tokens,

@@ -306,24 +306,29 @@ describe('duel model / duel sample', () => {
       join(dir, 'sft.jsonl'),
       '{"prompt_ids":[4,5],"completion_ids":[6,7]}\n{"prompt_ids":[8],"completion_ids":[[4,4]]}\n',
     );
-    const r = sft(
-      '--out',
-      'sft-out',
-      '--steps',
-      '6',
-      '--optimizer',
-      'sgd',
-      '--lr',
-      '0.5',
-      '--batch-size',
-      '2',
-      '--quiet',
-    );
+    const sixSgdSteps = ['--steps', '6', '--optimizer', 'sgd', '--lr', '0.5', '--batch-size', '2', '--quiet'];
+    const r = sft('--out', 'sft-out', ...sixSgdSteps);
     expect(r.stderr).toContain('wrote sft-out');
     expect(r.status).toBe(0);
     const metrics = JSON.parse(readFileSync(join(dir, 'sft-out', 'metrics.json'), 'utf8'));
     expect(metrics).toMatchObject({ algo: 'sft', steps: 6, skipped_steps: 0, diverged: false });
     expect(metrics.loss_last).toBeLessThan(metrics.loss_first);
+    // In mixed precision: the same steps, the same first loss to half's rounding, the loss scale reported.
+    const half = sft('--out', 'sft16-out', ...sixSgdSteps, '--dtype', 'float16');
+    expect(half.status, half.stderr).toBe(0);
+    const m16 = JSON.parse(readFileSync(join(dir, 'sft16-out', 'metrics.json'), 'utf8'));
+    expect(m16).toMatchObject({ steps: 6, skipped_steps: 0, diverged: false });
+    // An overflowed step halves GradScaler's 2¹⁶ (this run overflows once, at lr 0.5).
+    expect(m16.loss_scale).toBe(65536 / 2 ** m16.overflow_steps);
+    expect(half.stderr).toContain(
+      `0 skipped, ${m16.overflow_steps} overflowed in float16 (loss scale now ${m16.loss_scale})`,
+    );
+    expect(m16.loss_first).toBeCloseTo(metrics.loss_first, 2);
+    expect(m16.loss_last).toBeLessThan(m16.loss_first);
+    expect(metrics.overflow_steps).toBeUndefined();
+    const badDtype = sft('--out', 'sft-bad', '--steps', '1', '--dtype', 'bfloat16');
+    expect(badDtype.status).toBe(2);
+    expect(badDtype.stderr).toBe("duel: --dtype: must be one of float32, float16, got 'bfloat16'\n");
     // the trained directory is a model like any other
     const again = duel(
       'sample',

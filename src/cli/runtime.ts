@@ -24,6 +24,14 @@ export const parseProvider = (name: string, field: string): Provider => oneOf(PR
 /** `name` as a compute dtype, refused naming `field` when it is none. */
 export const parseDtype = (name: string, field: string): ComputeDtype => oneOf(COMPUTE_DTYPES, name, field);
 
+/** A command's `--dtype`: what `what` computes in, float32 or float16; absent, the environment's. */
+export const dtypeOption = (what: string) =>
+  [
+    '--dtype <dtype>',
+    `${what}: float32 or float16 (default: DUEL_RUNTIME_DTYPE, else float32)`,
+    (raw: string) => parseDtype(raw, '--dtype'),
+  ] as const;
+
 /** The provider the environment asks for: DUEL_RUNTIME_PROVIDER, else cpu. */
 export function envProvider(): Provider {
   const raw = process.env.DUEL_RUNTIME_PROVIDER;

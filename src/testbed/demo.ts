@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { type ConfiguredRecipe, recipesByRound } from '../algorithms/recipes/index.js';
 import { LocalCluster, type LocalClusterOptions } from '../client/local-cluster.js';
 import { submitRun } from '../client/runs.js';
-import type { Runtime } from '../engine/index.js';
+import type { ComputeDtype, Runtime } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { type Run, RunState } from '../gen/duel/v1/runs.js';
 import { averageModelDirs } from '../models/average.js';
@@ -94,6 +94,11 @@ export interface DemoOptions {
   cpus?: LocalClusterOptions['cpus'];
   /** A NATS (a cluster's URLs) to run on instead of a server of its own, with `nats.replicas`. */
   nats?: { url: string; replicas: number };
+  /**
+   * What the run's services (sampler, scorer, trainer) compute in (their DUEL_RUNTIME_DTYPE);
+   * absent, `runtime`'s. Building the models and grading the rounds use `runtime`.
+   */
+  dtype?: ComputeDtype;
 }
 
 export interface DemoSummary {
@@ -110,6 +115,8 @@ export interface DemoSummary {
   regularisation: number;
   /** Which bus carried the run's events: a nats-server, or the orchestrator's in-process bus. */
   bus: 'nats' | 'memory';
+  /** What the run's services computed in. */
+  dtype: ComputeDtype;
   rounds: RoundEvaluation[];
   /** The uniform mixture of rounds 1..R (SPPO's guarantee is about it). */
   mixture: RoundEvaluation['oracle'] | undefined;
@@ -279,7 +286,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     artifactsRoot: join(out, 'artifacts'),
     logDir: join(out, 'logs'),
     bus: o.bus ?? 'auto',
-    ...(o.nats ? { natsUrl: o.nats.url, env: { DUEL_NATS_REPLICAS: String(o.nats.replicas) } } : {}),
+    ...(o.nats ? { natsUrl: o.nats.url } : {}),
+    env: {
+      ...(o.nats ? { DUEL_NATS_REPLICAS: String(o.nats.replicas) } : {}),
+      DUEL_RUNTIME_DTYPE: o.dtype ?? o.runtime.dtype,
+    },
     // The scorer serves the oracle as a judge module: the product does not know the testbed.
     roleEnv: { scorer: { DUEL_JUDGES_MODULES: oracleJudgeModule() } },
     ...(o.cpus ? { cpus: o.cpus } : {}),
@@ -383,6 +394,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     run_settings: rs,
     regularisation: tauAt(o.rounds),
     bus,
+    dtype: o.dtype ?? o.runtime.dtype,
     rounds,
     mixture,
     mixture_last_half: mixtureLastHalf,

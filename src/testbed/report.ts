@@ -209,6 +209,10 @@ export function writeReport(path: string, s: DemoSummary): void {
         ? 'a nats-server of its own'
         : "the orchestrator's in-process bus (no nats-server installed)",
     ],
+    [
+      'computed in',
+      s.dtype === 'float16' ? 'float16 (training: float32 master weights, loss scaled)' : s.dtype,
+    ],
     ['hyper-parameters', s.hyperparameters],
     ['run settings', s.run_settings],
     ['game', s.game],

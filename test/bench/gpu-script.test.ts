@@ -51,6 +51,7 @@ it('runs every part on the webgpu provider and writes its result', () => {
     ['reward', 'float32'],
   ]);
   expect(json('judge-float16').rows).toEqual([
+    expect.objectContaining({ judge: 'pairrm', dtype: 'float16' }),
     expect.objectContaining({ judge: 'reward', dtype: 'float16' }),
   ]);
   const half = json('decode-float16');

@@ -16,10 +16,10 @@ describe('duel bench judge', () => {
       log: (l) => lines.push(l),
     });
     const [p, rm] = r.rows;
-    // float16 asked: the reward model computes in it, PairRM (DeBERTa) stays float32.
+    // float16 asked: both judges compute in it.
     expect(p).toMatchObject({
       judge: 'pairrm',
-      dtype: 'float32',
+      dtype: 'float16',
       k: 3,
       passes: 6,
       tokens_per_pass: 12 + 3 + 2 * (6 + 3),

@@ -1,6 +1,6 @@
 /**
- * Decoding and duel's judge in float16 (Runtime.dtype) against float32, on the webgpu provider (lavapipe offers
- * shader-f16) and the cpu provider, with realistically scaled weights (initLlamaWeights: N(0,
+ * Decoding and the judges (duel's, PairRM's DeBERTa, a reward model) in float16 (Runtime.dtype)
+ * against float32, on the webgpu provider (lavapipe offers shader-f16) and the cpu provider, with realistically scaled weights (initLlamaWeights: N(0,
  * 0.02), as the published models are initialised and stay near).
  *
  * The bounds: half precision's unit roundoff is 2⁻¹¹ ≈ 4.9e-4. Rounding the weights alone moves
@@ -13,6 +13,7 @@
  * float32's tokens, and the log-probs it reports must be within 0.01 nats of float32's.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { SMALL_PAIRRM_JSON } from '../../bench/judge.js';
 import { Runtime } from '../../src/engine/index.js';
 import { type GenerateOptions, generate } from '../../src/models/generate.js';
 import { parseJudgeConfig } from '../../src/models/judge/config.js';
@@ -23,6 +24,9 @@ import { DecoderRunner } from '../../src/models/llama/runner.js';
 import { type HostTensor, initLlamaWeights } from '../../src/models/llama/weights.js';
 import { type Adapter, initAdapter } from '../../src/models/lora/adapter.js';
 import { parseLoraFlag } from '../../src/models/lora/config.js';
+import { parsePairRMConfig } from '../../src/models/pairrm/config.js';
+import { initPairRMWeights } from '../../src/models/pairrm/model.js';
+import { PairRMRunner } from '../../src/models/pairrm/runner.js';
 import { parseRewardConfig } from '../../src/models/reward/config.js';
 import { initRewardWeights } from '../../src/models/reward/model.js';
 import { RewardRunner } from '../../src/models/reward/runner.js';
@@ -186,7 +190,7 @@ describe('what float16 keeps in device memory', () => {
   });
 });
 
-describe.each(Object.entries(runtimes))('duel’s judge in float16 on the %s provider', (_name, half) => {
+describe.each(Object.entries(runtimes))('the judges in float16 on the %s provider', (_name, half) => {
   // Its head, scaled up for preferences away from 0.5, amplifies the trunk's rounding: the pair
   // logits measured 1.6e-3 (cpu) and 7.2e-3 (lavapipe's fused kernels) of the largest one off
   // float32's, the preferences at most 0.010 off. Bounds: 1.5e-2 of the largest logit, and 0.02.
@@ -226,6 +230,43 @@ describe.each(Object.entries(runtimes))('duel’s judge in float16 on the %s pro
       for (const [j, p] of row.entries()) expect(Math.abs(p - want.prefs[i]![j]!)).toBeLessThan(0.02);
     const best = (s: number[]) => s.indexOf(Math.max(...s));
     expect(best(got.scores)).toBe(best(want.scores));
+  });
+
+  it('PairRM’s DeBERTa: float32’s ordered-pair logits within 1.5e-2 of the largest', async () => {
+    // PairRM-large's layout at realistic proportions (4 heads of 16, two layers). Measured: 8e-4
+    // (cpu) and 5.5e-3 (webgpu) of the largest logit off float32's; the judge's bound.
+    const cfg = parsePairRMConfig({
+      ...SMALL_PAIRRM_JSON,
+      hidden_size: 64,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      intermediate_size: 128,
+    });
+    const w = initPairRMWeights(cfg, 9);
+    // A trained head is not at its initial scale: these give logits of a few units.
+    const last = w['head_layer.4.weight']!;
+    last.data = last.data.map((x) => x * 200);
+    const candidates = [
+      [9, 2, 6],
+      [5, 3],
+      [5, 8, 9, 7],
+      [9, 3, 2, 3, 8],
+    ];
+    const pairs = candidates.flatMap((first, i) =>
+      candidates.filter((_, j) => j !== i).map((second) => ({ prompt: [3, 1, 4, 1, 5], first, second })),
+    );
+    const logits = async (rt: Runtime) => {
+      const runner = await PairRMRunner.create(rt, cfg, w);
+      try {
+        return await runner.pairLogits(pairs);
+      } finally {
+        await runner.release();
+      }
+    };
+    const [want, got] = [await logits(cpu), await logits(half)];
+    expect(Math.max(...want.map(Math.abs))).toBeGreaterThan(1);
+    expect(relative(got, want)).toBeLessThan(1.5e-2);
+    expect(relative(got, want)).toBeGreaterThan(0); // it did compute in half
   });
 
   it('a Bradley-Terry reward model: float32’s rewards within 6e-3 of the largest, and its ranking', async () => {

@@ -78,14 +78,21 @@ describe('duel demo', () => {
     expect(stderr).toMatch(/started nats-server \(nats:\/\/127\.0\.0\.1:\d+\)/);
   }, 240_000);
 
-  it('runs on the in-process bus when asked, and says so in its log and report', async () => {
+  it('runs on the in-process bus and in float16 when asked, and says so in its log and report', async () => {
     const out = join(root, 'memory');
-    const { code, stderr } = await demo(['--rounds', '1', '--bus', 'memory', '--out', out, ...TOY]);
+    const args = ['--rounds', '1', '--bus', 'memory', '--dtype', 'float16', '--out', out, ...TOY];
+    const { code, stderr } = await demo(args);
     expect(code, stderr.slice(-3000)).toBe(0);
-    expect(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')).bus).toBe('memory');
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    expect(summary).toMatchObject({ bus: 'memory', dtype: 'float16' });
+    // The trainer trained its round in mixed precision: it reports the loss scale it ended with.
+    const { loss_scale, overflow_steps } = summary.rounds[1].train;
+    expect(loss_scale).toBe(65536 / 2 ** overflow_steps);
     expect(stderr).toMatch(/in-process bus/);
-    expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(
-      /<th>bus<\/th><td>the orchestrator's in-process bus/,
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    expect(html).toMatch(/<th>bus<\/th><td>the orchestrator's in-process bus/);
+    expect(html).toMatch(
+      /<th>computed in<\/th><td>float16 \(training: float32 master weights, loss scaled\)/,
     );
     expect((await demo(['--bus', 'carrier-pigeon', '--out', join(root, 'x')])).stderr).toMatch(
       /--bus: must be auto, nats or memory, got 'carrier-pigeon'/,

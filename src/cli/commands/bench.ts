@@ -4,7 +4,7 @@ import type { UpdateLayout } from '../../engine/optim.js';
 import type { ComputeDtype, Provider } from '../../engine/runtime/protocol.js';
 import { DuelError } from '../../errors.js';
 import { intFlag } from '../flags.js';
-import { cliRuntime, envDtype, envProvider, parseDtype, parseProvider } from '../runtime.js';
+import { cliRuntime, dtypeOption, envDtype, envProvider, parseProvider } from '../runtime.js';
 
 const positiveInt = (flag: string) => intFlag(flag, 1);
 
@@ -170,11 +170,7 @@ export function registerBench(program: Command): void {
     .option('--greedy', 'greedy decoding instead of sampling at temperature 1')
     .option('--repeats <n>', 'timed runs per figure (median reported)', positiveInt('--repeats'), 3)
     .option(...providerOption)
-    .option(
-      '--dtype <dtype>',
-      "what duel's decoder computes in: float32 or float16 (default: DUEL_RUNTIME_DTYPE, else float32)",
-      (raw: string) => parseDtype(raw, '--dtype'),
-    )
+    .option(...dtypeOption("what duel's decoder computes in"))
     .option('--models <list>', 'comma-separated: testbed, 25M, smollm-135m', (raw) => raw.split(','), [
       'testbed',
       '25M',
@@ -450,11 +446,7 @@ export function registerBench(program: Command): void {
     .option('--candidate <n>', 'tokens per candidate', positiveInt('--candidate'), 256)
     .option('--reps <n>', 'timed comparisons', positiveInt('--reps'), 3)
     .option('--small', 'small shapes of both judges instead of the real ones (a software adapter, the tests)')
-    .option(
-      '--dtype <dtype>',
-      'what the reward model computes in: float32 or float16 (PairRM stays float32; default: DUEL_RUNTIME_DTYPE, else float32)',
-      (raw: string) => parseDtype(raw, '--dtype'),
-    )
+    .option(...dtypeOption('what both judges compute in'))
     .action(
       async (o: {
         json?: boolean;

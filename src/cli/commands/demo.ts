@@ -3,12 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseSets } from '../../algorithms/recipes/index.js';
-import { cpuLimit } from '../../engine/index.js';
+import { type ComputeDtype, cpuLimit } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { DEMO_DEFAULTS, runDemo } from '../../testbed/demo.js';
 import { summaryTable } from '../../testbed/report.js';
 import { intFlag } from '../flags.js';
-import { cliRuntime } from '../runtime.js';
+import { cliRuntime, dtypeOption } from '../runtime.js';
 
 export function registerDemo(program: Command): void {
   program
@@ -27,6 +27,7 @@ export function registerDemo(program: Command): void {
       [] as string[],
     )
     .option('--out <dir>', 'where to write the report (default ./runs/<id>)')
+    .option(...dtypeOption('what the run’s sampler, scorer and trainer compute in'))
     .option(
       '--bus <kind>',
       'auto (a nats-server of its own when installed, else the in-process bus), nats or memory',
@@ -41,6 +42,7 @@ export function registerDemo(program: Command): void {
         set: string[];
         out?: string;
         bus: string;
+        dtype?: ComputeDtype;
       }) => {
         if (o.judge !== 'learned' && o.judge !== 'oracle')
           throw DuelError.invalidArgument([
@@ -67,6 +69,7 @@ export function registerDemo(program: Command): void {
             judge: o.judge,
             bus: o.bus,
             runtime,
+            ...(o.dtype ? { dtype: o.dtype } : {}),
             log: (l) => process.stderr.write(`${l}\n`),
           });
           process.stdout.write(

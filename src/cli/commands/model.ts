@@ -24,7 +24,7 @@ import { TextTokenizer } from '../../models/tokenizer.js';
 import { intFlag, numberFlag } from '../flags.js';
 import { readJsonl, writeJsonl } from '../jsonl.js';
 import { progress } from '../progress.js';
-import { cliRuntime, parseDtype } from '../runtime.js';
+import { cliRuntime, dtypeOption } from '../runtime.js';
 
 const tokenIds = z.array(z.number().int().nonnegative());
 
@@ -214,11 +214,7 @@ export function registerModel(program: Command): void {
       0,
     )
     .option('--batch-size <n>', 'prompts decoded together', intFlag('--batch-size', 1), 16)
-    .option(
-      '--dtype <dtype>',
-      'what decoding computes in: float32, or float16 (half the weights and cache; default DUEL_RUNTIME_DTYPE, else float32)',
-      (raw: string) => parseDtype(raw, '--dtype'),
-    )
+    .option(...dtypeOption('what decoding computes in (float16: half the weights and cache)'))
     .option('--quiet', 'no progress lines')
     .action(
       async (o: {

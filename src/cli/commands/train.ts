@@ -12,6 +12,7 @@ import { duelJudge, pairrmJudge, trainJudge, trainRewardModel } from '../../algo
 import { trainRound } from '../../algorithms/train-round.js';
 import { loopSettings, parseTrainingSettings } from '../../algorithms/training-settings.js';
 
+import type { ComputeDtype } from '../../engine/index.js';
 import { DuelError } from '../../errors.js';
 import { parseJudgeConfig } from '../../models/judge/config.js';
 import { judgeParams } from '../../models/judge/model.js';
@@ -27,7 +28,7 @@ import { readRewardWeights, saveRewardDir } from '../../models/reward/runner.js'
 import { numberFlag } from '../flags.js';
 import { progress } from '../progress.js';
 import { readRecords } from '../records.js';
-import { cliRuntime } from '../runtime.js';
+import { cliRuntime, dtypeOption } from '../runtime.js';
 
 interface TrainFlags {
   model: string;
@@ -47,6 +48,7 @@ interface TrainFlags {
   seed: number;
   set: string[];
   quiet?: boolean;
+  dtype?: ComputeDtype;
   lora?: string;
   adapter?: string;
 }
@@ -95,9 +97,14 @@ function withTrainingFlags(cmd: Command, model = true): Command {
     .option('--quiet', 'no progress lines');
 }
 
-/** --lora and --adapter: train a LoRA adapter instead of every weight. */
+/** --lora and --adapter: train a LoRA adapter instead of every weight; --dtype: in what precision. */
 function withLoraFlags(cmd: Command): Command {
   return cmd
+    .option(
+      ...dtypeOption(
+        'what the forward and backward passes compute in (float16: float32 master weights and optimizer, the loss scaled dynamically)',
+      ),
+    )
     .option(
       '--lora <spec>',
       "train a fresh LoRA adapter: rank=R,alpha=A,targets=q_proj+v_proj (all: every block's linear layers; +lm_head: the LM head too)[,rslora]; --out gets a PEFT adapter directory",
@@ -164,8 +171,12 @@ function finish(
       `training diverged (${metrics.skipped_steps} of ${metrics.steps} steps had a non-finite loss or gradient): no checkpoint written`,
     );
   save({ 'metrics.json': `${JSON.stringify(metrics, null, 2)}\n` });
+  const overflowed =
+    metrics.overflow_steps !== undefined
+      ? `, ${metrics.overflow_steps} overflowed in float16 (loss scale now ${metrics.loss_scale})`
+      : '';
   process.stderr.write(
-    `wrote ${out}: loss ${metrics.loss_first.toFixed(4)} → ${metrics.loss_last.toFixed(4)}, ${metrics.skipped_steps} skipped, ${metrics.tokens_per_s.toFixed(0)} tokens/s\n`,
+    `wrote ${out}: loss ${metrics.loss_first.toFixed(4)} → ${metrics.loss_last.toFixed(4)}, ${metrics.skipped_steps} skipped${overflowed}, ${metrics.tokens_per_s.toFixed(0)} tokens/s\n`,
   );
 }
 
@@ -179,7 +190,7 @@ async function run(
   const model = loadModelDir(f.model);
   const ref = f.ref ? loadModelDir(f.ref) : undefined;
   const adapter = adapterOf(f, lora, model.config);
-  const runtime = cliRuntime({ workers: 1 });
+  const runtime = cliRuntime({ workers: 1, ...(f.dtype ? { dtype: f.dtype } : {}) });
   try {
     const result = await trainRound(runtime, {
       algo,

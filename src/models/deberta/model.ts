@@ -9,6 +9,7 @@
  */
 import { type Dim, T, type Tensor } from '../../engine/index.js';
 import { linear } from '../common/linear.js';
+import { inFloat32 } from '../common/precision.js';
 import { type HostTensor, initWeights, type ParamSpec } from '../llama/weights.js';
 import type { DebertaConfig } from './config.js';
 
@@ -129,8 +130,9 @@ export function debertaEncoder(
 ): Tensor {
   const w = (name: string) => weights(`${prefix}${name}`);
   const dense = (x: Tensor, name: string) => linearLayer(x, w, name, inputs.fusedKernels ?? false);
+  // In float16 (half weights, precision.ts) the norms and the softmax compute in float32.
   const norm = (x: Tensor, name: string) =>
-    T.layerNorm(x, w(`${name}.weight`), w(`${name}.bias`), cfg.layerNormEps);
+    inFloat32(x, (y) => T.layerNorm(y, w(`${name}.weight`), w(`${name}.bias`), cfg.layerNormEps));
   const { inputIds, attentionMask } = inputs;
   const [b, t] = inputIds.shape as [Dim, Dim];
   const { numHeads: nh, headDim: d } = cfg;
@@ -139,7 +141,7 @@ export function debertaEncoder(
   let x = T.gather(w('embeddings.word_embeddings.weight'), inputIds);
   if (cfg.positionBiasedInput)
     x = T.add(x, T.gather(w('embeddings.position_embeddings.weight'), T.arange(g, t)));
-  const keep = T.cast(attentionMask, 'float32');
+  const keep = T.cast(attentionMask, x.dtype);
   x = T.mul(norm(x, 'embeddings.LayerNorm'), T.unsqueeze(keep, -1));
   // Query i sees key j when both are tokens (get_attention_mask: m_i · m_j).
   const visible = T.greater(T.mul(T.unsqueeze(attentionMask, [1, 2]), T.unsqueeze(attentionMask, [1, 3])), 0);
@@ -178,7 +180,9 @@ export function debertaEncoder(
       }
     }
     // XSoftmax: hidden keys get the lowest float, and rows of a hidden query come out zero.
-    const probs = T.where(visible, T.softmax(T.where(visible, scores, -3.4028234663852886e38), -1), 0);
+    const probs = inFloat32(scores, (s) =>
+      T.where(visible, T.softmax(T.where(visible, s, -3.4028234663852886e38), -1), 0),
+    );
     const ctx = T.reshape(T.transpose(T.matmul(probs, v), [0, 2, 1, 3]), [b, t, nh * d]);
     const attended = norm(T.add(dense(ctx, `${l}.output.dense`), x), `${l}.output.LayerNorm`);
     const inner = T.geluExact(dense(attended, `encoder.layer.${i}.intermediate.dense`));

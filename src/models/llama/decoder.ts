@@ -9,6 +9,7 @@
  */
 import { addDims, type Dim, type Provider, T, type Tensor } from '../../engine/index.js';
 import { linear } from '../common/linear.js';
+import { inFloat32 } from '../common/precision.js';
 import type { LlamaConfig } from './config.js';
 import { layerPrefix } from './weights.js';
 
@@ -152,11 +153,6 @@ function lastPosition(x: Tensor): Tensor {
   const [b, t, h] = x.shape as [Dim, Dim, Dim];
   const idx = T.expand(T.reshape(T.sub(T.dimValue(x.graph, t), 1), [1, 1, 1]), [b, 1, h]);
   return T.reshape(T.gatherElements(x, idx, 1), [b, h]);
-}
-
-/** `f` of a float16 `x` computed in float32, its result float16 again; of any other `x`, `f(x)`. */
-function inFloat32(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
-  return x.dtype === 'float16' ? T.cast(f(T.cast(x, 'float32')), 'float16') : f(x);
 }
 
 /** An adapter's output times its scale: a scale fed as an input is float32, whatever `y` computes in. */

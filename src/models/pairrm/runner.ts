@@ -4,7 +4,16 @@
  */
 
 import { join } from 'node:path';
-import { compile, Graph, type Runtime, type Tensor, WeightsSession } from '../../engine/index.js';
+import {
+  type ComputeDtype,
+  compile,
+  Graph,
+  type Runtime,
+  T,
+  type Tensor,
+  WeightsSession,
+} from '../../engine/index.js';
+import { weightDtype, weightsFor } from '../common/precision.js';
 import type { PairInput } from '../judge/model.js';
 import {
   compareByPairs,
@@ -53,13 +62,15 @@ export function savePairRMDir(
 }
 
 /**
- * The graph: input_ids, attention_mask, markers and (with relative attention) c2p/p2c → logits [B].
- * float32 only: ONNX Runtime's CPU provider has no float64 Erf (the exact GELU).
+ * The graph: input_ids, attention_mask, markers and (with relative attention) c2p/p2c → logits [B]
+ * (float32). It computes in `dtype`: float16 takes the weights (but the norms') in half
+ * (precision.ts). Not float64: ONNX Runtime's CPU provider has no float64 Erf (the exact GELU).
  */
-export function pairrmGraph(cfg: PairRMConfig, fusedKernels = false) {
+export function pairrmGraph(cfg: PairRMConfig, fusedKernels = false, dtype: ComputeDtype = 'float32') {
   const g = new Graph();
   const params = new Map<string, Tensor>();
-  for (const spec of pairrmParams(cfg)) params.set(spec.name, g.input(spec.name, 'float32', spec.shape));
+  for (const spec of pairrmParams(cfg))
+    params.set(spec.name, g.input(spec.name, weightDtype(spec.name, dtype), spec.shape));
   const rel = cfg.encoder.relativeAttention;
   const logits = pairrmLogits(cfg, (n) => params.get(n)!, {
     inputIds: g.input('input_ids', 'int64', ['B', 'T']),
@@ -73,7 +84,7 @@ export function pairrmGraph(cfg: PairRMConfig, fusedKernels = false) {
       : {}),
     fusedKernels,
   });
-  return { graph: g, logits, params };
+  return { graph: g, logits: T.cast(logits, 'float32'), params };
 }
 
 /** A batch's feeds (everything but the weights). */
@@ -98,12 +109,19 @@ export class PairRMRunner {
     private readonly model: WeightsSession,
   ) {}
 
+  /** In the runtime's dtype: float16 holds the weights (but the norms') in half the memory. */
   static async create(runtime: Runtime, cfg: PairRMConfig, weights: Record<string, HostTensor>) {
-    const { graph, logits, params } = pairrmGraph(cfg, fusedKernelsFor(runtime.provider));
+    const { graph, logits, params } = pairrmGraph(cfg, fusedKernelsFor(runtime.provider), runtime.dtype);
     const model = compile(graph, { logits }, 'pairrm', { provider: runtime.provider });
     return new PairRMRunner(
       cfg,
-      await WeightsSession.load(runtime, model, weights, [...params.keys()], 'pairrm'),
+      await WeightsSession.load(
+        runtime,
+        model,
+        weightsFor(weights, runtime.dtype),
+        [...params.keys()],
+        'pairrm',
+      ),
     );
   }
 
