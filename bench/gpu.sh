@@ -94,7 +94,7 @@ round() {
     duel model init --arch llama --config "$dir/config.json" --out "$dir/policy" >/dev/null &&
     local t0 && t0=$(date +%s%N) &&
     duel train round --algo sppo --model "$dir/policy" --ref "$dir/policy" --data "$dir/records.jsonl" \
-      --out "$dir/out" --steps 8 --batch-size 8 &&
+      --out "$dir/out" --steps 8 --batch-size 8 ${FOLD:+--fold-steps $FOLD} &&
     echo "{\"wall_ms\": $((($(date +%s%N) - t0) / 1000000))}" && cat "$dir/out/metrics.json"
   local rc=$?
   rm -rf "$dir"
@@ -146,6 +146,8 @@ part "$(limit 90)" judge duel bench judge --json $judge
 part "$(limit 75)" judge-float16 duel bench judge --json $judge --dtype float16
 part "$(limit 45)" placement duel bench placement --json $placement
 part "$(limit 60)" round round $sizes
+# Its 8 steps as 2 runs of 4 (one ONNX Loop each): the same losses; what moved per step.
+part "$(limit 60)" round-folded env FOLD=4 bash -c "round $sizes"
 # The same round on the cpu provider: its losses are the check that the GPU computed the same.
 part "$(limit 90)" round-cpu env DUEL_RUNTIME_PROVIDER=cpu bash -c "round $sizes"
 # What Dawn's and ONNX Runtime's checks of every dispatch cost (DUEL_WEBGPU_VALIDATION).
@@ -169,6 +171,8 @@ if [ -n "$cuda_parts" ]; then
     part "$(limit 60)" decode-cuda-float16 env DUEL_RUNTIME_PROVIDER=cuda \
       bash -c "duel bench decode --json $decode --no-peer --dtype float16"
     part "$(limit 60)" round-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "round $sizes"
+    # cuda's state crosses at every run: 8 steps as one run move it once (moved_mb_per_step).
+    part "$(limit 60)" round-cuda-folded env DUEL_RUNTIME_PROVIDER=cuda FOLD=8 bash -c "round $sizes"
   else
     say "the cuda provider does not load here (doctor-cuda.txt): its parts skipped"
   fi

@@ -326,6 +326,16 @@ describe('duel model / duel sample', () => {
     expect(m16.loss_first).toBeCloseTo(metrics.loss_first, 2);
     expect(m16.loss_last).toBeLessThan(m16.loss_first);
     expect(metrics.overflow_steps).toBeUndefined();
+    // Three steps a runtime call: the same six steps, the same losses.
+    const folded = sft('--out', 'sft-fold-out', ...sixSgdSteps, '--fold-steps', '3');
+    expect(folded.status, folded.stderr).toBe(0);
+    const mFold = JSON.parse(readFileSync(join(dir, 'sft-fold-out', 'metrics.json'), 'utf8'));
+    expect(mFold).toMatchObject({ steps: 6, skipped_steps: 0 });
+    expect(mFold.loss_first).toBeCloseTo(metrics.loss_first, 5);
+    expect(mFold.loss_last).toBeCloseTo(metrics.loss_last, 4);
+    const halfFold = sft('--out', 'sft-bad', ...sixSgdSteps, '--fold-steps', '3', '--dtype', 'float16');
+    expect(halfFold.status).toBe(2);
+    expect(halfFold.stderr).toMatch(/fold_steps: cannot fold float16 steps/);
     const badDtype = sft('--out', 'sft-bad', '--steps', '1', '--dtype', 'bfloat16');
     expect(badDtype.status).toBe(2);
     expect(badDtype.stderr).toBe("duel: --dtype: must be one of float32, float16, got 'bfloat16'\n");

@@ -7,7 +7,14 @@
  * counted apart, as GradScaler's skipped steps are a normal part of mixed-precision training.
  * Returns the metrics and final weights.
  */
-import type { OptimizerSpec, ScheduleSpec, TrainingState, WireTensor } from '../engine/index.js';
+import {
+  allocate,
+  type OptimizerSpec,
+  type ScheduleSpec,
+  type StepMetrics,
+  type TrainingState,
+  type WireTensor,
+} from '../engine/index.js';
 import type { HostTensor } from '../models/llama/weights.js';
 
 export interface RoundMetrics {
@@ -26,6 +33,11 @@ export interface RoundMetrics {
   overflow_steps?: number;
   /** Under loss scaling: the scale the round ended with. */
   loss_scale?: number;
+  /**
+   * Megabytes the steps moved between host and device per step (on a GPU provider; Session.moved):
+   * on cuda the weights and optimizer state both ways each call, divided by the steps folded into it.
+   */
+  moved_mb_per_step?: number;
   /** Times the recipe redrew its own samples from the current weights (SPO). */
   resamples?: number;
   /** After the round (train-round.ts): mean ℓ = logp_θ − logp_t over the round's completions. */
@@ -69,6 +81,11 @@ export interface StepLoop {
   /** Runs before step `step` (0-based) with the state as it is then (e.g. SPO's resampling). */
   beforeStep?: (step: number) => Promise<void>;
   onStep?: (step: number, total: number, loss: number, tokens: number) => void;
+  /**
+   * Steps per run of a folded state (TrainingState's `fold`): up to this many batches go in at
+   * once, padded to one shape (foldBatches). Not with `beforeStep`, which must see each step.
+   */
+  fold?: number;
 }
 
 export async function runSteps(
@@ -82,24 +99,36 @@ export async function runSteps(
   const norms: number[] = [];
   let [skipped, overflows, tokens] = [0, 0, 0];
   let lastSkipped = false;
+  const fold = o.fold ?? 1;
+  if (fold > 1 && o.beforeStep) throw new Error('runSteps: a folded run cannot act between its steps');
   const start = performance.now();
-  for (let step = 0; step < total; step++) {
-    if (step % perEpoch === 0) shuffle(order, o.draw);
-    const at = (step % perEpoch) * o.batchSize;
-    await o.beforeStep?.(step);
-    const batch = o.feeds(order.slice(at, at + o.batchSize));
-    tokens += batch.tokens;
-    const m = await state.step(batch.feeds);
-    if (m.lossScale !== undefined && !m.applied && Number.isFinite(m.loss)) overflows++;
-    else {
-      lastSkipped = !m.applied || !Number.isFinite(m.loss);
-      if (lastSkipped) skipped++;
-      else {
-        losses.push(m.loss);
-        norms.push(m.gradNorm);
-      }
+  for (let step = 0; step < total; ) {
+    const group: { feeds: Record<string, WireTensor>; tokens: number }[] = [];
+    for (let k = 0; k < Math.min(fold, total - step); k++) {
+      const s = step + k;
+      if (s % perEpoch === 0) shuffle(order, o.draw);
+      const at = (s % perEpoch) * o.batchSize;
+      await o.beforeStep?.(s);
+      group.push(o.feeds(order.slice(at, at + o.batchSize)));
     }
-    o.onStep?.(step + 1, total, m.loss, tokens);
+    const stepped: StepMetrics[] = [];
+    if (fold === 1) stepped.push(await state.step(group[0]!.feeds));
+    else
+      for (const run of foldBatches(group.map((b) => b.feeds))) stepped.push(...(await state.stepMany(run)));
+    for (const [k, m] of stepped.entries()) {
+      tokens += group[k]!.tokens;
+      if (m.lossScale !== undefined && !m.applied && Number.isFinite(m.loss)) overflows++;
+      else {
+        lastSkipped = !m.applied || !Number.isFinite(m.loss);
+        if (lastSkipped) skipped++;
+        else {
+          losses.push(m.loss);
+          norms.push(m.gradNorm);
+        }
+      }
+      o.onStep?.(step + k + 1, total, m.loss, tokens);
+    }
+    step += group.length;
   }
   const seconds = (performance.now() - start) / 1000;
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
@@ -119,6 +148,8 @@ export async function runSteps(
   };
   const scale = state.lossScale;
   if (scale) Object.assign(metrics, { overflow_steps: overflows, loss_scale: scale.scale });
+  const { toDevice, toHost } = state.runner.moved;
+  if (toDevice + toHost > 0) metrics.moved_mb_per_step = (toDevice + toHost) / 1e6 / total;
   const params = await state.parameters();
   const weights = Object.fromEntries(
     Object.entries(params).map(([k, t]) => [
@@ -127,6 +158,61 @@ export async function runSteps(
     ]),
   );
   return { weights, metrics };
+}
+
+/**
+ * Consecutive batches as runs of one folded call: each run's batches padded to one shape, with
+ * zeros at the end of every axis but the first. For a round's feeds that changes nothing: a
+ * padded position has attention mask 0 (no real token attends to it) and target mask 0 (it adds
+ * nothing to any log-prob), and a padded feature column is never read. The first axis counts rows,
+ * which a loss averages over, so a batch with another row count (an epoch's short last batch)
+ * starts a new run.
+ */
+export function foldBatches(batches: Record<string, WireTensor>[]): Record<string, WireTensor>[][] {
+  const runs: Record<string, WireTensor>[][] = [];
+  for (const b of batches) {
+    const last = runs.at(-1);
+    const rows = (x: Record<string, WireTensor>) => JSON.stringify(Object.values(x).map((t) => t.dims[0]));
+    if (last && rows(last[0]!) === rows(b)) last.push(b);
+    else runs.push([b]);
+  }
+  return runs.map(padToOneShape);
+}
+
+function padToOneShape(batches: Record<string, WireTensor>[]): Record<string, WireTensor>[] {
+  const names = Object.keys(batches[0]!);
+  const target = Object.fromEntries(
+    names.map((n) => [
+      n,
+      batches[0]![n]!.dims.map((_, axis) => Math.max(...batches.map((b) => b[n]!.dims[axis]!))),
+    ]),
+  );
+  return batches.map((b) => Object.fromEntries(names.map((n) => [n, padEnd(b[n]!, target[n]!)])));
+}
+
+/** `t` with zeros after its values along every axis, to `dims`. */
+function padEnd(t: WireTensor, dims: number[]): WireTensor {
+  if (t.dims.every((d, i) => d === dims[i])) return t;
+  const data = allocate(
+    t.dtype,
+    dims.reduce((a, b) => a * b, 1),
+  );
+  const strides = (ds: readonly number[]) => ds.map((_, i) => ds.slice(i + 1).reduce((a, b) => a * b, 1));
+  const [from, to] = [strides(t.dims), strides(dims)];
+  const inner = t.dims.at(-1) ?? 1;
+  // Copy row by row (the last axis is contiguous in both).
+  const rows = t.data.length / inner;
+  for (let r = 0; r < rows; r++) {
+    let offset = 0;
+    let rest = r * inner;
+    for (let axis = 0; axis < t.dims.length - 1; axis++) {
+      const index = Math.floor(rest / from[axis]!);
+      rest -= index * from[axis]!;
+      offset += index * to[axis]!;
+    }
+    (data as Float32Array).set((t.data as Float32Array).subarray(r * inner, (r + 1) * inner), offset);
+  }
+  return { dtype: t.dtype, dims, data };
 }
 
 /** Steps a run takes: `steps` when given, else `epochs` passes of batches over the records. */

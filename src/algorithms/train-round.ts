@@ -56,6 +56,12 @@ export interface TrainRoundOptions extends LoopSettings {
   records: RoundRecord[];
   /** On a runtime computing in float16: how the loss is scaled (loss-scale.ts; GradScaler's defaults). */
   lossScale?: LossScaleSpec;
+  /**
+   * Steps per runtime call (an ONNX Loop, engine/loop.ts): the weights and optimizer state cross
+   * between host and device once per call instead of once per step, which is what a provider
+   * without device-resident state between runs (cuda, from Node) needs. @default 1
+   */
+  foldSteps?: number;
 }
 
 /** A model the round scores or samples from: weights, and an adapter on them. */
@@ -166,6 +172,17 @@ class FrozenScorers {
   }
 }
 
+/** The steps per call a round may fold, refused naming `fold_steps` where folding cannot work. */
+function checkFold(steps: number, selfSamples: boolean, dtype: ComputeDtype): number {
+  const bad = (description: string) => DuelError.invalidArgument([{ field: 'fold_steps', description }]);
+  if (!Number.isInteger(steps) || steps < 1) throw bad(`must be an integer >= 1, got ${steps}`);
+  if (steps === 1) return 1;
+  if (selfSamples) throw bad('cannot fold a recipe that samples between its steps (SPO)');
+  if (dtype === 'float16')
+    throw bad('cannot fold float16 steps: the loss scale moves between steps on the host');
+  return steps;
+}
+
 export async function trainRound(
   runtime: Runtime,
   o: TrainRoundOptions,
@@ -194,6 +211,7 @@ async function trainRoundWith(
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
   const recipe = recipeFor(o.algo, o.hparams);
   checkRecords(o.records, o.config.vocabSize, recipe.recipe.needsPrefs);
+  const fold = checkFold(o.foldSteps ?? 1, recipe.selfSamples !== undefined, runtime.dtype);
   // With an adapter the base model itself is the natural reference: no second copy needed.
   const reference = o.reference ?? (o.adapter ? o.weights : undefined);
   if (recipe.recipe.usesReference && !reference)
@@ -225,6 +243,7 @@ async function trainRoundWith(
     {
       ...(base ? { shared: base } : {}),
       ...(runtime.dtype === 'float16' ? { lossScale: o.lossScale ?? {} } : {}),
+      ...(fold > 1 ? { fold: true } : {}),
     },
   );
   /** The model the training state's parameters stand for. */
@@ -237,6 +256,7 @@ async function trainRoundWith(
     let resamples = 0;
     const result = await runSteps(state, {
       algo: o.algo,
+      fold,
       records: o.records.length,
       batchSize: o.batchSize,
       ...(o.steps !== undefined ? { steps: o.steps } : {}),

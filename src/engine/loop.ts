@@ -6,7 +6,9 @@
  * outside. Per iteration it takes batch `i` and learning rate `i` from the stacked outer inputs
  * (`x` of shape [K, ...], `lr` of shape [K]) and carries params, optimizer state and the count of
  * applied steps; a step whose gradient is not finite leaves all three unchanged, as in the single
- * step. Loss, gradient norm and the finite flag of every iteration come out as [K] scan outputs.
+ * step. Tensors the step only reads (a frozen base under an adapter) are outer-scope values every
+ * iteration reads as they are. Loss, gradient norm and the finite flag of every iteration come out
+ * as [K] scan outputs.
  */
 import type { NodeProto } from '../gen/third_party/onnx/onnx.js';
 import { type DType, fromNumbers, ONNX_DTYPE } from './dtype.js';
@@ -34,6 +36,8 @@ export interface LoopSpec {
   step: Tensor;
   /** Per-step inputs (the batch); stacked along a new leading axis K outside. */
   perStep: Tensor[];
+  /** Inputs every step reads unchanged (not stacked, not carried). */
+  frozen?: Tensor[];
 }
 
 const BODY = 'body/';
@@ -65,6 +69,7 @@ export function compileTrainLoop(
     ...spec.perStep.map((t) =>
       node('Gather', [nameOf(t), `${BODY}iter`], [BODY + nameOf(t)], { attribute: [attribute('axis', 0)] }),
     ),
+    ...(spec.frozen ?? []).map((t) => node('Identity', [nameOf(t)], [BODY + nameOf(t)])),
   ];
   const epilogue: NodeProto[] = [
     node('Identity', [`${BODY}cond`], [`${BODY}cond_out`]),
@@ -117,6 +122,7 @@ export function compileTrainLoop(
       { name: 'steps_done', dtype: stepDtype, shape: [] },
       { name: nameOf(spec.lr), dtype: spec.lr.dtype, shape: ['K'] },
       ...spec.perStep.map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: ['K', ...t.shape] })),
+      ...(spec.frozen ?? []).map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: t.shape })),
     ],
     outputs: [
       ...carried.map((c) => ({ ...c, name: updatedName(c.name) })),

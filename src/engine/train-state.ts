@@ -236,10 +236,6 @@ export class TrainingState {
       throw new Error('training state: a folded step has no separate forward/backward and optimizer step');
     if (options.fold && options.lossScale)
       throw new Error('training state: a folded step cannot scale its loss (the scale moves between steps)');
-    if (options.fold && frozen.size)
-      throw new Error(
-        'training state: a folded step cannot read frozen tensors (they would be stacked per step)',
-      );
     // Checked before any session is made, so a refusal leaves nothing loaded behind.
     for (const [name, t] of frozen) {
       const given = options.shared
@@ -276,8 +272,16 @@ export class TrainingState {
               lr: step.lr,
               step: step.step,
               perStep: graph.inputs.filter(
-                (t) => ![...params.values(), ...step.state.values(), step.lr, step.step].includes(t),
+                (t) =>
+                  ![
+                    ...params.values(),
+                    ...step.state.values(),
+                    ...frozen.values(),
+                    step.lr,
+                    step.step,
+                  ].includes(t),
               ),
+              frozen: [...frozen.values()],
             },
             'train_loop',
             { provider: runtime.provider },

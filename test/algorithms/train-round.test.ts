@@ -13,7 +13,7 @@ import { rng } from '../../src/models/common/rng.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
 import { initAdapter } from '../../src/models/lora/adapter.js';
 import { parseLoraFlag } from '../../src/models/lora/config.js';
-import { weights } from '../helpers/model-fixtures.js';
+import { maxRelativeDiff, weights } from '../helpers/model-fixtures.js';
 import { ALGO_OF, HPARAMS, ROUND_CONFIG, ROUND_RECORDS } from '../helpers/round-fixtures.js';
 import { referenceLogits } from '../models/llama-reference.js';
 
@@ -289,6 +289,59 @@ describe('SPO', () => {
       seed: 0,
     });
     expect(metrics).toMatchObject({ steps: 5, skipped_steps: 0, resamples: 2, diverged: false });
+  });
+});
+
+describe('steps folded into one runtime call (fold_steps)', () => {
+  const round = (foldSteps: number, extra: Partial<Parameters<typeof trainRound>[1]> = {}, rt = runtime) =>
+    trainRound(rt, {
+      algo: 'inpo',
+      hparams: HPARAMS.inpo!,
+      config: cfg,
+      weights: f32(weights(cfg, 2, 'float64', 5)),
+      reference: f32(weights(cfg, 3, 'float64', 5)),
+      records: RECORDS,
+      optimizer: { kind: 'adamw' },
+      lr: 1e-2,
+      // One record a batch: the two records' rows differ in length, so a folded call pads them.
+      steps: 5,
+      batchSize: 1,
+      gradClip: 1,
+      seed: 0,
+      foldSteps,
+      ...extra,
+    });
+
+  it('end with the weights and losses of the same steps taken one call each', async () => {
+    const [plain, folded] = [await round(1), await round(3)];
+    expect(folded.metrics).toMatchObject({ steps: 5, skipped_steps: 0, diverged: false });
+    expect(folded.metrics.loss_first).toBeCloseTo(plain.metrics.loss_first, 6);
+    expect(folded.metrics.loss_last).toBeCloseTo(plain.metrics.loss_last, 5);
+    expect(maxRelativeDiff(folded.weights, plain.weights)).toBeLessThan(1e-5);
+    expect(maxRelativeDiff(plain.weights, f32(weights(cfg, 2, 'float64', 5)))).toBeGreaterThan(1e-3);
+  });
+
+  it('fold a LoRA round too, its base read by every step as it is', async () => {
+    const adapter = initAdapter(cfg, parseLoraFlag('rank=2,alpha=4,targets=all'), 1);
+    const next = rng(3);
+    for (const [name, t] of Object.entries(adapter.tensors))
+      if (name.endsWith('lora_B.weight')) t.data = t.data.map(() => 0.1 * (next() - 0.5));
+    const [plain, folded] = [await round(1, { adapter }), await round(4, { adapter })];
+    expect(maxRelativeDiff(folded.adapter!.tensors, plain.adapter!.tensors)).toBeLessThan(1e-5);
+    expect(maxRelativeDiff(plain.adapter!.tensors, adapter.tensors)).toBeGreaterThan(1e-3);
+  });
+
+  it('are refused where a step needs the host between steps', async () => {
+    await expect(round(0)).rejects.toThrow(/fold_steps: must be an integer >= 1, got 0/);
+    await expect(
+      round(2, { algo: 'spo', hparams: { resample_every: 2, sample_max_new_tokens: 3 } }),
+    ).rejects.toThrow(/fold_steps: cannot fold a recipe that samples between its steps \(SPO\)/);
+    const half = new Runtime({ workers: 1, intraOpThreads: 1, dtype: 'float16' });
+    try {
+      await expect(round(2, {}, half)).rejects.toThrow(/fold_steps: cannot fold float16 steps/);
+    } finally {
+      await half.close();
+    }
   });
 });
 

@@ -64,8 +64,12 @@ it('runs every part on the webgpu provider and writes its result', () => {
     expect(JSON.parse(timing!).wall_ms).toBeGreaterThan(0);
     return JSON.parse(metrics.join('\n'));
   };
-  const [onGpu, onCpu] = [round('round'), round('round-cpu')];
+  const [onGpu, onCpu, folded] = [round('round'), round('round-cpu'), round('round-folded')];
   expect(onGpu).toMatchObject({ algo: 'sppo', steps: 8, skipped_steps: 0 });
-  // The same round on the cpu provider: the losses agree.
+  // The same round on the cpu provider, and folded into two runs: the losses agree.
   expect(Math.abs(onGpu.loss_mean - onCpu.loss_mean) / onCpu.loss_mean).toBeLessThan(1e-3);
+  expect(Math.abs(folded.loss_mean - onGpu.loss_mean) / onGpu.loss_mean).toBeLessThan(1e-3);
+  // What the GPU's steps moved is reported; on cpu nothing moves.
+  expect(onGpu.moved_mb_per_step).toBeGreaterThan(0);
+  expect(onCpu.moved_mb_per_step).toBeUndefined();
 }, 300_000);

@@ -7,6 +7,7 @@ import * as T from '../../src/engine/ops/index.js';
 import type { OptimizerSpec, ScheduleSpec } from '../../src/engine/optim.js';
 import { learningRate } from '../../src/engine/optim.js';
 import { Runtime } from '../../src/engine/runtime/runtime.js';
+import { SharedTensors } from '../../src/engine/shared-tensors.js';
 import { TrainingState } from '../../src/engine/train-state.js';
 
 const A = [1, 2, 0.5, 3];
@@ -306,20 +307,40 @@ describe('frozen tensors', () => {
     await state.dispose();
   });
 
-  it('must be given, and cannot be folded into a Loop', async () => {
+  it('must be given', async () => {
     await expect(TrainingState.create(runtime, program, sgd, constant, { p: f64(P0) })).rejects.toThrow(
       /no value for frozen tensor 'a'/,
     );
-    await expect(
-      TrainingState.create(
-        runtime,
-        program,
-        sgd,
-        constant,
-        { p: f64(P0) },
-        { frozen: { a: f64(A) }, fold: true },
-      ),
-    ).rejects.toThrow(/a folded step cannot read frozen tensors/);
+  });
+
+  it('are read by every step of a folded Loop as they are, and also when shared', async () => {
+    const folded = await TrainingState.create(
+      runtime,
+      program,
+      sgd,
+      constant,
+      { p: f64(P0) },
+      { frozen: { a: f64(A) }, fold: true },
+    );
+    const metrics = await folded.stepMany([0, 1, 2].map(() => ({ b: f64(B) })));
+    expect(metrics.map((m) => m.applied)).toEqual([true, true, true]);
+    const p = [...((await folded.parameters()).p!.data as Float64Array)];
+    const want = textbook({ kind: 'sgd' }, 0, constant, 3);
+    for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
+    await folded.dispose();
+    const shared = await SharedTensors.create(runtime, { a: f64(A) });
+    const reading = await TrainingState.create(
+      runtime,
+      program,
+      sgd,
+      constant,
+      { p: f64(P0) },
+      { shared, fold: true },
+    );
+    await reading.stepMany([0, 1, 2].map(() => ({ b: f64(B) })));
+    expect([...((await reading.parameters()).p!.data as Float64Array)]).toEqual(p);
+    await reading.dispose();
+    await shared.dispose();
   });
 });
 

@@ -25,7 +25,7 @@ import { isPairRMConfig } from '../../models/pairrm/config.js';
 import { readPairRMConfig, readPairRMWeights, savePairRMDir } from '../../models/pairrm/runner.js';
 import { isRewardConfig, parseRewardConfig } from '../../models/reward/config.js';
 import { readRewardWeights, saveRewardDir } from '../../models/reward/runner.js';
-import { numberFlag } from '../flags.js';
+import { intFlag, numberFlag } from '../flags.js';
 import { progress } from '../progress.js';
 import { readRecords } from '../records.js';
 import { cliRuntime, dtypeOption } from '../runtime.js';
@@ -49,6 +49,7 @@ interface TrainFlags {
   set: string[];
   quiet?: boolean;
   dtype?: ComputeDtype;
+  foldSteps?: number;
   lora?: string;
   adapter?: string;
 }
@@ -97,9 +98,17 @@ function withTrainingFlags(cmd: Command, model = true): Command {
     .option('--quiet', 'no progress lines');
 }
 
-/** --lora and --adapter: train a LoRA adapter instead of every weight; --dtype: in what precision. */
+/**
+ * --lora and --adapter: train a LoRA adapter instead of every weight; --dtype: in what precision;
+ * --fold-steps: how many steps one runtime call takes.
+ */
 function withLoraFlags(cmd: Command): Command {
   return cmd
+    .option(
+      '--fold-steps <k>',
+      'steps per runtime call (one ONNX Loop): the weights and optimizer state cross to the device once per call, for the cuda provider (float32; not SPO)',
+      intFlag('--fold-steps', 1),
+    )
     .option(
       ...dtypeOption(
         'what the forward and backward passes compute in (float16: float32 master weights and optimizer, the loss scaled dynamically)',
@@ -199,6 +208,7 @@ async function run(
       weights: model.weights,
       ...(ref ? { reference: ref.weights } : {}),
       ...(adapter ? { adapter } : {}),
+      ...(f.foldSteps !== undefined ? { foldSteps: f.foldSteps } : {}),
       records,
       ...withProgress(settings, records.length, `train ${algo}`, f.quiet),
     });

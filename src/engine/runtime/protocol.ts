@@ -65,9 +65,11 @@ export interface StateBinding {
 
 /**
  * Bytes one run moved between host and device memory, as the worker sees them: every input that
- * was host memory (the request's feeds, state not yet on the device) and every output fetched.
- * Copies ONNX Runtime makes inside the graph, around nodes it placed on the CPU, are not counted
- * here: `duel bench placement` lists those nodes. Zero on the cpu provider.
+ * was host memory (the request's feeds, state not yet on the device) and every output fetched;
+ * on cuda, whose state stays in host memory, every input and every output (the state's new
+ * values too: what folding steps into one run divides). Copies ONNX Runtime makes inside the
+ * graph, around nodes it placed on the CPU, are not counted here: `duel bench placement` lists
+ * those nodes. Zero on the cpu provider.
  */
 export interface Moved {
   toDevice: number;

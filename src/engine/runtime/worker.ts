@@ -51,6 +51,11 @@ interface Loaded {
    * it cannot be tested on any machine of this project, so its state stays in host memory.
    */
   device: boolean;
+  /**
+   * Whether every input and output crosses between host and device at each run: cuda's, whose
+   * state stays in host memory here (Node's binding has no CUDA device tensors).
+   */
+  crosses: boolean;
   /** Created with SessionOptions.lowMemory: its runs' freed memory goes back to the system. */
   lowMemory: boolean;
 }
@@ -267,6 +272,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       sessions.set(id, {
         session,
         device,
+        crosses: req.options.provider === 'cuda',
         outputsOnDevice: device && Boolean(req.options.outputsOnDevice),
         profiled: Boolean(req.options.profilePrefix),
         lowMemory: Boolean(req.options.lowMemory),
@@ -279,7 +285,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       };
     }
     case 'run': {
-      const { session, device, outputsOnDevice, lowMemory } = loaded(req.session);
+      const { session, device, crosses, outputsOnDevice, lowMemory } = loaded(req.session);
       const feeds: Record<string, Ort.Tensor> = {};
       for (const [name, t] of Object.entries(req.feeds)) feeds[name] = toOrt(t);
       const fetch = new Set(req.fetch);
@@ -296,13 +302,16 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
         for (const output of Object.keys(req.binding.writes)) fetch.add(output);
       }
       const moved: Moved = { toDevice: 0, toHost: 0, readBacks: 0 };
-      if (device) for (const t of Object.values(feeds)) if (!onDevice(t)) moved.toDevice += byteSize(t);
+      if (device || crosses)
+        for (const t of Object.values(feeds)) if (!onDevice(t)) moved.toDevice += byteSize(t);
       const names = outputsOnDevice ? [...session.outputNames] : [...fetch];
       const into = req.binding?.inPlace?.length && !device ? inPlaceOutputs(req.binding) : {};
       const out = await session.run(
         feeds,
         Object.keys(into).length ? Object.fromEntries(names.map((n) => [n, into[n] ?? null])) : names,
       );
+      // On cuda every output came back from the device, the state's new values too.
+      if (crosses) for (const t of Object.values(out)) moved.toHost += byteSize(t);
       if (req.binding) {
         const state = stateOf(req.binding.state);
         for (const [output, key] of Object.entries(req.binding.writes)) {
