@@ -8,7 +8,7 @@ import type { OptimizerSpec, ScheduleSpec } from '../../src/engine/optim.js';
 import { learningRate } from '../../src/engine/optim.js';
 import { Runtime } from '../../src/engine/runtime/runtime.js';
 import { SharedTensors } from '../../src/engine/shared-tensors.js';
-import { TrainingState } from '../../src/engine/train-state.js';
+import { TrainingState, type TrainingStateOptions } from '../../src/engine/train-state.js';
 
 const A = [1, 2, 0.5, 3];
 const B = [0.3, -1, 2, 0.1];
@@ -289,57 +289,34 @@ describe('frozen tensors', () => {
     },
   };
   const sgd = { optimizer: { kind: 'sgd' as const }, gradClip: 0 };
+  const create = (options: TrainingStateOptions = {}) =>
+    TrainingState.create(runtime, program, sgd, constant, { p: f64(P0) }, options);
+  /** Three steps, one call each or one folded call; the parameters after them. */
+  const threeSteps = async (state: TrainingState) => {
+    const batches = [0, 1, 2].map(() => ({ b: f64(B) }));
+    const metrics = await state.stepMany(batches);
+    expect(metrics.map((m) => m.applied)).toEqual([true, true, true]);
+    const p = [...((await state.parameters()).p!.data as Float64Array)];
+    await state.dispose();
+    return p;
+  };
+  const want = textbook({ kind: 'sgd' }, 0, constant, 3);
 
   it('are read every step as given and stay out of the parameters', async () => {
-    const state = await TrainingState.create(
-      runtime,
-      program,
-      sgd,
-      constant,
-      { p: f64(P0) },
-      { frozen: { a: f64(A) } },
-    );
-    for (let i = 0; i < 3; i++) await state.step({ b: f64(B) });
-    const p = [...((await state.parameters()).p!.data as Float64Array)];
-    const want = textbook({ kind: 'sgd' }, 0, constant, 3);
-    for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
+    const state = await create({ frozen: { a: f64(A) } });
     expect(Object.keys(await state.parameters())).toEqual(['p']);
-    await state.dispose();
+    for (const [i, x] of (await threeSteps(state)).entries()) expect(x).toBeCloseTo(want[i]!, 12);
   });
 
   it('must be given', async () => {
-    await expect(TrainingState.create(runtime, program, sgd, constant, { p: f64(P0) })).rejects.toThrow(
-      /no value for frozen tensor 'a'/,
-    );
+    await expect(create()).rejects.toThrow(/no value for frozen tensor 'a'/);
   });
 
   it('are read by every step of a folded Loop as they are, and also when shared', async () => {
-    const folded = await TrainingState.create(
-      runtime,
-      program,
-      sgd,
-      constant,
-      { p: f64(P0) },
-      { frozen: { a: f64(A) }, fold: true },
-    );
-    const metrics = await folded.stepMany([0, 1, 2].map(() => ({ b: f64(B) })));
-    expect(metrics.map((m) => m.applied)).toEqual([true, true, true]);
-    const p = [...((await folded.parameters()).p!.data as Float64Array)];
-    const want = textbook({ kind: 'sgd' }, 0, constant, 3);
+    const p = await threeSteps(await create({ frozen: { a: f64(A) }, fold: true }));
     for (const [i, x] of p.entries()) expect(x).toBeCloseTo(want[i]!, 12);
-    await folded.dispose();
     const shared = await SharedTensors.create(runtime, { a: f64(A) });
-    const reading = await TrainingState.create(
-      runtime,
-      program,
-      sgd,
-      constant,
-      { p: f64(P0) },
-      { shared, fold: true },
-    );
-    await reading.stepMany([0, 1, 2].map(() => ({ b: f64(B) })));
-    expect([...((await reading.parameters()).p!.data as Float64Array)]).toEqual(p);
-    await reading.dispose();
+    expect(await threeSteps(await create({ shared, fold: true }))).toEqual(p);
     await shared.dispose();
   });
 });
