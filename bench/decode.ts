@@ -71,6 +71,8 @@ export interface DecodeBenchOptions {
   dtype?: ComputeDtype;
   /** Names of DECODE_MODELS. @default testbed and 25M */
   models?: string[];
+  /** Each generation in one run (DecoderOptions.oneRun). @default true on cuda */
+  oneRun?: boolean;
   log: (line: string) => void;
 }
 
@@ -93,6 +95,8 @@ export interface DecodeBenchResult {
   machine: { cpus: number; cpu_model: string; node: string };
   provider: Provider;
   dtype: ComputeDtype;
+  /** Whether duel decoded each generation in one run. */
+  one_run: boolean;
   rows: DecodeRow[];
   load_ms: Record<string, number>;
   judge_pairs_per_s: number;
@@ -142,7 +146,9 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       saveModelDir(dir, cfg, initLlamaWeights(cfg, 1));
       const t0 = performance.now();
       const m = loadModelDir(dir);
-      const runner = await DecoderRunner.create(runtime, m.config, m.weights);
+      const runner = await DecoderRunner.create(runtime, m.config, m.weights, undefined, {
+        oneRun: opts.oneRun ?? provider === 'cuda',
+      });
       loadMs[name] = performance.now() - t0;
       opts.log(
         `${name}: ${(paramCount(cfg) / 1e6).toFixed(2)}M parameters, loaded in ${loadMs[name]!.toFixed(0)} ms`,
@@ -158,17 +164,18 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
         const prompts = Array.from({ length: batch }, (_, b) =>
           Array.from({ length: opts.promptLen }, (_, t) => 4 + ((b + t) % 7)),
         );
-        const before = { ...runner.runner.moved };
+        const before = runner.moved;
         const ours = await tokensPerS(runner, prompts, opts);
         const row: DecodeRow = { model: name, params: paramCount(cfg), batch, duel_tokens_per_s: ours };
         if (provider !== 'cpu') {
           // Warm-up and timed runs alike: (repeats + 1) generations, 2 + repeats·newTokens tokens a row.
           const tokens = batch * (2 + opts.repeats * opts.newTokens);
+          const after = runner.moved;
           row.moved_per_token = {
-            toDevice: (runner.runner.moved.toDevice - before.toDevice) / tokens,
-            toHost: (runner.runner.moved.toHost - before.toHost) / tokens,
+            toDevice: (after.toDevice - before.toDevice) / tokens,
+            toHost: (after.toHost - before.toHost) / tokens,
           };
-          row.read_backs_per_step = (runner.runner.moved.readBacks - before.readBacks) / (tokens / batch);
+          row.read_backs_per_step = (after.readBacks - before.readBacks) / (tokens / batch);
         }
         if (onCpu) {
           row.cpu_tokens_per_s = await tokensPerS(onCpu, prompts, opts);
@@ -227,6 +234,7 @@ export async function runDecodeBench(opts: DecodeBenchOptions): Promise<DecodeBe
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? 'unknown', node: process.version },
       provider,
       dtype,
+      one_run: opts.oneRun ?? provider === 'cuda',
       rows,
       load_ms: loadMs,
       judge_pairs_per_s: pairsPerS,

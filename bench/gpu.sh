@@ -139,6 +139,8 @@ part "$(limit 100)" engine duel bench engine --json $engine --compare-layouts
 part "$(limit 100)" decode duel bench decode --json $decode
 # The decoder in float16 (its weights, activations and cache; what shader-f16 is for).
 part "$(limit 60)" decode-float16 duel bench decode --json $decode --dtype float16 --no-peer
+# Each generation as one ONNX Loop run instead of one run a token (cuda's default).
+part "$(limit 60)" decode-one-run duel bench decode --json $decode --one-run --no-peer
 part "$(limit 110)" engine-135m duel bench engine --json $engine135 --no-peer
 # The judges at their real shapes (PairRM-large's pairs/s, a Qwen3-0.6B reward model), then both
 # in float16.
@@ -168,6 +170,9 @@ if [ -n "$cuda_parts" ]; then
   if grep -q '^cuda provider *loads' "$results/doctor-cuda.txt"; then
     part "$(limit 100)" engine-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "duel bench engine --json $engine --no-peer"
     part "$(limit 60)" decode-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "duel bench decode --json $decode --no-peer"
+    # One run a token instead: the KV cache crosses at every step (moved_per_token).
+    part "$(limit 60)" decode-cuda-stepwise env DUEL_RUNTIME_PROVIDER=cuda \
+      bash -c "duel bench decode --json $decode --no-peer --stepwise"
     part "$(limit 60)" decode-cuda-float16 env DUEL_RUNTIME_PROVIDER=cuda \
       bash -c "duel bench decode --json $decode --no-peer --dtype float16"
     part "$(limit 60)" round-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "round $sizes"

@@ -134,3 +134,87 @@ export function compileTrainLoop(
     ],
   });
 }
+
+/** What one iteration of a general loop reads and writes (compileLoop). */
+export interface LoopProgram {
+  /**
+   * Values carried from one iteration to the next: the graph input the body reads, and the
+   * tensor that replaces it. A carried value may change shape between iterations (a KV cache
+   * that grows by a column). Outside, `input`'s name gives the first value and `<name>.next`
+   * the last.
+   */
+  carried: { input: Tensor; next: Tensor }[];
+  /** Graph inputs the body reads one slice of per iteration: [K, ...] outside, K the trip count. */
+  sliced: Tensor[];
+  /** Graph inputs every iteration reads as given (weights, settings). */
+  outer: Tensor[];
+  /** Outputs collected from every iteration: [iterations, ...] outside, under their names. */
+  scanned: Record<string, Tensor>;
+  /** A bool scalar: whether to go on after this iteration. Absent: every one of the K. */
+  goOn?: Tensor;
+}
+
+/**
+ * An ONNX Loop of `program`'s body, run up to K times (K: the first sliced input's leading dim)
+ * in one runtime call: what a provider whose state crosses to the device at every run (cuda,
+ * from Node) needs to decode a whole generation at the price of one crossing.
+ */
+export function compileLoop(program: LoopProgram, name: string, options: CompileOptions = {}): CompiledModel {
+  const nameOf = (t: Tensor) => (t.node.attrs as { name: string }).name;
+  const first = program.sliced[0];
+  if (!first) throw new Error('compileLoop: the trip count is read from a sliced input; give one');
+  const outputs: Record<string, Tensor> = { ...program.scanned };
+  for (const { input, next } of program.carried) outputs[updatedName(nameOf(input))] = next;
+  if (program.goOn) outputs.go_on = program.goOn;
+  const body = lower(first.graph, outputs, BODY, options);
+  const spec = (t: Tensor, n = nameOf(t)): ValueSpec => ({ name: n, dtype: t.dtype, shape: t.shape });
+  const carried = program.carried.map(({ input }) => spec(input));
+  const scanned = Object.entries(program.scanned).map(([n, t]) => spec(t, n));
+  const prologue: NodeProto[] = [
+    ...program.sliced.map((t) =>
+      node('Gather', [nameOf(t), `${BODY}iter`], [BODY + nameOf(t)], { attribute: [attribute('axis', 0)] }),
+    ),
+    ...program.outer.map((t) => node('Identity', [nameOf(t)], [BODY + nameOf(t)])),
+  ];
+  const goOn = program.goOn ? [] : [node('Identity', [`${BODY}cond`], [`${BODY}go_on`])];
+  const bodyGraph = graphProto(name, {
+    nodes: [...prologue, ...body.nodes, ...goOn],
+    initializers: body.initializers,
+    inputs: [
+      { name: `${BODY}iter`, dtype: 'int64', shape: [] },
+      { name: `${BODY}cond`, dtype: 'bool', shape: [] },
+      ...carried.map((c) => ({ ...c, name: BODY + c.name })),
+    ],
+    outputs: [
+      { name: `${BODY}go_on`, dtype: 'bool', shape: [] },
+      ...carried.map((c) => ({ ...c, name: BODY + updatedName(c.name) })),
+      ...scanned.map((s) => ({ ...s, name: BODY + s.name })),
+    ],
+  });
+  return encodeModel(name, {
+    nodes: [
+      node('Shape', [nameOf(first)], ['trip_count_1d'], { attribute: [attribute('end', 1)] }),
+      node('Squeeze', ['trip_count_1d'], ['trip_count']),
+      // A condition in, so that the body's go_on can end the loop early (a for loop without
+      // one ignores it).
+      node('Greater', ['trip_count', 'zero'], ['go_on_first']),
+      node(
+        'Loop',
+        ['trip_count', 'go_on_first', ...carried.map((c) => c.name)],
+        [...carried.map((c) => updatedName(c.name)), ...scanned.map((s) => s.name)],
+        { attribute: [graphAttribute('body', bodyGraph)] },
+      ),
+    ],
+    initializers: [tensorProto('zero', BigInt64Array.of(0n), 'int64', [])],
+    inputs: [
+      ...carried,
+      ...program.sliced.map((t) => ({ ...spec(t), shape: ['K', ...t.shape] })),
+      ...program.outer.map((t) => spec(t)),
+    ],
+    outputs: [
+      ...carried.map((c) => ({ ...c, name: updatedName(c.name) })),
+      // Up to K rows: fewer when go_on ended the loop early.
+      ...scanned.map((s) => ({ ...s, shape: ['iterations', ...s.shape] })),
+    ],
+  });
+}

@@ -3,7 +3,10 @@
  * Prompts are left-padded (mask 0, position 0) so every row's next token sits in the last
  * column; a row that drew EOS keeps being fed padding and its outputs are ignored. With a
  * mixture, the reference model reads the same tokens in its own cache and the draw uses the
- * token-level geometric mixture of logits (1 − m)·z_policy + m·z_ref (Nash-MD's π_t^β).
+ * token-level geometric mixture of logits (1 − m)·z_policy + m·z_ref (Nash-MD's π_t^β). A
+ * decoder that decodes a generation in one run (Decoder.oneRun, the default on cuda) does so for
+ * untruncated sampling without a mixture, with the same draws: each row's stream gives its k-th
+ * value to its k-th token either way.
  */
 import { DuelError } from '../errors.js';
 import { rng } from './common/rng.js';
@@ -118,9 +121,29 @@ export async function generate(
   ]);
   const lengths = rows.map((row) => row.ids.length);
 
-  const caches = [await policy.openCache(r), ...(o.mixture ? [await o.mixture.reference.openCache(r)] : [])];
   // The common case draws inside the graph: B tokens come back instead of B×V logits.
   const inGraph = !o.mixture && (o.topK === 0 || o.topK >= v) && o.topP >= 1;
+  if (inGraph && policy.oneRun) {
+    if (o.signal?.aborted) throw o.signal.reason ?? new Error('generation cancelled');
+    const uniforms = Array.from({ length: o.maxNewTokens }, () => streams.map((next) => next()));
+    const drawn = await policy.oneRun({ ids, mask, positions }, uniforms, o.temperature, o);
+    drawn.tokens.forEach((step, k) => {
+      for (let i = 0; i < r; i++) {
+        if (done[i]) continue;
+        const token = step[i]!;
+        out[i]!.tokens.push(token);
+        out[i]!.logprobs.push(drawn.logprobs[k]![i]!);
+        out[i]!.entropies.push(drawn.entropies[k]![i]!);
+        if (o.eosIds.includes(token)) {
+          done[i] = true;
+          out[i]!.finish = 'eos';
+        }
+      }
+    });
+    o.onStep?.(drawn.tokens.length, done.filter(Boolean).length, r);
+    return out;
+  }
+  const caches = [await policy.openCache(r), ...(o.mixture ? [await o.mixture.reference.openCache(r)] : [])];
   try {
     for (let step = 0; step < o.maxNewTokens; step++) {
       if (o.signal?.aborted) throw o.signal.reason ?? new Error('generation cancelled');

@@ -54,6 +54,10 @@ it('runs every part on the webgpu provider and writes its result', () => {
     expect.objectContaining({ judge: 'pairrm', dtype: 'float16' }),
     expect.objectContaining({ judge: 'reward', dtype: 'float16' }),
   ]);
+  const oneRun = json('decode-one-run');
+  expect(oneRun).toMatchObject({ provider: 'webgpu', one_run: true });
+  expect(decode.one_run).toBe(false);
+  for (const row of oneRun.rows) expect(row.duel_tokens_per_s).toBeGreaterThan(0);
   const half = json('decode-float16');
   expect(half).toMatchObject({ provider: 'webgpu', dtype: 'float16' });
   for (const row of half.rows) expect(row.duel_tokens_per_s).toBeGreaterThan(0);

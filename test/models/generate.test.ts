@@ -1,10 +1,13 @@
 /** Generation: the KV cache against full forwards, greedy determinism, sampling distributions, seeds. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Runtime } from '../../src/engine/index.js';
+import { rng } from '../../src/models/common/rng.js';
 import { type GenerateOptions, generate } from '../../src/models/generate.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { DecoderRunner } from '../../src/models/llama/runner.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
+import { initAdapter } from '../../src/models/lora/adapter.js';
+import { parseLoraFlag } from '../../src/models/lora/config.js';
 import { samplingDistribution } from '../../src/models/sampling.js';
 import { weights } from '../helpers/model-fixtures.js';
 import { referenceLogits } from './llama-reference.js';
@@ -227,5 +230,66 @@ describe('sampling', () => {
     await expect(generate(policy, [[1]], { ...base, maxNewTokens: 64 })).rejects.toThrow(
       /exceeds max_position_embeddings 64/,
     );
+  });
+});
+
+/** The tokens of generations. */
+const tokensOf = (gens: { tokens: number[] }[]) => gens.map((g) => g.tokens);
+
+describe('a whole generation in one run (DecoderOptions.oneRun, the default on cuda)', () => {
+  it('draws the tokens, log-probs and entropies of the step-by-step decoder, stops included', async () => {
+    const oneRun = await DecoderRunner.create(runtime, cfg, f32(w64), undefined, { oneRun: true });
+    expect(policy.oneRun).toBeUndefined();
+    expect(oneRun.oneRun).toBeDefined();
+    try {
+      const prompts = [[5, 3, 8], [2], [7, 7, 1, 9]];
+      for (const temperature of [1, 0]) {
+        const o = { ...base, n: 3, temperature, maxNewTokens: 7, seed: 4 };
+        const free = await generate(policy, prompts, o);
+        // An id some rows draw early: those rows stop, the others go on; and one that stops all.
+        const eos = free[0]!.tokens[1]!;
+        for (const eosIds of [[], [eos], [...new Set(free.map((g) => g.tokens[0]!))]]) {
+          const want = await generate(policy, prompts, { ...o, eosIds });
+          const steps: number[] = [];
+          const got = await generate(oneRun, prompts, { ...o, eosIds, onStep: (s) => steps.push(s) });
+          expect(got.map((g) => [g.tokens, g.finish])).toEqual(want.map((g) => [g.tokens, g.finish]));
+          for (const [i, g] of got.entries()) {
+            expect(relErr(g.logprobs, want[i]!.logprobs)).toBeLessThan(1e-5);
+            expect(relErr(g.entropies, want[i]!.entropies)).toBeLessThan(1e-5);
+          }
+          // One run, which stops when every row has: the longest row's length in steps.
+          expect(steps).toEqual([Math.max(...want.map((g) => g.tokens.length))]);
+        }
+        expect(free.some((g) => g.tokens.length === 7)).toBe(true);
+      }
+      // With a LoRA adapter, as inputs of the one graph every adapter decodes through.
+      const lora = initAdapter(cfg, parseLoraFlag('rank=2,alpha=4,targets=all'), 5);
+      const next = rng(6);
+      for (const [name, t] of Object.entries(lora.tensors))
+        if (name.endsWith('lora_B.weight')) t.data = t.data.map(() => next() - 0.5);
+      const adapted = await DecoderRunner.forAdapters(runtime, cfg, f32(w64), lora.config.targets, {
+        oneRun: true,
+      });
+      const stepwise = await DecoderRunner.create(runtime, cfg, f32(w64), lora);
+      try {
+        await adapted.setAdapter('a', lora);
+        const o = { ...base, n: 2, temperature: 1, seed: 8 };
+        const [got, want] = [
+          await generate(adapted.withAdapter('a'), prompts, o),
+          await generate(stepwise, prompts, o),
+        ];
+        expect(got.map((g) => g.tokens)).toEqual(want.map((g) => g.tokens));
+        expect(got.map((g) => g.tokens)).not.toEqual(tokensOf(await generate(policy, prompts, o)));
+      } finally {
+        await Promise.all([adapted.release(), stepwise.release()]);
+      }
+      // Top-k, top-p and a mixture draw on the host, step by step, as before.
+      const truncated = { ...base, temperature: 1, topK: 3, maxNewTokens: 4 };
+      expect(await generate(oneRun, [[5, 3]], truncated)).toEqual(
+        await generate(policy, [[5, 3]], truncated),
+      );
+    } finally {
+      await oneRun.release();
+    }
   });
 });

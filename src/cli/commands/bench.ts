@@ -175,8 +175,12 @@ export function registerBench(program: Command): void {
       'testbed',
       '25M',
     ])
+    .option('--one-run', 'decode each generation in one run (an ONNX Loop; the default on cuda)')
+    .option('--stepwise', 'decode one step a run (the default but on cuda)')
     .action(
       async (o: {
+        oneRun?: boolean;
+        stepwise?: boolean;
         json?: boolean;
         batches: number[];
         promptLen: number;
@@ -188,6 +192,10 @@ export function registerBench(program: Command): void {
         dtype?: ComputeDtype;
         models: string[];
       }) => {
+        if (o.oneRun && o.stepwise)
+          throw DuelError.invalidArgument([
+            { field: '--one-run', description: 'give --one-run or --stepwise, not both' },
+          ]);
         const { runDecodeBench } = await import('../../../bench/decode.js');
         const r = await runDecodeBench({
           batches: o.batches,
@@ -199,6 +207,7 @@ export function registerBench(program: Command): void {
           provider: o.provider ?? envProvider(),
           dtype: o.dtype ?? envDtype(),
           models: o.models,
+          ...(o.oneRun ? { oneRun: true } : o.stepwise ? { oneRun: false } : {}),
           log: progress,
         });
         if (printedAsJson(o.json, r)) return;

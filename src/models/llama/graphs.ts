@@ -142,6 +142,67 @@ function drawNext(logits: Tensor): Record<(typeof DRAW_OUTPUTS)[number], Tensor>
   };
 }
 
+/** Per-step outputs of a whole generation in one run (buildGenerationLoop): [steps, B] each. */
+export const GENERATION_OUTPUTS = ['tokens', 'logprobs', 'entropies'] as const;
+
+/**
+ * A whole generation as one ONNX Loop (engine/loop.ts): the decoding step with its in-graph draw
+ * (buildDecoderGraph's `sampling`), run over the prompt first and then once per new token, with
+ * the ids, mask, positions, KV cache and each row's `done` carried from step to step. Inputs: the
+ * prompt step's `input_ids`, `attention_mask`, `position_ids` and empty `past_key_values.*`;
+ * `done` [B] (0); `uniform` [S, B], one draw per step and row; `inv_temperature`, `greedy` (1:
+ * argmax instead of a draw), `eos_ids` [E] and `pad_id`. A row that drew an EOS id is done: it is
+ * fed the pad id from then on, as `generate` feeds it, and the loop stops when every row is done.
+ * Out: GENERATION_OUTPUTS, [steps, B]. One run per generation: what a provider whose state crosses
+ * to the device at every run (cuda) needs.
+ */
+export function buildGenerationLoop(
+  cfg: LlamaConfig,
+  options: Omit<DecoderGraphOptions, 'lastOnly' | 'sampling'>,
+) {
+  const { graph: g, outputs } = buildDecoderGraph(cfg, { ...options, lastOnly: true, sampling: true });
+  const byName = new Map(g.inputs.map((t) => [(t.node.attrs as { name: string }).name, t]));
+  const input = (name: string) => byName.get(name)!;
+  const done = g.input('done', 'float32', ['B']);
+  const eos = g.input('eos_ids', 'int64', ['E']);
+  const pad = g.input('pad_id', 'int64', []);
+  const greedy = T.greater(g.input('greedy', 'float32', []), 0);
+  const token = T.where(greedy, outputs.greedy_token!, outputs.next_token!);
+  const drewEos = T.greater(
+    T.reduceSum(T.cast(T.equal(T.unsqueeze(token, 1), T.unsqueeze(eos, 0)), 'float32'), 1),
+    0,
+  );
+  const doneAfter = T.maximum(done, T.cast(drewEos, 'float32'));
+  const ids = input('input_ids');
+  const carried = [
+    // A row done before this step is fed padding; one that just drew EOS is fed its EOS.
+    { input: ids, next: T.unsqueeze(T.where(T.greater(done, 0), pad, token), 1) },
+    {
+      input: input('attention_mask'),
+      next: T.concat([input('attention_mask'), T.expand(T.scalar(g, 1, 'int64'), [ids.shape[0]!, 1])], 1),
+    },
+    { input: input('position_ids'), next: T.add(T.reduceMax(input('position_ids'), 1, true), 1) },
+    ...Array.from({ length: cfg.numLayers }, (_, i) => [
+      { input: input(pastKey(i)), next: outputs[presentKey(i)]! },
+      { input: input(pastValue(i)), next: outputs[presentValue(i)]! },
+    ]).flat(),
+    { input: done, next: doneAfter },
+  ];
+  const uniform = input('uniform');
+  const inLoop = new Set([...carried.map((c) => c.input), uniform]);
+  return {
+    carried,
+    sliced: [uniform],
+    outer: g.inputs.filter((t) => !inLoop.has(t)),
+    scanned: {
+      tokens: token,
+      logprobs: T.where(greedy, outputs.greedy_logprob!, outputs.next_logprob!),
+      entropies: outputs.entropy!,
+    },
+    goOn: T.greater(T.reduceSum(T.sub(1, doneAfter)), 0),
+  };
+}
+
 /** The ONNX model transformers.js loads as `onnx/model.onnx` (weights inside). */
 export function exportDecoderOnnx(cfg: LlamaConfig, weights: Record<string, HostTensor>) {
   const { graph, outputs } = buildDecoderGraph(cfg, { weights });

@@ -9,12 +9,18 @@
  * weights from the training state itself, in its worker (`fromState`): each generation decodes
  * with the weights as they are then, so an optimizer step costs it nothing. A decoder with its
  * weights compiled in computes in the runtime's dtype (Runtime.dtype: float16 halves the weights
- * and the cache); one reading a training state's float32 weights computes in float32.
+ * and the cache); one reading a training state's float32 weights computes in float32. With
+ * `oneRun` (the default on cuda, whose state crosses to the device at every run), a second session
+ * decodes a whole untruncated generation in one run (graphs.ts, buildGenerationLoop): the prompt,
+ * the ids and the KV cache cross once, not once per token. It holds its own copy of compiled-in
+ * weights.
  */
 import {
   allocate,
   type ComputeDtype,
   compile,
+  compileLoop,
+  type Moved,
   type ParameterSource,
   type Runtime,
   type Session,
@@ -25,7 +31,17 @@ import type { LoraTarget } from '../lora/config.js';
 import { AdapterSlots } from '../lora/slots.js';
 import type { LlamaConfig } from './config.js';
 import { fusedKernelsFor } from './decoder.js';
-import { buildDecoderGraph, DRAW_OUTPUTS, pastKey, pastValue, presentKey, presentValue } from './graphs.js';
+import {
+  buildDecoderGraph,
+  buildGenerationLoop,
+  type DecoderGraphOptions,
+  DRAW_OUTPUTS,
+  GENERATION_OUTPUTS,
+  pastKey,
+  pastValue,
+  presentKey,
+  presentValue,
+} from './graphs.js';
 import type { HostTensor } from './weights.js';
 
 let runnerCounter = 0;
@@ -39,10 +55,32 @@ const int64 = (rows: number[][]): WireTensor => ({
   data: BigInt64Array.from(rows.flat(), (v) => BigInt(v)),
 });
 
-/** What generation needs of a decoder: its config and fresh KV caches. */
+/** A whole generation decoded in one run: [steps][rows] tokens, log-probs and entropies. */
+export interface OneRunGeneration {
+  tokens: number[][];
+  logprobs: number[][];
+  entropies: number[][];
+}
+
+/**
+ * What generation needs of a decoder: its config and fresh KV caches; and, where it decodes a
+ * generation in one run (DecoderOptions.oneRun), that: the prompt step's ids, mask and positions,
+ * one uniform per step and row, and when a row stops.
+ */
 export interface Decoder {
   readonly config: LlamaConfig;
   openCache(batch: number): Promise<KvCache>;
+  oneRun?(
+    prompt: { ids: number[][]; mask: number[][]; positions: number[][] },
+    uniforms: number[][],
+    temperature: number,
+    stop: { eosIds: number[]; padId: number },
+  ): Promise<OneRunGeneration>;
+}
+
+export interface DecoderOptions {
+  /** Build the one-run generation session too. @default true on the cuda provider */
+  oneRun?: boolean;
 }
 
 export class DecoderRunner implements Decoder {
@@ -56,7 +94,13 @@ export class DecoderRunner implements Decoder {
     private readonly weightsFrom: ParameterSource | undefined,
     /** The KV cache's element type: the graph's compute dtype. */
     readonly dtype: ComputeDtype,
-  ) {}
+    /** The whole-generation session (DecoderOptions.oneRun), in the same worker. */
+    private readonly loop: Session | undefined,
+  ) {
+    if (loop) this.oneRun = (prompt, uniforms, t, stop) => this.generateInOneRun(prompt, uniforms, t, stop);
+  }
+
+  oneRun?: Decoder['oneRun'];
 
   /** The adapter a cache opened without a key decodes with (`create`'s). */
   private defaultAdapter: string | undefined;
@@ -70,8 +114,16 @@ export class DecoderRunner implements Decoder {
     config: LlamaConfig,
     weights: Record<string, HostTensor>,
     adapter?: Adapter,
+    options: DecoderOptions = {},
   ) {
-    const runner = await DecoderRunner.build(runtime, config, weights, adapter?.config.targets);
+    const runner = await DecoderRunner.build(
+      runtime,
+      config,
+      weights,
+      adapter?.config.targets,
+      undefined,
+      options,
+    );
     if (adapter) {
       await runner.setAdapter(DEFAULT_ADAPTER, adapter);
       runner.defaultAdapter = DEFAULT_ADAPTER;
@@ -88,8 +140,9 @@ export class DecoderRunner implements Decoder {
     config: LlamaConfig,
     weights: Record<string, HostTensor>,
     targets: readonly LoraTarget[],
+    options: DecoderOptions = {},
   ) {
-    return DecoderRunner.build(runtime, config, weights, targets);
+    return DecoderRunner.build(runtime, config, weights, targets, undefined, options);
   }
 
   /**
@@ -102,8 +155,9 @@ export class DecoderRunner implements Decoder {
     config: LlamaConfig,
     source: ParameterSource,
     targets?: readonly LoraTarget[],
+    options: DecoderOptions = {},
   ) {
-    return DecoderRunner.build(runtime, config, undefined, targets, source);
+    return DecoderRunner.build(runtime, config, undefined, targets, source, options);
   }
 
   private static async build(
@@ -111,19 +165,19 @@ export class DecoderRunner implements Decoder {
     config: LlamaConfig,
     weights: Record<string, HostTensor> | undefined,
     targets: readonly LoraTarget[] | undefined,
-    weightsFrom?: ParameterSource,
+    weightsFrom: ParameterSource | undefined,
+    options: DecoderOptions,
   ) {
     const dtype = weights ? runtime.dtype : 'float32';
-    const { graph, outputs } = buildDecoderGraph(config, {
+    const shape: Omit<DecoderGraphOptions, 'lastOnly' | 'sampling'> = {
       dtype,
-      lastOnly: true,
       ...(weights ? { weights } : {}),
-      sampling: true,
       // ONNX Runtime's fused kernels where every node costs a dispatch; the cpu provider keeps the
       // unfused ops, so its samples are the ones every earlier figure was measured with.
       fusedKernels: fusedKernelsFor(runtime.provider),
       ...(targets ? { adapterInputs: targets } : {}),
-    });
+    };
+    const { graph, outputs } = buildDecoderGraph(config, { ...shape, lastOnly: true, sampling: true });
     // The cache each step writes back stays on the device; only ids go in and draws come out,
     // written to host memory by the run itself. The logits stay on the device unless fetched.
     const session = await runtime.load(compile(graph, outputs, 'decoder', { provider: runtime.provider }), {
@@ -131,6 +185,13 @@ export class DecoderRunner implements Decoder {
       hostOutputs: DRAW_OUTPUTS,
       ...(weightsFrom ? { near: weightsFrom.session } : {}),
     });
+    const loop =
+      (options.oneRun ?? runtime.provider === 'cuda')
+        ? await runtime.load(
+            compileLoop(buildGenerationLoop(config, shape), 'generate', { provider: runtime.provider }),
+            { near: session },
+          )
+        : undefined;
     const stateId = `decoder-${process.pid}-${runnerCounter++}`;
     const store = {
       put: (tensors: Record<string, WireTensor>) => session.setState(stateId, tensors),
@@ -143,6 +204,7 @@ export class DecoderRunner implements Decoder {
       new AdapterSlots(config, targets, 'decoder', store),
       weightsFrom,
       dtype,
+      loop,
     );
   }
 
@@ -158,7 +220,13 @@ export class DecoderRunner implements Decoder {
   /** This decoder with the adapter set under `key`: what `generate` decodes through. */
   withAdapter(key: string): Decoder {
     this.adapters.require(key);
-    return { config: this.config, openCache: (batch) => this.openCache(batch, key) };
+    return {
+      config: this.config,
+      openCache: (batch) => this.openCache(batch, key),
+      ...(this.loop
+        ? { oneRun: (prompt, uniforms, t, stop) => this.generateInOneRun(prompt, uniforms, t, stop, key) }
+        : {}),
+    };
   }
 
   /** A fresh, empty KV cache for `batch` rows (decoding with the adapter under `adapter`). */
@@ -271,6 +339,74 @@ export class DecoderRunner implements Decoder {
     };
   }
 
+  /** A whole generation in the one-run session (Decoder.oneRun), with the adapter under `adapter`. */
+  private async generateInOneRun(
+    prompt: { ids: number[][]; mask: number[][]; positions: number[][] },
+    uniforms: number[][],
+    temperature: number,
+    stop: { eosIds: number[]; padId: number },
+    adapter = this.defaultAdapter,
+  ): Promise<OneRunGeneration> {
+    if (this.adapters.taken !== (adapter !== undefined))
+      throw new Error('this decoder decodes with an adapter: generate through withAdapter');
+    const rows = prompt.ids.length;
+    const { numKvHeads, headDim, numLayers } = this.config;
+    const empty: WireTensor = {
+      dtype: this.dtype,
+      dims: [rows, numKvHeads, 0, headDim],
+      data: allocate(this.dtype, 0),
+    };
+    const past: Record<string, WireTensor> = {};
+    for (let i = 0; i < numLayers; i++) [past[pastKey(i)], past[pastValue(i)]] = [empty, empty];
+    const slot = adapter !== undefined ? this.adapters.run(adapter) : undefined;
+    const from = this.weightsFrom;
+    const out = await this.loop!.run(
+      {
+        input_ids: int64(prompt.ids),
+        attention_mask: int64(prompt.mask),
+        position_ids: int64(prompt.positions),
+        ...past,
+        done: { dtype: 'float32', dims: [rows], data: new Float32Array(rows) },
+        uniform: {
+          dtype: 'float32',
+          dims: [uniforms.length, rows],
+          data: Float32Array.from(uniforms.flat()),
+        },
+        inv_temperature: {
+          dtype: 'float32',
+          dims: [],
+          data: Float32Array.of(temperature === 0 ? 1 : 1 / temperature),
+        },
+        greedy: { dtype: 'float32', dims: [], data: Float32Array.of(temperature === 0 ? 1 : 0) },
+        eos_ids: {
+          dtype: 'int64',
+          dims: [stop.eosIds.length],
+          data: BigInt64Array.from(stop.eosIds, BigInt),
+        },
+        pad_id: { dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(stop.padId)) },
+        ...slot?.feeds,
+      },
+      [...GENERATION_OUTPUTS],
+      {
+        state: this.stateId,
+        reads: { ...slot?.reads },
+        writes: {},
+        ...(from
+          ? { shared: { state: from.state, reads: Object.fromEntries(from.keys.map((k) => [k, k])) } }
+          : {}),
+      },
+    );
+    const byStep = (t: WireTensor) => {
+      const values = Array.from(t.data as ArrayLike<number | bigint>, Number);
+      return Array.from({ length: t.dims[0]! }, (_, k) => values.slice(k * rows, (k + 1) * rows));
+    };
+    return {
+      tokens: byStep(out.tokens!),
+      logprobs: byStep(out.logprobs!),
+      entropies: byStep(out.entropies!),
+    };
+  }
+
   /** @internal */
   async closeCache(cache: KvCache): Promise<void> {
     const keys: string[] = [];
@@ -281,12 +417,23 @@ export class DecoderRunner implements Decoder {
 
   async release(): Promise<void> {
     await this.session.dropState(this.stateId);
+    await this.loop?.release();
     await this.session.release();
   }
 
   /** The session decoding runs in: its provider, the bytes it moved, its device memory. */
   get runner(): Session {
     return this.session;
+  }
+
+  /** The bytes both sessions (step by step, and one run) moved between host and device so far. */
+  get moved(): Moved {
+    const [a, b] = [this.session.moved, this.loop?.moved];
+    return {
+      toDevice: a.toDevice + (b?.toDevice ?? 0),
+      toHost: a.toHost + (b?.toHost ?? 0),
+      readBacks: a.readBacks + (b?.readBacks ?? 0),
+    };
   }
 }
 
