@@ -14,6 +14,7 @@
 import {
   type ComputeDtype,
   type LossScaleSpec,
+  type Provider,
   type Runtime,
   SharedTensors,
   TrainingState,
@@ -59,7 +60,8 @@ export interface TrainRoundOptions extends LoopSettings {
   /**
    * Steps per runtime call (an ONNX Loop, engine/loop.ts): the weights and optimizer state cross
    * between host and device once per call instead of once per step, which is what a provider
-   * without device-resident state between runs (cuda, from Node) needs. @default 1
+   * without device-resident state between runs (cuda, from Node) needs.
+   * @default foldStepsFor's: 8 on cuda where a round can fold, else 1
    */
   foldSteps?: number;
 }
@@ -172,6 +174,16 @@ class FrozenScorers {
   }
 }
 
+/**
+ * The steps a round folds into one call unless told: 8 on cuda, whose state crosses the bus at
+ * every call (a round's steps are usually tens), where the round can fold (float32, a recipe that
+ * does not sample between steps); elsewhere 1, since a device-resident state gains nothing from
+ * it (a folded step on webgpu measured 7–9× slower: BENCHMARKS.md, "GPU").
+ */
+export function foldStepsFor(provider: Provider, dtype: ComputeDtype, selfSamples: boolean): number {
+  return provider === 'cuda' && dtype === 'float32' && !selfSamples ? 8 : 1;
+}
+
 /** The steps per call a round may fold, refused naming `fold_steps` where folding cannot work. */
 function checkFold(steps: number, selfSamples: boolean, dtype: ComputeDtype): number {
   const bad = (description: string) => DuelError.invalidArgument([{ field: 'fold_steps', description }]);
@@ -211,7 +223,12 @@ async function trainRoundWith(
 ): Promise<{ weights: Record<string, HostTensor>; metrics: RoundMetrics; adapter?: Adapter }> {
   const recipe = recipeFor(o.algo, o.hparams);
   checkRecords(o.records, o.config.vocabSize, recipe.recipe.needsPrefs);
-  const fold = checkFold(o.foldSteps ?? 1, recipe.selfSamples !== undefined, runtime.dtype);
+  const selfSamples = recipe.selfSamples !== undefined;
+  const fold = checkFold(
+    o.foldSteps ?? foldStepsFor(runtime.provider, runtime.dtype, selfSamples),
+    selfSamples,
+    runtime.dtype,
+  );
   // With an adapter the base model itself is the natural reference: no second copy needed.
   const reference = o.reference ?? (o.adapter ? o.weights : undefined);
   if (recipe.recipe.usesReference && !reference)

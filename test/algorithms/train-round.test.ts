@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { winnerLoser, winRates } from '../../src/algorithms/estimators.js';
 import { RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { plan } from '../../src/algorithms/steps.js';
-import { trainRound } from '../../src/algorithms/train-round.js';
+import { foldStepsFor, trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
@@ -329,6 +329,14 @@ describe('steps folded into one runtime call (fold_steps)', () => {
     const [plain, folded] = [await round(1, { adapter }), await round(4, { adapter })];
     expect(maxRelativeDiff(folded.adapter!.tensors, plain.adapter!.tensors)).toBeLessThan(1e-5);
     expect(maxRelativeDiff(plain.adapter!.tensors, adapter.tensors)).toBeGreaterThan(1e-3);
+  });
+
+  it('are 8 by default on cuda, where a round can fold, and 1 elsewhere', () => {
+    expect(foldStepsFor('cuda', 'float32', false)).toBe(8);
+    expect(foldStepsFor('cuda', 'float16', false)).toBe(1);
+    expect(foldStepsFor('cuda', 'float32', true)).toBe(1);
+    expect(foldStepsFor('webgpu', 'float32', false)).toBe(1);
+    expect(foldStepsFor('cpu', 'float32', false)).toBe(1);
   });
 
   it('are refused where a step needs the host between steps', async () => {
