@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { winnerLoser, winRates } from '../../src/algorithms/estimators.js';
 import { RECIPES, recipeFor } from '../../src/algorithms/recipes/index.js';
 import { plan } from '../../src/algorithms/steps.js';
-import { foldStepsFor, trainRound } from '../../src/algorithms/train-round.js';
+import { foldStepsFor, type TrainRoundOptions, trainRound } from '../../src/algorithms/train-round.js';
 import { Runtime } from '../../src/engine/index.js';
 import { rng } from '../../src/models/common/rng.js';
 import type { HostTensor } from '../../src/models/llama/weights.js';
@@ -272,45 +272,39 @@ describe('one plain-SGD step of a LoRA round equals (A, B) − lr·∇L, L over 
   });
 });
 
+/** Five AdamW steps of one record a batch (the records' rows differ in length), with another reference. */
+const fiveSteps = (extra: Partial<TrainRoundOptions> = {}, rt = runtime) =>
+  trainRound(rt, {
+    algo: 'inpo',
+    hparams: HPARAMS.inpo!,
+    config: cfg,
+    weights: f32(weights(cfg, 2, 'float64', 5)),
+    reference: f32(weights(cfg, 3, 'float64', 5)),
+    records: RECORDS,
+    optimizer: { kind: 'adamw' },
+    lr: 1e-2,
+    steps: 5,
+    batchSize: 1,
+    gradClip: 1,
+    seed: 0,
+    ...extra,
+  });
+
 describe('SPO', () => {
   it('redraws its KL samples from the current weights every resample_every steps', async () => {
-    const { metrics } = await trainRound(runtime, {
+    const { metrics } = await fiveSteps({
       algo: 'spo',
       hparams: { resample_every: 2, sample_max_new_tokens: 3 },
-      config: cfg,
-      weights: f32(weights(cfg, 2, 'float64', 5)),
-      reference: f32(weights(cfg, 3, 'float64', 5)),
-      records: RECORDS,
-      optimizer: { kind: 'adamw' },
       lr: 1e-3,
-      steps: 5,
-      batchSize: 1,
-      gradClip: 1,
-      seed: 0,
     });
     expect(metrics).toMatchObject({ steps: 5, skipped_steps: 0, resamples: 2, diverged: false });
   });
 });
 
 describe('steps folded into one runtime call (fold_steps)', () => {
-  const round = (foldSteps: number, extra: Partial<Parameters<typeof trainRound>[1]> = {}, rt = runtime) =>
-    trainRound(rt, {
-      algo: 'inpo',
-      hparams: HPARAMS.inpo!,
-      config: cfg,
-      weights: f32(weights(cfg, 2, 'float64', 5)),
-      reference: f32(weights(cfg, 3, 'float64', 5)),
-      records: RECORDS,
-      optimizer: { kind: 'adamw' },
-      lr: 1e-2,
-      // One record a batch: the two records' rows differ in length, so a folded call pads them.
-      steps: 5,
-      batchSize: 1,
-      gradClip: 1,
-      seed: 0,
-      foldSteps,
-      ...extra,
-    });
+  // A folded call pads the two records' rows to one length.
+  const round = (foldSteps: number, extra: Partial<TrainRoundOptions> = {}, rt = runtime) =>
+    fiveSteps({ foldSteps, ...extra }, rt);
 
   it('end with the weights and losses of the same steps taken one call each', async () => {
     const [plain, folded] = [await round(1), await round(3)];
