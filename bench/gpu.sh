@@ -175,8 +175,9 @@ if [ -n "$cuda_parts" ]; then
       bash -c "duel bench decode --json $decode --no-peer --stepwise"
     part "$(limit 60)" decode-cuda-float16 env DUEL_RUNTIME_PROVIDER=cuda \
       bash -c "duel bench decode --json $decode --no-peer --dtype float16"
-    part "$(limit 60)" round-cuda env DUEL_RUNTIME_PROVIDER=cuda bash -c "round $sizes"
-    # cuda's state crosses at every run: 8 steps as one run move it once (moved_mb_per_step).
+    # cuda's state crosses at every run: a step a run (FOLD=1), then 8 steps as one run, the
+    # default there, which move it once (moved_mb_per_step).
+    part "$(limit 60)" round-cuda env DUEL_RUNTIME_PROVIDER=cuda FOLD=1 bash -c "round $sizes"
     part "$(limit 60)" round-cuda-folded env DUEL_RUNTIME_PROVIDER=cuda FOLD=8 bash -c "round $sizes"
   else
     say "the cuda provider does not load here (doctor-cuda.txt): its parts skipped"
