@@ -245,6 +245,18 @@ async function referenceWeights(core: TrainerCore, ref: ModelRef) {
  * The adapter a LoRA round trains: the policy's own, continued (its shape must be the one the
  * round asks for), or a fresh one of that shape, seeded by the round's seed.
  */
+/**
+ * The loss scale the round that wrote `dir` ended with (its metrics.json), where it trained in
+ * float16: the next round starts there, as one GradScaler carries its scale through a whole run,
+ * instead of backing off from 2¹⁶ again. A model no round wrote (the run's first) has none.
+ */
+function endedLossScale(dir: string): number | undefined {
+  const file = join(dir, 'metrics.json');
+  if (!existsSync(file)) return undefined;
+  const scale = (JSON.parse(readFileSync(file, 'utf8')) as RoundMetrics).loss_scale;
+  return typeof scale === 'number' && scale > 0 && Number.isFinite(scale) ? scale : undefined;
+}
+
 async function adapterToTrain(
   core: TrainerCore,
   config: TrainRoundConfig,
@@ -290,7 +302,11 @@ async function trainAndPublish(
   };
   const log = ctx.log.child({ run: config.runId, round: config.round });
   log.info({ algo: config.algorithm, records: records.length }, 'round training');
-  const policy = loadModelDir(await core.resolve(config.policy!.artifact!));
+  const policyDir = await core.resolve(config.policy!.artifact!);
+  const policy = loadModelDir(policyDir);
+  const startScale = endedLossScale(
+    config.policy!.adapter ? await core.resolve(config.policy!.adapter) : policyDir,
+  );
   const reference = config.reference ? await referenceWeights(core, config.reference) : undefined;
   const adapter = config.lora ? await adapterToTrain(core, config, policy.config) : undefined;
   // The first step's time includes compiling the round's graphs, as a user waiting on it sees it.
@@ -302,6 +318,7 @@ async function trainAndPublish(
     weights: policy.weights,
     ...(reference ? { reference } : {}),
     ...(adapter ? { adapter } : {}),
+    ...(startScale ? { lossScale: { init: startScale } } : {}),
     records,
     ...loopSettings(round.settings, Number(config.seed ?? 0)),
     onStep: (step, total, loss) => {

@@ -224,6 +224,8 @@ const TRANSIENT_NATS = new Set(['TIMEOUT', '503', '408', 'DISCONNECT', 'CONNECTI
 
 /** How long a JetStream write keeps retrying through a NATS outage before it fails the caller. */
 const NATS_OUTAGE_MS = 60_000;
+/** How long a record may read older than an acknowledged write before its leader is asked to step down. */
+const STALE_REELECT_MS = 8_000;
 
 /**
  * Runs `op`, retrying with backoff while NATS is restarting (TRANSIENT_NATS) for up to `maxWaitMs`;
@@ -290,6 +292,9 @@ export class CasStore<T> implements RecordStore<T> {
     readonly kv: KV,
     private readonly encode: (v: T) => Uint8Array,
     private readonly decode: (b: Uint8Array) => T,
+    /** Asks the bucket's stream to elect another leader (caughtUpRead's last resort). */
+    private readonly reelect?: () => Promise<void>,
+    private readonly reelectAfterMs = STALE_REELECT_MS,
   ) {}
 
   /** The bucket on `nc`, created with (or raised to) its `nats.replicas`. */
@@ -310,7 +315,10 @@ export class CasStore<T> implements RecordStore<T> {
     // (nats.js's default) is changed, then opened again, since the view keeps how it was opened.
     const { config } = await jsm.streams.info(`KV_${bucket}`);
     if (config.allow_direct) await jsm.streams.update(config.name, { ...config, allow_direct: false });
-    return new CasStore(await nc.jetstream().views.kv(bucket, opts), encode, decode);
+    const reelect = async () => {
+      await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${config.name}`, undefined, { timeout: 5000 });
+    };
+    return new CasStore(await nc.jetstream().views.kv(bucket, opts), encode, decode, reelect);
   }
 
   async get(
@@ -363,20 +371,33 @@ export class CasStore<T> implements RecordStore<T> {
   /**
    * The record, read again (with backoff, for as long as a NATS outage is waited out) while it
    * lacks a write this process saw acknowledged: nats-server 2.9 lets a stream leader just elected
-   * answer a read before it has applied the entries its predecessor committed.
+   * answer a read before it has applied the entries its predecessor committed. A leader that
+   * stays behind for STALE_REELECT_MS is asked to step down, and again each STALE_REELECT_MS
+   * after: a CI run saw one answer a stale revision for a whole minute after its predecessor was
+   * killed. The write was acknowledged once a quorum stored it, so one of the two replicas left
+   * holds it, and an election that picks the one holding it ends the wait.
    */
   private async caughtUpRead(
     key: string,
     caughtUp: (current: T) => boolean,
   ): Promise<{ value: T; revision: number } | undefined> {
     const start = Date.now();
+    let [reelectAt, reelections] = [start + this.reelectAfterMs, 0];
     for (let backoff = 50; ; backoff = Math.min(backoff * 2, 1000)) {
       const cur = await this.get(key);
       if (!cur || caughtUp(cur.value)) return cur;
       if (Date.now() - start > NATS_OUTAGE_MS)
         throw DuelError.unavailable(
-          `record ${key} still reads as revision ${cur.revision}, older than a write acknowledged before, after ${Math.round((Date.now() - start) / 1000)} s`,
+          `record ${key} still reads as revision ${cur.revision}, older than a write acknowledged before, after ${Math.round((Date.now() - start) / 1000)} s and ${reelections} leader re-elections`,
         );
+      if (this.reelect && Date.now() >= reelectAt) {
+        // A refused or timed-out stepdown (no other replica current yet) is tried again later.
+        await this.reelect().then(
+          () => reelections++,
+          () => {},
+        );
+        reelectAt = Date.now() + this.reelectAfterMs;
+      }
       await new Promise((r) => setTimeout(r, backoff));
     }
   }

@@ -238,6 +238,37 @@ describe('JetStream records read from a server that lags', () => {
     expect((await store.get('r'))!.value).toEqual({ n: 3 });
   });
 
+  it('asks the stream for another leader while its reads stay behind, and reads the new one', async () => {
+    const real = await CasStore.open(nc, 'lagging_reelect', encode, decode);
+    await real.create('r', { n: 1 });
+    await real.update('r', () => ({ n: 2 }));
+    // A leader that answers the older revision until another is elected.
+    let [behind, reelections] = [true, 0];
+    const kv = new Proxy(real.kv, {
+      get(target, prop, receiver) {
+        if (prop !== 'get') return Reflect.get(target, prop, receiver);
+        return async (key: string) => {
+          const e = await target.get(key);
+          return e && behind ? target.get(key, { revision: e.revision - 1 }) : e;
+        };
+      },
+    });
+    const store = new CasStore(
+      kv,
+      encode,
+      decode,
+      async () => {
+        reelections++;
+        behind = false;
+      },
+      300,
+    );
+    const t0 = Date.now();
+    expect((await store.get('r', (v) => v.n >= 2))!.value).toEqual({ n: 2 });
+    expect(reelections).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+  });
+
   it('gives a caught-up read, and without the check the stale one a new leader answered', async () => {
     expect((await (await lagging('lagging_get', 1)).get('r'))!.value).toEqual({ n: 1 });
     expect((await (await lagging('lagging_get_2', 3)).get('r', (v) => v.n >= 2))!.value).toEqual({ n: 2 });

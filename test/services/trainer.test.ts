@@ -146,6 +146,40 @@ describe('TrainerService', () => {
     }
   });
 
+  it('in float16 starts a round at the loss scale the round that made its policy ended with', async () => {
+    const half = new Runtime({ workers: 1, intraOpThreads: 1, dtype: 'float16' });
+    const started = await startService([trainerService(new TrainerCore(half, store))]);
+    const halfClient = new TrainerServiceClient(started.address, grpc.credentials.createInsecure());
+    try {
+      // A policy written by a float16 round that ended at 2¹⁰, and the run's first (no metrics).
+      const cfg = tinyLlamaConfig(1);
+      saveModelDir(join(root, 'p1'), cfg, initLlamaWeights(cfg, 2), {
+        extraFiles: { 'metrics.json': JSON.stringify({ loss_scale: 1024 }) },
+      });
+      const fromRound = { ...policy, artifact: store.put(join(root, 'p1'), 'run/round-1-half') };
+      const train = (from: ModelRef, outputUri: string) =>
+        new Promise<TrainRoundResponse>((resolve, reject) => {
+          const call = halfClient.trainRound((err, res) => (err ? reject(err) : resolve(res!)));
+          for (const m of [
+            config({ policy: from, outputUri }),
+            record([4, 5], [6], [7, 8], 0.9),
+            record([9], [10, 4], [5], 0.2),
+          ])
+            call.write(m);
+          call.end();
+        });
+      const [carried, first] = [await train(fromRound, 'run/half-2'), await train(policy, 'run/half-1')];
+      const scale = (r: TrainRoundResponse) =>
+        r.metrics!.values.loss_scale! * 2 ** r.metrics!.values.overflow_steps!;
+      expect(scale(carried)).toBe(1024);
+      expect(scale(first)).toBe(65536);
+    } finally {
+      halfClient.close();
+      await started.server.shutdown('test over');
+      await half.close();
+    }
+  });
+
   it('answers a repeated round with the checkpoint it already published, and refuses a different one under that name', async () => {
     const messages = [config({ outputUri: 'run/repeat' }), record([4, 5], [6], [7, 8], 0.9)];
     const first = await trainRound(messages);

@@ -85,7 +85,8 @@ describe('duel demo', () => {
     expect(code, stderr.slice(-3000)).toBe(0);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
     expect(summary).toMatchObject({ bus: 'memory', dtype: 'float16' });
-    // The trainer trained its round in mixed precision: it reports the loss scale it ended with.
+    // The trainer trained its round in mixed precision: it reports the loss scale it ended with
+    // (test/services/trainer.test.ts: the next round starts there).
     const { loss_scale, overflow_steps } = summary.rounds[1].train;
     expect(loss_scale).toBe(65536 / 2 ** overflow_steps);
     expect(stderr).toMatch(/in-process bus/);
