@@ -83,9 +83,10 @@ const shared = {
       /** ONNX Runtime worker threads; 0: one per core the container may use, at most 4. */
       workers: z.number().int().min(0).max(64).default(0),
       /**
-       * What decoding computes in: float16 halves its weights and KV cache (norms, softmax and
-       * logits stay float32), and so do duel's judge and reward models; the published PairRM,
-       * log-probs and training are float32 either way.
+       * What the services compute in: float16 halves the weights and KV cache of decoding and of
+       * every judge (duel's, PairRM, the reward models; norms, softmax and logits stay float32),
+       * and a trainer's rounds train in mixed precision (float32 master weights, the loss scaled);
+       * the Logprobs call and the training sessions are float32 either way.
        */
       dtype: z.enum(COMPUTE_DTYPES).default('float32'),
     })
