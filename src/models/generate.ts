@@ -121,6 +121,17 @@ export async function generate(
   ]);
   const lengths = rows.map((row) => row.ids.length);
 
+  /** Row i's drawn token, its log-prob and entropy, and whether it stops the row (EOS). */
+  const take = (i: number, token: number, logprob: number, entropy: number) => {
+    out[i]!.tokens.push(token);
+    out[i]!.logprobs.push(logprob);
+    out[i]!.entropies.push(entropy);
+    if (o.eosIds.includes(token)) {
+      done[i] = true;
+      out[i]!.finish = 'eos';
+    }
+  };
+
   // The common case draws inside the graph: B tokens come back instead of B×V logits.
   const inGraph = !o.mixture && (o.topK === 0 || o.topK >= v) && o.topP >= 1;
   if (inGraph && policy.oneRun) {
@@ -128,17 +139,8 @@ export async function generate(
     const uniforms = Array.from({ length: o.maxNewTokens }, () => streams.map((next) => next()));
     const drawn = await policy.oneRun({ ids, mask, positions }, uniforms, o.temperature, o);
     drawn.tokens.forEach((step, k) => {
-      for (let i = 0; i < r; i++) {
-        if (done[i]) continue;
-        const token = step[i]!;
-        out[i]!.tokens.push(token);
-        out[i]!.logprobs.push(drawn.logprobs[k]![i]!);
-        out[i]!.entropies.push(drawn.entropies[k]![i]!);
-        if (o.eosIds.includes(token)) {
-          done[i] = true;
-          out[i]!.finish = 'eos';
-        }
-      }
+      for (let i = 0; i < r; i++)
+        if (!done[i]) take(i, step[i]!, drawn.logprobs[k]![i]!, drawn.entropies[k]![i]!);
     });
     o.onStep?.(drawn.tokens.length, done.filter(Boolean).length, r);
     return out;
@@ -163,13 +165,7 @@ export async function generate(
           continue;
         }
         const token = drawn.tokens[i]!;
-        out[i]!.tokens.push(token);
-        out[i]!.logprobs.push(drawn.logprobs[i]!);
-        out[i]!.entropies.push(drawn.entropies[i]!);
-        if (o.eosIds.includes(token)) {
-          done[i] = true;
-          out[i]!.finish = 'eos';
-        }
+        take(i, token, drawn.logprobs[i]!, drawn.entropies[i]!);
         next.push([token]);
       }
       const finished = done.filter(Boolean).length;
