@@ -5,7 +5,8 @@
  * ForwardBackward and one OptimStep, then its peak resident memory (VmHWM) — while this process
  * watches the machine's available memory and kills the child when less than `reserveMb` is left,
  * so a size that does not fit ends as "does not fit" rather than in the kernel's OOM killer. Sizes
- * go up a ladder of published shapes; a mode stops at its first size that does not fit.
+ * go up a ladder of published shapes; a mode stops at its first size that does not fit. With
+ * `--gradient-checkpointing` each layer's activations are recomputed in the backward pass.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -94,7 +95,13 @@ const countParams = (w: Record<string, { data: ArrayLike<number> }>) =>
   Object.values(w).reduce((n, t) => n + t.data.length, 0);
 
 /** One size, in this process: the session, one step, and what the process peaked at. */
-export async function trainOnce(model: string, mode: Mode, batch: number, seq: number) {
+export async function trainOnce(
+  model: string,
+  mode: Mode,
+  batch: number,
+  seq: number,
+  checkpointing: boolean,
+) {
   const cfg = LADDER[model];
   if (!cfg) throw new Error(`unknown model '${model}' (known: ${Object.keys(LADDER).join(', ')})`);
   const runtime = new Runtime({ workers: 1, intraOpThreads: 0 });
@@ -113,6 +120,7 @@ export async function trainOnce(model: string, mode: Mode, batch: number, seq: n
       gradClip: 1,
       lr: 1e-5,
       lowMemory: true,
+      checkpointing,
     };
     let session: TrainingSession;
     let shared: SharedTensors | undefined;
@@ -154,6 +162,8 @@ export interface LargestOptions {
   seq: number;
   /** Kill a size when the machine has less than this available. */
   reserveMb: number;
+  /** Train with gradient checkpointing (TrainingSessionOptions.checkpointing). */
+  checkpointing: boolean;
   log: (line: string) => void;
 }
 
@@ -183,6 +193,7 @@ export async function runLargest(o: LargestOptions) {
   return {
     batch: o.batch,
     seq: o.seq,
+    gradient_checkpointing: o.checkpointing,
     memory_gb: statusMb('MemTotal', '/proc/meminfo') / 1024,
     largest_full: largest('full'),
     largest_lora: largest('lora'),
@@ -207,6 +218,7 @@ async function oneSize(model: string, mode: Mode, o: LargestOptions): Promise<Si
       `${o.batch}`,
       '--seq',
       `${o.seq}`,
+      ...(o.checkpointing ? ['--gradient-checkpointing'] : []),
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );

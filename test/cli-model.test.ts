@@ -333,6 +333,14 @@ describe('duel model / duel sample', () => {
     expect(mFold).toMatchObject({ steps: 6, skipped_steps: 0 });
     expect(mFold.loss_first).toBeCloseTo(metrics.loss_first, 5);
     expect(mFold.loss_last).toBeCloseTo(metrics.loss_last, 4);
+    // Recomputing the layers' activations: the same six steps, the same losses, the same weights.
+    const recomputed = sft('--out', 'sft-ckpt-out', ...sixSgdSteps, '--gradient-checkpointing');
+    expect(recomputed.status, recomputed.stderr).toBe(0);
+    const mCkpt = JSON.parse(readFileSync(join(dir, 'sft-ckpt-out', 'metrics.json'), 'utf8'));
+    expect([mCkpt.loss_first, mCkpt.loss_last]).toEqual([metrics.loss_first, metrics.loss_last]);
+    expect(readFileSync(join(dir, 'sft-ckpt-out', 'model.safetensors'))).toEqual(
+      readFileSync(join(dir, 'sft-out', 'model.safetensors')),
+    );
     const halfFold = sft('--out', 'sft-bad', ...sixSgdSteps, '--fold-steps', '3', '--dtype', 'float16');
     expect(halfFold.status).toBe(2);
     expect(halfFold.stderr).toMatch(/fold_steps: cannot fold float16 steps/);

@@ -24,6 +24,12 @@ export const config = serviceConfig(
         /** Acknowledge rounds on this wake consumer once trained (the orchestrator's trainerWakeConsumer). */
         wakeConsumer: z.string().default(''),
         /**
+         * Rounds and sessions recompute each layer's activations in the backward pass instead of
+         * keeping them: a step's peak memory falls to the state and one layer's activations, for
+         * one more forward pass (SmolLM-135M at 8 × 512 tokens: BENCHMARKS.md).
+         */
+        gradientCheckpointing: z.boolean().default(false),
+        /**
          * This replica's name as owner of training sessions; unique among live replicas
          * (Kubernetes: the pod name). Default: host name and process id.
          */
@@ -89,6 +95,7 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
     metrics,
     (r) => artifacts.dir(r),
     acknowledge,
+    { checkpointing: cfg.trainer.gradientCheckpointing },
   );
   // Sessions are journaled on NATS (opened with the first session call, so a trainer that serves
   // only rounds never connects for them), or in this process's memory on the in-process bus. The

@@ -121,6 +121,8 @@ export class TrainerCore {
     readonly resolve: ResolveArtifact = resolveFileArtifact,
     /** Told of every round whose checkpoint exists (trained now or before): the wake queue's ack. */
     readonly onTrained: (runId: string, round: number) => Promise<void> = async () => {},
+    /** How rounds and sessions train: with gradient checkpointing (TrainRoundOptions.checkpointing). */
+    readonly training: { checkpointing?: boolean } = {},
   ) {}
 
   /** onTrained, whose failure is logged, never the call's: the checkpoint is published either way. */
@@ -319,6 +321,7 @@ async function trainAndPublish(
     ...(reference ? { reference } : {}),
     ...(adapter ? { adapter } : {}),
     ...(startScale ? { lossScale: { init: startScale } } : {}),
+    checkpointing: core.training.checkpointing ?? false,
     records,
     ...loopSettings(round.settings, Number(config.seed ?? 0)),
     onStep: (step, total, loss) => {

@@ -282,7 +282,13 @@ export class TrainingSessions {
   private async open(r: TrainingSessionRecord): Promise<Live> {
     const settings = parseTrainingSettings(settingsFromWire(r.optimizer), (key) => `optimizer.${key}`);
     const { optimizer, gradClip, lr } = loopSettings(settings, 0);
-    const loop = { optimizer, gradClip, lr, lowMemory: this.options.lowMemory ?? true };
+    const loop = {
+      optimizer,
+      gradClip,
+      lr,
+      lowMemory: this.options.lowMemory ?? true,
+      checkpointing: this.core.training.checkpointing ?? false,
+    };
     let l: Live;
     if (r.lora) {
       const lora = loraConfigOf(r.lora);

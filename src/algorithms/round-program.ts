@@ -108,6 +108,13 @@ export function stepBatch(
 export const slotExamples = (data: Record<string, SlotData>): Record<string, Row> =>
   Object.fromEntries(Object.entries(data).map(([slot, d]) => [slot, d.rows[0]![0]!]));
 
+export interface RoundProgramOptions {
+  /** What the forward and backward passes compute in (the parameters stay float32). */
+  dtype?: ComputeDtype;
+  /** Gradient checkpointing of the decoder's layers (DecoderInputs.checkpointing). */
+  checkpointing?: boolean;
+}
+
 /**
  * The TrainProgram of a round: built once by TrainingState, then asked for each step's feeds. Its
  * parameters (and a LoRA base) are float32; `compute` float16 casts them for the forward and
@@ -131,8 +138,12 @@ export class RoundProgram {
       base: Readonly<Record<string, { dims: readonly number[] }>>;
       adapter: Adapter['config'];
     },
-    private readonly compute: ComputeDtype = 'float32',
+    private readonly options: RoundProgramOptions = {},
   ) {}
+
+  private get compute(): ComputeDtype {
+    return this.options.dtype ?? 'float32';
+  }
 
   build(
     g: Graph,
@@ -172,6 +183,7 @@ export class RoundProgram {
         slotLogps(inputs, this.cfg, w, slot, example, this.recipe.recipe.frozen, {
           lora: adapter,
           fusedKernels: fusedKernelsFor(target.provider),
+          checkpointing: this.options.checkpointing ?? false,
         }),
       ]),
     );
@@ -191,7 +203,11 @@ function slotLogps(
   slot: string,
   example: Row,
   frozen: readonly Frozen[],
-  model: { lora: { scale: number; targets: ReadonlySet<string> } | undefined; fusedKernels: boolean },
+  model: {
+    lora: { scale: number; targets: ReadonlySet<string> } | undefined;
+    fusedKernels: boolean;
+    checkpointing: boolean;
+  },
 ): SlotLogps {
   // Every slot has the same rows per record, so one symbol R serves all; lengths differ.
   const [R, T_] = ['R', `T_${slot}`];
@@ -209,6 +225,7 @@ function slotLogps(
     targetMask: mask,
     ...(model.lora ? { lora: model.lora } : {}),
     fusedKernels: model.fusedKernels,
+    checkpointing: model.checkpointing,
   });
   const frozenInputs = Object.fromEntries(
     frozen.map((z) => {

@@ -74,6 +74,11 @@ export interface TrainingSessionOptions {
   lowMemory?: boolean;
   /** Steps write the state into its own buffers (TrainingStateOptions.inPlace). @default true */
   inPlace?: boolean;
+  /**
+   * Gradient checkpointing (DecoderInputs.checkpointing): the backward pass recomputes each
+   * layer's activations instead of keeping them, for one more forward pass per step.
+   */
+  checkpointing?: boolean;
   optimizer: OptimizerSpec;
   /** Global-norm clipping of each optim step's accumulated gradient; 0 disables. */
   gradClip: number;
@@ -115,7 +120,7 @@ function completionLogprobs<B extends Padded>(
   cfg: LlamaConfig,
   x: BatchInputs<B>,
   model: ReturnType<typeof modelWeights>,
-  fusedKernels: boolean,
+  graph: { fusedKernels: boolean; checkpointing?: boolean },
 ) {
   const mask = x.add(
     'target_mask',
@@ -125,7 +130,7 @@ function completionLogprobs<B extends Padded>(
   );
   const { perToken } = sequenceLogprobs(cfg, model.w, {
     ...(model.lora ? { lora: model.lora } : {}),
-    fusedKernels,
+    ...graph,
     inputIds: x.add(
       'input_ids',
       'int64',
@@ -200,6 +205,7 @@ export class TrainingSession {
     /** The starting weights (π_ref of the pairwise losses); unset for a LoRA session, whose π_ref is its base. */
     private readonly initial: (() => Promise<Record<string, HostTensor>>) | undefined,
     readonly lora: LoraConfig | undefined,
+    private readonly checkpointing: boolean,
   ) {}
 
   private changes = 0;
@@ -226,7 +232,7 @@ export class TrainingSession {
           cfg,
           x,
           modelWeights(cfg, param, frozen, o.lora?.config),
-          fusedKernelsFor(target.provider),
+          { fusedKernels: fusedKernelsFor(target.provider), checkpointing: o.checkpointing ?? false },
         );
         const a = x.add(
           'weights',
@@ -292,6 +298,7 @@ export class TrainingSession {
       runtime,
       o.lora ? undefined : (o.reference ?? (async () => o.weights)),
       o.lora?.config,
+      o.checkpointing ?? false,
     );
   }
 
@@ -366,6 +373,7 @@ export class TrainingSession {
         recipe,
         examples,
         this.lora ? { base: this.state.frozenShapes, adapter: this.lora } : undefined,
+        { checkpointing: this.checkpointing },
       );
       loss = this.state.addLoss(this.runtime, program).then((run) => ({ program, run }));
       this.rounds.set(key, loss);
@@ -404,7 +412,7 @@ export class TrainingSession {
       inputs = new BatchInputs<Padded>(g);
       const model = modelWeights(this.config, param, frozen, this.lora, adapter);
       const fused = fusedKernelsFor(target.provider);
-      return { logprobs: completionLogprobs(this.config, inputs, model, fused).perToken };
+      return { logprobs: completionLogprobs(this.config, inputs, model, { fusedKernels: fused }).perToken };
     });
     return { reader, inputs: inputs! };
   }

@@ -64,6 +64,8 @@ export interface TrainRoundOptions extends LoopSettings {
    * @default foldStepsFor's: 8 on cuda where a round can fold, else 1
    */
   foldSteps?: number;
+  /** Gradient checkpointing of the decoder's layers: less memory, one more forward pass a step. */
+  checkpointing?: boolean;
 }
 
 /** A model the round scores or samples from: weights, and an adapter on them. */
@@ -249,7 +251,7 @@ async function trainRoundWith(
     recipe,
     slotExamples(data),
     o.adapter ? { base: o.weights, adapter: o.adapter.config } : undefined,
-    runtime.dtype,
+    { dtype: runtime.dtype, checkpointing: o.checkpointing ?? false },
   );
   const state = await TrainingState.create(
     runtime,

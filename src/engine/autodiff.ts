@@ -6,6 +6,7 @@
 
 import { isFloat } from './dtype.js';
 import type { Node, Tensor } from './graph.js';
+import { type CheckpointSegment, checkpointGate } from './ops/checkpoint.js';
 import { add } from './ops/elementwise.js';
 import { scalar } from './ops/helpers.js';
 import { zeros } from './ops/linalg-index.js';
@@ -34,12 +35,11 @@ export function grad(loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
     grads.set(key(t), prev ? add(prev, g) : g);
   };
 
-  for (let id = loss.node.id; id >= 0; id--) {
-    const node = graph.nodes[id] as Node;
-    if (!node.outputs.some((o) => live.has(key(o)))) continue;
+  const backprop = (node: Node) => {
+    if (!node.outputs.some((o) => live.has(key(o)))) return;
     const outGrads = node.outputs.map((o) => grads.get(key(o)));
-    if (outGrads.every((g) => g === undefined)) continue;
-    if (node.inputs.length === 0) continue;
+    if (outGrads.every((g) => g === undefined)) return;
+    if (node.inputs.length === 0) return;
     if (!node.op.vjp) {
       throw new Error(
         `grad: ${node.op.name} (node ${node.id}) has no gradient rule but lies on the path from the loss to a parameter`,
@@ -62,6 +62,65 @@ export function grad(loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
         accumulate(input, g);
       }
     });
+  };
+
+  /**
+   * A checkpointed segment's rules run on a second trace of it, made here: its inputs wait for
+   * the gradient that reaches the segment (After), and the gradients of the first trace's
+   * tensors move to their copies. Nothing of the backward pass then reads the first trace.
+   */
+  const recompute = (segment: CheckpointSegment) => {
+    const graded: Tensor[] = [];
+    for (let id = segment.start; id < segment.end; id++) {
+      const node = graph.nodes[id] as Node;
+      // A graph input the segment declared (a weight looked up on first use) is not recomputed.
+      if (node.inputs.length === 0) continue;
+      for (const out of node.outputs) if (grads.has(key(out))) graded.push(out);
+    }
+    const last = graded.at(-1);
+    if (!last) return;
+    const dep = grads.get(key(last)) as Tensor;
+    const copy = new Map<string, Tensor>();
+    const first = graph.nodes.length;
+    for (const x of segment.inputs) {
+      if (!isFloat(x.dtype) || copy.has(key(x))) continue;
+      const late = checkpointGate(x, dep);
+      copy.set(key(x), late);
+      if (live.has(key(x))) live.add(key(late));
+    }
+    for (let id = segment.start; id < segment.end; id++) {
+      const node = graph.nodes[id] as Node;
+      if (node.inputs.length === 0) continue;
+      const outs = graph.apply(
+        node.op,
+        node.inputs.map((t) => copy.get(key(t)) ?? t),
+        node.attrs,
+      );
+      node.outputs.forEach((o, i) => {
+        const c = outs[i] as Tensor;
+        copy.set(key(o), c);
+        if (live.has(key(o))) live.add(key(c));
+      });
+    }
+    for (const t of graded) {
+      grads.set(key(copy.get(key(t)) as Tensor), grads.get(key(t)) as Tensor);
+      grads.delete(key(t));
+    }
+    for (let id = graph.nodes.length - 1; id >= first; id--) backprop(graph.nodes[id] as Node);
+  };
+
+  // Segments wholly before the loss; one that computes the loss itself is differentiated as it is.
+  const segmentEndingAt = new Map(
+    graph.checkpoints.filter((s) => s.end - 1 <= loss.node.id).map((s) => [s.end - 1, s]),
+  );
+  for (let id = loss.node.id; id >= 0; id--) {
+    const segment = segmentEndingAt.get(id);
+    if (segment) {
+      recompute(segment);
+      id = segment.start;
+      continue;
+    }
+    backprop(graph.nodes[id] as Node);
   }
   return wrt.map((w) => grads.get(key(w)) ?? zerosIfIndependent(loss, w));
 }

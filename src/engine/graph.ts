@@ -5,6 +5,7 @@
  * lowering, and its vector-Jacobian rule written with the same tensor API.
  */
 import type { DType, TypedArray } from './dtype.js';
+import type { CheckpointSegment } from './ops/checkpoint.js';
 import { type Shape, shapeString } from './shape.js';
 
 export interface TensorType {
@@ -102,6 +103,10 @@ export class Graph {
   readonly nodes: Node[] = [];
   readonly inputs: Tensor[] = [];
   readonly symbols = new Map<string, SymbolSource>();
+  /** Segments whose intermediates the backward pass recomputes (ops/checkpoint.ts). */
+  readonly checkpoints: CheckpointSegment[] = [];
+  /** Whether a checkpointed segment is being traced now (they do not nest). */
+  tracingCheckpoint = false;
   private readonly inputNames = new Set<string>();
 
   /** Applies an op: infers output types (throwing with the op named) and records the node. */

@@ -85,6 +85,25 @@ describe('TrainingSession', () => {
       );
   });
 
+  it('with gradient checkpointing takes the same steps, token and pairwise losses alike', async () => {
+    const run = async (checkpointing: boolean) => {
+      const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW, checkpointing });
+      const losses: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        losses.push(await s.forwardBackward('cross_entropy', DATA.slice(i)));
+        losses.push(await s.forwardBackwardRecords('inpo', HPARAMS.inpo!, ROUND_RECORDS, i));
+        await s.optimStep();
+      }
+      const end = await s.weights();
+      await s.close();
+      return { losses, end };
+    };
+    const [kept, recomputed] = [await run(false), await run(true)];
+    expect(recomputed.losses).toEqual(kept.losses);
+    expect(maxRelativeDiff(recomputed.end, kept.end)).toBe(0);
+    expect(maxRelativeDiff(kept.end, w0)).toBeGreaterThan(1e-3);
+  });
+
   it('importance_sampling and ppo at ratio 1 with unit advantages take cross_entropy’s step', async () => {
     const scorer = await LogprobRunner.create(runtime, cfg, w0);
     const q = await scorer.logprobs(DATA);

@@ -290,6 +290,15 @@ const fiveSteps = (extra: Partial<TrainRoundOptions> = {}, rt = runtime) =>
     ...extra,
   });
 
+/** A rank-2 adapter on every linear layer whose B is not zero, so that A gets a gradient too. */
+function liveAdapter(seed: number) {
+  const adapter = initAdapter(cfg, parseLoraFlag('rank=2,alpha=4,targets=all'), 1);
+  const next = rng(seed);
+  for (const [name, t] of Object.entries(adapter.tensors))
+    if (name.endsWith('lora_B.weight')) t.data = t.data.map(() => 0.1 * (next() - 0.5));
+  return adapter;
+}
+
 describe('SPO', () => {
   it('redraws its KL samples from the current weights every resample_every steps', async () => {
     const { metrics } = await fiveSteps({
@@ -316,10 +325,7 @@ describe('steps folded into one runtime call (fold_steps)', () => {
   });
 
   it('fold a LoRA round too, its base read by every step as it is', async () => {
-    const adapter = initAdapter(cfg, parseLoraFlag('rank=2,alpha=4,targets=all'), 1);
-    const next = rng(3);
-    for (const [name, t] of Object.entries(adapter.tensors))
-      if (name.endsWith('lora_B.weight')) t.data = t.data.map(() => 0.1 * (next() - 0.5));
+    const adapter = liveAdapter(3);
     const [plain, folded] = [await round(1, { adapter }), await round(4, { adapter })];
     expect(maxRelativeDiff(folded.adapter!.tensors, plain.adapter!.tensors)).toBeLessThan(1e-5);
     expect(maxRelativeDiff(plain.adapter!.tensors, adapter.tensors)).toBeGreaterThan(1e-3);
@@ -475,5 +481,23 @@ describe('round recipes', () => {
         seed: 0,
       }),
     ).rejects.toThrow(/records\[0\].prefs\[0\]\[1\]: prefs\[i\]\[j\] \+ prefs\[j\]\[i\] must be 1/);
+  });
+});
+
+describe('gradient checkpointing', () => {
+  // The recomputed layers give the gradients of the kept ones: the same steps, the same weights.
+  it('ends a round with the weights of the same round that keeps every activation', async () => {
+    const [plain, checkpointed] = [await fiveSteps(), await fiveSteps({ checkpointing: true })];
+    expect(checkpointed.metrics.loss_last).toBe(plain.metrics.loss_last);
+    expect(maxRelativeDiff(checkpointed.weights, plain.weights)).toBe(0);
+    expect(maxRelativeDiff(plain.weights, f32(weights(cfg, 2, 'float64', 5)))).toBeGreaterThan(1e-3);
+  });
+
+  it('trains a LoRA adapter and folds steps as without it', async () => {
+    const adapter = liveAdapter(4);
+    const plain = await fiveSteps({ adapter });
+    const checkpointed = await fiveSteps({ adapter, checkpointing: true, foldSteps: 2 });
+    expect(maxRelativeDiff(checkpointed.adapter!.tensors, plain.adapter!.tensors)).toBeLessThan(1e-5);
+    expect(maxRelativeDiff(plain.adapter!.tensors, adapter.tensors)).toBeGreaterThan(1e-3);
   });
 });

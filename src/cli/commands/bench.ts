@@ -408,6 +408,10 @@ export function registerBench(program: Command): void {
       positiveInt('--reserve'),
       1024,
     )
+    .option(
+      '--gradient-checkpointing',
+      "recompute each layer's activations in the backward pass instead of keeping them",
+    )
     .option('--only <model>', 'run one size in this process and print its figures (what each child does)')
     .action(
       async (o: {
@@ -417,6 +421,7 @@ export function registerBench(program: Command): void {
         batch: number;
         seq: number;
         reserve: number;
+        gradientCheckpointing?: boolean;
         only?: string;
       }) => {
         const { runLargest, trainOnce } = await import('../../../bench/largest.js');
@@ -428,13 +433,21 @@ export function registerBench(program: Command): void {
           return m;
         });
         if (o.only) {
-          process.stdout.write(`${JSON.stringify(await trainOnce(o.only, modes[0]!, o.batch, o.seq))}\n`);
+          const checkpointing = o.gradientCheckpointing ?? false;
+          const r = await trainOnce(o.only, modes[0]!, o.batch, o.seq, checkpointing);
+          process.stdout.write(`${JSON.stringify(r)}\n`);
           return;
         }
-        const r = await runLargest({ ...o, modes, reserveMb: o.reserve, log: progress });
+        const r = await runLargest({
+          ...o,
+          modes,
+          reserveMb: o.reserve,
+          checkpointing: o.gradientCheckpointing ?? false,
+          log: progress,
+        });
         if (!printedAsJson(o.json, r))
           process.stdout.write(
-            `largest with every weight: ${r.largest_full ?? 'none'}; with LoRA r16: ${r.largest_lora ?? 'none'} (${r.memory_gb.toFixed(0)} GiB, ${r.batch} × ${r.seq})\n`,
+            `largest with every weight: ${r.largest_full ?? 'none'}; with LoRA r16: ${r.largest_lora ?? 'none'} (${r.memory_gb.toFixed(0)} GiB, ${r.batch} × ${r.seq}${r.gradient_checkpointing ? ', gradient checkpointing' : ''})\n`,
           );
       },
     );

@@ -50,6 +50,7 @@ interface TrainFlags {
   quiet?: boolean;
   dtype?: ComputeDtype;
   foldSteps?: number;
+  gradientCheckpointing?: boolean;
   lora?: string;
   adapter?: string;
 }
@@ -100,10 +101,14 @@ function withTrainingFlags(cmd: Command, model = true): Command {
 
 /**
  * --lora and --adapter: train a LoRA adapter instead of every weight; --dtype: in what precision;
- * --fold-steps: how many steps one runtime call takes.
+ * --fold-steps: how many steps one runtime call takes; --gradient-checkpointing: memory for time.
  */
 function withLoraFlags(cmd: Command): Command {
   return cmd
+    .option(
+      '--gradient-checkpointing',
+      "recompute each layer's activations in the backward pass instead of keeping them: far less memory for one more forward pass a step",
+    )
     .option(
       '--fold-steps <k>',
       'steps per runtime call (one ONNX Loop): the weights and optimizer state cross to the device once per call, for the cuda provider (float32; not SPO)',
@@ -209,6 +214,7 @@ async function run(
       ...(ref ? { reference: ref.weights } : {}),
       ...(adapter ? { adapter } : {}),
       ...(f.foldSteps !== undefined ? { foldSteps: f.foldSteps } : {}),
+      ...(f.gradientCheckpointing ? { checkpointing: true } : {}),
       records,
       ...withProgress(settings, records.length, `train ${algo}`, f.quiet),
     });

@@ -43,6 +43,12 @@ export interface DecoderInputs {
    * `fusedKernelsFor` says where.
    */
   fusedKernels?: boolean;
+  /**
+   * Gradient checkpointing: each layer is a segment whose intermediates the backward pass
+   * recomputes (T.checkpoint), so training keeps one hidden state per layer instead of every
+   * activation, for one more forward pass. The values are the same; only memory and time change.
+   */
+  checkpointing?: boolean;
 }
 
 /**
@@ -163,17 +169,26 @@ const scaled = (y: Tensor, scale: number | Tensor): Tensor =>
 export function llamaForward(cfg: LlamaConfig, w: Weights, inputs: DecoderInputs): DecoderOutputs {
   const [b, t] = inputs.inputIds.shape as [Dim, Dim];
   const { hidden, present } = llamaTrunk(cfg, w, inputs);
-  const h = inputs.lastOnly ? lastPosition(hidden) : T.reshape(hidden, [-1, cfg.hiddenSize]);
+  const h = inputs.lastOnly ? lastPosition(hidden) : hidden;
+  const logits = T.reshape(lmHead(cfg, w, h, inputs), [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
+  return { logits, present };
+}
+
+/** The LM head (with its adapter when `lm_head` is a LoRA target): logits [rows, vocab] of hidden states [..., H]. */
+export function lmHead(
+  cfg: LlamaConfig,
+  w: Weights,
+  hidden: Tensor,
+  inputs: Pick<DecoderInputs, 'lora' | 'fusedKernels'>,
+): Tensor {
+  const h = T.reshape(hidden, [-1, cfg.hiddenSize]);
   const head = cfg.tieWordEmbeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
   const fused = inputs.fusedKernels ?? false;
-  let y = linear(h, head, undefined, fused);
+  const y = linear(h, head, undefined, fused);
   const lora = inputs.lora;
-  if (lora?.targets.has('lm_head')) {
-    const down = linear(h, w('lm_head.lora_A.weight'), undefined, fused);
-    y = T.add(y, scaled(linear(down, w('lm_head.lora_B.weight'), undefined, fused), lora.scale));
-  }
-  const logits = T.reshape(y, [b, inputs.lastOnly ? 1 : t, cfg.vocabSize]);
-  return { logits, present };
+  if (!lora?.targets.has('lm_head')) return y;
+  const down = linear(h, w('lm_head.lora_A.weight'), undefined, fused);
+  return T.add(y, scaled(linear(down, w('lm_head.lora_B.weight'), undefined, fused), lora.scale));
 }
 
 /** The blocks and the final norm: hidden states [B, T, H] (what the LM head or a judge head reads). */
@@ -227,7 +242,8 @@ export function llamaTrunk(
 
   const norm = fused ? T.fusedRmsNorm : T.rmsNorm;
   const rmsNorm = (x: Tensor, weight: Tensor, eps: number) => inFloat32(x, (y) => norm(y, weight, eps));
-  for (let i = 0; i < cfg.numLayers; i++) {
+  const block = (i: number, input: Tensor): Tensor => {
+    let h = input;
     const p = layerPrefix(i);
     const attnIn = rmsNorm(h, w(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
     const bias = (n: string) => (cfg.qkvBias ? w(`${p}.self_attn.${n}.bias`) : undefined);
@@ -267,6 +283,10 @@ export function llamaTrunk(
     const gate = T.silu(layer(mlpIn, `${p}.mlp.gate_proj`));
     const up = layer(mlpIn, `${p}.mlp.up_proj`);
     h = T.add(h, layer(T.mul(gate, up), `${p}.mlp.down_proj`));
+    return h;
+  };
+  for (let i = 0; i < cfg.numLayers; i++) {
+    h = inputs.checkpointing ? (T.checkpoint([h], ([x]) => [block(i, x!)])[0] as Tensor) : block(i, h);
   }
 
   const hidden = T.reshape(rmsNorm(h, w('model.norm.weight'), cfg.rmsNormEps), [b, t, cfg.hiddenSize]);

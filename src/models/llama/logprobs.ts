@@ -4,7 +4,7 @@
  */
 import { T, type Tensor } from '../../engine/index.js';
 import type { LlamaConfig } from './config.js';
-import { type DecoderInputs, llamaForward, type Weights } from './decoder.js';
+import { type DecoderInputs, llamaTrunk, lmHead, type Weights } from './decoder.js';
 
 /**
  * log p(targets[b, t] | logits[b, t, :]) as [B, T], in float32 whatever the logits' dtype: a
@@ -29,16 +29,29 @@ export interface SequenceInputs {
   lora?: DecoderInputs['lora'];
   /** DecoderInputs.fusedKernels. */
   fusedKernels?: boolean;
+  /** DecoderInputs.checkpointing; the LM head and its log-softmax are one more segment. */
+  checkpointing?: boolean;
 }
 
 /** Per-token log-probs of the completion tokens ([B, T], 0 where masked) and their sum per row. */
 export function sequenceLogprobs(cfg: LlamaConfig, w: Weights, inputs: SequenceInputs) {
-  const { logits } = llamaForward(cfg, w, {
-    inputIds: inputs.inputIds,
-    attentionMask: inputs.attentionMask,
+  const model = {
     ...(inputs.lora ? { lora: inputs.lora } : {}),
     fusedKernels: inputs.fusedKernels ?? false,
+    checkpointing: inputs.checkpointing ?? false,
+  };
+  const { hidden } = llamaTrunk(cfg, w, {
+    inputIds: inputs.inputIds,
+    attentionMask: inputs.attentionMask,
+    ...model,
   });
-  const perToken = T.mul(tokenLogprobs(logits, inputs.targets), inputs.targetMask);
+  // The [B·T, vocab] logits and their log-softmax are the largest activations of all.
+  const logprobsOf = (h: Tensor) => {
+    const logits = T.reshape(lmHead(cfg, w, h, model), [...inputs.targets.shape, cfg.vocabSize]);
+    return T.mul(tokenLogprobs(logits, inputs.targets), inputs.targetMask);
+  };
+  const perToken = model.checkpointing
+    ? (T.checkpoint([hidden], ([h]) => [logprobsOf(h!)])[0] as Tensor)
+    : logprobsOf(hidden);
   return { perToken, summed: T.reduceSum(perToken, -1) };
 }
