@@ -18,7 +18,7 @@ import { Runtime, SharedTensors } from '../src/engine/index.js';
 import { ModelRef, OptimizerConfig } from '../src/gen/duel/v1/common.js';
 import type { LlamaConfig } from '../src/models/llama/config.js';
 import type { HostTensor } from '../src/models/llama/weights.js';
-import { initLlamaWeights } from '../src/models/llama/weights.js';
+import { initLlamaWeights, llamaParams } from '../src/models/llama/weights.js';
 import { initAdapter } from '../src/models/lora/adapter.js';
 import { ALL_LINEAR, type LoraConfig } from '../src/models/lora/config.js';
 import { FileArtifactStore } from '../src/platform/artifacts.js';
@@ -35,6 +35,8 @@ export interface SessionProbeOptions {
   arena: boolean;
   /** Steps write the state into its own buffers (the default); false: fresh buffers every step. */
   inPlace: boolean;
+  /** Gradient checkpointing (TrainingSessionOptions.checkpointing). */
+  checkpointing: boolean;
   log: (line: string) => void;
 }
 
@@ -74,6 +76,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     lr: 1e-4,
     lowMemory: !o.arena,
     inPlace: o.inPlace,
+    checkpointing: o.checkpointing,
   };
   const stage = (rows: { stage: string; rss_mb: number }[], name: string) => {
     rows.push({ stage: name, rss_mb: rssMb() });
@@ -82,9 +85,15 @@ export async function runSessionProbe(o: SessionProbeOptions) {
   try {
     // A full-weight session, stage by stage.
     const full: { stage: string; rss_mb: number }[] = [];
-    const weights = initLlamaWeights(cfg, 1);
-    stage(full, 'weights on the host');
-    const s = await TrainingSession.create(runtime, { ...common, weights });
+    // As in the trainer, the session keeps no host copy of its weights: π_ref is read again when a
+    // loss first needs it. So this process holds them only until the session has them.
+    const fresh = () => initLlamaWeights(cfg, 1);
+    const parameters = llamaParams(cfg).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const s = await (async () => {
+      const weights = fresh();
+      stage(full, 'weights on the host');
+      return TrainingSession.create(runtime, { ...common, weights, reference: async () => fresh() });
+    })();
     stage(full, 'session created');
     await s.forwardBackward('cross_entropy', data);
     stage(full, 'first forwardBackward');
@@ -102,7 +111,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     await new Promise((r) => setTimeout(r, 1000));
     stage(full, 'after 10 steps and 1 s idle');
     // AdamW: weights, two slots and the gradient accumulators, float32.
-    const stateBytes = Object.values(weights).reduce((n, t) => n + t.data.length, 0) * 4 * 4;
+    const stateBytes = parameters * 4 * 4;
     const after10 = full.at(-2)!.rss_mb;
     const idle = full.at(-1)!.rss_mb;
     o.log(
@@ -138,6 +147,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     await s.close();
 
     // LoRA sessions on one shared base: memory after each session's first step, and its step time.
+    const weights = fresh();
     const shared = await SharedTensors.create(runtime, weights);
     const loraRows: { sessions: number; rss_mb: number; step_ms: number }[] = [];
     const open: TrainingSession[] = [];
@@ -165,6 +175,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
       model: o.model,
       arena: o.arena,
       in_place: o.inPlace,
+      gradient_checkpointing: o.checkpointing,
       state_mb: stateBytes / 2 ** 20,
       rss_after_10_steps_vs_state: after10 / (stateBytes / 2 ** 20),
       rss_idle_vs_state: idle / (stateBytes / 2 ** 20),

@@ -30,6 +30,20 @@ export const config = serviceConfig(
          */
         gradientCheckpointing: z.boolean().default(false),
         /**
+         * On a float16 runtime (`runtime.dtype`), where rounds' and sessions' dynamic loss scale
+         * starts and how many applied steps in a row double it (GradScaler's defaults). A round
+         * starts where the round that made its policy ended.
+         */
+        lossScale: z
+          .object({
+            init: z
+              .number()
+              .positive()
+              .default(2 ** 16),
+            growthInterval: z.number().int().min(1).default(2000),
+          })
+          .prefault({}),
+        /**
          * This replica's name as owner of training sessions; unique among live replicas
          * (Kubernetes: the pod name). Default: host name and process id.
          */
@@ -95,7 +109,7 @@ export async function start({ cfg, runtime, metrics, log }: RoleContext<z.infer<
     metrics,
     (r) => artifacts.dir(r),
     acknowledge,
-    { checkpointing: cfg.trainer.gradientCheckpointing },
+    { checkpointing: cfg.trainer.gradientCheckpointing, lossScale: cfg.trainer.lossScale },
   );
   // Sessions are journaled on NATS (opened with the first session call, so a trainer that serves
   // only rounds never connects for them), or in this process's memory on the in-process bus. The

@@ -23,7 +23,7 @@ import {
   settingsFromWire,
   type TrainingSettings,
 } from '../../src/algorithms/training-settings.js';
-import type { Runtime } from '../../src/engine/index.js';
+import type { LossScaleSpec, Runtime } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
 import {
   type CheckpointRef,
@@ -121,8 +121,11 @@ export class TrainerCore {
     readonly resolve: ResolveArtifact = resolveFileArtifact,
     /** Told of every round whose checkpoint exists (trained now or before): the wake queue's ack. */
     readonly onTrained: (runId: string, round: number) => Promise<void> = async () => {},
-    /** How rounds and sessions train: with gradient checkpointing (TrainRoundOptions.checkpointing). */
-    readonly training: { checkpointing?: boolean } = {},
+    /**
+     * How rounds and sessions train: with gradient checkpointing (TrainRoundOptions.checkpointing),
+     * and on a float16 runtime, where their loss scale starts and how it grows (LossScaleSpec).
+     */
+    readonly training: { checkpointing?: boolean; lossScale?: LossScaleSpec } = {},
   ) {}
 
   /** onTrained, whose failure is logged, never the call's: the checkpoint is published either way. */
@@ -320,7 +323,7 @@ async function trainAndPublish(
     weights: policy.weights,
     ...(reference ? { reference } : {}),
     ...(adapter ? { adapter } : {}),
-    ...(startScale ? { lossScale: { init: startScale } } : {}),
+    lossScale: { ...core.training.lossScale, ...(startScale ? { init: startScale } : {}) },
     checkpointing: core.training.checkpointing ?? false,
     records,
     ...loopSettings(round.settings, Number(config.seed ?? 0)),

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  type LossScaleState,
   readSafetensors,
   type TrainingSnapshot,
   type WireTensor,
@@ -48,6 +49,10 @@ const metaOf = (s: SessionState) =>
       ...(s.lora ? { lora: LoraSpec.toJSON(s.lora) } : {}),
       steps: s.snapshot.steps,
       pending_loss: s.snapshot.pendingLoss,
+      // A float16 session's loss scale, so a restored session scales (and skips) as it would have.
+      ...(s.snapshot.lossScale
+        ? { loss_scale: { scale: s.snapshot.lossScale.scale, good_steps: s.snapshot.lossScale.goodSteps } }
+        : {}),
     },
     null,
     2,
@@ -98,6 +103,7 @@ export function readSessionState(dir: string, field = 'state'): SessionState {
   if (!Number.isInteger(seed) || (seed as number) < 0) throw bad(`${META}: seed must be a count`);
   const base = ModelRef.fromJSON(meta.base);
   if (!base.artifact) throw bad(`${META}: base has no artifact`);
+  const lossScale = meta.loss_scale === undefined ? undefined : lossScaleOf(meta.loss_scale, bad);
   const tensors: Record<string, WireTensor> = {};
   for (const [k, t] of readSafetensors(join(dir, TENSORS)).tensors)
     tensors[k] = { dtype: t.dtype, dims: t.shape, data: t.data } as WireTensor;
@@ -106,6 +112,15 @@ export function readSessionState(dir: string, field = 'state'): SessionState {
     optimizer: OptimizerConfig.fromJSON(meta.optimizer),
     seed: seed as number,
     lora: meta.lora === undefined ? undefined : LoraSpec.fromJSON(meta.lora),
-    snapshot: { tensors, steps: steps as number, pendingLoss },
+    snapshot: { tensors, steps: steps as number, pendingLoss, ...(lossScale ? { lossScale } : {}) },
   };
+}
+
+function lossScaleOf(raw: unknown, bad: (description: string) => DuelError): LossScaleState {
+  const { scale, good_steps: goodSteps } = (raw ?? {}) as Record<string, unknown>;
+  if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale))
+    throw bad(`${META}: loss_scale.scale must be a positive number`);
+  if (!Number.isInteger(goodSteps) || (goodSteps as number) < 0)
+    throw bad(`${META}: loss_scale.good_steps must be a count`);
+  return { scale, goodSteps: goodSteps as number };
 }

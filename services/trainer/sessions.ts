@@ -160,7 +160,16 @@ async function optimStep(l: Live, req: OptimStepRequest): Promise<OptimStepRespo
   const m = await l.session.optimStep(req.learningRate);
   return {
     step: l.session.steps,
-    metrics: { values: { loss: m.loss, grad_norm: m.gradNorm, lr: m.lr, applied: m.applied ? 1 : 0 } },
+    metrics: {
+      values: {
+        loss: m.loss,
+        grad_norm: m.gradNorm,
+        lr: m.lr,
+        applied: m.applied ? 1 : 0,
+        // float16: the scale this step's gradient was computed under (an overflow is not applied).
+        ...(m.lossScale !== undefined ? { loss_scale: m.lossScale } : {}),
+      },
+    },
   };
 }
 
@@ -288,6 +297,9 @@ export class TrainingSessions {
       lr,
       lowMemory: this.options.lowMemory ?? true,
       checkpointing: this.core.training.checkpointing ?? false,
+      // A float16 runtime trains sessions in mixed precision, as it trains rounds.
+      dtype: this.core.runtime.dtype,
+      lossScale: this.core.training.lossScale ?? {},
     };
     let l: Live;
     if (r.lora) {
@@ -374,7 +386,13 @@ export class TrainingSessions {
     if (!l.base) {
       // Reads the training state's weights in place: built once, right after every step.
       if (!l.decoder) {
-        const d = DecoderRunner.fromState(this.core.runtime, l.model.config, l.session.parameterSource);
+        const d = DecoderRunner.fromState(
+          this.core.runtime,
+          l.model.config,
+          l.session.parameterSource,
+          undefined,
+          { dtype: l.session.dtype },
+        );
         d.catch(() => {
           if (l.decoder === d) l.decoder = undefined;
         });
@@ -387,7 +405,9 @@ export class TrainingSessions {
     let d = l.base.decoders.get(key);
     if (!d) {
       // Reads the base the sessions train on where it lives: the trainer holds it once.
-      d = DecoderRunner.fromState(this.core.runtime, l.base.config, l.base.tensors.source, lora.targets);
+      d = DecoderRunner.fromState(this.core.runtime, l.base.config, l.base.tensors.source, lora.targets, {
+        dtype: l.session.dtype,
+      });
       l.base.decoders.set(key, d);
       d.catch(() => l.base?.decoders.delete(key));
     }

@@ -16,6 +16,8 @@
  */
 
 import type {
+  ComputeDtype,
+  LossScaleSpec,
   OptimizerSpec,
   ParameterSource,
   PinnedSnapshot,
@@ -29,6 +31,7 @@ import type {
 import { type Graph, type Runtime, T, type Tensor, TrainingState, type WireTensor } from '../engine/index.js';
 import { DuelError } from '../errors.js';
 import { type CompletionBatch, type CompletionRecord, completionBatch } from '../models/batch.js';
+import { castWeight } from '../models/common/precision.js';
 import { rng } from '../models/common/rng.js';
 import type { LlamaConfig } from '../models/llama/config.js';
 import { fusedKernelsFor } from '../models/llama/decoder.js';
@@ -79,6 +82,15 @@ export interface TrainingSessionOptions {
    * layer's activations instead of keeping them, for one more forward pass per step.
    */
   checkpointing?: boolean;
+  /**
+   * What the forward and backward passes compute in. float16 is mixed precision as in rounds:
+   * float32 master weights and optimizer, the loss scaled dynamically (`lossScale`; the scale is
+   * in every snapshot), overflowed optimizer steps skipped. ComputeLogprobs computes in it too.
+   * @default 'float32'
+   */
+  dtype?: ComputeDtype;
+  /** float16: how the loss is scaled (GradScaler's defaults). */
+  lossScale?: LossScaleSpec;
   optimizer: OptimizerSpec;
   /** Global-norm clipping of each optim step's accumulated gradient; 0 disables. */
   gradClip: number;
@@ -102,15 +114,25 @@ type Declare = (name: string, shape: number[]) => Tensor;
  * The decoder's weight lookup: every weight a parameter, or (LoRA) the adapter's A and B
  * parameters over a frozen base; `adapter: false` reads the base alone (π_ref of a LoRA session).
  */
-function modelWeights(cfg: LlamaConfig, param: Declare, frozen: Declare, lora?: LoraConfig, adapter = true) {
-  if (!lora) return { w: parameterLookup(llamaParams(cfg), param) };
+function modelWeights(
+  cfg: LlamaConfig,
+  param: Declare,
+  frozen: Declare,
+  { lora, adapter = true, dtype = 'float32' }: { lora?: LoraConfig; adapter?: boolean; dtype?: ComputeDtype },
+) {
+  // The state is float32 whatever the graph computes in: a half graph casts where it reads.
+  const as =
+    dtype === 'float32'
+      ? (w: (name: string) => Tensor) => w
+      : (w: (name: string) => Tensor) => (name: string) => castWeight(name, w(name), dtype);
+  if (!lora) return { w: as(parameterLookup(llamaParams(cfg), param)) };
   const base = parameterLookup(llamaParams(cfg), frozen);
-  if (!adapter) return { w: base };
+  if (!adapter) return { w: as(base) };
   const specs = loraParams(cfg, lora);
   const trained = parameterLookup(specs, param);
   const names = new Set(specs.map((p) => p.name));
   return {
-    w: (name: string) => (names.has(name) ? trained(name) : base(name)),
+    w: as((name: string) => (names.has(name) ? trained(name) : base(name))),
     lora: { scale: loraScale(lora), targets: new Set<string>(lora.targets) },
   };
 }
@@ -205,8 +227,14 @@ export class TrainingSession {
     /** The starting weights (π_ref of the pairwise losses); unset for a LoRA session, whose π_ref is its base. */
     private readonly initial: (() => Promise<Record<string, HostTensor>>) | undefined,
     readonly lora: LoraConfig | undefined,
-    private readonly checkpointing: boolean,
+    /** How every graph over the state is built: its compute dtype, and checkpointing for training. */
+    private readonly graph: { dtype: ComputeDtype; checkpointing: boolean },
   ) {}
+
+  /** What the session's graphs compute in (the state itself is float32). */
+  get dtype(): ComputeDtype {
+    return this.graph.dtype;
+  }
 
   private changes = 0;
 
@@ -221,6 +249,7 @@ export class TrainingSession {
   static async create(runtime: Runtime, o: TrainingSessionOptions): Promise<TrainingSession> {
     let inputs: BatchInputs<Batch> | undefined;
     const cfg = o.config;
+    const dtype = o.dtype ?? 'float32';
     const scalar = (v: (b: Batch) => number) => (b: Batch) =>
       ({ dtype: 'float32', dims: [], data: Float32Array.of(v(b)) }) as WireTensor;
     const program = {
@@ -231,7 +260,7 @@ export class TrainingSession {
         const { perToken, mask } = completionLogprobs(
           cfg,
           x,
-          modelWeights(cfg, param, frozen, o.lora?.config),
+          modelWeights(cfg, param, frozen, { ...(o.lora ? { lora: o.lora.config } : {}), dtype }),
           { fusedKernels: fusedKernelsFor(target.provider), checkpointing: o.checkpointing ?? false },
         );
         const a = x.add(
@@ -288,6 +317,7 @@ export class TrainingSession {
         lowMemory: o.lowMemory ?? false,
         inPlace: o.inPlace ?? true,
         ...(o.lora ? { shared: o.lora.base } : {}),
+        ...(dtype === 'float16' ? { lossScale: o.lossScale ?? {} } : {}),
       },
     );
     return new TrainingSession(
@@ -298,7 +328,7 @@ export class TrainingSession {
       runtime,
       o.lora ? undefined : (o.reference ?? (async () => o.weights)),
       o.lora?.config,
-      o.checkpointing ?? false,
+      { dtype, checkpointing: o.checkpointing ?? false },
     );
   }
 
@@ -373,7 +403,7 @@ export class TrainingSession {
         recipe,
         examples,
         this.lora ? { base: this.state.frozenShapes, adapter: this.lora } : undefined,
-        { checkpointing: this.checkpointing },
+        this.graph,
       );
       loss = this.state.addLoss(this.runtime, program).then((run) => ({ program, run }));
       this.rounds.set(key, loss);
@@ -393,7 +423,9 @@ export class TrainingSession {
 
   private referenceScorer() {
     this.reference ??= this.initial
-      ? this.initial().then((weights) => LogprobRunner.create(this.runtime, this.config, weights))
+      ? this.initial().then((weights) =>
+          LogprobRunner.create(this.runtime, this.config, weights, undefined, { dtype: this.graph.dtype }),
+        )
       : this.readLogprobs(false).then(({ reader, inputs }) => ({
           logprobs: async (rows: CompletionRecord[]) =>
             (await this.runReader(reader, inputs, rows)).map((perToken) => ({
@@ -410,7 +442,11 @@ export class TrainingSession {
     let inputs: BatchInputs<Padded> | undefined;
     const reader = await this.state.reader(this.runtime, (g, param, frozen, target) => {
       inputs = new BatchInputs<Padded>(g);
-      const model = modelWeights(this.config, param, frozen, this.lora, adapter);
+      const model = modelWeights(this.config, param, frozen, {
+        ...(this.lora ? { lora: this.lora } : {}),
+        adapter,
+        dtype: this.graph.dtype,
+      });
       const fused = fusedKernelsFor(target.provider);
       return { logprobs: completionLogprobs(this.config, inputs, model, { fusedKernels: fused }).perToken };
     });

@@ -104,6 +104,69 @@ describe('TrainingSession', () => {
     expect(maxRelativeDiff(kept.end, w0)).toBeGreaterThan(1e-3);
   });
 
+  it('in float16: the float32 step to half’s rounding; an overflowed step is skipped and the scale it halved is in the snapshot', async () => {
+    const SGD = { optimizer: { kind: 'sgd' as const }, gradClip: 0, lr: 0.5 };
+    const update = async (dtype: 'float32' | 'float16') => {
+      const s = await TrainingSession.create(runtime, {
+        config: cfg,
+        weights: w0,
+        ...SGD,
+        dtype,
+        lossScale: { init: 2 ** 8 },
+      });
+      const loss = await s.forwardBackward('cross_entropy', DATA);
+      const m = await s.optimStep();
+      const w1 = await s.weights();
+      const logprobs = await s.computeLogprobs(DATA);
+      await s.close();
+      return { loss, m, w1, logprobs };
+    };
+    const [f32, f16] = [await update('float32'), await update('float16')];
+    expect(f16.m).toMatchObject({ applied: true, lossScale: 2 ** 8 });
+    expect(f32.m.lossScale).toBeUndefined();
+    expect(Math.abs(f16.loss - f32.loss)).toBeLessThan(5e-3);
+    // The update, against float32's: within 1e-2 of its largest entry (test/algorithms/float16-training.test.ts).
+    let largest = 0;
+    let apart = 0;
+    for (const [k, t] of Object.entries(w0)) {
+      for (let i = 0; i < t.data.length; i++) {
+        const u32 = f32.w1[k]!.data[i]! - t.data[i]!;
+        largest = Math.max(largest, Math.abs(u32));
+        apart = Math.max(apart, Math.abs(f16.w1[k]!.data[i]! - t.data[i]! - u32));
+      }
+    }
+    expect(apart / largest).toBeLessThan(1e-2);
+    expect(apart).toBeGreaterThan(0); // it did compute in half
+    const tokens = f32.logprobs.flat();
+    const worst = Math.max(...f16.logprobs.flat().map((v, i) => Math.abs(v - tokens[i]!)));
+    expect(worst).toBeLessThan(5e-3); // nats, as a round's float16 log-probs
+
+    // Any gradient times 2⁴⁰ overflows half: the step is skipped and the scale halves.
+    const s = await TrainingSession.create(runtime, {
+      config: cfg,
+      weights: w0,
+      ...SGD,
+      dtype: 'float16',
+      lossScale: { init: 2 ** 40 },
+    });
+    await s.forwardBackward('cross_entropy', DATA);
+    expect(await s.optimStep()).toMatchObject({ applied: false, lossScale: 2 ** 40 });
+    expect(maxRelativeDiff(await s.weights(), w0)).toBe(0);
+    const snapshot = await s.snapshot();
+    expect(snapshot.lossScale).toEqual({ scale: 2 ** 39, goodSteps: 0 });
+    await s.close();
+    const restored = await TrainingSession.create(runtime, {
+      config: cfg,
+      weights: w0,
+      ...SGD,
+      dtype: 'float16',
+    });
+    await restored.restore(snapshot);
+    await restored.forwardBackward('cross_entropy', DATA);
+    expect((await restored.optimStep()).lossScale).toBe(2 ** 39);
+    await restored.close();
+  });
+
   it('importance_sampling and ppo at ratio 1 with unit advantages take cross_entropy’s step', async () => {
     const scorer = await LogprobRunner.create(runtime, cfg, w0);
     const q = await scorer.logprobs(DATA);

@@ -36,8 +36,10 @@ it('probes sessions in process: every stage of a full-weight session, each LoRA 
     loraSessions: 2,
     arena: false,
     inPlace: true,
+    checkpointing: true,
     log: () => {},
   });
+  expect(r.gradient_checkpointing).toBe(true);
   expect(r.full.map((s) => s.stage)).toEqual([
     'weights on the host',
     'session created',

@@ -20,6 +20,7 @@ import { readAdapterDir } from '../../src/models/lora/adapter.js';
 import { loadModelDir, saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
 import { startService } from '../helpers/grpc.js';
+import { maxRelativeDiff } from '../helpers/model-fixtures.js';
 import { ROUND_CONFIG } from '../helpers/round-fixtures.js';
 import { BATCHES, PLAN, planStep, SESSION_BASE_WEIGHTS, SESSION_OPTIMIZER } from '../helpers/session-plan.js';
 import { fileTempDir } from '../helpers/tmp.js';
@@ -33,11 +34,15 @@ const w0 = SESSION_BASE_WEIGHTS;
 const OPTIMIZER = SESSION_OPTIMIZER;
 
 /** A trainer's sessions behind a gRPC server; `stop` drops its memory (the journal stays). */
-async function trainer(journal: SessionJournal, snapshotEvery = 2) {
-  const sessions = new TrainingSessions(new TrainerCore(runtime, store), {
-    journal: async () => journal,
-    snapshotEvery,
-  });
+async function trainer(journal: SessionJournal, snapshotEvery = 2, rt = runtime, lossScaleInit?: number) {
+  const training = lossScaleInit ? { lossScale: { init: lossScaleInit } } : {};
+  const sessions = new TrainingSessions(
+    new TrainerCore(rt, store, undefined, undefined, undefined, training),
+    {
+      journal: async () => journal,
+      snapshotEvery,
+    },
+  );
   const { server, address } = await startService([trainingService(sessions)]);
   const client = new TrainingClient(address, { retryWithinMs: 0 });
   return {
@@ -148,6 +153,52 @@ describe('durable training sessions', () => {
     for (const [k, w] of Object.entries(reference))
       expect(Array.from(got[k]!.data), k).toEqual(Array.from(w.data));
     await t.stop();
+  });
+
+  it('a float16 trainer trains in mixed precision; a restart restores the loss scale, skipped steps and all', async () => {
+    const half = new Runtime({ workers: 2, intraOpThreads: 1, dtype: 'float16' });
+    try {
+      const run = async (cut?: number) => {
+        const journal = memoryJournal();
+        let t = await trainer(journal, 2, half, 2 ** 18);
+        let s = await t.client.createSession({ base, optimizer: OPTIMIZER, clientToken: 'half' });
+        const scales: number[] = [];
+        const applied: number[] = [];
+        for (let i = 0; i < PLAN; i++) {
+          if (i === cut) {
+            await t.stop();
+            t = await trainer(journal, 2, half, 2 ** 18);
+            s = await t.client.createSession({ base, optimizer: OPTIMIZER, clientToken: 'half' });
+          }
+          const answer = (await step(s, i)) as { metrics?: { values: Record<string, number> } };
+          if (i % 3 === 2) {
+            scales.push(answer.metrics!.values.loss_scale!);
+            applied.push(answer.metrics!.values.applied!);
+          }
+        }
+        const end = await weightsOf(await s.saveWeights(`half-${cut ?? 'whole'}`));
+        await s.close();
+        await t.stop();
+        return { scales, applied, end };
+      };
+      // GradScaler's rule from 2¹⁸, which overflows this model's gradients in half: each skipped
+      // step halves the scale, and the steps at a scale that fits are applied.
+      const whole = await run();
+      expect(whole.scales[0]).toBe(2 ** 18);
+      expect(whole.applied[0]).toBe(0);
+      for (let i = 1; i < whole.scales.length; i++)
+        expect(whole.scales[i]).toBe(whole.applied[i - 1] ? whole.scales[i - 1] : whole.scales[i - 1]! / 2);
+      expect(whole.applied).toContain(1);
+      // Stopped before call 13, past the snapshot of the second applied step (call 11): the scale
+      // comes back from it (a fresh one would overflow again at call 14).
+      const restarted = await run(13);
+      expect(restarted.scales).toEqual(whole.scales);
+      for (const [k, t0] of Object.entries(whole.end))
+        expect(Array.from(restarted.end[k]!.data), k).toEqual(Array.from(t0.data));
+      expect(maxRelativeDiff(whole.end, w0)).toBeGreaterThan(1e-4);
+    } finally {
+      await half.close();
+    }
   });
 
   it('SaveState and LoadState resume anywhere, gradients pending included', async () => {

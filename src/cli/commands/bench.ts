@@ -369,6 +369,10 @@ export function registerBench(program: Command): void {
     .option('--arena', "keep ONNX Runtime's memory arena (the trainer's sessions turn it off)")
     .option('--no-in-place', 'steps write a fresh state each time instead of into its buffers (the peer)')
     .option('--round-only', "only a LoRA run's training round, in this fresh process: what its peak adds")
+    .option(
+      '--gradient-checkpointing',
+      "the sessions recompute each layer's activations in the backward pass",
+    )
     .action(
       async (o: {
         json?: boolean;
@@ -377,11 +381,17 @@ export function registerBench(program: Command): void {
         arena?: boolean;
         inPlace: boolean;
         roundOnly?: boolean;
+        gradientCheckpointing?: boolean;
       }) => {
         const { runRoundProbe, runSessionProbe } = await import('../../../bench/session-probe.js');
         const r = o.roundOnly
           ? await runRoundProbe({ model: o.model, log: progress })
-          : await runSessionProbe({ ...o, arena: o.arena ?? false, log: progress });
+          : await runSessionProbe({
+              ...o,
+              arena: o.arena ?? false,
+              checkpointing: o.gradientCheckpointing ?? false,
+              log: progress,
+            });
         printedAsJson(o.json, r);
       },
     );

@@ -9,7 +9,8 @@
  * weights from the training state itself, in its worker (`fromState`): each generation decodes
  * with the weights as they are then, so an optimizer step costs it nothing. A decoder with its
  * weights compiled in computes in the runtime's dtype (Runtime.dtype: float16 halves the weights
- * and the cache); one reading a training state's float32 weights computes in float32. With
+ * and the cache); one reading a training state's float32 weights computes in float32, or in the
+ * dtype its options name (a float16 training session's). With
  * `oneRun` (the default on cuda, whose state crosses to the device at every run), a second session
  * decodes a whole untruncated generation in one run (graphs.ts, buildGenerationLoop): the prompt,
  * the ids and the KV cache cross once, not once per token. It holds its own copy of compiled-in
@@ -81,6 +82,13 @@ export interface Decoder {
 export interface DecoderOptions {
   /** Build the one-run generation session too. @default true on the cuda provider */
   oneRun?: boolean;
+  /**
+   * What a decoder reading a training state's float32 weights computes in (float16: cast where
+   * they are read, as the state's half-precision training graphs do). One with its weights
+   * compiled in computes in the runtime's dtype.
+   * @default 'float32'
+   */
+  dtype?: ComputeDtype;
 }
 
 export class DecoderRunner implements Decoder {
@@ -168,7 +176,7 @@ export class DecoderRunner implements Decoder {
     weightsFrom: ParameterSource | undefined,
     options: DecoderOptions,
   ) {
-    const dtype = weights ? runtime.dtype : 'float32';
+    const dtype = weights ? runtime.dtype : (options.dtype ?? 'float32');
     const shape: Omit<DecoderGraphOptions, 'lastOnly' | 'sampling'> = {
       dtype,
       ...(weights ? { weights } : {}),
