@@ -91,9 +91,6 @@ export interface SizeResult {
   seconds: number;
 }
 
-const countParams = (w: Record<string, { data: ArrayLike<number> }>) =>
-  Object.values(w).reduce((n, t) => n + t.data.length, 0);
-
 /** One size, in this process: the session, one step, and what the process peaked at. */
 export async function trainOnce(
   model: string,
@@ -106,8 +103,10 @@ export async function trainOnce(
   if (!cfg) throw new Error(`unknown model '${model}' (known: ${Object.keys(LADDER).join(', ')})`);
   const runtime = new Runtime({ workers: 1, intraOpThreads: 0 });
   try {
-    const weights = initLlamaWeights(cfg, 1);
-    const params = countParams(weights);
+    // As in the trainer, nothing here keeps a host copy of the weights once the session has them: a
+    // full-weight session reads π_ref again if a loss asks, a LoRA base lives in SharedTensors.
+    const fresh = () => initLlamaWeights(cfg, 1);
+    const params = parameterCount(model);
     const half = seq / 2;
     const id = (r: number, i: number) => 2 + ((r * 131 + i * 17) % (cfg.vocabSize - 2));
     const data = Array.from({ length: batch }, (_, r) => ({
@@ -124,9 +123,14 @@ export async function trainOnce(
     };
     let session: TrainingSession;
     let shared: SharedTensors | undefined;
-    if (mode === 'full') session = await TrainingSession.create(runtime, { ...common, weights });
+    if (mode === 'full')
+      session = await TrainingSession.create(runtime, {
+        ...common,
+        weights: fresh(),
+        reference: async () => fresh(),
+      });
     else {
-      shared = await SharedTensors.create(runtime, weights);
+      shared = await SharedTensors.create(runtime, fresh());
       const lora = { rank: 16, alpha: 32, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
       session = await TrainingSession.create(runtime, {
         ...common,

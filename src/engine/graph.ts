@@ -161,6 +161,12 @@ export function reachable(outputs: Tensor[]): Set<number> {
   return seen;
 }
 
+/** The name a graph input was declared with (Graph.input). */
+export function inputName(t: Tensor): string {
+  if (t.node.op !== InputOp) throw new Error(`${t} is not a graph input`);
+  return (t.node.attrs as InputAttrs).name;
+}
+
 export interface InputAttrs {
   name: string;
   dtype: DType;

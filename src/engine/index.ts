@@ -2,7 +2,7 @@
 export { grad } from './autodiff.js';
 export { allocate, type DType, fromFloat16, type TypedArray, toFloat16 } from './dtype.js';
 export { countFlops, type FlopCount } from './flops.js';
-export { Graph, type OpDef, Tensor } from './graph.js';
+export { Graph, inputName, type OpDef, Tensor } from './graph.js';
 export { compileLoop, type LoopProgram } from './loop.js';
 export { LOSS_SCALE_INPUT, LossScaler, type LossScaleSpec, type LossScaleState } from './loss-scale.js';
 export { type CompiledModel, type CompileOptions, compile, OPSET } from './onnx.js';

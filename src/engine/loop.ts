@@ -12,7 +12,7 @@
  */
 import type { NodeProto } from '../gen/third_party/onnx/onnx.js';
 import { type DType, fromNumbers, ONNX_DTYPE } from './dtype.js';
-import type { Tensor } from './graph.js';
+import { inputName, type Tensor } from './graph.js';
 import {
   attribute,
   type CompiledModel,
@@ -56,20 +56,21 @@ export function compileTrainLoop(
   name = 'train_loop',
   options: CompileOptions = {},
 ): CompiledModel {
-  const nameOf = (t: Tensor) => (t.node.attrs as { name: string }).name;
   const stepDtype = spec.step.dtype;
   const body = lower(spec.lr.graph, spec.outputs, BODY, options);
 
   // Values the body reads: the iteration's slice of each stacked input, lr[i], and step = done + 1.
   const prologue: NodeProto[] = [
-    node('Gather', [nameOf(spec.lr), `${BODY}iter`], [BODY + nameOf(spec.lr)], {
+    node('Gather', [inputName(spec.lr), `${BODY}iter`], [BODY + inputName(spec.lr)], {
       attribute: [attribute('axis', 0)],
     }),
-    node('Add', [`${BODY}steps_done`, `${BODY}one`], [BODY + nameOf(spec.step)]),
+    node('Add', [`${BODY}steps_done`, `${BODY}one`], [BODY + inputName(spec.step)]),
     ...spec.perStep.map((t) =>
-      node('Gather', [nameOf(t), `${BODY}iter`], [BODY + nameOf(t)], { attribute: [attribute('axis', 0)] }),
+      node('Gather', [inputName(t), `${BODY}iter`], [BODY + inputName(t)], {
+        attribute: [attribute('axis', 0)],
+      }),
     ),
-    ...(spec.frozen ?? []).map((t) => node('Identity', [nameOf(t)], [BODY + nameOf(t)])),
+    ...(spec.frozen ?? []).map((t) => node('Identity', [inputName(t)], [BODY + inputName(t)])),
   ];
   const epilogue: NodeProto[] = [
     node('Identity', [`${BODY}cond`], [`${BODY}cond_out`]),
@@ -78,12 +79,16 @@ export function compileTrainLoop(
     }),
     node(
       'Where',
-      [`${BODY}finite_bool`, BODY + nameOf(spec.step), `${BODY}steps_done`],
+      [`${BODY}finite_bool`, BODY + inputName(spec.step), `${BODY}steps_done`],
       [`${BODY}steps_done.next`],
     ),
   ];
 
-  const carried: ValueSpec[] = spec.carried.map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: t.shape }));
+  const carried: ValueSpec[] = spec.carried.map((t) => ({
+    name: inputName(t),
+    dtype: t.dtype,
+    shape: t.shape,
+  }));
   const bodyGraph = graphProto('train_step', {
     nodes: [...prologue, ...body.nodes, ...epilogue],
     initializers: [...body.initializers, scalarInit(`${BODY}one`, 1, stepDtype)],
@@ -105,7 +110,7 @@ export function compileTrainLoop(
   });
 
   const outer: NodeProto[] = [
-    node('Shape', [nameOf(spec.lr)], ['trip_count_1d']),
+    node('Shape', [inputName(spec.lr)], ['trip_count_1d']),
     node('Squeeze', ['trip_count_1d'], ['trip_count']),
     node(
       'Loop',
@@ -120,9 +125,9 @@ export function compileTrainLoop(
     inputs: [
       ...carried,
       { name: 'steps_done', dtype: stepDtype, shape: [] },
-      { name: nameOf(spec.lr), dtype: spec.lr.dtype, shape: ['K'] },
-      ...spec.perStep.map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: ['K', ...t.shape] })),
-      ...(spec.frozen ?? []).map((t) => ({ name: nameOf(t), dtype: t.dtype, shape: t.shape })),
+      { name: inputName(spec.lr), dtype: spec.lr.dtype, shape: ['K'] },
+      ...spec.perStep.map((t) => ({ name: inputName(t), dtype: t.dtype, shape: ['K', ...t.shape] })),
+      ...(spec.frozen ?? []).map((t) => ({ name: inputName(t), dtype: t.dtype, shape: t.shape })),
     ],
     outputs: [
       ...carried.map((c) => ({ ...c, name: updatedName(c.name) })),
@@ -160,21 +165,22 @@ export interface LoopProgram {
  * from Node) needs to decode a whole generation at the price of one crossing.
  */
 export function compileLoop(program: LoopProgram, name: string, options: CompileOptions = {}): CompiledModel {
-  const nameOf = (t: Tensor) => (t.node.attrs as { name: string }).name;
   const first = program.sliced[0];
   if (!first) throw new Error('compileLoop: the trip count is read from a sliced input; give one');
   const outputs: Record<string, Tensor> = { ...program.scanned };
-  for (const { input, next } of program.carried) outputs[updatedName(nameOf(input))] = next;
+  for (const { input, next } of program.carried) outputs[updatedName(inputName(input))] = next;
   if (program.goOn) outputs.go_on = program.goOn;
   const body = lower(first.graph, outputs, BODY, options);
-  const spec = (t: Tensor, n = nameOf(t)): ValueSpec => ({ name: n, dtype: t.dtype, shape: t.shape });
+  const spec = (t: Tensor, n = inputName(t)): ValueSpec => ({ name: n, dtype: t.dtype, shape: t.shape });
   const carried = program.carried.map(({ input }) => spec(input));
   const scanned = Object.entries(program.scanned).map(([n, t]) => spec(t, n));
   const prologue: NodeProto[] = [
     ...program.sliced.map((t) =>
-      node('Gather', [nameOf(t), `${BODY}iter`], [BODY + nameOf(t)], { attribute: [attribute('axis', 0)] }),
+      node('Gather', [inputName(t), `${BODY}iter`], [BODY + inputName(t)], {
+        attribute: [attribute('axis', 0)],
+      }),
     ),
-    ...program.outer.map((t) => node('Identity', [nameOf(t)], [BODY + nameOf(t)])),
+    ...program.outer.map((t) => node('Identity', [inputName(t)], [BODY + inputName(t)])),
   ];
   const goOn = program.goOn ? [] : [node('Identity', [`${BODY}cond`], [`${BODY}go_on`])];
   const bodyGraph = graphProto(name, {
@@ -193,7 +199,7 @@ export function compileLoop(program: LoopProgram, name: string, options: Compile
   });
   return encodeModel(name, {
     nodes: [
-      node('Shape', [nameOf(first)], ['trip_count_1d'], { attribute: [attribute('end', 1)] }),
+      node('Shape', [inputName(first)], ['trip_count_1d'], { attribute: [attribute('end', 1)] }),
       node('Squeeze', ['trip_count_1d'], ['trip_count']),
       // A condition in, so that the body's go_on can end the loop early (a for loop without
       // one ignores it).

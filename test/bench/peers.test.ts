@@ -54,7 +54,16 @@ describe('benches with peers, from the built command', () => {
 
   it('bench largest trains a size in a child process, and stops one when memory runs short', async () => {
     const small = ['--batch', '1', '--seq', '8'];
-    const r = await duel('largest', ...small, '--models', 'smollm-135m', '--modes', 'lora');
+    const r = await duel(
+      'largest',
+      ...small,
+      '--models',
+      'smollm-135m',
+      '--modes',
+      'lora',
+      '--gradient-checkpointing',
+    );
+    expect(r.gradient_checkpointing).toBe(true);
     expect(r.largest_lora).toBe('smollm-135m');
     expect(r.sizes[0]).toMatchObject({ mode: 'lora', fits: true });
     expect(r.sizes[0].params).toBeGreaterThan(130e6);
@@ -70,6 +79,7 @@ describe('benches with peers, from the built command', () => {
       '--reserve',
       '100000000',
     );
+    expect(none.gradient_checkpointing).toBe(false);
     expect(none.largest_full).toBeUndefined();
     expect(none.sizes).toEqual([expect.objectContaining({ model: 'smollm-135m', fits: false })]);
   }, 300_000);

@@ -37,10 +37,10 @@ export function checkpoint(inputs: readonly Tensor[], body: (xs: Tensor[]) => Te
   try {
     const outputs = body([...inputs]);
     const end = graph.nodes.length;
-    // Graph inputs and constants a segment declares (a weight looked up on first use) are not
-    // recomputed: grad's second trace reads them as they are.
+    // A second trace would draw again: its backward pass would not be the forward pass's. (Graph
+    // inputs and constants a segment declares, such as a weight looked up on first use, are fine:
+    // grad's second trace reads them as they are.)
     for (const node of graph.nodes.slice(start)) {
-      // A second trace would draw again: its backward pass would not be the forward pass's.
       if (RANDOM.has(node.op.name)) throw new Error(`checkpoint: a segment cannot draw (${node.op.name})`);
     }
     graph.checkpoints.push({ start, end, inputs });

@@ -6,7 +6,15 @@
  * given them (what runner.ts does, and the ONNX export), otherwise graph inputs named by their
  * Hugging Face names.
  */
-import { type ComputeDtype, compile, type Dim, Graph, T, type Tensor } from '../../engine/index.js';
+import {
+  type ComputeDtype,
+  compile,
+  type Dim,
+  Graph,
+  inputName,
+  T,
+  type Tensor,
+} from '../../engine/index.js';
 import { castWeight, weightsFor } from '../common/precision.js';
 import type { LoraTarget } from '../lora/config.js';
 import { declareAdapterInputs } from '../lora/slots.js';
@@ -161,7 +169,7 @@ export function buildGenerationLoop(
   options: Omit<DecoderGraphOptions, 'lastOnly' | 'sampling'>,
 ) {
   const { graph: g, outputs } = buildDecoderGraph(cfg, { ...options, lastOnly: true, sampling: true });
-  const byName = new Map(g.inputs.map((t) => [(t.node.attrs as { name: string }).name, t]));
+  const byName = new Map(g.inputs.map((t) => [inputName(t), t]));
   const input = (name: string) => byName.get(name)!;
   const done = g.input('done', 'float32', ['B']);
   const eos = g.input('eos_ids', 'int64', ['E']);
