@@ -92,7 +92,8 @@ export function buildGradAccumulation(
 
 /**
  * The optimizer step on accumulated gradients (optim_step): the same clipping and update as
- * buildTrainStep with the accumulators as the gradient, and the accumulators reset to zero.
+ * buildTrainStep with the accumulators as the gradient, and the accumulators reset to zero — as
+ * outputs, or (`zeroOutputs` false) by whoever holds them (StateBinding.zero: in place on the host).
  */
 export function buildAccumulatedStep(
   graph: Graph,
@@ -100,13 +101,15 @@ export function buildAccumulatedStep(
   spec: TrainStepSpec,
   dtype: Tensor['dtype'],
   layout: UpdateLayout = 'per-tensor',
+  zeroOutputs = true,
 ): TrainStepGraph {
   const accs = [...params].map(([name, p]) => graph.input(gradAccName(name), dtype, p.shape));
   const applied = applyGradients(graph, params, accs, spec, dtype, layout);
-  [...params].forEach(([name, p]) => {
-    // A constant, not acc·0: a non-finite accumulator must still come back as zeros.
-    applied.outputs[updatedName(gradAccName(name))] = T.expand(T.scalar(graph, 0, dtype), p.shape);
-  });
+  if (zeroOutputs)
+    [...params].forEach(([name, p]) => {
+      // A constant, not acc·0: a non-finite accumulator must still come back as zeros.
+      applied.outputs[updatedName(gradAccName(name))] = T.expand(T.scalar(graph, 0, dtype), p.shape);
+    });
   return applied;
 }
 

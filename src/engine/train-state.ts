@@ -30,6 +30,14 @@ import type { Provider, Runtime, Session, StateBinding, WireTensor } from './run
 import type { SharedTensors } from './shared-tensors.js';
 
 /**
+ * Whether an accumulating state's optimizer step leaves its gradient sums for the worker to zero
+ * in their own buffers (StateBinding.zero) rather than outputting zeros: state in host memory,
+ * updated in place. Otherwise each step allocates a new set of sums and drops the old one, whose
+ * memory waits for the worker's garbage collector.
+ */
+const zeroesOnHost = (provider: Provider, inPlace: boolean): boolean => inPlace && provider === 'cpu';
+
+/**
  * The outputs a step reads on the host (loss, gradient norm, the finite flag): every output not
  * written back to the state (`<key>.next`). ONNX Runtime writes them to host memory directly.
  */
@@ -204,6 +212,8 @@ export class TrainingState {
     private readonly inPlace = true,
     /** The loss scale each step's gradient is computed under (TrainingStateOptions.lossScale). */
     private readonly scaler?: LossScaler,
+    /** The optimizer step leaves the gradient sums to the worker to zero in place (zeroesOnHost). */
+    private readonly zeroesSums = false,
   ) {}
 
   static async create(
@@ -251,6 +261,7 @@ export class TrainingState {
     const scaler = options.lossScale && new LossScaler(options.lossScale);
     const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params, scaled) : undefined;
     const layout = options.updateLayout ?? defaultUpdateLayout(runtime.provider);
+    const zeroesSums = accumulated !== undefined && zeroesOnHost(runtime.provider, options.inPlace ?? true);
     const applyGraph = new Graph();
     const step = accumulated
       ? buildAccumulatedStep(
@@ -259,6 +270,7 @@ export class TrainingState {
           spec,
           program.dtype,
           layout,
+          !zeroesSums,
         )
       : buildTrainStep(graph, loss, params, spec, layout, scaled);
     const t1 = performance.now();
@@ -367,6 +379,7 @@ export class TrainingState {
       keyShapes,
       options.inPlace ?? true,
       scaler,
+      zeroesSums,
     );
   }
 
@@ -390,14 +403,18 @@ export class TrainingState {
   /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
   private binding(withFrozen = true, inPlace = false): StateBinding {
     const everything = [...this.paramNames, ...this.stateKeys];
-    // Accumulators come back as a constant fill, which may run before their last read: never in place.
+    // Accumulators come back as a constant fill, which may run before their last read: never in
+    // place. An optimizer step on the host leaves them to the worker to zero in their buffers.
     const accs = new Set(this.paramNames.map(gradAccName));
+    const zero = inPlace && this.zeroesSums;
+    const written = zero ? everything.filter((k) => !accs.has(k)) : everything;
     return this.readingFrozen(
       {
         state: this.stateId,
         reads: Object.fromEntries(everything.map((k) => [k, k])),
-        writes: Object.fromEntries(everything.map((k) => [updatedName(k), k])),
+        writes: Object.fromEntries(written.map((k) => [updatedName(k), k])),
         ...this.inPlaceWrites(inPlace ? everything.filter((k) => !accs.has(k)) : []),
+        ...(zero ? { zero: [...accs] } : {}),
       },
       withFrozen ? this.frozenNames : [],
     );

@@ -78,6 +78,21 @@ describe('TrainingSession', () => {
       return end;
     };
     const [inPlace, fresh] = [await run(true), await run(false)];
+    // Pinned with gradients pending: the optimizer step zeroes the sums in their buffers, but not
+    // the ones the pin holds.
+    const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW });
+    await s.forwardBackward('cross_entropy', DATA);
+    const pending = await s.snapshot();
+    const pin = await s.pin();
+    await s.optimStep();
+    await s.forwardBackward('cross_entropy', DATA.slice(1));
+    const read = await pin.read();
+    for (const [k, t] of Object.entries(pending.tensors))
+      expect(Array.from(read.tensors[k]!.data as Float32Array), k).toEqual(
+        Array.from(t.data as Float32Array),
+      );
+    expect(Object.keys(pending.tensors).some((k) => k.endsWith('.grad_acc'))).toBe(true);
+    await s.close();
     expect(inPlace.steps).toBe(4);
     for (const [k, t] of Object.entries(fresh.tensors))
       expect(Array.from(inPlace.tensors[k]!.data as Float32Array), k).toEqual(

@@ -61,6 +61,12 @@ export interface StateBinding {
    * still holds (a pinned snapshot) is never written over: that output gets a fresh buffer.
    */
   inPlace?: string[];
+  /**
+   * State keys set to zeros once the run is done (gradient sums an optimizer step has consumed):
+   * filled in place where nothing else holds the tensor, else replaced by a zeroed one. Host
+   * memory only: a graph that resets device state outputs the zeros instead.
+   */
+  zero?: string[];
 }
 
 /**

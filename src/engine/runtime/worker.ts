@@ -238,6 +238,27 @@ function inPlaceOutputs(b: StateBinding): Record<string, Ort.Tensor> {
   return into;
 }
 
+/**
+ * Sets state tensors `keys` to zeros (StateBinding.zero): their own buffer where no other state
+ * holds it (a pinned snapshot), so a step allocates nothing for them; else a fresh zeroed one.
+ */
+function zeroState(name: string, keys: readonly string[]): void {
+  const state = stateOf(name);
+  const held = heldElsewhere(name);
+  for (const key of keys) {
+    const t = state.get(key);
+    if (!t) throw new Error(`state ${name} has no '${key}' to zero`);
+    if (onDevice(t))
+      throw new Error(`state ${name}: '${key}' is on the device; a graph must output its zeros`);
+    const data = t.data as Float32Array;
+    if (!held.has(t)) data.fill(0);
+    else {
+      const zeros = new (data.constructor as Float32ArrayConstructor)(data.length);
+      state.set(key, new ort.Tensor(t.type as 'float32', zeros, t.dims));
+    }
+  }
+}
+
 /** Every tensor some state other than `except` holds. */
 function heldElsewhere(except: string): Set<Ort.Tensor> {
   const held = new Set<Ort.Tensor>();
@@ -319,6 +340,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
           free(state.get(key), fresh);
           state.set(key, fresh);
         }
+        if (req.binding.zero?.length) zeroState(req.binding.state, req.binding.zero);
       }
       const tensors: Record<string, WireTensor> = {};
       for (const name of req.fetch) {
