@@ -4,7 +4,7 @@
  * none of them depends on (or disturbs) a server already running on the machine.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -20,13 +20,42 @@ export function findNatsServer(): string | undefined {
   return undefined;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A loopback port free now, for a process started next to listen on. It is drawn below the
+ * kernel's ephemeral range (ip_local_port_range), because a port the kernel handed out for
+ * `listen(0)` is free again as soon as it is released here, and the kernel may hand it to the very
+ * next `listen(0)` — another service starting meanwhile, or the same one's gRPC server (a test's
+ * orchestrator once found its HTTP port taken by its own gRPC listener so).
+ */
+export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let tries = 0; tries < 32; tries++) {
+    const port = 10_000 + Math.floor(Math.random() * (low - 10_000));
+    if (await listens(port)) return port;
+  }
+  const any = await listens(0);
+  if (!any) throw new Error('no free port on 127.0.0.1');
+  return any;
+}
+
+/** The first port of the kernel's ephemeral range (Linux's default 32768 where it cannot be read). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 11_000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/** Listens on `port` of 127.0.0.1 and closes again: the port (0: the kernel's pick), or 0 if taken. */
+function listens(port: number): Promise<number> {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
+    s.once('error', () => resolve(0));
+    s.listen(port, '127.0.0.1', () => {
+      const bound = (s.address() as { port: number }).port;
+      s.close(() => resolve(bound));
     });
   });
 }
