@@ -406,14 +406,14 @@ export class TrainingState {
     // Accumulators come back as a constant fill, which may run before their last read: never in
     // place. An optimizer step on the host leaves them to the worker to zero in their buffers.
     const accs = new Set(this.paramNames.map(gradAccName));
+    const notSums = everything.filter((k) => !accs.has(k));
     const zero = inPlace && this.zeroesSums;
-    const written = zero ? everything.filter((k) => !accs.has(k)) : everything;
     return this.readingFrozen(
       {
         state: this.stateId,
         reads: Object.fromEntries(everything.map((k) => [k, k])),
-        writes: Object.fromEntries(written.map((k) => [updatedName(k), k])),
-        ...this.inPlaceWrites(inPlace ? everything.filter((k) => !accs.has(k)) : []),
+        writes: Object.fromEntries((zero ? notSums : everything).map((k) => [updatedName(k), k])),
+        ...this.inPlaceWrites(inPlace ? notSums : []),
         ...(zero ? { zero: [...accs] } : {}),
       },
       withFrozen ? this.frozenNames : [],
