@@ -127,14 +127,16 @@ export async function trainOnce(
       session = await TrainingSession.create(runtime, {
         ...common,
         weights: fresh(),
+        handOver: true,
         reference: async () => fresh(),
       });
     else {
-      shared = await SharedTensors.create(runtime, fresh());
+      shared = await SharedTensors.create(runtime, fresh(), { handOver: true });
       const lora = { rank: 16, alpha: 32, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
       session = await TrainingSession.create(runtime, {
         ...common,
         weights: initAdapter(cfg, lora, 1).tensors,
+        handOver: true,
         lora: { config: lora, base: shared },
       });
     }

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { writeSessionState } from '../services/trainer/session-state.js';
 import { TrainingSession, type TrainingSessionOptions } from '../src/algorithms/session.js';
 import { trainRound } from '../src/algorithms/train-round.js';
-import { Runtime, SharedTensors } from '../src/engine/index.js';
+import { freeHostTensors, Runtime, SharedTensors } from '../src/engine/index.js';
 import { ModelRef, OptimizerConfig } from '../src/gen/duel/v1/common.js';
 import type { LlamaConfig } from '../src/models/llama/config.js';
 import type { HostTensor } from '../src/models/llama/weights.js';
@@ -92,7 +92,12 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     const s = await (async () => {
       const weights = fresh();
       stage(full, 'weights on the host');
-      return TrainingSession.create(runtime, { ...common, weights, reference: async () => fresh() });
+      return TrainingSession.create(runtime, {
+        ...common,
+        weights,
+        handOver: true,
+        reference: async () => fresh(),
+      });
     })();
     stage(full, 'session created');
     await s.forwardBackward('cross_entropy', data);
@@ -136,6 +141,8 @@ export async function runSessionProbe(o: SessionProbeOptions) {
         snapshot,
       });
       const write = performance.now() - t;
+      // As the trainer does once a snapshot is written (services/trainer/sessions.ts).
+      freeHostTensors(Object.values(snapshot.tensors));
       t = performance.now();
       store.put(dir, `snapshot-${i}`, { move: true });
       snapshots.push({ read_ms: read, write_ms: write, publish_ms: performance.now() - t });
@@ -145,16 +152,18 @@ export async function runSessionProbe(o: SessionProbeOptions) {
       );
     }
     await s.close();
+    await new Promise((r) => setTimeout(r, 1000));
+    stage(full, 'session closed, 1 s idle');
 
     // LoRA sessions on one shared base: memory after each session's first step, and its step time.
-    const weights = fresh();
-    const shared = await SharedTensors.create(runtime, weights);
+    const shared = await SharedTensors.create(runtime, fresh(), { handOver: true });
     const loraRows: { sessions: number; rss_mb: number; step_ms: number }[] = [];
     const open: TrainingSession[] = [];
     for (let n = 1; n <= o.loraSessions; n++) {
       const x = await TrainingSession.create(runtime, {
         ...common,
         weights: initAdapter(cfg, LORA_R8, n).tensors,
+        handOver: true,
         lora: { config: LORA_R8, base: shared },
       });
       open.push(x);
@@ -170,7 +179,7 @@ export async function runSessionProbe(o: SessionProbeOptions) {
     for (const x of open) await x.close();
     await shared.dispose();
 
-    const round = await loraRound(runtime, cfg, weights, LORA_R8, o.log);
+    const round = await loraRound(runtime, cfg, fresh(), LORA_R8, o.log);
     return {
       model: o.model,
       arena: o.arena,

@@ -249,13 +249,19 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     client.close();
     await t.stop();
 
-    // Resident memory with n sessions, without (the default) and with ONNX Runtime's memory arena.
+    // Resident memory with n sessions, without (the default) and with ONNX Runtime's memory arena,
+    // each read once the trainer has had a second without calls, as between a client's calls: an
+    // idle worker hands freed pages back (engine/runtime/return-memory.ts) 250 ms after its last run.
     const memory: SessionsBenchResult['memory'] = [];
+    const settledRss = async (pid: number | undefined) => {
+      await new Promise((r) => setTimeout(r, 1000));
+      return rssMb(pid);
+    };
     const lora = { rank: 8, alpha: 16, targets: [...ALL_LINEAR], rslora: false };
     for (const arena of [false, true]) {
       t = await trainer(1_000_000, arena);
       client = new TrainingClient(t.address);
-      if (!arena) memory.push({ kind: 'none', sessions: 0, trainer_rss_mb: rssMb(t.child.pid) });
+      if (!arena) memory.push({ kind: 'none', sessions: 0, trainer_rss_mb: await settledRss(t.child.pid) });
       const kind = arena ? 'lora r8, arena' : 'lora r8';
       const open: TrainingSessionHandle[] = [];
       for (const n of o.loraSessions) {
@@ -264,7 +270,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
           await step(x)();
           open.push(x);
         }
-        memory.push({ kind, sessions: n, trainer_rss_mb: rssMb(t.child.pid) });
+        memory.push({ kind, sessions: n, trainer_rss_mb: await settledRss(t.child.pid) });
         o.log(`${n} ${kind} sessions: trainer ${memory.at(-1)!.trainer_rss_mb.toFixed(0)} MB`);
       }
       client.close();
@@ -274,7 +280,7 @@ export async function runSessionsBench(o: SessionsBenchOptions): Promise<Session
     client = new TrainingClient(t.address);
     for (let n = 1; n <= 2; n++) {
       await step(await client.createSession({ base, optimizer: OPTIMIZER }))();
-      memory.push({ kind: 'full', sessions: n, trainer_rss_mb: rssMb(t.child.pid) });
+      memory.push({ kind: 'full', sessions: n, trainer_rss_mb: await settledRss(t.child.pid) });
       o.log(`${n} full-weight sessions: trainer ${memory.at(-1)!.trainer_rss_mb.toFixed(0)} MB`);
     }
     client.close();

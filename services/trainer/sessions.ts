@@ -34,7 +34,7 @@ import {
   parseTrainingSettings,
   settingsFromWire,
 } from '../../src/algorithms/training-settings.js';
-import { type PinnedSnapshot, SharedTensors } from '../../src/engine/index.js';
+import { freeHostTensors, type PinnedSnapshot, SharedTensors } from '../../src/engine/index.js';
 import { DuelError } from '../../src/errors.js';
 import type { ArtifactRef, LoraSpec, ModelRef, OptimizerConfig } from '../../src/gen/duel/v1/common.js';
 import {
@@ -309,6 +309,7 @@ export class TrainingSessions {
         const session = await TrainingSession.create(this.core.runtime, {
           config: base.config,
           weights: initAdapter(base.config, lora, r.seed).tensors,
+          handOver: true,
           lora: { config: lora, base: base.tensors },
           ...loop,
         });
@@ -321,8 +322,10 @@ export class TrainingSessions {
       const { config, dir, weights } = loadModelDir(await this.core.resolve(r.base!.artifact!));
       const session = await TrainingSession.create(this.core.runtime, {
         config,
+        // Moved into the worker, not copied: π_ref is read from the base's files if a loss asks
+        // for it, so this process keeps no host copy of the weights.
         weights,
-        // π_ref read from the base's files if a loss asks for it: the weights are not kept here.
+        handOver: true,
         reference: async () => loadModelDir(await this.core.resolve(r.base!.artifact!)).weights,
         ...loop,
       });
@@ -330,7 +333,9 @@ export class TrainingSessions {
     }
     const from = r.snapshot ?? r.loadedFrom;
     try {
-      if (from) await l.session.restore(readSessionState(await this.core.resolve(from)).snapshot);
+      // Read only to be restored: its buffers move into the worker.
+      if (from)
+        await l.session.restore(readSessionState(await this.core.resolve(from)).snapshot, { handOver: true });
     } catch (e) {
       await this.closeLive(l);
       throw e;
@@ -346,7 +351,8 @@ export class TrainingSessions {
     if (!loading) {
       loading = (async () => {
         const m = loadModelDir(await this.core.resolve(ref));
-        const tensors = await SharedTensors.create(this.core.runtime, m.weights);
+        // Loaded only to be held there: moved into the worker, not copied.
+        const tensors = await SharedTensors.create(this.core.runtime, m.weights, { handOver: true });
         return { key, config: m.config, dir: m.dir, tensors, users: 0, decoders: new Map() };
       })();
       this.bases.set(key, loading);
@@ -668,9 +674,14 @@ export class TrainingSessions {
       l.called = undefined;
       const snapshot = await pinned.read();
       await this.core.store.remove(name);
-      const ref = await this.publish(name, (dir) =>
-        writeSessionStateAsync(dir, { ...this.meta(l), snapshot }),
-      );
+      const ref = await this.publish(name, async (dir) => {
+        try {
+          return await writeSessionStateAsync(dir, { ...this.meta(l), snapshot });
+        } finally {
+          // The state's bytes, read back only to be written: freed now, not by the collector.
+          freeHostTensors(Object.values(snapshot.tensors));
+        }
+      });
       const j = await this.journal();
       let previous: number | undefined;
       let adopted = false;
@@ -757,7 +768,12 @@ export class TrainingSessions {
   /** The whole state as an artifact `name` (what LoadState resumes from). */
   saveState(l: Live, name: string): Promise<ArtifactRef> {
     return this.publish(name, async (dir) => {
-      writeSessionState(dir, { ...this.meta(l), snapshot: await l.session.snapshot() });
+      const snapshot = await l.session.snapshot();
+      try {
+        writeSessionState(dir, { ...this.meta(l), snapshot });
+      } finally {
+        freeHostTensors(Object.values(snapshot.tensors));
+      }
       return undefined;
     });
   }

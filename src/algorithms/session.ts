@@ -71,6 +71,12 @@ export interface TrainingSessionOptions {
    * trainer passes a reader of the base's files instead, so a session holds no host copy.
    */
   reference?: () => Promise<Record<string, HostTensor>>;
+  /**
+   * `weights` move into the session's worker without a copy, and the caller's arrays are left
+   * empty: for weights loaded or made only to start the session (a trainer's). A full-weight
+   * session then reads π_ref from `reference`, which it must have.
+   */
+  handOver?: boolean;
   /** Train a LoRA adapter of this shape on the frozen base held in `base` (shared with other sessions). */
   lora?: { config: LoraConfig; base: SharedTensors };
   /** Give activation memory back after each run: many sessions per process (TrainingStateOptions.lowMemory). */
@@ -250,6 +256,9 @@ export class TrainingSession {
     let inputs: BatchInputs<Batch> | undefined;
     const cfg = o.config;
     const dtype = o.dtype ?? 'float32';
+    // Its weights moved into the worker, a full-weight session would have no π_ref.
+    if (o.handOver && !o.lora && !o.reference)
+      throw new Error('training session: handOver needs `reference` (π_ref) for a full-weight session');
     const scalar = (v: (b: Batch) => number) => (b: Batch) =>
       ({ dtype: 'float32', dims: [], data: Float32Array.of(v(b)) }) as WireTensor;
     const program = {
@@ -316,6 +325,7 @@ export class TrainingSession {
         accumulate: true,
         lowMemory: o.lowMemory ?? false,
         inPlace: o.inPlace ?? true,
+        handOver: o.handOver ?? false,
         ...(o.lora ? { shared: o.lora.base } : {}),
         ...(dtype === 'float16' ? { lossScale: o.lossScale ?? {} } : {}),
       },
@@ -509,8 +519,9 @@ export class TrainingSession {
     return this.state.pin();
   }
 
-  async restore(s: TrainingSnapshot): Promise<void> {
-    await this.state.restore(s);
+  /** `handOver`: the snapshot's buffers move into the worker without a copy (a snapshot read only for this). */
+  async restore(s: TrainingSnapshot, o: { handOver?: boolean } = {}): Promise<void> {
+    await this.state.restore(s, o);
     this.changes++;
   }
 

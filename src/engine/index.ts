@@ -16,6 +16,7 @@ export {
   type TrainStepSpec,
   type UpdateLayout,
 } from './optim.js';
+export { freeHostTensors } from './runtime/free-host.js';
 export {
   type ComputeDtype,
   cpuLimit,

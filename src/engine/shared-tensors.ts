@@ -20,15 +20,21 @@ export class SharedTensors {
     readonly shapes: ReadonlyMap<string, readonly number[]>,
   ) {}
 
-  static async create(runtime: Runtime, tensors: Record<string, WireTensor>): Promise<SharedTensors> {
+  /** `handOver`: the tensors' buffers move to the worker, leaving the caller's arrays empty (Session.setState). */
+  static async create(
+    runtime: Runtime,
+    tensors: Record<string, WireTensor>,
+    o: { handOver?: boolean } = {},
+  ): Promise<SharedTensors> {
     const g = new Graph();
     const x = g.input('x', 'float32', []);
     const anchor = await runtime.load(
       compile(g, { y: T.neg(x) }, 'shared_anchor', { provider: runtime.provider }),
     );
     const id = `shared-${process.pid}-${counter++}`;
-    await anchor.setState(id, tensors);
-    return new SharedTensors(anchor, id, new Map(Object.entries(tensors).map(([k, t]) => [k, t.dims])));
+    const shapes = new Map(Object.entries(tensors).map(([k, t]) => [k, t.dims] as const));
+    await anchor.setState(id, tensors, o);
+    return new SharedTensors(anchor, id, shapes);
   }
 
   /** Where they live, for a graph that reads them in place (as a training state's parameters). */

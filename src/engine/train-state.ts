@@ -111,6 +111,12 @@ export interface TrainingStateOptions {
    * and the scale halves. Not with `fold`.
    */
   lossScale?: LossScaleSpec;
+  /**
+   * The initial parameters' buffers move to the worker without a copy, and the caller's arrays
+   * are left empty: for values made or loaded only to start the state. Otherwise they are copied,
+   * and the caller's copy stays until its garbage collector runs (the parameters' bytes again).
+   */
+  handOver?: boolean;
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -180,41 +186,80 @@ export interface BuildTimings {
   sessionMs: number;
 }
 
+/** What a TrainingState is made of (TrainingState.create assembles it; see the fields). */
+interface StateParts {
+  session: Session;
+  stateId: string;
+  paramNames: readonly string[];
+  stateKeys: readonly string[];
+  frozenNames: readonly string[];
+  dtype: DType;
+  schedule: ScheduleSpec;
+  timings: BuildTimings;
+  folded: boolean;
+  applySession: Session | undefined;
+  shared: SharedTensors | undefined;
+  frozenShapes: Readonly<Record<string, { dims: readonly number[] }>>;
+  lowMemory: boolean;
+  keyShapes: ReadonlyMap<string, readonly number[]>;
+  inPlace: boolean;
+  scaler: LossScaler | undefined;
+  zeroesSums: boolean;
+}
+
 export class TrainingState {
   private stepCount = 0;
   /** Sessions of the losses `addLoss` compiled over this state. */
   private readonly addedLosses: Session[] = [];
 
-  private constructor(
-    private readonly session: Session,
-    private readonly stateId: string,
-    readonly paramNames: readonly string[],
-    private readonly stateKeys: readonly string[],
-    /** Read every step, never written. */
-    private readonly frozenNames: readonly string[],
-    private readonly dtype: DType,
-    private readonly schedule: ScheduleSpec,
-    readonly timings: BuildTimings,
-    private readonly folded: boolean,
-    /** With accumulation: the optimizer-step session (the main session accumulates). */
-    private readonly applySession?: Session,
-    /** Σ loss of the forwardBackward calls since the last optimStep. */
-    private pendingLoss = 0,
-    /** Where the frozen tensors live when many states share them. */
-    private readonly shared?: SharedTensors,
-    /** The shapes of the frozen tensors, by name. */
-    readonly frozenShapes: Readonly<Record<string, { dims: readonly number[] }>> = {},
-    /** Whether the state's sessions (and those added to it) give activation memory back. */
-    private readonly lowMemory = false,
-    /** The shape of every parameter, slot and accumulator, by state key (what a snapshot holds). */
-    private readonly keyShapes: ReadonlyMap<string, readonly number[]> = new Map(),
-    /** Steps write the new parameters and slots over the old ones (TrainingStateOptions.inPlace). */
-    private readonly inPlace = true,
-    /** The loss scale each step's gradient is computed under (TrainingStateOptions.lossScale). */
-    private readonly scaler?: LossScaler,
-    /** The optimizer step leaves the gradient sums to the worker to zero in place (zeroesOnHost). */
-    private readonly zeroesSums = false,
-  ) {}
+  private readonly session: Session;
+  private readonly stateId: string;
+  readonly paramNames: readonly string[];
+  private readonly stateKeys: readonly string[];
+  /** Read every step, never written. */
+  private readonly frozenNames: readonly string[];
+  private readonly dtype: DType;
+  private readonly schedule: ScheduleSpec;
+  readonly timings: BuildTimings;
+  private readonly folded: boolean;
+  /** With accumulation: the optimizer-step session (the main session accumulates). */
+  private readonly applySession?: Session;
+  /** Σ loss of the forwardBackward calls since the last optimStep. */
+  private pendingLoss = 0;
+  /** Where the frozen tensors live when many states share them. */
+  private readonly shared?: SharedTensors;
+  /** The shapes of the frozen tensors, by name. */
+  readonly frozenShapes: Readonly<Record<string, { dims: readonly number[] }>>;
+  /** Whether the state's sessions (and those added to it) give activation memory back. */
+  private readonly lowMemory: boolean;
+  /** The shape of every parameter, slot and accumulator, by state key (what a snapshot holds). */
+  private readonly keyShapes: ReadonlyMap<string, readonly number[]>;
+  /** Steps write the new parameters and slots over the old ones (TrainingStateOptions.inPlace). */
+  private readonly inPlace: boolean;
+  /** The loss scale each step's gradient is computed under (TrainingStateOptions.lossScale). */
+  private readonly scaler?: LossScaler;
+  /** The optimizer step leaves the gradient sums to the worker to zero in place (zeroesOnHost). */
+  private readonly zeroesSums: boolean;
+
+  private constructor(p: StateParts) {
+    this.session = p.session;
+    this.stateId = p.stateId;
+    this.paramNames = p.paramNames;
+    this.stateKeys = p.stateKeys;
+    this.frozenNames = p.frozenNames;
+    this.dtype = p.dtype;
+    this.schedule = p.schedule;
+    this.timings = p.timings;
+    this.folded = p.folded;
+    this.applySession = p.applySession;
+    this.shared = p.shared;
+    this.frozenShapes = p.frozenShapes;
+    this.lowMemory = p.lowMemory;
+    this.keyShapes = p.keyShapes;
+    this.inPlace = p.inPlace;
+    this.scaler = p.scaler;
+    this.zeroesSums = p.zeroesSums;
+  }
 
   static async create(
     runtime: Runtime,
@@ -354,33 +399,36 @@ export class TrainingState {
         ),
       };
     }
-    if (!options.shared) for (const name of frozen.keys()) tensors[name] = options.frozen![name]!;
-    await session.setState(stateId, tensors);
+    await session.setState(stateId, tensors, { handOver: options.handOver ?? false });
+    if (!options.shared && frozen.size)
+      await session.setState(
+        stateId,
+        Object.fromEntries([...frozen.keys()].map((name) => [name, options.frozen![name]!])),
+      );
     const keyShapes = new Map([
       ...names.map((k) => [k, tensors[k]!.dims] as const),
       ...stateKeys.map((k) => [k, zeros[k]!.dims] as const),
     ]);
     await session.setState(stateId, zeros, { handOver: true });
-    return new TrainingState(
+    return new TrainingState({
       session,
       stateId,
-      names,
+      paramNames: names,
       stateKeys,
-      [...frozen.keys()],
-      program.dtype,
+      frozenNames: [...frozen.keys()],
+      dtype: program.dtype,
       schedule,
       timings,
-      options.fold ?? false,
+      folded: options.fold ?? false,
       applySession,
-      0,
-      options.shared,
-      Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
+      shared: options.shared,
+      frozenShapes: Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
       lowMemory,
       keyShapes,
-      options.inPlace ?? true,
+      inPlace: options.inPlace ?? true,
       scaler,
       zeroesSums,
-    );
+    });
   }
 
   private scalar(value: number): WireTensor {
@@ -674,7 +722,8 @@ export class TrainingState {
   }
 
   /** Puts a snapshot of a state of the same program back; every key must be there, in its shape. */
-  async restore(s: TrainingSnapshot): Promise<void> {
+  /** `handOver`: the snapshot's buffers move to the worker, leaving its arrays empty (Session.setState). */
+  async restore(s: TrainingSnapshot, o: { handOver?: boolean } = {}): Promise<void> {
     for (const [key, dims] of this.keyShapes) {
       const given = s.tensors[key];
       if (!given) throw new Error(`training state: the snapshot has no '${key}'`);
@@ -686,6 +735,7 @@ export class TrainingState {
     await this.session.setState(
       this.stateId,
       Object.fromEntries([...this.keyShapes.keys()].map((k) => [k, s.tensors[k]!])),
+      o,
     );
     this.stepCount = s.steps;
     this.pendingLoss = s.pendingLoss;

@@ -100,6 +100,55 @@ describe('TrainingSession', () => {
       );
   });
 
+  it('takes weights handed over without a copy, leaving the caller’s arrays empty, and trains as on a copy', async () => {
+    const steps = async (s: TrainingSession) => {
+      for (let i = 0; i < 2; i++) {
+        await s.forwardBackward('cross_entropy', DATA.slice(i));
+        await s.optimStep();
+      }
+      const end = await s.weights();
+      await s.close();
+      return end;
+    };
+    const copied = await steps(await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW }));
+    const given = f32(w0);
+    const moved = await steps(
+      await TrainingSession.create(runtime, {
+        config: cfg,
+        weights: given,
+        handOver: true,
+        reference: async () => w0,
+        ...ADAMW,
+      }),
+    );
+    expect(Object.values(given).every((t) => t.data.length === 0)).toBe(true);
+    expect(maxRelativeDiff(moved, copied)).toBe(0);
+    // Its weights gone, a full-weight session would have no π_ref of its own.
+    await expect(
+      TrainingSession.create(runtime, { config: cfg, weights: f32(w0), handOver: true, ...ADAMW }),
+    ).rejects.toThrow(/handOver needs `reference`/);
+    // A LoRA session on a base handed over to its worker, its adapter handed over too.
+    const lora = { rank: 2, alpha: 4, targets: [...ALL_LINEAR], rslora: false, dropout: 0 };
+    const onBase = async (handOver: boolean) => {
+      const base = await SharedTensors.create(runtime, f32(w0), { handOver });
+      const adapter = initAdapter(cfg, lora, 3).tensors;
+      const s = await TrainingSession.create(runtime, {
+        config: cfg,
+        weights: adapter,
+        handOver,
+        lora: { config: lora, base },
+        ...ADAMW,
+      });
+      const end = await steps(s);
+      await base.dispose();
+      return { end, left: Object.values(adapter).reduce((n, t) => n + t.data.length, 0) };
+    };
+    const [loraCopied, loraMoved] = [await onBase(false), await onBase(true)];
+    expect(loraMoved.left).toBe(0);
+    expect(loraCopied.left).toBeGreaterThan(0);
+    expect(maxRelativeDiff(loraMoved.end, loraCopied.end)).toBe(0);
+  });
+
   it('with gradient checkpointing takes the same steps, token and pairwise losses alike', async () => {
     const run = async (checkpointing: boolean) => {
       const s = await TrainingSession.create(runtime, { config: cfg, weights: w0, ...ADAMW, checkpointing });

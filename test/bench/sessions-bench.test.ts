@@ -48,6 +48,7 @@ it('probes sessions in process: every stage of a full-weight session, each LoRA 
     'second step',
     'after 10 steps',
     'after 10 steps and 1 s idle',
+    'session closed, 1 s idle',
   ]);
   expect(r.lora.map((x) => x.sessions)).toEqual([1, 2]);
   expect(r.snapshots).toHaveLength(3);

@@ -5,7 +5,8 @@
  * On the webgpu provider a state lives in device memory: what `setState` stores is moved onto
  * the device once, a session that writes state back keeps its outputs on the device
  * (`outputsOnDevice`), and a replaced or dropped device tensor is freed at once rather than when
- * the garbage collector gets to it, so memory stays flat however many steps run. What every run
+ * the garbage collector gets to it, so memory stays flat however many steps run. A replaced or
+ * dropped host tensor is freed at once too where Node can detach its buffer (`letGo`, free-host.ts). What every run
  * reads on the host (a loss, drawn tokens: `outputLocations`) the run writes to host memory itself;
  * any other fetched device output is copied back by a small session of its own (a read-back).
  *
@@ -21,6 +22,7 @@ import { bytesPer, type DType } from '../dtype.js';
 import { Graph } from '../graph.js';
 import { compile } from '../onnx.js';
 import { stopGradient } from '../ops/elementwise.js';
+import { freeHostData } from './free-host.js';
 import type {
   DeviceStats,
   Moved,
@@ -111,9 +113,27 @@ const asState = (t: Ort.Tensor): Ort.Tensor =>
 
 const byteSize = (t: Ort.Tensor) => t.size * bytesPer(t.type as DType);
 
-/** Frees a device tensor now; host tensors are left to the garbage collector. */
-function free(t: Ort.Tensor | undefined, unless?: Ort.Tensor): void {
-  if (t && t !== unless && onDevice(t)) t.dispose();
+/** Every tensor some state holds. */
+function heldByStates(): Set<Ort.Tensor> {
+  const held = new Set<Ort.Tensor>();
+  for (const s of states.values()) for (const t of s.values()) held.add(t);
+  return held;
+}
+
+/**
+ * Lets go of tensors a state has just replaced or dropped, and outputs no state keeps: device
+ * memory is freed and host buffers released now, except a tensor some state still holds (a
+ * pinned snapshot, a shared base). Call it once the states are updated.
+ */
+function letGo(dropped: Iterable<Ort.Tensor | undefined>): void {
+  let held: Set<Ort.Tensor> | undefined;
+  for (const t of dropped) {
+    if (!t) continue;
+    held ??= heldByStates();
+    if (held.has(t)) continue;
+    if (onDevice(t)) t.dispose();
+    else freeHostData(t.data as ArrayBufferView);
+  }
 }
 
 const VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
@@ -335,11 +355,20 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       if (crosses) for (const t of Object.values(out)) moved.toHost += byteSize(t);
       if (req.binding) {
         const state = stateOf(req.binding.state);
+        const fetched = new Set(req.fetch);
+        const replaced: Ort.Tensor[] = [];
         for (const [output, key] of Object.entries(req.binding.writes)) {
-          const fresh = asState(out[output]!);
-          free(state.get(key), fresh);
-          state.set(key, fresh);
+          // Written into the state's own buffer: that tensor stays. onnxruntime-node (1.30 and
+          // 1.31) hands a pre-allocated output back as a copy of what it wrote, which goes now.
+          if (into[output]) {
+            if (!fetched.has(output)) freeHostData(out[output]!.data as ArrayBufferView);
+            continue;
+          }
+          const old = state.get(key);
+          if (old) replaced.push(old);
+          state.set(key, asState(out[output]!));
         }
+        letGo(replaced);
         if (req.binding.zero?.length) zeroState(req.binding.state, req.binding.zero);
       }
       const tensors: Record<string, WireTensor> = {};
@@ -352,7 +381,7 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
       // Device outputs no state keeps (fetched and read back, or computed only because every
       // output is fetched): freed now.
       const kept = new Set(Object.keys(req.binding?.writes ?? {}));
-      for (const [name, t] of Object.entries(out)) if (!kept.has(name)) free(t);
+      letGo(Object.entries(out).flatMap(([name, t]) => (!kept.has(name) && onDevice(t) ? [t] : [])));
       // The run's activations are freed by now (no arena); the allocator would keep their pages.
       if (lowMemory) returnFreedMemoryWhenIdle();
       return { ok: true, tensors, moved };
@@ -367,11 +396,12 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
     case 'setState': {
       const { device } = loaded(req.session);
       const state = stateOf(req.state);
+      const replaced: (Ort.Tensor | undefined)[] = [];
       for (const [key, t] of Object.entries(req.tensors)) {
-        const fresh = device ? await toDevice(toOrt(t)) : toOrt(t);
-        free(state.get(key), fresh);
-        state.set(key, fresh);
+        replaced.push(state.get(key));
+        state.set(key, device ? await toDevice(toOrt(t)) : toOrt(t));
       }
+      letGo(replaced);
       return { ok: true };
     }
     case 'getState': {
@@ -405,15 +435,10 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
     }
     case 'dropState': {
       const state = states.get(req.state);
-      if (req.keys) {
-        for (const key of req.keys) {
-          free(state?.get(key));
-          state?.delete(key);
-        }
-      } else {
-        for (const t of state?.values() ?? []) free(t);
-        states.delete(req.state);
-      }
+      const dropped = req.keys ? req.keys.map((key) => state?.get(key)) : [...(state?.values() ?? [])];
+      if (req.keys) for (const key of req.keys) state?.delete(key);
+      else states.delete(req.state);
+      letGo(dropped);
       return { ok: true };
     }
     case 'stats':
