@@ -234,9 +234,10 @@ export class TrainingSessions {
    * token returns the session it made before, even across trainer restarts.
    */
   async create(
-    from:
+    from: (
       | { base: ModelRef; optimizer: OptimizerConfig | undefined; seed: number; lora: LoraSpec | undefined }
-      | { state: ArtifactRef },
+      | { state: ArtifactRef }
+    ) & { checkpointing?: boolean | undefined },
     clientToken: string,
   ): Promise<string> {
     const j = await this.journal();
@@ -261,6 +262,7 @@ export class TrainingSessions {
         seed: start.seed,
         lora: start.lora,
         loadedFrom: start.loadedFrom,
+        gradientCheckpointing: from.checkpointing ?? this.core.training.checkpointing ?? false,
       });
       const live = this.open(record);
       this.live.set(id, live);
@@ -296,7 +298,7 @@ export class TrainingSessions {
       gradClip,
       lr,
       lowMemory: this.options.lowMemory ?? true,
-      checkpointing: this.core.training.checkpointing ?? false,
+      checkpointing: r.gradientCheckpointing ?? this.core.training.checkpointing ?? false,
       // A float16 runtime trains sessions in mixed precision, as it trains rounds.
       dtype: this.core.runtime.dtype,
       lossScale: this.core.training.lossScale ?? {},
@@ -527,7 +529,16 @@ export class TrainingSessions {
     const l = await this.live.get(id)?.catch(() => undefined);
     const r = l?.record ?? (await (await this.journal()).records.get(id))?.value;
     if (!r) throw DuelError.notFound(`no training session '${id}'`);
-    return { sessionId: r.sessionId, base: r.base, seq: r.seq, step: r.step, owner: r.owner?.holder ?? '' };
+    return {
+      sessionId: r.sessionId,
+      base: r.base,
+      seq: r.seq,
+      step: r.step,
+      owner: r.owner?.holder ?? '',
+      // What the live session trains with; else what it will when restored.
+      gradientCheckpointing:
+        l?.session.checkpointing ?? r.gradientCheckpointing ?? this.core.training.checkpointing ?? false,
+    };
   }
 
   async list(): Promise<TrainingSessionInfo[]> {

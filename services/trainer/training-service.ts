@@ -79,7 +79,13 @@ export function trainingService(sessions: TrainingSessions, forwarder?: SessionF
       v.throwIfAny();
       return {
         sessionId: await sessions.create(
-          { base: req.base!, optimizer: req.optimizer, seed: req.seed ?? 0, lora: req.lora },
+          {
+            base: req.base!,
+            optimizer: req.optimizer,
+            seed: req.seed ?? 0,
+            lora: req.lora,
+            checkpointing: req.gradientCheckpointing,
+          },
           req.clientToken,
         ),
       };
@@ -94,7 +100,12 @@ export function trainingService(sessions: TrainingSessions, forwarder?: SessionF
         'must be 64 lower-case hex digits',
       );
       v.throwIfAny();
-      return { sessionId: await sessions.create({ state: req.state! }, req.clientToken) };
+      return {
+        sessionId: await sessions.create(
+          { state: req.state!, checkpointing: req.gradientCheckpointing },
+          req.clientToken,
+        ),
+      };
     },
 
     async forwardBackward(req, ctx) {

@@ -242,6 +242,11 @@ export class TrainingSession {
     return this.graph.dtype;
   }
 
+  /** Whether its steps recompute activations (TrainingSessionOptions.checkpointing). */
+  get checkpointing(): boolean {
+    return this.graph.checkpointing;
+  }
+
   private changes = 0;
 
   /** π_ref for the pairwise losses, scored on first use. */

@@ -114,6 +114,8 @@ export class TrainingClient {
     seed?: number;
     /** Train a LoRA adapter of this shape on the base instead of every weight. */
     lora?: Partial<LoraSpec>;
+    /** Recompute activations in the backward pass (default: the trainer's trainer.gradientCheckpointing). */
+    gradientCheckpointing?: boolean;
   }): Promise<TrainingSessionHandle> {
     const { sessionId } = await this.call<object, { sessionId: string }>('createSession', {
       base: o.base,
@@ -121,13 +123,22 @@ export class TrainingClient {
       clientToken: o.clientToken ?? '',
       seed: o.seed,
       lora: o.lora && LoraSpec.fromPartial(o.lora),
+      gradientCheckpointing: o.gradientCheckpointing,
     });
     return this.attach(sessionId);
   }
 
   /** A new session from a SaveState artifact. */
-  async loadState(state: ArtifactRef, clientToken = ''): Promise<TrainingSessionHandle> {
-    const { sessionId } = await this.call<object, { sessionId: string }>('loadState', { state, clientToken });
+  async loadState(
+    state: ArtifactRef,
+    clientToken = '',
+    o: { gradientCheckpointing?: boolean } = {},
+  ): Promise<TrainingSessionHandle> {
+    const { sessionId } = await this.call<object, { sessionId: string }>('loadState', {
+      state,
+      clientToken,
+      gradientCheckpointing: o.gradientCheckpointing,
+    });
     return this.attach(sessionId);
   }
 

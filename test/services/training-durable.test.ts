@@ -219,6 +219,37 @@ describe('durable training sessions', () => {
     await t.stop();
   });
 
+  it('gradient checkpointing is the session’s own: kept across a restart, chosen anew by LoadState, the same weights', async () => {
+    const journal = memoryJournal();
+    let t = await trainer(journal);
+    let s = await t.client.createSession({
+      base,
+      optimizer: OPTIMIZER,
+      clientToken: 'recomputed',
+      gradientCheckpointing: true,
+    });
+    const plain = await t.client.createSession({ base, optimizer: OPTIMIZER });
+    expect((await s.info()).gradientCheckpointing).toBe(true);
+    expect((await plain.info()).gradientCheckpointing).toBe(false);
+    for (let i = 0; i < 5; i++) await step(s, i);
+    await t.stop();
+    // Restored by a trainer whose default is to keep activations: it still recomputes them.
+    t = await trainer(journal);
+    s = await t.client.createSession({ base, optimizer: OPTIMIZER, clientToken: 'recomputed' });
+    for (let i = 5; i < 7; i++) await step(s, i);
+    expect((await s.info()).gradientCheckpointing).toBe(true);
+    // A state resumes as the LoadState call asks, else as the trainer's default.
+    const state = await s.saveState('states/recomputed');
+    expect((await (await t.client.loadState(state)).info()).gradientCheckpointing).toBe(false);
+    const loaded = await t.client.loadState(state, '', { gradientCheckpointing: true });
+    expect((await loaded.info()).gradientCheckpointing).toBe(true);
+    for (let i = 7; i < PLAN; i++) await step(loaded, i);
+    const got = await weightsOf(await loaded.saveWeights('recomputed'));
+    for (const [k, t0] of Object.entries(reference))
+      expect(Array.from(got[k]!.data), k).toEqual(Array.from(t0.data));
+    await t.stop();
+  });
+
   it('ComputeLogprobs reads the current weights: its mean is cross_entropy’s loss, before and after a step', async () => {
     const t = await trainer(memoryJournal());
     const s = await t.client.createSession({ base, optimizer: OPTIMIZER });

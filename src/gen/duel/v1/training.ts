@@ -56,7 +56,15 @@ export interface CreateSessionRequest {
    * Train a LoRA adapter of this shape on the frozen base instead of every weight. LoRA sessions
    * on one base share its weights in the trainer: each holds only its adapter and optimizer slots.
    */
-  lora: LoraSpec | undefined;
+  lora:
+    | LoraSpec
+    | undefined;
+  /**
+   * Recompute each decoder layer's activations in the backward pass instead of keeping them: far
+   * less memory for longer sequences and larger models, for one more forward pass per step; the
+   * same weights. Unset: the trainer's default (trainer.gradientCheckpointing).
+   */
+  gradientCheckpointing?: boolean | undefined;
 }
 
 export interface CreateSessionResponse {
@@ -174,6 +182,8 @@ export interface SaveStateResponse {
 export interface LoadStateRequest {
   state: ArtifactRef | undefined;
   clientToken: string;
+  /** As CreateSessionRequest's: how the resumed session trains, whichever way the state was saved. */
+  gradientCheckpointing?: boolean | undefined;
 }
 
 export interface LoadStateResponse {
@@ -190,6 +200,8 @@ export interface TrainingSessionInfo {
   step: number;
   /** The trainer replica that serves it (trainer.id); empty: none yet, or a single trainer's memory. */
   owner: string;
+  /** Whether its steps recompute activations (CreateSessionRequest.gradient_checkpointing). */
+  gradientCheckpointing: boolean;
 }
 
 export interface GetSessionRequest {
@@ -239,7 +251,15 @@ export interface TrainingSessionRecord {
     | LoraSpec
     | undefined;
   /** The trainer replica that serves the session; absent: none yet (the next call's replica takes it). */
-  owner: SessionOwner | undefined;
+  owner:
+    | SessionOwner
+    | undefined;
+  /**
+   * Fixed when the session is made (the request's, or the trainer's default then), so every
+   * replica that restores it trains it the same way; absent in a record from before it existed:
+   * the restoring trainer's default.
+   */
+  gradientCheckpointing?: boolean | undefined;
 }
 
 /**
@@ -288,7 +308,14 @@ export interface SessionCall {
 }
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { base: undefined, optimizer: undefined, clientToken: "", seed: undefined, lora: undefined };
+  return {
+    base: undefined,
+    optimizer: undefined,
+    clientToken: "",
+    seed: undefined,
+    lora: undefined,
+    gradientCheckpointing: undefined,
+  };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -307,6 +334,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.lora !== undefined) {
       LoraSpec.encode(message.lora, writer.uint32(42).fork()).join();
+    }
+    if (message.gradientCheckpointing !== undefined) {
+      writer.uint32(48).bool(message.gradientCheckpointing);
     }
     return writer;
   },
@@ -364,6 +394,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.lora = LoraSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.gradientCheckpointing = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -387,6 +425,11 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : "",
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
       lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
+      gradientCheckpointing: isSet(object.gradientCheckpointing)
+        ? globalThis.Boolean(object.gradientCheckpointing)
+        : isSet(object.gradient_checkpointing)
+        ? globalThis.Boolean(object.gradient_checkpointing)
+        : undefined,
     };
   },
 
@@ -407,6 +450,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.lora !== undefined) {
       obj.lora = LoraSpec.toJSON(message.lora);
     }
+    if (message.gradientCheckpointing !== undefined) {
+      obj.gradientCheckpointing = message.gradientCheckpointing;
+    }
     return obj;
   },
 
@@ -422,6 +468,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     message.clientToken = object.clientToken ?? "";
     message.seed = object.seed ?? undefined;
     message.lora = (object.lora !== undefined && object.lora !== null) ? LoraSpec.fromPartial(object.lora) : undefined;
+    message.gradientCheckpointing = object.gradientCheckpointing ?? undefined;
     return message;
   },
 };
@@ -2178,7 +2225,7 @@ export const SaveStateResponse: MessageFns<SaveStateResponse> = {
 };
 
 function createBaseLoadStateRequest(): LoadStateRequest {
-  return { state: undefined, clientToken: "" };
+  return { state: undefined, clientToken: "", gradientCheckpointing: undefined };
 }
 
 export const LoadStateRequest: MessageFns<LoadStateRequest> = {
@@ -2188,6 +2235,9 @@ export const LoadStateRequest: MessageFns<LoadStateRequest> = {
     }
     if (message.clientToken !== "") {
       writer.uint32(18).string(message.clientToken);
+    }
+    if (message.gradientCheckpointing !== undefined) {
+      writer.uint32(24).bool(message.gradientCheckpointing);
     }
     return writer;
   },
@@ -2221,6 +2271,14 @@ export const LoadStateRequest: MessageFns<LoadStateRequest> = {
             message.clientToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.gradientCheckpointing = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2241,6 +2299,11 @@ export const LoadStateRequest: MessageFns<LoadStateRequest> = {
         : isSet(object.client_token)
         ? globalThis.String(object.client_token)
         : "",
+      gradientCheckpointing: isSet(object.gradientCheckpointing)
+        ? globalThis.Boolean(object.gradientCheckpointing)
+        : isSet(object.gradient_checkpointing)
+        ? globalThis.Boolean(object.gradient_checkpointing)
+        : undefined,
     };
   },
 
@@ -2251,6 +2314,9 @@ export const LoadStateRequest: MessageFns<LoadStateRequest> = {
     }
     if (message.clientToken !== "") {
       obj.clientToken = message.clientToken;
+    }
+    if (message.gradientCheckpointing !== undefined) {
+      obj.gradientCheckpointing = message.gradientCheckpointing;
     }
     return obj;
   },
@@ -2264,6 +2330,7 @@ export const LoadStateRequest: MessageFns<LoadStateRequest> = {
       ? ArtifactRef.fromPartial(object.state)
       : undefined;
     message.clientToken = object.clientToken ?? "";
+    message.gradientCheckpointing = object.gradientCheckpointing ?? undefined;
     return message;
   },
 };
@@ -2342,7 +2409,7 @@ export const LoadStateResponse: MessageFns<LoadStateResponse> = {
 };
 
 function createBaseTrainingSessionInfo(): TrainingSessionInfo {
-  return { sessionId: "", base: undefined, seq: 0, step: 0, owner: "" };
+  return { sessionId: "", base: undefined, seq: 0, step: 0, owner: "", gradientCheckpointing: false };
 }
 
 export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
@@ -2361,6 +2428,9 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
     }
     if (message.owner !== "") {
       writer.uint32(42).string(message.owner);
+    }
+    if (message.gradientCheckpointing !== false) {
+      writer.uint32(48).bool(message.gradientCheckpointing);
     }
     return writer;
   },
@@ -2418,6 +2488,14 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
             message.owner = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.gradientCheckpointing = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2441,6 +2519,11 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
       seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
       step: isSet(object.step) ? globalThis.Number(object.step) : 0,
       owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
+      gradientCheckpointing: isSet(object.gradientCheckpointing)
+        ? globalThis.Boolean(object.gradientCheckpointing)
+        : isSet(object.gradient_checkpointing)
+        ? globalThis.Boolean(object.gradient_checkpointing)
+        : false,
     };
   },
 
@@ -2461,6 +2544,9 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
     if (message.owner !== "") {
       obj.owner = message.owner;
     }
+    if (message.gradientCheckpointing !== false) {
+      obj.gradientCheckpointing = message.gradientCheckpointing;
+    }
     return obj;
   },
 
@@ -2474,6 +2560,7 @@ export const TrainingSessionInfo: MessageFns<TrainingSessionInfo> = {
     message.seq = object.seq ?? 0;
     message.step = object.step ?? 0;
     message.owner = object.owner ?? "";
+    message.gradientCheckpointing = object.gradientCheckpointing ?? false;
     return message;
   },
 };
@@ -2883,6 +2970,7 @@ function createBaseTrainingSessionRecord(): TrainingSessionRecord {
     seed: 0,
     lora: undefined,
     owner: undefined,
+    gradientCheckpointing: undefined,
   };
 }
 
@@ -2926,6 +3014,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     }
     if (message.owner !== undefined) {
       SessionOwner.encode(message.owner, writer.uint32(106).fork()).join();
+    }
+    if (message.gradientCheckpointing !== undefined) {
+      writer.uint32(112).bool(message.gradientCheckpointing);
     }
     return writer;
   },
@@ -3047,6 +3138,14 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
             message.owner = SessionOwner.decode(reader, reader.uint32());
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.gradientCheckpointing = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3090,6 +3189,11 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
       lora: isSet(object.lora) ? LoraSpec.fromJSON(object.lora) : undefined,
       owner: isSet(object.owner) ? SessionOwner.fromJSON(object.owner) : undefined,
+      gradientCheckpointing: isSet(object.gradientCheckpointing)
+        ? globalThis.Boolean(object.gradientCheckpointing)
+        : isSet(object.gradient_checkpointing)
+        ? globalThis.Boolean(object.gradient_checkpointing)
+        : undefined,
     };
   },
 
@@ -3134,6 +3238,9 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     if (message.owner !== undefined) {
       obj.owner = SessionOwner.toJSON(message.owner);
     }
+    if (message.gradientCheckpointing !== undefined) {
+      obj.gradientCheckpointing = message.gradientCheckpointing;
+    }
     return obj;
   },
 
@@ -3165,6 +3272,7 @@ export const TrainingSessionRecord: MessageFns<TrainingSessionRecord> = {
     message.owner = (object.owner !== undefined && object.owner !== null)
       ? SessionOwner.fromPartial(object.owner)
       : undefined;
+    message.gradientCheckpointing = object.gradientCheckpointing ?? undefined;
     return message;
   },
 };
