@@ -55,6 +55,23 @@ describe('Runtime', () => {
     expect(r2.s!.data[0]).toBe(16);
   });
 
+  it('frees a dropped state only once the runs that read it have finished', async () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [4096]);
+    const session = await runtime.load(compile(g, { s: T.reduceSum(T.mul(x, 2)) }));
+    const ones = () => ({ dtype: 'float32' as const, dims: [4096], data: new Float32Array(4096).fill(1) });
+    for (let i = 0; i < 5; i++) {
+      await session.setState('dropped', { x: ones() });
+      // Both requests reach the worker together: the run has read the state when the drop is
+      // handled, and onnxruntime-node starts the run only after.
+      const [out] = await Promise.all([
+        session.run({}, ['s'], { state: 'dropped', reads: { x: 'x' }, writes: {} }),
+        session.dropState('dropped'),
+      ]);
+      expect(out.s!.data[0]).toBe(8192);
+    }
+  });
+
   it('names the missing execution provider', async () => {
     const gpu = new Runtime({ provider: 'cuda' });
     await expect(gpu.load(heavy(1))).rejects.toThrow(

@@ -6,8 +6,8 @@
  * the device once, a session that writes state back keeps its outputs on the device
  * (`outputsOnDevice`), and a replaced or dropped device tensor is freed at once rather than when
  * the garbage collector gets to it, so memory stays flat however many steps run. A replaced or
- * dropped host tensor is freed at once too where Node can detach its buffer (`letGo`, free-host.ts). What every run
- * reads on the host (a loss, drawn tokens: `outputLocations`) the run writes to host memory itself;
+ * dropped host tensor is freed at once too where Node can detach its buffer (`letGo`,
+ * free-host.ts). What every run reads on the host (a loss, drawn tokens: `outputLocations`) the run writes to host memory itself;
  * any other fetched device output is copied back by a small session of its own (a read-back).
  *
  * Such a session fetches every output on every run. onnxruntime-node 1.30 binds the outputs of
@@ -121,9 +121,22 @@ function heldByStates(): Set<Ort.Tensor> {
 }
 
 /**
+ * Runs that have read their feeds and not yet finished. onnxruntime-node starts a run from
+ * setImmediate, so a message handled meanwhile may drop a state such a run reads: what is let go
+ * then waits (`waiting`) until no run is in flight.
+ */
+let running = 0;
+const waiting: Ort.Tensor[] = [];
+
+function freeNow(t: Ort.Tensor): void {
+  if (onDevice(t)) t.dispose();
+  else freeHostData(t.data as ArrayBufferView);
+}
+
+/**
  * Lets go of tensors a state has just replaced or dropped, and outputs no state keeps: device
- * memory is freed and host buffers released now, except a tensor some state still holds (a
- * pinned snapshot, a shared base). Call it once the states are updated.
+ * memory is freed and host buffers released now (once no run is in flight), except a tensor some
+ * state still holds (a pinned snapshot, a shared base). Call it once the states are updated.
  */
 function letGo(dropped: Iterable<Ort.Tensor | undefined>): void {
   let held: Set<Ort.Tensor> | undefined;
@@ -131,9 +144,16 @@ function letGo(dropped: Iterable<Ort.Tensor | undefined>): void {
     if (!t) continue;
     held ??= heldByStates();
     if (held.has(t)) continue;
-    if (onDevice(t)) t.dispose();
-    else freeHostData(t.data as ArrayBufferView);
+    if (running > 0) waiting.push(t);
+    else freeNow(t);
   }
+}
+
+/** Frees what waited for the runs in flight, once the last has finished. */
+function afterRuns(): void {
+  if (running > 0 || waiting.length === 0) return;
+  const held = heldByStates();
+  for (const t of waiting.splice(0)) if (!held.has(t)) freeNow(t);
 }
 
 const VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
@@ -347,10 +367,17 @@ async function handle(req: Request): Promise<Reply & { transfer?: ArrayBuffer[] 
         for (const t of Object.values(feeds)) if (!onDevice(t)) moved.toDevice += byteSize(t);
       const names = outputsOnDevice ? [...session.outputNames] : [...fetch];
       const into = req.binding?.inPlace?.length && !device ? inPlaceOutputs(req.binding) : {};
-      const out = await session.run(
-        feeds,
-        Object.keys(into).length ? Object.fromEntries(names.map((n) => [n, into[n] ?? null])) : names,
-      );
+      running++;
+      let out: Ort.InferenceSession.ReturnType;
+      try {
+        out = await session.run(
+          feeds,
+          Object.keys(into).length ? Object.fromEntries(names.map((n) => [n, into[n] ?? null])) : names,
+        );
+      } finally {
+        running--;
+        afterRuns();
+      }
       // On cuda every output came back from the device, the state's new values too.
       if (crosses) for (const t of Object.values(out)) moved.toHost += byteSize(t);
       if (req.binding) {
