@@ -2,8 +2,10 @@
  * `duel bench session-probe`: training sessions in this process, stage by stage, for what
  * `duel bench sessions` measures only from outside: the resident memory of a full-weight session
  * after each stage (and after 10 steps against its state's bytes; `--no-in-place` for steps that
- * write a fresh state each time, as duel did before), n LoRA sessions on one shared base (memory and step time, with or without ONNX
- * Runtime's memory arena), and the parts of one snapshot. Run it under glibc settings
+ * write a fresh state each time, as duel did before), the parts of one snapshot, what is left once
+ * the session is closed, and n LoRA sessions on one shared base (memory and step time, with or
+ * without ONNX Runtime's memory arena). It loads weights as the trainer does (handed over, not
+ * copied; a snapshot's buffers freed once written). Run it under glibc settings
  * (`MALLOC_MMAP_THRESHOLD_=131072 …`) to see what the allocator keeps, and with DUEL_MALLOC_TRIM=0
  * for the peer of idle workers giving freed pages back. Last, a LoRA training round as a run's
  * trainer takes it (trainRound): how much its peak adds, in copies of the base.
