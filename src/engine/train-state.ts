@@ -721,8 +721,10 @@ export class TrainingState {
     };
   }
 
-  /** Puts a snapshot of a state of the same program back; every key must be there, in its shape. */
-  /** `handOver`: the snapshot's buffers move to the worker, leaving its arrays empty (Session.setState). */
+  /**
+   * Puts a snapshot of a state of the same program back; every key must be there, in its shape.
+   * `handOver`: the snapshot's buffers move to the worker, leaving its arrays empty (Session.setState).
+   */
   async restore(s: TrainingSnapshot, o: { handOver?: boolean } = {}): Promise<void> {
     for (const [key, dims] of this.keyShapes) {
       const given = s.tensors[key];

@@ -113,13 +113,6 @@ const asState = (t: Ort.Tensor): Ort.Tensor =>
 
 const byteSize = (t: Ort.Tensor) => t.size * bytesPer(t.type as DType);
 
-/** Every tensor some state holds. */
-function heldByStates(): Set<Ort.Tensor> {
-  const held = new Set<Ort.Tensor>();
-  for (const s of states.values()) for (const t of s.values()) held.add(t);
-  return held;
-}
-
 /**
  * Runs that have read their feeds and not yet finished. onnxruntime-node starts a run from
  * setImmediate, so a message handled meanwhile may drop a state such a run reads: what is let go
@@ -142,7 +135,7 @@ function letGo(dropped: Iterable<Ort.Tensor | undefined>): void {
   let held: Set<Ort.Tensor> | undefined;
   for (const t of dropped) {
     if (!t) continue;
-    held ??= heldByStates();
+    held ??= heldElsewhere();
     if (held.has(t)) continue;
     if (running > 0) waiting.push(t);
     else freeNow(t);
@@ -152,7 +145,7 @@ function letGo(dropped: Iterable<Ort.Tensor | undefined>): void {
 /** Frees what waited for the runs in flight, once the last has finished. */
 function afterRuns(): void {
   if (running > 0 || waiting.length === 0) return;
-  const held = heldByStates();
+  const held = heldElsewhere();
   for (const t of waiting.splice(0)) if (!held.has(t)) freeNow(t);
 }
 
@@ -299,8 +292,8 @@ function zeroState(name: string, keys: readonly string[]): void {
   }
 }
 
-/** Every tensor some state other than `except` holds. */
-function heldElsewhere(except: string): Set<Ort.Tensor> {
+/** Every tensor some state other than `except` holds (every state's, without one). */
+function heldElsewhere(except?: string): Set<Ort.Tensor> {
   const held = new Set<Ort.Tensor>();
   for (const [name, s] of states) if (name !== except) for (const t of s.values()) held.add(t);
   return held;
