@@ -249,6 +249,33 @@ async function throughOutage<T>(what: string, op: () => Promise<T>, maxWaitMs = 
   }
 }
 
+/** What a record store asks of its bucket's stream when reads stay behind a write. */
+export interface BucketStream {
+  /** Asks the stream to elect another leader. */
+  stepDown(): Promise<void>;
+  /** The stream as its leader reports it: leader, last sequence, each replica's lag. */
+  describe(): Promise<string>;
+}
+
+export async function bucketStream(nc: NatsConnection, bucket: string): Promise<BucketStream> {
+  const jsm = await nc.jetstreamManager();
+  const name = `KV_${bucket}`;
+  return {
+    async stepDown() {
+      await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${name}`, undefined, { timeout: 5000 });
+    },
+    async describe() {
+      const { cluster, state } = await jsm.streams.info(name);
+      if (!cluster?.leader) return `${name}: no cluster, last sequence ${state.last_seq}`;
+      const replicas = (cluster.replicas ?? []).map(
+        (r) =>
+          `${r.name} ${r.current ? 'current' : 'behind'}${r.offline ? ' offline' : ''} lag ${r.lag ?? 0}`,
+      );
+      return `${name}: leader ${cluster.leader}, last sequence ${state.last_seq}, replicas ${replicas.join(', ') || 'none'}`;
+    },
+  };
+}
+
 /** The EventLog contract (src/platform/bus.ts) on one JetStream stream. */
 export class JetStreamEventLog implements EventLog {
   constructor(
@@ -292,9 +319,12 @@ export class CasStore<T> implements RecordStore<T> {
     readonly kv: KV,
     private readonly encode: (v: T) => Uint8Array,
     private readonly decode: (b: Uint8Array) => T,
-    /** Asks the bucket's stream to elect another leader (caughtUpRead's last resort). */
-    private readonly reelect?: () => Promise<void>,
-    private readonly reelectAfterMs = STALE_REELECT_MS,
+    /** The bucket's stream, for a read that stays behind (caughtUpRead); none: it only waits. */
+    private readonly stream?: BucketStream,
+    private readonly stale: { reelectAfterMs: number; giveUpAfterMs: number } = {
+      reelectAfterMs: STALE_REELECT_MS,
+      giveUpAfterMs: NATS_OUTAGE_MS,
+    },
   ) {}
 
   /** The bucket on `nc`, created with (or raised to) its `nats.replicas`. */
@@ -315,10 +345,12 @@ export class CasStore<T> implements RecordStore<T> {
     // (nats.js's default) is changed, then opened again, since the view keeps how it was opened.
     const { config } = await jsm.streams.info(`KV_${bucket}`);
     if (config.allow_direct) await jsm.streams.update(config.name, { ...config, allow_direct: false });
-    const reelect = async () => {
-      await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${config.name}`, undefined, { timeout: 5000 });
-    };
-    return new CasStore(await nc.jetstream().views.kv(bucket, opts), encode, decode, reelect);
+    return new CasStore(
+      await nc.jetstream().views.kv(bucket, opts),
+      encode,
+      decode,
+      await bucketStream(nc, bucket),
+    );
   }
 
   async get(
@@ -375,28 +407,35 @@ export class CasStore<T> implements RecordStore<T> {
    * stays behind for STALE_REELECT_MS is asked to step down, and again each STALE_REELECT_MS
    * after: a CI run saw one answer a stale revision for a whole minute after its predecessor was
    * killed. The write was acknowledged once a quorum stored it, so one of the two replicas left
-   * holds it, and an election that picks the one holding it ends the wait.
+   * holds it, and an election that picks the one holding it ends the wait. A read still behind
+   * after NATS_OUTAGE_MS fails UNAVAILABLE with what the stream reports of its replicas.
    */
   private async caughtUpRead(
     key: string,
     caughtUp: (current: T) => boolean,
   ): Promise<{ value: T; revision: number } | undefined> {
     const start = Date.now();
-    let [reelectAt, reelections] = [start + this.reelectAfterMs, 0];
+    const { reelectAfterMs, giveUpAfterMs } = this.stale;
+    let [reelectAt, reelections] = [start + reelectAfterMs, 0];
     for (let backoff = 50; ; backoff = Math.min(backoff * 2, 1000)) {
       const cur = await this.get(key);
       if (!cur || caughtUp(cur.value)) return cur;
-      if (Date.now() - start > NATS_OUTAGE_MS)
+      if (Date.now() - start > giveUpAfterMs) {
+        // What the stream says of itself is what an operator (or a flaky test's log) needs next.
+        const state = this.stream
+          ? await this.stream.describe().catch((e: Error) => `unknown: ${e.message}`)
+          : '';
         throw DuelError.unavailable(
-          `record ${key} still reads as revision ${cur.revision}, older than a write acknowledged before, after ${Math.round((Date.now() - start) / 1000)} s and ${reelections} leader re-elections`,
+          `record ${key} still reads as revision ${cur.revision}, older than a write acknowledged before, after ${Math.round((Date.now() - start) / 1000)} s and ${reelections} leader re-elections${state ? `; stream ${state}` : ''}`,
         );
-      if (this.reelect && Date.now() >= reelectAt) {
+      }
+      if (this.stream && Date.now() >= reelectAt) {
         // A refused or timed-out stepdown (no other replica current yet) is tried again later.
-        await this.reelect().then(
+        await this.stream.stepDown().then(
           () => reelections++,
           () => {},
         );
-        reelectAt = Date.now() + this.reelectAfterMs;
+        reelectAt = Date.now() + reelectAfterMs;
       }
       await new Promise((r) => setTimeout(r, backoff));
     }

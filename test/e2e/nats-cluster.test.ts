@@ -17,7 +17,7 @@ import type { ModelRef } from '../../src/gen/duel/v1/common.js';
 import { Run, RunState } from '../../src/gen/duel/v1/runs.js';
 import { saveModelDir } from '../../src/models/model-dir.js';
 import { FileArtifactStore } from '../../src/platform/artifacts.js';
-import { connectNats, type NatsConnection } from '../../src/platform/nats.js';
+import { bucketStream, connectNats, type NatsConnection } from '../../src/platform/nats.js';
 import { type NatsCluster, NatsServer } from '../../src/platform/nats-server.js';
 import { readRunSpec } from '../../src/platform/run-spec.js';
 import { ROUND_CONFIG } from '../helpers/round-fixtures.js';
@@ -108,6 +108,10 @@ describe('the suite on a three-server NATS cluster (R3)', () => {
     const jsm = await nc.jetstreamManager();
     for (const stream of ['DUEL_RUNS', 'DUEL_CTL', 'KV_duel_runs'])
       expect((await jsm.streams.info(stream)).config.num_replicas, stream).toBe(3);
+    // What a read stuck behind a write reports (CasStore's UNAVAILABLE): the leader and both replicas.
+    expect(await (await bucketStream(nc, 'duel_runs')).describe()).toMatch(
+      /^KV_duel_runs: leader n[1-3], last sequence \d+, replicas n[1-3] current lag 0, n[1-3] current lag 0$/,
+    );
   });
 
   it('loses nothing when the leader of the run stream and run records dies mid-run and stays down', async () => {

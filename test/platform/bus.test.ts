@@ -7,10 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Code, DuelError } from '../../src/errors.js';
 import type { EventLog, RecordStore } from '../../src/platform/bus.js';
 import { subjectMatches } from '../../src/platform/bus.js';
 import { MemoryEventLog, MemoryRecordStore } from '../../src/platform/memory-bus.js';
 import {
+  bucketStream,
   CasStore,
   connectNats,
   ensureStream,
@@ -257,16 +259,47 @@ describe('JetStream records read from a server that lags', () => {
       kv,
       encode,
       decode,
-      async () => {
-        reelections++;
-        behind = false;
+      {
+        async stepDown() {
+          reelections++;
+          behind = false;
+        },
+        describe: async () => '',
       },
-      300,
+      { reelectAfterMs: 300, giveUpAfterMs: 60_000 },
     );
     const t0 = Date.now();
     expect((await store.get('r', (v) => v.n >= 2))!.value).toEqual({ n: 2 });
     expect(reelections).toBe(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+  });
+
+  it('gives up on a read that never catches up with UNAVAILABLE naming what the stream reports', async () => {
+    const real = await CasStore.open(nc, 'lagging_forever', encode, decode);
+    await real.create('r', { n: 1 });
+    await real.update('r', () => ({ n: 2 }));
+    const kv = new Proxy(real.kv, {
+      get(target, prop, receiver) {
+        if (prop !== 'get') return Reflect.get(target, prop, receiver);
+        return async (key: string) => target.get(key, { revision: 1 });
+      },
+    });
+    const stream = await bucketStream(nc, 'lagging_forever');
+    let stepDowns = 0;
+    const store = new CasStore(
+      kv,
+      encode,
+      decode,
+      { stepDown: async () => void stepDowns++, describe: () => stream.describe() },
+      { reelectAfterMs: 200, giveUpAfterMs: 1000 },
+    );
+    const err = await store.get('r', (v) => v.n >= 2).catch((e: DuelError) => e);
+    expect(err).toBeInstanceOf(DuelError);
+    expect((err as DuelError).code).toBe(Code.UNAVAILABLE);
+    expect((err as Error).message).toMatch(
+      /record r still reads as revision 1, .* after \d s and [2-5] leader re-elections; stream KV_lagging_forever: no cluster, last sequence 2$/,
+    );
+    expect(stepDowns).toBeGreaterThanOrEqual(2);
   });
 
   it('gives a caught-up read, and without the check the stale one a new leader answered', async () => {
