@@ -2,14 +2,15 @@
  * `duel bench largest`: the largest Llama-shaped model this machine trains, with every weight and
  * with a LoRA r16 adapter (AdamW, 8 sequences of 512 tokens, a training session as the trainer
  * runs it: no arena, state updated in place). Each size runs in a child process of its own — one
- * ForwardBackward and one OptimStep, then its peak resident memory (VmHWM) — while this process
+ * ForwardBackward and one OptimStep, then its peak resident memory (VmHWM), up to the end of the
+ * ForwardBackward and within the OptimStep (VmHWM restarted between them) — while this process
  * watches the machine's available memory and kills the child when less than `reserveMb` is left,
  * so a size that does not fit ends as "does not fit" rather than in the kernel's OOM killer. Sizes
  * go up a ladder of published shapes; a mode stops at its first size that does not fit. With
  * `--gradient-checkpointing` each layer's activations are recomputed in the backward pass.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { TrainingSession, type TrainingSessionOptions } from '../src/algorithms/session.js';
 import { Runtime, SharedTensors } from '../src/engine/index.js';
 import { DuelError } from '../src/errors.js';
@@ -84,6 +85,9 @@ export interface SizeResult {
   fits: boolean;
   /** Peak resident memory of the child, MiB (when it fits). */
   peak_rss_mb?: number;
+  /** The peak up to the end of the ForwardBackward, and within the OptimStep, MiB. */
+  peak_forward_backward_mb?: number;
+  peak_optim_step_mb?: number;
   /** One ForwardBackward + OptimStep, ms (the first: it includes sizing every buffer). */
   step_ms?: number;
   /** Available memory when the watchdog stopped it, MiB (when it does not fit). */
@@ -142,11 +146,21 @@ export async function trainOnce(
     }
     const t0 = performance.now();
     await session.forwardBackward('cross_entropy', data);
+    const peakForwardBackward = statusMb('VmHWM');
+    // Linux restarts VmHWM from the present resident size on "5": the OptimStep's own peak.
+    writeFileSync('/proc/self/clear_refs', '5');
     await session.optimStep();
+    const peakOptimStep = statusMb('VmHWM');
     const stepMs = performance.now() - t0;
     await session.close();
     await shared?.dispose();
-    return { params, step_ms: stepMs, peak_rss_mb: statusMb('VmHWM') };
+    return {
+      params,
+      step_ms: stepMs,
+      peak_rss_mb: Math.max(peakForwardBackward, peakOptimStep),
+      peak_forward_backward_mb: peakForwardBackward,
+      peak_optim_step_mb: peakOptimStep,
+    };
   } finally {
     await runtime.close();
   }
@@ -190,7 +204,7 @@ export async function runLargest(o: LargestOptions) {
       results.push(r);
       o.log(
         r.fits
-          ? `${mode} ${model} (${(r.params / 1e6).toFixed(0)}M): fits, peak ${r.peak_rss_mb!.toFixed(0)} MB, step ${(r.step_ms! / 1000).toFixed(1)} s`
+          ? `${mode} ${model} (${(r.params / 1e6).toFixed(0)}M): fits, peak ${r.peak_rss_mb!.toFixed(0)} MB (ForwardBackward ${r.peak_forward_backward_mb!.toFixed(0)}, OptimStep ${r.peak_optim_step_mb!.toFixed(0)}), step ${(r.step_ms! / 1000).toFixed(1)} s`
           : `${mode} ${model} (${(r.params / 1e6).toFixed(0)}M): does not fit (${r.available_mb_at_kill!.toFixed(0)} MB left when stopped)`,
       );
       if (!r.fits) break;
@@ -244,8 +258,18 @@ async function oneSize(model: string, mode: Mode, o: LargestOptions): Promise<Si
   const params = parameterCount(model);
   if (killedAt !== undefined || code !== 0)
     return { model, mode, params, fits: false, available_mb_at_kill: killedAt ?? availableMb(), seconds };
-  const r = JSON.parse(out.trim().split('\n').at(-1)!) as { step_ms: number; peak_rss_mb: number };
-  return { model, mode, params, fits: true, peak_rss_mb: r.peak_rss_mb, step_ms: r.step_ms, seconds };
+  const r = JSON.parse(out.trim().split('\n').at(-1)!) as Awaited<ReturnType<typeof trainOnce>>;
+  return {
+    model,
+    mode,
+    params,
+    fits: true,
+    peak_rss_mb: r.peak_rss_mb,
+    peak_forward_backward_mb: r.peak_forward_backward_mb,
+    peak_optim_step_mb: r.peak_optim_step_mb,
+    step_ms: r.step_ms,
+    seconds,
+  };
 }
 
 /** The parameter count of a shape, without allocating it. */

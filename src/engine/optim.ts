@@ -102,9 +102,12 @@ export function buildAccumulatedStep(
   dtype: Tensor['dtype'],
   layout: UpdateLayout = 'per-tensor',
   zeroOutputs = true,
+  /** The gradient norm over every parameter, fed as `grad_norm` (one part of a step: optimizerParts). */
+  normFed = false,
 ): TrainStepGraph {
   const accs = [...params].map(([name, p]) => graph.input(gradAccName(name), dtype, p.shape));
-  const applied = applyGradients(graph, params, accs, spec, dtype, layout);
+  const norm = normFed ? graph.input(GRAD_NORM, dtype, []) : undefined;
+  const applied = applyGradients(graph, params, accs, spec, dtype, layout, norm);
   if (zeroOutputs)
     [...params].forEach(([name, p]) => {
       // A constant, not acc·0: a non-finite accumulator must still come back as zeros.
@@ -112,6 +115,59 @@ export function buildAccumulatedStep(
     });
   return applied;
 }
+
+/** The global gradient norm, an output of every step and an input of an update in parts. */
+export const GRAD_NORM = 'grad_norm';
+
+/**
+ * The first run of an optimizer step in parts (optimizerParts): the accumulated gradients' norm
+ * over every parameter, computed as one graph's step computes it (so the parts clip and skip
+ * exactly as one graph would), and the finite flag.
+ */
+export function buildGradNorm(
+  graph: Graph,
+  shapes: Map<string, Shape>,
+  dtype: Tensor['dtype'],
+): Record<string, Tensor> {
+  const accs = [...shapes].map(([name, shape]) => graph.input(gradAccName(name), dtype, shape));
+  const gradNorm = T.sqrt(accs.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b)));
+  return { [GRAD_NORM]: gradNorm, finite: asFlag(graph, finiteOf(gradNorm), dtype) };
+}
+
+/**
+ * Parameters grouped, in order, into parts of at least `bytes` each (the last may be smaller; a
+ * tensor is never split). An optimizer step whose parts run one after another holds one part's
+ * outputs at a time: onnxruntime-node hands each output back as a copy of what it wrote, so one
+ * run over every parameter briefly holds a second copy of the parameters and every slot.
+ */
+export function optimizerParts(
+  shapes: Map<string, Shape>,
+  bytesPerElement: number,
+  bytes: number,
+): string[][] {
+  const parts: string[][] = [[]];
+  let size = 0;
+  for (const [name, shape] of shapes) {
+    if (size >= bytes) {
+      parts.push([]);
+      size = 0;
+    }
+    parts.at(-1)!.push(name);
+    size += numel(shape) * bytesPerElement;
+  }
+  return parts;
+}
+
+/** NaN ≠ NaN and Inf − Inf is NaN: one comparison catches both. */
+const finiteOf = (x: Tensor): Tensor => T.equal(T.sub(x, x), 0);
+
+/**
+ * The flag goes out as 1 or 0 in the loss's dtype: ONNX Runtime's WebGPU provider has no bool
+ * Identity, and the graph output's copy to the CPU would stop the device between the backward
+ * pass and the update (`duel bench placement`).
+ */
+const asFlag = (graph: Graph, flag: Tensor, dtype: Tensor['dtype']): Tensor =>
+  T.where(flag, T.scalar(graph, 1, dtype), T.scalar(graph, 0, dtype));
 
 /**
  * How the update is laid out in the graph. 'per-tensor': the rule once per parameter (~22 nodes
@@ -137,6 +193,8 @@ function applyGradients(
   spec: TrainStepSpec,
   dtype: Tensor['dtype'],
   layout: UpdateLayout,
+  /** The norm over every parameter, when these are some of them (a part of the step). */
+  normOfAll?: Tensor,
 ): TrainStepGraph {
   const names = [...params.keys()];
   const lr = graph.input('lr', dtype, []);
@@ -151,18 +209,14 @@ function applyGradients(
   const groups = layout === 'flat' ? [names.map((_, i) => i)] : names.map((_, i) => [i]);
   const pack = groupPacking(names.map((n) => params.get(n)!.shape));
   const gradGroups = groups.map((group) => pack.join(grads, group));
-  const gradNorm = T.sqrt(gradGroups.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b)));
-  // NaN ≠ NaN and Inf − Inf is NaN: one comparison catches both.
-  const finite = T.equal(T.sub(gradNorm, gradNorm), 0);
+  const gradNorm =
+    normOfAll ?? T.sqrt(gradGroups.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b)));
+  const finite = finiteOf(gradNorm);
   const scale = spec.gradClip > 0 ? T.minimum(T.div(spec.gradClip, T.add(gradNorm, 1e-6)), 1) : undefined;
-
-  // The flag goes out as 1 or 0 in the loss's dtype: ONNX Runtime's WebGPU provider has no bool
-  // Identity, and the graph output's copy to the CPU would stop the device between the backward
-  // pass and the update (`duel bench placement`).
-  const outputs: Record<string, Tensor> = {
-    grad_norm: gradNorm,
-    finite: T.where(finite, T.scalar(graph, 1, dtype), T.scalar(graph, 0, dtype)),
-  };
+  // A part of a step reads its norm and flag from the norm run, which outputs them.
+  const outputs: Record<string, Tensor> = normOfAll
+    ? {}
+    : { [GRAD_NORM]: gradNorm, finite: asFlag(graph, finite, dtype) };
   const paramList = names.map((n) => params.get(n)!);
   groups.forEach((group, k) => {
     const p = pack.join(paramList, group);

@@ -7,7 +7,7 @@
  * whole (`snapshot`: parameters, optimizer slots, accumulators, step) and put back (`restore`),
  * and other graphs can read its parameters in place (`reader`), without a copy.
  */
-import { allocate, type DType, fromNumbers } from './dtype.js';
+import { allocate, bytesPer, type DType, fromNumbers } from './dtype.js';
 import { Graph, type Tensor } from './graph.js';
 import { compileTrainLoop } from './loop.js';
 import { LOSS_SCALE_INPUT, LossScaler, type LossScaleSpec, type LossScaleState } from './loss-scale.js';
@@ -15,10 +15,13 @@ import { type CompiledModel, compile } from './onnx.js';
 import {
   buildAccumulatedStep,
   buildGradAccumulation,
+  buildGradNorm,
   buildTrainStep,
   defaultUpdateLayout,
+  GRAD_NORM,
   gradAccName,
   learningRate,
+  optimizerParts,
   optimizerSlots,
   type ScheduleSpec,
   stateName,
@@ -36,6 +39,12 @@ import type { SharedTensors } from './shared-tensors.js';
  * memory waits for the worker's garbage collector.
  */
 const zeroesOnHost = (provider: Provider, inPlace: boolean): boolean => inPlace && provider === 'cpu';
+
+/** The parameter a slot or gradient sum belongs to, from its state key. */
+function ownerOf(key: string): string {
+  const acc = gradAccName('');
+  return key.endsWith(acc) ? key.slice(0, -acc.length) : key.slice(0, key.lastIndexOf('.'));
+}
 
 /**
  * The outputs a step reads on the host (loss, gradient norm, the finite flag): every output not
@@ -117,6 +126,29 @@ export interface TrainingStateOptions {
    * and the caller's copy stays until its garbage collector runs (the parameters' bytes again).
    */
   handOver?: boolean;
+  /**
+   * An accumulating state updated in place on the host runs its optimizer step in parts of at
+   * least this many parameter bytes, one run each after a run for the gradient norm, so that
+   * onnxruntime-node's copies of a run's outputs hold one part at a time (optim.ts,
+   * optimizerParts). A model smaller than this steps in one run, as before.
+   * @default OPTIMIZER_PART_BYTES
+   */
+  optimizerPartBytes?: number;
+}
+
+/**
+ * 256 MiB of parameters a part: at Qwen2.5-0.5B's size (1.98 GB of float32 parameters) eight
+ * parts, each run's copies bounded by its largest, the 545 MB embedding with its two Adam moments.
+ */
+export const OPTIMIZER_PART_BYTES = 256 * 2 ** 20;
+
+/**
+ * The optimizer step's sessions: one over every parameter, or (optimizerPartBytes) a session for
+ * the gradient norm and one for each part's update, fed that norm.
+ */
+interface OptimizerSessions {
+  norm?: Session;
+  parts: { session: Session; names: readonly string[] }[];
 }
 
 /** K tensors of one shape as one [K, ...] tensor. */
@@ -197,7 +229,7 @@ interface StateParts {
   schedule: ScheduleSpec;
   timings: BuildTimings;
   folded: boolean;
-  applySession: Session | undefined;
+  optimizer: OptimizerSessions | undefined;
   shared: SharedTensors | undefined;
   frozenShapes: Readonly<Record<string, { dims: readonly number[] }>>;
   lowMemory: boolean;
@@ -222,8 +254,8 @@ export class TrainingState {
   private readonly schedule: ScheduleSpec;
   readonly timings: BuildTimings;
   private readonly folded: boolean;
-  /** With accumulation: the optimizer-step session (the main session accumulates). */
-  private readonly applySession?: Session;
+  /** With accumulation: the optimizer step's sessions (the main session accumulates). */
+  private readonly optimizer?: OptimizerSessions;
   /** Σ loss of the forwardBackward calls since the last optimStep. */
   private pendingLoss = 0;
   /** Where the frozen tensors live when many states share them. */
@@ -251,7 +283,7 @@ export class TrainingState {
     this.schedule = p.schedule;
     this.timings = p.timings;
     this.folded = p.folded;
-    this.applySession = p.applySession;
+    this.optimizer = p.optimizer;
     this.shared = p.shared;
     this.frozenShapes = p.frozenShapes;
     this.lowMemory = p.lowMemory;
@@ -307,20 +339,26 @@ export class TrainingState {
     const accumulated = options.accumulate ? buildGradAccumulation(graph, loss, params, scaled) : undefined;
     const layout = options.updateLayout ?? defaultUpdateLayout(runtime.provider);
     const zeroesSums = accumulated !== undefined && zeroesOnHost(runtime.provider, options.inPlace ?? true);
-    const applyGraph = new Graph();
-    const step = accumulated
-      ? buildAccumulatedStep(
-          applyGraph,
-          new Map([...params].map(([n, p]) => [n, applyGraph.input(n, program.dtype, p.shape as number[])])),
-          spec,
-          program.dtype,
-          layout,
-          !zeroesSums,
-        )
-      : buildTrainStep(graph, loss, params, spec, layout, scaled);
+    const shapes = new Map([...params].map(([n, p]) => [n, p.shape as number[]]));
+    // In parts only where the step's outputs come back to the host to be copied there.
+    const parts =
+      zeroesSums && layout === 'per-tensor'
+        ? optimizerParts(shapes, bytesPer(program.dtype), options.optimizerPartBytes ?? OPTIMIZER_PART_BYTES)
+        : [[...params.keys()]];
+    const applyGraphs = (accumulated ? parts : []).map((names) => {
+      const g = new Graph();
+      const ps = new Map(names.map((n) => [n, g.input(n, program.dtype, shapes.get(n)!)]));
+      return {
+        graph: g,
+        names,
+        step: buildAccumulatedStep(g, ps, spec, program.dtype, layout, !zeroesSums, parts.length > 1),
+      };
+    });
+    // A fused step's update is in the same graph as its forward and backward passes.
+    const step = accumulated ? undefined : buildTrainStep(graph, loss, params, spec, layout, scaled);
     const t1 = performance.now();
-    const model = accumulated
-      ? compile(graph, accumulated.outputs, 'forward_backward', { provider: runtime.provider })
+    const model = !step
+      ? compile(graph, accumulated!.outputs, 'forward_backward', { provider: runtime.provider })
       : options.fold
         ? compileTrainLoop(
             {
@@ -359,17 +397,34 @@ export class TrainingState {
       ...(options.shared ? { near: options.shared.anchor } : {}),
     });
     // The optimizer step reads and writes the same state: it must live in the same worker.
-    const applyModel = accumulated
-      ? compile(applyGraph, step.outputs, 'optim_step', { provider: runtime.provider })
-      : undefined;
-    const applySession = applyModel
-      ? await runtime.load(applyModel, {
-          outputsOnDevice: true,
-          hostOutputs: readOnHost(applyModel),
-          lowMemory,
-          near: session,
-        })
-      : undefined;
+    const near = async (model: CompiledModel) =>
+      runtime.load(model, {
+        outputsOnDevice: true,
+        hostOutputs: readOnHost(model),
+        lowMemory,
+        near: session,
+      });
+    let optimizer: OptimizerSessions | undefined;
+    if (accumulated) {
+      const normGraph = new Graph();
+      optimizer = {
+        ...(parts.length > 1
+          ? {
+              norm: await near(
+                compile(normGraph, buildGradNorm(normGraph, shapes, program.dtype), 'grad_norm', {
+                  provider: runtime.provider,
+                }),
+              ),
+            }
+          : {}),
+        parts: [],
+      };
+      for (const [i, a] of applyGraphs.entries()) {
+        const name = parts.length > 1 ? `optim_step_${i}` : 'optim_step';
+        const model = compile(a.graph, a.step.outputs, name, { provider: runtime.provider });
+        optimizer.parts.push({ session: await near(model), names: a.names });
+      }
+    }
     const timings: BuildTimings = { traceMs: t1 - t0, compileMs: t2 - t1, sessionMs: performance.now() - t2 };
     const stateId = `train-${process.pid}-${stateCounter++}`;
 
@@ -386,10 +441,7 @@ export class TrainingState {
     // move to the worker without a copy (3× the parameters' bytes under AdamW).
     const zeros: Record<string, WireTensor> = {};
     for (const key of stateKeys) {
-      const owner = key.endsWith('.grad_acc')
-        ? key.slice(0, -'.grad_acc'.length)
-        : key.slice(0, key.lastIndexOf('.'));
-      const dims = params.get(owner)!.shape as number[];
+      const dims = params.get(ownerOf(key))!.shape as number[];
       zeros[key] = {
         dtype: program.dtype,
         dims,
@@ -420,7 +472,7 @@ export class TrainingState {
       schedule,
       timings,
       folded: options.fold ?? false,
-      applySession,
+      optimizer,
       shared: options.shared,
       frozenShapes: Object.fromEntries([...frozen].map(([n, t]) => [n, { dims: t.shape as number[] }])),
       lowMemory,
@@ -429,6 +481,11 @@ export class TrainingState {
       scaler,
       zeroesSums,
     });
+  }
+
+  /** The runs an optimizer step takes: 1, or a norm run and one per part (optimizerPartBytes). */
+  get optimizerRuns(): number {
+    return this.optimizer ? this.optimizer.parts.length + (this.optimizer.norm ? 1 : 0) : 0;
   }
 
   private scalar(value: number): WireTensor {
@@ -449,11 +506,12 @@ export class TrainingState {
   }
 
   /** The fused step's (and the optimizer step's) state: reads and writes everything; only the model reads frozen tensors. */
-  private binding(withFrozen = true, inPlace = false): StateBinding {
-    const everything = [...this.paramNames, ...this.stateKeys];
+  private binding(withFrozen = true, inPlace = false, params = this.paramNames): StateBinding {
+    const owned = new Set(params);
+    const everything = [...params, ...this.stateKeys.filter((k) => owned.has(ownerOf(k)))];
     // Accumulators come back as a constant fill, which may run before their last read: never in
     // place. An optimizer step on the host leaves them to the worker to zero in their buffers.
-    const accs = new Set(this.paramNames.map(gradAccName));
+    const accs = new Set(params.map(gradAccName));
     const notSums = everything.filter((k) => !accs.has(k));
     const zero = inPlace && this.zeroesSums;
     return this.readingFrozen(
@@ -484,7 +542,7 @@ export class TrainingState {
 
   /** Adds the batch's gradient to the accumulators (an `accumulate` state); returns its loss. */
   forwardBackward(batch: Record<string, WireTensor>): Promise<number> {
-    if (!this.applySession) throw new Error('training state: forwardBackward needs { accumulate: true }');
+    if (!this.optimizer) throw new Error('training state: forwardBackward needs { accumulate: true }');
     return this.accumulate(this.session, this.paramNames, this.frozenNames, batch);
   }
 
@@ -522,7 +580,7 @@ export class TrainingState {
     runtime: Runtime,
     program: TrainProgram,
   ): Promise<(batch: Record<string, WireTensor>) => Promise<number>> {
-    if (!this.applySession) throw new Error('training state: addLoss needs { accumulate: true }');
+    if (!this.optimizer) throw new Error('training state: addLoss needs { accumulate: true }');
     const graph = new Graph();
     const params = new Map<string, Tensor>();
     const frozen = new Map<string, Tensor>();
@@ -560,14 +618,29 @@ export class TrainingState {
    * schedule's learning rate unless `lr` is given; `loss` is the sum of those calls' losses.
    */
   async optimStep(lr?: number): Promise<StepMetrics> {
-    if (!this.applySession) throw new Error('training state: optimStep needs { accumulate: true }');
+    if (!this.optimizer) throw new Error('training state: optimStep needs { accumulate: true }');
     const step = this.stepCount + 1;
     const rate = lr ?? learningRate(this.schedule, step);
-    const out = await this.applySession.run(
-      { lr: this.scalar(rate), step: this.scalar(step) },
-      ['grad_norm', 'finite'],
-      this.binding(false, true),
-    );
+    const feeds = { lr: this.scalar(rate), step: this.scalar(step) };
+    const { norm, parts } = this.optimizer;
+    let out: Record<string, WireTensor>;
+    if (!norm) out = await parts[0]!.session.run(feeds, [GRAD_NORM, 'finite'], this.binding(false, true));
+    else {
+      const accs = this.paramNames.map(gradAccName);
+      out = await norm.run({}, [GRAD_NORM, 'finite'], {
+        state: this.stateId,
+        reads: Object.fromEntries(accs.map((k) => [k, k])),
+        writes: {},
+      });
+      // A step that is skipped still runs every part: its update keeps the old values, and its
+      // gradient sums are zeroed as one run's would be.
+      for (const part of parts)
+        await part.session.run(
+          { ...feeds, [GRAD_NORM]: out[GRAD_NORM]! },
+          [],
+          this.binding(false, true, part.names),
+        );
+    }
     const applied = Boolean(out.finite!.data[0]);
     if (applied) this.stepCount = step;
     const loss = this.pendingLoss;
@@ -576,7 +649,7 @@ export class TrainingState {
   }
 
   async step(batch: Record<string, WireTensor>): Promise<StepMetrics> {
-    if (this.applySession) {
+    if (this.optimizer) {
       await this.forwardBackward(batch);
       return this.optimStep();
     }
@@ -784,7 +857,9 @@ export class TrainingState {
   async dispose(): Promise<void> {
     await this.session.dropState(this.stateId);
     await this.session.release();
-    await this.applySession?.release();
+    if (this.optimizer)
+      for (const s of [this.optimizer.norm, ...this.optimizer.parts.map((p) => p.session)])
+        await s?.release();
     for (const s of this.addedLosses) await s.release();
   }
 }

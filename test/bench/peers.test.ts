@@ -68,6 +68,10 @@ describe('benches with peers, from the built command', () => {
     expect(r.sizes[0]).toMatchObject({ mode: 'lora', fits: true });
     expect(r.sizes[0].params).toBeGreaterThan(130e6);
     expect(r.sizes[0].peak_rss_mb).toBeGreaterThan(500);
+    // The two phases' peaks, read apart (VmHWM restarted between them); the peak is the larger.
+    const { peak_forward_backward_mb: fb, peak_optim_step_mb: os } = r.sizes[0];
+    expect(Math.min(fb, os)).toBeGreaterThan(500);
+    expect(r.sizes[0].peak_rss_mb).toBe(Math.max(fb, os));
     // A reserve no machine has: the watchdog stops the child at once, and the mode ends there.
     const none = await duel(
       'largest',

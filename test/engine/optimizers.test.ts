@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as T from '../../src/engine/ops/index.js';
 import type { OptimizerSpec, ScheduleSpec } from '../../src/engine/optim.js';
-import { learningRate } from '../../src/engine/optim.js';
+import { learningRate, optimizerParts } from '../../src/engine/optim.js';
 import { Runtime } from '../../src/engine/runtime/runtime.js';
 import { SharedTensors } from '../../src/engine/shared-tensors.js';
 import { TrainingState, type TrainingStateOptions } from '../../src/engine/train-state.js';
@@ -363,6 +363,91 @@ describe('gradient accumulation: forwardBackward, then optimStep (a training API
     const [p1, p2] = [await params(fused), await params(split)];
     for (const [i, x] of p2.entries()) expect(x).toBeCloseTo(p1[i]!, 12);
     await Promise.all([fused.dispose(), split.dispose()]);
+  });
+
+  it('groups parameters, in order, into parts of at least the given bytes, never splitting one', () => {
+    const shapes = new Map<string, number[]>([
+      ['a', [4]],
+      ['b', [2, 3]],
+      ['c', [20]],
+      ['d', [1]],
+      ['e', [2]],
+    ]);
+    // float32: a 16 bytes, b 24, c 80, d 4, e 8.
+    expect(optimizerParts(shapes, 4, 32)).toEqual([['a', 'b'], ['c'], ['d', 'e']]);
+    expect(optimizerParts(shapes, 4, 1000)).toEqual([['a', 'b', 'c', 'd', 'e']]);
+    expect(optimizerParts(shapes, 4, 1)).toEqual([['a'], ['b'], ['c'], ['d'], ['e']]);
+  });
+
+  it('an optimizer step in parts writes the bits of one run, a skipped step and clipping included', async () => {
+    // Three float32 parameters of different sizes (what a trainer holds); in parts, each its own.
+    const sizes = { w: [3, 4], u: [5], v: [2, 2] } as const;
+    const f32 = (n: number, k: number) => ({
+      dtype: 'float32' as const,
+      data: Float32Array.from({ length: n }, (_, i) => Math.sin(1 + i * 0.7 + k)),
+    });
+    const prog = {
+      dtype: 'float32' as const,
+      build: (
+        g: import('../../src/engine/graph.js').Graph,
+        param: (n: string, s: number[]) => import('../../src/engine/graph.js').Tensor,
+      ) => {
+        const b = g.input('b', 'float32', [4]);
+        const [w, u, v] = Object.entries(sizes).map(([n, s]) => param(n, [...s]));
+        const y = T.add(T.matmul(T.reshape(b, [1, 4]), T.transposeLast(w!)), T.reduceSum(T.mul(u!, u!)));
+        return T.add(T.reduceSum(T.mul(y, y)), T.reduceSum(T.mul(T.reshape(v!, [4]), b)));
+      },
+    };
+    const init = () =>
+      Object.fromEntries(
+        Object.entries(sizes).map(([n, s], k) => [
+          n,
+          {
+            ...f32(
+              s.reduce((a, b) => a * b, 1),
+              k,
+            ),
+            dims: [...s],
+          },
+        ]),
+      );
+    const make = (optimizerPartBytes?: number) =>
+      TrainingState.create(
+        runtime,
+        prog,
+        { optimizer: { kind: 'adamw', weightDecay: 0.01 }, gradClip: 0.5 },
+        warmCosine,
+        init(),
+        { accumulate: true, ...(optimizerPartBytes ? { optimizerPartBytes } : {}) },
+      );
+    const [whole, parts] = [await make(), await make(1)];
+    expect([whole.optimizerRuns, parts.optimizerRuns]).toEqual([1, 4]);
+    const batch = (k: number) => ({ b: { dims: [4], ...f32(4, 10 + k) } });
+    const nan = {
+      b: { dtype: 'float32' as const, dims: [4], data: Float32Array.from([1, Number.NaN, 0, 2]) },
+    };
+    const metrics: unknown[][] = [[], []];
+    for (const [i, b] of [batch(0), batch(1), nan, batch(2), batch(3)].entries())
+      for (const [j, s] of [whole, parts].entries()) {
+        await s.forwardBackward(b);
+        if (i === 3) await s.forwardBackward(batch(4));
+        metrics[j]!.push(await s.optimStep());
+      }
+    expect(metrics[1]).toEqual(metrics[0]);
+    expect((metrics[0] as { applied: boolean }[]).map((m) => m.applied)).toEqual([
+      true,
+      true,
+      false,
+      true,
+      true,
+    ]);
+    // Clipped: every applied step's norm is above 0.5.
+    expect((metrics[0] as { gradNorm: number }[]).every((m) => !(m.gradNorm <= 0.5))).toBe(true);
+    const [a, b] = [await whole.snapshot(), await parts.snapshot()];
+    expect(Object.keys(b.tensors).sort()).toEqual(Object.keys(a.tensors).sort());
+    for (const [k, t] of Object.entries(a.tensors))
+      expect(Array.from(b.tensors[k]!.data as Float32Array), k).toEqual(Array.from(t.data as Float32Array));
+    await Promise.all([whole.dispose(), parts.dispose()]);
   });
 
   it('several forwardBackward calls sum their gradients; optimStep zeroes them; an explicit lr is used', async () => {

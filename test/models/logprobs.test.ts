@@ -1,7 +1,9 @@
 /** Completion log-probs: against the reference forward, prompt and padding masked, gradients checked. */
+import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Runtime, T } from '../../src/engine/index.js';
+import { compile, Graph, grad, Runtime, T } from '../../src/engine/index.js';
 import { completionBatch } from '../../src/models/batch.js';
+import { rng } from '../../src/models/common/rng.js';
 import { parseLlamaConfig } from '../../src/models/llama/config.js';
 import { LogprobRunner } from '../../src/models/llama/logprob-runner.js';
 import { sequenceLogprobs } from '../../src/models/llama/logprobs.js';
@@ -9,7 +11,7 @@ import { gradcheck } from '../helpers/gradcheck.js';
 import { weights } from '../helpers/model-fixtures.js';
 import { referenceLogits } from './llama-reference.js';
 
-const cfg = parseLlamaConfig({
+const CONFIG = {
   model_type: 'llama',
   vocab_size: 9,
   hidden_size: 8,
@@ -18,7 +20,8 @@ const cfg = parseLlamaConfig({
   num_attention_heads: 2,
   tie_word_embeddings: true,
   pad_token_id: 0,
-});
+};
+const cfg = parseLlamaConfig(CONFIG);
 const runtime = new Runtime({ workers: 1, intraOpThreads: 1 });
 afterAll(() => runtime.close());
 
@@ -63,7 +66,12 @@ describe('completion log-probs', () => {
     await runner.release();
   });
 
-  it('has gradients that agree with finite differences (float64)', async () => {
+  // Checkpointed, the head runs in slices of the vocabulary (4, 4 and 1 rows here): the same
+  // log-probs and gradients, the slices' log-sum-exps combined and each target found in its own.
+  it.each([
+    ['the whole head', {}],
+    ['the head in vocabulary slices', { checkpointing: true, headChunk: 4 }],
+  ])('has gradients that agree with finite differences (float64, %s)', async (_, head) => {
     // Milder weights than the fixture's: a loss of O(1) keeps central differences above roundoff.
     const w = weights(cfg, 5);
     for (const t of Object.values(w))
@@ -87,6 +95,7 @@ describe('completion log-probs', () => {
           attentionMask: g.constant(b.attentionMask, 'int64', dims),
           targets: g.constant(b.targets, 'int64', dims),
           targetMask: T.cast(g.constant(b.targetMask, 'float32', dims), 'float64'),
+          ...head,
         });
         return summed;
       },
@@ -96,6 +105,64 @@ describe('completion log-probs', () => {
       1e-5,
     );
     expect(maxRelError).toBeLessThan(1e-6);
+  });
+
+  // The head's weights, and with an untied head a LoRA adapter on it, are what a slice reads.
+  const untied = parseLlamaConfig({ ...CONFIG, tie_word_embeddings: false });
+  const RANK = 2;
+  it.each([
+    ['a tied head', cfg, []],
+    [
+      'an untied head with a LoRA adapter',
+      untied,
+      ['lm_head.weight', 'lm_head.lora_A.weight', 'lm_head.lora_B.weight'],
+    ],
+  ] as const)('gives the same log-probs and gradients with %s in vocabulary slices', async (_, c, heads) => {
+    const w = weights(c, 3);
+    const r = rng(11);
+    w['lm_head.lora_A.weight'] = {
+      dtype: 'float64',
+      dims: [RANK, c.hiddenSize],
+      data: Float64Array.from({ length: RANK * c.hiddenSize }, () => r() - 0.5),
+    };
+    w['lm_head.lora_B.weight'] = {
+      dtype: 'float64',
+      dims: [c.vocabSize, RANK],
+      data: Float64Array.from({ length: c.vocabSize * RANK }, () => r() - 0.5),
+    };
+    const wrt = ['model.embed_tokens.weight', ...heads];
+    const b = completionBatch(RECORDS, 0, c.vocabSize);
+    const dims = [b.batch, b.length];
+    const run = async (head: { checkpointing?: boolean; headChunk?: number }) => {
+      const g = new Graph();
+      const xs = wrt.map((n) => g.input(n, 'float64', w[n]!.dims));
+      const lookup = (name: string) =>
+        xs[wrt.indexOf(name)] ?? g.constant(w[name]!.data, 'float64', w[name]!.dims);
+      const { perToken, summed } = sequenceLogprobs(c, lookup, {
+        inputIds: g.constant(b.inputIds, 'int64', dims),
+        attentionMask: g.constant(b.attentionMask, 'int64', dims),
+        targets: g.constant(b.targets, 'int64', dims),
+        targetMask: T.cast(g.constant(b.targetMask, 'float32', dims), 'float64'),
+        ...(heads.length ? { lora: { scale: 0.5, targets: new Set(['lm_head']) } } : {}),
+        ...head,
+      });
+      const grads = grad(T.reduceSum(T.mul(summed, summed)), xs);
+      const outputs = { perToken, ...Object.fromEntries(grads.map((t, i) => [`d${i}`, t])) };
+      const session = await ort.InferenceSession.create(compile(g, outputs).bytes);
+      const feeds = Object.fromEntries(
+        wrt.map((n) => [n, new ort.Tensor('float64', Float64Array.from(w[n]!.data), w[n]!.dims)]),
+      );
+      const out = await session.run(feeds);
+      return Object.keys(outputs).map((k) => Array.from(out[k]!.data as Float64Array));
+    };
+    const [plain, sliced] = [await run({}), await run({ checkpointing: true, headChunk: 4 })];
+    expect(sliced).toHaveLength(1 + wrt.length);
+    for (const [i, values] of plain.entries()) {
+      expect(values.some((v) => v !== 0)).toBe(true);
+      for (const [j, v] of values.entries()) expect(sliced[i]![j]!).toBeCloseTo(v, 12);
+    }
+    // Every target token of the batch lies in one of the three slices, and each slice holds one.
+    expect(new Set(Array.from(b.targets, (t) => Math.floor(Number(t) / 4))).size).toBe(3);
   });
 
   it('names the record and field of a bad token id', () => {

@@ -162,7 +162,7 @@ function lastPosition(x: Tensor): Tensor {
 }
 
 /** An adapter's output times its scale: a scale fed as an input is float32, whatever `y` computes in. */
-const scaled = (y: Tensor, scale: number | Tensor): Tensor =>
+export const scaled = (y: Tensor, scale: number | Tensor): Tensor =>
   T.mul(y, typeof scale === 'number' ? scale : T.cast(scale, y.dtype));
 
 /** Logits (and the KV cache) of the decoder. */
