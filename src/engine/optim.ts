@@ -130,7 +130,7 @@ export function buildGradNorm(
   dtype: Tensor['dtype'],
 ): Record<string, Tensor> {
   const accs = [...shapes].map(([name, shape]) => graph.input(gradAccName(name), dtype, shape));
-  const gradNorm = T.sqrt(accs.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b)));
+  const gradNorm = globalNorm(accs);
   return { [GRAD_NORM]: gradNorm, finite: asFlag(graph, finiteOf(gradNorm), dtype) };
 }
 
@@ -157,6 +157,13 @@ export function optimizerParts(
   }
   return parts;
 }
+
+/**
+ * √Σ‖g‖², summed in the order given: one expression for a whole step and for a norm run, so a
+ * step in parts clips by the very float a single run computes.
+ */
+const globalNorm = (gs: Tensor[]): Tensor =>
+  T.sqrt(gs.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b)));
 
 /** NaN ≠ NaN and Inf − Inf is NaN: one comparison catches both. */
 const finiteOf = (x: Tensor): Tensor => T.equal(T.sub(x, x), 0);
@@ -209,8 +216,7 @@ function applyGradients(
   const groups = layout === 'flat' ? [names.map((_, i) => i)] : names.map((_, i) => [i]);
   const pack = groupPacking(names.map((n) => params.get(n)!.shape));
   const gradGroups = groups.map((group) => pack.join(grads, group));
-  const gradNorm =
-    normOfAll ?? T.sqrt(gradGroups.map((g) => T.reduceSum(T.mul(g, g))).reduce((a, b) => T.add(a, b)));
+  const gradNorm = normOfAll ?? globalNorm(gradGroups);
   const finite = finiteOf(gradNorm);
   const scale = spec.gradClip > 0 ? T.minimum(T.div(spec.gradClip, T.add(gradNorm, 1e-6)), 1) : undefined;
   // A part of a step reads its norm and flag from the norm run, which outputs them.
