@@ -135,10 +135,11 @@ export function buildGradNorm(
 }
 
 /**
- * Parameters grouped, in order, into parts of at least `bytes` each (the last may be smaller; a
- * tensor is never split). An optimizer step whose parts run one after another holds one part's
- * outputs at a time: onnxruntime-node hands each output back as a copy of what it wrote, so one
- * run over every parameter briefly holds a second copy of the parameters and every slot.
+ * Parameters grouped, in order, into parts of at least `bytes` each (a tensor is never split; a
+ * last part under half of `bytes` joins the one before, rather than cost a run of its own). An
+ * optimizer step whose parts run one after another holds one part's outputs at a time:
+ * onnxruntime-node hands each output back as a copy of what it wrote, so one run over every
+ * parameter briefly holds a second copy of the parameters and every slot.
  */
 export function optimizerParts(
   shapes: Map<string, Shape>,
@@ -155,6 +156,7 @@ export function optimizerParts(
     parts.at(-1)!.push(name);
     size += numel(shape) * bytesPerElement;
   }
+  if (parts.length > 1 && size < bytes / 2) parts.at(-2)!.push(...parts.pop()!);
   return parts;
 }
 
