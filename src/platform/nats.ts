@@ -257,6 +257,7 @@ export interface BucketStream {
   describe(): Promise<string>;
 }
 
+/** KV bucket `bucket`'s stream (`KV_<bucket>`), through the JetStream API on `nc`. */
 export async function bucketStream(nc: NatsConnection, bucket: string): Promise<BucketStream> {
   const jsm = await nc.jetstreamManager();
   const name = `KV_${bucket}`;
