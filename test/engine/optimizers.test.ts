@@ -375,7 +375,10 @@ describe('gradient accumulation: forwardBackward, then optimStep (a training API
     ]);
     // float32: a 16 bytes, b 24, c 80, d 4, e 8.
     // d and e (12 bytes) would be a part under half of 32: they join c's.
-    expect(optimizerParts(shapes, 4, 32)).toEqual([['a', 'b'], ['c', 'd', 'e']]);
+    expect(optimizerParts(shapes, 4, 32)).toEqual([
+      ['a', 'b'],
+      ['c', 'd', 'e'],
+    ]);
     expect(optimizerParts(shapes, 4, 20)).toEqual([['a', 'b'], ['c'], ['d', 'e']]);
     expect(optimizerParts(shapes, 4, 1000)).toEqual([['a', 'b', 'c', 'd', 'e']]);
     expect(optimizerParts(shapes, 4, 1)).toEqual([['a'], ['b'], ['c'], ['d'], ['e']]);
