@@ -137,7 +137,7 @@ export interface TrainingStateOptions {
 }
 
 /**
- * 256 MiB of parameters a part: at Qwen2.5-0.5B's size (1.98 GB of float32 parameters) eight
+ * 256 MiB of parameters a part: at Qwen2.5-0.5B's size (1.98 GB of float32 parameters) six
  * parts, each run's copies bounded by its largest, the 545 MB embedding with its two Adam moments.
  */
 export const OPTIMIZER_PART_BYTES = 256 * 2 ** 20;
